@@ -1,0 +1,1 @@
+"""Pure BMS logic: no ``machine`` imports, time and buses are injected."""

@@ -1,0 +1,116 @@
+"""Relay/contactor state machine: discharge with precharge, charge, level-2, heater.
+
+The discharge path has explicit states; every transition goes through
+``_enter`` which sets the relay pattern and logs the change.  Closing order
+on the discharge side: level-2 closed -> precharge relay closed -> wait until
+the load-side voltage reaches ``precharge_pct`` of the pack voltage (or
+time out: latched precharge fault, protecting the resistor and preventing
+a hot close that welds contacts) -> discharge relay closed -> precharge relay
+opened after a short overlap.  Opening is immediate and unconditional.
+
+Relays are only ever commanded through ``board.set_relays(states)`` and only
+when the pattern changes.
+"""
+from micropython import const
+
+from bms.eventlog import EV_DSG_STATE, EV_RELAY
+from bms.faults import R_CHG, R_DSG, R_HEAT, R_L2
+from bms.ticks import ticks_diff
+
+RELAY_DSG = const(0)
+RELAY_PRE = const(1)
+RELAY_CHG = const(2)
+RELAY_L2 = const(3)
+RELAY_HEAT = const(4)
+N_RELAYS = const(5)
+RELAY_NAMES = ("discharge", "precharge", "charge", "level2", "heater")
+
+D_OPEN = const(0)
+D_PRECHARGE = const(1)
+D_CLOSED = const(2)
+D_NAMES = ("open", "precharge", "closed")
+
+PRE_OVERLAP_MS = const(200)
+
+
+class Contactors:
+    def __init__(self, board, log=None):
+        self.board = board
+        self.log = log
+        self.state = bytearray(N_RELAYS)
+        self._want = bytearray(N_RELAYS)
+        self.dsg_state = D_OPEN
+        self._t0 = 0
+        self.precharge_failed = False
+        self.precharge_ms = 0  # duration of the last successful precharge
+        self.board.set_relays(self.state)
+
+    def _enter(self, st, now):
+        self.dsg_state = st
+        self._t0 = now
+        if self.log is not None:
+            self.log.append(now, EV_DSG_STATE, st, 0)
+
+    def open_all(self, now):
+        """Fail-safe: everything open at once, no sequencing."""
+        w = self._want
+        for i in range(N_RELAYS):
+            w[i] = 0
+        if self.dsg_state != D_OPEN:
+            self._enter(D_OPEN, now)
+        self._apply(now)
+
+    def step(self, now, block, chg_req, dsg_req, heat_req, pack_mv, load_mv, load_ok,
+             pre_pct, pre_timeout):
+        """One decision; ``block`` is the protection reaction mask."""
+        w = self._want
+        l2 = not (block & R_L2)
+        w[RELAY_L2] = 1 if l2 else 0
+        w[RELAY_CHG] = 1 if (l2 and chg_req and not (block & R_CHG)) else 0
+        w[RELAY_HEAT] = 1 if (l2 and heat_req and not (block & R_HEAT)) else 0
+        dsg_ok = l2 and dsg_req and not (block & R_DSG)
+
+        st = self.dsg_state
+        if not dsg_ok:
+            if st != D_OPEN:
+                self._enter(D_OPEN, now)
+        elif st == D_OPEN:
+            if not self.precharge_failed:
+                self._enter(D_PRECHARGE, now)
+        elif st == D_PRECHARGE:
+            elapsed = ticks_diff(now, self._t0)
+            # Integer compare: load/pack >= pct/100 without division.
+            if load_ok and pack_mv > 0 and load_mv * 100 >= pack_mv * pre_pct:
+                self.precharge_ms = elapsed
+                self._enter(D_CLOSED, now)
+            elif elapsed >= pre_timeout:
+                self.precharge_failed = True
+                self._enter(D_OPEN, now)
+
+        st = self.dsg_state
+        if st == D_OPEN:
+            w[RELAY_DSG] = 0
+            w[RELAY_PRE] = 0
+        elif st == D_PRECHARGE:
+            w[RELAY_DSG] = 0
+            w[RELAY_PRE] = 1
+        else:
+            w[RELAY_DSG] = 1
+            w[RELAY_PRE] = 1 if ticks_diff(now, self._t0) < PRE_OVERLAP_MS else 0
+        self._apply(now)
+
+    def _apply(self, now):
+        w = self._want
+        s = self.state
+        changed = False
+        for i in range(N_RELAYS):
+            if s[i] != w[i]:
+                s[i] = w[i]
+                changed = True
+                if self.log is not None:
+                    self.log.append(now, EV_RELAY, i, w[i])
+        if changed:
+            self.board.set_relays(s)
+
+    def clear_precharge_fault(self):
+        self.precharge_failed = False

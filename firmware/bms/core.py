@@ -1,0 +1,336 @@
+"""The Bms object: wires one control cycle together.
+
+    drivers read buses -> Measurements -> protection / SOC / balancing / heater
+    -> contactors, balance flags, buzzer -> comms read the snapshot
+
+Three scheduler tasks on the injected clock:
+  fast  (50 ms)  current, protection, contactors, buzzer, coulomb counting
+  cells (250 ms) cell voltages and temperatures
+  slow  (1 s)    balancing, heater, SOC calibration
+
+The board object is the only way out to hardware (duck-typed, see
+``boards/`` and ``tools/sim``):
+  max_cells, temp_roles           sizes of the snapshot
+  read_current(meas, now)         fills current_ma (raw, uncalibrated), pack_mv,
+                                  load_mv/load_ok; raises OSError on bus failure
+  read_cells(meas, now)           fills cell_mv/cell_ok/cell_ts for n_cells
+  read_temps(meas, now)           fills temp_dc/temp_status
+  set_relays(states)              bytearray indexed by contactors.RELAY_*
+  set_balance(flags)              bytearray, one 0/1 per cell
+  set_buzzer(on)
+  key()                           ON/OFF switch input (True = on)
+  afe_fault()                     non-zero if the AFE tripped in hardware
+  balance_no_adjacent             True if the AFE forbids adjacent bleeders
+
+Comms never touch the board: they change parameters (validated) or call
+``request(cmd, arg)``, which the fast task applies at its next run.  Any
+exception inside a cycle opens every relay, latches the INTERNAL fault and is
+logged; the loop keeps running so the state stays observable.
+"""
+from micropython import const
+
+from bms import faults as F
+from bms.balancing import Balancer
+from bms.buzzer import Buzzer
+from bms.contactors import RELAY_CHG, Contactors
+from bms.eventlog import EV_BOOT, EV_COMMAND, EV_EXCEPTION, EV_PARAM, EV_SOC_CAL, EventLog
+from bms.heater import Heater
+from bms.measurements import ROLE_BALANCE, ROLE_CELL, ROLE_POWER, Measurements
+from bms.params import (P_BUZZER, P_CELL_COUNT, P_CHEMISTRY, P_CHG_SWITCH, P_CUR_GAIN,
+                        P_CUR_OFFSET, P_DSG_SWITCH, P_KEY_ENABLE, P_PRECHARGE_PCT,
+                        P_PRECHARGE_TIMEOUT, ParamError)
+from bms.protection import Protection
+from bms.scheduler import Scheduler
+from bms.soc import Soc
+from bms.ticks import ticks_diff
+
+FAST_MS = const(50)
+CELL_MS = const(250)
+SLOW_MS = const(1000)
+CURRENT_STALE_MS = const(500)
+CELL_STALE_MS = const(1500)
+TEMP_STALE_MS = const(3000)
+
+# Command ids (Modbus / BLE / display all end here).
+CMD_RESET_FAULTS = const(1)
+CMD_SOC_SET = const(2)        # arg: per mille
+CMD_CAL_CURRENT = const(3)    # arg: true current in mA (sign ignored)
+CMD_CAL_ZERO = const(4)
+CMD_RESTART = const(5)
+CMD_DEFAULTS = const(6)       # arg: chemistry
+CMD_CLEAR_LOG = const(7)
+CMD_SLEEP = const(8)
+CMD_NAMES = ("", "reset_faults", "soc_set", "cal_current", "cal_zero", "restart",
+             "defaults", "clear_log", "sleep")
+
+ACCEPTED = const(0)
+PENDING = const(1)
+ILLEGAL = const(2)
+
+# Operating modes shown on the monitor page.
+MODE_STANDBY = const(0)
+MODE_CHARGING = const(1)
+MODE_DISCHARGING = const(2)
+MODE_PROTECT = const(3)
+MODE_BOOT = const(4)
+MODE_NAMES = ("standby", "charging", "discharging", "protect", "boot")
+
+MODE_CURRENT_MA = const(300)
+CAL_MIN_MA = const(500)
+ZERO_MAX_MA = const(5000)
+
+
+class Bms:
+    def __init__(self, board, params, clock, log=None, soc_pm=500):
+        self.board = board
+        self.params = params
+        self.clock = clock
+        self.log = log if log is not None else EventLog()
+        self.meas = Measurements(board.max_cells, board.temp_roles)
+        self.meas.set_cell_count(params[P_CELL_COUNT])
+        self.prot = Protection(params, self.log)
+        self.contactors = Contactors(board, self.log)
+        self.buzzer = Buzzer()
+        self.soc = Soc(params, soc_pm)
+        self.balancer = Balancer(params, board.max_cells,
+                                 getattr(board, "balance_no_adjacent", True))
+        self.heater = Heater(params)
+        self.sched = Scheduler(clock)
+        # Cells first: at boot the first fast tick then already has data.
+        self.sched.add(self._cells, CELL_MS)
+        self.sched.add(self._fast, FAST_MS)
+        self.sched.add(self._slow, SLOW_MS, 10)
+        self.current_raw_ma = 0
+        self.current_avg_raw = 0
+        self.bus_errors = 0
+        self.exceptions = 0
+        self.last_exception = None
+        self.mode = MODE_BOOT
+        self.running = False  # False until the first complete measurement
+        self._cmd = 0
+        self._cmd_arg = 0
+        self._key_prev = True
+        self._last_fast = 0
+        self._fast_seen = False
+        self._ov1_prev = False
+        self._uv1_prev = False
+        self.restart_requested = False
+        self.sleep_requested = False
+        params.listener = self._param_changed
+        now = clock.ticks_ms()
+        self.log.append(now, EV_BOOT, 0, 0)
+
+    # ---- public -------------------------------------------------------
+    def step(self):
+        """Run whatever tasks are due; never raises."""
+        try:
+            return self.sched.run_due()
+        except Exception as e:  # noqa: BLE001 - fail-safe boundary
+            self._fail(e)
+            return 0
+
+    def request(self, cmd, arg=0):
+        """Queue a command for the next fast tick: ACCEPTED, PENDING or ILLEGAL."""
+        if cmd < CMD_RESET_FAULTS or cmd > CMD_SLEEP:
+            return ILLEGAL
+        if cmd == CMD_SOC_SET and (arg < 0 or arg > 1000):
+            return ILLEGAL
+        if cmd == CMD_DEFAULTS and (arg < 0 or arg > 3):
+            return ILLEGAL
+        if self._cmd:
+            return PENDING
+        self._cmd = cmd
+        self._cmd_arg = arg
+        return ACCEPTED
+
+    @property
+    def cmd_pending(self):
+        return self._cmd != 0
+
+    # ---- tasks --------------------------------------------------------
+    def _fast(self, now):
+        m = self.meas
+        b = self.board
+        dt = ticks_diff(now, self._last_fast) if self._fast_seen else 0
+        self._last_fast = now
+        self._fast_seen = True
+        if self._read(b.read_current, now):
+            raw = m.current_ma
+            self.current_raw_ma = raw
+            self.current_avg_raw += (raw - self.current_avg_raw) >> 3
+            m.current_ma = self._calibrate(raw)
+            m.current_ts = now
+            m.current_seen = True
+        prot = self.prot
+        prot.set_flag(F.SIG_CUR_STALE, (not m.current_seen)
+                      or ticks_diff(now, m.current_ts) > CURRENT_STALE_MS)
+        prot.set_flag(F.SIG_CELL_STALE, (not m.cells_seen) or m.bad_cells > 0
+                      or ticks_diff(now, m.cells_ts) > CELL_STALE_MS)
+        prot.set_flag(F.SIG_T_SENSOR, (not m.temps_seen)
+                      or m.bad_temps[ROLE_POWER] > 0 or m.bad_temps[ROLE_CELL] > 0
+                      or ticks_diff(now, m.temps_ts) > TEMP_STALE_MS)
+        prot.set_flag(F.SIG_BAL_SENSOR, m.bad_temps[ROLE_BALANCE] > 0)
+        prot.set_flag(F.SIG_PRECHARGE, self.contactors.precharge_failed)
+        if b.afe_fault():
+            prot.set_flag(F.SIG_AFE, True)
+
+        p = self.params
+        key = b.key()
+        if p[P_KEY_ENABLE] and key and not self._key_prev:
+            self._reset_faults(now)  # K switch cycled off -> on
+        self._key_prev = key
+
+        if self._cmd:
+            self._run_command(now)
+
+        block = prot.step(m, now)
+        if not self.running and m.cells_seen and m.current_seen and m.temps_seen:
+            self.running = True
+        if not self.running:
+            block = F.R_CHG | F.R_DSG | F.R_BAL | F.R_HEAT  # nothing closes before data
+        dsg_req = p[P_DSG_SWITCH] and (key or not p[P_KEY_ENABLE]) and not self.sleep_requested
+        chg_req = p[P_CHG_SWITCH] and not self.sleep_requested
+        self.contactors.step(now, block, chg_req, dsg_req, self.heater.on,
+                             m.pack_mv if m.pack_mv else m.sum_mv, m.load_mv, m.load_ok,
+                             p[P_PRECHARGE_PCT], p[P_PRECHARGE_TIMEOUT])
+        if self.buzzer.step(now, prot.level, p[P_BUZZER]):
+            b.set_buzzer(self.buzzer.on)
+        if m.current_seen and dt > 0:
+            self.soc.integrate(m.current_ma, dt if dt < 1000 else 1000)
+        self._update_mode()
+
+    def _cells(self, now):
+        m = self.meas
+        n = self.params[P_CELL_COUNT]
+        if n != m.n_cells:
+            m.set_cell_count(n)
+        if self._read(self.board.read_cells, now):
+            m.update_cell_stats()
+            m.cells_ts = now
+            m.cells_seen = True
+        if self._read(self.board.read_temps, now):
+            m.update_temp_stats()
+            m.temps_ts = now
+            m.temps_seen = True
+
+    def _slow(self, now):
+        m = self.meas
+        prot = self.prot
+        block = prot.reaction if self.running else F.R_BAL | F.R_HEAT
+        self.board.set_balance(self.balancer.step(m, block))
+        cs = self.contactors.state
+        self.heater.step(m, self.params[P_CHG_SWITCH] and (cs[RELAY_CHG] or prot.active(F.LT_CHG)),
+                         m.current_ma < -MODE_CURRENT_MA)
+        ov1 = prot.active(F.OV1)
+        uv1 = prot.active(F.UV1)
+        if ov1 and not self._ov1_prev:
+            self.soc.calibrate_full()
+            self.log.append(now, EV_SOC_CAL, 1000, 0)
+        if uv1 and not self._uv1_prev:
+            self.soc.calibrate_empty()
+            self.log.append(now, EV_SOC_CAL, 0, 0)
+        self._ov1_prev = ov1
+        self._uv1_prev = uv1
+
+    # ---- helpers ------------------------------------------------------
+    def _read(self, fn, now):
+        """One bus transaction with one retry; False if both failed."""
+        for _ in range(2):
+            try:
+                fn(self.meas, now)
+                return True
+            except OSError:
+                self.bus_errors += 1
+        return False
+
+    def _calibrate(self, raw):
+        p = self.params
+        d = p[P_CUR_GAIN] - 10000
+        # Keep every product below 2**30 so the board never allocates a big int.
+        if -200000 < raw < 200000:
+            corr = raw * d // 10000
+        else:
+            corr = (raw // 100) * d // 100
+        return raw + corr + p[P_CUR_OFFSET]
+
+    def _update_mode(self):
+        i = self.meas.current_ma
+        if not self.running:
+            self.mode = MODE_BOOT
+        elif self.prot.level >= F.L_PROT:
+            self.mode = MODE_PROTECT
+        elif i > MODE_CURRENT_MA:
+            self.mode = MODE_CHARGING
+        elif i < -MODE_CURRENT_MA:
+            self.mode = MODE_DISCHARGING
+        else:
+            self.mode = MODE_STANDBY
+
+    def _reset_faults(self, now):
+        prot = self.prot
+        prot.set_flag(F.SIG_INTERNAL, False)
+        prot.set_flag(F.SIG_PRECHARGE, False)
+        prot.set_flag(F.SIG_AFE, False)
+        self.contactors.clear_precharge_fault()
+        reset_afe = getattr(self.board, "clear_afe_fault", None)
+        if reset_afe is not None:
+            reset_afe()
+        prot.step(self.meas, now)  # let cleared flags reach S_RECOVERED
+        return prot.reset_latched(now)
+
+    def _run_command(self, now):
+        cmd = self._cmd
+        arg = self._cmd_arg
+        self._cmd = 0
+        self.log.append(now, EV_COMMAND, cmd, arg)
+        p = self.params
+        if cmd == CMD_RESET_FAULTS:
+            self._reset_faults(now)
+        elif cmd == CMD_SOC_SET:
+            self.soc.set_pm(arg)
+        elif cmd == CMD_CAL_CURRENT:
+            raw = self.current_avg_raw
+            target = arg if arg >= 0 else -arg
+            if raw < 0:
+                target = -target
+            if raw <= -CAL_MIN_MA or raw >= CAL_MIN_MA:
+                gain = (target - p[P_CUR_OFFSET]) * 10000 // raw if -200000 < raw < 200000 \
+                    else (target - p[P_CUR_OFFSET]) * 100 // (raw // 100)
+                try:
+                    p.set(P_CUR_GAIN, gain)
+                except ParamError:
+                    pass
+        elif cmd == CMD_CAL_ZERO:
+            raw = self.current_avg_raw
+            if -ZERO_MAX_MA < raw < ZERO_MAX_MA:
+                try:
+                    p.set(P_CUR_OFFSET, -(raw * p[P_CUR_GAIN] // 10000))
+                except ParamError:
+                    pass
+        elif cmd == CMD_DEFAULTS:
+            p.load_defaults(arg)
+        elif cmd == CMD_CLEAR_LOG:
+            self.log.clear(now)
+        elif cmd == CMD_RESTART:
+            self.contactors.open_all(now)
+            self.restart_requested = True
+        elif cmd == CMD_SLEEP:
+            self.sleep_requested = True
+
+    def _param_changed(self, i, old, new):
+        self.log.append(self.clock.ticks_ms(), EV_PARAM, i, new)
+
+    def _fail(self, exc):
+        now = self.clock.ticks_ms()
+        self.exceptions += 1
+        self.last_exception = exc
+        try:
+            self.contactors.open_all(now)
+        except Exception:  # noqa: BLE001 - nothing more to do; the WDT will act
+            pass
+        self.prot.set_flag(F.SIG_INTERNAL, True)
+        self.prot.force(F.INTERNAL, now)
+        self.log.append(now, EV_EXCEPTION, self.exceptions, 0)
+
+    def chemistry(self):
+        return self.params[P_CHEMISTRY]

@@ -1,0 +1,218 @@
+"""Fault table: one row per protection, alarm and diagnostic.
+
+Row fields (index constants F_*):
+  name      short identifier used by the log, Modbus docs and the PC tool
+  signal    which measured quantity it watches (SIG_*)
+  kind      K_HIGH trips at value >= threshold, clears below recovery;
+            K_LOW trips at value <= threshold, clears above recovery;
+            K_FLAG trips when a diagnostic flag is set
+  thr, rec  threshold / recovery specs, see ``spec_value``
+  delay     set delay spec in ms (the condition must persist this long;
+            an up/down counter, so noise around the threshold cannot trip it
+            and a brief dip does not restart the wait)
+  clear     clear delay spec in ms: the recovery condition must hold
+            continuously this long before the fault clears
+  policy    P_AUTO clears by itself; P_LATCH waits, after recovery, for a
+            reset (command, K switch cycle or restart)
+  reaction  R_* bits: what the contactor logic must open or stop
+  level     L_WARN (alarm only), L_PROT (protection), L_CRIT (level 2 /
+            latched, loudest buzzer)
+
+A spec is ``(p, mul, q, qmul, c)``: ``values[p]*mul + values[q]*qmul + c``
+with -1 meaning "no parameter"; it converts the user's units to the core's
+(mV, mA, 0.1 degC, ms) once per parameter change.
+"""
+from micropython import const
+
+# Signals (computed each fast tick by Protection).
+SIG_CELL_MAX = const(0)   # mV
+SIG_CELL_MIN = const(1)   # mV
+SIG_CELL_DIFF = const(2)  # mV
+SIG_CHG_I = const(3)      # mA, charging part of the current
+SIG_DSG_I = const(4)      # mA, discharging part of the current
+SIG_T_POWER = const(5)    # 0.1 degC, hottest power-module sensor
+SIG_T_BAL = const(6)      # 0.1 degC, hottest balance-module sensor
+SIG_T_CELL_MAX = const(7)  # 0.1 degC
+SIG_T_CELL_MIN = const(8)  # 0.1 degC
+# Diagnostic flags (1/0), set by the core, drivers and comms.
+SIG_T_SENSOR = const(9)    # a power or cell NTC is open/short/missing
+SIG_BAL_SENSOR = const(10)  # a balance-module NTC is open/short/missing
+SIG_CELL_STALE = const(11)  # cell data old, missing or a cell reading invalid
+SIG_CUR_STALE = const(12)   # current data old or missing
+SIG_PRECHARGE = const(13)   # precharge did not reach its voltage in time
+SIG_INTERNAL = const(14)    # firmware exception in a control cycle
+SIG_AFE = const(15)         # the AFE reported a hardware trip or fault
+SIG_COMM = const(16)        # a slave module or the AFE stopped answering
+SIG_LEASE = const(17)       # lease expired (discharge disabled)
+N_SIGNALS = const(18)
+FIRST_FLAG = const(9)
+
+K_HIGH = const(0)
+K_LOW = const(1)
+K_FLAG = const(2)
+
+P_AUTO = const(0)
+P_LATCH = const(1)
+
+R_CHG = const(1)    # open the charge relay
+R_DSG = const(2)    # open the discharge (and precharge) relay
+R_L2 = const(4)     # open the level-2 protect relay (everything)
+R_BAL = const(8)    # stop balancing
+R_HEAT = const(16)  # heater off
+
+L_WARN = const(1)
+L_PROT = const(2)
+L_CRIT = const(3)
+LEVEL_NAMES = ("ok", "warning", "protection", "critical")
+
+F_NAME = const(0)
+F_SIGNAL = const(1)
+F_KIND = const(2)
+F_THR = const(3)
+F_REC = const(4)
+F_DELAY = const(5)
+F_CLEAR = const(6)
+F_POLICY = const(7)
+F_REACTION = const(8)
+F_LEVEL = const(9)
+
+_N = -1  # no parameter in a spec
+
+# Parameter indices (duplicated as literals would drift: import them).
+from bms.params import (  # noqa: E402
+    P_OV1, P_OV2, P_OV_REC, P_OV_DELAY, P_OV2_DELAY, P_UV1, P_UV2, P_UV_REC,
+    P_UV_DELAY, P_UV2_DELAY, P_CHG_OC, P_CHG_OC_DELAY, P_DSG_OC,
+    P_DSG_OC_DELAY, P_PEAK, P_PEAK_DELAY, P_SC, P_OC_RELEASE, P_T_POWER_OT,
+    P_T_POWER_REC, P_T_BAL_OT, P_T_BAL_REC, P_T_CELL_OT, P_T_CELL_REC,
+    P_T_CHG_OT, P_T_CHG_REC, P_LT_CHG, P_LT_CHG_REC, P_LT_DSG, P_LT_DSG_REC,
+    P_DIFF_PROT, P_DIFF_REC, P_ALARM_MV, P_ALARM_C,
+)
+
+
+def _p(p, mul=1):
+    return (p, mul, _N, 0, 0)
+
+
+def _c(c):
+    return (_N, 0, _N, 0, c)
+
+
+_ONE = _c(1)
+_OC_RELEASE = _p(P_OC_RELEASE, 1000)
+_RECOVER = _c(1000)     # recovery must hold 1 s before a voltage fault clears
+_T_DELAY = _c(2000)     # temperatures: 2 s debounce against NTC noise
+_T_RECOVER = _c(5000)
+
+# Fault ids: the row order of TABLE.
+OV1 = const(0)
+OV2 = const(1)
+UV1 = const(2)
+UV2 = const(3)
+CHG_OC = const(4)
+DSG_OC = const(5)
+PEAK = const(6)
+SHORT = const(7)
+T_POWER = const(8)
+T_BAL = const(9)
+T_CELL = const(10)
+T_CHG = const(11)
+LT_CHG = const(12)
+LT_DSG = const(13)
+DIFF = const(14)
+T_SENSOR = const(15)
+BAL_SENSOR = const(16)
+CELL_STALE = const(17)
+CUR_STALE = const(18)
+PRECHARGE = const(19)
+INTERNAL = const(20)
+AFE = const(21)
+COMM = const(22)
+LEASE = const(23)
+OV_ALARM = const(24)
+UV_ALARM = const(25)
+OT_ALARM = const(26)
+LT_ALARM = const(27)
+CHG_OC_ALARM = const(28)
+DSG_OC_ALARM = const(29)
+N_FAULTS = const(30)
+
+TABLE = (
+    # name, signal, kind, thr, rec, delay, clear, policy, reaction, level
+    ("ov1", SIG_CELL_MAX, K_HIGH, _p(P_OV1), _p(P_OV_REC), _p(P_OV_DELAY), _RECOVER,
+     P_AUTO, R_CHG, L_PROT),
+    ("ov2", SIG_CELL_MAX, K_HIGH, _p(P_OV2), _p(P_OV_REC), _p(P_OV2_DELAY), _RECOVER,
+     P_LATCH, R_CHG | R_L2, L_CRIT),
+    ("uv1", SIG_CELL_MIN, K_LOW, _p(P_UV1), _p(P_UV_REC), _p(P_UV_DELAY), _RECOVER,
+     P_AUTO, R_DSG | R_BAL, L_PROT),
+    ("uv2", SIG_CELL_MIN, K_LOW, _p(P_UV2), _p(P_UV_REC), _p(P_UV2_DELAY), _RECOVER,
+     P_LATCH, R_DSG | R_L2 | R_BAL, L_CRIT),
+    ("chg_oc", SIG_CHG_I, K_HIGH, _p(P_CHG_OC, 100), _p(P_CHG_OC, 100), _p(P_CHG_OC_DELAY),
+     _OC_RELEASE, P_AUTO, R_CHG, L_PROT),
+    ("dsg_oc", SIG_DSG_I, K_HIGH, _p(P_DSG_OC, 100), _p(P_DSG_OC, 100), _p(P_DSG_OC_DELAY),
+     _OC_RELEASE, P_AUTO, R_DSG, L_PROT),
+    ("peak", SIG_DSG_I, K_HIGH, _p(P_PEAK, 100), _p(P_DSG_OC, 100), _p(P_PEAK_DELAY),
+     _OC_RELEASE, P_AUTO, R_DSG, L_PROT),
+    ("short", SIG_DSG_I, K_HIGH, _p(P_SC, 100), _p(P_DSG_OC, 100), _c(0), _c(1000),
+     P_LATCH, R_DSG | R_CHG, L_CRIT),
+    ("t_power", SIG_T_POWER, K_HIGH, _p(P_T_POWER_OT, 10), _p(P_T_POWER_REC, 10), _T_DELAY,
+     _T_RECOVER, P_AUTO, R_CHG | R_DSG | R_BAL, L_PROT),
+    ("t_bal", SIG_T_BAL, K_HIGH, _p(P_T_BAL_OT, 10), _p(P_T_BAL_REC, 10), _T_DELAY,
+     _T_RECOVER, P_AUTO, R_BAL, L_PROT),
+    ("t_cell", SIG_T_CELL_MAX, K_HIGH, _p(P_T_CELL_OT, 10), _p(P_T_CELL_REC, 10), _T_DELAY,
+     _T_RECOVER, P_AUTO, R_CHG | R_DSG | R_BAL, L_PROT),
+    ("t_chg", SIG_T_CELL_MAX, K_HIGH, _p(P_T_CHG_OT, 10), _p(P_T_CHG_REC, 10), _T_DELAY,
+     _T_RECOVER, P_AUTO, R_CHG, L_PROT),
+    ("lt_chg", SIG_T_CELL_MIN, K_LOW, _p(P_LT_CHG, 10), _p(P_LT_CHG_REC, 10), _T_DELAY,
+     _T_RECOVER, P_AUTO, R_CHG, L_PROT),
+    ("lt_dsg", SIG_T_CELL_MIN, K_LOW, _p(P_LT_DSG, 10), _p(P_LT_DSG_REC, 10), _T_DELAY,
+     _T_RECOVER, P_AUTO, R_DSG, L_PROT),
+    ("cell_diff", SIG_CELL_DIFF, K_HIGH, _p(P_DIFF_PROT), _p(P_DIFF_REC), _c(5000), _c(5000),
+     P_AUTO, R_CHG | R_DSG, L_PROT),
+    ("temp_sensor", SIG_T_SENSOR, K_FLAG, _ONE, _ONE, _c(1000), _c(5000),
+     P_AUTO, R_CHG | R_DSG, L_PROT),
+    ("bal_sensor", SIG_BAL_SENSOR, K_FLAG, _ONE, _ONE, _c(1000), _c(5000),
+     P_AUTO, R_BAL, L_WARN),
+    ("cell_stale", SIG_CELL_STALE, K_FLAG, _ONE, _ONE, _c(0), _c(1000),
+     P_AUTO, R_CHG | R_DSG | R_BAL, L_PROT),
+    ("current_stale", SIG_CUR_STALE, K_FLAG, _ONE, _ONE, _c(0), _c(1000),
+     P_AUTO, R_CHG | R_DSG, L_PROT),
+    ("precharge", SIG_PRECHARGE, K_FLAG, _ONE, _ONE, _c(0), _c(0),
+     P_LATCH, R_DSG, L_PROT),
+    ("internal", SIG_INTERNAL, K_FLAG, _ONE, _ONE, _c(0), _c(0),
+     P_LATCH, R_CHG | R_DSG | R_BAL | R_HEAT, L_CRIT),
+    ("afe", SIG_AFE, K_FLAG, _ONE, _ONE, _c(0), _c(1000),
+     P_LATCH, R_CHG | R_DSG, L_CRIT),
+    ("comm", SIG_COMM, K_FLAG, _ONE, _ONE, _c(0), _c(2000),
+     P_AUTO, R_CHG | R_DSG | R_BAL, L_PROT),
+    ("lease", SIG_LEASE, K_FLAG, _ONE, _ONE, _c(0), _c(0),
+     P_AUTO, R_DSG, L_PROT),
+    ("ov_alarm", SIG_CELL_MAX, K_HIGH, (P_OV1, 1, P_ALARM_MV, -1, 0),
+     (P_OV1, 1, P_ALARM_MV, -1, -20), _c(2000), _c(2000), P_AUTO, 0, L_WARN),
+    ("uv_alarm", SIG_CELL_MIN, K_LOW, (P_UV1, 1, P_ALARM_MV, 1, 0),
+     (P_UV1, 1, P_ALARM_MV, 1, 20), _c(2000), _c(2000), P_AUTO, 0, L_WARN),
+    ("ot_alarm", SIG_T_CELL_MAX, K_HIGH, (P_T_CELL_OT, 10, P_ALARM_C, -10, 0),
+     (P_T_CELL_OT, 10, P_ALARM_C, -10, -20), _T_DELAY, _T_RECOVER, P_AUTO, 0, L_WARN),
+    ("lt_alarm", SIG_T_CELL_MIN, K_LOW, (P_LT_CHG, 10, P_ALARM_C, 10, 0),
+     (P_LT_CHG, 10, P_ALARM_C, 10, 20), _T_DELAY, _T_RECOVER, P_AUTO, 0, L_WARN),
+    ("chg_oc_alarm", SIG_CHG_I, K_HIGH, _p(P_CHG_OC, 90), _p(P_CHG_OC, 85), _c(1000),
+     _c(2000), P_AUTO, 0, L_WARN),
+    ("dsg_oc_alarm", SIG_DSG_I, K_HIGH, _p(P_DSG_OC, 90), _p(P_DSG_OC, 85), _c(1000),
+     _c(2000), P_AUTO, 0, L_WARN),
+)
+
+
+def spec_value(spec, values):
+    p, mul, q, qmul, c = spec
+    v = c
+    if p >= 0:
+        v += values[p] * mul
+    if q >= 0:
+        v += values[q] * qmul
+    return v
+
+
+def index(name):
+    for i in range(N_FAULTS):
+        if TABLE[i][F_NAME] == name:
+            return i
+    return -1

@@ -1,0 +1,59 @@
+"""Fixed-period task scheduler on an injected clock.
+
+Deadlines are absolute (``next += period``) so periods do not drift with
+execution time.  A task that falls more than one period behind counts an
+overrun and is rescheduled from now instead of running a burst of catch-up
+cycles.  The deadline is advanced before the task runs, so a task that
+raises cannot spin.  Nothing here sleeps: the board loop asks
+``ms_to_next`` and sleeps itself; the simulator advances its virtual clock.
+"""
+from array import array
+
+from bms.ticks import ticks_add, ticks_diff
+
+
+class Scheduler:
+    def __init__(self, clock, max_tasks=8):
+        self.clock = clock
+        self._fn = []
+        self.period = array("i", [0] * max_tasks)
+        self.next = array("i", [0] * max_tasks)
+        self.runs = array("i", [0] * max_tasks)
+        self.overruns = array("i", [0] * max_tasks)
+        self.n = 0
+
+    def add(self, fn, period_ms, phase_ms=0):
+        """Register ``fn(now_ms)``; store bound methods once, here, not per call."""
+        i = self.n
+        if i >= len(self.period):
+            raise ValueError("too many tasks")
+        self._fn.append(fn)
+        self.period[i] = period_ms
+        self.next[i] = ticks_add(self.clock.ticks_ms(), phase_ms)
+        self.n = i + 1
+        return i
+
+    def run_due(self):
+        """Run every task whose deadline has come; returns how many ran."""
+        now = self.clock.ticks_ms()
+        ran = 0
+        for i in range(self.n):
+            if ticks_diff(now, self.next[i]) >= 0:
+                nxt = ticks_add(self.next[i], self.period[i])
+                if ticks_diff(now, nxt) >= 0:
+                    self.overruns[i] += 1
+                    nxt = ticks_add(now, self.period[i])
+                self.next[i] = nxt
+                self.runs[i] += 1
+                ran += 1
+                self._fn[i](now)
+        return ran
+
+    def ms_to_next(self):
+        now = self.clock.ticks_ms()
+        best = 0x7FFFFFFF
+        for i in range(self.n):
+            d = ticks_diff(self.next[i], now)
+            if d < best:
+                best = d
+        return best if best > 0 else 0

@@ -1,0 +1,47 @@
+"""Millisecond tick arithmetic with MicroPython's ``time.ticks_*`` semantics.
+
+Ticks wrap at 2**30 exactly like ``time.ticks_ms()`` on every port, and stay
+small ints so that no tick operation allocates.  The core only ever compares
+ticks through ``ticks_diff``, so a virtual clock in tests can start just
+before the wrap and prove it.
+"""
+from micropython import const
+
+TICKS_PERIOD = const(0x40000000)
+TICKS_MAX = const(0x3FFFFFFF)
+TICKS_HALF = const(0x20000000)
+
+
+def ticks_add(t, delta):
+    return (t + delta) & TICKS_MAX
+
+
+def ticks_diff(a, b):
+    """Signed ``a - b`` in ms, correct across one wrap."""
+    return ((a - b + TICKS_HALF) & TICKS_MAX) - TICKS_HALF
+
+
+class VirtualClock:
+    """A clock for tests and the simulator: time moves only when told."""
+
+    def __init__(self, start=0):
+        self._now = start & TICKS_MAX
+        self.elapsed_ms = 0
+
+    def ticks_ms(self):
+        return self._now
+
+    def advance(self, ms):
+        self._now = (self._now + ms) & TICKS_MAX
+        self.elapsed_ms += ms
+
+
+class BoardClock:
+    """The real clock on a board (or the unix port)."""
+
+    def __init__(self):
+        import time
+        self._t = time
+
+    def ticks_ms(self):
+        return self._t.ticks_ms() & TICKS_MAX
