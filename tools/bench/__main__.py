@@ -1,0 +1,63 @@
+"""Run every benchmark module and print one table (and write out/bench.json)."""
+import argparse
+import datetime
+import importlib
+import json
+import os
+import pkgutil
+import platform
+import time
+import traceback
+
+from rich.console import Console
+from rich.table import Table
+
+import tools  # noqa: F401  (sys.path for firmware/)
+from tools.bench.common import ROOT, Ctx, Row
+
+
+def discover():
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    return sorted(m.name for m in pkgutil.iter_modules([pkg]) if m.name.startswith("bench_"))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="make bench", description=__doc__)
+    ap.add_argument("--only", default="", help="run modules whose name contains this")
+    ap.add_argument("--quick", action="store_true", help="shorter runs (less precise)")
+    ap.add_argument("--json", default=os.path.join(ROOT, "out", "bench.json"))
+    a = ap.parse_args(argv)
+    ctx = Ctx(quick=a.quick)
+    rows = []
+    t0 = time.time()
+    for name in discover():
+        if a.only and a.only not in name:
+            continue
+        t = time.time()
+        try:
+            mod = importlib.import_module("tools.bench." + name)
+            rows.extend(mod.run(ctx))
+        except Exception as e:  # noqa: BLE001 - one broken bench must not hide the others
+            traceback.print_exc()
+            rows.append(Row(name[6:], "ERROR", str(e)[:60]))
+        print("  %s: %.1f s" % (name, time.time() - t), flush=True)
+    table = Table(title="make bench  (%s, %s)" % (datetime.date.today(), platform.node()))
+    for col in ("area", "figure", "value", "unit", "goal", "note"):
+        table.add_column(col)
+    for r in rows:
+        v = r.value
+        if isinstance(v, float):
+            v = "%.4g" % v
+        table.add_row(r.area, r.name, str(v), r.unit, str(r.goal), r.note)
+    Console(width=160).print(table)
+    os.makedirs(os.path.dirname(a.json), exist_ok=True)
+    with open(a.json, "w") as f:
+        json.dump({"date": datetime.datetime.now().isoformat(timespec="seconds"),
+                   "machine": platform.platform(), "processor": platform.processor(),
+                   "python": platform.python_version(), "wall_s": round(time.time() - t0, 1),
+                   "rows": [r.as_dict() for r in rows]}, f, indent=1)
+    print("wrote", os.path.relpath(a.json, ROOT), "in %.0f s" % (time.time() - t0))
+
+
+if __name__ == "__main__":
+    main()

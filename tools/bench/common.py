@@ -1,0 +1,62 @@
+"""Shared pieces for the benchmark modules."""
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class Row:
+    __slots__ = ("area", "name", "value", "unit", "goal", "note")
+
+    def __init__(self, area, name, value, unit="", goal="", note=""):
+        self.area = area
+        self.name = name
+        self.value = value
+        self.unit = unit
+        self.goal = goal
+        self.note = note
+
+    def as_dict(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class Ctx:
+    def __init__(self, quick=False):
+        self.quick = quick
+        self.root = ROOT
+        self.micropython = find_micropython()
+
+    def upy(self, script, *args, heap="4M", timeout=600):
+        """Run a MicroPython script (path relative to repo root) and return stdout."""
+        path = [os.path.join(ROOT, "firmware"), os.path.join(ROOT, "boards"),
+                os.path.join(ROOT, "host_tests", "core"), os.path.join(ROOT, "host_tests", "upy"),
+                os.path.join(ROOT, "tools", "bench", "upy")]
+        env = dict(os.environ, MICROPYPATH=":".join(path))
+        r = subprocess.run([self.micropython, "-X", "heapsize=" + heap, os.path.join(ROOT, script)]
+                           + [str(a) for a in args], env=env, cwd=ROOT, capture_output=True,
+                           text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError("micropython %s failed:\n%s%s" % (script, r.stdout, r.stderr))
+        return r.stdout
+
+
+def find_micropython():
+    cand = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if os.path.exists(cand):
+        return cand
+    return shutil.which("micropython")
+
+
+def parse_kv(out):
+    """Lines 'key value' printed by a MicroPython bench script -> dict of numbers."""
+    res = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                res[parts[0]] = float(parts[1]) if "." in parts[1] else int(parts[1])
+            except ValueError:
+                pass
+    return res
