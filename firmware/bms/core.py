@@ -171,8 +171,8 @@ class Bms:
                       or ticks_diff(now, m.temps_ts) > TEMP_STALE_MS)
         prot.set_flag(F.SIG_BAL_SENSOR, m.bad_temps[ROLE_BALANCE] > 0)
         prot.set_flag(F.SIG_PRECHARGE, self.contactors.precharge_failed)
-        if b.afe_fault():
-            prot.set_flag(F.SIG_AFE, True)
+        # The chip latches its own trip until cleared; the fault follows it.
+        prot.set_flag(F.SIG_AFE, b.afe_fault() != 0)
 
         p = self.params
         key = b.key()
@@ -268,13 +268,16 @@ class Bms:
 
     def _reset_faults(self, now):
         prot = self.prot
-        prot.set_flag(F.SIG_INTERNAL, False)
-        prot.set_flag(F.SIG_PRECHARGE, False)
-        prot.set_flag(F.SIG_AFE, False)
-        self.contactors.clear_precharge_fault()
         reset_afe = getattr(self.board, "clear_afe_fault", None)
         if reset_afe is not None:
-            reset_afe()
+            try:
+                reset_afe()
+            except OSError:
+                self.bus_errors += 1
+        prot.set_flag(F.SIG_INTERNAL, False)
+        prot.set_flag(F.SIG_PRECHARGE, False)
+        prot.set_flag(F.SIG_AFE, self.board.afe_fault() != 0)
+        self.contactors.clear_precharge_fault()
         prot.step(self.meas, now)  # let cleared flags reach S_RECOVERED
         return prot.reset_latched(now)
 
