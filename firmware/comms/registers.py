@@ -349,10 +349,10 @@ AU_NEW_USER = const(0x10)    # 8 regs ASCII, user role
 AU_NEW_FACTORY = const(0x18)  # 8 regs ASCII, factory role
 AU_ERR_INDEX = const(0x20)   # parameter index of the last refusal, -1 none
 AU_ERR_CODE = const(0x21)    # exception code of the last refusal
-AU_ERR_TEXT = const(0x22)    # 32 regs ASCII reason
-AUTH_SIZE = const(0x42)
+AU_ERR_TEXT = const(0x22)    # 64 regs ASCII reason
+AUTH_SIZE = const(0x62)
 PW_REGS = const(8)
-ERR_TEXT_LEN = const(64)
+ERR_TEXT_LEN = const(128)
 
 AUTH = (
     ("unlock", AU_UNLOCK, PW_REGS, T_ASCII, "W", "Write the password (ASCII, NUL padded) to unlock "
@@ -368,7 +368,7 @@ AUTH = (
     ("error_index", AU_ERR_INDEX, 1, T_S16, "R",
      "Parameter index named by the last refusal on this port (-1 none)"),
     ("error_code", AU_ERR_CODE, 1, T_U16, "R", "Exception code of the last refusal (0 none)"),
-    ("error_text", AU_ERR_TEXT, 32, T_ASCII, "R", "Reason for the last refusal"),
+    ("error_text", AU_ERR_TEXT, 64, T_ASCII, "R", "Reason for the last refusal"),
 )
 
 # ---- event log -------------------------------------------------------------

@@ -191,7 +191,7 @@ def test_multi_register_write_is_all_or_nothing():
     assert list(r.params.values) == before
     err = r.read(A_AUTH + AU_ERR_INDEX, 1)[0]
     assert err == P.P_OV2
-    text = r.read(A_AUTH + AU_ERR_TEXT, 32)
+    text = r.read(A_AUTH + AU_ERR_TEXT, 64)
     raw = bytearray()
     for v in text:
         raw.append(v >> 8)
