@@ -50,6 +50,10 @@ LOCKED_OUT = const(2)
 INVALID = const(3)
 
 DEFAULT_USER_PASSWORD = b"123456"
+IDLE_MS = const(300000)        # a session ends 5 min after its last authorised action
+FREE_ATTEMPTS = const(3)       # wrong passwords before the back-off starts
+BACKOFF_BASE_MS = const(1000)  # first lockout; doubles with every further wrong one
+BACKOFF_MAX_MS = const(900000)  # lockout cap: 15 min
 PW_MIN = const(4)
 PW_MAX = const(16)
 SALT_LEN = const(8)
@@ -111,8 +115,9 @@ def check_record(rec, pw):
 
 
 class Auth:
-    def __init__(self, clock, store=None, idle_ms=300000, free_attempts=3, base_ms=1000,
-                 max_ms=900000, factory_password=None, rng=None, iterations=64):
+    def __init__(self, clock, store=None, idle_ms=IDLE_MS, free_attempts=FREE_ATTEMPTS,
+                 base_ms=BACKOFF_BASE_MS, max_ms=BACKOFF_MAX_MS, factory_password=None, rng=None,
+                 iterations=64):
         self.clock = clock
         self.store = store if store is not None else {}
         self.idle_ms = idle_ms
