@@ -442,7 +442,7 @@ class RegisterMap:
         self.err_index = -1
         self.err_code = 0
         self.err_text = bytearray(ERR_TEXT_LEN)
-        cap = len(bms.log.seq) if hasattr(bms.log, "seq") else bms.log.capacity
+        cap = bms.log.capacity
         if cap > LOG_MAX_RECORDS:
             cap = LOG_MAX_RECORDS
         self.log_size = cap * LOG_REC_REGS

@@ -11,8 +11,8 @@ client are released to the server's port one character time apart (11
 bits at the configured baud rate), and the reply goes back to the pty at the
 same rate, so the firmware's t1.5/t3.5 framing and the throughput figures
 are those of a real 9600-baud line.  The server is polled every 1 ms of
-virtual time (a board polls it from a fast comms task), on its own
-millisecond clock that follows the simulation clock inside each step.
+virtual time (a board polls it from a fast comms task), on its own clock
+that follows the simulation clock inside each step.
 
 Wiring: ``sim.pollers.append(link.poll)`` (done by ``attach=True``); the
 simulation must then be stepped (``run_realtime`` below paces it against
@@ -38,11 +38,16 @@ BITS_PER_CHAR = 11
 
 
 class _LinkClock:
+    """The server's clock: ms steps of the link, also as ticks_us like a board has."""
+
     def __init__(self, t):
         self.t = t
 
     def ticks_ms(self):
         return self.t & TICKS_MAX
+
+    def ticks_us(self):
+        return (self.t * 1000) & TICKS_MAX
 
 
 class _SimPort:
@@ -140,7 +145,7 @@ class PcLink:
     def _transmit(self, data):
         start = max(self._tx_next, self._vt)
         if self._last_rx_due is not None:
-            self.first_reply_delay_ms.append(start + self.char_ms - self._last_rx_due)
+            self.first_reply_delay_ms.append(start - self._last_rx_due)
             self._last_rx_due = None
         c = self.char_ms
         for b in data:
