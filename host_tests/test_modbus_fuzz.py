@@ -36,7 +36,9 @@ def locked_rig():
 
 
 def _check_alive(r, before_exc):
+    ts = r.bms.meas.current_ts
     r.run(60)  # the control loop keeps running with the server polled every ms
+    assert r.bms.meas.current_ts != ts  # the fast task ran
     assert r.bms.exceptions == before_exc
     assert r.server.internal_errors == 0
 
