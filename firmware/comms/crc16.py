@@ -1,0 +1,54 @@
+"""Modbus CRC-16 (polynomial 0xA001 reflected, i.e. 0x8005; initial value 0xFFFF).
+
+Table-driven: the 256-entry table is built once at import into an
+``array('H')`` (512 bytes), so computing a CRC over a frame allocates
+nothing.  The CRC goes on the wire low byte first.
+"""
+from array import array
+
+from micropython import const
+
+POLY = const(0xA001)
+INIT = const(0xFFFF)
+
+
+def _make_table():
+    t = array("H", [0] * 256)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            if c & 1:
+                c = (c >> 1) ^ POLY
+            else:
+                c >>= 1
+        t[i] = c
+    return t
+
+
+TABLE = _make_table()
+
+
+def crc16(buf, start=0, end=-1, crc=INIT):
+    """CRC of ``buf[start:end]`` (``end=-1``: to the end) without slicing."""
+    if end < 0:
+        end = len(buf)
+    t = TABLE
+    for i in range(start, end):
+        crc = (crc >> 8) ^ t[(crc ^ buf[i]) & 0xFF]
+    return crc
+
+
+def check(buf, n):
+    """True if the last two of the first ``n`` bytes are the CRC of the rest."""
+    if n < 3:
+        return False
+    c = crc16(buf, 0, n - 2)
+    return buf[n - 2] == (c & 0xFF) and buf[n - 1] == (c >> 8)
+
+
+def append(buf, n):
+    """Write the CRC of ``buf[:n]`` at ``buf[n]``, ``buf[n+1]``; returns ``n + 2``."""
+    c = crc16(buf, 0, n)
+    buf[n] = c & 0xFF
+    buf[n + 1] = c >> 8
+    return n + 2

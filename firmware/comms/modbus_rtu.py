@@ -1,0 +1,342 @@
+"""Modbus RTU server (slave) on a UART-like byte port.
+
+The port (RS485 wrapper, the simulator's pty link, a test fake) offers
+``any()``, ``readinto(buf)`` -> n or None and ``write(buf)``; the RS485
+wrapper drives DE/RE itself.  ``poll()`` is called often by a comms task
+(every 1-2 ms on a board); it never blocks and never raises.
+
+Frame assembly by silence, measured on an injected clock with
+``ticks_diff`` semantics (``clock.ticks_us`` if it has one, else
+``ticks_ms`` with both limits rounded up by one tick):
+
+* A UART delivers bytes through a FIFO, so the time a byte is *read* is
+  later than the time it *arrived*.  The only safe silence measurement is a
+  lower bound: from the last poll that read bytes (``t_last``) to a later
+  poll that found the port empty (``t_quiet``).  The line was silent at
+  least that long.
+* end of frame: a poll finds the port empty and ``now - t_last >= t3.5``.
+* t1.5 rule: if the measured silence inside a frame exceeded t1.5 and then
+  more bytes came, the frame is broken and is dropped (counted in
+  ``framing_errors``).  Being a lower bound, this never drops a good frame;
+  it may miss a short gap when the poll period is long, which the CRC then
+  catches.
+* After construction nothing is accepted until the line has been silent
+  for t3.5, so the tail of a frame in progress is never parsed as a frame.
+* t1.5 = 1.5 and t3.5 = 3.5 character times (11 bits) up to 19200 baud,
+  fixed 750 us / 1750 us above, as the Modbus serial-line spec says.
+
+Function codes: 03 and 04 (read the same map), 06, 16, 43/14 (read device
+identification, basic/regular/extended, stream and individual access).
+Exceptions 01 illegal function (also: write while locked), 02 illegal
+address, 03 illegal value (count, malformed request, refused parameter or
+password), 04 server failure (an internal error; never propagates), 06
+busy (command pending, password back-off).  Address 0 is broadcast:
+writes are executed, nothing is answered, reads are ignored.
+
+The address and baud rate follow the ``modbus_addr`` / ``modbus_baud``
+parameters when ``params`` is given; a new baud rate is applied after the
+answer to the write that changed it has been flushed, through
+``port.set_baud(baud)`` if the port has it.
+
+Memory: rx/tx buffers are preallocated; a read request (03/04) of the
+blocks a monitor polls allocates nothing once a response of that length
+has been sent once (memoryviews of the tx buffer are cached per length).
+"""
+from micropython import const
+
+from bms.params import BAUD_RATES, P_MODBUS_ADDR, P_MODBUS_BAUD
+from bms.ticks import ticks_diff
+from comms import crc16
+from comms.registers import (EX_ADDRESS, EX_FAILURE, EX_FUNCTION, EX_NONE, EX_VALUE, get16,
+                             put16)
+
+BUF = const(256)
+CHUNK = const(64)
+MAX_READ = const(125)
+MAX_WRITE = const(123)
+FC_READ_HOLDING = const(3)
+FC_READ_INPUT = const(4)
+FC_WRITE_SINGLE = const(6)
+FC_WRITE_MULTIPLE = const(16)
+FC_MEI = const(43)
+MEI_DEVICE_ID = const(14)
+CONFORMITY = const(0x83)  # extended identification, stream + individual access
+
+# Object ids per read code (1 basic, 2 regular, 3 extended).
+_ID_OBJECTS = ((), (0, 1, 2), (0, 1, 2, 3, 4, 5, 6), (0, 1, 2, 3, 4, 5, 6, 0x80, 0x81, 0x82))
+
+
+def char_times_us(baud):
+    """(t1.5, t3.5) in microseconds for 11-bit characters."""
+    if baud > 19200:
+        return 750, 1750
+    return 16500000 // baud, 38500000 // baud
+
+
+class ModbusRTU:
+    def __init__(self, port, regmap, clock, address=1, baud=9600, params=None):
+        self.port = port
+        self.regmap = regmap
+        self.clock = clock
+        self.params = params
+        self._us = hasattr(clock, "ticks_us")
+        self.address = address
+        self.baud = baud
+        self._pver = -1
+        self.rx = bytearray(BUF)
+        self.tx = bytearray(BUF)
+        self._chunk = bytearray(CHUNK)
+        self._views = [None] * (BUF + 1)
+        self.rx_len = 0
+        self._bad = True      # nothing is valid until the line has been quiet
+        self._active = True
+        self._t_last = self._now()
+        self._t_quiet = 0
+        self._quiet_valid = False
+        self.t15 = 0
+        self.t35 = 0
+        self._set_timing(baud)
+        # Counters (diagnostics, the bench and the tests read them).
+        self.frames = 0           # frames with a good CRC for any address
+        self.handled = 0          # requests for us (incl. broadcast)
+        self.replies = 0
+        self.exceptions_sent = 0
+        self.crc_errors = 0
+        self.framing_errors = 0
+        self.overruns = 0
+        self.broadcasts = 0
+        self.internal_errors = 0
+        self.last_turnaround = 0  # clock units from frame end detected to reply written
+        if params is not None:
+            self._follow_params()
+
+    # ---- configuration --------------------------------------------------
+    def _now(self):
+        return self.clock.ticks_us() if self._us else self.clock.ticks_ms()
+
+    def _set_timing(self, baud):
+        t15, t35 = char_times_us(baud)
+        if self._us:
+            self.t15, self.t35 = t15, t35
+        else:
+            self.t15 = (t15 + 999) // 1000 + 1
+            self.t35 = (t35 + 999) // 1000 + 1
+        self.baud = baud
+
+    def _follow_params(self):
+        p = self.params
+        if p.version == self._pver:
+            return
+        self._pver = p.version
+        self.address = p[P_MODBUS_ADDR]
+        baud = BAUD_RATES[p[P_MODBUS_BAUD]]
+        if baud != self.baud:
+            set_baud = getattr(self.port, "set_baud", None)
+            if set_baud is not None:
+                flush = getattr(self.port, "flush", None)
+                if flush is not None:
+                    flush()
+                set_baud(baud)
+            self._set_timing(baud)
+
+    # ---- the task ---------------------------------------------------------
+    def poll(self):
+        """Read what arrived, answer a complete frame; True if a frame was handled."""
+        try:
+            return self._poll()
+        except Exception:  # noqa: BLE001 - comms must never stop the control loop
+            self.internal_errors += 1
+            self.rx_len = 0
+            self._bad = True
+            return False
+
+    def _poll(self):
+        if self.params is not None:
+            self._follow_params()
+        auth = self.regmap.auth
+        if auth is not None:
+            auth.poll()
+        now = self._now()
+        port = self.port
+        if port.any():
+            n = port.readinto(self._chunk)
+            if n:
+                if self._active and self._quiet_valid and self.rx_len > 0:
+                    if ticks_diff(self._t_quiet, self._t_last) > self.t15:
+                        if not self._bad:
+                            self.framing_errors += 1
+                        self._bad = True
+                rx = self.rx
+                c = self._chunk
+                k = self.rx_len
+                for i in range(n):
+                    if k < BUF:
+                        rx[k] = c[i]
+                        k += 1
+                    elif not self._bad:
+                        self.overruns += 1
+                        self._bad = True
+                self.rx_len = k
+                self._t_last = now
+                self._quiet_valid = False
+                self._active = True
+                return False
+        if not self._active:
+            return False
+        self._t_quiet = now
+        self._quiet_valid = True
+        if ticks_diff(now, self._t_last) < self.t35:
+            return False
+        # t3.5 of silence: the frame is complete.
+        n = self.rx_len
+        bad = self._bad
+        self.rx_len = 0
+        self._bad = False
+        self._active = False
+        self._quiet_valid = False
+        if bad or n == 0:
+            return False
+        if not crc16.check(self.rx, n):
+            self.crc_errors += 1
+            return False
+        self.frames += 1
+        self._handle(n, now)
+        return True
+
+    # ---- requests -------------------------------------------------------
+    def _handle(self, n, t0):
+        rx = self.rx
+        dev = rx[0]
+        if dev != 0 and dev != self.address:
+            return
+        self.handled += 1
+        broadcast = dev == 0
+        if broadcast:
+            self.broadcasts += 1
+        fc = rx[1]
+        tx = self.tx
+        tx[0] = dev
+        tx[1] = fc
+        ln = 0
+        try:
+            if fc == FC_READ_HOLDING or fc == FC_READ_INPUT:
+                if broadcast:
+                    return  # reads are meaningless as broadcast
+                ln = self._read(n)
+                ex = EX_NONE
+                if ln < 0:
+                    ex = -ln
+                    ln = 0
+            elif fc == FC_WRITE_SINGLE:
+                ex = EX_VALUE if n != 8 else self.regmap.write(get16(rx, 2), 1, rx, 4)
+                if ex == EX_NONE:
+                    for i in range(2, 6):
+                        tx[i] = rx[i]
+                    ln = 6
+            elif fc == FC_WRITE_MULTIPLE:
+                ex = self._write_multiple(n)
+                if ex == EX_NONE:
+                    for i in range(2, 6):
+                        tx[i] = rx[i]
+                    ln = 6
+            elif fc == FC_MEI and not broadcast:
+                ln = self._device_id(n)
+                ex = EX_NONE
+                if ln < 0:
+                    ex = -ln
+                    ln = 0
+            else:
+                ex = EX_FUNCTION
+        except Exception:  # noqa: BLE001 - answer 04, keep serving
+            self.internal_errors += 1
+            ex = EX_FAILURE
+        if broadcast:
+            return
+        if ex != EX_NONE:
+            tx[1] = fc | 0x80
+            tx[2] = ex
+            ln = 3
+            self.exceptions_sent += 1
+        ln = crc16.append(tx, ln)
+        v = self._views[ln]
+        if v is None:
+            v = memoryview(tx)[:ln]
+            self._views[ln] = v
+        self.port.write(v)
+        self.replies += 1
+        self.last_turnaround = ticks_diff(self._now(), t0)
+
+    def _read(self, n):
+        """Response length, or minus the exception code (no tuple: no allocation)."""
+        rx = self.rx
+        if n != 8:
+            return -EX_VALUE
+        start = get16(rx, 2)
+        count = get16(rx, 4)
+        if count < 1 or count > MAX_READ:
+            return -EX_VALUE
+        ex = self.regmap.read(start, count, self.tx, 3)
+        if ex != EX_NONE:
+            return -ex
+        self.tx[2] = 2 * count
+        return 3 + 2 * count
+
+    def _write_multiple(self, n):
+        rx = self.rx
+        if n < 11:
+            return EX_VALUE
+        start = get16(rx, 2)
+        count = get16(rx, 4)
+        nbytes = rx[6]
+        if count < 1 or count > MAX_WRITE or nbytes != 2 * count or n != 9 + nbytes:
+            return EX_VALUE
+        return self.regmap.write(start, count, rx, 7)
+
+    def _device_id(self, n):
+        rx = self.rx
+        tx = self.tx
+        if n != 7:
+            return -EX_VALUE
+        if rx[2] != MEI_DEVICE_ID:
+            return -EX_FUNCTION
+        code = rx[3]
+        oid = rx[4]
+        if code < 1 or code > 4:
+            return -EX_VALUE
+        rm = self.regmap
+        if code == 4:
+            if rm.device_id_object(oid) is None:
+                return -EX_ADDRESS
+            ids = (oid,)
+        else:
+            ids = _ID_OBJECTS[code]
+            if oid not in ids:
+                oid = ids[0]
+            ids = ids[ids.index(oid):]
+        tx[2] = MEI_DEVICE_ID
+        tx[3] = code
+        tx[4] = CONFORMITY
+        tx[5] = 0      # more follows
+        tx[6] = 0      # next object id
+        p = 8
+        count = 0
+        for i in ids:
+            obj = rm.device_id_object(i)
+            if obj is None:
+                continue
+            if p + 2 + len(obj) > BUF - 2:
+                tx[5] = 0xFF
+                tx[6] = i
+                break
+            tx[p] = i
+            tx[p + 1] = len(obj)
+            for j in range(len(obj)):
+                tx[p + 2 + j] = obj[j]
+            p += 2 + len(obj)
+            count += 1
+        tx[7] = count
+        return p
+
+
+# Re-exported for callers that build frames (tests, tools).
+__all__ = ("ModbusRTU", "char_times_us", "put16", "get16")

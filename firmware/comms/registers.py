@@ -1,0 +1,767 @@
+"""The Modbus register map: one table, read by the server, the PC tool and the docs.
+
+Addressing is 0-based: the address in this map is the number sent in the
+request PDU (no "40001" offsets).  Function codes 03 and 04 read the same
+map.  Every request must stay inside one block; a range that leaves its
+block (or touches no block) is answered with exception 02.  Reserved
+registers inside a block read as 0.
+
+Encodings: registers are big-endian 16-bit words; 32-bit values take two
+registers, high word first; ASCII fields hold two characters per register,
+first character in the high byte, padded with NUL.
+
+Blocks (see ``BLOCKS``):
+  identity   0x0000  model, firmware, serial, manufacturing date, Bluetooth
+                     address (ASCII), map version and sizes; serial, model,
+                     date and Bluetooth address writable with the factory role
+  monitor    0x0100  live values (``MONITOR`` rows), read only
+  temps      0x0200  every temperature sensor: value, status, role
+  cells      0x0400  cell voltages in mV, cell 1 at 0x0400, up to 256 cells
+  params     0x1000  parameter i of ``bms.params.TABLE`` at 0x1000 + i, in
+                     the table's unit; signed when the row's minimum is < 0
+  commands   0x2000  command c of ``bms.core.CMD_NAMES`` at 0x2000 + 2*(c-1):
+                     FC06 writes a signed 16-bit argument, FC16 of both
+                     registers a signed 32-bit one (one command per request)
+  auth       0x2100  unlock, lock, role, lockout, password change, last error
+  log head   0x3000  event-log count, capacity, next sequence number
+  log        0x4000  event record i (0 = oldest kept) at 0x4000 + 10*i
+
+Writes to params, commands and password changes need the user role, the
+identity fields and the factory password the factory role (``bms.auth``).
+A multi-register parameter write is applied with ``ParamSet.set_many``: all
+or nothing; a refused write answers exception 03 and the reason can be read
+from the last-error registers.
+"""
+from array import array
+
+from micropython import const
+
+from bms import faults as F
+from bms.auth import (CH_MODBUS, LOCKED_OUT, OK as AUTH_OK, ROLE_FACTORY, ROLE_NAMES,
+                      ROLE_USER)
+from bms.contactors import D_NAMES, RELAY_NAMES
+from bms.core import ACCEPTED, CMD_NAMES, ILLEGAL, MODE_NAMES
+from bms.eventlog import KIND_NAMES
+from bms.measurements import ROLE_NAMES as TEMP_ROLE_NAMES
+from bms.measurements import N_ROLES
+from bms.params import N_PARAMS, P_CHEMISTRY, ParamError
+from bms.params import TABLE as PARAM_TABLE
+
+MAP_VERSION = const(1)
+
+# Modbus exception codes
+EX_NONE = const(0)
+EX_FUNCTION = const(1)
+EX_ADDRESS = const(2)
+EX_VALUE = const(3)
+EX_FAILURE = const(4)
+EX_BUSY = const(6)
+
+# Register types
+T_U16 = "u16"
+T_S16 = "s16"
+T_U32 = "u32"
+T_S32 = "s32"
+T_ASCII = "ascii"
+T_BITS = "bits"
+
+# Block start addresses
+A_INFO = const(0x0000)
+A_MON = const(0x0100)
+A_TEMPS = const(0x0200)
+A_CELLS = const(0x0400)
+A_PARAMS = const(0x1000)
+A_CMD = const(0x2000)
+A_AUTH = const(0x2100)
+A_LOGHEAD = const(0x3000)
+A_LOG = const(0x4000)
+
+MAX_CELLS = const(256)
+MAX_TEMPS = const(16)
+LOG_REC_REGS = const(10)
+LOG_MAX_RECORDS = const(1600)
+
+# ---- identity block --------------------------------------------------------
+# name, offset, registers, type, writable (factory role), description
+INFO = (
+    ("model", 0x00, 16, T_ASCII, True, "Model name"),
+    ("firmware", 0x10, 8, T_ASCII, False, "Firmware version"),
+    ("serial", 0x18, 8, T_ASCII, True, "Serial number (machine code)"),
+    ("mfg_date", 0x20, 6, T_ASCII, True, "Manufacturing date, YYYY-MM-DD"),
+    ("bt_addr", 0x26, 6, T_ASCII, True, "Bluetooth address, 12 hex digits"),
+    ("map_version", 0x2C, 1, T_U16, False, "Version of this register map"),
+    ("max_cells", 0x2D, 1, T_U16, False, "Cells this board can measure"),
+    ("temp_sensors", 0x2E, 1, T_U16, False, "Temperature sensors fitted"),
+    ("param_count", 0x2F, 1, T_U16, False, "Rows in the parameter block"),
+    ("vendor", 0x30, 8, T_ASCII, False, "Vendor name"),
+)
+INFO_SIZE = const(0x40)
+
+
+class DeviceInfo:
+    """Identity strings, optionally persisted through a dict-like ``store``."""
+
+    def __init__(self, model="MPY-BMS", firmware="0.1.0", serial="", mfg_date="",
+                 bt_addr="", vendor="micropython-bms", store=None):
+        self.store = store
+        self.fields = {}
+        vals = {"model": model, "firmware": firmware, "serial": serial,
+                "mfg_date": mfg_date, "bt_addr": bt_addr, "vendor": vendor}
+        for name, _off, n, typ, _w, _d in INFO:
+            if typ != T_ASCII:
+                continue
+            buf = bytearray(2 * n)
+            v = vals[name]
+            if store is not None and store.get("info." + name) is not None:
+                v = store.get("info." + name)
+            self._fill(buf, v)
+            self.fields[name] = buf
+
+    @staticmethod
+    def _fill(buf, v):
+        if isinstance(v, str):
+            v = v.encode()
+        for i in range(len(buf)):
+            buf[i] = v[i] if i < len(v) else 0
+
+    def get(self, name):
+        b = self.fields[name]
+        n = 0
+        while n < len(b) and b[n]:
+            n += 1
+        return bytes(b[:n]).decode()
+
+    def set(self, name, value):
+        self._fill(self.fields[name], value)
+        if self.store is not None:
+            self.store["info." + name] = self.get(name)
+
+
+# ---- monitor block ---------------------------------------------------------
+def _relay_bits(r):
+    s = r.bms.contactors.state
+    w = 0
+    for i in range(len(s)):
+        if s[i]:
+            w |= 1 << i
+    return w
+
+
+def _fault_word(r, first, level_lo, level_hi):
+    prot = r.bms.prot
+    w = 0
+    for b in range(16):
+        i = first + b
+        if i < F.N_FAULTS and prot.active(i):
+            lv = F.TABLE[i][F.F_LEVEL]
+            if level_lo <= lv <= level_hi:
+                w |= 1 << b
+    return w
+
+
+def _balance_word(r, k):
+    f = r.bms.balancer.flags
+    w = 0
+    base = k * 16
+    n = len(f)
+    for b in range(16):
+        if base + b < n and f[base + b]:
+            w |= 1 << b
+    return w
+
+
+def _cell_avg(r):
+    m = r.bms.meas
+    n = m.n_cells - m.bad_cells
+    return m.sum_mv // n if n > 0 else 0
+
+
+def _pack_mv(r):
+    m = r.bms.meas
+    return m.pack_mv if m.pack_mv else m.sum_mv
+
+
+def _names(names):
+    return ", ".join("%d %s" % (i, names[i]) for i in range(len(names)) if names[i])
+
+
+def _bits(names):
+    return ", ".join("bit %d %s" % (i, names[i]) for i in range(len(names)))
+
+
+def _fault_names(first, lo, hi):
+    out = []
+    for b in range(16):
+        i = first + b
+        if i < F.N_FAULTS and lo <= F.TABLE[i][F.F_LEVEL] <= hi:
+            out.append("bit %d %s" % (b, F.TABLE[i][F.F_NAME]))
+    return ", ".join(out) if out else "reserved"
+
+
+def _monitor_rows():
+    rows = [
+        ("pack_voltage", T_U32, "mV", "Pack voltage (measured stack, else sum of cells)", _pack_mv),
+        ("current", T_S32, "mA", "Pack current, positive = charging",
+         lambda r: r.bms.meas.current_ma),
+        ("soc", T_U16, "0.1%", "State of charge", lambda r: r.bms.soc.soc_pm),
+        ("soh", T_U16, "0.1%", "State of health (reports 100.0 % until capacity learning exists)",
+         lambda r: 1000),
+        ("remaining_capacity", T_U32, "mAh", "Remaining charge",
+         lambda r: r.bms.soc.remaining_mah),
+        ("full_capacity", T_U32, "mAh", "Full charge capacity", lambda r: r.bms.soc.capacity_mah),
+        ("cycles", T_U16, "cycles", "Full discharge cycles counted", lambda r: r.bms.soc.cycles),
+        ("cell_count", T_U16, "cells", "Cells in series", lambda r: r.bms.meas.n_cells),
+        ("cell_max", T_U16, "mV", "Highest cell voltage", lambda r: r.bms.meas.max_mv),
+        ("cell_max_index", T_U16, "cell", "Cell with the highest voltage (1-based)",
+         lambda r: r.bms.meas.max_idx + 1),
+        ("cell_min", T_U16, "mV", "Lowest cell voltage", lambda r: r.bms.meas.min_mv),
+        ("cell_min_index", T_U16, "cell", "Cell with the lowest voltage (1-based)",
+         lambda r: r.bms.meas.min_idx + 1),
+        ("cell_diff", T_U16, "mV", "Highest minus lowest cell voltage",
+         lambda r: r.bms.meas.diff_mv),
+        ("cell_avg", T_U16, "mV", "Average of the valid cells", _cell_avg),
+    ]
+    for k in range(N_ROLES):
+        role = TEMP_ROLE_NAMES[k]
+        rows.append(("t_%s_max" % role, T_S16, "0.1degC",
+                     "Hottest %s sensor (-32768: none valid)" % role,
+                     lambda r, k=k: r.bms.meas.tmax[k]))
+        rows.append(("t_%s_min" % role, T_S16, "0.1degC",
+                     "Coldest %s sensor (32767: none valid)" % role,
+                     lambda r, k=k: r.bms.meas.tmin[k]))
+    rows += [
+        ("mode", T_U16, "enum", "Operating mode: " + _names(MODE_NAMES), lambda r: r.bms.mode),
+        ("dsg_state", T_U16, "enum", "Discharge path: " + _names(D_NAMES),
+         lambda r: r.bms.contactors.dsg_state),
+        ("relays", T_BITS, "bits", "Relay/MOS states (1 = closed): " + _bits(RELAY_NAMES),
+         _relay_bits),
+        ("fault_level", T_U16, "enum", "Highest active fault level: " + _names(F.LEVEL_NAMES),
+         lambda r: r.bms.prot.level),
+    ]
+    # Fault bit fields: bit b of word k is fault id 16*k + b (docs/faults.md).
+    for k in range(2):
+        rows.append(("faults_%d" % k, T_BITS, "bits",
+                     "Every active fault: " + _fault_names(16 * k, 0, 9),
+                     lambda r, k=k: _fault_word(r, 16 * k, 0, 9)))
+    for k in range(2):
+        rows.append(("protection_%d" % k, T_BITS, "bits",
+                     "Active protections (level >= protection): "
+                     + _fault_names(16 * k, F.L_PROT, 9),
+                     lambda r, k=k: _fault_word(r, 16 * k, F.L_PROT, 9)))
+    for k in range(2):
+        rows.append(("alarm_%d" % k, T_BITS, "bits",
+                     "Active alarms (warnings): " + _fault_names(16 * k, F.L_WARN, F.L_WARN),
+                     lambda r, k=k: _fault_word(r, 16 * k, F.L_WARN, F.L_WARN)))
+    rows += [
+        ("balancing_count", T_U16, "cells", "Cells bleeding now",
+         lambda r: r.bms.balancer.count),
+    ]
+    for k in range(MAX_CELLS // 16):
+        rows.append(("balance_%d" % k, T_BITS, "bits",
+                     "Balancing mask, bit b = cell %d + b" % (16 * k + 1),
+                     lambda r, k=k: _balance_word(r, k)))
+    rows += [
+        ("cmd_pending", T_U16, "bool", "A command waits for the next control cycle",
+         lambda r: 1 if r.bms.cmd_pending else 0),
+        ("param_version", T_U16, "count", "Increments on every accepted parameter change",
+         lambda r: r.bms.params.version & 0xFFFF),
+        ("log_next_seq", T_U32, "count", "Sequence number the next event will get",
+         lambda r: r.bms.log.next_seq),
+        ("auth_role", T_U16, "enum", "Role unlocked on this port: " + _names(ROLE_NAMES),
+         lambda r: r.auth.role(r.channel) if r.auth is not None else 0),
+        ("bus_errors", T_U16, "count", "Failed bus transactions since boot",
+         lambda r: r.bms.bus_errors & 0xFFFF),
+        ("exceptions", T_U16, "count", "Control-cycle exceptions since boot",
+         lambda r: r.bms.exceptions & 0xFFFF),
+        ("running", T_U16, "bool", "Measurements complete, relays may close",
+         lambda r: 1 if r.bms.running else 0),
+    ]
+    return tuple(rows)
+
+
+MONITOR = _monitor_rows()
+
+
+def _width(typ):
+    return 2 if typ in (T_U32, T_S32) else 1
+
+
+def _offsets(rows):
+    off = array("H", [0] * len(rows))
+    a = 0
+    for i in range(len(rows)):
+        off[i] = a
+        a += _width(rows[i][1])
+    return off, a
+
+
+MON_OFF, MON_SIZE = _offsets(MONITOR)
+
+
+def monitor_address(name):
+    for i in range(len(MONITOR)):
+        if MONITOR[i][0] == name:
+            return A_MON + MON_OFF[i]
+    raise KeyError(name)
+
+
+# ---- temperature block -----------------------------------------------------
+T_COUNT = const(0)      # sensors fitted
+T_VALUE = const(1)      # 16 x s16, 0.1 degC
+T_STATUS = const(17)    # 16 x u16: 0 ok, 1 open, 2 short, 3 no data
+T_ROLE = const(33)      # 16 x u16: measurements.ROLE_NAMES
+TEMPS_SIZE = const(49)
+T_STATUS_NAMES = ("ok", "open", "short", "no_data")
+
+# ---- parameter block -------------------------------------------------------
+
+
+def param_signed(i):
+    return PARAM_TABLE[i][2] < 0
+
+
+# ---- commands --------------------------------------------------------------
+N_CMDS = len(CMD_NAMES) - 1  # id 0 is "no command"
+CMD_SIZE = 2 * N_CMDS
+CMD_ARGS = {
+    "reset_faults": "1",
+    "soc_set": "SOC in 0.1 % (0..1000)",
+    "cal_current": "true current now flowing, mA (the sign is taken from the measurement)",
+    "cal_zero": "1 (no current must flow)",
+    "restart": "1",
+    "defaults": "chemistry to load defaults for: 0 NMC, 1 LFP, 2 LTO, 3 NA",
+    "clear_log": "1",
+    "sleep": "1",
+}
+
+
+def command_address(name):
+    return A_CMD + 2 * (CMD_NAMES.index(name) - 1)
+
+
+# ---- auth block ------------------------------------------------------------
+AU_UNLOCK = const(0x00)      # 8 regs ASCII password
+AU_LOCK = const(0x08)        # write anything: lock this port
+AU_ROLE = const(0x09)
+AU_LOCKOUT = const(0x0A)     # seconds until a password may be tried
+AU_FAILS = const(0x0B)
+AU_NEW_USER = const(0x10)    # 8 regs ASCII, user role
+AU_NEW_FACTORY = const(0x18)  # 8 regs ASCII, factory role
+AU_ERR_INDEX = const(0x20)   # parameter index of the last refusal, -1 none
+AU_ERR_CODE = const(0x21)    # exception code of the last refusal
+AU_ERR_TEXT = const(0x22)    # 64 regs ASCII reason
+AUTH_SIZE = const(0x62)
+PW_REGS = const(8)
+ERR_TEXT_LEN = const(128)
+
+AUTH = (
+    ("unlock", AU_UNLOCK, PW_REGS, T_ASCII, "W", "Write the password (ASCII, NUL padded) to unlock "
+     "this port; wrong: exception 03, during a back-off lockout: exception 06"),
+    ("lock", AU_LOCK, 1, T_U16, "W", "Write any value to lock this port again"),
+    ("role", AU_ROLE, 1, T_U16, "R", "Role unlocked on this port: " + _names(ROLE_NAMES)),
+    ("lockout", AU_LOCKOUT, 1, T_U16, "R", "Seconds until a password may be tried again"),
+    ("failures", AU_FAILS, 1, T_U16, "R", "Wrong passwords since the last correct one"),
+    ("new_user_password", AU_NEW_USER, PW_REGS, T_ASCII, "W",
+     "New user password, 4..16 printable ASCII (user role)"),
+    ("new_factory_password", AU_NEW_FACTORY, PW_REGS, T_ASCII, "W",
+     "New factory password (factory role)"),
+    ("error_index", AU_ERR_INDEX, 1, T_S16, "R",
+     "Parameter index named by the last refusal on this port (-1 none)"),
+    ("error_code", AU_ERR_CODE, 1, T_U16, "R", "Exception code of the last refusal (0 none)"),
+    ("error_text", AU_ERR_TEXT, 64, T_ASCII, "R", "Reason for the last refusal"),
+)
+
+# ---- event log -------------------------------------------------------------
+LH_COUNT = const(0)
+LH_CAPACITY = const(1)
+LH_NEXT_SEQ = const(2)  # u32
+LOGHEAD_SIZE = const(4)
+LOG_FIELDS = (
+    ("seq", 0, T_U32, "Sequence number"),
+    ("time", 2, T_U32, "Time stamp, ms ticks (wraps at 2**30)"),
+    ("kind", 4, T_U16, "Event kind: " + _names(KIND_NAMES)),
+    ("a", 6, T_S32, "First argument (fault id, relay, parameter index, command ...)"),
+    ("b", 8, T_S32, "Second argument (value, state, argument ...)"),
+)
+
+# ---- blocks ----------------------------------------------------------------
+B_INFO = const(0)
+B_MON = const(1)
+B_TEMPS = const(2)
+B_CELLS = const(3)
+B_PARAMS = const(4)
+B_CMD = const(5)
+B_AUTH = const(6)
+B_LOGHEAD = const(7)
+B_LOG = const(8)
+
+# name, start, size (None: from the event log's capacity), description
+BLOCKS = (
+    ("identity", A_INFO, INFO_SIZE, "Device identity (ASCII) and map sizes"),
+    ("monitor", A_MON, MON_SIZE, "Live values, read only"),
+    ("temps", A_TEMPS, TEMPS_SIZE, "Every temperature sensor"),
+    ("cells", A_CELLS, MAX_CELLS, "Cell voltages, mV (0xFFFF: reading invalid)"),
+    ("params", A_PARAMS, N_PARAMS, "Parameters, read/write (user role)"),
+    ("commands", A_CMD, CMD_SIZE, "Commands, write only (user role)"),
+    ("auth", A_AUTH, AUTH_SIZE, "Password and last-error registers"),
+    ("log_head", A_LOGHEAD, LOGHEAD_SIZE, "Event log state"),
+    ("log", A_LOG, None, "Event records, %d registers each" % LOG_REC_REGS),
+)
+
+
+def put16(buf, pos, v):
+    buf[pos] = (v >> 8) & 0xFF
+    buf[pos + 1] = v & 0xFF
+
+
+def get16(buf, pos):
+    return (buf[pos] << 8) | buf[pos + 1]
+
+
+def get_s16(buf, pos):
+    v = (buf[pos] << 8) | buf[pos + 1]
+    return v - 0x10000 if v & 0x8000 else v
+
+
+class RegisterMap:
+    """Reads and writes registers against a running Bms.
+
+    ``read`` fills big-endian words into a caller's buffer and allocates
+    nothing for the identity, monitor, temps, cells, params and log-head
+    blocks (what a monitor polls).  Writes go through ``ParamSet.set_many``
+    or ``bms.request`` and may allocate (they are rare and validated).
+    """
+
+    def __init__(self, bms, auth=None, info=None, channel=CH_MODBUS):
+        self.bms = bms
+        self.auth = auth
+        self.info = info if info is not None else DeviceInfo()
+        self.channel = channel
+        self._mon = array("H", [0] * MON_SIZE)
+        self._word = array("H", [0] * 64)  # decoded write values
+        self.err_index = -1
+        self.err_code = 0
+        self.err_text = bytearray(ERR_TEXT_LEN)
+        cap = bms.log.capacity
+        if cap > LOG_MAX_RECORDS:
+            cap = LOG_MAX_RECORDS
+        self.log_size = cap * LOG_REC_REGS
+        self._start = array("H", [b[1] for b in BLOCKS])
+        self._size = array("H", [b[2] if b[2] is not None else self.log_size for b in BLOCKS])
+        self.writes = 0      # accepted writes
+        self.refused = 0     # refused writes
+
+    # ---- lookup -------------------------------------------------------
+    def block(self, addr, count):
+        """Index of the block holding ``addr .. addr+count-1``, else -1."""
+        st = self._start
+        sz = self._size
+        for b in range(len(st)):
+            s = st[b]
+            if s <= addr < s + sz[b]:
+                return b if addr + count <= s + sz[b] else -1
+        return -1
+
+    # ---- reads --------------------------------------------------------
+    def read(self, addr, count, out, pos):
+        """Fill ``count`` registers at ``out[pos:]``; returns an exception code."""
+        b = self.block(addr, count)
+        if b < 0:
+            return EX_ADDRESS
+        off = addr - self._start[b]
+        if b == B_MON:
+            self._fill_monitor()
+            mon = self._mon
+            for k in range(count):
+                put16(out, pos + 2 * k, mon[off + k])
+        elif b == B_CELLS:
+            m = self.bms.meas
+            n = m.n_cells
+            mv = m.cell_mv
+            ok = m.cell_ok
+            for k in range(count):
+                i = off + k
+                v = 0
+                if i < n:
+                    v = mv[i] if ok[i] else 0xFFFF
+                put16(out, pos + 2 * k, v)
+        elif b == B_PARAMS:
+            vals = self.bms.params.values
+            for k in range(count):
+                put16(out, pos + 2 * k, vals[off + k] & 0xFFFF)
+        elif b == B_TEMPS:
+            for k in range(count):
+                put16(out, pos + 2 * k, self._temp_reg(off + k))
+        elif b == B_INFO:
+            for k in range(count):
+                put16(out, pos + 2 * k, self._info_reg(off + k))
+        elif b == B_AUTH:
+            for k in range(count):
+                put16(out, pos + 2 * k, self._auth_reg(off + k))
+        elif b == B_LOGHEAD:
+            log = self.bms.log
+            for k in range(count):
+                o = off + k
+                v = 0
+                if o == LH_COUNT:
+                    v = len(log)
+                elif o == LH_CAPACITY:
+                    v = self.log_size // LOG_REC_REGS
+                elif o == LH_NEXT_SEQ:
+                    v = (log.next_seq >> 16) & 0xFFFF
+                elif o == LH_NEXT_SEQ + 1:
+                    v = log.next_seq & 0xFFFF
+                put16(out, pos + 2 * k, v)
+        elif b == B_LOG:
+            self._read_log(off, count, out, pos)
+        else:  # commands read as 0
+            for k in range(count):
+                put16(out, pos + 2 * k, 0)
+        return EX_NONE
+
+    def _fill_monitor(self):
+        mon = self._mon
+        rows = MONITOR
+        offs = MON_OFF
+        for i in range(len(rows)):
+            row = rows[i]
+            v = row[4](self)
+            o = offs[i]
+            t = row[1]
+            if t == T_U32 or t == T_S32:
+                mon[o] = (v >> 16) & 0xFFFF
+                mon[o + 1] = v & 0xFFFF
+            else:
+                mon[o] = v & 0xFFFF
+
+    def _temp_reg(self, o):
+        m = self.bms.meas
+        n = m.n_temps
+        if o == T_COUNT:
+            return n
+        if T_VALUE <= o < T_VALUE + MAX_TEMPS:
+            i = o - T_VALUE
+            return m.temp_dc[i] & 0xFFFF if i < n else 0
+        if T_STATUS <= o < T_STATUS + MAX_TEMPS:
+            i = o - T_STATUS
+            return m.temp_status[i] if i < n else 3
+        if T_ROLE <= o < T_ROLE + MAX_TEMPS:
+            i = o - T_ROLE
+            return m.temp_role[i] if i < n else 0
+        return 0
+
+    def _info_reg(self, o):
+        for name, off, n, typ, _w, _d in INFO:
+            if off <= o < off + n:
+                if typ == T_ASCII:
+                    f = self.info.fields[name]
+                    j = 2 * (o - off)
+                    return (f[j] << 8) | f[j + 1]
+                if name == "map_version":
+                    return MAP_VERSION
+                if name == "max_cells":
+                    return self.bms.meas.max_cells
+                if name == "temp_sensors":
+                    return self.bms.meas.n_temps
+                if name == "param_count":
+                    return N_PARAMS
+        return 0
+
+    def _auth_reg(self, o):
+        a = self.auth
+        if o == AU_ROLE:
+            return a.role(self.channel) if a is not None else 0
+        if o == AU_LOCKOUT:
+            return (a.lockout_ms() + 999) // 1000 if a is not None else 0
+        if o == AU_FAILS:
+            return a.failures if a is not None else 0
+        if o == AU_ERR_INDEX:
+            return self.err_index & 0xFFFF
+        if o == AU_ERR_CODE:
+            return self.err_code
+        if AU_ERR_TEXT <= o < AU_ERR_TEXT + ERR_TEXT_LEN // 2:
+            j = 2 * (o - AU_ERR_TEXT)
+            return (self.err_text[j] << 8) | self.err_text[j + 1]
+        return 0
+
+    def _read_log(self, off, count, out, pos):
+        log = self.bms.log
+        n = len(log)
+        rec = -1
+        r = None
+        for k in range(count):
+            o = off + k
+            i = o // LOG_REC_REGS
+            f = o - i * LOG_REC_REGS
+            v = 0
+            if i < n:
+                if i != rec:
+                    r = log.get(i)
+                    rec = i
+                seq, ts, kind, a, b = r
+                if f == 0:
+                    v = seq >> 16
+                elif f == 1:
+                    v = seq
+                elif f == 2:
+                    v = ts >> 16
+                elif f == 3:
+                    v = ts
+                elif f == 4:
+                    v = kind
+                elif f == 6:
+                    v = a >> 16
+                elif f == 7:
+                    v = a
+                elif f == 8:
+                    v = b >> 16
+                elif f == 9:
+                    v = b
+            put16(out, pos + 2 * k, v & 0xFFFF)
+
+    # ---- writes -------------------------------------------------------
+    def _error(self, code, index, text):
+        self.err_code = code
+        self.err_index = index
+        t = self.err_text
+        if isinstance(text, str):
+            text = text.encode()
+        for i in range(len(t)):
+            t[i] = text[i] if i < len(text) else 0
+        self.refused += 1
+        return code
+
+    def _allowed(self, role):
+        a = self.auth
+        if a is None:
+            return True  # no access control configured (bench rigs only)
+        return a.allowed(self.channel, role)
+
+    def write(self, addr, count, data, pos):
+        """Write ``count`` big-endian registers from ``data[pos:]``; exception code."""
+        b = self.block(addr, count)
+        if b < 0:
+            return self._error(EX_ADDRESS, -1, "address range not writable")
+        off = addr - self._start[b]
+        if b == B_PARAMS:
+            code = self._write_params(off, count, data, pos)
+        elif b == B_CMD:
+            code = self._write_command(off, count, data, pos)
+        elif b == B_AUTH:
+            code = self._write_auth(off, count, data, pos)
+        elif b == B_INFO:
+            code = self._write_info(off, count, data, pos)
+        else:
+            return self._error(EX_ADDRESS, -1, "read-only block")
+        if code == EX_NONE:
+            self.writes += 1
+            self.err_code = 0
+            self.err_index = -1
+        return code
+
+    def _locked(self):
+        return self._error(EX_FUNCTION, -1, "locked: unlock with the password first")
+
+    def _write_params(self, off, count, data, pos):
+        if not self._allowed(ROLE_USER):
+            return self._locked()
+        params = self.bms.params
+        pairs = []
+        for k in range(count):
+            i = off + k
+            v = get_s16(data, pos + 2 * k) if param_signed(i) else get16(data, pos + 2 * k)
+            # Re-writing the current chemistry is not a chemistry change:
+            # it must not reload that chemistry's defaults.
+            if i == P_CHEMISTRY and v == params[P_CHEMISTRY] and count > 1:
+                continue
+            pairs.append((i, v))
+        try:
+            params.set_many(pairs)
+        except ParamError as e:
+            return self._error(EX_VALUE, e.index, e.reason)
+        return EX_NONE
+
+    def _write_command(self, off, count, data, pos):
+        if off & 1 or count > 2:
+            return self._error(EX_ADDRESS, -1, "one command per write, at its first register")
+        if not self._allowed(ROLE_USER):
+            return self._locked()
+        cmd = off // 2 + 1
+        if count == 2:
+            arg = (get_s16(data, pos) << 16) | get16(data, pos + 2)
+        else:
+            arg = get_s16(data, pos)
+        res = self.bms.request(cmd, arg)
+        if res == ACCEPTED:
+            return EX_NONE
+        if res == ILLEGAL:
+            return self._error(EX_VALUE, -1, "%s: illegal argument %d" % (CMD_NAMES[cmd], arg))
+        return self._error(EX_BUSY, -1, "another command is still pending")
+
+    def _ascii(self, count, data, pos):
+        n = 0
+        raw = bytearray(2 * count)
+        for k in range(2 * count):
+            raw[k] = data[pos + k]
+        while n < len(raw) and raw[n]:
+            n += 1
+        return bytes(raw[:n])
+
+    def _write_auth(self, off, count, data, pos):
+        a = self.auth
+        if a is None:
+            return self._error(EX_ADDRESS, -1, "no access control on this port")
+        if off == AU_UNLOCK and count <= PW_REGS:
+            res = a.unlock(self.channel, self._ascii(count, data, pos))
+            if res == AUTH_OK:
+                return EX_NONE
+            if res == LOCKED_OUT:
+                return self._error(EX_BUSY, -1, "too many wrong passwords: wait %d s"
+                                   % ((a.lockout_ms() + 999) // 1000))
+            return self._error(EX_VALUE, -1, "wrong password")
+        if off == AU_LOCK and count == 1:
+            a.lock(self.channel)
+            return EX_NONE
+        if off in (AU_NEW_USER, AU_NEW_FACTORY) and count <= PW_REGS:
+            role = ROLE_USER if off == AU_NEW_USER else ROLE_FACTORY
+            if not a.allowed(self.channel, role):
+                return self._error(EX_FUNCTION, -1, "locked: unlock as %s first" % ROLE_NAMES[role])
+            if a.change(self.channel, role, self._ascii(count, data, pos)) != AUTH_OK:
+                return self._error(EX_VALUE, -1, "password must be 4..16 printable ASCII characters")
+            return EX_NONE
+        return self._error(EX_ADDRESS, -1, "not a writable auth register")
+
+    def _write_info(self, off, count, data, pos):
+        for name, o, n, typ, writable, _d in INFO:
+            if o == off and writable and count <= n:
+                if not self._allowed(ROLE_FACTORY):
+                    return self._error(EX_FUNCTION, -1, "locked: identity needs the factory role")
+                self.info.set(name, self._ascii(count, data, pos))
+                return EX_NONE
+        return self._error(EX_ADDRESS, -1, "not a writable identity field")
+
+    # ---- device identification (FC 43 / MEI 14) ------------------------
+    def device_id_object(self, oid):
+        """Bytes of identification object ``oid`` or None (allocates; rare)."""
+        i = self.info
+        if oid == 0:
+            return i.get("vendor").encode()
+        if oid == 1:
+            return i.get("model").encode()
+        if oid == 2:
+            return i.get("firmware").encode()
+        if oid == 3:
+            return b"https://github.com/micropython-bms"
+        if oid == 4:
+            return b"MicroPython BMS"
+        if oid == 5:
+            return i.get("model").encode()
+        if oid == 6:
+            return b"bms"
+        if oid == 0x80:
+            return i.get("serial").encode()
+        if oid == 0x81:
+            return i.get("mfg_date").encode()
+        if oid == 0x82:
+            return i.get("bt_addr").encode()
+        return None

@@ -1,0 +1,116 @@
+"""bmsctl end to end: the real CLI, pymodbus, the pty link and the firmware server.
+
+The CLI runs in a thread; the test thread steps the simulation at 50x real
+time (the client's time-outs are wall-clock) until the CLI has finished,
+then checks the BMS in virtual time.
+"""
+import time
+import json
+import threading
+
+import pytest
+
+import tools  # noqa: F401
+from bms import faults as F
+from bms.contactors import RELAY_CHG, RELAY_DSG
+from bms.params import P_OV1, P_OV2, index as pidx
+from tools.bmsctl.cli import main
+from tools.sim.pclink import PcLink
+from tools.sim.simulator import Simulation
+
+
+@pytest.fixture
+def rig():
+    sim = Simulation(chem="LFP", cells=16, soc=0.6, seed=5)
+    link = PcLink(sim)
+    sim.run(3)
+    yield sim, link
+    link.close()
+
+
+def run_cli(sim, link, *argv):
+    res = {}
+
+    def target():
+        res["rc"] = main(["--port", link.path, "--timeout", "2"] + list(argv))
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    t0 = time.monotonic()
+    v0 = sim.t_ms
+    while th.is_alive() and time.monotonic() - t0 < 30:
+        if sim.t_ms - v0 < (time.monotonic() - t0) * 50000:
+            sim.step()
+        else:
+            th.join(0.001)
+    th.join(5)
+    assert not th.is_alive()
+    return res["rc"]
+
+
+def test_params_set_invalid_combination_refused_with_reason(rig, capsys):
+    sim, link = rig
+    before = list(sim.params.values)
+    rc = run_cli(sim, link, "--password", "123456", "params", "set", "ov2=3.6V")
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "level-2 over-voltage must be above level-1 over-voltage" in " ".join(out.split())
+    assert list(sim.params.values) == before
+
+
+def test_params_set_without_unlock_is_refused(rig, capsys):
+    sim, link = rig
+    rc = run_cli(sim, link, "params", "set", "buzzer=off")
+    assert rc == 1 and "locked" in capsys.readouterr().out
+    assert sim.params[pidx("buzzer")] == 1
+
+
+def test_params_set_valid_changes_running_bms(rig, capsys):
+    sim, link = rig
+    assert sim.bms.contactors.state[RELAY_CHG] == 1
+    cell_max = max(sim.pack.cell_voltages())
+    assert cell_max > 3.26  # LFP at 60 %: the new limit is below the cells
+    rc = run_cli(sim, link, "--password", "123456", "params", "set",
+                 "ov1=3.25V", "ov_rec=3200", "bal_start=3.15V")
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert sim.params[P_OV1] == 3250 and sim.params[P_OV2] == 3750
+    # The running BMS now sees every cell over its level-1 limit: after the
+    # 5 s delay it opens the charge relay and keeps discharge available.
+    assert sim.run_until(lambda s: s.bms.prot.active(F.OV1), 10)
+    assert sim.bms.contactors.state[RELAY_CHG] == 0
+    assert sim.bms.contactors.state[RELAY_DSG] == 1
+
+
+def test_normal_switch_soc_and_views(rig, capsys, tmp_path):
+    sim, link = rig
+    assert run_cli(sim, link, "--password", "123456", "normal", "--dsg", "off") == 0
+    assert sim.run_until(lambda s: s.bms.contactors.state[RELAY_DSG] == 0, 2)
+    assert run_cli(sim, link, "soc", "set", "80") == 0  # still unlocked (same port)
+    sim.run(0.2)
+    assert 795 <= sim.bms.soc.soc_pm <= 800
+    capsys.readouterr()
+    assert run_cli(sim, link, "monitor", "--once") == 0
+    out = capsys.readouterr().out
+    assert "Pack voltage" in out and "Cell voltages" in out
+    dump = tmp_path / "d.json"
+    assert run_cli(sim, link, "dump", "--out", str(dump)) == 0
+    rows = json.loads(dump.read_text())
+    byname = {r["name"]: r["raw"] for r in rows}
+    assert byname["cell_count"] == 16 and byname["dsg_switch"] == 0
+    assert run_cli(sim, link, "log", "--csv", str(tmp_path / "log.csv")) == 0
+    assert "dsg_switch = 0" in (tmp_path / "log.csv").read_text()
+    png = tmp_path / "g.png"
+    assert run_cli(sim, link, "graph", "--samples", "2", "--interval", "0",
+                   "--out", str(png)) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert run_cli(sim, link, "alarms") == 0
+
+
+def test_passwd_and_unlock(rig, capsys):
+    sim, link = rig
+    assert run_cli(sim, link, "--password", "123456", "passwd", "n3wpass") == 0
+    assert run_cli(sim, link, "lock") == 0
+    assert run_cli(sim, link, "unlock", "123456") == 1
+    assert run_cli(sim, link, "unlock", "n3wpass") == 0
+    assert "unlocked as user" in capsys.readouterr().out

@@ -1,0 +1,338 @@
+"""Modbus RTU server: framing by silence, function codes, exceptions, broadcast."""
+import micropython
+
+from bms import params as P
+from bms.core import CMD_SOC_SET
+from comms.registers import (A_AUTH, A_CELLS, A_CMD, A_INFO, A_LOGHEAD, A_MON, A_PARAMS,
+                             A_TEMPS, AU_ERR_INDEX, AU_ERR_TEXT, MON_SIZE, command_address,
+                             monitor_address)
+from modbus_rig import (ModbusRig, ascii_regs, crc_ok, exception_code, ref_crc, s16, s32, u32,
+                        with_crc)
+
+READ_10 = bytes((0x01, 0x03, 0x00, 0x00, 0x00, 0x0A, 0xC5, 0xCD))
+
+
+def _running_rig(**kw):
+    r = ModbusRig(**kw)
+    r.run(2000)
+    assert r.bms.running
+    return r
+
+
+def test_reply_only_after_t35_silence():
+    r = ModbusRig()
+    r.port.feed(READ_10)
+    r.server.poll()
+    r.idle(3)  # 3 ms < t3.5 (4.01 ms at 9600)
+    assert r.port.txn == 0
+    r.idle(2)
+    resp = r.port.take()
+    assert crc_ok(resp) and resp[:3] == bytes((1, 3, 20))
+
+
+def test_frame_split_by_short_gaps_is_one_frame():
+    r = ModbusRig()
+    for b in READ_10:
+        r.port.feed(bytes((b,)))
+        r.server.poll()
+        r.clock.advance_us(1146)  # one character at 9600 baud
+        r.server.poll()
+    r.idle(6)
+    resp = r.port.take()
+    assert crc_ok(resp) and len(resp) == 25
+
+
+def test_gap_above_t15_drops_the_frame():
+    r = ModbusRig()
+    r.port.feed(READ_10[:4])
+    r.server.poll()
+    r.clock.advance_us(2500)  # > t1.5 (1.72 ms), < t3.5
+    r.server.poll()
+    r.port.feed(READ_10[4:])
+    r.server.poll()
+    r.idle(6)
+    assert r.port.take() == b""
+    assert r.server.framing_errors == 1
+    # The next clean frame is served.
+    assert len(r.send_raw(READ_10)) == 25
+
+
+def test_two_frames_separated_by_silence():
+    r = ModbusRig()
+    r.port.feed(READ_10)
+    r.server.poll()
+    r.idle(6)
+    r.port.feed(READ_10)
+    r.server.poll()
+    r.idle(6)
+    assert len(r.port.take()) == 50
+
+
+def test_bytes_before_first_silence_are_ignored():
+    r = ModbusRig()
+    # A fresh server must not parse the tail of a frame already on the line.
+    from comms.modbus_rtu import ModbusRTU
+    s = ModbusRTU(r.port, r.regs, r.clock)
+    r.port.feed(READ_10)
+    s.poll()
+    for _ in range(6):
+        r.clock.advance(1)
+        s.poll()
+    assert r.port.take() == b""
+    r.port.feed(READ_10)
+    s.poll()
+    for _ in range(6):
+        r.clock.advance(1)
+        s.poll()
+    assert len(r.port.take()) == 25
+
+
+def test_crc_error_and_other_address_get_no_reply():
+    r = ModbusRig()
+    bad = bytearray(READ_10)
+    bad[7] ^= 0xFF
+    assert r.send_raw(bad) == b""
+    assert r.server.crc_errors == 1
+    assert r.request(bytes((3, 0, 0, 0, 1)), address=2) == b""
+    assert r.server.frames == 1 and r.server.handled == 0
+
+
+def test_millisecond_clock_mode():
+    r = ModbusRig(us=False)
+    assert len(r.send_raw(READ_10, gap_ms=7)) == 25
+
+
+def test_fc03_and_fc04_read_the_monitor():
+    r = _running_rig(mv=3300)
+    r.board.cells[4] = 3350
+    r.board.cells[9] = 3250
+    r.board.current_ma = -12345
+    r.run(600)
+    m = r.read(A_MON, MON_SIZE)
+    assert r.read(A_MON, MON_SIZE, fc=4) == m
+    base = A_MON
+    assert u32(m, monitor_address("pack_voltage") - base) == 3300 * 14 + 3350 + 3250
+    assert s32(m, monitor_address("current") - base) == -12345
+    assert m[monitor_address("cell_max") - base] == 3350
+    assert m[monitor_address("cell_max_index") - base] == 5
+    assert m[monitor_address("cell_min") - base] == 3250
+    assert m[monitor_address("cell_min_index") - base] == 10
+    assert m[monitor_address("cell_diff") - base] == 100
+    assert m[monitor_address("cell_count") - base] == 16
+    assert s16(m[monitor_address("t_cell_max") - base]) == 250
+    assert m[monitor_address("soc") - base] == r.bms.soc.soc_pm
+    cells = r.read(A_CELLS, 16)
+    assert cells[4] == 3350 and cells[9] == 3250 and cells[0] == 3300
+    assert r.read(A_CELLS + 16, 4) == [0, 0, 0, 0]  # beyond the cell count
+
+
+def test_fault_bits_follow_protection():
+    r = _running_rig(mv=3300)
+    r.board.cells[2] = 3700  # above the LFP ov1 (3650 mV), below ov2 (3750 mV)
+    r.run(7000)
+    from bms import faults as F
+    assert r.bms.prot.active(F.OV1)
+    m = r.read(A_MON, MON_SIZE)
+    w = m[monitor_address("faults_0") - A_MON]
+    assert w & (1 << F.OV1)
+    assert m[monitor_address("protection_0") - A_MON] & (1 << F.OV1)
+    assert not m[monitor_address("alarm_0") - A_MON] & (1 << F.OV1)
+    relays = m[monitor_address("relays") - A_MON]
+    assert relays & (1 << 2) == 0  # charge relay open
+
+
+def test_params_read_signed_and_unsigned():
+    r = ModbusRig()
+    regs = r.read(A_PARAMS, P.N_PARAMS)
+    assert regs[P.P_OV1] == 3650
+    assert s16(regs[P.P_LT_DSG]) == -20
+    assert regs[P.P_CELL_COUNT] == 16
+
+
+def test_identity_ascii():
+    r = ModbusRig()
+    regs = r.read(A_INFO + 0x18, 8)
+    s = bytearray()
+    for v in regs:
+        s.append(v >> 8)
+        s.append(v & 0xFF)
+    assert bytes(s).rstrip(b"\0") == b"SN0001"
+
+
+def test_exceptions():
+    r = ModbusRig()
+    assert exception_code(r.request(bytes((0x05, 0, 0, 0xFF, 0))), 0x05) == 1   # coils: no
+    assert exception_code(r.request(bytes((0x03, 0x7F, 0x00, 0, 1))), 3) == 2   # no block
+    assert exception_code(r.request(bytes((0x03, 0x04, 0xFE, 0, 4))), 3) == 2   # leaves block
+    assert exception_code(r.request(bytes((0x03, 0, 0, 0, 0))), 3) == 3         # count 0
+    assert exception_code(r.request(bytes((0x03, 0, 0, 0, 126))), 3) == 3       # count > 125
+    assert exception_code(r.request(bytes((0x10, 0x10, 0, 0, 2, 3, 0, 1, 0, 2))), 16) == 3
+    assert r.server.exceptions_sent == 6
+
+
+def test_write_refused_while_locked_then_accepted():
+    r = ModbusRig()
+    assert exception_code(r.write1(A_PARAMS + P.P_OV1, 3600), 6) == 1
+    assert r.params[P.P_OV1] == 3650
+    resp = r.unlock()
+    assert crc_ok(resp) and resp[1] == 16
+    resp = r.write1(A_PARAMS + P.P_OV1, 3600)
+    assert resp == with_crc(bytes((1, 6, 0x10, P.P_OV1, 0x0E, 0x10)))
+    assert r.params[P.P_OV1] == 3600
+
+
+def test_multi_register_write_is_all_or_nothing():
+    r = ModbusRig()
+    r.unlock()
+    before = list(r.params.values)
+    # ov1 3700 is fine alone but ov2 3680 < ov1 breaks a rule: nothing changes.
+    resp = r.write_n(A_PARAMS + P.P_OV1, [3700, 3680])
+    assert exception_code(resp, 16) == 3
+    assert list(r.params.values) == before
+    err = r.read(A_AUTH + AU_ERR_INDEX, 1)[0]
+    assert err == P.P_OV2
+    text = r.read(A_AUTH + AU_ERR_TEXT, 64)
+    raw = bytearray()
+    for v in text:
+        raw.append(v >> 8)
+        raw.append(v & 0xFF)
+    assert b"level-2 over-voltage must be above" in bytes(raw)
+    # A valid combination in one request is applied together.
+    resp = r.write_n(A_PARAMS + P.P_OV1, [3700, 3800])
+    assert crc_ok(resp) and resp[1] == 16
+    assert r.params[P.P_OV1] == 3700 and r.params[P.P_OV2] == 3800
+
+
+def test_signed_parameter_write():
+    r = ModbusRig()
+    r.unlock()
+    r.write1(A_PARAMS + P.P_CUR_OFFSET, -120)
+    assert r.params[P.P_CUR_OFFSET] == -120
+    assert s16(r.read(A_PARAMS + P.P_CUR_OFFSET, 1)[0]) == -120
+
+
+def test_rewriting_block_keeps_current_chemistry_settings():
+    r = ModbusRig()
+    r.unlock()
+    r.write1(A_PARAMS + P.P_OV1, 3600)
+    regs = r.read(A_PARAMS, 10)
+    regs[P.P_CAPACITY] = 2000
+    r.write_n(A_PARAMS, regs)
+    assert r.params[P.P_CAPACITY] == 2000 and r.params[P.P_OV1] == 3600
+
+
+def test_broadcast_write_executes_without_reply():
+    r = ModbusRig()
+    r.unlock()
+    assert r.write1(A_PARAMS + P.P_BAL_DIFF, 15, address=0) == b""
+    assert r.params[P.P_BAL_DIFF] == 15
+    assert r.request(bytes((3, 0, 0, 0, 1)), address=0) == b""
+    assert r.server.broadcasts == 2
+
+
+def test_commands_reach_bms_request():
+    r = _running_rig()
+    r.unlock()
+    resp = r.write1(command_address("soc_set"), 800)
+    assert crc_ok(resp) and resp[1] == 6
+    assert r.bms.cmd_pending
+    # A second command before the core ran the first: busy.
+    assert exception_code(r.write1(command_address("soc_set"), 700), 6) == 6
+    r.run(100)
+    assert r.bms.soc.soc_pm == 800
+    assert exception_code(r.write1(command_address("soc_set"), 1001), 6) == 3
+    # 32-bit argument through FC16: current calibration.
+    assert exception_code(r.write_n(command_address("cal_current") + 1, [0, 1]), 16) == 2
+    resp = r.write_n(command_address("cal_current"), [0x0001, 0x86A0])  # 100000 mA
+    assert crc_ok(resp)
+    assert r.bms._cmd_arg == 100000
+    assert CMD_SOC_SET == 2
+
+
+def test_device_identification():
+    r = ModbusRig()
+    resp = r.request(bytes((0x2B, 0x0E, 0x01, 0x00)))
+    assert crc_ok(resp)
+    assert resp[1] == 0x2B and resp[2] == 0x0E and resp[3] == 1 and resp[7] == 3
+    assert resp[8] == 0 and bytes(resp[10:10 + resp[9]]) == b"micropython-bms"
+    resp = r.request(bytes((0x2B, 0x0E, 0x04, 0x80)))
+    assert resp[7] == 1 and bytes(resp[10:10 + resp[9]]) == b"SN0001"
+    assert exception_code(r.request(bytes((0x2B, 0x0E, 0x04, 0x55))), 0x2B) == 2
+
+
+def test_address_and_baud_follow_parameters():
+    r = ModbusRig()
+    r.unlock()
+    resp = r.write1(A_PARAMS + P.P_MODBUS_ADDR, 7)
+    assert crc_ok(resp) and resp[0] == 1  # answered under the old address
+    assert len(r.read(0, 1, address=7)) == 1
+    assert r.request(bytes((3, 0, 0, 0, 1)), address=1) == b""
+    r.write1(A_PARAMS + P.P_MODBUS_BAUD, 5, address=7)
+    r.server.poll()
+    assert r.port.baud_set == [115200]
+    assert r.server.t35 == 1750
+
+
+def test_log_and_auth_blocks_readable():
+    r = _running_rig()
+    head = r.read(A_LOGHEAD, 4)
+    assert head[0] == len(r.log) and head[1] == 64
+    from comms.registers import A_LOG
+    rec = r.read(A_LOG, 10)
+    seq, ts, kind, a, b = r.log.get(0)
+    assert u32(rec, 0) == seq and u32(rec, 2) == ts and rec[4] == kind
+    assert r.read(A_TEMPS, 1)[0] == 4
+
+
+def test_write_to_read_only_block_is_refused():
+    r = ModbusRig()
+    r.unlock()
+    assert exception_code(r.write1(A_CELLS, 1), 6) == 2
+    assert exception_code(r.write1(A_MON, 1), 6) == 2
+
+
+def test_identity_needs_factory_role():
+    r = ModbusRig()
+    r.unlock()
+    assert exception_code(r.write_n(A_INFO + 0x18, ascii_regs("X", 8)), 16) == 1
+    r.unlock(b"factory1")
+    assert crc_ok(r.write_n(A_INFO + 0x18, ascii_regs("SN-42", 8)))
+    assert r.info.get("serial") == "SN-42"
+
+
+def test_read_request_allocates_nothing():
+    r = _running_rig(cells=32)
+    r.unlock()
+    reqs = [with_crc(bytes((1, fc, a >> 8, a & 0xFF, 0, n)))
+            for fc, a, n in ((3, A_MON, MON_SIZE), (4, A_CELLS, 32), (3, A_PARAMS, P.N_PARAMS),
+                             (3, A_INFO, 16), (3, A_TEMPS, 49), (3, A_LOGHEAD, 4))]
+    for q in reqs:  # warm up: the first reply of each length caches its view
+        r.send_raw(q)
+    for q in reqs:
+        r.port.feed(q)
+        micropython.heap_lock()
+        try:
+            for _ in range(8):
+                r.clock.advance(1)
+                r.server.poll()
+        finally:
+            micropython.heap_unlock()
+        resp = r.port.take()
+        assert crc_ok(resp) and resp[1] == q[1], resp
+    assert r.server.internal_errors == 0
+
+
+def test_ticks_wrap_during_frame():
+    r = ModbusRig()
+    from modbus_rig import PERIOD
+    r.clock.us = PERIOD * 3 - 2000  # 2 ms before a wrap of the us ticks
+    r.idle(5)
+    r.port.feed(READ_10[:4])
+    r.server.poll()
+    r.clock.advance_us(1000)
+    r.server.poll()
+    r.port.feed(READ_10[4:])
+    r.server.poll()
+    r.idle(6)
+    assert len(r.port.take()) == 25
+    assert ref_crc(b"") == 0xFFFF

@@ -1,0 +1,1 @@
+"""bmsctl: PC tool for the MicroPython BMS (RS485 Modbus RTU)."""

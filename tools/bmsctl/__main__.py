@@ -1,0 +1,5 @@
+import sys
+
+from tools.bmsctl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,466 @@
+"""bmsctl: the PC tool for the MicroPython BMS over RS485 Modbus RTU.
+
+Works with a USB-RS485 adapter (``--port /dev/ttyUSB0``) or the simulator's
+pty (``make sim`` prints it; ``/tmp/bms-pc`` by default).  Names, units and
+addresses come from the firmware's register map and parameter table.
+
+Exit status: 0 done, 1 refused by the BMS or invalid input (the reason is
+printed), 2 no link.
+"""
+import argparse
+import csv
+import getpass
+import json
+import os
+import sys
+import time
+
+from rich.console import Console, Group
+from rich.table import Table
+
+from tools.bmsctl.client import (BmsClient, BmsError, decode_monitor, fault_names, mode_name,
+                                 param_display, param_index, param_parse, relay_names)
+from bms import faults as F
+from bms.params import CHEM_NAMES, TABLE as PARAM_TABLE, check as params_check
+from comms import registers as R
+
+DEFAULT_PORT = os.environ.get("BMS_PORT", "/tmp/bms-pc")
+console = Console()
+
+
+class UsageError(Exception):
+    pass
+
+
+# ---- rendering -----------------------------------------------------------
+def _v(mv):
+    return "%.3f" % (mv / 1000.0)
+
+
+def _t(dc):
+    if dc in (-32768, 32767):
+        return "-"
+    return "%.1f" % (dc / 10.0)
+
+
+def summary_table(m, info=None):
+    t = Table(title="BMS %s" % (info.get("model", "") if info else ""), show_header=False)
+    t.add_column("k")
+    t.add_column("v")
+    t.add_row("Pack voltage", "%s V" % _v(m["pack_voltage"]))
+    t.add_row("Current", "%.3f A" % (m["current"] / 1000.0))
+    t.add_row("SOC / SOH", "%.1f %% / %.1f %%" % (m["soc"] / 10.0, m["soh"] / 10.0))
+    t.add_row("Remaining / full", "%.2f / %.2f Ah" % (m["remaining_capacity"] / 1000.0,
+                                                       m["full_capacity"] / 1000.0))
+    t.add_row("Cycles", str(m["cycles"]))
+    t.add_row("Cell max", "%s V (#%d)" % (_v(m["cell_max"]), m["cell_max_index"]))
+    t.add_row("Cell min", "%s V (#%d)" % (_v(m["cell_min"]), m["cell_min_index"]))
+    t.add_row("Cell diff / avg", "%d mV / %s V" % (m["cell_diff"], _v(m["cell_avg"])))
+    temps = []
+    for role in ("power", "balance", "cell", "ambient"):
+        hi = m["t_%s_max" % role]
+        if hi != -32768:
+            temps.append("%s %s..%s" % (role, _t(m["t_%s_min" % role]), _t(hi)))
+    t.add_row("Temperatures (degC)", ", ".join(temps) or "-")
+    t.add_row("Mode", mode_name(m["mode"]))
+    t.add_row("Relays closed", ", ".join(relay_names(m["relays"])) or "none")
+    t.add_row("Balancing", "%d cells" % m["balancing_count"])
+    prot = fault_names([m["protection_0"], m["protection_1"]])
+    alarms = fault_names([m["alarm_0"], m["alarm_1"]])
+    t.add_row("Protections", "[red]%s[/red]" % ", ".join(prot) if prot else "[green]none[/green]")
+    t.add_row("Alarms", "[yellow]%s[/yellow]" % ", ".join(alarms) if alarms else "none")
+    return t
+
+
+def cells_table(cells, m, cols=None):
+    if cols is None:
+        cols = max(4, min(16, (console.width - 4) // 13))
+    t = Table(title="Cell voltages (V)", show_header=False)
+    for _ in range(cols):
+        t.add_column()
+    bal = 0
+    words = [m["balance_%d" % k] for k in range(16)]
+    row = []
+    for i, mv in enumerate(cells):
+        s = "%d:%s" % (i + 1, "invalid" if mv == 0xFFFF else _v(mv))
+        if words[i // 16] & (1 << (i % 16)):
+            s += " B"
+            bal += 1
+        if i + 1 == m["cell_max_index"]:
+            s = "[red]%s[/red]" % s
+        elif i + 1 == m["cell_min_index"]:
+            s = "[blue]%s[/blue]" % s
+        row.append(s)
+        if len(row) == cols:
+            t.add_row(*row)
+            row = []
+    if row:
+        t.add_row(*(row + [""] * (cols - len(row))))
+    return t
+
+
+def temps_table(temps):
+    t = Table(title="Temperature sensors")
+    for c in ("#", "role", "degC", "status"):
+        t.add_column(c)
+    for s in temps:
+        t.add_row(str(s["index"] + 1), s["role"], "%.1f" % s["temp_c"], s["status"])
+    return t
+
+
+# ---- commands ------------------------------------------------------------
+def cmd_info(c, a):
+    info = c.info()
+    t = Table(title="Device identity")
+    t.add_column("field")
+    t.add_column("value")
+    for k, v in info.items():
+        t.add_row(k, str(v))
+    st = c.auth_state()
+    t.add_row("unlocked role", st["role"])
+    console.print(t)
+
+
+def _monitor_view(c, info):
+    m = c.monitor()
+    cells = c.cells(m["cell_count"])
+    return Group(summary_table(m, info), cells_table(cells, m), temps_table(c.temps()))
+
+
+def cmd_monitor(c, a):
+    info = c.info()
+    if a.once:
+        console.print(_monitor_view(c, info))
+        return
+    from rich.live import Live
+    with Live(_monitor_view(c, info), console=console, refresh_per_second=4) as live:
+        n = 0
+        while a.count <= 0 or n < a.count:
+            time.sleep(a.interval)
+            live.update(_monitor_view(c, info))
+            n += 1
+
+
+def cmd_alarms(c, a):
+    m = c.monitor()
+    active = fault_names([m["faults_0"], m["faults_1"]])
+    t = Table(title="Active faults and alarms (level: %s)"
+              % F.LEVEL_NAMES[m["fault_level"]] if m["fault_level"] < 4 else "?")
+    for col in ("fault", "level", "reaction", "latched"):
+        t.add_column(col)
+    for name in active:
+        row = F.TABLE[F.index(name)]
+        react = [n for bit, n in ((F.R_CHG, "charge"), (F.R_DSG, "discharge"), (F.R_L2, "level-2"),
+                                  (F.R_BAL, "balancing"), (F.R_HEAT, "heater"))
+                 if row[F.F_REACTION] & bit]
+        t.add_row(name, F.LEVEL_NAMES[row[F.F_LEVEL]], ", ".join(react) or "alarm only",
+                  "yes" if row[F.F_POLICY] else "no")
+    console.print(t if active else "[green]no active faults or alarms[/green]")
+
+
+def cmd_params(c, a):
+    if a.action == "get":
+        rows = c.params()
+        if a.names:
+            want = set(a.names)
+            unknown = want - {r["name"] for r in rows}
+            if unknown:
+                raise UsageError("unknown parameter(s): %s" % ", ".join(sorted(unknown)))
+            rows = [r for r in rows if r["name"] in want]
+        if a.json:
+            print(json.dumps(rows, indent=1))
+            return
+        t = Table(title="Parameters")
+        for col in ("#", "name", "value", "unit", "range", "description"):
+            t.add_column(col)
+        for r in rows:
+            if r["name"] == "chemistry" and 0 <= r["raw"] < len(CHEM_NAMES):
+                r["value"] = "%d (%s)" % (r["raw"], CHEM_NAMES[r["raw"]])
+            lo, _ = param_display(r["index"], r["min"])
+            hi, _ = param_display(r["index"], r["max"])
+            t.add_row(str(r["index"]), r["name"], str(r["value"]), r["unit"],
+                      "%s..%s" % (lo, hi), r["text"])
+        console.print(t)
+        return
+    # set
+    changes = {}
+    for item in a.names:
+        if "=" not in item:
+            raise UsageError("expected name=value, got %r" % item)
+        name, text = item.split("=", 1)
+        i = param_index(name.strip())
+        if i < 0:
+            raise UsageError("unknown parameter %r (see `bmsctl params get`)" % name)
+        try:
+            changes[i] = param_parse(i, text)
+        except ValueError as e:
+            raise UsageError(str(e))
+    from bms.params import P_CHEMISTRY, TABLE
+    if P_CHEMISTRY in changes and len(changes) > 1:
+        # A chemistry change is its own request (it loads that chemistry's
+        # defaults): check the whole result first with the firmware's own
+        # rules so that nothing is half applied.  Otherwise the BMS decides.
+        cur = [r["raw"] for r in c.params()]
+        new = list(cur)
+        if changes[P_CHEMISTRY] != cur[P_CHEMISTRY]:
+            for j, row in enumerate(TABLE):
+                if row[5]:
+                    new[j] = row[4][changes[P_CHEMISTRY]]
+        for i, v in changes.items():
+            new[i] = v
+        bad = params_check(new, c.info().get("max_cells", 256))
+        if bad is not None:
+            raise BmsError("refused: %s" % bad[1], 3, bad[0])
+    c.set_params(changes)
+    after = {r["index"]: r for r in c.params()}
+    for i in changes:
+        r = after[i]
+        console.print("%s = %s %s" % (r["name"], r["value"], r["unit"]))
+
+
+def cmd_normal(c, a):
+    did = False
+    if a.chemistry:
+        name = a.chemistry.upper()
+        if name not in CHEM_NAMES:
+            raise UsageError("chemistry is one of %s" % ", ".join(CHEM_NAMES))
+        c.set_params({param_index("chemistry"): CHEM_NAMES.index(name)})
+        console.print("chemistry %s (its protection defaults loaded)" % name)
+        did = True
+    for flag, pname in (("chg", "chg_switch"), ("dsg", "dsg_switch")):
+        v = getattr(a, flag)
+        if v is not None:
+            c.set_params({param_index(pname): 1 if v == "on" else 0})
+            console.print("%s %s" % (pname, v))
+            did = True
+    if a.defaults is not None:
+        name = a.defaults.upper()
+        if name not in CHEM_NAMES:
+            raise UsageError("defaults for one of %s" % ", ".join(CHEM_NAMES))
+        c.command("defaults", CHEM_NAMES.index(name))
+        console.print("defaults for %s requested" % name)
+        did = True
+    for flag, cmd in (("reset_faults", "reset_faults"), ("clear_log", "clear_log"),
+                      ("sleep", "sleep"), ("restart", "restart")):
+        if getattr(a, flag):
+            c.command(cmd, 1)
+            console.print("%s requested" % cmd)
+            did = True
+    if not did:
+        raise UsageError("nothing to do: see `bmsctl normal --help`")
+
+
+def cmd_calibrate(c, a):
+    if a.what == "zero":
+        c.command("cal_zero", 1)
+        console.print("zero-current calibration requested (no current must flow)")
+        return
+    if a.amps is None:
+        raise UsageError("calibrate current needs the measured current in A")
+    ma = int(round(abs(a.amps) * 1000))
+    c.command("cal_current", ma)
+    console.print("current calibration to %.3f A requested" % (ma / 1000.0))
+
+
+def cmd_soc(c, a):
+    if not 0 <= a.percent <= 100:
+        raise UsageError("SOC is 0..100 %")
+    c.command("soc_set", int(round(a.percent * 10)))
+    console.print("SOC set to %.1f %% requested" % a.percent)
+
+
+def cmd_graph(c, a):
+    import matplotlib
+    if not a.live:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ts, cells, cur = [], [], []
+    t0 = time.monotonic()
+    fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(10, 7))
+    if a.live:
+        plt.ion()
+        plt.show()
+    n = 0
+    while True:
+        m = c.monitor()
+        cv = c.cells(m["cell_count"])
+        ts.append(time.monotonic() - t0)
+        cells.append(cv)
+        cur.append(m["current"] / 1000.0)
+        n += 1
+        if a.live:
+            _plot(ax1, ax2, ts, cells, cur)
+            plt.pause(0.01)
+        if (a.samples and n >= a.samples) or (not a.samples and ts[-1] >= a.seconds):
+            break
+        time.sleep(a.interval)
+    _plot(ax1, ax2, ts, cells, cur)
+    fig.savefig(a.out, dpi=100)
+    if a.csv:
+        with open(a.csv, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["t_s", "current_a"] + ["cell%d_v" % (i + 1) for i in range(len(cells[0]))])
+            for t, i, cv in zip(ts, cur, cells):
+                w.writerow(["%.3f" % t, "%.3f" % i] + ["%.3f" % (v / 1000.0) for v in cv])
+    console.print("%d samples -> %s" % (n, a.out))
+
+
+def _plot(ax1, ax2, ts, cells, cur):
+    ax1.clear()
+    ax2.clear()
+    for k in range(len(cells[0])):
+        ax1.plot(ts, [s[k] / 1000.0 for s in cells], linewidth=0.8)
+    ax1.set_ylabel("cell voltage (V)")
+    ax1.grid(True)
+    ax2.plot(ts, cur, color="k")
+    ax2.set_ylabel("current (A, + charging)")
+    ax2.set_xlabel("time (s)")
+    ax2.grid(True)
+
+
+def cmd_log(c, a):
+    events = c.log()
+    if a.csv:
+        with open(a.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["seq", "time_ms", "kind", "a", "b", "text"])
+            w.writeheader()
+            w.writerows(events)
+        console.print("%d events -> %s" % (len(events), a.csv))
+        return
+    t = Table(title="Event log (%d events)" % len(events))
+    for col in ("seq", "time ms", "kind", "event"):
+        t.add_column(col)
+    for e in events:
+        t.add_row(str(e["seq"]), str(e["time_ms"]), e["kind"], e["text"])
+    console.print(t)
+
+
+def cmd_dump(c, a):
+    rows = c.dump()
+    out = open(a.out, "w", newline="") if a.out else sys.stdout
+    try:
+        if a.format == "json":
+            json.dump(rows, out, indent=0)
+            out.write("\n")
+        else:
+            w = csv.DictWriter(out, fieldnames=["block", "address", "name", "raw"])
+            w.writeheader()
+            w.writerows(rows)
+    finally:
+        if a.out:
+            out.close()
+    if a.out:
+        console.print("%d registers -> %s" % (len(rows), a.out))
+
+
+def cmd_unlock(c, a):
+    pw = a.pw or getpass.getpass("BMS password: ")
+    c.unlock(pw)
+    console.print("unlocked as %s" % c.auth_state()["role"])
+
+
+def cmd_lock(c, a):
+    c.lock()
+    console.print("locked")
+
+
+def cmd_passwd(c, a):
+    new = a.new or getpass.getpass("new password: ")
+    if not a.new and getpass.getpass("again: ") != new:
+        raise UsageError("passwords differ")
+    c.passwd(new, factory=a.factory)
+    console.print("%s password changed" % ("factory" if a.factory else "user"))
+
+
+# ---- argument parsing ----------------------------------------------------
+def build_parser():
+    ap = argparse.ArgumentParser(prog="bmsctl", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--port", default=DEFAULT_PORT, help="serial port or sim pty (%(default)s)")
+    ap.add_argument("--baud", type=int, default=9600)
+    ap.add_argument("--address", type=int, default=1, help="Modbus device address")
+    ap.add_argument("--timeout", type=float, default=1.0)
+    ap.add_argument("--password", help="unlock with this password before the command")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("info", help="device identity")
+    p = sub.add_parser("monitor", help="live table of cells, V, I, SOC, temperatures, states")
+    p.add_argument("--once", action="store_true")
+    p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--count", type=int, default=0, help="refreshes, 0 = until Ctrl-C")
+    sub.add_parser("alarms", help="active faults and alarms")
+    p = sub.add_parser("params", help="read or write parameters")
+    p.add_argument("action", choices=("get", "set"))
+    p.add_argument("names", nargs="*", help="get: names; set: name=value (units as in "
+                   "`params get`, or with a suffix: 3.65V, 100A)")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("normal", help="chemistry, switches, defaults, restart")
+    p.add_argument("--chemistry", help="|".join(CHEM_NAMES))
+    p.add_argument("--chg", choices=("on", "off"), help="charge MOS/relay switch")
+    p.add_argument("--dsg", choices=("on", "off"), help="discharge MOS/relay switch")
+    p.add_argument("--defaults", metavar="CHEM", help="reset parameters to CHEM's defaults")
+    p.add_argument("--reset-faults", action="store_true")
+    p.add_argument("--clear-log", action="store_true")
+    p.add_argument("--sleep", action="store_true")
+    p.add_argument("--restart", action="store_true")
+    p = sub.add_parser("calibrate", help="current calibration")
+    p.add_argument("what", choices=("current", "zero"))
+    p.add_argument("amps", nargs="?", type=float, help="current measured by your meter, A")
+    p = sub.add_parser("soc", help="set the state of charge")
+    p.add_argument("action", choices=("set",))
+    p.add_argument("percent", type=float)
+    p = sub.add_parser("graph", help="record cell voltages and current, plot to PNG")
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--samples", type=int, default=0, help="stop after N samples instead")
+    p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--out", default="bms_graph.png")
+    p.add_argument("--csv", help="also write the samples as CSV")
+    p.add_argument("--live", action="store_true", help="show a live plot window")
+    p = sub.add_parser("log", help="event log")
+    p.add_argument("--csv", help="export to a CSV file")
+    p = sub.add_parser("dump", help="every register as JSON or CSV")
+    p.add_argument("--format", choices=("json", "csv"), default="json")
+    p.add_argument("--out")
+    p = sub.add_parser("unlock", help="unlock writes with the password")
+    p.add_argument("pw", nargs="?")
+    sub.add_parser("lock", help="lock writes again")
+    p = sub.add_parser("passwd", help="change the password (unlock first)")
+    p.add_argument("new", nargs="?")
+    p.add_argument("--factory", action="store_true")
+    return ap
+
+
+COMMANDS = {"info": cmd_info, "monitor": cmd_monitor, "alarms": cmd_alarms, "params": cmd_params,
+            "normal": cmd_normal, "calibrate": cmd_calibrate, "soc": cmd_soc, "graph": cmd_graph,
+            "log": cmd_log, "dump": cmd_dump, "unlock": cmd_unlock, "lock": cmd_lock,
+            "passwd": cmd_passwd}
+
+
+def main(argv=None, client=None):
+    a = build_parser().parse_args(argv)
+    c = client
+    try:
+        if c is None:
+            c = BmsClient(a.port, a.baud, a.address, a.timeout).connect()
+        if a.password:
+            c.unlock(a.password)
+        COMMANDS[a.cmd](c, a)
+        return 0
+    except UsageError as e:
+        console.print("[red]error:[/red] %s" % e)
+        return 1
+    except BmsError as e:
+        if e.code is None:
+            console.print("[red]link error:[/red] %s" % e)
+            return 2
+        console.print("[red]%s[/red]" % e)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `bmsctl dump | head`
+        return 0
+    finally:
+        if c is not None and client is None:
+            c.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+"""bmsctl's Modbus side: pymodbus over pyserial, decoded with the firmware's own map.
+
+Every name, unit, address and scale comes from ``comms.registers`` and
+``bms.params`` (imported from firmware/), so the PC tool cannot drift from
+the device.
+"""
+import re
+
+import tools  # noqa: F401  (firmware on sys.path)
+from bms import faults as F
+from bms.contactors import RELAY_NAMES
+from bms.core import CMD_NAMES, MODE_NAMES
+from bms.eventlog import KIND_NAMES
+from bms.measurements import ROLE_NAMES
+from bms.params import CHEM_NAMES, N_PARAMS, P_CHEMISTRY
+from bms.params import TABLE as PARAM_TABLE
+from bms.params import index as param_index
+from comms import registers as R
+
+EXC_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+             4: "server device failure", 6: "server device busy"}
+
+
+class BmsError(Exception):
+    """A refusal from the BMS or a link failure, with a readable reason."""
+
+    def __init__(self, msg, code=None, index=None):
+        Exception.__init__(self, msg)
+        self.code = code
+        self.index = index
+
+
+# ---- units ---------------------------------------------------------------
+_UNIT_RE = re.compile(r"^([0-9.eE+-]+)?\s*([A-Za-z%]*)$")
+_CONV = {("V", "mV"): 1000.0, ("mV", "V"): 0.001, ("A", "mA"): 1000.0, ("mA", "A"): 0.001,
+         ("Ah", "mAh"): 1000.0, ("mAh", "Ah"): 0.001, ("s", "ms"): 1000.0, ("ms", "s"): 0.001}
+
+
+def unit_scale(unit):
+    """'0.1A' -> (0.1, 'A'); '1e-4' -> (0.0001, ''); 'mV' -> (1, 'mV'); enum/bool -> (1, '')."""
+    if unit in ("enum", "bool", "addr", "cells"):
+        return 1, "" if unit != "cells" else "cells"
+    m = _UNIT_RE.match(unit)
+    if not m:
+        return 1, unit
+    num, base = m.group(1), m.group(2)
+    if num:
+        try:
+            return float(num), base
+        except ValueError:
+            return 1, unit
+    return 1, base
+
+
+def param_display(i, raw):
+    scale, base = unit_scale(PARAM_TABLE[i][1])
+    if scale == 1:
+        return raw, base
+    v = raw * scale
+    return round(v, 6), base
+
+
+def param_parse(i, text):
+    """'3.65V', '3650', '100A', 'LFP', 'on' -> raw table value; ValueError with a reason."""
+    name, unit = PARAM_TABLE[i][0], PARAM_TABLE[i][1]
+    t = text.strip()
+    if i == P_CHEMISTRY and t.upper() in CHEM_NAMES:
+        return CHEM_NAMES.index(t.upper())
+    if unit == "bool" and t.lower() in ("on", "off", "true", "false", "yes", "no"):
+        return 1 if t.lower() in ("on", "true", "yes") else 0
+    m = re.match(r"^([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)$", t)
+    if not m:
+        raise ValueError("%s: cannot read %r as a number" % (name, text))
+    v = float(m.group(1))
+    given = m.group(2)
+    scale, base = unit_scale(unit)
+    if given and given != base:
+        k = _CONV.get((given, base))
+        if k is None:
+            raise ValueError("%s is in %s, not %s" % (name, base or "plain numbers", given))
+        v *= k
+    raw = v / scale
+    r = int(round(raw))
+    if abs(raw - r) > 1e-6 * max(1.0, abs(raw)):
+        raise ValueError("%s: %s is not a multiple of %g %s" % (name, text, scale, base))
+    return r
+
+
+# ---- decoding ------------------------------------------------------------
+def _s16(v):
+    return v - 0x10000 if v & 0x8000 else v
+
+
+def ascii_of(regs):
+    b = bytearray()
+    for v in regs:
+        b += bytes((v >> 8, v & 0xFF))
+    return bytes(b).split(b"\0", 1)[0].decode("ascii", "replace")
+
+
+def decode_monitor(regs):
+    out = {}
+    for i, row in enumerate(R.MONITOR):
+        name, typ = row[0], row[1]
+        o = R.MON_OFF[i]
+        if typ in (R.T_U32, R.T_S32):
+            v = (regs[o] << 16) | regs[o + 1]
+            if typ == R.T_S32 and v & 0x80000000:
+                v -= 1 << 32
+        else:
+            v = regs[o]
+            if typ == R.T_S16:
+                v = _s16(v)
+        out[name] = v
+    return out
+
+
+def fault_names(words):
+    """Fault names from bit words (bit b of word k = fault id 16k+b)."""
+    out = []
+    for k, w in enumerate(words):
+        for b in range(16):
+            fid = 16 * k + b
+            if w & (1 << b) and fid < F.N_FAULTS:
+                out.append(F.TABLE[fid][F.F_NAME])
+    return out
+
+
+def relay_names(bits):
+    return [RELAY_NAMES[i] for i in range(len(RELAY_NAMES)) if bits & (1 << i)]
+
+
+def name_of(seq, i):
+    return seq[i] if 0 <= i < len(seq) else str(i)
+
+
+class BmsClient:
+    def __init__(self, port, baud=9600, address=1, timeout=1.0, retries=2, client=None):
+        if client is None:
+            from pymodbus.client import ModbusSerialClient
+            client = ModbusSerialClient(port, baudrate=baud, timeout=timeout, retries=retries)
+        self.mb = client
+        self.address = address
+        self.port = port
+
+    def connect(self):
+        if not self.mb.connect():
+            raise BmsError("cannot open %s" % self.port)
+        return self
+
+    def close(self):
+        self.mb.close()
+
+    # ---- raw access ------------------------------------------------------
+    def _check(self, r, what):
+        from pymodbus.pdu import ExceptionResponse
+        if r is None:
+            raise BmsError("%s: no answer" % what)
+        if isinstance(r, ExceptionResponse) or r.isError():
+            code = getattr(r, "exception_code", None)
+            raise BmsError("%s: exception %s (%s)" % (what, code, EXC_NAMES.get(code, "?")), code)
+        return r
+
+    def read(self, addr, count, fc=3):
+        out = []
+        while count > 0:
+            n = min(125, count)
+            try:
+                if fc == 4:
+                    r = self.mb.read_input_registers(addr, count=n, device_id=self.address)
+                else:
+                    r = self.mb.read_holding_registers(addr, count=n, device_id=self.address)
+            except Exception as e:  # noqa: BLE001 - pymodbus raises on timeouts
+                raise BmsError("read 0x%04X: %s" % (addr, e))
+            out += self._check(r, "read 0x%04X" % addr).registers
+            addr += n
+            count -= n
+        return out
+
+    def write(self, addr, values):
+        try:
+            if len(values) == 1:
+                r = self.mb.write_register(addr, values[0] & 0xFFFF, device_id=self.address)
+            else:
+                r = self.mb.write_registers(addr, [v & 0xFFFF for v in values],
+                                            device_id=self.address)
+        except Exception as e:  # noqa: BLE001
+            raise BmsError("write 0x%04X: %s" % (addr, e))
+        try:
+            return self._check(r, "write 0x%04X" % addr)
+        except BmsError as e:
+            raise self._explain(e)
+
+    def _explain(self, e):
+        """Turn an exception code into the device's own reason (last-error registers)."""
+        try:
+            regs = self.read(R.A_AUTH + R.AU_ERR_INDEX, 2 + R.ERR_TEXT_LEN // 2)
+        except BmsError:
+            return e
+        idx = _s16(regs[0])
+        text = ascii_of(regs[2:])
+        if e.code == 1 and not text:
+            text = "locked: unlock with the password first"
+        return BmsError("refused: %s" % (text or str(e)), e.code, idx if idx >= 0 else None)
+
+    # ---- views -----------------------------------------------------------
+    def info(self):
+        regs = self.read(R.A_INFO, R.INFO_SIZE)
+        out = {}
+        for name, off, n, typ, _w, _d in R.INFO:
+            out[name] = ascii_of(regs[off:off + n]) if typ == R.T_ASCII else regs[off]
+        return out
+
+    def monitor(self):
+        return decode_monitor(self.read(R.A_MON, R.MON_SIZE))
+
+    def cells(self, n=None):
+        if n is None:
+            n = self.read(R.monitor_address("cell_count"), 1)[0]
+        return self.read(R.A_CELLS, n, fc=4)
+
+    def temps(self):
+        regs = self.read(R.A_TEMPS, R.TEMPS_SIZE)
+        n = regs[R.T_COUNT]
+        return [{"index": i, "role": name_of(ROLE_NAMES, regs[R.T_ROLE + i]),
+                 "temp_c": _s16(regs[R.T_VALUE + i]) / 10.0,
+                 "status": name_of(R.T_STATUS_NAMES, regs[R.T_STATUS + i])} for i in range(n)]
+
+    def params(self):
+        regs = self.read(R.A_PARAMS, N_PARAMS)
+        out = []
+        for i, row in enumerate(PARAM_TABLE):
+            raw = _s16(regs[i]) if row[2] < 0 else regs[i]
+            v, base = param_display(i, raw)
+            out.append({"index": i, "name": row[0], "raw": raw, "value": v, "unit": base,
+                        "table_unit": row[1], "min": row[2], "max": row[3], "text": row[6]})
+        return out
+
+    def set_params(self, changes):
+        """Apply {index: raw} in as few requests as possible, each all-or-nothing.
+
+        A chemistry change goes first on its own (it loads that chemistry's
+        defaults); every other change is one FC16 over the span of indices,
+        re-writing the unchanged values in between, so the device validates
+        the whole combination at once.
+        """
+        changes = dict(changes)
+        if P_CHEMISTRY in changes:
+            self.write(R.A_PARAMS + P_CHEMISTRY, [changes.pop(P_CHEMISTRY)])
+        if not changes:
+            return
+        lo, hi = min(changes), max(changes)
+        cur = self.read(R.A_PARAMS + lo, hi - lo + 1)
+        vals = []
+        for k in range(lo, hi + 1):
+            vals.append(changes[k] if k in changes else
+                        (_s16(cur[k - lo]) if PARAM_TABLE[k][2] < 0 else cur[k - lo]))
+        self.write(R.A_PARAMS + lo, vals)
+
+    def command(self, name, arg=1):
+        addr = R.command_address(name)
+        if -32768 <= arg <= 32767:
+            self.write(addr, [arg & 0xFFFF])
+        else:
+            self.write(addr, [(arg >> 16) & 0xFFFF, arg & 0xFFFF])
+
+    def unlock(self, password):
+        regs = _ascii_regs(password, R.PW_REGS)
+        self.write(R.A_AUTH + R.AU_UNLOCK, regs)
+
+    def lock(self):
+        self.write(R.A_AUTH + R.AU_LOCK, [1])
+
+    def passwd(self, new, factory=False):
+        self.write(R.A_AUTH + (R.AU_NEW_FACTORY if factory else R.AU_NEW_USER),
+                   _ascii_regs(new, R.PW_REGS))
+
+    def auth_state(self):
+        regs = self.read(R.A_AUTH + R.AU_ROLE, 3)
+        from bms.auth import ROLE_NAMES as AR
+        return {"role": name_of(AR, regs[0]), "lockout_s": regs[1], "failures": regs[2]}
+
+    def log(self):
+        head = self.read(R.A_LOGHEAD, R.LOGHEAD_SIZE)
+        n = head[R.LH_COUNT]
+        regs = self.read(R.A_LOG, n * R.LOG_REC_REGS) if n else []
+        out = []
+        for i in range(n):
+            r = regs[i * R.LOG_REC_REGS:(i + 1) * R.LOG_REC_REGS]
+            a = (r[6] << 16) | r[7]
+            b = (r[8] << 16) | r[9]
+            a = a - (1 << 32) if a & 0x80000000 else a
+            b = b - (1 << 32) if b & 0x80000000 else b
+            e = {"seq": (r[0] << 16) | r[1], "time_ms": (r[2] << 16) | r[3],
+                 "kind": name_of(KIND_NAMES, r[4]), "a": a, "b": b}
+            e["text"] = describe_event(e["kind"], a, b)
+            out.append(e)
+        return out
+
+    def dump(self):
+        """Every register of every block: list of dicts (block, address, name, raw)."""
+        rows = []
+        names = register_names()
+        for name, start, size, _d in R.BLOCKS:
+            if size is None:
+                size = self.read(R.A_LOGHEAD + R.LH_CAPACITY, 1)[0] * R.LOG_REC_REGS
+            if name == "commands":
+                continue  # write-only
+            regs = self.read(start, size)
+            for k, v in enumerate(regs):
+                rows.append({"block": name, "address": start + k,
+                             "name": names.get(start + k, ""), "raw": v})
+        return rows
+
+
+def _ascii_regs(s, n):
+    b = s.encode() if isinstance(s, str) else bytes(s)
+    if len(b) > 2 * n:
+        raise BmsError("password longer than %d characters" % (2 * n))
+    b = b + b"\0" * (2 * n - len(b))
+    return [(b[2 * i] << 8) | b[2 * i + 1] for i in range(n)]
+
+
+def describe_event(kind, a, b):
+    if kind in ("fault_set", "fault_clear"):
+        return "%s (value %d)" % (name_of([r[0] for r in F.TABLE], a), b)
+    if kind == "relay":
+        return "%s %s" % (name_of(RELAY_NAMES, a), "closed" if b else "open")
+    if kind == "param":
+        return "%s = %d" % (name_of([r[0] for r in PARAM_TABLE], a), b)
+    if kind == "command":
+        return "%s %d" % (name_of(CMD_NAMES, a), b)
+    if kind == "dsg_state":
+        from bms.contactors import D_NAMES
+        return "discharge path %s" % name_of(D_NAMES, a)
+    return "%d %d" % (a, b)
+
+
+def register_names():
+    """Address -> register name, for every named register of the map."""
+    names = {}
+    for name, off, n, _t, _w, _d in R.INFO:
+        for k in range(n):
+            names[R.A_INFO + off + k] = name if n == 1 else "%s[%d]" % (name, k)
+    for i, row in enumerate(R.MONITOR):
+        o = R.MON_OFF[i]
+        if row[1] in (R.T_U32, R.T_S32):
+            names[R.A_MON + o] = row[0] + ".hi"
+            names[R.A_MON + o + 1] = row[0] + ".lo"
+        else:
+            names[R.A_MON + o] = row[0]
+    names[R.A_TEMPS + R.T_COUNT] = "temp_count"
+    for i in range(R.MAX_TEMPS):
+        names[R.A_TEMPS + R.T_VALUE + i] = "temp%d" % (i + 1)
+        names[R.A_TEMPS + R.T_STATUS + i] = "temp%d_status" % (i + 1)
+        names[R.A_TEMPS + R.T_ROLE + i] = "temp%d_role" % (i + 1)
+    for i in range(R.MAX_CELLS):
+        names[R.A_CELLS + i] = "cell%d" % (i + 1)
+    for i, row in enumerate(PARAM_TABLE):
+        names[R.A_PARAMS + i] = row[0]
+    for c in range(1, len(CMD_NAMES)):
+        names[R.command_address(CMD_NAMES[c])] = CMD_NAMES[c]
+    for name, off, n, _t, _rw, _d in R.AUTH:
+        for k in range(n):
+            names[R.A_AUTH + off + k] = name if n == 1 else "%s[%d]" % (name, k)
+    names[R.A_LOGHEAD + R.LH_COUNT] = "log_count"
+    names[R.A_LOGHEAD + R.LH_CAPACITY] = "log_capacity"
+    names[R.A_LOGHEAD + R.LH_NEXT_SEQ] = "log_next_seq.hi"
+    names[R.A_LOGHEAD + R.LH_NEXT_SEQ + 1] = "log_next_seq.lo"
+    return names
+
+
+def mode_name(v):
+    return name_of(MODE_NAMES, v)
+
+
+__all__ = ("BmsClient", "BmsError", "param_index", "param_parse", "param_display")
