@@ -320,14 +320,20 @@ class LTC681x(Afe):
                     raw[c * pc + 3 * g + k] = r[o + 2 * k] | (r[o + 2 * k + 1] << 8)
 
     def read_cells(self, cell_mv, n):
+        """Wake, convert (ADCV, PLADC poll), read every group, map to cells.
+        A failed SPI call or never-converted registers repeat the whole
+        cycle, bounded like every other retry."""
         if n > self.cells:
             raise ValueError("only %d cells configured" % self.cells)
-        self.wakeup()
         for attempt in range(self.retry_limit + 1):
             if attempt:
                 self.retries += 1
-            self._convert(ADCV)
-            self._read_cv()
+            try:
+                self.wakeup()
+                self._convert(ADCV)
+                self._read_cv()
+            except OSError:
+                continue
             if self._map(cell_mv, n):
                 return n
             self.crc_errors += 1  # registers not written by the conversion

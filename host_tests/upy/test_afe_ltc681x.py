@@ -165,7 +165,16 @@ def test_spi_error_retried():
     src, emu, drv = rig(chips=1)
     mv = array("H", [0] * 12)
     emu.spi_error = 0
+    emu.spi_error = 1
     drv.read_cells(mv, 12)
+    assert drv.retries == 1 and list(mv) == src.cells
+    emu.spi_error = 1000
+    assert raises(OSError, drv.read_cells, mv, 12)
+
+
+def test_stuck_channel():
+    src, emu, drv = rig(chips=1)
+    mv = array("H", [0] * 12)
     emu.stuck[(0, 4)] = 0
     drv.read_cells(mv, 12)
     assert mv[4] == 0 and mv[5] == src.cells[5]
@@ -201,11 +210,17 @@ def test_open_wire_detection():
     src, emu, drv = rig(chips=2)
     assert drv.open_wire_check() == 0
     emu.open_wire = {(0, 5), (1, 0), (1, 12)}
+    emu.log = []
     found = drv.open_wire_check()
     assert found == (1 << 5) | (1 << 13) | (1 << (13 + 12))
     assert drv.fault() & afe.FAULT_OPEN_WIRE
-    pu = [f for f in emu.log or [] if f[0] == 0x0368]
-    assert pu == [] or pu[0][1][:2] == bytes([0x03, 0x68])
+    # ADOW 7 kHz: pull-up 0x0368, pull-down 0x0328, each sent twice.
+    assert len(frames(emu, 0x0368)) == 2 and len(frames(emu, 0x0328)) == 2
+    f = frames(emu, 0x0368)[0][1]
+    assert (f[2] << 8) | f[3] == pec15_ref([0x03, 0x68])
+    drv.clear_fault()
+    emu.open_wire = set()
+    assert drv.open_wire_check() == 0 and drv.fault() == 0
 
 
 def test_comparator_flags_reported_as_faults():
