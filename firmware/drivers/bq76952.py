@@ -91,7 +91,6 @@ SA_OCD1 = const(0x20)
 SA_OCC = const(0x10)
 SA_COV = const(0x08)
 SA_CUV = const(0x04)
-PROT_A_ENABLE = const(0xBC)  # SCD, OCD1, OCC, COV, CUV
 
 SCD_MV = (10, 20, 40, 60, 80, 100, 125, 150, 175, 200, 250, 300, 350, 400, 450, 500)
 MFG_FET_EN = const(0x10)
@@ -365,7 +364,14 @@ class BQ76952(Afe):
             w.append((DM_SCD_THRESHOLD, "<B", code))
             us = conf.get("scd_delay_us", 200)
             w.append((DM_SCD_DELAY, "<B", _clamp(_ceil_div(us, 15) + 1, 1, 31)))
-        w.append((DM_ENABLED_PROT_A, "<B", PROT_A_ENABLE))
+        # Enable only what we configured: the chip's defaults (e.g. OCC at
+        # 4 mV) would trip a large pack in normal use.
+        prot = 0
+        for key, bit in (("cov_mv", SA_COV), ("cuv_mv", SA_CUV), ("occ_ma", SA_OCC),
+                         ("ocd1_ma", SA_OCD1), ("scd_ma", SA_SCD)):
+            if conf.get(key):
+                prot |= bit
+        w.append((DM_ENABLED_PROT_A, "<B", prot))
         self._cfgupdate(True)
         try:
             for addr, fmt, val in w:

@@ -123,6 +123,13 @@ def test_configure_returns_quantised_applied_values():
     assert not emu.cfgupdate and emu.fet_en
 
 
+def test_configure_enables_only_configured_protections():
+    _, emu, drv = rig()
+    a = drv.configure({"cells": 16, "shunt_uohm": 100, "scd_ma": 300000})
+    assert emu.dm_get(0x9261, "<B") == 0x80
+    assert "cov_mv" not in a and a["scd_ma"] == 300000
+
+
 def test_current_and_stack_units():
     src, emu, drv = rig(current=-12345)
     drv.configure({"cells": 16, "shunt_uohm": 100, "scd_ma": 300000})
