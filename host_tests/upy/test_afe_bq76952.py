@@ -127,7 +127,7 @@ def test_configure_enables_only_configured_protections():
     _, emu, drv = rig()
     a = drv.configure({"cells": 16, "shunt_uohm": 100, "scd_ma": 300000})
     assert emu.dm_get(0x9261, "<B") == 0x80
-    assert "cov_mv" not in a and a["scd_ma"] == 300000
+    assert "cov_mv" not in a and a["scd_ma"] == 400000  # 30 mV -> 40 mV step
 
 
 def test_current_and_stack_units():
