@@ -265,6 +265,14 @@ def test_device_number():
     assert drv.device_number() == 0x7695
 
 
+def test_subcommand_polls_until_echo_then_gives_up():
+    _, emu, drv = rig()
+    emu.busy = 3
+    assert drv.device_number() == 0x7695
+    emu.busy = 10 ** 6
+    assert raises(OSError, drv.device_number)
+
+
 def test_protection_conf_is_backstop_beyond_firmware():
     from bms import params as P
     ps = P.ParamSet(P.CHEM_LFP, 16)

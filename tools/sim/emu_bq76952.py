@@ -22,6 +22,8 @@ Fault injection (all counters decrement per transaction):
                 was computed, so CRC mode detects it; without CRC it is silent)
   garbage       next k read transactions return 0xFF filler
   stuck         dict {register: int16} overriding direct-command words
+  busy          next k register reads see 0x3E/0x3F = 0xFF (subcommand
+                still being processed)
   trip_scd()    latch a hardware short-circuit trip now
 Everything on the wire is appended to ``log`` as (op, reg, bytes) when
 ``log`` is a list.
@@ -147,6 +149,7 @@ class EmuBQ76952:
         self.log = None
         self.transactions = 0
         self.scd_ms = 0
+        self.busy = 0
 
     # ---- data memory -----------------------------------------------------------
     def _dm_put(self, addr, data):
@@ -260,8 +263,12 @@ class EmuBQ76952:
         put(0x36, stack // 10 if self.dsg_fet or self.chg_fet else 0)
         put(0x38, stack // 10 if self.dsg_fet else 0)
         put(0x3A, self.source.current_ma() / self.user_amps_ma())
-        r[0x3E] = self.subcode & 0xFF
-        r[0x3F] = self.subcode >> 8
+        if self.busy > 0:
+            self.busy -= 1  # still processing: 0x3E/0x3F read 0xFF
+            r[0x3E] = r[0x3F] = 0xFF
+        else:
+            r[0x3E] = self.subcode & 0xFF
+            r[0x3F] = self.subcode >> 8
         r[0x40:0x60] = self.buf
         r[0x60] = self.buf_cks
         r[0x61] = self.buf_len
