@@ -1,0 +1,528 @@
+"""TI BQ76952 (3S-16S monitor and protector) over I2C: the master's default AFE.
+
+Protocol (TI BQ76952 TRM SLUUBY2B, software guide SLUAA11B):
+- 7-bit address 0x08 (0x10 write / 0x11 read on the wire).
+- Direct commands are little-endian registers: cell n voltage at
+  0x14 + 2(n-1) (I2, mV), stack 0x34 / PACK 0x36 / LD 0x38 (I2, user-volts,
+  10 mV by default), CC2 current 0x3A (I2, user-amps), safety alert/status
+  A/B/C at 0x02..0x07, battery status 0x12, temperatures 0x68 (die), 0x70/0x72
+  /0x74 (TS1-3) in 0.1 K, FET status 0x7F.
+- Subcommands: the 16-bit code goes to 0x3E/0x3F; response data appears in the
+  32-byte buffer 0x40..0x5F; 0x60 holds the checksum (one's complement of the
+  byte sum of code and data) and 0x61 the length (data + 4).  Subcommands that
+  carry data, and data-memory writes, write the data to 0x40.. and then the
+  checksum and length to 0x60/0x61; only then does the chip act.
+- Data memory (0x9180..0x93FF) is written in CONFIG_UPDATE mode, entered with
+  SET_CFGUPDATE 0x0090 and left with EXIT_CFGUPDATE 0x0092 (Battery Status
+  bit 0 shows the mode).
+- Optional CRC-8 (x^8+x^2+x+1, init 0) in Comm Type 0x11/0x12: every data byte
+  is followed by its CRC; the first byte's CRC also covers the address and
+  register bytes (read: addr W, reg, addr R, data), later ones only the byte.
+  Without CRC a corrupted read is undetectable; boards should enable it.
+
+Every transaction is retried up to ``retry_limit`` times on OSError (NACK)
+or CRC/checksum mismatch; then OSError(EIO) propagates.  The hot paths
+(read_cells, read_current, fault) use preallocated buffers only.
+"""
+import struct
+
+from micropython import const
+
+from drivers.afe import (FAULT_OCC, FAULT_OCD, FAULT_OT, FAULT_OTHER, FAULT_OV, FAULT_SCD,
+                         FAULT_UT, FAULT_UV, MODE_NORMAL, MODE_SHUTDOWN, MODE_SLEEP, Afe,
+                         check_no_adjacent)
+
+ADDR = const(0x08)
+EIO = const(5)
+
+# Direct commands
+CMD_SAFETY_ALERT_A = const(0x02)  # 0x02..0x07: alert A, status A, alert B, ...
+CMD_BATTERY_STATUS = const(0x12)
+CMD_CELL1 = const(0x14)
+CMD_STACK = const(0x34)
+CMD_PACK = const(0x36)
+CMD_LD = const(0x38)
+CMD_CC2 = const(0x3A)
+CMD_SUBCMD = const(0x3E)
+CMD_BUFFER = const(0x40)
+CMD_CHECKSUM = const(0x60)
+CMD_TEMP_INT = const(0x68)
+CMD_TEMP_TS1 = const(0x70)
+CMD_FET_STATUS = const(0x7F)
+
+# Subcommands
+SUB_DEVICE_NUMBER = const(0x0001)
+SUB_SHUTDOWN = const(0x0010)
+SUB_FET_ENABLE = const(0x0022)
+SUB_MFG_STATUS = const(0x0057)
+SUB_CB_ACTIVE_CELLS = const(0x0083)
+SUB_SET_CFGUPDATE = const(0x0090)
+SUB_EXIT_CFGUPDATE = const(0x0092)
+SUB_ALL_FETS_OFF = const(0x0095)
+SUB_FET_CONTROL = const(0x0097)
+SUB_SLEEP_ENABLE = const(0x0099)
+SUB_SLEEP_DISABLE = const(0x009A)
+SUB_OCDL_RECOVER = const(0x009B)
+SUB_SCDL_RECOVER = const(0x009C)
+
+# Data memory (RAM) addresses
+DM_CC_GAIN = const(0x91A8)         # F4
+DM_CAP_GAIN = const(0x91AC)        # F4
+DM_DA_CONFIG = const(0x9303)       # H1: USER_AMPS[1:0], USER_VOLTS_CV bit 2
+DM_VCELL_MODE = const(0x9304)      # H2: one bit per VC channel in use
+DM_FET_OPTIONS = const(0x9308)
+DM_MFG_STATUS_INIT = const(0x9343)  # H2: FET_EN bit 4
+DM_ENABLED_PROT_A = const(0x9261)
+DM_CUV_THRESHOLD = const(0x9275)   # I1, 50.6 mV
+DM_CUV_DELAY = const(0x9276)       # U2, 3.3 ms (+6.6 ms)
+DM_COV_THRESHOLD = const(0x9278)
+DM_COV_DELAY = const(0x9279)
+DM_OCC_THRESHOLD = const(0x9280)   # I1, 2 mV across the shunt
+DM_OCC_DELAY = const(0x9281)       # U1, 3.3 ms (+6.6 ms)
+DM_OCD1_THRESHOLD = const(0x9282)
+DM_OCD1_DELAY = const(0x9283)
+DM_SCD_THRESHOLD = const(0x9286)   # enum, SCD_MV
+DM_SCD_DELAY = const(0x9287)       # U1, (n-1) * 15 us
+
+# Safety status A bits
+SA_SCD = const(0x80)
+SA_OCD2 = const(0x40)
+SA_OCD1 = const(0x20)
+SA_OCC = const(0x10)
+SA_COV = const(0x08)
+SA_CUV = const(0x04)
+
+SCD_MV = (10, 20, 40, 60, 80, 100, 125, 150, 175, 200, 250, 300, 350, 400, 450, 500)
+MFG_FET_EN = const(0x10)
+BS_CFGUPDATE = const(0x0001)
+BS_SLEEP = const(0x8000)
+K_OFFSET_DK = const(2731)  # 0.1 K -> 0.1 degC (273.15 K, rounded)
+
+
+def crc8(data, n, crc=0):
+    """CRC-8 poly 0x07, MSB first, continuing from ``crc``."""
+    for i in range(n):
+        crc ^= data[i]
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def _crc_byte(crc, b):
+    crc ^= b
+    for _ in range(8):
+        crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def checksum(code, data, n):
+    """Subcommand/data-memory checksum: ~(lo + hi + data bytes) & 0xFF."""
+    s = (code & 0xFF) + (code >> 8)
+    for i in range(n):
+        s += data[i]
+    return (~s) & 0xFF
+
+
+def _ceil_div(a, b):
+    return -((-a) // b)
+
+
+def _clamp(v, lo, hi):
+    return lo if v < lo else hi if v > hi else v
+
+
+def default_vcell_mask(cells):
+    """TI's wiring for fewer than 16 cells: the bottom cells on VC1.. and the
+    top cell always on VC16 (unused inputs shorted to the cell below)."""
+    if cells >= 16:
+        return 0xFFFF
+    return ((1 << (cells - 1)) - 1) | 0x8000
+
+
+class BQ76952(Afe):
+    max_cells = 16
+    balance_no_adjacent = True  # our policy for the internal bleed FETs
+
+    def __init__(self, i2c, addr=ADDR, crc=False, cells=16, vcell_mask=None, retry_limit=3):
+        Afe.__init__(self)
+        self.i2c = i2c
+        self.addr = addr
+        self.crc = crc
+        self.retry_limit = retry_limit
+        self.user_amps_ma = 1
+        self.user_volts_mv = 10
+        self.status = bytearray(6)  # last safety alert/status A..C
+        self._rx = bytearray(72)
+        self._rxv = memoryview(self._rx)
+        self._raw = bytearray(144)
+        self._rawv = memoryview(self._raw)
+        self._tx = bytearray(72)
+        self._txv = memoryview(self._tx)
+        self._wire = bytearray(144)
+        self._wirev = memoryview(self._wire)
+        self._chan = bytearray(16)
+        self._views = {}
+        self.cells = 0
+        self._set_cells(cells, vcell_mask)
+
+    def _set_cells(self, cells, mask):
+        if not 1 <= cells <= 16:
+            raise ValueError("BQ76952 cells 1..16")
+        if mask is None:
+            mask = default_vcell_mask(cells)
+        k = 0
+        for ch in range(16):
+            if mask & (1 << ch):
+                if k < cells:
+                    self._chan[k] = ch
+                k += 1
+        if k != cells:
+            raise ValueError("vcell mask has %d channels for %d cells" % (k, cells))
+        self.cells = cells
+        self.vcell_mask = mask
+
+    # ---- raw transactions ---------------------------------------------------
+    def _view(self, mv, n):
+        # Slicing a memoryview allocates on MicroPython: cache one per length.
+        key = (n << 1) | (1 if mv is self._rawv else 0)
+        v = self._views.get(key)
+        if v is None:
+            v = mv[:n]
+            self._views[key] = v
+        return v
+
+    def _read(self, reg, n):
+        """Read n bytes from register reg into self._rx[0:n]."""
+        a = self.addr
+        for attempt in range(self.retry_limit + 1):
+            if attempt:
+                self.retries += 1
+            try:
+                if not self.crc:
+                    self.i2c.readfrom_mem_into(a, reg, self._view(self._rxv, n))
+                    return
+                raw = self._view(self._rawv, 2 * n)
+                self.i2c.readfrom_mem_into(a, reg, raw)
+                crc = _crc_byte(_crc_byte(_crc_byte(0, a << 1), reg), (a << 1) | 1)
+                ok = True
+                for i in range(n):
+                    d = raw[2 * i]
+                    if _crc_byte(crc, d) != raw[2 * i + 1]:
+                        ok = False
+                        break
+                    self._rx[i] = d
+                    crc = 0
+                if ok:
+                    return
+                self.crc_errors += 1
+            except OSError:
+                pass
+        raise OSError(EIO)
+
+    def _write(self, reg, data, n):
+        a = self.addr
+        if self.crc:
+            w = self._wire
+            crc = _crc_byte(_crc_byte(0, a << 1), reg)
+            for i in range(n):
+                d = data[i]
+                w[2 * i] = d
+                w[2 * i + 1] = _crc_byte(crc, d)
+                crc = 0
+            buf = self._wirev[:2 * n]
+        else:
+            buf = memoryview(data)[:n]
+        for attempt in range(self.retry_limit + 1):
+            if attempt:
+                self.retries += 1
+            try:
+                self.i2c.writeto_mem(a, reg, buf)
+                return
+            except OSError:
+                pass
+        raise OSError(EIO)
+
+    def read_u16(self, cmd):
+        self._read(cmd, 2)
+        return self._rx[0] | (self._rx[1] << 8)
+
+    def read_i16(self, cmd):
+        v = self.read_u16(cmd)
+        return v - 0x10000 if v & 0x8000 else v
+
+    # ---- subcommands and data memory ---------------------------------------
+    def subcommand(self, code):
+        """Command-only subcommand."""
+        t = self._tx
+        t[0] = code & 0xFF
+        t[1] = code >> 8
+        self._write(CMD_SUBCMD, t, 2)
+
+    def subcommand_read(self, code, n):
+        """Run a subcommand (or data-memory read) and return a memoryview of
+        its first n response bytes, checksum-verified."""
+        for attempt in range(self.retry_limit + 1):
+            if attempt:
+                self.retries += 1
+            self.subcommand(code)
+            # The chip echoes the code at 0x3E/0x3F once the buffer is ready
+            # (0xFF while busy); bounded polling, no sleeping.
+            ready = False
+            for _ in range(8):
+                if self.read_u16(CMD_SUBCMD) == code:
+                    ready = True
+                    break
+            if not ready:
+                continue
+            self._read(CMD_CHECKSUM, 2)
+            cks = self._rx[0]
+            ln = self._rx[1] - 4
+            if ln < n or ln > 32:
+                self.crc_errors += 1
+                continue
+            self._read(CMD_BUFFER, ln)
+            if checksum(code, self._rx, ln) != cks:
+                self.crc_errors += 1
+                continue
+            return self._rxv[:n]
+        raise OSError(EIO)
+
+    def subcommand_write(self, code, data, n):
+        """Subcommand with data, or a data-memory write: code and data in one
+        block from 0x3E, then checksum and length to 0x60/0x61."""
+        t = self._tx
+        t[0] = code & 0xFF
+        t[1] = code >> 8
+        for i in range(n):
+            t[2 + i] = data[i]
+        self._write(CMD_SUBCMD, t, 2 + n)
+        t[0] = checksum(code, data, n)
+        t[1] = n + 4
+        self._write(CMD_CHECKSUM, t, 2)
+
+    def dm_write(self, addr, fmt, value):
+        """Write one data-memory value (struct format '<B', '<b', '<H', '<f')."""
+        b = struct.pack(fmt, value)
+        self.subcommand_write(addr, b, len(b))
+
+    def dm_read(self, addr, fmt):
+        n = struct.calcsize(fmt)
+        return struct.unpack(fmt, bytes(self.subcommand_read(addr, n)))[0]
+
+    def battery_status(self):
+        return self.read_u16(CMD_BATTERY_STATUS)
+
+    def _cfgupdate(self, enter):
+        self.subcommand(SUB_SET_CFGUPDATE if enter else SUB_EXIT_CFGUPDATE)
+        for _ in range(8):
+            on = bool(self.battery_status() & BS_CFGUPDATE)
+            if on == enter:
+                return
+        raise OSError(EIO)
+
+    # ---- configuration -----------------------------------------------------
+    def configure(self, conf):
+        """Apply cells, current scale and the hardware protections; returns the
+        applied values decoded from the chip's data memory (read back)."""
+        cells = conf.get("cells", self.cells)
+        self._set_cells(cells, conf.get("vcell_mask"))
+        uohm = conf.get("shunt_uohm", 1000)
+        if uohm <= 0:
+            raise ValueError("shunt_uohm must be > 0")
+        scd_ma = conf.get("scd_ma", 0)
+        # CC2 is an I2 in user-amps: pick the unit so the largest current fits.
+        amps = 1  # 1 mA
+        if scd_ma > 32000:
+            amps = 2  # 10 mA
+        if scd_ma > 320000:
+            amps = 3  # 100 mA
+        cc_gain = 7.4768 * 1000.0 / uohm  # TI: CC Gain = 7.4768 / Rsense[mOhm]
+        w = []
+        w.append((DM_VCELL_MODE, "<H", self.vcell_mask))
+        w.append((DM_DA_CONFIG, "<B", 0x04 | amps))  # USER_VOLTS_CV, USER_AMPS
+        w.append((DM_CC_GAIN, "<f", cc_gain))
+        w.append((DM_CAP_GAIN, "<f", cc_gain * 298261.6178))
+        w.append((DM_MFG_STATUS_INIT, "<H", MFG_FET_EN))
+        if "cov_mv" in conf:
+            w.append((DM_COV_THRESHOLD, "<b", _clamp(_ceil_div(conf["cov_mv"] * 10, 506), 20, 110)))
+            w.append((DM_COV_DELAY, "<H", self._delay_code(conf.get("cov_delay_ms", 250), 2047)))
+        if "cuv_mv" in conf:
+            w.append((DM_CUV_THRESHOLD, "<b", _clamp(conf["cuv_mv"] * 10 // 506, 20, 90)))
+            w.append((DM_CUV_DELAY, "<H", self._delay_code(conf.get("cuv_delay_ms", 250), 2047)))
+        if "occ_ma" in conf:
+            w.append((DM_OCC_THRESHOLD, "<b", _clamp(_ceil_div(conf["occ_ma"] * uohm, 2000000), 2, 62)))
+            w.append((DM_OCC_DELAY, "<B", self._delay_code(conf.get("occ_delay_ms", 20), 127)))
+        if "ocd1_ma" in conf:
+            w.append((DM_OCD1_THRESHOLD, "<b", _clamp(_ceil_div(conf["ocd1_ma"] * uohm, 2000000), 2, 100)))
+            w.append((DM_OCD1_DELAY, "<B", self._delay_code(conf.get("ocd1_delay_ms", 20), 127)))
+        if scd_ma:
+            code = len(SCD_MV) - 1
+            for i in range(len(SCD_MV)):
+                if SCD_MV[i] * 1000000 >= scd_ma * uohm:
+                    code = i
+                    break
+            w.append((DM_SCD_THRESHOLD, "<B", code))
+            us = conf.get("scd_delay_us", 200)
+            w.append((DM_SCD_DELAY, "<B", _clamp(_ceil_div(us, 15) + 1, 1, 31)))
+        # Enable only what we configured: the chip's defaults (e.g. OCC at
+        # 4 mV) would trip a large pack in normal use.
+        prot = 0
+        for key, bit in (("cov_mv", SA_COV), ("cuv_mv", SA_CUV), ("occ_ma", SA_OCC),
+                         ("ocd1_ma", SA_OCD1), ("scd_ma", SA_SCD)):
+            if conf.get(key):
+                prot |= bit
+        w.append((DM_ENABLED_PROT_A, "<B", prot))
+        self._cfgupdate(True)
+        try:
+            for addr, fmt, val in w:
+                self.dm_write(addr, fmt, val)
+        finally:
+            self._cfgupdate(False)
+        mfg = self.subcommand_read(SUB_MFG_STATUS, 2)
+        if not mfg[0] & MFG_FET_EN:
+            self.subcommand(SUB_FET_ENABLE)  # toggles FET_EN: firmware FET control
+        return self._applied(uohm)
+
+    @staticmethod
+    def _delay_code(ms, hi):
+        return _clamp(_ceil_div(ms * 10, 33) - 2, 1, hi)
+
+    def _applied(self, uohm):
+        r = self.dm_read
+        da = r(DM_DA_CONFIG, "<B")
+        self.user_amps_ma = (0, 1, 10, 100)[da & 3] or 1
+        self.user_volts_mv = 10 if da & 0x04 else 1
+        mask = r(DM_VCELL_MODE, "<H")
+        n = 0
+        for ch in range(16):
+            if mask & (1 << ch):
+                n += 1
+        prot = r(DM_ENABLED_PROT_A, "<B")
+        out = {"cells": n, "vcell_mask": mask, "user_amps_ma": self.user_amps_ma,
+               "prot_a": prot, "shunt_uohm": uohm,
+               "cc_gain": r(DM_CC_GAIN, "<f")}
+        if prot & SA_COV:
+            out["cov_mv"] = r(DM_COV_THRESHOLD, "<b") * 506 // 10
+            out["cov_delay_ms"] = (r(DM_COV_DELAY, "<H") + 2) * 33 // 10
+        if prot & SA_CUV:
+            out["cuv_mv"] = r(DM_CUV_THRESHOLD, "<b") * 506 // 10
+            out["cuv_delay_ms"] = (r(DM_CUV_DELAY, "<H") + 2) * 33 // 10
+        if prot & SA_OCC:
+            out["occ_ma"] = r(DM_OCC_THRESHOLD, "<b") * 2000000 // uohm
+            out["occ_delay_ms"] = (r(DM_OCC_DELAY, "<B") + 2) * 33 // 10
+        if prot & SA_OCD1:
+            out["ocd1_ma"] = r(DM_OCD1_THRESHOLD, "<b") * 2000000 // uohm
+            out["ocd1_delay_ms"] = (r(DM_OCD1_DELAY, "<B") + 2) * 33 // 10
+        if prot & SA_SCD:
+            out["scd_ma"] = SCD_MV[r(DM_SCD_THRESHOLD, "<B") & 15] * 1000000 // uohm
+            out["scd_delay_us"] = (r(DM_SCD_DELAY, "<B") - 1) * 15
+        return out
+
+    def device_number(self):
+        v = self.subcommand_read(SUB_DEVICE_NUMBER, 2)
+        return v[0] | (v[1] << 8)
+
+    # ---- measurements --------------------------------------------------------
+    def read_cells(self, cell_mv, n):
+        if n > self.cells:
+            raise ValueError("only %d cells configured" % self.cells)
+        self._read(CMD_CELL1, 32)  # one block: 16 x I2 from 0x14
+        rx = self._rx
+        for i in range(n):
+            o = 2 * self._chan[i]
+            v = rx[o] | (rx[o + 1] << 8)
+            cell_mv[i] = 0 if v & 0x8000 else v
+        return n
+
+    def read_temps(self, temp_dc):
+        """[0] die, [1..3] TS1..TS3 (only meaningful where a thermistor is
+        configured on that pin) in 0.1 degC; returns 4."""
+        temp_dc[0] = self.read_u16(CMD_TEMP_INT) - K_OFFSET_DK
+        self._read(CMD_TEMP_TS1, 6)
+        rx = self._rx
+        for k in range(3):
+            temp_dc[1 + k] = (rx[2 * k] | (rx[2 * k + 1] << 8)) - K_OFFSET_DK
+        return 4
+
+    def read_current(self):
+        return self.read_i16(CMD_CC2) * self.user_amps_ma
+
+    def read_stack_mv(self):
+        return self.read_i16(CMD_STACK) * self.user_volts_mv
+
+    def read_pack_mv(self):
+        return self.read_i16(CMD_PACK) * self.user_volts_mv
+
+    def read_ld_mv(self):
+        return self.read_i16(CMD_LD) * self.user_volts_mv
+
+    def fet_status(self):
+        self._read(CMD_FET_STATUS, 1)
+        return self._rx[0]
+
+    # ---- outputs -------------------------------------------------------------
+    def balance(self, flags):
+        n = self.cells
+        if self.balance_no_adjacent:
+            check_no_adjacent(flags, min(n, len(flags)))
+        mask = 0
+        for i in range(min(n, len(flags))):
+            if flags[i]:
+                mask |= 1 << self._chan[i]
+        t = self._tx
+        t[40] = mask & 0xFF
+        t[41] = mask >> 8
+        self.subcommand_write(SUB_CB_ACTIVE_CELLS, memoryview(t)[40:42], 2)
+
+    def set_switches(self, chg, dsg):
+        """Host FET control via FET_CONTROL (one atomic write: bit0 DSG_OFF,
+        bit1 PDSG_OFF, bit2 CHG_OFF, bit3 PCHG_OFF); the chip's own
+        protections still override it."""
+        if not chg and not dsg:
+            self.subcommand(SUB_ALL_FETS_OFF)
+            return
+        t = self._tx
+        t[40] = (0 if dsg else 0x03) | (0 if chg else 0x0C)
+        self.subcommand_write(SUB_FET_CONTROL, memoryview(t)[40:41], 1)
+
+    def set_mode(self, mode):
+        if mode == MODE_NORMAL:
+            self.subcommand(SUB_SLEEP_DISABLE)
+        elif mode == MODE_SLEEP:
+            self.subcommand(SUB_SLEEP_ENABLE)
+        elif mode == MODE_SHUTDOWN:
+            self.subcommand(SUB_SHUTDOWN)
+        else:
+            raise ValueError("mode")
+
+    # ---- faults --------------------------------------------------------------
+    def fault(self):
+        self._read(CMD_SAFETY_ALERT_A, 6)
+        s = self.status
+        for i in range(6):
+            s[i] = self._rx[i]
+        a = s[1]
+        b = s[3]
+        c = s[5]
+        f = 0
+        if a & SA_SCD or c & 0x40:           # SCD, SCDL
+            f |= FAULT_SCD
+        if a & (SA_OCD1 | SA_OCD2) or c & 0xA0:  # OCD1/2, OCD3, OCDL
+            f |= FAULT_OCD
+        if a & SA_OCC:
+            f |= FAULT_OCC
+        if a & SA_COV or c & 0x10:           # COV, COVL
+            f |= FAULT_OV
+        if a & SA_CUV:
+            f |= FAULT_UV
+        if b & 0xF0:                          # OTF, OTINT, OTD, OTC
+            f |= FAULT_OT
+        if b & 0x07:                          # UTINT, UTD, UTC
+            f |= FAULT_UT
+        if c & 0x06:                          # PTO, HWDF
+            f |= FAULT_OTHER
+        return f
+
+    def clear_fault(self):
+        self.subcommand(SUB_OCDL_RECOVER)
+        self.subcommand(SUB_SCDL_RECOVER)

@@ -1,0 +1,306 @@
+# LTC6811/6813 driver against the byte-level daisy-chain emulator.  Command
+# codes and PECs are typed in from the data sheets / computed by the bitwise
+# reference in afe_helpers, never taken from the driver.
+from array import array
+
+from afe_helpers import pec15_ref
+from drivers import afe
+from drivers.ltc681x import LTC681x, pec15
+from emu_bq76952 import StaticSource
+from emu_ltc681x import EmuLTC681x
+
+
+def cells(n, base=3300):
+    return [base + 7 * i for i in range(n)]
+
+
+def rig(chips=2, model=6811, mv=None, per_chip=None):
+    pc = per_chip or (12 if model == 6811 else 18)
+    src = StaticSource(mv if mv is not None else cells(chips * pc), 0, (300,))
+    emu = EmuLTC681x(src, chips=chips, model=model, cells_per_chip=pc)
+    drv = LTC681x(emu.spi, emu.cs, chips=chips, model=model)
+    drv.configure({"cells": chips * pc})
+    return src, emu, drv
+
+
+def raises(exc, fn, *args):
+    try:
+        fn(*args)
+    except exc:
+        return True
+    return False
+
+
+def frames(emu, code):
+    return [f for f in emu.log if f[0] == code]
+
+
+def test_pec15_datasheet_vectors():
+    # LTC6811 data sheet: RDCVA (0x0004) is sent as 00 04 07 C2; WRCFGA 0x0001
+    # as 00 01 3D 6E.
+    assert pec15_ref([0x00, 0x04]) == 0x07C2
+    assert pec15_ref([0x00, 0x01]) == 0x3D6E
+    data = bytes(range(3, 250, 11))
+    assert pec15(data, 0, len(data)) == pec15_ref(data)
+    assert pec15(data, 2, 6) == pec15_ref(data[2:8])
+
+
+def test_read_cells_frames_and_values_two_chips():
+    src, emu, drv = rig(chips=2)
+    emu.log = []
+    mv = array("H", [0] * 24)
+    assert drv.read_cells(mv, 24) == 24
+    assert list(mv) == src.cells
+    rd = frames(emu, 0x0004)
+    assert rd and rd[0][1][:4] == bytes([0x00, 0x04, 0x07, 0xC2])
+    out = rd[0][2][4:]
+    assert len(out) == 16  # 2 chips x (6 data + 2 PEC)
+    # Nearest chip first: cells 1..3, 100 uV little-endian.
+    assert out[0] | (out[1] << 8) == src.cells[0] * 10
+    assert (out[6] << 8) | out[7] == pec15_ref(out[0:6])
+    assert out[8] | (out[9] << 8) == src.cells[12] * 10
+    # ADCV in 7 kHz normal mode, all cells: 0x0360.
+    adcv = [f for f in emu.log if f[0] == 0x0360]
+    assert adcv and adcv[0][1][:2] == bytes([0x03, 0x60])
+    assert (adcv[0][1][2] << 8) | adcv[0][1][3] == pec15_ref([0x03, 0x60])
+    for code in (0x0006, 0x0008, 0x000A):
+        assert frames(emu, code)
+    assert not frames(emu, 0x0009)  # RDCVE only on the 6813
+
+
+def test_ltc6813_eighteen_cells():
+    src, emu, drv = rig(chips=1, model=6813)
+    mv = array("H", [0] * 18)
+    drv.read_cells(mv, 18)
+    assert list(mv) == src.cells
+    emu.log = []
+    drv.read_cells(mv, 18)
+    assert frames(emu, 0x0009) and frames(emu, 0x000B)  # RDCVE, RDCVF
+
+
+def test_write_config_top_chip_first_with_pec():
+    src, emu, drv = rig(chips=2)
+    emu.log = []
+    drv.configure({"cells": 24, "cov_mv": 4200, "cuv_mv": 2500})
+    w = frames(emu, 0x0001)[0][1]
+    assert w[:4] == bytes([0x00, 0x01, 0x3D, 0x6E])
+    g_top, g_near = w[4:12], w[12:20]
+    for g in (g_top, g_near):
+        assert (g[6] << 8) | g[7] == pec15_ref(g[:6])
+    # VOV = 4200 mV / 1.6 mV = 2625 (0xA41), VUV = 2500/1.6 - 1 = 1561 (0x619).
+    assert g_near[1] == 0x19 and g_near[2] == 0x16 and g_near[3] == 0xA4
+    assert emu.chips[0].cfga[1:4] == bytes([0x19, 0x16, 0xA4])
+    assert emu.chips[1].cfga[1:4] == bytes([0x19, 0x16, 0xA4])
+
+
+def test_configure_returns_quantised_thresholds():
+    src, emu, drv = rig(chips=1)
+    a = drv.configure({"cells": 12, "cov_mv": 4201, "cuv_mv": 2501})
+    # 1.6 mV steps: OV up to 2626 x 1.6 = 4201.6, UV down to 1563 x 1.6 = 2500.8.
+    assert a["cov_mv"] == 4201 and a["cuv_mv"] == 2500
+    assert emu.chips[0].cfga[3] == 2626 >> 4 and emu.chips[0].cfga[1] == (1562 & 0xFF)
+
+
+def test_balance_sets_dcc_bits_per_chip():
+    src, emu, drv = rig(chips=2)
+    flags = bytearray(24)
+    flags[0] = flags[9] = flags[13] = flags[23] = 1
+    drv.balance(flags)
+    assert emu.chips[0].cfga[4] == 0x01 and emu.chips[0].cfga[5] & 0x0F == 0x02
+    assert emu.chips[1].cfga[4] == 0x02 and emu.chips[1].cfga[5] & 0x0F == 0x08
+    assert src.balance == list(flags)
+    drv.balance(bytearray(24))
+    assert sum(src.balance) == 0
+
+
+def test_balance_6813_dcc13_to_18_in_cfgrb():
+    src, emu, drv = rig(chips=1, model=6813)
+    flags = bytearray(18)
+    flags[12] = flags[17] = 1
+    drv.balance(flags)
+    assert emu.chips[0].cfgb[0] & 0xF0 == 0x10 and emu.chips[0].cfgb[1] & 0x03 == 0x02
+    assert src.balance == list(flags)
+
+
+def test_balance_adjacency_policy_optional():
+    src = StaticSource(cells(12))
+    emu = EmuLTC681x(src, chips=1)
+    drv = LTC681x(emu.spi, emu.cs, chips=1, no_adjacent=True)
+    flags = bytearray(12)
+    flags[4] = flags[5] = 1
+    assert raises(ValueError, drv.balance, flags)
+    _, _, drv2 = rig(chips=1)
+    drv2.balance(flags)  # the chip itself allows it
+
+
+def test_bad_pec_counted_retried_then_oserror():
+    src, emu, drv = rig(chips=2)
+    mv = array("H", [0] * 24)
+    emu.corrupt = 1
+    drv.read_cells(mv, 24)
+    assert drv.crc_errors == 1 and drv.retries == 1 and list(mv) == src.cells
+    emu.corrupt = 1000
+    assert raises(OSError, drv.read_cells, mv, 24)
+    assert drv.retries < 40
+
+
+def test_command_with_bad_pec_is_ignored_by_chip():
+    src, emu, drv = rig(chips=1)
+    emu.log = []
+    emu.cs.value(0)
+    emu.spi.write(bytes([0x00, 0x01, 0x3D, 0x6F]) + bytes(8))  # WRCFGA, PEC off by one
+    emu.cs.value(1)
+    assert emu.bad_pec_cmds == 1
+    assert emu.chips[0].cfga[0] == 0xFC  # unchanged
+
+
+def test_dead_chip_in_chain_raises():
+    src, emu, drv = rig(chips=3)
+    emu.dead = {1}
+    mv = array("H", [0] * 36)
+    assert raises(OSError, drv.read_cells, mv, 36)
+
+
+def test_spi_error_retried():
+    src, emu, drv = rig(chips=1)
+    mv = array("H", [0] * 12)
+    emu.spi_error = 0
+    emu.spi_error = 1
+    drv.read_cells(mv, 12)
+    assert drv.retries == 1 and list(mv) == src.cells
+    emu.spi_error = 1000
+    assert raises(OSError, drv.read_cells, mv, 12)
+
+
+def test_stuck_channel():
+    src, emu, drv = rig(chips=1)
+    mv = array("H", [0] * 12)
+    emu.stuck[(0, 4)] = 0
+    drv.read_cells(mv, 12)
+    assert mv[4] == 0 and mv[5] == src.cells[5]
+
+
+def test_pladc_polls_until_done():
+    src, emu, drv = rig(chips=1)
+    emu.conv_polls = 5
+    mv = array("H", [0] * 12)
+    drv.read_cells(mv, 12)
+    assert drv.pladc_polls == 6
+    emu.conv_polls = 10 ** 6
+    drv.poll_limit = 50
+    assert raises(OSError, drv.read_cells, mv, 12)
+
+
+def test_watchdog_sleep_resets_balancing_and_wakeup_restores_comms():
+    src, emu, drv = rig(chips=1)
+    flags = bytearray(12)
+    flags[3] = 1
+    drv.balance(flags)
+    assert src.balance[3] == 1
+    emu.sleep()
+    assert sum(src.balance) == 0  # DCC bits cleared: fails safe
+    mv = array("H", [0] * 12)
+    drv.read_cells(mv, 12)         # wake-up pulses first, then it answers
+    assert list(mv) == src.cells
+    drv.balance(flags)
+    assert src.balance[3] == 1
+
+
+def test_open_wire_detection():
+    src, emu, drv = rig(chips=2)
+    assert drv.open_wire_check() == 0
+    emu.open_wire = {(0, 5), (1, 0), (1, 12)}
+    emu.log = []
+    found = drv.open_wire_check()
+    assert found == (1 << 5) | (1 << 13) | (1 << (13 + 12))
+    assert drv.fault() & afe.FAULT_OPEN_WIRE
+    # ADOW 7 kHz: pull-up 0x0368, pull-down 0x0328, each sent twice.
+    assert len(frames(emu, 0x0368)) == 2 and len(frames(emu, 0x0328)) == 2
+    f = frames(emu, 0x0368)[0][1]
+    assert (f[2] << 8) | f[3] == pec15_ref([0x03, 0x68])
+    drv.clear_fault()
+    emu.open_wire = set()
+    assert drv.open_wire_check() == 0 and drv.fault() == 0
+
+
+def test_comparator_flags_reported_as_faults():
+    src, emu, drv = rig(chips=1)
+    drv.configure({"cells": 12, "cov_mv": 3600, "cuv_mv": 2800})
+    mv = array("H", [0] * 12)
+    drv.read_cells(mv, 12)
+    assert drv.fault() == 0
+    src.cells[7] = 3700
+    drv.read_cells(mv, 12)
+    assert drv.fault() & afe.FAULT_OV
+    src.cells[7] = 3300
+    src.cells[2] = 2700
+    drv.read_cells(mv, 12)
+    f = drv.fault()
+    assert f & afe.FAULT_UV and not f & afe.FAULT_OV
+
+
+def test_fewer_cells_per_chip_ignores_unused_inputs():
+    src, emu, drv = rig(chips=2, per_chip=8, mv=cells(16))
+    drv.configure({"cells": 16, "cuv_mv": 2800, "cov_mv": 3600})
+    mv = array("H", [0] * 16)
+    drv.read_cells(mv, 16)
+    assert list(mv) == src.cells
+    assert drv.fault() == 0  # unused (0 V) inputs raise no UV
+
+
+def test_die_temperature():
+    src, emu, drv = rig(chips=2)
+    t = array("h", [0] * 2)
+    assert drv.read_temps(t) == 2
+    assert abs(t[0] - 300) <= 1 and abs(t[1] - 300) <= 1
+
+
+def test_no_fets_no_current():
+    _, _, drv = rig(chips=1)
+    assert raises(NotImplementedError, drv.set_switches, 1, 1)
+    assert raises(NotImplementedError, drv.read_current)
+
+
+def test_read_cells_does_not_allocate():
+    try:
+        import micropython
+    except ImportError:
+        return
+    if not hasattr(micropython, "heap_lock"):
+        return
+    src, emu, drv = rig(chips=2)
+    # Replace the emulator (which allocates) by a bus that answers every read
+    # with a valid, preallocated frame.
+    grp = bytearray(b"\x10\x80\x10\x80\x10\x80")
+    p = pec15_ref(grp)
+    frame = bytearray(4 + 16)
+    for c in range(2):
+        frame[4 + 8 * c:10 + 8 * c] = grp
+        frame[10 + 8 * c] = p >> 8
+        frame[11 + 8 * c] = p & 0xFF
+
+    class Spi:
+        def write(self, b):
+            pass
+
+        def write_readinto(self, w, r):
+            if len(r) == 1:
+                r[0] = 0xFF
+                return
+            for i in range(len(r)):
+                r[i] = frame[i]
+
+    class Pin:
+        def value(self, v=None):
+            pass
+
+    drv.spi = Spi()
+    drv.cs = Pin()
+    mv = array("H", [0] * 24)
+    drv.read_cells(mv, 24)
+    micropython.heap_lock()
+    try:
+        drv.read_cells(mv, 24)
+    finally:
+        micropython.heap_unlock()
+    assert mv[0] == 3278  # 0x8010 x 100 uV = 3278.4 mV

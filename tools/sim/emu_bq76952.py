@@ -1,0 +1,440 @@
+"""Byte-level BQ76952 emulator behind a machine.I2C-like object.
+
+It answers the same transactions the real chip does (see
+firmware/drivers/bq76952.py for the protocol notes): a 128-byte direct-command
+register file rebuilt from the measurement source on every read, the
+0x3E/0x3F subcommand window with its 32-byte buffer and 0x60/0x61
+checksum/length, data memory writable only in CONFIG_UPDATE mode, optional
+CRC-8 on every byte (a bad CRC from the host is NACKed, i.e. OSError), FET
+drivers under host and protection control, CB_ACTIVE_CELLS, and the hardware
+protections COV/CUV/OCC/OCD1/SCD evaluated on every transaction from the
+configured thresholds.
+
+The measurement source is any object with ``cell_mv(i)``, ``current_ma()``,
+``temp_dc(k)`` (k 0 die, 1..3 TS1..TS3) and optionally ``set_balance(list)``;
+``StaticSource`` is a settable one for tests, ``PackSource`` adapts
+tools/sim/pack.Pack.
+
+Fault injection (all counters decrement per transaction):
+  nack          next k transactions raise OSError(EIO) (NACK)
+  dead          every transaction raises OSError(ENODEV) (chip gone)
+  corrupt       next k read transactions return a flipped bit (after the CRC
+                was computed, so CRC mode detects it; without CRC it is silent)
+  garbage       next k read transactions return 0xFF filler
+  stuck         dict {register: int16} overriding direct-command words
+  busy          next k register reads see 0x3E/0x3F = 0xFF (subcommand
+                still being processed)
+  trip_scd()    latch a hardware short-circuit trip now
+Everything on the wire is appended to ``log`` as (op, reg, bytes) when
+``log`` is a list.
+"""
+import struct
+
+ADDR = 0x08
+
+_DM_DEFAULTS = (
+    # addr, format, value (TRM defaults for what the driver touches)
+    (0x9180, "<h", 12410),        # cell 1 gain (example in the TRM)
+    (0x91A8, "<f", 7.4768),       # CC Gain (1 mOhm)
+    (0x91AC, "<f", 2230042.0),    # Capacity Gain
+    (0x9239, "<B", 0x00),         # Comm Type
+    (0x9261, "<B", 0x0C),         # Enabled Protections A (COV, CUV)
+    (0x9275, "<b", 50),           # CUV threshold
+    (0x9276, "<H", 74),
+    (0x9278, "<b", 86),           # COV threshold
+    (0x9279, "<H", 74),
+    (0x9280, "<b", 2),            # OCC
+    (0x9281, "<B", 4),
+    (0x9282, "<b", 4),            # OCD1
+    (0x9283, "<B", 1),
+    (0x9286, "<B", 0),            # SCD 10 mV
+    (0x9287, "<B", 2),
+    (0x9294, "<B", 5),            # SCD recovery time (s)
+    (0x9303, "<B", 0x05),         # DA Configuration
+    (0x9304, "<H", 0x0000),       # Vcell Mode (0 = all 16)
+    (0x9308, "<B", 0x0D),         # FET Options
+    (0x9343, "<H", 0x0000),       # Mfg Status Init
+)
+SCD_MV = (10, 20, 40, 60, 80, 100, 125, 150, 175, 200, 250, 300, 350, 400, 450, 500)
+
+
+def crc8(data, crc=0):
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+class StaticSource:
+    def __init__(self, cells_mv, current_ma=0, temps_dc=(250, 250, 250, 250)):
+        self.cells = list(cells_mv)
+        self.current = current_ma
+        self.temps = list(temps_dc)
+        self.balance = []
+
+    def cell_mv(self, i):
+        return self.cells[i] if i < len(self.cells) else 0  # shorted input
+
+    def current_ma(self):
+        return self.current
+
+    def temp_dc(self, k):
+        return self.temps[k] if k < len(self.temps) else 250
+
+    def set_balance(self, flags):
+        self.balance = list(flags)
+
+
+class PackSource:
+    """Cells first..first+n of a tools/sim/pack.Pack."""
+
+    def __init__(self, pack, first=0, n=None):
+        self.pack = pack
+        self.first = first
+        self.n = pack.n - first if n is None else n
+
+    def cell_mv(self, i):
+        if i >= self.n:
+            return 0
+        c = self.pack.cells[self.first + i]
+        if getattr(c, "open_wire", False):
+            return 0
+        return int(round(c.voltage(self.pack.current_a) * 1000.0))
+
+    def current_ma(self):
+        return int(round(self.pack.current_a * 1000.0))
+
+    def temp_dc(self, k):
+        t = self.pack.balance_temp_c if k == 0 else self.pack.cell_temp_c
+        return int(round(t * 10.0))
+
+    def set_balance(self, flags):
+        cells = self.pack.cells
+        for i in range(self.n):
+            on = i < len(flags) and flags[i]
+            cells[self.first + i].bleed_a = self.pack.balance_ma / 1000.0 if on else 0.0
+
+
+class EmuBQ76952:
+    def __init__(self, source, addr=ADDR, crc=False, shunt_uohm=1000):
+        self.source = source
+        self.addr = addr
+        self.shunt_uohm = shunt_uohm  # the board's real shunt, for SCD/OCD
+        self.dm = {}
+        for a, fmt, v in _DM_DEFAULTS:
+            self._dm_put(a, struct.pack(fmt, v))
+        if crc:
+            self._dm_put(0x9239, b"\x11")
+        self.crc = crc
+        self.cfgupdate = False
+        self.sleep_enabled = True
+        self.shutdown = False
+        self.fet_en = False
+        self.host_off = 0          # FET_CONTROL bits: DSG, PDSG, CHG, PCHG
+        self.cb_mask = 0
+        self.safety = bytearray(6)  # alert A, status A, alert B, status B, ...
+        self.subcode = 0
+        self.buf = bytearray(32)
+        self.buf_len = 0
+        self.buf_cks = 0
+        self.pending = bytearray(34)  # bytes written from 0x3E on
+        self.pending_n = 0
+        self.bad_checksums = 0
+        self.nack = 0
+        self.dead = False
+        self.corrupt = 0
+        self.garbage = 0
+        self.stuck = {}
+        self.log = None
+        self.transactions = 0
+        self.scd_ms = 0
+        self.busy = 0
+
+    # ---- data memory -----------------------------------------------------------
+    def _dm_put(self, addr, data):
+        for i in range(len(data)):
+            self.dm[addr + i] = data[i]
+
+    def dm_get(self, addr, fmt):
+        n = struct.calcsize(fmt)
+        return struct.unpack(fmt, bytes(self.dm.get(addr + i, 0) for i in range(n)))[0]
+
+    # ---- state ----------------------------------------------------------------
+    def vcell_channels(self):
+        m = self.dm_get(0x9304, "<H") or 0xFFFF
+        return [ch for ch in range(16) if m & (1 << ch)]
+
+    def user_amps_ma(self):
+        return (0.1, 1, 10, 100)[self.dm_get(0x9303, "<B") & 3]
+
+    def _channel_mv(self):
+        v = [0] * 16
+        for k, ch in enumerate(self.vcell_channels()):
+            v[ch] = self.source.cell_mv(k)
+        return v
+
+    @property
+    def chg_fet(self):
+        return (self.fet_en and not self.shutdown and not (self.host_off & 0x04)
+                and not (self.safety[1] & 0x98))
+
+    @property
+    def dsg_fet(self):
+        return (self.fet_en and not self.shutdown and not (self.host_off & 0x01)
+                and not (self.safety[1] & 0xE4))
+
+    def trip_scd(self):
+        self.safety[0] |= 0x80
+        self.safety[1] |= 0x80
+
+    def _protect(self):
+        """Hardware protections, evaluated on every bus transaction (the real
+        chip runs them continuously; our host only sees them at bus speed).
+        Simplified: no trip delays; COV/CUV recover with the TRM's default
+        2-step hysteresis, OCC/OCD1 when the current is back below the
+        threshold, SCD only after the recovery time (``advance``) or the
+        host's recover subcommand."""
+        en = self.dm_get(0x9261, "<B")
+        st = self.safety
+        mv = [self.source.cell_mv(k) for k in range(len(self.vcell_channels()))]
+        i_ma = self.source.current_ma()
+        v_shunt_uv = i_ma * self.shunt_uohm // 1000  # uV across the shunt
+        cov = self.dm_get(0x9278, "<b") * 506 // 10
+        cuv = self.dm_get(0x9275, "<b") * 506 // 10
+        hyst = 2 * 506 // 10
+        a = st[1]
+        if en & 0x08 and mv and max(mv) >= cov:
+            a |= 0x08
+        elif not (en & 0x08) or (mv and max(mv) < cov - hyst):
+            a &= ~0x08
+        if en & 0x04 and mv and min(mv) <= cuv:
+            a |= 0x04
+        elif not (en & 0x04) or (mv and min(mv) > cuv + hyst):
+            a &= ~0x04
+        if en & 0x10 and v_shunt_uv >= self.dm_get(0x9280, "<b") * 2000:
+            a |= 0x10
+        else:
+            a &= ~0x10
+        if en & 0x20 and -v_shunt_uv >= self.dm_get(0x9282, "<b") * 2000:
+            a |= 0x20
+        else:
+            a &= ~0x20
+        if en & 0x80 and -v_shunt_uv >= SCD_MV[self.dm_get(0x9286, "<B") & 15] * 1000:
+            a |= 0x80
+            self.scd_ms = 0
+        st[1] = a & 0xFF
+        st[0] = st[1]
+
+    def advance(self, ms):
+        """Let simulated time pass: SCD recovers after Protections:SCD:
+        Recovery Time (0x9294, s) once the short is gone."""
+        self._protect()
+        if self.safety[1] & 0x80:
+            self.scd_ms += ms
+            if self.scd_ms >= self.dm_get(0x9294, "<B") * 1000:
+                self.safety[1] &= 0x7F
+                self.safety[0] = self.safety[1]
+
+    def _battery_status(self):
+        v = 0
+        if self.cfgupdate:
+            v |= 0x0001
+        if self.sleep_enabled:
+            v |= 0x0004
+        if self.safety[1] or self.safety[3] or self.safety[5]:
+            v |= 0x0800
+        return v
+
+    def _regs(self):
+        r = bytearray(128)
+
+        def put(reg, val):
+            val = self.stuck.get(reg, val)
+            struct.pack_into("<h", r, reg, max(-32768, min(32767, int(val))))
+
+        r[0x02:0x08] = self.safety
+        put(0x12, self._battery_status())
+        ch = self._channel_mv()
+        for k in range(16):
+            put(0x14 + 2 * k, ch[k])
+        stack = sum(ch)
+        put(0x34, stack // 10)
+        put(0x36, stack // 10 if self.dsg_fet or self.chg_fet else 0)
+        put(0x38, stack // 10 if self.dsg_fet else 0)
+        put(0x3A, self.source.current_ma() / self.user_amps_ma())
+        if self.busy > 0:
+            self.busy -= 1  # still processing: 0x3E/0x3F read 0xFF
+            r[0x3E] = r[0x3F] = 0xFF
+        else:
+            r[0x3E] = self.subcode & 0xFF
+            r[0x3F] = self.subcode >> 8
+        r[0x40:0x60] = self.buf
+        r[0x60] = self.buf_cks
+        r[0x61] = self.buf_len
+        put(0x68, self.source.temp_dc(0) + 2731)
+        for k in range(3):
+            put(0x70 + 2 * k, self.source.temp_dc(1 + k) + 2731)
+        r[0x7F] = ((1 if self.chg_fet else 0) | (4 if self.dsg_fet else 0))
+        return r
+
+    # ---- subcommands -----------------------------------------------------------
+    def _set_buffer(self, code, data):
+        self.subcode = code
+        n = len(data)
+        self.buf[:] = bytes(32)
+        self.buf[0:n] = data
+        self.buf_len = n + 4
+        s = (code & 0xFF) + (code >> 8) + sum(data)
+        self.buf_cks = (~s) & 0xFF
+
+    def _subcommand(self, code):
+        """Address written to 0x3E/0x3F: run command-only subcommands and fill
+        the buffer for readable ones."""
+        if 0x9180 <= code < 0x9400:
+            self._set_buffer(code, bytes(self.dm.get(code + i, 0) for i in range(32)))
+            return
+        if code == 0x0001:
+            self._set_buffer(code, struct.pack("<H", 0x7695))
+        elif code == 0x0057:
+            self._set_buffer(code, struct.pack("<H", 0x10 if self.fet_en else 0))
+        elif code == 0x0083:
+            self._set_buffer(code, struct.pack("<H", self.cb_mask))
+        else:
+            self._set_buffer(code, b"")
+            if code == 0x0090:
+                self.cfgupdate = True
+            elif code == 0x0092:
+                self.cfgupdate = False
+                self.fet_en = bool(self.dm_get(0x9343, "<H") & 0x10) or self.fet_en
+            elif code == 0x0022:
+                self.fet_en = not self.fet_en
+            elif code == 0x0095:
+                self.host_off = 0x0F
+            elif code == 0x0096:
+                self.host_off = 0
+            elif code == 0x0093:
+                self.host_off |= 0x03
+            elif code == 0x0094:
+                self.host_off |= 0x0C
+            elif code == 0x0099:
+                self.sleep_enabled = True
+            elif code == 0x009A:
+                self.sleep_enabled = False
+            elif code == 0x0010:
+                self.shutdown = True
+            elif code in (0x009B, 0x009C):
+                # Recovery only sticks if the condition is gone.
+                self.safety[1] &= ~(0x80 | 0x20 | 0x40) & 0xFF
+                self.safety[0] = self.safety[1]
+                self.safety[5] &= ~0x60 & 0xFF
+
+    def _subcommand_data(self, code, data):
+        """Checksum and length arrived for a subcommand/data-memory write."""
+        if 0x9180 <= code < 0x9400:
+            if self.cfgupdate:
+                self._dm_put(code, data)
+        elif code == 0x0083:
+            self.cb_mask = data[0] | (data[1] << 8) if len(data) >= 2 else data[0]
+            if hasattr(self.source, "set_balance"):
+                chans = self.vcell_channels()
+                self.source.set_balance([1 if self.cb_mask & (1 << ch) else 0 for ch in chans])
+        elif code == 0x0097:
+            self.host_off = data[0] & 0x0F
+
+    # ---- the bus ------------------------------------------------------------------
+    def _begin(self, addr):
+        self.transactions += 1
+        if self.dead or addr != self.addr:
+            raise OSError(19)  # ENODEV: no ACK to the address
+        if self.nack > 0:
+            self.nack -= 1
+            raise OSError(5)
+
+    def _write_bytes(self, reg, data):
+        """Apply a register write of plain (CRC-stripped) bytes."""
+        for i in range(len(data)):
+            a = reg + i
+            b = data[i]
+            if a in (0x3E, 0x3F) or 0x40 <= a < 0x60:
+                if a == 0x3E:
+                    self.pending_n = 0
+                idx = a - 0x3E
+                if 0 <= idx < len(self.pending):
+                    self.pending[idx] = b
+                    self.pending_n = max(self.pending_n, idx + 1)
+            elif a == 0x60:
+                self._cks_in = b
+            elif a == 0x61:
+                self._check_and_run(getattr(self, "_cks_in", -1), b)
+        if reg <= 0x3F < reg + len(data) and self.pending_n == 2:
+            self._subcommand(self.pending[0] | (self.pending[1] << 8))
+
+    def _check_and_run(self, cks, ln):
+        code = self.pending[0] | (self.pending[1] << 8)
+        data = bytes(self.pending[2:ln - 2]) if ln >= 4 else b""
+        s = (code & 0xFF) + (code >> 8) + sum(data)
+        if ln < 4 or ln - 4 > self.pending_n - 2 or cks != (~s) & 0xFF:
+            self.bad_checksums += 1
+            return
+        self._subcommand_data(code, data)
+
+    def writeto_mem(self, addr, memaddr, buf, addrsize=8):
+        self._begin(addr)
+        buf = bytes(buf)
+        if self.log is not None:
+            self.log.append(("w", memaddr, buf))
+        if self.crc:
+            if len(buf) % 2:
+                raise OSError(5)
+            data = bytearray()
+            crc = crc8((addr << 1, memaddr))
+            for i in range(0, len(buf), 2):
+                if crc8((buf[i],), crc) != buf[i + 1]:
+                    raise OSError(5)  # the chip NACKs a bad CRC
+                data.append(buf[i])
+                crc = 0
+        else:
+            data = buf
+        self._write_bytes(memaddr, data)
+        self._protect()
+
+    def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
+        self._begin(addr)
+        self._protect()
+        regs = self._regs()
+        n = len(buf) // 2 if self.crc else len(buf)
+        out = bytearray()
+        crc = crc8((addr << 1, memaddr, (addr << 1) | 1))
+        for i in range(n):
+            a = memaddr + i
+            d = regs[a] if a < 128 else 0xFF
+            out.append(d)
+            if self.crc:
+                out.append(crc8((d,), crc))
+                crc = 0
+        if self.garbage > 0:
+            self.garbage -= 1
+            out = bytearray(b"\xff" * len(out))
+        elif self.corrupt > 0 and len(out):
+            self.corrupt -= 1
+            out[0] ^= 0x01
+        buf[:] = out
+        if self.log is not None:
+            self.log.append(("r", memaddr, bytes(out)))
+
+    # Plain writeto/readfrom_into: a write sets the register pointer.
+    def writeto(self, addr, buf, stop=True):
+        buf = bytes(buf)
+        if len(buf) > 1:
+            self.writeto_mem(addr, buf[0], buf[1:])
+        else:
+            self._begin(addr)
+        self._ptr = buf[0] if buf else 0
+        return len(buf)
+
+    def readfrom_into(self, addr, buf, stop=True):
+        self.readfrom_mem_into(addr, getattr(self, "_ptr", 0), buf)
+
+    def scan(self):
+        return [] if self.dead else [self.addr]
