@@ -45,7 +45,11 @@ def t35_us(baud, bits=11):
 
 def _ticks():
     import time
-    return time.ticks_us, time.ticks_diff, getattr(time, "sleep_us", None)
+    if hasattr(time, "ticks_us"):
+        return time.ticks_us, time.ticks_diff, getattr(time, "sleep_us", None)
+    # host (CPython): same wrap-around semantics on a monotonic clock
+    return ((lambda: int(time.monotonic() * 1000000) & 0x3FFFFFFF),
+            (lambda a, b: ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000), None)
 
 
 class Rs485:
