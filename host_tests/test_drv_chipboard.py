@@ -78,3 +78,23 @@ def test_afe_hardware_trip_reaches_the_core():
     sim.run(1)
     assert "afe" in sim.active_faults()
     assert sim.pack.relays[RELAY_DSG] == 0
+
+
+def test_hardware_short_circuit_protection_from_parameters():
+    from bms.params import ParamSet
+    holder = {}
+
+    def factory(pack):
+        holder["b"] = ChipBoard(pack, seed=5, params=ParamSet(1, max_cells=16))
+        return holder["b"]
+
+    sim = Simulation("LFP", cells=16, soc=0.5, seed=4, board_factory=factory)
+    sim.run(3)
+    assert sim.bms.contactors.state[RELAY_DSG] == 1
+    emu = holder["b"].emu_afe
+    assert emu.dm_get(0x9261, "<B") & 0x80        # SCD enabled in Enabled Protections A
+    sim.pack.short = True
+    sim.run(1)
+    assert emu.safety[1] & 0x80                   # the chip tripped SCD itself
+    assert "afe" in sim.active_faults()
+    assert sim.pack.relays[RELAY_DSG] == 0
