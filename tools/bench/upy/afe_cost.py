@@ -1,0 +1,75 @@
+# Driver-only cost of one cell read under the MicroPython unix port: a bus
+# that copies a preallocated valid frame, so only driver time is measured.
+import gc
+import time
+from array import array
+
+from drivers.bq76952 import BQ76952
+from drivers.ltc681x import LTC681x, pec15
+
+
+class I2C:
+    def __init__(self):
+        self.frame = bytearray(64)
+
+    def readfrom_mem_into(self, a, r, buf):
+        f = self.frame
+        for i in range(len(buf)):
+            buf[i] = f[i]
+
+
+def ltc_frame(chips):
+    g = bytearray(b"\x10\x80\x10\x80\x10\x80")
+    p = pec15(g, 0, 6)
+    f = bytearray(4 + 8 * chips)
+    for c in range(chips):
+        f[4 + 8 * c:10 + 8 * c] = g
+        f[10 + 8 * c] = p >> 8
+        f[11 + 8 * c] = p & 0xFF
+    return f
+
+
+class Spi:
+    def __init__(self, frame):
+        self.frame = frame
+
+    def write(self, b):
+        pass
+
+    def write_readinto(self, w, r):
+        if len(r) == 1:
+            r[0] = 0xFF
+            return
+        f = self.frame
+        for i in range(len(r)):
+            r[i] = f[i]
+
+
+class Pin:
+    def value(self, v=None):
+        pass
+
+
+def measure(fn, n):
+    fn()
+    gc.collect()
+    a0 = gc.mem_alloc()
+    t0 = time.ticks_us()
+    for _ in range(n):
+        fn()
+    dt = time.ticks_diff(time.ticks_us(), t0)
+    return dt // n, (gc.mem_alloc() - a0) // n
+
+
+bq = BQ76952(I2C(), cells=16)
+mv16 = array("H", [0] * 16)
+us, alloc = measure(lambda: bq.read_cells(mv16, 16), 200)
+print("bq_read_cells_us", us)
+print("bq_alloc_bytes", alloc)
+
+chips = 14
+ltc = LTC681x(Spi(ltc_frame(chips)), Pin(), chips=chips, model=6813)
+mv = array("H", [0] * (chips * 18))
+us, alloc = measure(lambda: ltc.read_cells(mv, chips * 18), 20)
+print("ltc_read_cells_us", us)
+print("ltc_alloc_bytes", alloc)
