@@ -1,0 +1,133 @@
+"""Shared wiring recipe for the board files: machine objects in, drivers out.
+
+A board file (pico.py, esp32_devkit.py, ...) is a pin table plus a call to
+``build_master`` or ``build_slave``; this module and the board files are the
+only places that construct ``machine`` objects.  ``machine`` is passed in
+so host tests can build a board on fakes or on the chip emulators.
+
+Returned dict (the application picks what it needs):
+    kind      "master" or "slave"
+    board     drivers.hwboard.HwBoard (master) - the core's board interface
+    afe, shunt, ntcs
+    can       drivers.mcp2515.MCP2515 (not yet initialised: call init())
+    rs485     drivers.rs485.Rs485 on the PC port (LC-3 485A/B)
+    ttl       machine.UART on the display port (LC-2 TX/RX)
+    led       drivers.gpio.StatusLed or None
+    wdt(ms)   factory for machine.WDT (started only by main.py)
+"""
+from bms.measurements import ROLE_BALANCE, ROLE_CELL, ROLE_POWER
+from drivers import gpio
+from drivers.bq76952 import BQ76952
+from drivers.hwboard import HwBoard
+from drivers.ina228 import INA228
+from drivers.mcp2515 import MCP2515
+from drivers.ntc import Beta, Ntc, NtcTable
+from drivers.rs485 import Rs485
+
+ROLES = {"power": ROLE_POWER, "balance": ROLE_BALANCE, "cell": ROLE_CELL}
+DEFAULTS = {
+    "shunt_uohm": 100,          # 0.1 mOhm: 500 A shunt with 50 mV full scale
+    "shunt_max_ma": 1600000,    # INA228 range 163.84 mV / 100 uOhm
+    "ntc_r25": 10000.0, "ntc_beta": 3950.0, "ntc_series": 10000.0,
+    "can_bitrate": 250000, "can_xtal": 8000000,
+    "modbus_baud": 9600, "ttl_baud": 9600,
+    "afe_crc": True, "cells": 16,
+}
+
+
+def _opt(opts, key):
+    return opts[key] if opts and key in opts else DEFAULTS[key]
+
+
+def _out(machine, n, value=0):
+    return machine.Pin(n, machine.Pin.OUT, value=value)
+
+
+def _in(machine, n, pull_up=True):
+    return machine.Pin(n, machine.Pin.IN, machine.Pin.PULL_UP if pull_up else None)
+
+
+def _ticks():
+    import time
+    if hasattr(time, "ticks_ms"):
+        return time.ticks_ms, time.ticks_diff
+    from bms.ticks import ticks_diff  # host (CPython) tests
+    return (lambda: int(time.monotonic() * 1000) & 0x3FFFFFFF), ticks_diff
+
+
+def build_i2c(machine, pins):
+    bus_id, sda, scl, freq = pins["i2c"]
+    return machine.I2C(bus_id, sda=machine.Pin(sda), scl=machine.Pin(scl), freq=freq)
+
+
+def build_can(machine, pins, opts):
+    bus_id, sck, mosi, miso = pins["spi"]
+    spi = machine.SPI(bus_id, baudrate=8000000, polarity=0, phase=0,
+                      sck=machine.Pin(sck), mosi=machine.Pin(mosi), miso=machine.Pin(miso))
+    cs = _out(machine, pins["can_cs"], 1)
+    return MCP2515(spi, cs, xtal_hz=_opt(opts, "can_xtal"), bitrate=_opt(opts, "can_bitrate"))
+
+
+def build_ntcs(machine, pins, opts, adc_wrap=None):
+    table = NtcTable(Beta(_opt(opts, "ntc_r25"), _opt(opts, "ntc_beta")),
+                     r_series=_opt(opts, "ntc_series"))
+    out = []
+    for pin, role in pins["ntc"]:
+        adc = machine.ADC(machine.Pin(pin))
+        if adc_wrap is not None:
+            adc = adc_wrap(adc)
+        out.append((Ntc(adc, table), ROLES[role]))
+    return out
+
+
+def build_ports(machine, pins, opts):
+    uid, tx, rx, de = pins["rs485"]
+    baud = _opt(opts, "modbus_baud")
+    u = machine.UART(uid, baudrate=baud, bits=8, parity=None, stop=1,
+                     tx=machine.Pin(tx), rx=machine.Pin(rx))
+    rs485 = Rs485(u, _out(machine, de, 0), baud)
+    ttl = None
+    if pins.get("ttl"):
+        uid, tx, rx = pins["ttl"]
+        ttl = machine.UART(uid, baudrate=_opt(opts, "ttl_baud"), tx=machine.Pin(tx),
+                           rx=machine.Pin(rx))
+    return rs485, ttl
+
+
+def build_master(machine, pins, opts=None, adc_wrap=None):
+    ticks_ms, ticks_diff = _ticks()
+    i2c = build_i2c(machine, pins)
+    afe = BQ76952(i2c, crc=_opt(opts, "afe_crc"), cells=_opt(opts, "cells"))
+    uohm = _opt(opts, "shunt_uohm")
+    shunt = INA228(i2c, shunt_uohm=uohm, max_current_ma=_opt(opts, "shunt_max_ma"))
+    ntcs = build_ntcs(machine, pins, opts, adc_wrap)
+    low = pins.get("relay_active_low", False)
+    # Outputs start de-energised: value chosen so the coil is off at boot.
+    relays = [gpio.Relay(_out(machine, n, 1 if low else 0), active_low=low)
+              for n in pins["relays"]]
+    buzzer = gpio.Buzzer(_out(machine, pins["buzzer"], 0)) if pins.get("buzzer") is not None else None
+    key = None
+    if pins.get("key") is not None:
+        key = gpio.Key(_in(machine, pins["key"]), ticks_ms, ticks_diff, active_low=True)
+    led = None
+    if pins.get("led") is not None:
+        led = gpio.StatusLed(machine.Pin(pins["led"], machine.Pin.OUT))
+    conf = {"cells": _opt(opts, "cells"), "shunt_uohm": uohm}
+    # The BQ76952 die sits next to its internal bleed FETs: balance temperature.
+    board = HwBoard(afe, shunt, ntcs, relays, buzzer, key, led=led, afe_conf=conf,
+                    afe_temps=[(0, ROLE_BALANCE)], pack_source="afe", load_source="shunt")
+    rs485, ttl = build_ports(machine, pins, opts)
+    return {"kind": "master", "board": board, "afe": afe, "shunt": shunt, "ntcs": ntcs,
+            "can": build_can(machine, pins, opts), "rs485": rs485, "ttl": ttl, "led": led,
+            "i2c": i2c, "wdt": lambda ms: machine.WDT(timeout=ms)}
+
+
+def build_slave(machine, pins, opts=None):
+    i2c = build_i2c(machine, pins)
+    afe = BQ76952(i2c, crc=_opt(opts, "afe_crc"), cells=_opt(opts, "cells"))
+    led = None
+    if pins.get("led") is not None:
+        led = gpio.StatusLed(machine.Pin(pins["led"], machine.Pin.OUT))
+    return {"kind": "slave", "afe": afe, "ntcs": build_ntcs(machine, pins, opts),
+            "can": build_can(machine, pins, opts), "led": led, "i2c": i2c,
+            "wdt": lambda ms: machine.WDT(timeout=ms)}

@@ -1,0 +1,51 @@
+"""ESP32 DevKit (ESP32-WROOM-32) master.  Pin map: docs/wiring.md.
+
+ESP32 notes: NTCs only on ADC1 (GPIO32-39; ADC2 is unusable with the radio
+on); the ADC is neither ratiometric nor linear, so each NTC channel reads
+calibrated microvolts (``read_uv``) and scales them against the divider
+supply.  GPIO34-39 are input only (used for the MCP2515 INT and a UART RX).
+Avoid strapping pins for outputs that must be off at boot (GPIO12 unused;
+GPIO2 drives the buzzer through a pull-down transistor).
+"""
+from boards.common import build_master
+
+PINS = {
+    "i2c": (0, 21, 22, 400000),           # SDA 21, SCL 22
+    "spi": (2, 18, 23, 19),               # VSPI: SCK 18, MOSI 23, MISO 19
+    "can_cs": 5, "can_int": 34,
+    "rs485": (2, 17, 16, 4),              # UART2 TX 17, RX 16, DE/RE 4
+    "ttl": (1, 25, 35),                   # UART1 TX 25, RX 35
+    "ntc": ((36, "power"), (39, "cell"), (32, "cell")),
+    "relays": (13, 14, 27, 33, 26),       # discharge, precharge, charge, level-2, heater
+    "relay_active_low": False,
+    "buzzer": 2,
+    "key": 15,
+    "led": None,
+}
+VDIV_UV = 3300000  # the NTC dividers hang off 3V3
+
+
+class RatioAdc:
+    """read_u16 as a ratio of the divider supply, from calibrated read_uv."""
+
+    def __init__(self, adc, supply_uv=VDIV_UV):
+        self.adc = adc
+        self.supply_uv = supply_uv
+
+    def read_u16(self):
+        uv = self.adc.read_uv()
+        if uv >= self.supply_uv:
+            return 65535
+        # scaled by 256 so the product stays a small int (< 2**30)
+        return ((uv >> 8) * 65535) // (self.supply_uv >> 8)
+
+
+def build(machine=None, opts=None):
+    if machine is None:
+        import machine
+
+    def wrap(adc):
+        adc.atten(machine.ADC.ATTN_11DB)
+        return RatioAdc(adc)
+
+    return build_master(machine, PINS, opts, adc_wrap=wrap)

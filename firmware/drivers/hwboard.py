@@ -1,0 +1,212 @@
+"""The core's board interface (see bms/core.py) built from driver objects.
+
+Board files (boards/*.py) construct the machine objects and the drivers and
+hand them to ``HwBoard``; nothing here touches ``machine``.
+
+    HwBoard(afe, shunt=None, ntcs=[(Ntc, role), ...], relays=[Relay x5],
+            buzzer=None, key=None, led=None, afe_conf=None,
+            pack_source="afe", load_source="afe", afe_fets=False)
+
+- current: the shunt monitor (INA228) if present, else the AFE's coulomb
+  counter; pack voltage from the AFE stack (or the shunt's bus input);
+  load voltage for precharge from the AFE's LD pin or the shunt's bus input.
+- cells: ``afe.read_cells``; a 0 mV reading (open input) marks the cell
+  invalid.  A cell-count change from the parameters reconfigures the AFE.
+- temperatures: one slot per NTC channel (status T_OPEN / T_SHORT from the
+  driver), then the AFE's own sensors listed in ``afe_temps``.
+- relays indexed by bms.contactors.RELAY_*; opens are applied before closes;
+  ``afe_fets`` also drives the AFE's CHG/DSG FETs.
+- output errors: a failed balance write or FET close is counted and
+  repeated next cycle; a failed FET *open* raises (the core then latches
+  its internal fault and keeps everything open).
+- afe_fault(): the AFE fault bits read with the cells (no bus traffic of its
+  own, so it never raises), plus FAULT_RELAY for a relay whose readback
+  disagrees with its command.
+
+Chips that fail to configure at start-up are retried before each read; until
+then their reads raise OSError, which the core turns into stale-data faults
+and its safe state.
+"""
+from array import array
+
+from micropython import const
+
+from bms.contactors import RELAY_CHG, RELAY_DSG
+from bms.measurements import T_OK
+
+FAULT_RELAY = const(0x8000)  # beyond drivers.afe FAULT_* bits
+
+
+class HwBoard:
+    def __init__(self, afe, shunt=None, ntcs=(), relays=(), buzzer=None, key=None,
+                 led=None, afe_conf=None, afe_temps=(), pack_source="afe",
+                 load_source="afe", afe_fets=False, max_cells=None):
+        self.afe = afe
+        self.shunt = shunt
+        self.ntcs = [n for n, _r in ntcs]
+        self.afe_temps = [k for k, _r in afe_temps]
+        self.temp_roles = tuple([r for _n, r in ntcs] + [r for _k, r in afe_temps])
+        self.relays = list(relays)
+        self.buzzer = buzzer
+        self.key_in = key
+        self.led = led
+        self.afe_conf = dict(afe_conf or {})
+        self.pack_source = pack_source
+        self.load_source = load_source
+        self.afe_fets = afe_fets
+        self.max_cells = max_cells or afe.max_cells
+        self.balance_no_adjacent = getattr(afe, "balance_no_adjacent", True)
+        self._afe_t = array("h", [0] * 8)
+        self._afe_cells = 0
+        self._fault = 0
+        self.afe_ok = False
+        self.shunt_ok = shunt is None
+        self.init_errors = 0
+        self.output_errors = 0
+
+    # ---- start-up --------------------------------------------------------------
+    def init(self, cells=None):
+        """Configure the chips; failures are counted, not raised (the reads
+        retry and report stale data meanwhile).  Returns True if all is up."""
+        if cells is not None:
+            self.afe_conf["cells"] = cells
+        self._ensure()
+        return self.afe_ok and self.shunt_ok
+
+    def _ensure(self):
+        if not self.afe_ok:
+            try:
+                self.afe.configure(self.afe_conf)
+                self._afe_cells = self.afe_conf.get("cells", self.max_cells)
+                self.afe_ok = True
+            except OSError:
+                self.init_errors += 1
+        if not self.shunt_ok:
+            try:
+                self.shunt.configure()
+                self.shunt_ok = True
+            except OSError:
+                self.init_errors += 1
+
+    # ---- measurements ----------------------------------------------------------
+    def read_current(self, m, now):
+        if not self.shunt_ok:
+            self._ensure()
+            if not self.shunt_ok:
+                raise OSError(5)
+        if self.shunt is not None:
+            m.current_ma = self.shunt.read_current_ma()
+        else:
+            if not self.afe_ok:
+                raise OSError(5)
+            m.current_ma = self.afe.read_current()
+        m.pack_mv = self._volts(self.pack_source, True)
+        lv = self._volts(self.load_source, False)
+        m.load_ok = lv >= 0
+        m.load_mv = lv if lv >= 0 else 0
+
+    def _volts(self, src, pack):
+        if src == "shunt" and self.shunt is not None:
+            return self.shunt.read_bus_mv()
+        if src == "afe" and self.afe_ok:
+            try:
+                return self.afe.read_stack_mv() if pack else self.afe.read_ld_mv()
+            except (AttributeError, NotImplementedError):
+                pass
+        return 0 if pack else -1
+
+    def read_cells(self, m, now):
+        if not self.afe_ok:
+            self._ensure()
+            if not self.afe_ok:
+                raise OSError(5)
+        n = m.n_cells
+        if n != self._afe_cells:
+            self.afe_conf["cells"] = n
+            self.afe.configure(self.afe_conf)
+            self._afe_cells = n
+        self.afe.read_cells(m.cell_mv, n)
+        mv = m.cell_mv
+        ok = m.cell_ok
+        ts = m.cell_ts
+        for i in range(n):
+            ok[i] = 1 if mv[i] > 0 else 0
+            ts[i] = now
+        f = self.afe.fault()
+        for r in self.relays:
+            if r is not None and not r.check():
+                f |= FAULT_RELAY
+        self._fault = f
+
+    def read_temps(self, m, now):
+        td = m.temp_dc
+        st = m.temp_status
+        k = 0
+        for ch in self.ntcs:
+            s = ch.read()
+            st[k] = s
+            if s == T_OK:
+                td[k] = ch.temp_dc
+            k += 1
+        if self.afe_temps:
+            if not self.afe_ok:
+                raise OSError(5)
+            self.afe.read_temps(self._afe_t)
+            for idx in self.afe_temps:
+                td[k] = self._afe_t[idx]
+                st[k] = T_OK
+                k += 1
+
+    # ---- outputs -----------------------------------------------------------------
+    def set_relays(self, states):
+        rel = self.relays
+        n = len(rel)
+        if len(states) < n:
+            n = len(states)
+        for i in range(n):  # opens first, then closes
+            if rel[i] is not None and not states[i]:
+                rel[i].value(False)
+        for i in range(n):
+            if rel[i] is not None and states[i]:
+                rel[i].value(True)
+        if self.afe_fets and self.afe_ok:
+            chg = bool(states[RELAY_CHG])
+            dsg = bool(states[RELAY_DSG])
+            try:
+                self.afe.set_switches(chg, dsg)
+            except OSError:
+                self.output_errors += 1
+                if not (chg and dsg):
+                    raise  # a FET we must open may still be on: fail safe
+                # a failed close only delays closing: retried next cycle
+
+    def set_balance(self, flags):
+        """Balancing writes are repeated every slow tick; a failed one is
+        counted, not raised (the cell reads on the same bus go stale and
+        the core blocks balancing)."""
+        if not self.afe_ok:
+            self.output_errors += 1
+            return
+        try:
+            self.afe.balance(flags)
+        except OSError:
+            self.output_errors += 1
+
+    def set_buzzer(self, on):
+        if self.buzzer is not None:
+            self.buzzer.value(on)
+
+    def key(self):
+        return True if self.key_in is None else self.key_in.value()
+
+    def afe_fault(self):
+        return self._fault
+
+    def clear_afe_fault(self):
+        for r in self.relays:
+            if r is not None:
+                r.clear_fault()
+        self._fault &= ~FAULT_RELAY
+        if self.afe_ok:
+            self.afe.clear_fault()
+            self._fault = self.afe.fault()

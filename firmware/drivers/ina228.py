@@ -1,0 +1,257 @@
+"""TI INA228 85 V, 20-bit shunt monitor over I2C (datasheet SLYS021A).
+
+Registers are big-endian.  VSHUNT/VBUS/CURRENT are 24-bit with the 20-bit
+result in bits 23:4 (VSHUNT and CURRENT two's complement); CHARGE is a 40-bit
+two's-complement accumulator in CURRENT_LSB coulombs; DIETEMP is 16-bit
+signed at 7.8125 m degC.  The chip computes CURRENT from VSHUNT and
+SHUNT_CAL = 13107.2e6 * CURRENT_LSB * R_SHUNT (x4 with ADCRANGE=1).
+
+Integer output only: mA, mV, uV, 0.1 degC.  CURRENT_LSB is a whole number of
+uA so every hot-path product stays a small int (< 2**30) on the board; the
+core applies its own gain/offset calibration (params cur_gain/cur_offset) on
+top of the raw mA.
+
+Every transaction is retried up to ``retry_limit`` times on OSError (NACK,
+timeout); then OSError(EIO) propagates so the board reports a sensor fault.
+Counters ``retries`` and ``errors`` (transactions that finally failed) only
+grow.  Reads use preallocated buffers (readfrom_mem_into): no allocation.
+"""
+from micropython import const
+
+ADDR = const(0x40)  # A1 = A0 = GND
+EIO = const(5)
+ENODEV = const(19)
+
+REG_CONFIG = const(0x00)
+REG_ADC_CONFIG = const(0x01)
+REG_SHUNT_CAL = const(0x02)
+REG_SHUNT_TEMPCO = const(0x03)
+REG_VSHUNT = const(0x04)
+REG_VBUS = const(0x05)
+REG_DIETEMP = const(0x06)
+REG_CURRENT = const(0x07)
+REG_POWER = const(0x08)
+REG_ENERGY = const(0x09)
+REG_CHARGE = const(0x0A)
+REG_DIAG_ALRT = const(0x0B)
+REG_SOVL = const(0x0C)
+REG_SUVL = const(0x0D)
+REG_MANUFACTURER_ID = const(0x3E)
+REG_DEVICE_ID = const(0x3F)
+
+MANUFACTURER_TI = const(0x5449)  # "TI"
+DIE_ID = const(0x228)            # DEVICE_ID bits 15:4
+
+# CONFIG bits
+CFG_RST = const(0x8000)
+CFG_RSTACC = const(0x4000)
+CFG_TEMPCOMP = const(0x0020)
+CFG_ADCRANGE = const(0x0010)
+
+# ADC_CONFIG: MODE 15:12, VBUSCT 11:9, VSHCT 8:6, VTCT 5:3, AVG 2:0
+MODE_CONT_ALL = const(0xF)        # continuous bus, shunt and temperature
+CT_US = (50, 84, 150, 280, 540, 1052, 2074, 4120)
+AVG_N = (1, 4, 16, 64, 128, 256, 512, 1024)
+
+# DIAG_ALRT bits
+DIAG_ALATCH = const(0x8000)
+DIAG_CNVR = const(0x4000)
+DIAG_SLOWALERT = const(0x2000)
+DIAG_APOL = const(0x1000)
+DIAG_ENERGYOF = const(0x0800)
+DIAG_CHARGEOF = const(0x0400)
+DIAG_MATHOF = const(0x0200)
+DIAG_TMPOL = const(0x0080)
+DIAG_SHNTOL = const(0x0040)
+DIAG_SHNTUL = const(0x0020)
+DIAG_BUSOL = const(0x0010)
+DIAG_BUSUL = const(0x0008)
+DIAG_POL = const(0x0004)
+DIAG_CNVRF = const(0x0002)
+DIAG_MEMSTAT = const(0x0001)
+
+# Full-scale shunt range in nV: +-163.84 mV (ADCRANGE 0), +-40.96 mV (1).
+FS_SHUNT_NV = (163840000, 40960000)
+RESULT_MAX = const(0x7FFFF)  # 2**19 - 1
+
+
+def shunt_cal(current_lsb_ua, shunt_uohm, adcrange):
+    """SHUNT_CAL = 13107.2e6 * CURRENT_LSB[A] * R[ohm] (x4 if ADCRANGE=1),
+    rounded; integer arithmetic: 131072 * lsb_ua * uohm / 1e7."""
+    num = 131072 * current_lsb_ua * shunt_uohm * (4 if adcrange else 1)
+    return (num + 5000000) // 10000000
+
+
+def best_lsb_ua(max_current_ma, shunt_uohm, adcrange):
+    """Smallest-error whole-uA LSB in [Imax/2**19, 1.25 * that] (configure
+    time only; may use big ints)."""
+    lo = (max_current_ma * 1000 + 524287) // 524288
+    if lo < 1:
+        lo = 1
+    best = lo
+    best_err = None
+    k = 4 if adcrange else 1
+    for lsb in range(lo, lo + lo // 4 + 1):
+        num = 131072 * lsb * shunt_uohm * k
+        rem = num % 10000000
+        if rem > 5000000:
+            rem = 10000000 - rem
+        if num < 10000000 // 2 or num // 10000000 > 0x7FFF:
+            continue
+        # relative error rem/num, compared without division
+        if best_err is None or rem * best_err[1] < best_err[0] * num:
+            best = lsb
+            best_err = (rem, num)
+    return best
+
+
+def adc_config(vbusct=4, vshct=5, vtct=4, avg=2, mode=MODE_CONT_ALL):
+    return (mode << 12) | (vbusct << 9) | (vshct << 6) | (vtct << 3) | avg
+
+
+def _s20(b0, b1, b2):
+    v = (b0 << 12) | (b1 << 4) | (b2 >> 4)
+    return v - 0x100000 if v & 0x80000 else v
+
+
+class INA228:
+    retry_limit = 3
+
+    def __init__(self, i2c, addr=ADDR, shunt_uohm=100, max_current_ma=300000,
+                 adcrange=None, adc_cfg=None, retry_limit=3, current_lsb_ua=None):
+        if shunt_uohm <= 0 or max_current_ma <= 0:
+            raise ValueError("shunt and max current must be > 0")
+        self.i2c = i2c
+        self.addr = addr
+        self.shunt_uohm = shunt_uohm
+        self.max_current_ma = max_current_ma
+        self.retry_limit = retry_limit
+        self.retries = 0
+        self.errors = 0
+        # Finest range that still holds the full-scale shunt voltage (nV).
+        v_nv = max_current_ma * shunt_uohm  # mA * uohm = nV
+        if adcrange is None:
+            adcrange = 1 if v_nv <= FS_SHUNT_NV[1] else 0
+        if v_nv > FS_SHUNT_NV[adcrange]:
+            raise ValueError("max current x shunt beyond the ADC range")
+        self.adcrange = adcrange
+        # CURRENT_LSB >= Imax / 2**19, a whole number of uA, picked so that
+        # SHUNT_CAL (an integer) carries the least rounding error: the chip
+        # then scales by exactly the LSB the driver multiplies with.
+        if current_lsb_ua is None:
+            current_lsb_ua = best_lsb_ua(max_current_ma, shunt_uohm, adcrange)
+        self.current_lsb_ua = current_lsb_ua
+        self.cal = shunt_cal(current_lsb_ua, shunt_uohm, adcrange)
+        if not 0 < self.cal <= 0x7FFF:
+            raise ValueError("SHUNT_CAL %d out of range" % self.cal)
+        self.adc_cfg = adc_config() if adc_cfg is None else adc_cfg
+        self._b2 = bytearray(2)
+        self._b3 = bytearray(3)
+        self._b5 = bytearray(5)
+        self._w2 = bytearray(2)
+
+    # ---- raw transactions --------------------------------------------------
+    def _read(self, reg, buf):
+        for attempt in range(self.retry_limit + 1):
+            if attempt:
+                self.retries += 1
+            try:
+                self.i2c.readfrom_mem_into(self.addr, reg, buf)
+                return buf
+            except OSError:
+                pass
+        self.errors += 1
+        raise OSError(EIO)
+
+    def write_reg(self, reg, value):
+        w = self._w2
+        w[0] = (value >> 8) & 0xFF
+        w[1] = value & 0xFF
+        for attempt in range(self.retry_limit + 1):
+            if attempt:
+                self.retries += 1
+            try:
+                self.i2c.writeto_mem(self.addr, reg, w)
+                return
+            except OSError:
+                pass
+        self.errors += 1
+        raise OSError(EIO)
+
+    def read_reg(self, reg):
+        b = self._read(reg, self._b2)
+        return (b[0] << 8) | b[1]
+
+    # ---- configuration -----------------------------------------------------
+    def configure(self, reset=True):
+        """Check the identity, program CONFIG/ADC_CONFIG/SHUNT_CAL and read
+        them back; returns the applied values."""
+        if self.read_reg(REG_MANUFACTURER_ID) != MANUFACTURER_TI or \
+                (self.read_reg(REG_DEVICE_ID) >> 4) != DIE_ID:
+            raise OSError(ENODEV)
+        if reset:
+            self.write_reg(REG_CONFIG, CFG_RST)
+        cfg = CFG_ADCRANGE if self.adcrange else 0
+        self.write_reg(REG_CONFIG, cfg)
+        self.write_reg(REG_ADC_CONFIG, self.adc_cfg)
+        self.write_reg(REG_SHUNT_CAL, self.cal)
+        got = (self.read_reg(REG_CONFIG), self.read_reg(REG_ADC_CONFIG),
+               self.read_reg(REG_SHUNT_CAL))
+        if got != (cfg, self.adc_cfg, self.cal):
+            raise OSError(EIO)
+        return {"adcrange": self.adcrange, "current_lsb_ua": self.current_lsb_ua,
+                "shunt_cal": self.cal, "adc_config": self.adc_cfg,
+                "full_scale_ma": self.current_lsb_ua * RESULT_MAX // 1000}
+
+    def reset_charge(self):
+        self.write_reg(REG_CONFIG, CFG_RSTACC | (CFG_ADCRANGE if self.adcrange else 0))
+
+    # ---- measurements (allocation-free) -------------------------------------
+    def read_current_raw(self):
+        b = self._read(REG_CURRENT, self._b3)
+        return _s20(b[0], b[1], b[2])
+
+    def read_current_ma(self):
+        """Rounded raw * CURRENT_LSB, split so no product reaches 2**30."""
+        raw = self.read_current_raw()
+        lsb = self.current_lsb_ua
+        hi = raw // 1000
+        lo = raw - hi * 1000
+        return hi * lsb + (lo * lsb + 500) // 1000
+
+    def read_shunt_uv(self):
+        """Shunt voltage in uV, rounded: 312.5 nV = 5/16 uV (78.125 = 5/64)."""
+        b = self._read(REG_VSHUNT, self._b3)
+        v = _s20(b[0], b[1], b[2]) * 5
+        return (v + 32) >> 6 if self.adcrange else (v + 8) >> 4
+
+    def read_bus_mv(self):
+        """195.3125 uV/LSB = 25/128 mV; the result is never negative."""
+        b = self._read(REG_VBUS, self._b3)
+        v = _s20(b[0], b[1], b[2])
+        if v < 0:
+            v = 0
+        return (v * 25 + 64) >> 7
+
+    def read_die_dc(self):
+        """7.8125 m degC/LSB = 5/64 of 0.1 degC."""
+        b = self._read(REG_DIETEMP, self._b2)
+        v = (b[0] << 8) | b[1]
+        if v & 0x8000:
+            v -= 0x10000
+        return (v * 5 + 32) >> 6
+
+    def read_charge_raw(self):
+        """40-bit signed accumulator (may be a big int on the board: call it
+        from slow tasks only)."""
+        b = self._read(REG_CHARGE, self._b5)
+        v = (b[0] << 32) | (b[1] << 24) | (b[2] << 16) | (b[3] << 8) | b[4]
+        return v - (1 << 40) if b[0] & 0x80 else v
+
+    def read_charge_mas(self):
+        """Accumulated charge in mA*s (1 mAh = 3600 mAs)."""
+        raw = self.read_charge_raw()
+        return (raw * self.current_lsb_ua + 500) // 1000
+
+    def diag(self):
+        return self.read_reg(REG_DIAG_ALRT)

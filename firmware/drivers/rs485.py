@@ -1,0 +1,115 @@
+"""RS485 half-duplex port: a machine.UART plus a DE/RE direction pin.
+
+MicroPython's UART has no RS485 mode on rp2 or esp32, so the wrapper drives
+the transceiver itself: ``de.on(); uart.write(b); uart.flush(); de.off()``.
+``flush()`` blocks until the UART has shifted the data out (do not rely on
+IRQ_TXIDLE on rp2: it fires when the FIFO empties, with the last character
+still in the shift register).  An optional ``tail_us`` busy-wait after flush
+covers ports whose flush returns one character early.  /RE is expected to be
+tied to DE, so our own transmission is not echoed back.
+
+Port interface shared by every byte link (RS485, sim pty, BLE, display):
+    any() -> int, readinto(buf) -> n or None, write(buf) -> n, flush()
+
+Modbus RTU timing (Modbus over serial line V1.02, 2.5.1.1): a character is
+``bits`` long (11 for 8N1/8E1 with start and stop bits); frames are
+separated by 3.5 characters of silence and a gap of more than 1.5 characters
+inside a frame is an error.  Above 19200 baud the spec fixes t1.5 = 750 us
+and t3.5 = 1750 us.
+"""
+from micropython import const
+
+MODBUS_FIXED_BAUD = const(19200)
+T15_FIXED_US = const(750)
+T35_FIXED_US = const(1750)
+
+
+def char_us(baud, bits=11):
+    """Time of one character in us, rounded up."""
+    if baud <= 0:
+        raise ValueError("baud")
+    return (bits * 1000000 + baud - 1) // baud
+
+
+def t15_us(baud, bits=11):
+    if baud > MODBUS_FIXED_BAUD:
+        return T15_FIXED_US
+    return (bits * 1500000 + baud - 1) // baud
+
+
+def t35_us(baud, bits=11):
+    if baud > MODBUS_FIXED_BAUD:
+        return T35_FIXED_US
+    return (bits * 3500000 + baud - 1) // baud
+
+
+def _ticks():
+    import time
+    if hasattr(time, "ticks_us"):
+        return time.ticks_us, time.ticks_diff, getattr(time, "sleep_us", None)
+    # host (CPython): same wrap-around semantics on a monotonic clock
+    return ((lambda: int(time.monotonic() * 1000000) & 0x3FFFFFFF),
+            (lambda a, b: ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000), None)
+
+
+class Rs485:
+    def __init__(self, uart, de, baud=9600, bits=11, tail_us=0, ticks_us=None,
+                 ticks_diff=None, sleep_us=None):
+        self.uart = uart
+        self.de = de
+        self.baud = baud
+        self.bits = bits
+        self.tail_us = tail_us
+        if ticks_us is None or ticks_diff is None:
+            t_us, t_diff, s_us = _ticks()
+            ticks_us = ticks_us or t_us
+            ticks_diff = ticks_diff or t_diff
+            sleep_us = sleep_us or s_us
+        self._ticks_us = ticks_us
+        self._ticks_diff = ticks_diff
+        self._sleep_us = sleep_us
+        self.t15 = t15_us(baud, bits)
+        self.t35 = t35_us(baud, bits)
+        self.last_rx_us = ticks_us()
+        self.tx_bytes = 0
+        self.rx_bytes = 0
+        de.off()  # receive by default: never hold the bus
+
+    # ---- port interface ----------------------------------------------------
+    def any(self):
+        return self.uart.any()
+
+    def readinto(self, buf):
+        n = self.uart.readinto(buf)
+        if n:
+            self.rx_bytes += n
+            self.last_rx_us = self._ticks_us()
+        return n
+
+    def write(self, buf):
+        de = self.de
+        de.on()
+        try:
+            n = self.uart.write(buf)
+            self.uart.flush()
+            if self.tail_us and self._sleep_us is not None:
+                self._sleep_us(self.tail_us)
+        finally:
+            de.off()  # even if the UART raised: release the bus
+        if n:
+            self.tx_bytes += n
+        return n
+
+    def flush(self):
+        self.uart.flush()
+
+    # ---- Modbus framing helpers -------------------------------------------
+    def idle_us(self, now=None):
+        """Microseconds since the last received byte."""
+        if now is None:
+            now = self._ticks_us()
+        return self._ticks_diff(now, self.last_rx_us)
+
+    def frame_gap(self, now=None):
+        """True once t3.5 of silence followed the last received byte."""
+        return self.idle_us(now) >= self.t35

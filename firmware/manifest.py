@@ -1,0 +1,23 @@
+# MicroPython manifest: freeze the BMS into a custom firmware image, so the
+# bytecode runs from flash instead of being loaded into the heap (about ten
+# times less RAM; recipe in docs/deploy.md).
+#
+#   make -C ports/rp2 BOARD=RPI_PICO FROZEN_MANIFEST=/path/to/firmware/manifest.py
+#   make -C ports/esp32 BOARD=ESP32_GENERIC FROZEN_MANIFEST=/path/to/firmware/manifest.py
+#
+# Relative base paths resolve against this file's directory.  main.py and
+# config.py stay on the filesystem (editable; MicroPython runs main.py only
+# as a file); everything else is frozen.  Frozen modules are found before
+# the filesystem's, so remove old copies from the board after flashing.
+# This file is not part of the board image (tools/deploy.py skips it).
+
+include("$(PORT_DIR)/boards/manifest.py")  # the port's own frozen modules
+
+package("bms", base_path=".", opt=2)
+package("drivers", base_path=".", opt=2)
+try:
+    package("comms", base_path=".", opt=2)  # Modbus, CAN, BLE (when present)
+except Exception:  # noqa: BLE001
+    pass
+module("diag.py", base_path=".", opt=2)
+package("boards", base_path="..", opt=2)

@@ -1,0 +1,53 @@
+# tools/deploy: the dry-run plan builds real .mpy files and lists exactly
+# what goes where; the mpremote commands copy that list and nothing else.
+import os
+
+from tools import deploy
+
+
+def test_pico_plan_lists_every_module_once(tmp_path):
+    out = str(tmp_path / "pico")
+    files = deploy.plan("pico", out)
+    remote = [r for _l, r in files]
+    assert len(remote) == len(set(remote))
+    assert remote[-1] == "main.py"                       # source, copied last
+    assert "config.py" in remote and "diag.mpy" in remote
+    assert not [r for r in remote if r.startswith("manifest")]
+    assert "boards/pico.mpy" in remote and "boards/common.mpy" in remote
+    assert "boards/esp32_devkit.mpy" not in remote and "boards/pico_w.mpy" not in remote
+    for sub in ("bms", "drivers"):
+        for f in os.listdir(os.path.join(deploy.ROOT, "firmware", sub)):
+            if f.endswith(".py"):
+                assert "%s/%s.mpy" % (sub, f[:-3]) in remote, f
+    for local, r in files:
+        assert os.path.exists(local)
+        if r.endswith(".mpy"):
+            with open(local, "rb") as fh:
+                head = fh.read(2)
+            assert head == b"M\x06"                      # mpy v6 header
+    with open(os.path.join(out, "config.py")) as fh:
+        assert 'BOARD = "pico"' in fh.read()
+
+
+def test_pico_w_pulls_in_the_pico_pin_table(tmp_path):
+    remote = [r for _l, r in deploy.plan("pico_w", str(tmp_path / "w"))]
+    assert "boards/pico.mpy" in remote and "boards/pico_w.mpy" in remote
+
+
+def test_commands_copy_exactly_the_plan(tmp_path):
+    files = deploy.plan("slave_module", str(tmp_path / "s"))
+    cmds = deploy.commands("/dev/ttyACM0", files)
+    assert all(c[1:3] == ["connect", "/dev/ttyACM0"] for c in cmds)
+    assert cmds[0][3] == "exec" and "os.remove" in cmds[0][4]
+    cp = cmds[1]
+    pairs = [(cp[i + 2], cp[i + 3]) for i in range(3, len(cp), 5)]
+    assert pairs == [(loc, ":" + r) for loc, r in files]
+    assert cmds[2][3:] == ["reset"]
+    # .py twins of the installed .mpy files are removed first (they would shadow them)
+    assert "'drivers/mcp2515.py'" in cmds[0][4]
+
+
+def test_dry_run_main_prints_plan(tmp_path, capsys):
+    assert deploy.main(["--board", "pico", "--dry-run", "--out", str(tmp_path / "d")]) == 0
+    text = capsys.readouterr().out
+    assert ":drivers/ina228.mpy" in text and "dry run: would run" in text

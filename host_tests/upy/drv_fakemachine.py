@@ -1,0 +1,128 @@
+# A fake ``machine`` module for building the real board files on the host:
+# I2C routes to the BQ76952 / INA228 emulators, SPI to the MCP2515 emulator
+# (CS wired by pin number), ADC returns fixed NTC codes, WDT counts feeds.
+import drv_helpers  # noqa: F401
+
+from emu_bq76952 import EmuBQ76952, StaticSource
+from emu_ina228 import EmuINA228, StaticSource as ShuntSource
+from emu_mcp2515 import EmuMCP2515
+
+
+class Pin:
+    OUT = 1
+    IN = 0
+    PULL_UP = 1
+    registry = {}
+    cs_n = None
+    cs_target = None
+
+    def __init__(self, n, mode=None, pull=None, value=None):
+        self.n = n
+        self.mode = mode
+        self.v = 1 if pull == Pin.PULL_UP else 0
+        if value is not None:
+            self.v = value
+        Pin.registry[n] = self
+
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        self.v = 1 if v else 0
+        if self.n == Pin.cs_n and Pin.cs_target is not None:
+            Pin.cs_target.value(self.v)  # wired to the MCP2515's CS
+        return None
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+
+class FakeMachine:
+    def __init__(self, cells_mv, adc_code=32768, cs_pin=17):
+        Pin.registry = {}
+        self.Pin = Pin
+        self.bq = EmuBQ76952(StaticSource(cells_mv), crc=True, shunt_uohm=100)
+        self.ina = EmuINA228(ShuntSource(current_ma=0, bus_mv=sum(cells_mv)), shunt_uohm=100)
+        self.can = EmuMCP2515()
+        self.cs_pin = cs_pin
+        Pin.cs_n = cs_pin
+        Pin.cs_target = self.can.cs
+        self.adc_code = adc_code
+        self.created = []
+        self.feeds = 0
+        fm = self
+
+        class I2C:
+            def __init__(self, bus_id, sda=None, scl=None, freq=None):
+                fm.created.append(("I2C", bus_id, sda.n, scl.n, freq))
+                self.dev = {0x08: fm.bq, 0x40: fm.ina}
+
+            def readfrom_mem_into(self, addr, reg, buf, addrsize=8):
+                if addr not in self.dev:
+                    raise OSError(19)
+                self.dev[addr].readfrom_mem_into(addr, reg, buf)
+
+            def writeto_mem(self, addr, reg, buf, addrsize=8):
+                if addr not in self.dev:
+                    raise OSError(19)
+                self.dev[addr].writeto_mem(addr, reg, buf)
+
+        class SPI:
+            def __init__(self, bus_id, **kw):
+                fm.created.append(("SPI", bus_id))
+                self.spi = fm.can.spi
+
+            def write(self, b):
+                self.spi.write(b)
+
+            def readinto(self, b, w=0):
+                self.spi.readinto(b, w)
+
+        class UART:
+            def __init__(self, uid, **kw):
+                fm.created.append(("UART", uid, kw.get("baudrate")))
+
+            def write(self, b):
+                return len(b)
+
+            def flush(self):
+                pass
+
+            def any(self):
+                return 0
+
+            def readinto(self, b):
+                return None
+
+        class ADC:
+            ATTN_11DB = 3
+
+            def __init__(self, pin):
+                fm.created.append(("ADC", pin.n))
+
+            def read_u16(self):
+                return fm.adc_code
+
+            def atten(self, a):
+                pass
+
+            def read_uv(self):
+                return fm.adc_code * 3300000 // 65535
+
+        class WDT:
+            def __init__(self, timeout=0):
+                fm.created.append(("WDT", timeout))
+
+            def feed(self):
+                fm.feeds += 1
+
+        self.I2C = I2C
+        self.SPI = SPI
+        self.UART = UART
+        self.ADC = ADC
+        self.WDT = WDT
+
+    def pin(self, n):
+        return Pin.registry.get(n)

@@ -1,0 +1,63 @@
+# The real board files and main.build() on a fake machine module whose buses
+# lead to the chip emulators: pins, bus construction, boot to running.
+import drv_helpers  # noqa: F401
+from drv_fakemachine import FakeMachine
+
+from bms.contactors import RELAY_CHG, RELAY_DSG, RELAY_L2
+from bms.ticks import VirtualClock
+
+import main
+
+LFP16 = [3300 + i for i in range(16)]
+
+
+def _run(app, clock, ms):
+    end = clock.elapsed_ms + ms
+    while clock.elapsed_ms < end:
+        wait = app.step()
+        clock.advance(wait if wait > 0 else 1)
+
+
+def test_pico_boots_to_running_on_emulated_chips():
+    fm = FakeMachine(LFP16)
+    clock = VirtualClock(0x3FFFFFFF - 500)  # across the tick wrap
+    app = main.build("pico", machine=fm, clock=clock)
+    app.wdt = fm.WDT(4000)
+    assert ("I2C", 0, 4, 5, 400000) in fm.created
+    assert ("UART", 0, 9600) in fm.created and ("SPI", 0) in fm.created
+    assert ("ADC", 28) in fm.created and ("ADC", 26) in fm.created
+    _run(app, clock, 3000)
+    b = app.bms
+    assert b.running and b.exceptions == 0 and b.bus_errors == 0
+    assert list(b.meas.cell_mv[:16]) == LFP16
+    assert abs(b.meas.tmax[2] - 250) <= 1
+    st = b.contactors.state
+    assert st[RELAY_L2] and st[RELAY_DSG] and st[RELAY_CHG]
+    # Relay GPIOs (LC-5 J1 discharge GP10, J3 charge GP12, J4 level-2 GP13) driven high.
+    assert fm.pin(10).v == 1 and fm.pin(12).v == 1 and fm.pin(13).v == 1
+    assert fm.feeds == app.loops and fm.feeds > 0
+
+
+def test_dead_afe_at_boot_stays_safe_then_recovers():
+    fm = FakeMachine(LFP16)
+    fm.bq.dead = True
+    clock = VirtualClock(0)
+    app = main.build("pico", machine=fm, clock=clock)
+    assert not app.hw["board"].afe_ok and app.hw["board"].init_errors >= 1
+    _run(app, clock, 3000)
+    assert not app.bms.running and fm.pin(10).v == 0 and app.bms.exceptions == 0
+    fm.bq.dead = False
+    _run(app, clock, 3000)
+    assert app.bms.running and app.hw["board"].afe_ok
+
+
+def test_other_boards_construct():
+    for name in ("pico_w", "esp32_devkit"):
+        fm = FakeMachine(LFP16, cs_pin=5 if name == "esp32_devkit" else 17)
+        app = main.build(name, machine=fm, clock=VirtualClock(0))
+        assert app.bms is not None and len(app.hw["ntcs"]) == 3
+    fm = FakeMachine(LFP16)
+    app = main.build("slave_module", machine=fm, clock=VirtualClock(0))
+    assert app.bms is None and app.hw["kind"] == "slave"
+    app.hw["can"].init()
+    assert app.hw["can"].state() == 0

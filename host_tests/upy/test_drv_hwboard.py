@@ -1,0 +1,180 @@
+# HwBoard: the core's board interface over driver objects (fakes here; the
+# emulator-backed runs are in test_drv_boards / test_drv_chipboard).
+import drv_helpers  # noqa: F401
+from drv_helpers import raises
+
+from bms.measurements import ROLE_BALANCE, ROLE_CELL, T_OK, T_OPEN, Measurements
+from drivers import gpio
+from drivers.hwboard import FAULT_RELAY, HwBoard
+
+
+class FakeAfe:
+    max_cells = 4
+    balance_no_adjacent = True
+
+    def __init__(self):
+        self.cells = [3300, 3310, 0, 3290]
+        self.fail = False
+        self.fail_switch = False
+        self.fault_bits = 0
+        self.confs = []
+        self.switches = None
+        self.flags = None
+
+    def configure(self, conf):
+        if self.fail:
+            raise OSError(19)
+        self.confs.append(dict(conf))
+        return conf
+
+    def read_cells(self, mv, n):
+        if self.fail:
+            raise OSError(5)
+        for i in range(n):
+            mv[i] = self.cells[i]
+        return n
+
+    def read_temps(self, t):
+        t[0] = 312
+        return 1
+
+    def read_current(self):
+        return -1500
+
+    def read_stack_mv(self):
+        return sum(self.cells)
+
+    def read_ld_mv(self):
+        return 13000
+
+    def fault(self):
+        return self.fault_bits
+
+    def clear_fault(self):
+        self.fault_bits = 0
+
+    def balance(self, flags):
+        if self.fail:
+            raise OSError(5)
+        self.flags = bytes(flags)
+
+    def set_switches(self, chg, dsg):
+        if self.fail_switch:
+            raise OSError(5)
+        self.switches = (chg, dsg)
+
+
+class Ntc:
+    def __init__(self, t, st=T_OK):
+        self.temp_dc = t
+        self.st = st
+
+    def read(self):
+        return self.st
+
+
+class Pin:
+    def __init__(self, v=0):
+        self.v = v
+        self.log = None
+
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        self.v = v
+        if self.log is not None:
+            self.log.append((self, v))
+        return None
+
+
+def _board(**kw):
+    afe = FakeAfe()
+    pins = [Pin() for _ in range(5)]
+    relays = [gpio.Relay(p) for p in pins]
+    ntcs = [(Ntc(250), ROLE_CELL), (Ntc(0, T_OPEN), ROLE_CELL)]
+    b = HwBoard(afe, None, ntcs, relays, afe_temps=[(0, ROLE_BALANCE)],
+                afe_conf={"cells": 4}, **kw)
+    return b, afe, pins
+
+
+def test_measurements_through_the_interface():
+    b, afe, _ = _board()
+    assert b.init() and b.temp_roles == (ROLE_CELL, ROLE_CELL, ROLE_BALANCE)
+    m = Measurements(b.max_cells, b.temp_roles)
+    b.read_cells(m, 100)
+    assert list(m.cell_mv) == [3300, 3310, 0, 3290]
+    assert list(m.cell_ok) == [1, 1, 0, 1]          # 0 mV = open input
+    assert m.cell_ts[3] == 100
+    b.read_current(m, 100)
+    assert m.current_ma == -1500 and m.pack_mv == 9900 and m.load_mv == 13000 and m.load_ok
+    b.read_temps(m, 100)
+    assert list(m.temp_status) == [T_OK, T_OPEN, T_OK]
+    assert m.temp_dc[0] == 250 and m.temp_dc[2] == 312
+
+
+def test_cell_count_change_reconfigures_afe():
+    b, afe, _ = _board()
+    b.init()
+    m = Measurements(4, b.temp_roles)
+    m.set_cell_count(3)
+    b.read_cells(m, 0)
+    assert afe.confs[-1]["cells"] == 3
+
+
+def test_failed_init_is_retried_by_reads():
+    b, afe, _ = _board()
+    afe.fail = True
+    assert not b.init() and b.init_errors == 1
+    m = Measurements(4, b.temp_roles)
+    assert raises(OSError, b.read_cells, m, 0)
+    afe.fail = False
+    b.read_cells(m, 0)
+    assert b.afe_ok and m.cell_ok[0] == 1
+
+
+def test_relays_open_before_close_and_fet_rules():
+    b, afe, pins = _board(afe_fets=True)
+    b.init()
+    log = []
+    for p in pins:
+        p.log = log
+    b.set_relays(bytearray([1, 0, 1, 1, 0]))
+    log[:] = []
+    b.set_relays(bytearray([0, 1, 1, 1, 0]))       # precharge on, discharge off
+    assert log.index((pins[0], 0)) < log.index((pins[1], 1))
+    assert afe.switches == (True, False)
+    afe.fail_switch = True
+    b.set_relays(bytearray([1, 0, 1, 1, 0]))       # failed close: counted
+    assert b.output_errors == 1
+    assert raises(OSError, b.set_relays, bytearray([0, 0, 0, 0, 0]))  # failed open: raised
+
+
+def test_balance_errors_counted_not_raised():
+    b, afe, _ = _board()
+    b.init()
+    b.set_balance(bytearray([1, 0, 1, 0]))
+    assert afe.flags == b"\x01\x00\x01\x00"
+    afe.fail = True
+    b.set_balance(bytearray([0, 1, 0, 0]))
+    assert b.output_errors == 1
+
+
+def test_relay_readback_fault_reaches_afe_fault():
+    afe = FakeAfe()
+    coil = Pin()
+    fb = Pin(0)
+    r = gpio.Relay(coil, fb_pin=fb, fb_samples=2)
+    b = HwBoard(afe, None, (), [r], afe_conf={"cells": 4})
+    b.init()
+    m = Measurements(4, ())
+    b.set_relays(bytearray([1]))                    # commanded on, readback stays off
+    b.read_cells(m, 0)
+    assert b.afe_fault() == 0
+    b.read_cells(m, 50)
+    assert b.afe_fault() & FAULT_RELAY
+    fb.v = 1
+    b.clear_afe_fault()
+    assert b.afe_fault() == 0
+    afe.fault_bits = 1
+    b.read_cells(m, 100)
+    assert b.afe_fault() == 1

@@ -1,0 +1,283 @@
+# MCP2515 driver against datasheet bit timing, raw SPI bytes and the
+# byte-level emulator on a virtual CAN bus.
+import drv_helpers  # noqa: F401
+from drv_helpers import heap_locked, raises
+
+from canbus import BusNode, VirtualCanBus
+from drivers.mcp2515 import (MCP2515, STATE_BUS_OFF, STATE_ERROR_ACTIVE,
+                             STATE_ERROR_PASSIVE, STATE_ERROR_WARNING, bit_timing)
+from emu_mcp2515 import EmuMCP2515
+
+
+def decode_cnf(xtal, cnf1, cnf2, cnf3):
+    """Datasheet section 5: TQ = 2 (BRP+1) / Fosc, bit = 1 + PropSeg + PS1 + PS2."""
+    brp = cnf1 & 0x3F
+    sjw = (cnf1 >> 6) + 1
+    assert cnf2 & 0x80, "BTLMODE must be 1 (PS2 from CNF3)"
+    ps1 = ((cnf2 >> 3) & 7) + 1
+    prop = (cnf2 & 7) + 1
+    ps2 = (cnf3 & 7) + 1
+    ntq = 1 + prop + ps1 + ps2
+    return {"bitrate": xtal / (2.0 * (brp + 1) * ntq), "ntq": ntq, "sjw": sjw,
+            "ps1": ps1, "ps2": ps2, "prop": prop, "sp": (1.0 + prop + ps1) / ntq}
+
+
+def test_bit_timing_for_8_and_16_mhz_crystals():
+    for xtal in (8000000, 16000000):
+        for rate in (125000, 250000, 500000):
+            d = decode_cnf(xtal, *bit_timing(xtal, rate))
+            assert d["bitrate"] == rate, (xtal, rate, d)
+            assert 8 <= d["ntq"] <= 25
+            assert d["ps2"] >= 2 and d["prop"] + d["ps1"] >= d["ps2"]
+            assert d["ps2"] > d["sjw"]
+            assert 0.75 <= d["sp"] <= 0.875
+    # Hand-derived from the datasheet for 16 MHz / 500 kbit/s: BRP 0 ->
+    # TQ 125 ns, 16 TQ = 1 + 7 + 6 + 2 (87.5 %), SJW 1.
+    assert bit_timing(16000000, 500000) == (0x00, 0xAE, 0x01)
+    # The widespread Arduino mcp_can values decode to the same rates.
+    assert decode_cnf(16000000, 0x00, 0xF0, 0x86)["bitrate"] == 500000
+    assert decode_cnf(16000000, 0x41, 0xF1, 0x85)["bitrate"] == 250000
+    assert decode_cnf(8000000, 0x00, 0x90, 0x82)["bitrate"] == 500000
+    assert decode_cnf(8000000, 0x01, 0xB1, 0x85)["bitrate"] == 125000
+    # 1 Mbit/s at 8 MHz would need 4 TQ per bit: impossible.
+    assert raises(ValueError, bit_timing, 8000000, 1000000)
+
+
+def _node(bus, **kw):
+    emu = EmuMCP2515(bus)
+    drv = MCP2515(emu.spi, emu.cs, **kw)
+    drv.init()
+    return emu, drv
+
+
+def test_init_raw_spi_bytes():
+    emu = EmuMCP2515()
+    emu.spi_log = []
+    drv = MCP2515(emu.spi, emu.cs, xtal_hz=16000000, bitrate=500000)
+    drv.init()
+    log = emu.spi_log
+    assert log[0][0] == b"\xc0"                        # RESET
+    assert log[1][0][:2] == b"\x03\x0e" and log[1][1][2] == 0x80  # CANSTAT: config mode
+    # WRITE from CNF3 (0x28): CNF3, CNF2, CNF1, CANINTE (RX0IE|RX1IE|ERRIE|MERRE)
+    assert log[2][0] == bytes([0x02, 0x28, 0x01, 0xAE, 0x00, 0xA3])
+    # Normal mode requested with BIT MODIFY on CANCTRL (REQOP = 000)
+    assert bytes([0x05, 0x0F, 0xE8, 0x00]) in [m for m, _ in log]
+    assert emu.mode == 0
+
+
+def test_send_load_tx_bytes_std_and_ext():
+    bus = VirtualCanBus()
+    BusNode(bus)  # someone to ACK
+    emu, drv = _node(bus)
+    emu.spi_log = []
+    assert drv.send(0x123, b"\x01\x02")
+    mosi = [m for m, _ in emu.spi_log]
+    assert mosi[0][0] == 0xA0                          # READ STATUS
+    # LOAD TX BUFFER 0 at SIDH: SID10:3, SID2:0<<5, EID8, EID0, DLC, data
+    assert mosi[1] == bytes([0x40, 0x123 >> 3, (0x123 & 7) << 5, 0, 0, 2, 1, 2])
+    assert mosi[2] == bytes([0x02, 0x30, 0x08 | 3])    # TXREQ, TXP=3 (fifo head)
+    bus.step()
+    emu.spi_log = []
+    can_id = 0x18FF50E5
+    assert drv.send(can_id, b"\xaa", ext=True)
+    sid = can_id >> 18
+    want = bytes([0x40, sid >> 3, ((sid & 7) << 5) | 0x08 | ((can_id >> 16) & 3),
+                  (can_id >> 8) & 0xFF, can_id & 0xFF, 1, 0xAA])
+    assert [m for m, _ in emu.spi_log][1] == want
+    assert raises(ValueError, drv.send, 0x800, b"")
+    assert raises(ValueError, drv.send, 1, b"123456789")
+
+
+def test_two_controllers_exchange_frames():
+    bus = VirtualCanBus()
+    ea, a = _node(bus)
+    eb, b = _node(bus)
+    buf = bytearray(8)
+    assert b.recv(buf) == -1
+    assert a.send(0x321, b"\x10\x20\x30")
+    assert a.send(0x1ABCDEF0 & 0x1FFFFFFF, b"", ext=True)
+    bus.step()
+    assert b.recv(buf) == 3 and b.rx_id == 0x321 and not b.rx_ext
+    assert bytes(buf[:3]) == b"\x10\x20\x30"
+    assert b.recv(buf) == 0 and b.rx_id == 0x1ABCDEF0 and b.rx_ext
+    assert b.recv(buf) == -1
+    assert a.tx_count == 2 and ea.tx_frames == 2 and eb.rx_frames == 2
+
+
+def test_filters_masks_and_rollover_order():
+    bus = VirtualCanBus()
+    peer = BusNode(bus)
+    emu, drv = _node(bus)
+    drv.set_filters([(0x100, 0x7F0, False), (0x200, 0x7FF, False)])
+    for cid in (0x105, 0x300, 0x200, 0x10F, 0x201):
+        peer.send(cid, bytes([cid & 0xFF]))
+    bus.step()
+    buf = bytearray(8)
+    got = []
+    while True:
+        n = drv.recv(buf)
+        if n < 0:
+            break
+        got.append(drv.rx_id)
+    # The bus sends in id order: 0x105 -> RXB0 (RXF0), 0x10F -> RXB1 by
+    # rollover, 0x200 (RXF2, mask 2) finds RXB1 full -> overflow; 0x201 and
+    # 0x300 match no filter.
+    assert got == [0x105, 0x10F]
+    assert drv.rx_overflow >= 1
+    # Extended filter on the second mask group.
+    drv.set_filters([(0x100, 0x700, False), (0x18FF0000, 0x1FFF0000, True)])
+    peer.send(0x18FF1234, b"x", ext=True)
+    peer.send(0x18FE1234, b"y", ext=True)
+    peer.send(0x1FF, b"z")
+    bus.step()
+    got = []
+    while drv.recv(buf) >= 0:
+        got.append((drv.rx_id, drv.rx_ext))
+    assert got == [(0x1FF, False), (0x18FF1234, True)] or \
+        got == [(0x18FF1234, True), (0x1FF, False)]
+    assert raises(ValueError, drv.set_filters,
+                  [(1, 0x7FF, False), (2, 0x7F0, False), (3, 0x700, False)])
+
+
+def test_rollover_keeps_arrival_order():
+    bus = VirtualCanBus()
+    peer = BusNode(bus)
+    emu, drv = _node(bus)
+    buf = bytearray(8)
+    peer.send(0x10, b"1")
+    peer.send(0x11, b"2")
+    bus.step()            # RXB0 = 0x10, RXB1 = 0x11 (rollover)
+    assert drv.recv(buf) >= 0 and drv.rx_id == 0x10
+    peer.send(0x12, b"3")
+    bus.step()            # RXB0 = 0x12, newer than RXB1
+    order = []
+    while drv.recv(buf) >= 0:
+        order.append(drv.rx_id)
+    assert order == [0x11, 0x12]
+
+
+def test_tx_fifo_order_and_priority():
+    bus = VirtualCanBus()
+    BusNode(bus)
+    emu, drv = _node(bus)
+    for cid in (0x300, 0x200, 0x100):
+        assert drv.send(cid, b"")
+    assert not drv.send(0x050, b"")      # three buffers busy
+    bus.step()
+    assert [f[0] for f in bus.log] == [0x300, 0x200, 0x100]   # FIFO kept
+    bus.log = []
+    emu2, drv2 = _node(bus, fifo=False)
+    assert drv2.send(0x300, b"", prio=0)  # goes on the wire at once
+    assert drv2.send(0x200, b"", prio=1)
+    assert drv2.send(0x100, b"", prio=3)
+    bus.step()
+    assert [f[0] for f in bus.log] == [0x300, 0x100, 0x200]   # TXP order
+
+
+def test_error_counters_passive_bus_off_and_restart():
+    bus = VirtualCanBus()
+    emu, drv = _node(bus)
+    emu.recovery_ticks = 1000
+    assert drv.state() == STATE_ERROR_ACTIVE and drv.tec == 0
+    # Alone on the bus nobody ACKs: TEC +8 per attempt up to error passive
+    # (128), then the ACK-error exception keeps it there: never bus-off.
+    drv.send(0x10, b"a")
+    bus.step()
+    assert drv.state() == STATE_ERROR_PASSIVE and drv.tec == 128
+    peer = BusNode(bus)
+    bus.step()  # the retransmission is ACKed: delivered, TEC - 1
+    assert len(peer.inbox) == 1 and drv.state() == STATE_ERROR_WARNING and drv.tec == 127
+    # Bit errors on every attempt: 127 + 17 x 8 = 263 > 255 -> bus-off.
+    bus.errors = 100
+    drv.send(0x11, b"b")
+    bus.step()
+    assert bus.errors == 100 - 17
+    assert drv.state() == STATE_BUS_OFF and drv.bus_off_count == 1
+    assert not emu.can_ack()
+    bus.errors = 0
+    drv.restart()
+    assert drv.state() == STATE_ERROR_ACTIVE and drv.tec == 0 and drv.rec == 0
+    assert drv.send(0x12, b"c")
+    bus.step()
+    assert peer.inbox[-1][0] == 0x12
+
+
+def test_warning_level_and_auto_recovery():
+    bus = VirtualCanBus()
+    peer = BusNode(bus)
+    emu, drv = _node(bus)
+    bus.errors = 13  # 13 x 8 = 104, then one success: 103 >= 96 -> warning
+    drv.send(0x20, b"")
+    bus.step()
+    assert drv.state() == STATE_ERROR_WARNING and drv.tec == 103
+    bus.errors = 20  # 103 + 20 x 8 = 263 -> bus-off on the 20th error
+    drv.send(0x21, b"")
+    bus.step()
+    assert bus.errors == 0 and drv.state() == STATE_BUS_OFF
+    bus.step()  # second idle step: recovery_ticks (2) reached
+    assert drv.state() == STATE_ERROR_ACTIVE and drv.tec == 0
+    bus.step()  # the pending frame goes out after recovery
+    assert peer.inbox[-1][0] == 0x21 and drv.bus_off_count == 1
+
+
+def test_absent_chip_and_brownout_raise_oserror():
+    emu = EmuMCP2515()
+    emu.dead = True
+    emu.spi_log = []
+    drv = MCP2515(emu.spi, emu.cs, retry_limit=2)
+    assert raises(OSError, drv.init)
+    assert sum(1 for m, _ in emu.spi_log if m == b"\xc0") == 3  # bounded retries
+    emu.dead = False
+    drv.init()
+    assert drv.state() == STATE_ERROR_ACTIVE
+    emu._reset()  # brown-out: the chip is back in configuration mode, deaf
+    assert raises(OSError, drv.state)
+    drv.restart()
+    assert drv.state() == STATE_ERROR_ACTIVE
+
+
+def test_loopback_mode():
+    emu = EmuMCP2515()
+    drv = MCP2515(emu.spi, emu.cs, mode=2)
+    drv.init()
+    buf = bytearray(8)
+    assert drv.send(0x7FF, b"\x55\xaa")
+    assert drv.recv(buf) == 2 and drv.rx_id == 0x7FF and buf[1] == 0xAA
+
+
+class _ConstSpi:
+    """MISO always returns one byte value; never allocates."""
+
+    def __init__(self, v):
+        self.v = v
+
+    def write(self, buf):
+        pass
+
+    def readinto(self, buf, write=0):
+        for i in range(len(buf)):
+            buf[i] = self.v
+
+
+class _Pin:
+    def value(self, v=None):
+        return 1
+
+
+def test_send_and_recv_do_not_allocate():
+    spi = _ConstSpi(0x00)
+    drv = MCP2515(spi, _Pin())
+    data = b"\x01\x02\x03\x04"
+    buf = bytearray(8)
+
+    def tx():
+        return drv.send(0x123, data)
+
+    assert heap_locked(tx)
+    spi.v = 0x40  # RX STATUS: message in RXB0; frame bytes all 0x40
+    drv.fifo = False
+
+    def rx():
+        return drv.recv(buf)
+
+    assert heap_locked(rx) == 0  # DLC 0x40 & 0x0F = 0

@@ -1,0 +1,173 @@
+# RS485 direction control, Modbus RTU timing and the GPIO drivers.
+import drv_helpers  # noqa: F401
+from drv_helpers import raises
+
+from drivers import gpio
+from drivers.rs485 import Rs485, char_us, t15_us, t35_us
+
+
+class Events:
+    def __init__(self):
+        self.ev = []
+
+
+class FakePin:
+    def __init__(self, events=None, name="pin", v=0):
+        self.events = events
+        self.name = name
+        self.v = v
+
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        self.v = v
+        if self.events is not None:
+            self.events.ev.append((self.name, v))
+        return None
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+
+class FakeUart:
+    def __init__(self, events, fail=False):
+        self.events = events
+        self.rx = bytearray()
+        self.fail = fail
+
+    def write(self, buf):
+        if self.fail:
+            raise OSError(110)
+        self.events.ev.append(("write", bytes(buf)))
+        return len(buf)
+
+    def flush(self):
+        self.events.ev.append(("flush",))
+
+    def any(self):
+        return len(self.rx)
+
+    def readinto(self, buf):
+        if not self.rx:
+            return None
+        n = min(len(buf), len(self.rx))
+        buf[:n] = self.rx[:n]
+        self.rx = self.rx[n:]
+        return n
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000
+
+    def ticks(self):
+        return self.t
+
+    @staticmethod
+    def diff(a, b):
+        return a - b
+
+
+def test_modbus_timing_per_spec():
+    # 9600 baud, 11 bits per character: 1145.8 us; t1.5 1718.75; t3.5 4010.4 (rounded up)
+    assert char_us(9600) == 1146
+    assert t15_us(9600) == 1719
+    assert t35_us(9600) == 4011
+    assert t35_us(19200) == 2006 and t15_us(19200) == 860
+    # Above 19200 baud the spec fixes 750 us / 1750 us.
+    assert t15_us(38400) == 750 and t35_us(115200) == 1750
+    assert raises(ValueError, char_us, 0)
+
+
+def test_de_asserted_around_write_and_flush():
+    ev = Events()
+    de = FakePin(ev, "de", 1)
+    clk = Clock()
+    port = Rs485(FakeUart(ev), de, 9600, ticks_us=clk.ticks, ticks_diff=clk.diff)
+    ev.ev = []
+    assert port.write(b"\x01\x03") == 2
+    assert ev.ev == [("de", 1), ("write", b"\x01\x03"), ("flush",), ("de", 0)]
+    assert de.v == 0 and port.tx_bytes == 2
+
+
+def test_de_released_when_uart_raises():
+    ev = Events()
+    de = FakePin(ev, "de")
+    clk = Clock()
+    port = Rs485(FakeUart(ev, fail=True), de, 9600, ticks_us=clk.ticks, ticks_diff=clk.diff)
+    assert raises(OSError, port.write, b"x")
+    assert de.v == 0
+
+
+def test_receive_and_frame_gap():
+    ev = Events()
+    clk = Clock()
+    uart = FakeUart(ev)
+    port = Rs485(uart, FakePin(), 9600, ticks_us=clk.ticks, ticks_diff=clk.diff)
+    buf = bytearray(8)
+    assert port.readinto(buf) is None
+    uart.rx = bytearray(b"\x11\x22\x33")
+    clk.t = 5000
+    assert port.any() == 3 and port.readinto(buf) == 3 and port.last_rx_us == 5000
+    assert not port.frame_gap(5000 + 4010)
+    assert port.frame_gap(5000 + 4011)
+
+
+def test_relay_polarity_and_readback_fault():
+    coil = FakePin()
+    fb = FakePin(v=0)
+    r = gpio.Relay(coil, active_low=True, fb_pin=fb, fb_samples=3)
+    assert coil.v == 1            # active low: off = high
+    r.on()
+    assert coil.v == 0 and r.state
+    fb.v = 1                      # contact closed
+    assert r.check()
+    r.off()
+    # Welded: readback stays closed; the fault needs 3 checks in a row.
+    assert r.check() and r.check()
+    assert not r.check() and r.fault
+    fb.v = 0
+    assert not r.check()          # latched
+    r.clear_fault()
+    assert r.check()
+    plain = gpio.Relay(FakePin())
+    assert plain.check() and plain.readback() is None
+
+
+def test_key_debounce():
+    clk = Clock()
+    pin = FakePin(v=1)            # active low: released
+    k = gpio.Key(pin, clk.ticks, clk.diff, active_low=True, debounce_ms=50)
+    assert not k.value()
+    pin.v = 0
+    assert not k.value()          # just changed
+    clk.t += 30
+    pin.v = 1                     # bounce
+    assert not k.value()
+    pin.v = 0
+    clk.t += 10
+    assert not k.value()
+    clk.t += 49
+    assert not k.value()
+    clk.t += 1
+    assert k.value()              # stable for 50 ms
+
+
+def test_buzzer_and_led_patterns():
+    p = FakePin()
+    b = gpio.Buzzer(p)
+    b.on()
+    assert p.v == 1 and b.changes == 1
+    b.on()
+    assert b.changes == 1
+    led_pin = FakePin()
+    led = gpio.StatusLed(led_pin)
+    led.step(0, gpio.LED_SLOW)
+    assert led_pin.v == 1
+    led.step(600)
+    assert led_pin.v == 0
+    led.step(0, gpio.LED_OFF)
+    assert led_pin.v == 0
