@@ -333,6 +333,8 @@ class State:
                            self.lease_counter, self.lease_flags, self.flags, self.boots)
 
     def unpack(self, payload):
+        if len(payload) != struct.calcsize(_STATE):
+            raise ValueError("state: %d bytes" % len(payload))
         (self.soc_pm, self.remaining_mah, self.capacity_mah, self.cycles,
          self.throughput_mah, self.op_s, self.lease_end_s, self.lease_counter,
          self.lease_flags, self.flags, self.boots) = struct.unpack(_STATE, payload)
