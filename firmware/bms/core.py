@@ -76,6 +76,7 @@ MODE_BOOT = const(4)
 MODE_NAMES = ("standby", "charging", "discharging", "protect", "boot")
 
 MODE_CURRENT_MA = const(300)
+AVG_SAMPLES = const(20)  # fast ticks per calibration-average window (1 s)
 CAL_MIN_MA = const(500)
 ZERO_MAX_MA = const(5000)
 
@@ -102,6 +103,8 @@ class Bms:
         self.sched.add(self._slow, SLOW_MS, 10)
         self.current_raw_ma = 0
         self.current_avg_raw = 0
+        self._avg_sum = 0
+        self._avg_n = 0
         self.bus_errors = 0
         self.exceptions = 0
         self.last_exception = None
@@ -157,7 +160,14 @@ class Bms:
         if self._read(b.read_current, now):
             raw = m.current_ma
             self.current_raw_ma = raw
-            self.current_avg_raw += (raw - self.current_avg_raw) >> 3
+            # Exact mean over 1 s windows for calibration (an integer IIR
+            # would keep a bias of up to its shift factor in mA).
+            self._avg_sum += raw
+            self._avg_n += 1
+            if self._avg_n >= AVG_SAMPLES:
+                self.current_avg_raw = self._avg_sum // self._avg_n
+                self._avg_sum = 0
+                self._avg_n = 0
             m.current_ma = self._calibrate(raw)
             m.current_ts = now
             m.current_seen = True
@@ -171,8 +181,8 @@ class Bms:
                       or ticks_diff(now, m.temps_ts) > TEMP_STALE_MS)
         prot.set_flag(F.SIG_BAL_SENSOR, m.bad_temps[ROLE_BALANCE] > 0)
         prot.set_flag(F.SIG_PRECHARGE, self.contactors.precharge_failed)
-        if b.afe_fault():
-            prot.set_flag(F.SIG_AFE, True)
+        # The chip latches its own trip until cleared; the fault follows it.
+        prot.set_flag(F.SIG_AFE, b.afe_fault() != 0)
 
         p = self.params
         key = b.key()
@@ -268,13 +278,16 @@ class Bms:
 
     def _reset_faults(self, now):
         prot = self.prot
-        prot.set_flag(F.SIG_INTERNAL, False)
-        prot.set_flag(F.SIG_PRECHARGE, False)
-        prot.set_flag(F.SIG_AFE, False)
-        self.contactors.clear_precharge_fault()
         reset_afe = getattr(self.board, "clear_afe_fault", None)
         if reset_afe is not None:
-            reset_afe()
+            try:
+                reset_afe()
+            except OSError:
+                self.bus_errors += 1
+        prot.set_flag(F.SIG_INTERNAL, False)
+        prot.set_flag(F.SIG_PRECHARGE, False)
+        prot.set_flag(F.SIG_AFE, self.board.afe_fault() != 0)
+        self.contactors.clear_precharge_fault()
         prot.step(self.meas, now)  # let cleared flags reach S_RECOVERED
         return prot.reset_latched(now)
 

@@ -179,7 +179,7 @@ TABLE = (
     ("precharge", SIG_PRECHARGE, K_FLAG, _ONE, _ONE, _c(0), _c(0),
      P_LATCH, R_DSG, L_PROT),
     ("internal", SIG_INTERNAL, K_FLAG, _ONE, _ONE, _c(0), _c(0),
-     P_LATCH, R_CHG | R_DSG | R_BAL | R_HEAT, L_CRIT),
+     P_LATCH, R_CHG | R_DSG | R_L2 | R_BAL | R_HEAT, L_CRIT),
     ("afe", SIG_AFE, K_FLAG, _ONE, _ONE, _c(0), _c(1000),
      P_LATCH, R_CHG | R_DSG, L_CRIT),
     ("comm", SIG_COMM, K_FLAG, _ONE, _ONE, _c(0), _c(2000),

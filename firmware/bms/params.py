@@ -245,7 +245,7 @@ class ParamError(ValueError):
     """A refused change; ``index`` names the first offending parameter."""
 
     def __init__(self, index, reason):
-        ValueError.__init__(self, reason)
+        super().__init__(reason)
         self.index = index
         self.reason = reason
 

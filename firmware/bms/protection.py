@@ -38,6 +38,8 @@ class Protection:
         self.clear_ms = array("i", [0] * n)
         self.count = array("i", [0] * n)
         self.state = bytearray(n)
+        self.seen = bytearray(n)  # condition held at the previous tick
+        self.ok_now = bytearray(n)  # recovery condition holds at this tick
         self.trip_value = array("i", [0] * n)
         self.trip_count = array("H", [0] * n)
         self.set_at = array("i", [0] * n)
@@ -141,18 +143,26 @@ class Protection:
             else:
                 cond = valid and v >= self.thr[i]
                 recovered = (not valid) or v < self.rec[i]
+            self.ok_now[i] = 1 if (recovered and not cond) else 0
             st = self.state[i]
             if st == S_IDLE:
                 c = self.count[i]
                 if cond:
-                    c += dt
+                    # Count only time the condition was seen to hold: the
+                    # interval before the first observation does not count,
+                    # so no fault ever trips before its delay.
+                    if self.seen[i]:
+                        c += dt
+                    self.seen[i] = 1
                     if c >= self.delay[i]:
                         self._set(i, v, now)
                         c = 0
-                elif c > 0:
-                    c -= dt
-                    if c < 0:
-                        c = 0
+                else:
+                    self.seen[i] = 0
+                    if c > 0:
+                        c -= dt
+                        if c < 0:
+                            c = 0
                 self.count[i] = c
             else:
                 if recovered and not cond:
@@ -191,14 +201,21 @@ class Protection:
     def _clear(self, i, v, now):
         self.state[i] = S_IDLE
         self.count[i] = 0
+        self.seen[i] = 0
         if self.log is not None:
             self.log.append(now, EV_FAULT_CLEAR, i, v)
 
     def reset_latched(self, now):
-        """Clear latched faults whose condition is gone; returns how many."""
+        """Clear latched faults whose condition is gone; returns how many.
+
+        A reset is a deliberate user action, so it does not wait out the
+        clear delay, but a fault whose condition is still present stays.
+        """
         n = 0
         for i in range(F.N_FAULTS):
-            if self.state[i] == S_RECOVERED:
+            st = self.state[i]
+            if st == S_RECOVERED or (st == S_ACTIVE and self.ok_now[i]
+                                     and self.f_policy[i] == F.P_LATCH):
                 self._clear(i, self.sig[self.f_sig[i]], now)
                 n += 1
         return n

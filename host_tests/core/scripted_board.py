@@ -24,9 +24,12 @@ class ScriptedBoard:
         self.fail_current = 0
         self.fail_cells = 0
         self.fail_temps = 0
+        self.crash = False  # a driver bug: raises something that is not OSError
         self.balance_no_adjacent = True
 
     def read_current(self, m, now):
+        if self.crash:
+            raise ValueError("driver bug")
         if self.fail_current:
             self.fail_current -= 1
             raise OSError(5)

@@ -1,0 +1,197 @@
+# Relays (precharge sequence, manual switches, K switch), buzzer, event log,
+# fail-safe on exceptions, current calibration, command handling.
+from bms import faults as F
+from bms import params as P
+from bms.buzzer import Buzzer
+from bms.contactors import D_CLOSED, D_OPEN, D_PRECHARGE, RELAY_CHG, RELAY_DSG, RELAY_L2, RELAY_PRE
+from bms.core import (ACCEPTED, CMD_CAL_CURRENT, CMD_CAL_ZERO, CMD_CLEAR_LOG, CMD_RESET_FAULTS,
+                      CMD_SOC_SET, ILLEGAL, MODE_CHARGING, MODE_DISCHARGING, MODE_PROTECT,
+                      PENDING)
+from bms.eventlog import EV_EXCEPTION, EV_RELAY, EventLog
+from harness import Rig
+
+
+def test_nothing_closes_before_first_data():
+    r = Rig()
+    r.board.fail_cells = 1000
+    r.run(1000)
+    s = r.bms.contactors.state
+    assert not s[RELAY_CHG] and not s[RELAY_DSG] and not s[RELAY_PRE]
+    assert not r.bms.running
+
+
+def test_precharge_sequence_order_and_overlap():
+    r = Rig()
+    r.board.load_mv = 0
+    r.run(600)
+    c = r.bms.contactors
+    assert c.dsg_state == D_PRECHARGE
+    assert c.state[RELAY_PRE] and not c.state[RELAY_DSG] and c.state[RELAY_L2]
+    r.board.load_mv = 16 * 3300 * 91 // 100  # above 90 % of the pack
+    r.run(60)
+    assert c.dsg_state == D_CLOSED
+    assert c.state[RELAY_DSG] and c.state[RELAY_PRE]  # short overlap
+    r.run(300)
+    assert c.state[RELAY_DSG] and not c.state[RELAY_PRE]
+    # The log shows precharge closing before discharge.
+    ev = [(e[3], e[4]) for e in r.log.find(EV_RELAY)]
+    assert ev.index((RELAY_PRE, 1)) < ev.index((RELAY_DSG, 1))
+
+
+def test_precharge_timeout_latches_and_never_hot_closes():
+    r = Rig()
+    r.board.load_mv = 100  # a shorted or huge load never charges
+    r.run(3000 + 600)
+    c = r.bms.contactors
+    assert r.bms.prot.active(F.PRECHARGE)
+    assert not c.state[RELAY_DSG] and not c.state[RELAY_PRE]
+    r.run(10000)
+    assert not c.state[RELAY_DSG]  # no retry loop cooking the resistor
+    assert c.state[RELAY_CHG]      # charging is still allowed
+
+
+def test_manual_switches_from_normal_page():
+    r = Rig()
+    r.run(1000)
+    r.params.set(P.P_CHG_SWITCH, 0)
+    r.run(100)
+    assert not r.bms.contactors.state[RELAY_CHG]
+    assert r.bms.contactors.state[RELAY_DSG]
+    r.params.set(P.P_DSG_SWITCH, 0)
+    r.run(100)
+    assert not r.bms.contactors.state[RELAY_DSG]
+    r.params.set_many([(P.P_CHG_SWITCH, 1), (P.P_DSG_SWITCH, 1)])
+    r.run(600)
+    assert r.bms.contactors.state[RELAY_CHG] and r.bms.contactors.state[RELAY_DSG]
+
+
+def test_key_switch_controls_discharge_and_resets_latched():
+    r = Rig(key_enable=1)
+    r.run(1000)
+    assert r.bms.contactors.state[RELAY_DSG]
+    r.board.key_on = False
+    r.run(100)
+    assert not r.bms.contactors.state[RELAY_DSG]
+    assert r.bms.contactors.state[RELAY_CHG]
+    # A latched short-circuit fault is reset by cycling K off -> on.
+    r.board.key_on = True
+    r.run(600)
+    r.board.current_ma = -700000
+    r.run(100)
+    assert r.bms.prot.active(F.SHORT)
+    r.board.current_ma = 0
+    r.run(3000)
+    assert r.bms.prot.active(F.SHORT)
+    r.board.key_on = False
+    r.run(100)
+    r.board.key_on = True
+    r.run(100)
+    assert not r.bms.prot.active(F.SHORT)
+    r.run(600)
+    assert r.bms.contactors.state[RELAY_DSG]
+
+
+def test_exception_in_cycle_opens_everything_and_loop_survives():
+    r = Rig()
+    r.run(1000)
+    r.board.crash = True
+    r.run(100)
+    s = r.bms.contactors.state
+    assert not (s[RELAY_CHG] or s[RELAY_DSG] or s[RELAY_L2] or s[RELAY_PRE])
+    assert r.bms.exceptions > 0
+    assert r.log.find(EV_EXCEPTION)
+    r.board.crash = False
+    r.run(2000)
+    assert r.bms.prot.active(F.INTERNAL)  # latched until someone looks
+    assert r.bms.sched.runs[0] > 0
+    assert r.bms.request(CMD_RESET_FAULTS) == ACCEPTED
+    r.run(1000)
+    assert not r.bms.prot.active(F.INTERNAL)
+    assert r.bms.contactors.state[RELAY_DSG]
+
+
+def test_bus_errors_retry_once_then_stale():
+    r = Rig()
+    r.run(1000)
+    r.board.fail_cells = 1  # one NACK: retried inside the same sweep
+    r.run(500)
+    assert r.bms.bus_errors == 1
+    assert not r.bms.prot.active(F.CELL_STALE)
+
+
+def test_requests_accept_pending_illegal():
+    r = Rig()
+    assert r.bms.request(99) == ILLEGAL
+    assert r.bms.request(CMD_SOC_SET, 1001) == ILLEGAL
+    assert r.bms.request(CMD_SOC_SET, 800) == ACCEPTED
+    assert r.bms.request(CMD_CLEAR_LOG) == PENDING
+    r.run(100)
+    assert r.bms.soc.soc_pm == 800
+
+
+def test_current_gain_calibration_from_true_value():
+    r = Rig()
+    r.run(500)
+    r.board.current_ma = 2040  # the shunt reads 2 % high
+    r.run(2000)
+    assert r.bms.request(CMD_CAL_CURRENT, 2000) == ACCEPTED
+    r.run(100)
+    assert abs(r.bms.meas.current_ma - 2000) <= 2
+    assert 9795 <= r.params[P.P_CUR_GAIN] <= 9810
+
+
+def test_zero_offset_calibration():
+    r = Rig()
+    r.board.current_ma = 180
+    r.run(2000)
+    r.bms.request(CMD_CAL_ZERO)
+    r.run(100)
+    assert abs(r.bms.meas.current_ma) <= 1
+    r.board.current_ma = 10180
+    r.run(100)
+    assert abs(r.bms.meas.current_ma - 10000) <= 2
+
+
+def test_modes():
+    r = Rig()
+    r.run(1000)
+    r.board.current_ma = 5000
+    r.run(100)
+    assert r.bms.mode == MODE_CHARGING
+    r.board.current_ma = -5000
+    r.run(100)
+    assert r.bms.mode == MODE_DISCHARGING
+    r.board.cells[0] = 3800
+    r.run(6000)
+    assert r.bms.mode == MODE_PROTECT
+
+
+def test_buzzer_patterns_by_level():
+    b = Buzzer()
+    ons = []
+    for t in range(0, 10000, 10):
+        b.step(t, F.L_WARN, True)
+        ons.append(b.on)
+    assert 15 <= sum(ons) <= 25  # 100 ms every 5 s
+    b2 = Buzzer()
+    ons = []
+    for t in range(0, 10000, 10):
+        b2.step(t, F.L_CRIT, True)
+        ons.append(b2.on)
+    assert 450 <= sum(ons) <= 550  # half the time
+    b3 = Buzzer()
+    b3.step(0, F.L_CRIT, False)
+    assert not b3.on
+
+
+def test_event_log_ring_keeps_newest():
+    log = EventLog(4)
+    for i in range(10):
+        log.append(i, 5, i, 0)
+    assert len(log) == 4
+    assert [log.get(i)[3] for i in range(4)] == [6, 7, 8, 9]
+    assert log.get(0)[0] == 7  # sequence numbers keep counting
+    got = []
+    log2 = EventLog(4, sink=lambda *rec: got.append(rec))
+    log2.append(1, 2, 3, 4)
+    assert got == [(1, 1, 2, 3, 4)]
