@@ -30,7 +30,7 @@ from bms import sleep as SL
 from bms import watchdog as W
 from bms.params import P_BUZZER
 from bms.store import F_CLEAN, State
-from bms.ticks import ticks_diff
+from bms.ticks import ticks_add, ticks_diff
 
 PARAM_DEBOUNCE_MS = const(2000)
 PARAM_MIN_MS = const(10000)
@@ -54,13 +54,14 @@ class Services:
         self.updater = updater
         self.reset = reset      # machine.reset on a board
         self.errors = 0         # flash errors (OSError) seen while saving
+        self.stopped = False
         clock = bms.clock
         now = clock.ticks_ms()
         self._t_op = now
         self._op_ms = 0
         self._pver = bms.params.version
         self._p_changed_at = None
-        self._p_saved_at = now
+        self._p_saved_at = ticks_add(now, -PARAM_MIN_MS)
         self._s_saved_op = state.op_s
         self._s_saved = state.copy()
         self._log_at = now
@@ -103,7 +104,7 @@ class Services:
         self._state_step(now)
         self._update_step(now)
         self._log_step(now)
-        if bms.restart_requested:
+        if bms.restart_requested and not self.stopped:
             self.shutdown(W.R_COMMAND)
 
     def _op_time(self, now):
@@ -254,9 +255,9 @@ class Services:
 
     def shutdown(self, reason=W.R_COMMAND):
         """Orderly stop: everything to flash, intent recorded, then reset."""
+        self.stopped = True
         now = self.bms.clock.ticks_ms()
-        self.bms.contactors.open_all(now)
-        self.bms.board.set_relays(self.bms.contactors.state)
+        self.bms.contactors.open_all(now)   # applies to the board at once
         if self.bms.params.version != self._pver or self._p_changed_at is not None:
             try:
                 self.store.save_params(self.bms.params)
