@@ -90,6 +90,8 @@ class PersistLog:
         self._q = bytearray(queue * REC)
         self._qmv = memoryview(self._q)
         self._qcap = queue
+        # One view per queue slot, made now: slicing in ``append`` would allocate.
+        self._body = [self._qmv[k * REC:k * REC + _BODY] for k in range(queue)]
         self.pending = 0
         self.urgent = False
         self.dropped = 0
@@ -225,7 +227,7 @@ class PersistLog:
                          MAGIC, now & 0xFFFFFFFF, _clamp32(a), _clamp32(b), _clamp32(cur),
                          vmax & 0xFFFF, vmin & 0xFFFF, imax & 0xFF, imin & 0xFF,
                          tmax, tmin, soc & 0xFFFF)
-        struct.pack_into("<I", self._q, off + _BODY, crc32(self._qmv[off:off + _BODY]))
+        struct.pack_into("<I", self._q, off + _BODY, crc32(self._body[self.pending]))
         self.next_seq += 1
         self.pending += 1
         if urgent or kind <= 1 or kind == 7 or kind >= 16:  # boot, fault set, exception, ours

@@ -160,3 +160,20 @@ def test_state_record():
     assert got.soc_pm == 700 and got.cycles == 12 and got.op_s == 123456 and got.lease_counter == 3
     assert st.state_rec.writes == 2
     raises(ValueError, S.State().unpack, b"short")
+
+
+def test_log_sink_allocates_nothing():
+    """The sink runs inside the control cycle: heap-locked under MicroPython."""
+    import micropython
+    from bms.measurements import Measurements
+    from bms.persistlog import PersistLog
+    log = PersistLog(FakeFlash())
+    log.attach(Measurements(16, (0, 1, 2, 2)), None)
+    log.sink(1, 5, 1, 3, 4)
+    micropython.heap_lock()
+    try:
+        for k in range(8):
+            log.sink(k, 5, 1, 3, 4)
+    finally:
+        micropython.heap_unlock()
+    assert log.pending == 9
