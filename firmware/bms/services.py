@@ -1,0 +1,310 @@
+"""Attaches the settings store, persistent log, lease, sleep and watchdog to a Bms.
+
+Nothing here runs inside the control cycle: the board loop calls
+``services.poll()`` after ``bms.step()``; all flash work happens there, at a
+bounded rate.  Boot order (``boot`` does it for you):
+
+    reason = watchdog.boot_reason(fs, machine.reset_cause, machine)
+    store.load_params(params)      # before the Bms exists: no listener yet
+    state = store.load_state()
+    bms = Bms(board, params, clock, log, soc_pm=state.soc_pm)
+    svc = Services(bms, store, state, plog, ...)
+
+Write policy (see docs/storage.md for the flash budget):
+  params  2 s after the last accepted change (a burst of Modbus writes is one
+          record), and never more than once per ``PARAM_MIN_MS``.
+  state   when SOC moved >= 10 per mille, cycles or the lease changed, at most
+          every ``STATE_MIN_S``; otherwise every ``STATE_MAX_S`` while running
+          (operating time); at once on a restart or sleep request.  Unclean
+          boots add ``STATE_MAX_S`` to the operating time (the most that can
+          have been lost), so a power cycle never extends a lease.
+  log     urgent records (boot, fault set, exception, ours) at the next poll;
+          others batched for ``LOG_BATCH_MS`` or until the queue is half full.
+"""
+from micropython import const
+
+from bms import faults as F
+from bms import lease as LS
+from bms import persistlog as PL
+from bms import sleep as SL
+from bms import watchdog as W
+from bms.params import P_BUZZER
+from bms.store import F_CLEAN, State
+from bms.ticks import ticks_add, ticks_diff
+
+PARAM_DEBOUNCE_MS = const(2000)
+PARAM_MIN_MS = const(10000)
+STATE_MIN_S = const(300)
+STATE_MAX_S = const(900)
+SOC_STEP_PM = const(10)
+LOG_BATCH_MS = const(60000)
+CONFIRM_MS = const(60000)   # armed and fault-free this long -> update confirmed
+
+
+class Services:
+    def __init__(self, bms, store, state, plog=None, lease=None, sleep=None, watchdog=None,
+                 updater=None, reset=None, unclean=None, reason=None):
+        self.bms = bms
+        self.store = store
+        self.state = state
+        self.plog = plog
+        self.lease = lease
+        self.sleep = sleep
+        self.wdt = watchdog
+        self.updater = updater
+        self.reset = reset      # machine.reset on a board
+        self.errors = 0         # flash errors (OSError) seen while saving
+        self.stopped = False
+        clock = bms.clock
+        now = clock.ticks_ms()
+        self._t_op = now
+        self._op_ms = 0
+        self._pver = bms.params.version
+        self._p_changed_at = None
+        self._p_saved_at = ticks_add(now, -PARAM_MIN_MS)
+        self._s_saved_op = state.op_s
+        self._s_saved = state.copy()
+        self._log_at = now
+        self._armed_since = None
+        self._lease_evt = 0
+        self._was_blocked = False
+        self._beeping = False
+        if plog is not None:
+            plog.attach(bms.meas, bms.soc)
+            bms.log.sink = plog.sink
+            if reason is not None:
+                plog.append(now, PL.PK_RESET, reason[0], reason[1])
+            for name, _old, new, why in store.report:
+                if why != "no stored settings: defaults":
+                    plog.append(now, PL.PK_MIGRATE, _pindex(name), new if new is not None else -1)
+            if updater is not None and updater.event:
+                plog.append(now, PL.PK_UPDATE, updater.event, updater.active)
+        # Restore the counters the Soc keeps (its soc_pm came via the constructor).
+        soc = bms.soc
+        soc.cycles = state.cycles
+        if state.capacity_mah:
+            soc.learned_mah = state.capacity_mah
+        if unclean:
+            state.op_s += STATE_MAX_S
+        state.flags &= ~F_CLEAN
+        state.boots += 1
+        self._save_state()
+
+    # ---- the poller ------------------------------------------------------
+    def poll(self):
+        """Call after every ``bms.step()``; returns quickly when nothing is due."""
+        bms = self.bms
+        now = bms.clock.ticks_ms()
+        if self.wdt is not None:
+            self.wdt.feed_if_alive()
+        self._op_time(now)
+        self._lease_step(now)
+        self._sleep_step(now)
+        self._params_step(now)
+        self._state_step(now)
+        self._update_step(now)
+        self._log_step(now)
+        if bms.restart_requested and not self.stopped:
+            self.shutdown(W.R_COMMAND)
+
+    def _op_time(self, now):
+        dt = ticks_diff(now, self._t_op)
+        self._t_op = now
+        if dt <= 0:
+            return
+        if dt > 10000:
+            dt = 10000   # a stalled loop (flash erase, debugger) counts, but bounded
+        ms = self._op_ms + dt
+        self.state.op_s += ms // 1000
+        self._op_ms = ms % 1000
+
+    def _lease_step(self, now):
+        ls = self.lease
+        if ls is None:
+            return
+        blocked = ls.blocked
+        self.bms.prot.set_flag(F.SIG_LEASE, blocked)
+        if blocked and not self._was_blocked:
+            self._event(now, PL.PK_LEASE, LS.LE_EXPIRED, ls.state.lease_counter)
+        self._was_blocked = blocked
+        if ls.last_event:
+            self._event(now, PL.PK_LEASE, ls.last_event, ls.state.lease_counter)
+            ls.last_event = 0
+        if ls.changed:
+            ls.changed = False
+            self._save_state()
+        # Warning chirps only while protection leaves the buzzer alone.
+        if self.bms.prot.level == 0 and self.bms.params[P_BUZZER]:
+            on = ls.beep(now)
+            if on != self._beeping:
+                self._beeping = on
+                self.bms.board.set_buzzer(on)
+        elif self._beeping:
+            self._beeping = False
+
+    def _sleep_step(self, now):
+        sl = self.sleep
+        if sl is None:
+            return
+        bms = self.bms
+        key_fn = getattr(bms.board, "sleep_key", None)
+        key = key_fn() if key_fn is not None else False
+        if bms.sleep_requested and sl.state == SL.AWAKE:
+            sl.request()   # CMD_SLEEP over comms
+        if sl.step(now, bms.meas.current_ma, key):
+            asleep = sl.state == SL.ASLEEP
+            bms.sleep_requested = asleep   # hook wanted: Bms.wake() / CMD_WAKE
+            self._event(now, PL.PK_SLEEP, 1 if asleep else 0, sl.cause)
+            if asleep:
+                self._save_state(clean=True)
+                self.flush_log()
+
+    def _params_step(self, now):
+        p = self.bms.params
+        if p.version != self._pver:
+            self._pver = p.version
+            self._p_changed_at = now
+        t = self._p_changed_at
+        if t is None:
+            return
+        if ticks_diff(now, t) >= PARAM_DEBOUNCE_MS and \
+                ticks_diff(now, self._p_saved_at) >= PARAM_MIN_MS:
+            try:
+                self.store.save_params(p)
+                self._p_changed_at = None
+                self._p_saved_at = now
+            except OSError:
+                self.errors += 1
+                self._p_saved_at = now   # retry after PARAM_MIN_MS
+
+    def _snapshot_soc(self):
+        st = self.state
+        soc = self.bms.soc
+        st.soc_pm = soc.soc_pm
+        st.remaining_mah = soc.remaining_mah
+        st.cycles = soc.cycles
+        st.capacity_mah = getattr(soc, "learned_mah", 0) or 0
+
+    def _state_step(self, now):
+        st = self.state
+        self._snapshot_soc()
+        age = st.op_s - self._s_saved_op
+        if age < STATE_MIN_S:
+            return
+        old = self._s_saved
+        d = st.soc_pm - old.soc_pm
+        moved = d >= SOC_STEP_PM or -d >= SOC_STEP_PM or st.cycles != old.cycles \
+            or st.lease_end_s != old.lease_end_s or st.lease_counter != old.lease_counter
+        if moved or age >= STATE_MAX_S:
+            self._save_state()
+
+    def _save_state(self, clean=False):
+        st = self.state
+        self._snapshot_soc()
+        if clean:
+            st.flags |= F_CLEAN
+        try:
+            self.store.save_state(st)
+            self._s_saved = st.copy()
+            self._s_saved_op = st.op_s
+        except OSError:
+            self.errors += 1
+            self._s_saved_op = st.op_s   # retry after STATE_MIN_S, not every poll
+        st.flags &= ~F_CLEAN
+
+    def _update_step(self, now):
+        up = self.updater
+        if up is None:
+            return
+        if up.state != 2:   # ST_TRIAL
+            return
+        bms = self.bms
+        ok = bms.running and not bms.prot.active(F.INTERNAL) and bms.exceptions == 0
+        if not ok:
+            self._armed_since = None
+            return
+        if self._armed_since is None:
+            self._armed_since = now
+        elif ticks_diff(now, self._armed_since) >= CONFIRM_MS:
+            try:
+                if up.confirm():
+                    self._event(now, PL.PK_UPDATE, up.event, up.active)
+            except OSError:
+                self.errors += 1
+
+    def _log_step(self, now):
+        pl = self.plog
+        if pl is None or not pl.pending:
+            return
+        if pl.urgent or pl.pending * 2 >= pl._qcap or ticks_diff(now, self._log_at) >= LOG_BATCH_MS:
+            self.flush_log()
+
+    def _event(self, now, kind, a, b):
+        if self.plog is not None:
+            self.plog.append(now, kind, a, b)
+
+    # ---- actions ---------------------------------------------------------
+    def flush_log(self):
+        if self.plog is None:
+            return
+        self._log_at = self.bms.clock.ticks_ms()
+        try:
+            self.plog.flush()
+        except OSError:
+            self.errors += 1
+
+    def shutdown(self, reason=W.R_COMMAND):
+        """Orderly stop: everything to flash, intent recorded, then reset."""
+        self.stopped = True
+        now = self.bms.clock.ticks_ms()
+        self.bms.contactors.open_all(now)   # applies to the board at once
+        if self.bms.params.version != self._pver or self._p_changed_at is not None:
+            try:
+                self.store.save_params(self.bms.params)
+            except OSError:
+                self.errors += 1
+        self._save_state(clean=True)
+        self.flush_log()
+        W.prepare_reset(self.store.fs, reason)
+        if self.reset is not None:
+            self.reset()
+
+    def enter_lease_code(self, code):
+        """For comms/display: (True, days) or (False, reason)."""
+        if self.lease is None:
+            return False, "no lease configured"
+        try:
+            _c, days = self.lease.enter(code, self.bms.clock.ticks_ms())
+        except LS.LeaseError as e:
+            self._event(self.bms.clock.ticks_ms(), PL.PK_LEASE, LS.LE_REFUSED, 0)
+            return False, str(e)
+        return True, days
+
+
+def _pindex(name):
+    from bms.params import index
+    return index(name)
+
+
+def boot(board, params, clock, fs, machine=None, log=None, lease_secret=None, serial="",
+         wdt=None, updater=None, sleep=None):
+    """Build the Bms with its services from the flash contents; returns (bms, services)."""
+    from bms.core import Bms
+    from bms.store import SettingsStore
+
+    reason = W.boot_reason(fs, getattr(machine, "reset_cause", None), machine)
+    store = SettingsStore(fs)
+    store.load_params(params)
+    state = store.load_state()
+    unclean = False
+    if state is None:
+        state = State()
+    else:
+        unclean = not (state.flags & F_CLEAN)
+    plog = PL.PersistLog(fs)
+    bms = Bms(board, params, clock, log, soc_pm=state.soc_pm)
+    lease = LS.Lease(lease_secret, serial, state) if lease_secret else None
+    dog = W.Watchdog(wdt, bms.sched, clock, bms=bms) if wdt is not None else None
+    svc = Services(bms, store, state, plog, lease, sleep, dog, updater,
+                   getattr(machine, "reset", None), unclean, reason)
+    return bms, svc

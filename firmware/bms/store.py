@@ -1,0 +1,417 @@
+"""Power-safe settings store on the board's flash filesystem.
+
+Every record lives in two slot files, ``NAME.a`` and ``NAME.b``, written
+alternately.  A slot holds one record:
+
+    magic "BMSR" | kind u8 | fmt u8 | length u16 | seq u32 | payload | crc32 u32
+    (little-endian; the CRC covers header and payload)
+
+``save`` always overwrites the slot that does *not* hold the newest valid
+record, with ``seq + 1``.  A power cut at any byte of that write leaves a
+slot whose CRC (or length) fails, and ``load`` falls back to the other slot:
+the last committed record.  A record counts as committed when ``save``
+returned (the file is closed).  A record whose ``fmt`` this firmware does not
+know (written by a newer firmware before a rollback) is skipped like a
+corrupt one, so the older slot is used.
+
+Records:
+  params  every ParamSet value by *name* (u8 length, name, i32 value), so a
+          later parameter table can migrate it: unknown names are dropped,
+          new names get their default, out-of-range values and values that
+          break a cross-parameter rule are replaced by defaults; every change
+          is reported as ``(name, stored, used, reason)``.
+  state   SOC, learned capacity, cycles, operating time and lease state
+          (``State``); saved by the services poller at a bounded rate, see
+          docs/storage.md for write rate and flash endurance.
+
+Filesystem access goes through an injected ``fs`` object with the calls of
+MicroPython's ``os`` plus ``open`` (``BoardFs`` below on a board, a fake
+flash in tests).
+"""
+import struct
+
+from micropython import const
+
+from bms import params as P
+from bms.digest import crc32
+
+MAGIC = b"BMSR"
+HDR = "<4sBBHI"
+HDR_LEN = const(12)
+CRC_LEN = const(4)
+MAX_PAYLOAD = const(4096)
+
+KIND_PARAMS = const(1)
+KIND_STATE = const(2)
+KIND_MARKER = const(3)  # firmware update marker (bms.update)
+
+PARAMS_FMT = const(1)
+STATE_FMT = const(1)
+
+
+class BoardFs:
+    """The real filesystem: MicroPython's ``os`` plus the builtin ``open``."""
+
+    def __init__(self, os_module=None):
+        if os_module is None:
+            import os as os_module
+        self._os = os_module
+
+    def open(self, path, mode="r"):
+        return open(path, mode)
+
+    def rename(self, a, b):
+        self._os.rename(a, b)
+
+    def remove(self, path):
+        self._os.remove(path)
+
+    def mkdir(self, path):
+        self._os.mkdir(path)
+
+    def rmdir(self, path):
+        self._os.rmdir(path)
+
+    def listdir(self, path="/"):
+        return self._os.listdir(path)
+
+    def stat(self, path):
+        return self._os.stat(path)
+
+
+def makedirs(fs, path):
+    """mkdir -p; ignores existing directories."""
+    cur = ""
+    for part in path.split("/"):
+        if not part:
+            continue
+        cur += "/" + part
+        try:
+            fs.stat(cur)
+        except OSError:
+            fs.mkdir(cur)
+
+
+def exists(fs, path):
+    try:
+        fs.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def read_file(fs, path):
+    """Whole file as bytes, or None if missing/unreadable."""
+    try:
+        f = fs.open(path, "rb")
+    except OSError:
+        return None
+    try:
+        return f.read()
+    except OSError:
+        return None
+    finally:
+        f.close()
+
+
+def _newer(a, b):
+    """Serial-number comparison of u32 sequence numbers (wrap-safe)."""
+    d = (a - b) & 0xFFFFFFFF
+    return d != 0 and d < 0x80000000
+
+
+def encode_record(kind, fmt, seq, payload):
+    n = len(payload)
+    buf = bytearray(HDR_LEN + n + CRC_LEN)
+    struct.pack_into(HDR, buf, 0, MAGIC, kind, fmt, n, seq & 0xFFFFFFFF)
+    buf[HDR_LEN:HDR_LEN + n] = payload
+    struct.pack_into("<I", buf, HDR_LEN + n, crc32(memoryview(buf)[:HDR_LEN + n]))
+    return buf
+
+
+def decode_record(data, kind, fmts):
+    """(fmt, seq, payload) if ``data`` is one intact record of ``kind``, else None."""
+    if data is None or len(data) < HDR_LEN + CRC_LEN:
+        return None
+    magic, k, fmt, n, seq = struct.unpack_from(HDR, data, 0)
+    if magic != MAGIC or k != kind or fmt not in fmts or n > MAX_PAYLOAD:
+        return None
+    if len(data) != HDR_LEN + n + CRC_LEN:
+        return None
+    mv = memoryview(data)
+    if struct.unpack_from("<I", data, HDR_LEN + n)[0] != crc32(mv[:HDR_LEN + n]):
+        return None
+    return fmt, seq, bytes(mv[HDR_LEN:HDR_LEN + n])
+
+
+class ABRecord:
+    """One record kept in two alternately written slot files."""
+
+    def __init__(self, fs, base, kind, fmts=(1,)):
+        self.fs = fs
+        self.paths = (base + ".a", base + ".b")
+        self.kind = kind
+        self.fmts = fmts
+        self.seq = 0
+        self.slot = -1   # slot holding the newest valid record, -1 none
+        self.writes = 0
+        self.bytes = 0
+        self._loaded = False
+        i = base.rfind("/")
+        self._dir = base[:i] if i > 0 else ""
+
+    def load(self):
+        """(fmt, payload) of the newest intact record, or None."""
+        best = None
+        self.slot = -1
+        self._loaded = True
+        for s in (0, 1):
+            r = decode_record(read_file(self.fs, self.paths[s]), self.kind, self.fmts)
+            if r is not None and (best is None or _newer(r[1], best[1])):
+                best = r
+                self.slot = s
+        if best is None:
+            return None
+        self.seq = best[1]
+        return best[0], best[2]
+
+    def save(self, fmt, payload):
+        """Commit a new record; returns only once it is on flash."""
+        if not self._loaded:
+            self.load()  # never overwrite the newest slot of a record not yet read
+        if self._dir:
+            makedirs(self.fs, self._dir)
+        s = 1 if self.slot == 0 else 0
+        buf = encode_record(self.kind, fmt, self.seq + 1, payload)
+        f = self.fs.open(self.paths[s], "wb")
+        try:
+            f.write(buf)
+        finally:
+            f.close()
+        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        self.slot = s
+        self.writes += 1
+        self.bytes += len(buf)
+
+    def erase(self):
+        for p in self.paths:
+            try:
+                self.fs.remove(p)
+            except OSError:
+                pass
+        self.slot = -1
+
+
+# ---- parameters ---------------------------------------------------------
+def encode_params(values):
+    out = bytearray(struct.pack("<H", P.N_PARAMS))
+    for i in range(P.N_PARAMS):
+        name = P.TABLE[i][0].encode()
+        out.append(len(name))
+        out.extend(name)
+        out.extend(struct.pack("<i", values[i]))
+    return out
+
+
+def decode_params(payload):
+    """List of (name, value) pairs; ValueError if malformed."""
+    if len(payload) < 2:
+        raise ValueError("params: short")
+    n = struct.unpack_from("<H", payload, 0)[0]
+    pos = 2
+    pairs = []
+    for _ in range(n):
+        if pos >= len(payload):
+            raise ValueError("params: truncated")
+        ln = payload[pos]
+        pos += 1
+        if pos + ln + 4 > len(payload):
+            raise ValueError("params: truncated")
+        name = bytes(payload[pos:pos + ln]).decode()
+        pos += ln
+        pairs.append((name, struct.unpack_from("<i", payload, pos)[0]))
+        pos += 4
+    if pos != len(payload):
+        raise ValueError("params: trailing bytes")
+    return pairs
+
+
+def migrate(pairs, max_cells=256, fallback_chem=P.CHEM_LFP):
+    """Map stored ``(name, value)`` pairs onto this firmware's table.
+
+    Returns ``(values, report)``; ``values`` always passes ``params.check``.
+    """
+    report = []
+    stored = {}
+    for name, v in pairs:
+        stored[name] = v
+    chem = stored.get("chemistry", fallback_chem)
+    if chem < 0 or chem > 3:
+        report.append(("chemistry", chem, fallback_chem, "out of range"))
+        chem = fallback_chem
+    d = P.defaults(chem)
+    if d[P.P_CELL_COUNT] > max_cells:
+        d[P.P_CELL_COUNT] = max_cells
+    values = P.defaults(chem)
+    values[P.P_CELL_COUNT] = d[P.P_CELL_COUNT]
+    for i in range(P.N_PARAMS):
+        row = P.TABLE[i]
+        name = row[0]
+        if name not in stored:
+            report.append((name, None, d[i], "new parameter"))
+            continue
+        v = stored[name]
+        hi = row[3]
+        if i == P.P_CELL_COUNT and hi > max_cells:
+            hi = max_cells
+        if v < row[2] or v > hi:
+            report.append((name, v, d[i], "out of range"))
+            v = d[i]
+        elif i == P.P_CHEMISTRY:
+            v = chem
+        values[i] = v
+    for name in stored:
+        if P.index(name) < 0:
+            report.append((name, stored[name], None, "dropped"))
+    # Cross-parameter rules: reset the offending parameter, then its partner.
+    for _ in range(2 * len(P.RULES)):
+        bad = P.check(values, max_cells)
+        if bad is None:
+            break
+        i = bad[0]
+        if values[i] == d[i]:
+            i = _rule_partner(values, i, d)
+        if i < 0:
+            break
+        report.append((P.TABLE[i][0], values[i], d[i], "rule: " + bad[1]))
+        values[i] = d[i]
+    if P.check(values, max_cells) is not None:
+        for i in range(P.N_PARAMS):
+            if values[i] != d[i]:
+                report.append((P.TABLE[i][0], values[i], d[i], "rules unsatisfiable: defaults"))
+        values = d
+    return values, report
+
+
+def _rule_partner(values, i, d):
+    for a, op, b, _r in P.RULES:
+        va = values[a]
+        vb = values[b]
+        ok = va > vb if op == P.OP_GT else va < vb
+        if not ok and (a == i or b == i):
+            j = b if a == i else a
+            if values[j] != d[j]:
+                return j
+    return -1
+
+
+# ---- runtime state ------------------------------------------------------
+_STATE = "<HIIIIIIIBBI"
+F_LEASE = const(1)   # a lease is set
+F_CLEAN = const(2)   # written by an orderly shutdown
+
+
+class State:
+    """What the BMS must not forget across a power cut besides its settings."""
+
+    def __init__(self):
+        self.soc_pm = 500
+        self.remaining_mah = 0
+        self.capacity_mah = 0     # learned capacity, 0 = not learned yet
+        self.cycles = 0
+        self.throughput_mah = 0
+        self.op_s = 0             # operating seconds, never decreases
+        self.lease_end_s = 0      # operating second at which the lease ends
+        self.lease_counter = 0    # highest accepted renewal token counter
+        self.lease_flags = 0
+        self.flags = 0
+        self.boots = 0
+
+    def pack(self):
+        return struct.pack(_STATE, self.soc_pm, self.remaining_mah, self.capacity_mah,
+                           self.cycles, self.throughput_mah, self.op_s, self.lease_end_s,
+                           self.lease_counter, self.lease_flags, self.flags, self.boots)
+
+    def unpack(self, payload):
+        if len(payload) != struct.calcsize(_STATE):
+            raise ValueError("state: %d bytes" % len(payload))
+        (self.soc_pm, self.remaining_mah, self.capacity_mah, self.cycles,
+         self.throughput_mah, self.op_s, self.lease_end_s, self.lease_counter,
+         self.lease_flags, self.flags, self.boots) = struct.unpack(_STATE, payload)
+        if self.soc_pm > 1000:
+            self.soc_pm = 1000
+        return self
+
+    def same(self, other):
+        return self.pack() == other.pack()
+
+    def copy(self):
+        return State().unpack(self.pack())
+
+
+class SettingsStore:
+    def __init__(self, fs, root="/bms"):
+        self.fs = fs
+        self.root = root
+        self.params_rec = ABRecord(fs, root + "/params", KIND_PARAMS, (PARAMS_FMT,))
+        self.state_rec = ABRecord(fs, root + "/state", KIND_STATE, (STATE_FMT,))
+        self.report = []
+        self.loaded = False
+
+    # parameters
+    def load_params(self, params):
+        """Load the stored settings into ``params``; returns the migration report.
+
+        With nothing stored the ParamSet keeps its defaults and the report
+        says so.  A migrated set is written back at once, so the report is
+        produced once per table change.
+        """
+        r = self.params_rec.load()
+        if r is None:
+            self.report = [("*", None, None, "no stored settings: defaults")]
+            self.loaded = False
+            return self.report
+        try:
+            pairs = decode_params(r[1])
+        except (ValueError, UnicodeError):
+            self.report = [("*", None, None, "unreadable settings: defaults")]
+            return self.report
+        values, report = migrate(pairs, params.max_cells, params[P.P_CHEMISTRY])
+        params.replace(values)
+        self.report = report
+        self.loaded = True
+        if report:
+            self.save_params(params)
+        return report
+
+    def save_params(self, params):
+        self.params_rec.save(PARAMS_FMT, encode_params(params.values))
+
+    def factory_reset(self, params, chem=P.CHEM_LFP):
+        """Every parameter to ``chem``'s defaults (cell count capped to the board), saved."""
+        d = P.defaults(chem)
+        if d[P.P_CELL_COUNT] > params.max_cells:
+            d[P.P_CELL_COUNT] = params.max_cells
+        params.replace(d)
+        self.save_params(params)
+
+    # state
+    def load_state(self):
+        r = self.state_rec.load()
+        if r is None:
+            return None
+        try:
+            return State().unpack(r[1])
+        except (ValueError, TypeError):
+            return None
+
+    def save_state(self, state):
+        self.state_rec.save(STATE_FMT, state.pack())
+
+    @property
+    def writes(self):
+        return self.params_rec.writes + self.state_rec.writes
+
+    @property
+    def bytes_written(self):
+        return self.params_rec.bytes + self.state_rec.bytes

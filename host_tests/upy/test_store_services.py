@@ -1,0 +1,140 @@
+"""The services poller on a real Bms: persistence, lease block, log snapshots, restart."""
+from fakeflash import FakeFlash, PowerCut
+
+from bms import faults as F
+from bms import lease as LS
+from bms import persistlog as PL
+from bms import services as SV
+from bms import watchdog as W
+from bms.contactors import RELAY_CHG, RELAY_DSG
+from bms.core import CMD_RESTART
+from bms.digest import hmac_sha256
+from bms.params import CHEM_LFP, P_CAPACITY, P_UV1, ParamSet
+from bms.store import SettingsStore
+from bms.ticks import VirtualClock
+from scripted_board import ScriptedBoard
+
+SECRET = hmac_sha256(b"master", b"SN1")
+
+
+class Machine:
+    PWRON_RESET = 1
+    WDT_RESET = 3
+
+    def __init__(self, cause=1):
+        self.cause = cause
+        self.resets = 0
+
+    def reset_cause(self):
+        return self.cause
+
+    def reset(self):
+        self.resets += 1
+
+
+class Dev:
+    """One power-on of the device on a persistent fake flash."""
+
+    def __init__(self, fs, cause=1, start=0x3FFFFFFF - 5000):
+        self.clock = VirtualClock(start)
+        self.board = ScriptedBoard(max_cells=16, cells=16, mv=3300)
+        self.params = ParamSet(CHEM_LFP, max_cells=16)
+        self.machine = Machine(cause)
+        self.bms, self.svc = SV.boot(self.board, self.params, self.clock, fs, self.machine,
+                                     lease_secret=SECRET, serial="SN1")
+
+    def run(self, ms, step=50):
+        t = 0
+        while t < ms:
+            self.clock.advance(step)
+            t += step
+            self.bms.step()
+            self.svc.poll()
+
+
+def test_settings_soc_and_log_survive_restart():
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.run(1000)
+    assert d.board.relays[RELAY_DSG] == 1
+    d.params.set(P_CAPACITY, 2345)
+    d.bms.soc.set_pm(812)
+    d.run(3000)   # debounce passes: saved without a restart
+    assert SettingsStore(fs).load_params(ParamSet(CHEM_LFP, max_cells=16)) == []
+    d.bms.request(CMD_RESTART)
+    d.run(200)
+    assert d.machine.resets == 1
+    d2 = Dev(fs, cause=3)   # rp2 machine.reset() reports WDT_RESET
+    assert d2.params[P_CAPACITY] == 2345
+    assert d2.bms.soc.soc_pm == 812
+    d2.run(500)
+    recs = d2.svc.plog.records()
+    resets = [r for r in recs if r[2] == PL.PK_RESET]
+    assert [r[4] for r in resets] == [W.R_POWER_ON, W.R_COMMAND]
+    params_logged = [r for r in recs if r[2] == 5 and r[4] == P_CAPACITY]
+    assert params_logged and params_logged[0][5] == 2345
+
+
+def test_fault_record_has_snapshot():
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.run(1000)
+    d.board.cells[7] = 2400           # below LFP uv1 2500 mV
+    d.board.current_ma = -12000
+    d.run(7000)
+    assert d.bms.prot.active(F.UV1)
+    d.run(100)
+    recs = [r for r in d.svc.plog.records() if r[2] == 1 and r[4] == F.UV1]
+    assert len(recs) == 1
+    r = recs[0]
+    # vmin and its index, current and SOC at the moment of the trip
+    assert r[8] == 2400 and r[10] == 7 and r[7] == 3300 and r[6] == -12000
+    assert r[11] == 250               # scripted cell NTCs at 25.0 degC
+    assert d.params[P_UV1] == 2500
+
+
+def test_lease_expiry_blocks_discharge_in_operating_time():
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.svc.lease.start(20)             # 20 operating seconds left
+    d.run(10000)
+    assert d.board.relays[RELAY_DSG] == 1
+    d.run(11000)
+    assert d.bms.prot.active(F.LEASE)
+    assert d.board.relays[RELAY_DSG] == 0 and d.board.relays[RELAY_CHG] == 1
+    # A power cycle does not help: the lease state and operating time persist.
+    d2 = Dev(fs)
+    d2.run(2000)
+    assert d2.svc.lease.blocked and d2.board.relays[RELAY_DSG] == 0
+    ok, why = d2.svc.enter_lease_code(LS.make_token(SECRET, "SN1", 1, 30))
+    assert ok and why == 30
+    d2.run(1000)
+    assert not d2.bms.prot.active(F.LEASE) and d2.board.relays[RELAY_DSG] == 1
+    ok, why = d2.svc.enter_lease_code(LS.make_token(SECRET, "SN1", 1, 30))
+    assert not ok and "already used" in why
+
+
+def test_power_cut_costs_lease_time_never_gains_it():
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.svc.lease.start(3600)
+    d.run(2000)
+    left = d.svc.lease.remaining_s()
+    fs.cut_after(0)                   # the power goes
+    try:
+        d.run(1000)
+    except PowerCut:
+        pass
+    fs.reboot()
+    d2 = Dev(fs)
+    assert d2.svc.lease.remaining_s() <= left - SV.STATE_MAX_S + 5
+
+
+def test_state_write_rate_is_bounded():
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.board.current_ma = -50000       # heavy discharge: SOC moves fast
+    before = d.svc.store.state_rec.writes
+    d.run(3600 * 1000, step=500)      # one operating hour
+    writes = d.svc.store.state_rec.writes - before
+    assert 3600 // SV.STATE_MAX_S <= writes <= 3600 // SV.STATE_MIN_S + 1, writes

@@ -1,0 +1,175 @@
+"""Firmware update: refusal of bad packages, atomic swap, rollback when not armed."""
+from fakeflash import FakeFlash, PowerCut, XorShift
+from store_rig import raises
+from update_rig import NEW_FW, make_tar, package, send
+
+from bms import update as U
+from bms.digest import sha256
+
+KEY = b"device-key-0123456789abcdef"
+
+
+def _device():
+    fs = FakeFlash()
+    fs.mkdir("/bms")
+    f = fs.open("/bms/core.py", "wb")
+    f.write(b"# factory core\n")
+    f.close()
+    f = fs.open("/main.py", "wb")
+    f.write(b"import bms  # factory\n")
+    f.close()
+    return fs
+
+
+def _refused(up, fs, code, pkg, digest, sig, size=None, chunks=None):
+    before = fs.snapshot("/")
+    state = (up.active, up.state)
+
+    def run():
+        up.begin(len(pkg) if size is None else size, digest, sig)
+        off = 0
+        for c in (chunks or [(0, pkg)]):
+            off = up.chunk(c[0], c[1])
+        up.finish()
+    e = raises(U.UpdateError, run)
+    assert e.code == code, (e.code, e.msg)
+    after = fs.snapshot("/")
+    # The running (root) firmware and everything else on flash is untouched.
+    for k in before:
+        if not k.startswith("/fw/marker"):
+            assert after.get(k) == before[k], k
+    assert "/fw/stage.pkg" not in fs.files
+    assert (up.active, up.state) == state
+    assert up.select_at_boot() == ""      # still boots the old firmware
+    return e
+
+
+def test_good_package_swaps_and_confirms():
+    fs = _device()
+    up = U.Updater(fs, key=KEY)
+    pkg, digest, sig = package(NEW_FW, KEY)
+    assert send(up, pkg, digest, sig) == "/fw/a"
+    assert up.state == U.ST_PENDING
+    assert bytes(fs.files["/fw/a/bms/core.py"]) == b"# new core\n" * 100
+    assert bytes(fs.files["/bms/core.py"]) == b"# factory core\n"   # running one untouched
+    # Restart: boot.py asks which tree to run.
+    up2 = U.Updater(fs, key=KEY)
+    assert up2.select_at_boot() == "/fw/a" and up2.state == U.ST_TRIAL
+    assert up2.event == U.U_SWAPPED
+    assert up2.confirm() and up2.event == U.U_CONFIRMED
+    up3 = U.Updater(fs, key=KEY)
+    for _ in range(5):
+        assert up3.select_at_boot() == "/fw/a"
+    # Next update goes to the other slot; rollback target is a.
+    pkg2, d2, s2 = package([("bms/version.py", b"VERSION = '3.0'\n")], KEY)
+    assert send(up3, pkg2, d2, s2) == "/fw/b"
+    assert bytes(fs.files["/fw/a/bms/version.py"]) == b"VERSION = '2.0'\n"
+
+
+def test_corrupt_truncated_unsigned_wrong_signature_refused():
+    fs = _device()
+    up = U.Updater(fs, key=KEY)
+    pkg, digest, sig = package(NEW_FW, KEY)
+    bad = bytearray(pkg)
+    bad[700] ^= 0x40
+    e = _refused(up, fs, U.E_HASH, bytes(bad), digest, sig)
+    assert "sha256" in e.msg
+    e = _refused(up, fs, U.E_SIZE, pkg[:-600], digest, sig, size=len(pkg))
+    assert "truncated" in e.msg
+    e = _refused(up, fs, U.E_SIGNATURE, pkg, digest, None)
+    assert e.msg == "signature required"
+    wrong = U.sign(b"another device key", len(pkg), digest)
+    e = _refused(up, fs, U.E_SIGNATURE, pkg, digest, wrong)
+    assert e.msg == "bad signature"
+    # A correctly signed digest cannot be reused for other content.
+    other, d_other, _ = package([("bms/evil.py", b"x")], KEY)
+    _refused(up, fs, U.E_SIGNATURE, other, d_other, sig)
+    _refused(up, fs, U.E_SIZE, pkg, digest, sig, size=U.MAX_SIZE + 1)
+    # The same package, intact, still goes through afterwards.
+    assert send(up, pkg, digest, sig) == "/fw/a"
+
+
+def test_bad_archive_refused_before_extraction():
+    fs = _device()
+    up = U.Updater(fs)            # no key configured: hash only
+    for files, why in (([("../boot.py", b"x")], "bad path"),
+                       ([("/main.py", b"x")], "bad name")):
+        pkg, digest, _ = package(files)
+        e = _refused(up, fs, U.E_FORMAT, pkg, digest, None)
+        assert why in e.msg, e.msg
+    junk = b"\x01" * 2048
+    e = _refused(up, fs, U.E_FORMAT, junk, sha256(junk).digest(), None)
+    assert "archive" in e.msg
+    assert "/fw/a/bms/core.py" not in fs.files
+
+
+def test_chunks_duplicates_overlap_and_gap():
+    fs = _device()
+    up = U.Updater(fs)
+    pkg, digest, _ = package(NEW_FW)
+    up.begin(len(pkg), digest)
+    assert up.chunk(0, pkg[0:100]) == 100
+    assert up.chunk(0, pkg[0:100]) == 100          # duplicate: acknowledged, not rewritten
+    assert up.chunk(50, pkg[50:300]) == 300        # overlap: only the tail is new
+    e = raises(U.UpdateError, up.chunk, 400, pkg[400:500])
+    assert e.code == U.E_OFFSET and "expected offset 300" in e.msg
+    off = 300
+    while off < len(pkg):
+        off = up.chunk(off, pkg[off:off + 333])
+    assert up.finish() == "/fw/a"
+    e = raises(U.UpdateError, up.chunk, 0, b"x")
+    assert e.code == U.E_STATE
+
+
+def test_not_armed_rolls_back():
+    fs = _device()
+    up = U.Updater(fs, max_tries=3)
+    pkg, digest, _ = package(NEW_FW)
+    send(up, pkg, digest)
+    paths = []
+    for _ in range(4):   # each boot: the new firmware hangs or crashes before confirm()
+        u = U.Updater(fs, max_tries=3)
+        paths.append(u.select_at_boot())
+    assert paths == ["/fw/a", "/fw/a", "/fw/a", ""], paths
+    assert u.event == U.U_ROLLED_BACK and u.state == U.ST_OK
+    u = U.Updater(fs, max_tries=3)
+    assert u.select_at_boot() == "" and u.event == 0
+
+
+def test_no_new_update_during_trial():
+    fs = _device()
+    up = U.Updater(fs)
+    pkg, digest, _ = package(NEW_FW)
+    send(up, pkg, digest)
+    u = U.Updater(fs)
+    u.select_at_boot()
+    e = raises(U.UpdateError, u.begin, len(pkg), digest)
+    assert e.code == U.E_STATE and "trial" in e.msg
+
+
+def test_power_cut_during_staging_keeps_old_firmware():
+    rng = XorShift(99)
+    pkg, digest, _ = package(NEW_FW)
+    probe = _device()
+    u0 = U.Updater(probe)
+    start = probe.units
+    send(u0, pkg, digest)
+    cost = probe.units - start
+    for k in range(60):
+        fs = _device()
+        up = U.Updater(fs)
+        n = rng.below(cost + 1) if k > 1 else cost - k  # k=0: no cut, k=1: the very last unit
+        fs.cut_after(n)
+        try:
+            send(up, pkg, digest)
+            ok = True
+        except PowerCut:
+            ok = False
+        fs.reboot()
+        u = U.Updater(fs)
+        path = u.select_at_boot()
+        # Either the old firmware, or (cut after the marker commit) the complete new one.
+        assert path in ("", "/fw/a") and (path or not ok), (n, cost, path)
+        assert bytes(fs.files["/bms/core.py"]) == b"# factory core\n"
+        if path:
+            assert bytes(fs.files["/fw/a/bms/core.py"]) == b"# new core\n" * 100

@@ -1,0 +1,72 @@
+"""Export the persistent event log to CSV.
+
+    mpremote cp -r :/bms/log ./log      # or read it over Modbus / bmsctl log
+    python tools/eventlog_csv.py ./log > events.csv
+
+Decodes with the firmware's own ``bms.persistlog`` (one source of truth) and
+names kinds, faults and parameters from the firmware tables.
+"""
+import csv
+import os
+import sys
+
+import tools  # noqa: F401
+from bms import faults, params
+from bms import persistlog as PL
+from bms.eventlog import KIND_NAMES
+
+
+class DirFs:
+    """Read-only fs over a local copy of /bms/log."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def open(self, p, mode="rb"):
+        if "r" not in mode or "+" in mode:
+            raise OSError(30, "read-only copy")  # a torn tail is simply not repaired
+        return open(os.path.join(self.path, os.path.basename(p)), mode)
+
+    def stat(self, p):
+        return os.stat(os.path.join(self.path, os.path.basename(p)))
+
+
+def kind_name(k):
+    if k < len(KIND_NAMES):
+        return KIND_NAMES[k]
+    if PL.PK_RESET <= k < PL.PK_RESET + len(PL.PK_NAMES):
+        return PL.PK_NAMES[k - PL.PK_RESET]
+    return str(k)
+
+
+def subject(kind, a):
+    if kind in (1, 2) and 0 <= a < faults.N_FAULTS:
+        return faults.TABLE[a][0]
+    if kind in (5, PL.PK_MIGRATE) and 0 <= a < params.N_PARAMS:
+        return params.TABLE[a][0]
+    if kind == PL.PK_RESET:
+        from bms.watchdog import REASON_NAMES
+        return REASON_NAMES[a] if 0 <= a < len(REASON_NAMES) else str(a)
+    return ""
+
+
+def write_csv(records, out):
+    w = csv.writer(out)
+    w.writerow(list(PL.FIELDS[:3]) + ["kind_name", "subject"] + list(PL.FIELDS[3:]))
+    for r in records:
+        w.writerow(list(r[:3]) + [kind_name(r[2]), subject(r[2], r[4])] + list(r[3:]))
+
+
+def read_dir(path):
+    return PL.PersistLog(DirFs(path), root="/bms/log", queue=1).records()
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.exit("usage: eventlog_csv.py DIR")
+    write_csv(read_dir(argv[0]), sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
