@@ -141,3 +141,25 @@ def test_jbd_off_ignores_jbd():
     r, port, dp = setup(jbd=False)
     assert ask(port, dp, jbd_request(0x03)) == b""
     assert parse(ask(port, dp, frame(0x01)))[0] == 0x81
+
+
+def test_charger_command_bytes_and_status():
+    from comms.charger import Charger
+    from display_peer import ref_crc
+    r = Rig(special_charger=1)
+    r.run(2000)
+    port = Port()
+    ch = Charger(r.bms, r.clock, port=port)
+    ch.poll()
+    f = port.take()
+    # Elcon payload: 56.8 V = 0x0238, 80.0 A = 0x0320 (big-endian), control 0 = charge.
+    assert f[:12] == bytes([0xA5, 0x5A, 0x08, 0x10, 0x02, 0x38, 0x03, 0x20, 0, 0, 0, 0])
+    c = ref_crc(f[2:12])
+    assert f[12:] == bytes([c & 0xFF, c >> 8])
+    st = bytes([0x08, 0x90, 0x02, 0x30, 0x00, 0xC8, 0x02, 0, 0, 0])   # 56.0 V, 20.0 A, over-temp
+    c = ref_crc(st)
+    port.feed(b"\x00\x01" + bytes([0xA5, 0x5A]) + st + bytes([c & 0xFF, c >> 8]))
+    r.clock.advance(10)
+    ch.poll()
+    assert ch.present and (ch.out_dv, ch.out_da, ch.status) == (560, 200, 2)
+    assert port.take()[4:9] == bytes([0, 0, 0, 0, 1])                # charger fault: stop now
