@@ -1,0 +1,169 @@
+"""JBD / LLT ("Jiabaida software board general protocol") read-only responder.
+
+So that tools which already speak it (xiaoxiang app clones, dbus-serialbattery,
+batmon, jbdtool, esphome-jbd-bms) can read this BMS unmodified over the
+TTL / RS485-1 port.  9600 8N1, 16-bit fields big-endian.
+
+  request   DD A5 cmd len data... chk_hi chk_lo 77
+  response  DD cmd status len data... chk_hi chk_lo 77
+  chk = 0x10000 - sum(bytes between the first two bytes and the checksum)
+        (request: cmd, len, data; response: status, len, data)
+
+Read commands answered: 0x03 basic information, 0x04 cell voltages,
+0x05 hardware version (device name).  Anything else, and every write
+(DD 5A ...), is answered with status 0x80: this mode is read-only, settings
+go through Modbus / BLE with their password gate.
+
+0x03 payload: total voltage (10 mV), current (10 mA, signed, + = charging),
+remaining and nominal capacity (10 mAh), cycles, production date
+((year-2000)<<9 | month<<5 | day; 0 = unknown), balance bits cells 1-16 and
+17-32, protection bits, software version, RSOC %, FET bits (bit0 charge,
+bit1 discharge), cell count, NTC count, NTCs in 0.1 K.
+Protection bits (from our fault table): 0 cell OV, 1 cell UV, 2 pack OV,
+3 pack UV, 4 charge OT, 5 charge UT, 6 discharge OT, 7 discharge UT,
+8 charge OC, 9 discharge OC, 10 short circuit, 11 front-end IC error,
+12 MOS locked by software.
+"""
+from micropython import const
+
+from bms import faults as F
+from bms.contactors import RELAY_CHG, RELAY_DSG
+
+START = const(0xDD)
+END = const(0x77)
+READ = const(0xA5)
+WRITE = const(0x5A)
+CMD_BASIC = const(0x03)
+CMD_CELLS = const(0x04)
+CMD_VERSION = const(0x05)
+ST_OK = const(0x00)
+ST_ERROR = const(0x80)
+MAX_CELLS = const(127)  # the length byte limits a 0x04 answer to 254 bytes
+MAX_NTC = const(8)
+SW_VERSION = const(0x10)
+KELVIN_DC = const(2731)
+
+# (fault id, protection bit)
+PROT_BITS = (
+    (F.OV1, 0), (F.OV2, 0), (F.UV1, 1), (F.UV2, 1),
+    (F.T_CHG, 4), (F.T_CELL, 4), (F.LT_CHG, 5), (F.T_POWER, 6), (F.LT_DSG, 7),
+    (F.CHG_OC, 8), (F.DSG_OC, 9), (F.PEAK, 9), (F.SHORT, 10),
+    (F.AFE, 11), (F.CELL_STALE, 11), (F.INTERNAL, 12),
+)
+
+
+def checksum(buf, start, end):
+    s = 0
+    for i in range(start, end):
+        s += buf[i]
+    return (0x10000 - s) & 0xFFFF
+
+
+def _put16(buf, pos, v):
+    buf[pos] = (v >> 8) & 0xFF
+    buf[pos + 1] = v & 0xFF
+
+
+def _clamp16(v):
+    return 0 if v < 0 else 0xFFFF if v > 0xFFFF else v
+
+
+def protection_word(prot):
+    w = 0
+    st = prot.state
+    for fid, bit in PROT_BITS:
+        if st[fid]:
+            w |= 1 << bit
+    return w
+
+
+class JbdResponder:
+    def __init__(self, bms, name=b"MPY-BMS"):
+        self.bms = bms
+        self.name = name
+        self.requests = 0
+        self.refused = 0
+
+    def frame_length(self, rx, n):
+        """Total length of the request starting at rx[0], 0 if not known yet."""
+        if n < 4:
+            return 0
+        return 4 + rx[3] + 3
+
+    def valid(self, rx, total):
+        if rx[0] != START or rx[total - 1] != END:
+            return False
+        c = checksum(rx, 2, total - 3)
+        return rx[total - 3] == c >> 8 and rx[total - 2] == c & 0xFF
+
+    def respond(self, rx, tx):
+        """Answer the (valid) request in ``rx`` into ``tx``; returns its length."""
+        self.requests += 1
+        cmd = rx[2]
+        tx[0] = START
+        tx[1] = cmd
+        tx[2] = ST_OK
+        n = 0
+        if rx[1] != READ:
+            tx[2] = ST_ERROR
+        elif cmd == CMD_BASIC:
+            n = self._basic(tx, 4)
+        elif cmd == CMD_CELLS:
+            m = self.bms.meas
+            k = m.n_cells if m.n_cells < MAX_CELLS else MAX_CELLS
+            for i in range(k):
+                _put16(tx, 4 + 2 * i, m.cell_mv[i] if m.cell_ok[i] else 0)
+            n = 2 * k
+        elif cmd == CMD_VERSION:
+            for i in range(len(self.name)):
+                tx[4 + i] = self.name[i]
+            n = len(self.name)
+        else:
+            tx[2] = ST_ERROR
+        if tx[2] != ST_OK:
+            self.refused += 1
+        tx[3] = n
+        c = checksum(tx, 2, 4 + n)
+        tx[4 + n] = c >> 8
+        tx[5 + n] = c & 0xFF
+        tx[6 + n] = END
+        return 7 + n
+
+    def _basic(self, tx, p):
+        b = self.bms
+        m = b.meas
+        soc = b.soc
+        mv = m.pack_mv if m.pack_mv else m.sum_mv
+        _put16(tx, p, _clamp16(mv // 10))
+        i = m.current_ma
+        ci = i // 10 if i >= 0 else -((-i) // 10)
+        ci = -0x8000 if ci < -0x8000 else 0x7FFF if ci > 0x7FFF else ci
+        _put16(tx, p + 2, ci & 0xFFFF)
+        _put16(tx, p + 4, _clamp16(soc.remaining_mah // 10))
+        _put16(tx, p + 6, _clamp16(soc.capacity_mah // 10))
+        _put16(tx, p + 8, _clamp16(soc.cycles))
+        _put16(tx, p + 10, 0)
+        fl = b.balancer.flags
+        lo = 0
+        hi = 0
+        for c in range(m.n_cells if m.n_cells < 32 else 32):
+            if fl[c]:
+                if c < 16:
+                    lo |= 1 << c
+                else:
+                    hi |= 1 << (c - 16)
+        _put16(tx, p + 12, lo)
+        _put16(tx, p + 14, hi)
+        _put16(tx, p + 16, protection_word(b.prot))
+        tx[p + 18] = SW_VERSION
+        pm = soc.soc_pm
+        tx[p + 19] = 0 if pm < 0 else 100 if pm > 1000 else (pm + 5) // 10
+        rs = b.contactors.state
+        tx[p + 20] = (1 if rs[RELAY_CHG] else 0) | (2 if rs[RELAY_DSG] else 0)
+        tx[p + 21] = m.n_cells if m.n_cells < 255 else 255
+        nt = m.n_temps if m.n_temps < MAX_NTC else MAX_NTC
+        tx[p + 22] = nt
+        for k in range(nt):
+            t = m.temp_dc[k] + KELVIN_DC if m.temp_status[k] == 0 else 0
+            _put16(tx, p + 23 + 2 * k, _clamp16(t))
+        return 23 + 2 * nt

@@ -1,0 +1,165 @@
+"""Display port: native frames (summary, cells, temps, errors, resync) and the
+JBD/LLT read mode, checked with the independent decoders of ``display_peer``.
+"""
+from bms import faults as F
+from comms.display import DisplayPort
+from display_peer import Port, be, frame, jbd_parse, jbd_request, le, parse
+from harness import Rig
+
+
+def setup(jbd=True, current=0):
+    r = Rig()
+    r.board.current_ma = current
+    r.board.cells[4] = 3350
+    r.board.cells[9] = 3280
+    r.run(2000)
+    port = Port()
+    return r, port, DisplayPort(port, r.bms, r.clock, jbd=jbd)
+
+
+def ask(port, dp, data):
+    port.feed(data)
+    dp.poll()
+    dp.poll()
+    return port.take()
+
+
+def test_summary_values():
+    r, port, dp = setup(current=-25500)
+    cmd, p = parse(ask(port, dp, frame(0x01)))
+    assert cmd == 0x81 and len(p) == 30
+    assert le(p, 0, 4) == 16 * 3300 + 50 - 20
+    assert le(p, 4, 4, True) == -25500
+    assert le(p, 8, 2) == r.bms.soc.soc_pm
+    assert le(p, 10, 2) == 1000
+    assert p[12] == 16
+    assert (le(p, 13, 2), p[15]) == (3350, 5)      # highest cell, 1-based index
+    assert (le(p, 16, 2), p[18]) == (3280, 10)
+    assert le(p, 19, 2, True) == 250 and le(p, 21, 2, True) == 250
+    assert p[25] == 0 and le(p, 26, 4) == 0
+
+
+def test_summary_alarm_bits():
+    r, port, dp = setup()
+    r.board.temps[2] = 700
+    r.run(3000)
+    cmd, p = parse(ask(port, dp, frame(0x01)))
+    w = le(p, 26, 4)
+    assert w & (1 << F.T_CELL) and w & (1 << F.T_CHG)
+    assert p[25] == F.L_PROT
+
+
+def test_cells_and_temps():
+    r, port, dp = setup()
+    cmd, p = parse(ask(port, dp, frame(0x02, b"\x03\x04")))
+    assert cmd == 0x82 and p[0] == 3 and p[1] == 4
+    assert [le(p, 2 + 2 * i, 2) for i in range(4)] == [3300, 3350, 3300, 3300]
+    cmd, p = parse(ask(port, dp, frame(0x03)))
+    assert cmd == 0x83 and p[0] == 4
+    assert [p[1 + 4 * i] for i in range(4)] == [0, 1, 2, 2]     # roles
+    assert all(le(p, 3 + 4 * i, 2, True) == 250 for i in range(4))
+
+
+def test_errors():
+    r, port, dp = setup()
+    assert parse(ask(port, dp, frame(0x02, b"\x0f\x02"))) == (0xFF, b"\x02")  # past cell 16
+    assert parse(ask(port, dp, frame(0x02, b"\x00\x00"))) == (0xFF, b"\x02")
+    assert parse(ask(port, dp, frame(0x01, b"\x00"))) == (0xFF, b"\x02")
+    assert parse(ask(port, dp, frame(0x42))) == (0xFF, b"\x01")
+
+
+def test_garbage_bad_crc_and_split_frames_resync():
+    r, port, dp = setup()
+    bad = bytearray(frame(0x01))
+    bad[-1] ^= 0xFF
+    out = ask(port, dp, b"\x00\xa5\x13" + bytes(bad) + frame(0x03))
+    cmd, p = parse(out)
+    assert cmd == 0x83 and dp.crc_errors == 1
+    f = frame(0x01)
+    assert ask(port, dp, f[:3]) == b""
+    cmd, p = parse(ask(port, dp, f[3:]))
+    assert cmd == 0x81
+    # A partial frame left alone is dropped after the gap.
+    ask(port, dp, f[:4])
+    r.clock.advance(200)
+    dp.poll()
+    assert dp.n == 0
+    cmd, p = parse(ask(port, dp, frame(0x01)))
+    assert cmd == 0x81
+
+
+def test_jbd_reference_vector():
+    # The public protocol's own example answer checks with our decoder.
+    ex = bytes([0xDD, 0x05, 0x00, 0x0A, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38,
+                0x39, 0xFD, 0xE9, 0x77])
+    assert jbd_parse(ex) == (0x05, 0x00, b"0123456789")
+    assert jbd_request(0x03) == bytes([0xDD, 0xA5, 0x03, 0x00, 0xFF, 0xFD, 0x77])
+
+
+def test_jbd_basic_info():
+    r, port, dp = setup(current=-12340)
+    cmd, st, p = jbd_parse(ask(port, dp, jbd_request(0x03)))
+    assert (cmd, st) == (0x03, 0x00)
+    assert len(p) == 23 + 2 * 4
+    assert be(p, 0) == (16 * 3300 + 50 - 20) // 10
+    assert be(p, 2, True) == -1234
+    assert be(p, 4) == r.bms.soc.remaining_mah // 10
+    assert be(p, 6) == 10000                      # 100.0 Ah in 10 mAh
+    assert be(p, 16) == 0                         # no protection
+    assert p[19] == (r.bms.soc.soc_pm + 5) // 10
+    assert p[20] == 3                             # charge and discharge relays closed
+    assert p[21] == 16 and p[22] == 4
+    assert be(p, 23) == 250 + 2731
+
+
+def test_jbd_protection_bits():
+    r, port, dp = setup()
+    for i in range(16):
+        r.board.cells[i] = 3700                   # above ov1 3650 (LFP)
+    r.run(6000)
+    assert r.bms.prot.active(F.OV1)
+    cmd, st, p = jbd_parse(ask(port, dp, jbd_request(0x03)))
+    assert be(p, 16) & 1 and p[20] & 1 == 0      # cell OV, charge FET off
+
+
+def test_jbd_cells_version_and_refusals():
+    r, port, dp = setup()
+    cmd, st, p = jbd_parse(ask(port, dp, jbd_request(0x04)))
+    assert len(p) == 32 and be(p, 8) == 3350
+    cmd, st, p = jbd_parse(ask(port, dp, jbd_request(0x05)))
+    assert p == b"MPY-BMS"
+    cmd, st, p = jbd_parse(ask(port, dp, jbd_request(0xAA)))
+    assert (cmd, st, p) == (0xAA, 0x80, b"")
+    w = bytes([0xDD, 0x5A, 0xE1, 0x02, 0x00, 0x02])       # a MOS write: refused
+    s = 0xE1 + 0x02 + 0x00 + 0x02
+    c = (0x10000 - s) & 0xFFFF
+    cmd, st, p = jbd_parse(ask(port, dp, w + bytes([c >> 8, c & 0xFF, 0x77])))
+    assert (cmd, st) == (0xE1, 0x80)
+
+
+def test_jbd_off_ignores_jbd():
+    r, port, dp = setup(jbd=False)
+    assert ask(port, dp, jbd_request(0x03)) == b""
+    assert parse(ask(port, dp, frame(0x01)))[0] == 0x81
+
+
+def test_charger_command_bytes_and_status():
+    from comms.charger import Charger
+    from display_peer import ref_crc
+    r = Rig(special_charger=1)
+    r.run(2000)
+    port = Port()
+    ch = Charger(r.bms, r.clock, port=port)
+    ch.poll()
+    f = port.take()
+    # Elcon payload: 56.8 V = 0x0238, 80.0 A = 0x0320 (big-endian), control 0 = charge.
+    assert f[:12] == bytes([0xA5, 0x5A, 0x08, 0x10, 0x02, 0x38, 0x03, 0x20, 0, 0, 0, 0])
+    c = ref_crc(f[2:12])
+    assert f[12:] == bytes([c & 0xFF, c >> 8])
+    st = bytes([0x08, 0x90, 0x02, 0x30, 0x00, 0xC8, 0x02, 0, 0, 0])   # 56.0 V, 20.0 A, over-temp
+    c = ref_crc(st)
+    port.feed(b"\x00\x01" + bytes([0xA5, 0x5A]) + st + bytes([c & 0xFF, c >> 8]))
+    r.clock.advance(10)
+    ch.poll()
+    assert ch.present and (ch.out_dv, ch.out_da, ch.status) == (560, 200, 2)
+    assert port.take()[4:9] == bytes([0, 0, 0, 0, 1])                # charger fault: stop now
