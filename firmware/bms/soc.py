@@ -66,7 +66,9 @@ SIG_OFFSET_A = 0.05         # current offset uncertainty (A)
 SIG_WHITE_V = 0.002         # per-reading noise of the mean cell voltage
 T_WHITE_S = 10.0            # its correlation time
 SIG_BIAS_V = (0.004, 0.004, 0.005, 0.006)  # OCV table / hysteresis error, CHEM_* order
-T_BIAS_S = 600.0            # correlation time of table / R0 / RC errors
+L_BIAS = 0.1                # the table error decorrelates over 10 % of SOC ...
+T_BIAS_S = 14400.0          # ... or over 4 h (temperature, hysteresis history)
+T_LOAD_S = 60.0             # correlation time of R0 / RC model errors under load
 SIG_R0 = 0.25               # relative uncertainty of R0
 SIG_V1 = 0.5                # relative uncertainty of the RC voltage
 SIG_INIT = 0.25             # SOC std when started without stored state
@@ -110,9 +112,13 @@ class Soc:
         # Estimator state.
         self.est_enabled = True
         self.v1 = 0.0
+        self.bias = 0.0               # OCV table error state (V)
         self.p00 = SIG_INIT * SIG_INIT
         self.p01 = 0.0
+        self.p02 = 0.0
         self.p11 = 0.0001
+        self.p12 = 0.0
+        self.p22 = SIG_BIAS_V[self.chem] ** 2
         self.r0_learned = 0.0         # ohm at 25 degC, 0 = use the model value
         self._prev_s = -1.0
         self._prev_v = 0.0
@@ -248,6 +254,7 @@ class Soc:
         self.soc_pm = soc_pm
         self.p00 = SIG_RESTORED * SIG_RESTORED
         self.p01 = 0.0
+        self.p02 = 0.0
 
     def calibrate_full(self):
         """Level-1 over-voltage cut-off reached while charging: 100 %."""
@@ -270,6 +277,7 @@ class Soc:
     def _collapse(self):
         self.p00 = SIG_CAL * SIG_CAL
         self.p01 = 0.0
+        self.p02 = 0.0
 
     def _anchor_event(self, kind):
         """Capacity learning: the counted charge between opposite anchors."""
@@ -366,38 +374,55 @@ class Soc:
         self._learn_r0(v, i, t_c, cap_as)
         # --- predict: SOC moved by what the counter counted ---
         ds = s - self._prev_s
-        tau = TAU_S
-        a = math.exp(-dt / tau)
+        a = math.exp(-dt / TAU_S)
         r1 = R1_FRAC * r0
         self.v1 = self.v1 * a + r1 * (1.0 - a) * i
+        # The table error belongs to a region of the curve: it fades to its
+        # prior as SOC moves on (and slowly with time).
+        rho = math.exp(-abs(ds) / L_BIAS - dt / T_BIAS_S)
+        sb = SIG_BIAS_V[chem]
+        if t_c < 15.0:
+            sb *= 1.0 + (15.0 - t_c) / 10.0  # cold: OCV and relaxation less certain
+        self.bias *= rho
         grow = (SIG_GAIN * abs(ds) * cap_as + SIG_OFFSET_A * dt) / cap_as
         sd = math.sqrt(self.p00) + grow
         self.p00 = sd * sd
         self.p01 *= a
+        self.p02 *= rho
         q11 = (SIG_V1 * r1 * (1.0 - a) * abs(i)) ** 2 + 1e-10
         self.p11 = a * a * self.p11 + q11
-        # --- update: mean cell voltage ---
+        self.p12 *= a * rho
+        self.p22 = rho * rho * self.p22 + (1.0 - rho * rho) * sb * sb
+        # --- update: mean cell voltage = OCV(s) + R0*I + v1 + bias ---
         o, h = ocv.ocv_f(chem, s, t_c)
-        y_hat = o + r0 * i + self.v1
+        y_hat = o + r0 * i + self.v1 + self.bias
         e = v - y_hat
-        # Correlated errors: variance scaled by correlation time / period.
-        cold = 1.0 + (15.0 - t_c) / 10.0 if t_c < 15.0 else 1.0
-        sb = SIG_BIAS_V[chem] * cold
-        bias = sb * sb + (SIG_R0 * r0 * i) ** 2 + (SIG_V1 * self.v1) ** 2
-        r = SIG_WHITE_V * SIG_WHITE_V * (T_WHITE_S / dt) + bias * (T_BIAS_S / dt)
+        # White noise and the load-model error, each scaled by its
+        # correlation time over the update period.
+        load = (SIG_R0 * r0 * i) ** 2 + (SIG_V1 * self.v1) ** 2
+        r = SIG_WHITE_V * SIG_WHITE_V * (T_WHITE_S / dt) + load * (T_LOAD_S / dt)
         p00 = self.p00
         p01 = self.p01
+        p02 = self.p02
         p11 = self.p11
-        ph0 = p00 * h + p01
-        ph1 = p01 * h + p11
-        sv = h * ph0 + ph1 + r
+        p12 = self.p12
+        p22 = self.p22
+        ph0 = p00 * h + p01 + p02
+        ph1 = p01 * h + p11 + p12
+        ph2 = p02 * h + p12 + p22
+        sv = h * ph0 + ph1 + ph2 + r
         k0 = ph0 / sv
         k1 = ph1 / sv
+        k2 = ph2 / sv
         self.p00 = p00 - k0 * ph0
         self.p01 = p01 - k0 * ph1
+        self.p02 = p02 - k0 * ph2
         self.p11 = p11 - k1 * ph1
+        self.p12 = p12 - k1 * ph2
+        self.p22 = p22 - k2 * ph2
         if self.p00 < 1e-8:
             self.p00 = 1e-8
+        self.bias += k2 * e
         self.v1 += k1 * e
         s_new = s + k0 * e
         if s_new < 0.0:
