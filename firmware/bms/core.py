@@ -318,11 +318,16 @@ class Bms:
             target = arg if arg >= 0 else -arg
             if raw < 0:
                 target = -target
-            if raw <= -CAL_MIN_MA or raw >= CAL_MIN_MA:
-                gain = (target - p[P_CUR_OFFSET]) * 10000 // raw if -200000 < raw < 200000 \
-                    else (target - p[P_CUR_OFFSET]) * 100 // (raw // 100)
+            # I = raw * gain + offset is a line through the zero point raw0
+            # (found by CMD_CAL_ZERO); keep raw0 and rescale both so that a
+            # large gain correction does not shift the zero reading.
+            raw0 = -(p[P_CUR_OFFSET] * 10000 // p[P_CUR_GAIN])
+            d = raw - raw0
+            if (raw <= -CAL_MIN_MA or raw >= CAL_MIN_MA) and (d <= -CAL_MIN_MA or d >= CAL_MIN_MA):
+                gain = target * 10000 // d if -100000 < target < 100000 \
+                    else target * 100 // (d // 100)
                 try:
-                    p.set(P_CUR_GAIN, gain)
+                    p.set_many(((P_CUR_GAIN, gain), (P_CUR_OFFSET, -(raw0 * gain // 10000))))
                 except ParamError:
                     pass
         elif cmd == CMD_CAL_ZERO:
