@@ -74,7 +74,12 @@ class Heater:
         mode = p[P_HEATER_MODE]
         t = m.tmin[ROLE_CELL]
         hot = m.tmax[ROLE_CELL]
+        self._decide(m, mode, t, hot, charging_wanted, discharging, now, block)
         self._inhibit(t, now)
+        return self.on
+
+    def _decide(self, m, mode, t, hot, charging_wanted, discharging, now, block):
+        p = self.params
         # Safety first: these switch off at once, no minimum on time.
         reason = R_OK
         if t == T_NONE_MIN:
@@ -89,7 +94,7 @@ class Heater:
         self.reason = reason
         if reason != R_OK or mode == HEATER_OFF:
             self._set(False, now)
-            return False
+            return
         if mode == HEATER_FORCED:
             want = True
         else:
@@ -101,7 +106,6 @@ class Heater:
                 want = demand and t < p[P_HEAT_ON] * 10
         if want != self.on and not self._held(now, MIN_ON_MS if self.on else MIN_OFF_MS):
             self._set(want, now)
-        return self.on
 
     def _inhibit(self, t, now):
         p = self.params
