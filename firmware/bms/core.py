@@ -201,7 +201,7 @@ class Bms:
             self.running = True
         if not self.running:
             block = F.R_CHG | F.R_DSG | F.R_BAL | F.R_HEAT  # nothing closes before data
-        if self.heater.charge_inhibit:
+        if self.heater.cold_check(m, now):
             block |= F.R_CHG  # cold: no charging until the pack is warm enough
         dsg_req = p[P_DSG_SWITCH] and (key or not p[P_KEY_ENABLE]) and not self.sleep_requested
         chg_req = p[P_CHG_SWITCH] and not self.sleep_requested

@@ -11,7 +11,9 @@ times):
 * hysteresis: on below ``heat_on``, off at or above ``heat_off`` (the
   parameter rules keep off above on);
 * minimum on time MIN_ON_MS and minimum off time MIN_OFF_MS for every
-  temperature- or demand-driven change.  Safety reasons switch off at once:
+  temperature- or demand-driven change, and a demand (cold and charging /
+  discharging) must last DEMAND_MS before the heater switches on, so a
+  precharge pulse or a brief load does not start it.  Safety reasons switch off at once:
   no valid cell temperature (never heat blind), the protection's R_HEAT
   reaction, the runaway guard (hottest cell ``GUARD_DC`` above ``heat_off``;
   also in forced mode), a nearly empty pack in the modes that run from the
@@ -34,6 +36,7 @@ from bms.params import (HEATER_CHARGE, HEATER_DISCHARGE, HEATER_FORCED, HEATER_K
 from bms.ticks import ticks_diff
 
 MIN_ON_MS = const(60000)
+DEMAND_MS = const(10000)    # a demand must last this long to switch on
 MIN_OFF_MS = const(60000)
 WARM_HOLD_MS = const(5000)     # as long as the lt_chg fault's clear delay
 GUARD_DC = const(100)       # 10 degC above heat_off: runaway guard
@@ -57,6 +60,8 @@ class Heater:
         self._changed_once = False
         self._warm_since = 0
         self._warm = False
+        self._demand = False
+        self._demand_since = 0
 
     def _held(self, now, ms):
         return self._changed_once and ticks_diff(now, self._t_change) < ms
@@ -93,6 +98,7 @@ class Heater:
             reason = R_EMPTY
         self.reason = reason
         if reason != R_OK or mode == HEATER_OFF:
+            self._demand = False
             self._set(False, now)
             return
         if mode == HEATER_FORCED:
@@ -104,8 +110,21 @@ class Heater:
                 want = demand and t < p[P_HEAT_OFF] * 10
             else:
                 want = demand and t < p[P_HEAT_ON] * 10
+        if want and not self.on and mode != HEATER_FORCED:
+            if not self._demand:
+                self._demand = True
+                self._demand_since = now
+            if ticks_diff(now, self._demand_since) < DEMAND_MS:
+                return
+        elif not want:
+            self._demand = False
         if want != self.on and not self._held(now, MIN_ON_MS if self.on else MIN_OFF_MS):
             self._set(want, now)
+
+    def cold_check(self, m, now):
+        """Fast-task part of the inhibit: engage before any charge relay can close."""
+        self._inhibit(m.tmin[ROLE_CELL], now)
+        return self.charge_inhibit
 
     def _inhibit(self, t, now):
         p = self.params

@@ -1,6 +1,6 @@
 # Heater modes, hysteresis, minimum on/off times, safety cut-offs, cold charge inhibit.
 from bms.faults import R_HEAT
-from bms.heater import MIN_OFF_MS, MIN_ON_MS, WARM_HOLD_MS, Heater
+from bms.heater import DEMAND_MS, MIN_OFF_MS, MIN_ON_MS, WARM_HOLD_MS, Heater
 from bms.params import (CHEM_LFP, HEATER_CHARGE, HEATER_DISCHARGE, HEATER_FORCED,
                         HEATER_KEEP, HEATER_OFF)
 from soc_helpers import Snap, params
@@ -17,6 +17,8 @@ def _rig(mode, temp_c=-5):
 def test_keep_mode_hysteresis():
     p, sn, h = _rig(HEATER_KEEP, -5)
     t = 0
+    assert not h.step(sn.m, False, False, t)  # a demand must last DEMAND_MS
+    t = DEMAND_MS
     assert h.step(sn.m, False, False, t)
     for c in (0, 3, 7):  # stays on below heat_off
         sn.set_temps(c)
@@ -31,20 +33,23 @@ def test_keep_mode_hysteresis():
         assert not h.step(sn.m, False, False, t), c
     sn.set_temps(-0.5)
     t += 1000
-    assert h.step(sn.m, False, False, t)
+    h.step(sn.m, False, False, t)
+    assert h.step(sn.m, False, False, t + DEMAND_MS)
 
 
 def test_minimum_on_and_off_times_against_chatter():
     p, sn, h = _rig(HEATER_KEEP, -5)
-    t = 0
+    h.step(sn.m, False, False, 0)
+    t = DEMAND_MS
     h.step(sn.m, False, False, t)
+    assert h.on
     sn.set_temps(9)  # the NTC next to the heater warms at once
     t += 1000
     assert h.step(sn.m, False, False, t)  # held on
-    t = MIN_ON_MS
+    t = DEMAND_MS + MIN_ON_MS
     assert not h.step(sn.m, False, False, t)
     sn.set_temps(-5)
-    t += 1000
+    t += DEMAND_MS
     assert not h.step(sn.m, False, False, t)  # held off
     t += MIN_OFF_MS
     assert h.step(sn.m, False, False, t)
@@ -64,7 +69,14 @@ def test_modes():
                                  (HEATER_DISCHARGE, True, False, False),
                                  (HEATER_KEEP, False, False, True)):
         p, sn, h = _rig(mode, -5)
-        assert h.step(sn.m, chg, dsg, 0) == want, (mode, chg, dsg)
+        h.step(sn.m, chg, dsg, 0)
+        assert h.step(sn.m, chg, dsg, DEMAND_MS) == want, (mode, chg, dsg)
+    # A short demand (a precharge pulse, a brief load) does not start it.
+    p, sn, h = _rig(HEATER_DISCHARGE, -5)
+    h.step(sn.m, False, True, 0)
+    assert not h.step(sn.m, False, False, 1000)
+    assert not h.step(sn.m, False, True, 2000)
+    assert not h.step(sn.m, False, True, 2000 + DEMAND_MS - 1)
 
 
 def test_forced_heats_when_warm_but_guard_cuts():
@@ -76,10 +88,12 @@ def test_forced_heats_when_warm_but_guard_cuts():
 
 def test_safety_switches_off_at_once():
     p, sn, h = _rig(HEATER_KEEP, -5)
+    h.step(sn.m, False, False, -DEMAND_MS)
     h.step(sn.m, False, False, 0)
     assert h.on
     assert not h.step(sn.m, False, False, 1000, R_HEAT)
     p2, sn2, h2 = _rig(HEATER_KEEP, -5)
+    h2.step(sn2.m, False, False, -DEMAND_MS)
     h2.step(sn2.m, False, False, 0)
     sn2.m.temp_status[2] = 1
     sn2.m.temp_status[3] = 1
@@ -92,7 +106,8 @@ def test_safety_switches_off_at_once():
     assert not h.step(sn.m, False, False, 2000)
     p.set(p_index("heater_mode"), HEATER_KEEP)
     assert not h.step(sn.m, False, False, 3000)  # minimum off time since 1000
-    assert h.step(sn.m, False, False, 1000 + MIN_OFF_MS)
+    h.step(sn.m, False, False, 1000 + MIN_OFF_MS)
+    assert h.step(sn.m, False, False, 3000 + MIN_OFF_MS + DEMAND_MS)
 
 
 def p_index(name):
@@ -106,7 +121,9 @@ def test_cold_charge_inhibit_until_warm_and_heater_done():
     assert not h.charge_inhibit  # 3 degC: above lt_chg, no inhibit yet
     sn.set_temps(-1)
     h.step(sn.m, True, False, 1000)
-    assert h.charge_inhibit and h.on
+    assert h.charge_inhibit  # at once
+    h.step(sn.m, True, False, 1000 + DEMAND_MS)
+    assert h.on
     t = 1000
     for c in (2, 5, 6, 7):  # warm enough for the fault, but the heater still runs
         sn.set_temps(c)
