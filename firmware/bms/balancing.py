@@ -17,9 +17,11 @@ set voltage difference -> balance ... until within the set difference"):
   over-temperature fault at ``t_bal_ot`` has to act.  Without a balance-board
   NTC the power-board NTC stands in.
 * Where the AFE forbids bleeding two adjacent cells at once
-  (``no_adjacent``), each period prefers one parity (odd / even,
-  alternating) and adds cells of the other parity only where neither
-  neighbour bleeds, so a lone high cell bleeds every period.
+  (``no_adjacent``), cells are picked highest first (four passes over
+  falling thresholds of excess voltage, each taking every cell whose
+  neighbours are not taken): the highest cell sets the balancing time and
+  never waits for a lower neighbour; ties rotate the scan start every period
+  so equal cells take turns.
 * Duty cycling: bleed current flows through the sense leads and pulls the
   readings down, so decisions use only "quiet" sweeps.  ``step`` is called
   after every cell sweep; with PERIOD sweeps per period the bleeders are off
@@ -69,7 +71,7 @@ class Balancer:
         self.count = 0
         self.quiet = True           # the last sweep was taken with bleeders off
         self._sweep = 0
-        self._parity = 0
+        self._rot = 0
         self._on = False            # bleeders were on during the last interval
 
     def bleed_s(self, i):
@@ -151,10 +153,24 @@ class Balancer:
         self.state = ST_ACTIVE
         target = m.min_mv + half
         mv = m.cell_mv
-        for i in range(m.n_cells):
-            if mv[i] > target:
-                w[i] = 1
-        self._parity ^= 1
+        n = m.n_cells
+        if not self.no_adjacent:
+            for i in range(n):
+                if mv[i] > target:
+                    w[i] = 1
+            return
+        e = m.max_mv - target
+        rot = self._rot
+        self._rot = rot + 1 if rot + 1 < n else 0
+        for k in (3, 2, 1, 0):
+            thr = target + e * k // 4
+            for j in range(n):
+                i = j + rot
+                if i >= n:
+                    i -= n
+                if not w[i] and mv[i] > thr and (i == 0 or not w[i - 1]) and \
+                        (i == n - 1 or not w[i + 1]):
+                    w[i] = 1
 
     def _set(self, on):
         """Apply ``want`` (respecting adjacency) or all-off; True if changed."""
@@ -169,22 +185,10 @@ class Balancer:
                     changed = True
         else:
             w = self.want
-            par = self._parity
-            adj = self.no_adjacent
             for i in range(n):
-                v = w[i]
-                if v and adj and (i & 1) != par:
-                    v = 0
-                if f[i] != v:
-                    f[i] = v
+                if f[i] != w[i]:
+                    f[i] = w[i]
                     changed = True
-            if adj:
-                # Other parity where neither neighbour bleeds.
-                for i in range(n):
-                    if w[i] and not f[i] and (i == 0 or not f[i - 1]) and \
-                            (i == n - 1 or not f[i + 1]):
-                        f[i] = 1
-                        changed = True
             for i in range(n):
                 if f[i]:
                     cnt += 1
