@@ -5,8 +5,8 @@
 
 Three scheduler tasks on the injected clock:
   fast  (50 ms)  current, protection, contactors, buzzer, coulomb counting
-  cells (250 ms) cell voltages and temperatures
-  slow  (1 s)    balancing, heater, SOC calibration
+  cells (250 ms) cell voltages and temperatures, balancing (duty-cycled per sweep)
+  slow  (1 s)    heater, SOC calibration and estimator, derating (limits)
 
 The board object is the only way out to hardware (duck-typed, see
 ``boards/`` and ``tools/sim``):
@@ -33,6 +33,7 @@ from bms import faults as F
 from bms.balancing import Balancer
 from bms.buzzer import Buzzer
 from bms.contactors import RELAY_CHG, Contactors
+from bms.derating import Derating
 from bms.eventlog import EV_BOOT, EV_COMMAND, EV_EXCEPTION, EV_PARAM, EV_SOC_CAL, EventLog
 from bms.heater import Heater
 from bms.measurements import ROLE_BALANCE, ROLE_CELL, ROLE_POWER, Measurements
@@ -94,8 +95,10 @@ class Bms:
         self.buzzer = Buzzer()
         self.soc = Soc(params, soc_pm)
         self.balancer = Balancer(params, board.max_cells,
-                                 getattr(board, "balance_no_adjacent", True))
+                                 getattr(board, "balance_no_adjacent", True), CELL_MS)
         self.heater = Heater(params)
+        self.derating = Derating(params, self)
+        self.limits = self.derating  # CCL/DCL/CVL/DVL for the inverter and charger
         self.sched = Scheduler(clock)
         # Cells first: at boot the first fast tick then already has data.
         self.sched.add(self._cells, CELL_MS)
@@ -198,6 +201,8 @@ class Bms:
             self.running = True
         if not self.running:
             block = F.R_CHG | F.R_DSG | F.R_BAL | F.R_HEAT  # nothing closes before data
+        if self.heater.cold_check(m, now):
+            block |= F.R_CHG  # cold: no charging until the pack is warm enough
         dsg_req = p[P_DSG_SWITCH] and (key or not p[P_KEY_ENABLE]) and not self.sleep_requested
         chg_req = p[P_CHG_SWITCH] and not self.sleep_requested
         self.contactors.step(now, block, chg_req, dsg_req, self.heater.on,
@@ -222,15 +227,19 @@ class Bms:
             m.update_temp_stats()
             m.temps_ts = now
             m.temps_seen = True
+        bal = self.balancer
+        if bal.step(m, self.prot.reaction if self.running else F.R_BAL | F.R_HEAT):
+            self.board.set_balance(bal.flags)
 
     def _slow(self, now):
         m = self.meas
         prot = self.prot
         block = prot.reaction if self.running else F.R_BAL | F.R_HEAT
-        self.board.set_balance(self.balancer.step(m, block))
         cs = self.contactors.state
-        self.heater.step(m, self.params[P_CHG_SWITCH] and (cs[RELAY_CHG] or prot.active(F.LT_CHG)),
-                         m.current_ma < -MODE_CURRENT_MA)
+        h = self.heater
+        h.step(m, self.params[P_CHG_SWITCH] and (cs[RELAY_CHG] or prot.active(F.LT_CHG)
+                                                 or h.charge_inhibit),
+               m.current_ma < -MODE_CURRENT_MA, now, block)
         ov1 = prot.active(F.OV1)
         uv1 = prot.active(F.UV1)
         if ov1 and not self._ov1_prev:
@@ -241,6 +250,9 @@ class Bms:
             self.log.append(now, EV_SOC_CAL, 0, 0)
         self._ov1_prev = ov1
         self._uv1_prev = uv1
+        if self.running:
+            self.soc.estimate(m, now)
+        self.derating.update(now)
 
     # ---- helpers ------------------------------------------------------
     def _read(self, fn, now):
@@ -306,11 +318,16 @@ class Bms:
             target = arg if arg >= 0 else -arg
             if raw < 0:
                 target = -target
-            if raw <= -CAL_MIN_MA or raw >= CAL_MIN_MA:
-                gain = (target - p[P_CUR_OFFSET]) * 10000 // raw if -200000 < raw < 200000 \
-                    else (target - p[P_CUR_OFFSET]) * 100 // (raw // 100)
+            # I = raw * gain + offset is a line through the zero point raw0
+            # (found by CMD_CAL_ZERO); keep raw0 and rescale both so that a
+            # large gain correction does not shift the zero reading.
+            raw0 = -(p[P_CUR_OFFSET] * 10000 // p[P_CUR_GAIN])
+            d = raw - raw0
+            if (raw <= -CAL_MIN_MA or raw >= CAL_MIN_MA) and (d <= -CAL_MIN_MA or d >= CAL_MIN_MA):
+                gain = target * 10000 // d if -100000 < target < 100000 \
+                    else target * 100 // (d // 100)
                 try:
-                    p.set(P_CUR_GAIN, gain)
+                    p.set_many(((P_CUR_GAIN, gain), (P_CUR_OFFSET, -(raw0 * gain // 10000))))
                 except ParamError:
                     pass
         elif cmd == CMD_CAL_ZERO:

@@ -1,0 +1,125 @@
+"""Open-circuit voltage (OCV) vs state of charge, per chemistry, with temperature.
+
+Tables are typical relaxed (rest, C/20 mean of charge and discharge branch)
+curves at 25 degC from published cell data: NMC (graphite/NMC532-622), LFP
+(graphite/LiFePO4, with its flat 3.25-3.34 V plateau between ~20 % and
+~90 %), LTO (LTO/NMC, 1.8-2.75 V) and sodium-ion (hard carbon/layered oxide,
+1.5-4.0 V window).  SOC is in per mille, voltage in mV: integers, so lookups
+need no floats and the tables cost a few hundred bytes of flash.
+
+Temperature: one entropic coefficient per chemistry (dOCV/dT, uV/K), applied
+as ``ocv(T) = ocv25 + k * (T - 25)``.  It is small (0.1-0.2 mV/K) but on the
+LFP plateau 2 mV is several % of SOC, so it is not ignored.
+
+What OCV is worth at a point is its slope: ``slope_uv_pm`` (uV per per mille
+== mV per 100 %).  On the LFP plateau it is ~100 mV/100 %, so a 3 mV table or
+hysteresis error is ~3 % SOC; above 95 % or below 10 % it is 10-50 times
+steeper.  The estimator (bms.soc) weighs every voltage reading by this slope
+(it is the measurement Jacobian of its Kalman filter).
+
+Limits: real cells differ from these curves by a few mV (ageing, LFP's
+charge/discharge hysteresis of 10-20 mV); the estimator's measurement noise
+reflects that, and a characterised table for the actual cells can replace a
+row here.
+"""
+from array import array
+
+from micropython import const
+
+# Per-chemistry rows in CHEM_* order (NMC, LFP, LTO, NA).
+_SOC = (
+    array("H", (0, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 950, 1000)),
+    array("H", (0, 20, 50, 100, 150, 200, 300, 400, 500, 600, 700, 800, 900, 950, 980, 1000)),
+    array("H", (0, 50, 100, 300, 500, 700, 900, 950, 1000)),
+    array("H", (0, 50, 100, 300, 500, 700, 900, 950, 1000)),
+)
+_MV = (
+    array("H", (3000, 3305, 3452, 3560, 3628, 3689, 3751, 3829, 3918, 4001, 4079, 4131, 4190)),
+    array("H", (2500, 2900, 3050, 3180, 3210, 3231, 3259, 3280, 3290, 3299, 3311, 3329, 3341,
+                3370, 3420, 3600)),
+    array("H", (1800, 2050, 2150, 2250, 2300, 2360, 2450, 2550, 2750)),
+    array("H", (1700, 2200, 2450, 2800, 3050, 3300, 3620, 3750, 3920)),
+)
+# Entropic coefficient dOCV/dT in uV/K.
+_DVDT_UV = (-200, -100, -100, -200)
+
+N_CHEM = const(4)
+
+
+def _row(chem):
+    if chem < 0 or chem >= N_CHEM:
+        raise ValueError("chemistry")
+    return _SOC[chem], _MV[chem]
+
+
+def _seg(xs, x):
+    """Index j of the segment xs[j]..xs[j+1] that holds x (clamped)."""
+    n = len(xs)
+    lo = 0
+    hi = n - 2
+    while lo < hi:
+        mid = (lo + hi + 1) >> 1
+        if xs[mid] <= x:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def temp_offset_uv(chem, t_dc):
+    """OCV shift in uV at ``t_dc`` (0.1 degC) relative to 25 degC."""
+    return _DVDT_UV[chem] * (t_dc - 250) // 10
+
+
+def ocv_mv(chem, soc_pm, t_dc=250):
+    """OCV in mV of one cell at ``soc_pm`` (clamped to 0..1000) and ``t_dc``."""
+    xs, ys = _row(chem)
+    s = 0 if soc_pm < 0 else (1000 if soc_pm > 1000 else soc_pm)
+    j = _seg(xs, s)
+    x0 = xs[j]
+    y0 = ys[j]
+    v = y0 + (ys[j + 1] - y0) * (s - x0) // (xs[j + 1] - x0)
+    return v + temp_offset_uv(chem, t_dc) // 1000
+
+
+def soc_pm(chem, mv, t_dc=250):
+    """Inverse lookup: per-mille SOC whose OCV at ``t_dc`` is ``mv`` (clamped)."""
+    xs, ys = _row(chem)
+    v = mv - temp_offset_uv(chem, t_dc) // 1000
+    if v <= ys[0]:
+        return 0
+    if v >= ys[len(ys) - 1]:
+        return 1000
+    j = _seg(ys, v)
+    y0 = ys[j]
+    return xs[j] + (xs[j + 1] - xs[j]) * (v - y0) // (ys[j + 1] - y0)
+
+
+def slope_uv_pm(chem, soc_pm):
+    """dOCV/dSOC at ``soc_pm`` in uV per per mille (the segment's slope)."""
+    xs, ys = _row(chem)
+    s = 0 if soc_pm < 0 else (1000 if soc_pm > 1000 else soc_pm)
+    j = _seg(xs, s)
+    return (ys[j + 1] - ys[j]) * 1000 // (xs[j + 1] - xs[j])
+
+
+def ocv_f(chem, s, t_c):
+    """Float form for the estimator: (OCV in V, dOCV/dSOC in V per unit SOC).
+
+    ``s`` is SOC as a fraction (clamped 0..1), ``t_c`` degC.  The slope is
+    that of the segment; at a breakpoint the steeper neighbour is not mixed
+    in, which keeps the Kalman gain well-behaved at the LFP knees.
+    """
+    xs = _SOC[chem]
+    ys = _MV[chem]
+    if s < 0.0:
+        s = 0.0
+    elif s > 1.0:
+        s = 1.0
+    x = s * 1000.0
+    j = _seg(xs, int(x))
+    x0 = xs[j]
+    dx = xs[j + 1] - x0
+    dy = ys[j + 1] - ys[j]
+    v = ys[j] + dy * (x - x0) / dx
+    return (v + _DVDT_UV[chem] * (t_c - 25.0) * 0.001) * 0.001, dy / dx

@@ -1,0 +1,167 @@
+# Coulomb counter: exact fixed point, efficiency, calibration, learning, cycles, state.
+from bms import params as P
+from bms.params import CHEM_LFP, CHEM_NMC
+from bms.soc import MAH_MS, Soc
+from soc_helpers import params
+
+
+def _soc(chem=CHEM_LFP, cap_dah=1000, pm=500):
+    p = params(chem, capacity=cap_dah)
+    return p, Soc(p, pm)
+
+
+def test_one_hour_at_one_amp_is_exact_in_50ms_steps():
+    p, s = _soc()
+    s.chg_eff_pm = 1000
+    r0 = s.remaining_mah
+    for _ in range(72000):
+        s.integrate(1000, 50)
+    assert s.remaining_mah - r0 == 1000
+    assert s._res == 0
+
+
+def test_charge_efficiency_is_exact():
+    p, s = _soc()
+    s.chg_eff_pm = 995
+    r0 = s.remaining_mah
+    for _ in range(3600):
+        s.integrate(7000, 1000)  # 7 Ah at 99.5 % = 6965 mAh
+    assert s.remaining_mah - r0 == 6965
+    assert s._res == 0
+
+
+def test_odd_currents_and_steps_do_not_drift():
+    # 37 mA for 97 ms, 371135 times = 1 332 374.15 mA*s = 370.104 mAh discharged
+    p, s = _soc()
+    r0 = s.remaining_mah
+    for _ in range(371135):
+        s.integrate(-37, 97)
+    total = 37 * 97 * 371135
+    assert r0 * MAH_MS - (s.remaining_mah * MAH_MS + s._res) == total
+
+
+def test_round_trip_returns_exactly():
+    p, s = _soc()
+    s.chg_eff_pm = 1000
+    r0 = s.remaining_mah
+    for k in range(5000):
+        s.integrate(12345, 50)
+        s.integrate(-12345, 50)
+    assert s.remaining_mah == r0 and s._res == 0
+
+
+def test_counter_clamps_at_full_and_empty():
+    p, s = _soc(pm=990)
+    for _ in range(7200):
+        s.integrate(100000, 1000)
+    assert s.soc_pm == 1000 and s.remaining_mah == s.capacity_mah
+    for _ in range(7200):
+        s.integrate(-100000, 1000)
+    assert s.soc_pm == 0 and s.remaining_mah == 0
+
+
+def test_large_pack_large_current_stays_in_range():
+    p, s = _soc(cap_dah=65000)  # 6500 Ah
+    s.integrate(-1000000, 1000)  # 1000 A for 1 s
+    assert s.capacity_mah == 6500000
+    assert s.soc_pm == 499
+
+
+def test_full_and_empty_calibration():
+    p, s = _soc(pm=430)
+    s.calibrate_full()
+    assert s.soc_pm == 1000 and s.remaining_mah == s.capacity_mah
+    assert s.sigma_pm <= 5
+    s.calibrate_empty()
+    assert s.soc_pm == 0 and s.remaining_mah == 0
+
+
+def test_capacity_learning_full_to_empty():
+    p, s = _soc()
+    s.calibrate_full()
+    for _ in range(900):
+        s.integrate(-100000, 1000)  # 25 Ah
+    for _ in range(900):
+        s.integrate(-200000, 1000)  # 50 Ah
+    for _ in range(300):
+        s.integrate(-180000, 1000)  # 15 Ah: 90 Ah in all
+    s.calibrate_empty()
+    assert s.learned_mah == 90000
+    assert s.capacity_mah == 90000
+    assert s.soh_pm == 900
+    # Empty -> full also teaches (charge counted at the efficiency).
+    s.chg_eff_pm = 1000
+    for _ in range(3168):
+        s.integrate(100000, 1000)  # 88 Ah
+    s.calibrate_full()
+    assert s.last_learned_mah == 88000
+    assert s.learned_mah == 89000  # averaged with the previous measurement
+    assert s.soc_pm == 1000 and s.remaining_mah == 89000
+
+
+def test_implausible_learning_is_ignored():
+    p, s = _soc()
+    s.calibrate_full()
+    for _ in range(360):
+        s.integrate(-100000, 1000)  # only 10 Ah: a calibration by mistake
+    s.calibrate_empty()
+    assert s.learned_mah == 0 and s.capacity_mah == 100000 and s.soh_pm == 1000
+
+
+def test_cycle_counting():
+    p, s = _soc(pm=1000)
+    for k in range(3):
+        for _ in range(3600):
+            s.integrate(-100000, 1000)
+        s.calibrate_empty()
+        s.calibrate_full()
+    assert s.cycles == 3
+
+
+def test_state_round_trip_and_implausible_state():
+    p, s = _soc()
+    s.set_pm(731)
+    s.cycles = 12
+    st = s.get_state()
+    p2, s2 = _soc()
+    s2.set_state(*st)
+    assert s2.soc_pm == 731 and s2.cycles == 12 and s2.remaining_mah == s.remaining_mah
+    s3 = Soc(p, 500)
+    s3.set_state(2000, -5, 10, 12, 0)  # nonsense SOC and learned capacity
+    assert s3.soc_pm == 500 and s3.learned_mah == 0 and s3.capacity_mah == 100000
+
+
+def test_state_object_for_the_settings_store():
+    class St:
+        pass
+    p, s = _soc(pm=640)
+    s.learned_mah = 95000
+    st = St()
+    s.save_to(st)
+    assert st.soc_pm == 640 and st.capacity_mah == 95000
+    p2, s2 = _soc()
+    s2.load_from(st)
+    assert s2.learned_mah == 95000 and s2.capacity_mah == 95000 and s2.soc_pm == 640
+    assert s2.soh_pm == 950
+
+
+def test_capacity_parameter_change_keeps_fraction_and_forgets_learning():
+    p, s = _soc(pm=500)
+    s.learned_mah = 95000
+    p.set(P.P_CAPACITY, 2000)
+    s.integrate(0, 50)
+    assert s.capacity_mah == 200000 and s.learned_mah == 0
+    assert 499 <= s.soc_pm <= 500
+
+
+def test_integrate_does_not_allocate():
+    import micropython
+    p, s = _soc(CHEM_NMC)
+    s.integrate(-5000, 50)
+    micropython.heap_lock()
+    try:
+        for _ in range(100):
+            s.integrate(-123456, 50)
+            s.integrate(98765, 50)
+    finally:
+        micropython.heap_unlock()
