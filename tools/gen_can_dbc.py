@@ -109,7 +109,9 @@ def build():
             if name in CYCLE:
                 attrs.append('BA_ "GenMsgCycleTime" BO_ %d %d;' % (fid, CYCLE[name]))
     out += comments
-    out += ['BA_DEF_ BO_ "GenMsgCycleTime" INT 0 65535;', 'BA_DEF_DEF_ "GenMsgCycleTime" 0;']
+    out += ['BA_DEF_ BO_ "GenMsgCycleTime" INT 0 65535;', 'BA_DEF_ "Baudrate" INT 0 1000000;',
+            'BA_DEF_DEF_ "GenMsgCycleTime" 0;', 'BA_DEF_DEF_ "Baudrate" 500000;',
+            'BA_ "Baudrate" %d;' % C.BITRATE]
     out += attrs
     out += vals
     return "\n".join(out) + "\n"
