@@ -160,6 +160,9 @@ class CanMaster:
         self._ob_head = 0
         self._ob_n = 0
         self._scratch = bytearray(8)
+        # One preallocated view per length: sending a 4-byte BAL allocates nothing.
+        mv = memoryview(self._scratch)
+        self._views = [mv[:k] for k in range(9)]
         try:
             ctrl.set_filters([(C.ID_STATUS, 0x700, False), (C.ID_CELLS, 0x780, False),
                               (C.ID_TEMPS, 0x7F0, False), (C.ID_VERSION, 0x7F0, False),
@@ -305,9 +308,7 @@ class CanMaster:
             d = self._ob_data
             for j in range(n):
                 b[j] = d[o + j]
-            # Frames shorter than 8 bytes go out from a slice: rare, small.
-            data = b if n == 8 else bytes(b[:n])
-            if not self.ctrl.send(self._ob_id[i], data, False):
+            if not self.ctrl.send(self._ob_id[i], self._views[n], False):
                 self.tx_fail += 1
                 return
             self._ob_head = (i + 1) % OUTBOX

@@ -186,3 +186,52 @@ def u16s(b):
 
 def arr_h(n, v):
     return array("H", [v] * n)
+
+
+class ReplayCtrl:
+    """Feeds prepared frames without copying (for heap-locked tests and benches)."""
+
+    def __init__(self):
+        self.frames = []
+        self.i = 0
+        self.rx_id = 0
+        self.rx_ext = False
+        self.sent = 0
+        self.tec = 0
+        self.rec = 0
+        self.rx_overflow = 0
+
+    def recv(self, buf):
+        if self.i >= len(self.frames):
+            return -1
+        cid, data = self.frames[self.i]
+        self.i += 1
+        for j in range(len(data)):
+            buf[j] = data[j]
+        self.rx_id = cid
+        return len(data)
+
+    def send(self, cid, data, ext=False):
+        self.sent += 1
+        return True
+
+    def set_filters(self, f):
+        pass
+
+    def state(self):
+        return 0
+
+    def restart(self):
+        pass
+
+
+def sweep_frames(n_mod, sweep, cells=16):
+    out = []
+    b = bytearray(8)
+    for a in range(1, n_mod + 1):
+        C.status_pack(b, C.ST_RUN, cells, sweep, 0, 0, 3, 20)
+        out.append((C.ID_STATUS + a - 1, bytes(b)))
+        for f in range(4):
+            out.append((C.cells_id(a, f), bytes([0xE4, 0x0C] * 4)))
+        out.append((C.ID_TEMPS + a - 1, bytes([0xFA, 0, 0xFA, 0, 0xFA, 0, 0, 0x80])))
+    return out
