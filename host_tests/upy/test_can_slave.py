@@ -219,3 +219,49 @@ def test_bus_off_restart_with_back_off():
     _run(clock, s, 60)
     assert node.restarts == 2
     assert s.guard.bus_off_count == 2
+
+
+class _FakeDriverAfe:
+    balance_no_adjacent = True
+
+    def __init__(self):
+        self.flags = None
+        self.mode = None
+
+    def read_cells(self, mv, n):
+        for i in range(n):
+            mv[i] = 3000 + i
+
+    def balance(self, flags):
+        self.flags = bytes(flags)
+
+    def set_mode(self, m):
+        self.mode = m
+
+
+class _FakeNtc:
+    def __init__(self, st, t):
+        self.st = st
+        self.temp_dc = t
+
+    def read(self):
+        return self.st
+
+
+def test_slave_afe_adapter():
+    from array import array
+    from bms.measurements import T_OPEN, T_SHORT, T_OK, ROLE_CELL
+    from bms.slave_afe import SlaveAfe
+    drv = _FakeDriverAfe()
+    a = SlaveAfe(drv, [(_FakeNtc(T_OK, 251), ROLE_CELL), (_FakeNtc(T_OPEN, 0), ROLE_CELL),
+                       (_FakeNtc(T_SHORT, 0), ROLE_CELL)])
+    t = array("h", [0] * 4)
+    a.read_temps(t, 4)
+    assert list(t) == [251, C.TEMP_OPEN, C.TEMP_SHORT, C.TEMP_ABSENT]
+    a.balance(0b1011)            # cells 1, 2, 4: neighbours 1-2 -> keep 1
+    assert drv.flags[:5] == bytes([1, 0, 0, 1, 0])
+    a.sleep(True)
+    assert drv.mode == 1
+    mv = array("H", [0] * 16)
+    a.read_cells(mv, 3)
+    assert list(mv[:3]) == [3000, 3001, 3002]
