@@ -187,3 +187,19 @@ def test_master_bus_off_restarts_with_back_off():
     assert sim.module_states() == ["ok"] * 16
     assert sim.bus.error_frames == 40
     assert sim.run_until(_closed, 5)
+
+
+def test_latched_faults_from_a_module_clear_only_on_reset():
+    from bms.core import ACCEPTED, CMD_RESET_FAULTS
+    sim = _boot()
+    sim.pack.cells[199].soc = 1.03
+    assert sim.run_until(lambda s: s.bms.prot.active(F.AFE) and s.bms.prot.active(F.OV2), 8)
+    sim.pack.cells[199].soc = 0.5             # the cell is back in range
+    sim.run(6)
+    assert sim.master.hard_now == 0 and not sim.slaves[12].faults & C.LF_HARD
+    assert sim.bms.prot.active(F.AFE) and sim.bms.prot.active(F.OV2)   # latched
+    assert not _closed(sim)
+    assert sim.bms.request(CMD_RESET_FAULTS) == ACCEPTED
+    sim.run(0.2)
+    assert not sim.bms.prot.active(F.AFE) and not sim.bms.prot.active(F.OV2)
+    assert sim.run_until(_closed, 5)
