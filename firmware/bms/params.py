@@ -82,7 +82,9 @@ P_HEAT_OFF = const(51)
 P_MODBUS_ADDR = const(52)
 P_MODBUS_BAUD = const(53)
 P_SPECIAL_CHARGER = const(54)
-N_PARAMS = const(55)
+P_MODULE_CELLS = const(55)
+P_MODULE_TIMEOUT = const(56)
+N_PARAMS = const(57)
 
 HEATER_OFF = const(0)
 HEATER_CHARGE = const(1)
@@ -172,6 +174,11 @@ TABLE = (
     ("modbus_addr", "addr", 1, 247, _all(1), _D1, "Modbus device address"),
     ("modbus_baud", "enum", 0, 5, _all(1), _D1, "Modbus baud: 0 4800, 1 9600, 2 19200, 3 38400, 4 57600, 5 115200"),
     ("special_charger", "bool", 0, 1, _all(0), _D1, "Special charger on RS485-1 enabled"),
+    ("module_cells", "cells", 1, 16, _all(16), _D1,
+     "Cells per slave module (master with CAN slaves; the last module takes the rest of "
+     "cell_count). The module count follows after a restart"),
+    ("module_timeout", "ms", 1500, 10000, _all(2500), _D1,
+     "A slave module without a complete, consistent sweep this long raises the comm fault"),
 )
 
 OP_GT = const(0)

@@ -1,0 +1,427 @@
+"""Slave module logic: measure, guard locally, report over CAN, bleed on command.
+
+Pure logic, stepped from outside with ``step(now)``; the board entry
+(``slave_main.py``) supplies the CAN controller and the AFE:
+
+  afe.read_cells(cell_mv, n)   fills ``n`` mV values (array('H')); OSError on
+                               bus failure; 0xFFFF for a cell it could not read
+  afe.read_temps(temp_dc, n)   fills ``n`` 0.1 degC values (array('h')) or the
+                               TEMP_OPEN / TEMP_SHORT sentinels of comms.can_ids
+  afe.balance(mask)            bleeders on (bit 0 = cell 1)
+  afe.sleep(on)                optional (NotImplementedError is fine)
+
+Protocol (``comms.can_ids``, ``docs/bms_internal.dbc``): the master's SYNC
+starts a sweep; the slave samples its AFE at once and sends STATUS, its
+CELLS frames and TEMPS in slot ``addr``, one frame every ``gap`` ms.  It
+never transmits without a SYNC it heard, so a slave that lost the master
+goes quiet instead of sending stale data on its own timer.
+
+Second line of defence, independent of the master: local hard limits (OV,
+UV, OT; built-in wide defaults until the master's CONFIG arrives) debounced
+over ``LIMIT_SAMPLES`` consecutive samples with hysteresis.  An active limit
+stops balancing and is reported in every STATUS (the master latches it as
+an AFE fault).  Sampling continues on the slave's own timer when the master
+is silent.  Balancing needs a fresh BAL command: it stops by itself when the
+command's timeout passes or no SYNC came for ``MASTER_LOST_SWEEPS`` periods.
+After ``SLEEP_AFTER_MS`` without a master (or on the SYNC sleep flag) the
+slave sleeps: no balancing, no transmissions, a sample every
+``SLEEP_SAMPLE_MS``; the next SYNC without the sleep flag wakes it.
+
+Addressing: ``addr`` 1..16 from DIP switches / stored setting, or 0 for
+auto-assignment along the chain: an unaddressed slave whose chain input is
+active announces its uid; the master's ASSIGN gives it the next address and
+the slave raises its chain output so the next module announces.
+"""
+from array import array
+
+from micropython import const
+
+from bms.ticks import ticks_add, ticks_diff
+from comms import can_ids as C
+from comms.can_guard import BusGuard
+
+LIMIT_SAMPLES = const(3)
+OV_HYST_MV = const(50)
+UV_HYST_MV = const(100)
+OT_HYST_DC = const(50)
+DEF_OV_MV = const(4250)   # built-in limits before CONFIG: wide enough for every chemistry
+DEF_UV_MV = const(1500)
+DEF_OT_DC = const(650)
+LOCAL_SAMPLE_MS = const(1000)
+SLEEP_SAMPLE_MS = const(5000)
+MASTER_LOST_SWEEPS = const(3)
+SLEEP_AFTER_MS = const(30000)
+ANNOUNCE_MS = const(250)
+MAX_RX_PER_STEP = const(8)
+TEMP_BAD_MIN = const(32766)  # TEMP_SHORT and TEMP_OPEN
+
+
+class Slave:
+    def __init__(self, ctrl, afe, addr=0, cells=16, temps=3, uid=1, locked=False,
+                 chain_in=None, chain_out=None, now=0):
+        if addr < 0 or addr > C.MAX_MODULES:
+            raise ValueError("addr")
+        if cells < 1 or cells > C.MAX_MODULE_CELLS or temps < 0 or temps > C.MAX_MODULE_TEMPS:
+            raise ValueError("cells/temps")
+        self.ctrl = ctrl
+        self.afe = afe
+        self.guard = BusGuard(ctrl)
+        self.auto = addr == 0
+        self.addr = addr
+        self.cells = cells
+        self.temps = temps
+        self.uid = uid
+        self.locked = locked
+        self.chain_in = chain_in
+        self.chain_out = chain_out
+        self.cell_mv = array("H", [C.CELL_INVALID] * C.MAX_MODULE_CELLS)
+        self.temp_dc = array("h", [C.TEMP_ABSENT] * C.MAX_MODULE_TEMPS)
+        self.ov_mv = DEF_OV_MV
+        self.uv_mv = DEF_UV_MV
+        self.ot_dc = DEF_OT_DC
+        self.configured = False
+        self.afe_ok = False
+        self.sampled = False
+        self.sample_ts = now
+        self.faults = 0            # LF_* bits
+        self._cnt = bytearray(3)   # debounce counters: ov, uv, ot
+        self.state = C.ST_BOOT
+        self.sleeping = False
+        self.bal_mask = 0
+        self._bal_deadline = now
+        self._bal_allowed = False
+        self.sweep = 0
+        self.period = C.SWEEP_MS
+        self.slot = C.SLOT_MS
+        self.gap = C.GAP_MS
+        self.sync_seen = False
+        self.last_sync = now
+        self._last_sample = now
+        self._last_announce = now
+        self._ver_pending = True
+        # Transmit plan for the current slot.
+        self._plan_n = 0
+        self._plan_i = 0
+        self._next_tx = now
+        self._slot_end = now
+        self._rx = bytearray(8)
+        self._tx = bytearray(8)
+        # Counters for diagnostics.
+        self.syncs = 0
+        self.tx_frames = 0
+        self.tx_dropped = 0
+        self.bal_timeouts = 0
+        self._set_filters()
+        if chain_out is not None:
+            chain_out(not self.auto)
+
+    def _set_filters(self):
+        f = [(C.ID_SYNC, 0x7FC, False)]  # SYNC, ASSIGN, REQUEST
+        if self.addr:
+            f.append((C.ID_BAL + self.addr - 1, 0x7FF, False))
+            f.append((C.ID_CONFIG + self.addr - 1, 0x7FF, False))
+        try:
+            self.ctrl.set_filters(f)
+        except NotImplementedError:
+            pass
+
+    # ---- public -------------------------------------------------------
+    def step(self, now):
+        """One pass of the slave loop; never raises on bus or AFE errors."""
+        if not self.guard.step(now):
+            return
+        self._receive(now)
+        if not self.sleeping and ticks_diff(now, self.last_sync) > self.period * MASTER_LOST_SWEEPS:
+            if self.bal_mask:
+                self._set_balance(0)
+            if self.sync_seen:
+                self.faults |= C.LF_MASTER_LOST
+            if ticks_diff(now, self.last_sync) > SLEEP_AFTER_MS:
+                self._sleep(True)
+        if self.bal_mask and ticks_diff(now, self._bal_deadline) >= 0:
+            self.bal_timeouts += 1
+            self.faults |= C.LF_MASTER_LOST
+            self._set_balance(0)
+        every = SLEEP_SAMPLE_MS if self.sleeping else LOCAL_SAMPLE_MS
+        if ticks_diff(now, self._last_sample) >= every:
+            self._sample(now)
+        if self.addr == 0:
+            self._announce(now)
+        elif self._plan_i < self._plan_n:
+            self._transmit(now)
+
+    def ms_to_next(self, now):
+        """Time until the slave has something to do (for a sleeping board loop)."""
+        every = SLEEP_SAMPLE_MS if self.sleeping else LOCAL_SAMPLE_MS
+        d = every - ticks_diff(now, self._last_sample)
+        if self._plan_i < self._plan_n:
+            t = ticks_diff(self._next_tx, now)
+            if t < d:
+                d = t
+        return d if d > 0 else 0
+
+    # ---- receiving ----------------------------------------------------
+    def _receive(self, now):
+        ctrl = self.ctrl
+        b = self._rx
+        for _ in range(MAX_RX_PER_STEP):
+            n = ctrl.recv(b)
+            if n < 0:
+                return
+            if ctrl.rx_ext:
+                continue
+            cid = ctrl.rx_id
+            a = self.addr
+            if cid == C.ID_SYNC:
+                if n >= 8:
+                    self._on_sync(b, now)
+            elif a and cid == C.ID_BAL + a - 1:
+                if n >= 4:
+                    self._on_bal(b, now)
+            elif a and cid == C.ID_CONFIG + a - 1:
+                if n >= 8:
+                    self._on_config(b)
+            elif cid == C.ID_REQUEST:
+                if n >= 2 and (b[0] == 0 or b[0] == a):
+                    if b[1] == C.REQ_VERSION:
+                        self._ver_pending = True
+                    elif b[1] == C.REQ_ANNOUNCE and a == 0:
+                        self._last_announce = ticks_add(now, -ANNOUNCE_MS)
+            elif cid == C.ID_ASSIGN:
+                if n >= 7 and a == 0 and self.auto and C.uid48(b, 0) == self.uid:
+                    na = b[6]
+                    if 1 <= na <= C.MAX_MODULES:
+                        self.addr = na
+                        self._ver_pending = True
+                        self._set_filters()
+                        if self.chain_out is not None:
+                            self.chain_out(True)
+
+    def _on_sync(self, b, now):
+        period = C.u16(b, 4)
+        slot = b[6]
+        gap = b[7]
+        if period < 100 or slot < 1 or gap < 1 or slot < gap:
+            return  # a corrupt schedule must not make us talk over others
+        self.syncs += 1
+        self.sync_seen = True
+        self.last_sync = now
+        self.sweep = C.u16(b, 0)
+        self.period = period
+        self.slot = slot
+        self.gap = gap
+        flags = b[2]
+        self.faults &= ~C.LF_MASTER_LOST
+        self._bal_allowed = bool(flags & C.SYNC_BAL_OK)
+        if not self._bal_allowed and self.bal_mask:
+            self._set_balance(0)
+        if flags & C.SYNC_REASSIGN and self.auto and self.addr:
+            self.addr = 0
+            self._set_filters()
+            if self.chain_out is not None:
+                self.chain_out(False)
+        if flags & C.SYNC_SLEEP:
+            self._sleep(True)
+            self._plan_n = 0
+            return
+        self._sleep(False)
+        self._sample(now)
+        if self.addr:
+            nf = (self.cells + C.CELLS_PER_FRAME - 1) // C.CELLS_PER_FRAME
+            self._plan_n = 2 + nf + (1 if self._ver_pending else 0)
+            self._plan_i = 0
+            start = ticks_add(now, self.addr * slot)
+            self._next_tx = start
+            self._slot_end = ticks_add(start, slot)
+
+    def _on_bal(self, b, now):
+        mask = C.u16(b, 0) & ((1 << self.cells) - 1)
+        timeout = b[2] * C.BAL_TIMEOUT_UNIT_MS
+        if (not self._bal_allowed or self.sleeping or timeout == 0
+                or self.faults & (C.LF_HARD | C.LF_AFE | C.LF_TSENSOR)):
+            mask = 0
+        self._bal_deadline = ticks_add(now, timeout)
+        if mask:
+            self.faults &= ~C.LF_MASTER_LOST
+        self._set_balance(mask)
+
+    def _on_config(self, b):
+        cells = b[0]
+        temps = b[1]
+        ov = C.u16(b, 2)
+        uv = C.u16(b, 4)
+        ot = b[6] - 256 if b[6] & 0x80 else b[6]
+        if (temps > C.MAX_MODULE_TEMPS or not (1000 <= ov <= 5000) or not (500 <= uv < ov)
+                or not (-40 <= ot <= 120)):
+            return
+        if b[7] & C.CFG_SET_CELLS and not self.locked and 1 <= cells <= C.MAX_MODULE_CELLS:
+            self.cells = cells
+        self.temps = temps
+        self.ov_mv = ov
+        self.uv_mv = uv
+        self.ot_dc = ot * 10
+        self.configured = True
+        self.faults &= ~C.LF_DEFAULTS
+
+    # ---- measuring and local limits -----------------------------------
+    def _sample(self, now):
+        self._last_sample = now
+        n = self.cells
+        try:
+            self.afe.read_cells(self.cell_mv, n)
+            if self.temps:
+                self.afe.read_temps(self.temp_dc, self.temps)
+            self.afe_ok = True
+            self.sampled = True
+            self.sample_ts = now
+            self.faults &= ~C.LF_AFE
+        except OSError:
+            self.afe_ok = False
+            self.faults |= C.LF_AFE
+            if self.bal_mask:
+                self._set_balance(0)
+            return
+        mv = self.cell_mv
+        hi = 0
+        lo = 65535
+        for i in range(n):
+            v = mv[i]
+            if v == C.CELL_INVALID:
+                continue
+            if v > hi:
+                hi = v
+            if v < lo:
+                lo = v
+        t = self.temp_dc
+        thi = -32768
+        bad_t = False
+        for i in range(self.temps):
+            v = t[i]
+            if v >= TEMP_BAD_MIN or v == C.TEMP_ABSENT:
+                bad_t = True
+                continue
+            if v > thi:
+                thi = v
+        self._limit(0, C.LF_OV, hi >= self.ov_mv, hi < self.ov_mv - OV_HYST_MV)
+        self._limit(1, C.LF_UV, lo <= self.uv_mv, lo > self.uv_mv + UV_HYST_MV)
+        self._limit(2, C.LF_OT, thi >= self.ot_dc, thi < self.ot_dc - OT_HYST_DC)
+        if bad_t:
+            self.faults |= C.LF_TSENSOR
+        else:
+            self.faults &= ~C.LF_TSENSOR
+        if not self.configured:
+            self.faults |= C.LF_DEFAULTS
+        if self.faults & (C.LF_HARD | C.LF_TSENSOR) and self.bal_mask:
+            self._set_balance(0)
+
+    def _limit(self, k, bit, trip, clear):
+        c = self._cnt[k]
+        if trip:
+            if c < LIMIT_SAMPLES:
+                c += 1
+            if c >= LIMIT_SAMPLES:
+                self.faults |= bit
+        elif clear:
+            if c > 0:
+                c -= 1
+            if c == 0:
+                self.faults &= ~bit
+        self._cnt[k] = c
+
+    def _set_balance(self, mask):
+        if mask == self.bal_mask:
+            return
+        try:
+            self.afe.balance(mask)
+            self.bal_mask = mask
+        except OSError:
+            self.faults |= C.LF_AFE
+            try:
+                self.afe.balance(0)
+            except OSError:
+                pass
+            self.bal_mask = 0
+
+    def _sleep(self, on):
+        if on == self.sleeping:
+            return
+        self.sleeping = on
+        if on:
+            self._set_balance(0)
+        try:
+            self.afe.sleep(on)
+        except (AttributeError, NotImplementedError, OSError):
+            pass
+
+    # ---- transmitting -------------------------------------------------
+    def state_byte(self):
+        if self.sleeping:
+            st = C.ST_SLEEP
+        elif self.faults & C.LF_HARD:
+            st = C.ST_FAULT
+        elif not self.sync_seen:
+            st = C.ST_BOOT
+        else:
+            st = C.ST_RUN
+        if self.locked:
+            st |= C.STATE_LOCKED
+        if self.auto:
+            st |= C.STATE_AUTO
+        return st
+
+    def _frame(self, i, now):
+        """Fill the TX buffer (all frames are 8 bytes) with plan entry ``i``; returns the id."""
+        b = self._tx
+        a = self.addr
+        nf = (self.cells + C.CELLS_PER_FRAME - 1) // C.CELLS_PER_FRAME
+        if i == 0:
+            age = ticks_diff(now, self.sample_ts) if self.sampled else 2550
+            C.status_pack(b, self.state_byte(), self.cells, self.sweep, self.faults,
+                          self.bal_mask, self.temps, age)
+            return C.ID_STATUS + a - 1
+        if i <= nf:
+            f = i - 1
+            base = f * C.CELLS_PER_FRAME
+            mv = self.cell_mv
+            for j in range(C.CELLS_PER_FRAME):
+                c = base + j
+                v = mv[c] if (c < self.cells and self.afe_ok) else C.CELL_INVALID
+                b[2 * j] = v & 0xFF
+                b[2 * j + 1] = v >> 8
+            return C.cells_id(a, f)
+        if i == nf + 1:
+            t = self.temp_dc
+            for j in range(C.MAX_MODULE_TEMPS):
+                v = t[j] if (j < self.temps and self.afe_ok) else C.TEMP_ABSENT
+                C.put16(b, 2 * j, v & 0xFFFF)
+            return C.ID_TEMPS + a - 1
+        C.version_pack(b, self.uid)
+        return C.ID_VERSION + a - 1
+
+    def _transmit(self, now):
+        if ticks_diff(now, self._next_tx) < 0:
+            return
+        if ticks_diff(now, self._slot_end) >= 0:
+            # Late (bus busy, TX buffers full): never spill into the next slot.
+            self.tx_dropped += self._plan_n - self._plan_i
+            self._plan_i = self._plan_n
+            return
+        i = self._plan_i
+        cid = self._frame(i, now)
+        if self.ctrl.send(cid, self._tx, False):
+            self.tx_frames += 1
+            self._plan_i = i + 1
+            if cid == C.ID_VERSION + self.addr - 1:
+                self._ver_pending = False
+            self._next_tx = ticks_add(self._next_tx, self.gap)
+
+    def _announce(self, now):
+        if not self.auto:
+            return
+        if self.chain_in is not None and not self.chain_in():
+            return
+        if ticks_diff(now, self._last_announce) < ANNOUNCE_MS:
+            return
+        self._last_announce = now
+        C.announce_pack(self._tx, self.uid, self.cells)
+        self.ctrl.send(C.ID_ANNOUNCE, self._tx, False)

@@ -1,0 +1,64 @@
+"""Bus-off recovery with back-off, shared by the master and the slaves.
+
+A controller that went bus-off stays off until ``restart()``; restarting at
+once on a shorted or mis-terminated bus would hammer it (and every other
+node's error counters), so the restart waits ``backoff`` ms, doubling up to
+``BACKOFF_MAX_MS`` while bus-off keeps coming back, and resets once the
+controller has been error-active for ``STABLE_MS``.
+"""
+from micropython import const
+
+from bms.ticks import ticks_add, ticks_diff
+
+STATE_ERROR_ACTIVE = const(0)
+STATE_ERROR_WARNING = const(1)
+STATE_ERROR_PASSIVE = const(2)
+STATE_BUS_OFF = const(3)
+
+BACKOFF_MIN_MS = const(100)
+BACKOFF_MAX_MS = const(5000)
+STABLE_MS = const(10000)
+
+
+class BusGuard:
+    def __init__(self, ctrl):
+        self.ctrl = ctrl
+        self.state = STATE_ERROR_ACTIVE
+        self.bus_off_count = 0
+        self.restarts = 0
+        self.backoff = BACKOFF_MIN_MS
+        self._waiting = False
+        self._at = 0
+        self._active_since = 0
+
+    def step(self, now):
+        """Returns True while the controller can talk (not bus-off)."""
+        st = self.ctrl.state()
+        if st == STATE_BUS_OFF:
+            if self.state != STATE_BUS_OFF:
+                self.bus_off_count += 1
+                self._waiting = True
+                self._at = ticks_add(now, self.backoff)
+            self.state = st
+            if self._waiting and ticks_diff(now, self._at) >= 0:
+                self._waiting = False
+                self.restarts += 1
+                nb = self.backoff * 2
+                self.backoff = nb if nb < BACKOFF_MAX_MS else BACKOFF_MAX_MS
+                self.ctrl.restart()
+                # If the restart does not take, wait another back-off.
+                if self.ctrl.state() == STATE_BUS_OFF:
+                    self._waiting = True
+                    self._at = ticks_add(now, self.backoff)
+                else:
+                    self.state = self.ctrl.state()
+                    self._active_since = now
+            return self.state != STATE_BUS_OFF
+        if self.state == STATE_BUS_OFF:
+            self._active_since = now
+        self.state = st
+        if st != STATE_ERROR_ACTIVE:
+            self._active_since = now
+        elif self.backoff != BACKOFF_MIN_MS and ticks_diff(now, self._active_since) >= STABLE_MS:
+            self.backoff = BACKOFF_MIN_MS
+        return True

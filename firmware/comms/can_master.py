@@ -1,0 +1,594 @@
+"""Master side of the internal CAN bus: sweeps, discovery, pack snapshot.
+
+``CanMaster`` runs the protocol (``comms.can_ids``): it sends SYNC every
+``period`` ms, collects each module's STATUS / CELLS / TEMPS in its slot,
+keeps a per-cell value and receive time, decides per module whether its
+data can be trusted, queues balancing and configuration commands and
+answers auto-addressing requests.  ``MasterBoard`` wraps it into the core's
+board interface (see ``bms/core.py``): cells and module temperatures come
+from the modules, current, local temperatures, relays, buzzer and key from
+a base board (the master PCB's own drivers, or the simulator's FakeBoard).
+
+Layout: ``cell_count`` (total strings) and ``module_cells`` (cells per
+module) give ``n_modules = ceil(cell_count / module_cells)``; every module
+has ``module_cells`` cells except the last, which takes the remainder.
+The module count sets the size of the temperature snapshot, so like the
+TOPBMS master it takes effect after a restart; a later change that needs
+another module count is a configuration fault until then.
+
+Module health (``mod_state``).  A module is OK only if, within the last
+``module_timeout`` ms, it delivered a complete sweep: a STATUS echoing the
+current SYNC, reporting the expected cell count, no AFE error and an AFE
+sample younger than the timeout, followed by every CELLS and the TEMPS
+frame of that sweep.  Otherwise it is LOST (silent) or BAD (stale or
+inconsistent data), its cells are marked invalid in the snapshot and
+``comm_fault`` is raised.  CELLS frames are accepted only after a good
+STATUS of the same sweep, so values never outlive the status that vouched
+for them.
+
+Fault timing (documented in docs/can_internal.md): a module that stops
+sending is declared LOST at most ``module_timeout`` + one poll after its
+last complete sweep; ``MasterBoard`` sets the core's SIG_COMM flag in the
+same poll and the core opens the relays at its next fast tick (<= 50 ms).
+The COMM fault is auto-recovering: when every module is OK again the flag
+drops and the fault clears after its clear delay (2 s, fault table).
+
+Slave-local hard limits (STATUS faults OV/UV/OT) are latched here and
+reported through ``afe_fault()``: the core raises its latched AFE fault,
+reset by command or key cycle once no module reports them any more.
+
+For the Modbus map / PC tool: ``n_modules``, ``mod_cells`` (expected),
+``mod_first`` (first cell index), ``mod_state`` (MS_*), ``mod_faults``
+(slave LF_* bits), ``mod_bal`` (bleeders on), ``mod_temps`` / ``temp_dc``
+(module temperatures, 4 per module), ``mod_version`` (4 bytes per module),
+``mod_lost_count``, ``module_age_ms(k, now)``; bus figures ``guard``
+(state, bus_off_count, restarts), ``rx_frames``, ``tx_fail``.
+"""
+from array import array
+
+from micropython import const
+
+from bms import faults as F
+from bms.measurements import ROLE_CELL, T_NO_DATA, T_OK, T_OPEN, T_SHORT
+from bms.params import (P_CELL_COUNT, P_MODULE_CELLS, P_MODULE_TIMEOUT, P_OV2, P_T_CELL_OT,
+                        P_UV2)
+from bms.ticks import ticks_add, ticks_diff
+from comms import can_ids as C
+from comms.can_guard import BusGuard
+
+MS_ABSENT = const(0)   # never heard since boot
+MS_OK = const(1)
+MS_LOST = const(2)     # heard before, silent now
+MS_BAD = const(3)      # talking, but its data is stale or inconsistent
+MS_NAMES = ("absent", "ok", "lost", "bad")
+
+# Why a module is BAD (mod_why bits).
+W_COUNT = const(0x01)   # reports a cell count other than expected
+W_AFE = const(0x02)     # its AFE did not answer / sample too old
+W_ECHO = const(0x04)    # status did not echo the current sweep
+W_FRAMES = const(0x08)  # cell/temperature frames of the sweep missing
+W_CONFIG = const(0x10)  # the master's own layout is invalid
+
+OV_MARGIN_MV = const(50)    # slave hard limits sit just outside the master's level 2
+UV_MARGIN_MV = const(100)
+OT_MARGIN_C = const(5)
+CHECK_MS = const(20)
+CONFIG_RETRY_SWEEPS = const(5)
+OUTBOX = const(24)
+MAX_RX_PER_POLL = const(16)
+MAX_TX_PER_POLL = const(3)
+BAL_TIMEOUT_SWEEPS = const(3)
+NEVER = const(-1000000)
+
+
+def layout(cell_count, module_cells):
+    """(modules, cells of the last module) or None if impossible."""
+    if module_cells < 1 or module_cells > C.MAX_MODULE_CELLS or cell_count < 1:
+        return None
+    n = (cell_count + module_cells - 1) // module_cells
+    if n > C.MAX_MODULES:
+        return None
+    return n, cell_count - (n - 1) * module_cells
+
+
+class CanMaster:
+    def __init__(self, ctrl, n_modules, max_cells=256, temps_per_module=3, period=C.SWEEP_MS,
+                 slot=C.SLOT_MS, gap=C.GAP_MS, now=0):
+        if n_modules < 1 or n_modules > C.MAX_MODULES:
+            raise ValueError("modules")
+        if (n_modules + 1) * slot > period:
+            raise ValueError("slots do not fit the sweep")
+        n = n_modules
+        self.ctrl = ctrl
+        self.guard = BusGuard(ctrl)
+        self.n_modules = n
+        self.max_cells = max_cells
+        self.period = period
+        self.slot = slot
+        self.gap = gap
+        self.timeout = 2500
+        self.total_cells = 0
+        self.config_ok = False
+        self.ov_mv = 4250
+        self.uv_mv = 1500
+        self.ot_c = 65
+        self.cell_mv = array("H", [C.CELL_INVALID] * max_cells)
+        self.cell_ts = array("i", [0] * max_cells)
+        self.mod_cells = bytearray(n)
+        self.mod_first = array("H", [0] * n)
+        self.mod_state = bytearray(n)
+        self.mod_why = bytearray(n)
+        self.mod_why_status = bytearray(n)   # the part decided by the last STATUS
+        self.mod_faults = bytearray(n)
+        self.mod_slave_state = bytearray(n)
+        self.mod_rep_cells = bytearray(n)
+        self.mod_n_temps = bytearray(n)
+        self.mod_bal = array("H", [0] * n)
+        self.mod_bal_want = array("H", [0] * n)
+        self.mod_age = array("H", [0] * n)
+        self.mod_status_ts = array("i", [0] * n)
+        self.mod_full_ts = array("i", [0] * n)
+        self.mod_pending = bytearray(n)
+        self.mod_full_seen = bytearray(n)
+        self.mod_temp_seen = bytearray(n)
+        self.mod_lost_count = array("H", [0] * n)
+        self.mod_cfg_sweep = array("i", [NEVER] * n)
+        self.mod_version = bytearray(4 * n)
+        self.temp_dc = array("h", [C.TEMP_ABSENT] * (C.MAX_MODULE_TEMPS * n))
+        self.mod_temps = self.temp_dc
+        self.uids = [0] * n        # auto-addressing table (index = addr - 1)
+        self.sweep = 0
+        self.n_sweeps = 0
+        self._reassign = False
+        self.temps_per_module = temps_per_module
+        self.sleep = False
+        self.bal_ok = True
+        self.comm_fault = True     # nothing heard yet
+        self.hard_latch = 0        # OR of slave hard-limit bits since the last clear
+        self.hard_now = 0
+        self.rx_frames = 0
+        self.rx_unknown = 0
+        self.tx_fail = 0
+        self.outbox_drop = 0
+        self._next_sync = now
+        self._next_check = now
+        self._bal_seq = 0
+        self._rx = bytearray(8)
+        self._ob_id = array("H", [0] * OUTBOX)
+        self._ob_len = bytearray(OUTBOX)
+        self._ob_data = bytearray(8 * OUTBOX)
+        self._ob_head = 0
+        self._ob_n = 0
+        self._scratch = bytearray(8)
+        # One preallocated view per length: sending a 4-byte BAL allocates nothing.
+        mv = memoryview(self._scratch)
+        self._views = [mv[:k] for k in range(9)]
+        try:
+            ctrl.set_filters([(C.ID_STATUS, 0x700, False), (C.ID_CELLS, 0x780, False),
+                              (C.ID_TEMPS, 0x7F0, False), (C.ID_VERSION, 0x7F0, False),
+                              (C.ID_ANNOUNCE, 0x7FF, False)])
+        except NotImplementedError:
+            pass
+
+    # ---- configuration --------------------------------------------------
+    def configure(self, cell_count, module_cells, timeout_ms, ov_mv=4250, uv_mv=1500, ot_c=65):
+        """Apply the layout and limits; returns False (and keeps the comm fault) if invalid."""
+        self.timeout = timeout_ms
+        lim_changed = (ov_mv, uv_mv, ot_c) != (self.ov_mv, self.uv_mv, self.ot_c)
+        self.ov_mv = ov_mv
+        self.uv_mv = uv_mv
+        self.ot_c = ot_c
+        lay = layout(cell_count, module_cells)
+        ok = lay is not None and lay[0] == self.n_modules and cell_count <= self.max_cells
+        self.config_ok = ok
+        if not ok:
+            self.comm_fault = True
+            return False
+        first = 0
+        for k in range(self.n_modules):
+            c = module_cells if k < self.n_modules - 1 else lay[1]
+            if self.mod_cells[k] != c or self.mod_first[k] != first:
+                lim_changed = True
+            self.mod_cells[k] = c
+            self.mod_first[k] = first
+            first += c
+        self.total_cells = first
+        if lim_changed:
+            for k in range(self.n_modules):
+                self.mod_cfg_sweep[k] = NEVER  # resend CONFIG at the next sweep
+        return True
+
+    def configure_from(self, params):
+        p = params
+        return self.configure(p[P_CELL_COUNT], p[P_MODULE_CELLS], p[P_MODULE_TIMEOUT],
+                              p[P_OV2] + OV_MARGIN_MV, p[P_UV2] - UV_MARGIN_MV,
+                              p[P_T_CELL_OT] + OT_MARGIN_C)
+
+    def set_balance(self, flags):
+        """Core balance flags (one byte per cell) -> per-module masks."""
+        for k in range(self.n_modules):
+            first = self.mod_first[k]
+            m = 0
+            for j in range(self.mod_cells[k]):
+                i = first + j
+                if i < len(flags) and flags[i]:
+                    m |= 1 << j
+            self.mod_bal_want[k] = m
+
+    def reassign(self):
+        """Forget auto-assigned addresses (next SYNC tells the slaves)."""
+        for k in range(self.n_modules):
+            self.uids[k] = 0
+        self._reassign = True
+
+    def clear_hard(self):
+        self.hard_latch = self.hard_now
+
+    def module_age_ms(self, k, now):
+        return ticks_diff(now, self.mod_full_ts[k])
+
+    # ---- the loop -------------------------------------------------------
+    def poll(self, now):
+        """Call as often as possible (every main-loop pass, at least every ``gap`` ms)."""
+        if self.guard.step(now):
+            self._receive(now)
+            if ticks_diff(now, self._next_sync) >= 0:
+                nxt = ticks_add(self._next_sync, self.period)
+                if ticks_diff(now, nxt) >= 0:
+                    nxt = ticks_add(now, self.period)
+                self._next_sync = nxt
+                self._sweep(now)
+            self._flush()
+        if ticks_diff(now, self._next_check) >= 0:
+            self._next_check = ticks_add(now, CHECK_MS)
+            self._check(now)
+
+    def _sweep(self, now):
+        self.sweep = (self.sweep + 1) & 0xFFFF
+        self.n_sweeps += 1
+        nsw = self.n_sweeps
+        b = self._scratch
+        flags = 0
+        if self.sleep:
+            flags |= C.SYNC_SLEEP
+        if self.bal_ok:
+            flags |= C.SYNC_BAL_OK
+        if self._reassign:
+            flags |= C.SYNC_REASSIGN
+            self._reassign = False
+        C.sync_pack(b, self.sweep, flags, self.n_modules, self.period, self.slot, self.gap)
+        # Anything still waiting belongs to the last sweep: stale, drop it.
+        if self._ob_n:
+            self.outbox_drop += self._ob_n
+            self._ob_n = 0
+        self._queue(C.ID_SYNC, b, 8)
+        if self.sleep:
+            return
+        for k in range(self.n_modules):
+            st = self.mod_state[k]
+            if st == MS_ABSENT or st == MS_LOST:
+                continue
+            last = self.mod_cfg_sweep[k]
+            if last == NEVER or ((self.mod_rep_cells[k] != self.mod_cells[k]
+                                  or self.mod_faults[k] & C.LF_DEFAULTS)
+                                 and nsw - last >= CONFIG_RETRY_SWEEPS):
+                self.mod_cfg_sweep[k] = nsw
+                C.config_pack(b, self.mod_cells[k], self.temps_per_module, self.ov_mv,
+                              self.uv_mv, self.ot_c, C.CFG_SET_CELLS)
+                self._queue(C.ID_CONFIG + k, b, 8)
+            if self.mod_version[4 * k + 3] == 0 and (nsw + k) % CONFIG_RETRY_SWEEPS == 0:
+                self.request(k + 1, C.REQ_VERSION)
+            want = self.mod_bal_want[k] if self.bal_ok else 0
+            if want or self.mod_bal[k]:
+                self._bal_seq = (self._bal_seq + 1) & 0xFF
+                C.bal_pack(b, want, self.period * BAL_TIMEOUT_SWEEPS, self._bal_seq)
+                self._queue(C.ID_BAL + k, b, 4)
+
+    def _queue(self, cid, data, n):
+        if self._ob_n >= OUTBOX:
+            self.outbox_drop += 1
+            return
+        i = (self._ob_head + self._ob_n) % OUTBOX
+        self._ob_id[i] = cid
+        self._ob_len[i] = n
+        o = 8 * i
+        d = self._ob_data
+        for j in range(n):
+            d[o + j] = data[j]
+        self._ob_n += 1
+
+    def _flush(self):
+        for _ in range(MAX_TX_PER_POLL):
+            if self._ob_n == 0:
+                return
+            i = self._ob_head
+            n = self._ob_len[i]
+            b = self._scratch
+            o = 8 * i
+            d = self._ob_data
+            for j in range(n):
+                b[j] = d[o + j]
+            if not self.ctrl.send(self._ob_id[i], self._views[n], False):
+                self.tx_fail += 1
+                return
+            self._ob_head = (i + 1) % OUTBOX
+            self._ob_n -= 1
+
+    def request(self, addr, what):
+        b = self._scratch
+        b[0] = addr
+        b[1] = what
+        self._queue(C.ID_REQUEST, b, 2)
+
+    # ---- receiving ------------------------------------------------------
+    def _receive(self, now):
+        ctrl = self.ctrl
+        b = self._rx
+        n_mod = self.n_modules
+        for _ in range(MAX_RX_PER_POLL):
+            n = ctrl.recv(b)
+            if n < 0:
+                return
+            self.rx_frames += 1
+            if ctrl.rx_ext or n < 8:
+                self.rx_unknown += 1
+                continue
+            cid = ctrl.rx_id
+            if C.ID_CELLS <= cid < C.ID_CELLS + 4 * C.MAX_MODULES:
+                k = (cid - C.ID_CELLS) >> 2
+                f = cid & 3
+                bit = 1 << f
+                if k >= n_mod or not (self.mod_pending[k] & bit):
+                    continue
+                self.mod_pending[k] &= ~bit
+                first = self.mod_first[k]
+                base = f * C.CELLS_PER_FRAME
+                left = self.mod_cells[k] - base
+                if left > C.CELLS_PER_FRAME:
+                    left = C.CELLS_PER_FRAME
+                mv = self.cell_mv
+                ts = self.cell_ts
+                i = first + base
+                for j in range(left):
+                    mv[i + j] = b[2 * j] | (b[2 * j + 1] << 8)
+                    ts[i + j] = now
+                if self.mod_pending[k] == 0:
+                    self.mod_full_ts[k] = now
+                    self.mod_full_seen[k] = 1
+            elif C.ID_STATUS <= cid < C.ID_STATUS + C.MAX_MODULES:
+                k = cid - C.ID_STATUS
+                if k < n_mod:
+                    self._on_status(k, b, now)
+            elif C.ID_TEMPS <= cid < C.ID_TEMPS + C.MAX_MODULES:
+                k = cid - C.ID_TEMPS
+                if k >= n_mod or not (self.mod_pending[k] & 0x10):
+                    continue
+                self.mod_pending[k] &= ~0x10
+                t = self.temp_dc
+                o = k * C.MAX_MODULE_TEMPS
+                for j in range(C.MAX_MODULE_TEMPS):
+                    t[o + j] = C.i16(b, 2 * j)
+                if self.mod_pending[k] == 0:
+                    self.mod_full_ts[k] = now
+                    self.mod_full_seen[k] = 1
+            elif C.ID_VERSION <= cid < C.ID_VERSION + C.MAX_MODULES:
+                k = cid - C.ID_VERSION
+                if k < n_mod:
+                    for j in range(4):
+                        self.mod_version[4 * k + j] = b[j]
+            elif cid == C.ID_ANNOUNCE:
+                self._on_announce(C.uid48(b, 0))
+            else:
+                self.rx_unknown += 1
+
+    def _on_status(self, k, b, now):
+        if self.mod_state[k] in (MS_ABSENT, MS_LOST):
+            self.mod_cfg_sweep[k] = NEVER   # (re)discovered: configure, ask its version
+            self.mod_version[4 * k + 3] = 0
+        self.mod_slave_state[k] = b[0]
+        cells = b[1]
+        self.mod_rep_cells[k] = cells
+        faults = b[3]
+        self.mod_faults[k] = faults
+        self.mod_bal[k] = C.u16(b, 4)
+        nt = b[6]
+        self.mod_n_temps[k] = nt if nt <= C.MAX_MODULE_TEMPS else C.MAX_MODULE_TEMPS
+        age = b[7] * C.AGE_UNIT_MS
+        self.mod_age[k] = age
+        self.mod_status_ts[k] = now
+        why = 0
+        if cells != self.mod_cells[k]:
+            why |= W_COUNT
+        if faults & C.LF_AFE or age > self.timeout:
+            why |= W_AFE
+        if b[2] != (self.sweep & 0xFF):
+            why |= W_ECHO
+        if why:
+            self.mod_pending[k] = 0
+        else:
+            nf = (cells + C.CELLS_PER_FRAME - 1) // C.CELLS_PER_FRAME
+            self.mod_pending[k] = ((1 << nf) - 1) | 0x10
+        self.mod_why_status[k] = why
+        if self.mod_state[k] != MS_OK:
+            self.mod_state[k] = MS_BAD   # until a full sweep arrives
+        if faults & C.LF_HARD:
+            self.hard_latch |= faults & C.LF_HARD
+
+    def _on_announce(self, uid):
+        addr = 0
+        for k in range(self.n_modules):
+            if self.uids[k] == uid:
+                addr = k + 1
+                break
+        if not addr:
+            for k in range(self.n_modules):
+                if self.uids[k] == 0:
+                    self.uids[k] = uid
+                    addr = k + 1
+                    break
+        if not addr:
+            return  # more modules than configured: leave it unaddressed
+        b = self._scratch
+        C.assign_pack(b, uid, addr)
+        self._queue(C.ID_ASSIGN, b, 8)
+
+    # ---- health -----------------------------------------------------------
+    def _check(self, now):
+        fault = not self.config_ok
+        hard = 0
+        to = self.timeout
+        for k in range(self.n_modules):
+            st = self.mod_state[k]
+            if st == MS_ABSENT:
+                fault = True
+                continue
+            why = self.mod_why_status[k]
+            if not self.config_ok:
+                why |= W_CONFIG
+            if ticks_diff(now, self.mod_status_ts[k]) > to:
+                if st != MS_LOST:
+                    self.mod_lost_count[k] += 1
+                st = MS_LOST
+                self.mod_pending[k] = 0
+                self.mod_full_seen[k] = 0
+            else:
+                fresh = self.mod_full_seen[k] and ticks_diff(now, self.mod_full_ts[k]) <= to
+                if not fresh:
+                    why |= W_FRAMES
+                st = MS_OK if why == 0 else MS_BAD
+                hard |= self.mod_faults[k] & C.LF_HARD
+            self.mod_state[k] = st
+            self.mod_why[k] = why
+            if st != MS_OK:
+                fault = True
+        self.hard_now = hard
+        self.comm_fault = fault
+
+    # ---- snapshot -----------------------------------------------------------
+    def fill_cells(self, m, now):
+        """Copy module cells into the core snapshot with validity and age."""
+        n = m.n_cells
+        to = self.timeout
+        mv = self.cell_mv
+        ts = self.cell_ts
+        for k in range(self.n_modules):
+            good = self.mod_state[k] == MS_OK
+            first = self.mod_first[k]
+            for i in range(first, first + self.mod_cells[k]):
+                if i >= n:
+                    break
+                v = mv[i]
+                t = ts[i]
+                m.cell_mv[i] = v if v != C.CELL_INVALID else 0
+                m.cell_ts[i] = t
+                m.cell_ok[i] = 1 if (good and v != C.CELL_INVALID
+                                     and ticks_diff(now, t) <= to) else 0
+        for i in range(self.total_cells, n):
+            m.cell_ok[i] = 0
+
+    def fill_temps(self, m, first, per_module):
+        """Module temperatures into ``m.temp_dc[first:]``, ``per_module`` each."""
+        t = self.temp_dc
+        for k in range(self.n_modules):
+            if self.mod_state[k] != MS_OK:
+                # Silent or inconsistent module: the comm fault already opens
+                # the relays; its sensors hold their last reading instead of
+                # adding a sensor fault whose slower recovery would override
+                # the comm fault's rule.  Never heard: no data.
+                if not self.mod_temp_seen[k]:
+                    for j in range(per_module):
+                        m.temp_status[first + k * per_module + j] = T_NO_DATA
+                continue
+            self.mod_temp_seen[k] = 1
+            nt = self.mod_n_temps[k]
+            for j in range(per_module):
+                i = first + k * per_module + j
+                if j >= nt:
+                    m.temp_status[i] = T_NO_DATA
+                    continue
+                v = t[k * C.MAX_MODULE_TEMPS + j]
+                if v == C.TEMP_OPEN:
+                    m.temp_status[i] = T_OPEN
+                elif v == C.TEMP_SHORT:
+                    m.temp_status[i] = T_SHORT
+                elif v == C.TEMP_ABSENT:
+                    m.temp_status[i] = T_NO_DATA
+                else:
+                    m.temp_dc[i] = v
+                    m.temp_status[i] = T_OK
+
+
+class MasterBoard:
+    """The core's board interface for a master with CAN slave modules.
+
+    ``base`` supplies current, the master's own temperatures, relays,
+    buzzer and key (any board object).  Call ``bind(bms)`` once the Bms
+    exists, and ``poll(now)`` from the main loop as often as possible.
+    """
+
+    def __init__(self, ctrl, base, n_modules, temps_per_module=3, max_cells=256, now=0, **kw):
+        self.base = base
+        self.master = CanMaster(ctrl, n_modules, max_cells, temps_per_module, now=now, **kw)
+        self.max_cells = max_cells
+        self.temps_per_module = temps_per_module
+        self.n_base_temps = len(base.temp_roles)
+        self.temp_roles = tuple(base.temp_roles) + (ROLE_CELL,) * (n_modules * temps_per_module)
+        self.balance_no_adjacent = getattr(base, "balance_no_adjacent", True)
+        self.bms = None
+        self.prot = None
+        self._pver = -1
+
+    def bind(self, bms):
+        self.bms = bms
+        self.prot = bms.prot
+        self._reconfigure()
+
+    def _reconfigure(self):
+        p = self.bms.params
+        self._pver = p.version
+        self.master.configure_from(p)
+
+    def poll(self, now):
+        bms = self.bms
+        ms = self.master
+        if bms is not None:
+            if bms.params.version != self._pver:
+                self._reconfigure()
+            ms.sleep = bms.sleep_requested
+        ms.poll(now)
+        if self.prot is not None:
+            self.prot.set_flag(F.SIG_COMM, ms.comm_fault)
+
+    # ---- board interface ----------------------------------------------------
+    def read_current(self, m, now):
+        self.base.read_current(m, now)
+
+    def read_cells(self, m, now):
+        self.master.fill_cells(m, now)
+        if self.prot is not None:
+            self.prot.set_flag(F.SIG_COMM, self.master.comm_fault)
+
+    def read_temps(self, m, now):
+        self.master.fill_temps(m, self.n_base_temps, self.temps_per_module)
+        self.base.read_temps(m, now)
+
+    def set_relays(self, states):
+        self.base.set_relays(states)
+
+    def set_balance(self, flags):
+        self.master.set_balance(flags)
+
+    def set_buzzer(self, on):
+        self.base.set_buzzer(on)
+
+    def key(self):
+        return self.base.key()
+
+    def afe_fault(self):
+        return self.base.afe_fault() or self.master.hard_latch
+
+    def clear_afe_fault(self):
+        clr = getattr(self.base, "clear_afe_fault", None)
+        if clr is not None:
+            clr()
+        self.master.clear_hard()

@@ -1,0 +1,97 @@
+"""Board entry for a slave module: ``import slave_main; slave_main.run()``
+(or copy as main.py on the slave's filesystem).
+
+The board file (``boards/slave_module.py``, branch ``drivers``) builds the
+machine objects and drivers; this loop only wires them to ``bms.slave``.
+
+Settings live in ``slave.json`` on the module: ``addr`` (0 = take the DIP
+switch; DIP all off = auto-address), ``cells`` and ``locked`` (the TOPBMS
+"button 1": while locked the master cannot change the cell count).  The
+cell count the master sets while unlocked is saved there.
+"""
+import time
+
+from bms.slave import Slave
+from bms.slave_afe import SlaveAfe
+from bms.ticks import TICKS_MAX
+from comms.can_ids import LF_DEFAULTS
+
+SETTINGS = "slave.json"
+WDT_MS = 2000
+LOOP_MS = 1        # CAN RX is polled every pass: frames come one per GAP_MS
+SLEEP_LOOP_MS = 50
+SAVE_CHECK_MS = 5000
+
+
+def load_settings():
+    try:
+        import json
+        with open(SETTINGS) as f:
+            s = json.load(f)
+        return {"addr": int(s.get("addr", 0)), "cells": int(s.get("cells", 16)),
+                "locked": bool(s.get("locked", False))}
+    except (OSError, ValueError):
+        return {"addr": 0, "cells": 16, "locked": False}
+
+
+def save_settings(s):
+    import json
+    try:
+        with open(SETTINGS, "w") as f:
+            json.dump(s, f)
+    except OSError:
+        pass
+
+
+def dip_address(machine, pins):
+    """DIP switches to ground (pull-ups): value v -> address v; 0 -> auto."""
+    v = 0
+    for bit, n in enumerate(pins):
+        p = machine.Pin(n, machine.Pin.IN, machine.Pin.PULL_UP)
+        if not p.value():
+            v |= 1 << bit
+    return v
+
+
+def uid48(machine):
+    u = machine.unique_id()
+    v = 0
+    for b in u[-6:]:
+        v = (v << 8) | b
+    return v or 1
+
+
+def run():
+    import machine
+    from boards import slave_module as bd
+    from drivers import gpio
+    hw = bd.build(machine)
+    can = hw["can"]
+    can.init()
+    st = load_settings()
+    addr = st["addr"] or dip_address(machine, bd.PINS.get("addr_pins", ()))
+    afe = SlaveAfe(hw["afe"], hw["ntcs"])
+    now = time.ticks_ms() & TICKS_MAX
+    slave = Slave(can, afe, addr=addr, cells=st["cells"], temps=len(hw["ntcs"]),
+                  uid=uid48(machine), locked=st["locked"], now=now)
+    led = hw.get("led")
+    wdt = hw["wdt"](WDT_MS)
+    last_save = now
+    while True:
+        now = time.ticks_ms() & TICKS_MAX
+        slave.step(now)
+        wdt.feed()
+        if led is not None:
+            if slave.sleeping or not slave.sync_seen:
+                pat = gpio.LED_BLIP
+            elif slave.faults & ~LF_DEFAULTS:
+                pat = gpio.LED_FAST
+            else:
+                pat = gpio.LED_SLOW
+            led.step(now, pat)
+        if time.ticks_diff(now, last_save) >= SAVE_CHECK_MS:
+            last_save = now
+            if slave.cells != st["cells"]:
+                st["cells"] = slave.cells
+                save_settings(st)
+        time.sleep_ms(SLEEP_LOOP_MS if slave.sleeping else LOOP_MS)

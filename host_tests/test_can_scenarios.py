@@ -1,0 +1,205 @@
+"""Whole-system CAN scenarios: master core + 16 real slaves on the simulated bus."""
+import os
+
+import can
+import cantools
+import pytest
+
+import tools
+from bms import faults as F
+from comms import can_ids as C
+from comms.can_master import CHECK_MS
+from tools.sim.modular import build_modular
+from tools.sim.pycan_bridge import SimBus
+
+DBC = os.path.join(tools.ROOT, "docs", "bms_internal.dbc")
+TIMEOUT = 2500            # module_timeout default (params)
+FAST_MS = 50              # core fast task
+# Documented bound (docs/can_internal.md): relays open at most
+# module_timeout + CHECK_MS + one fast tick (+ main-loop tick) after the last frame.
+BOUND_MS = TIMEOUT + CHECK_MS + FAST_MS + 30
+
+
+@pytest.fixture(scope="module")
+def db():
+    return cantools.database.load_file(DBC)
+
+
+def _closed(sim):
+    r = sim.bms.contactors.state
+    return r[0] == 1 and r[2] == 1          # discharge and charge
+
+
+def _open(sim):
+    r = sim.bms.contactors.state
+    return r[0] == 0 and r[1] == 0 and r[2] == 0   # discharge, precharge, charge
+
+
+def _boot(**kw):
+    sim = build_modular(slaves=16, cells=16, **kw)
+    assert sim.run_until(_closed, 8), sim.sample()
+    return sim
+
+
+def test_16_slaves_256_cells_discovered():
+    sim = build_modular(slaves=16, cells=16, chem="LFP")
+    assert sim.run_until(lambda s: s.module_states() == ["ok"] * 16, 1.5)
+    assert sim.t_ms <= 1000
+    assert sim.run_until(_closed, 5)
+    m = sim.bms.meas
+    assert m.n_cells == 256 and m.bad_cells == 0
+    assert sim.active_faults() == []
+    # every cell in the snapshot is the right cell of the pack, and recent
+    sim.run(1)
+    true = sim.pack.cell_voltages()
+    now = sim.clock.ticks_ms()
+    for i in (0, 15, 16, 199, 255):
+        assert abs(m.cell_mv[i] - true[i] * 1000) < 5, i
+    ages = [(now - m.cell_ts[i]) & 0x3FFFFFFF for i in range(256)]
+    assert max(ages) <= 1000 + 2 * C.SLOT_MS
+    # the MCP2515-sized RX buffers never overflowed: TDMA pacing holds
+    assert sim.master_node.rx_overflow == 0
+    assert all(n.rx_overflow == 0 for n in sim.nodes)
+
+
+def test_unplugged_slave_comm_fault_then_recovery():
+    sim = _boot()
+    sim.run(2.3)
+    t_u = sim.t_ms
+    sim.unplug(7)
+    assert sim.run_until(lambda s: s.bms.prot.active(F.COMM) and _open(s), 5)
+    dt = sim.t_ms - t_u
+    assert dt <= BOUND_MS, dt
+    assert dt >= TIMEOUT - C.SWEEP_MS, dt      # not before the module can be late
+    assert sim.module_states()[6] == "lost"
+    assert [x for i, x in enumerate(sim.module_states()) if i != 6] == ["ok"] * 15
+    sim.run(5)
+    assert _open(sim) and sim.bms.prot.active(F.COMM)
+    assert sim.bms.meas.bad_cells == 16
+    assert all(sim.bms.meas.cell_ok[i] == 0 for i in range(96, 112))
+    # plug back: recovery per the comm fault's rule (auto, 2 s clear delay)
+    t_p = sim.t_ms
+    sim.plug(7)
+    assert sim.run_until(lambda s: s.module_states() == ["ok"] * 16, 2)
+    t_ok = sim.t_ms
+    assert t_ok - t_p <= C.SWEEP_MS + 16 * C.SLOT_MS + CHECK_MS + 10
+    assert sim.run_until(lambda s: not s.bms.prot.active(F.COMM), 4)
+    clear = sim.t_ms - t_ok
+    # the core's debounce counts in fast ticks: the 2 s hold can end one tick early
+    assert 2000 - FAST_MS <= clear <= 2000 + FAST_MS + CHECK_MS, clear
+    assert sim.run_until(_closed, 5)
+    assert sim.active_faults() == []
+
+
+def test_over_voltage_on_cell_200_trips_the_pack():
+    sim = _boot()
+    sim.pack.cells[199].soc = 1.03            # LFP: about 3.84 V, above ov2 (3.75 V)
+    t0 = sim.t_ms
+    assert sim.run_until(lambda s: s.bms.prot.active(F.OV2), 5)
+    dt = sim.t_ms - t0
+    # data latency (next SYNC, module 13's slot, the core's 250 ms cell task),
+    # then the 2 s level-2 delay and one fast tick
+    latency = C.SWEEP_MS + 14 * C.SLOT_MS + 250
+    assert dt <= latency + 2000 + FAST_MS, dt
+    assert sim.bms.meas.max_idx == 199
+    r = sim.bms.contactors.state
+    assert r[3] == 0 and r[2] == 0            # level-2 and charge open
+    # the slave's own hard limit (module 13, cell 8) also tripped: latched AFE fault
+    assert sim.run_until(lambda s: s.bms.prot.active(F.AFE), 5)
+    assert sim.master.mod_faults[12] & C.LF_OV
+    assert sim.slaves[12].faults & C.LF_OV
+    assert not any(sim.slaves[k].faults & C.LF_HARD for k in range(16) if k != 12)
+
+
+def test_cantools_decodes_every_frame_on_the_bus(db):
+    seen = {}
+    bad = []
+    sim = build_modular(slaves=16, cells=16, chem="NMC", soc=0.5, soc_spread=0.05,
+                        params={"bal_mode": 1, "bal_start": 3500})
+
+    def sniff(t_us, can_id, data, ext):
+        try:
+            msg = db.get_message_by_frame_id(can_id)
+            d = msg.decode(data)
+        except Exception as e:  # noqa: BLE001
+            bad.append((can_id, data, e))
+            return
+        seen.setdefault(msg.name.split("_", 1)[-1] if msg.name.startswith("M") else msg.name,
+                        []).append((msg.name, d))
+    sim.bus.sniffers.append(sniff)
+    sim.run(6)
+    assert not bad, bad[:3]
+    assert sim.bms.balancer.count > 0
+    kinds = {k.split("_")[0] for k in seen}
+    assert {"SYNC", "CONFIG", "STATUS", "CELLS", "TEMPS", "VERSION", "BAL"} <= kinds, kinds
+    # decoded values agree with what the master assembled
+    last = {}
+    for name, d in [x for k, v in seen.items() if k.startswith("CELLS") for x in v]:
+        last[name] = d
+    d = last["M13_CELLS_1"]
+    assert d["Cell08"] == sim.master.cell_mv[12 * 16 + 7]
+    bal = [d for name, d in seen["BAL"] if d["Mask"]]
+    assert bal and all(d["TimeoutMs"] == 3 * C.SWEEP_MS for d in bal)
+    st = seen["STATUS"][-1][1]
+    assert st["State"] == "run" and st["Cells"] == 16
+
+
+def test_auto_addressing_16_modules_in_chain_order(db):
+    names = []
+    sim = build_modular(slaves=16, cells=16, auto_address=True)
+    sim.bus.sniffers.append(lambda t, i, d, e: names.append(db.get_message_by_frame_id(i).name))
+    assert sim.run_until(lambda s: s.module_states() == ["ok"] * 16, 10)
+    assert [s.addr for s in sim.slaves] == list(range(1, 17))
+    assert "ANNOUNCE" in names and "ASSIGN" in names
+    sim.run(1)
+    true = sim.pack.cell_voltages()
+    assert abs(sim.bms.meas.cell_mv[200] - true[200] * 1000) < 5
+
+
+def test_python_can_sniffs_and_injects():
+    sim = build_modular(slaves=4, cells=16)
+    pc = SimBus(sim.bus)
+    sim.run(1.5)
+    got = list(iter(lambda: pc.recv(timeout=0), None))
+    ids = {m.arbitration_id for m in got}
+    assert C.ID_SYNC in ids and C.cells_id(4, 3) in ids and C.ID_STATUS + 3 in ids
+    assert all(not m.is_extended_id and m.dlc in (2, 4, 8) for m in got)
+    ts = [m.timestamp for m in got]
+    assert ts == sorted(ts) and ts[-1] <= 1.5
+    # inject a version request for module 3 and a junk extended frame
+    pc.send(can.Message(arbitration_id=C.ID_REQUEST, data=[3, C.REQ_VERSION], is_extended_id=False))
+    pc.send(can.Message(arbitration_id=0x1ABCDEF, data=[1, 2, 3], is_extended_id=True))
+    sim.run(1.2)
+    got = list(iter(lambda: pc.recv(timeout=0), None))
+    assert C.ID_VERSION + 2 in {m.arbitration_id for m in got}
+    assert sim.module_states() == ["ok"] * 4
+    pc.shutdown()
+
+
+def test_master_bus_off_restarts_with_back_off():
+    sim = _boot()
+    sim.bus.inject_errors(40, node=sim.master_node)
+    assert sim.run_until(lambda s: s.master.guard.bus_off_count == 1, 3)
+    assert sim.master_node.state() == 3 or sim.master.guard.restarts >= 1
+    assert sim.run_until(lambda s: s.master.guard.restarts >= 1, 1)
+    sim.run(6)
+    assert sim.master.guard.bus_off_count == 1
+    assert sim.module_states() == ["ok"] * 16
+    assert sim.bus.error_frames == 40
+    assert sim.run_until(_closed, 5)
+
+
+def test_latched_faults_from_a_module_clear_only_on_reset():
+    from bms.core import ACCEPTED, CMD_RESET_FAULTS
+    sim = _boot()
+    sim.pack.cells[199].soc = 1.03
+    assert sim.run_until(lambda s: s.bms.prot.active(F.AFE) and s.bms.prot.active(F.OV2), 8)
+    sim.pack.cells[199].soc = 0.5             # the cell is back in range
+    sim.run(6)
+    assert sim.master.hard_now == 0 and not sim.slaves[12].faults & C.LF_HARD
+    assert sim.bms.prot.active(F.AFE) and sim.bms.prot.active(F.OV2)   # latched
+    assert not _closed(sim)
+    assert sim.bms.request(CMD_RESET_FAULTS) == ACCEPTED
+    sim.run(0.2)
+    assert not sim.bms.prot.active(F.AFE) and not sim.bms.prot.active(F.OV2)
+    assert sim.run_until(_closed, 5)

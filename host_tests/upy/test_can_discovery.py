@@ -1,0 +1,120 @@
+"""Master discovery, auto-addressing along the chain, layout and snapshot."""
+from bms.measurements import Measurements, ROLE_CELL
+from can_helpers import Rig, raw_frames
+from comms import can_ids as C
+from comms.can_master import MS_ABSENT, MS_BAD, MS_OK, W_COUNT, CanMaster, layout
+
+
+def test_layout():
+    assert layout(256, 16) == (16, 16)
+    assert layout(250, 16) == (16, 10)
+    assert layout(48, 12) == (4, 12)
+    assert layout(257, 16) is None
+    assert layout(20, 0) is None
+    assert layout(100, 5) is None   # 20 modules
+
+
+def test_fixed_addresses_discovered_in_one_sweep():
+    r = Rig(n=4)
+    assert r.states() == [MS_ABSENT] * 4 and r.master.comm_fault
+    t = r.run_until(lambda: r.states() == [MS_OK] * 4, 2000)
+    # slot 4 ends 200 ms after the first SYNC
+    assert 0 <= t <= 250, t
+    r.run(50)
+    assert not r.master.comm_fault
+    r.run(1000)
+    # every module got its CONFIG at the next sweep and told its version
+    for k in range(4):
+        assert len(raw_frames(r.mnode, C.ID_CONFIG + k)) == 1
+        assert r.master.mod_version[4 * k + 3] == C.PROTO_VERSION
+
+
+def test_snapshot_cells_and_timestamps():
+    r = Rig(n=3, cells=16)
+    r.afes[1].mv[5] = 3555            # module 2, cell 6 -> pack cell 22 (index 21)
+    r.run(1100)
+    m = Measurements(256, (ROLE_CELL,) * 9)
+    m.set_cell_count(48)
+    now = r.clock.ticks_ms()
+    r.master.fill_cells(m, now)
+    assert m.cell_mv[21] == 3555
+    assert m.cell_mv[0] == 3300 and m.cell_mv[16] == 3301 and m.cell_mv[47] == 3302
+    assert sum(m.cell_ok[:48]) == 48
+    for i in range(48):
+        age = (now - m.cell_ts[i]) & 0x3FFFFFFF
+        assert age < 1000, (i, age)
+    r.master.fill_temps(m, 0, 3)
+    assert list(m.temp_dc) == [250] * 9 and list(m.temp_status) == [0] * 9
+
+
+def test_auto_addressing_follows_the_chain_not_the_uid():
+    # uids in descending order: only the chain can produce 1, 2, 3
+    r = Rig(n=3, auto=True, uids=[0x300, 0x200, 0x100])
+    t = r.run_until(lambda: r.states() == [MS_OK] * 3, 5000)
+    assert t >= 0
+    assert [s.addr for s in r.slaves] == [1, 2, 3]
+    assert r.master.uids == [0x300, 0x200, 0x100]
+    # module 2's cells are at pack cells 17..32
+    m = Measurements(256, (ROLE_CELL,))
+    m.set_cell_count(48)
+    r.master.fill_cells(m, r.clock.ticks_ms())
+    assert m.cell_mv[16] == 3301
+
+
+def test_rebooted_auto_slave_gets_its_old_address():
+    r = Rig(n=3, auto=True, uids=[0x300, 0x200, 0x100])
+    r.run_until(lambda: r.states() == [MS_OK] * 3, 5000)
+    s = r.slaves[1]
+    s.addr = 0                 # as after a power cycle
+    s._set_filters()
+    r.run(1500)
+    assert s.addr == 2
+
+
+def test_wrong_cell_count_is_inconsistent_until_configured():
+    r = Rig(n=2, cells=16)
+    r.slaves[1].locked = True
+    r.slaves[1].cells = 12     # set on the module, locked there
+    r.run(1500)
+    assert r.states() == [MS_OK, MS_BAD]
+    assert r.master.mod_why[1] & W_COUNT
+    assert r.master.comm_fault
+    # unlocked: the master's CONFIG sets it, the module becomes consistent
+    r.slaves[1].locked = False
+    r.run(6000)
+    assert r.slaves[1].cells == 16
+    assert r.states() == [MS_OK, MS_OK] and not r.master.comm_fault
+
+
+def test_balance_flags_reach_the_right_module():
+    r = Rig(n=3, cells=16)
+    r.run(1100)
+    flags = bytearray(48)
+    flags[16 + 3] = 1
+    flags[47] = 1
+    r.master.set_balance(flags)
+    r.run(1000)
+    assert r.afes[0].mask == 0
+    assert r.afes[1].mask == 1 << 3
+    assert r.afes[2].mask == 1 << 15
+    r.master.set_balance(bytearray(48))
+    r.run(1000)
+    assert r.afes[1].mask == 0 and r.afes[2].mask == 0
+
+
+def test_layout_change_needing_other_module_count_is_a_fault():
+    r = Rig(n=2, cells=16)
+    r.run(1100)
+    assert not r.master.comm_fault
+    assert not r.master.configure(48, 16, 2500)   # would need 3 modules: restart first
+    r.run(100)
+    assert r.master.comm_fault
+
+
+def test_master_rejects_impossible_schedule():
+    from can_helpers import LoopBus, LoopNode
+    try:
+        CanMaster(LoopNode(LoopBus()), 16, slot=80)
+    except ValueError:
+        return
+    raise AssertionError("17 slots of 80 ms cannot fit a 1 s sweep")

@@ -1,0 +1,267 @@
+"""Slave logic: slot timing, local hard limits, balancing timeout, sleep."""
+from bms.slave import LIMIT_SAMPLES, Slave
+from bms.ticks import VirtualClock
+from can_helpers import LoopBus, LoopNode, ValueAfe, raw_frames
+from comms import can_ids as C
+
+
+class Master:
+    """Sends hand-made master frames."""
+
+    def __init__(self, bus):
+        self.node = LoopNode(bus, rx_depth=256)
+        self.sweep = 0
+
+    def sync(self, flags=C.SYNC_BAL_OK):
+        self.sweep += 1
+        b = bytearray(8)
+        C.sync_pack(b, self.sweep, flags, 4, 1000, 40, 6)
+        self.node.send(C.ID_SYNC, b)
+
+    def bal(self, addr, mask, timeout_ms=3000):
+        b = bytearray(4)
+        C.bal_pack(b, mask, timeout_ms, 1)
+        self.node.send(C.ID_BAL + addr - 1, b)
+
+    def config(self, addr, cells=16, ov=3800, uv=2100, ot=70, flags=C.CFG_SET_CELLS):
+        b = bytearray(8)
+        C.config_pack(b, cells, 3, ov, uv, ot, flags)
+        self.node.send(C.ID_CONFIG + addr - 1, b)
+
+
+def _rig(addr=2, cells=16, start=0x3FFFFFFF - 3000, **kw):
+    clock = VirtualClock(start)
+    bus = LoopBus()
+    m = Master(bus)
+    node = LoopNode(bus)
+    afe = ValueAfe(cells, 3300)
+    s = Slave(node, afe, addr=addr, cells=cells, uid=0x42, now=clock.ticks_ms(), **kw)
+    return clock, m, node, afe, s
+
+
+def _run(clock, s, ms, dt=1):
+    t = 0
+    while t < ms:
+        clock.advance(dt)
+        t += dt
+        s.step(clock.ticks_ms())
+
+
+def test_silent_without_sync():
+    clock, m, node, afe, s = _rig()
+    _run(clock, s, 3000)
+    assert node.sent == []
+
+
+def test_slot_timing_and_frames():
+    clock, m, node, afe, s = _rig(addr=2)
+    _run(clock, s, 10)
+    t_sync = clock.elapsed_ms
+    m.sync()
+    times = []
+    n0 = 0
+    for _ in range(200):
+        clock.advance(1)
+        s.step(clock.ticks_ms())
+        if len(node.sent) > n0:
+            times.append(clock.elapsed_ms - t_sync)
+            n0 = len(node.sent)
+    ids = [i for i, _ in node.sent]
+    # status, 4 cell frames, temps, version (first sweep after boot)
+    assert ids == [0x101, 0x204, 0x205, 0x206, 0x207, 0x281, 0x301]
+    # slot 2 of 40 ms starts 80 ms after SYNC (+1 ms loop latency), 6 ms apart
+    assert times[0] == 81
+    assert [times[i + 1] - times[i] for i in range(len(times) - 1)] == [6] * 6
+    st = node.sent[0][1]
+    assert st[0] & 0x0F == C.ST_RUN and st[1] == 16 and st[2] == 1
+    assert st[3] & C.LF_DEFAULTS   # not configured yet
+    assert node.sent[1][1] == bytes([0xE4, 0x0C] * 4)   # 3300 mV
+
+
+def test_config_and_lock():
+    clock, m, node, afe, s = _rig(cells=16)
+    m.config(2, cells=12)
+    _run(clock, s, 2)
+    assert s.cells == 12 and s.ov_mv == 3800 and s.ot_dc == 700 and s.configured
+    clock2, m2, node2, afe2, s2 = _rig(cells=16, locked=True)
+    m2.config(2, cells=12)
+    _run(clock2, s2, 2)
+    assert s2.cells == 16 and s2.ov_mv == 3800   # limits apply, count is locked
+    m2.config(2, ov=2000, uv=2100)               # uv above ov: refused whole
+    _run(clock2, s2, 2)
+    assert s2.ov_mv == 3800
+
+
+def test_balancing_times_out_when_master_goes_silent():
+    clock, m, node, afe, s = _rig()
+    m.sync()
+    m.bal(2, 0x0005, timeout_ms=3000)
+    _run(clock, s, 5)
+    assert afe.mask == 0x0005
+    # master refreshes for a while: balancing holds
+    for _ in range(3):
+        _run(clock, s, 995)
+        m.sync()
+        m.bal(2, 0x0005, timeout_ms=3000)
+    _run(clock, s, 5)
+    assert afe.mask == 0x0005
+    t0 = clock.elapsed_ms
+    # master silent: bleeders off within the command's timeout
+    while afe.mask and clock.elapsed_ms - t0 < 5000:
+        _run(clock, s, 1)
+    dt = clock.elapsed_ms - t0
+    assert afe.mask == 0
+    assert 2900 <= dt <= 3001, dt
+    assert s.faults & C.LF_MASTER_LOST
+    assert s.bal_timeouts == 1
+
+
+def test_balancing_refused_without_permission_or_with_local_fault():
+    clock, m, node, afe, s = _rig()
+    m.sync(flags=0)            # balancing not allowed this sweep
+    m.bal(2, 0x00FF)
+    _run(clock, s, 3)
+    assert afe.mask == 0
+    m.sync()
+    m.bal(2, 0x1_0003)         # bits beyond 16 cells are dropped by the u16
+    _run(clock, s, 3)
+    assert afe.mask == 0x0003
+
+
+def test_local_over_voltage_needs_consecutive_samples_and_stops_balancing():
+    clock, m, node, afe, s = _rig()
+    m.config(2, ov=3800)
+    m.sync()
+    m.bal(2, 0x0001, timeout_ms=25000)
+    _run(clock, s, 3)
+    assert afe.mask == 1
+    afe.mv[7] = 3810
+    for i in range(LIMIT_SAMPLES - 1):
+        _run(clock, s, 1000)   # master silent: slave samples on its own every second
+        assert not s.faults & C.LF_OV, i
+    _run(clock, s, 1000)
+    assert s.faults & C.LF_OV
+    assert afe.mask == 0
+    assert s.state_byte() & 0x0F == C.ST_FAULT
+    # hysteresis: 3790 is below the limit but not below limit - 50 mV: stays
+    afe.mv[7] = 3790
+    _run(clock, s, 5000)
+    assert s.faults & C.LF_OV
+    afe.mv[7] = 3700
+    _run(clock, s, 1000 * LIMIT_SAMPLES)
+    assert not s.faults & C.LF_OV
+
+
+def test_local_under_voltage_and_over_temperature_and_sensor():
+    clock, m, node, afe, s = _rig()
+    m.config(2, uv=2100, ot=60)
+    _run(clock, s, 2)
+    afe.mv[0] = 2000
+    afe.t[1] = 595
+    _run(clock, s, 1000 * LIMIT_SAMPLES + 5)
+    assert s.faults & C.LF_UV and not s.faults & C.LF_OT
+    afe.t[1] = 600
+    _run(clock, s, 1000 * LIMIT_SAMPLES)
+    assert s.faults & C.LF_OT
+    afe.t[2] = C.TEMP_OPEN
+    _run(clock, s, 1000)
+    assert s.faults & C.LF_TSENSOR
+
+
+def test_afe_failure_sends_invalid_cells():
+    clock, m, node, afe, s = _rig(addr=1)
+    afe.dead = True
+    m.sync()
+    _run(clock, s, 100)
+    st = raw_frames(node, C.ID_STATUS)[0]
+    assert st[3] & C.LF_AFE
+    assert raw_frames(node, C.cells_id(1, 0))[0] == bytes([0xFF] * 8)
+
+
+def test_sleep_flag_and_wake():
+    clock, m, node, afe, s = _rig(addr=1)
+    m.sync()
+    m.bal(1, 3)
+    _run(clock, s, 100)
+    assert afe.mask == 3
+    n = len(node.sent)
+    m.sync(flags=C.SYNC_SLEEP | C.SYNC_BAL_OK)
+    _run(clock, s, 1000)
+    assert s.sleeping and afe.asleep and afe.mask == 0
+    assert len(node.sent) == n           # no transmissions while asleep
+    reads = afe.reads
+    _run(clock, s, 10000)
+    assert afe.reads - reads == 2        # one sample every 5 s
+    m.sync()
+    _run(clock, s, 100)
+    assert not s.sleeping and not afe.asleep and len(node.sent) > n
+
+
+def test_sleeps_when_master_lost_for_long():
+    clock, m, node, afe, s = _rig()
+    m.sync()
+    _run(clock, s, 29000)
+    assert not s.sleeping
+    _run(clock, s, 2000)
+    assert s.sleeping
+
+
+def test_bus_off_restart_with_back_off():
+    clock, m, node, afe, s = _rig()
+    node.bus_off = True
+    _run(clock, s, 99)
+    assert node.restarts == 0            # no hammering
+    _run(clock, s, 2)
+    assert node.restarts == 1
+    node.bus_off = True
+    _run(clock, s, 150)
+    assert node.restarts == 1            # back-off doubled to 200 ms
+    _run(clock, s, 60)
+    assert node.restarts == 2
+    assert s.guard.bus_off_count == 2
+
+
+class _FakeDriverAfe:
+    balance_no_adjacent = True
+
+    def __init__(self):
+        self.flags = None
+        self.mode = None
+
+    def read_cells(self, mv, n):
+        for i in range(n):
+            mv[i] = 3000 + i
+
+    def balance(self, flags):
+        self.flags = bytes(flags)
+
+    def set_mode(self, m):
+        self.mode = m
+
+
+class _FakeNtc:
+    def __init__(self, st, t):
+        self.st = st
+        self.temp_dc = t
+
+    def read(self):
+        return self.st
+
+
+def test_slave_afe_adapter():
+    from array import array
+    from bms.measurements import T_OPEN, T_SHORT, T_OK, ROLE_CELL
+    from bms.slave_afe import SlaveAfe
+    drv = _FakeDriverAfe()
+    a = SlaveAfe(drv, [(_FakeNtc(T_OK, 251), ROLE_CELL), (_FakeNtc(T_OPEN, 0), ROLE_CELL),
+                       (_FakeNtc(T_SHORT, 0), ROLE_CELL)])
+    t = array("h", [0] * 4)
+    a.read_temps(t, 4)
+    assert list(t) == [251, C.TEMP_OPEN, C.TEMP_SHORT, C.TEMP_ABSENT]
+    a.balance(0b1011)            # cells 1, 2, 4: neighbours 1-2 -> keep 1
+    assert drv.flags[:5] == bytes([1, 0, 0, 1, 0])
+    a.sleep(True)
+    assert drv.mode == 1
+    mv = array("H", [0] * 16)
+    a.read_cells(mv, 3)
+    assert list(mv[:3]) == [3000, 3001, 3002]

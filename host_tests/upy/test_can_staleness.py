@@ -1,0 +1,107 @@
+"""Module health: silence, stale and inconsistent data raise the comm fault in bounded time."""
+from bms.measurements import Measurements, ROLE_CELL
+from can_helpers import Rig
+from comms import can_ids as C
+from comms.can_master import CHECK_MS, MS_BAD, MS_LOST, MS_OK, W_AFE, W_ECHO, W_FRAMES
+
+TIMEOUT = 2500
+
+
+def _up(n=3):
+    r = Rig(n=n, timeout=TIMEOUT)
+    assert r.run_until(lambda: r.states() == [MS_OK] * n and not r.master.comm_fault, 2000) >= 0
+    return r
+
+
+def _last_status_age(r, k):
+    return (r.clock.ticks_ms() - r.master.mod_status_ts[k]) & 0x3FFFFFFF
+
+
+def test_silent_module_lost_within_timeout_bound_not_before():
+    r = _up()
+    r.run(500)
+    r.snodes[1].plugged = False
+    # from now on module 2 is silent; its last STATUS was at most one sweep ago
+    age0 = _last_status_age(r, 1)
+    t = r.run_until(lambda: r.master.comm_fault, 5000)
+    assert t >= 0
+    assert r.states() == [MS_OK, MS_LOST, MS_OK]
+    silent = age0 + t   # ms since the module's last frame
+    assert TIMEOUT < silent <= TIMEOUT + CHECK_MS + 2, silent
+    assert r.master.mod_lost_count[1] == 1
+    # its cells are invalid in the snapshot; the others stay valid
+    m = Measurements(256, (ROLE_CELL,))
+    m.set_cell_count(48)
+    r.master.fill_cells(m, r.clock.ticks_ms())
+    assert sum(m.cell_ok[0:16]) == 16 and sum(m.cell_ok[16:32]) == 0 and sum(m.cell_ok[32:48]) == 16
+
+
+def test_module_returns_after_one_complete_sweep():
+    r = _up()
+    r.snodes[2].plugged = False
+    r.run_until(lambda: r.master.comm_fault, 5000)
+    r.snodes[2].plugged = True
+    t = r.run_until(lambda: not r.master.comm_fault, 3000)
+    assert 0 <= t <= 1000 + 3 * 40 + CHECK_MS, t
+    assert r.states() == [MS_OK] * 3
+
+
+def test_missing_cell_frames_are_stale():
+    r = _up()
+    # module 1 keeps its heartbeat but its second cell frame never arrives
+    node = r.snodes[0]
+    real_send = node.send
+
+    def lossy(can_id, data, ext=False):
+        if can_id == C.cells_id(1, 1):
+            return True   # "sent", lost on the way
+        return real_send(can_id, data, ext)
+    node.send = lossy
+    t = r.run_until(lambda: r.master.comm_fault, 5000)
+    assert 0 <= t <= TIMEOUT + 1000 + CHECK_MS
+    assert r.master.mod_state[0] == MS_BAD and r.master.mod_why[0] & W_FRAMES
+    m = Measurements(256, (ROLE_CELL,))
+    m.set_cell_count(48)
+    r.master.fill_cells(m, r.clock.ticks_ms())
+    assert sum(m.cell_ok[0:16]) == 0
+
+
+def test_afe_error_on_a_module_is_immediate():
+    r = _up()
+    r.afes[1].dead = True
+    t = r.run_until(lambda: r.master.comm_fault, 3000)
+    assert 0 <= t <= 1000 + 2 * 40 + CHECK_MS, t
+    assert r.master.mod_state[1] == MS_BAD and r.master.mod_why[1] & W_AFE
+    r.afes[1].dead = False
+    assert r.run_until(lambda: not r.master.comm_fault, 3000) >= 0
+
+
+def test_status_from_an_old_sweep_is_not_fresh():
+    r = _up(1)
+    r.run(300)
+    b = bytearray(8)
+    C.status_pack(b, C.ST_RUN, 16, r.master.sweep - 3, 0, 0, 3, 10)
+    r.mnode.deliver(C.ID_STATUS, bytes(b), False)
+    r.master.poll(r.clock.ticks_ms())
+    assert r.master.mod_why_status[0] & W_ECHO
+
+
+def test_hard_limit_flags_latch_until_cleared():
+    r = _up()
+    r.afes[2].mv[4] = 4300   # above the master-configured 4250 mV hard limit
+    r.run(3 * 1000 + 1000)
+    assert r.master.hard_latch & C.LF_OV
+    r.master.clear_hard()
+    assert r.master.hard_latch & C.LF_OV   # still reported: stays
+    r.afes[2].mv[4] = 3400
+    r.run(4000)
+    assert r.master.hard_now == 0 and r.master.hard_latch & C.LF_OV
+    r.master.clear_hard()
+    assert r.master.hard_latch == 0
+
+
+def test_wraps_ticks():
+    # Rig starts 5 s before the tick wrap: all of the above crossed it; run long here
+    r = _up(2)
+    r.run(20000)
+    assert r.states() == [MS_OK, MS_OK] and not r.master.comm_fault
