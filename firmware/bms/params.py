@@ -305,6 +305,8 @@ class ParamSet:
             if i == P_CHEMISTRY:
                 if v < 0 or v > 3:
                     raise ParamError(i, "chemistry=%d out of range 0..3" % v)
+                if v == self.values[P_CHEMISTRY]:
+                    continue  # rewriting the same chemistry keeps custom limits
                 for j in range(N_PARAMS):
                     if TABLE[j][5]:
                         s[j] = TABLE[j][4][v]

@@ -45,3 +45,7 @@ class BoardClock:
 
     def ticks_ms(self):
         return self._t.ticks_ms() & TICKS_MAX
+
+    def ticks_us(self):
+        # Modbus t1.5/t3.5 need sub-ms resolution at 9600 baud and above.
+        return self._t.ticks_us() & TICKS_MAX
