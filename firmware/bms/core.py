@@ -104,6 +104,11 @@ class Bms:
         self.sched.add(self._cells, CELL_MS)
         self.sched.add(self._fast, FAST_MS)
         self.sched.add(self._slow, SLOW_MS, 10)
+        # Bound methods made once: `board.read_x` in the loop allocates one
+        # method object per call on MicroPython.
+        self._rd_current = board.read_current
+        self._rd_cells = board.read_cells
+        self._rd_temps = board.read_temps
         self.current_raw_ma = 0
         self.current_avg_raw = 0
         self._avg_sum = 0
@@ -160,7 +165,7 @@ class Bms:
         dt = ticks_diff(now, self._last_fast) if self._fast_seen else 0
         self._last_fast = now
         self._fast_seen = True
-        if self._read(b.read_current, now):
+        if self._read(self._rd_current, now):
             raw = m.current_ma
             self.current_raw_ma = raw
             # Exact mean over 1 s windows for calibration (an integer IIR
@@ -219,11 +224,11 @@ class Bms:
         n = self.params[P_CELL_COUNT]
         if n != m.n_cells:
             m.set_cell_count(n)
-        if self._read(self.board.read_cells, now):
+        if self._read(self._rd_cells, now):
             m.update_cell_stats()
             m.cells_ts = now
             m.cells_seen = True
-        if self._read(self.board.read_temps, now):
+        if self._read(self._rd_temps, now):
             m.update_temp_stats()
             m.temps_ts = now
             m.temps_seen = True

@@ -1,0 +1,89 @@
+"""Core figures: heap and cycle cost under the MicroPython unix port,
+protection reaction time in simulated ms, simulator speed."""
+import time
+
+from tools.bench.common import Row, parse_kv
+
+# Published figure for MicroPython on an RP2040 at 125 MHz: about 8 us per
+# iteration of a simple `for i in range(n): x += i` loop.
+RP2040_US_PER_ITER = 8.0
+
+
+def _upy(ctx, cells):
+    return parse_kv(ctx.upy("tools/bench/upy/core_cycle.py", cells))
+
+
+def _reaction_rows():
+    """Time from condition to relay open, on the value-level board."""
+    import sys
+    import os
+    from tools.bench.common import ROOT
+    sys.path.insert(0, os.path.join(ROOT, "host_tests", "core"))
+    from harness import Rig
+    from bms import faults as F
+    from bms.contactors import RELAY_CHG, RELAY_DSG
+    rows = []
+    for name, setup, relay, fid in (
+            ("ov1", lambda r: r.board.cells.__setitem__(3, 3700), RELAY_CHG, F.OV1),
+            ("dsg_oc", lambda r: setattr(r.board, "current_ma", -160000), RELAY_DSG, F.DSG_OC),
+            ("peak", lambda r: setattr(r.board, "current_ma", -310000), RELAY_DSG, F.PEAK),
+            ("short", lambda r: setattr(r.board, "current_ma", -700000), RELAY_DSG, F.SHORT)):
+        worst = 0
+        delay = F.spec_value(F.TABLE[fid][F.F_DELAY], None and [] or Rig().params.values)
+        for phase in range(0, 250, 25):  # condition appears at every phase of the sweep
+            r = Rig()
+            r.run(2000 + phase, step=1)
+            setup(r)
+            t = r.run_until(lambda: not r.bms.contactors.state[relay], delay + 2000, step=1)
+            worst = max(worst, t)
+        rows.append(Row("core", "reaction %s (worst of 10 phases)" % name, worst, "ms",
+                        "<= %d + 300" % delay, "configured delay %d ms" % delay))
+    return rows
+
+
+def _sim_speed(board, seconds):
+    from tools.sim.simulator import Simulation
+    fac = None
+    if board == "chip":
+        from tools.sim.chipboard import ChipBoard
+        fac = lambda p: ChipBoard(p, seed=2)  # noqa: E731
+    s = Simulation("LFP", 16, soc=0.5, board_factory=fac)
+    s.pack.load_a = 20.0
+    t = time.perf_counter()
+    s.run(seconds)
+    return seconds / (time.perf_counter() - t)
+
+
+def run(ctx):
+    rows = []
+    for cells in (16, 256):
+        k = _upy(ctx, cells)
+        rows.append(Row("core", "heap after boot, %dS core" % cells, k["heap_after_boot"], "B",
+                        "<= 65536", "imports + Bms (unix port, 64-bit objects)"))
+        if cells == 16:
+            for t in ("fast", "cells", "slow"):
+                rows.append(Row("core", "heap per %s task" % t, k["bytes_" + t], "B", 0,
+                                "heap_lock ok" if k["locked_" + t] else "ALLOCATES under heap_lock"))
+            rows.append(Row("core", "exceptions in 100 heap-locked cycles",
+                            k["locked_cycle_exceptions"], "", 0, "fast+cells tasks"))
+            ref = k["us_ref_iter"]
+            for t in ("fast", "cells", "slow"):
+                us = k["us_" + t]
+                rows.append(Row("core", "%s task cost (unix port)" % t, us, "us", "",
+                                "%.0f ref-loop iterations; est. RP2040 %.1f ms" % (
+                                    us / ref, us / ref * RP2040_US_PER_ITER / 1000.0)))
+            per_s = 20 * k["us_fast"] + 4 * k["us_cells"] + k["us_slow"]
+            rows.append(Row("core", "CPU per second of operation (est. RP2040)",
+                            per_s / ref * RP2040_US_PER_ITER / 10000.0, "%", "< 50",
+                            "20 fast + 4 cell + 1 slow task per s"))
+        else:
+            rows.append(Row("core", "fast task cost 256S (unix port)", k["us_fast"], "us", "",
+                            "est. RP2040 %.1f ms" % (k["us_fast"] / k["us_ref_iter"]
+                                                     * RP2040_US_PER_ITER / 1000.0)))
+    rows.extend(_reaction_rows())
+    secs = 300 if ctx.quick else 1800
+    rows.append(Row("sim", "speed, 16S value-level board", _sim_speed("fake", secs), "x real time",
+                    "> 100"))
+    rows.append(Row("sim", "speed, 16S on chip emulators", _sim_speed("chip", secs // 3),
+                    "x real time", "> 20", "real drivers, byte-level BQ76952/INA228"))
+    return rows
