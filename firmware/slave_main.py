@@ -61,19 +61,36 @@ def uid48(machine):
     return v or 1
 
 
-def run():
-    import machine
+def build_slave(hw, machine, st, now):
+    """``bms.slave.Slave`` on the board's CAN controller and AFE (the real slave entry)."""
     from boards import slave_module as bd
-    from drivers import gpio
-    hw = bd.build(machine)
     can = hw["can"]
     can.init()
-    st = load_settings()
     addr = st["addr"] or dip_address(machine, bd.PINS.get("addr_pins", ()))
     afe = SlaveAfe(hw["afe"], hw["ntcs"])
+    return Slave(can, afe, addr=addr, cells=st["cells"], temps=len(hw["ntcs"]),
+                 uid=uid48(machine), locked=st["locked"], now=now)
+
+
+def led_pattern(slave):
+    from drivers import gpio
+    if slave.sleeping or not slave.sync_seen:
+        return gpio.LED_BLIP
+    if slave.faults & ~LF_DEFAULTS:
+        return gpio.LED_FAST
+    return gpio.LED_SLOW
+
+
+def run(hw=None, machine=None):
+    """The slave loop; ``hw`` from ``boards.slave_module.build`` (built here if None)."""
+    if machine is None:
+        import machine
+    if hw is None:
+        from boards import slave_module as bd
+        hw = bd.build(machine)
+    st = load_settings()
     now = time.ticks_ms() & TICKS_MAX
-    slave = Slave(can, afe, addr=addr, cells=st["cells"], temps=len(hw["ntcs"]),
-                  uid=uid48(machine), locked=st["locked"], now=now)
+    slave = build_slave(hw, machine, st, now)
     led = hw.get("led")
     wdt = hw["wdt"](WDT_MS)
     last_save = now
@@ -82,13 +99,7 @@ def run():
         slave.step(now)
         wdt.feed()
         if led is not None:
-            if slave.sleeping or not slave.sync_seen:
-                pat = gpio.LED_BLIP
-            elif slave.faults & ~LF_DEFAULTS:
-                pat = gpio.LED_FAST
-            else:
-                pat = gpio.LED_SLOW
-            led.step(now, pat)
+            led.step(now, led_pattern(slave))
         if time.ticks_diff(now, last_save) >= SAVE_CHECK_MS:
             last_save = now
             if slave.cells != st["cells"]:

@@ -91,6 +91,38 @@ def layout(cell_count, module_cells):
     return n, cell_count - (n - 1) * module_cells
 
 
+
+def set_filters(ctrl, filters):
+    """Program acceptance filters, widening them when the controller cannot.
+
+    Hardware filters only save CPU: every frame is validated in software
+    anyway.  A controller with fewer masks than asked (the MCP2515 has two)
+    gets one common mask that accepts a superset, and failing that, all
+    frames.  Returns the filter list actually applied (None = accept all).
+    """
+    try:
+        ctrl.set_filters(filters)
+        return filters
+    except NotImplementedError:
+        return None
+    except ValueError:
+        pass
+    mask = 0x7FF
+    for _fid, m, _ext in filters:
+        mask &= m
+    wide = []
+    for fid, _m, ext in filters:
+        f = (fid & mask, mask, ext)
+        if f not in wide:
+            wide.append(f)
+    for attempt in (wide, None):
+        try:
+            ctrl.set_filters(attempt)
+            return attempt
+        except (ValueError, NotImplementedError):
+            pass
+    return None
+
 class CanMaster:
     def __init__(self, ctrl, n_modules, max_cells=256, temps_per_module=3, period=C.SWEEP_MS,
                  slot=C.SLOT_MS, gap=C.GAP_MS, now=0):
@@ -163,12 +195,9 @@ class CanMaster:
         # One preallocated view per length: sending a 4-byte BAL allocates nothing.
         mv = memoryview(self._scratch)
         self._views = [mv[:k] for k in range(9)]
-        try:
-            ctrl.set_filters([(C.ID_STATUS, 0x700, False), (C.ID_CELLS, 0x780, False),
-                              (C.ID_TEMPS, 0x7F0, False), (C.ID_VERSION, 0x7F0, False),
-                              (C.ID_ANNOUNCE, 0x7FF, False)])
-        except NotImplementedError:
-            pass
+        set_filters(ctrl, [(C.ID_STATUS, 0x700, False), (C.ID_CELLS, 0x780, False),
+                           (C.ID_TEMPS, 0x7F0, False), (C.ID_VERSION, 0x7F0, False),
+                           (C.ID_ANNOUNCE, 0x7FF, False)])
 
     # ---- configuration --------------------------------------------------
     def configure(self, cell_count, module_cells, timeout_ms, ov_mv=4250, uv_mv=1500, ot_c=65):

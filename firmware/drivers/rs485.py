@@ -103,6 +103,13 @@ class Rs485:
     def flush(self):
         self.uart.flush()
 
+    def set_baud(self, baud):
+        """New line speed (the Modbus server calls it after a modbus_baud write)."""
+        self.uart.init(baudrate=baud)
+        self.baud = baud
+        self.t15 = t15_us(baud, self.bits)
+        self.t35 = t35_us(baud, self.bits)
+
     # ---- Modbus framing helpers -------------------------------------------
     def idle_us(self, now=None):
         """Microseconds since the last received byte."""

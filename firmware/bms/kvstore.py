@@ -1,0 +1,80 @@
+"""A tiny power-safe key/value store for ``bms.auth`` (password records, back-off count).
+
+``Auth`` wants ``store.get(key)`` and ``store[key] = value`` with bytes or
+int values.  The whole table lives in one A/B record (``bms.store.ABRecord``,
+kind ``KIND_KV``), so a power cut while it is written leaves the previous
+table.  Writes happen only when a value really changes (a password change,
+a wrong-password count), which the auth back-off keeps rare.
+
+Payload: per item ``u8 key length | key | u8 type (0 int i32, 1 bytes) |
+u16 length | value``, little-endian.
+"""
+import struct
+
+from micropython import const
+
+from bms.store import ABRecord
+
+KIND_KV = const(4)
+KV_FMT = const(1)
+T_INT = const(0)
+T_BYTES = const(1)
+
+
+def encode(items):
+    out = bytearray()
+    for k in sorted(items):
+        v = items[k]
+        kb = k.encode()
+        if isinstance(v, int):
+            data, t = struct.pack("<i", v), T_INT
+        else:
+            data, t = bytes(v), T_BYTES
+        out += struct.pack("<B", len(kb)) + kb + struct.pack("<BH", t, len(data)) + data
+    return bytes(out)
+
+
+def decode(payload):
+    items = {}
+    i = 0
+    n = len(payload)
+    while i < n:
+        kl = payload[i]
+        k = bytes(payload[i + 1:i + 1 + kl]).decode()
+        i += 1 + kl
+        t, ln = struct.unpack("<BH", payload[i:i + 3])
+        i += 3
+        data = bytes(payload[i:i + ln])
+        if len(data) != ln:
+            raise ValueError("kv truncated")
+        i += ln
+        items[k] = struct.unpack("<i", data)[0] if t == T_INT else data
+    return items
+
+
+class KvStore:
+    def __init__(self, fs, base="/bms/kv"):
+        self.rec = ABRecord(fs, base, KIND_KV, (KV_FMT,))
+        self.items = {}
+        self.errors = 0
+        r = self.rec.load()
+        if r is not None:
+            try:
+                self.items = decode(r[1])
+            except (ValueError, UnicodeError, IndexError):
+                self.items = {}
+
+    def get(self, key, default=None):
+        return self.items.get(key, default)
+
+    def __getitem__(self, key):
+        return self.items[key]
+
+    def __setitem__(self, key, value):
+        if self.items.get(key) == value:
+            return
+        self.items[key] = value
+        try:
+            self.rec.save(KV_FMT, encode(self.items))
+        except OSError:
+            self.errors += 1   # kept in RAM; saved with the next change

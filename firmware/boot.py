@@ -1,0 +1,34 @@
+# boot.py: runs before main.py.  Two jobs, neither allowed to stop the boot:
+# 1. start the hardware watchdog early (8 s: below the RP2040's 8.3 s limit,
+#    long enough for the imports; main.py shortens it), unless config.py
+#    says WDT_AT_BOOT = False (bench work at the REPL);
+# 2. pick the firmware slot (bms.update.Updater.select_at_boot: a staged
+#    update becomes a trial, a trial that never armed rolls back) and put
+#    its directory first on sys.path.  Any exception: run the current one.
+import sys
+
+try:
+    try:
+        import config
+        _wdt = getattr(config, "WDT_AT_BOOT", True)
+    except ImportError:
+        _wdt = True
+    if _wdt:
+        import machine
+        machine.WDT(timeout=8000)
+except Exception:  # noqa: BLE001 - no watchdog on this port: boot anyway
+    pass
+
+try:
+    from bms.store import BoardFs
+    from bms.update import Updater
+    _p = Updater(BoardFs()).select_at_boot()
+    if _p:
+        sys.path.insert(0, _p)
+    # The slot's own bms package must be imported from the slot, not reuse
+    # the modules the selection itself loaded from the root firmware.
+    for _k in list(sys.modules):
+        if _k == "bms" or _k.startswith("bms."):
+            del sys.modules[_k]
+except Exception:  # noqa: BLE001 - never brick: continue with the current firmware
+    pass
