@@ -55,8 +55,12 @@ def _table(sim, link_path):
     bal = getattr(sim.board, "balance", bytearray(m.n_cells))
     c = bms.contactors.state
     faults = [F.TABLE[i][F.F_NAME] for i in range(F.N_FAULTS) if bms.prot.active(i)]
-    temps = ["%s %.1f" % (ROLE_NAMES[m.temp_role[i]], m.temp_dc[i] / 10.0)
-             for i in range(m.n_temps)]
+    temps = []
+    for role in range(len(ROLE_NAMES)):
+        n = sum(1 for i in range(m.n_temps) if m.temp_role[i] == role)
+        if n:
+            temps.append((ROLE_NAMES[role], "%.1f .. %.1f degC (%d)" % (
+                m.tmin[role] / 10.0, m.tmax[role] / 10.0, n)))
     lim = getattr(bms, "limits", None)
     right = [
         ("voltage", "%.2f V" % (m.pack_mv / 1000.0)),
@@ -72,7 +76,7 @@ def _table(sim, link_path):
     ]
     if lim is not None and hasattr(lim, "ccl_ma"):
         right.append(("CCL / DCL", "%.0f / %.0f A" % (lim.ccl_ma / 1000.0, lim.dcl_ma / 1000.0)))
-    right += [("temp " + str(i), s) for i, s in enumerate(temps)]
+    right += [("T " + name, txt) for name, txt in temps]
     if link_path:
         right.append(("PC port", link_path))
     rows = max(m.n_cells if m.n_cells <= 32 else 32, len(right))
