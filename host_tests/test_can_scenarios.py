@@ -129,7 +129,11 @@ def test_cantools_decodes_every_frame_on_the_bus(db):
     sim.bus.sniffers.append(sniff)
     sim.run(6)
     assert not bad, bad[:3]
-    assert sim.bms.balancer.count > 0
+    # Balancing runs duty-cycled (bleeders off for the quiet sweep of each
+    # period), so the count at the last instant may be 0: check that it is
+    # active and that cells have bled.
+    b = sim.bms.balancer
+    assert b.active and sum(b.on_count) > 0
     kinds = {k.split("_")[0] for k in seen}
     assert {"SYNC", "CONFIG", "STATUS", "CELLS", "TEMPS", "VERSION", "BAL"} <= kinds, kinds
     # decoded values agree with what the master assembled

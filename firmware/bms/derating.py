@@ -115,7 +115,11 @@ class Derating:
         self.step(b.meas, b.soc.soc_pm, chg, dsg, now)
 
     def factors(self, m, soc_pm):
-        """(charge, discharge) derating factors in per mille."""
+        """Set ``chg_pm`` / ``dsg_pm``, the derating factors in per mille.
+
+        Stored, not returned as a tuple: this runs in the inverter's send
+        path, which must not allocate.
+        """
         p = self.params
         chem = p[0]
         knee = KNEE_MV[chem] if 0 <= chem < len(KNEE_MV) else 150
@@ -148,7 +152,8 @@ class Derating:
         c = f if f < c else c
         f = ramp_pm(soc_pm, 100, 1000, 0, 100)
         d = f if f < d else d
-        return c, d
+        self.chg_pm = c
+        self.dsg_pm = d
 
     def step(self, m, soc_pm, chg_allowed, dsg_allowed, now):
         """Pure core of ``update``: targets from ``m``, ramped limits."""
@@ -156,9 +161,9 @@ class Derating:
         n = p[P_CELL_COUNT]
         self.cvl_mv = n * p[P_OV_REC]
         self.dvl_mv = n * p[P_UV_REC]
-        c, d = self.factors(m, soc_pm)
-        self.chg_pm = c
-        self.dsg_pm = d
+        self.factors(m, soc_pm)
+        c = self.chg_pm
+        d = self.dsg_pm
         base_c = p[P_CHG_OC] * LIMIT_PCT  # 0.1 A * 100 * pct / 100 = mA
         base_d = p[P_DSG_OC] * LIMIT_PCT
         tc = _scale(base_c, c) if chg_allowed else 0

@@ -43,7 +43,7 @@ CONFIRM_MS = const(60000)   # armed and fault-free this long -> update confirmed
 
 class Services:
     def __init__(self, bms, store, state, plog=None, lease=None, sleep=None, watchdog=None,
-                 updater=None, reset=None, unclean=None, reason=None):
+                 updater=None, reset=None, unclean=None, reason=None, restored=None):
         self.bms = bms
         self.store = store
         self.state = state
@@ -79,11 +79,15 @@ class Services:
                     plog.append(now, PL.PK_MIGRATE, _pindex(name), new if new is not None else -1)
             if updater is not None and updater.event:
                 plog.append(now, PL.PK_UPDATE, updater.event, updater.active)
-        # Restore the counters the Soc keeps (its soc_pm came via the constructor).
-        soc = bms.soc
-        soc.cycles = state.cycles
-        if state.capacity_mah:
-            soc.learned_mah = state.capacity_mah
+        # A state read from flash (``restored``; by default: it has been
+        # through a boot) is the SOC the BMS had: restore all of it with the
+        # estimator's "restored" uncertainty, so a reboot does not let the
+        # first voltage readings move SOC as if it were a guess.  A fresh
+        # State keeps the constructor's default SOC and its wide uncertainty.
+        if restored is None:
+            restored = state.boots > 0
+        if restored:
+            bms.soc.load_from(state)
         if unclean:
             state.op_s += STATE_MAX_S
         state.flags &= ~F_CLEAN
@@ -178,12 +182,7 @@ class Services:
                 self._p_saved_at = now   # retry after PARAM_MIN_MS
 
     def _snapshot_soc(self):
-        st = self.state
-        soc = self.bms.soc
-        st.soc_pm = soc.soc_pm
-        st.remaining_mah = soc.remaining_mah
-        st.cycles = soc.cycles
-        st.capacity_mah = getattr(soc, "learned_mah", 0) or 0
+        self.bms.soc.save_to(self.state)
 
     def _state_step(self, now):
         st = self.state
@@ -297,6 +296,7 @@ def boot(board, params, clock, fs, machine=None, log=None, lease_secret=None, se
     store.load_params(params)
     state = store.load_state()
     unclean = False
+    restored = state is not None
     if state is None:
         state = State()
     else:
@@ -306,5 +306,5 @@ def boot(board, params, clock, fs, machine=None, log=None, lease_secret=None, se
     lease = LS.Lease(lease_secret, serial, state) if lease_secret else None
     dog = W.Watchdog(wdt, bms.sched, clock, bms=bms) if wdt is not None else None
     svc = Services(bms, store, state, plog, lease, sleep, dog, updater,
-                   getattr(machine, "reset", None), unclean, reason)
+                   getattr(machine, "reset", None), unclean, reason, restored)
     return bms, svc

@@ -255,6 +255,9 @@ class Soc:
         self.p00 = SIG_RESTORED * SIG_RESTORED
         self.p01 = 0.0
         self.p02 = 0.0
+        # The estimator's prediction is the counter's change since its last
+        # run: a set value is not counted charge, so start a fresh interval.
+        self._est_seen = False
 
     def calibrate_full(self):
         """Level-1 over-voltage cut-off reached while charging: 100 %."""

@@ -144,10 +144,11 @@ def test_jbd_off_ignores_jbd():
 
 
 def test_charger_command_bytes_and_status():
+    from bms.derating import RAMP_MS
     from comms.charger import Charger
     from display_peer import ref_crc
     r = Rig(special_charger=1)
-    r.run(2000)
+    r.run(RAMP_MS + 2000)      # past the derating's soft start: full charge limit
     port = Port()
     ch = Charger(r.bms, r.clock, port=port)
     ch.poll()

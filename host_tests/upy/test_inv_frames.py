@@ -5,6 +5,7 @@ units 0.1 V / 0.1 A / 0.01 V / 1 % / 0.1 degC), not from the module's
 constants.
 """
 from bms import faults as F
+from bms.derating import RAMP_MS
 from comms import inverter_can as IC
 from harness import Rig
 from inv_rig import STATE_BUS_OFF, LoopCan, s16, u16
@@ -12,10 +13,11 @@ from inv_rig import STATE_BUS_OFF, LoopCan, s16, u16
 ORDER = [0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E]
 
 
-def make(tx_slots=8, current_ma=0, **kw):
+def make(tx_slots=8, current_ma=0, settle_ms=2000, estimator=True, **kw):
     r = Rig()
     r.board.current_ma = current_ma
-    r.run(2000)
+    r.bms.soc.est_enabled = estimator
+    r.run(settle_ms)
     can = LoopCan(tx_slots)
     inv = IC.InverterCan(can, r.bms, r.clock, **kw)
     return r, can, inv
@@ -34,7 +36,9 @@ def step(r, inv, ms, can=None):
 
 
 def test_burst_layout_bytes():
-    r, can, inv = make(current_ma=12345)
+    # Past the derating's soft start (0 -> full limits in RAMP_MS after boot);
+    # SOC from the coulomb counter alone, so it stays at the typed 50 %.
+    r, can, inv = make(current_ma=12345, settle_ms=RAMP_MS + 2000, estimator=False)
     assert r.bms.running
     inv.poll()
     w = can.take()
@@ -72,9 +76,10 @@ def test_every_fault_has_one_bit():
 
 
 def test_over_temperature_within_one_period():
-    r, can, inv = make()
+    r, can, inv = make(settle_ms=RAMP_MS + 2000)    # full limits: soft start over
     step(r, inv, 1500, can)
     assert u16(can.last(0x351), 2) == 800
+    assert u16(can.last(0x351), 4) == 1200
     can.take()
     r.board.temps[2] = 600   # 60 degC: above t_chg_ot 55, below t_cell_ot 65
     t = 0
@@ -94,7 +99,9 @@ def test_over_temperature_within_one_period():
     assert alarms and alarms[0][0] & 0x08                # over-temperature protection bit
     req = [f[2] for f in can.wire[mark:] if f[0] == 0x35C]
     assert req[0][0] & 0x80 == 0 and req[0][0] & 0x40    # no charging; discharge stays allowed
-    assert u16(after[0][2], 4) == 1200
+    # Discharge derated, not stopped: 100 % up to t_cell_ot - 10 degC, 0 at
+    # t_cell_ot 65 degC, so 50 % of 120 A at 60 degC.
+    assert u16(after[0][2], 4) == 600
 
 
 def test_hung_core_stops_requests():
