@@ -26,6 +26,8 @@ def main(argv=None):
     ap.add_argument("--only", default="", help="run modules whose name contains this")
     ap.add_argument("--quick", action="store_true", help="shorter runs (less precise)")
     ap.add_argument("--json", default=os.path.join(ROOT, "out", "bench.json"))
+    ap.add_argument("--readme", action="store_true",
+                    help="also write the figures into README.md (below <!-- bench-figures -->)")
     a = ap.parse_args(argv)
     ctx = Ctx(quick=a.quick)
     rows = []
@@ -57,6 +59,29 @@ def main(argv=None):
                    "python": platform.python_version(), "wall_s": round(time.time() - t0, 1),
                    "rows": [r.as_dict() for r in rows]}, f, indent=1)
     print("wrote", os.path.relpath(a.json, ROOT), "in %.0f s" % (time.time() - t0))
+    if a.readme:
+        write_readme(rows, time.time() - t0)
+
+
+def write_readme(rows, wall):
+    path = os.path.join(ROOT, "README.md")
+    marker = "<!-- bench-figures -->"
+    text = open(path).read()
+    head = text.split(marker)[0]
+    lines = [marker, "",
+             "### Latest figures: %s, %s (%s), `make bench` took %.0f s" % (
+                 datetime.date.today(), platform.machine(), platform.processor() or "x86_64", wall),
+             "",
+             "| area | figure | value | unit | goal | note |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        v = r.value
+        if isinstance(v, float):
+            v = "%.4g" % v
+        lines.append("| %s | %s | %s | %s | %s | %s |" % (r.area, r.name, v, r.unit, r.goal,
+                                                          r.note))
+    with open(path, "w") as f:
+        f.write(head + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
