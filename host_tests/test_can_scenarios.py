@@ -56,7 +56,9 @@ def test_16_slaves_256_cells_discovered():
     for i in (0, 15, 16, 199, 255):
         assert abs(m.cell_mv[i] - true[i] * 1000) < 5, i
     ages = [(now - m.cell_ts[i]) & 0x3FFFFFFF for i in range(256)]
-    assert max(ages) <= 1000 + 2 * C.SLOT_MS
+    # One sweep per second; the master's sync follows its own poll phase, so
+    # allow one cell-task period of jitter on top of the sweep period.
+    assert max(ages) <= 1000 + 250, max(ages)
     # the MCP2515-sized RX buffers never overflowed: TDMA pacing holds
     assert sim.master_node.rx_overflow == 0
     assert all(n.rx_overflow == 0 for n in sim.nodes)

@@ -166,7 +166,11 @@ class Protection:
                 self.count[i] = c
             else:
                 if recovered and not cond:
-                    c = self.count[i] + dt
+                    # As for setting: only time the recovery was seen counts.
+                    c = self.count[i]
+                    if self.seen[i]:
+                        c += dt
+                    self.seen[i] = 1
                     if c >= self.clear_ms[i]:
                         if self.f_policy[i] == F.P_LATCH:
                             self.state[i] = S_RECOVERED
@@ -176,6 +180,7 @@ class Protection:
                     self.count[i] = c
                 else:
                     self.count[i] = 0
+                    self.seen[i] = 0
                     if st == S_RECOVERED:
                         self.state[i] = S_ACTIVE
             if self.state[i] != S_IDLE:
@@ -190,6 +195,7 @@ class Protection:
 
     def _set(self, i, v, now):
         self.state[i] = S_ACTIVE
+        self.seen[i] = 0
         self.trip_value[i] = v
         self.set_at[i] = now
         c = self.trip_count[i]
