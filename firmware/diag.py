@@ -11,7 +11,7 @@ import sys
 
 
 def app():
-    for name in ("__main__", "main"):
+    for name in ("app", "__main__", "main"):
         m = sys.modules.get(name)
         a = getattr(m, "APP", None) if m else None
         if a is not None:

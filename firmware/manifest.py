@@ -20,4 +20,5 @@ try:
 except Exception:  # noqa: BLE001
     pass
 module("diag.py", base_path=".", opt=2)
+module("app.py", base_path=".", opt=2)
 package("boards", base_path="..", opt=2)

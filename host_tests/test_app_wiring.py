@@ -11,7 +11,7 @@ from drv_fakemachine import FakeMachine
 from fakeflash import FakeFlash
 from modbus_rig import UsClock, ascii_regs, ref_crc, with_crc
 
-import main
+import app as main
 from bms.params import ParamSet, index
 from bms.store import SettingsStore
 from comms.registers import A_AUTH, A_PARAMS, MON_OFF, monitor_address

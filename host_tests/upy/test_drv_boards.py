@@ -6,7 +6,7 @@ from drv_fakemachine import FakeMachine
 from bms.contactors import RELAY_CHG, RELAY_DSG, RELAY_L2
 from bms.ticks import VirtualClock
 
-import main
+import app as main
 
 LFP16 = [3300 + i for i in range(16)]
 

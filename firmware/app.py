@@ -1,0 +1,440 @@
+"""Board entry point: pick the board, build the whole product, run the loop.
+
+Board selection, first match wins:
+  1. ``config.py`` on the board filesystem: BOARD = "pico" | "pico_w" |
+     "esp32_devkit" | "slave_module", optional OPTS = {...} (see
+     boards/common.py DEFAULTS: shunt_uohm, can_bitrate, can_xtal, ...),
+     CHEMISTRY = 0..3 (NMC, LFP, LTO, NA) for first-boot defaults,
+     MODULES = True for a master with CAN slave modules, SERIAL = "...",
+     SLEEP = True to enable the idle sleep, LEASE_SECRET = b"..." for a lease
+  2. the platform: rp2 -> pico (pico_w if the firmware names a Pico W),
+     esp32 -> esp32_devkit
+A slave module board runs ``slave_main.run`` instead.
+
+What a master is built from (each part by one small function below):
+  core      settings loaded from the A/B store (bms.store) *before* the Bms
+            exists, the Bms with the stored SOC, the persistent event log as
+            the EventLog sink, the services poller (bms.services: saves
+            params/state/log at a bounded rate, confirms a trial firmware)
+  modbus    Modbus RTU server (comms.modbus_rtu + comms.registers + bms.auth)
+            on ``hw["rs485"]``, address and baud from the parameters
+  ttl       the display protocol (comms.display, also answering JBD ``DD``
+            requests) on ``hw["ttl"]``, or the special-charger protocol
+            (comms.charger) while parameter ``special_charger`` is 1
+  can       the reference boards carry ONE MCP2515.  With ``MODULES`` set it
+            is the internal bus to the slave modules (comms.can_master
+            MasterBoard wraps the local board: cells from the modules,
+            current, relays and local NTCs from the master PCB; module count
+            from ``cell_count`` / ``module_cells``, 250 kbit/s); otherwise it
+            talks the Pylontech protocol to an inverter (comms.inverter_can,
+            500 kbit/s unless OPTS["can_bitrate"] says otherwise).  Both at
+            once need a second CAN controller (see docs/wiring.md).
+Only the core is essential.  Every optional part is built inside a guard:
+if it raises, the error is printed, its name is put in ``APP.failed`` and the
+product runs without it.  Pollers run after each ``bms.step()`` inside a
+guard too (``APP.poll_errors`` counts), so a comms bug can never stop the
+protection.
+
+Loop timing: ``IDLE_MAX_MS`` = 2.  The CAN master must read the MCP2515's
+two RX buffers at least every 12 ms (slave frames come every GAP_MS = 6 ms),
+and the Modbus server should look at the port within about t3.5 (4.0 ms at
+9600 baud, 1.75 ms above 19200) so that replies are prompt; frame
+detection itself is safe at any poll period (see comms.modbus_rtu).
+
+Watchdog: boot.py starts it (long timeout) before the imports; here it is
+set to ``WDT_MS`` and fed by ``bms.watchdog.Watchdog.feed_if_alive`` only
+when the fast control task made progress without an exception.  A hang in
+any driver or task resets the MCU, whose GPIO reset state leaves every
+relay coil off.  Ctrl-C at the REPL opens all relays, saves state and the
+log, and leaves ``APP`` for ``import diag``.
+"""
+import sys
+import time
+
+from bms.core import Bms, MODE_BOOT, MODE_PROTECT
+from bms.eventlog import EventLog
+from bms.params import P_CELL_COUNT, P_MODULE_CELLS, P_SPECIAL_CHARGER, ParamSet
+from bms.ticks import BoardClock
+
+WDT_MS = 4000
+IDLE_MAX_MS = 2
+LOG_RAM = 128
+APP = None
+
+
+def report(what, e):
+    """Print a caught exception without ever raising (MicroPython or CPython)."""
+    try:
+        print("%s: %s %r" % (what, type(e).__name__, e))
+        pe = getattr(sys, "print_exception", None)
+        if pe is not None:
+            pe(e)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def board_name(cfg=None):
+    name = getattr(cfg, "BOARD", None)
+    if name:
+        return name
+    if sys.platform == "rp2":
+        try:
+            import os
+            if "Pico W" in os.uname().machine:
+                return "pico_w"
+        except Exception:  # noqa: BLE001
+            pass
+        return "pico"
+    if sys.platform == "esp32":
+        return "esp32_devkit"
+    raise ValueError("set BOARD in config.py")
+
+
+def board_opts(cfg, modular):
+    """Board options; the CAN bit rate follows the use of the one controller."""
+    opts = dict(getattr(cfg, "OPTS", None) or {})
+    if "can_bitrate" not in opts:
+        from comms.can_ids import BITRATE
+        opts["can_bitrate"] = BITRATE if modular else 500000
+    return opts
+
+
+def load_board(name, machine=None, opts=None):
+    mod = __import__("boards." + name, None, None, ["build"])
+    return mod.build(machine, opts)
+
+
+class App:
+    def __init__(self, hw, bms=None, clock=None):
+        self.hw = hw
+        self.bms = bms
+        self.clock = clock
+        self.pollers = []
+        self.wdt = None         # raw machine.WDT fed after each step (tests)
+        self.dog = None         # bms.watchdog.Watchdog (main): fed only if alive
+        self.services = None
+        self.parts = {}         # name -> object, for diag and tests
+        self.failed = []        # optional parts that could not be built
+        self.poll_errors = 0
+        self.loops = 0
+        self.reset = None       # machine.reset on a board
+        self.cfg = None
+        self.fs = None
+
+    def part(self, name, fn, *args):
+        """Build one optional part; on any error log it, remember it, return None."""
+        try:
+            obj = fn(*args)
+        except Exception as e:  # noqa: BLE001 - an optional part never stops the BMS
+            report("part %s skipped" % name, e)
+            self.failed.append(name)
+            return None
+        if obj is not None:
+            self.parts[name] = obj
+        return obj
+
+    def led_pattern(self):
+        from drivers import gpio
+        b = self.bms
+        if b is None or b.mode == MODE_BOOT:
+            return gpio.LED_BLIP
+        if b.mode == MODE_PROTECT or b.prot.level >= 2:
+            return gpio.LED_FAST
+        return gpio.LED_SLOW
+
+    def feed(self):
+        if self.dog is not None:
+            self.dog.feed_if_alive()
+        elif self.wdt is not None:
+            self.wdt.feed()  # only after a completed core step
+
+    def step(self):
+        """One loop pass; returns ms until the core's next deadline."""
+        b = self.bms
+        b.step()
+        self.feed()
+        for p in self.pollers:
+            try:
+                p()
+            except Exception as e:  # noqa: BLE001 - comms must not stop control
+                self.poll_errors += 1
+                if self.poll_errors < 20:
+                    report("poller", e)
+        led = self.hw.get("led")
+        if led is not None:
+            led.step(self.clock.ticks_ms(), self.led_pattern())
+        self.loops += 1
+        return b.sched.ms_to_next()
+
+    def save(self):
+        """Everything to flash without resetting (Ctrl-C, tests)."""
+        svc = self.services
+        if svc is None or svc.stopped:
+            return
+        from bms.watchdog import R_SOFT
+        reset = svc.reset
+        svc.reset = None
+        try:
+            svc.shutdown(R_SOFT)
+        finally:
+            svc.reset = reset
+
+    def run(self):
+        try:
+            while True:
+                wait = self.step()
+                if wait > 0:
+                    time.sleep_ms(wait if wait < IDLE_MAX_MS else IDLE_MAX_MS)
+        finally:
+            self.bms.contactors.open_all(self.clock.ticks_ms())
+            try:
+                self.save()
+            except Exception as e:  # noqa: BLE001
+                report("save", e)
+
+
+# ---- the parts -------------------------------------------------------------
+def board_fs():
+    """The board's filesystem; None on the host (tests pass a fake flash)."""
+    if sys.platform in ("rp2", "esp32"):
+        from bms.store import BoardFs
+        return BoardFs()
+    return None
+
+
+def new_params(cfg, board, modular):
+    max_cells = 256 if modular else board.max_cells
+    return ParamSet(getattr(cfg, "CHEMISTRY", 1), max_cells=max_cells)
+
+
+def open_settings(fs, params):
+    """Stored settings into ``params`` (before the Bms exists); returns the store."""
+    from bms.store import SettingsStore
+    store = SettingsStore(fs)
+    store.load_params(params)
+    return store
+
+
+def module_board(hw, params, clock):
+    """The local board as the CAN master of the slave modules."""
+    from comms.can_master import MasterBoard, layout
+    lay = layout(params[P_CELL_COUNT], params[P_MODULE_CELLS])
+    if lay is None:
+        raise ValueError("cell_count / module_cells give no module layout")
+    can = hw["can"]
+    can.init()
+    return MasterBoard(can, hw["board"], lay[0], max_cells=params.max_cells,
+                       now=clock.ticks_ms())
+
+
+def start_core(app, board, params, store, machine):
+    """The Bms with its persisted state and the services poller (if flash works)."""
+    clock = app.clock
+    log = EventLog(LOG_RAM)
+    state = None
+    if store is not None:
+        state = app.part("state", store.load_state)
+    soc_pm = state.soc_pm if state is not None else 500
+    bms = Bms(board, params, clock, log, soc_pm=soc_pm)
+    if state is not None:
+        # remaining charge, learned capacity, cycles, throughput (plausibility-checked)
+        app.part("soc_restore", bms.soc.load_from, state)
+    if store is not None:
+        svc = app.part("services", start_services, app, bms, store, state, machine)
+        if svc is not None:
+            app.services = svc
+            app.pollers.append(svc.poll)
+    return bms
+
+
+def start_services(app, bms, store, state, machine):
+    from bms import persistlog as PL
+    from bms import services as S
+    from bms import watchdog as W
+    from bms.store import F_CLEAN, State
+    fs = store.fs
+    reason = W.boot_reason(fs, getattr(machine, "reset_cause", None), machine)
+    unclean = state is not None and not (state.flags & F_CLEAN)
+    plog = app.part("persistlog", PL.PersistLog, fs)
+    updater = app.part("updater", _updater, fs)
+    cfg = app.cfg
+    lease = None
+    secret = getattr(cfg, "LEASE_SECRET", None)
+    if secret:
+        from bms import lease as LS
+        st = state if state is not None else State()
+        state = st
+        lease = app.part("lease", LS.Lease, secret, getattr(cfg, "SERIAL", ""), st)
+    sleep = None
+    if getattr(cfg, "SLEEP", False):
+        from bms import sleep as SL
+        sleep = app.part("sleep", SL.Sleep)
+    return S.Services(bms, store, state if state is not None else State(), plog, lease, sleep,
+                      None, updater, app.reset, unclean, reason)
+
+
+def _updater(fs):
+    from bms.update import Updater
+    return Updater(fs)
+
+
+def auth_store(fs):
+    if fs is None:
+        return {}
+    from bms.kvstore import KvStore
+    return KvStore(fs)
+
+
+def start_modbus(app, machine):
+    from bms.auth import Auth
+    from comms.modbus_rtu import ModbusRTU
+    from comms.registers import DeviceInfo, RegisterMap
+    bms = app.bms
+    auth = Auth(app.clock, auth_store(app.fs))
+    app.parts["auth"] = auth
+    info = DeviceInfo(serial=serial_number(app.cfg, machine))
+    regs = RegisterMap(bms, auth, info)
+    port = app.hw["rs485"]
+    mb = ModbusRTU(port, regs, app.clock, params=bms.params)
+    app.pollers.append(mb.poll)
+    return mb
+
+
+def serial_number(cfg, machine):
+    s = getattr(cfg, "SERIAL", None)
+    if s:
+        return s
+    try:
+        u = machine.unique_id()
+        return "".join(["%02X" % b for b in u[-6:]])
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def start_ttl(app):
+    """Display (and JBD) protocol, or the special charger while the parameter says so."""
+    port = app.hw.get("ttl")
+    if port is None:
+        return None
+    from comms.charger import Charger
+    from comms.display import DisplayPort
+    bms = app.bms
+    disp = DisplayPort(port, bms, app.clock, jbd=True)
+    chg = Charger(bms, app.clock, port=port)
+    params = bms.params
+
+    def poll_ttl():
+        if params[P_SPECIAL_CHARGER]:
+            chg.poll()
+        else:
+            disp.poll()
+
+    app.parts["display"] = disp
+    app.parts["charger"] = chg
+    app.pollers.append(poll_ttl)
+    return poll_ttl
+
+
+def start_inverter(app):
+    from comms.inverter_can import InverterCan
+    can = app.hw["can"]
+    can.init()
+    inv = InverterCan(can, app.bms, app.clock)
+    app.pollers.append(inv.poll)
+    return inv
+
+
+def start_modules(app, mboard):
+    """The CAN master protocol runs in the loop, as often as possible."""
+    mboard.bind(app.bms)
+    clock = app.clock
+
+    def poll_modules():
+        mboard.poll(clock.ticks_ms())
+
+    app.pollers.insert(0, poll_modules)
+    return mboard
+
+
+def start_restart_fallback(app):
+    """Without the services poller a restart command still restarts (relays open first)."""
+    if app.services is not None or app.reset is None:
+        return None
+    bms = app.bms
+
+    def poll_restart():
+        if bms.restart_requested:
+            bms.contactors.open_all(app.clock.ticks_ms())
+            app.reset()
+
+    app.pollers.append(poll_restart)
+    return poll_restart
+
+
+def build(name=None, machine=None, cfg=None, clock=None, params=None, fs=None):
+    """Construct the application without starting the loop (tests, REPL).
+
+    ``fs`` is the flash filesystem (the board's own when None on a board;
+    none on the host unless a test passes a fake flash).
+    """
+    name = name or board_name(cfg)
+    modular = bool(getattr(cfg, "MODULES", False))
+    hw = load_board(name, machine, board_opts(cfg, modular))
+    app = App(hw, None, None)
+    app.cfg = cfg
+    if hw["kind"] != "master":
+        return app
+    app.clock = clock or BoardClock()
+    app.fs = fs if fs is not None else board_fs()
+    app.reset = getattr(machine, "reset", None)
+    board = hw["board"]
+    if params is None:
+        params = new_params(cfg, board, modular)
+    store = app.part("settings", open_settings, app.fs, params) if app.fs is not None else None
+    board.init(min(params[P_CELL_COUNT], board.max_cells))  # failures: retried by the reads
+    core_board = board
+    if modular:
+        mb = app.part("can_modules", module_board, hw, params, app.clock)
+        if mb is not None:
+            core_board = mb
+    app.bms = start_core(app, core_board, params, store, machine)
+    if core_board is not board:
+        app.part("can_master", start_modules, app, core_board)
+    elif not modular:
+        app.part("inverter", start_inverter, app)
+    app.part("modbus", start_modbus, app, machine)
+    app.part("ttl", start_ttl, app)
+    start_restart_fallback(app)
+    return app
+
+
+def start_watchdog(app, ms=WDT_MS):
+    from bms.watchdog import Watchdog
+    wdt = app.hw["wdt"](ms)
+    app.dog = Watchdog(wdt, app.bms.sched, app.clock, bms=app.bms)
+    return app.dog
+
+
+def main():
+    global APP
+    try:
+        import config as cfg
+    except ImportError:
+        cfg = None
+    import machine
+    name = board_name(cfg)
+    if name == "slave_module":
+        import slave_main
+        slave_main.run()
+        return
+    APP = build(name, machine=machine, cfg=cfg)
+    if APP.bms is None:  # a slave board named otherwise
+        import slave_main
+        slave_main.run(APP.hw)
+        return
+    start_watchdog(APP)
+    APP.run()
+
+
+if __name__ == "__main__":
+    main()
