@@ -190,24 +190,35 @@ def test_bmsctl_modules_table_and_json(rig, capsys, monkeypatch):
     assert "Slave modules: 4, 3 ok" in out
     rows = {}
     for ln in out.splitlines():
-        f = [x.strip() for x in ln.split("\u2502")]
-        if len(f) > 12 and f[1].isdigit():
-            rows[int(f[1])] = f[1:-1]
+        f = ln.split()
+        if len(f) == 14 and f[0].isdigit():    # 3 temperatures
+            rows[int(f[0])] = f
     assert sorted(rows) == [1, 2, 3, 4]
-    assert rows[2][1].startswith("lost") and rows[2][3] == "9-16" and rows[2][4] == "-"
+    assert rows[2][1] == "lost" and rows[2][3] == "9-16" and rows[2][4] == "-"
     for k, rng in ((1, "1-8"), (3, "17-24"), (4, "25-32")):
         r = rows[k]
         assert r[1] == "ok" and r[3] == rng
         own = list(cells[k * CELLS - CELLS:k * CELLS])
         assert abs(float(r[4]) * 1000 - min(own)) <= 3
         assert abs(float(r[5]) * 1000 - max(own)) <= 3
-        assert len(r[7].split()) == 3 and r[11] == "0.1.0"
+        t = sim.pack.cell_temp_c
+        assert all(abs(float(x) - t) < 1.0 for x in r[7:10]) and r[-1] == "0.1.0"
     assert run_cli(sim, link, "monitor", "--once", "--by-module") == 0
     out = capsys.readouterr().out
     assert "Cell voltages by module" in out
-    for k in range(1, SLAVES + 1):
-        assert "M%d" % k in out
-    assert "25:" in out and "32:" in out
+    rows = {}
+    for ln in out.splitlines():
+        f = ln.split()
+        if len(f) == 3 + CELLS and f[0].startswith("M") and f[2].startswith("#"):
+            rows[f[0]] = f
+    assert sorted(rows) == ["M1", "M2", "M3", "M4"]
+    assert rows["M2"][1:3] == ["lost", "#9"] and rows["M2"][3:] == ["inval"] * CELLS
+    for k in (1, 3, 4):
+        r = rows["M%d" % k]
+        assert r[1:3] == ["ok", "#%d" % (1 + CELLS * (k - 1))]
+        own = cells[CELLS * (k - 1):CELLS * k]
+        for j in range(CELLS):
+            assert abs(float(r[3 + j].rstrip("B")) * 1000 - own[j]) <= 3
 
 
 def test_single_board_reads_module_count_zero(capsys, tmp_path):

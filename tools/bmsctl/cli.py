@@ -409,12 +409,14 @@ def _temps_text(mod):
 
 
 def modules_table(head, mods, cells):
-    t = Table(title="Slave modules: %d, %d ok; CAN %s, bus-off %d, rx %d frames, tx fail %d"
+    from rich import box
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title="Slave modules: %d, %d ok; CAN %s, bus-off %d, rx %d frames, tx fail %d"
               % (head["module_count"], head["modules_ok"], head["can_state_name"],
                  head["can_bus_off_count"], head["can_rx_frames"], head["can_tx_fail"]))
-    for col in ("#", "state", "age s", "cells", "min V", "max V", "diff mV", "degC",
-                "balancing", "faults", "lost", "fw"):
-        t.add_column(col)
+    for col in ("#", "state", "age s", "cells", "min V", "max V", "dV mV", "degC",
+                "bal", "faults", "lost", "fw"):
+        wrap = col in ("degC", "bal", "faults")
+        t.add_column(col, no_wrap=not wrap, min_width=None if wrap else len(col))
     for mod in mods:
         st = module_cell_stats(cells, mod)
         last = mod["first_cell"] + mod["cells"] - 1
@@ -431,26 +433,36 @@ def modules_table(head, mods, cells):
 
 
 def cells_by_module_table(cells, m, head, mods):
-    width = max([mod["cells"] for mod in mods] + [1])
-    t = Table(title="Cell voltages by module (V)", show_header=False)
-    t.add_column("module")
-    for _ in range(width):
-        t.add_column()
+    """One block of rows per module; column j is the module's cell j + 1 (V, B = bleeding)."""
+    from rich import box
+    most = max([mod["cells"] for mod in mods] + [1])
+    cols = max(4, min(most, (console.width - 16) // 8))
+    t = Table(title="Cell voltages by module (V; B balancing)", box=box.SIMPLE_HEAD)
+    t.add_column("module", no_wrap=True)
+    for j in range(cols):
+        t.add_column("+%d" % j if j else "1st", no_wrap=True)
     for mod in mods:
         first = mod["first_cell"]
-        row = ["M%d %s" % (mod["module"], _state_text(mod))]
+        vals = []
         for j in range(mod["cells"]):
             i = first + j
             mv = cells[i - 1] if 0 < i <= len(cells) else 0xFFFF
-            s = "%d:%s" % (i, "invalid" if mv == 0xFFFF else _v(mv))
+            s = "inval" if mv == 0xFFFF else _v(mv)
             if mod["balance"] & (1 << j):
-                s += " B"
+                s += "B"
             if i == m["cell_max_index"]:
                 s = "[red]%s[/red]" % s
             elif i == m["cell_min_index"]:
                 s = "[blue]%s[/blue]" % s
-            row.append(s)
-        t.add_row(*(row + [""] * (width + 1 - len(row))))
+            vals.append(s)
+        for r in range(0, max(len(vals), 1), cols):
+            chunk = vals[r:r + cols]
+            if r == 0:
+                label = "M%d %s" % (mod["module"], _state_text(mod))
+            else:
+                label = ""
+            t.add_row(("%s #%d" % (label, first + r)) if label else "  #%d" % (first + r),
+                      *(chunk + [""] * (cols - len(chunk))))
     return t
 
 

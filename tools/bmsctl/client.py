@@ -221,7 +221,9 @@ class BmsClient:
 
     def temps(self):
         regs = self.read(R.A_TEMPS, R.TEMPS_SIZE)
-        n = regs[R.T_COUNT]
+        # A master with slave modules has more sensors than the block's 16
+        # slots; the rest are in the modules block.
+        n = min(regs[R.T_COUNT], R.MAX_TEMPS)
         return [{"index": i, "role": name_of(ROLE_NAMES, regs[R.T_ROLE + i]),
                  "temp_c": _s16(regs[R.T_VALUE + i]) / 10.0,
                  "status": name_of(R.T_STATUS_NAMES, regs[R.T_STATUS + i])} for i in range(n)]
