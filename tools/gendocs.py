@@ -96,7 +96,39 @@ def register_rows():
     for name, off, typ, desc in R.LOG_FIELDS:
         rows.append((R.A_LOG + off, "log", "record0." + name, typ, 2 if typ in (R.T_U32, R.T_S32)
                      else 1, "", "R", "", "", desc + " (record i at +%d*i)" % R.LOG_REC_REGS))
+    rows += module_rows()
     return rows
+
+
+# ---- modules block (issue 5) --------------------------------------------------
+def module_rows():
+    """Header registers, then every field of module 1..16 (one CSV row each)."""
+    rows = []
+    for name, off, n, typ, unit, desc in R.MOD_HEAD:
+        rows.append((R.A_MODS + off, "modules", name, typ, n, unit, "R", "", "", desc))
+    for k in range(R.MOD_MAX):
+        base = R.A_MODS + R.MOD_HEAD_SIZE + R.MOD_STRIDE * k
+        for name, off, n, typ, unit, desc in R.MOD_FIELDS:
+            rows.append((base + off, "modules", "module%d.%s" % (k + 1, name), typ, n, unit, "R",
+                         "", "", desc))
+    return rows
+
+
+def modules_md(rows):
+    o = ["Read only.  On a master board with CAN slave modules (`comms.can_master`) the header "
+         "gives the layout and the internal bus state; module *k* (1-based) follows at `%s + "
+         "%d * (k - 1)`, %d registers each.  Modules beyond `module_count` read 0; a board "
+         "without slave modules reads `module_count` 0.  A module's cells are pack cells "
+         "`first_cell .. first_cell + cells - 1` of the cells block.\n\n"
+         % (_hex(R.A_MODS + R.MOD_HEAD_SIZE), R.MOD_STRIDE, R.MOD_STRIDE)]
+    o.append(_md_table(["address", "name", "type", "regs", "unit", "description"],
+                       [(_hex(r[0]), r[2], r[3], r[4], r[5], r[9]) for r in rows
+                        if r[0] < R.A_MODS + R.MOD_HEAD_SIZE]))
+    o.append("\nPer module, offset from the module's first register:\n\n")
+    o.append(_md_table(["offset", "name", "type", "regs", "unit", "description"],
+                       [(off, name, typ, n, unit, desc)
+                        for name, off, n, typ, unit, desc in R.MOD_FIELDS]))
+    return "".join(o)
 
 
 def gen_csv():
@@ -182,10 +214,13 @@ def gen_modbus_md():
               "temps": "Temperature sensors", "params": "Parameters",
               "commands": "Commands", "auth": "Password and last error",
               "log_head": "Event log state", "log": "Event records"}
-    for block in ("identity", "monitor", "temps", "cells", "params", "commands", "auth",
-                  "log_head", "log"):
+    titles["modules"] = "Slave modules (CAN)"
+    for block in [b[0] for b in R.BLOCKS]:
         o.append("\n## %s\n\n" % titles.get(block, block.capitalize()))
         br = [r for r in rows if r[1] == block]
+        if block == "modules":
+            o.append(modules_md(br))
+            continue
         if block == "cells":
             o.append("Cell *n* (1-based) at `%s + n - 1`, %d registers, u16 mV; 0 beyond the "
                      "configured cell count, 0xFFFF when the reading is invalid.\n"

@@ -41,8 +41,8 @@ For the Modbus map / PC tool: ``n_modules``, ``mod_cells`` (expected),
 ``mod_first`` (first cell index), ``mod_state`` (MS_*), ``mod_faults``
 (slave LF_* bits), ``mod_bal`` (bleeders on), ``mod_temps`` / ``temp_dc``
 (module temperatures, 4 per module), ``mod_version`` (4 bytes per module),
-``mod_lost_count``, ``module_age_ms(k, now)``; bus figures ``guard``
-(state, bus_off_count, restarts), ``rx_frames``, ``tx_fail``.
+``mod_lost_count``, ``module_age_ms(k, now)`` (valid once ``mod_full_ever[k]``);
+bus figures ``guard`` (state, bus_off_count, restarts), ``rx_frames``, ``tx_fail``.
 """
 from array import array
 
@@ -162,6 +162,7 @@ class CanMaster:
         self.mod_full_ts = array("i", [0] * n)
         self.mod_pending = bytearray(n)
         self.mod_full_seen = bytearray(n)
+        self.mod_full_ever = bytearray(n)     # a complete sweep seen since boot (age valid)
         self.mod_temp_seen = bytearray(n)
         self.mod_lost_count = array("H", [0] * n)
         self.mod_cfg_sweep = array("i", [NEVER] * n)
@@ -384,6 +385,7 @@ class CanMaster:
                 if self.mod_pending[k] == 0:
                     self.mod_full_ts[k] = now
                     self.mod_full_seen[k] = 1
+                    self.mod_full_ever[k] = 1
             elif C.ID_STATUS <= cid < C.ID_STATUS + C.MAX_MODULES:
                 k = cid - C.ID_STATUS
                 if k < n_mod:
@@ -400,6 +402,7 @@ class CanMaster:
                 if self.mod_pending[k] == 0:
                     self.mod_full_ts[k] = now
                     self.mod_full_seen[k] = 1
+                    self.mod_full_ever[k] = 1
             elif C.ID_VERSION <= cid < C.ID_VERSION + C.MAX_MODULES:
                 k = cid - C.ID_VERSION
                 if k < n_mod:

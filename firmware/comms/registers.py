@@ -25,6 +25,9 @@ Blocks (see ``BLOCKS``):
   auth       0x2100  unlock, lock, role, lockout, password change, last error
   log head   0x3000  event-log count, capacity, next sequence number
   log        0x4000  event record i (0 = oldest kept) at 0x4000 + 10*i
+  modules    0x0600  CAN slave modules of a master board: bus state, then
+                     16 registers per module (state, cells, age, faults,
+                     balancing, temperatures); module count 0 elsewhere
 
 Writes to params, commands and password changes need the user role, the
 identity fields and the factory password the factory role (``bms.auth``).
@@ -409,6 +412,215 @@ BLOCKS = (
 )
 
 
+# ==== modules block: CAN slave modules of a master board (issue 5) =========
+# Read only.  Filled from ``comms.can_master.CanMaster`` (``board.master``);
+# a board without slave modules reads module_count 0 and zeros elsewhere.
+# The name tuples below mirror can_master / can_ids / can_guard constants
+# without importing them (a single board need not load the CAN master);
+# host_tests/upy/test_can_modregs.py checks that they agree.
+A_MODS = const(0x0600)
+MH_COUNT = const(0)
+MH_MODULE_CELLS = const(1)
+MH_TOTAL_CELLS = const(2)
+MH_OK = const(3)
+MH_COMM_FAULT = const(4)
+MH_CONFIG_OK = const(5)
+MH_CAN_STATE = const(6)
+MH_BUS_OFF = const(7)
+MH_TX_FAIL = const(8)
+MH_RX_FRAMES = const(9)     # u32
+MH_TEC = const(11)
+MH_REC = const(12)
+MH_RX_OVERFLOW = const(13)
+MH_TIMEOUT = const(14)
+MH_PERIOD = const(15)
+MOD_HEAD_SIZE = const(16)
+MOD_STRIDE = const(16)
+MOD_MAX = const(16)
+MODS_SIZE = const(272)      # MOD_HEAD_SIZE + MOD_STRIDE * MOD_MAX
+M_STATE = const(0)
+M_WHY = const(1)
+M_FIRST = const(2)
+M_CELLS = const(3)
+M_AGE = const(4)
+M_LOST = const(5)
+M_FAULTS = const(6)
+M_SLAVE_STATE = const(7)
+M_BAL = const(8)
+M_N_TEMPS = const(9)
+M_TEMP = const(10)          # 4 x s16
+M_VERSION = const(14)       # 2 registers
+MOD_TEMPS = const(4)
+AGE_NEVER = const(0xFFFF)   # no complete sweep received since boot
+AGE_MAX = const(0xFFFE)     # ages above 6553.4 s read as this
+MOD_TEMP_ABSENT = const(-32768)
+MOD_TEMP_OPEN = const(32767)
+MOD_TEMP_SHORT = const(32766)
+
+MOD_STATE_NAMES = ("absent", "ok", "lost", "bad")            # can_master.MS_*
+_MS_OK = const(1)
+MOD_WHY_BITS = ("cell_count", "afe", "echo", "frames", "config")  # can_master.W_*
+MOD_FAULT_BITS = ("ov", "uv", "ot", "tsensor", "afe", "master_lost", "defaults")  # can_ids.LF_*
+SLAVE_STATE_NAMES = ("boot", "run", "sleep", "fault")       # can_ids.ST_* (bits 0-3)
+CAN_STATE_NAMES = ("error_active", "error_warning", "error_passive", "bus_off")
+
+_TEMP_NOTE = "(-32768 absent, 32767 open, 32766 short)"
+
+# name, offset, registers, type, unit, description
+MOD_HEAD = (
+    ("module_count", MH_COUNT, 1, T_U16, "modules",
+     "Slave modules configured (0: this board has no CAN slave modules)"),
+    ("module_cells", MH_MODULE_CELLS, 1, T_U16, "cells",
+     "Cells per module as configured (the last module takes the remainder)"),
+    ("module_total_cells", MH_TOTAL_CELLS, 1, T_U16, "cells", "Cells over all modules"),
+    ("modules_ok", MH_OK, 1, T_U16, "modules", "Modules whose data is trusted now"),
+    ("module_comm_fault", MH_COMM_FAULT, 1, T_U16, "bool",
+     "A module is not ok (raises the COMM fault)"),
+    ("module_config_ok", MH_CONFIG_OK, 1, T_U16, "bool",
+     "cell_count / module_cells fit the module count fixed at boot"),
+    ("can_state", MH_CAN_STATE, 1, T_U16, "enum",
+     "Internal CAN controller state: " + _names(CAN_STATE_NAMES)),
+    ("can_bus_off_count", MH_BUS_OFF, 1, T_U16, "count", "Bus-off events since boot"),
+    ("can_tx_fail", MH_TX_FAIL, 1, T_U16, "count", "Frames not queued (no TX buffer), wraps"),
+    ("can_rx_frames", MH_RX_FRAMES, 2, T_U32, "count", "Frames received since boot"),
+    ("can_tec", MH_TEC, 1, T_U16, "count", "Controller transmit error counter"),
+    ("can_rec", MH_REC, 1, T_U16, "count", "Controller receive error counter"),
+    ("can_rx_overflow", MH_RX_OVERFLOW, 1, T_U16, "count", "Frames lost to a full RX buffer"),
+    ("module_timeout", MH_TIMEOUT, 1, T_U16, "ms", "A module silent this long is lost"),
+    ("module_sweep", MH_PERIOD, 1, T_U16, "ms", "Sweep (SYNC) period"),
+)
+# Module k (1-based) at A_MODS + MOD_HEAD_SIZE + MOD_STRIDE * (k - 1) + offset.
+MOD_FIELDS = (
+    ("state", M_STATE, 1, T_U16, "enum", "Module state: " + _names(MOD_STATE_NAMES)),
+    ("why", M_WHY, 1, T_BITS, "bits", "Why it is not ok: " + _bits(MOD_WHY_BITS)),
+    ("first_cell", M_FIRST, 1, T_U16, "cell", "Its first cell, 1-based pack cell number"),
+    ("cells", M_CELLS, 1, T_U16, "cells", "Its cell count (expected)"),
+    ("age", M_AGE, 1, T_U16, "0.1s",
+     "Time since its last complete sweep (65534: or more, 65535: none yet)"),
+    ("lost_count", M_LOST, 1, T_U16, "count", "Times it went silent since boot"),
+    ("faults", M_FAULTS, 1, T_BITS, "bits", "Faults it reports: " + _bits(MOD_FAULT_BITS)),
+    ("slave_state", M_SLAVE_STATE, 1, T_U16, "enum",
+     "Its own state, bits 0-3: " + _names(SLAVE_STATE_NAMES)
+     + "; bit 4 cell count locked, bit 5 auto-addressed"),
+    ("balance", M_BAL, 1, T_BITS, "bits", "Bleeders on, bit j = its cell j + 1"),
+    ("temp_count", M_N_TEMPS, 1, T_U16, "sensors", "Temperature sensors it reports"),
+    ("temp1", M_TEMP, 1, T_S16, "0.1degC", "Sensor 1 " + _TEMP_NOTE),
+    ("temp2", M_TEMP + 1, 1, T_S16, "0.1degC", "Sensor 2 " + _TEMP_NOTE),
+    ("temp3", M_TEMP + 2, 1, T_S16, "0.1degC", "Sensor 3 " + _TEMP_NOTE),
+    ("temp4", M_TEMP + 3, 1, T_S16, "0.1degC", "Sensor 4 " + _TEMP_NOTE),
+    ("version", M_VERSION, 2, T_U32, "",
+     "Firmware major, minor, patch, protocol (one byte each; 0: not read yet)"),
+)
+
+
+def can_master_of(bms):
+    """The board's CAN master (``board.master``) or None on a single board."""
+    m = getattr(getattr(bms, "board", None), "master", None)
+    if m is None or getattr(m, "mod_state", None) is None:
+        return None
+    return m
+
+
+def _mods_head(ms, o):
+    if o == MH_COUNT:
+        return ms.n_modules
+    if o == MH_MODULE_CELLS:
+        return ms.mod_cells[0] if ms.config_ok else 0
+    if o == MH_TOTAL_CELLS:
+        return ms.total_cells
+    if o == MH_OK:
+        n = 0
+        st = ms.mod_state
+        for k in range(ms.n_modules):
+            if st[k] == _MS_OK:
+                n += 1
+        return n
+    if o == MH_COMM_FAULT:
+        return 1 if ms.comm_fault else 0
+    if o == MH_CONFIG_OK:
+        return 1 if ms.config_ok else 0
+    if o == MH_CAN_STATE:
+        return ms.guard.state
+    if o == MH_BUS_OFF:
+        return ms.guard.bus_off_count
+    if o == MH_TX_FAIL:
+        return ms.tx_fail
+    if o == MH_RX_FRAMES:
+        return ms.rx_frames >> 16
+    if o == MH_RX_FRAMES + 1:
+        return ms.rx_frames
+    if o == MH_TEC:
+        return getattr(ms.ctrl, "tec", 0)
+    if o == MH_REC:
+        return getattr(ms.ctrl, "rec", 0)
+    if o == MH_RX_OVERFLOW:
+        return getattr(ms.ctrl, "rx_overflow", 0)
+    if o == MH_TIMEOUT:
+        return ms.timeout if ms.timeout < 0xFFFF else 0xFFFF
+    if o == MH_PERIOD:
+        return ms.period
+    return 0
+
+
+def _mods_field(ms, k, f, now):
+    if f == M_STATE:
+        return ms.mod_state[k]
+    if f == M_WHY:
+        return ms.mod_why[k]
+    if f == M_FIRST:
+        return ms.mod_first[k] + 1 if ms.mod_cells[k] else 0
+    if f == M_CELLS:
+        return ms.mod_cells[k]
+    if f == M_AGE:
+        if not ms.mod_full_ever[k]:
+            return AGE_NEVER
+        a = ms.module_age_ms(k, now)
+        if a < 0:
+            return 0
+        a //= 100
+        return a if a < AGE_MAX else AGE_MAX
+    if f == M_LOST:
+        return ms.mod_lost_count[k]
+    if f == M_FAULTS:
+        return ms.mod_faults[k]
+    if f == M_SLAVE_STATE:
+        return ms.mod_slave_state[k]
+    if f == M_BAL:
+        return ms.mod_bal[k]
+    if f == M_N_TEMPS:
+        return ms.mod_n_temps[k]
+    if M_TEMP <= f < M_TEMP + MOD_TEMPS:
+        return ms.temp_dc[MOD_TEMPS * k + f - M_TEMP]
+    if f == M_VERSION or f == M_VERSION + 1:
+        j = 4 * k + 2 * (f - M_VERSION)
+        v = ms.mod_version
+        return (v[j] << 8) | v[j + 1]
+    return 0
+
+
+def read_modules(r, off, count, out, pos):
+    """Fill ``count`` registers of the modules block (allocation-free)."""
+    ms = can_master_of(r.bms)
+    now = r.bms.clock.ticks_ms() if ms is not None else 0
+    for i in range(count):
+        o = off + i
+        v = 0
+        if ms is not None:
+            if o < MOD_HEAD_SIZE:
+                v = _mods_head(ms, o)
+            else:
+                k = (o - MOD_HEAD_SIZE) // MOD_STRIDE
+                if k < ms.n_modules:
+                    v = _mods_field(ms, k, o - MOD_HEAD_SIZE - k * MOD_STRIDE, now)
+        put16(out, pos + 2 * i, v & 0xFFFF)
+
+
+BLOCKS = BLOCKS + (("modules", A_MODS, MODS_SIZE, "CAN slave modules: state, cells, age, "
+                    "faults, balancing, temperatures (read only)"),)
+B_MODS = len(BLOCKS) - 1
+# ==== end of modules block ===================================================
+
+
 def put16(buf, pos, v):
     buf[pos] = (v >> 8) & 0xFF
     buf[pos + 1] = v & 0xFF
@@ -469,6 +681,9 @@ class RegisterMap:
         if b < 0:
             return EX_ADDRESS
         off = addr - self._start[b]
+        if b == B_MODS:  # modules block (issue 5), see its section above
+            read_modules(self, off, count, out, pos)
+            return EX_NONE
         if b == B_MON:
             self._fill_monitor()
             mon = self._mon

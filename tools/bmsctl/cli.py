@@ -121,23 +121,30 @@ def cmd_info(c, a):
     console.print(t)
 
 
-def _monitor_view(c, info):
+def _monitor_view(c, info, by_module=False):
     m = c.monitor()
     cells = c.cells(m["cell_count"])
-    return Group(summary_table(m, info), cells_table(cells, m), temps_table(c.temps()))
+    ct = cells_table(cells, m)
+    if by_module:
+        head, mods = c.modules()
+        if mods:
+            ct = cells_by_module_table(cells, m, head, mods)
+        else:
+            ct = Group(ct, "(no CAN slave modules on this board: cells not grouped)")
+    return Group(summary_table(m, info), ct, temps_table(c.temps()))
 
 
 def cmd_monitor(c, a):
     info = c.info()
     if a.once:
-        console.print(_monitor_view(c, info))
+        console.print(_monitor_view(c, info, a.by_module))
         return
     from rich.live import Live
-    with Live(_monitor_view(c, info), console=console, refresh_per_second=4) as live:
+    with Live(_monitor_view(c, info, a.by_module), console=console, refresh_per_second=4) as live:
         n = 0
         while a.count <= 0 or n < a.count:
             time.sleep(a.interval)
-            live.update(_monitor_view(c, info))
+            live.update(_monitor_view(c, info, a.by_module))
             n += 1
 
 
@@ -372,6 +379,108 @@ def cmd_passwd(c, a):
     console.print("%s password changed" % ("factory" if a.factory else "user"))
 
 
+# ---- modules (CAN slave modules, issue 5) ----------------------------------
+_STATE_STYLE = {"ok": "green", "lost": "red", "bad": "yellow", "absent": "dim"}
+
+
+def _valid(mv):
+    return mv not in (0, 0xFFFF)
+
+
+def module_cell_stats(cells, mod):
+    """(min, max, diff) mV over the module's valid cells, or None."""
+    first = mod["first_cell"] - 1
+    vals = [v for v in cells[first:first + mod["cells"]] if _valid(v)] if first >= 0 else []
+    if not vals:
+        return None
+    return min(vals), max(vals), max(vals) - min(vals)
+
+
+def _state_text(mod):
+    st = mod["state_name"]
+    txt = "[%s]%s[/%s]" % (_STATE_STYLE.get(st, "white"), st, _STATE_STYLE.get(st, "white"))
+    if mod["why_names"] and st != "ok":
+        txt += " (%s)" % ", ".join(mod["why_names"])
+    return txt
+
+
+def _temps_text(mod):
+    return " ".join("%.1f" % t if isinstance(t, float) else t for t in mod["temps_c"]) or "-"
+
+
+def modules_table(head, mods, cells):
+    from rich import box
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title="Slave modules: %d, %d ok; CAN %s, bus-off %d, rx %d frames, tx fail %d"
+              % (head["module_count"], head["modules_ok"], head["can_state_name"],
+                 head["can_bus_off_count"], head["can_rx_frames"], head["can_tx_fail"]))
+    for col in ("#", "state", "age s", "cells", "min V", "max V", "dV mV", "degC",
+                "bal", "faults", "lost", "fw"):
+        wrap = col in ("degC", "bal", "faults")
+        t.add_column(col, no_wrap=not wrap, min_width=None if wrap else len(col))
+    for mod in mods:
+        st = module_cell_stats(cells, mod)
+        last = mod["first_cell"] + mod["cells"] - 1
+        t.add_row(str(mod["module"]), _state_text(mod),
+                  "-" if mod["age_s"] is None else ">6553" if mod["age"] == 0xFFFE
+                  else "%.1f" % mod["age_s"],
+                  "%d-%d" % (mod["first_cell"], last) if mod["cells"] else "-",
+                  _v(st[0]) if st else "-", _v(st[1]) if st else "-",
+                  str(st[2]) if st else "-", _temps_text(mod),
+                  ",".join(str(i) for i in mod["balance_cells"]) or "-",
+                  "[red]%s[/red]" % ",".join(mod["fault_names"]) if mod["fault_names"] else "-",
+                  str(mod["lost_count"]), mod["version_text"] or "-")
+    return t
+
+
+def cells_by_module_table(cells, m, head, mods):
+    """One block of rows per module; column j is the module's cell j + 1 (V, B = bleeding)."""
+    from rich import box
+    most = max([mod["cells"] for mod in mods] + [1])
+    cols = max(4, min(most, (console.width - 16) // 8))
+    t = Table(title="Cell voltages by module (V; B balancing)", box=box.SIMPLE_HEAD)
+    t.add_column("module", no_wrap=True)
+    for j in range(cols):
+        t.add_column("+%d" % j if j else "1st", no_wrap=True)
+    for mod in mods:
+        first = mod["first_cell"]
+        vals = []
+        for j in range(mod["cells"]):
+            i = first + j
+            mv = cells[i - 1] if 0 < i <= len(cells) else 0xFFFF
+            s = "inval" if mv == 0xFFFF else _v(mv)
+            if mod["balance"] & (1 << j):
+                s += "B"
+            if i == m["cell_max_index"]:
+                s = "[red]%s[/red]" % s
+            elif i == m["cell_min_index"]:
+                s = "[blue]%s[/blue]" % s
+            vals.append(s)
+        for r in range(0, max(len(vals), 1), cols):
+            chunk = vals[r:r + cols]
+            if r == 0:
+                label = "M%d %s" % (mod["module"], _state_text(mod))
+            else:
+                label = ""
+            t.add_row(("%s #%d" % (label, first + r)) if label else "  #%d" % (first + r),
+                      *(chunk + [""] * (cols - len(chunk))))
+    return t
+
+
+def cmd_modules(c, a):
+    head, mods = c.modules()
+    cells = c.cells(head["module_total_cells"]) if mods and head["module_total_cells"] else []
+    if a.json:
+        for mod in mods:
+            st = module_cell_stats(cells, mod)
+            mod["cell_min"], mod["cell_max"], mod["cell_diff"] = st if st else (None,) * 3
+        print(json.dumps({"header": head, "modules": mods}, indent=1))
+        return
+    if not mods:
+        console.print("no CAN slave modules on this board (module_count 0)")
+        return
+    console.print(modules_table(head, mods, cells))
+
+
 # ---- argument parsing ----------------------------------------------------
 def build_parser():
     ap = argparse.ArgumentParser(prog="bmsctl", description=__doc__.split("\n\n")[0])
@@ -386,7 +495,11 @@ def build_parser():
     p.add_argument("--once", action="store_true")
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--count", type=int, default=0, help="refreshes, 0 = until Ctrl-C")
+    p.add_argument("--by-module", action="store_true",
+                   help="group the cell voltages by CAN slave module")
     sub.add_parser("alarms", help="active faults and alarms")
+    p = sub.add_parser("modules", help="CAN slave modules: state, age, cells, temperatures")
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("params", help="read or write parameters")
     p.add_argument("action", choices=("get", "set"))
     p.add_argument("names", nargs="*", help="get: names; set: name=value (units as in "
@@ -431,7 +544,7 @@ def build_parser():
 COMMANDS = {"info": cmd_info, "monitor": cmd_monitor, "alarms": cmd_alarms, "params": cmd_params,
             "normal": cmd_normal, "calibrate": cmd_calibrate, "soc": cmd_soc, "graph": cmd_graph,
             "log": cmd_log, "dump": cmd_dump, "unlock": cmd_unlock, "lock": cmd_lock,
-            "passwd": cmd_passwd}
+            "passwd": cmd_passwd, "modules": cmd_modules}
 
 
 def main(argv=None, client=None):

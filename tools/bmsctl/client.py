@@ -221,7 +221,9 @@ class BmsClient:
 
     def temps(self):
         regs = self.read(R.A_TEMPS, R.TEMPS_SIZE)
-        n = regs[R.T_COUNT]
+        # A master with slave modules has more sensors than the block's 16
+        # slots; the rest are in the modules block.
+        n = min(regs[R.T_COUNT], R.MAX_TEMPS)
         return [{"index": i, "role": name_of(ROLE_NAMES, regs[R.T_ROLE + i]),
                  "temp_c": _s16(regs[R.T_VALUE + i]) / 10.0,
                  "status": name_of(R.T_STATUS_NAMES, regs[R.T_STATUS + i])} for i in range(n)]
@@ -297,6 +299,10 @@ class BmsClient:
             out.append(e)
         return out
 
+    def modules(self):
+        """Modules block: (header, [module, ...]); header module_count 0 on a single board."""
+        return read_modules(self)
+
     def dump(self):
         """Every register of every block: list of dicts (block, address, name, raw)."""
         rows = []
@@ -367,11 +373,85 @@ def register_names():
     names[R.A_LOGHEAD + R.LH_CAPACITY] = "log_capacity"
     names[R.A_LOGHEAD + R.LH_NEXT_SEQ] = "log_next_seq.hi"
     names[R.A_LOGHEAD + R.LH_NEXT_SEQ + 1] = "log_next_seq.lo"
+    names.update(module_register_names())
     return names
 
 
 def mode_name(v):
     return name_of(MODE_NAMES, v)
+
+
+# ---- modules block (CAN slave modules, issue 5) ---------------------------
+def _decode_rows(rows, regs, base):
+    """Decode (name, off, n, type, ...) rows from ``regs`` (offset ``base``)."""
+    out = {}
+    for row in rows:
+        name, off, n, typ = row[0], row[1], row[2], row[3]
+        o = base + off
+        if typ in (R.T_U32, R.T_S32):
+            v = (regs[o] << 16) | regs[o + 1]
+            if typ == R.T_S32 and v & 0x80000000:
+                v -= 1 << 32
+        else:
+            v = regs[o]
+            if typ == R.T_S16:
+                v = _s16(v)
+        out[name] = v
+    return out
+
+
+def bit_names(names, bits):
+    return [names[i] if i < len(names) else "bit%d" % i for i in range(16) if bits & (1 << i)]
+
+
+def decode_module(regs, base=0):
+    """One module's registers -> dict with raw fields plus readable names."""
+    m = _decode_rows(R.MOD_FIELDS, regs, base)
+    m["state_name"] = name_of(R.MOD_STATE_NAMES, m["state"])
+    m["why_names"] = bit_names(R.MOD_WHY_BITS, m["why"])
+    m["fault_names"] = bit_names(R.MOD_FAULT_BITS, m["faults"])
+    ss = m["slave_state"]
+    m["slave_state_name"] = name_of(R.SLAVE_STATE_NAMES, ss & 0x0F)
+    m["age_s"] = None if m["age"] == R.AGE_NEVER else m["age"] / 10.0
+    m["temps_c"] = []
+    for j in range(min(m["temp_count"], R.MOD_TEMPS)):
+        v = m["temp%d" % (j + 1)]
+        m["temps_c"].append({R.MOD_TEMP_ABSENT: "absent", R.MOD_TEMP_OPEN: "open",
+                             R.MOD_TEMP_SHORT: "short"}.get(v, v / 10.0))
+    v = m["version"]
+    m["version_text"] = ("%d.%d.%d" % (v >> 24, (v >> 16) & 0xFF, (v >> 8) & 0xFF)
+                         if v & 0xFF else "")
+    m["balance_cells"] = [m["first_cell"] + j for j in range(16) if m["balance"] & (1 << j)]
+    return m
+
+
+def read_modules(client):
+    """(header dict, list of module dicts) from the modules block."""
+    head = _decode_rows(R.MOD_HEAD, client.read(R.A_MODS, R.MOD_HEAD_SIZE), 0)
+    head["can_state_name"] = name_of(R.CAN_STATE_NAMES, head["can_state"])
+    n = min(head["module_count"], R.MOD_MAX)
+    mods = []
+    if n:
+        regs = client.read(R.A_MODS + R.MOD_HEAD_SIZE, n * R.MOD_STRIDE)
+        for k in range(n):
+            m = decode_module(regs, k * R.MOD_STRIDE)
+            m["module"] = k + 1
+            mods.append(m)
+    return head, mods
+
+
+def module_register_names():
+    names = {}
+    for name, off, n, _t, _u, _d in R.MOD_HEAD:
+        for j in range(n):
+            names[R.A_MODS + off + j] = name if n == 1 else "%s.%s" % (name, ("hi", "lo")[j])
+    for k in range(R.MOD_MAX):
+        base = R.A_MODS + R.MOD_HEAD_SIZE + R.MOD_STRIDE * k
+        for name, off, n, _t, _u, _d in R.MOD_FIELDS:
+            for j in range(n):
+                full = "module%d.%s" % (k + 1, name)
+                names[base + off + j] = full if n == 1 else "%s.%s" % (full, ("hi", "lo")[j])
+    return names
 
 
 __all__ = ("BmsClient", "BmsError", "param_index", "param_parse", "param_display")
