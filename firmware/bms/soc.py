@@ -68,10 +68,10 @@ T_WHITE_S = 10.0            # its correlation time
 SIG_BIAS_V = (0.004, 0.004, 0.005, 0.006)  # OCV table / hysteresis error, CHEM_* order
 L_BIAS = 0.1                # the table error decorrelates over 10 % of SOC ...
 T_BIAS_S = 14400.0          # ... or over 4 h (temperature, hysteresis history)
-T_LOAD_S = 60.0             # correlation time of R0 / RC model errors under load
+T_LOAD_S = 600.0            # correlation time of R0 / RC model errors under load
 SIG_R0 = 0.25               # relative uncertainty of R0
 SIG_V1 = 0.5                # relative uncertainty of the RC voltage
-SIG_INIT = 0.25             # SOC std when started without stored state
+SIG_INIT = 0.5              # SOC std when started without stored state (no information)
 SIG_RESTORED = 0.03         # SOC std after a reboot with stored state
 SIG_CAL = 0.005             # SOC std right after a full / empty calibration
 # Cell model per chemistry (R0 in ohm*Ah: R0 = k / capacity_Ah at 25 degC),
@@ -406,7 +406,16 @@ class Soc:
         # same prior) removes that; it converges in 1-3 passes.
         # White noise and the load-model error, each scaled by its
         # correlation time over the update period.
-        load = (SIG_R0 * r0 * i) ** 2 + (SIG_V1 * self.v1) ** 2
+        # The RC pair's error scales with the polarisation the current will
+        # build (R1*I: its R1 and tau are guesses), not with what the model
+        # has built so far, which is ~0 right after a load step; after the
+        # load it is the remaining relaxation v1.
+        dyn = r1 * i
+        if dyn < 0.0:
+            dyn = -dyn
+        if abs(self.v1) > dyn:
+            dyn = abs(self.v1)
+        load = (SIG_R0 * r0 * i) ** 2 + (SIG_V1 * dyn) ** 2
         r = SIG_WHITE_V * SIG_WHITE_V * (T_WHITE_S / dt) + load * (T_LOAD_S / dt)
         p00 = self.p00
         p01 = self.p01
