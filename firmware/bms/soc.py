@@ -30,6 +30,19 @@ Why these choices (the principled parts):
   independent.  The measurement variance is scaled by the correlation time
   over the update period (white part over ~10 s, bias part over ~10 min), so
   an hour on the LFP plateau cannot talk the filter into a table error.
+  Under load the R0 and RC model errors (their values are guesses that
+  depend on temperature, SOC and age) persist for the whole load, so they
+  count as correlated over ~10 min, and the RC part scales with the
+  polarisation the current will build (R1*I), not with what the model has
+  built so far: a fresh boot straight into a charge does not read a lagging
+  RC model as SOC.
+* Iterated measurement update: the OCV table is piecewise linear and a
+  fresh boot (no stored state, an uninformative SOC prior) starts up to
+  tens of % away, across knees.  A single linearisation at the start value
+  put a wrong share of the first innovations into the RC and table-error
+  states, where on the LFP plateau they stayed for hours (5-8 % off from a
+  start below the 20 % knee); relinearising at the updated SOC
+  (Gauss-Newton on the same prior, 1-4 passes) lands on the table.
 * The manual's calibration is kept exactly: the level-1 over-voltage cut-off
   sets 100 %, the level-1 under-voltage cut-off sets 0 % (TOPBMS "SOC
   calibration": discharge to UV, charge to OV), and both collapse the
