@@ -281,3 +281,20 @@ def test_derating_temperature_and_ramped_recovery():
     sim.board.temp_override[2] = -3.0  # below lt_chg: zero at once
     coarse(sim, 4)
     assert lim.ccl_ma == 0 and not lim.charge_enable
+
+
+def test_fresh_boot_under_charge_does_not_trust_the_loaded_voltage_too_early():
+    # Fresh boot (no stored state, start value right) on the LFP plateau,
+    # then 20 A charging: the loaded voltage carries the unknown R0 / RC
+    # error, which persists for the whole load, so a minute of it must not
+    # move SOC by more than that error is worth.
+    for cur in (20.0, -20.0):
+        sim = Simulation("LFP", cells=16, soc=0.5, seed=1)
+        coarse(sim, 3)
+        if cur > 0:
+            sim.pack.charger_a = cur
+        else:
+            sim.pack.load_a = -cur
+        coarse(sim, 67)
+        err = sim.bms.soc.soc_frac() - sim.pack.true_soc()
+        assert abs(err) < 0.01, (cur, err)

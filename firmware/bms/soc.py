@@ -30,6 +30,19 @@ Why these choices (the principled parts):
   independent.  The measurement variance is scaled by the correlation time
   over the update period (white part over ~10 s, bias part over ~10 min), so
   an hour on the LFP plateau cannot talk the filter into a table error.
+  Under load the R0 and RC model errors (their values are guesses that
+  depend on temperature, SOC and age) persist for the whole load, so they
+  count as correlated over ~10 min, and the RC part scales with the
+  polarisation the current will build (R1*I), not with what the model has
+  built so far: a fresh boot straight into a charge does not read a lagging
+  RC model as SOC.
+* Iterated measurement update: the OCV table is piecewise linear and a
+  fresh boot (no stored state, an uninformative SOC prior) starts up to
+  tens of % away, across knees.  A single linearisation at the start value
+  put a wrong share of the first innovations into the RC and table-error
+  states, where on the LFP plateau they stayed for hours (5-8 % off from a
+  start below the 20 % knee); relinearising at the updated SOC
+  (Gauss-Newton on the same prior, 1-4 passes) lands on the table.
 * The manual's calibration is kept exactly: the level-1 over-voltage cut-off
   sets 100 %, the level-1 under-voltage cut-off sets 0 % (TOPBMS "SOC
   calibration": discharge to UV, charge to OV), and both collapse the
@@ -68,10 +81,10 @@ T_WHITE_S = 10.0            # its correlation time
 SIG_BIAS_V = (0.004, 0.004, 0.005, 0.006)  # OCV table / hysteresis error, CHEM_* order
 L_BIAS = 0.1                # the table error decorrelates over 10 % of SOC ...
 T_BIAS_S = 14400.0          # ... or over 4 h (temperature, hysteresis history)
-T_LOAD_S = 60.0             # correlation time of R0 / RC model errors under load
+T_LOAD_S = 600.0            # correlation time of R0 / RC model errors under load
 SIG_R0 = 0.25               # relative uncertainty of R0
 SIG_V1 = 0.5                # relative uncertainty of the RC voltage
-SIG_INIT = 0.25             # SOC std when started without stored state
+SIG_INIT = 0.5              # SOC std when started without stored state (no information)
 SIG_RESTORED = 0.03         # SOC std after a reboot with stored state
 SIG_CAL = 0.005             # SOC std right after a full / empty calibration
 # Cell model per chemistry (R0 in ohm*Ah: R0 = k / capacity_Ah at 25 degC),
@@ -80,6 +93,7 @@ R0_OHM_AH = (0.10, 0.08, 0.06, 0.10)
 R1_FRAC = 0.7
 TAU_S = 90.0
 R0_COLD_PER_K = 0.04        # R0 grows ~4 %/K below 25 degC
+IEKF_PASSES = const(4)      # measurement relinearisations per update
 R0_STEP_MIN_C = 0.1         # current step (fraction of C) that teaches R0
 
 
@@ -397,12 +411,24 @@ class Soc:
         self.p12 *= a * rho
         self.p22 = rho * rho * self.p22 + (1.0 - rho * rho) * sb * sb
         # --- update: mean cell voltage = OCV(s) + R0*I + v1 + bias ---
-        o, h = ocv.ocv_f(chem, s, t_c)
-        y_hat = o + r0 * i + self.v1 + self.bias
-        e = v - y_hat
+        # Iterated EKF: the OCV table is piecewise linear and a large SOC
+        # error (a fresh boot) spans several segments, so one linearisation
+        # at the prior SOC puts the wrong share of the innovation into v1
+        # and the table-error state, where it stays for hours on the LFP
+        # plateau.  Relinearising at the updated SOC (Gauss-Newton on the
+        # same prior) removes that; it converges in 1-3 passes.
         # White noise and the load-model error, each scaled by its
         # correlation time over the update period.
-        load = (SIG_R0 * r0 * i) ** 2 + (SIG_V1 * self.v1) ** 2
+        # The RC pair's error scales with the polarisation the current will
+        # build (R1*I: its R1 and tau are guesses), not with what the model
+        # has built so far, which is ~0 right after a load step; after the
+        # load it is the remaining relaxation v1.
+        dyn = r1 * i
+        if dyn < 0.0:
+            dyn = -dyn
+        if abs(self.v1) > dyn:
+            dyn = abs(self.v1)
+        load = (SIG_R0 * r0 * i) ** 2 + (SIG_V1 * dyn) ** 2
         r = SIG_WHITE_V * SIG_WHITE_V * (T_WHITE_S / dt) + load * (T_LOAD_S / dt)
         p00 = self.p00
         p01 = self.p01
@@ -410,13 +436,34 @@ class Soc:
         p11 = self.p11
         p12 = self.p12
         p22 = self.p22
-        ph0 = p00 * h + p01 + p02
-        ph1 = p01 * h + p11 + p12
-        ph2 = p02 * h + p12 + p22
-        sv = h * ph0 + ph1 + ph2 + r
-        k0 = ph0 / sv
-        k1 = ph1 / sv
-        k2 = ph2 / sv
+        v1_0 = self.v1
+        b_0 = self.bias
+        si = s
+        v1i = v1_0
+        bi = b_0
+        y_off = r0 * i
+        for _ in range(IEKF_PASSES):
+            o, h = ocv.ocv_f(chem, si, t_c)
+            # Innovation of the linearisation at (si, v1i, bi) seen from the prior.
+            e = v - (o + y_off + v1i + bi) - h * (s - si) - (v1_0 - v1i) - (b_0 - bi)
+            ph0 = p00 * h + p01 + p02
+            ph1 = p01 * h + p11 + p12
+            ph2 = p02 * h + p12 + p22
+            sv = h * ph0 + ph1 + ph2 + r
+            k0 = ph0 / sv
+            k1 = ph1 / sv
+            k2 = ph2 / sv
+            sn = s + k0 * e
+            if sn < 0.0:
+                sn = 0.0
+            elif sn > 1.0:
+                sn = 1.0
+            v1i = v1_0 + k1 * e
+            bi = b_0 + k2 * e
+            done = abs(sn - si) < 1e-4
+            si = sn
+            if done:
+                break
         self.p00 = p00 - k0 * ph0
         self.p01 = p01 - k0 * ph1
         self.p02 = p02 - k0 * ph2
@@ -425,13 +472,9 @@ class Soc:
         self.p22 = p22 - k2 * ph2
         if self.p00 < 1e-8:
             self.p00 = 1e-8
-        self.bias += k2 * e
-        self.v1 += k1 * e
-        s_new = s + k0 * e
-        if s_new < 0.0:
-            s_new = 0.0
-        elif s_new > 1.0:
-            s_new = 1.0
+        self.bias = bi
+        self.v1 = v1i
+        s_new = si
         self._apply(s_new - s)
         self.innovation_mv = int(e * 1000.0)
         self.est_updates += 1

@@ -91,6 +91,17 @@ def test_estimator_finds_lfp_knee():
     assert abs(s.soc_pm - 970) <= 10, s.soc_pm
 
 
+def test_fresh_boot_on_lfp_plateau_lands_on_the_table():
+    # No stored state, the start value 15-30 % off, the cells at rest exactly
+    # on the table: the filter must end on the table, not part-way with the
+    # start error parked in its OCV-table-error state (one linearisation at
+    # the start value, across the 20 % knee, did that: 5-8 % off for hours).
+    for start, true_pm in ((300, 600), (200, 450), (800, 600), (800, 450)):
+        s = _rest(CHEM_LFP, start, ocv.ocv_mv(CHEM_LFP, true_pm), 600, False)
+        assert abs(s.soc_pm - true_pm) <= 5, (start, true_pm, s.soc_pm)
+        assert abs(s.bias) < 0.0005, (start, true_pm, s.bias)
+
+
 def test_estimator_accounts_for_ir_drop_under_load():
     # 50 A discharge on a 100 Ah NMC pack reading OCV - R0*I: no SOC change.
     p = params(CHEM_NMC, cells=16)
