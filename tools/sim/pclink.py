@@ -104,6 +104,8 @@ class PcLink:
         self.info = info or DeviceInfo(model="MPY-BMS-SIM", serial="SIM00001",
                                        mfg_date="2026-01-01", bt_addr="26541C98068E")
         self.regs = RegisterMap(sim.bms, auth, self.info)
+        if getattr(sim, "updater", None) is not None or getattr(sim, "plog", None) is not None:
+            self.regs.attach_update(sim.updater, sim.plog)   # issue 7 windows
         self.t = sim.clock.ticks_ms()
         self.clock = _LinkClock(self.t)
         self.port = _SimPort(self)
