@@ -204,6 +204,12 @@ class UpdateWindow:
 
     def write(self, rm, off, count, data, pos):
         """Exception code; refusals go through ``rm._error`` (last-error registers)."""
+        code = self._write(rm, off, count, data, pos)
+        if code:
+            self.err_text[:] = rm.err_text[:len(self.err_text)]
+        return code
+
+    def _write(self, rm, off, count, data, pos):
         from comms.registers import EX_ADDRESS, EX_BUSY, EX_FUNCTION, EX_NONE, EX_VALUE, ROLE_USER
         up = self.up
         if up is None:
@@ -247,13 +253,11 @@ class UpdateWindow:
                     return EX_NONE
                 return rm._error(EX_VALUE, -1, "update command %d unknown" % c)
         except U.UpdateError as e:
-            msg = "update refused (%s): %s" % (U.ERROR_NAMES[e.code], e.msg)
-            self._set_text(msg)
-            return rm._error(EX_VALUE, -1, msg)
+            return rm._error(EX_VALUE, -1, "update refused (%s): %s"
+                             % (U.ERROR_NAMES[e.code], e.msg))
         except OSError:
             up.abort()
             up.last_error = (U.E_FLASH, "flash error")
-            self._set_text("update refused (flash): flash error")
             return rm._error(EX_VALUE, -1, "update refused (flash): flash error")
         return rm._error(EX_ADDRESS, -1, "update: write begin (18/34 regs), chunk or command")
 
