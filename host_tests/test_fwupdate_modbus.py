@@ -46,8 +46,9 @@ def make_pkg(tmp_path, key=KEY, name="fw.tar"):
 
 
 @pytest.fixture
-def rig():
-    sim = Simulation(chem="LFP", cells=16, soc=0.6, seed=5, flash_dir=True, update_key=KEY)
+def rig(tmp_path):
+    sim = Simulation(chem="LFP", cells=16, soc=0.6, seed=5, flash_dir=str(tmp_path / "flash"),
+                     update_key=KEY)
     link = PcLink(sim)
     sim.run(1)
     yield sim, link
@@ -169,15 +170,10 @@ def test_update_resumes_a_broken_transfer(rig, tmp_path, capsys):
     assert sim.updater.state == U.ST_PENDING
 
 
-class _Rm:
-    """Minimal register-map stand-in for window-level checks."""
-
-
-def test_window_gap_refused_with_resume_offset_and_bad_counts():
+def test_window_gap_refused_with_resume_offset_and_bad_counts(tmp_path):
     from bms.digest import sha256
-    fs_dir = None
     from tools.sim.flashdir import FlashDir
-    fs = FlashDir(fs_dir)
+    fs = FlashDir(str(tmp_path))
     up = U.Updater(fs)
     sim = Simulation(chem="LFP", cells=8, soc=0.5, seed=2)
     rm = R.RegisterMap(sim.bms).attach_update(up, None)
@@ -233,3 +229,47 @@ def test_persistent_log_shows_overvoltage_trip_snapshot(rig, tmp_path, capsys):
     capsys.readouterr()
     assert run_cli(sim, link, "log", "--persistent") == 0
     assert "ov1" in capsys.readouterr().out
+
+
+class _LossyClient:
+    """BmsClient stand-in on a RegisterMap: loses some requests and some replies."""
+
+    def __init__(self, rm, lose):
+        self.rm = rm
+        self.lose = lose     # {write number: "request" | "reply"}
+        self.n = 0
+
+    def read(self, addr, count):
+        out = bytearray(2 * count)
+        assert self.rm.read(addr, count, out, 0) == 0
+        return [(out[2 * i] << 8) | out[2 * i + 1] for i in range(count)]
+
+    def write(self, addr, values):
+        from tools.bmsctl.client import BmsError
+        self.n += 1
+        what = self.lose.get(self.n)
+        if what == "request":
+            raise BmsError("write 0x%04X: no answer" % addr)
+        data = bytearray()
+        for v in values:
+            data += bytes(((v >> 8) & 0xFF, v & 0xFF))
+        code = self.rm.write(addr, len(values), data, 0)
+        if what == "reply":
+            raise BmsError("write 0x%04X: no answer" % addr)
+        if code:
+            raise BmsError("refused: %s" % bytes(self.rm.err_text).split(b"\0")[0].decode(), code)
+
+
+def test_lost_requests_and_replies_are_resent_and_acknowledged(tmp_path):
+    from tools.bmsctl import update_cmd
+    from tools.sim.flashdir import FlashDir
+    fs = FlashDir(str(tmp_path / "flash"))
+    up = U.Updater(fs, key=KEY)
+    sim = Simulation(chem="LFP", cells=8, soc=0.5, seed=2)
+    rm = R.RegisterMap(sim.bms).attach_update(up, None)
+    path, pkg = make_pkg(tmp_path)
+    c = _LossyClient(rm, {3: "request", 5: "reply", 6: "reply"})
+    msg = update_cmd.main(str(path), update_cmd.ModbusTransport(c), quiet=True)
+    assert "staged" in msg and up.state == U.ST_PENDING
+    with fs.open("/fw/a/main.py", "rb") as f:
+        assert f.read() == FILES["main.py"]

@@ -165,9 +165,25 @@ class ModbusTransport:
             raise
         return offset + len(data)
 
-    def finish(self):
-        self._w(self.RU.UP_CMD, [self.RU.UC_FINISH])
-        return "the inactive slot" if self.status()["fw_state"] == "pending" else "?"
+    def finish(self, polls=20):
+        """Verify and unpack; on a board this can outlast the client's time-out."""
+        from tools.bmsctl.client import BmsError
+        try:
+            self._w(self.RU.UP_CMD, [self.RU.UC_FINISH])
+        except OSError:
+            # No answer in time: the BMS is busy unpacking. Ask until it says.
+            for _ in range(polls):
+                try:
+                    st = self.status()
+                except BmsError:
+                    continue
+                if st["status"] == "staged":
+                    break
+                if st["status"] == "error":
+                    raise BmsError("refused: %s" % st["error_text"], 3)
+            else:
+                raise
+        return "the inactive slot"
 
     def restart(self):
         self._w(self.RU.UP_CMD, [self.RU.UC_RESTART])

@@ -11,6 +11,7 @@ import tempfile
 class FlashDir:
     def __init__(self, path=None):
         self.path = path or tempfile.mkdtemp(prefix="bms-flash-")
+        os.makedirs(self.path, exist_ok=True)
 
     def _p(self, p):
         return os.path.join(self.path, p.lstrip("/"))

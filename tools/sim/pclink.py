@@ -235,7 +235,7 @@ def main(argv=None):
     ap.add_argument("--speed", type=float, default=1.0, help="virtual seconds per wall second")
     ap.add_argument("--seconds", type=float, default=None)
     a = ap.parse_args(argv)
-    sim = Simulation(chem=a.chem, cells=a.cells)
+    sim = Simulation(chem=a.chem, cells=a.cells, flash_dir=True)
     link = PcLink(sim, symlink=a.symlink or None)
     print("PC port (Modbus RTU, 9600 8N1, address 1): %s%s" % (
         link.path, (" -> " + a.symlink) if a.symlink else ""), flush=True)
