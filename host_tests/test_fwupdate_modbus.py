@@ -5,7 +5,6 @@ simulator's pty; the simulated board has a flash directory with the
 persistent log and the ``bms.update.Updater`` (HMAC key configured).
 """
 import csv
-import hashlib
 import json
 import os
 import threading
@@ -15,7 +14,6 @@ import pytest
 
 import tools  # noqa: F401
 from bms import update as U
-from bms.auth import CH_MODBUS
 from bms.params import P_OV1, index as pidx
 from comms import reg_update as RU
 from comms import registers as R

@@ -143,7 +143,6 @@ class UpdateWindow:
         self._data = bytearray(UP_CHUNK_DATA)
         self._mv = memoryview(self._data)
         self.err_text = bytearray(2 * UP_TEXT_REGS)
-        self.staged = False
 
     def _status(self):
         up = self.up
