@@ -294,6 +294,8 @@ def start_modbus(app, machine):
     app.parts["auth"] = auth
     info = DeviceInfo(serial=serial_number(app.cfg, machine))
     regs = RegisterMap(bms, auth, info)
+    # Issue 7: firmware update and persistent log over Modbus (if services started).
+    regs.attach_update(app.parts.get("updater"), app.parts.get("persistlog"))
     port = app.hw["rs485"]
     mb = ModbusRTU(port, regs, app.clock, params=bms.params)
     app.pollers.append(mb.poll)

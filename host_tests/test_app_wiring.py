@@ -213,3 +213,17 @@ def test_failing_poller_does_not_stop_protection():
     assert fm.pin(12).v == 0 and fm.pin(13).v == 0   # both opened by protection
     # Modbus still answers while the broken poller keeps raising.
     assert read_regs(rig, monitor_address("cell_max"), 1)[0] == 3800
+
+
+def test_modbus_serves_persistent_log_and_update_windows():
+    """Issue 7: the board's Modbus map has the updater and the flash log attached."""
+    from comms import reg_update as RU
+    from comms.registers import A_PLOG, A_UPDATE
+    rig = Rig()
+    rig.run(3000)
+    assert rig.app.parts["modbus"].regmap.update.up is rig.app.parts["updater"]
+    n = read_regs(rig, A_PLOG + RU.PL_COUNT, 1)[0]
+    assert n >= 1 and n == len(rig.app.parts["persistlog"])   # at least the boot record
+    rec = read_regs(rig, A_PLOG + RU.PL_REC, RU.PLOG_REC_REGS)
+    assert (rec[0] << 16 | rec[1]) == 1                        # oldest record: seq 1
+    assert read_regs(rig, A_UPDATE + RU.UP_FW_STATE, 2) == [0, 0xFFFF]   # ok, factory slot

@@ -97,7 +97,47 @@ def register_rows():
         rows.append((R.A_LOG + off, "log", "record0." + name, typ, 2 if typ in (R.T_U32, R.T_S32)
                      else 1, "", "R", "", "", desc + " (record i at +%d*i)" % R.LOG_REC_REGS))
     rows += module_rows()
+    rows += _issue7_rows()
     return rows
+
+
+# ---- issue 7: firmware update and persistent log windows ----
+def _issue7_rows():
+    from comms import reg_update as RU
+    rows = []
+    for name, off, n, typ, acc, desc in RU.UPDATE_REGS:
+        rows.append((R.A_UPDATE + off, "update", name, typ, n, "", acc, "", "", desc))
+    rows += [
+        (R.A_PLOG + RU.PL_COUNT, "plog", "plog_count", R.T_U16, 1, "", "R", "", "",
+         "Records on flash (record 0 is the oldest)"),
+        (R.A_PLOG + RU.PL_NEXT_SEQ, "plog", "plog_next_seq", R.T_U32, 2, "", "R", "", "",
+         "Sequence number of the next record"),
+        (R.A_PLOG + RU.PL_INDEX, "plog", "plog_index", R.T_U16, 1, "", "R/W", "", "",
+         "Index of the first record shown in the window (no role needed)"),
+    ]
+    for name, off, typ, desc in RU.PLOG_FIELDS:
+        rows.append((R.A_PLOG + RU.PL_REC + off, "plog", "window0." + name, typ,
+                     2 if typ in ("u32", "s32") else 1, "", "R", "", "",
+                     desc + " (record index+k at +%d*k, k < %d)"
+                     % (RU.PLOG_REC_REGS, RU.PLOG_WINDOW)))
+    return rows
+
+
+ISSUE7_TITLES = {"update": "Firmware update", "plog": "Persistent event log"}
+ISSUE7_TEXT = {
+    "update": "Sequence (`bmsctl update PKG`): unlock (user or factory role); FC16 of the begin "
+              "registers (size, SHA-256 and, when the device has a key, the signature); FC16 "
+              "chunks of up to 240 bytes in order (offset, byte count, data); command 1 finish "
+              "(size, SHA-256 and archive are checked before the inactive slot is written); "
+              "command 3 restarts into it.  A refusal answers exception 03 and `error_text` "
+              "(also the auth block's) gives the reason; after a gap `offset` says where to "
+              "resume.  The running firmware is never written; a new one that does not reach "
+              "the armed state rolls back (`firmware/bms/update.py`).\n\n",
+    "plog": "Write `plog_index`, then read up to %d records of %d registers from the window; "
+            "the snapshot is taken when the event is logged (for a fault: at the trip).  "
+            "`bmsctl log --persistent [--csv FILE]` reads it all.\n\n",
+}
+# ---- end issue 7 ----
 
 
 # ---- modules block (issue 5) --------------------------------------------------
@@ -215,12 +255,17 @@ def gen_modbus_md():
               "commands": "Commands", "auth": "Password and last error",
               "log_head": "Event log state", "log": "Event records"}
     titles["modules"] = "Slave modules (CAN)"
+    titles.update(ISSUE7_TITLES)
     for block in [b[0] for b in R.BLOCKS]:
         o.append("\n## %s\n\n" % titles.get(block, block.capitalize()))
         br = [r for r in rows if r[1] == block]
         if block == "modules":
             o.append(modules_md(br))
             continue
+        if block in ISSUE7_TEXT:   # issue 7
+            from comms import reg_update as RU
+            o.append(ISSUE7_TEXT[block] % ((RU.PLOG_WINDOW, RU.PLOG_REC_REGS)
+                                           if block == "plog" else ()))
         if block == "cells":
             o.append("Cell *n* (1-based) at `%s + n - 1`, %d registers, u16 mV; 0 beyond the "
                      "configured cell count, 0xFFFF when the reading is invalid.\n"

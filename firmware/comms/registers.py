@@ -28,6 +28,8 @@ Blocks (see ``BLOCKS``):
   modules    0x0600  CAN slave modules of a master board: bus state, then
                      16 registers per module (state, cells, age, faults,
                      balancing, temperatures); module count 0 elsewhere
+  update     0x2800  firmware update window (comms.reg_update, issue 7)
+  plog       0x2A00  persistent event log window with trip snapshots
 
 Writes to params, commands and password changes need the user role, the
 identity fields and the factory password the factory role (``bms.auth``).
@@ -49,6 +51,8 @@ from bms.measurements import ROLE_NAMES as TEMP_ROLE_NAMES
 from bms.measurements import N_ROLES
 from bms.params import N_PARAMS, P_CHEMISTRY, ParamError
 from bms.params import TABLE as PARAM_TABLE
+# ---- issue 7: update / persistent log windows (import) ----
+from comms import reg_update as RU
 
 MAP_VERSION = const(1)
 
@@ -78,6 +82,8 @@ A_CMD = const(0x2000)
 A_AUTH = const(0x2100)
 A_LOGHEAD = const(0x3000)
 A_LOG = const(0x4000)
+A_UPDATE = const(0x2800)   # issue 7: firmware update window
+A_PLOG = const(0x2A00)     # issue 7: persistent event log window
 
 MAX_CELLS = const(256)
 MAX_TEMPS = const(16)
@@ -409,7 +415,16 @@ BLOCKS = (
     ("auth", A_AUTH, AUTH_SIZE, "Password and last-error registers"),
     ("log_head", A_LOGHEAD, LOGHEAD_SIZE, "Event log state"),
     ("log", A_LOG, None, "Event records, %d registers each" % LOG_REC_REGS),
+    # ---- issue 7: firmware update and persistent log windows ----
+    ("update", A_UPDATE, RU.UPDATE_SIZE, "Firmware update window (user role)"),
+    ("plog", A_PLOG, RU.PLOG_SIZE, "Persistent event log: index + %d records with snapshots"
+     % RU.PLOG_WINDOW),
+    # ---- end issue 7 ----
 )
+# ---- issue 7: block indices found by name (robust to other blocks being added) ----
+_BLOCK_NAMES = [b[0] for b in BLOCKS]
+B_UPDATE = _BLOCK_NAMES.index("update")
+B_PLOG = _BLOCK_NAMES.index("plog")
 
 
 # ==== modules block: CAN slave modules of a master board (issue 5) =========
@@ -662,6 +677,15 @@ class RegisterMap:
         self._size = array("H", [b[2] if b[2] is not None else self.log_size for b in BLOCKS])
         self.writes = 0      # accepted writes
         self.refused = 0     # refused writes
+        # ---- issue 7: attach_update() sets these ----
+        self.update = RU.UpdateWindow(None)
+        self.plog = RU.PlogWindow(None)
+
+    def attach_update(self, updater=None, plog=None):
+        """Serve the firmware update and persistent log windows (issue 7)."""
+        self.update = RU.UpdateWindow(updater)
+        self.plog = RU.PlogWindow(plog)
+        return self
 
     # ---- lookup -------------------------------------------------------
     def block(self, addr, count):
@@ -729,6 +753,13 @@ class RegisterMap:
                 put16(out, pos + 2 * k, v)
         elif b == B_LOG:
             self._read_log(off, count, out, pos)
+        # ---- issue 7 ----
+        elif b == B_UPDATE:
+            for k in range(count):
+                put16(out, pos + 2 * k, self.update.reg(off + k))
+        elif b == B_PLOG:
+            self.plog.read(off, count, out, pos)
+        # ---- end issue 7 ----
         else:  # commands read as 0
             for k in range(count):
                 put16(out, pos + 2 * k, 0)
@@ -866,6 +897,12 @@ class RegisterMap:
             code = self._write_auth(off, count, data, pos)
         elif b == B_INFO:
             code = self._write_info(off, count, data, pos)
+        # ---- issue 7 ----
+        elif b == B_UPDATE:
+            code = self.update.write(self, off, count, data, pos)
+        elif b == B_PLOG:
+            code = self.plog.write(self, off, count, data, pos)
+        # ---- end issue 7 ----
         else:
             return self._error(EX_ADDRESS, -1, "read-only block")
         if code == EX_NONE:

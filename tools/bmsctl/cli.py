@@ -326,6 +326,10 @@ def _plot(ax1, ax2, ts, cells, cur):
 
 
 def cmd_log(c, a):
+    if getattr(a, "persistent", False):   # issue 7: the flash log with snapshots
+        from tools.bmsctl import plog_cmd
+        plog_cmd.run(c, a, console)
+        return
     events = c.log()
     if a.csv:
         with open(a.csv, "w", newline="") as f:
@@ -340,6 +344,34 @@ def cmd_log(c, a):
     for e in events:
         t.add_row(str(e["seq"]), str(e["time_ms"]), e["kind"], e["text"])
     console.print(t)
+
+
+# ---- issue 7: firmware update ----
+def cmd_update(c, a):
+    from tools.bmsctl import update_cmd
+    tr = update_cmd.ModbusTransport(c)
+    if a.status:
+        st = tr.status()
+        st["sha256"] = st["sha256"].hex()
+        t = Table(title="Firmware update")
+        t.add_column("field")
+        t.add_column("value")
+        for k, v in st.items():
+            t.add_row(k, str(v))
+        console.print(t)
+        return
+    try:
+        msg = update_cmd.main(a.pkg, tr, console=console, verify=not a.no_verify,
+                              restart=a.restart)
+    except update_cmd.LocalRefusal as e:
+        raise UsageError("%s (nothing sent; --no-verify lets the BMS check it)" % e)
+    except OSError as e:
+        if isinstance(e, FileNotFoundError):
+            raise UsageError(str(e))
+        raise BmsError("link lost during the update (%s): run the same command again to "
+                       "resume" % e)
+    console.print(msg)
+# ---- end issue 7 ----
 
 
 def cmd_dump(c, a):
@@ -529,6 +561,16 @@ def build_parser():
     p.add_argument("--live", action="store_true", help="show a live plot window")
     p = sub.add_parser("log", help="event log")
     p.add_argument("--csv", help="export to a CSV file")
+    p.add_argument("--persistent", action="store_true",
+                   help="the log on flash (survives reboots, with trip snapshots)")
+    # ---- issue 7: firmware update ----
+    p = sub.add_parser("update", help="send a firmware package (tools/fwpkg.py) to the BMS")
+    p.add_argument("pkg", help="package .tar (its .sig next to it gives size, SHA-256, signature)")
+    p.add_argument("--restart", action="store_true", help="restart into it when staged")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the local size/SHA-256 check: let the BMS refuse a bad package")
+    p.add_argument("--status", action="store_true", help="only show the update state")
+    # ---- end issue 7 ----
     p = sub.add_parser("dump", help="every register as JSON or CSV")
     p.add_argument("--format", choices=("json", "csv"), default="json")
     p.add_argument("--out")
@@ -544,7 +586,8 @@ def build_parser():
 COMMANDS = {"info": cmd_info, "monitor": cmd_monitor, "alarms": cmd_alarms, "params": cmd_params,
             "normal": cmd_normal, "calibrate": cmd_calibrate, "soc": cmd_soc, "graph": cmd_graph,
             "log": cmd_log, "dump": cmd_dump, "unlock": cmd_unlock, "lock": cmd_lock,
-            "passwd": cmd_passwd, "modules": cmd_modules}
+            "passwd": cmd_passwd, "modules": cmd_modules,
+            "update": cmd_update}   # issue 7
 
 
 def main(argv=None, client=None):

@@ -6,15 +6,23 @@ raises on a refusal (the device's UpdateError text).  ``LocalTransport``
 drives a ``bms.update.Updater`` directly (tests, the simulator); a Modbus
 transport maps the same calls onto the update register window.
 
-The lead wires it into bmsctl's cli (``sub.add_parser("update")`` ->
-``update_cmd.main(args, transport)``).
+``ModbusTransport`` maps them onto the update window of the register map
+(``comms.reg_update``); ``bmsctl update PKG`` uses it.  Resume: a link error
+resends the chunk (the BMS acknowledges what it already has), a gap refusal
+continues from the offset the BMS reports, and a transfer left half done by
+an earlier run with the same size and SHA-256 continues where it stopped.
+
+Size and SHA-256 come from ``PKG.sig`` (written by tools/fwpkg.py) when it
+exists, so the BMS checks the bytes against what was built and signed; a
+local check refuses a truncated or corrupt file first unless
+``--no-verify`` leaves the decision to the BMS.
 """
 import json
 import os
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-CHUNK = 200   # bytes per chunk: fits one Modbus write-multiple (123 registers = 246 bytes)
+CHUNK = 240   # bytes per chunk: offset, count + 120 data registers = one 123-register write
 RETRIES = 3
 
 
@@ -42,13 +50,23 @@ def load(path):
     return pkg, meta
 
 
-def send(transport, pkg, digest, signature=None, chunk=CHUNK, console=None, quiet=False):
+def send(transport, pkg, digest, signature=None, chunk=CHUNK, console=None, quiet=False,
+         size=None):
     """Send ``pkg``; resumes from the offset the device reports after a gap."""
-    transport.begin(len(pkg), digest, signature)
-    off = 0
+    if size is None:
+        size = len(pkg)
+    off = None
+    resume = getattr(transport, "resume_offset", None)
+    if resume is not None:
+        off = resume(size, digest)
+        if off is not None and console is not None and not quiet:
+            console.print("resuming the transfer at byte %d of %d" % (off, size))
+    if off is None:
+        transport.begin(size, digest, signature)
+        off = 0
     with Progress("[bold]update", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   TimeRemainingColumn(), console=console, disable=quiet) as prog:
-        task = prog.add_task("send", total=len(pkg))
+        task = prog.add_task("send", total=size)
         while off < len(pkg):
             for attempt in range(RETRIES):
                 try:
@@ -61,12 +79,118 @@ def send(transport, pkg, digest, signature=None, chunk=CHUNK, console=None, quie
     return transport.finish()
 
 
-def main(path, transport, console=None, quiet=False):
+class LocalRefusal(Exception):
+    """The package fails the tool's own check before anything is sent."""
+
+
+def main(path, transport, console=None, quiet=False, verify=True, restart=False):
     import hashlib
     pkg, meta = load(path)
-    digest = hashlib.sha256(pkg).digest()
-    if meta.get("sha256") and meta["sha256"] != digest.hex():
-        raise SystemExit("%s does not match its .sig file" % path)
+    actual = hashlib.sha256(pkg).digest()
+    size = int(meta.get("size", len(pkg)))
+    digest = bytes.fromhex(meta["sha256"]) if meta.get("sha256") else actual
+    if verify:
+        if len(pkg) != size:
+            raise LocalRefusal("%s is truncated: %d of %d bytes (per %s.sig)"
+                               % (path, len(pkg), size, path))
+        if actual != digest:
+            raise LocalRefusal("%s is corrupt: its SHA-256 does not match %s.sig" % (path, path))
     sig = bytes.fromhex(meta["signature"]) if meta.get("signature") else None
-    where = send(transport, pkg, digest, sig, console=console, quiet=quiet)
+    where = send(transport, pkg, digest, sig, console=console, quiet=quiet, size=size)
+    if restart:
+        transport.restart()
+        return "staged into %s; restart requested: the BMS boots it next " \
+            "(rolls back if it does not arm)" % where
     return "staged into %s; restart the BMS to run it (rolls back if it does not arm)" % where
+
+
+class ModbusTransport:
+    """The update window of the register map through a ``BmsClient``."""
+
+    def __init__(self, client):
+        self.c = client
+        from comms import registers as R
+        from comms import reg_update as RU
+        self.R, self.RU = R, RU
+
+    def _w(self, off, regs):
+        from tools.bmsctl.client import BmsError
+        try:
+            self.c.write(self.R.A_UPDATE + off, regs)
+        except BmsError as e:
+            if e.code is None:
+                raise OSError(str(e))   # link error: the caller resends
+            raise
+
+    def status(self):
+        R, RU = self.R, self.RU
+        from tools.bmsctl.client import ascii_of
+        r = self.c.read(R.A_UPDATE, RU.UP_ERR_TEXT + RU.UP_TEXT_REGS)
+        from bms.update import ERROR_NAMES, STATE_NAMES
+        return {"size_begun": (r[0] << 16) | r[1],
+                "sha256": b"".join(bytes((v >> 8, v & 0xFF)) for v in r[2:18]),
+                "status": RU.US_NAMES[r[RU.UP_STATUS]] if r[RU.UP_STATUS] < 4 else "?",
+                "offset": (r[RU.UP_OFFSET] << 16) | r[RU.UP_OFFSET + 1],
+                "size": (r[RU.UP_SIZE] << 16) | r[RU.UP_SIZE + 1],
+                "progress_pm": r[RU.UP_PROGRESS],
+                "error": ERROR_NAMES[r[RU.UP_ERROR]] if r[RU.UP_ERROR] < len(ERROR_NAMES) else "?",
+                "fw_state": STATE_NAMES[r[RU.UP_FW_STATE]] if r[RU.UP_FW_STATE] < 3 else "?",
+                "active_slot": r[RU.UP_ACTIVE] - 0x10000 if r[RU.UP_ACTIVE] & 0x8000
+                else r[RU.UP_ACTIVE],
+                "error_text": ascii_of(r[RU.UP_ERR_TEXT:RU.UP_ERR_TEXT + RU.UP_TEXT_REGS])}
+
+    def resume_offset(self, size, digest):
+        st = self.status()
+        if st["status"] == "receiving" and st["size_begun"] == size and st["sha256"] == digest \
+                and 0 < st["offset"] < size:
+            return st["offset"]
+        return None
+
+    def begin(self, size, digest, signature):
+        regs = [(size >> 16) & 0xFFFF, size & 0xFFFF] + _regs(digest)
+        if signature is not None:
+            regs += _regs(signature)
+        self._w(self.RU.UP_BEGIN, regs)
+
+    def chunk(self, offset, data):
+        from tools.bmsctl.client import BmsError
+        data = bytes(data)
+        regs = [(offset >> 16) & 0xFFFF, offset & 0xFFFF, len(data)] + _regs(data)
+        try:
+            self._w(self.RU.UP_CHUNK, regs)
+        except BmsError as e:
+            st = self.status()
+            if st["status"] == "receiving" and st["error"] == "offset":
+                return st["offset"]   # a gap: continue from what the BMS has
+            raise
+        return offset + len(data)
+
+    def finish(self, polls=20):
+        """Verify and unpack; on a board this can outlast the client's time-out."""
+        from tools.bmsctl.client import BmsError
+        try:
+            self._w(self.RU.UP_CMD, [self.RU.UC_FINISH])
+        except OSError:
+            # No answer in time: the BMS is busy unpacking. Ask until it says.
+            for _ in range(polls):
+                try:
+                    st = self.status()
+                except BmsError:
+                    continue
+                if st["status"] == "staged":
+                    break
+                if st["status"] == "error":
+                    raise BmsError("refused: %s" % st["error_text"], 3)
+            else:
+                raise
+        return "the inactive slot"
+
+    def restart(self):
+        self._w(self.RU.UP_CMD, [self.RU.UC_RESTART])
+
+
+def _regs(b):
+    b = bytes(b)
+    if len(b) & 1:
+        b += b"\0"
+    return [(b[i] << 8) | b[i + 1] for i in range(0, len(b), 2)]

@@ -112,10 +112,15 @@ def run_live(a):
     sim = _build(a)
     sim.hooks.append(demo_profile)
     link = None
+    # Issue 7: a flash directory for the persistent log and firmware updates.
+    if getattr(sim, "attach_flash", None) is not None and getattr(sim, "fs", None) is None:
+        sim.attach_flash(a.flash or True, a.update_key.encode() if a.update_key else None)
     if not a.no_pc_link:
         link = PcLink(sim, symlink=a.pc_link or None)
     path = (link.path + (" -> " + a.pc_link if a.pc_link else "")) if link else ""
     console = Console()
+    if getattr(sim, "fs", None) is not None:
+        console.print("flash (persistent log, firmware slots): %s" % sim.fs.path)
     if path:
         console.print("PC port (Modbus RTU 9600 8N1, address 1): %s   try: bmsctl --port %s monitor"
                       % (path, a.pc_link or link.path))
@@ -189,6 +194,8 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=None, help="stop after this simulated time")
     ap.add_argument("--pc-link", default="/tmp/bms-pc", help="symlink to the PC-port pty")
     ap.add_argument("--no-pc-link", action="store_true")
+    ap.add_argument("--flash", help="directory standing in for the board's flash (default: temp)")
+    ap.add_argument("--update-key", help="HMAC key the simulated updater requires (default none)")
     a = ap.parse_args(argv)
     if a.list:
         for name in sorted(SCENARIOS):

@@ -104,6 +104,8 @@ class PcLink:
         self.info = info or DeviceInfo(model="MPY-BMS-SIM", serial="SIM00001",
                                        mfg_date="2026-01-01", bt_addr="26541C98068E")
         self.regs = RegisterMap(sim.bms, auth, self.info)
+        if getattr(sim, "updater", None) is not None or getattr(sim, "plog", None) is not None:
+            self.regs.attach_update(sim.updater, sim.plog)   # issue 7 windows
         self.t = sim.clock.ticks_ms()
         self.clock = _LinkClock(self.t)
         self.port = _SimPort(self)
@@ -233,7 +235,7 @@ def main(argv=None):
     ap.add_argument("--speed", type=float, default=1.0, help="virtual seconds per wall second")
     ap.add_argument("--seconds", type=float, default=None)
     a = ap.parse_args(argv)
-    sim = Simulation(chem=a.chem, cells=a.cells)
+    sim = Simulation(chem=a.chem, cells=a.cells, flash_dir=True)
     link = PcLink(sim, symlink=a.symlink or None)
     print("PC port (Modbus RTU, 9600 8N1, address 1): %s%s" % (
         link.path, (" -> " + a.symlink) if a.symlink else ""), flush=True)

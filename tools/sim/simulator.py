@@ -23,7 +23,7 @@ MAX_PHYS_DT_MS = 50
 class Simulation:
     def __init__(self, chem="LFP", cells=16, capacity_ah=100.0, soc=0.5, seed=1,
                  bms_soc_pm=None, params=None, ambient_c=25.0, clock_start=0,
-                 board_factory=None, **pack_kw):
+                 board_factory=None, flash_dir=None, update_key=None, **pack_kw):
         self.pack = Pack(chem, cells, capacity_ah, soc, seed, ambient_c=ambient_c, **pack_kw)
         self.clock_start = clock_start
         self.clock = VirtualClock(clock_start)
@@ -42,6 +42,22 @@ class Simulation:
         self._next_sample = 0
         self.hooks = []  # fn(sim) called after every step (scenario profiles)
         self.pollers = []  # fn(sim) called after every step (comms links)
+        self.fs = self.plog = self.updater = None
+        if flash_dir is not None:
+            self.attach_flash(flash_dir, update_key)
+
+    def attach_flash(self, flash_dir=True, update_key=None):
+        """Persistent log and firmware updater on a host directory (True: a temp dir)."""
+        from bms.persistlog import PersistLog
+        from bms.update import Updater
+        from tools.sim.flashdir import FlashDir
+        self.fs = FlashDir(None if flash_dir is True else flash_dir)
+        self.plog = PersistLog(self.fs)
+        self.plog.attach(self.bms.meas, self.bms.soc)
+        self.log.sink = self.plog.sink
+        self.updater = Updater(self.fs, key=update_key)
+        # A board flushes from its services poller between cycles; here after each step.
+        self.pollers.append(lambda sim: sim.plog.flush() if sim.plog.pending else 0)
 
     # ---- running -----------------------------------------------------------
     def step(self):

@@ -1,0 +1,140 @@
+"""The update and persistent-log windows through raw RTU frames (MicroPython-compatible).
+
+Frames are built by the rig (CRC computed independently); the Updater and
+PersistLog run on the fake flash.
+"""
+from bms import update as U
+from bms.persistlog import PersistLog
+from comms import reg_update as RU
+from comms.registers import A_PLOG, A_UPDATE
+from fakeflash import FakeFlash
+from modbus_rig import ModbusRig, crc_ok, exception_code, with_crc
+from update_rig import NEW_FW, package
+
+KEY = b"k" * 32
+
+
+def _rig():
+    r = ModbusRig()
+    fs = FakeFlash()
+    up = U.Updater(fs, key=KEY)
+    pl = PersistLog(fs)
+    pl.attach(r.bms.meas, r.bms.soc)
+    r.regs.attach_update(up, pl)
+    return r, fs, up, pl
+
+
+def _regs(b):
+    if len(b) & 1:
+        b = bytes(b) + b"\0"
+    return [(b[i] << 8) | b[i + 1] for i in range(0, len(b), 2)]
+
+
+def _write_long(r, addr, values):
+    """FC16 of a long frame: the 64-byte reads of the server need > 6 ms to collect it."""
+    pdu = bytearray((1, 16, addr >> 8, addr & 0xFF, 0, len(values), 2 * len(values)))
+    for v in values:
+        pdu.append((v >> 8) & 0xFF)
+        pdu.append(v & 0xFF)
+    return r.send_raw(with_crc(bytes(pdu)), gap_ms=12)
+
+
+def _begin(r, size, digest, sig):
+    regs = [size >> 16, size & 0xFFFF] + _regs(digest)
+    if sig is not None:
+        regs += _regs(sig)
+    return _write_long(r, A_UPDATE + RU.UP_BEGIN, regs)
+
+
+def _send(r, pkg):
+    off = 0
+    while off < len(pkg):
+        data = pkg[off:off + 240]
+        resp = _write_long(r, A_UPDATE + RU.UP_CHUNK,
+                           [off >> 16, off & 0xFFFF, len(data)] + _regs(data))
+        if not crc_ok(resp):
+            return resp
+        off += len(data)
+    return None
+
+
+def _text(r):
+    regs = r.read(A_UPDATE + RU.UP_ERR_TEXT, RU.UP_TEXT_REGS)
+    b = bytearray()
+    for v in regs:
+        b.append(v >> 8)
+        b.append(v & 0xFF)
+    return bytes(b).split(b"\0")[0].decode()
+
+
+def test_update_over_rtu_frames_needs_unlock_then_stages():
+    r, fs, up, _pl = _rig()
+    pkg, digest, sig = package(NEW_FW, KEY)
+    assert exception_code(_begin(r, len(pkg), digest, sig), 16) == 1   # locked
+    assert up._f is None
+    assert crc_ok(r.unlock())
+    assert crc_ok(_begin(r, len(pkg), digest, sig))
+    st = r.read(A_UPDATE + RU.UP_STATUS, 6)
+    assert st[0] == RU.US_RECEIVING and st[3:5] == [len(pkg) >> 16, len(pkg) & 0xFFFF]
+    # A byte count that does not match the data: exception 03, nothing written.
+    resp = _write_long(r, A_UPDATE + RU.UP_CHUNK, [0, 0, 238] + [0] * 120)
+    assert exception_code(resp, 16) == 3 and up.offset == 0
+    assert _send(r, pkg) is None
+    assert r.read(A_UPDATE + RU.UP_PROGRESS, 1)[0] == 1000
+    assert crc_ok(r.write1(A_UPDATE + RU.UP_CMD, RU.UC_FINISH))
+    assert up.state == U.ST_PENDING
+    st = r.read(A_UPDATE + RU.UP_STATUS, 1)[0]
+    assert st == RU.US_STAGED
+    assert r.read(A_UPDATE + RU.UP_FW_STATE, 1)[0] == U.ST_PENDING
+    assert crc_ok(r.write1(A_UPDATE + RU.UP_CMD, RU.UC_RESTART))
+    r.run(60)
+    assert r.bms.restart_requested
+    up2 = U.Updater(fs, key=KEY)
+    assert up2.select_at_boot() == "/fw/a"
+
+
+def test_restart_refused_when_nothing_staged():
+    r, _fs, _up, _pl = _rig()
+    assert crc_ok(r.unlock())
+    assert exception_code(r.write1(A_UPDATE + RU.UP_CMD, RU.UC_RESTART), 6) == 3
+    assert "no update staged" in _text(r)
+    r.run(60)
+    assert not r.bms.restart_requested
+
+
+def test_wrong_hash_and_signature_refused_with_reason():
+    r, fs, up, _pl = _rig()
+    pkg, digest, sig = package(NEW_FW, KEY)
+    assert crc_ok(r.unlock())
+    assert exception_code(_begin(r, len(pkg), digest, b"x" * 32), 16) == 3
+    assert "bad signature" in _text(r)
+    assert r.read(A_UPDATE + RU.UP_ERROR, 1)[0] == U.E_SIGNATURE
+    bad = bytearray(pkg)
+    bad[600] ^= 1
+    assert crc_ok(_begin(r, len(pkg), digest, sig))
+    assert _send(r, bytes(bad)) is None
+    assert exception_code(r.write1(A_UPDATE + RU.UP_CMD, RU.UC_FINISH), 6) == 3
+    assert "sha256 mismatch" in _text(r)
+    assert r.read(A_UPDATE + RU.UP_STATUS, 1)[0] == RU.US_ERROR
+    assert up.state == U.ST_OK and up.active == U.ROOT_SLOT
+    assert U.Updater(fs, key=KEY).state == U.ST_OK
+
+
+def test_persistent_log_window_reads_records_with_snapshot():
+    r, _fs, _up, pl = _rig()
+    r.run(300)   # measurements in place
+    for k in range(9):
+        pl.append(1000 + k, 1, k, 3300 + k)   # fault_set, a = k
+    pl.flush()
+    assert r.read(A_PLOG + RU.PL_COUNT, 1)[0] == 9
+    assert crc_ok(r.write1(A_PLOG + RU.PL_INDEX, 6))     # no role needed
+    w = r.read(A_PLOG + RU.PL_REC, RU.PLOG_WINDOW * RU.PLOG_REC_REGS)
+    recs = pl.records()
+    for k in range(3):
+        f = w[k * RU.PLOG_REC_REGS:(k + 1) * RU.PLOG_REC_REGS]
+        rec = recs[6 + k]
+        assert (f[0] << 16 | f[1]) == rec[0]
+        assert f[3] == 1 and (f[6] << 16 | f[7]) == 6 + k and (f[8] << 16 | f[9]) == 3306 + k
+        assert f[12] == r.bms.meas.max_mv and f[13] == r.bms.meas.min_mv
+        assert f[18] == r.bms.soc.soc_pm
+    assert w[3 * RU.PLOG_REC_REGS:] == [0] * (3 * RU.PLOG_REC_REGS)   # beyond the last record

@@ -1,0 +1,66 @@
+"""``bmsctl log --persistent [--csv FILE]``: the flash event log over Modbus.
+
+Reads the persistent-log window of the register map (``comms.reg_update``):
+write the index of the first record wanted, read ``PLOG_WINDOW`` records
+with their trip snapshots, repeat.  Records come back as the tuples of
+``bms.persistlog`` (``FIELDS`` order), so the CSV is the one of
+``tools/eventlog_csv.py`` (the same columns as a log copied off the flash).
+"""
+import tools  # noqa: F401
+from bms import persistlog as PL
+from comms import reg_update as RU
+from comms import registers as R
+from tools.eventlog_csv import kind_name, subject, write_csv
+
+
+def _s(v, bits):
+    return v - (1 << bits) if v & (1 << (bits - 1)) else v
+
+
+def decode_record(r):
+    """20 registers -> persistlog record tuple, or None for an empty slot."""
+    seq = (r[0] << 16) | r[1]
+    if seq == 0:
+        return None
+    return (seq, r[2], r[3], (r[4] << 16) | r[5], _s((r[6] << 16) | r[7], 32),
+            _s((r[8] << 16) | r[9], 32), _s((r[10] << 16) | r[11], 32), r[12], r[13], r[14],
+            r[15], _s(r[16], 16), _s(r[17], 16), r[18])
+
+
+def read_records(c):
+    head = c.read(R.A_PLOG, RU.PL_REC)
+    n = head[RU.PL_COUNT]
+    out = []
+    i = 0
+    while i < n:
+        c.write(R.A_PLOG + RU.PL_INDEX, [i])
+        k = min(RU.PLOG_WINDOW, n - i)
+        regs = c.read(R.A_PLOG + RU.PL_REC, k * RU.PLOG_REC_REGS)
+        for j in range(k):
+            rec = decode_record(regs[j * RU.PLOG_REC_REGS:(j + 1) * RU.PLOG_REC_REGS])
+            if rec is not None:
+                out.append(rec)
+        i += k
+    return out
+
+
+def run(c, a, console):
+    from rich.table import Table
+    recs = read_records(c)
+    if a.csv:
+        with open(a.csv, "w", newline="") as f:
+            write_csv(recs, f)
+        console.print("%d persistent events -> %s" % (len(recs), a.csv))
+        return
+    t = Table(title="Persistent event log (%d events)" % len(recs))
+    for col in ("seq", "boot", "t ms", "kind", "subject", "a", "b", "I mA", "Vmax (#)",
+                "Vmin (#)", "T cell", "SOC"):
+        t.add_column(col)
+    for r in recs:
+        d = dict(zip(PL.FIELDS, r))
+        t.add_row(str(d["seq"]), str(d["boot"]), str(d["t_ms"]), kind_name(d["kind"]),
+                  subject(d["kind"], d["a"]), str(d["a"]), str(d["b"]), str(d["current_ma"]),
+                  "%d (#%d)" % (d["vmax_mv"], d["vmax_idx"] + 1),
+                  "%d (#%d)" % (d["vmin_mv"], d["vmin_idx"] + 1),
+                  "%.1f" % (d["tmax_dc"] / 10.0), "%.1f%%" % (d["soc_pm"] / 10.0))
+    console.print(t)
