@@ -61,8 +61,9 @@ CMD_RESTART = const(5)
 CMD_DEFAULTS = const(6)       # arg: chemistry
 CMD_CLEAR_LOG = const(7)
 CMD_SLEEP = const(8)
+CMD_WAKE = const(9)
 CMD_NAMES = ("", "reset_faults", "soc_set", "cal_current", "cal_zero", "restart",
-             "defaults", "clear_log", "sleep")
+             "defaults", "clear_log", "sleep", "wake")
 
 ACCEPTED = const(0)
 PENDING = const(1)
@@ -142,7 +143,7 @@ class Bms:
 
     def request(self, cmd, arg=0):
         """Queue a command for the next fast tick: ACCEPTED, PENDING or ILLEGAL."""
-        if cmd < CMD_RESET_FAULTS or cmd > CMD_SLEEP:
+        if cmd < CMD_RESET_FAULTS or cmd > CMD_WAKE:
             return ILLEGAL
         if cmd == CMD_SOC_SET and (arg < 0 or arg > 1000):
             return ILLEGAL
@@ -351,6 +352,8 @@ class Bms:
             self.restart_requested = True
         elif cmd == CMD_SLEEP:
             self.sleep_requested = True
+        elif cmd == CMD_WAKE:
+            self.sleep_requested = False
 
     def _param_changed(self, i, old, new):
         self.log.append(self.clock.ticks_ms(), EV_PARAM, i, new)

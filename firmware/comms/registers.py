@@ -340,7 +340,8 @@ CMD_ARGS = {
     "restart": "1",
     "defaults": "chemistry to load defaults for: 0 NMC, 1 LFP, 2 LTO, 3 NA",
     "clear_log": "1",
-    "sleep": "1",
+    "sleep": "1 (relays open until wake, the key or current wakes it)",
+    "wake": "1",
 }
 
 

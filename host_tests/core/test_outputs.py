@@ -195,3 +195,16 @@ def test_event_log_ring_keeps_newest():
     log2 = EventLog(4, sink=lambda *rec: got.append(rec))
     log2.append(1, 2, 3, 4)
     assert got == [(1, 1, 2, 3, 4)]
+
+
+def test_sleep_and_wake_commands():
+    from bms.core import CMD_SLEEP, CMD_WAKE
+    r = Rig()
+    r.run(1000)
+    assert r.bms.request(CMD_SLEEP) == ACCEPTED
+    r.run(100)
+    s = r.bms.contactors.state
+    assert not s[RELAY_CHG] and not s[RELAY_DSG]  # asleep: nothing flows
+    assert r.bms.request(CMD_WAKE) == ACCEPTED
+    r.run(700)
+    assert s[RELAY_CHG] and s[RELAY_DSG]
