@@ -48,6 +48,7 @@ any driver or task resets the MCU, whose GPIO reset state leaves every
 relay coil off.  Ctrl-C at the REPL opens all relays, saves state and the
 log, and leaves ``APP`` for ``import diag``.
 """
+import gc
 import sys
 import time
 
@@ -58,6 +59,9 @@ from bms.ticks import BoardClock
 
 WDT_MS = 4000
 IDLE_MAX_MS = 2
+GC_MIN_IDLE_MS = 10      # a collection of a ~100 KB heap takes a few ms on an RP2040
+GC_EVERY_BYTES = 8192
+MEM_ALLOC = getattr(gc, "mem_alloc", None)  # MicroPython only
 LOG_RAM = 128
 APP = None
 
@@ -117,6 +121,8 @@ class App:
         self.failed = []        # optional parts that could not be built
         self.poll_errors = 0
         self.loops = 0
+        self.collections = 0
+        self._gc_mark = 0
         self.reset = None       # machine.reset on a board
         self.cfg = None
         self.fs = None
@@ -179,10 +185,26 @@ class App:
         finally:
             svc.reset = reset
 
+    def collect_if_idle(self, wait):
+        """Garbage-collect in idle time so a collection never lands in the fast task.
+
+        Comms and the once-a-second estimator allocate a little; collecting
+        here, when the scheduler says the next deadline is far enough away,
+        keeps the automatic (untimed) collection from ever running.
+        """
+        mem = MEM_ALLOC
+        if mem is None or wait < GC_MIN_IDLE_MS:
+            return
+        if mem() - self._gc_mark > GC_EVERY_BYTES:
+            gc.collect()
+            self._gc_mark = mem()
+            self.collections += 1
+
     def run(self):
         try:
             while True:
                 wait = self.step()
+                self.collect_if_idle(wait)
                 if wait > 0:
                     time.sleep_ms(wait if wait < IDLE_MAX_MS else IDLE_MAX_MS)
         finally:

@@ -227,3 +227,20 @@ def test_modbus_serves_persistent_log_and_update_windows():
     rec = read_regs(rig, A_PLOG + RU.PL_REC, RU.PLOG_REC_REGS)
     assert (rec[0] << 16 | rec[1]) == 1                        # oldest record: seq 1
     assert read_regs(rig, A_UPDATE + RU.UP_FW_STATE, 2) == [0, 0xFFFF]   # ok, factory slot
+
+
+def test_gc_runs_only_in_idle_time(monkeypatch):
+    app = main.App({"kind": "master"})
+    calls = []
+    heap = [main.GC_EVERY_BYTES + 1]
+    monkeypatch.setattr(main, "MEM_ALLOC", lambda: heap[0])
+    monkeypatch.setattr(main.gc, "collect", lambda: calls.append(1))
+    app.collect_if_idle(main.GC_MIN_IDLE_MS - 1)   # a deadline is close: never
+    assert calls == []
+    app.collect_if_idle(main.GC_MIN_IDLE_MS)       # idle and enough garbage: collect
+    assert calls == [1] and app.collections == 1
+    app.collect_if_idle(main.GC_MIN_IDLE_MS + 50)  # nothing new allocated since
+    assert calls == [1]
+    heap[0] += main.GC_EVERY_BYTES + 1
+    app.collect_if_idle(main.GC_MIN_IDLE_MS)
+    assert calls == [1, 1]
