@@ -28,7 +28,10 @@ so ``bmsctl`` explains update refusals like any other.
 
 ``finish`` re-reads and unpacks the package inside the request: on a board
 that is a few seconds for a 200 KB package, during which the control loop
-does not run (the relays stay as they are; the watchdog must allow it).
+does not run, so it opens every relay first (the next cycles reclose them
+through precharge once fresh data arrive).  The watchdog may reset the board
+during a long finish; the slot is switched only by a completed finish, so
+the running firmware stays.
 
 Log window (``A_PLOG``), no role needed (reading):
 
@@ -237,6 +240,14 @@ class UpdateWindow:
             if off == UP_CMD and count == 1:
                 c = _g16(data, pos)
                 if c == UC_FINISH:
+                    # Verifying and unpacking takes seconds on a board, and the
+                    # control loop does not run meanwhile: open every relay
+                    # first so nothing flows unprotected.  The next cycle sees
+                    # stale data (stale faults) and recloses through precharge
+                    # once fresh readings arrive.
+                    b = rm.bms
+                    if b is not None:
+                        b.contactors.open_all(b.clock.ticks_ms())
                     up.finish()
                     return EX_NONE
                 if c == UC_ABORT:
