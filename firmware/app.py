@@ -278,8 +278,8 @@ def start_services(app, bms, store, state, machine):
     reason = W.boot_reason(fs, getattr(machine, "reset_cause", None), machine)
     unclean = state is not None and not (state.flags & F_CLEAN)
     plog = app.part("persistlog", PL.PersistLog, fs)
-    updater = app.part("updater", _updater, fs)
     cfg = app.cfg
+    updater = app.part("updater", _updater, fs, getattr(cfg, "UPDATE_KEY", None))
     lease = None
     secret = getattr(cfg, "LEASE_SECRET", None)
     if secret:
@@ -295,9 +295,14 @@ def start_services(app, bms, store, state, machine):
                       None, updater, app.reset, unclean, reason)
 
 
-def _updater(fs):
+def _updater(fs, key=None):
+    """The firmware updater; with ``UPDATE_KEY`` (bytes or hex str) in config.py
+    every package must carry a valid HMAC-SHA256 signature made with it."""
     from bms.update import Updater
-    return Updater(fs)
+    if isinstance(key, str):
+        import binascii
+        key = binascii.unhexlify(key)
+    return Updater(fs, key=key or None)
 
 
 def auth_store(fs):

@@ -52,7 +52,7 @@ class WireUart:
 
 
 class Rig:
-    def __init__(self, fs=None, cells=LFP16):
+    def __init__(self, fs=None, cells=LFP16, cfg=None):
         self.fm = FakeMachine(cells)
         self.uarts = {}
         rig = self
@@ -68,7 +68,7 @@ class Rig:
         self.bus = VirtualCanBus(500000)
         self.bus.attach(self.fm.can)
         self.peer = BusNode(self.bus)
-        self.app = main.build("pico", machine=self.fm, clock=self.clock, fs=self.fs)
+        self.app = main.build("pico", machine=self.fm, clock=self.clock, fs=self.fs, cfg=cfg)
 
     @property
     def rs485(self):
@@ -244,3 +244,20 @@ def test_gc_runs_only_in_idle_time(monkeypatch):
     heap[0] += main.GC_EVERY_BYTES + 1
     app.collect_if_idle(main.GC_MIN_IDLE_MS)
     assert calls == [1, 1]
+
+
+def test_update_key_from_config_makes_signatures_mandatory():
+    from bms import update as U
+
+    class Cfg:
+        UPDATE_KEY = "00112233445566778899aabbccddeeff"
+    up = Rig(cfg=Cfg).app.parts["updater"]
+    assert up.key == bytes.fromhex(Cfg.UPDATE_KEY)
+    digest = bytes(32)
+    try:
+        up.begin(1000, digest, None)   # unsigned: refused before anything is written
+        raise AssertionError("unsigned package accepted")
+    except U.UpdateError as e:
+        assert "sign" in e.msg
+    up.begin(1000, digest, U.sign(up.key, 1000, digest))
+    assert Rig().app.parts["updater"].key is None
