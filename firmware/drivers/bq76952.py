@@ -494,6 +494,8 @@ class BQ76952(Afe):
         elif mode == MODE_SLEEP:
             self.subcommand(SUB_SLEEP_ENABLE)
         elif mode == MODE_SHUTDOWN:
+            # One SHUTDOWN is sent; whether the BQ76952 wants it twice (as TI's
+            # gauges do when sealed) is not verified: see docs/afe.md.
             self.subcommand(SUB_SHUTDOWN)
         else:
             raise ValueError("mode")
