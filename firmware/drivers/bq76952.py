@@ -336,7 +336,10 @@ class BQ76952(Afe):
             amps = 2  # 10 mA
         if scd_ma > 320000:
             amps = 3  # 100 mA
-        cc_gain = 7.4768 * 1000.0 / uohm  # TI: CC Gain = 7.4768 / Rsense[mOhm]
+        # SLUUBY2B 4.12: CC Gain = 1e6 x VREF2 / (5 x 32768 x R[mOhm]), nominal
+        # 7.5684 / R[mOhm] with VREF2 = 1.24 V; Capacity Gain = CC Gain x
+        # 298261.6178.  Both IEEE-754 single, little-endian like all DM values.
+        cc_gain = 7.5684 * 1000.0 / uohm
         w = []
         w.append((DM_VCELL_MODE, "<H", self.vcell_mask))
         w.append((DM_DA_CONFIG, "<B", 0x04 | amps))  # USER_VOLTS_CV, USER_AMPS
@@ -491,6 +494,8 @@ class BQ76952(Afe):
         elif mode == MODE_SLEEP:
             self.subcommand(SUB_SLEEP_ENABLE)
         elif mode == MODE_SHUTDOWN:
+            # One SHUTDOWN is sent; whether the BQ76952 wants it twice (as TI's
+            # gauges do when sealed) is not verified: see docs/afe.md.
             self.subcommand(SUB_SHUTDOWN)
         else:
             raise ValueError("mode")

@@ -317,3 +317,47 @@ def test_read_cells_does_not_allocate():
     finally:
         micropython.heap_unlock()
     assert emu_regs is not None
+
+
+def test_fet_control_data_byte_matches_trm_bit_layout():
+    # SLUUBY2B / SLUUCW9 FET_CONTROL 0x0097: bit0 DSG_OFF, bit1 PDSG_OFF,
+    # bit2 CHG_OFF, bit3 PCHG_OFF.  Checksum = ~(0x97 + 0x00 + data), length 5.
+    _, emu, drv = rig()
+    drv.configure({"cells": 16, "shunt_uohm": 100})
+    emu.log = []
+    drv.set_switches(True, False)   # discharge path off: DSG_OFF | PDSG_OFF
+    assert emu.log == [("w", 0x3E, bytes([0x97, 0x00, 0x03])),
+                       ("w", 0x60, bytes([0x65, 0x05]))]
+    emu.log = []
+    drv.set_switches(False, True)   # charge path off: CHG_OFF | PCHG_OFF
+    assert emu.log == [("w", 0x3E, bytes([0x97, 0x00, 0x0C])),
+                       ("w", 0x60, bytes([0x5C, 0x05]))]
+
+
+def test_cc_gain_float_matches_ti_e2e_vector():
+    # SLUUBY2B 4.12: CC Gain = 7.5684 / R[mOhm], IEEE-754 single; TI's answer in
+    # E2E thread 1346253 for 8 mOhm: CC Gain 0x3F723055, Capacity Gain 0x4889C74D.
+    _, emu, drv = rig(shunt_uohm=8000)
+    drv.configure({"cells": 16, "shunt_uohm": 8000})
+    raw = bytes(emu.dm[0x91A8 + i] for i in range(8))
+    assert raw[0:4] == bytes([0x55, 0x30, 0x72, 0x3F])  # little-endian
+    assert raw[4:8] == bytes([0x4D, 0xC7, 0x89, 0x48])
+
+
+def test_protection_codes_clamped_to_trm_ranges():
+    # SLUUBY2B 5.2.4/5.2.5/5.2.7: COV 1.012-5.566 V and CUV 20..90 in 50.6 mV
+    # (LibreSolar bq769x2 uses the same 20..90), OCC 4-124 mV = 2..62, OCD1
+    # 2..100 (2 mV); COV/CUV delay U2 1..2047 at 3.3 ms x (2 + n).
+    _, emu, drv = rig()
+    a = drv.configure({"cells": 16, "shunt_uohm": 100, "cov_mv": 6000, "cuv_mv": 5000,
+                       "occ_ma": 10000000, "ocd1_ma": 10000000,
+                       "cov_delay_ms": 10000, "cuv_delay_ms": 1})
+    assert emu.dm_get(0x9278, "<b") == 110 and a["cov_mv"] == 5566
+    assert emu.dm_get(0x9275, "<b") == 90 and a["cuv_mv"] == 4554
+    assert emu.dm_get(0x9280, "<b") == 62 and emu.dm_get(0x9282, "<b") == 100
+    assert emu.dm_get(0x9279, "<H") == 2047 and a["cov_delay_ms"] == 6761  # 3.3 x 2049
+    assert emu.dm_get(0x9276, "<H") == 1 and a["cuv_delay_ms"] == 9        # 3.3 x 3
+    a = drv.configure({"cells": 16, "shunt_uohm": 100, "cov_mv": 100, "cuv_mv": 100,
+                       "occ_ma": 1, "ocd1_ma": 1})
+    assert emu.dm_get(0x9278, "<b") == 20 and emu.dm_get(0x9275, "<b") == 20
+    assert emu.dm_get(0x9280, "<b") == 2 and emu.dm_get(0x9282, "<b") == 2

@@ -255,6 +255,18 @@ def test_die_temperature():
     assert abs(t[0] - 300) <= 1 and abs(t[1] - 300) <= 1
 
 
+def test_die_temperature_datasheet_scale():
+    # LTC6811/6813 STATA ITMP: T = ITMP x 100 uV / 7.6 mV - 276 degC, so 31 degC
+    # is (31 + 276) x 76 = 23332 counts.
+    src, emu, drv = rig(chips=1)
+    src.temps[0] = 310
+    t = array("h", [0])
+    drv.read_temps(t)
+    c = emu.chips[0]
+    assert c.stata[2] | (c.stata[3] << 8) == 23332
+    assert t[0] == 310
+
+
 def test_no_fets_no_current():
     _, _, drv = rig(chips=1)
     assert raises(NotImplementedError, drv.set_switches, 1, 1)

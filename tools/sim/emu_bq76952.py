@@ -35,10 +35,10 @@ ADDR = 0x08
 _DM_DEFAULTS = (
     # addr, format, value (TRM defaults for what the driver touches)
     (0x9180, "<h", 12410),        # cell 1 gain (example in the TRM)
-    (0x91A8, "<f", 7.4768),       # CC Gain (1 mOhm)
+    (0x91A8, "<f", 7.4768),       # CC Gain default (not verified; the TRM formula gives 7.5684 at 1 mOhm)
     (0x91AC, "<f", 2230042.0),    # Capacity Gain
     (0x9239, "<B", 0x00),         # Comm Type
-    (0x9261, "<B", 0x0C),         # Enabled Protections A (COV, CUV)
+    (0x9261, "<B", 0x88),         # Enabled Protections A default: SCD + COV (TI E2E 1004250)
     (0x9275, "<b", 50),           # CUV threshold
     (0x9276, "<H", 74),
     (0x9278, "<b", 86),           # COV threshold
