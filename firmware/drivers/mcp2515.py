@@ -171,16 +171,25 @@ class MCP2515:
         cs.value(1)
 
     # ---- SPI primitives --------------------------------------------------------
-    def _xfer(self, n_out, n_in):
-        """Write _buf[0:n_out], then read n_in bytes into _rx, in one CS frame."""
+    def _frame(self, out, into):
+        """Write ``out``, then read into ``into`` (if any), in one CS frame."""
         cs = self.cs
         cs.value(0)
         try:
-            self.spi.write(self._v[n_out])
-            if n_in:
-                self.spi.readinto(self._rv[n_in], 0)
+            self.spi.write(out)
+            if into is not None:
+                self.spi.readinto(into, 0)
         finally:
             cs.value(1)
+
+    def _xfer(self, n_out, n_in):
+        """Write _buf[0:n_out], then read n_in bytes into _rx, in one CS frame."""
+        self._frame(self._v[n_out], self._rv[n_in] if n_in else None)
+
+    def _xfer_byte(self, n_out):
+        """Write _buf[0:n_out], then read one byte (kept apart from _rx)."""
+        self._frame(self._v[n_out], self._one)
+        return self._one[0]
 
     def _cmd(self, b):
         self._buf[0] = b
@@ -190,27 +199,14 @@ class MCP2515:
         b = self._buf
         b[0] = I_READ
         b[1] = addr
-        cs = self.cs
-        cs.value(0)
-        try:
-            self.spi.write(self._v[2])
-            self.spi.readinto(self._one, 0)
-        finally:
-            cs.value(1)
-        return self._one[0]
+        return self._xfer_byte(2)
 
     def _read2(self, addr):
         """Two registers from addr into _rx[0:2]."""
         b = self._buf
         b[0] = I_READ
         b[1] = addr
-        cs = self.cs
-        cs.value(0)
-        try:
-            self.spi.write(self._v[2])
-            self.spi.readinto(self._rv[2], 0)
-        finally:
-            cs.value(1)
+        self._xfer(2, 2)
         return self._rx
 
     def write_regs(self, addr, data):
@@ -240,14 +236,7 @@ class MCP2515:
     def _status(self, instr):
         b = self._buf
         b[0] = instr
-        cs = self.cs
-        cs.value(0)
-        try:
-            self.spi.write(self._v[1])
-            self.spi.readinto(self._one, 0)
-        finally:
-            cs.value(1)
-        return self._one[0]
+        return self._xfer_byte(1)
 
     def read_status(self):
         return self._status(I_READ_STATUS)
@@ -292,13 +281,7 @@ class MCP2515:
         got = self._rx
         b[0] = I_READ
         b[1] = R_CNF3
-        cs = self.cs
-        cs.value(0)
-        try:
-            self.spi.write(self._v[2])
-            self.spi.readinto(self._rv[4], 0)
-        finally:
-            cs.value(1)
+        self._xfer(2, 4)
         if got[0] != c3 or got[1] != c2 or got[2] != c1 or got[3] != ie:
             raise OSError(EIO)
         self._apply_filters()
@@ -463,13 +446,7 @@ class MCP2515:
         b = self._buf
         b[0] = I_READ
         b[1] = R_TEC
-        cs = self.cs
-        cs.value(0)
-        try:
-            self.spi.write(self._v[2])
-            self.spi.readinto(self._rv[3], 0)
-        finally:
-            cs.value(1)
+        self._xfer(2, 3)
         r = self._rx
         self.tec = r[0]
         self.rec = r[1]
