@@ -6,7 +6,6 @@ then checks the BMS in virtual time.
 """
 import time
 import json
-import threading
 
 import pytest
 
@@ -18,6 +17,8 @@ from tools.bmsctl.cli import main
 from tools.sim.pclink import PcLink
 from tools.sim.simulator import Simulation
 
+from sim_drive import run_cli  # noqa: E402
+
 
 @pytest.fixture
 def rig():
@@ -26,26 +27,6 @@ def rig():
     sim.run(3)
     yield sim, link
     link.close()
-
-
-def run_cli(sim, link, *argv):
-    res = {}
-
-    def target():
-        res["rc"] = main(["--port", link.path, "--timeout", "2"] + list(argv))
-
-    th = threading.Thread(target=target, daemon=True)
-    th.start()
-    t0 = time.monotonic()
-    v0 = sim.t_ms
-    while th.is_alive() and time.monotonic() - t0 < 30:
-        if sim.t_ms - v0 < (time.monotonic() - t0) * 50000:
-            sim.step()
-        else:
-            th.join(0.001)
-    th.join(5)
-    assert not th.is_alive()
-    return res["rc"]
 
 
 def test_params_set_invalid_combination_refused_with_reason(rig, capsys):

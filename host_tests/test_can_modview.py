@@ -7,8 +7,6 @@ test thread steps the simulation at up to 50x real time until the client is
 done (client time-outs are wall-clock, the BMS runs in virtual time).
 """
 import json
-import threading
-import time
 
 import pytest
 
@@ -19,6 +17,8 @@ from tools.bmsctl.cli import main
 from tools.sim.modular import build_modular
 from tools.sim.pclink import PcLink
 from tools.sim.simulator import Simulation
+
+from sim_drive import drive, run_cli  # noqa: E402
 
 A_MODS = 0x0600      # typed from docs/modbus.md, not taken from the register code
 STRIDE = 16
@@ -34,32 +34,6 @@ def rig():
     assert sim.module_states() == ["ok"] * SLAVES
     yield sim, link
     link.close()
-
-
-def drive(sim, fn, limit_s=30):
-    """Run ``fn()`` in a thread while stepping ``sim``; returns its result."""
-    res = {}
-
-    def target():
-        try:
-            res["v"] = fn()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the test thread
-            res["e"] = e
-
-    th = threading.Thread(target=target, daemon=True)
-    th.start()
-    t0 = time.monotonic()
-    v0 = sim.t_ms
-    while th.is_alive() and time.monotonic() - t0 < limit_s:
-        if sim.t_ms - v0 < (time.monotonic() - t0) * 50000:
-            sim.step()
-        else:
-            th.join(0.001)
-    th.join(5)
-    assert not th.is_alive()
-    if "e" in res:
-        raise res["e"]
-    return res["v"]
 
 
 def client(link):
@@ -154,10 +128,6 @@ def test_unplugged_module_reads_lost_within_timeout_and_recovers(rig):
         assert m3[0] == 1 and m3[5] == 1 and m3[4] <= 12
     finally:
         c.close()
-
-
-def run_cli(sim, link, *argv):
-    return drive(sim, lambda: main(["--port", link.path, "--timeout", "2"] + list(argv)))
 
 
 def test_bmsctl_modules_table_and_json(rig, capsys, monkeypatch):

@@ -7,8 +7,6 @@ persistent log and the ``bms.update.Updater`` (HMAC key configured).
 import csv
 import json
 import os
-import threading
-import time
 
 import pytest
 
@@ -21,6 +19,8 @@ from tools.bmsctl.cli import main
 from tools.fwpkg import describe
 from tools.sim.pclink import PcLink
 from tools.sim.simulator import Simulation
+
+import sim_drive  # noqa: E402
 
 KEY = b"device-key-0123456789abcdef"
 FILES = {"main.py": b"print('new firmware 9.9.9')\n" * 40,
@@ -54,23 +54,7 @@ def rig(tmp_path):
 
 
 def run_cli(sim, link, *argv):
-    res = {}
-
-    def target():
-        res["rc"] = main(["--port", link.path, "--timeout", "2"] + list(argv))
-
-    th = threading.Thread(target=target, daemon=True)
-    th.start()
-    t0 = time.monotonic()
-    v0 = sim.t_ms
-    while th.is_alive() and time.monotonic() - t0 < 30:
-        if sim.t_ms - v0 < (time.monotonic() - t0) * 100000:
-            sim.step()
-        else:
-            th.join(0.001)
-    th.join(5)
-    assert not th.is_alive()
-    return res["rc"]
+    return sim_drive.run_cli(sim, link, *argv, rate=100000)
 
 
 def _flat(out):

@@ -1,0 +1,42 @@
+"""Run a blocking host-side client (bmsctl, pymodbus) against a simulation.
+
+The client runs in a thread while the test thread steps the simulation, with
+simulated time held to ``rate`` times the wall clock so serial timeouts on
+the client side stay meaningful.
+"""
+import threading
+import time
+
+from tools.bmsctl.cli import main
+
+
+def drive(sim, fn, limit_s=30, rate=50000):
+    """Run ``fn()`` in a thread while stepping ``sim``; returns its result."""
+    res = {}
+
+    def target():
+        try:
+            res["v"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the test thread
+            res["e"] = e
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    t0 = time.monotonic()
+    v0 = sim.t_ms
+    while th.is_alive() and time.monotonic() - t0 < limit_s:
+        if sim.t_ms - v0 < (time.monotonic() - t0) * rate:
+            sim.step()
+        else:
+            th.join(0.001)
+    th.join(5)
+    assert not th.is_alive()
+    if "e" in res:
+        raise res["e"]
+    return res["v"]
+
+
+def run_cli(sim, link, *argv, rate=50000):
+    """``bmsctl --port <link> argv...`` against the running simulation; its exit code."""
+    return drive(sim, lambda: main(["--port", link.path, "--timeout", "2"] + list(argv)),
+                 rate=rate)
