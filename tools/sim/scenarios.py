@@ -45,6 +45,15 @@ def _at(t_s, fn):
     return hook
 
 
+def _set_at(sim, t_s, part, **attrs):
+    """At ``t_s``, set attributes of ``sim.pack`` or ``sim.board`` (``part``)."""
+    def apply(sm):
+        obj = getattr(sm, part)
+        for k, v in attrs.items():
+            setattr(obj, k, v)
+    sim.hooks.append(_at(t_s, apply))
+
+
 # ---- scenarios ------------------------------------------------------------
 def normal_charge(board="fake"):
     """CC/CV charge from 90 % with a well-behaved charger: no protection trips."""
@@ -72,9 +81,7 @@ def overcharge(board="fake"):
     s.pack.charger_a = 50.0
     s.pack.charger_cv = None
 
-    def load_on(sim):
-        sim.pack.load_a = 30.0
-    s.hooks.append(_at(150, load_on))
+    _set_at(s, 150, "pack", load_a=30.0)
     return s
 
 
@@ -88,14 +95,8 @@ def overdischarge(board="fake"):
     s = _sim(board, soc=0.02)
     s.pack.load_a = 50.0
 
-    def load_off(sim):
-        sim.pack.load_a = 0.0
-
-    def charger_on(sim):
-        sim.pack.charger_a = 20.0
-        sim.pack.charger_cv = 16 * 3.45
-    s.hooks.append(_at(150, load_off))
-    s.hooks.append(_at(200, charger_on))
+    _set_at(s, 150, "pack", load_a=0.0)
+    _set_at(s, 200, "pack", charger_a=20.0, charger_cv=16 * 3.45)
     return s
 
 
@@ -112,9 +113,7 @@ def overcurrent(board="fake"):
     s = _sim(board, soc=0.6)
     s.pack.load_a = 180.0
 
-    def lower(sim):
-        sim.pack.load_a = 20.0
-    s.hooks.append(_at(12, lower))
+    _set_at(s, 12, "pack", load_a=20.0)
     return s
 
 
@@ -124,9 +123,7 @@ def charge_overcurrent(board="fake"):
     s.pack.charger_a = 120.0
     s.pack.charger_cv = None  # a constant-current source
 
-    def fix(sim):
-        sim.pack.charger_a = 40.0
-    s.hooks.append(_at(10, fix))
+    _set_at(s, 10, "pack", charger_a=40.0)
     return s
 
 
@@ -135,13 +132,8 @@ def peak_current(board="fake"):
     s = _sim(board, soc=0.6)
     s.pack.load_a = 0.0
 
-    def surge(sim):
-        sim.pack.load_a = 320.0
-
-    def lower(sim):
-        sim.pack.load_a = 10.0
-    s.hooks.append(_at(5, surge))
-    s.hooks.append(_at(8, lower))
+    _set_at(s, 5, "pack", load_a=320.0)
+    _set_at(s, 8, "pack", load_a=10.0)
     return s
 
 
@@ -155,10 +147,8 @@ def short_circuit(board="fake"):
         if hasattr(sim.board, "afe_trip") and board != "chip":
             sim.board.afe_trip = 1  # the AFE's hardware comparator would trip too
 
-    def clear(sim):
-        sim.pack.short = False
     s.hooks.append(_at(5, short))
-    s.hooks.append(_at(6, clear))
+    _set_at(s, 6, "pack", short=False)
     return s
 
 
@@ -216,13 +206,8 @@ def afe_lost(board="fake"):
     s = _sim(board, soc=0.5)
     s.pack.load_a = 20.0
 
-    def dead(sim):
-        sim.board.afe_dead = True
-
-    def back(sim):
-        sim.board.afe_dead = False
-    s.hooks.append(_at(10, dead))
-    s.hooks.append(_at(30, back))
+    _set_at(s, 10, "board", afe_dead=True)
+    _set_at(s, 30, "board", afe_dead=False)
     return s
 
 
