@@ -16,6 +16,7 @@ than one frame per ``gap`` ms (a pure-Python MCP2515 driver with two RX
 buffers reads about 300 frames/s).
 """
 from micropython import const
+from comms.packing import put16le as put16  # noqa: F401 (re-exported)
 
 BITRATE = const(250000)
 PROTO_VERSION = const(1)
@@ -144,11 +145,6 @@ def u16(b, i):
 def i16(b, i):
     v = b[i] | (b[i + 1] << 8)
     return v - 0x10000 if v & 0x8000 else v
-
-
-def put16(b, i, v):
-    b[i] = v & 0xFF
-    b[i + 1] = (v >> 8) & 0xFF
 
 
 def uid48(b, i):

@@ -34,6 +34,7 @@ from bms.params import P_SPECIAL_CHARGER
 from bms.ticks import ticks_add, ticks_diff
 from comms.crc16 import crc16
 from comms.limits import limits_for
+from comms.packing import put16be
 
 ID_COMMAND = const(0x1806E5F4)
 ID_STATUS = const(0x18FF50E5)
@@ -54,11 +55,6 @@ FRAME_LEN = const(14)
 PERIOD_MS = const(1000)
 STALE_MS = const(3000)
 PRESENT_MS = const(5000)
-
-
-def put16be(buf, pos, v):
-    buf[pos] = (v >> 8) & 0xFF
-    buf[pos + 1] = v & 0xFF
 
 
 class Charger:

@@ -24,6 +24,7 @@ from bms import faults as F
 from bms.ticks import ticks_diff
 from comms.crc16 import crc16
 from comms.jbd import START as JBD_START, JbdResponder
+from comms.packing import put16le as put16  # noqa: F401 (re-exported)
 
 H0 = const(0xA5)
 H1 = const(0x5A)
@@ -42,11 +43,6 @@ RX_SIZE = const(64)
 TX_SIZE = const(272)
 GAP_MS = const(100)
 CHUNK = const(32)
-
-
-def put16(buf, pos, v):
-    buf[pos] = v & 0xFF
-    buf[pos + 1] = (v >> 8) & 0xFF
 
 
 def put32(buf, pos, v):

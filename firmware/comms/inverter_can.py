@@ -55,6 +55,7 @@ from bms import faults as F
 from bms.measurements import ROLE_CELL, T_NONE_MAX
 from bms.ticks import ticks_add, ticks_diff
 from comms.limits import limits_for
+from comms.packing import put16le as put16  # noqa: F401 (re-exported)
 
 ID_LIMITS = const(0x351)
 ID_SOC = const(0x355)
@@ -121,12 +122,6 @@ STALE_MS = const(3000)
 KEEPALIVE_MS = const(10000)
 RX_PER_POLL = const(16)
 STATE_BUS_OFF = const(3)
-
-
-def put16(buf, pos, v):
-    """Little-endian 16-bit (two's complement for negative ``v``)."""
-    buf[pos] = v & 0xFF
-    buf[pos + 1] = (v >> 8) & 0xFF
 
 
 def clamp(v, lo, hi):

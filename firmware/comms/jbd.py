@@ -28,6 +28,7 @@ from micropython import const
 
 from bms import faults as F
 from bms.contactors import RELAY_CHG, RELAY_DSG
+from comms.packing import put16be as _put16
 
 START = const(0xDD)
 END = const(0x77)
@@ -57,11 +58,6 @@ def checksum(buf, start, end):
     for i in range(start, end):
         s += buf[i]
     return (0x10000 - s) & 0xFFFF
-
-
-def _put16(buf, pos, v):
-    buf[pos] = (v >> 8) & 0xFF
-    buf[pos + 1] = v & 0xFF
 
 
 def _clamp16(v):

@@ -43,6 +43,7 @@ Log window (``A_PLOG``), no role needed (reading):
 from micropython import const
 
 from bms import update as U
+from comms.packing import get16be as _g16
 
 # ---- update window -----------------------------------------------------------
 UP_BEGIN = const(0x00)      # size u32, sha256 16 regs, [signature 16 regs]
@@ -132,10 +133,6 @@ _WIDE = (True, False, False, True, True, True, True, False, False, False, False,
          False)
 
 LOCKED = "locked: firmware update needs the user or factory role"
-
-
-def _g16(buf, pos):
-    return (buf[pos] << 8) | buf[pos + 1]
 
 
 class UpdateWindow:

@@ -53,6 +53,7 @@ from bms.params import N_PARAMS, P_CHEMISTRY, ParamError
 from bms.params import TABLE as PARAM_TABLE
 # ---- issue 7: update / persistent log windows (import) ----
 from comms import reg_update as RU
+from comms.packing import get16be as get16, put16be as put16  # noqa: F401 (re-exported)
 
 MAP_VERSION = const(1)
 
@@ -635,15 +636,6 @@ BLOCKS = BLOCKS + (("modules", A_MODS, MODS_SIZE, "CAN slave modules: state, cel
                     "faults, balancing, temperatures (read only)"),)
 B_MODS = len(BLOCKS) - 1
 # ==== end of modules block ===================================================
-
-
-def put16(buf, pos, v):
-    buf[pos] = (v >> 8) & 0xFF
-    buf[pos + 1] = v & 0xFF
-
-
-def get16(buf, pos):
-    return (buf[pos] << 8) | buf[pos + 1]
 
 
 def get_s16(buf, pos):
