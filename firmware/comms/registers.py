@@ -387,6 +387,10 @@ LH_COUNT = const(0)
 LH_CAPACITY = const(1)
 LH_NEXT_SEQ = const(2)  # u32
 LOGHEAD_SIZE = const(4)
+# Register f of a record -> field of EventLog.get()'s (seq, ts, kind, a, b)
+# tuple and whether it is the high word; the layout of LOG_FIELDS.
+_LOG_SRC = (0, 0, 1, 1, 2, -1, 3, 3, 4, 4)
+_LOG_HIGH = (1, 0, 1, 0, 0, 0, 1, 0, 1, 0)
 LOG_FIELDS = (
     ("seq", 0, T_U32, "Sequence number"),
     ("time", 2, T_U32, "Time stamp, ms ticks (wraps at 2**30)"),
@@ -837,25 +841,9 @@ class RegisterMap:
                 if i != rec:
                     r = log.get(i)
                     rec = i
-                seq, ts, kind, a, b = r
-                if f == 0:
-                    v = seq >> 16
-                elif f == 1:
-                    v = seq
-                elif f == 2:
-                    v = ts >> 16
-                elif f == 3:
-                    v = ts
-                elif f == 4:
-                    v = kind
-                elif f == 6:
-                    v = a >> 16
-                elif f == 7:
-                    v = a
-                elif f == 8:
-                    v = b >> 16
-                elif f == 9:
-                    v = b
+                src = _LOG_SRC[f]
+                if src >= 0:
+                    v = r[src] >> 16 if _LOG_HIGH[f] else r[src]
             put16(out, pos + 2 * k, v & 0xFFFF)
 
     # ---- writes -------------------------------------------------------

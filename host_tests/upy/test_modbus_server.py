@@ -281,6 +281,15 @@ def test_log_and_auth_blocks_readable():
     rec = r.read(A_LOG, 10)
     seq, ts, kind, a, b = r.log.get(0)
     assert u32(rec, 0) == seq and u32(rec, 2) == ts and rec[4] == kind
+    # Every record, every field (a and b are signed 32-bit, reserved reads 0).
+    n = len(r.log)
+    assert n > 3
+    recs = r.read(A_LOG, 10 * n if n < 12 else 120)
+    for i in range(len(recs) // 10):
+        seq, ts, kind, a, b = r.log.get(i)
+        f = recs[10 * i:10 * i + 10]
+        assert u32(f, 0) == seq and u32(f, 2) == ts and f[4] == kind and f[5] == 0
+        assert u32(f, 6) == a & 0xFFFFFFFF and u32(f, 8) == b & 0xFFFFFFFF, i
     assert r.read(A_TEMPS, 1)[0] == 4
 
 
