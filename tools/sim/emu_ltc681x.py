@@ -29,6 +29,12 @@ Fault injection:
 ``log`` (a list) receives (command, bytes in, bytes out) per CS frame.
 """
 
+try:  # flat path (driver tests, also under MicroPython) or the simulator package
+    from emu_spi import CsPin, SpiPort
+except ImportError:
+    from tools.sim.emu_spi import CsPin, SpiPort
+
+
 PER_CHIP = {6811: 12, 6813: 18}
 
 
@@ -64,58 +70,6 @@ class Chip:
         return [(bits >> k) & 1 for k in range(self.n)]
 
 
-class _Pin:
-    def __init__(self, emu):
-        self.emu = emu
-        self.level = 1
-
-    def value(self, v=None):
-        if v is None:
-            return self.level
-        v = 1 if v else 0
-        if v != self.level:
-            self.level = v
-            if v == 0:
-                self.emu._begin()
-            else:
-                self.emu._end()
-        return None
-
-    def __call__(self, v=None):
-        return self.value(v)
-
-    def on(self):
-        self.value(1)
-
-    def off(self):
-        self.value(0)
-
-
-class _Spi:
-    def __init__(self, emu):
-        self.emu = emu
-
-    def write(self, buf):
-        self.emu._check_spi()
-        for b in buf:
-            self.emu._byte(b)
-
-    def write_readinto(self, wbuf, rbuf):
-        self.emu._check_spi()
-        for i in range(len(wbuf)):
-            rbuf[i] = self.emu._byte(wbuf[i])
-
-    def readinto(self, buf, write=0xFF):
-        self.emu._check_spi()
-        for i in range(len(buf)):
-            buf[i] = self.emu._byte(write)
-
-    def read(self, n, write=0xFF):
-        b = bytearray(n)
-        self.readinto(b, write)
-        return bytes(b)
-
-
 class EmuLTC681x:
     def __init__(self, source, chips=1, model=6811, cells_per_chip=None):
         self.source = source
@@ -123,8 +77,8 @@ class EmuLTC681x:
         self.per_chip = PER_CHIP[model]
         self.used = cells_per_chip or self.per_chip  # bottom inputs in use
         self.chips = [Chip(model) for _ in range(chips)]
-        self.spi = _Spi(self)
-        self.cs = _Pin(self)
+        self.spi = SpiPort(self, 0xFF)
+        self.cs = CsPin(self)
         self.conv_polls = 1
         self._busy = 0
         self.asleep = False

@@ -29,6 +29,12 @@ Fault injection: ``dead`` (MISO floats high: every read is 0xFF),
 (mosi bytes, miso bytes).
 """
 
+try:  # flat path (driver tests, also under MicroPython) or the simulator package
+    from emu_spi import CsPin, SpiPort
+except ImportError:
+    from tools.sim.emu_spi import CsPin, SpiPort
+
+
 CANSTAT = 0x0E
 CANCTRL = 0x0F
 TEC = 0x1C
@@ -57,65 +63,11 @@ _BIT_MODIFY = set([0x0C, 0x0D, CANCTRL, CNF3, CNF2, CNF1, CANINTE, CANINTF, EFLG
 _READ_ONLY = set([CANSTAT, TEC, REC])
 
 
-class _Pin:
-    def __init__(self, emu):
-        self.emu = emu
-        self._v = 1
-
-    def value(self, v=None):
-        if v is None:
-            return self._v
-        v = 1 if v else 0
-        if v == self._v:
-            return None
-        self._v = v
-        if v:
-            self.emu._end()
-        else:
-            self.emu._begin()
-        return None
-
-    def __call__(self, v=None):
-        return self.value(v)
-
-    def on(self):
-        self.value(1)
-
-    def off(self):
-        self.value(0)
-
-    def init(self, *args, **kw):
-        pass
-
-
-class _Spi:
-    def __init__(self, emu):
-        self.emu = emu
-
-    def write(self, buf):
-        for b in bytes(buf):
-            self.emu._byte(b)
-
-    def write_readinto(self, wbuf, rbuf):
-        w = bytes(wbuf)
-        for i in range(len(rbuf)):
-            rbuf[i] = self.emu._byte(w[i])
-
-    def readinto(self, buf, write=0x00):
-        for i in range(len(buf)):
-            buf[i] = self.emu._byte(write)
-
-    def read(self, n, write=0x00):
-        b = bytearray(n)
-        self.readinto(b, write)
-        return bytes(b)
-
-
 class EmuMCP2515:
     def __init__(self, bus=None, recovery_ticks=2):
         self.regs = bytearray(128)
-        self.spi = _Spi(self)
-        self.cs = _Pin(self)
+        self.spi = SpiPort(self, 0x00)
+        self.cs = CsPin(self)
         self.bus = None
         self.recovery_ticks = recovery_ticks
         self.dead = False
