@@ -3,24 +3,13 @@
 bitwise CRC-16/Modbus, its own chunker and reassembler.  MicroPython-compatible.
 """
 from bms.auth import Auth
+from modbus_rig import ref_crc  # the spec's bitwise CRC, not the firmware's table
 
 
 def make_auth(clock, store=None):
     """A fast Auth (few hash iterations, fixed salt); user password 123456."""
     return Auth(clock, store if store is not None else {}, factory_password=b"factory1",
                 rng=lambda n: b"\x01" * n, iterations=4)
-
-
-def ref_crc(data):
-    crc = 0xFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            lsb = crc & 1
-            crc >>= 1
-            if lsb:
-                crc ^= 0xA001
-    return crc
 
 
 def message(typ, payload):
