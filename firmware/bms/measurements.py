@@ -9,6 +9,8 @@ from array import array
 
 from micropython import const
 
+from bms.ticks import ticks_diff
+
 # Temperature sensor roles (TOPBMS: power board, balance board, cells).
 ROLE_POWER = const(0)
 ROLE_BALANCE = const(1)
@@ -70,6 +72,13 @@ class Measurements:
         self.tmax_idx = bytearray(N_ROLES)
         self.tmin_idx = bytearray(N_ROLES)
         self.bad_temps = array("H", [0] * N_ROLES)
+
+    def fresh(self, now, max_age_ms):
+        """True if current, cells and temperatures were all read within ``max_age_ms``."""
+        return (self.current_seen and self.cells_seen and self.temps_seen
+                and ticks_diff(now, self.current_ts) <= max_age_ms
+                and ticks_diff(now, self.cells_ts) <= max_age_ms
+                and ticks_diff(now, self.temps_ts) <= max_age_ms)
 
     def set_cell_count(self, n):
         if n < 1 or n > self.max_cells:

@@ -106,12 +106,7 @@ class Charger:
 
     def _fresh(self, now):
         b = self.bms
-        if not b.running:
-            return False
-        m = b.meas
-        s = self.stale_ms
-        return (ticks_diff(now, m.current_ts) <= s and ticks_diff(now, m.cells_ts) <= s
-                and ticks_diff(now, m.temps_ts) <= s)
+        return b.running and b.meas.fresh(now, self.stale_ms)
 
     def _decide(self, now):
         lim = self.limits

@@ -225,12 +225,7 @@ class InverterCan:
     def fresh(self, now):
         """True if the core runs and its measurements are recent."""
         b = self.bms
-        if not b.running:
-            return False
-        m = b.meas
-        s = self.stale_ms
-        return (ticks_diff(now, m.current_ts) <= s and ticks_diff(now, m.cells_ts) <= s
-                and ticks_diff(now, m.temps_ts) <= s)
+        return b.running and b.meas.fresh(now, self.stale_ms)
 
     def _alarm_bits(self, out, ok):
         for i in range(4):

@@ -98,21 +98,19 @@ def ascii_of(regs):
     return bytes(b).split(b"\0", 1)[0].decode("ascii", "replace")
 
 
+def _value(regs, o, typ):
+    """The register value at ``o`` of type ``typ`` (16 or 32 bit, signed or not)."""
+    if typ in (R.T_U32, R.T_S32):
+        v = (regs[o] << 16) | regs[o + 1]
+        if typ == R.T_S32 and v & 0x80000000:
+            v -= 1 << 32
+        return v
+    v = regs[o]
+    return _s16(v) if typ == R.T_S16 else v
+
+
 def decode_monitor(regs):
-    out = {}
-    for i, row in enumerate(R.MONITOR):
-        name, typ = row[0], row[1]
-        o = R.MON_OFF[i]
-        if typ in (R.T_U32, R.T_S32):
-            v = (regs[o] << 16) | regs[o + 1]
-            if typ == R.T_S32 and v & 0x80000000:
-                v -= 1 << 32
-        else:
-            v = regs[o]
-            if typ == R.T_S16:
-                v = _s16(v)
-        out[name] = v
-    return out
+    return {row[0]: _value(regs, R.MON_OFF[i], row[1]) for i, row in enumerate(R.MONITOR)}
 
 
 def fault_names(words):
@@ -288,14 +286,11 @@ class BmsClient:
         regs = self.read(R.A_LOG, n * R.LOG_REC_REGS) if n else []
         out = []
         for i in range(n):
-            r = regs[i * R.LOG_REC_REGS:(i + 1) * R.LOG_REC_REGS]
-            a = (r[6] << 16) | r[7]
-            b = (r[8] << 16) | r[9]
-            a = a - (1 << 32) if a & 0x80000000 else a
-            b = b - (1 << 32) if b & 0x80000000 else b
-            e = {"seq": (r[0] << 16) | r[1], "time_ms": (r[2] << 16) | r[3],
-                 "kind": name_of(KIND_NAMES, r[4]), "a": a, "b": b}
-            e["text"] = describe_event(e["kind"], a, b)
+            base = i * R.LOG_REC_REGS
+            v = {f[0]: _value(regs, base + f[1], f[2]) for f in R.LOG_FIELDS}
+            e = {"seq": v["seq"], "time_ms": v["time"], "kind": name_of(KIND_NAMES, v["kind"]),
+                 "a": v["a"], "b": v["b"]}
+            e["text"] = describe_event(e["kind"], v["a"], v["b"])
             out.append(e)
         return out
 
@@ -384,20 +379,7 @@ def mode_name(v):
 # ---- modules block (CAN slave modules, issue 5) ---------------------------
 def _decode_rows(rows, regs, base):
     """Decode (name, off, n, type, ...) rows from ``regs`` (offset ``base``)."""
-    out = {}
-    for row in rows:
-        name, off, n, typ = row[0], row[1], row[2], row[3]
-        o = base + off
-        if typ in (R.T_U32, R.T_S32):
-            v = (regs[o] << 16) | regs[o + 1]
-            if typ == R.T_S32 and v & 0x80000000:
-                v -= 1 << 32
-        else:
-            v = regs[o]
-            if typ == R.T_S16:
-                v = _s16(v)
-        out[name] = v
-    return out
+    return {row[0]: _value(regs, base + row[1], row[3]) for row in rows}
 
 
 def bit_names(names, bits):
