@@ -14,6 +14,14 @@ On the board, a stale foo.py shadows a new foo.mpy (MicroPython looks for
 .py first), so the copy step first removes any .py twin of every .mpy it
 installs, then copies, then soft-resets.  ``--keep-config`` leaves an
 existing config.py on the board alone.
+
+``--romfs IMAGE`` packs the compiled modules into a ROMFS image instead
+(MicroPython >= 1.25 built with MICROPY_VFS_ROM): imports then run the
+bytecode in place from flash, as frozen modules do, so the heap keeps only
+the objects (``make bench`` measures both ways; the whole master does not
+fit an RP2040's heap as plain .mpy files, see docs/deploy.md).  Only
+main.py and config.py go to the filesystem, and the image is written with
+``mpremote romfs deploy``.
 """
 import argparse
 import os
@@ -73,6 +81,32 @@ def plan(board, out):
     return files
 
 
+FS_ONLY = ("main.py", "boot.py", "config.py")  # must stay on the writable filesystem
+
+
+def romfs_image(files, path):
+    """Pack the compiled modules of a plan into a ROMFS image at ``path``;
+    returns (image bytes, the plan entries that stay on the filesystem)."""
+    import contextlib
+    import io
+    import tempfile
+    from mpremote.romfs import make_romfs
+    keep = []
+    with tempfile.TemporaryDirectory() as d:
+        for local, remote in files:
+            if remote in FS_ONLY:
+                keep.append((local, remote))
+                continue
+            dst = os.path.join(d, remote)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copyfile(local, dst)
+        with contextlib.redirect_stdout(io.StringIO()):  # make_romfs prints the tree
+            img = make_romfs(d, mpy_cross=False)
+    with open(path, "wb") as f:
+        f.write(img)
+    return len(img), keep
+
+
 def dirs_of(files):
     out = []
     for _l, r in files:
@@ -89,11 +123,17 @@ def mpremote():
     return cand if os.path.exists(cand) else "mpremote"
 
 
-def commands(port, files, keep_config=False):
-    """The mpremote invocations, in order (each a list of argv)."""
+def commands(port, files, keep_config=False, in_rom=()):
+    """The mpremote invocations, in order (each a list of argv).
+
+    ``in_rom``: modules now in the ROMFS image; any .py/.mpy copy of them on
+    the filesystem would shadow it ('' is first on sys.path), so it goes.
+    """
     base = [mpremote(), "connect", port]
     cmds = []
     shadow = [r[:-4] + ".py" for _l, r in files if r.endswith(".mpy")]
+    for r in in_rom:
+        shadow += [r, r[:-4] + ".py"]
     script = ("import os\n"
               "def mk(d):\n"
               "    try:\n        os.mkdir(d)\n    except OSError:\n        pass\n"
@@ -121,9 +161,18 @@ def main(argv=None):
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--out", default=None)
     ap.add_argument("--keep-config", action="store_true")
+    ap.add_argument("--romfs", default=None, metavar="IMAGE",
+                    help="pack the modules into a ROMFS image (firmware with VfsRom)")
     a = ap.parse_args(argv)
     out = a.out or os.path.join(ROOT, "build", a.board)
     files = plan(a.board, out)
+    romfs = None
+    in_rom = ()
+    if a.romfs:
+        in_rom = [r for _l, r in files if r not in FS_ONLY]
+        size, files = romfs_image(files, a.romfs)
+        romfs = [mpremote(), "connect", a.port or "PORT", "romfs", "deploy", a.romfs]
+        print("romfs image %s: %d bytes (modules run from flash)" % (a.romfs, size))
     total = 0
     print("board %s (%s): %d files from %s" % (a.board, BOARDS[a.board][0], len(files),
                                                 os.path.relpath(out, ROOT)))
@@ -132,7 +181,9 @@ def main(argv=None):
         total += size
         print("  %-44s -> :%-36s %6d B" % (os.path.relpath(local, ROOT), remote, size))
     print("total %d bytes" % total)
-    cmds = commands(a.port or "PORT", files, a.keep_config)
+    cmds = commands(a.port or "PORT", files, a.keep_config, in_rom)
+    if romfs:
+        cmds.insert(0, romfs)
     if a.dry_run:
         print("dry run: would run")
         for c in cmds:

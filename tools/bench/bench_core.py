@@ -54,65 +54,54 @@ def _sim_speed(board, seconds):
     return seconds / (time.perf_counter() - t)
 
 
-CORE_MODULES = ("core", "params", "faults", "protection", "contactors", "measurements",
-                "scheduler", "ticks", "eventlog", "buzzer", "soc", "ocv", "balancing", "heater",
-                "derating")
-
-
-def _core_bytecode():
-    """Size of the core's modules as armv6m .mpy: what freezing keeps out of the heap."""
-    import os
-    import subprocess
-    import sys
-    import tempfile
-    from tools.bench.common import ROOT
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from build import mpy_cross
-    total = 0
-    with tempfile.TemporaryDirectory() as d:
-        for m in CORE_MODULES:
-            out = os.path.join(d, m + ".mpy")
-            subprocess.run([mpy_cross(), "-march=armv6m", "-o", out,
-                            os.path.join(ROOT, "firmware", "bms", m + ".py")], check=True)
-            total += os.path.getsize(out)
-    return total
-
 
 def run(ctx):
+    import os
+    import tempfile
+    from tools.bench.common import romfs_image
     rows = []
-    code = _core_bytecode()
-    for cells in (16, 256):
-        k = _upy(ctx, cells)
-        rows.append(Row("core", "heap after boot, %dS core" % cells, k["heap_after_boot"], "B",
-                        "<= 65536", "imports + Bms (unix port, 64-bit objects)"))
-        rows.append(Row("core", "heap after boot, %dS core, frozen (estimate)" % cells,
-                        k["heap_after_boot"] - code, "B", "<= 65536",
-                        "minus %d B of core bytecode that freezing keeps in flash; 64-bit "
-                        "objects, a 32-bit RP2040 needs less" % code))
-        if cells == 16:
-            for t in ("fast", "cells", "slow"):
-                rows.append(Row("core", "heap per %s task" % t, k["bytes_" + t], "B", 0,
-                                "heap_lock ok" if k["locked_" + t] else "ALLOCATES under heap_lock"))
-            rows.append(Row("core", "exceptions in 100 heap-locked cycles",
-                            k["locked_cycle_exceptions"], "", 0, "fast+cells tasks"))
-            ref = k["us_ref_iter"]
-            for t in ("fast", "cells", "slow"):
-                us = k["us_" + t]
-                rows.append(Row("core", "%s task cost (unix port)" % t, us, "us", "",
-                                "%.0f ref-loop iterations; est. RP2040 %.1f ms" % (
-                                    us / ref, us / ref * RP2040_US_PER_ITER / 1000.0)))
-            per_s = 20 * k["us_fast"] + 4 * k["us_cells"] + k["us_slow"]
-            rows.append(Row("core", "CPU per second of operation (est. RP2040)",
-                            per_s / ref * RP2040_US_PER_ITER / 10000.0, "%", "< 50",
-                            "20 fast + 4 cell + 1 slow task per s"))
-        else:
-            rows.append(Row("core", "fast task cost 256S (unix port)", k["us_fast"], "us", "",
-                            "est. RP2040 %.1f ms" % (k["us_fast"] / k["us_ref_iter"]
-                                                     * RP2040_US_PER_ITER / 1000.0)))
+    with tempfile.TemporaryDirectory() as d:
+        img = os.path.join(d, "fw.romfs")
+        romfs_image(img)
+        for cells in (16, 256):
+            k = _upy(ctx, cells)
+            rom = parse_kv(ctx.upy("tools/bench/upy/core_cycle.py", cells, img))
+            rows.append(Row("core", "heap after boot, %dS core, from .py" % cells,
+                            k["heap_after_boot"], "B", "",
+                            "imports + Bms, bytecode compiled into the heap (64-bit unix port)"))
+            rows.append(Row("core", "heap after boot, %dS core, bytecode in flash" % cells,
+                            rom["heap_after_boot"], "B", "<= 65536",
+                            "same, imported from a ROMFS image (measured; frozen needs less)"))
+            rows.extend(_cycle_rows(k, cells))
     rows.extend(_reaction_rows())
     secs = 300 if ctx.quick else 1800
     rows.append(Row("sim", "speed, 16S value-level board", _sim_speed("fake", secs), "x real time",
                     "> 100"))
     rows.append(Row("sim", "speed, 16S on chip emulators", _sim_speed("chip", secs // 3),
                     "x real time", "> 20", "real drivers, byte-level BQ76952/INA228"))
+    return rows
+
+
+def _cycle_rows(k, cells):
+    rows = []
+    if cells == 16:
+        for t in ("fast", "cells", "slow"):
+            rows.append(Row("core", "heap per %s task" % t, k["bytes_" + t], "B", 0,
+                            "heap_lock ok" if k["locked_" + t] else "ALLOCATES under heap_lock"))
+        rows.append(Row("core", "exceptions in 100 heap-locked cycles",
+                        k["locked_cycle_exceptions"], "", 0, "fast+cells tasks"))
+        ref = k["us_ref_iter"]
+        for t in ("fast", "cells", "slow"):
+            us = k["us_" + t]
+            rows.append(Row("core", "%s task cost (unix port)" % t, us, "us", "",
+                            "%.0f ref-loop iterations; est. RP2040 %.1f ms" % (
+                                us / ref, us / ref * RP2040_US_PER_ITER / 1000.0)))
+        per_s = 20 * k["us_fast"] + 4 * k["us_cells"] + k["us_slow"]
+        rows.append(Row("core", "CPU per second of operation (est. RP2040)",
+                        per_s / ref * RP2040_US_PER_ITER / 10000.0, "%", "< 50",
+                        "20 fast + 4 cell + 1 slow task per s"))
+    else:
+        rows.append(Row("core", "fast task cost 256S (unix port)", k["us_fast"], "us", "",
+                        "est. RP2040 %.1f ms" % (k["us_fast"] / k["us_ref_iter"]
+                                                 * RP2040_US_PER_ITER / 1000.0)))
     return rows

@@ -1,49 +1,82 @@
-"""RAM cost of loading the firmware from .py vs precompiled .mpy, and the
-bytecode that freezing (firmware/manifest.py) moves from RAM into flash."""
+"""RAM the whole board application keeps after boot (app.build on the pico
+board file over the chip emulators, settings on a fake flash, 3 s running),
+three ways: firmware as .py (compiled on the device), as .mpy files (bytecode
+loaded into the heap) and from a ROMFS image (bytecode runs in place from
+flash, as frozen code does).  The qstr pool is measured on its own: a frozen
+build keeps those strings in flash too, so "ROMFS minus qstr pool" is the
+closest measured figure for a frozen build (still high: frozen code also keeps
+raw-code descriptors and constant objects in flash, and an RP2040's objects
+are 32-bit, about half the unix port's 64-bit size)."""
 import os
 import subprocess
 import tempfile
 
-from tools.bench.common import ROOT, Row, parse_kv
+from tools.bench.common import ROOT, Row, parse_kv, qstr_bytes, romfs_image
 
-MODULES = ("bms", "comms", "drivers")
-
-
-def _run(ctx, path):
-    env = dict(os.environ, MICROPYPATH=path)
-    r = subprocess.run([ctx.micropython, "-X", "heapsize=4M",
-                        os.path.join(ROOT, "tools/bench/upy/import_heap.py")],
-                       env=env, capture_output=True, text=True, timeout=120)
-    if r.returncode:
-        raise RuntimeError(r.stdout + r.stderr)
-    return parse_kv(r.stdout)["import_heap"]
+SCRIPT = "tools/bench/upy/app_heap.py"
 
 
-def run(ctx):
+def _mpy_tree(dst):
+    """firmware + boards compiled to .mpy files in ``dst`` (no VfsRom)."""
     import sys
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     from build import mpy_cross
-    fw = os.path.join(ROOT, "firmware")
+    total = 0
+    for base, prefix in ((os.path.join(ROOT, "firmware"), ""),
+                         (os.path.join(ROOT, "boards"), "boards")):
+        for dirpath, _dirs, files in os.walk(base):
+            for f in files:
+                if not f.endswith(".py") or f in ("main.py", "boot.py", "manifest.py"):
+                    continue
+                src = os.path.join(dirpath, f)
+                rel = os.path.join(prefix, os.path.relpath(src, base))
+                out = os.path.join(dst, rel[:-3] + ".mpy")
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                subprocess.run([mpy_cross(), "-o", out, src], check=True)
+                total += os.path.getsize(out)
+    return total
+
+
+def _app(ctx, variant, image=None, path=None):
+    """(heap_after_boot, qstr pool bytes added) for one boot."""
+    args = [variant] + ([image] if image else [])
+    if path is None:
+        out = ctx.upy(SCRIPT, *args)
+    else:  # .mpy tree first on the path, then the host-side emulators
+        env = dict(os.environ, MICROPYPATH=":".join(
+            [path, os.path.join(ROOT, "host_tests", "core"), os.path.join(ROOT, "host_tests", "upy")]))
+        r = subprocess.run([ctx.micropython, "-X", "heapsize=4M", os.path.join(ROOT, SCRIPT)] + args,
+                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        if r.returncode:
+            raise RuntimeError(r.stdout + r.stderr)
+        out = r.stdout
+    k = parse_kv(out)
+    if k.get("failed"):
+        raise RuntimeError("an app part failed to build:\n" + out)
+    return k["heap_after_boot"], qstr_bytes(out, "qstr_after") - qstr_bytes(out, "qstr_before")
+
+
+def run(ctx):
+    rows = []
     with tempfile.TemporaryDirectory() as d:
-        total = 0
-        for pkg in MODULES:
-            for dirpath, _dirs, files in os.walk(os.path.join(fw, pkg)):
-                for f in files:
-                    if not f.endswith(".py"):
-                        continue
-                    src = os.path.join(dirpath, f)
-                    rel = os.path.relpath(src, fw)
-                    dst = os.path.join(d, rel[:-3] + ".mpy")
-                    os.makedirs(os.path.dirname(dst), exist_ok=True)
-                    subprocess.run([mpy_cross(), "-o", dst, src], check=True)
-                    total += os.path.getsize(dst)
-        heap_py = _run(ctx, fw)
-        heap_mpy = _run(ctx, d)
-    return [
-        Row("freeze", "import heap, master modules from .py", heap_py, "B", "",
-            "compiled on the device at import"),
-        Row("freeze", "import heap, same modules from .mpy", heap_mpy, "B", "",
-            "%.0f %% of .py" % (100.0 * heap_mpy / heap_py)),
-        Row("freeze", "bytecode moved to flash by freezing (est.)", total, "B", "",
-            ".mpy size of bms/comms/drivers; frozen code is not loaded into the heap"),
-    ]
+        img = os.path.join(d, "fw.romfs")
+        size = romfs_image(img)
+        mpy_dir = os.path.join(d, "mpy")
+        code = _mpy_tree(mpy_dir)
+        for variant, label in (("single", "16S single board"), ("master", "256S master")):
+            py, _ = _app(ctx, variant)
+            mpy, _ = _app(ctx, variant, path=mpy_dir)
+            rom, qstr = _app(ctx, variant, image=img)
+            rows.append(Row("ram", "app heap after boot, %s, .py" % label, py, "B", "",
+                            "bytecode compiled into the heap (64-bit unix port)"))
+            rows.append(Row("ram", "app heap after boot, %s, .mpy" % label, mpy, "B", "",
+                            "bytecode loaded into the heap"))
+            rows.append(Row("ram", "app heap after boot, %s, ROMFS" % label, rom, "B", "",
+                            "bytecode runs in place from the image"))
+            rows.append(Row("ram", "  of which qstr pool", qstr, "B", "",
+                            "interned names; in flash when frozen"))
+            rows.append(Row("ram", "app heap after boot, %s, ROMFS - qstr" % label, rom - qstr,
+                            "B", "<= 65536", "closest measured figure for a frozen build"))
+    rows.append(Row("ram", "firmware bytecode (.mpy, incl. boards)", code, "B", "",
+                    "ROMFS image %d B; flash, not heap, when frozen or in ROMFS" % size))
+    return rows

@@ -1,5 +1,5 @@
 # Runs under the MicroPython unix port: heap and time of the control cycle.
-# Usage: micropython core_cycle.py CELLS
+# Usage: micropython core_cycle.py CELLS [ROMFS_IMAGE]
 import gc
 import sys
 import time
@@ -7,6 +7,13 @@ import time
 import micropython
 
 cells = int(sys.argv[1]) if len(sys.argv) > 1 else 16
+if len(sys.argv) > 2:  # a ROMFS image of the firmware: bytecode runs in place, off the heap
+    import vfs
+    f = open(sys.argv[2], "rb")
+    img = f.read()  # stands for the flash holding the image
+    f.close()
+    vfs.mount(vfs.VfsRom(img), "/rom")
+    sys.path.insert(0, "/rom")
 gc.collect()
 m_start = gc.mem_alloc()
 

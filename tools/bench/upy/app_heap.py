@@ -1,0 +1,58 @@
+# Runs under the MicroPython unix port: RAM kept by the whole board application
+# after boot (app.build on the pico board file over the chip emulators, settings
+# store on a fake flash, 3 s of operation).
+# Usage: micropython app_heap.py single|master [ROMFS_IMAGE]
+# With ROMFS_IMAGE the firmware is imported from a VfsRom mounted on that image:
+# .mpy bytecode then runs in place (as frozen code does) and is not on the heap.
+import gc
+import sys
+
+import micropython
+
+variant = sys.argv[1] if len(sys.argv) > 1 else "single"
+if len(sys.argv) > 2:
+    import vfs
+    f = open(sys.argv[2], "rb")
+    img = f.read()  # stands for the flash the image lives in; taken before the baseline
+    f.close()
+    vfs.mount(vfs.VfsRom(img), "/rom")
+    sys.path.insert(0, "/rom")
+
+# Host-side emulators and the fake flash are allocated before the baseline.
+from drv_fakemachine import FakeMachine  # noqa: E402
+from fakeflash import FakeFlash  # noqa: E402
+from bms.ticks import VirtualClock  # noqa: E402  (the board has its own clock)
+
+
+class Cfg:
+    MODULES = variant == "master"
+    CHEMISTRY = 1
+
+
+fm = FakeMachine([3300 + i for i in range(16)])
+fs = FakeFlash()
+clock = VirtualClock(0)
+gc.collect()
+print("qstr_before")
+micropython.qstr_info()
+m0 = gc.mem_alloc()
+
+import app  # noqa: E402
+
+params = None
+if variant == "master":
+    # 256 cells in 16 modules of 16, as the user would have stored them.
+    from bms import params as P
+    params = P.ParamSet(Cfg.CHEMISTRY, max_cells=256)
+    params.set_many(((P.P_MODULE_CELLS, 16), (P.P_CELL_COUNT, 256)))
+a = app.build("pico", machine=fm, cfg=Cfg, clock=clock, fs=fs, params=params)
+end = clock.elapsed_ms + 3000
+while clock.elapsed_ms < end:
+    w = a.step()
+    clock.advance(w if w > 0 else 1)
+gc.collect()
+print("heap_after_boot", gc.mem_alloc() - m0)
+print("cells", a.bms.params.max_cells if a.bms else 0, a.bms.params[1] if a.bms else 0)
+print("failed", len(getattr(a, "failed", ())))
+print("qstr_after")
+micropython.qstr_info()
