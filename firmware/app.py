@@ -119,6 +119,7 @@ class App:
         self.services = None
         self.parts = {}         # name -> object, for diag and tests
         self.failed = []        # optional parts that could not be built
+        self.oom = []           # ... of which for lack of memory
         self.poll_errors = 0
         self.loops = 0
         self.collections = 0
@@ -134,6 +135,8 @@ class App:
         except Exception as e:  # noqa: BLE001 - an optional part never stops the BMS
             report("part %s skipped" % name, e)
             self.failed.append(name)
+            if isinstance(e, MemoryError):
+                self.oom.append(name)
             return None
         if obj is not None:
             self.parts[name] = obj
@@ -434,6 +437,10 @@ def build(name=None, machine=None, cfg=None, clock=None, params=None, fs=None):
     app.part("modbus", start_modbus, app, machine)
     app.part("ttl", start_ttl, app)
     start_restart_fallback(app)
+    if app.services is not None and app.oom:
+        # Out of memory is this firmware's fault, not the board's: a trial
+        # update in that state is rejected (bms.services).
+        app.services.degraded = tuple(app.oom)
     return app
 
 

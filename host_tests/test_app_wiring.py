@@ -261,3 +261,23 @@ def test_update_key_from_config_makes_signatures_mandatory():
         assert "sign" in e.msg
     up.begin(1000, digest, U.sign(up.key, 1000, digest))
     assert Rig().app.parts["updater"].key is None
+
+
+def test_part_out_of_memory_marks_the_firmware_degraded(monkeypatch):
+    """A part that hits MemoryError is skipped, the core still runs, and the
+    services know (a trial update in that state is rejected, see
+    test_store_services); a part failing for another reason (hardware absent)
+    does not count against the firmware."""
+    def oom(app):
+        raise MemoryError("memory allocation failed, allocating 2560 bytes")
+
+    def absent(app):
+        raise OSError(19)   # ENODEV: no chip on the TTL port
+    monkeypatch.setattr(main, "start_modbus", lambda app, machine: oom(app))
+    monkeypatch.setattr(main, "start_ttl", absent)
+    rig = Rig()
+    app = rig.app
+    assert app.failed == ["modbus", "ttl"] and app.oom == ["modbus"]
+    assert app.services.degraded == ("modbus",)
+    rig.run(2000)
+    assert app.bms.running and app.bms.exceptions == 0

@@ -39,6 +39,7 @@ STATE_MAX_S = const(900)
 SOC_STEP_PM = const(10)
 LOG_BATCH_MS = const(60000)
 CONFIRM_MS = const(60000)   # armed and fault-free this long -> update confirmed
+REJECT_MS = const(5000)     # a trial firmware missing parts restarts after this
 
 
 class Services:
@@ -66,6 +67,10 @@ class Services:
         self._s_saved = state.copy()
         self._log_at = now
         self._armed_since = None
+        self._degraded_since = None
+        # Names of the app parts that failed to build (set by the app after
+        # building): a trial firmware that is not whole is never confirmed.
+        self.degraded = ()
         self._lease_evt = 0
         self._was_blocked = False
         self._beeping = False
@@ -218,6 +223,20 @@ class Services:
         if up.state != 2:   # ST_TRIAL
             return
         bms = self.bms
+        if self.degraded:
+            # Armed or not, a firmware that lost Modbus or the log to a
+            # MemoryError must not become the one we keep: reject it and
+            # restart into the previous one (relays open in shutdown()).
+            if self._degraded_since is None:
+                self._degraded_since = now
+            elif ticks_diff(now, self._degraded_since) >= REJECT_MS and not self.stopped:
+                try:
+                    if up.reject():
+                        self._event(now, PL.PK_UPDATE, up.event, up.active)
+                except OSError:
+                    self.errors += 1
+                self.shutdown(W.R_UPDATE)
+            return
         ok = bms.running and not bms.prot.active(F.INTERNAL) and bms.exceptions == 0
         if not ok:
             self._armed_since = None

@@ -51,6 +51,7 @@ U_SWAPPED = const(2)
 U_CONFIRMED = const(3)
 U_ROLLED_BACK = const(4)
 U_REFUSED = const(5)
+U_REJECTED = const(6)   # the trial firmware ran but not whole: roll back at the next boot
 
 # Error codes (UpdateError.code), stable for comms.
 E_STATE = const(1)
@@ -229,6 +230,16 @@ class Updater:
             self.tries = 0
             self._save()
             self.event = U_CONFIRMED
+            return True
+        return False
+
+    def reject(self):
+        """The trial firmware runs but is not whole (a part failed to build, e.g.
+        out of memory): make the next boot roll back instead of counting on."""
+        if self.state == ST_TRIAL:
+            self.tries = self.max_tries
+            self._save()
+            self.event = U_REJECTED
             return True
         return False
 

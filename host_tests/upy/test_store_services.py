@@ -6,6 +6,7 @@ from bms import ocv
 from bms import lease as LS
 from bms import persistlog as PL
 from bms import services as SV
+from bms import update as U
 from bms import watchdog as W
 from bms.contactors import RELAY_CHG, RELAY_DSG
 from bms.core import CMD_RESTART
@@ -25,24 +26,27 @@ class Machine:
     def __init__(self, cause=1):
         self.cause = cause
         self.resets = 0
+        self.hook = None   # called at reset (a real reset never returns)
 
     def reset_cause(self):
         return self.cause
 
     def reset(self):
         self.resets += 1
+        if self.hook is not None:
+            self.hook()
 
 
 class Dev:
     """One power-on of the device on a persistent fake flash."""
 
-    def __init__(self, fs, cause=1, start=0x3FFFFFFF - 5000, mv=3300):
+    def __init__(self, fs, cause=1, start=0x3FFFFFFF - 5000, mv=3300, updater=None):
         self.clock = VirtualClock(start)
         self.board = ScriptedBoard(max_cells=16, cells=16, mv=mv)
         self.params = ParamSet(CHEM_LFP, max_cells=16)
         self.machine = Machine(cause)
         self.bms, self.svc = SV.boot(self.board, self.params, self.clock, fs, self.machine,
-                                     lease_secret=SECRET, serial="SN1")
+                                     lease_secret=SECRET, serial="SN1", updater=updater)
 
     def run(self, ms, step=50):
         t = 0
@@ -149,3 +153,53 @@ def test_state_write_rate_is_bounded():
     d.run(3600 * 1000, step=500)      # one operating hour
     writes = d.svc.store.state_rec.writes - before
     assert 3600 // SV.STATE_MAX_S <= writes <= 3600 // SV.STATE_MIN_S + 1, writes
+
+
+def _trial_boot(fs):
+    """Stage a package, then boot it as boot.py would: the Updater is in TRIAL."""
+    from update_rig import NEW_FW, package, send
+    pkg, digest, _sig = package(NEW_FW)
+    send(U.Updater(fs), pkg, digest)
+    up = U.Updater(fs)
+    assert up.select_at_boot() == "/fw/a" and up.state == U.ST_TRIAL
+    return up
+
+
+def test_whole_trial_firmware_is_confirmed_after_a_minute_armed():
+    fs = FakeFlash()
+    up = _trial_boot(fs)
+    d = Dev(fs, updater=up)
+    d.run(SV.CONFIRM_MS - 1000)
+    assert d.bms.running and up.state == U.ST_TRIAL     # not yet
+    d.run(3000)
+    assert up.state == U.ST_OK and up.event == U.U_CONFIRMED
+    assert d.machine.resets == 0
+    assert U.Updater(fs).select_at_boot() == "/fw/a"    # kept across the next boot
+
+
+def test_trial_firmware_missing_parts_is_rejected_and_rolled_back():
+    fs = FakeFlash()
+    up = _trial_boot(fs)
+    d = Dev(fs, updater=up)
+    d.svc.degraded = ("modbus",)      # app.build: that part hit MemoryError
+    at_reset = []
+    d.machine.hook = lambda: at_reset.append((d.board.relays[RELAY_DSG], d.board.relays[RELAY_CHG]))
+    d.run(1000)
+    assert d.board.relays[RELAY_DSG] == 1 and d.machine.resets == 0
+    d.run(SV.REJECT_MS + 1000)
+    assert d.machine.resets == 1 and at_reset == [(0, 0)]   # restarted with relays open
+    assert up.state == U.ST_TRIAL and up.event == U.U_REJECTED   # never confirmed
+    recs = d.svc.plog.records()
+    assert [r for r in recs if r[2] == PL.PK_UPDATE and r[4] == U.U_REJECTED]
+    nxt = U.Updater(fs)
+    assert nxt.select_at_boot() == "" and nxt.event == U.U_ROLLED_BACK   # previous firmware
+    d.run(SV.CONFIRM_MS * 2)
+    assert d.machine.resets == 1                          # one restart, not a loop
+
+
+def test_degraded_firmware_outside_a_trial_keeps_running():
+    fs = FakeFlash()
+    d = Dev(fs, updater=U.Updater(fs))
+    d.svc.degraded = ("modbus",)
+    d.run(SV.REJECT_MS * 3)
+    assert d.machine.resets == 0 and d.board.relays[RELAY_DSG] == 1
