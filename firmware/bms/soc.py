@@ -36,13 +36,20 @@ Why these choices (the principled parts):
   polarisation the current will build (R1*I), not with what the model has
   built so far: a fresh boot straight into a charge does not read a lagging
   RC model as SOC.
+* A fresh boot (no stored state) has no SOC information: its first update
+  is the exact flat-prior limit of the Kalman update (``_flat_update``):
+  SOC is the table's inverse of the reading, the RC and table-error states
+  keep their priors, and the SOC variance is their variance plus the
+  reading noise seen through the local slope (~10 % on the LFP plateau,
+  ~1 % on NMC).  A wide Gaussian prior instead leaked a few % of the first
+  innovation (tens of mV) into those states: on the plateau ~0.7 % SOC
+  that took minutes to decay, and a result that depended on the start value.
 * Iterated measurement update: the OCV table is piecewise linear and a
-  fresh boot (no stored state, an uninformative SOC prior) starts up to
-  tens of % away, across knees.  A single linearisation at the start value
-  put a wrong share of the first innovations into the RC and table-error
-  states, where on the LFP plateau they stayed for hours (5-8 % off from a
-  start below the 20 % knee); relinearising at the updated SOC
-  (Gauss-Newton on the same prior, 1-4 passes) lands on the table.
+  restored or set SOC can still be tens of % away, across knees.  A single
+  linearisation at the prior put a wrong share of the innovation into the
+  RC and table-error states, where on the LFP plateau it stayed for hours;
+  relinearising at the updated SOC (Gauss-Newton on the same prior, 1-4
+  passes) lands on the table.
 * The manual's calibration is kept exactly: the level-1 over-voltage cut-off
   sets 100 %, the level-1 under-voltage cut-off sets 0 % (TOPBMS "SOC
   calibration": discharge to UV, charge to OV), and both collapse the
