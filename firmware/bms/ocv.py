@@ -123,3 +123,18 @@ def ocv_f(chem, s, t_c):
     dy = ys[j + 1] - ys[j]
     v = ys[j] + dy * (x - x0) / dx
     return (v + _DVDT_UV[chem] * (t_c - 25.0) * 0.001) * 0.001, dy / dx
+
+
+def soc_f(chem, v, t_c):
+    """Float inverse of ``ocv_f``: SOC fraction whose OCV at ``t_c`` is ``v`` (V), clamped."""
+    xs = _SOC[chem]
+    ys = _MV[chem]
+    mv = v * 1000.0 - _DVDT_UV[chem] * (t_c - 25.0) * 0.001
+    if mv <= ys[0]:
+        return 0.0
+    n = len(ys)
+    if mv >= ys[n - 1]:
+        return 1.0
+    j = _seg(ys, mv)
+    y0 = ys[j]
+    return (xs[j] + (xs[j + 1] - xs[j]) * (mv - y0) / (ys[j + 1] - y0)) * 0.001

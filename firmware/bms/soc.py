@@ -36,13 +36,20 @@ Why these choices (the principled parts):
   polarisation the current will build (R1*I), not with what the model has
   built so far: a fresh boot straight into a charge does not read a lagging
   RC model as SOC.
+* A fresh boot (no stored state) has no SOC information: its first update
+  is the exact flat-prior limit of the Kalman update (``_flat_update``):
+  SOC is the table's inverse of the reading, the RC and table-error states
+  keep their priors, and the SOC variance is their variance plus the
+  reading noise seen through the local slope (~10 % on the LFP plateau,
+  ~1 % on NMC).  A wide Gaussian prior instead leaked a few % of the first
+  innovation (tens of mV) into those states: on the plateau ~0.7 % SOC
+  that took minutes to decay, and a result that depended on the start value.
 * Iterated measurement update: the OCV table is piecewise linear and a
-  fresh boot (no stored state, an uninformative SOC prior) starts up to
-  tens of % away, across knees.  A single linearisation at the start value
-  put a wrong share of the first innovations into the RC and table-error
-  states, where on the LFP plateau they stayed for hours (5-8 % off from a
-  start below the 20 % knee); relinearising at the updated SOC
-  (Gauss-Newton on the same prior, 1-4 passes) lands on the table.
+  restored or set SOC can still be tens of % away, across knees.  A single
+  linearisation at the prior put a wrong share of the innovation into the
+  RC and table-error states, where on the LFP plateau it stayed for hours;
+  relinearising at the updated SOC (Gauss-Newton on the same prior, 1-4
+  passes) lands on the table.
 * The manual's calibration is kept exactly: the level-1 over-voltage cut-off
   sets 100 %, the level-1 under-voltage cut-off sets 0 % (TOPBMS "SOC
   calibration": discharge to UV, charge to OV), and both collapse the
@@ -144,6 +151,7 @@ class Soc:
         self._pver = params.version
         self.set_pm(soc_pm)
         self.p00 = SIG_INIT * SIG_INIT
+        self._flat = True             # no SOC information yet (see _flat_update)
 
     # ---- derived values --------------------------------------------------
     @property
@@ -269,6 +277,7 @@ class Soc:
         self.p00 = SIG_RESTORED * SIG_RESTORED
         self.p01 = 0.0
         self.p02 = 0.0
+        self._flat = False
         # The estimator's prediction is the counter's change since its last
         # run: a set value is not counted charge, so start a fresh interval.
         self._est_seen = False
@@ -292,6 +301,7 @@ class Soc:
         self.cal_empty += 1
 
     def _collapse(self):
+        self._flat = False
         self.p00 = SIG_CAL * SIG_CAL
         self.p01 = 0.0
         self.p02 = 0.0
@@ -442,6 +452,16 @@ class Soc:
         v1i = v1_0
         bi = b_0
         y_off = r0 * i
+        if self._flat:
+            self._flat = False
+            e = self._flat_update(v - y_off, chem, t_c, r)
+            self.innovation_mv = int(e * 1000.0)
+            self.est_updates += 1
+            self._prev_s = self.soc_frac()
+            self._prev_v = v
+            self._prev_i = i
+            self._prev_ms = now
+            return True
         for _ in range(IEKF_PASSES):
             o, h = ocv.ocv_f(chem, si, t_c)
             # Innovation of the linearisation at (si, v1i, bi) seen from the prior.
@@ -483,6 +503,34 @@ class Soc:
         self._prev_i = i
         self._prev_ms = now
         return True
+
+    def _flat_update(self, y, chem, t_c, r):
+        """First update after a boot without stored state: SOC from the table.
+
+        With no SOC information the prior is flat, not a wide Gaussian: a
+        50 % sigma on the LFP plateau (0.12 V per unit SOC) is only ~60 mV,
+        so the Kalman gain handed the RC and table-error states a few % of
+        the first innovation (tens of mV off the start value), ~0.6 mV that
+        on the plateau reads as 0.5 % SOC for minutes while it decays.  The
+        limit p00 -> infinity of the same update is exact and cheap: SOC is
+        the table's inverse of the reading (minus R0*I and the RC and table
+        states' prior means), those states keep their priors, and the SOC
+        variance is what they and the reading noise leave, seen through the
+        local slope: (p11 + 2*p12 + p22 + r) / h**2, with SOC correlated to
+        each of them by -(its variance) / h.
+        """
+        v1 = self.v1
+        b = self.bias
+        s = ocv.soc_f(chem, y - v1 - b, t_c)
+        o, h = ocv.ocv_f(chem, s, t_c)
+        p11 = self.p11
+        p12 = self.p12
+        p22 = self.p22
+        self.p00 = (p11 + 2.0 * p12 + p22 + r) / (h * h)
+        self.p01 = -(p11 + p12) / h
+        self.p02 = -(p12 + p22) / h
+        self._set_frac(s)
+        return y - (o + v1 + b)
 
     def _apply(self, d):
         """Add ``d`` (fraction of capacity) to the counter as whole mAh + mA*ms."""

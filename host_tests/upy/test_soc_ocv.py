@@ -123,3 +123,53 @@ def test_estimator_skips_invalid_data():
     sn.m.update_cell_stats()
     assert not s.estimate(sn.m, 0) and not s.estimate(sn.m, 1000)
     assert s.soc_pm == 500
+
+
+def test_float_inverse_round_trip_and_clamps():
+    for c in CHEMS:
+        for k in range(0, 1001, 13):
+            s = k / 1000.0
+            for t_c in (0.0, 25.0, 40.0):
+                v, _ = ocv.ocv_f(c, s, t_c)
+                assert abs(ocv.soc_f(c, v, t_c) - s) < 1e-6, (c, s, t_c)
+        assert ocv.soc_f(c, 0.5, 25.0) == 0.0 and ocv.soc_f(c, 5.0, 25.0) == 1.0
+
+
+def _first_update(chem, start_pm, cell_mv):
+    s = Soc(params(chem, cells=16), start_pm)
+    sn = Snap(16, cell_mv)
+    s.estimate(sn.m, 0)
+    assert s.estimate(sn.m, 1000)
+    return s
+
+
+def test_fresh_boot_takes_soc_from_the_table_without_leaking_into_rc_state():
+    # No stored state and a start 20 % off: the first update is the flat-prior
+    # limit.  SOC is the table's inverse of the reading; the RC and table-error
+    # states keep their prior means (a wide Gaussian SOC prior handed them a
+    # share of the ~30 mV innovation: ~0.8 mV of v1, 0.7 % SOC on the plateau
+    # that decayed over minutes).
+    for chem, true_pm in ((CHEM_LFP, 600), (CHEM_LFP, 450), (CHEM_NMC, 600)):
+        mv = ocv.ocv_mv(chem, true_pm)
+        s = _first_update(chem, 800, mv)
+        want = ocv.soc_f(chem, mv / 1000.0, 25.0)
+        assert abs(s.soc_frac() - want) < 0.0005, (chem, true_pm, s.soc_frac(), want)
+        assert abs(s.v1) < 1e-5 and abs(s.bias) < 1e-5, (chem, s.v1, s.bias)
+
+
+def test_fresh_boot_uncertainty_follows_the_slope():
+    # The same voltage uncertainty is worth ~10 % SOC on the LFP plateau and
+    # well under 2 % on NMC's slope: the filter keeps weighing what follows
+    # accordingly instead of believing one plateau reading.
+    lfp = _first_update(CHEM_LFP, 800, ocv.ocv_mv(CHEM_LFP, 600))
+    nmc = _first_update(CHEM_NMC, 800, ocv.ocv_mv(CHEM_NMC, 600))
+    assert lfp.sigma_pm > 50, lfp.sigma_pm
+    assert nmc.sigma_pm < 20, nmc.sigma_pm
+    assert lfp.sigma_pm > 5 * nmc.sigma_pm
+    # A restored SOC is information: no flat-prior update then.
+    s = Soc(params(CHEM_LFP, cells=16), 800)
+    s.set_pm(800)
+    sn = Snap(16, ocv.ocv_mv(CHEM_LFP, 600))
+    s.estimate(sn.m, 0)
+    s.estimate(sn.m, 1000)
+    assert s.soc_pm > 700, s.soc_pm
