@@ -135,6 +135,12 @@ class FwRig:
         while self._resets:
             self.boot(self._resets.pop(0))
 
+    def run(self, ms, dt=2):
+        t = 0
+        while t < ms:
+            self.step(dt)
+            t += dt
+
     def run_until(self, pred, limit_ms, dt=2):
         t = 0
         while t <= limit_ms:
