@@ -286,7 +286,7 @@ def slot_firmware(fs, path):
         return C.FW_VERSION, None
     try:
         with fs.open(path + "/comms/can_ids.py", "rb") as f:
-            text = f.read().decode()
+            text = f.read().decode("utf-8", "replace")
     except OSError:
         return C.FW_VERSION, None
     m = re.search(r"^FW_VERSION = \((\d+), (\d+), (\d+)\)", text, re.M)
