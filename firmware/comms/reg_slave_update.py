@@ -43,7 +43,7 @@ SC_START = const(3)
 TARGET_ALL = const(0xFF)
 
 # Mirrors of comms.slave_update (a single board need not import it);
-# host_tests/test_slvupd_modbus.py checks that they agree.
+# host_tests/upy/test_can_fwupdate.py checks that they agree.
 PHASE_NAMES = ("idle", "begin", "sending", "finishing", "applying", "rebooting", "confirming",
                "done", "error")
 RESULT_NAMES = ("none", "queued", "updating", "updated", "refused", "rolled_back", "no_answer",

@@ -254,3 +254,10 @@ def test_abort_mid_transfer_closes_the_slave_staging():
     assert r.slaves[0].fw.phase == 0            # idle: staging file closed and removed
     assert not r.fss[0].snapshot("/fw/stage.pkg")
     assert r.bms.inhibit == 0
+
+
+def test_window_name_tables_mirror_the_forwarder():
+    from comms import reg_slave_update as RSU
+    assert RSU.PHASE_NAMES == SU.FP_NAMES
+    assert RSU.RESULT_NAMES == SU.SR_NAMES
+    assert RSU.TARGET_ALL == SU.TARGET_ALL
