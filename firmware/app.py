@@ -21,6 +21,9 @@ What a master is built from (each part by one small function below):
   ttl       the display protocol (comms.display, also answering JBD ``DD``
             requests) on ``hw["ttl"]``, or the special-charger protocol
             (comms.charger) while parameter ``special_charger`` is 1
+  slaves    with modules and flash: slave firmware packages uploaded over
+            Modbus are forwarded over CAN (comms.slave_update), polled by
+            MasterBoard.poll with bounded work per call
   can       the reference boards carry ONE MCP2515.  With ``MODULES`` set it
             is the internal bus to the slave modules (comms.can_master
             MasterBoard wraps the local board: cells from the modules,
@@ -326,6 +329,9 @@ def start_modbus(app, machine):
     regs = RegisterMap(bms, auth, info)
     # Issue 7: firmware update and persistent log over Modbus (if services started).
     regs.attach_update(app.parts.get("updater"), app.parts.get("persistlog"))
+    fwd = app.parts.get("slave_update")
+    if fwd is not None:   # slave modules updated through this master
+        regs.attach_slave_update(fwd.store, fwd)
     port = app.hw["rs485"]
     mb = ModbusRTU(port, regs, app.clock, params=bms.params)
     app.pollers.append(mb.poll)
@@ -388,6 +394,15 @@ def start_modules(app, mboard):
     return mboard
 
 
+def start_slave_update(app, mboard):
+    """Slave packages staged on this master's flash and forwarded over CAN (background)."""
+    from bms.pkgstore import PackageStore
+    from comms.slave_update import SlaveUpdater
+    fwd = SlaveUpdater(mboard.master, PackageStore(app.fs), app.bms)
+    mboard.master.fw = fwd     # polled by MasterBoard.poll, bounded work per call
+    return fwd
+
+
 def start_restart_fallback(app):
     """Without the services poller a restart command still restarts (relays open first)."""
     if app.services is not None or app.reset is None:
@@ -432,6 +447,8 @@ def build(name=None, machine=None, cfg=None, clock=None, params=None, fs=None):
     app.bms = start_core(app, core_board, params, store, machine)
     if core_board is not board:
         app.part("can_master", start_modules, app, core_board)
+        if app.fs is not None:
+            app.part("slave_update", start_slave_update, app, core_board)
     elif not modular:
         app.part("inverter", start_inverter, app)
     app.part("modbus", start_modbus, app, machine)

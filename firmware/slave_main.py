@@ -2,7 +2,14 @@
 (or copy as main.py on the slave's filesystem).
 
 The board file (``boards/slave_module.py``, branch ``drivers``) builds the
-machine objects and drivers; this loop only wires them to ``bms.slave``.
+machine objects and drivers; this loop only wires them to ``bms.slave``
+(and ``bms.slave_fw`` for firmware updates through the master).
+
+Watchdog: the slave's ``Updater.finish`` (verify + unpack, on the master's
+FINISH) is blocking today and can outlast ``WDT_MS`` for a large package;
+the watchdog then resets the slave mid-finish, the slot is not switched and
+the master reports the slave as not answering.  The incremental finish
+(bounded work per loop pass, ``SlaveFw._finish_work``) removes this.
 
 Settings live in ``slave.json`` on the module: ``addr`` (0 = take the DIP
 switch; DIP all off = auto-address), ``cells`` and ``locked`` (the TOPBMS
@@ -72,6 +79,31 @@ def build_slave(hw, machine, st, now):
                  uid=uid48(machine), locked=st["locked"], now=now)
 
 
+def attach_update(slave, machine, now):
+    """Firmware update over CAN (bms.slave_fw) on the module's own flash.
+
+    boot.py already selected the slot (a staged update becomes a trial);
+    ``UPDATE_KEY`` in config.py (bytes or hex) makes every package need a
+    valid signature made with it.  Without a filesystem the slave runs on.
+    """
+    try:
+        from bms.slave_fw import SlaveFw
+        from bms.store import BoardFs
+        from bms.update import Updater
+        try:
+            import config
+            key = getattr(config, "UPDATE_KEY", None)
+        except ImportError:
+            key = None
+        if isinstance(key, str):
+            import binascii
+            key = binascii.unhexlify(key)
+        slave.fw = SlaveFw(slave, Updater(BoardFs(), key=key or None),
+                           reset=getattr(machine, "reset", None), now=now)
+    except Exception as e:  # noqa: BLE001 - the measurements matter more than updates
+        print("slave update unavailable:", e)
+
+
 def led_pattern(slave):
     from drivers import gpio
     if slave.sleeping or not slave.sync_seen:
@@ -91,6 +123,7 @@ def run(hw=None, machine=None):
     st = load_settings()
     now = time.ticks_ms() & TICKS_MAX
     slave = build_slave(hw, machine, st, now)
+    attach_update(slave, machine, now)
     led = hw.get("led")
     wdt = hw["wdt"](WDT_MS)
     last_save = now

@@ -281,3 +281,28 @@ def test_part_out_of_memory_marks_the_firmware_degraded(monkeypatch):
     assert app.services.degraded == ("modbus",)
     rig.run(2000)
     assert app.bms.running and app.bms.exceptions == 0
+
+
+def test_master_with_modules_serves_the_slave_update_window():
+    """Slaves updated through the master: forwarder polled by MasterBoard, window attached."""
+    from comms import reg_slave_update as RSU
+    from comms import reg_update as RU
+    from comms.registers import A_AUTH, A_SLAVE_UPDATE, AU_ERR_TEXT, AU_UNLOCK
+
+    class Cfg:
+        MODULES = True
+
+    rig = Rig(cfg=Cfg)
+    app = rig.app
+    assert "slave_update" in app.parts, app.failed
+    fwd = app.parts["slave_update"]
+    assert app.parts["can_modules"].master.fw is fwd
+    assert app.parts["modbus"].regmap.slave_update.fwd is fwd
+    rig.run(500)
+    pw = b"123456\0\0" + bytes(8)
+    write_regs(rig, A_AUTH + AU_UNLOCK, [(pw[i] << 8) | pw[i + 1] for i in range(0, 16, 2)])
+    r = write_regs(rig, A_SLAVE_UPDATE + RU.UP_CMD, [RSU.SC_START])
+    assert r[1] == 0x90 and r[2] == 3, r.hex()          # exception 03
+    text = bytes(b for v in read_regs(rig, A_AUTH + AU_ERR_TEXT, 32) for b in (v >> 8, v & 0xFF))
+    assert b"no slave package staged" in text, text
+    assert read_regs(rig, A_SLAVE_UPDATE + RSU.SU_PHASE, 1) == [0]

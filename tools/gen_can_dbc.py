@@ -31,6 +31,14 @@ MSG_TEXT = {
     "VERSION": "Firmware and protocol version, low 32 bits of the uid; on REQUEST or after "
                "address assignment.",
     "ANNOUNCE": "An unaddressed slave whose chain input is active asks for an address.",
+    "FWCTL": "Slave firmware update, control. Op 1 BEGIN (Arg = package size, P1 bit0 signed, "
+             "P2 = segments per acknowledged block), 2 FINISH, 3 ABORT, 4 APPLY (reboot into "
+             "the new slot), 5 QUERY.",
+    "FWACK": "Slave firmware update, answer to FWCTL and acknowledgement of data blocks. "
+             "Next = stream bytes the slave holds (resume from here).",
+    "FWDATA": "Slave firmware update, one 7-byte segment of the stream (SHA-256, signature if "
+              "signed, package); segment i has Seq = i mod 256, the last one may be shorter "
+              "(DLC 2..8).",
 }
 SIG_TEXT = {
     ("SYNC", "Flags"): "bit0 sleep, bit1 balancing allowed, bit2 forget auto addresses",
@@ -41,10 +49,21 @@ SIG_TEXT = {
     ("STATUS", "AgeMs"): "age of the AFE sample when sent (saturates at 2550 ms)",
     ("STATUS", "BalMask"): "bleeders actually on",
     ("CONFIG", "CfgFlags"): "bit0 apply Cells (ignored while the slave's cell count is locked)",
+    ("FWCTL", "Session"): "transfer id chosen by the master; echoed in FWACK",
+    ("FWACK", "Result"): "0 ok, 1-7 refused by the slave's updater (bms.update E_*: 1 state, "
+                         "2 signature, 3 size, 4 offset, 5 sha256, 6 format, 7 flash), "
+                         "16 unknown session, 17 out of order, 32 busy, 33 transfer open",
+    ("FWACK", "FwSlot"): "running slot + 1: 0 factory (root), 1 a, 2 b",
+    ("FWACK", "FwTries"): "boots of the slot on trial (saturates at 15)",
+    ("FWDATA", "Data"): "stream bytes 7*i .. 7*i+6, first byte in the low byte",
 }
 VAL_TABLES = {
     ("STATUS", "State"): ((0, "boot"), (1, "run"), (2, "sleep"), (3, "fault")),
     ("REQUEST", "What"): ((1, "version"), (2, "announce")),
+    ("FWCTL", "Op"): ((1, "begin"), (2, "finish"), (3, "abort"), (4, "apply"), (5, "query")),
+    ("FWACK", "Op"): ((1, "begin"), (2, "finish"), (3, "abort"), (4, "apply"), (5, "query"),
+                      (6, "data")),
+    ("FWACK", "FwMarker"): ((0, "ok"), (1, "pending"), (2, "trial")),
 }
 CYCLE = {"SYNC": C.SWEEP_MS, "STATUS": C.SWEEP_MS, "CELLS": C.SWEEP_MS, "TEMPS": C.SWEEP_MS,
          "BAL": C.SWEEP_MS}

@@ -120,11 +120,24 @@ def _issue7_rows():
                      2 if typ in ("u32", "s32") else 1, "", "R", "", "",
                      desc + " (record index+k at +%d*k, k < %d)"
                      % (RU.PLOG_REC_REGS, RU.PLOG_WINDOW)))
+    from comms import reg_slave_update as RSU
+    for name, off, n, typ, acc, desc in RSU.REGS:
+        rows.append((R.A_SLAVE_UPDATE + off, "slave_update", name, typ, n, "", acc, "", "", desc))
     return rows
 
 
-ISSUE7_TITLES = {"update": "Firmware update", "plog": "Persistent event log"}
+ISSUE7_TITLES = {"update": "Firmware update", "plog": "Persistent event log",
+                 "slave_update": "Slave firmware update (through the master)"}
 ISSUE7_TEXT = {
+    "slave_update": "Sequence (`bmsctl update --slave N|all PKG`): unlock; upload the slave "
+                    "package like a master update (begin, chunks, command 1 finish: size and "
+                    "SHA-256 are checked, nothing is unpacked on the master); write `target`; "
+                    "command 3 starts forwarding it over CAN in the background (refused while "
+                    "charge/discharge relays are closed; they are then held open until the end). "
+                    "Poll `fwd_phase`, `fwd_progress` and `fwd_result`; `fwd_text` says why it "
+                    "stopped.  Each slave checks signature, SHA-256 and archive itself, reboots "
+                    "into the new slot and confirms it once back in normal operation, or rolls "
+                    "back (`docs/can_internal.md`, slave firmware update).\n\n",
     "update": "Sequence (`bmsctl update PKG`): unlock (user or factory role); FC16 of the begin "
               "registers (size, SHA-256 and, when the device has a key, the signature); FC16 "
               "chunks of up to 240 bytes in order (offset, byte count, data); command 1 finish "

@@ -128,6 +128,7 @@ class Bms:
         self._uv1_prev = False
         self.restart_requested = False
         self.sleep_requested = False
+        self.inhibit = 0      # reaction bits held by a maintenance task (slave firmware update)
         params.listener = self._param_changed
         now = clock.ticks_ms()
         self.log.append(now, EV_BOOT, 0, 0)
@@ -202,7 +203,7 @@ class Bms:
         if self._cmd:
             self._run_command(now)
 
-        block = prot.step(m, now)
+        block = prot.step(m, now) | self.inhibit
         if not self.running and m.cells_seen and m.current_seen and m.temps_seen:
             self.running = True
         if not self.running:

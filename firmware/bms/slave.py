@@ -111,6 +111,9 @@ class Slave:
         self.tx_frames = 0
         self.tx_dropped = 0
         self.bal_timeouts = 0
+        # Firmware update over CAN (bms.slave_fw.SlaveFw), attached by the board entry.
+        self.fw = None
+        self.fw_version = C.FW_VERSION
         self._set_filters()
         if chain_out is not None:
             chain_out(not self.auto)
@@ -120,6 +123,8 @@ class Slave:
         if self.addr:
             f.append((C.ID_BAL + self.addr - 1, 0x7FF, False))
             f.append((C.ID_CONFIG + self.addr - 1, 0x7FF, False))
+            f.append((C.ID_FWCTL + self.addr - 1, 0x7FF, False))
+            f.append((C.ID_FWDATA + self.addr - 1, 0x7FF, False))
         try:
             self.ctrl.set_filters(f)
         except NotImplementedError:
@@ -131,6 +136,8 @@ class Slave:
         if not self.guard.step(now):
             return
         self._receive(now)
+        if self.fw is not None:
+            self.fw.step(now)
         if not self.sleeping and ticks_diff(now, self.last_sync) > self.period * MASTER_LOST_SWEEPS:
             if self.bal_mask:
                 self._set_balance(0)
@@ -181,6 +188,12 @@ class Slave:
             elif a and cid == C.ID_CONFIG + a - 1:
                 if n >= 8:
                     self._on_config(b)
+            elif a and cid == C.ID_FWDATA + a - 1:
+                if self.fw is not None:
+                    self.fw.on_data(b, n, now)
+            elif a and cid == C.ID_FWCTL + a - 1:
+                if self.fw is not None:
+                    self.fw.on_ctl(b, n, now)
             elif cid == C.ID_REQUEST:
                 if n >= 2 and (b[0] == 0 or b[0] == a):
                     if b[1] == C.REQ_VERSION:
@@ -395,7 +408,7 @@ class Slave:
                 v = t[j] if (j < self.temps and self.afe_ok) else C.TEMP_ABSENT
                 C.put16(b, 2 * j, v & 0xFFFF)
             return C.ID_TEMPS + a - 1
-        C.version_pack(b, self.uid)
+        C.version_pack(b, self.uid, self.fw_version)
         return C.ID_VERSION + a - 1
 
     def _transmit(self, now):

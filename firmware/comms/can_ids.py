@@ -43,6 +43,11 @@ ID_CELLS = const(0x200)     # + (addr - 1) * 4 + frame index
 ID_TEMPS = const(0x280)     # + addr - 1
 ID_VERSION = const(0x300)   # + addr - 1
 ID_ANNOUNCE = const(0x3F0)  # unaddressed slave -> master
+# Slave firmware transfer (docs/can_internal.md "Slave firmware update"): the
+# highest ids on the bus, so every measurement frame wins arbitration over them.
+ID_FWCTL = const(0x400)     # + addr - 1: transfer control, master -> slave
+ID_FWACK = const(0x410)     # + addr - 1: acknowledgement / update state, slave -> master
+ID_FWDATA = const(0x420)    # + addr - 1: data segment, master -> slave
 
 # --- SYNC ------------------------------------------------------------------
 # sweep u16 | flags u8 | modules u8 | period_ms u16 | slot_ms u8 | gap_ms u8
@@ -93,6 +98,32 @@ TEMP_SHORT = const(32766)
 
 FW_VERSION = (0, 1, 0)
 
+# --- FWCTL: op u8 | arg u32 | p1 u8 | p2 u8 | session u8 -------------------
+#   BEGIN: arg = package size, p1 = flags (FWF_SIGNED), p2 = segments per block
+FW_BEGIN = const(1)
+FW_FINISH = const(2)      # verify and unpack into the inactive slot
+FW_ABORT = const(3)
+FW_APPLY = const(4)       # reboot into the staged slot
+FW_QUERY = const(5)       # answer with the update state
+FW_DATA = const(6)        # (FWACK only) acknowledgement of data segments
+FW_OP_NAMES = ("", "begin", "finish", "abort", "apply", "query", "data")
+FWF_SIGNED = const(0x01)
+# --- FWDATA: seq u8 | 1..7 data bytes.  Segment i carries stream bytes
+# 7i .. 7i+6 and has seq = i & 0xFF; the stream is SHA-256 (32 bytes), the
+# signature (32 bytes, only with FWF_SIGNED), then the package.
+FW_SEG_BYTES = const(7)
+FW_HASH_BYTES = const(32)
+FW_MAX_BLOCK = const(64)  # segments per acknowledged block (seq window < 128)
+# --- FWACK: op u8 | result u8 | next u32 (stream bytes held) | fw u8 | session u8
+#   result 0 ok, 1..7 bms.update.E_* (the slave's Updater refused), or:
+FWR_OK = const(0)
+FWR_SESSION = const(0x10)  # no such transfer (slave rebooted, or never begun)
+FWR_REQUEST = const(0x11)  # malformed or out-of-order request
+FWR_BUSY = const(0x20)     # still verifying / unpacking
+FWR_RECEIVING = const(0x21)  # (QUERY) transfer open, FINISH not seen yet
+#   fw: bits 0-1 marker state (0 ok, 1 pending, 2 trial), bits 2-3 active
+#   slot + 1 (0 factory root, 1 a, 2 b), bits 4-7 boots in trial (saturates)
+
 # Layout table checked against the DBC (not used in hot paths).
 # (message, base id, count, stride, dlc, sender,
 #  ((signal, start bit, length, signed, scale, offset, unit), ...))
@@ -131,6 +162,15 @@ LAYOUT = (
     ("ANNOUNCE", ID_ANNOUNCE, 1, 0, 8, "Slave",
      (("Uid", 0, 48, 0, 1, 0, ""), ("Cells", 48, 8, 0, 1, 0, ""),
       ("Proto", 56, 8, 0, 1, 0, ""))),
+    ("FWCTL", ID_FWCTL, MAX_MODULES, 1, 8, "Master",
+     (("Op", 0, 8, 0, 1, 0, ""), ("Arg", 8, 32, 0, 1, 0, ""), ("P1", 40, 8, 0, 1, 0, ""),
+      ("P2", 48, 8, 0, 1, 0, ""), ("Session", 56, 8, 0, 1, 0, ""))),
+    ("FWACK", ID_FWACK, MAX_MODULES, 1, 8, "Slave",
+     (("Op", 0, 8, 0, 1, 0, ""), ("Result", 8, 8, 0, 1, 0, ""), ("Next", 16, 32, 0, 1, 0, ""),
+      ("FwMarker", 48, 2, 0, 1, 0, ""), ("FwSlot", 50, 2, 0, 1, 0, ""),
+      ("FwTries", 52, 4, 0, 1, 0, ""), ("Session", 56, 8, 0, 1, 0, ""))),
+    ("FWDATA", ID_FWDATA, MAX_MODULES, 1, 8, "Master",
+     (("Seq", 0, 8, 0, 1, 0, ""), ("Data", 8, 56, 0, 1, 0, ""))),
 )
 
 
@@ -199,10 +239,10 @@ def status_pack(buf, state, cells, sweep, faults, bal_mask, temps, age_ms):
     return 8
 
 
-def version_pack(buf, uid):
-    buf[0] = FW_VERSION[0]
-    buf[1] = FW_VERSION[1]
-    buf[2] = FW_VERSION[2]
+def version_pack(buf, uid, ver=FW_VERSION):
+    buf[0] = ver[0]
+    buf[1] = ver[1]
+    buf[2] = ver[2]
     buf[3] = PROTO_VERSION
     for k in range(4):
         buf[4 + k] = (uid >> (8 * k)) & 0xFF
@@ -221,3 +261,36 @@ def assign_pack(buf, uid, addr):
     buf[6] = addr
     buf[7] = 0
     return 8
+
+
+def put32(buf, i, v):
+    for k in range(4):
+        buf[i + k] = (v >> (8 * k)) & 0xFF
+
+
+def u32(b, i):
+    return b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24)
+
+
+def fwctl_pack(buf, op, arg, p1, p2, session):
+    buf[0] = op
+    put32(buf, 1, arg)
+    buf[5] = p1
+    buf[6] = p2
+    buf[7] = session
+    return 8
+
+
+def fwack_pack(buf, op, result, nxt, fw, session):
+    buf[0] = op
+    buf[1] = result
+    put32(buf, 2, nxt)
+    buf[6] = fw
+    buf[7] = session
+    return 8
+
+
+def fw_state_byte(state, active, tries):
+    """The FWACK ``fw`` byte from a bms.update.Updater's marker."""
+    t = tries if tries < 15 else 15
+    return (state & 3) | (((active + 1) & 3) << 2) | (t << 4)

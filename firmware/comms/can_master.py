@@ -170,6 +170,7 @@ class CanMaster:
         self.temp_dc = array("h", [C.TEMP_ABSENT] * (C.MAX_MODULE_TEMPS * n))
         self.mod_temps = self.temp_dc
         self.uids = [0] * n        # auto-addressing table (index = addr - 1)
+        self.fw = None             # comms.slave_update.SlaveUpdater (slave firmware update)
         self.sweep = 0
         self.n_sweeps = 0
         self._reassign = False
@@ -198,7 +199,7 @@ class CanMaster:
         self._views = [mv[:k] for k in range(9)]
         set_filters(ctrl, [(C.ID_STATUS, 0x700, False), (C.ID_CELLS, 0x780, False),
                            (C.ID_TEMPS, 0x7F0, False), (C.ID_VERSION, 0x7F0, False),
-                           (C.ID_ANNOUNCE, 0x7FF, False)])
+                           (C.ID_ANNOUNCE, 0x7FF, False), (C.ID_FWACK, 0x7F0, False)])
 
     # ---- configuration --------------------------------------------------
     def configure(self, cell_count, module_cells, timeout_ms, ov_mv=4250, uv_mv=1500, ot_c=65):
@@ -410,6 +411,9 @@ class CanMaster:
                         self.mod_version[4 * k + j] = b[j]
             elif cid == C.ID_ANNOUNCE:
                 self._on_announce(C.uid48(b, 0))
+            elif C.ID_FWACK <= cid < C.ID_FWACK + C.MAX_MODULES:
+                if self.fw is not None:
+                    self.fw.on_ack(cid - C.ID_FWACK, b, now)
             else:
                 self.rx_unknown += 1
 
@@ -588,6 +592,8 @@ class MasterBoard:
                 self._reconfigure()
             ms.sleep = bms.sleep_requested
         ms.poll(now)
+        if ms.fw is not None:
+            ms.fw.poll(now)   # slave firmware update: bounded work per call
         if self.prot is not None:
             self.prot.set_flag(F.SIG_COMM, ms.comm_fault)
 

@@ -53,6 +53,7 @@ from bms.params import N_PARAMS, P_CHEMISTRY, ParamError
 from bms.params import TABLE as PARAM_TABLE
 # ---- issue 7: update / persistent log windows (import) ----
 from comms import reg_update as RU
+from comms import reg_slave_update as RSU   # slaves updated through the master
 from comms.packing import get16be as get16, put16be as put16  # noqa: F401 (re-exported)
 
 MAP_VERSION = const(1)
@@ -639,6 +640,12 @@ def read_modules(r, off, count, out, pos):
 BLOCKS = BLOCKS + (("modules", A_MODS, MODS_SIZE, "CAN slave modules: state, cells, age, "
                     "faults, balancing, temperatures (read only)"),)
 B_MODS = len(BLOCKS) - 1
+
+# ---- slave firmware update window (issue 7: slaves updated through the master) ----
+A_SLAVE_UPDATE = const(0x2C00)
+BLOCKS = BLOCKS + (("slave_update", A_SLAVE_UPDATE, RSU.SIZE,
+                    "Slave firmware update: upload to the master, forward over CAN (user role)"),)
+B_SLAVE_UPDATE = len(BLOCKS) - 1
 # ==== end of modules block ===================================================
 
 
@@ -677,6 +684,12 @@ class RegisterMap:
         # ---- issue 7: attach_update() sets these ----
         self.update = RU.UpdateWindow(None)
         self.plog = RU.PlogWindow(None)
+        self.slave_update = RSU.SlaveUpdateWindow(None, None)
+
+    def attach_slave_update(self, store, fwd):
+        """Serve the slave firmware update window (a master with CAN slave modules)."""
+        self.slave_update = RSU.SlaveUpdateWindow(store, fwd)
+        return self
 
     def attach_update(self, updater=None, plog=None):
         """Serve the firmware update and persistent log windows (issue 7)."""
@@ -756,6 +769,9 @@ class RegisterMap:
                 put16(out, pos + 2 * k, self.update.reg(off + k))
         elif b == B_PLOG:
             self.plog.read(off, count, out, pos)
+        elif b == B_SLAVE_UPDATE:
+            for k in range(count):
+                put16(out, pos + 2 * k, self.slave_update.reg(off + k))
         # ---- end issue 7 ----
         else:  # commands read as 0
             for k in range(count):
@@ -883,6 +899,8 @@ class RegisterMap:
             code = self.update.write(self, off, count, data, pos)
         elif b == B_PLOG:
             code = self.plog.write(self, off, count, data, pos)
+        elif b == B_SLAVE_UPDATE:
+            code = self.slave_update.write(self, off, count, data, pos)
         # ---- end issue 7 ----
         else:
             return self._error(EX_ADDRESS, -1, "read-only block")

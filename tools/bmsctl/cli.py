@@ -349,6 +349,8 @@ def cmd_log(c, a):
 # ---- issue 7: firmware update ----
 def cmd_update(c, a):
     from tools.bmsctl import update_cmd
+    if a.slave:
+        return cmd_update_slave(c, a, update_cmd)
     tr = update_cmd.ModbusTransport(c)
     if a.status:
         st = tr.status()
@@ -371,6 +373,49 @@ def cmd_update(c, a):
         raise BmsError("link lost during the update (%s): run the same command again to "
                        "resume" % e)
     console.print(msg)
+
+
+def cmd_update_slave(c, a, update_cmd):
+    """``update --slave N|all PKG``: upload to the master, which forwards it over CAN."""
+    tr = update_cmd.SlaveModbusTransport(c)
+    if a.status:
+        st = tr.status()
+        st["sha256"] = st["sha256"].hex()
+        t = Table(title="Slave firmware update")
+        t.add_column("field")
+        t.add_column("value")
+        for k, v in st.items():
+            t.add_row(k, str(v))
+        console.print(t)
+        return
+    if a.slave == "all":
+        target = 255
+    else:
+        try:
+            target = int(a.slave)
+        except ValueError:
+            raise UsageError("--slave takes a module address (1..16) or 'all'")
+    try:
+        msg = update_cmd.main_slave(a.pkg, tr, target, console=console, verify=not a.no_verify)
+    except update_cmd.LocalRefusal as e:
+        raise UsageError("%s (nothing sent; --no-verify lets the slaves check it)" % e)
+    except update_cmd.SlaveUpdateFailed as e:
+        raise BmsError(str(e), 3)
+    except OSError as e:
+        if isinstance(e, FileNotFoundError):
+            raise UsageError(str(e))
+        raise BmsError("link lost during the slave update (%s): `bmsctl update --slave %s "
+                       "--status` shows where it is" % (e, a.slave))
+    _print_slave_versions(c, console)
+    console.print(msg)
+
+
+def _print_slave_versions(c, console):
+    from tools.bmsctl.client import read_modules
+    _head, mods = read_modules(c)
+    if mods:
+        console.print("versions: " + ", ".join(
+            "slave %d %s" % (m["module"], m["version_text"] or "?") for m in mods))
 # ---- end issue 7 ----
 
 
@@ -570,6 +615,8 @@ def build_parser():
     p.add_argument("--no-verify", action="store_true",
                    help="skip the local size/SHA-256 check: let the BMS refuse a bad package")
     p.add_argument("--status", action="store_true", help="only show the update state")
+    p.add_argument("--slave", metavar="N|all",
+                   help="update slave module N (or all, one after another) through the master")
     # ---- end issue 7 ----
     p = sub.add_parser("dump", help="every register as JSON or CSV")
     p.add_argument("--format", choices=("json", "csv"), default="json")

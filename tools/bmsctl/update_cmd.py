@@ -194,3 +194,109 @@ def _regs(b):
     if len(b) & 1:
         b += b"\0"
     return [(b[i] << 8) | b[i + 1] for i in range(0, len(b), 2)]
+
+
+# ---- slaves updated through the master (comms.reg_slave_update) ----
+class SlaveModbusTransport(ModbusTransport):
+    """The master's slave update window: upload like a master update, then forward over CAN."""
+
+    def __init__(self, client):
+        ModbusTransport.__init__(self, client)
+        from comms import reg_slave_update as RSU
+        self.RSU = RSU
+
+    def _w(self, off, regs):
+        from tools.bmsctl.client import BmsError
+        try:
+            self.c.write(self.R.A_SLAVE_UPDATE + off, regs)
+        except BmsError as e:
+            if e.code is None:
+                raise OSError(str(e))
+            raise
+
+    def status(self):
+        from tools.bmsctl.client import ascii_of
+        RU, RSU = self.RU, self.RSU
+        base = self.R.A_SLAVE_UPDATE
+        r = self.c.read(base, RSU.SU_RESULT + 16)
+        t = self.c.read(base + RSU.SU_TEXT, RSU.SU_TEXT_REGS)
+        from bms.update import ERROR_NAMES
+
+        def name(names, v):
+            return names[v] if v < len(names) else "?%d" % v
+        return {"size_begun": (r[0] << 16) | r[1],
+                "sha256": b"".join(bytes((v >> 8, v & 0xFF)) for v in r[2:18]),
+                "status": name(RU.US_NAMES, r[RU.UP_STATUS]),
+                "offset": (r[RU.UP_OFFSET] << 16) | r[RU.UP_OFFSET + 1],
+                "size": (r[RU.UP_SIZE] << 16) | r[RU.UP_SIZE + 1],
+                "progress_pm": r[RU.UP_PROGRESS],
+                "error": name(ERROR_NAMES, r[RU.UP_ERROR]),
+                "error_text": ascii_of(r[RU.UP_ERR_TEXT:RU.UP_ERR_TEXT + RU.UP_TEXT_REGS]),
+                "target": r[RSU.SU_TARGET],
+                "phase": name(RSU.PHASE_NAMES, r[RSU.SU_PHASE]),
+                "slave": r[RSU.SU_ADDR],
+                "slave_progress_pm": r[RSU.SU_PROGRESS],
+                "slave_bytes": (r[RSU.SU_BYTES] << 16) | r[RSU.SU_BYTES + 1],
+                "retransmits": r[RSU.SU_RETX],
+                "fwd_error": r[RSU.SU_ERROR],
+                "results": [name(RSU.RESULT_NAMES, v) for v in r[RSU.SU_RESULT:RSU.SU_RESULT + 16]],
+                "fwd_text": ascii_of(t)}
+
+    def finish(self, polls=0):
+        self._w(self.RU.UP_CMD, [self.RU.UC_FINISH])
+        return "the master (verified, not unpacked)"
+
+    def start(self, target):
+        self._w(self.RSU.SU_TARGET, [target])
+        self._w(self.RU.UP_CMD, [self.RSU.SC_START])
+
+
+def watch(transport, size, console=None, quiet=False, poll_s=0.2, sleep=None, limit_s=3600):
+    """Progress of the forwarding, one bar per slave, until it is done or stopped."""
+    import time
+    sleep = sleep or time.sleep
+    bars = {}
+    t0 = time.monotonic()
+    with Progress("[bold]{task.description}", BarColumn(), DownloadColumn(),
+                  TimeRemainingColumn(), console=console, disable=quiet) as prog:
+        while True:
+            st = transport.status()
+            a = st["slave"]
+            if a:
+                if a not in bars:
+                    bars[a] = prog.add_task("slave %d" % a, total=size)
+                done = st["slave_bytes"] if st["phase"] == "sending" else size
+                prog.update(bars[a], completed=min(done, size),
+                            description="slave %d %s" % (a, st["phase"]))
+            if st["phase"] in ("done", "error", "idle"):
+                return st
+            if time.monotonic() - t0 > limit_s:
+                raise OSError("no end of the slave update after %d s" % limit_s)
+            sleep(poll_s)
+
+
+class SlaveUpdateFailed(Exception):
+    pass
+
+
+def main_slave(path, transport, target, console=None, quiet=False, verify=True, poll_s=0.2):
+    """Upload ``path`` to the master, forward it to ``target`` (address or 255 = all), watch."""
+    import hashlib
+    pkg, meta = load(path)
+    actual = hashlib.sha256(pkg).digest()
+    size = int(meta.get("size", len(pkg)))
+    digest = bytes.fromhex(meta["sha256"]) if meta.get("sha256") else actual
+    if verify:
+        if len(pkg) != size:
+            raise LocalRefusal("%s is truncated: %d of %d bytes (per %s.sig)"
+                               % (path, len(pkg), size, path))
+        if actual != digest:
+            raise LocalRefusal("%s is corrupt: its SHA-256 does not match %s.sig" % (path, path))
+    sig = bytes.fromhex(meta["signature"]) if meta.get("signature") else None
+    send(transport, pkg, digest, sig, console=console, quiet=quiet, size=size)
+    transport.start(target)
+    st = watch(transport, size, console=console, quiet=quiet, poll_s=poll_s)
+    res = ["slave %d: %s" % (k + 1, r) for k, r in enumerate(st["results"]) if r != "none"]
+    if st["phase"] != "done":
+        raise SlaveUpdateFailed("slave update stopped: %s (%s)" % (st["fwd_text"], ", ".join(res)))
+    return "slave update done: " + ", ".join(res)

@@ -143,6 +143,71 @@ class ModularSimulation(Simulation):
             self.afes.append(afe)
             self.slaves.append(s)
         self._phys_ms = 0
+        self.slave_fw = None     # comms.slave_update.SlaveUpdater once enabled
+        self.slave_fs = []
+        self._boot_at = {}
+
+    # ---- slave firmware update ---------------------------------------------
+    def enable_slave_update(self, key=None, skip=(), reboot_ms=1500, confirm_sweeps=None,
+                            trial_timeout_ms=None):
+        """Flash and an Updater on every slave, a package store and the forwarder on the master.
+
+        The firmware a slave "runs" is modelled by its active slot (see
+        ``slot_firmware``); a reboot powers the slave off for ``reboot_ms``,
+        runs the boot selection and builds a new Slave.  Slaves in ``skip``
+        get no update receiver (a python-can node may play that part).
+        """
+        from bms.pkgstore import PackageStore
+        from comms.slave_update import SlaveUpdater
+        from tools.sim.flashdir import FlashDir
+        if self.fs is None:
+            self.attach_flash(True)
+        self.pkgstore = PackageStore(self.fs)
+        self.slave_fw = SlaveUpdater(self.master, self.pkgstore, self.bms)
+        self.master.fw = self.slave_fw
+        self.slave_key = key
+        self.fw_skip = set(skip)
+        self.reboot_ms = reboot_ms
+        self.confirm_sweeps = confirm_sweeps
+        self.trial_timeout_ms = trial_timeout_ms
+        self.slave_fs = [FlashDir() for _ in range(self.n_slaves)]
+        self.boots = [1] * self.n_slaves
+        for k in range(self.n_slaves):
+            self._attach_fw(k)
+        return self.slave_fw
+
+    def _attach_fw(self, k):
+        from bms.slave_fw import SlaveFw
+        from bms.update import Updater
+        if k + 1 in self.fw_skip:
+            return
+        fs = self.slave_fs[k]
+        up = Updater(fs, key=self.slave_key)
+        ver, defect = slot_firmware(fs, up.slot_path(up.active))
+        s = self.slaves[k]
+        s.fw_version = ver
+        self.afes[k].dead = defect == "afe"
+        s.fw = SlaveFw(s, up, reset=lambda: self._reboot(k), now=self.clock.ticks_ms())
+        if self.confirm_sweeps is not None:
+            s.fw.confirm_sweeps = self.confirm_sweeps
+        if self.trial_timeout_ms is not None:
+            s.fw.trial_timeout_ms = self.trial_timeout_ms
+
+    def _reboot(self, k):
+        self.powered[k] = False
+        self._boot_at[k] = self.t_ms + self.reboot_ms
+
+    def _boot_due(self):
+        for k, t in list(self._boot_at.items()):
+            if self.t_ms >= t:
+                del self._boot_at[k]
+                self.power(k + 1, True)
+
+    def slave_firmware(self, addr):
+        """(marker state name, active slot, version) of slave ``addr`` as on its flash."""
+        from bms.update import STATE_NAMES, Updater
+        up = Updater(self.slave_fs[addr - 1])
+        return STATE_NAMES[up.state], up.active, self.slaves[addr - 1].fw_version
 
     # ---- running -----------------------------------------------------------
     def step(self):
@@ -154,6 +219,8 @@ class ModularSimulation(Simulation):
         for k, s in enumerate(self.slaves):
             if self.powered[k]:
                 s.step(now)
+        if self._boot_at:
+            self._boot_due()
         self.board.poll(now)
         self.bms.step()
         self._phys_ms += dt
@@ -187,6 +254,11 @@ class ModularSimulation(Simulation):
                                    cells=old.cells, temps=old.temps, uid=old.uid,
                                    chain_in=old.chain_in, chain_out=old.chain_out,
                                    now=self.clock.ticks_ms())
+            if self.slave_fs:
+                from bms.update import Updater
+                Updater(self.slave_fs[k], key=self.slave_key).select_at_boot()   # boot.py
+                self.boots[k] += 1
+                self._attach_fw(k)
         self.powered[k] = on
 
     # ---- observing -----------------------------------------------------------
@@ -199,6 +271,28 @@ class ModularSimulation(Simulation):
         s["modules_ok"] = sum(1 for x in self.module_states() if x == "ok")
         s["bus_frames"] = self.bus.frames
         return s
+
+
+def slot_firmware(fs, path):
+    """(version, defect) of the firmware in slot directory ``path`` ("" = factory).
+
+    The simulated slave runs the host's Slave code whatever the slot holds;
+    what it reports is taken from the slot: the ``FW_VERSION`` of its
+    ``comms/can_ids.py``, and a line ``SIM_DEFECT = 'afe'`` models a firmware
+    that cannot read its AFE (it never reaches normal operation).
+    """
+    import re
+    if not path:
+        return C.FW_VERSION, None
+    try:
+        with fs.open(path + "/comms/can_ids.py", "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return C.FW_VERSION, None
+    m = re.search(r"^FW_VERSION = \((\d+), (\d+), (\d+)\)", text, re.M)
+    d = re.search(r"^SIM_DEFECT = '(\w+)'", text, re.M)
+    ver = tuple(int(x) for x in m.groups()) if m else C.FW_VERSION
+    return ver, d.group(1) if d else None
 
 
 def build_modular(slaves=16, cells=16, chem="LFP", **kw):

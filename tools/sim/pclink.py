@@ -106,6 +106,8 @@ class PcLink:
         self.regs = RegisterMap(sim.bms, auth, self.info)
         if getattr(sim, "updater", None) is not None or getattr(sim, "plog", None) is not None:
             self.regs.attach_update(sim.updater, sim.plog)   # issue 7 windows
+        if getattr(sim, "slave_fw", None) is not None:
+            self.regs.attach_slave_update(sim.pkgstore, sim.slave_fw)   # slaves via the master
         self.t = sim.clock.ticks_ms()
         self.clock = _LinkClock(self.t)
         self.port = _SimPort(self)

@@ -1,0 +1,115 @@
+"""A firmware package held on the master's flash for its slave modules.
+
+The operator uploads a slave package to the master (Modbus window
+``comms.reg_slave_update``); the master keeps it here and forwards it over
+CAN (``comms.slave_update``) to one slave or to each in turn.  The same
+calls and error codes as ``bms.update.Updater``: ``begin(size, sha256,
+signature)``, ``chunk(offset, data)`` in order (retransmissions
+acknowledged, gaps refused), ``finish()`` checks the size and the SHA-256
+of what was received; it does no flash work, so it never stalls the control
+loop.  The bytes read back from flash are checked end to end by each slave,
+which hashes what arrives over CAN (a flash error on the master is refused
+there as a SHA-256 mismatch).  Nothing is unpacked here: the signature is
+checked by each slave against its own key (the master may not hold it), and
+so is the archive format.
+
+The staged state lives in RAM: after a master reboot the package must be
+uploaded again (cheap, and it never forwards a file it did not verify in
+this session).
+"""
+from bms.digest import sha256
+from bms.store import makedirs
+from bms.update import (E_FLASH, E_HASH, E_OFFSET, E_SIZE, E_STATE, MAX_SIZE, UpdateError)
+
+
+class PackageStore:
+    def __init__(self, fs, path="/fw/slave.pkg", max_size=MAX_SIZE):
+        self.fs = fs
+        self.path = path
+        self.max_size = max_size
+        self._f = None
+        self._hash = None
+        self.size = 0
+        self.offset = 0
+        self.digest = None
+        self.signature = None
+        self.staged = False
+        self.last_error = None
+
+    def _fail(self, code, msg):
+        self.last_error = (code, msg)
+        raise UpdateError(code, msg)
+
+    def begin(self, size, digest, signature=None):
+        self.abort()
+        self.staged = False
+        self.last_error = None
+        if size <= 0 or size > self.max_size:
+            self._fail(E_SIZE, "size %d outside 1..%d" % (size, self.max_size))
+        if len(digest) != 32:
+            self._fail(E_HASH, "sha256 must be 32 bytes")
+        if signature is not None and len(signature) != 32:
+            self._fail(E_SIZE, "signature must be 32 bytes")
+        i = self.path.rfind("/")
+        try:
+            if i > 0:
+                makedirs(self.fs, self.path[:i])
+            self._f = self.fs.open(self.path, "wb")
+        except OSError:
+            self._fail(E_FLASH, "cannot create %s" % self.path)
+        self._hash = sha256()
+        self.size = size
+        self.offset = 0
+        self.digest = bytes(digest)
+        self.signature = bytes(signature) if signature is not None else None
+        return 0
+
+    def chunk(self, offset, data):
+        if self._f is None:
+            self._fail(E_STATE, "no upload in progress")
+        end = offset + len(data)
+        if end <= self.offset:
+            return self.offset
+        if offset > self.offset:
+            self._fail(E_OFFSET, "gap: expected offset %d, got %d" % (self.offset, offset))
+        if end > self.size:
+            self._fail(E_SIZE, "chunk beyond declared size %d" % self.size)
+        mv = memoryview(data)[self.offset - offset:]
+        try:
+            self._f.write(mv)
+        except OSError:
+            self.abort()
+            self._fail(E_FLASH, "flash write failed at %d" % self.offset)
+        self._hash.update(mv)
+        self.offset = end
+        return end
+
+    def abort(self):
+        if self._f is not None:
+            try:
+                self._f.close()
+            except OSError:
+                pass
+            self._f = None
+
+    def receiving(self):
+        return self._f is not None
+
+    def finish(self):
+        if self._f is None:
+            self._fail(E_STATE, "no upload in progress")
+        f = self._f
+        self._f = None
+        f.close()
+        if self.offset != self.size:
+            self._fail(E_SIZE, "truncated: got %d of %d bytes" % (self.offset, self.size))
+        if self._hash.digest() != self.digest:
+            self._fail(E_HASH, "sha256 mismatch")
+        self.staged = True
+        return self.path
+
+    def open(self):
+        """The verified package for reading (the forwarder keeps it open)."""
+        if not self.staged:
+            raise UpdateError(E_STATE, "no slave package staged: upload one first")
+        return self.fs.open(self.path, "rb")
