@@ -59,6 +59,7 @@ from bms.ticks import BoardClock
 
 WDT_MS = 4000
 IDLE_MAX_MS = 2
+UPDATE_IDLE_MS = 5       # a firmware-update finish step runs only with this much slack
 GC_MIN_IDLE_MS = 10      # a collection of a ~100 KB heap takes a few ms on an RP2040
 GC_EVERY_BYTES = 8192
 MEM_ALLOC = getattr(gc, "mem_alloc", None)  # MicroPython only
@@ -385,6 +386,30 @@ def start_modules(app, mboard):
     return mboard
 
 
+def start_update_steps(app):
+    """The incremental finish of a firmware update: one bounded step per loop
+    pass (``bms.update.Updater.finish_step``), only while the next control
+    deadline is at least ``UPDATE_IDLE_MS`` away; the outcome goes to the
+    persistent log."""
+    up = app.parts.get("updater")
+    if up is None:
+        return None
+    from bms import update as U
+    sched = app.bms.sched
+    plog = app.parts.get("persistlog")
+    clock = app.clock
+
+    def poll_update():
+        if up.phase and sched.ms_to_next() >= UPDATE_IDLE_MS:
+            r = up.finish_step()
+            if r != U.FS_BUSY and plog is not None:
+                from bms.persistlog import PK_UPDATE
+                plog.append(clock.ticks_ms(), PK_UPDATE, up.event, up.active)
+
+    app.pollers.append(poll_update)
+    return poll_update
+
+
 def start_restart_fallback(app):
     """Without the services poller a restart command still restarts (relays open first)."""
     if app.services is not None or app.reset is None:
@@ -431,6 +456,7 @@ def build(name=None, machine=None, cfg=None, clock=None, params=None, fs=None):
         app.part("can_master", start_modules, app, core_board)
     elif not modular:
         app.part("inverter", start_inverter, app)
+    app.part("update_steps", start_update_steps, app)
     app.part("modbus", start_modbus, app, machine)
     app.part("ttl", start_ttl, app)
     start_restart_fallback(app)
