@@ -519,6 +519,8 @@ class Updater:
             k = self.size - self._pos
             if k > 512:
                 k = 512
+            if k > budget:
+                k = budget
             n = self._rf.readinto(mv[:k]) if k > 0 else 0
             if not n:
                 break

@@ -201,9 +201,14 @@ BIG_FW = NEW_FW + [("drivers/", b""), ("drivers/afe.py", b"# afe driver\n" * 300
 
 
 def test_finish_steps_are_bounded_and_report_progress():
+    _bounded(1024)
+    _bounded(128)
+
+
+def _bounded(step):
     fs = _device()
     pkg, digest, _ = package(BIG_FW)
-    up = U.Updater(fs, step_bytes=1024)
+    up = U.Updater(fs, step_bytes=step)
     _transfer(up, pkg, digest)
     assert up.finish_start() == U.FS_BUSY and up.phase == U.PH_VERIFY
     phases = []
@@ -216,15 +221,15 @@ def test_finish_steps_are_bounded_and_report_progress():
         worst_writes = max(worst_writes, fs.units - before)
         phases.append(up.phase)
         pms.append(up.finish_pm())
-        assert up.step_io <= 2 * 1024 + 512, up.step_io   # read + written
+        assert up.step_io <= 2 * step + 512, up.step_io   # read + written
         if r == U.FS_BUSY:
             assert up.state == U.ST_OK      # bootable only after the very last step
     assert r == U.FS_DONE and up.state == U.ST_PENDING and pms[-1] == 1000
     assert pms == sorted(pms), pms
     for ph in (U.PH_CHECK, U.PH_CLEAR, U.PH_EXTRACT, U.PH_COMMIT):
         assert ph in phases, ph
-    assert worst_writes <= 1024 + 16, worst_writes   # data plus a few metadata operations
-    assert up.steps == len(phases) and up.steps > len(pkg) // 1024
+    assert worst_writes <= step + 16, worst_writes   # data plus a few metadata operations
+    assert up.steps == len(phases) and up.steps > len(pkg) // step
     assert bytes(fs.files["/fw/a/drivers/afe.py"]) == b"# afe driver\n" * 300
     assert bytes(fs.files["/fw/a/bms/empty.py"]) == b""
     assert "/fw/stage.pkg" not in fs.files
