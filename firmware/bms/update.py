@@ -287,7 +287,8 @@ class Updater:
         self.steps = 0           # finish steps of the last finish
         self.step_io = 0         # flash bytes read + written by the last step
         self.max_step_io = 0     # ... the most in one step of the last finish
-        # A staged file left by a reset mid-transfer or mid-finish is garbage now.
+        # A staged file left by a reset mid-transfer or mid-finish is garbage now
+        # (one Updater per filesystem: a second one would drop a live transfer).
         try:
             fs.remove(root + "/stage.pkg")
         except OSError:
