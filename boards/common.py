@@ -14,6 +14,7 @@ Returned dict (the application picks what it needs):
     ttl       machine.UART on the display port (LC-2 TX/RX)
     led       drivers.gpio.StatusLed or None
     wdt(ms)   factory for machine.WDT (started only by main.py)
+    ble       True on boards with a Bluetooth radio (set by the board file)
 """
 from bms.measurements import ROLE_BALANCE, ROLE_CELL, ROLE_POWER
 from drivers import gpio

@@ -48,4 +48,6 @@ def build(machine=None, opts=None):
         adc.atten(machine.ADC.ATTN_11DB)
         return RatioAdc(adc)
 
-    return build_master(machine, PINS, opts, adc_wrap=wrap)
+    hw = build_master(machine, PINS, opts, adc_wrap=wrap)
+    hw["ble"] = True   # on-chip radio: app.start_ble serves the register map over BLE
+    return hw

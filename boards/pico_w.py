@@ -10,4 +10,6 @@ PINS["led"] = "LED"
 def build(machine=None, opts=None):
     if machine is None:
         import machine
-    return build_master(machine, PINS, opts)
+    hw = build_master(machine, PINS, opts)
+    hw["ble"] = True   # CYW43 radio: app.start_ble serves the register map over BLE
+    return hw

@@ -32,6 +32,20 @@ What a master is built from (each part by one small function below):
             talks the Pylontech protocol to an inverter (comms.inverter_can,
             500 kbit/s unless OPTS["can_bitrate"] says otherwise).  Both at
             once need a second CAN controller (see docs/wiring.md).
+  ble       boards with a radio (``hw["ble"]``: pico_w, esp32_devkit; off
+            with ``BLE = False`` in config.py): the same register map as
+            Modbus - update and log windows included - behind the BLE
+            framing (comms.ble_link), with the one ``Auth`` of the board on
+            its own channel (CH_BLE): the same roles, lockout and back-off,
+            but unlocking RS485 does not unlock Bluetooth.  The link is
+            polled from the loop; the radio glue (comms.ble_aioble, needs
+            micropython-lib's aioble: ``mpremote mip install aioble``) is a
+            separate part ``ble_radio`` that runs as an asyncio task next
+            to the control loop (``App.run`` switches to an asyncio loop
+            when a part added a task).  Without aioble the part is skipped
+            and the BMS runs as before.
+  update    the incremental finish of a firmware update (bms.update): one
+            bounded step per loop pass, whichever channel started it.
 Only the core is essential.  Every optional part is built inside a guard:
 if it raises, the error is printed, its name is put in ``APP.failed`` and the
 product runs without it.  Pollers run after each ``bms.step()`` inside a
@@ -62,6 +76,7 @@ from bms.ticks import BoardClock
 
 WDT_MS = 4000
 IDLE_MAX_MS = 2
+UPDATE_IDLE_MS = 5       # a firmware-update finish step runs only with this much slack
 GC_MIN_IDLE_MS = 10      # a collection of a ~100 KB heap takes a few ms on an RP2040
 GC_EVERY_BYTES = 8192
 MEM_ALLOC = getattr(gc, "mem_alloc", None)  # MicroPython only
@@ -130,6 +145,7 @@ class App:
         self.reset = None       # machine.reset on a board
         self.cfg = None
         self.fs = None
+        self.tasks = []         # (name, fn returning a coroutine): run next to the loop
 
     def part(self, name, fn, *args):
         """Build one optional part; on any error log it, remember it, return None."""
@@ -208,17 +224,49 @@ class App:
 
     def run(self):
         try:
-            while True:
-                wait = self.step()
-                self.collect_if_idle(wait)
-                if wait > 0:
-                    time.sleep_ms(wait if wait < IDLE_MAX_MS else IDLE_MAX_MS)
+            if self.tasks:
+                import asyncio
+                asyncio.run(self.run_async())
+            else:
+                while True:
+                    wait = self.step()
+                    self.collect_if_idle(wait)
+                    if wait > 0:
+                        time.sleep_ms(wait if wait < IDLE_MAX_MS else IDLE_MAX_MS)
         finally:
             self.bms.contactors.open_all(self.clock.ticks_ms())
             try:
                 self.save()
             except Exception as e:  # noqa: BLE001
                 report("save", e)
+
+    async def run_async(self, loops=None):
+        """The loop as an asyncio task beside the parts' tasks (BLE radio).
+
+        Cooperative: a part's task runs only while the loop awaits, so its
+        code never interleaves with a control step; a task that ends with an
+        exception is reported and dropped, the loop goes on.  ``loops``
+        bounds the passes (tests)."""
+        import asyncio
+        sleep_ms = getattr(asyncio, "sleep_ms", None)
+        if sleep_ms is None:    # CPython (host tests)
+            def sleep_ms(ms):
+                return asyncio.sleep(ms / 1000.0)
+        for name, fn in self.tasks:
+            asyncio.create_task(self._guarded(name, fn))
+        n = 0
+        while loops is None or n < loops:
+            n += 1
+            wait = self.step()
+            self.collect_if_idle(wait)
+            await sleep_ms(0 if wait <= 0 else wait if wait < IDLE_MAX_MS else IDLE_MAX_MS)
+
+    async def _guarded(self, name, fn):
+        try:
+            await fn()
+        except Exception as e:  # noqa: BLE001 - an optional part never stops the BMS
+            report("task %s stopped" % name, e)
+            self.failed.append(name)
 
 
 # ---- the parts -------------------------------------------------------------
@@ -318,24 +366,81 @@ def auth_store(fs):
     return KvStore(fs)
 
 
-def start_modbus(app, machine):
-    from bms.auth import Auth
-    from comms.modbus_rtu import ModbusRTU
-    from comms.registers import DeviceInfo, RegisterMap
-    bms = app.bms
-    auth = Auth(app.clock, auth_store(app.fs))
-    app.parts["auth"] = auth
-    info = DeviceInfo(serial=serial_number(app.cfg, machine))
-    regs = RegisterMap(bms, auth, info)
-    # Issue 7: firmware update and persistent log over Modbus (if services started).
+def shared_auth(app):
+    """The board's one Auth (passwords, roles per channel, lockout) for every channel."""
+    auth = app.parts.get("auth")
+    if auth is None:
+        from bms.auth import Auth
+        auth = Auth(app.clock, shared_kv(app))
+        app.parts["auth"] = auth
+    return auth
+
+
+def shared_kv(app):
+    kv = app.parts.get("kv")
+    if kv is None:
+        kv = auth_store(app.fs)
+        app.parts["kv"] = kv
+    return kv
+
+
+def device_info(app, machine):
+    info = app.parts.get("info")
+    if info is None:
+        from comms.registers import DeviceInfo
+        info = DeviceInfo(serial=serial_number(app.cfg, machine))
+        app.parts["info"] = info
+    return info
+
+
+def register_map(app, machine, channel):
+    """One port's view of the register map, issue 7 windows attached."""
+    from comms.registers import RegisterMap
+    regs = RegisterMap(app.bms, shared_auth(app), device_info(app, machine), channel=channel)
     regs.attach_update(app.parts.get("updater"), app.parts.get("persistlog"))
     fwd = app.parts.get("slave_update")
     if fwd is not None:   # slave modules updated through this master
         regs.attach_slave_update(fwd.store, fwd)
+    return regs
+
+
+def start_modbus(app, machine):
+    from bms.auth import CH_MODBUS
+    from comms.modbus_rtu import ModbusRTU
+    bms = app.bms
+    regs = register_map(app, machine, CH_MODBUS)
     port = app.hw["rs485"]
     mb = ModbusRTU(port, regs, app.clock, params=bms.params)
     app.pollers.append(mb.poll)
     return mb
+
+
+def start_ble(app, machine):
+    """The BLE link (framing, auth, live monitor) on boards with a radio."""
+    if not app.hw.get("ble") or getattr(app.cfg, "BLE", True) is False:
+        return None
+    from bms.auth import CH_BLE, ROLE_USER
+    from comms import ble_link as BL
+    from comms.modbus_pdu import ModbusPdu
+    regs = register_map(app, machine, CH_BLE)
+    name = getattr(app.cfg, "BLE_NAME", None) or "MPY-BMS"
+    link = BL.BleLink(ModbusPdu(regs, app.clock), app.clock, live=BL.monitor_live(regs),
+                      auth=shared_auth(app), store=shared_kv(app),
+                      name=name.encode() if isinstance(name, str) else name,
+                      channel=CH_BLE, user_role=ROLE_USER)
+    app.pollers.append(link.poll)
+    return link
+
+
+def start_ble_radio(app, link):
+    """The GATT glue as an asyncio task (needs aioble on the board)."""
+    from comms import ble_aioble
+
+    def task():
+        return ble_aioble.run(link)
+
+    app.tasks.append(("ble_radio", task))
+    return ble_aioble
 
 
 def serial_number(cfg, machine):
@@ -403,6 +508,30 @@ def start_slave_update(app, mboard):
     return fwd
 
 
+def start_update_steps(app):
+    """The incremental finish of a firmware update: one bounded step per loop
+    pass (``bms.update.Updater.finish_step``), only while the next control
+    deadline is at least ``UPDATE_IDLE_MS`` away; the outcome goes to the
+    persistent log."""
+    up = app.parts.get("updater")
+    if up is None:
+        return None
+    from bms import update as U
+    sched = app.bms.sched
+    plog = app.parts.get("persistlog")
+    clock = app.clock
+
+    def poll_update():
+        if up.phase and sched.ms_to_next() >= UPDATE_IDLE_MS:
+            r = up.finish_step()
+            if r != U.FS_BUSY and plog is not None:
+                from bms.persistlog import PK_UPDATE
+                plog.append(clock.ticks_ms(), PK_UPDATE, up.event, up.active)
+
+    app.pollers.append(poll_update)
+    return poll_update
+
+
 def start_restart_fallback(app):
     """Without the services poller a restart command still restarts (relays open first)."""
     if app.services is not None or app.reset is None:
@@ -451,7 +580,11 @@ def build(name=None, machine=None, cfg=None, clock=None, params=None, fs=None):
             app.part("slave_update", start_slave_update, app, core_board)
     elif not modular:
         app.part("inverter", start_inverter, app)
+    app.part("update_steps", start_update_steps, app)
     app.part("modbus", start_modbus, app, machine)
+    link = app.part("ble", start_ble, app, machine)
+    if link is not None:
+        app.part("ble_radio", start_ble_radio, app, link)
     app.part("ttl", start_ttl, app)
     start_restart_fallback(app)
     if app.services is not None and app.oom:

@@ -52,7 +52,7 @@ class WireUart:
 
 
 class Rig:
-    def __init__(self, fs=None, cells=LFP16, cfg=None):
+    def __init__(self, fs=None, cells=LFP16, cfg=None, board="pico"):
         self.fm = FakeMachine(cells)
         self.uarts = {}
         rig = self
@@ -68,7 +68,7 @@ class Rig:
         self.bus = VirtualCanBus(500000)
         self.bus.attach(self.fm.can)
         self.peer = BusNode(self.bus)
-        self.app = main.build("pico", machine=self.fm, clock=self.clock, fs=self.fs, cfg=cfg)
+        self.app = main.build(board, machine=self.fm, clock=self.clock, fs=self.fs, cfg=cfg)
 
     @property
     def rs485(self):

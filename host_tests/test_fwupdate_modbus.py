@@ -224,12 +224,15 @@ def test_persistent_log_shows_overvoltage_trip_snapshot(rig, tmp_path, capsys):
 class _LossyClient:
     """BmsClient stand-in on a RegisterMap: loses some requests and some replies."""
 
-    def __init__(self, rm, lose):
+    def __init__(self, rm, lose, device_loop=None):
         self.rm = rm
         self.lose = lose     # {write number: "request" | "reply"}
         self.n = 0
+        self.device_loop = device_loop   # the BMS's main loop runs between requests
 
     def read(self, addr, count):
+        if self.device_loop is not None:
+            self.device_loop()
         out = bytearray(2 * count)
         assert self.rm.read(addr, count, out, 0) == 0
         return [(out[2 * i] << 8) | out[2 * i + 1] for i in range(count)]
@@ -250,7 +253,8 @@ class _LossyClient:
             raise BmsError("refused: %s" % bytes(self.rm.err_text).split(b"\0")[0].decode(), code)
 
 
-def test_lost_requests_and_replies_are_resent_and_acknowledged(tmp_path):
+@pytest.mark.parametrize("finish_lost", [None, "request", "reply"])
+def test_lost_requests_and_replies_are_resent_and_acknowledged(tmp_path, finish_lost):
     from tools.bmsctl import update_cmd
     from tools.sim.flashdir import FlashDir
     fs = FlashDir(str(tmp_path / "flash"))
@@ -258,8 +262,16 @@ def test_lost_requests_and_replies_are_resent_and_acknowledged(tmp_path):
     sim = Simulation(chem="LFP", cells=8, soc=0.5, seed=2)
     rm = R.RegisterMap(sim.bms).attach_update(up, None)
     path, pkg = make_pkg(tmp_path)
-    c = _LossyClient(rm, {3: "request", 5: "reply", 6: "reply"})
-    msg = update_cmd.main(str(path), update_cmd.ModbusTransport(c), quiet=True)
+    lose = {3: "request", 5: "reply", 6: "reply"}
+    n_chunks = (len(pkg) + update_cmd.CHUNK - 1) // update_cmd.CHUNK
+    fin = 1 + n_chunks + 3 + 1                    # begin, chunks, 3 resent, finish
+    if finish_lost:
+        lose[fin] = lose[fin + 1] = finish_lost   # request lost: the status says
+                                                  # "receiving", sent again (twice)
+    c = _LossyClient(rm, lose, device_loop=up.poll)
+    msg = update_cmd.main(str(path), update_cmd.ModbusTransport(c, sleep=lambda s: None),
+                          quiet=True)
     assert "staged" in msg and up.state == U.ST_PENDING
     with fs.open("/fw/a/main.py", "rb") as f:
         assert f.read() == FILES["main.py"]
+    assert c.n == fin + (2 if finish_lost == "request" else 0), c.n

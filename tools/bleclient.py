@@ -91,8 +91,9 @@ class Central:
 class LoopbackTransport:
     """Talks to a BleLink in the same process (tests and demos)."""
 
-    def __init__(self, link, mtu=23):
+    def __init__(self, link, mtu=23, wait=None):
         self.link = link
+        self._wait = wait       # fn(seconds): let the device run meanwhile (a test's loop)
         self.central = Central(mtu)
         link.set_mtu(mtu)
         self.live = []
@@ -125,6 +126,12 @@ class LoopbackTransport:
             if s == seq:
                 return t, p
         raise LinkError("no answer")
+
+    def wait(self, seconds):
+        if self._wait is not None:
+            self._wait(seconds)
+        self.link.poll()
+        self.live += [r[2] for r in self.pump() if r[1] == BL.T_LIVE]
 
     def close(self):
         pass
@@ -208,6 +215,15 @@ class BleModbusClient:
 
     def close(self):
         self.t.close()
+
+    def wait(self, seconds):
+        """Let time pass with the link serviced (bleak: notifications keep arriving)."""
+        w = getattr(self.t, "wait", None)
+        if w is not None:
+            w(seconds)
+        else:
+            import time
+            time.sleep(seconds)
 
     def _pdu(self, pdu):
         typ, p = self.t.request(BL.T_MODBUS, pdu)

@@ -14,11 +14,10 @@ also locks the BLE password session.  The advertised name is ``link.name``;
 after a ChangeBlueName the new name is used from the next advertisement
 (i.e. after the central disconnects).
 
-Usage on a board (main.py)::
-
-    link = BleLink(ModbusPdu(RegisterMap(bms, auth, info, channel=CH_BLE), clock),
-                   clock, live=monitor_live(regmap), auth=auth, store=settings)
-    asyncio.create_task(ble_aioble.run(link))
+Usage on a board: ``app.start_ble`` builds the link (and polls it from the
+main loop: timeouts, live notifications), ``app.start_ble_radio`` adds
+``run(link)`` as an asyncio task next to the control loop.  Everything here
+runs between control steps (cooperative), never inside one.
 """
 import asyncio
 
@@ -73,7 +72,6 @@ async def _transmit(link):
     buf = bytearray(PREFERRED_MTU)
     view = memoryview(buf)
     while True:
-        link.poll()
         conn = _conn
         n = link.next_chunk(buf)
         while n:

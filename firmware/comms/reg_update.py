@@ -11,11 +11,13 @@ Update window (``A_UPDATE``), writes need the user role (or factory):
             byte in the high byte); 34 registers: the same plus the 32-byte
             HMAC signature.  Reading returns size and SHA-256 of the transfer
             in progress, so a tool can resume it after a broken link.
-  command   FC06: 1 finish (verify, unpack into the inactive slot), 2 abort,
-            3 restart to apply (only when a package is staged).
-  status    idle / receiving / staged / error, next expected offset, size,
-            progress per mille, error code (``bms.update.E_*``) and reason
-            text, the slot marker (ok / pending / trial), active slot.
+  command   FC06: 1 finish (verify, unpack into the inactive slot; runs in
+            the background, poll ``status``), 2 abort (also a running
+            finish), 3 restart to apply (only when a package is staged).
+  status    idle / receiving / staged / error / verifying / unpacking, next
+            expected offset, size, progress per mille, error code
+            (``bms.update.E_*``) and reason text, the slot marker (ok /
+            pending / trial), active slot, finish progress per mille.
   chunk     FC16: offset u32, byte count, data (first byte in the high
             byte): at most 123 - 3 = 120 registers = 240 bytes per write.
             Chunks go in order; a retransmission is acknowledged, a gap is
@@ -26,12 +28,19 @@ A refusal answers exception 03 (01 when locked, 06 while a restart is
 pending) and the reason is copied to the auth block's error registers too,
 so ``bmsctl`` explains update refusals like any other.
 
-``finish`` re-reads and unpacks the package inside the request: on a board
-that is a few seconds for a 200 KB package, during which the control loop
-does not run, so it opens every relay first (the next cycles reclose them
-through precharge once fresh data arrive).  The watchdog may reset the board
-during a long finish; the slot is switched only by a completed finish, so
-the running firmware stays.
+``finish`` only starts the incremental finish (``Updater.finish_start``:
+size and SHA-256 of what was received are checked at once, a refusal is
+exception 03); the app's loop then runs one bounded step per pass
+(``Updater.poll``), so the control loop keeps running and feeding the
+watchdog.  ``status`` reads verifying / unpacking meanwhile,
+``finish_progress`` the per mille, and ends at staged or error (with
+``error`` and ``error_text``).  A client polls the status until then.
+Every relay is opened first all the same: the finish is the one moment a
+running system writes a lot of flash (erases stall an RP2040's XIP), and a
+pack must not be left carrying current through an operator's update
+session unnoticed; the next cycles reclose through precharge once fresh
+data arrive.  A reset during the finish leaves the old firmware active: the
+slot is switched only by the last step.
 
 Log window (``A_PLOG``), no role needed (reading):
 
@@ -56,6 +65,7 @@ UP_ERROR = const(0x29)
 UP_FW_STATE = const(0x2A)
 UP_ACTIVE = const(0x2B)
 UP_TRIES = const(0x2C)
+UP_FIN_PM = const(0x2D)
 UP_ERR_TEXT = const(0x30)   # 32 regs ASCII
 UP_CHUNK = const(0x80)      # offset u32, nbytes, data
 UP_TEXT_REGS = const(32)
@@ -71,7 +81,9 @@ US_IDLE = const(0)
 US_RECEIVING = const(1)
 US_STAGED = const(2)
 US_ERROR = const(3)
-US_NAMES = ("idle", "receiving", "staged", "error")
+US_VERIFYING = const(4)   # finish running: re-hashing, checking the archive
+US_UNPACKING = const(5)   # finish running: clearing the slot, extracting, committing
+US_NAMES = ("idle", "receiving", "staged", "error", "verifying", "unpacking")
 
 # name, offset, registers, type, access, description
 UPDATE_REGS = (
@@ -81,7 +93,8 @@ UPDATE_REGS = (
     ("begin_signature", UP_BEGIN + 18, 16, "bytes", "W user",
      "Begin: HMAC-SHA256(device key, 'BMSFW1' | size u32 LE | sha256), if the device has a key"),
     ("command", UP_CMD, 1, "u16", "W user",
-     "1 finish (verify and unpack), 2 abort, 3 restart to apply (only when staged)"),
+     "1 finish (verify and unpack in the background: poll status), 2 abort, "
+     "3 restart to apply (only when staged)"),
     ("status", UP_STATUS, 1, "u16", "R",
      "Transfer: " + ", ".join("%d %s" % (i, n) for i, n in enumerate(US_NAMES))),
     ("offset", UP_OFFSET, 2, "u32", "R", "Next byte offset expected (resume from here)"),
@@ -94,6 +107,8 @@ UPDATE_REGS = (
      + " (pending: swapped in at the next boot)"),
     ("active_slot", UP_ACTIVE, 1, "s16", "R", "Running slot: -1 factory (root), 0 a, 1 b"),
     ("tries", UP_TRIES, 1, "u16", "R", "Boots of the new firmware on trial"),
+    ("finish_progress", UP_FIN_PM, 1, "u16", "R",
+     "Finish (verify, check, unpack), per mille; 1000 when staged"),
     ("error_text", UP_ERR_TEXT, UP_TEXT_REGS, "ascii", "R", "Reason for the last refusal"),
     ("chunk_offset", UP_CHUNK, 2, "u32", "W user", "Chunk: byte offset of the data"),
     ("chunk_bytes", UP_CHUNK + 2, 1, "u16", "W user", "Chunk: number of data bytes (1..240)"),
@@ -143,6 +158,7 @@ class UpdateWindow:
         self._data = bytearray(UP_CHUNK_DATA)
         self._mv = memoryview(self._data)
         self.err_text = bytearray(2 * UP_TEXT_REGS)
+        self._shown = None   # the Updater.last_error that err_text shows
 
     def _status(self):
         up = self.up
@@ -150,6 +166,8 @@ class UpdateWindow:
             return US_IDLE
         if up._f is not None:
             return US_RECEIVING
+        if up.phase:
+            return US_VERIFYING if up.phase <= U.PH_CHECK else US_UNPACKING
         if up.last_error is not None:
             return US_ERROR
         if up.state == U.ST_PENDING:
@@ -188,7 +206,14 @@ class UpdateWindow:
             return up.active & 0xFFFF
         if o == UP_TRIES:
             return up.tries
+        if o == UP_FIN_PM:
+            return up.finish_pm()
         if UP_ERR_TEXT <= o < UP_ERR_TEXT + UP_TEXT_REGS:
+            le = up.last_error
+            if le is not None and le is not self._shown:
+                # A refusal in a finish step (no request to answer it): show it here.
+                self._shown = le
+                self._set_text("update refused (%s): %s" % (U.ERROR_NAMES[le[0]], le[1]))
             t = self.err_text
             j = 2 * (o - UP_ERR_TEXT)
             return (t[j] << 8) | t[j + 1]
@@ -206,6 +231,8 @@ class UpdateWindow:
         code = self._write(rm, off, count, data, pos)
         if code:
             self.err_text[:] = rm.err_text[:len(self.err_text)]
+        if self.up is not None:
+            self._shown = self.up.last_error
         return code
 
     def _write(self, rm, off, count, data, pos):
@@ -237,21 +264,21 @@ class UpdateWindow:
             if off == UP_CMD and count == 1:
                 c = _g16(data, pos)
                 if c == UC_FINISH:
-                    # Verifying and unpacking takes seconds on a board, and the
-                    # control loop does not run meanwhile: open every relay
-                    # first so nothing flows unprotected.  The next cycle sees
-                    # stale data (stale faults) and recloses through precharge
-                    # once fresh readings arrive.
+                    if up.phase:
+                        return EX_NONE            # already running (a resent command)
                     b = rm.bms
                     if b is not None:
                         b.contactors.open_all(b.clock.ticks_ms())
-                    up.finish()
+                    self._set_text(b"")
+                    up.finish_start()             # the steps run from the app's loop
                     return EX_NONE
                 if c == UC_ABORT:
                     up.abort()
                     up.last_error = None
                     return EX_NONE
                 if c == UC_RESTART:
+                    if up.phase:
+                        return rm._error(EX_BUSY, -1, "restart to apply: finish still running")
                     if up.state != U.ST_PENDING:
                         return rm._error(EX_VALUE, -1, "restart to apply: no update staged")
                     from bms.core import ACCEPTED, CMD_RESTART

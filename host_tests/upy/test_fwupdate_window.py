@@ -82,15 +82,50 @@ def test_update_over_rtu_frames_needs_unlock_then_stages():
     assert _send(r, pkg) is None
     assert r.read(A_UPDATE + RU.UP_PROGRESS, 1)[0] == 1000
     assert crc_ok(r.write1(A_UPDATE + RU.UP_CMD, RU.UC_FINISH))
+    # The finish runs in the background, one bounded step per loop pass.
+    seen = _run_finish(r, up)
+    assert seen[0][0] == RU.US_VERIFYING and seen[-1] == (RU.US_STAGED, 1000)
+    assert RU.US_UNPACKING in [s for s, _pm in seen]
+    pms = [pm for _s, pm in seen]
+    assert pms == sorted(pms) and len(set(pms)) > 3, seen
     assert up.state == U.ST_PENDING
-    st = r.read(A_UPDATE + RU.UP_STATUS, 1)[0]
-    assert st == RU.US_STAGED
     assert r.read(A_UPDATE + RU.UP_FW_STATE, 1)[0] == U.ST_PENDING
     assert crc_ok(r.write1(A_UPDATE + RU.UP_CMD, RU.UC_RESTART))
     r.run(60)
     assert r.bms.restart_requested
     up2 = U.Updater(fs, key=KEY)
     assert up2.select_at_boot() == "/fw/a"
+
+
+def _run_finish(r, up, limit=500):
+    """Loop passes (control step, Modbus poll, update step) until the finish ends;
+    (status, finish progress) read through RTU frames after every step."""
+    seen = []
+    for _ in range(limit):
+        r.run(1)
+        up.poll()
+        st = r.read(A_UPDATE + RU.UP_STATUS, 1)[0]
+        pm = r.read(A_UPDATE + RU.UP_FIN_PM, 1)[0]
+        seen.append((st, pm))
+        if st in (RU.US_STAGED, RU.US_ERROR):
+            return seen
+    raise AssertionError("finish did not end: %r" % seen[-3:])
+
+
+def test_flash_error_found_by_a_finish_step_is_readable():
+    r, fs, up, _pl = _rig()
+    pkg, digest, sig = package(NEW_FW, KEY)
+    assert crc_ok(r.unlock())
+    assert crc_ok(_begin(r, len(pkg), digest, sig))
+    assert _send(r, pkg) is None
+    fs.files["/fw/stage.pkg"][1000] ^= 0x10       # the flash lost a bit after the write
+    assert crc_ok(r.write1(A_UPDATE + RU.UP_CMD, RU.UC_FINISH))   # received hash is fine
+    seen = _run_finish(r, up)
+    assert seen[-1][0] == RU.US_ERROR
+    assert r.read(A_UPDATE + RU.UP_ERROR, 1)[0] == U.E_FLASH
+    assert "update refused (flash): staged file differs" in _text(r), _text(r)
+    assert "/fw/stage.pkg" not in fs.files and "/fw/a/main.py" not in fs.files
+    assert up.state == U.ST_OK and U.Updater(fs, key=KEY).select_at_boot() == ""
 
 
 def test_restart_refused_when_nothing_staged():

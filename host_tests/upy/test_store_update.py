@@ -173,3 +173,156 @@ def test_power_cut_during_staging_keeps_old_firmware():
         assert bytes(fs.files["/bms/core.py"]) == b"# factory core\n"
         if path:
             assert bytes(fs.files["/fw/a/bms/core.py"]) == b"# new core\n" * 100
+
+
+# ---- incremental finish ------------------------------------------------------
+def _transfer(up, pkg, digest, sig=None):
+    up.begin(len(pkg), digest, sig)
+    off = 0
+    while off < len(pkg):
+        off = up.chunk(off, pkg[off:off + 200])
+
+
+def _finish_steps(fs, pkg, digest, step_bytes):
+    up = U.Updater(fs, step_bytes=step_bytes)
+    _transfer(up, pkg, digest)
+    assert up.finish_start() == U.FS_BUSY
+    n = 0
+    r = U.FS_BUSY
+    while r == U.FS_BUSY:
+        r = up.finish_step()
+        n += 1
+    assert r == U.FS_DONE
+    return n
+
+
+BIG_FW = NEW_FW + [("drivers/", b""), ("drivers/afe.py", b"# afe driver\n" * 300),
+                   ("bms/empty.py", b"")]
+
+
+def test_finish_steps_are_bounded_and_report_progress():
+    _bounded(1024)
+    _bounded(128)
+
+
+def _bounded(step):
+    fs = _device()
+    pkg, digest, _ = package(BIG_FW)
+    up = U.Updater(fs, step_bytes=step)
+    _transfer(up, pkg, digest)
+    assert up.finish_start() == U.FS_BUSY and up.phase == U.PH_VERIFY
+    phases = []
+    pms = []
+    worst_writes = 0
+    r = U.FS_BUSY
+    while r == U.FS_BUSY:
+        before = fs.units
+        r = up.finish_step()
+        worst_writes = max(worst_writes, fs.units - before)
+        phases.append(up.phase)
+        pms.append(up.finish_pm())
+        assert up.step_io <= 2 * step + 512, up.step_io   # read + written
+        if r == U.FS_BUSY:
+            assert up.state == U.ST_OK      # bootable only after the very last step
+    assert r == U.FS_DONE and up.state == U.ST_PENDING and pms[-1] == 1000
+    assert pms == sorted(pms), pms
+    for ph in (U.PH_CHECK, U.PH_CLEAR, U.PH_EXTRACT, U.PH_COMMIT):
+        assert ph in phases, ph
+    assert worst_writes <= step + 16, worst_writes   # data plus a few metadata operations
+    assert up.steps == len(phases) and up.steps > len(pkg) // step
+    assert bytes(fs.files["/fw/a/drivers/afe.py"]) == b"# afe driver\n" * 300
+    assert bytes(fs.files["/fw/a/bms/empty.py"]) == b""
+    assert "/fw/stage.pkg" not in fs.files
+    assert up.finish_step() == U.FS_IDLE
+
+
+def test_abort_and_new_begin_cancel_a_running_finish():
+    fs = _device()
+    pkg, digest, _ = package(BIG_FW)
+    up = U.Updater(fs, step_bytes=512)
+    _transfer(up, pkg, digest)
+    up.finish_start()
+    while up.phase != U.PH_EXTRACT:
+        assert up.finish_step() == U.FS_BUSY
+    for _ in range(4):
+        up.finish_step()
+    assert up.phase == U.PH_EXTRACT and "/fw/a/bms/version.py" in fs.files
+    e = raises(U.UpdateError, up.chunk, 0, b"x")
+    assert e.code == U.E_STATE and "finish in progress" in e.msg
+    up.abort()
+    assert up.phase == U.PH_NONE and up.finish_step() == U.FS_IDLE
+    assert "/fw/stage.pkg" not in fs.files and up.state == U.ST_OK
+    assert U.Updater(fs).select_at_boot() == ""
+    assert send(up, pkg, digest) == "/fw/a"
+    assert bytes(fs.files["/fw/a/drivers/afe.py"]) == b"# afe driver\n" * 300
+
+
+def _check_after_reset(fs):
+    """The next boot after a reset in the middle of a finish."""
+    u = U.Updater(fs, step_bytes=512)      # the next boot
+    assert "/fw/stage.pkg" not in fs.files             # garbage removed
+    assert u.phase == U.PH_NONE and u._f is None
+    assert bytes(fs.files["/bms/core.py"]) == b"# factory core\n"
+    assert bytes(fs.files["/main.py"]) == b"import bms  # factory\n"
+    return u
+
+
+def test_reset_after_every_finish_step_keeps_old_firmware_and_allows_retry():
+    pkg, digest, _ = package(BIG_FW)
+    total = _finish_steps(_device(), pkg, digest, 512)
+    assert total > 20
+    for n in range(total + 1):
+        fs = _device()
+        up = U.Updater(fs, step_bytes=512)
+        _transfer(up, pkg, digest)
+        up.finish_start()
+        for _ in range(n):
+            up.finish_step()
+        fs.reboot()                       # reset: open handles gone, RAM state gone
+        u = _check_after_reset(fs)
+        path = U.Updater(fs).select_at_boot()
+        if n < total:
+            assert u.state == U.ST_OK and path == "", (n, total, path)
+            # A later retry goes through.
+            assert send(u, pkg, digest) == "/fw/a", n
+            assert U.Updater(fs).select_at_boot() == "/fw/a"   # the retry's package boots
+        else:
+            assert u.state == U.ST_PENDING and path == "/fw/a"
+        assert bytes(fs.files["/fw/a/drivers/afe.py"]) == b"# afe driver\n" * 300
+
+
+def test_reset_during_finish_over_a_staged_update_never_boots_a_mixed_slot():
+    """A staged (pending, not yet booted) update A in /fw/a, then update B into the
+    same slot: a reset at any step boots either complete A or the old firmware,
+    or (after the last step) complete B - never a half-rewritten slot."""
+    pkg_a, d_a, _ = package(NEW_FW)
+    pkg_b, d_b, _ = package(BIG_FW)
+    probe = _device()
+    send(U.Updater(probe), pkg_a, d_a)
+    total = _finish_steps(probe, pkg_b, d_b, 512)
+    outcomes = []
+    for n in range(total + 1):
+        fs = _device()
+        send(U.Updater(fs), pkg_a, d_a)
+        up = U.Updater(fs, step_bytes=512)
+        assert up.state == U.ST_PENDING
+        _transfer(up, pkg_b, d_b)
+        up.finish_start()
+        for _ in range(n):
+            up.finish_step()
+        fs.reboot()
+        _check_after_reset(fs)
+        u = U.Updater(fs)
+        path = u.select_at_boot()
+        if path == "":
+            outcomes.append("old")
+        else:
+            assert path == "/fw/a"
+            if "/fw/a/drivers/afe.py" in fs.files:
+                assert n == total
+                assert bytes(fs.files["/fw/a/drivers/afe.py"]) == b"# afe driver\n" * 300
+                outcomes.append("B")
+            else:
+                assert bytes(fs.files["/fw/a/bms/core.py"]) == b"# new core\n" * 100
+                outcomes.append("A")
+    assert outcomes[0] == "A" and outcomes[-1] == "B" and "old" in outcomes, outcomes

@@ -1,7 +1,9 @@
 """bmsctl: the PC tool for the MicroPython BMS over RS485 Modbus RTU.
 
 Works with a USB-RS485 adapter (``--port /dev/ttyUSB0``) or the simulator's
-pty (``make sim`` prints it; ``/tmp/bms-pc`` by default).  Names, units and
+pty (``make sim`` prints it; ``/tmp/bms-pc`` by default), or over Bluetooth
+with ``--ble ADDRESS`` (bleak; the same Modbus PDUs inside the BLE framing of
+``comms.ble_link``, so every command works, ``update`` included).  Names, units and
 addresses come from the firmware's register map and parameter table.
 
 Exit status: 0 done, 1 refused by the BMS or invalid input (the reason is
@@ -23,6 +25,7 @@ from tools.bmsctl.client import (BmsClient, BmsError, decode_monitor, fault_name
 from bms import faults as F
 from bms.params import CHEM_NAMES, TABLE as PARAM_TABLE, check as params_check
 from comms import registers as R
+from tools.bleclient import LinkError
 
 DEFAULT_PORT = os.environ.get("BMS_PORT", "/tmp/bms-pc")
 console = Console()
@@ -351,7 +354,9 @@ def cmd_update(c, a):
     from tools.bmsctl import update_cmd
     if a.slave:
         return cmd_update_slave(c, a, update_cmd)
-    tr = update_cmd.ModbusTransport(c)
+    # Between status polls of the finish: over BLE the transport's own wait
+    # (keeps notifications flowing), else a plain sleep.
+    tr = update_cmd.ModbusTransport(c, sleep=getattr(getattr(c, "mb", None), "wait", None))
     if a.status:
         st = tr.status()
         st["sha256"] = st["sha256"].hex()
@@ -566,6 +571,8 @@ def build_parser():
     ap.add_argument("--address", type=int, default=1, help="Modbus device address")
     ap.add_argument("--timeout", type=float, default=1.0)
     ap.add_argument("--password", help="unlock with this password before the command")
+    ap.add_argument("--ble", metavar="ADDRESS",
+                    help="talk over Bluetooth LE to this device (tools.bleclient scan lists them)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="device identity")
     p = sub.add_parser("monitor", help="live table of cells, V, I, SOC, temperatures, states")
@@ -637,11 +644,20 @@ COMMANDS = {"info": cmd_info, "monitor": cmd_monitor, "alarms": cmd_alarms, "par
             "update": cmd_update}   # issue 7
 
 
-def main(argv=None, client=None):
+def ble_client(address, timeout, transport=None):
+    """A BmsClient over BLE; ``transport(address, timeout)`` replaces bleak (tests)."""
+    from tools.bleclient import BleakTransport, BleModbusClient
+    t = (transport or BleakTransport)(address, max(timeout, 5.0))
+    return BmsClient(address, client=BleModbusClient(t))
+
+
+def main(argv=None, client=None, ble_transport=None):
     a = build_parser().parse_args(argv)
     c = client
     try:
-        if c is None:
+        if c is None and a.ble:
+            c = ble_client(a.ble, a.timeout, ble_transport).connect()
+        elif c is None:
             c = BmsClient(a.port, a.baud, a.address, a.timeout).connect()
         if a.password:
             c.unlock(a.password)
@@ -656,6 +672,9 @@ def main(argv=None, client=None):
             return 2
         console.print("[red]%s[/red]" % e)
         return 1
+    except LinkError as e:   # BLE framing: no or bad answer
+        console.print("[red]link error:[/red] %s" % e)
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `bmsctl dump | head`

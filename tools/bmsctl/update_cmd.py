@@ -1,8 +1,11 @@
 """``bmsctl update PKG``: send a firmware package in chunks with a progress bar.
 
 Transport-agnostic: ``transport`` has ``begin(size, sha256, signature)``,
-``chunk(offset, data) -> next expected offset``, ``finish() -> str`` and
-raises on a refusal (the device's UpdateError text).  ``LocalTransport``
+``chunk(offset, data) -> next expected offset``, ``finish(progress) -> str``
+and raises on a refusal (the device's UpdateError text).  The BMS verifies
+and unpacks in the background after the finish command (bounded steps in its
+main loop); ``finish`` polls the status until staged or refused and reports
+``progress(phase, per_mille)``, shown as a second bar.  ``LocalTransport``
 drives a ``bms.update.Updater`` directly (tests, the simulator); a Modbus
 transport maps the same calls onto the update register window.
 
@@ -36,8 +39,16 @@ class LocalTransport:
     def chunk(self, offset, data):
         return self.up.chunk(offset, data)
 
-    def finish(self):
-        return self.up.finish()
+    def finish(self, progress=None):
+        from bms import update as U
+        r = self.up.finish_start()
+        while r == U.FS_BUSY:
+            if progress is not None:
+                progress(U.PHASE_NAMES[self.up.phase], self.up.finish_pm())
+            r = self.up.finish_step()
+        if r == U.FS_ERROR:
+            raise U.UpdateError(*self.up.last_error)
+        return self.up.slot_path(self.up._staged)
 
 
 def load(path):
@@ -64,8 +75,9 @@ def send(transport, pkg, digest, signature=None, chunk=CHUNK, console=None, quie
     if off is None:
         transport.begin(size, digest, signature)
         off = 0
-    with Progress("[bold]update", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeRemainingColumn(), console=console, disable=quiet) as prog:
+    with Progress("[bold]update", "{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=console,
+                  disable=quiet) as prog:
         task = prog.add_task("send", total=size)
         while off < len(pkg):
             for attempt in range(RETRIES):
@@ -76,7 +88,13 @@ def send(transport, pkg, digest, signature=None, chunk=CHUNK, console=None, quie
                     if attempt == RETRIES - 1:
                         raise
             prog.update(task, completed=off)
-    return transport.finish()
+        fin = prog.add_task("verify", total=size)
+
+        def progress(phase, pm):
+            prog.update(fin, description=phase or "finish", completed=size * pm // 1000)
+        where = transport.finish(progress)
+        prog.update(fin, description="staged", completed=size)
+    return where
 
 
 class LocalRefusal(Exception):
@@ -107,8 +125,13 @@ def main(path, transport, console=None, quiet=False, verify=True, restart=False)
 class ModbusTransport:
     """The update window of the register map through a ``BmsClient``."""
 
-    def __init__(self, client):
+    def __init__(self, client, sleep=None, interval=0.1, finish_timeout=300.0):
         self.c = client
+        import time
+        self.sleep = sleep or time.sleep
+        self.clock = time.monotonic
+        self.interval = interval
+        self.finish_timeout = finish_timeout
         from comms import registers as R
         from comms import reg_update as RU
         self.R, self.RU = R, RU
@@ -129,7 +152,8 @@ class ModbusTransport:
         from bms.update import ERROR_NAMES, STATE_NAMES
         return {"size_begun": (r[0] << 16) | r[1],
                 "sha256": b"".join(bytes((v >> 8, v & 0xFF)) for v in r[2:18]),
-                "status": RU.US_NAMES[r[RU.UP_STATUS]] if r[RU.UP_STATUS] < 4 else "?",
+                "status": RU.US_NAMES[r[RU.UP_STATUS]] if r[RU.UP_STATUS] < len(RU.US_NAMES)
+                else "?",
                 "offset": (r[RU.UP_OFFSET] << 16) | r[RU.UP_OFFSET + 1],
                 "size": (r[RU.UP_SIZE] << 16) | r[RU.UP_SIZE + 1],
                 "progress_pm": r[RU.UP_PROGRESS],
@@ -137,6 +161,7 @@ class ModbusTransport:
                 "fw_state": STATE_NAMES[r[RU.UP_FW_STATE]] if r[RU.UP_FW_STATE] < 3 else "?",
                 "active_slot": r[RU.UP_ACTIVE] - 0x10000 if r[RU.UP_ACTIVE] & 0x8000
                 else r[RU.UP_ACTIVE],
+                "finish_pm": r[RU.UP_FIN_PM],
                 "error_text": ascii_of(r[RU.UP_ERR_TEXT:RU.UP_ERR_TEXT + RU.UP_TEXT_REGS])}
 
     def resume_offset(self, size, digest):
@@ -165,25 +190,48 @@ class ModbusTransport:
             raise
         return offset + len(data)
 
-    def finish(self, polls=20):
-        """Verify and unpack; on a board this can outlast the client's time-out."""
+    def finish(self, progress=None):
+        """Start the finish, then poll the status until staged or refused.
+
+        Lost request or reply: the status says which (still "receiving":
+        the command never arrived, send it again; verifying / unpacking /
+        staged: it did)."""
         from tools.bmsctl.client import BmsError
-        try:
-            self._w(self.RU.UP_CMD, [self.RU.UC_FINISH])
-        except OSError:
-            # No answer in time: the BMS is busy unpacking. Ask until it says.
-            for _ in range(polls):
+        sent = 0
+        deadline = None
+        st = None
+        while True:
+            if sent == 0 or (st is not None and st["status"] == "receiving" and sent < RETRIES):
+                sent += 1
                 try:
-                    st = self.status()
-                except BmsError:
-                    continue
-                if st["status"] == "staged":
-                    break
-                if st["status"] == "error":
-                    raise BmsError("refused: %s" % st["error_text"], 3)
-            else:
-                raise
-        return "the inactive slot"
+                    self._w(self.RU.UP_CMD, [self.RU.UC_FINISH])
+                except OSError:
+                    pass          # the status below tells whether it arrived
+            try:
+                st = self.status()
+            except BmsError as e:
+                if e.code is not None:
+                    raise
+                st = None         # link error: ask again
+            now = self.clock()
+            if deadline is None:
+                deadline = now + self.finish_timeout
+            if st is not None:
+                s = st["status"]
+                if progress is not None and s in ("verifying", "unpacking"):
+                    progress(s, st["finish_pm"])
+                if s == "staged":
+                    return "the inactive slot"
+                if s == "error":
+                    raise BmsError(st["error_text"] or "refused: %s" % st["error"], 3)
+                if s == "idle":
+                    raise BmsError("refused: the BMS has no transfer to finish (aborted or "
+                                   "restarted?)", 3)
+                if s == "receiving" and sent >= RETRIES:
+                    raise OSError("the finish command does not reach the BMS")
+            if now > deadline:
+                raise OSError("no end of the finish within %.0f s" % self.finish_timeout)
+            self.sleep(self.interval)
 
     def restart(self):
         self._w(self.RU.UP_CMD, [self.RU.UC_RESTART])

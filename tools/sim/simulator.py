@@ -58,6 +58,8 @@ class Simulation:
         self.updater = Updater(self.fs, key=update_key)
         # A board flushes from its services poller between cycles; here after each step.
         self.pollers.append(lambda sim: sim.plog.flush() if sim.plog.pending else 0)
+        # The incremental finish of an update: one bounded step per cycle, as on a board.
+        self.pollers.append(lambda sim: sim.updater.poll())
 
     # ---- running -----------------------------------------------------------
     def step(self):
