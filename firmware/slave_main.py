@@ -5,11 +5,11 @@ The board file (``boards/slave_module.py``, branch ``drivers``) builds the
 machine objects and drivers; this loop only wires them to ``bms.slave``
 (and ``bms.slave_fw`` for firmware updates through the master).
 
-Watchdog: the slave's ``Updater.finish`` (verify + unpack, on the master's
-FINISH) is blocking today and can outlast ``WDT_MS`` for a large package;
-the watchdog then resets the slave mid-finish, the slot is not switched and
-the master reports the slave as not answering.  The incremental finish
-(bounded work per loop pass, ``SlaveFw._finish_work``) removes this.
+Watchdog: the verify + unpack of a firmware update (on the master's FINISH)
+runs as bounded steps of ``Updater.finish_step``, one per loop pass
+(``SlaveFw._finish_work``), so the loop keeps feeding the ``WDT_MS``
+watchdog and sending its frames.  A reset mid-finish (power cut) leaves the
+old firmware; the master then reports the slave as not answering.
 
 Settings live in ``slave.json`` on the module: ``addr`` (0 = take the DIP
 switch; DIP all off = auto-address), ``cells`` and ``locked`` (the TOPBMS

@@ -23,8 +23,9 @@ written with one ``Updater.chunk`` call; the hash and signature check happen
 in ``Updater.begin`` as soon as the first 32/64 stream bytes are in, so a
 wrongly signed package is refused after its first block.
 
-FINISH runs ``Updater.finish`` (in ``_finish_work``, the one place to
-change for the incremental finish), APPLY reboots into the staged slot
+FINISH runs ``Updater.finish_start`` / ``finish_step`` one bounded step
+per loop pass (``_finish_work``; the master's query sees FWR_BUSY
+meanwhile), APPLY reboots into the staged slot
 after the acknowledgement went out.  After that boot the slot is on trial:
 it is confirmed once the slave is back in normal operation
 (``confirm_sweeps`` SYNCs heard, AFE answering, configured by the master);
@@ -183,16 +184,22 @@ class SlaveFw:
                 self._reboot()
 
     def _finish_work(self):
-        """Verify and unpack.  The one place that calls ``Updater.finish``: it is
-        blocking today; with an incremental finish this becomes one bounded
-        step per pass (stay in PH_FINISHING until it reports done)."""
+        """Verify and unpack, one bounded step of ``Updater.finish_step`` per
+        loop pass (at most a few KB of flash I/O), so the slave keeps sampling,
+        sending its frames and feeding its 2 s watchdog meanwhile."""
+        up = self.up
         try:
-            self.up.finish()
+            r = up.finish_step() if up.phase else up.finish_start()
         except U.UpdateError as e:
             self._fail(e.code)
             return
         except OSError:
             self._fail(U.E_FLASH)
+            return
+        if r == U.FS_BUSY:
+            return
+        if r != U.FS_DONE:
+            self._fail(up.last_error[0] if up.last_error else U.E_INTERNAL)
             return
         self.phase = PH_STAGED
         self._ack(C.FW_FINISH, C.FWR_OK)

@@ -261,3 +261,30 @@ def test_window_name_tables_mirror_the_forwarder():
     assert RSU.PHASE_NAMES == SU.FP_NAMES
     assert RSU.RESULT_NAMES == SU.SR_NAMES
     assert RSU.TARGET_ALL == SU.TARGET_ALL
+
+
+def test_slave_finish_runs_in_bounded_steps_while_it_keeps_reporting():
+    """The slave verifies and unpacks one Updater.finish_step per loop pass: many
+    passes, each within the step's flash budget, and its status frames keep
+    coming meanwhile (a blocking finish would starve its 2 s watchdog)."""
+    r = _ready(2)
+    pkg, digest, sig = slave_package(version=(0, 2, 0))
+    r.upload(pkg, digest, sig)
+    s = r.slaves[0]
+    up = s.fw.up
+    up.step_bytes = 256             # a small budget: many steps for this package
+    r.fwd.start(1, r.clock.ticks_ms())
+    assert r.run_until(lambda: s.fw.phase == 2, LIMIT_MS) >= 0   # PH_FINISHING
+    passes = 0
+    not_ok = 0
+    while s.fw.phase == 2 and passes < 10000:
+        r.step()
+        passes += 1
+        if r.master.mod_state[0] != 1:
+            not_ok += 1
+    assert passes > 10, passes                       # not one blocking call
+    assert up.steps > 10 and up.max_step_io <= 2 * 256 + 512, (up.steps, up.max_step_io)
+    assert up.state == U.ST_PENDING                  # staged, not yet applied
+    assert not_ok == 0                               # its sweeps kept coming
+    assert r.run_until(lambda: _done(r), LIMIT_MS) >= 0
+    assert r.fwd.phase == SU.FP_DONE, r.fwd.err_text
