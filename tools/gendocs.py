@@ -141,7 +141,7 @@ ISSUE7_TEXT = {
     "update": "Sequence (`bmsctl update PKG`): unlock (user or factory role); FC16 of the begin "
               "registers (size, SHA-256 and, when the device has a key, the signature); FC16 "
               "chunks of up to 240 bytes in order (offset, byte count, data); command 1 finish "
-              "(opens every relay; size and SHA-256 of what was received are checked at once, "
+              "(size and SHA-256 of what was received are checked at once, "
               "then the BMS re-reads the staged file, checks the archive and only then unpacks "
               "it into the inactive slot, in bounded steps of its main loop: poll `status` "
               "(verifying, unpacking) and `finish_progress` until it reads staged or error); "

@@ -266,9 +266,9 @@ class UpdateWindow:
                 if c == UC_FINISH:
                     if up.phase:
                         return EX_NONE            # already running (a resent command)
-                    b = rm.bms
-                    if b is not None:
-                        b.contactors.open_all(b.clock.ticks_ms())
+                    # No relay change: the steps run between control cycles, so
+                    # protection keeps running and the load keeps its power; the
+                    # restart that applies the update opens the relays.
                     self._set_text(b"")
                     up.finish_start()             # the steps run from the app's loop
                     return EX_NONE
