@@ -1,5 +1,5 @@
 # MicroPython manifest: freeze the BMS into a custom firmware image, so the
-# bytecode (about 170 KB), qstrs and constants stay in flash instead of the
+# bytecode (about 190 KB), qstrs and constants stay in flash instead of the
 # heap; the whole master does not fit an RP2040 heap otherwise (figures and
 # recipe in docs/deploy.md, measured by `make bench`).
 #
