@@ -98,7 +98,7 @@ def slave_rows(ctx):
     return [
         Row(AREA, "slave update over CAN: %d KB package, 16x16 pack" % (len(pkg) // 1024),
             round(total_ms / 1000.0, 1), "s", "", "upload done -> slave confirmed: %s%s"
-            % ("confirmed, reports %d.%d.%d" % ver if ok else "FAILED: " + fwd.err_text, "")),
+            % ("reports %d.%d.%d" % ver if ok else "FAILED: " + fwd.err_text, "")),
         Row(AREA, "slave update: transfer rate", round(len(pkg) / (send_ms or total_ms), 2),
             "KB/s", "", "sending phase only"),
         Row(AREA, "slave update: bus load during the update", round(load, 1), "%", "< 30",
