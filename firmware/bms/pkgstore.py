@@ -19,7 +19,8 @@ this session).
 """
 from bms.digest import sha256
 from bms.store import makedirs
-from bms.update import (E_FLASH, E_HASH, E_OFFSET, E_SIZE, E_STATE, MAX_SIZE, UpdateError)
+from bms.update import (E_FLASH, E_HASH, E_SIZE, E_STATE, MAX_SIZE, UpdateError,
+                        append_in_order)
 
 
 class PackageStore:
@@ -67,22 +68,7 @@ class PackageStore:
     def chunk(self, offset, data):
         if self._f is None:
             self._fail(E_STATE, "no upload in progress")
-        end = offset + len(data)
-        if end <= self.offset:
-            return self.offset
-        if offset > self.offset:
-            self._fail(E_OFFSET, "gap: expected offset %d, got %d" % (self.offset, offset))
-        if end > self.size:
-            self._fail(E_SIZE, "chunk beyond declared size %d" % self.size)
-        mv = memoryview(data)[self.offset - offset:]
-        try:
-            self._f.write(mv)
-        except OSError:
-            self.abort()
-            self._fail(E_FLASH, "flash write failed at %d" % self.offset)
-        self._hash.update(mv)
-        self.offset = end
-        return end
+        return append_in_order(self, offset, data)
 
     def abort(self):
         if self._f is not None:

@@ -454,14 +454,7 @@ class Soc:
         y_off = r0 * i
         if self._flat:
             self._flat = False
-            e = self._flat_update(v - y_off, chem, t_c, r)
-            self.innovation_mv = int(e * 1000.0)
-            self.est_updates += 1
-            self._prev_s = self.soc_frac()
-            self._prev_v = v
-            self._prev_i = i
-            self._prev_ms = now
-            return True
+            return self._done(self._flat_update(v - y_off, chem, t_c, r), v, i, now)
         for _ in range(IEKF_PASSES):
             o, h = ocv.ocv_f(chem, si, t_c)
             # Innovation of the linearisation at (si, v1i, bi) seen from the prior.
@@ -494,8 +487,11 @@ class Soc:
             self.p00 = 1e-8
         self.bias = bi
         self.v1 = v1i
-        s_new = si
-        self._apply(s_new - s)
+        self._apply(si - s)
+        return self._done(e, v, i, now)
+
+    def _done(self, e, v, i, now):
+        """Bookkeeping after an update with innovation ``e`` (V)."""
         self.innovation_mv = int(e * 1000.0)
         self.est_updates += 1
         self._prev_s = self.soc_frac()

@@ -253,6 +253,31 @@ def rmtree(fs, path):
     fs.rmdir(path)
 
 
+def append_in_order(t, offset, data):
+    """The transfer rule of a staged upload (``Updater``, ``pkgstore.PackageStore``):
+    a chunk wholly below the expected offset is a retransmission, acknowledged
+    without writing; an overlapping one writes only its new tail; a gap or a
+    chunk past the declared size is refused.  ``t`` has ``_f`` (open file),
+    ``_hash``, ``offset``, ``size``, ``_fail(code, msg)`` and ``abort()``.
+    Returns the next expected offset."""
+    end = offset + len(data)
+    if end <= t.offset:
+        return t.offset
+    if offset > t.offset:
+        t._fail(E_OFFSET, "gap: expected offset %d, got %d" % (t.offset, offset))
+    if end > t.size:
+        t._fail(E_SIZE, "chunk beyond declared size %d" % t.size)
+    mv = memoryview(data)[t.offset - offset:]
+    try:
+        t._f.write(mv)
+    except OSError:
+        t.abort()
+        t._fail(E_FLASH, "flash write failed at %d" % t.offset)
+    t._hash.update(mv)
+    t.offset = end
+    return end
+
+
 class Updater:
     def __init__(self, fs, root="/fw", key=None, max_tries=3, max_size=MAX_SIZE,
                  step_bytes=STEP_BYTES):
@@ -389,22 +414,7 @@ class Updater:
             if self.phase:
                 self._fail(E_STATE, "finish in progress: no more data accepted")
             self._fail(E_STATE, "no update in progress")
-        end = offset + len(data)
-        if end <= self.offset:
-            return self.offset           # retransmission of something we have
-        if offset > self.offset:
-            self._fail(E_OFFSET, "gap: expected offset %d, got %d" % (self.offset, offset))
-        if end > self.size:
-            self._fail(E_SIZE, "chunk beyond declared size %d" % self.size)
-        mv = memoryview(data)[self.offset - offset:]
-        try:
-            self._f.write(mv)
-        except OSError:
-            self.abort()
-            self._fail(E_FLASH, "flash write failed at %d" % self.offset)
-        self._hash.update(mv)
-        self.offset = end
-        return end
+        return append_in_order(self, offset, data)
 
     def progress(self):
         return self.offset, self.size

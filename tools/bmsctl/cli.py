@@ -350,6 +350,17 @@ def cmd_log(c, a):
 
 
 # ---- issue 7: firmware update ----
+def _print_update_status(tr, title):
+    st = tr.status()
+    st["sha256"] = st["sha256"].hex()
+    t = Table(title=title)
+    t.add_column("field")
+    t.add_column("value")
+    for k, v in st.items():
+        t.add_row(k, str(v))
+    console.print(t)
+
+
 def cmd_update(c, a):
     from tools.bmsctl import update_cmd
     if a.slave:
@@ -358,15 +369,7 @@ def cmd_update(c, a):
     # (keeps notifications flowing), else a plain sleep.
     tr = update_cmd.ModbusTransport(c, sleep=getattr(getattr(c, "mb", None), "wait", None))
     if a.status:
-        st = tr.status()
-        st["sha256"] = st["sha256"].hex()
-        t = Table(title="Firmware update")
-        t.add_column("field")
-        t.add_column("value")
-        for k, v in st.items():
-            t.add_row(k, str(v))
-        console.print(t)
-        return
+        return _print_update_status(tr, "Firmware update")
     try:
         msg = update_cmd.main(a.pkg, tr, console=console, verify=not a.no_verify,
                               restart=a.restart)
@@ -384,15 +387,7 @@ def cmd_update_slave(c, a, update_cmd):
     """``update --slave N|all PKG``: upload to the master, which forwards it over CAN."""
     tr = update_cmd.SlaveModbusTransport(c)
     if a.status:
-        st = tr.status()
-        st["sha256"] = st["sha256"].hex()
-        t = Table(title="Slave firmware update")
-        t.add_column("field")
-        t.add_column("value")
-        for k, v in st.items():
-            t.add_row(k, str(v))
-        console.print(t)
-        return
+        return _print_update_status(tr, "Slave firmware update")
     if a.slave == "all":
         target = 255
     else:

@@ -101,7 +101,9 @@ class LocalRefusal(Exception):
     """The package fails the tool's own check before anything is sent."""
 
 
-def main(path, transport, console=None, quiet=False, verify=True, restart=False):
+def checked(path, verify=True):
+    """(package, size, sha256, signature) of ``path`` and its ``.sig``; with
+    ``verify`` a truncated or corrupt file is refused before anything is sent."""
     import hashlib
     pkg, meta = load(path)
     actual = hashlib.sha256(pkg).digest()
@@ -114,6 +116,11 @@ def main(path, transport, console=None, quiet=False, verify=True, restart=False)
         if actual != digest:
             raise LocalRefusal("%s is corrupt: its SHA-256 does not match %s.sig" % (path, path))
     sig = bytes.fromhex(meta["signature"]) if meta.get("signature") else None
+    return pkg, size, digest, sig
+
+
+def main(path, transport, console=None, quiet=False, verify=True, restart=False):
+    pkg, size, digest, sig = checked(path, verify)
     where = send(transport, pkg, digest, sig, console=console, quiet=quiet, size=size)
     if restart:
         transport.restart()
@@ -329,18 +336,7 @@ class SlaveUpdateFailed(Exception):
 
 def main_slave(path, transport, target, console=None, quiet=False, verify=True, poll_s=0.2):
     """Upload ``path`` to the master, forward it to ``target`` (address or 255 = all), watch."""
-    import hashlib
-    pkg, meta = load(path)
-    actual = hashlib.sha256(pkg).digest()
-    size = int(meta.get("size", len(pkg)))
-    digest = bytes.fromhex(meta["sha256"]) if meta.get("sha256") else actual
-    if verify:
-        if len(pkg) != size:
-            raise LocalRefusal("%s is truncated: %d of %d bytes (per %s.sig)"
-                               % (path, len(pkg), size, path))
-        if actual != digest:
-            raise LocalRefusal("%s is corrupt: its SHA-256 does not match %s.sig" % (path, path))
-    sig = bytes.fromhex(meta["signature"]) if meta.get("signature") else None
+    pkg, size, digest, sig = checked(path, verify)
     send(transport, pkg, digest, sig, console=console, quiet=quiet, size=size)
     transport.start(target)
     st = watch(transport, size, console=console, quiet=quiet, poll_s=poll_s)
