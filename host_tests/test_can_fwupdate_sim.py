@@ -7,10 +7,8 @@ Updater; the slave reboots, confirms or rolls back.  python-can (through
 tools.sim.pycan_bridge) plays a slave byte by byte to check the master's
 side, and cantools decodes the frames with docs/bms_internal.dbc.
 """
-import io
 import json
 import os
-import tarfile
 
 import can
 import cantools
@@ -21,7 +19,7 @@ from bms.contactors import RELAY_CHG, RELAY_DSG, RELAY_PRE
 from bms.params import P_CHG_SWITCH, P_DSG_SWITCH
 from comms import can_ids as C
 from comms import slave_update as SU
-from tools.fwpkg import describe
+from tools.fwpkg import describe, tar_of
 from tools.sim.modular import build_modular
 from tools.sim.pclink import PcLink
 from tools.sim.pycan_bridge import SimBus
@@ -38,13 +36,7 @@ def make_pkg(tmp_path, version=(0, 2, 0), key=None, defect=None, name="slave.tar
         text += "SIM_DEFECT = '%s'\n" % defect
     files = {"comms/can_ids.py": (text + "# slave firmware\n" * 120).encode(),
              "bms/slave.py": b"# slave logic\n" * 200}
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for n, data in sorted(files.items()):
-            info = tarfile.TarInfo(n)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    pkg = buf.getvalue()
+    pkg = tar_of(files)
     path = tmp_path / name
     path.write_bytes(pkg)
     (tmp_path / (name + ".sig")).write_text(json.dumps(describe(pkg, key)))

@@ -16,7 +16,7 @@ from bms.params import P_OV1, index as pidx
 from comms import reg_update as RU
 from comms import registers as R
 from tools.bmsctl.cli import main
-from tools.fwpkg import describe
+from tools.fwpkg import describe, tar_of
 from tools.sim.pclink import PcLink
 from tools.sim.simulator import Simulation
 
@@ -28,15 +28,7 @@ FILES = {"main.py": b"print('new firmware 9.9.9')\n" * 40,
 
 
 def make_pkg(tmp_path, key=KEY, name="fw.tar"):
-    import io
-    import tarfile
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for n, data in sorted(FILES.items()):
-            info = tarfile.TarInfo(n)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    pkg = buf.getvalue()
+    pkg = tar_of(FILES)
     path = tmp_path / name
     path.write_bytes(pkg)
     (tmp_path / (name + ".sig")).write_text(json.dumps(describe(pkg, key)))

@@ -42,6 +42,17 @@ def build_tar(src=FIRMWARE, mpy=False):
     return buf.getvalue()
 
 
+def tar_of(files):
+    """Archive bytes of ``{name: bytes}`` (tests, benchmarks, hand-made packages)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for n, data in sorted(files.items()):
+            info = tarfile.TarInfo(n)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def describe(pkg, key=None):
     digest = hashlib.sha256(pkg).digest()
     meta = {"size": len(pkg), "sha256": digest.hex()}

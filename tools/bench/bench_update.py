@@ -40,18 +40,10 @@ def run(ctx):
 def _slave_package(kb):
     """A slave package of about ``kb`` KB (modular sim firmware model: the
     version line in comms/can_ids.py is what the slave reports)."""
-    import io
-    import tarfile
+    from tools.fwpkg import tar_of
     body = b"# slave firmware\n" * (kb * 1024 // 17)
-    files = {"comms/can_ids.py": b"FW_VERSION = (0, 2, 0)\n" + body[: len(body) // 2],
-             "bms/slave.py": body[len(body) // 2:]}
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for n, data in sorted(files.items()):
-            info = tarfile.TarInfo(n)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return tar_of({"comms/can_ids.py": b"FW_VERSION = (0, 2, 0)\n" + body[: len(body) // 2],
+                   "bms/slave.py": body[len(body) // 2:]})
 
 
 def slave_rows(ctx):
