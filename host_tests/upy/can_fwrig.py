@@ -8,7 +8,7 @@ the slot's ``comms/can_ids.py`` (the factory version when running from the
 root), and a line ``SIM_DEFECT = 'afe'`` makes that firmware unable to read
 its AFE (it then never reaches normal operation).
 """
-from can_helpers import LoopBus, LoopNode, ValueAfe
+from can_helpers import LoopBus, LoopNode, Stepping, ValueAfe
 from fakeflash import FakeFlash
 from update_rig import package
 
@@ -68,7 +68,7 @@ class FakeBms:
         self.inhibit = 0
 
 
-class FwRig:
+class FwRig(Stepping):
     def __init__(self, n=2, key=None, confirm_sweeps=3, trial_timeout_ms=6000):
         self.clock = VirtualClock(1000)
         now = self.clock.ticks_ms()
@@ -135,20 +135,6 @@ class FwRig:
         while self._resets:
             self.boot(self._resets.pop(0))
 
-    def run(self, ms, dt=2):
-        t = 0
-        while t < ms:
-            self.step(dt)
-            t += dt
-
-    def run_until(self, pred, limit_ms, dt=2):
-        t = 0
-        while t <= limit_ms:
-            if pred():
-                return t
-            self.step(dt)
-            t += dt
-        return -1
 
     def version(self, addr):
         v = self.master.mod_version

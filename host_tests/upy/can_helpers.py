@@ -107,7 +107,27 @@ class ValueAfe:
         self.asleep = on
 
 
-class Rig:
+class Stepping:
+    """``run``/``run_until`` for a rig whose ``step(dt)`` advances virtual time."""
+
+    def run(self, ms, dt=2):
+        t = 0
+        while t < ms:
+            self.step(dt)
+            t += dt
+
+    def run_until(self, pred, limit_ms, dt=2):
+        """ms it took until ``pred()`` held, or -1 after ``limit_ms``."""
+        t = 0
+        while t <= limit_ms:
+            if pred():
+                return t
+            self.step(dt)
+            t += dt
+        return -1
+
+
+class Rig(Stepping):
     """A CanMaster and ``n`` slaves (fixed addresses unless ``auto``) on a LoopBus."""
 
     def __init__(self, n=3, cells=16, auto=False, uids=None, start=0x3FFFFFFF - 5000,
@@ -153,20 +173,6 @@ class Rig:
                 self.slaves[k].step(now)
         self.master.poll(now)
 
-    def run(self, ms, dt=2):
-        t = 0
-        while t < ms:
-            self.step(dt)
-            t += dt
-
-    def run_until(self, pred, limit_ms, dt=2):
-        t = 0
-        while t <= limit_ms:
-            if pred():
-                return t
-            self.step(dt)
-            t += dt
-        return -1
 
     def states(self):
         m = self.master
