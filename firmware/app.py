@@ -587,11 +587,31 @@ def build(name=None, machine=None, cfg=None, clock=None, params=None, fs=None):
         app.part("ble_radio", start_ble_radio, app, link)
     app.part("ttl", start_ttl, app)
     start_restart_fallback(app)
-    if app.services is not None and app.oom:
-        # Out of memory is this firmware's fault, not the board's: a trial
-        # update in that state is rejected (bms.services).
-        app.services.degraded = tuple(app.oom)
+    if app.services is not None and app.failed:
+        log_failed_parts(app)
     return app
+
+
+# Parts named in the persistent log (PK_PART a = index); append only.
+PART_NAMES = ("settings", "state", "services", "persistlog", "updater", "lease", "sleep",
+              "can_modules", "can_master", "slave_update", "inverter", "update_steps", "modbus",
+              "ble", "ble_radio", "ttl", "soc_restore")
+
+
+def log_failed_parts(app):
+    """Every part that did not build goes into the persistent log, so a user
+    finds out why a port is silent; out of memory is this firmware's fault,
+    not the board's, so a trial update in that state is rejected (bms.services)."""
+    from bms import persistlog as PL
+    svc = app.services
+    if app.oom:
+        svc.degraded = tuple(app.oom)
+    if svc.plog is None:
+        return
+    now = app.clock.ticks_ms()
+    for name in app.failed:
+        why = PL.PART_OOM if name in app.oom else PL.PART_ERROR
+        svc.plog.append(now, PL.PK_PART, PART_NAMES.index(name) if name in PART_NAMES else -1, why)
 
 
 def start_watchdog(app, ms=WDT_MS):

@@ -281,6 +281,14 @@ def test_part_out_of_memory_marks_the_firmware_degraded(monkeypatch):
     assert app.services.degraded == ("modbus",)
     rig.run(2000)
     assert app.bms.running and app.bms.exceptions == 0
+    # Both are in the persistent log, named, with why.
+    from bms import persistlog as PL
+    from tools.eventlog_csv import kind_name, subject
+    plog = app.parts["persistlog"]
+    plog.flush()
+    parts = [(kind_name(r[2]), subject(r[2], r[4]), r[5]) for r in plog.records()
+             if r[2] == PL.PK_PART]
+    assert parts == [("part_failed", "modbus", PL.PART_OOM), ("part_failed", "ttl", PL.PART_ERROR)]
 
 
 def test_master_with_modules_serves_the_slave_update_window():

@@ -47,6 +47,12 @@ def subject(kind, a):
     if kind == PL.PK_RESET:
         from bms.watchdog import REASON_NAMES
         return REASON_NAMES[a] if 0 <= a < len(REASON_NAMES) else str(a)
+    if kind == PL.PK_UPDATE:
+        from bms.update import EVENT_NAMES
+        return EVENT_NAMES[a] if 0 < a < len(EVENT_NAMES) else str(a)
+    if kind == PL.PK_PART:
+        from app import PART_NAMES
+        return PART_NAMES[a] if 0 <= a < len(PART_NAMES) else "other"
     return ""
 
 

@@ -47,7 +47,10 @@ PK_UPDATE = const(18)     # a: update event (bms.update U_*), b: detail
 PK_LEASE = const(19)      # a: lease event (bms.lease LE_*), b: detail
 PK_SLEEP = const(20)      # a: 1 sleep, 0 wake, b: cause
 PK_DROPPED = const(21)    # a: records lost to a full queue
-PK_NAMES = ("reset", "settings_migrated", "update", "lease", "sleep", "dropped")
+PK_PART = const(22)       # a: app part (app.PART_NAMES, -1 other), b: PART_OOM / PART_ERROR
+PK_NAMES = ("reset", "settings_migrated", "update", "lease", "sleep", "dropped", "part_failed")
+PART_OOM = const(1)       # the part did not build for lack of memory
+PART_ERROR = const(2)     # any other error (hardware absent, bad configuration)
 
 _I32 = 0x7FFFFFFF
 

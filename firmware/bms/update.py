@@ -72,6 +72,7 @@ U_CONFIRMED = const(3)
 U_ROLLED_BACK = const(4)
 U_REFUSED = const(5)
 U_REJECTED = const(6)   # the trial firmware ran but not whole: roll back at the next boot
+EVENT_NAMES = ("", "staged", "swapped", "confirmed", "rolled_back", "refused", "rejected")
 
 # Error codes (UpdateError.code), stable for comms.
 E_STATE = const(1)
