@@ -26,6 +26,8 @@ from array import array
 
 from micropython import const
 
+from bms.fixmath import ONE, div, mul
+
 # Per-chemistry rows in CHEM_* order (NMC, LFP, LTO, NA).
 _SOC = (
     array("H", (0, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 950, 1000)),
@@ -138,3 +140,64 @@ def soc_f(chem, v, t_c):
     j = _seg(ys, mv)
     y0 = ys[j]
     return (xs[j] + (xs[j + 1] - xs[j]) * (mv - y0) / (ys[j + 1] - y0)) * 0.001
+
+
+# ---- integer forms for the estimator (bms.soc): no floats, no allocation ----
+# SOC in Q28 (1.0 = 2**28), voltage in W = 2**-7 uV (1 mV = 128000 W), slope
+# in uV per unit SOC, temperature t2 = Tmin + Tmax in 0.1 degC (the mean in
+# 0.05 degC: 500 = 25 degC).
+W_PER_MV = const(128000)
+
+
+def _temp_w(chem, t2):
+    # dOCV/dT (uV/K) * (T - 25) with T - 25 = (t2 - 500) / 20 K, in W (x128).
+    return _DVDT_UV[chem] * 32 * (t2 - 500) // 5
+
+
+def _pm_q18(s):
+    # s (Q28, 0..1) in per mille, Q18, exactly floored (segment choice as ocv_f).
+    return (s >> 10) * 1000 + (((s & 1023) * 1000) >> 10)
+
+
+def ocv_w(chem, s, t2):
+    """OCV of one cell in W at SOC ``s`` (Q28, clamped) and ``t2``."""
+    xs = _SOC[chem]
+    ys = _MV[chem]
+    if s < 0:
+        s = 0
+    elif s > ONE:
+        s = ONE
+    xm = _pm_q18(s)
+    j = _seg(xs, xm >> 18)
+    x0 = xs[j]
+    f = div(xm - (x0 << 18), xs[j + 1] - x0, 6)     # position in the segment, Q24
+    y0 = ys[j]
+    return y0 * W_PER_MV + mul((ys[j + 1] - y0) * W_PER_MV, f, 24) + _temp_w(chem, t2)
+
+
+def slope_uv(chem, s):
+    """dOCV/dSOC at ``s`` (Q28) in uV per unit SOC: the segment's slope, as ``ocv_f``."""
+    xs = _SOC[chem]
+    ys = _MV[chem]
+    if s < 0:
+        s = 0
+    elif s > ONE:
+        s = ONE
+    j = _seg(xs, _pm_q18(s) >> 18)
+    return (ys[j + 1] - ys[j]) * 1000000 // (xs[j + 1] - xs[j])
+
+
+def soc_q28(chem, y, t2):
+    """Inverse of ``ocv_w``: SOC (Q28, clamped) whose OCV at ``t2`` is ``y`` W."""
+    xs = _SOC[chem]
+    ys = _MV[chem]
+    v = y - _temp_w(chem, t2)
+    if v <= ys[0] * W_PER_MV:
+        return 0
+    if v >= ys[len(ys) - 1] * W_PER_MV:
+        return ONE
+    j = _seg(ys, v // W_PER_MV)
+    y0 = ys[j] * W_PER_MV
+    f = div(v - y0, ys[j + 1] * W_PER_MV - y0, 28)  # position in the segment, Q28
+    x0 = xs[j]
+    return div((x0 << 18) + mul(f, xs[j + 1] - x0, 10), 1000, 10)

@@ -9,13 +9,19 @@ Two layers, each doing what it is good at:
    Charge is counted at the charge (coulombic) efficiency, discharge at the
    discharge factor; the efficiency remainder is carried exactly too.
 
-2. Estimator (slow task, floats): an extended Kalman filter on a one-RC cell
-   model, state ``[soc, v1]`` (v1 = polarisation voltage of the RC pair),
-   measurement = mean cell voltage = OCV(soc, T) + R0(T)*I + v1.  The filter
-   does not integrate current itself: its prediction is the counter's own
-   change since the last run, and its correction is written back into the
-   counter as an integer charge adjustment, so the counter stays the single
-   source of truth and the float part cannot drift.
+2. Estimator (slow task, integers): an iterated extended Kalman filter on a
+   one-RC cell model, state ``[soc, v1, bias]`` (v1 = polarisation voltage
+   of the RC pair, bias = OCV-table error), measurement = mean cell voltage
+   = OCV(soc, T) + R0(T)*I + v1 + bias.  The filter does not integrate
+   current itself: its prediction is the counter's own change since the
+   last run, and its correction is written back into the counter as an
+   integer charge adjustment, so the counter stays the single source of
+   truth and the estimator cannot drift.  It runs in fixed point
+   (``bms.fixmath``): on the RP2040 / ESP32 every float is a heap object,
+   and a float filter allocated ~4.5 KB per second; this one allocates
+   nothing and no intermediate leaves the 31-bit small-int range (checked
+   over the benchmark day by host_tests/test_soc_intrange.py).  The float
+   original is kept as the reference in tools/sim/soc_float.py.
 
 Why these choices (the principled parts):
 * The measurement Jacobian is dOCV/dSOC (``bms.ocv``), so a voltage reading
@@ -41,7 +47,8 @@ Why these choices (the principled parts):
   SOC is the table's inverse of the reading, the RC and table-error states
   keep their priors, and the SOC variance is their variance plus the
   reading noise seen through the local slope (~10 % on the LFP plateau,
-  ~1 % on NMC).  A wide Gaussian prior instead leaked a few % of the first
+  ~1 % on NMC), limited to 50 % (the largest standard deviation a value
+  confined to 0..100 % can have).  A wide Gaussian prior instead leaked a few % of the first
   innovation (tens of mV) into those states: on the plateau ~0.7 % SOC
   that took minutes to decay, and a result that depended on the start value.
 * Iterated measurement update: the OCV table is piecewise linear and a
@@ -57,16 +64,43 @@ Why these choices (the principled parts):
   such anchors measures the capacity (capacity learning); SOH is learned /
   rated capacity.
 
+Integer units of the estimator (and why each scale):
+* SOC: Q28 (1.0 = 2**28).  Fine enough that a 1 s Kalman correction of
+  4e-9 (0.0004 mAh on 100 Ah) is not rounded away, coarse enough that 1.0
+  leaves a factor 2 of headroom below the saturation limit 2**29.
+* Voltages (cell voltage, OCV, R0*I, v1, bias, innovation, standard
+  deviations of v1 and bias, measurement noise): W = 2**-7 uV (1 mV =
+  128000 W).  +-4.2 V fits below 2**29; 8 nV resolution keeps the slow
+  drift of the table-error state (sub-uV per second on the LFP plateau).
+* OCV slope h: uV per unit SOC (LFP plateau 9e4, steepest knee 2e7).
+* Covariance: stored as standard deviations and correlation coefficients,
+  not as the matrix: sd_soc in Q30 of SOC (1e-4 .. 0.5), sd_v1 and sd_bias
+  in W, correlations in Q28 (-1 .. 1).  A covariance matrix spans 1e-10 to
+  0.25 (15 decades in its squares); its square root form spans half the
+  decades in magnitude and correlations are bounded, so each fits one fixed
+  scale.  The measurement update runs in normalised coordinates (the
+  state divided by its standard deviation), where the gains and the
+  covariance reduction are dimensionless; the voltage-like terms of one
+  update (h*sd_soc, sd_v1, sd_bias, sqrt(R)) are scaled together by a
+  power of two into 2**22..2**23 so their products keep 20+ bits.
+* Decay factors exp(-dt/tau) and correlations: Q28.  Times: ms.
+* R0: 1e-8 ohm (0.8 mOhm = 80000; 3 ohm still fits).  Current: mA.
+* Temperature: t2 = Tmin + Tmax of the cell sensors in 0.1 degC, i.e.
+  the mean in 0.05 degC (500 = 25 degC), limited to -50 .. +150 degC.
+exp() is ``fixmath.exp_neg`` (abs. error < 2e-7), sqrt is Newton in fixed
+point (1 unit); products and quotients saturate at 2**29 instead of
+overflowing (``bms.fixmath``).  Floats remain only outside the slow task:
+``soc_frac``, ``r0_ohm``, ``v1_v``, ``bias_v`` for tests and tools.
+
 Persistence: ``get_state`` / ``set_state`` (and ``save_to`` / ``load_from``
 for an object with the settings store's ``State`` attribute names) carry
 SOC, remaining charge, learned capacity, cycles and throughput across a
 reboot.
 """
-import math
-
 from micropython import const
 
 from bms import ocv
+from bms.fixmath import ONE, SAT, clamp, div, exp_neg, hypot, mul, sqrt
 from bms.measurements import ROLE_CELL, T_NONE_MIN
 from bms.params import P_CAPACITY, P_CHEMISTRY
 from bms.ticks import ticks_diff
@@ -80,32 +114,40 @@ DSG_EFF_PM = const(1000)    # every counted mAh out of the pack left the cells
 LEARN_MIN_PM = const(500)   # a learned capacity must be 50..120 % of rated
 LEARN_MAX_PM = const(1200)
 
-# Estimator tuning (see module docstring).
-SIG_GAIN = 0.01             # current gain uncertainty (1 %)
-SIG_OFFSET_A = 0.05         # current offset uncertainty (A)
-SIG_WHITE_V = 0.002         # per-reading noise of the mean cell voltage
-T_WHITE_S = 10.0            # its correlation time
-SIG_BIAS_V = (0.004, 0.004, 0.005, 0.006)  # OCV table / hysteresis error, CHEM_* order
-L_BIAS = 0.1                # the table error decorrelates over 10 % of SOC ...
-T_BIAS_S = 14400.0          # ... or over 4 h (temperature, hysteresis history)
-T_LOAD_S = 600.0            # correlation time of R0 / RC model errors under load
-SIG_R0 = 0.25               # relative uncertainty of R0
-SIG_V1 = 0.5                # relative uncertainty of the RC voltage
-SIG_INIT = 0.5              # SOC std when started without stored state (no information)
-SIG_RESTORED = 0.03         # SOC std after a reboot with stored state
-SIG_CAL = 0.005             # SOC std right after a full / empty calibration
-# Cell model per chemistry (R0 in ohm*Ah: R0 = k / capacity_Ah at 25 degC),
-# RC pair: R1 = R1_FRAC * R0 with time constant TAU_S.
-R0_OHM_AH = (0.10, 0.08, 0.06, 0.10)
-R1_FRAC = 0.7
-TAU_S = 90.0
-R0_COLD_PER_K = 0.04        # R0 grows ~4 %/K below 25 degC
+# Estimator tuning (see module docstring), in the integer units above; the
+# float value each stands for is in the comment.
+W_PER_MV = const(128000)    # voltage unit W = 2**-7 uV
+# SIG_GAIN 1 %: sd_soc grows by |dSOC| / 100 (Q28 -> Q30: |ds| * 4 / 100)
+# SIG_OFFSET_A 0.05 A: sd_soc grows by 0.05 A * dt / capacity (see estimate)
+SIG_WHITE_W = const(256000)     # 2 mV per-reading noise of the mean cell voltage
+T_WHITE_MS = const(10000)       # its correlation time (10 s): sqrt(T / dt) = 100 / sqrt(dt_ms)
+SIG_BIAS_W = (512000, 512000, 640000, 768000)  # 4, 4, 5, 6 mV OCV table / hysteresis error
+# L_BIAS 0.1: the table error decorrelates over 10 % of SOC ...
+T_BIAS_MS = const(14400000)     # ... or over 4 h (temperature, hysteresis history)
+SQRT_T_LOAD_Q14 = const(12690992)  # sqrt(600000 ms) in Q14: R0 / RC model errors persist ~10 min
+# SIG_R0 0.25 (>> 2) and SIG_V1 0.5 (>> 1): relative uncertainties of R0 and the RC voltage
+SD0_INIT = const(0x20000000)    # 0.5: SOC std without stored state (no information), Q30
+SD0_MAX = const(0x20000000)     # 0.5: no SOC standard deviation is larger
+SD0_RESTORED = const(32212255)  # 0.03 after a reboot with stored state
+SD0_CAL = const(5368709)        # 0.005 right after a full / empty calibration
+SD0_MIN = const(107374)         # 1e-4 (variance floor 1e-8)
+SD1_INIT = const(1280000)       # 10 mV prior std of the RC voltage
+SD1_FLOOR_W = const(1280)       # 10 uV: process-noise floor of the RC voltage (1e-10 V**2)
+V_LIM = const(0x8000000)        # 1.05 V: |R0*I|, |v1| and |bias| are limited to this
+# Cell model per chemistry (R0 in 1e-8 ohm * Ah: R0 = k / capacity_Ah at 25 degC),
+# RC pair: R1 = 0.7 * R0 with time constant 90 s.
+R0_U_AH = (10000000, 8000000, 6000000, 10000000)   # 0.10, 0.08, 0.06, 0.10 ohm*Ah
+R1_FRAC_Q28 = const(187904819)  # 0.7
+TAU_MS = const(90000)
+# R0 grows ~4 %/K below 25 degC: factor (1000 - t2) / 500.
 IEKF_PASSES = const(4)      # measurement relinearisations per update
-R0_STEP_MIN_C = 0.1         # current step (fraction of C) that teaches R0
+CONV_Q28 = const(26844)     # 1e-4: relinearisation converged
+D_MIN_Q28 = const(16)       # smallest remaining variance fraction of one update
 
 
-def _cold(t_c):
-    return 1.0 + R0_COLD_PER_K * (25.0 - t_c) if t_c < 25.0 else 1.0
+def _cold_q20(t2):
+    """R0 temperature factor 1 + 0.04/K * (25 degC - T) below 25 degC, Q20."""
+    return div(1000 - t2, 500, 20) if t2 < 500 else 0x100000
 
 
 class Soc:
@@ -132,25 +174,25 @@ class Soc:
         self.cal_empty = 0
         # Estimator state.
         self.est_enabled = True
-        self.v1 = 0.0
-        self.bias = 0.0               # OCV table error state (V)
-        self.p00 = SIG_INIT * SIG_INIT
-        self.p01 = 0.0
-        self.p02 = 0.0
-        self.p11 = 0.0001
-        self.p12 = 0.0
-        self.p22 = SIG_BIAS_V[self.chem] ** 2
-        self.r0_learned = 0.0         # ohm at 25 degC, 0 = use the model value
-        self._prev_s = -1.0
-        self._prev_v = 0.0
-        self._prev_i = 0.0
+        self.v1 = 0                   # RC polarisation voltage, W
+        self.bias = 0                 # OCV table error state, W
+        self.sd0 = SD0_INIT           # SOC std, Q30
+        self.sd1 = SD1_INIT           # v1 std, W
+        self.sd2 = SIG_BIAS_W[self.chem]  # bias std, W
+        self.c01 = 0                  # correlations, Q28
+        self.c02 = 0
+        self.c12 = 0
+        self.r0_learned = 0           # 1e-8 ohm at 25 degC, 0 = use the model value
+        self._prev_s = 0              # Q28
+        self._prev_v = 0              # W
+        self._prev_i = 0              # mA
         self._prev_ms = 0
         self._est_seen = False
         self.innovation_mv = 0
         self.est_updates = 0
         self._pver = params.version
         self.set_pm(soc_pm)
-        self.p00 = SIG_INIT * SIG_INIT
+        self.sd0 = SD0_INIT
         self._flat = True             # no SOC information yet (see _flat_update)
 
     # ---- derived values --------------------------------------------------
@@ -165,7 +207,17 @@ class Soc:
     @property
     def sigma_pm(self):
         """The estimator's 1-sigma SOC uncertainty in per mille."""
-        return int(math.sqrt(self.p00) * 1000.0 + 0.5) if self.p00 > 0 else 0
+        return (mul(self.sd0, 2000, 30) + 1) >> 1
+
+    @property
+    def v1_v(self):
+        """RC polarisation voltage in V (float: tests and tools only)."""
+        return self.v1 / (W_PER_MV * 1000.0)
+
+    @property
+    def bias_v(self):
+        """OCV-table error state in V (float: tests and tools only)."""
+        return self.bias / (W_PER_MV * 1000.0)
 
     def soc_frac(self):
         """SOC as a float fraction with the residual included (tests, benches)."""
@@ -191,7 +243,7 @@ class Soc:
         if chem != self.chem:
             self.chem = chem
             self.chg_eff_pm = CHG_EFF_PM[chem]
-            self.r0_learned = 0.0
+            self.r0_learned = 0
         rated = p[P_CAPACITY] * 100
         if rated != self.rated_mah:
             # The user entered the pack's capacity: that is newer knowledge
@@ -205,24 +257,22 @@ class Soc:
         if cap == self.capacity_mah or cap <= 0:
             return
         # Keep the fraction, not the absolute charge.
-        s = self.soc_frac()
+        s = self._frac()
         self.capacity_mah = cap
-        self._set_frac(s)
+        self._set_q28(s)
 
-    def _set_frac(self, s):
-        if s < 0.0:
-            s = 0.0
-        elif s > 1.0:
-            s = 1.0
+    def _frac(self):
+        """SOC of the counter in Q28 (residual included)."""
         c = self.capacity_mah
-        whole = int(s * c)
-        self.remaining_mah = whole
-        self._res = int((s * c - whole) * MAH_MS)
-        if self._res >= MAH_MS:
-            self._res = MAH_MS - 1
-        if self._res < 0:
-            self._res = 0
-        self._update_pm()
+        if c <= 0:
+            return 0
+        return div(self.remaining_mah, c, 28) + div(self._res, MAH_MS, 28) // c
+
+    def _set_q28(self, s):
+        """Set the counter to SOC ``s`` (Q28, clamped)."""
+        self.remaining_mah = 0
+        self._res = 0
+        self._apply(s if s > 0 else 0)
 
     # ---- coulomb counting (fast task, integers, no allocation) -----------
     def integrate(self, current_ma, dt_ms):
@@ -274,9 +324,9 @@ class Soc:
         self._res = 0
         self._update_pm()
         self.soc_pm = soc_pm
-        self.p00 = SIG_RESTORED * SIG_RESTORED
-        self.p01 = 0.0
-        self.p02 = 0.0
+        self.sd0 = SD0_RESTORED
+        self.c01 = 0
+        self.c02 = 0
         self._flat = False
         # The estimator's prediction is the counter's change since its last
         # run: a set value is not counted charge, so start a fresh interval.
@@ -302,9 +352,9 @@ class Soc:
 
     def _collapse(self):
         self._flat = False
-        self.p00 = SIG_CAL * SIG_CAL
-        self.p01 = 0.0
-        self.p02 = 0.0
+        self.sd0 = SD0_CAL
+        self.c01 = 0
+        self.c02 = 0
 
     def _anchor_event(self, kind):
         """Capacity learning: the counted charge between opposite anchors."""
@@ -359,14 +409,23 @@ class Soc:
         self.set_state(st.soc_pm, st.remaining_mah, st.capacity_mah, st.cycles,
                        st.throughput_mah)
 
-    # ---- estimator (slow task, floats) -----------------------------------
-    def r0_ohm(self, t_c=25.0):
-        """Mean-cell ohmic resistance at ``t_c`` (learned if known)."""
+    # ---- estimator (slow task, integers, no allocation) ------------------
+    def _r0_model(self, cap):
+        """Model R0 at 25 degC in 1e-8 ohm for ``cap`` mAh (at least 0.1 Ah)."""
+        if cap < 100:
+            cap = 100
+        return mul(div(R0_U_AH[self.chem], cap, 10), 1000, 10)
+
+    def _r0_u(self, t2):
+        """Mean-cell ohmic resistance in 1e-8 ohm at ``t2`` (learned if known)."""
         r = self.r0_learned
-        if r <= 0.0:
-            cap_ah = self.rated_mah / 1000.0
-            r = R0_OHM_AH[self.chem] / (cap_ah if cap_ah > 0.1 else 0.1)
-        return r * _cold(t_c)
+        if r <= 0:
+            r = self._r0_model(self.rated_mah)
+        return mul(r, _cold_q20(t2), 20) if t2 < 500 else r
+
+    def r0_ohm(self, t_c=25.0):
+        """Mean-cell ohmic resistance in ohm at ``t_c`` degC (float: tests and tools)."""
+        return self._r0_u(int(t_c * 20.0)) * 1e-8
 
     def estimate(self, m, now):
         """One EKF step from the snapshot ``m``; returns False if skipped."""
@@ -379,10 +438,14 @@ class Soc:
             self._est_seen = False
             return False
         t_lo = m.tmin[ROLE_CELL]
-        t_c = 25.0 if t_lo == T_NONE_MIN else (t_lo + m.tmax[ROLE_CELL]) * 0.05
-        v = m.sum_mv / (n * 1000.0)
-        i = m.current_ma / 1000.0
-        s = self.soc_frac()
+        t2 = 500 if t_lo == T_NONE_MIN else t_lo + m.tmax[ROLE_CELL]
+        if t2 < -1000:
+            t2 = -1000
+        elif t2 > 3000:
+            t2 = 3000
+        v = div(m.sum_mv * 125, n, 10)      # mean cell voltage, W (sum * 128000 / n)
+        i = clamp(m.current_ma, SAT)
+        s = self._frac()
         if not self._est_seen:
             self._est_seen = True
             self._prev_s = s
@@ -390,117 +453,180 @@ class Soc:
             self._prev_i = i
             self._prev_ms = now
             return False
-        dt = ticks_diff(now, self._prev_ms) / 1000.0
-        if dt <= 0.0:
+        dt = ticks_diff(now, self._prev_ms)
+        if dt <= 0:
             return False
-        if dt > 60.0:
-            dt = 60.0
+        if dt > 60000:
+            dt = 60000
         chem = self.chem
-        cap_as = self.capacity_mah * 3.6
-        r0 = self.r0_ohm(t_c)
-        self._learn_r0(v, i, t_c, cap_as)
+        cap = self.capacity_mah
+        r0 = self._r0_u(t2)
+        self._learn_r0(v, i, t2, cap)
         # --- predict: SOC moved by what the counter counted ---
         ds = s - self._prev_s
-        a = math.exp(-dt / TAU_S)
-        r1 = R1_FRAC * r0
-        self.v1 = self.v1 * a + r1 * (1.0 - a) * i
+        ads = -ds if ds < 0 else ds
+        a = exp_neg(div(dt, TAU_MS, 24))
+        oma = ONE - a
+        # R0*I in W: (1e-8 ohm * mA) * 128 / 1e5
+        yo = clamp(div(mul(r0, i, 10), 100000, 17), V_LIM)
+        r1i = mul(yo, R1_FRAC_Q28, 28)
+        v1 = clamp(mul(self.v1, a, 28) + mul(r1i, oma, 28), V_LIM)
         # The table error belongs to a region of the curve: it fades to its
-        # prior as SOC moves on (and slowly with time).
-        rho = math.exp(-abs(ds) / L_BIAS - dt / T_BIAS_S)
-        sb = SIG_BIAS_V[chem]
-        if t_c < 15.0:
-            sb *= 1.0 + (15.0 - t_c) / 10.0  # cold: OCV and relaxation less certain
-        self.bias *= rho
-        grow = (SIG_GAIN * abs(ds) * cap_as + SIG_OFFSET_A * dt) / cap_as
-        sd = math.sqrt(self.p00) + grow
-        self.p00 = sd * sd
-        self.p01 *= a
-        self.p02 *= rho
-        q11 = (SIG_V1 * r1 * (1.0 - a) * abs(i)) ** 2 + 1e-10
-        self.p11 = a * a * self.p11 + q11
-        self.p12 *= a * rho
-        self.p22 = rho * rho * self.p22 + (1.0 - rho * rho) * sb * sb
-        # --- update: mean cell voltage = OCV(s) + R0*I + v1 + bias ---
-        # Iterated EKF: the OCV table is piecewise linear and a large SOC
-        # error (a fresh boot) spans several segments, so one linearisation
-        # at the prior SOC puts the wrong share of the innovation into v1
-        # and the table-error state, where it stays for hours on the LFP
-        # plateau.  Relinearising at the updated SOC (Gauss-Newton on the
-        # same prior) removes that; it converges in 1-3 passes.
+        # prior as SOC moves on (|ds| / 0.1, Q28 -> Q24) and slowly with time.
+        rho = exp_neg(mul(ads, 10, 4) + div(dt, T_BIAS_MS, 24))
+        sb = SIG_BIAS_W[chem]
+        if t2 < 300:
+            sb = mul(sb, 500 - t2, 0) // 200  # cold: OCV and relaxation less certain
+        bias = clamp(mul(self.bias, rho, 28), V_LIM)
+        # Current-sensor bias: sd grows linearly, by 1 % of |ds| and by
+        # 0.05 A * dt / capacity (Q30: dt * 2**30 / (cap * 72000)).
+        sd0o = self.sd0
+        sd0 = sd0o + ads // 25 + div(div(dt, cap, 20), 72000, 10)
+        if sd0 > SD0_MAX:
+            sd0 = SD0_MAX
+        x1 = mul(a, self.sd1, 28)
+        ar1 = -r1i if r1i < 0 else r1i
+        sd1 = hypot(x1, hypot(mul(ar1, oma, 29), SD1_FLOOR_W))
+        x2 = mul(rho, self.sd2, 28)
+        sd2 = hypot(x2, mul(sqrt(ONE - mul(rho, rho, 28), 28), sb, 28))
+        # Covariances a*p01, rho*p02, a*rho*p12 as correlations of the new stds.
+        f0 = div(sd0o, sd0, 28)
+        f1 = div(x1, sd1, 28)
+        f2 = div(x2, sd2, 28)
+        c01 = mul(mul(self.c01, f0, 28), f1, 28)
+        c02 = mul(mul(self.c02, f0, 28), f2, 28)
+        c12 = mul(mul(self.c12, f1, 28), f2, 28)
+        # --- measurement noise (std, W) ---
         # White noise and the load-model error, each scaled by its
-        # correlation time over the update period.
-        # The RC pair's error scales with the polarisation the current will
-        # build (R1*I: its R1 and tau are guesses), not with what the model
-        # has built so far, which is ~0 right after a load step; after the
-        # load it is the remaining relaxation v1.
-        dyn = r1 * i
-        if dyn < 0.0:
-            dyn = -dyn
-        if abs(self.v1) > dyn:
-            dyn = abs(self.v1)
-        load = (SIG_R0 * r0 * i) ** 2 + (SIG_V1 * dyn) ** 2
-        r = SIG_WHITE_V * SIG_WHITE_V * (T_WHITE_S / dt) + load * (T_LOAD_S / dt)
-        p00 = self.p00
-        p01 = self.p01
-        p02 = self.p02
-        p11 = self.p11
-        p12 = self.p12
-        p22 = self.p22
-        v1_0 = self.v1
-        b_0 = self.bias
-        si = s
-        v1i = v1_0
-        bi = b_0
-        y_off = r0 * i
+        # correlation time over the update period.  The RC pair's error
+        # scales with the polarisation the current will build (R1*I: its R1
+        # and tau are guesses), not with what the model has built so far,
+        # which is ~0 right after a load step; after the load it is the
+        # remaining relaxation v1.
+        dyn = -v1 if v1 < 0 else v1
+        if ar1 > dyn:
+            dyn = ar1
+        lq = hypot((-yo if yo < 0 else yo) >> 2, dyn >> 1)
+        sq = sqrt(dt << 14, 14)                 # sqrt(dt_ms), Q14
+        sr = hypot(mul(SIG_WHITE_W, div(100, sq, 28), 14),
+                   mul(lq, div(SQRT_T_LOAD_Q14, sq, 14), 14))
+        if sr < 1:
+            sr = 1
+        # --- update: mean cell voltage = OCV(s) + R0*I + v1 + bias ---
+        yb = v - yo - v1 - bias      # what OCV(s) should read; |.| < 2**30 (see limits)
         if self._flat:
             self._flat = False
-            return self._done(self._flat_update(v - y_off, chem, t_c, r), v, i, now)
+            self.v1 = v1
+            self.bias = bias
+            self.sd1 = sd1
+            self.sd2 = sd2
+            self.c12 = c12
+            return self._done(self._flat_update(yb, chem, t2, sr), v, i, now)
+        # Iterated EKF: the OCV table is piecewise linear and a large SOC
+        # error spans several segments, so one linearisation at the prior
+        # SOC puts the wrong share of the innovation into v1 and the
+        # table-error state, where it stays for hours on the LFP plateau.
+        # Relinearising at the updated SOC (Gauss-Newton on the same prior)
+        # removes that; it converges in 1-3 passes.
+        # In normalised coordinates z_j = x_j / sd_j: H_z = (h*sd0, sd1, sd2),
+        # ph = C H_z, sv = H_z' C H_z + R, gain_j = ph_j / sv (per W), and
+        # the covariance update is C - ph ph' / sv.
+        yb = clamp(yb, SAT)
+        si = s
+        v1i = v1
+        bi = bias
+        e = 0
+        ph0 = ph1 = ph2 = 0
+        kz0 = kz1 = kz2 = 0
         for _ in range(IEKF_PASSES):
-            o, h = ocv.ocv_f(chem, si, t_c)
-            # Innovation of the linearisation at (si, v1i, bi) seen from the prior.
-            e = v - (o + y_off + v1i + bi) - h * (s - si) - (v1_0 - v1i) - (b_0 - bi)
-            ph0 = p00 * h + p01 + p02
-            ph1 = p01 * h + p11 + p12
-            ph2 = p02 * h + p12 + p22
-            sv = h * ph0 + ph1 + ph2 + r
-            k0 = ph0 / sv
-            k1 = ph1 / sv
-            k2 = ph2 / sv
-            sn = s + k0 * e
-            if sn < 0.0:
-                sn = 0.0
-            elif sn > 1.0:
-                sn = 1.0
-            v1i = v1_0 + k1 * e
-            bi = b_0 + k2 * e
-            done = abs(sn - si) < 1e-4
+            o = ocv.ocv_w(chem, si, t2)
+            h = ocv.slope_uv(chem, si)
+            # Innovation of the linearisation at si seen from the prior
+            # (v1 and bias enter linearly: their iterates cancel).
+            e = clamp(yb - o, SAT) - clamp(mul(h, s - si, 21), SAT)
+            # One power-of-two scale 2**k for this update's voltage terms.
+            z0 = mul(h, sd0, 23)     # h * sd0 in W (uV/unit * Q30 -> W)
+            mx = z0
+            if sd1 > mx:
+                mx = sd1
+            if sd2 > mx:
+                mx = sd2
+            if sr > mx:
+                mx = sr
+            k = 0
+            while mx >= 0x800000:
+                mx >>= 1
+                k += 1
+            while mx < 0x400000:
+                mx <<= 1
+                k -= 1
+            z0 = mul(h, sd0, 23 + k)
+            if k >= 0:
+                z1 = sd1 >> k
+                z2 = sd2 >> k
+                zr = sr >> k
+            else:
+                z1 = sd1 << -k
+                z2 = sd2 << -k
+                zr = sr << -k
+            # |z| < 2**23, |c| <= 1: |ph| < 3 * 2**23, each product < 3 * 2**26
+            ph0 = z0 + mul(c01, z1, 28) + mul(c02, z2, 28)
+            ph1 = mul(c01, z0, 28) + z1 + mul(c12, z2, 28)
+            ph2 = mul(c02, z0, 28) + mul(c12, z1, 28) + z2
+            sv = mul(z0, ph0, 20) + mul(z1, ph1, 20) + mul(z2, ph2, 20) + mul(zr, zr, 20)
+            if sv < 1:
+                sv = 1
+            # ph / sv (per scaled W) = kz * 2**-(44 + k) per W.
+            kz0 = div(ph0, sv, 24)
+            kz1 = div(ph1, sv, 24)
+            kz2 = div(ph2, sv, 24)
+            # Normalised corrections kz * e in Q18 (standard deviations),
+            # times the std of each state.
+            sn = s + mul(mul(kz0, e, 26 + k), sd0, 20)
+            if sn < 0:
+                sn = 0
+            elif sn > ONE:
+                sn = ONE
+            v1i = clamp(v1 + mul(mul(kz1, e, 26 + k), sd1, 18), V_LIM)
+            bi = clamp(bias + mul(mul(kz2, e, 26 + k), sd2, 18), V_LIM)
+            d = sn - si
             si = sn
-            if done:
+            if -CONV_Q28 < d < CONV_Q28:
                 break
-        self.p00 = p00 - k0 * ph0
-        self.p01 = p01 - k0 * ph1
-        self.p02 = p02 - k0 * ph2
-        self.p11 = p11 - k1 * ph1
-        self.p12 = p12 - k1 * ph2
-        self.p22 = p22 - k2 * ph2
-        if self.p00 < 1e-8:
-            self.p00 = 1e-8
+        # C - ph ph' / sv (Q28: ph_i * kz_j * 2**-44 * 2**28), then back to
+        # standard deviations and correlations.
+        d0 = ONE - mul(ph0, kz0, 16)
+        d1 = ONE - mul(ph1, kz1, 16)
+        d2 = ONE - mul(ph2, kz2, 16)
+        c01 -= mul(ph0, kz1, 16)
+        c02 -= mul(ph0, kz2, 16)
+        c12 -= mul(ph1, kz2, 16)
+        q0 = sqrt(d0 if d0 > D_MIN_Q28 else D_MIN_Q28, 28)
+        q1 = sqrt(d1 if d1 > D_MIN_Q28 else D_MIN_Q28, 28)
+        q2 = sqrt(d2 if d2 > D_MIN_Q28 else D_MIN_Q28, 28)
+        sd0 = mul(sd0, q0, 28)
+        self.sd0 = sd0 if sd0 > SD0_MIN else SD0_MIN
+        self.sd1 = mul(sd1, q1, 28)
+        self.sd2 = mul(sd2, q2, 28)
+        self.c01 = clamp(div(c01, mul(q0, q1, 28), 28), ONE)
+        self.c02 = clamp(div(c02, mul(q0, q2, 28), 28), ONE)
+        self.c12 = clamp(div(c12, mul(q1, q2, 28), 28), ONE)
         self.bias = bi
         self.v1 = v1i
         self._apply(si - s)
         return self._done(e, v, i, now)
 
     def _done(self, e, v, i, now):
-        """Bookkeeping after an update with innovation ``e`` (V)."""
-        self.innovation_mv = int(e * 1000.0)
+        """Bookkeeping after an update with innovation ``e`` (W)."""
+        self.innovation_mv = e // W_PER_MV if e >= 0 else -(-e // W_PER_MV)
         self.est_updates += 1
-        self._prev_s = self.soc_frac()
+        self._prev_s = self._frac()
         self._prev_v = v
         self._prev_i = i
         self._prev_ms = now
         return True
 
-    def _flat_update(self, y, chem, t_c, r):
+    def _flat_update(self, y, chem, t2, sr):
         """First update after a boot without stored state: SOC from the table.
 
         With no SOC information the prior is flat, not a wide Gaussian: a
@@ -509,52 +635,62 @@ class Soc:
         the first innovation (tens of mV off the start value), ~0.6 mV that
         on the plateau reads as 0.5 % SOC for minutes while it decays.  The
         limit p00 -> infinity of the same update is exact and cheap: SOC is
-        the table's inverse of the reading (minus R0*I and the RC and table
-        states' prior means), those states keep their priors, and the SOC
-        variance is what they and the reading noise leave, seen through the
-        local slope: (p11 + 2*p12 + p22 + r) / h**2, with SOC correlated to
-        each of them by -(its variance) / h.
+        the table's inverse of the reading ``y`` (minus R0*I and the RC and
+        table states' prior means), those states keep their priors, and the
+        SOC variance is what they and the reading noise leave, seen through
+        the local slope: N**2 / h**2 with N**2 = p11 + 2*p12 + p22 + r, and
+        SOC correlated to v1 by -(sd1 + c12*sd2) / N, to the table error by
+        -(sd2 + c12*sd1) / N.
         """
-        v1 = self.v1
-        b = self.bias
-        s = ocv.soc_f(chem, y - v1 - b, t_c)
-        o, h = ocv.ocv_f(chem, s, t_c)
-        p11 = self.p11
-        p12 = self.p12
-        p22 = self.p22
-        self.p00 = (p11 + 2.0 * p12 + p22 + r) / (h * h)
-        self.p01 = -(p11 + p12) / h
-        self.p02 = -(p12 + p22) / h
-        self._set_frac(s)
-        return y - (o + v1 + b)
+        sd1 = self.sd1
+        sd2 = self.sd2
+        c12 = self.c12
+        sn = ocv.soc_q28(chem, y, t2)
+        o = ocv.ocv_w(chem, sn, t2)
+        h = ocv.slope_uv(chem, sn)
+        # var(v1 + bias) = (sd1 + c12*sd2)**2 + (1 - c12**2) * sd2**2
+        u = sd1 + mul(c12, sd2, 28)
+        nn = hypot(hypot(u, mul(sqrt(ONE - mul(c12, c12, 28), 28), sd2, 28)), sr)
+        sd0 = div(nn, h, 23)        # W / (uV per unit SOC) -> Q30
+        if sd0 > SD0_MAX:
+            sd0 = SD0_MAX
+        elif sd0 < SD0_MIN:
+            sd0 = SD0_MIN
+        self.sd0 = sd0
+        self.c01 = clamp(-div(u, nn, 28), ONE)
+        self.c02 = clamp(-div(sd2 + mul(c12, sd1, 28), nn, 28), ONE)
+        self._set_q28(sn)
+        return clamp(y - o, SAT)
 
     def _apply(self, d):
-        """Add ``d`` (fraction of capacity) to the counter as whole mAh + mA*ms."""
-        dm = d * self.capacity_mah
-        whole = int(dm)
-        frac = int((dm - whole) * MAH_MS)
-        r = self._res + frac
+        """Add ``d`` (Q28 fraction of capacity) to the counter as whole mAh + mA*ms."""
+        cap = self.capacity_mah
+        whole = mul(d, cap, 28)
+        left = d - div(whole, cap, 28)          # the part below one mAh, Q28
+        r = self._res + mul(mul(left, cap, 14), MAH_MS, 14)
         carry = r // MAH_MS
         self._res = r - carry * MAH_MS
         rem = self.remaining_mah + whole + carry
         if rem < 0:
             rem = 0
             self._res = 0
-        elif rem >= self.capacity_mah:
-            rem = self.capacity_mah
+        elif rem >= cap:
+            rem = cap
             self._res = 0
         self.remaining_mah = rem
         self._update_pm()
 
-    def _learn_r0(self, v, i, t_c, cap_as):
+    def _learn_r0(self, v, i, t2, cap):
         """R0 from a current step between two readings 1 s apart (dV/dI)."""
         di = i - self._prev_i
-        cap_a = cap_as / 3600.0
-        if abs(di) < R0_STEP_MIN_C * cap_a:
-            return
-        r = (v - self._prev_v) / di / _cold(t_c)
-        base = R0_OHM_AH[self.chem] / (cap_a if cap_a > 0.1 else 0.1)
-        if r < 0.3 * base or r > 3.0 * base:
+        if -((cap + 9) // 10) < di < (cap + 9) // 10:
+            return      # below 0.1 C
+        # W per mA = 7.8125e-6 ohm = 781.25 * 1e-8 ohm
+        r = mul(div(v - self._prev_v, di, 16), 3125, 18)
+        if t2 < 500:
+            r = div(r, _cold_q20(t2), 20)
+        base = self._r0_model(cap)
+        if r < base * 3 // 10 or r > base * 3:
             return  # a load that changed again between the readings
         cur = self.r0_learned
-        self.r0_learned = r if cur <= 0.0 else cur + (r - cur) * 0.125
+        self.r0_learned = r if cur <= 0 else cur + (r - cur) // 8

@@ -99,7 +99,7 @@ def test_fresh_boot_on_lfp_plateau_lands_on_the_table():
     for start, true_pm in ((300, 600), (200, 450), (800, 600), (800, 450)):
         s = _rest(CHEM_LFP, start, ocv.ocv_mv(CHEM_LFP, true_pm), 600, False)
         assert abs(s.soc_pm - true_pm) <= 5, (start, true_pm, s.soc_pm)
-        assert abs(s.bias) < 0.0005, (start, true_pm, s.bias)
+        assert abs(s.bias_v) < 0.0005, (start, true_pm, s.bias_v)
 
 
 def test_estimator_accounts_for_ir_drop_under_load():
@@ -154,7 +154,7 @@ def test_fresh_boot_takes_soc_from_the_table_without_leaking_into_rc_state():
         s = _first_update(chem, 800, mv)
         want = ocv.soc_f(chem, mv / 1000.0, 25.0)
         assert abs(s.soc_frac() - want) < 0.0005, (chem, true_pm, s.soc_frac(), want)
-        assert abs(s.v1) < 1e-5 and abs(s.bias) < 1e-5, (chem, s.v1, s.bias)
+        assert abs(s.v1_v) < 1e-5 and abs(s.bias_v) < 1e-5, (chem, s.v1_v, s.bias_v)
 
 
 def test_fresh_boot_uncertainty_follows_the_slope():
