@@ -120,7 +120,7 @@ def div(a, b, s):
         t = 1
         while (b >> t) >= 0x100000:
             t += 1
-        b = (b + (1 << (t - 1))) >> t
+        b = ((b >> (t - 1)) + 1) >> 1   # rounded
         s -= t
     if s < 0:
         q = (a >> -s) // b

@@ -32,3 +32,48 @@ def test_fast_and_cell_tasks_do_not_allocate():
         assert _locked(r.bms._fast, now), k
     assert r.bms.prot.active(0)  # the trip, its log entry and relay change were locked too
     assert r.bms.exceptions == 0
+
+
+def test_slow_task_and_soc_estimator_do_not_allocate():
+    # The estimator is fixed point (bms.fixmath): with floats it allocated
+    # ~4.5 KB a second on the board.  Steady state on the LFP plateau,
+    # then a current step (R0 learning), a cold spell and a fresh boot.
+    r = Rig()
+    r.board.current_ma = -15000
+    r.run(5000)
+    soc = r.bms.soc
+    n0 = soc.est_updates
+    for k in range(40):
+        if k == 10:
+            r.board.current_ma = -45000     # a 30 A step teaches R0
+        if k == 20:
+            for i in range(len(r.board.temps)):
+                r.board.temps[i] = -50      # -5 degC: cold R0 and table error
+        if k == 30:
+            r.board.current_ma = 20000      # charging
+        drop = 24 if 10 <= k < 30 else 0    # ~0.8 mOhm * 30 A
+        for i in range(16):
+            r.board.cells[i] = 3290 - drop + (k * 7 + i) % 3
+        for _ in range(20):             # one second of fast and cell tasks
+            r.clock.advance(50)
+            now = r.clock.ticks_ms()
+            assert _locked(r.bms._cells, now), k
+            assert _locked(r.bms._fast, now), k
+        assert _locked(r.bms._slow, r.clock.ticks_ms()), k
+    assert soc.est_updates - n0 == 40    # the filter really ran, every second
+    assert soc.r0_learned > 0
+    assert r.bms.exceptions == 0
+    # Fresh boot (flat-prior first update) and a calibration, locked too.
+    from bms.soc import Soc
+    r.bms.soc = fresh = Soc(r.params, 800)
+    for k in range(3):
+        r.clock.advance(1000)
+        assert _locked(r.bms._slow, r.clock.ticks_ms()), k
+    assert fresh.est_updates == 2
+    micropython.heap_lock()
+    try:
+        fresh.calibrate_full()
+        fresh.calibrate_empty()
+    finally:
+        micropython.heap_unlock()
+    assert fresh.soc_pm == 0

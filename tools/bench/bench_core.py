@@ -88,8 +88,9 @@ def _cycle_rows(k, cells):
         for t in ("fast", "cells", "slow"):
             rows.append(Row("core", "heap per %s task" % t, k["bytes_" + t], "B", 0,
                             "heap_lock ok" if k["locked_" + t] else "ALLOCATES under heap_lock"))
-        rows.append(Row("core", "exceptions in 100 heap-locked cycles",
-                        k["locked_cycle_exceptions"], "", 0, "fast+cells tasks"))
+        rows.append(Row("core", "exceptions in 300 heap-locked cycles",
+                        k["locked_cycle_exceptions"], "", 0,
+                        "all tasks, %s SOC estimator updates locked" % k.get("locked_cycle_soc_updates", "?")))
         ref = k["us_ref_iter"]
         for t in ("fast", "cells", "slow"):
             us = k["us_" + t]

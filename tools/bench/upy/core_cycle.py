@@ -21,7 +21,7 @@ from bms import params as P  # noqa: E402
 from bms.core import Bms  # noqa: E402
 from bms.eventlog import EventLog  # noqa: E402
 from bms.params import CHEM_LFP, ParamSet  # noqa: E402
-from bms.ticks import VirtualClock, ticks_diff  # noqa: E402
+from bms.ticks import VirtualClock  # noqa: E402
 from scripted_board import ScriptedBoard  # noqa: E402
 
 clock = VirtualClock(0x3FFFFFFF - 5000)
@@ -73,20 +73,20 @@ for name, fn in (("fast", bms._fast), ("cells", bms._cells), ("slow", bms._slow)
     print("bytes_" + name, task_bytes(fn, 50))
     print("locked_" + name, task_locked(fn, 20))
 
-# Whole cycles through the scheduler, heap locked: the fail-safe boundary in
-# Bms.step would count a MemoryError as an exception.
+# Whole cycles through the scheduler, heap locked, slow task (fixed-point
+# SOC estimator) included: the fail-safe boundary in Bms.step would count a
+# MemoryError as an exception.  300 cycles of 10 ms span 3 s of slow ticks.
 exc0 = bms.exceptions
-for _ in range(100):
+upd0 = bms.soc.est_updates
+for _ in range(300):
     clock.advance(10)
-    if ticks_diff(clock.ticks_ms(), bms.sched.next[2]) >= 0:
-        bms.step()  # slow-task tick: run unlocked (float estimator)
-        continue
     micropython.heap_lock()
     try:
         bms.step()
     finally:
         micropython.heap_unlock()
 print("locked_cycle_exceptions", bms.exceptions - exc0)
+print("locked_cycle_soc_updates", bms.soc.est_updates - upd0)
 
 # Time: fast task and one full second of tasks, against a reference loop.
 N = 200
