@@ -187,6 +187,10 @@ class Soc:
         self._prev_v = 0              # W
         self._prev_i = 0              # mA
         self._prev_ms = 0
+        self._dt = 0                  # the last update period (ms) and what depends on it only:
+        self._a = ONE                 # exp(-dt / tau), Q28
+        self._fw = 0                  # sqrt(T_white / dt), Q14
+        self._fl = 0                  # sqrt(T_load / dt), Q14
         self._est_seen = False
         self.innovation_mv = 0
         self.est_updates = 0
@@ -465,7 +469,13 @@ class Soc:
         # --- predict: SOC moved by what the counter counted ---
         ds = s - self._prev_s
         ads = -ds if ds < 0 else ds
-        a = exp_neg(div(dt, TAU_MS, 24))
+        if dt != self._dt:              # normally 1000 ms every time: computed once
+            self._dt = dt
+            self._a = exp_neg(div(dt, TAU_MS, 24))
+            sq = sqrt(dt << 14, 14)                 # sqrt(dt_ms), Q14
+            self._fw = div(100, sq, 28)
+            self._fl = div(SQRT_T_LOAD_Q14, sq, 14)
+        a = self._a
         oma = ONE - a
         # R0*I in W: (1e-8 ohm * mA) * 128 / 1e5
         yo = clamp(div(mul(r0, i, 10), 100000, 17), V_LIM)
@@ -486,7 +496,7 @@ class Soc:
             sd0 = SD0_MAX
         x1 = mul(a, self.sd1, 28)
         ar1 = -r1i if r1i < 0 else r1i
-        sd1 = hypot(x1, hypot(mul(ar1, oma, 29), SD1_FLOOR_W))
+        sd1 = hypot(x1, hypot(mul(ar1, oma, 29), SD1_FLOOR_W) if ar1 else SD1_FLOOR_W)
         x2 = mul(rho, self.sd2, 28)
         sd2 = hypot(x2, mul(sqrt(ONE - mul(rho, rho, 28), 28), sb, 28))
         # Covariances a*p01, rho*p02, a*rho*p12 as correlations of the new stds.
@@ -507,9 +517,7 @@ class Soc:
         if ar1 > dyn:
             dyn = ar1
         lq = hypot((-yo if yo < 0 else yo) >> 2, dyn >> 1)
-        sq = sqrt(dt << 14, 14)                 # sqrt(dt_ms), Q14
-        sr = hypot(mul(SIG_WHITE_W, div(100, sq, 28), 14),
-                   mul(lq, div(SQRT_T_LOAD_Q14, sq, 14), 14))
+        sr = hypot(mul(SIG_WHITE_W, self._fw, 14), mul(lq, self._fl, 14))
         if sr < 1:
             sr = 1
         # --- update: mean cell voltage = OCV(s) + R0*I + v1 + bias ---
