@@ -1,4 +1,14 @@
-"""State of charge: exact coulomb counting corrected by a Kalman filter on OCV.
+"""Float reference of the SOC estimator (host only; the firmware runs bms.soc).
+
+This is the floating-point estimator the firmware used before it moved to
+fixed point (``bms.soc`` with ``bms.fixmath``), kept unchanged as the
+reference the integer version is compared against
+(host_tests/test_soc_fixed_vs_float.py, ``bench_soc``).  Swap it into a
+simulation with ``sim.bms.soc = Soc(params, soc_pm)``.
+
+Original description:
+
+State of charge: exact coulomb counting corrected by a Kalman filter on OCV.
 
 Two layers, each doing what it is good at:
 
