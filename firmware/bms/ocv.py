@@ -175,16 +175,25 @@ def ocv_w(chem, s, t2):
     return y0 * W_PER_MV + mul((ys[j + 1] - y0) * W_PER_MV, f, 24) + _temp_w(chem, t2)
 
 
-def slope_uv(chem, s):
-    """dOCV/dSOC at ``s`` (Q28) in uV per unit SOC: the segment's slope, as ``ocv_f``."""
-    xs = _SOC[chem]
-    ys = _MV[chem]
+def seg_q28(chem, s):
+    """Index of the table segment that holds SOC ``s`` (Q28, clamped)."""
     if s < 0:
         s = 0
     elif s > ONE:
         s = ONE
-    j = _seg(xs, _pm_q18(s) >> 18)
+    return _seg(_SOC[chem], _pm_q18(s) >> 18)
+
+
+def seg_slope_uv(chem, j):
+    """Slope of segment ``j`` in uV per unit SOC."""
+    xs = _SOC[chem]
+    ys = _MV[chem]
     return (ys[j + 1] - ys[j]) * 1000000 // (xs[j + 1] - xs[j])
+
+
+def slope_uv(chem, s):
+    """dOCV/dSOC at ``s`` (Q28) in uV per unit SOC: the segment's slope, as ``ocv_f``."""
+    return seg_slope_uv(chem, seg_q28(chem, s))
 
 
 def soc_q28(chem, y, t2):

@@ -546,9 +546,17 @@ class Soc:
         e = 0
         ph0 = ph1 = ph2 = 0
         kz0 = kz1 = kz2 = 0
+        k = 0
+        jp = -1
         for _ in range(IEKF_PASSES):
+            j = ocv.seg_q28(chem, si)
+            if j == jp:
+                # Still on the segment of the last pass: the table is linear
+                # there, so this pass would repeat the last one exactly.
+                break
+            jp = j
+            h = ocv.seg_slope_uv(chem, j)
             o = ocv.ocv_w(chem, si, t2)
-            h = ocv.slope_uv(chem, si)
             # Innovation of the linearisation at si seen from the prior
             # (v1 and bias enter linearly: their iterates cancel).
             e = clamp(yb - o, SAT) - clamp(mul(h, s - si, 21), SAT)
