@@ -48,15 +48,17 @@ Why these choices (the principled parts):
   keep their priors, and the SOC variance is their variance plus the
   reading noise seen through the local slope (~10 % on the LFP plateau,
   ~1 % on NMC), limited to 50 % (the largest standard deviation a value
-  confined to 0..100 % can have).  A wide Gaussian prior instead leaked a few % of the first
-  innovation (tens of mV) into those states: on the plateau ~0.7 % SOC
-  that took minutes to decay, and a result that depended on the start value.
+  confined to 0..100 % can have).  A wide Gaussian prior instead leaked a
+  few % of the first innovation (tens of mV) into those states: on the
+  plateau ~0.7 % SOC that took minutes to decay, and a result that
+  depended on the start value.
 * Iterated measurement update: the OCV table is piecewise linear and a
   restored or set SOC can still be tens of % away, across knees.  A single
   linearisation at the prior put a wrong share of the innovation into the
   RC and table-error states, where on the LFP plateau it stayed for hours;
   relinearising at the updated SOC (Gauss-Newton on the same prior, 1-4
-  passes) lands on the table.
+  passes; a pass that stays on the previous pass's segment would repeat
+  it exactly, so the loop stops there) lands on the table.
 * The manual's calibration is kept exactly: the level-1 over-voltage cut-off
   sets 100 %, the level-1 under-voltage cut-off sets 0 % (TOPBMS "SOC
   calibration": discharge to UV, charge to OV), and both collapse the
@@ -70,8 +72,10 @@ Integer units of the estimator (and why each scale):
   leaves a factor 2 of headroom below the saturation limit 2**29.
 * Voltages (cell voltage, OCV, R0*I, v1, bias, innovation, standard
   deviations of v1 and bias, measurement noise): W = 2**-7 uV (1 mV =
-  128000 W).  +-4.2 V fits below 2**29; 8 nV resolution keeps the slow
-  drift of the table-error state (sub-uV per second on the LFP plateau).
+  128000 W).  A 5 V cell reading is 6.4e8 < 2**30 (kept exact, never
+  saturated); R0*I, v1 and bias are limited to +-1.05 V (2**27) so their
+  sums stay small ints; 8 nV resolution keeps the slow drift of the
+  table-error state (sub-uV per second on the LFP plateau).
 * OCV slope h: uV per unit SOC (LFP plateau 9e4, steepest knee 2e7).
 * Covariance: stored as standard deviations and correlation coefficients,
   not as the matrix: sd_soc in Q30 of SOC (1e-4 .. 0.5), sd_v1 and sd_bias
@@ -87,9 +91,10 @@ Integer units of the estimator (and why each scale):
 * R0: 1e-8 ohm (0.8 mOhm = 80000; 3 ohm still fits).  Current: mA.
 * Temperature: t2 = Tmin + Tmax of the cell sensors in 0.1 degC, i.e.
   the mean in 0.05 degC (500 = 25 degC), limited to -50 .. +150 degC.
-exp() is ``fixmath.exp_neg`` (abs. error < 2e-7), sqrt is Newton in fixed
-point (1 unit); products and quotients saturate at 2**29 instead of
-overflowing (``bms.fixmath``).  Floats remain only outside the slow task:
+exp() is ``fixmath.exp_neg`` (table + polynomial, abs. error < 2e-7),
+sqrt is an integer root refined by one Newton step (<= 2 units), hypot
+avoids squaring (rel. error < 2**-18); products and quotients saturate at
+2**29 instead of overflowing (``bms.fixmath``).  Floats remain only outside the slow task:
 ``soc_frac``, ``r0_ohm``, ``v1_v``, ``bias_v`` for tests and tools.
 
 Persistence: ``get_state`` / ``set_state`` (and ``save_to`` / ``load_from``
@@ -447,7 +452,8 @@ class Soc:
             t2 = -1000
         elif t2 > 3000:
             t2 = 3000
-        v = div(m.sum_mv * 125, n, 10)      # mean cell voltage, W (sum * 128000 / n)
+        mv = m.sum_mv // n                  # mean cell voltage in W, not saturated:
+        v = mv * W_PER_MV + (m.sum_mv - mv * n) * W_PER_MV // n   # 5 V = 6.4e8 < 2**30
         i = clamp(m.current_ma, SAT)
         s = self._frac()
         if not self._est_seen:
@@ -486,7 +492,7 @@ class Soc:
         rho = exp_neg(mul(ads, 10, 4) + div(dt, T_BIAS_MS, 24))
         sb = SIG_BIAS_W[chem]
         if t2 < 300:
-            sb = mul(sb, 500 - t2, 0) // 200  # cold: OCV and relaxation less certain
+            sb = mul(sb, div(500 - t2, 200, 20), 20)  # cold: OCV and relaxation less certain
         bias = clamp(mul(self.bias, rho, 28), V_LIM)
         # Current-sensor bias: sd grows linearly, by 1 % of |ds| and by
         # 0.05 A * dt / capacity (Q30: dt * 2**30 / (cap * 72000)).
@@ -521,7 +527,9 @@ class Soc:
         if sr < 1:
             sr = 1
         # --- update: mean cell voltage = OCV(s) + R0*I + v1 + bias ---
-        yb = v - yo - v1 - bias      # what OCV(s) should read; |.| < 2**30 (see limits)
+        # What OCV(s) should read: |v| <= 6.4e8 (5 V), |yo|, |v1|, |bias| <= V_LIM
+        # (1.3e8), so |yb| < 1.05e9 < 2**30.
+        yb = v - yo - v1 - bias
         if self._flat:
             self._flat = False
             self.v1 = v1
@@ -539,7 +547,6 @@ class Soc:
         # In normalised coordinates z_j = x_j / sd_j: H_z = (h*sd0, sd1, sd2),
         # ph = C H_z, sv = H_z' C H_z + R, gain_j = ph_j / sv (per W), and
         # the covariance update is C - ph ph' / sv.
-        yb = clamp(yb, SAT)
         si = s
         v1i = v1
         bi = bias

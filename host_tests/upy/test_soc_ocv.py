@@ -173,3 +173,16 @@ def test_fresh_boot_uncertainty_follows_the_slope():
     s.estimate(sn.m, 0)
     s.estimate(sn.m, 1000)
     assert s.soc_pm > 700, s.soc_pm
+
+
+def test_high_cell_voltage_under_charge_is_not_clipped():
+    # 4.30 V per cell while charging 100 A into a 100 Ah NMC pack (R0 1 mOhm:
+    # 100 mV of it is IR drop): the OCV reading is 4.20 V, the top of the
+    # table.  The fixed-point voltage unit must carry 4.3 V (and more) without
+    # saturating, or this reads as ~88 %.
+    s = Soc(params(CHEM_NMC, cells=16), 500)
+    sn = Snap(16, 4300, current_ma=100000)
+    s.estimate(sn.m, 0)
+    assert s.estimate(sn.m, 1000)
+    assert s.soc_pm >= 990, s.soc_pm
+
