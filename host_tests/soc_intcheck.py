@@ -120,7 +120,8 @@ def contract_fixmath(checker):
                     if type(a) is float and checker.slow:
                         raise RangeError("%s%r: float in the slow-task path" % (fn.__name__, args))
                     if type(a) is not float:
-                        raise RangeError("%s%r: operand outside the small-int range" % (fn.__name__, args))
+                        raise RangeError("%s%r: operand outside the small-int range"
+                                         % (fn.__name__, args))
             check_args(args)
             r = fn(*args)
             checker(r, fn.__name__)

@@ -130,7 +130,10 @@ def test_extreme_packs_currents_and_steps_stay_in_range():
                     s = Soc(p, 500)
                     if restored:
                         s.set_pm(500)
-                    for mv, t_c in ((1500, -40), (5000, 80), (3300, 25), (4200, 0)):
+                        # the state limits at their worst sign (with 5 V cells
+                        # and a discharge: v - R0*I - v1 - bias at its largest)
+                        s.v1 = s.bias = -(1 << 27)
+                    for mv, t_c in ((1500, -40), (5000, 80), (3300, 25), (4200, 0), (65535, 25)):
                         sn = Snap(16, mv, temp_c=t_c, current_ma=cur)
                         now = 0
                         for dt in (1, 1, 1000, 60000, 3600000, 1000, 1):

@@ -138,7 +138,7 @@ SD0_CAL = const(5368709)        # 0.005 right after a full / empty calibration
 SD0_MIN = const(107374)         # 1e-4 (variance floor 1e-8)
 SD1_INIT = const(1280000)       # 10 mV prior std of the RC voltage
 SD1_FLOOR_W = const(1280)       # 10 uV: process-noise floor of the RC voltage (1e-10 V**2)
-V_LIM = const(0x8000000)        # 1.05 V: |R0*I|, |v1| and |bias| are limited to this
+V_LIM = const(0x8000000)        # 1.05 V: |R0*I|, |v1| and |bias| are limited to this (yb < 2**30)
 # Cell model per chemistry (R0 in 1e-8 ohm * Ah: R0 = k / capacity_Ah at 25 degC),
 # RC pair: R1 = 0.7 * R0 with time constant 90 s.
 R0_U_AH = (10000000, 8000000, 6000000, 10000000)   # 0.10, 0.08, 0.06, 0.10 ohm*Ah
@@ -453,7 +453,10 @@ class Soc:
         elif t2 > 3000:
             t2 = 3000
         mv = m.sum_mv // n                  # mean cell voltage in W, not saturated:
-        v = mv * W_PER_MV + (m.sum_mv - mv * n) * W_PER_MV // n   # 5 V = 6.4e8 < 2**30
+        if mv >= 5000:                      # above any table: limit (keeps yb a small int)
+            v = 5000 * W_PER_MV
+        else:
+            v = mv * W_PER_MV + (m.sum_mv - mv * n) * W_PER_MV // n   # 5 V = 6.4e8 < 2**30
         i = clamp(m.current_ma, SAT)
         s = self._frac()
         if not self._est_seen:
@@ -527,8 +530,8 @@ class Soc:
         if sr < 1:
             sr = 1
         # --- update: mean cell voltage = OCV(s) + R0*I + v1 + bias ---
-        # What OCV(s) should read: |v| <= 6.4e8 (5 V), |yo|, |v1|, |bias| <= V_LIM
-        # (1.3e8), so |yb| < 1.05e9 < 2**30.
+        # What OCV(s) should read: 0 < v <= 6.4e8 (5 V), |yo|, |v1|, |bias| <= V_LIM
+        # (1.34e8), so |yb| < 1.05e9 < 2**30.
         yb = v - yo - v1 - bias
         if self._flat:
             self._flat = False
