@@ -5,8 +5,8 @@ big int (and every float is heap-boxed): the slow task would allocate again.
 The unix port is 64-bit, so its heap_lock test (host_tests/core/test_alloc.py)
 cannot see this.  Here the real firmware modules (bms.fixmath, bms.ocv,
 bms.soc) are recompiled with every arithmetic result range-checked
-(host_tests/soc_intcheck.py) and run over the benchmark's 24 h LFP and NMC
-days and the scenario tests' situations; any out-of-range integer, or any
+(host_tests/soc_intcheck.py) and run over the benchmark's LFP and NMC days
+(the first 7 h here; all 24 h in `make bench`) and the scenario tests' situations; any out-of-range integer, or any
 float computed in those modules inside the slow task, fails the test with
 its file and line.
 """
@@ -14,7 +14,7 @@ import pytest
 
 from bms import faults as F
 from soc_intcheck import RangeError, checked_estimator, compile_checked, Checker
-from tools.bench.soc_profile import Day, metrics
+from tools.bench.soc_profile import Day
 from tools.sim.simulator import Simulation
 
 LIMIT = 1 << 30
@@ -51,28 +51,27 @@ def test_checker_fails_on_a_big_int_and_on_a_float_in_the_slow_path():
         m.f((1 << 30) - 1)                    # the augmented assignment is checked too
 
 
-def _day(chem):
+def _day(chem, hours):
     with checked_estimator(deep=False) as chk:
         d = Day(chem, cells=8, soc_true=0.6, soc_bms=0.8, gain=1.01, offset_ma=50)
-        log = d.run(sample_s=300)
+        d.run(hours=hours, sample_s=300)
         est = d.bms.soc.est_updates
     # Really instrumented and really estimating (one update a second).
-    assert est > 86000, est
-    assert chk.ops > 10 * 1000 * 1000, chk.ops
+    assert est > hours * 3600 - 100, est
+    assert chk.ops > hours * 400 * 1000, chk.ops
     assert chk.peak < LIMIT
-    return log, chk
+    return chk
 
 
-def test_full_day_lfp_stays_in_small_int_range():
-    log, chk = _day("LFP")
-    m = metrics(log, 0.02)
-    assert m["max_after"] is not None and m["max_after"] < 0.01
+# The benchmark day's first 7 h: rest, mixed load, rest, CC-CV charge to full
+# (plateau, knee and the top).  `make bench` (soc area) runs the same check
+# over both whole 24 h days and prints the peak; kept out of `make test` for time.
+def test_lfp_day_stays_in_small_int_range():
+    _day("LFP", 7.0)
 
 
-def test_full_day_nmc_stays_in_small_int_range():
-    log, chk = _day("NMC")
-    m = metrics(log, 0.02)
-    assert m["max_after"] is not None and m["max_after"] < 0.01
+def test_nmc_day_stays_in_small_int_range():
+    _day("NMC", 7.0)
 
 
 def test_boot_under_load_calibration_and_cold_stay_in_range():

@@ -98,14 +98,34 @@ def _balance_rows(quick=False):
     return rows
 
 
+def _range_rows(chem):
+    """The small-int check of host_tests/test_soc_intrange.py over the whole day:
+    every arithmetic result of bms.soc/ocv/fixmath range-checked (a violation
+    raises and shows as an ERROR row)."""
+    import os
+    import sys
+    from tools.bench.common import ROOT
+    sys.path.insert(0, os.path.join(ROOT, "host_tests"))
+    from soc_intcheck import checked_estimator
+    with checked_estimator(deep=False) as chk:
+        d = Day(chem, cells=8, soc_true=0.6, soc_bms=0.8, gain=1.01, offset_ma=50)
+        d.run(sample_s=600)
+        n = d.bms.soc.est_updates
+    return [Row(AREA, "%s 24 h: largest integer / 2**30" % chem, round(chk.peak / float(1 << 30), 3),
+                "", "< 1", "%d updates, %.0f M checked operations, no float; RP2040 small int"
+                % (n, chk.ops / 1e6))]
+
+
 def _soc_day(args):
+    if args[1] == "range":
+        return _range_rows(args[0])
     return _soc_rows(*args)
 
 
 def run(ctx):
     days = [("LFP", 0), ("NMC", 0)]
     if not getattr(ctx, "quick", False):
-        days += [("LFP", 5), ("NMC", 5)]
+        days += [("LFP", 5), ("NMC", 5), ("LFP", "range"), ("NMC", "range")]
     # The days are independent simulations: two worker processes halve the
     # wall time (the fixed-point estimator costs CPython ~10 s per day).
     try:
