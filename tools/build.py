@@ -38,20 +38,34 @@ def sources():
 
 
 def compile_all(out, arch="armv6m", verbose=False):
+    """Compile every firmware file into ``out``; [(rel, dst or None if kept as source)]
+    in source order.  mpy-cross runs in parallel (one process per file)."""
+    from concurrent.futures import ThreadPoolExecutor
     exe = mpy_cross()
-    results = []
+    jobs = []
     for full, rel in sources():
         if os.path.basename(rel) in KEEP_SOURCE and os.path.dirname(rel) == "":
-            results.append((rel, None))
+            jobs.append((full, rel, None))
             continue
         dst = os.path.join(out, rel[:-3] + ".mpy")
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        r = subprocess.run([exe, "-march=" + arch, "-o", dst, "-s", rel, full],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
+        jobs.append((full, rel, dst))
+
+    def run(job):
+        full, rel, dst = job
+        if dst is None:
+            return None
+        return subprocess.run([exe, "-march=" + arch, "-o", dst, "-s", rel, full],
+                              capture_output=True, text=True)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
+        done = list(ex.map(run, jobs))
+    results = []
+    for (full, rel, dst), r in zip(jobs, done):
+        if r is not None and r.returncode != 0:
             raise SystemExit("mpy-cross failed on %s:\n%s%s" % (rel, r.stdout, r.stderr))
         results.append((rel, dst))
-        if verbose:
+        if verbose and dst is not None:
             print("  %-40s %6d bytes" % (rel, os.path.getsize(dst)))
     return results
 
