@@ -210,7 +210,7 @@ class App:
     def collect_if_idle(self, wait):
         """Garbage-collect in idle time so a collection never lands in the fast task.
 
-        Comms and the once-a-second estimator allocate a little; collecting
+        Comms allocate a little on requests (the control tasks nothing); collecting
         here, when the scheduler says the next deadline is far enough away,
         keeps the automatic (untimed) collection from ever running.
         """
