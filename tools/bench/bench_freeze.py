@@ -17,24 +17,10 @@ SCRIPT = "tools/bench/upy/app_heap.py"
 
 
 def _mpy_tree(dst):
-    """firmware + boards compiled to .mpy files in ``dst`` (no VfsRom)."""
-    import sys
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from build import mpy_cross
-    total = 0
-    for base, prefix in ((os.path.join(ROOT, "firmware"), ""),
-                         (os.path.join(ROOT, "boards"), "boards")):
-        for dirpath, _dirs, files in os.walk(base):
-            for f in files:
-                if not f.endswith(".py") or f in ("main.py", "boot.py", "manifest.py"):
-                    continue
-                src = os.path.join(dirpath, f)
-                rel = os.path.join(prefix, os.path.relpath(src, base))
-                out = os.path.join(dst, rel[:-3] + ".mpy")
-                os.makedirs(os.path.dirname(out), exist_ok=True)
-                subprocess.run([mpy_cross(), "-o", out, src], check=True)
-                total += os.path.getsize(out)
-    return total
+    """The .mpy files ``make flash BOARD=pico`` copies, in ``dst``; their total size."""
+    from tools import deploy
+    files = deploy.plan("pico", dst)
+    return sum(os.path.getsize(loc) for loc, remote in files if remote.endswith(".mpy"))
 
 
 def _app(ctx, variant, image=None, path=None):
@@ -77,6 +63,6 @@ def run(ctx):
                             "interned names; in flash when frozen"))
             rows.append(Row("ram", "app heap after boot, %s, ROMFS - qstr" % label, rom - qstr,
                             "B", "<= 65536", "closest measured figure for a frozen build"))
-    rows.append(Row("ram", "firmware bytecode (.mpy, incl. boards)", code, "B", "",
+    rows.append(Row("ram", "firmware bytecode (.mpy files of the pico image)", code, "B", "",
                     "ROMFS image %d B; flash, not heap, when frozen or in ROMFS" % size))
     return rows

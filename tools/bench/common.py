@@ -62,35 +62,21 @@ def parse_kv(out):
     return res
 
 
-def romfs_image(path, arch="armv6m"):
-    """Write a ROMFS image of the master firmware (bms, comms, drivers, app.py,
-    boards) to ``path``: .mpy files that MicroPython's VfsRom runs in place.
+def romfs_image(path, board="pico"):
+    """Write the ROMFS image ``make flash ARGS=--romfs`` would deploy for ``board``
+    (tools/deploy.py: armv6m .mpy of bms, comms, drivers, app and the board
+    files) to ``path``; returns its size.
 
-    Mounted on the unix port it gives a measured stand-in for frozen code:
-    bytecode stays in the image (flash on a board) and off the heap, while
-    qstrs, raw-code descriptors and constant objects are still created in RAM
-    (a frozen build keeps those in flash too).  ``arch`` only matters for
-    native code; the bytecode is the same for every board.
+    Mounted with VfsRom on the unix port it gives a measured stand-in for
+    frozen code: bytecode stays in the image (flash on a board) and off the
+    heap, while qstrs, raw-code descriptors and constant tuples are still
+    created in RAM (a frozen build keeps those in flash too).
     """
     import tempfile
-    from mpremote.romfs import make_romfs
-    fw = os.path.join(ROOT, "firmware")
+    from tools import deploy
     with tempfile.TemporaryDirectory() as d:
-        ign = shutil.ignore_patterns("__pycache__", "*.pyc")
-        for pkg in ("bms", "comms", "drivers"):
-            shutil.copytree(os.path.join(fw, pkg), os.path.join(d, pkg), ignore=ign)
-        shutil.copy(os.path.join(fw, "app.py"), d)
-        shutil.copytree(os.path.join(ROOT, "boards"), os.path.join(d, "boards"), ignore=ign)
-        with open(os.devnull, "w") as null:
-            old = sys.stdout
-            sys.stdout = null  # make_romfs prints the tree
-            try:
-                img = make_romfs(d, mpy_cross=True)
-            finally:
-                sys.stdout = old
-    with open(path, "wb") as f:
-        f.write(img)
-    return len(img)
+        size, _fs_files = deploy.romfs_image(deploy.plan(board, d), path)
+    return size
 
 
 def qstr_bytes(out, tag):
