@@ -40,3 +40,18 @@ def run_cli(sim, link, *argv, rate=50000):
     """``bmsctl --port <link> argv...`` against the running simulation; its exit code."""
     return drive(sim, lambda: main(["--port", link.path, "--timeout", "2"] + list(argv)),
                  rate=rate)
+
+
+def spoil_package(path, pkg, case):
+    """Damage the package file at ``path`` (bytes ``pkg``) the way ``case`` says:
+    "corrupt" (one bit flipped), "truncated" (last 1000 bytes gone), "unsigned"
+    (its .sig removed); any other case ("wrong_key") leaves it as built."""
+    import os
+    if case == "corrupt":
+        bad = bytearray(pkg)
+        bad[700] ^= 0x20
+        path.write_bytes(bytes(bad))
+    elif case == "truncated":
+        path.write_bytes(pkg[:len(pkg) - 1000])
+    elif case == "unsigned":
+        os.remove(str(path) + ".sig")

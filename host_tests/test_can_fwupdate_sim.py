@@ -19,7 +19,7 @@ from bms.contactors import RELAY_CHG, RELAY_DSG, RELAY_PRE
 from bms.params import P_CHG_SWITCH, P_DSG_SWITCH
 from comms import can_ids as C
 from comms import slave_update as SU
-from tools.fwpkg import describe, tar_of
+from tools.fwpkg import tar_of, write
 from tools.sim.modular import build_modular
 from tools.sim.pclink import PcLink
 from tools.sim.pycan_bridge import SimBus
@@ -38,8 +38,7 @@ def make_pkg(tmp_path, version=(0, 2, 0), key=None, defect=None, name="slave.tar
              "bms/slave.py": b"# slave logic\n" * 200}
     pkg = tar_of(files)
     path = tmp_path / name
-    path.write_bytes(pkg)
-    (tmp_path / (name + ".sig")).write_text(json.dumps(describe(pkg, key)))
+    write(path, pkg, key)
     return path, pkg
 
 
@@ -132,14 +131,7 @@ def test_bad_slave_package_refused_slave_keeps_its_firmware(tmp_path, capsys, ca
     link = PcLink(sim)
     try:
         path, pkg = make_pkg(tmp_path, key=b"another-key" if case == "wrong_key" else KEY)
-        if case == "corrupt":
-            bad = bytearray(pkg)
-            bad[700] ^= 0x20
-            path.write_bytes(bytes(bad))
-        elif case == "truncated":
-            path.write_bytes(pkg[:len(pkg) - 1000])
-        elif case == "unsigned":
-            os.remove(str(path) + ".sig")
+        sim_drive.spoil_package(path, pkg, case)
         rc = cli(sim, link, "--password", "123456", "update", "--slave", "1", str(path),
                  "--no-verify")
         out = _flat(capsys.readouterr().out)

@@ -16,7 +16,7 @@ from bms.params import P_OV1, index as pidx
 from comms import reg_update as RU
 from comms import registers as R
 from tools.bmsctl.cli import main
-from tools.fwpkg import describe, tar_of
+from tools.fwpkg import tar_of, write
 from tools.sim.pclink import PcLink
 from tools.sim.simulator import Simulation
 
@@ -30,8 +30,7 @@ FILES = {"main.py": b"print('new firmware 9.9.9')\n" * 40,
 def make_pkg(tmp_path, key=KEY, name="fw.tar"):
     pkg = tar_of(FILES)
     path = tmp_path / name
-    path.write_bytes(pkg)
-    (tmp_path / (name + ".sig")).write_text(json.dumps(describe(pkg, key)))
+    write(path, pkg, key)
     return path, pkg
 
 
@@ -99,14 +98,7 @@ def test_update_good_package_staged_then_restart_applies(rig, tmp_path, capsys):
 def test_bad_package_refused_with_reason_firmware_untouched(rig, tmp_path, capsys, case, reason):
     sim, link = rig
     path, pkg = make_pkg(tmp_path, key=b"another-key" if case == "wrong_key" else KEY)
-    if case == "corrupt":
-        bad = bytearray(pkg)
-        bad[700] ^= 0x20
-        path.write_bytes(bytes(bad))
-    elif case == "truncated":
-        path.write_bytes(pkg[:len(pkg) - 1000])
-    elif case == "unsigned":
-        os.remove(str(path) + ".sig")
+    sim_drive.spoil_package(path, pkg, case)
     rc = run_cli(sim, link, "--password", "123456", "update", str(path), "--no-verify")
     out = _flat(capsys.readouterr().out)
     assert rc == 1, out

@@ -61,6 +61,15 @@ def describe(pkg, key=None):
     return meta
 
 
+def write(path, pkg, key=None):
+    """``path`` and its ``path.sig`` (JSON: size, sha256, signature hex)."""
+    path = str(path)
+    with open(path, "wb") as f:
+        f.write(pkg)
+    with open(path + ".sig", "w") as f:
+        json.dump(describe(pkg, key), f, indent=1)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", required=True)
@@ -70,10 +79,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     pkg = build_tar(a.src, a.mpy)
     key = open(a.key_file, "rb").read() if a.key_file else None
-    with open(a.out, "wb") as f:
-        f.write(pkg)
-    with open(a.out + ".sig", "w") as f:
-        json.dump(describe(pkg, key), f, indent=1)
+    write(a.out, pkg, key)
     print("%s: %d bytes, sha256 %s" % (a.out, len(pkg), describe(pkg)["sha256"]))
 
 
