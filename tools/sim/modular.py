@@ -227,13 +227,7 @@ class ModularSimulation(Simulation):
         if self._phys_ms >= PHYS_MS:
             self.pack.step(self._phys_ms / 1000.0)
             self._phys_ms = 0
-        for h in self.hooks:
-            h(self)
-        for p in self.pollers:
-            p(self)
-        if self.t_ms >= self._next_sample:
-            self._next_sample += self.sample_ms
-            self.timeline.append(self.sample())
+        self._after_step()
 
     # ---- faults --------------------------------------------------------------
     def unplug(self, addr):

@@ -72,6 +72,10 @@ class Simulation:
         self.clock.advance(wait)
         self.t_ms += wait
         self.bms.step()
+        self._after_step()
+
+    def _after_step(self):
+        """Scenario hooks, comms pollers and the timeline sample after each step."""
         for h in self.hooks:
             h(self)
         for p in self.pollers:
