@@ -5,6 +5,7 @@ import sys
 import time
 
 import micropython
+from refloop import us_per_iter  # tools/bench/upy
 
 cells = int(sys.argv[1]) if len(sys.argv) > 1 else 16
 if len(sys.argv) > 2:  # a ROMFS image of the firmware: bytecode runs in place, off the heap
@@ -107,16 +108,7 @@ for _ in range(20):
 t_slow = time.ticks_diff(time.ticks_us(), t0) / 20
 
 
-def ref_loop(n):
-    x = 0
-    for i in range(n):
-        x += i
-    return x
-
-
-t0 = time.ticks_us()
-ref_loop(100000)
-t_ref = time.ticks_diff(time.ticks_us(), t0) / 100000
+t_ref = us_per_iter()
 print("us_fast", t_fast)
 print("us_cells", t_cells)
 print("us_slow", t_slow)

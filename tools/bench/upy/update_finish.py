@@ -8,6 +8,7 @@ import sys
 import time
 
 from fakeflash import FakeFlash
+from refloop import us_per_iter  # tools/bench/upy
 from update_rig import package
 
 from bms import update as U
@@ -64,13 +65,4 @@ up.finish()
 print("blocking_us", time.ticks_diff(time.ticks_us(), t0))
 
 
-def ref_loop(n):
-    x = 0
-    for i in range(n):
-        x += i
-    return x
-
-
-t0 = time.ticks_us()
-ref_loop(100000)
-print("us_ref_iter", time.ticks_diff(time.ticks_us(), t0) / 100000)
+print("us_ref_iter", us_per_iter())
