@@ -116,6 +116,14 @@ class PersistLog:
     def _path(self, s):
         return "%s/log.%d" % (self.root, s)
 
+    def _read_segment(self, s):
+        """The complete records of segment ``s`` (OSError if unreadable)."""
+        f = self.fs.open(self._path(s), "rb")
+        try:
+            return f.read(self.count[s] * REC)
+        finally:
+            f.close()
+
     def _scan_seg(self, s):
         """(valid leading records, first seq, last seq, last boot, torn)."""
         try:
@@ -184,11 +192,7 @@ class PersistLog:
         """
         tmp = self.root + "/log.tmp"
         try:
-            f = self.fs.open(self._path(s), "rb")
-            try:
-                data = f.read(self.count[s] * REC)
-            finally:
-                f.close()
+            data = self._read_segment(s)
             f = self.fs.open(tmp, "wb")
             try:
                 f.write(data)
@@ -320,11 +324,7 @@ class PersistLog:
         for s in self._order():
             data = None
             try:
-                f = self.fs.open(self._path(s), "rb")
-                try:
-                    data = f.read(self.count[s] * REC)
-                finally:
-                    f.close()
+                data = self._read_segment(s)
             except OSError:
                 continue
             for k in range(len(data) // REC):
