@@ -56,23 +56,18 @@ def _sim_speed(board, seconds):
 
 
 def run(ctx):
-    import os
-    import tempfile
-    from tools.bench.common import romfs_image
     rows = []
-    with tempfile.TemporaryDirectory() as d:
-        img = os.path.join(d, "fw.romfs")
-        romfs_image(img)
-        for cells in (16, 256):
-            k = _upy(ctx, cells)
-            rom = parse_kv(ctx.upy("tools/bench/upy/core_cycle.py", cells, img))
-            rows.append(Row("core", "heap after boot, %dS core, from .py" % cells,
-                            k["heap_after_boot"], "B", "",
-                            "imports + Bms, bytecode compiled into the heap (64-bit unix port)"))
-            rows.append(Row("core", "heap after boot, %dS core, bytecode in flash" % cells,
-                            rom["heap_after_boot"], "B", "<= 65536",
-                            "same, imported from a ROMFS image (measured; frozen needs less)"))
-            rows.extend(_cycle_rows(k, cells))
+    img = ctx.pico_image()[2]
+    for cells in (16, 256):
+        k = _upy(ctx, cells)
+        rom = parse_kv(ctx.upy("tools/bench/upy/core_cycle.py", cells, img))
+        rows.append(Row("core", "heap after boot, %dS core, from .py" % cells,
+                        k["heap_after_boot"], "B", "",
+                        "imports + Bms, bytecode compiled into the heap (64-bit unix port)"))
+        rows.append(Row("core", "heap after boot, %dS core, bytecode in flash" % cells,
+                        rom["heap_after_boot"], "B", "<= 65536",
+                        "same, imported from a ROMFS image (measured; frozen needs less)"))
+        rows.extend(_cycle_rows(k, cells))
     rows.extend(_reaction_rows())
     secs = 300 if ctx.quick else 1800
     rows.append(Row("sim", "speed, 16S value-level board", _sim_speed("fake", secs), "x real time",

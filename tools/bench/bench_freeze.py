@@ -9,18 +9,10 @@ raw-code descriptors and constant objects in flash, and an RP2040's objects
 are 32-bit, about half the unix port's 64-bit size)."""
 import os
 import subprocess
-import tempfile
 
-from tools.bench.common import ROOT, Row, parse_kv, qstr_bytes, romfs_image
+from tools.bench.common import ROOT, Row, parse_kv, qstr_bytes
 
 SCRIPT = "tools/bench/upy/app_heap.py"
-
-
-def _mpy_tree(dst):
-    """The .mpy files ``make flash BOARD=pico`` copies, in ``dst``; their total size."""
-    from tools import deploy
-    files = deploy.plan("pico", dst)
-    return sum(os.path.getsize(loc) for loc, remote in files if remote.endswith(".mpy"))
 
 
 def _app(ctx, variant, image=None, path=None):
@@ -44,25 +36,22 @@ def _app(ctx, variant, image=None, path=None):
 
 def run(ctx):
     rows = []
-    with tempfile.TemporaryDirectory() as d:
-        img = os.path.join(d, "fw.romfs")
-        size = romfs_image(img)
-        mpy_dir = os.path.join(d, "mpy")
-        code = _mpy_tree(mpy_dir)
-        for variant, label in (("single", "16S single board"), ("master", "256S master")):
-            py, _ = _app(ctx, variant)
-            mpy, _ = _app(ctx, variant, path=mpy_dir)
-            rom, qstr = _app(ctx, variant, image=img)
-            rows.append(Row("ram", "app heap after boot, %s, .py" % label, py, "B", "",
-                            "bytecode compiled into the heap (64-bit unix port)"))
-            rows.append(Row("ram", "app heap after boot, %s, .mpy" % label, mpy, "B", "",
-                            "bytecode loaded into the heap"))
-            rows.append(Row("ram", "app heap after boot, %s, ROMFS" % label, rom, "B", "",
-                            "bytecode runs in place from the image"))
-            rows.append(Row("ram", "  of which qstr pool", qstr, "B", "",
-                            "interned names; in flash when frozen"))
-            rows.append(Row("ram", "app heap after boot, %s, ROMFS - qstr" % label, rom - qstr,
-                            "B", "<= 65536", "closest measured figure for a frozen build"))
+    mpy_dir, files, img, size = ctx.pico_image()
+    code = sum(os.path.getsize(loc) for loc, remote in files if remote.endswith(".mpy"))
+    for variant, label in (("single", "16S single board"), ("master", "256S master")):
+        py, _ = _app(ctx, variant)
+        mpy, _ = _app(ctx, variant, path=mpy_dir)
+        rom, qstr = _app(ctx, variant, image=img)
+        rows.append(Row("ram", "app heap after boot, %s, .py" % label, py, "B", "",
+                        "bytecode compiled into the heap (64-bit unix port)"))
+        rows.append(Row("ram", "app heap after boot, %s, .mpy" % label, mpy, "B", "",
+                        "bytecode loaded into the heap"))
+        rows.append(Row("ram", "app heap after boot, %s, ROMFS" % label, rom, "B", "",
+                        "bytecode runs in place from the image"))
+        rows.append(Row("ram", "  of which qstr pool", qstr, "B", "",
+                        "interned names; in flash when frozen"))
+        rows.append(Row("ram", "app heap after boot, %s, ROMFS - qstr" % label, rom - qstr,
+                        "B", "<= 65536", "closest measured figure for a frozen build"))
     rows.append(Row("ram", "firmware bytecode (.mpy files of the pico image)", code, "B", "",
                     "ROMFS image %d B; flash, not heap, when frozen or in ROMFS" % size))
     return rows

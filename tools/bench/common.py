@@ -27,6 +27,26 @@ class Ctx:
         self.quick = quick
         self.root = ROOT
         self.micropython = find_micropython()
+        self._pico = None
+
+    def pico_image(self):
+        """The pico build ``make flash`` makes (tools/deploy.py), once per run:
+        (directory of its .mpy tree, its files, ROMFS image path, image size).
+
+        Mounted with VfsRom on the unix port the image is a measured stand-in
+        for frozen code: bytecode stays in the image (flash on a board) and off
+        the heap, while qstrs, raw-code descriptors and constant tuples are
+        still created in RAM (a frozen build keeps those in flash too)."""
+        if self._pico is None:
+            import tempfile
+            from tools import deploy
+            self._tmp = tempfile.TemporaryDirectory()
+            out = os.path.join(self._tmp.name, "pico")
+            files = deploy.plan("pico", out)
+            img = os.path.join(self._tmp.name, "pico.romfs")
+            size, _fs_files = deploy.romfs_image(files, img)
+            self._pico = (out, files, img, size)
+        return self._pico
 
     def upy(self, script, *args, heap="4M", timeout=600):
         """Run a MicroPython script (path relative to repo root) and return stdout."""
@@ -60,23 +80,6 @@ def parse_kv(out):
             except ValueError:
                 pass
     return res
-
-
-def romfs_image(path, board="pico"):
-    """Write the ROMFS image ``make flash ARGS=--romfs`` would deploy for ``board``
-    (tools/deploy.py: armv6m .mpy of bms, comms, drivers, app and the board
-    files) to ``path``; returns its size.
-
-    Mounted with VfsRom on the unix port it gives a measured stand-in for
-    frozen code: bytecode stays in the image (flash on a board) and off the
-    heap, while qstrs, raw-code descriptors and constant tuples are still
-    created in RAM (a frozen build keeps those in flash too).
-    """
-    import tempfile
-    from tools import deploy
-    with tempfile.TemporaryDirectory() as d:
-        size, _fs_files = deploy.romfs_image(deploy.plan(board, d), path)
-    return size
 
 
 def qstr_bytes(out, tag):
