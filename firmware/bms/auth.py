@@ -40,8 +40,8 @@ ROLE_NAMES = ("none", "user", "factory")
 CH_MODBUS = const(0)
 CH_BLE = const(1)
 CH_DISPLAY = const(2)
-CH_CAN = const(3)
-N_CHANNELS = const(4)
+_CH_CAN = const(3)
+_N_CHANNELS = const(4)
 
 # unlock() results
 OK = const(0)
@@ -54,12 +54,12 @@ IDLE_MS = const(300000)        # a session ends 5 min after its last authorised 
 FREE_ATTEMPTS = const(3)       # wrong passwords before the back-off starts
 BACKOFF_BASE_MS = const(1000)  # first lockout; doubles with every further wrong one
 BACKOFF_MAX_MS = const(900000)  # lockout cap: 15 min
-PW_MIN = const(4)
-PW_MAX = const(16)
-SALT_LEN = const(8)
-DIGEST_LEN = const(32)
+_PW_MIN = const(4)
+_PW_MAX = const(16)
+_SALT_LEN = const(8)
+_DIGEST_LEN = const(32)
 RECORD_LEN = const(43)  # 1 version + 2 iterations + 8 salt + 32 digest
-RECORD_VERSION = const(1)
+_RECORD_VERSION = const(1)
 
 KEY_USER = "auth.user"
 KEY_FACTORY = "auth.factory"
@@ -78,7 +78,7 @@ def _urandom(n):
 def valid_password(pw):
     if not isinstance(pw, (bytes, bytearray)):
         return False
-    if len(pw) < PW_MIN or len(pw) > PW_MAX:
+    if len(pw) < _PW_MIN or len(pw) > _PW_MAX:
         return False
     for c in pw:
         if c < 0x21 or c > 0x7E:
@@ -94,23 +94,23 @@ def _digest(salt, pw, iterations):
 
 
 def make_record(pw, salt, iterations=64):
-    if len(salt) != SALT_LEN:
+    if len(salt) != _SALT_LEN:
         raise ValueError("salt")
-    return (bytes((RECORD_VERSION, iterations >> 8, iterations & 0xFF)) + bytes(salt)
+    return (bytes((_RECORD_VERSION, iterations >> 8, iterations & 0xFF)) + bytes(salt)
             + _digest(salt, pw, iterations))
 
 
 def check_record(rec, pw):
     """True if ``pw`` matches the stored record (compared in constant time)."""
-    if rec is None or len(rec) != RECORD_LEN or rec[0] != RECORD_VERSION:
+    if rec is None or len(rec) != RECORD_LEN or rec[0] != _RECORD_VERSION:
         return False
     it = (rec[1] << 8) | rec[2]
     if it < 1:
         return False
-    d = _digest(rec[3:3 + SALT_LEN], pw, it)
+    d = _digest(rec[3:3 + _SALT_LEN], pw, it)
     diff = 0
-    for i in range(DIGEST_LEN):
-        diff |= d[i] ^ rec[3 + SALT_LEN + i]
+    for i in range(_DIGEST_LEN):
+        diff |= d[i] ^ rec[3 + _SALT_LEN + i]
     return diff == 0
 
 
@@ -126,18 +126,18 @@ class Auth:
         self.max_ms = max_ms
         self.iterations = iterations
         self._rng = rng or _urandom
-        self._role = bytearray(N_CHANNELS)
-        self._seen = [0] * N_CHANNELS
+        self._role = bytearray(_N_CHANNELS)
+        self._seen = [0] * _N_CHANNELS
         self._lock_t0 = 0
         self._lock_len = 0
         self.attempts = 0  # every unlock attempt, for diagnostics
         st = self.store
         if st.get(KEY_USER) is None:
-            st[KEY_USER] = make_record(DEFAULT_USER_PASSWORD, self._rng(SALT_LEN), iterations)
+            st[KEY_USER] = make_record(DEFAULT_USER_PASSWORD, self._rng(_SALT_LEN), iterations)
         # No factory password unless production sets one: an unprovisioned
         # board has no factory role rather than a published default.
         if st.get(KEY_FACTORY) is None and factory_password is not None:
-            st[KEY_FACTORY] = make_record(factory_password, self._rng(SALT_LEN), iterations)
+            st[KEY_FACTORY] = make_record(factory_password, self._rng(_SALT_LEN), iterations)
         f = st.get(KEY_FAILS)
         self.failures = f if isinstance(f, int) and f > 0 else 0
         if self.failures >= self.free_attempts:
@@ -146,7 +146,7 @@ class Auth:
     # ---- time-based housekeeping ----------------------------------------
     def poll(self):
         now = self.clock.ticks_ms()
-        for ch in range(N_CHANNELS):
+        for ch in range(_N_CHANNELS):
             if self._role[ch]:
                 d = ticks_diff(now, self._seen[ch])
                 if d < 0 or d >= self.idle_ms:
@@ -223,7 +223,7 @@ class Auth:
         self._role[ch] = ROLE_NONE
 
     def lock_all(self):
-        for ch in range(N_CHANNELS):
+        for ch in range(_N_CHANNELS):
             self._role[ch] = ROLE_NONE
 
     def change(self, ch, role, new_pw):
@@ -236,5 +236,5 @@ class Auth:
         if not valid_password(new_pw):
             return INVALID
         self.store[KEY_FACTORY if role == ROLE_FACTORY else KEY_USER] = \
-            make_record(new_pw, self._rng(SALT_LEN), self.iterations)
+            make_record(new_pw, self._rng(_SALT_LEN), self.iterations)
         return OK

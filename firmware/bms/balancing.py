@@ -6,14 +6,14 @@ set voltage difference -> balance ... until within the set difference"):
 * Start when the highest cell is at or above ``bal_start`` and the spread
   exceeds ``bal_diff``; then bleed every cell more than ``bal_diff/2`` above
   the lowest; stop once the spread is within ``bal_diff/2`` or the highest
-  cell falls ``START_HYST_MV`` below ``bal_start`` (hysteresis both ways, so
+  cell falls ``_START_HYST_MV`` below ``bal_start`` (hysteresis both ways, so
   nothing flicks at a threshold).
 * Only while charging (``bal_mode`` 0) or also at rest (``bal_mode`` 1);
   never while discharging (bleeding then only wastes charge).
 * Stops at once when the protection blocks it (R_BAL: under-voltage, cell /
   balance over-temperature, stale cell data ...), when a cell reading is
   invalid, or when the balance resistors reach ``t_bal_rec`` (it resumes
-  ``HOT_HYST_DC`` lower): balancing throttles itself before the balance
+  ``_HOT_HYST_DC`` lower): balancing throttles itself before the balance
   over-temperature fault at ``t_bal_ot`` has to act.  Without a balance-board
   NTC the power-board NTC stands in.
 * Where the AFE forbids bleeding two adjacent cells at once
@@ -41,11 +41,11 @@ from bms.faults import R_BAL
 from bms.measurements import ROLE_BALANCE, ROLE_POWER, T_NONE_MAX
 from bms.params import P_BAL_DIFF, P_BAL_ENABLE, P_BAL_MODE, P_BAL_START, P_T_BAL_REC
 
-CHARGING_MA = const(500)    # above this the pack is charging
-REST_MA = const(300)        # below this magnitude the pack is at rest
+_CHARGING_MA = const(500)    # above this the pack is charging
+_REST_MA = const(300)        # below this magnitude the pack is at rest
 PERIOD = const(4)           # sweeps per balancing period (one quiet)
-START_HYST_MV = const(20)
-HOT_HYST_DC = const(50)     # 5 degC below t_bal_rec before resuming
+_START_HYST_MV = const(20)
+_HOT_HYST_DC = const(50)     # 5 degC below t_bal_rec before resuming
 
 ST_DISABLED = const(0)
 ST_IDLE = const(1)          # allowed, nothing to do
@@ -114,13 +114,13 @@ class Balancer:
         lim = p[P_T_BAL_REC] * 10
         if t != T_NONE_MAX:
             if self.hot:
-                self.hot = t >= lim - HOT_HYST_DC
+                self.hot = t >= lim - _HOT_HYST_DC
             else:
                 self.hot = t >= lim
         if self.hot:
             return self._off(ST_HOT)
         cur = m.current_ma
-        if not (cur > CHARGING_MA or (p[P_BAL_MODE] == 1 and -REST_MA < cur < REST_MA)):
+        if not (cur > _CHARGING_MA or (p[P_BAL_MODE] == 1 and -_REST_MA < cur < _REST_MA)):
             return self._off(ST_WAIT)
 
         s = self._sweep
@@ -142,7 +142,7 @@ class Balancer:
         half = p[P_BAL_DIFF] >> 1
         start = p[P_BAL_START]
         if self.active:
-            self.active = m.diff_mv > half and m.max_mv >= start - START_HYST_MV
+            self.active = m.diff_mv > half and m.max_mv >= start - _START_HYST_MV
         else:
             self.active = m.max_mv >= start and m.diff_mv > p[P_BAL_DIFF]
         w = self.want

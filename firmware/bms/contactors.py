@@ -22,7 +22,7 @@ RELAY_PRE = const(1)
 RELAY_CHG = const(2)
 RELAY_L2 = const(3)
 RELAY_HEAT = const(4)
-N_RELAYS = const(5)
+_N_RELAYS = const(5)
 RELAY_NAMES = ("discharge", "precharge", "charge", "level2", "heater")
 
 D_OPEN = const(0)
@@ -30,15 +30,15 @@ D_PRECHARGE = const(1)
 D_CLOSED = const(2)
 D_NAMES = ("open", "precharge", "closed")
 
-PRE_OVERLAP_MS = const(200)
+_PRE_OVERLAP_MS = const(200)
 
 
 class Contactors:
     def __init__(self, board, log=None):
         self.board = board
         self.log = log
-        self.state = bytearray(N_RELAYS)
-        self._want = bytearray(N_RELAYS)
+        self.state = bytearray(_N_RELAYS)
+        self._want = bytearray(_N_RELAYS)
         self.dsg_state = D_OPEN
         self._t0 = 0
         self.precharge_failed = False
@@ -54,7 +54,7 @@ class Contactors:
     def open_all(self, now):
         """Fail-safe: everything open at once, no sequencing."""
         w = self._want
-        for i in range(N_RELAYS):
+        for i in range(_N_RELAYS):
             w[i] = 0
         if self.dsg_state != D_OPEN:
             self._enter(D_OPEN, now)
@@ -96,14 +96,14 @@ class Contactors:
             w[RELAY_PRE] = 1
         else:
             w[RELAY_DSG] = 1
-            w[RELAY_PRE] = 1 if ticks_diff(now, self._t0) < PRE_OVERLAP_MS else 0
+            w[RELAY_PRE] = 1 if ticks_diff(now, self._t0) < _PRE_OVERLAP_MS else 0
         self._apply(now)
 
     def _apply(self, now):
         w = self._want
         s = self.state
         changed = False
-        for i in range(N_RELAYS):
+        for i in range(_N_RELAYS):
             if s[i] != w[i]:
                 s[i] = w[i]
                 changed = True

@@ -47,10 +47,10 @@ from bms.ticks import ticks_diff
 
 FAST_MS = const(50)
 CELL_MS = const(250)
-SLOW_MS = const(1000)
-CURRENT_STALE_MS = const(500)
-CELL_STALE_MS = const(1500)
-TEMP_STALE_MS = const(3000)
+_SLOW_MS = const(1000)
+_CURRENT_STALE_MS = const(500)
+_CELL_STALE_MS = const(1500)
+_TEMP_STALE_MS = const(3000)
 
 # Command ids (Modbus / BLE / display all end here).
 CMD_RESET_FAULTS = const(1)
@@ -58,7 +58,7 @@ CMD_SOC_SET = const(2)        # arg: per mille
 CMD_CAL_CURRENT = const(3)    # arg: true current in mA (sign ignored)
 CMD_CAL_ZERO = const(4)
 CMD_RESTART = const(5)
-CMD_DEFAULTS = const(6)       # arg: chemistry
+_CMD_DEFAULTS = const(6)       # arg: chemistry
 CMD_CLEAR_LOG = const(7)
 CMD_SLEEP = const(8)
 CMD_WAKE = const(9)
@@ -70,17 +70,17 @@ PENDING = const(1)
 ILLEGAL = const(2)
 
 # Operating modes shown on the monitor page.
-MODE_STANDBY = const(0)
+_MODE_STANDBY = const(0)
 MODE_CHARGING = const(1)
 MODE_DISCHARGING = const(2)
 MODE_PROTECT = const(3)
 MODE_BOOT = const(4)
 MODE_NAMES = ("standby", "charging", "discharging", "protect", "boot")
 
-MODE_CURRENT_MA = const(300)
-AVG_SAMPLES = const(20)  # fast ticks per calibration-average window (1 s)
-CAL_MIN_MA = const(500)
-ZERO_MAX_MA = const(5000)
+_MODE_CURRENT_MA = const(300)
+_AVG_SAMPLES = const(20)  # fast ticks per calibration-average window (1 s)
+_CAL_MIN_MA = const(500)
+_ZERO_MAX_MA = const(5000)
 
 
 class Bms:
@@ -104,7 +104,7 @@ class Bms:
         # Cells first: at boot the first fast tick then already has data.
         self.sched.add(self._cells, CELL_MS)
         self.sched.add(self._fast, FAST_MS)
-        self.sched.add(self._slow, SLOW_MS, 10)
+        self.sched.add(self._slow, _SLOW_MS, 10)
         # Bound methods made once: `board.read_x` in the loop allocates one
         # method object per call on MicroPython.
         self._rd_current = board.read_current
@@ -148,7 +148,7 @@ class Bms:
             return ILLEGAL
         if cmd == CMD_SOC_SET and (arg < 0 or arg > 1000):
             return ILLEGAL
-        if cmd == CMD_DEFAULTS and (arg < 0 or arg > 3):
+        if cmd == _CMD_DEFAULTS and (arg < 0 or arg > 3):
             return ILLEGAL
         if self._cmd:
             return PENDING
@@ -174,7 +174,7 @@ class Bms:
             # would keep a bias of up to its shift factor in mA).
             self._avg_sum += raw
             self._avg_n += 1
-            if self._avg_n >= AVG_SAMPLES:
+            if self._avg_n >= _AVG_SAMPLES:
                 self.current_avg_raw = self._avg_sum // self._avg_n
                 self._avg_sum = 0
                 self._avg_n = 0
@@ -183,12 +183,12 @@ class Bms:
             m.current_seen = True
         prot = self.prot
         prot.set_flag(F.SIG_CUR_STALE, (not m.current_seen)
-                      or ticks_diff(now, m.current_ts) > CURRENT_STALE_MS)
+                      or ticks_diff(now, m.current_ts) > _CURRENT_STALE_MS)
         prot.set_flag(F.SIG_CELL_STALE, (not m.cells_seen) or m.bad_cells > 0
-                      or ticks_diff(now, m.cells_ts) > CELL_STALE_MS)
+                      or ticks_diff(now, m.cells_ts) > _CELL_STALE_MS)
         prot.set_flag(F.SIG_T_SENSOR, (not m.temps_seen)
                       or m.bad_temps[ROLE_POWER] > 0 or m.bad_temps[ROLE_CELL] > 0
-                      or ticks_diff(now, m.temps_ts) > TEMP_STALE_MS)
+                      or ticks_diff(now, m.temps_ts) > _TEMP_STALE_MS)
         prot.set_flag(F.SIG_BAL_SENSOR, m.bad_temps[ROLE_BALANCE] > 0)
         prot.set_flag(F.SIG_PRECHARGE, self.contactors.precharge_failed)
         # The chip latches its own trip until cleared; the fault follows it.
@@ -246,7 +246,7 @@ class Bms:
         h = self.heater
         h.step(m, self.params[P_CHG_SWITCH] and (cs[RELAY_CHG] or prot.active(F.LT_CHG)
                                                  or h.charge_inhibit),
-               m.current_ma < -MODE_CURRENT_MA, now, block)
+               m.current_ma < -_MODE_CURRENT_MA, now, block)
         ov1 = prot.active(F.OV1)
         uv1 = prot.active(F.UV1)
         if ov1 and not self._ov1_prev:
@@ -288,12 +288,12 @@ class Bms:
             self.mode = MODE_BOOT
         elif self.prot.level >= F.L_PROT:
             self.mode = MODE_PROTECT
-        elif i > MODE_CURRENT_MA:
+        elif i > _MODE_CURRENT_MA:
             self.mode = MODE_CHARGING
-        elif i < -MODE_CURRENT_MA:
+        elif i < -_MODE_CURRENT_MA:
             self.mode = MODE_DISCHARGING
         else:
-            self.mode = MODE_STANDBY
+            self.mode = _MODE_STANDBY
 
     def _reset_faults(self, now):
         prot = self.prot
@@ -330,7 +330,7 @@ class Bms:
             # large gain correction does not shift the zero reading.
             raw0 = -(p[P_CUR_OFFSET] * 10000 // p[P_CUR_GAIN])
             d = raw - raw0
-            if (raw <= -CAL_MIN_MA or raw >= CAL_MIN_MA) and (d <= -CAL_MIN_MA or d >= CAL_MIN_MA):
+            if (raw <= -_CAL_MIN_MA or raw >= _CAL_MIN_MA) and (d <= -_CAL_MIN_MA or d >= _CAL_MIN_MA):
                 gain = target * 10000 // d if -100000 < target < 100000 \
                     else target * 100 // (d // 100)
                 try:
@@ -339,12 +339,12 @@ class Bms:
                     pass
         elif cmd == CMD_CAL_ZERO:
             raw = self.current_avg_raw
-            if -ZERO_MAX_MA < raw < ZERO_MAX_MA:
+            if -_ZERO_MAX_MA < raw < _ZERO_MAX_MA:
                 try:
                     p.set(P_CUR_OFFSET, -(raw * p[P_CUR_GAIN] // 10000))
                 except ParamError:
                     pass
-        elif cmd == CMD_DEFAULTS:
+        elif cmd == _CMD_DEFAULTS:
             p.load_defaults(arg)
         elif cmd == CMD_CLEAR_LOG:
             self.log.clear(now)

@@ -17,7 +17,7 @@ EV_PARAM = const(5)
 EV_COMMAND = const(6)
 EV_EXCEPTION = const(7)
 EV_SOC_CAL = const(8)
-EV_CLEARED = const(9)
+_EV_CLEARED = const(9)
 KIND_NAMES = ("boot", "fault_set", "fault_clear", "relay", "dsg_state", "param",
               "command", "exception", "soc_cal", "log_cleared")
 
@@ -71,4 +71,4 @@ class EventLog:
     def clear(self, now):
         self.count = 0
         self._head = 0
-        self.append(now, EV_CLEARED, 0, 0)
+        self.append(now, _EV_CLEARED, 0, 0)

@@ -15,7 +15,7 @@ times):
   discharging) must last DEMAND_MS before the heater switches on, so a
   precharge pulse or a brief load does not start it.  Safety reasons switch off at once:
   no valid cell temperature (never heat blind), the protection's R_HEAT
-  reaction, the runaway guard (hottest cell ``GUARD_DC`` above ``heat_off``;
+  reaction, the runaway guard (hottest cell ``_GUARD_DC`` above ``heat_off``;
   also in forced mode), a nearly empty pack in the modes that run from the
   pack (discharging / keep), and the user choosing "off".
 
@@ -39,13 +39,13 @@ MIN_ON_MS = const(60000)
 DEMAND_MS = const(10000)    # a demand must last this long to switch on
 MIN_OFF_MS = const(60000)
 WARM_HOLD_MS = const(5000)     # as long as the lt_chg fault's clear delay
-GUARD_DC = const(100)       # 10 degC above heat_off: runaway guard
+_GUARD_DC = const(100)       # 10 degC above heat_off: runaway guard
 
-R_OK = const(0)
-R_NO_TEMP = const(1)
-R_BLOCKED = const(2)
-R_GUARD = const(3)
-R_EMPTY = const(4)
+_R_OK = const(0)
+_R_NO_TEMP = const(1)
+_R_BLOCKED = const(2)
+_R_GUARD = const(3)
+_R_EMPTY = const(4)
 REASON_NAMES = ("ok", "no_temperature", "blocked", "guard", "empty")
 
 
@@ -54,7 +54,7 @@ class Heater:
         self.params = params
         self.on = False
         self.charge_inhibit = False
-        self.reason = R_OK
+        self.reason = _R_OK
         self.switches = 0
         self._t_change = 0
         self._changed_once = False
@@ -86,18 +86,18 @@ class Heater:
     def _decide(self, m, mode, t, hot, charging_wanted, discharging, now, block):
         p = self.params
         # Safety first: these switch off at once, no minimum on time.
-        reason = R_OK
+        reason = _R_OK
         if t == T_NONE_MIN:
-            reason = R_NO_TEMP
+            reason = _R_NO_TEMP
         elif block & R_HEAT:
-            reason = R_BLOCKED
-        elif hot >= p[P_HEAT_OFF] * 10 + GUARD_DC:
-            reason = R_GUARD
+            reason = _R_BLOCKED
+        elif hot >= p[P_HEAT_OFF] * 10 + _GUARD_DC:
+            reason = _R_GUARD
         elif (mode == HEATER_DISCHARGE or mode == HEATER_KEEP) and m.cells_seen and \
                 m.min_mv <= p[P_UV_REC]:
-            reason = R_EMPTY
+            reason = _R_EMPTY
         self.reason = reason
-        if reason != R_OK or mode == HEATER_OFF:
+        if reason != _R_OK or mode == HEATER_OFF:
             self._demand = False
             self._set(False, now)
             return

@@ -2,7 +2,7 @@
 
 ``Auth`` wants ``store.get(key)`` and ``store[key] = value`` with bytes or
 int values.  The whole table lives in one A/B record (``bms.store.ABRecord``,
-kind ``KIND_KV``), so a power cut while it is written leaves the previous
+kind ``_KIND_KV``), so a power cut while it is written leaves the previous
 table.  Writes happen only when a value really changes (a password change,
 a wrong-password count), which the auth back-off keeps rare.
 
@@ -15,10 +15,10 @@ from micropython import const
 
 from bms.store import ABRecord
 
-KIND_KV = const(4)
-KV_FMT = const(1)
-T_INT = const(0)
-T_BYTES = const(1)
+_KIND_KV = const(4)
+_KV_FMT = const(1)
+_T_INT = const(0)
+_T_BYTES = const(1)
 
 
 def encode(items):
@@ -27,9 +27,9 @@ def encode(items):
         v = items[k]
         kb = k.encode()
         if isinstance(v, int):
-            data, t = struct.pack("<i", v), T_INT
+            data, t = struct.pack("<i", v), _T_INT
         else:
-            data, t = bytes(v), T_BYTES
+            data, t = bytes(v), _T_BYTES
         out += struct.pack("<B", len(kb)) + kb + struct.pack("<BH", t, len(data)) + data
     return bytes(out)
 
@@ -48,13 +48,13 @@ def decode(payload):
         if len(data) != ln:
             raise ValueError("kv truncated")
         i += ln
-        items[k] = struct.unpack("<i", data)[0] if t == T_INT else data
+        items[k] = struct.unpack("<i", data)[0] if t == _T_INT else data
     return items
 
 
 class KvStore:
     def __init__(self, fs, base="/bms/kv"):
-        self.rec = ABRecord(fs, base, KIND_KV, (KV_FMT,))
+        self.rec = ABRecord(fs, base, _KIND_KV, (_KV_FMT,))
         self.items = {}
         self.errors = 0
         r = self.rec.load()
@@ -75,6 +75,6 @@ class KvStore:
             return
         self.items[key] = value
         try:
-            self.rec.save(KV_FMT, encode(self.items))
+            self.rec.save(_KV_FMT, encode(self.items))
         except OSError:
             self.errors += 1   # kept in RAM; saved with the next change

@@ -34,18 +34,18 @@ from bms.digest import equal, hmac_sha256
 from bms.store import F_LEASE
 from bms.ticks import ticks_diff
 
-DAY_S = const(86400)
+_DAY_S = const(86400)
 WARN_S = const(3 * 86400)
-MAC_LEN = const(5)
-TOKEN_LEN = const(9)
+_MAC_LEN = const(5)
+_TOKEN_LEN = const(9)
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
 
 # Lease events for the persistent log (PK_LEASE a=...).
-LE_RENEWED = const(1)
-LE_CLEARED = const(2)
+_LE_RENEWED = const(1)
+_LE_CLEARED = const(2)
 LE_REFUSED = const(3)
 LE_EXPIRED = const(4)
-LE_SET = const(5)
+_LE_SET = const(5)
 
 
 class LeaseError(ValueError):
@@ -96,7 +96,7 @@ def _mac(secret, serial, counter, days):
     if isinstance(serial, str):
         serial = serial.encode()
     msg = b"BMSLEASE1|" + serial + b"|" + struct.pack(">I", counter) + b"|" + struct.pack(">H", days)
-    return hmac_sha256(secret, msg)[:MAC_LEN]
+    return hmac_sha256(secret, msg)[:_MAC_LEN]
 
 
 def make_token(secret, serial, counter, days):
@@ -110,7 +110,7 @@ def make_token(secret, serial, counter, days):
 
 def parse_token(secret, serial, code):
     """(counter, days) of an authentic code; LeaseError otherwise."""
-    raw = b32decode(code, TOKEN_LEN)
+    raw = b32decode(code, _TOKEN_LEN)
     counter, days = struct.unpack(">HH", raw[:4])
     if not equal(raw[4:], _mac(secret, serial, counter, days)):
         raise LeaseError("code not valid for this device")
@@ -179,12 +179,12 @@ class Lease:
         if days == 0:
             st.lease_flags &= ~F_LEASE
             st.lease_end_s = 0
-            self.last_event = LE_CLEARED
+            self.last_event = _LE_CLEARED
         else:
             base = st.lease_end_s if self.active and st.lease_end_s > st.op_s else st.op_s
-            st.lease_end_s = base + days * DAY_S
+            st.lease_end_s = base + days * _DAY_S
             st.lease_flags |= F_LEASE
-            self.last_event = LE_RENEWED
+            self.last_event = _LE_RENEWED
         self.changed = True
         return counter, days
 
@@ -194,4 +194,4 @@ class Lease:
         st.lease_end_s = st.op_s + seconds
         st.lease_flags |= F_LEASE
         self.changed = True
-        self.last_event = LE_SET
+        self.last_event = _LE_SET

@@ -15,7 +15,7 @@ from bms.ticks import ticks_diff
 ROLE_POWER = const(0)
 ROLE_BALANCE = const(1)
 ROLE_CELL = const(2)
-ROLE_AMBIENT = const(3)
+_ROLE_AMBIENT = const(3)
 N_ROLES = const(4)
 ROLE_NAMES = ("power", "balance", "cell", "ambient")
 

@@ -46,7 +46,7 @@ PK_MIGRATE = const(17)    # a: parameter index (-1 = all), b: value now used
 PK_UPDATE = const(18)     # a: update event (bms.update U_*), b: detail
 PK_LEASE = const(19)      # a: lease event (bms.lease LE_*), b: detail
 PK_SLEEP = const(20)      # a: 1 sleep, 0 wake, b: cause
-PK_DROPPED = const(21)    # a: records lost to a full queue
+_PK_DROPPED = const(21)    # a: records lost to a full queue
 PK_PART = const(22)       # a: app part (app.PART_NAMES, -1 other), b: PART_OOM / PART_ERROR
 PK_NAMES = ("reset", "settings_migrated", "update", "lease", "sleep", "dropped", "part_failed")
 PART_OOM = const(1)       # the part did not build for lack of memory
@@ -247,7 +247,7 @@ class PersistLog:
         if self.dropped != self._dropped_logged and self.pending < self._qcap:
             n = self.dropped - self._dropped_logged
             self._dropped_logged = self.dropped
-            self.append(0, PK_DROPPED, n, 0)
+            self.append(0, _PK_DROPPED, n, 0)
         done = 0
         total = self.pending
         if not total:

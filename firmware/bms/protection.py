@@ -20,8 +20,8 @@ from bms.eventlog import EV_FAULT_CLEAR, EV_FAULT_SET
 from bms.ticks import ticks_diff
 
 # Fault states.
-S_IDLE = const(0)
-S_ACTIVE = const(1)
+_S_IDLE = const(0)
+_S_ACTIVE = const(1)
 S_RECOVERED = const(2)  # latched fault whose condition has cleared; awaits reset
 
 
@@ -80,7 +80,7 @@ class Protection:
         self.flags[sig] = 1 if on else 0
 
     def active(self, fid):
-        return self.state[fid] != S_IDLE
+        return self.state[fid] != _S_IDLE
 
     def _signals(self, m):
         s = self.sig
@@ -145,7 +145,7 @@ class Protection:
                 recovered = (not valid) or v < self.rec[i]
             self.ok_now[i] = 1 if (recovered and not cond) else 0
             st = self.state[i]
-            if st == S_IDLE:
+            if st == _S_IDLE:
                 c = self.count[i]
                 if cond:
                     # Count only time the condition was seen to hold: the
@@ -182,8 +182,8 @@ class Protection:
                     self.count[i] = 0
                     self.seen[i] = 0
                     if st == S_RECOVERED:
-                        self.state[i] = S_ACTIVE
-            if self.state[i] != S_IDLE:
+                        self.state[i] = _S_ACTIVE
+            if self.state[i] != _S_IDLE:
                 active += 1
                 reaction |= self.f_reaction[i]
                 if self.f_level[i] > level:
@@ -194,7 +194,7 @@ class Protection:
         return reaction
 
     def _set(self, i, v, now):
-        self.state[i] = S_ACTIVE
+        self.state[i] = _S_ACTIVE
         self.seen[i] = 0
         self.trip_value[i] = v
         self.set_at[i] = now
@@ -205,7 +205,7 @@ class Protection:
             self.log.append(now, EV_FAULT_SET, i, v)
 
     def _clear(self, i, v, now):
-        self.state[i] = S_IDLE
+        self.state[i] = _S_IDLE
         self.count[i] = 0
         self.seen[i] = 0
         if self.log is not None:
@@ -220,7 +220,7 @@ class Protection:
         n = 0
         for i in range(F.N_FAULTS):
             st = self.state[i]
-            if st == S_RECOVERED or (st == S_ACTIVE and self.ok_now[i]
+            if st == S_RECOVERED or (st == _S_ACTIVE and self.ok_now[i]
                                      and self.f_policy[i] == F.P_LATCH):
                 self._clear(i, self.sig[self.f_sig[i]], now)
                 n += 1
@@ -228,7 +228,7 @@ class Protection:
 
     def force(self, fid, now):
         """Set a fault immediately (used on a firmware exception)."""
-        if self.state[fid] == S_IDLE:
+        if self.state[fid] == _S_IDLE:
             self._set(fid, 1, now)
         self.reaction |= self.f_reaction[fid]
         if self.f_level[fid] > self.level:
@@ -239,6 +239,6 @@ class Protection:
         w = 0
         for b in range(16):
             i = first + b
-            if i < F.N_FAULTS and self.state[i] != S_IDLE:
+            if i < F.N_FAULTS and self.state[i] != _S_IDLE:
                 w |= 1 << b
         return w

@@ -12,14 +12,14 @@ bounded rate.  Boot order (``boot`` does it for you):
 
 Write policy (see docs/storage.md for the flash budget):
   params  2 s after the last accepted change (a burst of Modbus writes is one
-          record), and never more than once per ``PARAM_MIN_MS``.
+          record), and never more than once per ``_PARAM_MIN_MS``.
   state   when SOC moved >= 10 per mille, cycles or the lease changed, at most
           every ``STATE_MIN_S``; otherwise every ``STATE_MAX_S`` while running
           (operating time); at once on a restart or sleep request.  Unclean
           boots add ``STATE_MAX_S`` to the operating time (the most that can
           have been lost), so a power cycle never extends a lease.
   log     urgent records (boot, fault set, exception, ours) at the next poll;
-          others batched for ``LOG_BATCH_MS`` or until the queue is half full.
+          others batched for ``_LOG_BATCH_MS`` or until the queue is half full.
 """
 from micropython import const
 
@@ -32,12 +32,12 @@ from bms.params import P_BUZZER
 from bms.store import F_CLEAN, State
 from bms.ticks import ticks_add, ticks_diff
 
-PARAM_DEBOUNCE_MS = const(2000)
-PARAM_MIN_MS = const(10000)
+_PARAM_DEBOUNCE_MS = const(2000)
+_PARAM_MIN_MS = const(10000)
 STATE_MIN_S = const(300)
 STATE_MAX_S = const(900)
-SOC_STEP_PM = const(10)
-LOG_BATCH_MS = const(60000)
+_SOC_STEP_PM = const(10)
+_LOG_BATCH_MS = const(60000)
 CONFIRM_MS = const(60000)   # armed and fault-free this long -> update confirmed
 REJECT_MS = const(5000)     # a trial firmware missing parts restarts after this
 
@@ -62,7 +62,7 @@ class Services:
         self._op_ms = 0
         self._pver = bms.params.version
         self._p_changed_at = None
-        self._p_saved_at = ticks_add(now, -PARAM_MIN_MS)
+        self._p_saved_at = ticks_add(now, -_PARAM_MIN_MS)
         self._s_saved_op = state.op_s
         self._s_saved = state.copy()
         self._log_at = now
@@ -176,15 +176,15 @@ class Services:
         t = self._p_changed_at
         if t is None:
             return
-        if ticks_diff(now, t) >= PARAM_DEBOUNCE_MS and \
-                ticks_diff(now, self._p_saved_at) >= PARAM_MIN_MS:
+        if ticks_diff(now, t) >= _PARAM_DEBOUNCE_MS and \
+                ticks_diff(now, self._p_saved_at) >= _PARAM_MIN_MS:
             try:
                 self.store.save_params(p)
                 self._p_changed_at = None
                 self._p_saved_at = now
             except OSError:
                 self.errors += 1
-                self._p_saved_at = now   # retry after PARAM_MIN_MS
+                self._p_saved_at = now   # retry after _PARAM_MIN_MS
 
     def _snapshot_soc(self):
         self.bms.soc.save_to(self.state)
@@ -197,7 +197,7 @@ class Services:
             return
         old = self._s_saved
         d = st.soc_pm - old.soc_pm
-        moved = d >= SOC_STEP_PM or -d >= SOC_STEP_PM or st.cycles != old.cycles \
+        moved = d >= _SOC_STEP_PM or -d >= _SOC_STEP_PM or st.cycles != old.cycles \
             or st.lease_end_s != old.lease_end_s or st.lease_counter != old.lease_counter
         if moved or age >= STATE_MAX_S:
             self._save_state()
@@ -254,7 +254,7 @@ class Services:
         pl = self.plog
         if pl is None or not pl.pending:
             return
-        if pl.urgent or pl.pending * 2 >= pl._qcap or ticks_diff(now, self._log_at) >= LOG_BATCH_MS:
+        if pl.urgent or pl.pending * 2 >= pl._qcap or ticks_diff(now, self._log_at) >= _LOG_BATCH_MS:
             self.flush_log()
 
     def _event(self, now, kind, a, b):

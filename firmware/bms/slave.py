@@ -22,10 +22,10 @@ over ``LIMIT_SAMPLES`` consecutive samples with hysteresis.  An active limit
 stops balancing and is reported in every STATUS (the master latches it as
 an AFE fault).  Sampling continues on the slave's own timer when the master
 is silent.  Balancing needs a fresh BAL command: it stops by itself when the
-command's timeout passes or no SYNC came for ``MASTER_LOST_SWEEPS`` periods.
-After ``SLEEP_AFTER_MS`` without a master (or on the SYNC sleep flag) the
+command's timeout passes or no SYNC came for ``_MASTER_LOST_SWEEPS`` periods.
+After ``_SLEEP_AFTER_MS`` without a master (or on the SYNC sleep flag) the
 slave sleeps: no balancing, no transmissions, a sample every
-``SLEEP_SAMPLE_MS``; the next SYNC without the sleep flag wakes it.
+``_SLEEP_SAMPLE_MS``; the next SYNC without the sleep flag wakes it.
 
 Addressing: ``addr`` 1..16 from DIP switches / stored setting, or 0 for
 auto-assignment along the chain: an unaddressed slave whose chain input is
@@ -41,19 +41,19 @@ from comms import can_ids as C
 from comms.can_guard import BusGuard
 
 LIMIT_SAMPLES = const(3)
-OV_HYST_MV = const(50)
-UV_HYST_MV = const(100)
-OT_HYST_DC = const(50)
-DEF_OV_MV = const(4250)   # built-in limits before CONFIG: wide enough for every chemistry
-DEF_UV_MV = const(1500)
-DEF_OT_DC = const(650)
-LOCAL_SAMPLE_MS = const(1000)
-SLEEP_SAMPLE_MS = const(5000)
-MASTER_LOST_SWEEPS = const(3)
-SLEEP_AFTER_MS = const(30000)
-ANNOUNCE_MS = const(250)
-MAX_RX_PER_STEP = const(8)
-TEMP_BAD_MIN = const(32766)  # TEMP_SHORT and TEMP_OPEN
+_OV_HYST_MV = const(50)
+_UV_HYST_MV = const(100)
+_OT_HYST_DC = const(50)
+_DEF_OV_MV = const(4250)   # built-in limits before CONFIG: wide enough for every chemistry
+_DEF_UV_MV = const(1500)
+_DEF_OT_DC = const(650)
+_LOCAL_SAMPLE_MS = const(1000)
+_SLEEP_SAMPLE_MS = const(5000)
+_MASTER_LOST_SWEEPS = const(3)
+_SLEEP_AFTER_MS = const(30000)
+_ANNOUNCE_MS = const(250)
+_MAX_RX_PER_STEP = const(8)
+_TEMP_BAD_MIN = const(32766)  # TEMP_SHORT and TEMP_OPEN
 
 
 class Slave:
@@ -76,9 +76,9 @@ class Slave:
         self.chain_out = chain_out
         self.cell_mv = array("H", [C.CELL_INVALID] * C.MAX_MODULE_CELLS)
         self.temp_dc = array("h", [C.TEMP_ABSENT] * C.MAX_MODULE_TEMPS)
-        self.ov_mv = DEF_OV_MV
-        self.uv_mv = DEF_UV_MV
-        self.ot_dc = DEF_OT_DC
+        self.ov_mv = _DEF_OV_MV
+        self.uv_mv = _DEF_UV_MV
+        self.ot_dc = _DEF_OT_DC
         self.configured = False
         self.afe_ok = False
         self.sampled = False
@@ -138,18 +138,18 @@ class Slave:
         self._receive(now)
         if self.fw is not None:
             self.fw.step(now)
-        if not self.sleeping and ticks_diff(now, self.last_sync) > self.period * MASTER_LOST_SWEEPS:
+        if not self.sleeping and ticks_diff(now, self.last_sync) > self.period * _MASTER_LOST_SWEEPS:
             if self.bal_mask:
                 self._set_balance(0)
             if self.sync_seen:
                 self.faults |= C.LF_MASTER_LOST
-            if ticks_diff(now, self.last_sync) > SLEEP_AFTER_MS:
+            if ticks_diff(now, self.last_sync) > _SLEEP_AFTER_MS:
                 self._sleep(True)
         if self.bal_mask and ticks_diff(now, self._bal_deadline) >= 0:
             self.bal_timeouts += 1
             self.faults |= C.LF_MASTER_LOST
             self._set_balance(0)
-        every = SLEEP_SAMPLE_MS if self.sleeping else LOCAL_SAMPLE_MS
+        every = _SLEEP_SAMPLE_MS if self.sleeping else _LOCAL_SAMPLE_MS
         if ticks_diff(now, self._last_sample) >= every:
             self._sample(now)
         if self.addr == 0:
@@ -159,7 +159,7 @@ class Slave:
 
     def ms_to_next(self, now):
         """Time until the slave has something to do (for a sleeping board loop)."""
-        every = SLEEP_SAMPLE_MS if self.sleeping else LOCAL_SAMPLE_MS
+        every = _SLEEP_SAMPLE_MS if self.sleeping else _LOCAL_SAMPLE_MS
         d = every - ticks_diff(now, self._last_sample)
         if self._plan_i < self._plan_n:
             t = ticks_diff(self._next_tx, now)
@@ -171,7 +171,7 @@ class Slave:
     def _receive(self, now):
         ctrl = self.ctrl
         b = self._rx
-        for _ in range(MAX_RX_PER_STEP):
+        for _ in range(_MAX_RX_PER_STEP):
             n = ctrl.recv(b)
             if n < 0:
                 return
@@ -199,7 +199,7 @@ class Slave:
                     if b[1] == C.REQ_VERSION:
                         self._ver_pending = True
                     elif b[1] == C.REQ_ANNOUNCE and a == 0:
-                        self._last_announce = ticks_add(now, -ANNOUNCE_MS)
+                        self._last_announce = ticks_add(now, -_ANNOUNCE_MS)
             elif cid == C.ID_ASSIGN:
                 if n >= 7 and a == 0 and self.auto and C.uid48(b, 0) == self.uid:
                     na = b[6]
@@ -310,14 +310,14 @@ class Slave:
         bad_t = False
         for i in range(self.temps):
             v = t[i]
-            if v >= TEMP_BAD_MIN or v == C.TEMP_ABSENT:
+            if v >= _TEMP_BAD_MIN or v == C.TEMP_ABSENT:
                 bad_t = True
                 continue
             if v > thi:
                 thi = v
-        self._limit(0, C.LF_OV, hi >= self.ov_mv, hi < self.ov_mv - OV_HYST_MV)
-        self._limit(1, C.LF_UV, lo <= self.uv_mv, lo > self.uv_mv + UV_HYST_MV)
-        self._limit(2, C.LF_OT, thi >= self.ot_dc, thi < self.ot_dc - OT_HYST_DC)
+        self._limit(0, C.LF_OV, hi >= self.ov_mv, hi < self.ov_mv - _OV_HYST_MV)
+        self._limit(1, C.LF_UV, lo <= self.uv_mv, lo > self.uv_mv + _UV_HYST_MV)
+        self._limit(2, C.LF_OT, thi >= self.ot_dc, thi < self.ot_dc - _OT_HYST_DC)
         if bad_t:
             self.faults |= C.LF_TSENSOR
         else:
@@ -433,7 +433,7 @@ class Slave:
             return
         if self.chain_in is not None and not self.chain_in():
             return
-        if ticks_diff(now, self._last_announce) < ANNOUNCE_MS:
+        if ticks_diff(now, self._last_announce) < _ANNOUNCE_MS:
             return
         self._last_announce = now
         C.announce_pack(self._tx, self.uid, self.cells)

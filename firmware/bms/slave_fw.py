@@ -43,16 +43,16 @@ from bms import update as U
 from bms.ticks import ticks_add, ticks_diff
 from comms import can_ids as C
 
-PH_IDLE = const(0)
-PH_RECEIVING = const(1)
+_PH_IDLE = const(0)
+_PH_RECEIVING = const(1)
 PH_FINISHING = const(2)
-PH_STAGED = const(3)
-PH_ERROR = const(4)
+_PH_STAGED = const(3)
+_PH_ERROR = const(4)
 PHASE_NAMES = ("idle", "receiving", "finishing", "staged", "error")
 
-CONFIRM_SWEEPS = const(10)        # SYNCs in normal operation after the reboot -> confirm
-TRIAL_TIMEOUT_MS = const(120000)  # still unconfirmed: reboot (one more try, then rollback)
-APPLY_DELAY_MS = const(100)       # the APPLY acknowledgement leaves before the reset
+_CONFIRM_SWEEPS = const(10)        # SYNCs in normal operation after the reboot -> confirm
+_TRIAL_TIMEOUT_MS = const(120000)  # still unconfirmed: reboot (one more try, then rollback)
+_APPLY_DELAY_MS = const(100)       # the APPLY acknowledgement leaves before the reset
 
 
 class SlaveFw:
@@ -60,7 +60,7 @@ class SlaveFw:
         self.slave = slave
         self.up = updater
         self.reset = reset            # machine.reset on a board
-        self.phase = PH_IDLE
+        self.phase = _PH_IDLE
         self.error = 0
         self.session = 0
         self.size = 0
@@ -81,8 +81,8 @@ class SlaveFw:
         self._ack_res = 0
         self._reboot_at = None
         self.boot_ts = now
-        self.confirm_sweeps = CONFIRM_SWEEPS
-        self.trial_timeout_ms = TRIAL_TIMEOUT_MS
+        self.confirm_sweeps = _CONFIRM_SWEEPS
+        self.trial_timeout_ms = _TRIAL_TIMEOUT_MS
         self.segments = 0             # diagnostics
         self.duplicates = 0
         self.gaps = 0
@@ -99,21 +99,21 @@ class SlaveFw:
             return
         if op == C.FW_BEGIN:
             size = C.u32(b, 1)
-            if self.phase == PH_RECEIVING and ses == self.session and size == self.size:
+            if self.phase == _PH_RECEIVING and ses == self.session and size == self.size:
                 self._ack(op, C.FWR_OK)   # our acknowledgement was lost: nothing to redo
                 return
             self._begin(size, b[5], b[6], ses)
             return
-        if ses != self.session or self.phase == PH_IDLE:
+        if ses != self.session or self.phase == _PH_IDLE:
             self._ack(op, C.FWR_SESSION)
             return
         if op == C.FW_ABORT:
             self.up.abort()
-            self.phase = PH_IDLE
+            self.phase = _PH_IDLE
             self._ack(op, C.FWR_OK)
         elif op == C.FW_FINISH:
             ph = self.phase
-            if ph == PH_RECEIVING:
+            if ph == _PH_RECEIVING:
                 if self.nseg < self.nsegs or not self.begun:
                     self._ack(op, C.FWR_REQUEST)
                 else:
@@ -122,16 +122,16 @@ class SlaveFw:
                 r = self._result()
                 self._ack(op, r if r != C.FWR_RECEIVING else C.FWR_REQUEST)
         elif op == C.FW_APPLY:
-            if self.phase == PH_STAGED and self.up.state == U.ST_PENDING:
+            if self.phase == _PH_STAGED and self.up.state == U.ST_PENDING:
                 self._ack(op, C.FWR_OK)
-                self._reboot_at = ticks_add(now, APPLY_DELAY_MS)
+                self._reboot_at = ticks_add(now, _APPLY_DELAY_MS)
             else:
                 self._ack(op, C.FWR_REQUEST)
         else:
             self._ack(op, C.FWR_REQUEST)
 
     def on_data(self, b, n, now):
-        if self.phase != PH_RECEIVING or n < 2:
+        if self.phase != _PH_RECEIVING or n < 2:
             return
         s = b[0]
         d = (s - self.nseg) & 0xFF
@@ -201,7 +201,7 @@ class SlaveFw:
         if r != U.FS_DONE:
             self._fail(up.last_error[0] if up.last_error else U.E_INTERNAL)
             return
-        self.phase = PH_STAGED
+        self.phase = _PH_STAGED
         self._ack(C.FW_FINISH, C.FWR_OK)
 
     def _reboot(self):
@@ -212,11 +212,11 @@ class SlaveFw:
     # ---- helpers ----------------------------------------------------------------
     def _result(self):
         ph = self.phase
-        if ph == PH_ERROR:
+        if ph == _PH_ERROR:
             return self.error
         if ph == PH_FINISHING:
             return C.FWR_BUSY
-        if ph == PH_RECEIVING:
+        if ph == _PH_RECEIVING:
             return C.FWR_RECEIVING
         return C.FWR_OK
 
@@ -244,7 +244,7 @@ class SlaveFw:
         self._nacked = False
         self._buf_n = 0
         self._pkg_off = 0
-        self.phase = PH_RECEIVING
+        self.phase = _PH_RECEIVING
         self._ack(C.FW_BEGIN, C.FWR_OK)
 
     def _take(self, b, o, k):
@@ -290,7 +290,7 @@ class SlaveFw:
 
     def _fail(self, code, op=C.FW_FINISH):
         self.up.abort()
-        self.phase = PH_ERROR
+        self.phase = _PH_ERROR
         self.error = code
         self._ack(op, code)
 

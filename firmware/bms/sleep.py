@@ -23,7 +23,7 @@ AWAKE = const(0)
 ASLEEP = const(1)
 NAMES = ("awake", "asleep")
 
-C_NONE = const(0)
+_C_NONE = const(0)
 C_KEY = const(1)
 C_IDLE = const(2)
 C_COMMAND = const(3)
@@ -40,11 +40,11 @@ class Sleep:
         self.hold_ms = hold_ms
         self.smart = smart
         self.state = AWAKE
-        self.cause = C_NONE
+        self.cause = _C_NONE
         self._idle_since = None
         self._key_since = None
         self._key_prev = False
-        self._req = C_NONE
+        self._req = _C_NONE
         self.changed = False
 
     def request(self):
@@ -67,7 +67,7 @@ class Sleep:
         press = key and not self._key_prev
         self._key_prev = key
         req = self._req
-        self._req = C_NONE
+        self._req = _C_NONE
         if self.state == AWAKE:
             if req == C_COMMAND:
                 self._enter(ASLEEP, C_COMMAND, now)

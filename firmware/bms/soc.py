@@ -114,40 +114,40 @@ MAH_MS = const(3600000)     # mA*ms in one mAh
 # Coulombic efficiency (per mille of the charge put in that the cells store)
 # in CHEM_* order; published values are 99.8-99.95 %.
 CHG_EFF_PM = (999, 999, 999, 998)
-DSG_EFF_PM = const(1000)    # every counted mAh out of the pack left the cells
+_DSG_EFF_PM = const(1000)    # every counted mAh out of the pack left the cells
 
-LEARN_MIN_PM = const(500)   # a learned capacity must be 50..120 % of rated
-LEARN_MAX_PM = const(1200)
+_LEARN_MIN_PM = const(500)   # a learned capacity must be 50..120 % of rated
+_LEARN_MAX_PM = const(1200)
 
 # Estimator tuning (see module docstring), in the integer units above; the
 # float value each stands for is in the comment.
 W_PER_MV = const(128000)    # voltage unit W = 2**-7 uV
 # SIG_GAIN 1 %: sd_soc grows by |dSOC| / 100 (Q28 -> Q30: |ds| * 4 / 100)
 # SIG_OFFSET_A 0.05 A: sd_soc grows by 0.05 A * dt / capacity (see estimate)
-SIG_WHITE_W = const(256000)     # 2 mV per-reading noise of the mean cell voltage
-T_WHITE_MS = const(10000)       # its correlation time (10 s): sqrt(T / dt) = 100 / sqrt(dt_ms)
+_SIG_WHITE_W = const(256000)     # 2 mV per-reading noise of the mean cell voltage
+_T_WHITE_MS = const(10000)       # its correlation time (10 s): sqrt(T / dt) = 100 / sqrt(dt_ms)
 SIG_BIAS_W = (512000, 512000, 640000, 768000)  # 4, 4, 5, 6 mV OCV table / hysteresis error
 # L_BIAS 0.1: the table error decorrelates over 10 % of SOC ...
-T_BIAS_MS = const(14400000)     # ... or over 4 h (temperature, hysteresis history)
-SQRT_T_LOAD_Q14 = const(12690992)  # sqrt(600000 ms) in Q14: R0 / RC model errors persist ~10 min
+_T_BIAS_MS = const(14400000)     # ... or over 4 h (temperature, hysteresis history)
+_SQRT_T_LOAD_Q14 = const(12690992)  # sqrt(600000 ms) in Q14: R0 / RC model errors persist ~10 min
 # SIG_R0 0.25 (>> 2) and SIG_V1 0.5 (>> 1): relative uncertainties of R0 and the RC voltage
-SD0_INIT = const(0x20000000)    # 0.5: SOC std without stored state (no information), Q30
-SD0_MAX = const(0x20000000)     # 0.5: no SOC standard deviation is larger
-SD0_RESTORED = const(32212255)  # 0.03 after a reboot with stored state
-SD0_CAL = const(5368709)        # 0.005 right after a full / empty calibration
-SD0_MIN = const(107374)         # 1e-4 (variance floor 1e-8)
-SD1_INIT = const(1280000)       # 10 mV prior std of the RC voltage
-SD1_FLOOR_W = const(1280)       # 10 uV: process-noise floor of the RC voltage (1e-10 V**2)
-V_LIM = const(0x8000000)        # 1.05 V: |R0*I|, |v1| and |bias| are limited to this (yb < 2**30)
+_SD0_INIT = const(0x20000000)    # 0.5: SOC std without stored state (no information), Q30
+_SD0_MAX = const(0x20000000)     # 0.5: no SOC standard deviation is larger
+_SD0_RESTORED = const(32212255)  # 0.03 after a reboot with stored state
+_SD0_CAL = const(5368709)        # 0.005 right after a full / empty calibration
+_SD0_MIN = const(107374)         # 1e-4 (variance floor 1e-8)
+_SD1_INIT = const(1280000)       # 10 mV prior std of the RC voltage
+_SD1_FLOOR_W = const(1280)       # 10 uV: process-noise floor of the RC voltage (1e-10 V**2)
+_V_LIM = const(0x8000000)        # 1.05 V: |R0*I|, |v1| and |bias| are limited to this (yb < 2**30)
 # Cell model per chemistry (R0 in 1e-8 ohm * Ah: R0 = k / capacity_Ah at 25 degC),
 # RC pair: R1 = 0.7 * R0 with time constant 90 s.
 R0_U_AH = (10000000, 8000000, 6000000, 10000000)   # 0.10, 0.08, 0.06, 0.10 ohm*Ah
-R1_FRAC_Q28 = const(187904819)  # 0.7
-TAU_MS = const(90000)
+_R1_FRAC_Q28 = const(187904819)  # 0.7
+_TAU_MS = const(90000)
 # R0 grows ~4 %/K below 25 degC: factor (1000 - t2) / 500.
 IEKF_PASSES = const(4)      # measurement relinearisations per update
-CONV_Q28 = const(26844)     # 1e-4: relinearisation converged
-D_MIN_Q28 = const(16)       # smallest remaining variance fraction of one update
+_CONV_Q28 = const(26844)     # 1e-4: relinearisation converged
+_D_MIN_Q28 = const(16)       # smallest remaining variance fraction of one update
 
 
 def _cold_q20(t2):
@@ -163,7 +163,7 @@ class Soc:
         self.learned_mah = 0          # 0: not learned yet
         self.capacity_mah = self.rated_mah
         self.chg_eff_pm = CHG_EFF_PM[self.chem]
-        self.dsg_eff_pm = DSG_EFF_PM
+        self.dsg_eff_pm = _DSG_EFF_PM
         self.remaining_mah = 0
         self._res = 0                 # mA*ms, 0 <= _res < MAH_MS
         self._eff_rem = 0             # efficiency remainder, 1/1000 mA*ms
@@ -181,8 +181,8 @@ class Soc:
         self.est_enabled = True
         self.v1 = 0                   # RC polarisation voltage, W
         self.bias = 0                 # OCV table error state, W
-        self.sd0 = SD0_INIT           # SOC std, Q30
-        self.sd1 = SD1_INIT           # v1 std, W
+        self.sd0 = _SD0_INIT           # SOC std, Q30
+        self.sd1 = _SD1_INIT           # v1 std, W
         self.sd2 = SIG_BIAS_W[self.chem]  # bias std, W
         self.c01 = 0                  # correlations, Q28
         self.c02 = 0
@@ -201,7 +201,7 @@ class Soc:
         self.est_updates = 0
         self._pver = params.version
         self.set_pm(soc_pm)
-        self.sd0 = SD0_INIT
+        self.sd0 = _SD0_INIT
         self._flat = True             # no SOC information yet (see _flat_update)
 
     # ---- derived values --------------------------------------------------
@@ -333,7 +333,7 @@ class Soc:
         self._res = 0
         self._update_pm()
         self.soc_pm = soc_pm
-        self.sd0 = SD0_RESTORED
+        self.sd0 = _SD0_RESTORED
         self.c01 = 0
         self.c02 = 0
         self._flat = False
@@ -361,7 +361,7 @@ class Soc:
 
     def _collapse(self):
         self._flat = False
-        self.sd0 = SD0_CAL
+        self.sd0 = _SD0_CAL
         self.c01 = 0
         self.c02 = 0
 
@@ -370,7 +370,7 @@ class Soc:
         if self._anchor == -kind:
             q = self._learn_mah if kind > 0 else -self._learn_mah
             rated = self.rated_mah
-            if rated and LEARN_MIN_PM <= self._ratio_pm(q, rated) <= LEARN_MAX_PM:
+            if rated and _LEARN_MIN_PM <= self._ratio_pm(q, rated) <= _LEARN_MAX_PM:
                 self.last_learned_mah = q
                 # Average with the previous value: one odd cycle (a load
                 # that was not counted, a warm day) moves it only halfway.
@@ -390,7 +390,7 @@ class Soc:
         if self._pver != self.params.version:
             self._refresh()
         rated = self.rated_mah
-        if learned_mah and rated and LEARN_MIN_PM <= self._ratio_pm(learned_mah, rated) <= LEARN_MAX_PM:
+        if learned_mah and rated and _LEARN_MIN_PM <= self._ratio_pm(learned_mah, rated) <= _LEARN_MAX_PM:
             self.learned_mah = learned_mah
             self._set_capacity(learned_mah)
         if 0 <= cycles < 1000000:
@@ -480,32 +480,32 @@ class Soc:
         ads = -ds if ds < 0 else ds
         if dt != self._dt:              # normally 1000 ms every time: computed once
             self._dt = dt
-            self._a = exp_neg(div(dt, TAU_MS, 24))
+            self._a = exp_neg(div(dt, _TAU_MS, 24))
             sq = sqrt(dt << 14, 14)                 # sqrt(dt_ms), Q14
             self._fw = div(100, sq, 28)
-            self._fl = div(SQRT_T_LOAD_Q14, sq, 14)
+            self._fl = div(_SQRT_T_LOAD_Q14, sq, 14)
         a = self._a
         oma = ONE - a
         # R0*I in W: (1e-8 ohm * mA) * 128 / 1e5
-        yo = clamp(div(mul(r0, i, 10), 100000, 17), V_LIM)
-        r1i = mul(yo, R1_FRAC_Q28, 28)
-        v1 = clamp(mul(self.v1, a, 28) + mul(r1i, oma, 28), V_LIM)
+        yo = clamp(div(mul(r0, i, 10), 100000, 17), _V_LIM)
+        r1i = mul(yo, _R1_FRAC_Q28, 28)
+        v1 = clamp(mul(self.v1, a, 28) + mul(r1i, oma, 28), _V_LIM)
         # The table error belongs to a region of the curve: it fades to its
         # prior as SOC moves on (|ds| / 0.1, Q28 -> Q24) and slowly with time.
-        rho = exp_neg(mul(ads, 10, 4) + div(dt, T_BIAS_MS, 24))
+        rho = exp_neg(mul(ads, 10, 4) + div(dt, _T_BIAS_MS, 24))
         sb = SIG_BIAS_W[chem]
         if t2 < 300:
             sb = mul(sb, div(500 - t2, 200, 20), 20)  # cold: OCV and relaxation less certain
-        bias = clamp(mul(self.bias, rho, 28), V_LIM)
+        bias = clamp(mul(self.bias, rho, 28), _V_LIM)
         # Current-sensor bias: sd grows linearly, by 1 % of |ds| and by
         # 0.05 A * dt / capacity (Q30: dt * 2**30 / (cap * 72000)).
         sd0o = self.sd0
         sd0 = sd0o + ads // 25 + div(div(dt, cap, 20), 72000, 10)
-        if sd0 > SD0_MAX:
-            sd0 = SD0_MAX
+        if sd0 > _SD0_MAX:
+            sd0 = _SD0_MAX
         x1 = mul(a, self.sd1, 28)
         ar1 = -r1i if r1i < 0 else r1i
-        sd1 = hypot(x1, hypot(mul(ar1, oma, 29), SD1_FLOOR_W) if ar1 else SD1_FLOOR_W)
+        sd1 = hypot(x1, hypot(mul(ar1, oma, 29), _SD1_FLOOR_W) if ar1 else _SD1_FLOOR_W)
         x2 = mul(rho, self.sd2, 28)
         sd2 = hypot(x2, mul(sqrt(ONE - mul(rho, rho, 28), 28), sb, 28))
         # Covariances a*p01, rho*p02, a*rho*p12 as correlations of the new stds.
@@ -526,11 +526,11 @@ class Soc:
         if ar1 > dyn:
             dyn = ar1
         lq = hypot((-yo if yo < 0 else yo) >> 2, dyn >> 1)
-        sr = hypot(mul(SIG_WHITE_W, self._fw, 14), mul(lq, self._fl, 14))
+        sr = hypot(mul(_SIG_WHITE_W, self._fw, 14), mul(lq, self._fl, 14))
         if sr < 1:
             sr = 1
         # --- update: mean cell voltage = OCV(s) + R0*I + v1 + bias ---
-        # What OCV(s) should read: 0 < v <= 6.4e8 (5 V), |yo|, |v1|, |bias| <= V_LIM
+        # What OCV(s) should read: 0 < v <= 6.4e8 (5 V), |yo|, |v1|, |bias| <= _V_LIM
         # (1.34e8), so |yb| < 1.05e9 < 2**30.
         yb = v - yo - v1 - bias
         if self._flat:
@@ -613,11 +613,11 @@ class Soc:
                 sn = 0
             elif sn > ONE:
                 sn = ONE
-            v1i = clamp(v1 + mul(mul(kz1, e, 26 + k), sd1, 18), V_LIM)
-            bi = clamp(bias + mul(mul(kz2, e, 26 + k), sd2, 18), V_LIM)
+            v1i = clamp(v1 + mul(mul(kz1, e, 26 + k), sd1, 18), _V_LIM)
+            bi = clamp(bias + mul(mul(kz2, e, 26 + k), sd2, 18), _V_LIM)
             d = sn - si
             si = sn
-            if -CONV_Q28 < d < CONV_Q28:
+            if -_CONV_Q28 < d < _CONV_Q28:
                 break
         # C - ph ph' / sv (Q28: ph_i * kz_j * 2**-44 * 2**28), then back to
         # standard deviations and correlations.
@@ -627,11 +627,11 @@ class Soc:
         c01 -= mul(ph0, kz1, 16)
         c02 -= mul(ph0, kz2, 16)
         c12 -= mul(ph1, kz2, 16)
-        q0 = sqrt(d0 if d0 > D_MIN_Q28 else D_MIN_Q28, 28)
-        q1 = sqrt(d1 if d1 > D_MIN_Q28 else D_MIN_Q28, 28)
-        q2 = sqrt(d2 if d2 > D_MIN_Q28 else D_MIN_Q28, 28)
+        q0 = sqrt(d0 if d0 > _D_MIN_Q28 else _D_MIN_Q28, 28)
+        q1 = sqrt(d1 if d1 > _D_MIN_Q28 else _D_MIN_Q28, 28)
+        q2 = sqrt(d2 if d2 > _D_MIN_Q28 else _D_MIN_Q28, 28)
         sd0 = mul(sd0, q0, 28)
-        self.sd0 = sd0 if sd0 > SD0_MIN else SD0_MIN
+        self.sd0 = sd0 if sd0 > _SD0_MIN else _SD0_MIN
         self.sd1 = mul(sd1, q1, 28)
         self.sd2 = mul(sd2, q2, 28)
         self.c01 = clamp(div(c01, mul(q0, q1, 28), 28), ONE)
@@ -678,10 +678,10 @@ class Soc:
         u = sd1 + mul(c12, sd2, 28)
         nn = hypot(hypot(u, mul(sqrt(ONE - mul(c12, c12, 28), 28), sd2, 28)), sr)
         sd0 = div(nn, h, 23)        # W / (uV per unit SOC) -> Q30
-        if sd0 > SD0_MAX:
-            sd0 = SD0_MAX
-        elif sd0 < SD0_MIN:
-            sd0 = SD0_MIN
+        if sd0 > _SD0_MAX:
+            sd0 = _SD0_MAX
+        elif sd0 < _SD0_MIN:
+            sd0 = _SD0_MIN
         self.sd0 = sd0
         self.c01 = clamp(-div(u, nn, 28), ONE)
         self.c02 = clamp(-div(sd2 + mul(c12, sd1, 28), nn, 28), ONE)

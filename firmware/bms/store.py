@@ -37,16 +37,16 @@ from bms.digest import crc32
 
 MAGIC = b"BMSR"
 HDR = "<4sBBHI"
-HDR_LEN = const(12)
-CRC_LEN = const(4)
+_HDR_LEN = const(12)
+_CRC_LEN = const(4)
 MAX_PAYLOAD = const(4096)
 
 KIND_PARAMS = const(1)
-KIND_STATE = const(2)
+_KIND_STATE = const(2)
 KIND_MARKER = const(3)  # firmware update marker (bms.update)
 
-PARAMS_FMT = const(1)
-STATE_FMT = const(1)
+_PARAMS_FMT = const(1)
+_STATE_FMT = const(1)
 
 
 class BoardFs:
@@ -122,26 +122,26 @@ def _newer(a, b):
 
 def encode_record(kind, fmt, seq, payload):
     n = len(payload)
-    buf = bytearray(HDR_LEN + n + CRC_LEN)
+    buf = bytearray(_HDR_LEN + n + _CRC_LEN)
     struct.pack_into(HDR, buf, 0, MAGIC, kind, fmt, n, seq & 0xFFFFFFFF)
-    buf[HDR_LEN:HDR_LEN + n] = payload
-    struct.pack_into("<I", buf, HDR_LEN + n, crc32(memoryview(buf)[:HDR_LEN + n]))
+    buf[_HDR_LEN:_HDR_LEN + n] = payload
+    struct.pack_into("<I", buf, _HDR_LEN + n, crc32(memoryview(buf)[:_HDR_LEN + n]))
     return buf
 
 
 def decode_record(data, kind, fmts):
     """(fmt, seq, payload) if ``data`` is one intact record of ``kind``, else None."""
-    if data is None or len(data) < HDR_LEN + CRC_LEN:
+    if data is None or len(data) < _HDR_LEN + _CRC_LEN:
         return None
     magic, k, fmt, n, seq = struct.unpack_from(HDR, data, 0)
     if magic != MAGIC or k != kind or fmt not in fmts or n > MAX_PAYLOAD:
         return None
-    if len(data) != HDR_LEN + n + CRC_LEN:
+    if len(data) != _HDR_LEN + n + _CRC_LEN:
         return None
     mv = memoryview(data)
-    if struct.unpack_from("<I", data, HDR_LEN + n)[0] != crc32(mv[:HDR_LEN + n]):
+    if struct.unpack_from("<I", data, _HDR_LEN + n)[0] != crc32(mv[:_HDR_LEN + n]):
         return None
-    return fmt, seq, bytes(mv[HDR_LEN:HDR_LEN + n])
+    return fmt, seq, bytes(mv[_HDR_LEN:_HDR_LEN + n])
 
 
 class ABRecord:
@@ -353,8 +353,8 @@ class SettingsStore:
     def __init__(self, fs, root="/bms"):
         self.fs = fs
         self.root = root
-        self.params_rec = ABRecord(fs, root + "/params", KIND_PARAMS, (PARAMS_FMT,))
-        self.state_rec = ABRecord(fs, root + "/state", KIND_STATE, (STATE_FMT,))
+        self.params_rec = ABRecord(fs, root + "/params", KIND_PARAMS, (_PARAMS_FMT,))
+        self.state_rec = ABRecord(fs, root + "/state", _KIND_STATE, (_STATE_FMT,))
         self.report = []
         self.loaded = False
 
@@ -385,7 +385,7 @@ class SettingsStore:
         return report
 
     def save_params(self, params):
-        self.params_rec.save(PARAMS_FMT, encode_params(params.values))
+        self.params_rec.save(_PARAMS_FMT, encode_params(params.values))
 
     def factory_reset(self, params, chem=P.CHEM_LFP):
         """Every parameter to ``chem``'s defaults (cell count capped to the board), saved."""
@@ -406,7 +406,7 @@ class SettingsStore:
             return None
 
     def save_state(self, state):
-        self.state_rec.save(STATE_FMT, state.pack())
+        self.state_rec.save(_STATE_FMT, state.pack())
 
     @property
     def writes(self):

@@ -7,9 +7,9 @@ before the wrap and prove it.
 """
 from micropython import const
 
-TICKS_PERIOD = const(0x40000000)
+_TICKS_PERIOD = const(0x40000000)
 TICKS_MAX = const(0x3FFFFFFF)
-TICKS_HALF = const(0x20000000)
+_TICKS_HALF = const(0x20000000)
 
 
 def ticks_add(t, delta):
@@ -18,7 +18,7 @@ def ticks_add(t, delta):
 
 def ticks_diff(a, b):
     """Signed ``a - b`` in ms, correct across one wrap."""
-    return ((a - b + TICKS_HALF) & TICKS_MAX) - TICKS_HALF
+    return ((a - b + _TICKS_HALF) & TICKS_MAX) - _TICKS_HALF
 
 
 class VirtualClock:

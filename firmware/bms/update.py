@@ -23,7 +23,7 @@ Package: an uncompressed ustar archive of the firmware tree (``bms/...``,
         ``finish_start`` does the cheap checks at once (size, the SHA-256
         of what was received) and raises ``UpdateError`` on them; then the
         steps, each moving at most ``step_bytes`` of file data (plus one
-        512-byte header, one marker write or ``RM_PER_STEP`` removals):
+        512-byte header, one marker write or ``_RM_PER_STEP`` removals):
           verifying   the staged file is re-read from flash and hashed
                       (catches flash write errors)
           checking    the archive headers (names, sizes, checksums) are
@@ -70,7 +70,7 @@ U_STAGED = const(1)
 U_SWAPPED = const(2)
 U_CONFIRMED = const(3)
 U_ROLLED_BACK = const(4)
-U_REFUSED = const(5)
+_U_REFUSED = const(5)
 U_REJECTED = const(6)   # the trial firmware ran but not whole: roll back at the next boot
 EVENT_NAMES = ("", "staged", "swapped", "confirmed", "rolled_back", "refused", "rejected")
 
@@ -107,7 +107,7 @@ PHASE_NAMES = ("", "verifying", "checking", "clearing", "unpacking", "committing
 # erase (~45 ms typical) when a write needs a fresh block - below the 50 ms
 # fast task period, far below the watchdog timeout.
 STEP_BYTES = const(2048)
-RM_PER_STEP = const(4)
+_RM_PER_STEP = const(4)
 
 MAX_SIZE = const(1024 * 1024)
 _MARKER = "<bbBB"
@@ -381,7 +381,7 @@ class Updater:
     # ---- transfer ------------------------------------------------------------
     def _fail(self, code, msg):
         self.last_error = (code, msg)
-        self.event = U_REFUSED
+        self.event = _U_REFUSED
         raise UpdateError(code, msg)
 
     def begin(self, size, digest, signature=None):
@@ -531,7 +531,7 @@ class Updater:
     def _refuse(self, code, msg):
         self._stop()
         self.last_error = (code, msg)
-        self.event = U_REFUSED
+        self.event = _U_REFUSED
         return FS_ERROR
 
     def _step_verify(self):
@@ -579,7 +579,7 @@ class Updater:
             self._save()
             return
         dest = self.slot_path(self._staged)
-        if prune(self.fs, dest, RM_PER_STEP) > 0:
+        if prune(self.fs, dest, _RM_PER_STEP) > 0:
             makedirs(self.fs, dest)
             self._walk = TarWalker(self.size)
             self._copied = 0

@@ -24,22 +24,22 @@ from bms.ticks import ticks_diff
 R_UNKNOWN = const(0)
 R_POWER_ON = const(1)
 R_WATCHDOG = const(2)
-R_HARD = const(3)
+_R_HARD = const(3)
 R_SOFT = const(4)
-R_DEEPSLEEP = const(5)
-R_BROWNOUT = const(6)
+_R_DEEPSLEEP = const(5)
+_R_BROWNOUT = const(6)
 R_COMMAND = const(7)     # restart requested over comms
 R_UPDATE = const(8)      # restart into staged firmware
-R_ROLLBACK = const(9)    # the trial firmware did not arm; previous one restored
-R_SLEEP = const(10)
+_R_ROLLBACK = const(9)    # the trial firmware did not arm; previous one restored
+_R_SLEEP = const(10)
 REASON_NAMES = ("unknown", "power_on", "watchdog", "hard", "soft", "deepsleep",
                 "brownout", "command", "update", "rollback", "sleep")
 
 _MACHINE_NAMES = (("PWRON_RESET", R_POWER_ON), ("WDT_RESET", R_WATCHDOG),
-                  ("HARD_RESET", R_HARD), ("SOFT_RESET", R_SOFT),
-                  ("DEEPSLEEP_RESET", R_DEEPSLEEP), ("BROWNOUT_RESET", R_BROWNOUT))
+                  ("HARD_RESET", _R_HARD), ("SOFT_RESET", R_SOFT),
+                  ("DEEPSLEEP_RESET", _R_DEEPSLEEP), ("BROWNOUT_RESET", _R_BROWNOUT))
 
-FAST_TASK = const(1)  # index of Bms._fast in bms.sched (cells, fast, slow)
+_FAST_TASK = const(1)  # index of Bms._fast in bms.sched (cells, fast, slow)
 INTENT_FILE = "/bms/reset.why"
 
 
@@ -72,7 +72,7 @@ def boot_reason(fs, reset_cause=None, machine=None):
             fs.remove(INTENT_FILE)
         except OSError:
             intent = None
-    if intent and reason != R_POWER_ON and reason != R_BROWNOUT:
+    if intent and reason != R_POWER_ON and reason != _R_BROWNOUT:
         # A power loss after the intent was written wins: that is what happened.
         reason = intent[0]
     return reason, code
@@ -91,7 +91,7 @@ def prepare_reset(fs, reason):
 
 
 class Watchdog:
-    def __init__(self, wdt, sched, clock, task=FAST_TASK, bms=None):
+    def __init__(self, wdt, sched, clock, task=_FAST_TASK, bms=None):
         self.wdt = wdt
         self.sched = sched
         self.clock = clock

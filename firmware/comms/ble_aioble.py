@@ -28,9 +28,9 @@ from micropython import const
 SERVICE_UUID = bluetooth.UUID("6e9c0001-5a4d-4f42-8c2e-4d5059424d53")
 RX_UUID = bluetooth.UUID("6e9c0002-5a4d-4f42-8c2e-4d5059424d53")
 TX_UUID = bluetooth.UUID("6e9c0003-5a4d-4f42-8c2e-4d5059424d53")
-ADV_INTERVAL_US = const(250000)
-PREFERRED_MTU = const(247)
-POLL_MS = const(10)
+_ADV_INTERVAL_US = const(250000)
+_PREFERRED_MTU = const(247)
+_POLL_MS = const(10)
 
 _service = aioble.Service(SERVICE_UUID)
 _rx = aioble.Characteristic(_service, RX_UUID, write=True, write_no_response=True, capture=True)
@@ -49,10 +49,10 @@ async def _advertise(link):
             aioble.config(gap_name=name)
         except (AttributeError, ValueError, OSError):
             pass
-        conn = await aioble.advertise(ADV_INTERVAL_US, name=name, services=[SERVICE_UUID])
+        conn = await aioble.advertise(_ADV_INTERVAL_US, name=name, services=[SERVICE_UUID])
         link.reset()
         try:
-            await conn.exchange_mtu(PREFERRED_MTU)
+            await conn.exchange_mtu(_PREFERRED_MTU)
         except (AttributeError, ValueError, OSError, asyncio.TimeoutError):
             pass
         link.set_mtu(getattr(conn, "mtu", None) or 23)
@@ -69,7 +69,7 @@ async def _receive(link):
 
 
 async def _transmit(link):
-    buf = bytearray(PREFERRED_MTU)
+    buf = bytearray(_PREFERRED_MTU)
     view = memoryview(buf)
     while True:
         conn = _conn
@@ -81,7 +81,7 @@ async def _transmit(link):
                 except (OSError, ValueError):
                     pass  # the central went away; reset follows on disconnect
             n = link.next_chunk(buf)
-        await asyncio.sleep_ms(POLL_MS)
+        await asyncio.sleep_ms(_POLL_MS)
 
 
 async def run(link):

@@ -68,38 +68,38 @@ ERR_SEQUENCE = const(5)
 F_START = const(0x80)
 F_END = const(0x40)
 IDX_MASK = const(0x3F)
-CHUNK_HDR = const(2)
-MSG_HDR = const(3)
-MSG_CRC = const(2)
+_CHUNK_HDR = const(2)
+_MSG_HDR = const(3)
+_MSG_CRC = const(2)
 MAX_PAYLOAD = const(260)
-MSG_MAX = const(265)  # MSG_HDR + MAX_PAYLOAD + MSG_CRC
-ATT_MIN_MTU = const(23)
-ATT_MAX_MTU = const(517)
+_MSG_MAX = const(265)  # _MSG_HDR + MAX_PAYLOAD + _MSG_CRC
+_ATT_MIN_MTU = const(23)
+_ATT_MAX_MTU = const(517)
 
 NAME_OK = const(0)
 NAME_LOCKED = const(1)
 NAME_INVALID = const(2)
-MAX_NAME = const(20)
+_MAX_NAME = const(20)
 NAME_KEY = "ble.name"
 
-LIVE_MIN_MS = const(250)
-LIVE_MAX_MS = const(60000)
+_LIVE_MIN_MS = const(250)
+_LIVE_MAX_MS = const(60000)
 TIMEOUT_MS = const(2000)
 
 
 def chunk_size(mtu):
     """Message bytes per chunk for an ATT MTU."""
-    if mtu < ATT_MIN_MTU:
-        mtu = ATT_MIN_MTU
-    if mtu > ATT_MAX_MTU:
-        mtu = ATT_MAX_MTU
-    return mtu - 3 - CHUNK_HDR
+    if mtu < _ATT_MIN_MTU:
+        mtu = _ATT_MIN_MTU
+    if mtu > _ATT_MAX_MTU:
+        mtu = _ATT_MAX_MTU
+    return mtu - 3 - _CHUNK_HDR
 
 
 def valid_name(name, n=-1):
     if n < 0:
         n = len(name)
-    if not 1 <= n <= MAX_NAME:
+    if not 1 <= n <= _MAX_NAME:
         return False
     for i in range(n):
         c = name[i]
@@ -110,7 +110,7 @@ def valid_name(name, n=-1):
 
 class BleLink:
     def __init__(self, handler, clock, live=None, auth=None, store=None, name=b"MPY-BMS",
-                 mtu=ATT_MIN_MTU, timeout_ms=TIMEOUT_MS, channel=1, user_role=1):
+                 mtu=_ATT_MIN_MTU, timeout_ms=TIMEOUT_MS, channel=1, user_role=1):
         self.handler = handler
         self.clock = clock
         self.live = live
@@ -123,10 +123,10 @@ class BleLink:
         self.name = bytes(saved) if saved and valid_name(saved) else bytes(name)
         self.name_changed = False
         self.chunk = chunk_size(mtu)
-        self.rx = bytearray(MSG_MAX)
-        self.tx = bytearray(MSG_MAX)
+        self.rx = bytearray(_MSG_MAX)
+        self.tx = bytearray(_MSG_MAX)
         self._pdu = bytearray(MAX_PAYLOAD)
-        self._payload = memoryview(self.rx)[MSG_HDR:]  # one view, reused: no allocation
+        self._payload = memoryview(self.rx)[_MSG_HDR:]  # one view, reused: no allocation
         self._pdu_view = memoryview(self._pdu)
         self.reset()
         # Counters.
@@ -183,7 +183,7 @@ class BleLink:
     def _on_write(self, data):
         n = len(data)
         now = self.clock.ticks_ms()
-        if n < CHUNK_HDR:
+        if n < _CHUNK_HDR:
             self.bad_frames += 1
             return
         seq = data[0]
@@ -211,20 +211,20 @@ class BleLink:
         self._rx_t = now
         self._rx_idx = (self._rx_idx + 1) & IDX_MASK
         k = self._rx_len
-        if k + n - CHUNK_HDR > MSG_MAX:
+        if k + n - _CHUNK_HDR > _MSG_MAX:
             self._drop(seq, ERR_LENGTH)
             return
         rx = self.rx
-        for i in range(CHUNK_HDR, n):
+        for i in range(_CHUNK_HDR, n):
             rx[k] = data[i]
             k += 1
         self._rx_len = k
-        if k >= MSG_HDR:
+        if k >= _MSG_HDR:
             plen = rx[1] | (rx[2] << 8)
             if plen > MAX_PAYLOAD:
                 self._drop(seq, ERR_LENGTH)
                 return
-            total = MSG_HDR + plen + MSG_CRC
+            total = _MSG_HDR + plen + _MSG_CRC
             if k > total or (f & F_END and k != total):
                 self._drop(seq, ERR_LENGTH)
                 return
@@ -232,7 +232,7 @@ class BleLink:
             self._drop(seq, ERR_LENGTH)
             return
         if f & F_END:
-            c = crc16(rx, 0, k - MSG_CRC)
+            c = crc16(rx, 0, k - _MSG_CRC)
             if rx[k - 2] != (c & 0xFF) or rx[k - 1] != (c >> 8):
                 self.crc_errors += 1
                 self._drop(seq, ERR_CRC)
@@ -294,7 +294,7 @@ class BleLink:
                 out[0] = 1
             else:
                 if ms:
-                    ms = LIVE_MIN_MS if ms < LIVE_MIN_MS else LIVE_MAX_MS if ms > LIVE_MAX_MS else ms
+                    ms = _LIVE_MIN_MS if ms < _LIVE_MIN_MS else _LIVE_MAX_MS if ms > _LIVE_MAX_MS else ms
                 self.live_ms = ms
                 self._live_due = ticks_add(self.clock.ticks_ms(), ms)
                 out[0] = 0
@@ -325,12 +325,12 @@ class BleLink:
         tx[1] = n & 0xFF
         tx[2] = n >> 8
         for i in range(n):
-            tx[MSG_HDR + i] = payload[i]
-        k = MSG_HDR + n
+            tx[_MSG_HDR + i] = payload[i]
+        k = _MSG_HDR + n
         c = crc16(tx, 0, k)
         tx[k] = c & 0xFF
         tx[k + 1] = c >> 8
-        self._tx_len = k + MSG_CRC
+        self._tx_len = k + _MSG_CRC
         self._tx_pos = 0
         self._tx_idx = 0
         self._tx_seq = seq
@@ -346,8 +346,8 @@ class BleLink:
         n = self._tx_len - pos
         if n > self.chunk:
             n = self.chunk
-        if n > len(buf) - CHUNK_HDR:
-            n = len(buf) - CHUNK_HDR
+        if n > len(buf) - _CHUNK_HDR:
+            n = len(buf) - _CHUNK_HDR
         f = self._tx_idx & IDX_MASK
         if pos == 0:
             f |= F_START
@@ -357,13 +357,13 @@ class BleLink:
         buf[1] = f
         tx = self.tx
         for i in range(n):
-            buf[CHUNK_HDR + i] = tx[pos + i]
+            buf[_CHUNK_HDR + i] = tx[pos + i]
         self._tx_pos = pos + n
         self._tx_idx += 1
         if self._tx_pos >= self._tx_len:
             self._tx_len = 0
             self._service()  # a request that waited for the line
-        return CHUNK_HDR + n
+        return _CHUNK_HDR + n
 
 
 def monitor_live(regmap):

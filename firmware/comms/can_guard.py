@@ -4,7 +4,7 @@ A controller that went bus-off stays off until ``restart()``; restarting at
 once on a shorted or mis-terminated bus would hammer it (and every other
 node's error counters), so the restart waits ``backoff`` ms, doubling up to
 ``BACKOFF_MAX_MS`` while bus-off keeps coming back, and resets once the
-controller has been error-active for ``STABLE_MS``.
+controller has been error-active for ``_STABLE_MS``.
 """
 from micropython import const
 
@@ -15,9 +15,9 @@ STATE_ERROR_WARNING = const(1)
 STATE_ERROR_PASSIVE = const(2)
 STATE_BUS_OFF = const(3)
 
-BACKOFF_MIN_MS = const(100)
+_BACKOFF_MIN_MS = const(100)
 BACKOFF_MAX_MS = const(5000)
-STABLE_MS = const(10000)
+_STABLE_MS = const(10000)
 
 
 class BusGuard:
@@ -26,7 +26,7 @@ class BusGuard:
         self.state = STATE_ERROR_ACTIVE
         self.bus_off_count = 0
         self.restarts = 0
-        self.backoff = BACKOFF_MIN_MS
+        self.backoff = _BACKOFF_MIN_MS
         self._waiting = False
         self._at = 0
         self._active_since = 0
@@ -59,6 +59,6 @@ class BusGuard:
         self.state = st
         if st != STATE_ERROR_ACTIVE:
             self._active_since = now
-        elif self.backoff != BACKOFF_MIN_MS and ticks_diff(now, self._active_since) >= STABLE_MS:
-            self.backoff = BACKOFF_MIN_MS
+        elif self.backoff != _BACKOFF_MIN_MS and ticks_diff(now, self._active_since) >= _STABLE_MS:
+            self.backoff = _BACKOFF_MIN_MS
         return True

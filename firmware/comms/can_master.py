@@ -69,16 +69,16 @@ W_ECHO = const(0x04)    # status did not echo the current sweep
 W_FRAMES = const(0x08)  # cell/temperature frames of the sweep missing
 W_CONFIG = const(0x10)  # the master's own layout is invalid
 
-OV_MARGIN_MV = const(50)    # slave hard limits sit just outside the master's level 2
-UV_MARGIN_MV = const(100)
-OT_MARGIN_C = const(5)
+_OV_MARGIN_MV = const(50)    # slave hard limits sit just outside the master's level 2
+_UV_MARGIN_MV = const(100)
+_OT_MARGIN_C = const(5)
 CHECK_MS = const(20)
-CONFIG_RETRY_SWEEPS = const(5)
-OUTBOX = const(24)
-MAX_RX_PER_POLL = const(16)
-MAX_TX_PER_POLL = const(3)
-BAL_TIMEOUT_SWEEPS = const(3)
-NEVER = const(-1000000)
+_CONFIG_RETRY_SWEEPS = const(5)
+_OUTBOX = const(24)
+_MAX_RX_PER_POLL = const(16)
+_MAX_TX_PER_POLL = const(3)
+_BAL_TIMEOUT_SWEEPS = const(3)
+_NEVER = const(-1000000)
 
 
 def layout(cell_count, module_cells):
@@ -165,7 +165,7 @@ class CanMaster:
         self.mod_full_ever = bytearray(n)     # a complete sweep seen since boot (age valid)
         self.mod_temp_seen = bytearray(n)
         self.mod_lost_count = array("H", [0] * n)
-        self.mod_cfg_sweep = array("i", [NEVER] * n)
+        self.mod_cfg_sweep = array("i", [_NEVER] * n)
         self.mod_version = bytearray(4 * n)
         self.temp_dc = array("h", [C.TEMP_ABSENT] * (C.MAX_MODULE_TEMPS * n))
         self.mod_temps = self.temp_dc
@@ -188,9 +188,9 @@ class CanMaster:
         self._next_check = now
         self._bal_seq = 0
         self._rx = bytearray(8)
-        self._ob_id = array("H", [0] * OUTBOX)
-        self._ob_len = bytearray(OUTBOX)
-        self._ob_data = bytearray(8 * OUTBOX)
+        self._ob_id = array("H", [0] * _OUTBOX)
+        self._ob_len = bytearray(_OUTBOX)
+        self._ob_data = bytearray(8 * _OUTBOX)
         self._ob_head = 0
         self._ob_n = 0
         self._scratch = bytearray(8)
@@ -226,14 +226,14 @@ class CanMaster:
         self.total_cells = first
         if lim_changed:
             for k in range(self.n_modules):
-                self.mod_cfg_sweep[k] = NEVER  # resend CONFIG at the next sweep
+                self.mod_cfg_sweep[k] = _NEVER  # resend CONFIG at the next sweep
         return True
 
     def configure_from(self, params):
         p = params
         return self.configure(p[P_CELL_COUNT], p[P_MODULE_CELLS], p[P_MODULE_TIMEOUT],
-                              p[P_OV2] + OV_MARGIN_MV, p[P_UV2] - UV_MARGIN_MV,
-                              p[P_T_CELL_OT] + OT_MARGIN_C)
+                              p[P_OV2] + _OV_MARGIN_MV, p[P_UV2] - _UV_MARGIN_MV,
+                              p[P_T_CELL_OT] + _OT_MARGIN_C)
 
     def set_balance(self, flags):
         """Core balance flags (one byte per cell) -> per-module masks."""
@@ -300,26 +300,26 @@ class CanMaster:
             if st == MS_ABSENT or st == MS_LOST:
                 continue
             last = self.mod_cfg_sweep[k]
-            if last == NEVER or ((self.mod_rep_cells[k] != self.mod_cells[k]
+            if last == _NEVER or ((self.mod_rep_cells[k] != self.mod_cells[k]
                                   or self.mod_faults[k] & C.LF_DEFAULTS)
-                                 and nsw - last >= CONFIG_RETRY_SWEEPS):
+                                 and nsw - last >= _CONFIG_RETRY_SWEEPS):
                 self.mod_cfg_sweep[k] = nsw
                 C.config_pack(b, self.mod_cells[k], self.temps_per_module, self.ov_mv,
                               self.uv_mv, self.ot_c, C.CFG_SET_CELLS)
                 self._queue(C.ID_CONFIG + k, b, 8)
-            if self.mod_version[4 * k + 3] == 0 and (nsw + k) % CONFIG_RETRY_SWEEPS == 0:
+            if self.mod_version[4 * k + 3] == 0 and (nsw + k) % _CONFIG_RETRY_SWEEPS == 0:
                 self.request(k + 1, C.REQ_VERSION)
             want = self.mod_bal_want[k] if self.bal_ok else 0
             if want or self.mod_bal[k]:
                 self._bal_seq = (self._bal_seq + 1) & 0xFF
-                C.bal_pack(b, want, self.period * BAL_TIMEOUT_SWEEPS, self._bal_seq)
+                C.bal_pack(b, want, self.period * _BAL_TIMEOUT_SWEEPS, self._bal_seq)
                 self._queue(C.ID_BAL + k, b, 4)
 
     def _queue(self, cid, data, n):
-        if self._ob_n >= OUTBOX:
+        if self._ob_n >= _OUTBOX:
             self.outbox_drop += 1
             return
-        i = (self._ob_head + self._ob_n) % OUTBOX
+        i = (self._ob_head + self._ob_n) % _OUTBOX
         self._ob_id[i] = cid
         self._ob_len[i] = n
         o = 8 * i
@@ -329,7 +329,7 @@ class CanMaster:
         self._ob_n += 1
 
     def _flush(self):
-        for _ in range(MAX_TX_PER_POLL):
+        for _ in range(_MAX_TX_PER_POLL):
             if self._ob_n == 0:
                 return
             i = self._ob_head
@@ -342,7 +342,7 @@ class CanMaster:
             if not self.ctrl.send(self._ob_id[i], self._views[n], False):
                 self.tx_fail += 1
                 return
-            self._ob_head = (i + 1) % OUTBOX
+            self._ob_head = (i + 1) % _OUTBOX
             self._ob_n -= 1
 
     def request(self, addr, what):
@@ -356,7 +356,7 @@ class CanMaster:
         ctrl = self.ctrl
         b = self._rx
         n_mod = self.n_modules
-        for _ in range(MAX_RX_PER_POLL):
+        for _ in range(_MAX_RX_PER_POLL):
             n = ctrl.recv(b)
             if n < 0:
                 return
@@ -419,7 +419,7 @@ class CanMaster:
 
     def _on_status(self, k, b, now):
         if self.mod_state[k] in (MS_ABSENT, MS_LOST):
-            self.mod_cfg_sweep[k] = NEVER   # (re)discovered: configure, ask its version
+            self.mod_cfg_sweep[k] = _NEVER   # (re)discovered: configure, ask its version
             self.mod_version[4 * k + 3] = 0
         self.mod_slave_state[k] = b[0]
         cells = b[1]

@@ -36,30 +36,30 @@ from comms.crc16 import crc16
 from comms.limits import limits_for
 from comms.packing import put16be
 
-ID_COMMAND = const(0x1806E5F4)
+_ID_COMMAND = const(0x1806E5F4)
 ID_STATUS = const(0x18FF50E5)
-CTRL_CHARGE = const(0)
-CTRL_STOP = const(1)
-ST_HW_FAIL = const(0x01)
-ST_OVER_TEMP = const(0x02)
-ST_INPUT = const(0x04)
-ST_NO_BATTERY = const(0x08)
-ST_COMM_TIMEOUT = const(0x10)
-ST_FAULTS = const(0x0F)  # anything but the time-out means: do not charge
+_CTRL_CHARGE = const(0)
+_CTRL_STOP = const(1)
+_ST_HW_FAIL = const(0x01)
+_ST_OVER_TEMP = const(0x02)
+_ST_INPUT = const(0x04)
+_ST_NO_BATTERY = const(0x08)
+_ST_COMM_TIMEOUT = const(0x10)
+_ST_FAULTS = const(0x0F)  # anything but the time-out means: do not charge
 
 H0 = const(0xA5)
 H1 = const(0x5A)
-CMD_TO_CHARGER = const(0x10)
-CMD_FROM_CHARGER = const(0x90)
-FRAME_LEN = const(14)
+_CMD_TO_CHARGER = const(0x10)
+_CMD_FROM_CHARGER = const(0x90)
+_FRAME_LEN = const(14)
 PERIOD_MS = const(1000)
 STALE_MS = const(3000)
-PRESENT_MS = const(5000)
+_PRESENT_MS = const(5000)
 
 
 class Charger:
     def __init__(self, bms, clock, port=None, can=None, limits=None, period_ms=PERIOD_MS,
-                 stale_ms=STALE_MS, present_ms=PRESENT_MS):
+                 stale_ms=STALE_MS, present_ms=_PRESENT_MS):
         self.bms = bms
         self.clock = clock
         self.port = port
@@ -69,7 +69,7 @@ class Charger:
         self.stale_ms = stale_ms
         self.present_ms = present_ms
         self.cmd = bytearray(8)
-        self.frame = bytearray(FRAME_LEN)
+        self.frame = bytearray(_FRAME_LEN)
         self.rx = bytearray(32)
         self._n = 0
         self._chunk = bytearray(16)
@@ -86,7 +86,7 @@ class Charger:
         self.received = 0
         self.crc_errors = 0
         self.internal_errors = 0
-        self.cmd[4] = CTRL_STOP
+        self.cmd[4] = _CTRL_STOP
 
     def poll(self):
         try:
@@ -112,7 +112,7 @@ class Charger:
         lim = self.limits
         lim.update(now)
         return (self.bms.params[P_SPECIAL_CHARGER] != 0 and self._fresh(now)
-                and lim.ccl_ma > 0 and not (self.status & ST_FAULTS))
+                and lim.ccl_ma > 0 and not (self.status & _ST_FAULTS))
 
     def _send(self, charge):
         c = self.cmd
@@ -122,21 +122,21 @@ class Charger:
             i = lim.ccl_ma // 100
             put16be(c, 0, v if v < 0xFFFF else 0xFFFF)
             put16be(c, 2, i if i < 0xFFFF else 0xFFFF)
-            c[4] = CTRL_CHARGE
+            c[4] = _CTRL_CHARGE
         else:
             for k in range(5):
                 c[k] = 0
-            c[4] = CTRL_STOP
+            c[4] = _CTRL_STOP
         self.charging = charge
         self.sent += 1
         if self.can is not None:
-            self.can.send(ID_COMMAND, c, True)
+            self.can.send(_ID_COMMAND, c, True)
         if self.port is not None:
             f = self.frame
             f[0] = H0
             f[1] = H1
             f[2] = 8
-            f[3] = CMD_TO_CHARGER
+            f[3] = _CMD_TO_CHARGER
             for k in range(8):
                 f[4 + k] = c[k]
             crc = crc16(f, 2, 12)
@@ -175,15 +175,15 @@ class Charger:
             self._n += 1
         # Resynchronise on the header; a frame is always 14 bytes.
         while self._n >= 2:
-            if rx[0] != H0 or rx[1] != H1 or (self._n >= 4 and (rx[2] != 8 or rx[3] != CMD_FROM_CHARGER)):
+            if rx[0] != H0 or rx[1] != H1 or (self._n >= 4 and (rx[2] != 8 or rx[3] != _CMD_FROM_CHARGER)):
                 self._shift(1)
                 continue
-            if self._n < FRAME_LEN:
+            if self._n < _FRAME_LEN:
                 return
             c = crc16(rx, 2, 12)
             if rx[12] == (c & 0xFF) and rx[13] == (c >> 8):
                 self._status(rx, 4, now)
-                self._shift(FRAME_LEN)
+                self._shift(_FRAME_LEN)
             else:
                 self.crc_errors += 1
                 self._shift(1)

@@ -8,8 +8,8 @@ from array import array
 
 from micropython import const
 
-POLY = const(0xA001)
-INIT = const(0xFFFF)
+_POLY = const(0xA001)
+_INIT = const(0xFFFF)
 
 
 def _make_table():
@@ -18,7 +18,7 @@ def _make_table():
         c = i
         for _ in range(8):
             if c & 1:
-                c = (c >> 1) ^ POLY
+                c = (c >> 1) ^ _POLY
             else:
                 c >>= 1
         t[i] = c
@@ -28,7 +28,7 @@ def _make_table():
 TABLE = _make_table()
 
 
-def crc16(buf, start=0, end=-1, crc=INIT):
+def crc16(buf, start=0, end=-1, crc=_INIT):
     """CRC of ``buf[start:end]`` (``end=-1``: to the end) without slicing."""
     if end < 0:
         end = len(buf)

@@ -28,19 +28,19 @@ from comms.packing import put16le as put16  # noqa: F401 (re-exported)
 
 H0 = const(0xA5)
 H1 = const(0x5A)
-CMD_SUMMARY = const(0x01)
+_CMD_SUMMARY = const(0x01)
 CMD_CELLS = const(0x02)
-CMD_TEMPS = const(0x03)
-CMD_ERROR = const(0xFF)
-RESP = const(0x80)
-ERR_COMMAND = const(1)
-ERR_ARGS = const(2)
-MAX_REQ = const(16)      # longest request payload we accept
-MAX_CELLS_PER_REQ = const(64)
+_CMD_TEMPS = const(0x03)
+_CMD_ERROR = const(0xFF)
+_RESP = const(0x80)
+_ERR_COMMAND = const(1)
+_ERR_ARGS = const(2)
+_MAX_REQ = const(16)      # longest request payload we accept
+_MAX_CELLS_PER_REQ = const(64)
 MAX_TEMPS = const(16)
-SUMMARY_LEN = const(30)
-RX_SIZE = const(64)
-TX_SIZE = const(272)
+_SUMMARY_LEN = const(30)
+_RX_SIZE = const(64)
+_TX_SIZE = const(272)
 GAP_MS = const(100)
 CHUNK = const(32)
 
@@ -59,8 +59,8 @@ class DisplayPort:
         self.clock = clock
         self.jbd = JbdResponder(bms, name) if jbd else None
         self.gap_ms = gap_ms
-        self.rx = bytearray(RX_SIZE)
-        self.tx = bytearray(TX_SIZE)
+        self.rx = bytearray(_RX_SIZE)
+        self.tx = bytearray(_TX_SIZE)
         self._chunk = bytearray(CHUNK)
         self._views = {}
         self.n = 0
@@ -85,7 +85,7 @@ class DisplayPort:
             if k:
                 rx = self.rx
                 for i in range(k):
-                    if self.n >= RX_SIZE:
+                    if self.n >= _RX_SIZE:
                         self._shift(1)
                         self.garbage += 1
                     rx[self.n] = self._chunk[i]
@@ -111,7 +111,7 @@ class DisplayPort:
                 if self.n < 4:
                     return
                 ln = rx[2]
-                if ln > MAX_REQ:
+                if ln > _MAX_REQ:
                     self._shift(1)
                     self.garbage += 1
                     continue
@@ -129,8 +129,8 @@ class DisplayPort:
             elif b0 == JBD_START and self.jbd is not None and (rx[1] == 0xA5 or rx[1] == 0x5A):
                 j = self.jbd
                 total = j.frame_length(rx, self.n)
-                if total == 0 or total > RX_SIZE:
-                    if total > RX_SIZE:
+                if total == 0 or total > _RX_SIZE:
+                    if total > _RX_SIZE:
                         self._shift(1)
                         self.garbage += 1
                         continue
@@ -153,21 +153,21 @@ class DisplayPort:
         tx = self.tx
         rx = self.rx
         p = 4
-        if cmd == CMD_SUMMARY and ln == 0:
+        if cmd == _CMD_SUMMARY and ln == 0:
             n = self._summary(tx, p)
         elif cmd == CMD_CELLS and ln == 2:
             first = rx[4]
             count = rx[5]
             m = self.bms.meas
-            if count < 1 or count > MAX_CELLS_PER_REQ or first + count > m.n_cells:
-                return self._error(ERR_ARGS)
+            if count < 1 or count > _MAX_CELLS_PER_REQ or first + count > m.n_cells:
+                return self._error(_ERR_ARGS)
             tx[p] = first
             tx[p + 1] = count
             for i in range(count):
                 c = first + i
                 put16(tx, p + 2 + 2 * i, m.cell_mv[c] if m.cell_ok[c] else 0xFFFF)
             n = 2 + 2 * count
-        elif cmd == CMD_TEMPS and ln == 0:
+        elif cmd == _CMD_TEMPS and ln == 0:
             m = self.bms.meas
             k = m.n_temps if m.n_temps < MAX_TEMPS else MAX_TEMPS
             tx[p] = k
@@ -177,15 +177,15 @@ class DisplayPort:
                 tx[q + 1] = m.temp_status[i]
                 put16(tx, q + 2, m.temp_dc[i] & 0xFFFF)
             n = 1 + 4 * k
-        elif cmd in (CMD_SUMMARY, CMD_CELLS, CMD_TEMPS):
-            return self._error(ERR_ARGS)
+        elif cmd in (_CMD_SUMMARY, CMD_CELLS, _CMD_TEMPS):
+            return self._error(_ERR_ARGS)
         else:
-            return self._error(ERR_COMMAND)
-        self._frame(cmd | RESP, n)
+            return self._error(_ERR_COMMAND)
+        self._frame(cmd | _RESP, n)
 
     def _error(self, code):
         self.tx[4] = code
-        self._frame(CMD_ERROR, 1)
+        self._frame(_CMD_ERROR, 1)
 
     def _frame(self, cmd, n):
         tx = self.tx
@@ -234,4 +234,4 @@ class DisplayPort:
             if st[i]:
                 w |= 1 << i
         put32(tx, p + 26, w)
-        return SUMMARY_LEN
+        return _SUMMARY_LEN

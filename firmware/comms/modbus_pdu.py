@@ -21,7 +21,7 @@ from micropython import const
 from comms.modbus_rtu import ModbusRTU
 
 ADDRESS = const(1)
-MAX_PDU = const(253)
+_MAX_PDU = const(253)
 
 
 class _Capture:
@@ -53,7 +53,7 @@ class ModbusPdu:
         self.requests = 0
 
     def __call__(self, pdu, n, out):
-        if n < 1 or n > MAX_PDU:
+        if n < 1 or n > _MAX_PDU:
             return 0
         rtu = self.rtu
         rx = rtu.rx

@@ -50,17 +50,17 @@ from comms import crc16
 from comms.registers import (EX_ADDRESS, EX_FAILURE, EX_FUNCTION, EX_NONE, EX_VALUE, get16,
                              put16)
 
-BUF = const(256)
+_BUF = const(256)
 CHUNK = const(64)
 MAX_READ = const(125)
 MAX_WRITE = const(123)
-FC_READ_HOLDING = const(3)
-FC_READ_INPUT = const(4)
-FC_WRITE_SINGLE = const(6)
-FC_WRITE_MULTIPLE = const(16)
-FC_MEI = const(43)
-MEI_DEVICE_ID = const(14)
-CONFORMITY = const(0x83)  # extended identification, stream + individual access
+_FC_READ_HOLDING = const(3)
+_FC_READ_INPUT = const(4)
+_FC_WRITE_SINGLE = const(6)
+_FC_WRITE_MULTIPLE = const(16)
+_FC_MEI = const(43)
+_MEI_DEVICE_ID = const(14)
+_CONFORMITY = const(0x83)  # extended identification, stream + individual access
 
 # Object ids per read code (1 basic, 2 regular, 3 extended).
 _ID_OBJECTS = ((), (0, 1, 2), (0, 1, 2, 3, 4, 5, 6), (0, 1, 2, 3, 4, 5, 6, 0x80, 0x81, 0x82))
@@ -83,10 +83,10 @@ class ModbusRTU:
         self.address = address
         self.baud = baud
         self._pver = -1
-        self.rx = bytearray(BUF)
-        self.tx = bytearray(BUF)
+        self.rx = bytearray(_BUF)
+        self.tx = bytearray(_BUF)
         self._chunk = bytearray(CHUNK)
-        self._views = [None] * (BUF + 1)
+        self._views = [None] * (_BUF + 1)
         self.rx_len = 0
         self._bad = True      # nothing is valid until the line has been quiet
         self._active = True
@@ -170,7 +170,7 @@ class ModbusRTU:
                 c = self._chunk
                 k = self.rx_len
                 for i in range(n):
-                    if k < BUF:
+                    if k < _BUF:
                         rx[k] = c[i]
                         k += 1
                     elif not self._bad:
@@ -219,7 +219,7 @@ class ModbusRTU:
         tx[1] = fc
         ln = 0
         try:
-            if fc == FC_READ_HOLDING or fc == FC_READ_INPUT:
+            if fc == _FC_READ_HOLDING or fc == _FC_READ_INPUT:
                 if broadcast:
                     return  # reads are meaningless as broadcast
                 ln = self._read(n)
@@ -227,19 +227,19 @@ class ModbusRTU:
                 if ln < 0:
                     ex = -ln
                     ln = 0
-            elif fc == FC_WRITE_SINGLE:
+            elif fc == _FC_WRITE_SINGLE:
                 ex = EX_VALUE if n != 8 else self.regmap.write(get16(rx, 2), 1, rx, 4)
                 if ex == EX_NONE:
                     for i in range(2, 6):
                         tx[i] = rx[i]
                     ln = 6
-            elif fc == FC_WRITE_MULTIPLE:
+            elif fc == _FC_WRITE_MULTIPLE:
                 ex = self._write_multiple(n)
                 if ex == EX_NONE:
                     for i in range(2, 6):
                         tx[i] = rx[i]
                     ln = 6
-            elif fc == FC_MEI and not broadcast:
+            elif fc == _FC_MEI and not broadcast:
                 ln = self._device_id(n)
                 ex = EX_NONE
                 if ln < 0:
@@ -297,7 +297,7 @@ class ModbusRTU:
         tx = self.tx
         if n != 7:
             return -EX_VALUE
-        if rx[2] != MEI_DEVICE_ID:
+        if rx[2] != _MEI_DEVICE_ID:
             return -EX_FUNCTION
         code = rx[3]
         oid = rx[4]
@@ -313,9 +313,9 @@ class ModbusRTU:
             if oid not in ids:
                 oid = ids[0]
             ids = ids[ids.index(oid):]
-        tx[2] = MEI_DEVICE_ID
+        tx[2] = _MEI_DEVICE_ID
         tx[3] = code
-        tx[4] = CONFORMITY
+        tx[4] = _CONFORMITY
         tx[5] = 0      # more follows
         tx[6] = 0      # next object id
         p = 8
@@ -324,7 +324,7 @@ class ModbusRTU:
             obj = rm.device_id_object(i)
             if obj is None:
                 continue
-            if p + 2 + len(obj) > BUF - 2:
+            if p + 2 + len(obj) > _BUF - 2:
                 tx[5] = 0xFF
                 tx[6] = i
                 break

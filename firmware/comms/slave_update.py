@@ -40,36 +40,36 @@ from bms.ticks import ticks_add, ticks_diff
 from comms import can_ids as C
 
 FP_IDLE = const(0)
-FP_BEGIN = const(1)
+_FP_BEGIN = const(1)
 FP_SEND = const(2)
-FP_FINISH = const(3)
-FP_APPLY = const(4)
-FP_REBOOT = const(5)     # applied: waiting for the slave to come back on trial
-FP_CONFIRM = const(6)    # on trial: waiting for its confirmation or rollback
+_FP_FINISH = const(3)
+_FP_APPLY = const(4)
+_FP_REBOOT = const(5)     # applied: waiting for the slave to come back on trial
+_FP_CONFIRM = const(6)    # on trial: waiting for its confirmation or rollback
 FP_DONE = const(7)
 FP_ERROR = const(8)
 FP_NAMES = ("idle", "begin", "sending", "finishing", "applying", "rebooting", "confirming",
             "done", "error")
 
 SR_NONE = const(0)
-SR_QUEUED = const(1)
+_SR_QUEUED = const(1)
 SR_ACTIVE = const(2)
 SR_UPDATED = const(3)
 SR_REFUSED = const(4)
 SR_ROLLED_BACK = const(5)
-SR_NO_ANSWER = const(6)
+_SR_NO_ANSWER = const(6)
 SR_ABORTED = const(7)
 SR_NAMES = ("none", "queued", "updating", "updated", "refused", "rolled_back", "no_answer",
             "aborted")
 
 TARGET_ALL = const(0xFF)
-BLOCK = const(16)                  # segments per acknowledgement (112 bytes)
+_BLOCK = const(16)                  # segments per acknowledgement (112 bytes)
 GAP_MS = const(4)
-ACK_TIMEOUT_MS = const(300)
-MAX_RETRIES = const(8)
-QUERY_MS = const(1000)
-FINISH_TIMEOUT_MS = const(120000)  # verify + unpack on the slave
-CONFIRM_TIMEOUT_MS = const(600000)  # reboot + trial (a failing trial needs max_tries reboots)
+_ACK_TIMEOUT_MS = const(300)
+_MAX_RETRIES = const(8)
+_QUERY_MS = const(1000)
+_FINISH_TIMEOUT_MS = const(120000)  # verify + unpack on the slave
+_CONFIRM_TIMEOUT_MS = const(600000)  # reboot + trial (a failing trial needs max_tries reboots)
 INHIBIT = R_CHG | R_DSG
 
 _REASONS = {
@@ -97,10 +97,10 @@ class SlaveUpdater:
         self.error = 0
         self.err_text = ""
         self.session = 0
-        self.block = BLOCK
+        self.block = _BLOCK
         self.gap_ms = GAP_MS
-        self.ack_timeout_ms = ACK_TIMEOUT_MS
-        self.confirm_timeout_ms = CONFIRM_TIMEOUT_MS
+        self.ack_timeout_ms = _ACK_TIMEOUT_MS
+        self.confirm_timeout_ms = _CONFIRM_TIMEOUT_MS
         self._f = None
         self.meta_len = 0
         self.total = 0
@@ -159,7 +159,7 @@ class SlaveUpdater:
         for k in range(C.MAX_MODULES):
             self.results[k] = SR_NONE
         for a in addrs:
-            self.results[a - 1] = SR_QUEUED
+            self.results[a - 1] = _SR_QUEUED
         self.target = target
         self.error = 0
         self.err_text = ""
@@ -185,26 +185,26 @@ class SlaveUpdater:
         if ph == FP_SEND:
             self._send_data(now)
             return
-        if ph == FP_REBOOT or ph == FP_CONFIRM or ph == FP_FINISH:
+        if ph == _FP_REBOOT or ph == _FP_CONFIRM or ph == _FP_FINISH:
             if ticks_diff(now, self._until) >= 0:
-                if ph == FP_FINISH:
-                    self._fail(SR_NO_ANSWER, 0, "slave %d did not finish in time" % self.addr)
+                if ph == _FP_FINISH:
+                    self._fail(_SR_NO_ANSWER, 0, "slave %d did not finish in time" % self.addr)
                 else:
-                    self._fail(SR_NO_ANSWER, 0, "slave %d did not come back with the new "
+                    self._fail(_SR_NO_ANSWER, 0, "slave %d did not come back with the new "
                                "firmware in time" % self.addr)
                 return
             if ticks_diff(now, self._deadline) >= 0:
-                self._deadline = ticks_add(now, QUERY_MS)
+                self._deadline = ticks_add(now, _QUERY_MS)
                 self._ctl(C.FW_QUERY, now)
             return
-        # FP_BEGIN, FP_APPLY: resend until acknowledged
+        # _FP_BEGIN, _FP_APPLY: resend until acknowledged
         if ticks_diff(now, self._deadline) >= 0:
             self.retries += 1
-            if self.retries > MAX_RETRIES:
-                self._fail(SR_NO_ANSWER, 0, "slave %d does not answer the update request"
+            if self.retries > _MAX_RETRIES:
+                self._fail(_SR_NO_ANSWER, 0, "slave %d does not answer the update request"
                            % self.addr)
                 return
-            self._ctl(C.FW_BEGIN if ph == FP_BEGIN else C.FW_APPLY, now)
+            self._ctl(C.FW_BEGIN if ph == _FP_BEGIN else C.FW_APPLY, now)
 
     def on_ack(self, k, b, now):
         """An FWACK frame of module ``k`` (0-based), from ``CanMaster._receive``."""
@@ -218,7 +218,7 @@ class SlaveUpdater:
         marker = fw & 3
         active = ((fw >> 2) & 3) - 1
         ses_ok = b[7] == self.session
-        if ph == FP_BEGIN:
+        if ph == _FP_BEGIN:
             if op == C.FW_BEGIN and ses_ok:
                 if res:
                     self._refused(res)
@@ -246,14 +246,14 @@ class SlaveUpdater:
                 self.retries = 0
             self.base = seg
             if seg >= self.nsegs:
-                self.phase = FP_FINISH
-                self._until = ticks_add(now, FINISH_TIMEOUT_MS)
-                self._deadline = ticks_add(now, QUERY_MS)
+                self.phase = _FP_FINISH
+                self._until = ticks_add(now, _FINISH_TIMEOUT_MS)
+                self._deadline = ticks_add(now, _QUERY_MS)
                 self._ctl(C.FW_FINISH, now)
                 return
             self.next_seg = seg   # go on (block acknowledged) or go back (gap reported)
             self._set_block_end()
-        elif ph == FP_FINISH:
+        elif ph == _FP_FINISH:
             if res == C.FWR_BUSY:
                 return
             if res == C.FWR_RECEIVING:
@@ -263,20 +263,20 @@ class SlaveUpdater:
                 self._refused(res)
                 return
             if marker == U.ST_PENDING:
-                self.phase = FP_APPLY
+                self.phase = _FP_APPLY
                 self.retries = 0
                 self._ctl(C.FW_APPLY, now)
-        elif ph == FP_APPLY or ph == FP_REBOOT or ph == FP_CONFIRM:
-            if ph == FP_APPLY and op == C.FW_APPLY and ses_ok and res == 0:
-                self.phase = FP_REBOOT
+        elif ph == _FP_APPLY or ph == _FP_REBOOT or ph == _FP_CONFIRM:
+            if ph == _FP_APPLY and op == C.FW_APPLY and ses_ok and res == 0:
+                self.phase = _FP_REBOOT
                 self._until = ticks_add(now, self.confirm_timeout_ms)
-                self._deadline = ticks_add(now, QUERY_MS)
+                self._deadline = ticks_add(now, _QUERY_MS)
                 return
             if marker == U.ST_TRIAL:
-                if ph != FP_CONFIRM:
-                    self.phase = FP_CONFIRM
+                if ph != _FP_CONFIRM:
+                    self.phase = _FP_CONFIRM
                     self._until = ticks_add(now, self.confirm_timeout_ms)
-            elif marker == U.ST_OK and ph != FP_APPLY:
+            elif marker == U.ST_OK and ph != _FP_APPLY:
                 if active == self.new_active:
                     self.results[k] = SR_UPDATED
                     self._next_slave(now)
@@ -302,7 +302,7 @@ class SlaveUpdater:
     # ---- internals ------------------------------------------------------------
     def _next_slave(self, now):
         for k in range(C.MAX_MODULES):
-            if self.results[k] == SR_QUEUED:
+            if self.results[k] == _SR_QUEUED:
                 break
         else:
             self.phase = FP_DONE
@@ -319,7 +319,7 @@ class SlaveUpdater:
         self.next_seg = 0
         self._blk_first = -1
         self.retries = 0
-        self.phase = FP_BEGIN
+        self.phase = _FP_BEGIN
         self._ctl(C.FW_BEGIN, now)
 
     def _set_block_end(self):
@@ -328,7 +328,7 @@ class SlaveUpdater:
 
     def _ctl(self, op, now):
         self._ctl_op = op
-        self._deadline = ticks_add(now, self.ack_timeout_ms if op != C.FW_QUERY else QUERY_MS)
+        self._deadline = ticks_add(now, self.ack_timeout_ms if op != C.FW_QUERY else _QUERY_MS)
         self._send_ctl()
 
     def _send_ctl(self):
@@ -351,8 +351,8 @@ class SlaveUpdater:
             if ticks_diff(now, self._deadline) >= 0:
                 # No acknowledgement of the block: resend it from what the slave holds.
                 self.retries += 1
-                if self.retries > MAX_RETRIES:
-                    self._fail(SR_NO_ANSWER, 0, "slave %d stopped acknowledging data"
+                if self.retries > _MAX_RETRIES:
+                    self._fail(_SR_NO_ANSWER, 0, "slave %d stopped acknowledging data"
                                % self.addr)
                     return
                 self.retransmits += self.next_seg - self.base
@@ -420,13 +420,13 @@ class SlaveUpdater:
         self._fail(SR_REFUSED, res, "slave %d refused the update (%s)" % (self.addr, why))
 
     def _fail(self, result, code, text):
-        if FP_BEGIN <= self.phase <= FP_FINISH:
+        if _FP_BEGIN <= self.phase <= _FP_FINISH:
             self._ctl_op = C.FW_ABORT   # close the slave's staging file (sent by poll)
         k = self.addr - 1
         if 0 <= k < C.MAX_MODULES:
             self.results[k] = result
         for j in range(C.MAX_MODULES):
-            if self.results[j] == SR_QUEUED:
+            if self.results[j] == _SR_QUEUED:
                 self.results[j] = SR_ABORTED
         self.error = code
         self.err_text = text

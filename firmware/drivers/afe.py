@@ -52,12 +52,12 @@ FAULT_OTHER = const(0x100)  # watchdog, permanent fail, internal
 FAULT_NAMES = ("SCD", "OCD", "OCC", "OV", "UV", "OT", "UT", "OPEN_WIRE", "OTHER")
 
 # Hardware backstop margins beyond the firmware limits (see module docstring).
-HW_OV_MARGIN_MV = const(50)      # above level-2 over-voltage
-HW_UV_MARGIN_MV = const(50)      # below level-2 under-voltage
-HW_V_DELAY_EXTRA_MS = const(1000)  # firmware level-2 acts first
-HW_OC_PERCENT = const(125)       # hardware OCC / OCD1 at 125 % of firmware limit
-HW_OC_DELAY_EXTRA_MS = const(100)
-SCD_DELAY_US = const(200)
+_HW_OV_MARGIN_MV = const(50)      # above level-2 over-voltage
+_HW_UV_MARGIN_MV = const(50)      # below level-2 under-voltage
+_HW_V_DELAY_EXTRA_MS = const(1000)  # firmware level-2 acts first
+_HW_OC_PERCENT = const(125)       # hardware OCC / OCD1 at 125 % of firmware limit
+_HW_OC_DELAY_EXTRA_MS = const(100)
+_SCD_DELAY_US = const(200)
 
 
 def fault_names(bits):
@@ -86,16 +86,16 @@ def protection_conf(params, shunt_uohm, cells=None):
     return {
         "cells": params[P.P_CELL_COUNT] if cells is None else cells,
         "shunt_uohm": shunt_uohm,
-        "cov_mv": ov2 + HW_OV_MARGIN_MV,
-        "cov_delay_ms": params[P.P_OV2_DELAY] + HW_V_DELAY_EXTRA_MS,
-        "cuv_mv": uv2 - HW_UV_MARGIN_MV,
-        "cuv_delay_ms": params[P.P_UV2_DELAY] + HW_V_DELAY_EXTRA_MS,
-        "occ_ma": params[P.P_CHG_OC] * 100 * HW_OC_PERCENT // 100,
-        "occ_delay_ms": params[P.P_CHG_OC_DELAY] + HW_OC_DELAY_EXTRA_MS,
-        "ocd1_ma": params[P.P_PEAK] * 100 * HW_OC_PERCENT // 100,
-        "ocd1_delay_ms": params[P.P_PEAK_DELAY] + HW_OC_DELAY_EXTRA_MS,
+        "cov_mv": ov2 + _HW_OV_MARGIN_MV,
+        "cov_delay_ms": params[P.P_OV2_DELAY] + _HW_V_DELAY_EXTRA_MS,
+        "cuv_mv": uv2 - _HW_UV_MARGIN_MV,
+        "cuv_delay_ms": params[P.P_UV2_DELAY] + _HW_V_DELAY_EXTRA_MS,
+        "occ_ma": params[P.P_CHG_OC] * 100 * _HW_OC_PERCENT // 100,
+        "occ_delay_ms": params[P.P_CHG_OC_DELAY] + _HW_OC_DELAY_EXTRA_MS,
+        "ocd1_ma": params[P.P_PEAK] * 100 * _HW_OC_PERCENT // 100,
+        "ocd1_delay_ms": params[P.P_PEAK_DELAY] + _HW_OC_DELAY_EXTRA_MS,
         "scd_ma": params[P.P_SC] * 100,
-        "scd_delay_us": SCD_DELAY_US,
+        "scd_delay_us": _SCD_DELAY_US,
     }
 
 

@@ -36,67 +36,67 @@ ADDR = const(0x08)
 EIO = const(5)
 
 # Direct commands
-CMD_SAFETY_ALERT_A = const(0x02)  # 0x02..0x07: alert A, status A, alert B, ...
-CMD_BATTERY_STATUS = const(0x12)
-CMD_CELL1 = const(0x14)
-CMD_STACK = const(0x34)
-CMD_PACK = const(0x36)
-CMD_LD = const(0x38)
-CMD_CC2 = const(0x3A)
-CMD_SUBCMD = const(0x3E)
-CMD_BUFFER = const(0x40)
-CMD_CHECKSUM = const(0x60)
-CMD_TEMP_INT = const(0x68)
-CMD_TEMP_TS1 = const(0x70)
-CMD_FET_STATUS = const(0x7F)
+_CMD_SAFETY_ALERT_A = const(0x02)  # 0x02..0x07: alert A, status A, alert B, ...
+_CMD_BATTERY_STATUS = const(0x12)
+_CMD_CELL1 = const(0x14)
+_CMD_STACK = const(0x34)
+_CMD_PACK = const(0x36)
+_CMD_LD = const(0x38)
+_CMD_CC2 = const(0x3A)
+_CMD_SUBCMD = const(0x3E)
+_CMD_BUFFER = const(0x40)
+_CMD_CHECKSUM = const(0x60)
+_CMD_TEMP_INT = const(0x68)
+_CMD_TEMP_TS1 = const(0x70)
+_CMD_FET_STATUS = const(0x7F)
 
 # Subcommands
-SUB_DEVICE_NUMBER = const(0x0001)
-SUB_SHUTDOWN = const(0x0010)
-SUB_FET_ENABLE = const(0x0022)
-SUB_MFG_STATUS = const(0x0057)
-SUB_CB_ACTIVE_CELLS = const(0x0083)
-SUB_SET_CFGUPDATE = const(0x0090)
-SUB_EXIT_CFGUPDATE = const(0x0092)
-SUB_ALL_FETS_OFF = const(0x0095)
-SUB_FET_CONTROL = const(0x0097)
-SUB_SLEEP_ENABLE = const(0x0099)
-SUB_SLEEP_DISABLE = const(0x009A)
-SUB_OCDL_RECOVER = const(0x009B)
-SUB_SCDL_RECOVER = const(0x009C)
+_SUB_DEVICE_NUMBER = const(0x0001)
+_SUB_SHUTDOWN = const(0x0010)
+_SUB_FET_ENABLE = const(0x0022)
+_SUB_MFG_STATUS = const(0x0057)
+_SUB_CB_ACTIVE_CELLS = const(0x0083)
+_SUB_SET_CFGUPDATE = const(0x0090)
+_SUB_EXIT_CFGUPDATE = const(0x0092)
+_SUB_ALL_FETS_OFF = const(0x0095)
+_SUB_FET_CONTROL = const(0x0097)
+_SUB_SLEEP_ENABLE = const(0x0099)
+_SUB_SLEEP_DISABLE = const(0x009A)
+_SUB_OCDL_RECOVER = const(0x009B)
+_SUB_SCDL_RECOVER = const(0x009C)
 
 # Data memory (RAM) addresses
-DM_CC_GAIN = const(0x91A8)         # F4
-DM_CAP_GAIN = const(0x91AC)        # F4
-DM_DA_CONFIG = const(0x9303)       # H1: USER_AMPS[1:0], USER_VOLTS_CV bit 2
-DM_VCELL_MODE = const(0x9304)      # H2: one bit per VC channel in use
-DM_FET_OPTIONS = const(0x9308)
-DM_MFG_STATUS_INIT = const(0x9343)  # H2: FET_EN bit 4
-DM_ENABLED_PROT_A = const(0x9261)
-DM_CUV_THRESHOLD = const(0x9275)   # I1, 50.6 mV
-DM_CUV_DELAY = const(0x9276)       # U2, 3.3 ms (+6.6 ms)
-DM_COV_THRESHOLD = const(0x9278)
-DM_COV_DELAY = const(0x9279)
-DM_OCC_THRESHOLD = const(0x9280)   # I1, 2 mV across the shunt
-DM_OCC_DELAY = const(0x9281)       # U1, 3.3 ms (+6.6 ms)
-DM_OCD1_THRESHOLD = const(0x9282)
-DM_OCD1_DELAY = const(0x9283)
-DM_SCD_THRESHOLD = const(0x9286)   # enum, SCD_MV
-DM_SCD_DELAY = const(0x9287)       # U1, (n-1) * 15 us
+_DM_CC_GAIN = const(0x91A8)         # F4
+_DM_CAP_GAIN = const(0x91AC)        # F4
+_DM_DA_CONFIG = const(0x9303)       # H1: USER_AMPS[1:0], USER_VOLTS_CV bit 2
+_DM_VCELL_MODE = const(0x9304)      # H2: one bit per VC channel in use
+_DM_FET_OPTIONS = const(0x9308)
+_DM_MFG_STATUS_INIT = const(0x9343)  # H2: FET_EN bit 4
+_DM_ENABLED_PROT_A = const(0x9261)
+_DM_CUV_THRESHOLD = const(0x9275)   # I1, 50.6 mV
+_DM_CUV_DELAY = const(0x9276)       # U2, 3.3 ms (+6.6 ms)
+_DM_COV_THRESHOLD = const(0x9278)
+_DM_COV_DELAY = const(0x9279)
+_DM_OCC_THRESHOLD = const(0x9280)   # I1, 2 mV across the shunt
+_DM_OCC_DELAY = const(0x9281)       # U1, 3.3 ms (+6.6 ms)
+_DM_OCD1_THRESHOLD = const(0x9282)
+_DM_OCD1_DELAY = const(0x9283)
+_DM_SCD_THRESHOLD = const(0x9286)   # enum, SCD_MV
+_DM_SCD_DELAY = const(0x9287)       # U1, (n-1) * 15 us
 
 # Safety status A bits
-SA_SCD = const(0x80)
-SA_OCD2 = const(0x40)
-SA_OCD1 = const(0x20)
-SA_OCC = const(0x10)
-SA_COV = const(0x08)
-SA_CUV = const(0x04)
+_SA_SCD = const(0x80)
+_SA_OCD2 = const(0x40)
+_SA_OCD1 = const(0x20)
+_SA_OCC = const(0x10)
+_SA_COV = const(0x08)
+_SA_CUV = const(0x04)
 
 SCD_MV = (10, 20, 40, 60, 80, 100, 125, 150, 175, 200, 250, 300, 350, 400, 450, 500)
-MFG_FET_EN = const(0x10)
-BS_CFGUPDATE = const(0x0001)
-BS_SLEEP = const(0x8000)
-K_OFFSET_DK = const(2731)  # 0.1 K -> 0.1 degC (273.15 K, rounded)
+_MFG_FET_EN = const(0x10)
+_BS_CFGUPDATE = const(0x0001)
+_BS_SLEEP = const(0x8000)
+_K_OFFSET_DK = const(2731)  # 0.1 K -> 0.1 degC (273.15 K, rounded)
 
 
 def crc8(data, n, crc=0):
@@ -256,7 +256,7 @@ class BQ76952(Afe):
         t = self._tx
         t[0] = code & 0xFF
         t[1] = code >> 8
-        self._write(CMD_SUBCMD, t, 2)
+        self._write(_CMD_SUBCMD, t, 2)
 
     def subcommand_read(self, code, n):
         """Run a subcommand (or data-memory read) and return a memoryview of
@@ -269,18 +269,18 @@ class BQ76952(Afe):
             # (0xFF while busy); bounded polling, no sleeping.
             ready = False
             for _ in range(8):
-                if self.read_u16(CMD_SUBCMD) == code:
+                if self.read_u16(_CMD_SUBCMD) == code:
                     ready = True
                     break
             if not ready:
                 continue
-            self._read(CMD_CHECKSUM, 2)
+            self._read(_CMD_CHECKSUM, 2)
             cks = self._rx[0]
             ln = self._rx[1] - 4
             if ln < n or ln > 32:
                 self.crc_errors += 1
                 continue
-            self._read(CMD_BUFFER, ln)
+            self._read(_CMD_BUFFER, ln)
             if checksum(code, self._rx, ln) != cks:
                 self.crc_errors += 1
                 continue
@@ -295,10 +295,10 @@ class BQ76952(Afe):
         t[1] = code >> 8
         for i in range(n):
             t[2 + i] = data[i]
-        self._write(CMD_SUBCMD, t, 2 + n)
+        self._write(_CMD_SUBCMD, t, 2 + n)
         t[0] = checksum(code, data, n)
         t[1] = n + 4
-        self._write(CMD_CHECKSUM, t, 2)
+        self._write(_CMD_CHECKSUM, t, 2)
 
     def dm_write(self, addr, fmt, value):
         """Write one data-memory value (struct format '<B', '<b', '<H', '<f')."""
@@ -310,12 +310,12 @@ class BQ76952(Afe):
         return struct.unpack(fmt, bytes(self.subcommand_read(addr, n)))[0]
 
     def battery_status(self):
-        return self.read_u16(CMD_BATTERY_STATUS)
+        return self.read_u16(_CMD_BATTERY_STATUS)
 
     def _cfgupdate(self, enter):
-        self.subcommand(SUB_SET_CFGUPDATE if enter else SUB_EXIT_CFGUPDATE)
+        self.subcommand(_SUB_SET_CFGUPDATE if enter else _SUB_EXIT_CFGUPDATE)
         for _ in range(8):
-            on = bool(self.battery_status() & BS_CFGUPDATE)
+            on = bool(self.battery_status() & _BS_CFGUPDATE)
             if on == enter:
                 return
         raise OSError(EIO)
@@ -341,49 +341,49 @@ class BQ76952(Afe):
         # 298261.6178.  Both IEEE-754 single, little-endian like all DM values.
         cc_gain = 7.5684 * 1000.0 / uohm
         w = []
-        w.append((DM_VCELL_MODE, "<H", self.vcell_mask))
-        w.append((DM_DA_CONFIG, "<B", 0x04 | amps))  # USER_VOLTS_CV, USER_AMPS
-        w.append((DM_CC_GAIN, "<f", cc_gain))
-        w.append((DM_CAP_GAIN, "<f", cc_gain * 298261.6178))
-        w.append((DM_MFG_STATUS_INIT, "<H", MFG_FET_EN))
+        w.append((_DM_VCELL_MODE, "<H", self.vcell_mask))
+        w.append((_DM_DA_CONFIG, "<B", 0x04 | amps))  # USER_VOLTS_CV, USER_AMPS
+        w.append((_DM_CC_GAIN, "<f", cc_gain))
+        w.append((_DM_CAP_GAIN, "<f", cc_gain * 298261.6178))
+        w.append((_DM_MFG_STATUS_INIT, "<H", _MFG_FET_EN))
         if "cov_mv" in conf:
-            w.append((DM_COV_THRESHOLD, "<b", _clamp(_ceil_div(conf["cov_mv"] * 10, 506), 20, 110)))
-            w.append((DM_COV_DELAY, "<H", self._delay_code(conf.get("cov_delay_ms", 250), 2047)))
+            w.append((_DM_COV_THRESHOLD, "<b", _clamp(_ceil_div(conf["cov_mv"] * 10, 506), 20, 110)))
+            w.append((_DM_COV_DELAY, "<H", self._delay_code(conf.get("cov_delay_ms", 250), 2047)))
         if "cuv_mv" in conf:
-            w.append((DM_CUV_THRESHOLD, "<b", _clamp(conf["cuv_mv"] * 10 // 506, 20, 90)))
-            w.append((DM_CUV_DELAY, "<H", self._delay_code(conf.get("cuv_delay_ms", 250), 2047)))
+            w.append((_DM_CUV_THRESHOLD, "<b", _clamp(conf["cuv_mv"] * 10 // 506, 20, 90)))
+            w.append((_DM_CUV_DELAY, "<H", self._delay_code(conf.get("cuv_delay_ms", 250), 2047)))
         if "occ_ma" in conf:
-            w.append((DM_OCC_THRESHOLD, "<b", _clamp(_ceil_div(conf["occ_ma"] * uohm, 2000000), 2, 62)))
-            w.append((DM_OCC_DELAY, "<B", self._delay_code(conf.get("occ_delay_ms", 20), 127)))
+            w.append((_DM_OCC_THRESHOLD, "<b", _clamp(_ceil_div(conf["occ_ma"] * uohm, 2000000), 2, 62)))
+            w.append((_DM_OCC_DELAY, "<B", self._delay_code(conf.get("occ_delay_ms", 20), 127)))
         if "ocd1_ma" in conf:
-            w.append((DM_OCD1_THRESHOLD, "<b", _clamp(_ceil_div(conf["ocd1_ma"] * uohm, 2000000), 2, 100)))
-            w.append((DM_OCD1_DELAY, "<B", self._delay_code(conf.get("ocd1_delay_ms", 20), 127)))
+            w.append((_DM_OCD1_THRESHOLD, "<b", _clamp(_ceil_div(conf["ocd1_ma"] * uohm, 2000000), 2, 100)))
+            w.append((_DM_OCD1_DELAY, "<B", self._delay_code(conf.get("ocd1_delay_ms", 20), 127)))
         if scd_ma:
             code = len(SCD_MV) - 1
             for i in range(len(SCD_MV)):
                 if SCD_MV[i] * 1000000 >= scd_ma * uohm:
                     code = i
                     break
-            w.append((DM_SCD_THRESHOLD, "<B", code))
+            w.append((_DM_SCD_THRESHOLD, "<B", code))
             us = conf.get("scd_delay_us", 200)
-            w.append((DM_SCD_DELAY, "<B", _clamp(_ceil_div(us, 15) + 1, 1, 31)))
+            w.append((_DM_SCD_DELAY, "<B", _clamp(_ceil_div(us, 15) + 1, 1, 31)))
         # Enable only what we configured: the chip's defaults (e.g. OCC at
         # 4 mV) would trip a large pack in normal use.
         prot = 0
-        for key, bit in (("cov_mv", SA_COV), ("cuv_mv", SA_CUV), ("occ_ma", SA_OCC),
-                         ("ocd1_ma", SA_OCD1), ("scd_ma", SA_SCD)):
+        for key, bit in (("cov_mv", _SA_COV), ("cuv_mv", _SA_CUV), ("occ_ma", _SA_OCC),
+                         ("ocd1_ma", _SA_OCD1), ("scd_ma", _SA_SCD)):
             if conf.get(key):
                 prot |= bit
-        w.append((DM_ENABLED_PROT_A, "<B", prot))
+        w.append((_DM_ENABLED_PROT_A, "<B", prot))
         self._cfgupdate(True)
         try:
             for addr, fmt, val in w:
                 self.dm_write(addr, fmt, val)
         finally:
             self._cfgupdate(False)
-        mfg = self.subcommand_read(SUB_MFG_STATUS, 2)
-        if not mfg[0] & MFG_FET_EN:
-            self.subcommand(SUB_FET_ENABLE)  # toggles FET_EN: firmware FET control
+        mfg = self.subcommand_read(_SUB_MFG_STATUS, 2)
+        if not mfg[0] & _MFG_FET_EN:
+            self.subcommand(_SUB_FET_ENABLE)  # toggles FET_EN: firmware FET control
         return self._applied(uohm)
 
     @staticmethod
@@ -392,44 +392,44 @@ class BQ76952(Afe):
 
     def _applied(self, uohm):
         r = self.dm_read
-        da = r(DM_DA_CONFIG, "<B")
+        da = r(_DM_DA_CONFIG, "<B")
         self.user_amps_ma = (0, 1, 10, 100)[da & 3] or 1
         self.user_volts_mv = 10 if da & 0x04 else 1
-        mask = r(DM_VCELL_MODE, "<H")
+        mask = r(_DM_VCELL_MODE, "<H")
         n = 0
         for ch in range(16):
             if mask & (1 << ch):
                 n += 1
-        prot = r(DM_ENABLED_PROT_A, "<B")
+        prot = r(_DM_ENABLED_PROT_A, "<B")
         out = {"cells": n, "vcell_mask": mask, "user_amps_ma": self.user_amps_ma,
                "prot_a": prot, "shunt_uohm": uohm,
-               "cc_gain": r(DM_CC_GAIN, "<f")}
-        if prot & SA_COV:
-            out["cov_mv"] = r(DM_COV_THRESHOLD, "<b") * 506 // 10
-            out["cov_delay_ms"] = (r(DM_COV_DELAY, "<H") + 2) * 33 // 10
-        if prot & SA_CUV:
-            out["cuv_mv"] = r(DM_CUV_THRESHOLD, "<b") * 506 // 10
-            out["cuv_delay_ms"] = (r(DM_CUV_DELAY, "<H") + 2) * 33 // 10
-        if prot & SA_OCC:
-            out["occ_ma"] = r(DM_OCC_THRESHOLD, "<b") * 2000000 // uohm
-            out["occ_delay_ms"] = (r(DM_OCC_DELAY, "<B") + 2) * 33 // 10
-        if prot & SA_OCD1:
-            out["ocd1_ma"] = r(DM_OCD1_THRESHOLD, "<b") * 2000000 // uohm
-            out["ocd1_delay_ms"] = (r(DM_OCD1_DELAY, "<B") + 2) * 33 // 10
-        if prot & SA_SCD:
-            out["scd_ma"] = SCD_MV[r(DM_SCD_THRESHOLD, "<B") & 15] * 1000000 // uohm
-            out["scd_delay_us"] = (r(DM_SCD_DELAY, "<B") - 1) * 15
+               "cc_gain": r(_DM_CC_GAIN, "<f")}
+        if prot & _SA_COV:
+            out["cov_mv"] = r(_DM_COV_THRESHOLD, "<b") * 506 // 10
+            out["cov_delay_ms"] = (r(_DM_COV_DELAY, "<H") + 2) * 33 // 10
+        if prot & _SA_CUV:
+            out["cuv_mv"] = r(_DM_CUV_THRESHOLD, "<b") * 506 // 10
+            out["cuv_delay_ms"] = (r(_DM_CUV_DELAY, "<H") + 2) * 33 // 10
+        if prot & _SA_OCC:
+            out["occ_ma"] = r(_DM_OCC_THRESHOLD, "<b") * 2000000 // uohm
+            out["occ_delay_ms"] = (r(_DM_OCC_DELAY, "<B") + 2) * 33 // 10
+        if prot & _SA_OCD1:
+            out["ocd1_ma"] = r(_DM_OCD1_THRESHOLD, "<b") * 2000000 // uohm
+            out["ocd1_delay_ms"] = (r(_DM_OCD1_DELAY, "<B") + 2) * 33 // 10
+        if prot & _SA_SCD:
+            out["scd_ma"] = SCD_MV[r(_DM_SCD_THRESHOLD, "<B") & 15] * 1000000 // uohm
+            out["scd_delay_us"] = (r(_DM_SCD_DELAY, "<B") - 1) * 15
         return out
 
     def device_number(self):
-        v = self.subcommand_read(SUB_DEVICE_NUMBER, 2)
+        v = self.subcommand_read(_SUB_DEVICE_NUMBER, 2)
         return v[0] | (v[1] << 8)
 
     # ---- measurements --------------------------------------------------------
     def read_cells(self, cell_mv, n):
         if n > self.cells:
             raise ValueError("only %d cells configured" % self.cells)
-        self._read(CMD_CELL1, 32)  # one block: 16 x I2 from 0x14
+        self._read(_CMD_CELL1, 32)  # one block: 16 x I2 from 0x14
         rx = self._rx
         for i in range(n):
             o = 2 * self._chan[i]
@@ -440,27 +440,27 @@ class BQ76952(Afe):
     def read_temps(self, temp_dc):
         """[0] die, [1..3] TS1..TS3 (only meaningful where a thermistor is
         configured on that pin) in 0.1 degC; returns 4."""
-        temp_dc[0] = self.read_u16(CMD_TEMP_INT) - K_OFFSET_DK
-        self._read(CMD_TEMP_TS1, 6)
+        temp_dc[0] = self.read_u16(_CMD_TEMP_INT) - _K_OFFSET_DK
+        self._read(_CMD_TEMP_TS1, 6)
         rx = self._rx
         for k in range(3):
-            temp_dc[1 + k] = (rx[2 * k] | (rx[2 * k + 1] << 8)) - K_OFFSET_DK
+            temp_dc[1 + k] = (rx[2 * k] | (rx[2 * k + 1] << 8)) - _K_OFFSET_DK
         return 4
 
     def read_current(self):
-        return self.read_i16(CMD_CC2) * self.user_amps_ma
+        return self.read_i16(_CMD_CC2) * self.user_amps_ma
 
     def read_stack_mv(self):
-        return self.read_i16(CMD_STACK) * self.user_volts_mv
+        return self.read_i16(_CMD_STACK) * self.user_volts_mv
 
     def read_pack_mv(self):
-        return self.read_i16(CMD_PACK) * self.user_volts_mv
+        return self.read_i16(_CMD_PACK) * self.user_volts_mv
 
     def read_ld_mv(self):
-        return self.read_i16(CMD_LD) * self.user_volts_mv
+        return self.read_i16(_CMD_LD) * self.user_volts_mv
 
     def fet_status(self):
-        self._read(CMD_FET_STATUS, 1)
+        self._read(_CMD_FET_STATUS, 1)
         return self._rx[0]
 
     # ---- outputs -------------------------------------------------------------
@@ -475,34 +475,34 @@ class BQ76952(Afe):
         t = self._tx
         t[40] = mask & 0xFF
         t[41] = mask >> 8
-        self.subcommand_write(SUB_CB_ACTIVE_CELLS, memoryview(t)[40:42], 2)
+        self.subcommand_write(_SUB_CB_ACTIVE_CELLS, memoryview(t)[40:42], 2)
 
     def set_switches(self, chg, dsg):
         """Host FET control via FET_CONTROL (one atomic write: bit0 DSG_OFF,
         bit1 PDSG_OFF, bit2 CHG_OFF, bit3 PCHG_OFF); the chip's own
         protections still override it."""
         if not chg and not dsg:
-            self.subcommand(SUB_ALL_FETS_OFF)
+            self.subcommand(_SUB_ALL_FETS_OFF)
             return
         t = self._tx
         t[40] = (0 if dsg else 0x03) | (0 if chg else 0x0C)
-        self.subcommand_write(SUB_FET_CONTROL, memoryview(t)[40:41], 1)
+        self.subcommand_write(_SUB_FET_CONTROL, memoryview(t)[40:41], 1)
 
     def set_mode(self, mode):
         if mode == MODE_NORMAL:
-            self.subcommand(SUB_SLEEP_DISABLE)
+            self.subcommand(_SUB_SLEEP_DISABLE)
         elif mode == MODE_SLEEP:
-            self.subcommand(SUB_SLEEP_ENABLE)
+            self.subcommand(_SUB_SLEEP_ENABLE)
         elif mode == MODE_SHUTDOWN:
             # One SHUTDOWN is sent; whether the BQ76952 wants it twice (as TI's
             # gauges do when sealed) is not verified: see docs/afe.md.
-            self.subcommand(SUB_SHUTDOWN)
+            self.subcommand(_SUB_SHUTDOWN)
         else:
             raise ValueError("mode")
 
     # ---- faults --------------------------------------------------------------
     def fault(self):
-        self._read(CMD_SAFETY_ALERT_A, 6)
+        self._read(_CMD_SAFETY_ALERT_A, 6)
         s = self.status
         for i in range(6):
             s[i] = self._rx[i]
@@ -510,15 +510,15 @@ class BQ76952(Afe):
         b = s[3]
         c = s[5]
         f = 0
-        if a & SA_SCD or c & 0x40:           # SCD, SCDL
+        if a & _SA_SCD or c & 0x40:           # SCD, SCDL
             f |= FAULT_SCD
-        if a & (SA_OCD1 | SA_OCD2) or c & 0xA0:  # OCD1/2, OCD3, OCDL
+        if a & (_SA_OCD1 | _SA_OCD2) or c & 0xA0:  # OCD1/2, OCD3, OCDL
             f |= FAULT_OCD
-        if a & SA_OCC:
+        if a & _SA_OCC:
             f |= FAULT_OCC
-        if a & SA_COV or c & 0x10:           # COV, COVL
+        if a & _SA_COV or c & 0x10:           # COV, COVL
             f |= FAULT_OV
-        if a & SA_CUV:
+        if a & _SA_CUV:
             f |= FAULT_UV
         if b & 0xF0:                          # OTF, OTINT, OTD, OTC
             f |= FAULT_OT
@@ -529,5 +529,5 @@ class BQ76952(Afe):
         return f
 
     def clear_fault(self):
-        self.subcommand(SUB_OCDL_RECOVER)
-        self.subcommand(SUB_SCDL_RECOVER)
+        self.subcommand(_SUB_OCDL_RECOVER)
+        self.subcommand(_SUB_SCDL_RECOVER)

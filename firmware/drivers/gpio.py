@@ -13,7 +13,7 @@ AFE-level hardware fault, which opens everything else.
 from micropython import const
 
 LED_OFF = const(0)
-LED_ON = const(1)
+_LED_ON = const(1)
 LED_SLOW = const(2)   # 1 s period: running normally
 LED_FAST = const(3)   # 200 ms period: alarm
 LED_BLIP = const(4)   # 50 ms flash every 2 s: standby / boot
@@ -125,7 +125,7 @@ class StatusLed(Output):
         if pattern is not None:
             self.pattern = pattern
         p = self.pattern
-        if p == LED_ON:
+        if p == _LED_ON:
             on = True
         elif p == LED_SLOW:
             on = (now % 1000) < 500

@@ -22,57 +22,57 @@ ADDR = const(0x40)  # A1 = A0 = GND
 EIO = const(5)
 ENODEV = const(19)
 
-REG_CONFIG = const(0x00)
-REG_ADC_CONFIG = const(0x01)
-REG_SHUNT_CAL = const(0x02)
-REG_SHUNT_TEMPCO = const(0x03)
-REG_VSHUNT = const(0x04)
-REG_VBUS = const(0x05)
-REG_DIETEMP = const(0x06)
-REG_CURRENT = const(0x07)
-REG_POWER = const(0x08)
-REG_ENERGY = const(0x09)
-REG_CHARGE = const(0x0A)
-REG_DIAG_ALRT = const(0x0B)
-REG_SOVL = const(0x0C)
-REG_SUVL = const(0x0D)
-REG_MANUFACTURER_ID = const(0x3E)
-REG_DEVICE_ID = const(0x3F)
+_REG_CONFIG = const(0x00)
+_REG_ADC_CONFIG = const(0x01)
+_REG_SHUNT_CAL = const(0x02)
+_REG_SHUNT_TEMPCO = const(0x03)
+_REG_VSHUNT = const(0x04)
+_REG_VBUS = const(0x05)
+_REG_DIETEMP = const(0x06)
+_REG_CURRENT = const(0x07)
+_REG_POWER = const(0x08)
+_REG_ENERGY = const(0x09)
+_REG_CHARGE = const(0x0A)
+_REG_DIAG_ALRT = const(0x0B)
+_REG_SOVL = const(0x0C)
+_REG_SUVL = const(0x0D)
+_REG_MANUFACTURER_ID = const(0x3E)
+_REG_DEVICE_ID = const(0x3F)
 
-MANUFACTURER_TI = const(0x5449)  # "TI"
-DIE_ID = const(0x228)            # DEVICE_ID bits 15:4
+_MANUFACTURER_TI = const(0x5449)  # "TI"
+_DIE_ID = const(0x228)            # DEVICE_ID bits 15:4
 
 # CONFIG bits
-CFG_RST = const(0x8000)
-CFG_RSTACC = const(0x4000)
-CFG_TEMPCOMP = const(0x0020)
-CFG_ADCRANGE = const(0x0010)
+_CFG_RST = const(0x8000)
+_CFG_RSTACC = const(0x4000)
+_CFG_TEMPCOMP = const(0x0020)
+_CFG_ADCRANGE = const(0x0010)
 
 # ADC_CONFIG: MODE 15:12, VBUSCT 11:9, VSHCT 8:6, VTCT 5:3, AVG 2:0
-MODE_CONT_ALL = const(0xF)        # continuous bus, shunt and temperature
+_MODE_CONT_ALL = const(0xF)        # continuous bus, shunt and temperature
 CT_US = (50, 84, 150, 280, 540, 1052, 2074, 4120)
 AVG_N = (1, 4, 16, 64, 128, 256, 512, 1024)
 
 # DIAG_ALRT bits
-DIAG_ALATCH = const(0x8000)
-DIAG_CNVR = const(0x4000)
-DIAG_SLOWALERT = const(0x2000)
-DIAG_APOL = const(0x1000)
-DIAG_ENERGYOF = const(0x0800)
-DIAG_CHARGEOF = const(0x0400)
-DIAG_MATHOF = const(0x0200)
-DIAG_TMPOL = const(0x0080)
-DIAG_SHNTOL = const(0x0040)
-DIAG_SHNTUL = const(0x0020)
-DIAG_BUSOL = const(0x0010)
-DIAG_BUSUL = const(0x0008)
-DIAG_POL = const(0x0004)
-DIAG_CNVRF = const(0x0002)
-DIAG_MEMSTAT = const(0x0001)
+_DIAG_ALATCH = const(0x8000)
+_DIAG_CNVR = const(0x4000)
+_DIAG_SLOWALERT = const(0x2000)
+_DIAG_APOL = const(0x1000)
+_DIAG_ENERGYOF = const(0x0800)
+_DIAG_CHARGEOF = const(0x0400)
+_DIAG_MATHOF = const(0x0200)
+_DIAG_TMPOL = const(0x0080)
+_DIAG_SHNTOL = const(0x0040)
+_DIAG_SHNTUL = const(0x0020)
+_DIAG_BUSOL = const(0x0010)
+_DIAG_BUSUL = const(0x0008)
+_DIAG_POL = const(0x0004)
+_DIAG_CNVRF = const(0x0002)
+_DIAG_MEMSTAT = const(0x0001)
 
 # Full-scale shunt range in nV: +-163.84 mV (ADCRANGE 0), +-40.96 mV (1).
 FS_SHUNT_NV = (163840000, 40960000)
-RESULT_MAX = const(0x7FFFF)  # 2**19 - 1
+_RESULT_MAX = const(0x7FFFF)  # 2**19 - 1
 
 
 def shunt_cal(current_lsb_ua, shunt_uohm, adcrange):
@@ -105,7 +105,7 @@ def best_lsb_ua(max_current_ma, shunt_uohm, adcrange):
     return best
 
 
-def adc_config(vbusct=4, vshct=5, vtct=4, avg=2, mode=MODE_CONT_ALL):
+def adc_config(vbusct=4, vshct=5, vtct=4, avg=2, mode=_MODE_CONT_ALL):
     return (mode << 12) | (vbusct << 9) | (vshct << 6) | (vtct << 3) | avg
 
 
@@ -186,29 +186,29 @@ class INA228:
     def configure(self, reset=True):
         """Check the identity, program CONFIG/ADC_CONFIG/SHUNT_CAL and read
         them back; returns the applied values."""
-        if self.read_reg(REG_MANUFACTURER_ID) != MANUFACTURER_TI or \
-                (self.read_reg(REG_DEVICE_ID) >> 4) != DIE_ID:
+        if self.read_reg(_REG_MANUFACTURER_ID) != _MANUFACTURER_TI or \
+                (self.read_reg(_REG_DEVICE_ID) >> 4) != _DIE_ID:
             raise OSError(ENODEV)
         if reset:
-            self.write_reg(REG_CONFIG, CFG_RST)
-        cfg = CFG_ADCRANGE if self.adcrange else 0
-        self.write_reg(REG_CONFIG, cfg)
-        self.write_reg(REG_ADC_CONFIG, self.adc_cfg)
-        self.write_reg(REG_SHUNT_CAL, self.cal)
-        got = (self.read_reg(REG_CONFIG), self.read_reg(REG_ADC_CONFIG),
-               self.read_reg(REG_SHUNT_CAL))
+            self.write_reg(_REG_CONFIG, _CFG_RST)
+        cfg = _CFG_ADCRANGE if self.adcrange else 0
+        self.write_reg(_REG_CONFIG, cfg)
+        self.write_reg(_REG_ADC_CONFIG, self.adc_cfg)
+        self.write_reg(_REG_SHUNT_CAL, self.cal)
+        got = (self.read_reg(_REG_CONFIG), self.read_reg(_REG_ADC_CONFIG),
+               self.read_reg(_REG_SHUNT_CAL))
         if got != (cfg, self.adc_cfg, self.cal):
             raise OSError(EIO)
         return {"adcrange": self.adcrange, "current_lsb_ua": self.current_lsb_ua,
                 "shunt_cal": self.cal, "adc_config": self.adc_cfg,
-                "full_scale_ma": self.current_lsb_ua * RESULT_MAX // 1000}
+                "full_scale_ma": self.current_lsb_ua * _RESULT_MAX // 1000}
 
     def reset_charge(self):
-        self.write_reg(REG_CONFIG, CFG_RSTACC | (CFG_ADCRANGE if self.adcrange else 0))
+        self.write_reg(_REG_CONFIG, _CFG_RSTACC | (_CFG_ADCRANGE if self.adcrange else 0))
 
     # ---- measurements (allocation-free) -------------------------------------
     def read_current_raw(self):
-        b = self._read(REG_CURRENT, self._b3)
+        b = self._read(_REG_CURRENT, self._b3)
         return _s20(b[0], b[1], b[2])
 
     def read_current_ma(self):
@@ -221,13 +221,13 @@ class INA228:
 
     def read_shunt_uv(self):
         """Shunt voltage in uV, rounded: 312.5 nV = 5/16 uV (78.125 = 5/64)."""
-        b = self._read(REG_VSHUNT, self._b3)
+        b = self._read(_REG_VSHUNT, self._b3)
         v = _s20(b[0], b[1], b[2]) * 5
         return (v + 32) >> 6 if self.adcrange else (v + 8) >> 4
 
     def read_bus_mv(self):
         """195.3125 uV/LSB = 25/128 mV; the result is never negative."""
-        b = self._read(REG_VBUS, self._b3)
+        b = self._read(_REG_VBUS, self._b3)
         v = _s20(b[0], b[1], b[2])
         if v < 0:
             v = 0
@@ -235,7 +235,7 @@ class INA228:
 
     def read_die_dc(self):
         """7.8125 m degC/LSB = 5/64 of 0.1 degC."""
-        b = self._read(REG_DIETEMP, self._b2)
+        b = self._read(_REG_DIETEMP, self._b2)
         v = (b[0] << 8) | b[1]
         if v & 0x8000:
             v -= 0x10000
@@ -244,7 +244,7 @@ class INA228:
     def read_charge_raw(self):
         """40-bit signed accumulator (may be a big int on the board: call it
         from slow tasks only)."""
-        b = self._read(REG_CHARGE, self._b5)
+        b = self._read(_REG_CHARGE, self._b5)
         v = (b[0] << 32) | (b[1] << 24) | (b[2] << 16) | (b[3] << 8) | b[4]
         return v - (1 << 40) if b[0] & 0x80 else v
 
@@ -254,4 +254,4 @@ class INA228:
         return (raw * self.current_lsb_ua + 500) // 1000
 
     def diag(self):
-        return self.read_reg(REG_DIAG_ALRT)
+        return self.read_reg(_REG_DIAG_ALRT)

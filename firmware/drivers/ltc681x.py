@@ -4,9 +4,9 @@ Protocol (LTC6811-1 / LTC6813-1 data sheets):
 - Every command is 2 bytes + PEC-15 (CRC-15, polynomial 0x4599, seed 16,
   sent shifted left once so bit 0 is 0), MSB first.  Every 6-byte register
   group travels with its own PEC, one group per chip.
-- Writes (WRCFGA 0x001, WRCFGB 0x024): the first group sent is for the chip
+- Writes (WRCFGA 0x001, _WRCFGB 0x024): the first group sent is for the chip
   furthest from the MCU (top of the chain).  Reads (RDCVA..F, RDAUXA..D,
-  RDSTATA/B, RDCFGA/B): the first group received is from the nearest chip.
+  _RDSTATA/B, _RDCFGA/B): the first group received is from the nearest chip.
 - Cell voltages are unsigned 16-bit little-endian at 100 uV per LSB, three
   per group: A..D (6811) or A..F (6813).  Registers read 0xFFFF until a
   conversion has written them.
@@ -42,23 +42,23 @@ EIO = const(5)
 ETIMEDOUT = const(110)
 
 WRCFGA = const(0x0001)
-WRCFGB = const(0x0024)
-RDCFGA = const(0x0002)
-RDCFGB = const(0x0026)
+_WRCFGB = const(0x0024)
+_RDCFGA = const(0x0002)
+_RDCFGB = const(0x0026)
 RDCV = (0x0004, 0x0006, 0x0008, 0x000A, 0x0009, 0x000B)  # A..F
 RDAUX = (0x000C, 0x000E, 0x000D, 0x000F)                # A..D
-RDSTATA = const(0x0010)
-RDSTATB = const(0x0012)
-CLRCELL = const(0x0711)
+_RDSTATA = const(0x0010)
+_RDSTATB = const(0x0012)
+_CLRCELL = const(0x0711)
 PLADC = const(0x0714)
-MD_NORMAL = const(2)  # 7 kHz with ADCOPT = 0
-ADCV = const(0x0260 | (MD_NORMAL << 7))            # all cells, DCP = 0
-ADOW_PU = const(0x0228 | (MD_NORMAL << 7) | 0x40)
-ADOW_PD = const(0x0228 | (MD_NORMAL << 7))
-ADAX = const(0x0460 | (MD_NORMAL << 7))            # all GPIOs and VREF2
-ADSTAT = const(0x0468 | (MD_NORMAL << 7))          # SC, ITMP, VA, VD
-OPEN_WIRE_DELTA = const(-4000)  # -400 mV in 100 uV units
-NOT_CONVERTED = const(0xFFFF)
+_MD_NORMAL = const(2)  # 7 kHz with ADCOPT = 0
+ADCV = const(0x0260 | (_MD_NORMAL << 7))            # all cells, DCP = 0
+_ADOW_PU = const(0x0228 | (_MD_NORMAL << 7) | 0x40)
+_ADOW_PD = const(0x0228 | (_MD_NORMAL << 7))
+ADAX = const(0x0460 | (_MD_NORMAL << 7))            # all GPIOs and VREF2
+ADSTAT = const(0x0468 | (_MD_NORMAL << 7))          # SC, ITMP, VA, VD
+_OPEN_WIRE_DELTA = const(-4000)  # -400 mV in 100 uV units
+_NOT_CONVERTED = const(0xFFFF)
 
 
 def _make_table():
@@ -148,7 +148,7 @@ class LTC681x(Afe):
             self.cs.value(1)
 
     def command(self, code):
-        """Command without data (ADCV, CLRCELL, ...)."""
+        """Command without data (ADCV, _CLRCELL, ...)."""
         self._cmd(code)
         self.cs.value(0)
         try:
@@ -284,11 +284,11 @@ class LTC681x(Afe):
                 self.retries += 1
             self._write_groups(WRCFGA, self.cfga)
             if self.model == 6813:
-                self._write_groups(WRCFGB, self.cfgb)
-                self._read_groups(RDCFGB)
+                self._write_groups(_WRCFGB, self.cfgb)
+                self._read_groups(_RDCFGB)
                 if not self._same(self.cfgb, 0xF0, 2):
                     continue
-            self._read_groups(RDCFGA)
+            self._read_groups(_RDCFGA)
             if self._same(self.cfga, 0x07, 6):
                 return
         raise OSError(EIO)
@@ -346,7 +346,7 @@ class LTC681x(Afe):
         for i in range(n):
             c = i // u
             v = raw[c * pc + self.used[i - c * u]]
-            if v == NOT_CONVERTED:
+            if v == _NOT_CONVERTED:
                 return False
             cell_mv[i] = (v + 5) // 10  # 100 uV -> mV, rounded
         return True
@@ -385,7 +385,7 @@ class LTC681x(Afe):
         - 276 degC) in 0.1 degC; returns chips."""
         self.wakeup()
         self._convert(ADSTAT)
-        self._read_groups(RDSTATA)
+        self._read_groups(_RDSTATA)
         r = self._rx
         for c in range(self.chips):
             o = 4 + 8 * c
@@ -402,12 +402,12 @@ class LTC681x(Afe):
         pc = self.per_chip
         pu = array("H", [0] * len(self._raw))
         for _ in range(repeats):
-            self._convert(ADOW_PU)
+            self._convert(_ADOW_PU)
         self._read_cv()
         for i in range(len(pu)):
             pu[i] = self._raw[i]
         for _ in range(repeats):
-            self._convert(ADOW_PD)
+            self._convert(_ADOW_PD)
         self._read_cv()
         pd = self._raw
         found = 0
@@ -418,7 +418,7 @@ class LTC681x(Afe):
             if pu[b] == 0:
                 found |= 1 << base
             for ch in range(1, top):
-                if pu[b + ch] - pd[b + ch] < OPEN_WIRE_DELTA:
+                if pu[b + ch] - pd[b + ch] < _OPEN_WIRE_DELTA:
                     found |= 1 << (base + ch)
             if pd[b + top - 1] == 0:
                 found |= 1 << (base + top)
@@ -480,7 +480,7 @@ class LTC681x(Afe):
         """Comparator flags from the last ADCV (STATB C1..C12 UV/OV), thermal
         shutdown and mux failure, plus the last open-wire result."""
         self.wakeup()
-        self._read_groups(RDSTATB)
+        self._read_groups(_RDSTATB)
         r = self._rx
         f = FAULT_OPEN_WIRE if self.open_wires else 0
         for c in range(self.chips):

@@ -42,41 +42,41 @@ MODE_LISTEN = const(3)
 MODE_CONFIG = const(4)
 
 # SPI instructions
-I_RESET = const(0xC0)
-I_READ = const(0x03)
-I_WRITE = const(0x02)
-I_BITMOD = const(0x05)
-I_READ_STATUS = const(0xA0)
-I_RX_STATUS = const(0xB0)
-I_READ_RX = const(0x90)
-I_LOAD_TX = const(0x40)
-I_RTS = const(0x80)
+_I_RESET = const(0xC0)
+_I_READ = const(0x03)
+_I_WRITE = const(0x02)
+_I_BITMOD = const(0x05)
+_I_READ_STATUS = const(0xA0)
+_I_RX_STATUS = const(0xB0)
+_I_READ_RX = const(0x90)
+_I_LOAD_TX = const(0x40)
+_I_RTS = const(0x80)
 
 # Registers
-R_RXF0 = const(0x00)
-R_CANSTAT = const(0x0E)
-R_CANCTRL = const(0x0F)
-R_TEC = const(0x1C)
-R_RXM0 = const(0x20)
-R_RXM1 = const(0x24)
-R_CNF3 = const(0x28)
-R_CANINTE = const(0x2B)
-R_CANINTF = const(0x2C)
-R_EFLG = const(0x2D)
-R_TXB0CTRL = const(0x30)
-R_RXB0CTRL = const(0x60)
-R_RXB1CTRL = const(0x70)
+_R_RXF0 = const(0x00)
+_R_CANSTAT = const(0x0E)
+_R_CANCTRL = const(0x0F)
+_R_TEC = const(0x1C)
+_R_RXM0 = const(0x20)
+_R_RXM1 = const(0x24)
+_R_CNF3 = const(0x28)
+_R_CANINTE = const(0x2B)
+_R_CANINTF = const(0x2C)
+_R_EFLG = const(0x2D)
+_R_TXB0CTRL = const(0x30)
+_R_RXB0CTRL = const(0x60)
+_R_RXB1CTRL = const(0x70)
 
-INT_RX0 = const(0x01)
-INT_RX1 = const(0x02)
-INT_ERR = const(0x20)
-INT_MERR = const(0x80)
-EFLG_RX1OVR = const(0x80)
-EFLG_RX0OVR = const(0x40)
-EFLG_TXBO = const(0x20)
-EFLG_TXEP = const(0x10)
-EFLG_RXEP = const(0x08)
-EFLG_EWARN = const(0x01)
+_INT_RX0 = const(0x01)
+_INT_RX1 = const(0x02)
+_INT_ERR = const(0x20)
+_INT_MERR = const(0x80)
+_EFLG_RX1OVR = const(0x80)
+_EFLG_RX0OVR = const(0x40)
+_EFLG_TXBO = const(0x20)
+_EFLG_TXEP = const(0x10)
+_EFLG_RXEP = const(0x08)
+_EFLG_EWARN = const(0x01)
 TXREQ = const(0x08)
 EIO = const(5)
 ENODEV = const(19)
@@ -197,21 +197,21 @@ class MCP2515:
 
     def read_reg(self, addr):
         b = self._buf
-        b[0] = I_READ
+        b[0] = _I_READ
         b[1] = addr
         return self._xfer_byte(2)
 
     def _read2(self, addr):
         """Two registers from addr into _rx[0:2]."""
         b = self._buf
-        b[0] = I_READ
+        b[0] = _I_READ
         b[1] = addr
         self._xfer(2, 2)
         return self._rx
 
     def write_regs(self, addr, data):
         b = self._buf
-        b[0] = I_WRITE
+        b[0] = _I_WRITE
         b[1] = addr
         n = len(data)
         for i in range(n):
@@ -220,14 +220,14 @@ class MCP2515:
 
     def write_reg(self, addr, v):
         b = self._buf
-        b[0] = I_WRITE
+        b[0] = _I_WRITE
         b[1] = addr
         b[2] = v
         self._xfer(3, 0)
 
     def bit_modify(self, addr, mask, v):
         b = self._buf
-        b[0] = I_BITMOD
+        b[0] = _I_BITMOD
         b[1] = addr
         b[2] = mask
         b[3] = v
@@ -239,16 +239,16 @@ class MCP2515:
         return self._xfer_byte(1)
 
     def read_status(self):
-        return self._status(I_READ_STATUS)
+        return self._status(_I_READ_STATUS)
 
     def rx_status(self):
-        return self._status(I_RX_STATUS)
+        return self._status(_I_RX_STATUS)
 
     # ---- set-up ----------------------------------------------------------------
     def _set_mode(self, mode):
-        self.bit_modify(R_CANCTRL, 0xE0 | 0x08, (mode << 5) | (0x08 if self.one_shot else 0))
+        self.bit_modify(_R_CANCTRL, 0xE0 | 0x08, (mode << 5) | (0x08 if self.one_shot else 0))
         for _ in range(10):  # bounded poll, the switch takes a few bit times
-            if self.read_reg(R_CANSTAT) >> 5 == mode:
+            if self.read_reg(_R_CANSTAT) >> 5 == mode:
                 return
         raise OSError(EIO)
 
@@ -264,23 +264,23 @@ class MCP2515:
                     raise
 
     def _init_once(self):
-        self._cmd(I_RESET)
-        if self.read_reg(R_CANSTAT) >> 5 != MODE_CONFIG:
+        self._cmd(_I_RESET)
+        if self.read_reg(_R_CANSTAT) >> 5 != MODE_CONFIG:
             raise OSError(ENODEV)  # no chip answering (MISO stuck)
         c1, c2, c3 = self.cnf
-        ie = INT_RX0 | INT_RX1 | INT_ERR | INT_MERR
+        ie = _INT_RX0 | _INT_RX1 | _INT_ERR | _INT_MERR
         # CNF3, CNF2, CNF1, CANINTE are consecutive from 0x28.
         b = self._buf
-        b[0] = I_WRITE
-        b[1] = R_CNF3
+        b[0] = _I_WRITE
+        b[1] = _R_CNF3
         b[2] = c3
         b[3] = c2
         b[4] = c1
         b[5] = ie
         self._xfer(6, 0)
         got = self._rx
-        b[0] = I_READ
-        b[1] = R_CNF3
+        b[0] = _I_READ
+        b[1] = _R_CNF3
         self._xfer(2, 4)
         if got[0] != c3 or got[1] != c2 or got[2] != c1 or got[3] != ie:
             raise OSError(EIO)
@@ -297,8 +297,8 @@ class MCP2515:
         f = self.filters
         b = bytearray(8)
         if not f:
-            self.write_reg(R_RXB0CTRL, 0x60 | 0x04)  # receive any, rollover
-            self.write_reg(R_RXB1CTRL, 0x60)
+            self.write_reg(_R_RXB0CTRL, 0x60 | 0x04)  # receive any, rollover
+            self.write_reg(_R_RXB1CTRL, 0x60)
             return
         groups = []  # [(mask bytes, [(id, ext)])]
         for fid, mask, ext in f:
@@ -322,16 +322,16 @@ class MCP2515:
             g0, g1 = a, c
         else:
             raise ValueError("filters: at most 2 distinct masks, 6 filters")
-        self.write_regs(R_RXM0, g0[0])
-        self.write_regs(R_RXM1, g1[0])
+        self.write_regs(_R_RXM0, g0[0])
+        self.write_regs(_R_RXM1, g1[0])
         for slot in range(6):
             ids = g0[1] if slot < 2 else g1[1]
             k = slot if slot < 2 else slot - 2
             fid, ext = ids[k] if k < len(ids) else ids[0]  # duplicate, never widen
             _enc_id(b, 0, fid, ext)
             self.write_regs(FILTER_ADDR[slot], memoryview(b)[:4])
-        self.write_reg(R_RXB0CTRL, 0x04)
-        self.write_reg(R_RXB1CTRL, 0x00)
+        self.write_reg(_R_RXB0CTRL, 0x04)
+        self.write_reg(_R_RXB1CTRL, 0x00)
 
     def set_filters(self, filters):
         """[(id, mask, ext)]: a frame is accepted when (id & mask) matches."""
@@ -347,8 +347,8 @@ class MCP2515:
 
     def abort(self):
         """Abort every pending transmission (ABAT)."""
-        self.bit_modify(R_CANCTRL, 0x10, 0x10)
-        self.bit_modify(R_CANCTRL, 0x10, 0x00)
+        self.bit_modify(_R_CANCTRL, 0x10, 0x10)
+        self.bit_modify(_R_CANCTRL, 0x10, 0x00)
 
     # ---- frames (allocation-free) -------------------------------------------
     def send(self, can_id, data, ext=False, prio=None):
@@ -375,14 +375,14 @@ class MCP2515:
         else:
             txp = 0 if prio is None else prio & 3
         b = self._buf
-        b[0] = I_LOAD_TX | (k << 1)
+        b[0] = _I_LOAD_TX | (k << 1)
         _enc_id(b, 1, can_id, ext)
         b[5] = n
         for i in range(n):
             b[6 + i] = data[i]
         self._xfer(6 + n, 0)
-        b[0] = I_WRITE
-        b[1] = R_TXB0CTRL + (k << 4)
+        b[0] = _I_WRITE
+        b[1] = _R_TXB0CTRL + (k << 4)
         b[2] = TXREQ | txp
         self._xfer(3, 0)
         self._txp[k] = txp
@@ -405,7 +405,7 @@ class MCP2515:
             k = 0
             self._b1_first = False
         b = self._buf
-        b[0] = I_READ_RX | (k << 2)
+        b[0] = _I_READ_RX | (k << 2)
         self._xfer(1, 13)  # SIDH SIDL EID8 EID0 DLC D0..D7; clears RXnIF
         r = self._rx
         sid = (r[0] << 3) | (r[1] >> 5)
@@ -430,43 +430,43 @@ class MCP2515:
 
     # ---- errors -----------------------------------------------------------------
     def _check_overflow(self):
-        r = self._read2(R_CANINTF)
+        r = self._read2(_R_CANINTF)
         eflg = r[1]
-        if eflg & (EFLG_RX0OVR | EFLG_RX1OVR):
-            if eflg & EFLG_RX0OVR:
+        if eflg & (_EFLG_RX0OVR | _EFLG_RX1OVR):
+            if eflg & _EFLG_RX0OVR:
                 self.rx_overflow += 1
-            if eflg & EFLG_RX1OVR:
+            if eflg & _EFLG_RX1OVR:
                 self.rx_overflow += 1
-            self.bit_modify(R_EFLG, EFLG_RX0OVR | EFLG_RX1OVR, 0)
+            self.bit_modify(_R_EFLG, _EFLG_RX0OVR | _EFLG_RX1OVR, 0)
         return eflg
 
     def state(self):
         """Read TEC/REC/EFLG; also OSError if the chip left its mode (a
         brown-out reset puts it back into configuration mode, deaf)."""
         b = self._buf
-        b[0] = I_READ
-        b[1] = R_TEC
+        b[0] = _I_READ
+        b[1] = _R_TEC
         self._xfer(2, 3)
         r = self._rx
         self.tec = r[0]
         self.rec = r[1]
         if r[2] >> 5 != self.mode:
             raise OSError(EIO)
-        r = self._read2(R_CANINTF)
+        r = self._read2(_R_CANINTF)
         intf = r[0]
         eflg = r[1]
-        if intf & (INT_ERR | INT_MERR):
-            self.bit_modify(R_CANINTF, INT_ERR | INT_MERR, 0)
-        if eflg & (EFLG_RX0OVR | EFLG_RX1OVR):
+        if intf & (_INT_ERR | _INT_MERR):
+            self.bit_modify(_R_CANINTF, _INT_ERR | _INT_MERR, 0)
+        if eflg & (_EFLG_RX0OVR | _EFLG_RX1OVR):
             self._check_overflow()
-        if eflg & EFLG_TXBO:
+        if eflg & _EFLG_TXBO:
             if not self._bus_off:
                 self.bus_off_count += 1
             self._bus_off = True
             return STATE_BUS_OFF
         self._bus_off = False
-        if eflg & (EFLG_TXEP | EFLG_RXEP):
+        if eflg & (_EFLG_TXEP | _EFLG_RXEP):
             return STATE_ERROR_PASSIVE
-        if eflg & EFLG_EWARN:
+        if eflg & _EFLG_EWARN:
             return STATE_ERROR_WARNING
         return STATE_ERROR_ACTIVE

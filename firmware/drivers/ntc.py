@@ -30,7 +30,7 @@ from micropython import const
 from bms.measurements import T_OK, T_OPEN, T_SHORT
 
 T0_K = 273.15
-FULL_SCALE = const(65535)
+_FULL_SCALE = const(65535)
 
 
 class Beta:
@@ -87,7 +87,7 @@ class SteinhartHart:
 
 class NtcTable:
     def __init__(self, model, r_series=10000.0, high_side=False, t_min_dc=-550,
-                 t_max_dc=1500, step_dc=25, full_scale=FULL_SCALE):
+                 t_max_dc=1500, step_dc=25, full_scale=_FULL_SCALE):
         if t_max_dc <= t_min_dc or step_dc <= 0 or (t_max_dc - t_min_dc) % step_dc:
             raise ValueError("NTC table range")
         self.model = model

@@ -19,9 +19,9 @@ and t3.5 = 1750 us.
 """
 from micropython import const
 
-MODBUS_FIXED_BAUD = const(19200)
-T15_FIXED_US = const(750)
-T35_FIXED_US = const(1750)
+_MODBUS_FIXED_BAUD = const(19200)
+_T15_FIXED_US = const(750)
+_T35_FIXED_US = const(1750)
 
 
 def char_us(baud, bits=11):
@@ -32,14 +32,14 @@ def char_us(baud, bits=11):
 
 
 def t15_us(baud, bits=11):
-    if baud > MODBUS_FIXED_BAUD:
-        return T15_FIXED_US
+    if baud > _MODBUS_FIXED_BAUD:
+        return _T15_FIXED_US
     return (bits * 1500000 + baud - 1) // baud
 
 
 def t35_us(baud, bits=11):
-    if baud > MODBUS_FIXED_BAUD:
-        return T35_FIXED_US
+    if baud > _MODBUS_FIXED_BAUD:
+        return _T35_FIXED_US
     return (bits * 3500000 + baud - 1) // baud
 
 
