@@ -86,7 +86,7 @@ class ModbusRTU:
         self.rx = bytearray(_BUF)
         self.tx = bytearray(_BUF)
         self._chunk = bytearray(CHUNK)
-        self._views = [None] * (_BUF + 1)
+        self._views = {}      # reply length -> memoryview of tx (only lengths used)
         self.rx_len = 0
         self._bad = True      # nothing is valid until the line has been quiet
         self._active = True
@@ -258,7 +258,7 @@ class ModbusRTU:
             ln = 3
             self.exceptions_sent += 1
         ln = crc16.append(tx, ln)
-        v = self._views[ln]
+        v = self._views.get(ln)
         if v is None:
             v = memoryview(tx)[:ln]
             self._views[ln] = v
