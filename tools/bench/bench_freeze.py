@@ -35,30 +35,43 @@ def _app(ctx, variant, image=None, path=None):
     return k["heap_after_boot"], qstr_bytes(out, "qstr_after") - qstr_bytes(out, "qstr_before")
 
 
-def _frozen32(ctx, rows):
+def _boot32(exe, variant, path, image=None):
+    env = dict(os.environ, MICROPYPATH=":".join(
+        path + [os.path.join(ROOT, "host_tests", "core"), os.path.join(ROOT, "host_tests", "upy")]))
+    r = subprocess.run([exe, "-X", "heapsize=4M", os.path.join(ROOT, SCRIPT), variant]
+                       + ([image] if image else []),
+                       env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    k = parse_kv(r.stdout)
+    if r.returncode or k.get("failed") or "heap_after_boot" not in k:
+        raise RuntimeError("32-bit app boot failed:\n" + r.stdout + r.stderr)
+    return k["heap_after_boot"], qstr_bytes(r.stdout, "qstr_after") - qstr_bytes(r.stdout, "qstr_before")
+
+
+def _board32(ctx, rows):
+    """The board's figures: 32-bit objects, firmware frozen in (the goal) and
+    from the same ROMFS image `make flash --romfs` writes."""
     from tools import upy32
     try:
-        exe, ver = upy32.build(frozen=True)
+        frozen, ver = upy32.build(frozen=True)
+        plain, _ver = upy32.build(frozen=False)
     except upy32.Unavailable as e:
         rows.append(Row("ram", "app heap after boot, frozen 32-bit", None, "B", "<= 65536",
                         "not measured: %s" % str(e).splitlines()[0]))
         return
-    env = dict(os.environ, MICROPYPATH=":".join(
-        [".frozen", os.path.join(ROOT, "host_tests", "core"), os.path.join(ROOT, "host_tests", "upy")]))
+    img = ctx.pico_image()[2]
     for variant, label in (("single", "16S single board"), ("master", "256S master")):
-        r = subprocess.run([exe, "-X", "heapsize=4M", os.path.join(ROOT, SCRIPT), variant],
-                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-        k = parse_kv(r.stdout)
-        if r.returncode or k.get("failed") or "heap_after_boot" not in k:
-            raise RuntimeError("frozen 32-bit app boot failed:\n" + r.stdout + r.stderr)
-        rows.append(Row("ram", "app heap after boot, %s, frozen 32-bit" % label,
-                        k["heap_after_boot"], "B", "<= 65536",
-                        "MicroPython %s -m32, firmware/manifest.py frozen in" % ver))
+        heap, _q = _boot32(frozen, variant, [".frozen"])
+        rows.append(Row("ram", "app heap after boot, %s, frozen 32-bit" % label, heap, "B",
+                        "<= 65536", "MicroPython %s -m32, firmware/manifest.py frozen in" % ver))
+    for variant, label in (("single", "16S single board"), ("master", "256S master")):
+        heap, qstr = _boot32(plain, variant, [], img)
+        rows.append(Row("ram", "app heap after boot, %s, ROMFS 32-bit" % label, heap, "B", "",
+                        "the pico ROMFS image; %d B of it the qstr pool" % qstr))
 
 
 def run(ctx):
     rows = []
-    _frozen32(ctx, rows)
+    _board32(ctx, rows)
     mpy_dir, files, img, size = ctx.pico_image()
     code = sum(os.path.getsize(loc) for loc, remote in files if remote.endswith(".mpy"))
     for variant, label in (("single", "16S single board"), ("master", "256S master")):
