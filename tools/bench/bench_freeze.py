@@ -47,6 +47,34 @@ def _boot32(exe, variant, path, image=None):
     return k["heap_after_boot"], qstr_bytes(r.stdout, "qstr_after") - qstr_bytes(r.stdout, "qstr_before")
 
 
+def _smallest_heap(exe, variant):
+    """Smallest -X heapsize (1 KB steps) in which the frozen app boots whole
+    and runs 3 s - the peak need, fragmentation included - minus the heap
+    the test rig (emulated chips, fake flash) holds before the app starts."""
+    env = dict(os.environ, MICROPYPATH=":".join(
+        [".frozen", os.path.join(ROOT, "host_tests", "core"), os.path.join(ROOT, "host_tests", "upy")]))
+
+    def boots(kb):
+        r = subprocess.run([exe, "-X", "heapsize=%dK" % kb, os.path.join(ROOT, SCRIPT), variant],
+                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        k = parse_kv(r.stdout)
+        return (not r.returncode and k.get("failed") == 0 and "heap_after_boot" in k), k
+
+    lo, hi = 16, 1024            # lo fails, hi boots
+    ok, k = boots(hi)
+    if not ok:
+        raise RuntimeError("frozen app does not boot in %d KB" % hi)
+    base = k["baseline"]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        ok, kk = boots(mid)
+        if ok:
+            hi, base = mid, kk["baseline"]
+        else:
+            lo = mid
+    return hi * 1024 - base
+
+
 def _board32(ctx, rows):
     """The board's figures: 32-bit objects, firmware frozen in (the goal) and
     from the same ROMFS image `make flash --romfs` writes."""
@@ -63,6 +91,9 @@ def _board32(ctx, rows):
         heap, _q = _boot32(frozen, variant, [".frozen"])
         rows.append(Row("ram", "app heap after boot, %s, frozen 32-bit" % label, heap, "B",
                         "<= 65536", "MicroPython %s -m32, firmware/manifest.py frozen in" % ver))
+        rows.append(Row("ram", "  smallest heap it boots in, %s" % label,
+                        _smallest_heap(frozen, variant), "B", "",
+                        "peak need incl. fragmentation (1 KB steps, rig's own heap taken off)"))
     for variant, label in (("single", "16S single board"), ("master", "256S master")):
         heap, qstr = _boot32(plain, variant, [], img)
         rows.append(Row("ram", "app heap after boot, %s, ROMFS 32-bit" % label, heap, "B", "",

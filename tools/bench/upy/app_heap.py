@@ -52,6 +52,7 @@ while clock.elapsed_ms < end:
     clock.advance(w if w > 0 else 1)
 gc.collect()
 print("heap_after_boot", gc.mem_alloc() - m0)
+print("baseline", m0)
 print("cells", a.bms.params.max_cells if a.bms else 0, a.bms.params[1] if a.bms else 0)
 print("failed", len(getattr(a, "failed", ())))
 print("qstr_after")
