@@ -36,6 +36,12 @@ identity fields and the factory password the factory role (``bms.auth``).
 A multi-register parameter write is applied with ``ParamSet.set_many``: all
 or nothing; a refused write answers exception 03 and the reason can be read
 from the last-error registers.
+
+Every table here is a compile-time constant (literals and this module's
+``const()`` names only), so a frozen build keeps it in flash rather than on
+the heap (host_tests/test_const_tables.py).  Descriptions that list another
+table's names hold a ``{key}`` placeholder that ``comms.regdoc.doc`` fills
+in for the docs and host tools.
 """
 from array import array
 
