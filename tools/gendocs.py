@@ -26,6 +26,7 @@ from bms.params import TABLE as PT
 from comms import registers as R
 from comms.crc16 import crc16
 from comms.modbus_rtu import MAX_READ, MAX_WRITE, char_times_us
+from comms.regdoc import doc
 
 ROOT = tools.ROOT
 DOCS = os.path.join(ROOT, "docs")
@@ -82,7 +83,7 @@ def register_rows():
                      row[1], "R/W user", row[2], row[3], row[6]))
     for c in range(1, len(CMD_NAMES)):
         rows.append((R.command_address(CMD_NAMES[c]), "commands", CMD_NAMES[c], R.T_S32, 2, "",
-                     "W user", "", "", "Argument: " + R.CMD_ARGS[CMD_NAMES[c]]))
+                     "W user", "", "", "Argument: " + dict(R.CMD_ARGS)[CMD_NAMES[c]]))
     for name, off, n, typ, rw, desc in R.AUTH:
         rows.append((R.A_AUTH + off, "auth", name, typ, n, "", rw, "", "", desc))
     rows += [
@@ -98,7 +99,8 @@ def register_rows():
                      else 1, "", "R", "", "", desc + " (record i at +%d*i)" % R.LOG_REC_REGS))
     rows += module_rows()
     rows += _issue7_rows()
-    return rows
+    # the tables hold {key} placeholders where a description lists another table
+    return [r[:9] + (doc(r[9]),) for r in rows]
 
 
 # ---- issue 7: firmware update and persistent log windows ----
@@ -182,7 +184,7 @@ def modules_md(rows):
                         if r[0] < R.A_MODS + R.MOD_HEAD_SIZE]))
     o.append("\nPer module, offset from the module's first register:\n\n")
     o.append(_md_table(["offset", "name", "type", "regs", "unit", "description"],
-                       [(off, name, typ, n, unit, desc)
+                       [(off, name, typ, n, unit, doc(desc))
                         for name, off, n, typ, unit, desc in R.MOD_FIELDS]))
     return "".join(o)
 
@@ -260,6 +262,7 @@ def gen_modbus_md():
     o.append("## Blocks\n\n")
     blocks = []
     for name, start, size, desc in R.BLOCKS:
+        desc = doc(desc)
         if size is None:
             blocks.append((name, _hex(start), "%d x log capacity" % R.LOG_REC_REGS, desc))
         else:

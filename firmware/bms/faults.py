@@ -76,32 +76,53 @@ F_POLICY = const(7)
 F_REACTION = const(8)
 F_LEVEL = const(9)
 
-_N = -1  # no parameter in a spec
+_N = const(-1)  # no parameter in a spec
 
-# Parameter indices (duplicated as literals would drift: import them).
-from bms.params import (  # noqa: E402
-    P_OV1, P_OV2, P_OV_REC, P_OV_DELAY, P_OV2_DELAY, P_UV1, P_UV2, P_UV_REC,
-    P_UV_DELAY, P_UV2_DELAY, P_CHG_OC, P_CHG_OC_DELAY, P_DSG_OC,
-    P_DSG_OC_DELAY, P_PEAK, P_PEAK_DELAY, P_SC, P_OC_RELEASE, P_T_POWER_OT,
-    P_T_POWER_REC, P_T_BAL_OT, P_T_BAL_REC, P_T_CELL_OT, P_T_CELL_REC,
-    P_T_CHG_OT, P_T_CHG_REC, P_LT_CHG, P_LT_CHG_REC, P_LT_DSG, P_LT_DSG_REC,
-    P_DIFF_PROT, P_DIFF_REC, P_ALARM_MV, P_ALARM_C,
-)
+# Parameter indices of bms.params (P_* there).  Literal copies, so every spec
+# below is one compile-time constant that stays in flash when frozen (names
+# imported from another module are not folded and would build TABLE on the
+# heap); host_tests/test_const_tables.py checks them against bms.params.
+_P_OV1 = const(3)
+_P_OV2 = const(4)
+_P_OV_REC = const(5)
+_P_OV_DELAY = const(6)
+_P_OV2_DELAY = const(7)
+_P_UV1 = const(8)
+_P_UV2 = const(9)
+_P_UV_REC = const(10)
+_P_UV_DELAY = const(11)
+_P_UV2_DELAY = const(12)
+_P_CHG_OC = const(13)
+_P_CHG_OC_DELAY = const(14)
+_P_DSG_OC = const(15)
+_P_DSG_OC_DELAY = const(16)
+_P_PEAK = const(17)
+_P_PEAK_DELAY = const(18)
+_P_SC = const(19)
+_P_OC_RELEASE = const(20)
+_P_T_POWER_OT = const(21)
+_P_T_POWER_REC = const(22)
+_P_T_BAL_OT = const(23)
+_P_T_BAL_REC = const(24)
+_P_T_CELL_OT = const(25)
+_P_T_CELL_REC = const(26)
+_P_T_CHG_OT = const(27)
+_P_T_CHG_REC = const(28)
+_P_LT_CHG = const(29)
+_P_LT_CHG_REC = const(30)
+_P_LT_DSG = const(31)
+_P_LT_DSG_REC = const(32)
+_P_DIFF_PROT = const(33)
+_P_DIFF_REC = const(34)
+_P_ALARM_MV = const(45)
+_P_ALARM_C = const(46)
 
-
-def _p(p, mul=1):
-    return (p, mul, _N, 0, 0)
-
-
-def _c(c):
-    return (_N, 0, _N, 0, c)
-
-
-_ONE = _c(1)
-_OC_RELEASE = _p(P_OC_RELEASE, 1000)
-_RECOVER = _c(1000)     # recovery must hold 1 s before a voltage fault clears
-_T_DELAY = _c(2000)     # temperatures: 2 s debounce against NTC noise
-_T_RECOVER = _c(5000)
+# Specs used by several rows.
+_ONE = const((_N, 0, _N, 0, 1))
+_OC_RELEASE = const((_P_OC_RELEASE, 1000, _N, 0, 0))
+_RECOVER = const((_N, 0, _N, 0, 1000))     # recovery must hold 1 s before a voltage fault clears
+_T_DELAY = const((_N, 0, _N, 0, 2000))     # temperatures: 2 s debounce against NTC noise
+_T_RECOVER = const((_N, 0, _N, 0, 5000))
 
 # Fault ids: the row order of TABLE.
 OV1 = const(0)
@@ -137,67 +158,130 @@ DSG_OC_ALARM = const(29)
 N_FAULTS = const(30)
 
 TABLE = (
-    # name, signal, kind, thr, rec, delay, clear, policy, reaction, level
-    ("ov1", SIG_CELL_MAX, K_HIGH, _p(P_OV1), _p(P_OV_REC), _p(P_OV_DELAY), _RECOVER,
+    # name, signal, kind,
+    #  thr, rec,
+    #  delay, clear,
+    #  policy, reaction, level
+    ("ov1", SIG_CELL_MAX, K_HIGH,
+     (_P_OV1, 1, _N, 0, 0), (_P_OV_REC, 1, _N, 0, 0),
+     (_P_OV_DELAY, 1, _N, 0, 0), _RECOVER,
      P_AUTO, R_CHG, L_PROT),
-    ("ov2", SIG_CELL_MAX, K_HIGH, _p(P_OV2), _p(P_OV_REC), _p(P_OV2_DELAY), _RECOVER,
+    ("ov2", SIG_CELL_MAX, K_HIGH,
+     (_P_OV2, 1, _N, 0, 0), (_P_OV_REC, 1, _N, 0, 0),
+     (_P_OV2_DELAY, 1, _N, 0, 0), _RECOVER,
      P_LATCH, R_CHG | R_L2, L_CRIT),
-    ("uv1", SIG_CELL_MIN, K_LOW, _p(P_UV1), _p(P_UV_REC), _p(P_UV_DELAY), _RECOVER,
+    ("uv1", SIG_CELL_MIN, K_LOW,
+     (_P_UV1, 1, _N, 0, 0), (_P_UV_REC, 1, _N, 0, 0),
+     (_P_UV_DELAY, 1, _N, 0, 0), _RECOVER,
      P_AUTO, R_DSG | R_BAL, L_PROT),
-    ("uv2", SIG_CELL_MIN, K_LOW, _p(P_UV2), _p(P_UV_REC), _p(P_UV2_DELAY), _RECOVER,
+    ("uv2", SIG_CELL_MIN, K_LOW,
+     (_P_UV2, 1, _N, 0, 0), (_P_UV_REC, 1, _N, 0, 0),
+     (_P_UV2_DELAY, 1, _N, 0, 0), _RECOVER,
      P_LATCH, R_DSG | R_L2 | R_BAL, L_CRIT),
-    ("chg_oc", SIG_CHG_I, K_HIGH, _p(P_CHG_OC, 100), _p(P_CHG_OC, 100), _p(P_CHG_OC_DELAY),
-     _OC_RELEASE, P_AUTO, R_CHG, L_PROT),
-    ("dsg_oc", SIG_DSG_I, K_HIGH, _p(P_DSG_OC, 100), _p(P_DSG_OC, 100), _p(P_DSG_OC_DELAY),
-     _OC_RELEASE, P_AUTO, R_DSG, L_PROT),
-    ("peak", SIG_DSG_I, K_HIGH, _p(P_PEAK, 100), _p(P_DSG_OC, 100), _p(P_PEAK_DELAY),
-     _OC_RELEASE, P_AUTO, R_DSG, L_PROT),
-    ("short", SIG_DSG_I, K_HIGH, _p(P_SC, 100), _p(P_DSG_OC, 100), _c(0), _c(1000),
-     P_LATCH, R_DSG | R_CHG, L_CRIT),
-    ("t_power", SIG_T_POWER, K_HIGH, _p(P_T_POWER_OT, 10), _p(P_T_POWER_REC, 10), _T_DELAY,
-     _T_RECOVER, P_AUTO, R_CHG | R_DSG | R_BAL, L_PROT),
-    ("t_bal", SIG_T_BAL, K_HIGH, _p(P_T_BAL_OT, 10), _p(P_T_BAL_REC, 10), _T_DELAY,
-     _T_RECOVER, P_AUTO, R_BAL, L_PROT),
-    ("t_cell", SIG_T_CELL_MAX, K_HIGH, _p(P_T_CELL_OT, 10), _p(P_T_CELL_REC, 10), _T_DELAY,
-     _T_RECOVER, P_AUTO, R_CHG | R_DSG | R_BAL, L_PROT),
-    ("t_chg", SIG_T_CELL_MAX, K_HIGH, _p(P_T_CHG_OT, 10), _p(P_T_CHG_REC, 10), _T_DELAY,
-     _T_RECOVER, P_AUTO, R_CHG, L_PROT),
-    ("lt_chg", SIG_T_CELL_MIN, K_LOW, _p(P_LT_CHG, 10), _p(P_LT_CHG_REC, 10), _T_DELAY,
-     _T_RECOVER, P_AUTO, R_CHG, L_PROT),
-    ("lt_dsg", SIG_T_CELL_MIN, K_LOW, _p(P_LT_DSG, 10), _p(P_LT_DSG_REC, 10), _T_DELAY,
-     _T_RECOVER, P_AUTO, R_DSG, L_PROT),
-    ("cell_diff", SIG_CELL_DIFF, K_HIGH, _p(P_DIFF_PROT), _p(P_DIFF_REC), _c(5000), _c(5000),
-     P_AUTO, R_CHG | R_DSG, L_PROT),
-    ("temp_sensor", SIG_T_SENSOR, K_FLAG, _ONE, _ONE, _c(1000), _c(5000),
-     P_AUTO, R_CHG | R_DSG, L_PROT),
-    ("bal_sensor", SIG_BAL_SENSOR, K_FLAG, _ONE, _ONE, _c(1000), _c(5000),
-     P_AUTO, R_BAL, L_WARN),
-    ("cell_stale", SIG_CELL_STALE, K_FLAG, _ONE, _ONE, _c(0), _c(1000),
-     P_AUTO, R_CHG | R_DSG | R_BAL, L_PROT),
-    ("current_stale", SIG_CUR_STALE, K_FLAG, _ONE, _ONE, _c(0), _c(1000),
-     P_AUTO, R_CHG | R_DSG, L_PROT),
-    ("precharge", SIG_PRECHARGE, K_FLAG, _ONE, _ONE, _c(0), _c(0),
-     P_LATCH, R_DSG, L_PROT),
-    ("internal", SIG_INTERNAL, K_FLAG, _ONE, _ONE, _c(0), _c(0),
-     P_LATCH, R_CHG | R_DSG | R_L2 | R_BAL | R_HEAT, L_CRIT),
-    ("afe", SIG_AFE, K_FLAG, _ONE, _ONE, _c(0), _c(1000),
-     P_LATCH, R_CHG | R_DSG, L_CRIT),
-    ("comm", SIG_COMM, K_FLAG, _ONE, _ONE, _c(0), _c(2000),
-     P_AUTO, R_CHG | R_DSG | R_BAL, L_PROT),
-    ("lease", SIG_LEASE, K_FLAG, _ONE, _ONE, _c(0), _c(0),
+    ("chg_oc", SIG_CHG_I, K_HIGH,
+     (_P_CHG_OC, 100, _N, 0, 0), (_P_CHG_OC, 100, _N, 0, 0),
+     (_P_CHG_OC_DELAY, 1, _N, 0, 0), _OC_RELEASE,
+     P_AUTO, R_CHG, L_PROT),
+    ("dsg_oc", SIG_DSG_I, K_HIGH,
+     (_P_DSG_OC, 100, _N, 0, 0), (_P_DSG_OC, 100, _N, 0, 0),
+     (_P_DSG_OC_DELAY, 1, _N, 0, 0), _OC_RELEASE,
      P_AUTO, R_DSG, L_PROT),
-    ("ov_alarm", SIG_CELL_MAX, K_HIGH, (P_OV1, 1, P_ALARM_MV, -1, 0),
-     (P_OV1, 1, P_ALARM_MV, -1, -20), _c(2000), _c(2000), P_AUTO, 0, L_WARN),
-    ("uv_alarm", SIG_CELL_MIN, K_LOW, (P_UV1, 1, P_ALARM_MV, 1, 0),
-     (P_UV1, 1, P_ALARM_MV, 1, 20), _c(2000), _c(2000), P_AUTO, 0, L_WARN),
-    ("ot_alarm", SIG_T_CELL_MAX, K_HIGH, (P_T_CELL_OT, 10, P_ALARM_C, -10, 0),
-     (P_T_CELL_OT, 10, P_ALARM_C, -10, -20), _T_DELAY, _T_RECOVER, P_AUTO, 0, L_WARN),
-    ("lt_alarm", SIG_T_CELL_MIN, K_LOW, (P_LT_CHG, 10, P_ALARM_C, 10, 0),
-     (P_LT_CHG, 10, P_ALARM_C, 10, 20), _T_DELAY, _T_RECOVER, P_AUTO, 0, L_WARN),
-    ("chg_oc_alarm", SIG_CHG_I, K_HIGH, _p(P_CHG_OC, 90), _p(P_CHG_OC, 85), _c(1000),
-     _c(2000), P_AUTO, 0, L_WARN),
-    ("dsg_oc_alarm", SIG_DSG_I, K_HIGH, _p(P_DSG_OC, 90), _p(P_DSG_OC, 85), _c(1000),
-     _c(2000), P_AUTO, 0, L_WARN),
+    ("peak", SIG_DSG_I, K_HIGH,
+     (_P_PEAK, 100, _N, 0, 0), (_P_DSG_OC, 100, _N, 0, 0),
+     (_P_PEAK_DELAY, 1, _N, 0, 0), _OC_RELEASE,
+     P_AUTO, R_DSG, L_PROT),
+    ("short", SIG_DSG_I, K_HIGH,
+     (_P_SC, 100, _N, 0, 0), (_P_DSG_OC, 100, _N, 0, 0),
+     (_N, 0, _N, 0, 0), (_N, 0, _N, 0, 1000),
+     P_LATCH, R_DSG | R_CHG, L_CRIT),
+    ("t_power", SIG_T_POWER, K_HIGH,
+     (_P_T_POWER_OT, 10, _N, 0, 0), (_P_T_POWER_REC, 10, _N, 0, 0),
+     _T_DELAY, _T_RECOVER,
+     P_AUTO, R_CHG | R_DSG | R_BAL, L_PROT),
+    ("t_bal", SIG_T_BAL, K_HIGH,
+     (_P_T_BAL_OT, 10, _N, 0, 0), (_P_T_BAL_REC, 10, _N, 0, 0),
+     _T_DELAY, _T_RECOVER,
+     P_AUTO, R_BAL, L_PROT),
+    ("t_cell", SIG_T_CELL_MAX, K_HIGH,
+     (_P_T_CELL_OT, 10, _N, 0, 0), (_P_T_CELL_REC, 10, _N, 0, 0),
+     _T_DELAY, _T_RECOVER,
+     P_AUTO, R_CHG | R_DSG | R_BAL, L_PROT),
+    ("t_chg", SIG_T_CELL_MAX, K_HIGH,
+     (_P_T_CHG_OT, 10, _N, 0, 0), (_P_T_CHG_REC, 10, _N, 0, 0),
+     _T_DELAY, _T_RECOVER,
+     P_AUTO, R_CHG, L_PROT),
+    ("lt_chg", SIG_T_CELL_MIN, K_LOW,
+     (_P_LT_CHG, 10, _N, 0, 0), (_P_LT_CHG_REC, 10, _N, 0, 0),
+     _T_DELAY, _T_RECOVER,
+     P_AUTO, R_CHG, L_PROT),
+    ("lt_dsg", SIG_T_CELL_MIN, K_LOW,
+     (_P_LT_DSG, 10, _N, 0, 0), (_P_LT_DSG_REC, 10, _N, 0, 0),
+     _T_DELAY, _T_RECOVER,
+     P_AUTO, R_DSG, L_PROT),
+    ("cell_diff", SIG_CELL_DIFF, K_HIGH,
+     (_P_DIFF_PROT, 1, _N, 0, 0), (_P_DIFF_REC, 1, _N, 0, 0),
+     (_N, 0, _N, 0, 5000), (_N, 0, _N, 0, 5000),
+     P_AUTO, R_CHG | R_DSG, L_PROT),
+    ("temp_sensor", SIG_T_SENSOR, K_FLAG,
+     _ONE, _ONE,
+     (_N, 0, _N, 0, 1000), (_N, 0, _N, 0, 5000),
+     P_AUTO, R_CHG | R_DSG, L_PROT),
+    ("bal_sensor", SIG_BAL_SENSOR, K_FLAG,
+     _ONE, _ONE,
+     (_N, 0, _N, 0, 1000), (_N, 0, _N, 0, 5000),
+     P_AUTO, R_BAL, L_WARN),
+    ("cell_stale", SIG_CELL_STALE, K_FLAG,
+     _ONE, _ONE,
+     (_N, 0, _N, 0, 0), (_N, 0, _N, 0, 1000),
+     P_AUTO, R_CHG | R_DSG | R_BAL, L_PROT),
+    ("current_stale", SIG_CUR_STALE, K_FLAG,
+     _ONE, _ONE,
+     (_N, 0, _N, 0, 0), (_N, 0, _N, 0, 1000),
+     P_AUTO, R_CHG | R_DSG, L_PROT),
+    ("precharge", SIG_PRECHARGE, K_FLAG,
+     _ONE, _ONE,
+     (_N, 0, _N, 0, 0), (_N, 0, _N, 0, 0),
+     P_LATCH, R_DSG, L_PROT),
+    ("internal", SIG_INTERNAL, K_FLAG,
+     _ONE, _ONE,
+     (_N, 0, _N, 0, 0), (_N, 0, _N, 0, 0),
+     P_LATCH, R_CHG | R_DSG | R_L2 | R_BAL | R_HEAT, L_CRIT),
+    ("afe", SIG_AFE, K_FLAG,
+     _ONE, _ONE,
+     (_N, 0, _N, 0, 0), (_N, 0, _N, 0, 1000),
+     P_LATCH, R_CHG | R_DSG, L_CRIT),
+    ("comm", SIG_COMM, K_FLAG,
+     _ONE, _ONE,
+     (_N, 0, _N, 0, 0), (_N, 0, _N, 0, 2000),
+     P_AUTO, R_CHG | R_DSG | R_BAL, L_PROT),
+    ("lease", SIG_LEASE, K_FLAG,
+     _ONE, _ONE,
+     (_N, 0, _N, 0, 0), (_N, 0, _N, 0, 0),
+     P_AUTO, R_DSG, L_PROT),
+    ("ov_alarm", SIG_CELL_MAX, K_HIGH,
+     (_P_OV1, 1, _P_ALARM_MV, -1, 0), (_P_OV1, 1, _P_ALARM_MV, -1, -20),
+     (_N, 0, _N, 0, 2000), (_N, 0, _N, 0, 2000),
+     P_AUTO, 0, L_WARN),
+    ("uv_alarm", SIG_CELL_MIN, K_LOW,
+     (_P_UV1, 1, _P_ALARM_MV, 1, 0), (_P_UV1, 1, _P_ALARM_MV, 1, 20),
+     (_N, 0, _N, 0, 2000), (_N, 0, _N, 0, 2000),
+     P_AUTO, 0, L_WARN),
+    ("ot_alarm", SIG_T_CELL_MAX, K_HIGH,
+     (_P_T_CELL_OT, 10, _P_ALARM_C, -10, 0), (_P_T_CELL_OT, 10, _P_ALARM_C, -10, -20),
+     _T_DELAY, _T_RECOVER,
+     P_AUTO, 0, L_WARN),
+    ("lt_alarm", SIG_T_CELL_MIN, K_LOW,
+     (_P_LT_CHG, 10, _P_ALARM_C, 10, 0), (_P_LT_CHG, 10, _P_ALARM_C, 10, 20),
+     _T_DELAY, _T_RECOVER,
+     P_AUTO, 0, L_WARN),
+    ("chg_oc_alarm", SIG_CHG_I, K_HIGH,
+     (_P_CHG_OC, 90, _N, 0, 0), (_P_CHG_OC, 85, _N, 0, 0),
+     (_N, 0, _N, 0, 1000), (_N, 0, _N, 0, 2000),
+     P_AUTO, 0, L_WARN),
+    ("dsg_oc_alarm", SIG_DSG_I, K_HIGH,
+     (_P_DSG_OC, 90, _N, 0, 0), (_P_DSG_OC, 85, _N, 0, 0),
+     (_N, 0, _N, 0, 1000), (_N, 0, _N, 0, 2000),
+     P_AUTO, 0, L_WARN),
 )
 
 

@@ -127,11 +127,11 @@ FWR_RECEIVING = const(0x21)  # (QUERY) transfer open, FINISH not seen yet
 # Layout table checked against the DBC (not used in hot paths).
 # (message, base id, count, stride, dlc, sender,
 #  ((signal, start bit, length, signed, scale, offset, unit), ...))
-_SYNC_SIGS = (("Sweep", 0, 16, 0, 1, 0, ""), ("Flags", 16, 8, 0, 1, 0, ""),
-              ("Modules", 24, 8, 0, 1, 0, ""), ("PeriodMs", 32, 16, 0, 1, 0, "ms"),
-              ("SlotMs", 48, 8, 0, 1, 0, "ms"), ("GapMs", 56, 8, 0, 1, 0, "ms"))
-_CELL_SIGS = (("CellA", 0, 16, 0, 1, 0, "mV"), ("CellB", 16, 16, 0, 1, 0, "mV"),
-              ("CellC", 32, 16, 0, 1, 0, "mV"), ("CellD", 48, 16, 0, 1, 0, "mV"))
+_SYNC_SIGS = const((("Sweep", 0, 16, 0, 1, 0, ""), ("Flags", 16, 8, 0, 1, 0, ""),
+                    ("Modules", 24, 8, 0, 1, 0, ""), ("PeriodMs", 32, 16, 0, 1, 0, "ms"),
+                    ("SlotMs", 48, 8, 0, 1, 0, "ms"), ("GapMs", 56, 8, 0, 1, 0, "ms")))
+_CELL_SIGS = const((("CellA", 0, 16, 0, 1, 0, "mV"), ("CellB", 16, 16, 0, 1, 0, "mV"),
+                    ("CellC", 32, 16, 0, 1, 0, "mV"), ("CellD", 48, 16, 0, 1, 0, "mV")))
 LAYOUT = (
     ("SYNC", ID_SYNC, 1, 0, 8, "Master", _SYNC_SIGS),
     ("ASSIGN", ID_ASSIGN, 1, 0, 8, "Master",

@@ -51,7 +51,6 @@ queue (``send`` -> False) resumes the burst at the next poll.
 """
 from micropython import const
 
-from bms import faults as F
 from bms.measurements import ROLE_CELL, T_NONE_MAX
 from bms.ticks import ticks_add, ticks_diff
 from comms.limits import limits_for
@@ -81,39 +80,73 @@ REQ_FORCE_1 = const(0x20)
 REQ_FORCE_2 = const(0x10)
 REQ_FULL = const(0x08)
 
+# Fault ids of bms.faults, as literal copies: names imported from another
+# module are not folded, so FAULT_BITS would be built on the heap at import;
+# host_tests/test_const_tables.py checks them against bms.faults.
+_F_OV1 = const(0)
+_F_OV2 = const(1)
+_F_UV1 = const(2)
+_F_UV2 = const(3)
+_F_CHG_OC = const(4)
+_F_DSG_OC = const(5)
+_F_PEAK = const(6)
+_F_SHORT = const(7)
+_F_T_POWER = const(8)
+_F_T_BAL = const(9)
+_F_T_CELL = const(10)
+_F_T_CHG = const(11)
+_F_LT_CHG = const(12)
+_F_LT_DSG = const(13)
+_F_DIFF = const(14)
+_F_T_SENSOR = const(15)
+_F_BAL_SENSOR = const(16)
+_F_CELL_STALE = const(17)
+_F_CUR_STALE = const(18)
+_F_PRECHARGE = const(19)
+_F_INTERNAL = const(20)
+_F_AFE = const(21)
+_F_COMM = const(22)
+_F_LEASE = const(23)
+_F_OV_ALARM = const(24)
+_F_UV_ALARM = const(25)
+_F_OT_ALARM = const(26)
+_F_LT_ALARM = const(27)
+_F_CHG_OC_ALARM = const(28)
+_F_DSG_OC_ALARM = const(29)
+
 # 0x359 bits (byte, mask).
-A_OV = (0, 0x02)
-A_UV = (0, 0x04)
-A_OT = (0, 0x08)
-A_UT = (0, 0x10)
-A_DOC = (0, 0x80)
-A_COC = (1, 0x01)
-A_SYS = (1, 0x08)
-W_HV = (2, 0x02)
-W_LV = (2, 0x04)
-W_HT = (2, 0x08)
-W_LT = (2, 0x10)
-W_DHC = (2, 0x80)
-W_CHC = (3, 0x01)
-W_COMM = (3, 0x08)
+A_OV = const((0, 0x02))
+A_UV = const((0, 0x04))
+A_OT = const((0, 0x08))
+A_UT = const((0, 0x10))
+A_DOC = const((0, 0x80))
+A_COC = const((1, 0x01))
+A_SYS = const((1, 0x08))
+W_HV = const((2, 0x02))
+W_LV = const((2, 0x04))
+W_HT = const((2, 0x08))
+W_LT = const((2, 0x10))
+W_DHC = const((2, 0x80))
+W_CHC = const((3, 0x01))
+W_COMM = const((3, 0x08))
 
 # Every fault of bms.faults.TABLE maps to exactly one 0x359 bit: the
 # inverter always sees why the battery limits it (a test enforces that the
 # table is complete).  Faults without a Pylon bit of their own that stop the
 # battery are "system error"; lost module/sensor data is "communication".
 FAULT_BITS = (
-    (F.OV1, A_OV), (F.OV2, A_OV),
-    (F.UV1, A_UV), (F.UV2, A_UV),
-    (F.CHG_OC, A_COC),
-    (F.DSG_OC, A_DOC), (F.PEAK, A_DOC), (F.SHORT, A_DOC),
-    (F.T_POWER, A_OT), (F.T_CELL, A_OT), (F.T_CHG, A_OT),
-    (F.T_BAL, W_HT),
-    (F.LT_CHG, A_UT), (F.LT_DSG, A_UT),
-    (F.DIFF, A_SYS), (F.T_SENSOR, A_SYS), (F.PRECHARGE, A_SYS), (F.INTERNAL, A_SYS),
-    (F.AFE, A_SYS), (F.LEASE, A_SYS),
-    (F.BAL_SENSOR, W_COMM), (F.CELL_STALE, W_COMM), (F.CUR_STALE, W_COMM), (F.COMM, W_COMM),
-    (F.OV_ALARM, W_HV), (F.UV_ALARM, W_LV), (F.OT_ALARM, W_HT), (F.LT_ALARM, W_LT),
-    (F.CHG_OC_ALARM, W_CHC), (F.DSG_OC_ALARM, W_DHC),
+    (_F_OV1, A_OV), (_F_OV2, A_OV),
+    (_F_UV1, A_UV), (_F_UV2, A_UV),
+    (_F_CHG_OC, A_COC),
+    (_F_DSG_OC, A_DOC), (_F_PEAK, A_DOC), (_F_SHORT, A_DOC),
+    (_F_T_POWER, A_OT), (_F_T_CELL, A_OT), (_F_T_CHG, A_OT),
+    (_F_T_BAL, W_HT),
+    (_F_LT_CHG, A_UT), (_F_LT_DSG, A_UT),
+    (_F_DIFF, A_SYS), (_F_T_SENSOR, A_SYS), (_F_PRECHARGE, A_SYS), (_F_INTERNAL, A_SYS),
+    (_F_AFE, A_SYS), (_F_LEASE, A_SYS),
+    (_F_BAL_SENSOR, W_COMM), (_F_CELL_STALE, W_COMM), (_F_CUR_STALE, W_COMM), (_F_COMM, W_COMM),
+    (_F_OV_ALARM, W_HV), (_F_UV_ALARM, W_LV), (_F_OT_ALARM, W_HT), (_F_LT_ALARM, W_LT),
+    (_F_CHG_OC_ALARM, W_CHC), (_F_DSG_OC_ALARM, W_DHC),
 )
 
 NAME = b"PYLON   "
@@ -246,9 +279,9 @@ class InverterCan:
         if lim.ccl_ma > 0:
             r |= REQ_CHARGE
             # Ask the inverter to charge from any source when the cells run low.
-            if prot.active(F.UV1):
+            if prot.active(_F_UV1):
                 r |= REQ_FORCE_2
-            elif prot.active(F.UV_ALARM):
+            elif prot.active(_F_UV_ALARM):
                 r |= REQ_FORCE_1
             if getattr(self.bms, "full_charge_request", False):
                 r |= REQ_FULL

@@ -26,7 +26,6 @@ Protection bits (from our fault table): 0 cell OV, 1 cell UV, 2 pack OV,
 """
 from micropython import const
 
-from bms import faults as F
 from bms.contactors import RELAY_CHG, RELAY_DSG
 from comms.packing import put16be as _put16
 
@@ -44,12 +43,32 @@ MAX_NTC = const(8)
 SW_VERSION = const(0x10)
 KELVIN_DC = const(2731)
 
+# Fault ids of bms.faults, as literal copies: names imported from another
+# module are not folded, so PROT_BITS would be built on the heap at import;
+# host_tests/test_const_tables.py checks them against bms.faults.
+_F_OV1 = const(0)
+_F_OV2 = const(1)
+_F_UV1 = const(2)
+_F_UV2 = const(3)
+_F_CHG_OC = const(4)
+_F_DSG_OC = const(5)
+_F_PEAK = const(6)
+_F_SHORT = const(7)
+_F_T_POWER = const(8)
+_F_T_CELL = const(10)
+_F_T_CHG = const(11)
+_F_LT_CHG = const(12)
+_F_LT_DSG = const(13)
+_F_CELL_STALE = const(17)
+_F_INTERNAL = const(20)
+_F_AFE = const(21)
+
 # (fault id, protection bit)
 PROT_BITS = (
-    (F.OV1, 0), (F.OV2, 0), (F.UV1, 1), (F.UV2, 1),
-    (F.T_CHG, 4), (F.T_CELL, 4), (F.LT_CHG, 5), (F.T_POWER, 6), (F.LT_DSG, 7),
-    (F.CHG_OC, 8), (F.DSG_OC, 9), (F.PEAK, 9), (F.SHORT, 10),
-    (F.AFE, 11), (F.CELL_STALE, 11), (F.INTERNAL, 12),
+    (_F_OV1, 0), (_F_OV2, 0), (_F_UV1, 1), (_F_UV2, 1),
+    (_F_T_CHG, 4), (_F_T_CELL, 4), (_F_LT_CHG, 5), (_F_T_POWER, 6), (_F_LT_DSG, 7),
+    (_F_CHG_OC, 8), (_F_DSG_OC, 9), (_F_PEAK, 9), (_F_SHORT, 10),
+    (_F_AFE, 11), (_F_CELL_STALE, 11), (_F_INTERNAL, 12),
 )
 
 

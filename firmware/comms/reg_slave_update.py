@@ -49,29 +49,38 @@ PHASE_NAMES = ("idle", "begin", "sending", "finishing", "applying", "rebooting",
 RESULT_NAMES = ("none", "queued", "updating", "updated", "refused", "rolled_back", "no_answer",
                 "aborted")
 
+# The master window's offsets (comms.reg_update.UP_*), as literal copies so
+# REGS is a compile-time constant; host_tests/test_const_tables.py checks them.
+_UP_BEGIN = const(0x00)
+_UP_CMD = const(0x22)
+_UP_STATUS = const(0x23)
+_UP_OFFSET = const(0x24)
+_UP_SIZE = const(0x26)
+_UP_PROGRESS = const(0x28)
+_UP_ERROR = const(0x29)
+_UP_ERR_TEXT = const(0x30)
+_UP_TEXT_REGS = const(32)
+_UP_CHUNK = const(0x80)
 
-def _names(t):
-    return ", ".join("%d %s" % (i, n) for i, n in enumerate(t))
 
-
-# name, offset, registers, type, access, description
+# name, offset, registers, type, access, description ({key}: see comms.regdoc)
 REGS = (
-    ("begin_size", RU.UP_BEGIN, 2, "u32", "R/W user",
+    ("begin_size", _UP_BEGIN, 2, "u32", "R/W user",
      "Begin upload: package size (FC16 of 18 registers with sha256, 34 with signature)"),
-    ("begin_sha256", RU.UP_BEGIN + 2, 16, "bytes", "R/W user", "Begin: SHA-256 of the package"),
-    ("begin_signature", RU.UP_BEGIN + 18, 16, "bytes", "W user",
+    ("begin_sha256", _UP_BEGIN + 2, 16, "bytes", "R/W user", "Begin: SHA-256 of the package"),
+    ("begin_signature", _UP_BEGIN + 18, 16, "bytes", "W user",
      "Begin: HMAC-SHA256 signature, checked by each slave with its own key"),
-    ("command", RU.UP_CMD, 1, "u16", "W user",
+    ("command", _UP_CMD, 1, "u16", "W user",
      "1 finish (check the upload), 2 abort (upload and forwarding), 3 start forwarding"),
-    ("status", RU.UP_STATUS, 1, "u16", "R", "Upload: " + _names(RU.US_NAMES)),
-    ("offset", RU.UP_OFFSET, 2, "u32", "R", "Upload: next byte offset expected"),
-    ("size", RU.UP_SIZE, 2, "u32", "R", "Upload: declared size"),
-    ("progress", RU.UP_PROGRESS, 1, "u16", "R", "Upload: received, per mille"),
-    ("error", RU.UP_ERROR, 1, "u16", "R", "Upload: last refusal (bms.update error code)"),
+    ("status", _UP_STATUS, 1, "u16", "R", "Upload: {update_states}"),
+    ("offset", _UP_OFFSET, 2, "u32", "R", "Upload: next byte offset expected"),
+    ("size", _UP_SIZE, 2, "u32", "R", "Upload: declared size"),
+    ("progress", _UP_PROGRESS, 1, "u16", "R", "Upload: received, per mille"),
+    ("error", _UP_ERROR, 1, "u16", "R", "Upload: last refusal (bms.update error code)"),
     ("target", SU_TARGET, 1, "u16", "R/W user", "Slave to update: 1..16, 255 = all in turn"),
-    ("error_text", RU.UP_ERR_TEXT, RU.UP_TEXT_REGS, "ascii", "R",
+    ("error_text", _UP_ERR_TEXT, _UP_TEXT_REGS, "ascii", "R",
      "Reason for the last refused write"),
-    ("fwd_phase", SU_PHASE, 1, "u16", "R", "Forwarding: " + _names(PHASE_NAMES)),
+    ("fwd_phase", SU_PHASE, 1, "u16", "R", "Forwarding: {fwd_phases}"),
     ("fwd_slave", SU_ADDR, 1, "u16", "R", "Slave being updated (or the last one)"),
     ("fwd_progress", SU_PROGRESS, 1, "u16", "R", "Its transfer, per mille"),
     ("fwd_bytes", SU_BYTES, 2, "u32", "R", "Package bytes it acknowledged"),
@@ -81,10 +90,10 @@ REGS = (
     ("fwd_fw_state", SU_FW, 1, "u16", "R",
      "Last FW state byte from the slave: bits 0-1 marker, 2-3 slot + 1, 4-7 tries"),
     ("fwd_result", SU_RESULT, 16, "u16", "R",
-     "Result per slave (slave 1 first): " + _names(RESULT_NAMES)),
-    ("chunk_offset", RU.UP_CHUNK, 2, "u32", "W user", "Upload chunk: byte offset"),
-    ("chunk_bytes", RU.UP_CHUNK + 2, 1, "u16", "W user", "Upload chunk: data bytes (1..240)"),
-    ("chunk_data", RU.UP_CHUNK + 3, 120, "bytes", "W user", "Upload chunk: data"),
+     "Result per slave (slave 1 first): {fwd_results}"),
+    ("chunk_offset", _UP_CHUNK, 2, "u32", "W user", "Upload chunk: byte offset"),
+    ("chunk_bytes", _UP_CHUNK + 2, 1, "u16", "W user", "Upload chunk: data bytes (1..240)"),
+    ("chunk_data", _UP_CHUNK + 3, 120, "bytes", "W user", "Upload chunk: data"),
     ("fwd_text", SU_TEXT, SU_TEXT_REGS, "ascii", "R", "Why the forwarding stopped"),
 )
 

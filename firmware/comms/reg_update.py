@@ -85,7 +85,7 @@ US_VERIFYING = const(4)   # finish running: re-hashing, checking the archive
 US_UNPACKING = const(5)   # finish running: clearing the slot, extracting, committing
 US_NAMES = ("idle", "receiving", "staged", "error", "verifying", "unpacking")
 
-# name, offset, registers, type, access, description
+# name, offset, registers, type, access, description ({key}: see comms.regdoc)
 UPDATE_REGS = (
     ("begin_size", UP_BEGIN, 2, "u32", "R/W user",
      "Begin: package size in bytes (FC16 of 18 registers with sha256, 34 with signature)"),
@@ -96,15 +96,14 @@ UPDATE_REGS = (
      "1 finish (verify and unpack in the background: poll status), 2 abort, "
      "3 restart to apply (only when staged)"),
     ("status", UP_STATUS, 1, "u16", "R",
-     "Transfer: " + ", ".join("%d %s" % (i, n) for i, n in enumerate(US_NAMES))),
+     "Transfer: {update_states}"),
     ("offset", UP_OFFSET, 2, "u32", "R", "Next byte offset expected (resume from here)"),
     ("size", UP_SIZE, 2, "u32", "R", "Declared size of the transfer"),
     ("progress", UP_PROGRESS, 1, "u16", "R", "Received, per mille"),
     ("error", UP_ERROR, 1, "u16", "R",
-     "Last refusal: " + ", ".join("%d %s" % (i, n) for i, n in enumerate(U.ERROR_NAMES) if n)),
+     "Last refusal: {update_errors}"),
     ("fw_state", UP_FW_STATE, 1, "u16", "R",
-     "Slot marker: " + ", ".join("%d %s" % (i, n) for i, n in enumerate(U.STATE_NAMES))
-     + " (pending: swapped in at the next boot)"),
+     "Slot marker: {fw_states} (pending: swapped in at the next boot)"),
     ("active_slot", UP_ACTIVE, 1, "s16", "R", "Running slot: -1 factory (root), 0 a, 1 b"),
     ("tries", UP_TRIES, 1, "u16", "R", "Boots of the new firmware on trial"),
     ("finish_progress", UP_FIN_PM, 1, "u16", "R",

@@ -36,6 +36,12 @@ identity fields and the factory password the factory role (``bms.auth``).
 A multi-register parameter write is applied with ``ParamSet.set_many``: all
 or nothing; a refused write answers exception 03 and the reason can be read
 from the last-error registers.
+
+Every table here is a compile-time constant (literals and this module's
+``const()`` names only), so a frozen build keeps it in flash rather than on
+the heap (host_tests/test_const_tables.py).  Descriptions that list another
+table's names hold a ``{key}`` placeholder that ``comms.regdoc.doc`` fills
+in for the docs and host tools.
 """
 from array import array
 
@@ -44,12 +50,8 @@ from micropython import const
 from bms import faults as F
 from bms.auth import (CH_MODBUS, LOCKED_OUT, OK as AUTH_OK, ROLE_FACTORY, ROLE_NAMES,
                       ROLE_USER)
-from bms.contactors import D_NAMES, RELAY_NAMES
-from bms.core import ACCEPTED, CMD_NAMES, ILLEGAL, MODE_NAMES
-from bms.eventlog import KIND_NAMES
-from bms.measurements import ROLE_NAMES as TEMP_ROLE_NAMES
-from bms.measurements import N_ROLES
-from bms.params import N_PARAMS, P_CHEMISTRY, ParamError
+from bms.core import ACCEPTED, CMD_NAMES, ILLEGAL
+from bms.params import P_CHEMISTRY, ParamError
 from bms.params import TABLE as PARAM_TABLE
 # ---- issue 7: update / persistent log windows (import) ----
 from comms import reg_update as RU
@@ -67,12 +69,12 @@ EX_FAILURE = const(4)
 EX_BUSY = const(6)
 
 # Register types
-T_U16 = "u16"
-T_S16 = "s16"
-T_U32 = "u32"
-T_S32 = "s32"
-T_ASCII = "ascii"
-T_BITS = "bits"
+T_U16 = const("u16")
+T_S16 = const("s16")
+T_U32 = const("u32")
+T_S32 = const("s32")
+T_ASCII = const("ascii")
+T_BITS = const("bits")
 
 # Block start addresses
 A_INFO = const(0x0000)
@@ -149,13 +151,113 @@ class DeviceInfo:
 
 
 # ---- monitor block ---------------------------------------------------------
-def _relay_bits(r):
-    s = r.bms.contactors.state
-    w = 0
-    for i in range(len(s)):
-        if s[i]:
-            w |= 1 << i
-    return w
+# Every row is a compile-time constant (it stays in flash when frozen):
+# (name, type, unit, description, source).  ``source`` is a _S_* code that
+# ``_mon_value`` turns into the live value.  A description holding a
+# ``{key}`` placeholder is completed from the other tables by
+# ``comms.regdoc.doc`` (docs and host tools only).
+_S_PACK_MV = const(0)
+_S_CURRENT = const(1)
+_S_SOC = const(2)
+_S_SOH = const(3)
+_S_REMAINING = const(4)
+_S_FULL = const(5)
+_S_CYCLES = const(6)
+_S_CELLS = const(7)
+_S_MAX_MV = const(8)
+_S_MAX_IDX = const(9)
+_S_MIN_MV = const(10)
+_S_MIN_IDX = const(11)
+_S_DIFF = const(12)
+_S_AVG = const(13)
+_S_MODE = const(14)
+_S_DSG_STATE = const(15)
+_S_RELAYS = const(16)
+_S_FAULT_LEVEL = const(17)
+_S_BAL_COUNT = const(18)
+_S_CMD_PENDING = const(19)
+_S_PARAM_VERSION = const(20)
+_S_LOG_SEQ = const(21)
+_S_AUTH_ROLE = const(22)
+_S_BUS_ERRORS = const(23)
+_S_EXCEPTIONS = const(24)
+_S_RUNNING = const(25)
+_S_TMAX = const(0x20)      # + temperature role (measurements.ROLE_*)
+_S_TMIN = const(0x28)      # + temperature role
+_S_FAULTS = const(0x30)    # + word k: fault ids 16k .. 16k+15, any level
+_S_PROT = const(0x34)      # + word k: level >= protection
+_S_ALARM = const(0x38)     # + word k: warnings
+_S_BALANCE = const(0x40)   # + word k: cells 16k+1 .. 16k+16
+
+MONITOR = (
+    ("pack_voltage", T_U32, "mV", "Pack voltage (measured stack, else sum of cells)", _S_PACK_MV),
+    ("current", T_S32, "mA", "Pack current, positive = charging", _S_CURRENT),
+    ("soc", T_U16, "0.1%", "State of charge", _S_SOC),
+    ("soh", T_U16, "0.1%", "State of health (reports 100.0 % until capacity learning exists)",
+     _S_SOH),
+    ("remaining_capacity", T_U32, "mAh", "Remaining charge", _S_REMAINING),
+    ("full_capacity", T_U32, "mAh", "Full charge capacity", _S_FULL),
+    ("cycles", T_U16, "cycles", "Full discharge cycles counted", _S_CYCLES),
+    ("cell_count", T_U16, "cells", "Cells in series", _S_CELLS),
+    ("cell_max", T_U16, "mV", "Highest cell voltage", _S_MAX_MV),
+    ("cell_max_index", T_U16, "cell", "Cell with the highest voltage (1-based)", _S_MAX_IDX),
+    ("cell_min", T_U16, "mV", "Lowest cell voltage", _S_MIN_MV),
+    ("cell_min_index", T_U16, "cell", "Cell with the lowest voltage (1-based)", _S_MIN_IDX),
+    ("cell_diff", T_U16, "mV", "Highest minus lowest cell voltage", _S_DIFF),
+    ("cell_avg", T_U16, "mV", "Average of the valid cells", _S_AVG),
+    # one max/min pair per role of bms.measurements.ROLE_NAMES, in its order
+    ("t_power_max", T_S16, "0.1degC", "Hottest power sensor (-32768: none valid)", _S_TMAX + 0),
+    ("t_power_min", T_S16, "0.1degC", "Coldest power sensor (32767: none valid)", _S_TMIN + 0),
+    ("t_balance_max", T_S16, "0.1degC", "Hottest balance sensor (-32768: none valid)",
+     _S_TMAX + 1),
+    ("t_balance_min", T_S16, "0.1degC", "Coldest balance sensor (32767: none valid)",
+     _S_TMIN + 1),
+    ("t_cell_max", T_S16, "0.1degC", "Hottest cell sensor (-32768: none valid)", _S_TMAX + 2),
+    ("t_cell_min", T_S16, "0.1degC", "Coldest cell sensor (32767: none valid)", _S_TMIN + 2),
+    ("t_ambient_max", T_S16, "0.1degC", "Hottest ambient sensor (-32768: none valid)",
+     _S_TMAX + 3),
+    ("t_ambient_min", T_S16, "0.1degC", "Coldest ambient sensor (32767: none valid)",
+     _S_TMIN + 3),
+    ("mode", T_U16, "enum", "Operating mode: {mode_names}", _S_MODE),
+    ("dsg_state", T_U16, "enum", "Discharge path: {dsg_names}", _S_DSG_STATE),
+    ("relays", T_BITS, "bits", "Relay/MOS states (1 = closed): {relay_bits}", _S_RELAYS),
+    ("fault_level", T_U16, "enum", "Highest active fault level: {level_names}", _S_FAULT_LEVEL),
+    # Fault bit fields: bit b of word k is fault id 16 * k + b (docs/faults.md).
+    ("faults_0", T_BITS, "bits", "Every active fault: {faults_0}", _S_FAULTS + 0),
+    ("faults_1", T_BITS, "bits", "Every active fault: {faults_1}", _S_FAULTS + 1),
+    ("protection_0", T_BITS, "bits", "Active protections (level >= protection): {protection_0}",
+     _S_PROT + 0),
+    ("protection_1", T_BITS, "bits", "Active protections (level >= protection): {protection_1}",
+     _S_PROT + 1),
+    ("alarm_0", T_BITS, "bits", "Active alarms (warnings): {alarm_0}", _S_ALARM + 0),
+    ("alarm_1", T_BITS, "bits", "Active alarms (warnings): {alarm_1}", _S_ALARM + 1),
+    ("balancing_count", T_U16, "cells", "Cells bleeding now", _S_BAL_COUNT),
+    ("balance_0", T_BITS, "bits", "Balancing mask, bit b = cell 1 + b", _S_BALANCE + 0),
+    ("balance_1", T_BITS, "bits", "Balancing mask, bit b = cell 17 + b", _S_BALANCE + 1),
+    ("balance_2", T_BITS, "bits", "Balancing mask, bit b = cell 33 + b", _S_BALANCE + 2),
+    ("balance_3", T_BITS, "bits", "Balancing mask, bit b = cell 49 + b", _S_BALANCE + 3),
+    ("balance_4", T_BITS, "bits", "Balancing mask, bit b = cell 65 + b", _S_BALANCE + 4),
+    ("balance_5", T_BITS, "bits", "Balancing mask, bit b = cell 81 + b", _S_BALANCE + 5),
+    ("balance_6", T_BITS, "bits", "Balancing mask, bit b = cell 97 + b", _S_BALANCE + 6),
+    ("balance_7", T_BITS, "bits", "Balancing mask, bit b = cell 113 + b", _S_BALANCE + 7),
+    ("balance_8", T_BITS, "bits", "Balancing mask, bit b = cell 129 + b", _S_BALANCE + 8),
+    ("balance_9", T_BITS, "bits", "Balancing mask, bit b = cell 145 + b", _S_BALANCE + 9),
+    ("balance_10", T_BITS, "bits", "Balancing mask, bit b = cell 161 + b", _S_BALANCE + 10),
+    ("balance_11", T_BITS, "bits", "Balancing mask, bit b = cell 177 + b", _S_BALANCE + 11),
+    ("balance_12", T_BITS, "bits", "Balancing mask, bit b = cell 193 + b", _S_BALANCE + 12),
+    ("balance_13", T_BITS, "bits", "Balancing mask, bit b = cell 209 + b", _S_BALANCE + 13),
+    ("balance_14", T_BITS, "bits", "Balancing mask, bit b = cell 225 + b", _S_BALANCE + 14),
+    ("balance_15", T_BITS, "bits", "Balancing mask, bit b = cell 241 + b", _S_BALANCE + 15),
+    ("cmd_pending", T_U16, "bool", "A command waits for the next control cycle", _S_CMD_PENDING),
+    ("param_version", T_U16, "count", "Increments on every accepted parameter change",
+     _S_PARAM_VERSION),
+    ("log_next_seq", T_U32, "count", "Sequence number the next event will get", _S_LOG_SEQ),
+    ("auth_role", T_U16, "enum", "Role unlocked on this port: {auth_roles}", _S_AUTH_ROLE),
+    ("bus_errors", T_U16, "count", "Failed bus transactions since boot", _S_BUS_ERRORS),
+    ("exceptions", T_U16, "count", "Control-cycle exceptions since boot", _S_EXCEPTIONS),
+    ("running", T_U16, "bool", "Measurements complete, relays may close", _S_RUNNING),
+)
+MON_SIZE = const(61)    # registers of MONITOR (u32/s32 take two); a test checks it
 
 
 def _fault_word(r, first, level_lo, level_hi):
@@ -181,116 +283,81 @@ def _balance_word(r, k):
     return w
 
 
-def _cell_avg(r):
-    m = r.bms.meas
-    n = m.n_cells - m.bad_cells
-    return m.sum_mv // n if n > 0 else 0
-
-
-def _pack_mv(r):
-    m = r.bms.meas
-    return m.pack_mv if m.pack_mv else m.sum_mv
-
-
-def _names(names):
-    return ", ".join("%d %s" % (i, names[i]) for i in range(len(names)) if names[i])
-
-
-def _bits(names):
-    return ", ".join("bit %d %s" % (i, names[i]) for i in range(len(names)))
-
-
-def _fault_names(first, lo, hi):
-    out = []
-    for b in range(16):
-        i = first + b
-        if i < F.N_FAULTS and lo <= F.TABLE[i][F.F_LEVEL] <= hi:
-            out.append("bit %d %s" % (b, F.TABLE[i][F.F_NAME]))
-    return ", ".join(out) if out else "reserved"
-
-
-def _monitor_rows():
-    rows = [
-        ("pack_voltage", T_U32, "mV", "Pack voltage (measured stack, else sum of cells)", _pack_mv),
-        ("current", T_S32, "mA", "Pack current, positive = charging",
-         lambda r: r.bms.meas.current_ma),
-        ("soc", T_U16, "0.1%", "State of charge", lambda r: r.bms.soc.soc_pm),
-        ("soh", T_U16, "0.1%", "State of health (reports 100.0 % until capacity learning exists)",
-         lambda r: 1000),
-        ("remaining_capacity", T_U32, "mAh", "Remaining charge",
-         lambda r: r.bms.soc.remaining_mah),
-        ("full_capacity", T_U32, "mAh", "Full charge capacity", lambda r: r.bms.soc.capacity_mah),
-        ("cycles", T_U16, "cycles", "Full discharge cycles counted", lambda r: r.bms.soc.cycles),
-        ("cell_count", T_U16, "cells", "Cells in series", lambda r: r.bms.meas.n_cells),
-        ("cell_max", T_U16, "mV", "Highest cell voltage", lambda r: r.bms.meas.max_mv),
-        ("cell_max_index", T_U16, "cell", "Cell with the highest voltage (1-based)",
-         lambda r: r.bms.meas.max_idx + 1),
-        ("cell_min", T_U16, "mV", "Lowest cell voltage", lambda r: r.bms.meas.min_mv),
-        ("cell_min_index", T_U16, "cell", "Cell with the lowest voltage (1-based)",
-         lambda r: r.bms.meas.min_idx + 1),
-        ("cell_diff", T_U16, "mV", "Highest minus lowest cell voltage",
-         lambda r: r.bms.meas.diff_mv),
-        ("cell_avg", T_U16, "mV", "Average of the valid cells", _cell_avg),
-    ]
-    for k in range(N_ROLES):
-        role = TEMP_ROLE_NAMES[k]
-        rows.append(("t_%s_max" % role, T_S16, "0.1degC",
-                     "Hottest %s sensor (-32768: none valid)" % role,
-                     lambda r, k=k: r.bms.meas.tmax[k]))
-        rows.append(("t_%s_min" % role, T_S16, "0.1degC",
-                     "Coldest %s sensor (32767: none valid)" % role,
-                     lambda r, k=k: r.bms.meas.tmin[k]))
-    rows += [
-        ("mode", T_U16, "enum", "Operating mode: " + _names(MODE_NAMES), lambda r: r.bms.mode),
-        ("dsg_state", T_U16, "enum", "Discharge path: " + _names(D_NAMES),
-         lambda r: r.bms.contactors.dsg_state),
-        ("relays", T_BITS, "bits", "Relay/MOS states (1 = closed): " + _bits(RELAY_NAMES),
-         _relay_bits),
-        ("fault_level", T_U16, "enum", "Highest active fault level: " + _names(F.LEVEL_NAMES),
-         lambda r: r.bms.prot.level),
-    ]
-    # Fault bit fields: bit b of word k is fault id 16*k + b (docs/faults.md).
-    for k in range(2):
-        rows.append(("faults_%d" % k, T_BITS, "bits",
-                     "Every active fault: " + _fault_names(16 * k, 0, 9),
-                     lambda r, k=k: _fault_word(r, 16 * k, 0, 9)))
-    for k in range(2):
-        rows.append(("protection_%d" % k, T_BITS, "bits",
-                     "Active protections (level >= protection): "
-                     + _fault_names(16 * k, F.L_PROT, 9),
-                     lambda r, k=k: _fault_word(r, 16 * k, F.L_PROT, 9)))
-    for k in range(2):
-        rows.append(("alarm_%d" % k, T_BITS, "bits",
-                     "Active alarms (warnings): " + _fault_names(16 * k, F.L_WARN, F.L_WARN),
-                     lambda r, k=k: _fault_word(r, 16 * k, F.L_WARN, F.L_WARN)))
-    rows += [
-        ("balancing_count", T_U16, "cells", "Cells bleeding now",
-         lambda r: r.bms.balancer.count),
-    ]
-    for k in range(MAX_CELLS // 16):
-        rows.append(("balance_%d" % k, T_BITS, "bits",
-                     "Balancing mask, bit b = cell %d + b" % (16 * k + 1),
-                     lambda r, k=k: _balance_word(r, k)))
-    rows += [
-        ("cmd_pending", T_U16, "bool", "A command waits for the next control cycle",
-         lambda r: 1 if r.bms.cmd_pending else 0),
-        ("param_version", T_U16, "count", "Increments on every accepted parameter change",
-         lambda r: r.bms.params.version & 0xFFFF),
-        ("log_next_seq", T_U32, "count", "Sequence number the next event will get",
-         lambda r: r.bms.log.next_seq),
-        ("auth_role", T_U16, "enum", "Role unlocked on this port: " + _names(ROLE_NAMES),
-         lambda r: r.auth.role(r.channel) if r.auth is not None else 0),
-        ("bus_errors", T_U16, "count", "Failed bus transactions since boot",
-         lambda r: r.bms.bus_errors & 0xFFFF),
-        ("exceptions", T_U16, "count", "Control-cycle exceptions since boot",
-         lambda r: r.bms.exceptions & 0xFFFF),
-        ("running", T_U16, "bool", "Measurements complete, relays may close",
-         lambda r: 1 if r.bms.running else 0),
-    ]
-    return tuple(rows)
-
-
-MONITOR = _monitor_rows()
+def _mon_value(r, s):
+    """The live value of monitor source ``s`` (allocation-free)."""
+    b = r.bms
+    if s >= _S_BALANCE:
+        return _balance_word(r, s - _S_BALANCE)
+    if s >= _S_ALARM:
+        return _fault_word(r, 16 * (s - _S_ALARM), F.L_WARN, F.L_WARN)
+    if s >= _S_PROT:
+        return _fault_word(r, 16 * (s - _S_PROT), F.L_PROT, 9)
+    if s >= _S_FAULTS:
+        return _fault_word(r, 16 * (s - _S_FAULTS), 0, 9)
+    if s >= _S_TMIN:
+        return b.meas.tmin[s - _S_TMIN]
+    if s >= _S_TMAX:
+        return b.meas.tmax[s - _S_TMAX]
+    if s <= _S_AVG:
+        m = b.meas
+        if s == _S_PACK_MV:
+            return m.pack_mv if m.pack_mv else m.sum_mv
+        if s == _S_CURRENT:
+            return m.current_ma
+        if s == _S_SOC:
+            return b.soc.soc_pm
+        if s == _S_SOH:
+            return 1000
+        if s == _S_REMAINING:
+            return b.soc.remaining_mah
+        if s == _S_FULL:
+            return b.soc.capacity_mah
+        if s == _S_CYCLES:
+            return b.soc.cycles
+        if s == _S_CELLS:
+            return m.n_cells
+        if s == _S_MAX_MV:
+            return m.max_mv
+        if s == _S_MAX_IDX:
+            return m.max_idx + 1
+        if s == _S_MIN_MV:
+            return m.min_mv
+        if s == _S_MIN_IDX:
+            return m.min_idx + 1
+        if s == _S_DIFF:
+            return m.diff_mv
+        n = m.n_cells - m.bad_cells   # _S_AVG
+        return m.sum_mv // n if n > 0 else 0
+    if s == _S_MODE:
+        return b.mode
+    if s == _S_DSG_STATE:
+        return b.contactors.dsg_state
+    if s == _S_RELAYS:
+        st = b.contactors.state
+        w = 0
+        for i in range(len(st)):
+            if st[i]:
+                w |= 1 << i
+        return w
+    if s == _S_FAULT_LEVEL:
+        return b.prot.level
+    if s == _S_BAL_COUNT:
+        return b.balancer.count
+    if s == _S_CMD_PENDING:
+        return 1 if b.cmd_pending else 0
+    if s == _S_PARAM_VERSION:
+        return b.params.version & 0xFFFF
+    if s == _S_LOG_SEQ:
+        return b.log.next_seq
+    if s == _S_AUTH_ROLE:
+        return r.auth.role(r.channel) if r.auth is not None else 0
+    if s == _S_BUS_ERRORS:
+        return b.bus_errors & 0xFFFF
+    if s == _S_EXCEPTIONS:
+        return b.exceptions & 0xFFFF
+    if s == _S_RUNNING:
+        return 1 if b.running else 0
+    return 0
 
 
 def _width(typ):
@@ -306,7 +373,7 @@ def _offsets(rows):
     return off, a
 
 
-MON_OFF, MON_SIZE = _offsets(MONITOR)
+MON_OFF = _offsets(MONITOR)[0]   # register offset of each row (an array, 112 bytes)
 
 
 def monitor_address(name):
@@ -332,19 +399,20 @@ def param_signed(i):
 
 
 # ---- commands --------------------------------------------------------------
-N_CMDS = len(CMD_NAMES) - 1  # id 0 is "no command"
-CMD_SIZE = 2 * N_CMDS
-CMD_ARGS = {
-    "reset_faults": "1",
-    "soc_set": "SOC in 0.1 % (0..1000)",
-    "cal_current": "true current now flowing, mA (the sign is taken from the measurement)",
-    "cal_zero": "1 (no current must flow)",
-    "restart": "1",
-    "defaults": "chemistry to load defaults for: 0 NMC, 1 LFP, 2 LTO, 3 NA",
-    "clear_log": "1",
-    "sleep": "1 (relays open until wake, the key or current wakes it)",
-    "wake": "1",
-}
+N_CMDS = const(9)       # len(bms.core.CMD_NAMES) - 1 (id 0 is "no command"); a test checks it
+CMD_SIZE = const(18)    # 2 * N_CMDS
+# (command, argument) for the docs
+CMD_ARGS = (
+    ("reset_faults", "1"),
+    ("soc_set", "SOC in 0.1 % (0..1000)"),
+    ("cal_current", "true current now flowing, mA (the sign is taken from the measurement)"),
+    ("cal_zero", "1 (no current must flow)"),
+    ("restart", "1"),
+    ("defaults", "chemistry to load defaults for: 0 NMC, 1 LFP, 2 LTO, 3 NA"),
+    ("clear_log", "1"),
+    ("sleep", "1 (relays open until wake, the key or current wakes it)"),
+    ("wake", "1"),
+)
 
 
 def command_address(name):
@@ -370,7 +438,7 @@ AUTH = (
     ("unlock", AU_UNLOCK, PW_REGS, T_ASCII, "W", "Write the password (ASCII, NUL padded) to unlock "
      "this port; wrong: exception 03, during a back-off lockout: exception 06"),
     ("lock", AU_LOCK, 1, T_U16, "W", "Write any value to lock this port again"),
-    ("role", AU_ROLE, 1, T_U16, "R", "Role unlocked on this port: " + _names(ROLE_NAMES)),
+    ("role", AU_ROLE, 1, T_U16, "R", "Role unlocked on this port: {auth_roles}"),
     ("lockout", AU_LOCKOUT, 1, T_U16, "R", "Seconds until a password may be tried again"),
     ("failures", AU_FAILS, 1, T_U16, "R", "Wrong passwords since the last correct one"),
     ("new_user_password", AU_NEW_USER, PW_REGS, T_ASCII, "W",
@@ -390,12 +458,12 @@ LH_NEXT_SEQ = const(2)  # u32
 LOGHEAD_SIZE = const(4)
 # Register f of a record -> field of EventLog.get()'s (seq, ts, kind, a, b)
 # tuple and whether it is the high word; the layout of LOG_FIELDS.
-_LOG_SRC = (0, 0, 1, 1, 2, -1, 3, 3, 4, 4)
-_LOG_HIGH = (1, 0, 1, 0, 0, 0, 1, 0, 1, 0)
+_LOG_SRC = const((0, 0, 1, 1, 2, -1, 3, 3, 4, 4))
+_LOG_HIGH = const((1, 0, 1, 0, 0, 0, 1, 0, 1, 0))
 LOG_FIELDS = (
     ("seq", 0, T_U32, "Sequence number"),
     ("time", 2, T_U32, "Time stamp, ms ticks (wraps at 2**30)"),
-    ("kind", 4, T_U16, "Event kind: " + _names(KIND_NAMES)),
+    ("kind", 4, T_U16, "Event kind: {event_kinds}"),
     ("a", 6, T_S32, "First argument (fault id, relay, parameter index, command ...)"),
     ("b", 8, T_S32, "Second argument (value, state, argument ...)"),
 )
@@ -410,28 +478,11 @@ B_CMD = const(5)
 B_AUTH = const(6)
 B_LOGHEAD = const(7)
 B_LOG = const(8)
+B_UPDATE = const(9)
+B_PLOG = const(10)
+B_MODS = const(11)
+B_SLAVE_UPDATE = const(12)
 
-# name, start, size (None: from the event log's capacity), description
-BLOCKS = (
-    ("identity", A_INFO, INFO_SIZE, "Device identity (ASCII) and map sizes"),
-    ("monitor", A_MON, MON_SIZE, "Live values, read only"),
-    ("temps", A_TEMPS, TEMPS_SIZE, "Every temperature sensor"),
-    ("cells", A_CELLS, MAX_CELLS, "Cell voltages, mV (0xFFFF: reading invalid)"),
-    ("params", A_PARAMS, N_PARAMS, "Parameters, read/write (user role)"),
-    ("commands", A_CMD, CMD_SIZE, "Commands, write only (user role)"),
-    ("auth", A_AUTH, AUTH_SIZE, "Password and last-error registers"),
-    ("log_head", A_LOGHEAD, LOGHEAD_SIZE, "Event log state"),
-    ("log", A_LOG, None, "Event records, %d registers each" % LOG_REC_REGS),
-    # ---- issue 7: firmware update and persistent log windows ----
-    ("update", A_UPDATE, RU.UPDATE_SIZE, "Firmware update window (user role)"),
-    ("plog", A_PLOG, RU.PLOG_SIZE, "Persistent event log: index + %d records with snapshots"
-     % RU.PLOG_WINDOW),
-    # ---- end issue 7 ----
-)
-# ---- issue 7: block indices found by name (robust to other blocks being added) ----
-_BLOCK_NAMES = [b[0] for b in BLOCKS]
-B_UPDATE = _BLOCK_NAMES.index("update")
-B_PLOG = _BLOCK_NAMES.index("plog")
 
 
 # ==== modules block: CAN slave modules of a master board (issue 5) =========
@@ -486,8 +537,6 @@ MOD_FAULT_BITS = ("ov", "uv", "ot", "tsensor", "afe", "master_lost", "defaults")
 SLAVE_STATE_NAMES = ("boot", "run", "sleep", "fault")       # can_ids.ST_* (bits 0-3)
 CAN_STATE_NAMES = ("error_active", "error_warning", "error_passive", "bus_off")
 
-_TEMP_NOTE = "(-32768 absent, 32767 open, 32766 short)"
-
 # name, offset, registers, type, unit, description
 MOD_HEAD = (
     ("module_count", MH_COUNT, 1, T_U16, "modules",
@@ -501,7 +550,7 @@ MOD_HEAD = (
     ("module_config_ok", MH_CONFIG_OK, 1, T_U16, "bool",
      "cell_count / module_cells fit the module count fixed at boot"),
     ("can_state", MH_CAN_STATE, 1, T_U16, "enum",
-     "Internal CAN controller state: " + _names(CAN_STATE_NAMES)),
+     "Internal CAN controller state: {can_state_names}"),
     ("can_bus_off_count", MH_BUS_OFF, 1, T_U16, "count", "Bus-off events since boot"),
     ("can_tx_fail", MH_TX_FAIL, 1, T_U16, "count", "Frames not queued (no TX buffer), wraps"),
     ("can_rx_frames", MH_RX_FRAMES, 2, T_U32, "count", "Frames received since boot"),
@@ -513,23 +562,23 @@ MOD_HEAD = (
 )
 # Module k (1-based) at A_MODS + MOD_HEAD_SIZE + MOD_STRIDE * (k - 1) + offset.
 MOD_FIELDS = (
-    ("state", M_STATE, 1, T_U16, "enum", "Module state: " + _names(MOD_STATE_NAMES)),
-    ("why", M_WHY, 1, T_BITS, "bits", "Why it is not ok: " + _bits(MOD_WHY_BITS)),
+    ("state", M_STATE, 1, T_U16, "enum", "Module state: {module_state_names}"),
+    ("why", M_WHY, 1, T_BITS, "bits", "Why it is not ok: {module_why_bits}"),
     ("first_cell", M_FIRST, 1, T_U16, "cell", "Its first cell, 1-based pack cell number"),
     ("cells", M_CELLS, 1, T_U16, "cells", "Its cell count (expected)"),
     ("age", M_AGE, 1, T_U16, "0.1s",
      "Time since its last complete sweep (65534: or more, 65535: none yet)"),
     ("lost_count", M_LOST, 1, T_U16, "count", "Times it went silent since boot"),
-    ("faults", M_FAULTS, 1, T_BITS, "bits", "Faults it reports: " + _bits(MOD_FAULT_BITS)),
+    ("faults", M_FAULTS, 1, T_BITS, "bits", "Faults it reports: {module_fault_bits}"),
     ("slave_state", M_SLAVE_STATE, 1, T_U16, "enum",
-     "Its own state, bits 0-3: " + _names(SLAVE_STATE_NAMES)
-     + "; bit 4 cell count locked, bit 5 auto-addressed"),
+     "Its own state, bits 0-3: {slave_state_names}; bit 4 cell count locked, "
+     "bit 5 auto-addressed"),
     ("balance", M_BAL, 1, T_BITS, "bits", "Bleeders on, bit j = its cell j + 1"),
     ("temp_count", M_N_TEMPS, 1, T_U16, "sensors", "Temperature sensors it reports"),
-    ("temp1", M_TEMP, 1, T_S16, "0.1degC", "Sensor 1 " + _TEMP_NOTE),
-    ("temp2", M_TEMP + 1, 1, T_S16, "0.1degC", "Sensor 2 " + _TEMP_NOTE),
-    ("temp3", M_TEMP + 2, 1, T_S16, "0.1degC", "Sensor 3 " + _TEMP_NOTE),
-    ("temp4", M_TEMP + 3, 1, T_S16, "0.1degC", "Sensor 4 " + _TEMP_NOTE),
+    ("temp1", M_TEMP, 1, T_S16, "0.1degC", "Sensor 1 (-32768 absent, 32767 open, 32766 short)"),
+    ("temp2", M_TEMP + 1, 1, T_S16, "0.1degC", "Sensor 2 (-32768 absent, 32767 open, 32766 short)"),
+    ("temp3", M_TEMP + 2, 1, T_S16, "0.1degC", "Sensor 3 (-32768 absent, 32767 open, 32766 short)"),
+    ("temp4", M_TEMP + 3, 1, T_S16, "0.1degC", "Sensor 4 (-32768 absent, 32767 open, 32766 short)"),
     ("version", M_VERSION, 2, T_U32, "",
      "Firmware major, minor, patch, protocol (one byte each; 0: not read yet)"),
 )
@@ -637,16 +686,40 @@ def read_modules(r, off, count, out, pos):
         put16(out, pos + 2 * i, v & 0xFFFF)
 
 
-BLOCKS = BLOCKS + (("modules", A_MODS, MODS_SIZE, "CAN slave modules: state, cells, age, "
-                    "faults, balancing, temperatures (read only)"),)
-B_MODS = len(BLOCKS) - 1
-
 # ---- slave firmware update window (issue 7: slaves updated through the master) ----
 A_SLAVE_UPDATE = const(0x2C00)
-BLOCKS = BLOCKS + (("slave_update", A_SLAVE_UPDATE, RSU.SIZE,
-                    "Slave firmware update: upload to the master, forward over CAN (user role)"),)
-B_SLAVE_UPDATE = len(BLOCKS) - 1
 # ==== end of modules block ===================================================
+
+# ---- blocks ----------------------------------------------------------------
+# Sizes of blocks defined in other modules, as literal copies so BLOCKS is a
+# compile-time constant (host_tests/test_const_tables.py checks them).
+_N_PARAMS = const(57)            # bms.params.N_PARAMS
+_UPDATE_SIZE = const(251)        # comms.reg_update.UPDATE_SIZE
+_PLOG_SIZE = const(128)          # comms.reg_update.PLOG_SIZE
+_SLAVE_UPDATE_SIZE = const(320)  # comms.reg_slave_update.SIZE
+
+# name, start, size (None: from the event log's capacity), description;
+# row i is block B_* = i.
+BLOCKS = (
+    ("identity", A_INFO, INFO_SIZE, "Device identity (ASCII) and map sizes"),
+    ("monitor", A_MON, MON_SIZE, "Live values, read only"),
+    ("temps", A_TEMPS, TEMPS_SIZE, "Every temperature sensor"),
+    ("cells", A_CELLS, MAX_CELLS, "Cell voltages, mV (0xFFFF: reading invalid)"),
+    ("params", A_PARAMS, _N_PARAMS, "Parameters, read/write (user role)"),
+    ("commands", A_CMD, CMD_SIZE, "Commands, write only (user role)"),
+    ("auth", A_AUTH, AUTH_SIZE, "Password and last-error registers"),
+    ("log_head", A_LOGHEAD, LOGHEAD_SIZE, "Event log state"),
+    ("log", A_LOG, None, "Event records, {log_rec_regs} registers each"),
+    # ---- issue 7: firmware update and persistent log windows ----
+    ("update", A_UPDATE, _UPDATE_SIZE, "Firmware update window (user role)"),
+    ("plog", A_PLOG, _PLOG_SIZE,
+     "Persistent event log: index + {plog_window} records with snapshots"),
+    # ---- issue 5: CAN slave modules ----
+    ("modules", A_MODS, MODS_SIZE, "CAN slave modules: state, cells, age, "
+     "faults, balancing, temperatures (read only)"),
+    ("slave_update", A_SLAVE_UPDATE, _SLAVE_UPDATE_SIZE,
+     "Slave firmware update: upload to the master, forward over CAN (user role)"),
+)
 
 
 def get_s16(buf, pos):
@@ -784,7 +857,7 @@ class RegisterMap:
         offs = MON_OFF
         for i in range(len(rows)):
             row = rows[i]
-            v = row[4](self)
+            v = _mon_value(self, row[4])
             o = offs[i]
             t = row[1]
             if t == T_U32 or t == T_S32:
@@ -823,7 +896,7 @@ class RegisterMap:
                 if name == "temp_sensors":
                     return self.bms.meas.n_temps
                 if name == "param_count":
-                    return N_PARAMS
+                    return _N_PARAMS
         return 0
 
     def _auth_reg(self, o):
