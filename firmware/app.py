@@ -398,9 +398,9 @@ def register_map(app, machine, channel):
     from comms.registers import RegisterMap
     regs = RegisterMap(app.bms, shared_auth(app), device_info(app, machine), channel=channel)
     regs.attach_update(app.parts.get("updater"), app.parts.get("persistlog"))
-    fwd = app.parts.get("slave_update")
-    if fwd is not None:   # slave modules updated through this master
-        regs.attach_slave_update(fwd.store, fwd)
+    fwd_of = app.parts.get("slave_update")
+    if fwd_of is not None:   # slave modules updated through this master
+        regs.attach_slave_update(fwd_of)
     return regs
 
 
@@ -500,12 +500,22 @@ def start_modules(app, mboard):
 
 
 def start_slave_update(app, mboard):
-    """Slave packages staged on this master's flash and forwarded over CAN (background)."""
-    from bms.pkgstore import PackageStore
-    from comms.slave_update import SlaveUpdater
-    fwd = SlaveUpdater(mboard.master, PackageStore(app.fs), app.bms)
-    mboard.master.fw = fwd     # polled by MasterBoard.poll, bounded work per call
-    return fwd
+    """Slave packages staged on this master's flash and forwarded over CAN
+    (background).  Returns ``fwd_of()``: the forwarder is built on first use
+    of the slave update window, so a master that never updates its slaves
+    does not hold its modules and buffers (about 5 KB of heap)."""
+    made = []
+
+    def fwd_of():
+        if not made:
+            from bms.pkgstore import PackageStore
+            from comms.slave_update import SlaveUpdater
+            fwd = SlaveUpdater(mboard.master, PackageStore(app.fs), app.bms)
+            mboard.master.fw = fwd     # polled by MasterBoard.poll, bounded work per call
+            made.append(fwd)
+        return made[0]
+
+    return fwd_of
 
 
 def start_update_steps(app):

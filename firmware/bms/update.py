@@ -303,7 +303,7 @@ class Updater:
         # Incremental finish.
         self.step_bytes = step_bytes
         self.phase = PH_NONE
-        self._buf = bytearray(512)
+        self._buf = None         # 512 B, allocated by the first finish
         self._rf = None          # the staged file, read
         self._wf = None          # the member being unpacked
         self._walk = None
@@ -454,6 +454,8 @@ class Updater:
         """Cheap checks now (raise UpdateError), the rest in ``finish_step``; FS_BUSY."""
         if self.phase:
             return FS_BUSY                # already running (a repeated command)
+        if self._buf is None:             # before anything changes: a MemoryError leaves all as it was
+            self._buf = bytearray(512)
         if self._f is None:
             self._fail(E_STATE, "no update in progress")
         f = self._f

@@ -145,7 +145,9 @@ class CanMaster:
         self.uv_mv = 1500
         self.ot_c = 65
         self.cell_mv = array("H", [C.CELL_INVALID] * max_cells)
-        self.cell_ts = array("i", [0] * max_cells)
+        # Arrival time per cell frame (module k, frame f at k * CELL_FRAMES + f):
+        # the cells of one frame share it, a quarter of a per-cell array.
+        self.frame_ts = array("i", [0] * (C.CELL_FRAMES * n))
         self.mod_cells = bytearray(n)
         self.mod_first = array("H", [0] * n)
         self.mod_state = bytearray(n)
@@ -378,11 +380,10 @@ class CanMaster:
                 if left > C.CELLS_PER_FRAME:
                     left = C.CELLS_PER_FRAME
                 mv = self.cell_mv
-                ts = self.cell_ts
                 i = first + base
                 for j in range(left):
                     mv[i + j] = b[2 * j] | (b[2 * j + 1] << 8)
-                    ts[i + j] = now
+                self.frame_ts[k * C.CELL_FRAMES + f] = now
                 if self.mod_pending[k] == 0:
                     self.mod_full_ts[k] = now
                     self.mod_full_seen[k] = 1
@@ -506,15 +507,16 @@ class CanMaster:
         n = m.n_cells
         to = self.timeout
         mv = self.cell_mv
-        ts = self.cell_ts
+        ts = self.frame_ts
         for k in range(self.n_modules):
             good = self.mod_state[k] == MS_OK
             first = self.mod_first[k]
+            fk = k * C.CELL_FRAMES
             for i in range(first, first + self.mod_cells[k]):
                 if i >= n:
                     break
                 v = mv[i]
-                t = ts[i]
+                t = ts[fk + (i - first) // C.CELLS_PER_FRAME]
                 m.cell_mv[i] = v if v != C.CELL_INVALID else 0
                 m.cell_ts[i] = t
                 m.cell_ok[i] = 1 if (good and v != C.CELL_INVALID

@@ -54,8 +54,6 @@ from bms.core import ACCEPTED, CMD_NAMES, ILLEGAL
 from bms.params import P_CHEMISTRY, ParamError
 from bms.params import TABLE as PARAM_TABLE
 # ---- issue 7: update / persistent log windows (import) ----
-from comms import reg_update as RU
-from comms import reg_slave_update as RSU   # slaves updated through the master
 from comms.packing import get16be as get16, put16be as put16  # noqa: F401 (re-exported)
 
 MAP_VERSION = const(1)
@@ -754,21 +752,52 @@ class RegisterMap:
         self._size = array("H", [b[2] if b[2] is not None else self.log_size for b in BLOCKS])
         self.writes = 0      # accepted writes
         self.refused = 0     # refused writes
-        # ---- issue 7: attach_update() sets these ----
-        self.update = RU.UpdateWindow(None)
-        self.plog = RU.PlogWindow(None)
-        self.slave_update = RSU.SlaveUpdateWindow(None, None)
+        # ---- issue 7 windows: built on first access.  Their modules (and
+        # a master's slave forwarder) cost several KB of heap that a pack
+        # nobody updates or reads the flash log of never spends.
+        self._updater = None
+        self._plog_src = None
+        self._fwd_of = None
+        self._update = None
+        self._plog = None
+        self._slave_update = None
 
-    def attach_slave_update(self, store, fwd):
-        """Serve the slave firmware update window (a master with CAN slave modules)."""
-        self.slave_update = RSU.SlaveUpdateWindow(store, fwd)
+    def attach_slave_update(self, fwd_of):
+        """Serve the slave firmware update window (a master with CAN slave
+        modules); ``fwd_of()`` returns the forwarder, built when first needed."""
+        self._fwd_of = fwd_of
+        self._slave_update = None
         return self
 
     def attach_update(self, updater=None, plog=None):
         """Serve the firmware update and persistent log windows (issue 7)."""
-        self.update = RU.UpdateWindow(updater)
-        self.plog = RU.PlogWindow(plog)
+        self._updater = updater
+        self._plog_src = plog
+        self._update = None
+        self._plog = None
         return self
+
+    @property
+    def update(self):
+        if self._update is None:
+            from comms.reg_update import UpdateWindow
+            self._update = UpdateWindow(self._updater)
+        return self._update
+
+    @property
+    def plog(self):
+        if self._plog is None:
+            from comms.reg_update import PlogWindow
+            self._plog = PlogWindow(self._plog_src)
+        return self._plog
+
+    @property
+    def slave_update(self):
+        if self._slave_update is None:
+            from comms.reg_slave_update import SlaveUpdateWindow
+            fwd = self._fwd_of() if self._fwd_of is not None else None
+            self._slave_update = SlaveUpdateWindow(fwd.store if fwd is not None else None, fwd)
+        return self._slave_update
 
     # ---- lookup -------------------------------------------------------
     def block(self, addr, count):

@@ -105,3 +105,21 @@ def test_wraps_ticks():
     r = _up(2)
     r.run(20000)
     assert r.states() == [MS_OK, MS_OK] and not r.master.comm_fault
+
+
+def test_cell_ages_follow_their_own_frame_with_odd_module_sizes():
+    # 15-cell modules: module boundaries fall inside a 4-cell frame slot, so a
+    # cell must take the arrival time of its own module's frame, never a
+    # neighbour's (frame times are kept per frame, not per cell).
+    r = Rig(n=3, cells=15, timeout=TIMEOUT)
+    assert r.run_until(lambda: r.states() == [MS_OK] * 3, 3000) >= 0
+    r.snodes[2].plugged = False
+    r.run(TIMEOUT + 500)
+    now = r.clock.ticks_ms()
+    m = Measurements(256, (ROLE_CELL,))
+    m.set_cell_count(45)
+    r.master.fill_cells(m, now)
+    ages = [(now - m.cell_ts[i]) & 0x3FFFFFFF for i in range(45)]
+    assert max(ages[0:30]) <= 1000, ages
+    assert min(ages[30:45]) > TIMEOUT, ages
+    assert sum(m.cell_ok[0:30]) == 30 and sum(m.cell_ok[30:45]) == 0

@@ -107,7 +107,7 @@ class PcLink:
         if getattr(sim, "updater", None) is not None or getattr(sim, "plog", None) is not None:
             self.regs.attach_update(sim.updater, sim.plog)   # issue 7 windows
         if getattr(sim, "slave_fw", None) is not None:
-            self.regs.attach_slave_update(sim.pkgstore, sim.slave_fw)   # slaves via the master
+            self.regs.attach_slave_update(lambda: sim.slave_fw)   # slaves via the master
         self.t = sim.clock.ticks_ms()
         self.clock = _LinkClock(self.t)
         self.port = _SimPort(self)
