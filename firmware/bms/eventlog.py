@@ -25,7 +25,6 @@ KIND_NAMES = ("boot", "fault_set", "fault_clear", "relay", "dsg_state", "param",
 class EventLog:
     def __init__(self, capacity=128, sink=None):
         self.capacity = capacity
-        self.seq = array("i", [0] * capacity)
         self.ts = array("i", [0] * capacity)
         self.kind = bytearray(capacity)
         self.a = array("i", [0] * capacity)
@@ -37,7 +36,6 @@ class EventLog:
 
     def append(self, now, kind, a, b):
         h = self._head
-        self.seq[h] = self.next_seq
         self.ts[h] = now
         self.kind[h] = kind
         self.a[h] = a
@@ -57,7 +55,8 @@ class EventLog:
         if i < 0 or i >= self.count:
             raise IndexError("event")
         j = (self._head - self.count + i) % self.capacity
-        return (self.seq[j], self.ts[j], self.kind[j], self.a[j], self.b[j])
+        # Kept records are consecutive: no per-record sequence array needed.
+        return (self.next_seq - self.count + i, self.ts[j], self.kind[j], self.a[j], self.b[j])
 
     def find(self, kind, a=None):
         """Records of ``kind`` (and ``a``), oldest first: a test/diagnostic helper."""

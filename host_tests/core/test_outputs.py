@@ -191,6 +191,11 @@ def test_event_log_ring_keeps_newest():
     assert len(log) == 4
     assert [log.get(i)[3] for i in range(4)] == [6, 7, 8, 9]
     assert log.get(0)[0] == 7  # sequence numbers keep counting
+    assert [log.get(i)[0] for i in range(4)] == [7, 8, 9, 10]
+    log.clear(20)              # the "cleared" record keeps the numbering going
+    assert len(log) == 1 and log.get(0)[:3] == (11, 20, 9)
+    log.append(21, 5, 0, 0)
+    assert [log.get(i)[0] for i in range(2)] == [11, 12]
     got = []
     log2 = EventLog(4, sink=lambda *rec: got.append(rec))
     log2.append(1, 2, 3, 4)
