@@ -740,7 +740,6 @@ class RegisterMap:
         self.info = info if info is not None else DeviceInfo()
         self.channel = channel
         self._mon = array("H", [0] * MON_SIZE)
-        self._word = array("H", [0] * 64)  # decoded write values
         self.err_index = -1
         self.err_code = 0
         self.err_text = bytearray(ERR_TEXT_LEN)
