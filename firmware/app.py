@@ -161,6 +161,17 @@ class App:
             self.parts[name] = obj
         return obj
 
+    def updater(self):
+        """The firmware updater (bms.update), built on first use - an update
+        window access, BLE, a test - around the boot-time ``slots`` part: its
+        code and buffers are a few KB of heap a pack not being updated never
+        holds.  None without flash."""
+        up = self.parts.get("updater")
+        if up is None and "slots" in self.parts:
+            up = _updater(self.fs, getattr(self.cfg, "UPDATE_KEY", None), self.parts["slots"])
+            self.parts["updater"] = up
+        return up
+
     def led_pattern(self):
         from drivers import gpio
         b = self.bms
@@ -333,7 +344,9 @@ def start_services(app, bms, store, state, machine):
     unclean = state is not None and not (state.flags & F_CLEAN)
     plog = app.part("persistlog", PL.PersistLog, fs)
     cfg = app.cfg
-    updater = app.part("updater", _updater, fs, getattr(cfg, "UPDATE_KEY", None))
+    # The marker half of the updater (trial confirm/reject, stale staged file);
+    # the rest is built by App.updater() when an update starts.
+    updater = app.part("slots", _slots, fs)
     lease = None
     secret = getattr(cfg, "LEASE_SECRET", None)
     if secret:
@@ -349,14 +362,21 @@ def start_services(app, bms, store, state, machine):
                       None, updater, app.reset, unclean, reason)
 
 
-def _updater(fs, key=None):
+def _slots(fs):
+    from bms.fwslot import Slots
+    s = Slots(fs)
+    s.drop_stage()
+    return s
+
+
+def _updater(fs, key=None, slots=None):
     """The firmware updater; with ``UPDATE_KEY`` (bytes or hex str) in config.py
     every package must carry a valid HMAC-SHA256 signature made with it."""
     from bms.update import Updater
     if isinstance(key, str):
         import binascii
         key = binascii.unhexlify(key)
-    return Updater(fs, key=key or None)
+    return Updater(fs, key=key or None, slots=slots)
 
 
 def auth_store(fs):
@@ -397,7 +417,8 @@ def register_map(app, machine, channel):
     """One port's view of the register map, issue 7 windows attached."""
     from comms.registers import RegisterMap
     regs = RegisterMap(app.bms, shared_auth(app), device_info(app, machine), channel=channel)
-    regs.attach_update(app.parts.get("updater"), app.parts.get("persistlog"))
+    regs.attach_update(plog=app.parts.get("persistlog"),
+                       updater_of=app.updater if "slots" in app.parts else None)
     fwd_of = app.parts.get("slave_update")
     if fwd_of is not None:   # slave modules updated through this master
         regs.attach_slave_update(fwd_of)
@@ -523,16 +544,17 @@ def start_update_steps(app):
     pass (``bms.update.Updater.finish_step``), only while the next control
     deadline is at least ``UPDATE_IDLE_MS`` away; the outcome goes to the
     persistent log."""
-    up = app.parts.get("updater")
-    if up is None:
+    if "slots" not in app.parts:
         return None
-    from bms import update as U
     sched = app.bms.sched
     plog = app.parts.get("persistlog")
     clock = app.clock
+    parts = app.parts
 
     def poll_update():
-        if up.phase and sched.ms_to_next() >= UPDATE_IDLE_MS:
+        up = parts.get("updater")    # built when an update starts
+        if up is not None and up.phase and sched.ms_to_next() >= UPDATE_IDLE_MS:
+            from bms import update as U
             r = up.finish_step()
             if r != U.FS_BUSY and plog is not None:
                 from bms.persistlog import PK_UPDATE
@@ -605,7 +627,7 @@ def build(name=None, machine=None, cfg=None, clock=None, params=None, fs=None):
 # Parts named in the persistent log (PK_PART a = index); append only.
 PART_NAMES = ("settings", "state", "services", "persistlog", "updater", "lease", "sleep",
               "can_modules", "can_master", "slave_update", "inverter", "update_steps", "modbus",
-              "ble", "ble_radio", "ttl", "soc_restore")
+              "ble", "ble_radio", "ttl", "soc_restore", "slots")
 
 
 def log_failed_parts(app):

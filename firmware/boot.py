@@ -2,7 +2,7 @@
 # 1. start the hardware watchdog early (8 s: below the RP2040's 8.3 s limit,
 #    long enough for the imports; main.py shortens it), unless config.py
 #    says WDT_AT_BOOT = False (bench work at the REPL);
-# 2. pick the firmware slot (bms.update.Updater.select_at_boot: a staged
+# 2. pick the firmware slot (bms.fwslot.Slots.select_at_boot: a staged
 #    update becomes a trial, a trial that never armed rolls back) and put
 #    its directory first on sys.path.  Any exception: run the current one.
 import sys
@@ -21,8 +21,8 @@ except Exception:  # noqa: BLE001 - no watchdog on this port: boot anyway
 
 try:
     from bms.store import BoardFs
-    from bms.update import Updater
-    _p = Updater(BoardFs()).select_at_boot()
+    from bms.fwslot import Slots
+    _p = Slots(BoardFs()).select_at_boot()
     if _p:
         sys.path.insert(0, _p)
     # The slot's own bms package must be imported from the slot, not reuse

@@ -221,7 +221,7 @@ def test_modbus_serves_persistent_log_and_update_windows():
     from comms.registers import A_PLOG, A_UPDATE
     rig = Rig()
     rig.run(3000)
-    assert rig.app.parts["modbus"].regmap.update.up is rig.app.parts["updater"]
+    assert rig.app.parts["modbus"].regmap.update.up is rig.app.updater()
     n = read_regs(rig, A_PLOG + RU.PL_COUNT, 1)[0]
     assert n >= 1 and n == len(rig.app.parts["persistlog"])   # at least the boot record
     rec = read_regs(rig, A_PLOG + RU.PL_REC, RU.PLOG_REC_REGS)
@@ -251,7 +251,7 @@ def test_update_key_from_config_makes_signatures_mandatory():
 
     class Cfg:
         UPDATE_KEY = "00112233445566778899aabbccddeeff"
-    up = Rig(cfg=Cfg).app.parts["updater"]
+    up = Rig(cfg=Cfg).app.updater()
     assert up.key == bytes.fromhex(Cfg.UPDATE_KEY)
     digest = bytes(32)
     try:
@@ -260,7 +260,7 @@ def test_update_key_from_config_makes_signatures_mandatory():
     except U.UpdateError as e:
         assert "sign" in e.msg
     up.begin(1000, digest, U.sign(up.key, 1000, digest))
-    assert Rig().app.parts["updater"].key is None
+    assert Rig().app.updater().key is None
 
 
 def test_part_out_of_memory_marks_the_firmware_degraded(monkeypatch):
@@ -316,3 +316,36 @@ def test_master_with_modules_serves_the_slave_update_window():
     text = bytes(b for v in read_regs(rig, A_AUTH + AU_ERR_TEXT, 32) for b in (v >> 8, v & 0xFF))
     assert b"no slave package staged" in text, text
     assert read_regs(rig, A_SLAVE_UPDATE + RSU.SU_PHASE, 1) == [0]
+
+
+def test_updater_is_built_on_first_use_and_shares_the_boot_marker(monkeypatch):
+    """Boot holds only the marker half (bms.fwslot): it drops a staged file a
+    reset left behind and confirms a trial; the full updater, built when the
+    update window is first used, sees the same marker state."""
+    from bms import fwslot as FS
+    from bms import services as S
+    from bms.store import makedirs
+    from comms import reg_update as RU
+    from comms.registers import A_UPDATE
+    fs = FakeFlash()
+    s = FS.Slots(fs)
+    s.active, s.prev, s.state, s.tries = 0, FS.ROOT_SLOT, FS.ST_TRIAL, 1
+    s.save()
+    makedirs(fs, "/fw")
+    f = fs.open("/fw/stage.pkg", "wb")
+    f.write(bytes(4096))
+    f.close()
+    monkeypatch.setattr(S, "CONFIRM_MS", 3000)
+    rig = Rig(fs=fs)
+    app = rig.app
+    assert "updater" not in app.parts and app.parts["slots"].state == FS.ST_TRIAL
+    assert "stage.pkg" not in fs.listdir("/fw")
+    rig.run(1000)
+    assert "updater" not in app.parts
+    assert read_regs(rig, A_UPDATE + RU.UP_FW_STATE, 2) == [FS.ST_TRIAL, 0]   # builds it
+    up = app.parts["updater"]
+    assert up.slots is app.parts["slots"] and app.updater() is up
+    rig.run(6000)                        # armed and fault-free for CONFIRM_MS
+    assert app.parts["slots"].state == FS.ST_OK and up.state == FS.ST_OK
+    assert read_regs(rig, A_UPDATE + RU.UP_FW_STATE, 2) == [FS.ST_OK, 0]
+    assert FS.Slots(fs).state == FS.ST_OK   # and on flash

@@ -75,7 +75,7 @@ def test_a_crashing_radio_task_never_stops_the_loop(rig, monkeypatch):
 @pytest.mark.parametrize("mtu", [23, 185])
 def test_complete_update_over_ble(rig, tmp_path, mtu):
     app = rig.app
-    up = app.parts["updater"]
+    up = app.updater()
     t, c = central(rig, mtu)
     c.unlock("123456")
     assert app.parts["auth"].role(CH_BLE) == ROLE_USER
@@ -122,7 +122,7 @@ def test_complete_update_over_ble(rig, tmp_path, mtu):
 
 def test_unauthenticated_ble_client_is_refused_the_update(rig, tmp_path):
     app = rig.app
-    up = app.parts["updater"]
+    up = app.updater()
     # RS485 unlocked: that session does not unlock Bluetooth.
     r = write_regs(rig, A_AUTH, ascii_regs(b"123456", 8))
     assert r[1] == 16, r.hex()
@@ -143,7 +143,7 @@ def test_unauthenticated_ble_client_is_refused_the_update(rig, tmp_path):
 
 def test_ble_lock_mid_transfer_stops_the_update(rig, tmp_path):
     """A disconnect locks the BLE session: the rest of the transfer is refused."""
-    up = rig.app.parts["updater"]
+    up = rig.app.updater()
     t, c = central(rig)
     c.unlock("123456")
     path, pkg = make_pkg(tmp_path)
@@ -170,6 +170,6 @@ def test_bmsctl_ble_option_runs_the_update(rig, tmp_path, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert rc == 0, out
     assert "staged" in out and made[0][0] == "AA:BB:CC:DD:EE:FF"
-    assert rig.app.parts["updater"].state == U.ST_PENDING
+    assert rig.app.updater().state == U.ST_PENDING
     rc = main(["--ble", "AA:BB:CC:DD:EE:FF", "update", "x", "--status"], ble_transport=transport)
     assert rc == 0 and "pending" in capsys.readouterr().out

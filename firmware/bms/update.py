@@ -43,36 +43,21 @@ Package: an uncompressed ustar archive of the firmware tree (``bms/...``,
         the blocking form (loops the steps; raises UpdateError) for callers
         that own the CPU anyway (tests, the CAN slave update, a REPL).
 
-Slots: ``/fw/a`` and ``/fw/b``; "root" (-1) means the factory firmware at
-the filesystem root.  The marker is an A/B record (bms.store), so a power
-cut while it is written leaves the old marker.  ``select_at_boot`` (called
-from boot.py before anything imports the firmware) turns PENDING into TRIAL
-and counts boots in TRIAL; after ``max_tries`` boots without ``confirm()``
-(called once the new firmware reached the armed state) it rolls back to
-the previous slot.  A new update is refused while a trial is running, so the
-rollback target can never be overwritten.
+Slots and the boot marker live in ``bms.fwslot`` (what every boot needs);
+an Updater works on one ``Slots`` object - the app's, shared with the
+services that confirm a trial, so both always see the same marker state.
+A new update is refused while a trial is running, so the rollback target
+can never be overwritten.
 """
 import struct
 
 from micropython import const
 
 from bms.digest import equal, hmac_sha256, sha256
-from bms.store import ABRecord, KIND_MARKER, makedirs
-
-ST_OK = const(0)
-ST_PENDING = const(1)   # staged, swap at the next boot
-ST_TRIAL = const(2)     # running the new firmware, not yet confirmed
-STATE_NAMES = ("ok", "pending", "trial")
-ROOT_SLOT = const(-1)
-
-# Events for the persistent log (PK_UPDATE a=...).
-U_STAGED = const(1)
-U_SWAPPED = const(2)
-U_CONFIRMED = const(3)
-U_ROLLED_BACK = const(4)
-_U_REFUSED = const(5)
-U_REJECTED = const(6)   # the trial firmware ran but not whole: roll back at the next boot
-EVENT_NAMES = ("", "staged", "swapped", "confirmed", "rolled_back", "refused", "rejected")
+from bms.fwslot import (EVENT_NAMES, ROOT_SLOT, ST_OK, ST_PENDING, ST_TRIAL,  # noqa: F401
+                        STATE_NAMES, U_CONFIRMED, U_REFUSED, U_REJECTED, U_ROLLED_BACK,
+                        U_STAGED, U_SWAPPED, Slots)
+from bms.store import makedirs
 
 # Error codes (UpdateError.code), stable for comms.
 E_STATE = const(1)
@@ -110,7 +95,6 @@ STEP_BYTES = const(2048)
 _RM_PER_STEP = const(4)
 
 MAX_SIZE = const(1024 * 1024)
-_MARKER = "<bbBB"
 _NAME_OK = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./"
 
 
@@ -281,19 +265,14 @@ def append_in_order(t, offset, data):
 
 class Updater:
     def __init__(self, fs, root="/fw", key=None, max_tries=3, max_size=MAX_SIZE,
-                 step_bytes=STEP_BYTES):
+                 step_bytes=STEP_BYTES, slots=None):
         self.fs = fs
         self.root = root
         self.key = key
-        self.max_tries = max_tries
         self.max_size = max_size
-        self.marker = ABRecord(fs, root + "/marker", KIND_MARKER)
-        self.active = ROOT_SLOT
-        self.prev = ROOT_SLOT
-        self.state = ST_OK
-        self.tries = 0
-        self.event = 0
-        self._load()
+        # The marker state: the app passes its boot-time Slots (shared with
+        # the services); a standalone Updater reads its own.
+        self.slots = slots if slots is not None else Slots(fs, root, max_tries)
         self._f = None
         self._hash = None
         self.size = 0
@@ -314,74 +293,57 @@ class Updater:
         self.steps = 0           # finish steps of the last finish
         self.step_io = 0         # flash bytes read + written by the last step
         self.max_step_io = 0     # ... the most in one step of the last finish
-        # A staged file left by a reset mid-transfer or mid-finish is garbage now
-        # (one Updater per filesystem: a second one would drop a live transfer).
-        try:
-            fs.remove(root + "/stage.pkg")
-        except OSError:
-            pass
+        # One Updater per filesystem: a second one would drop a live transfer.
+        self.slots.drop_stage()
 
-    # ---- marker ------------------------------------------------------------
-    def _load(self):
-        r = self.marker.load()
-        if r is not None and len(r[1]) == 4:
-            self.active, self.prev, self.state, self.tries = struct.unpack(_MARKER, r[1])
+    # ---- marker: the shared Slots ----------------------------------------------
+    @property
+    def state(self):
+        return self.slots.state
 
-    def _save(self):
-        self.marker.save(1, struct.pack(_MARKER, self.active, self.prev, self.state, self.tries))
+    @state.setter
+    def state(self, v):
+        self.slots.state = v
 
-    def slot_path(self, slot):
-        return "" if slot == ROOT_SLOT else "%s/%s" % (self.root, "ab"[slot])
+    @property
+    def active(self):
+        return self.slots.active
 
-    def select_at_boot(self):
-        """boot.py: returns the directory to put first on sys.path ("" = root)."""
-        self.event = 0
-        if self.state == ST_PENDING:
-            self.prev = self.active
-            self.active = self._staged
-            self.state = ST_TRIAL
-            self.tries = 1
-            self.event = U_SWAPPED
-            self._save()
-        elif self.state == ST_TRIAL:
-            if self.tries >= self.max_tries:
-                self.active = self.prev
-                self.state = ST_OK
-                self.tries = 0
-                self.event = U_ROLLED_BACK
-            else:
-                self.tries += 1
-            self._save()
-        return self.slot_path(self.active)
+    @property
+    def tries(self):
+        return self.slots.tries
+
+    @property
+    def event(self):
+        return self.slots.event
+
+    @event.setter
+    def event(self, v):
+        self.slots.event = v
 
     @property
     def _staged(self):
-        return 1 if self.active == 0 else 0
+        return self.slots.staged
+
+    def _save(self):
+        self.slots.save()
+
+    def slot_path(self, slot):
+        return self.slots.slot_path(slot)
+
+    def select_at_boot(self):
+        return self.slots.select_at_boot()
 
     def confirm(self):
-        """The running firmware reached the armed state: keep it."""
-        if self.state == ST_TRIAL:
-            self.state = ST_OK
-            self.tries = 0
-            self._save()
-            self.event = U_CONFIRMED
-            return True
-        return False
+        return self.slots.confirm()
 
     def reject(self):
-        """The trial firmware runs but is not whole (a part failed to build, e.g.
-        out of memory): make the next boot roll back instead of counting on."""
-        if self.state == ST_TRIAL:
-            self.tries = self.max_tries
-            self._save()
-            self.event = U_REJECTED
-            return True
-        return False
+        return self.slots.reject()
 
     # ---- transfer ------------------------------------------------------------
     def _fail(self, code, msg):
         self.last_error = (code, msg)
-        self.event = _U_REFUSED
+        self.event = U_REFUSED
         raise UpdateError(code, msg)
 
     def begin(self, size, digest, signature=None):
@@ -533,7 +495,7 @@ class Updater:
     def _refuse(self, code, msg):
         self._stop()
         self.last_error = (code, msg)
-        self.event = _U_REFUSED
+        self.event = U_REFUSED
         return FS_ERROR
 
     def _step_verify(self):

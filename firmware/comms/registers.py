@@ -755,6 +755,7 @@ class RegisterMap:
         # a master's slave forwarder) cost several KB of heap that a pack
         # nobody updates or reads the flash log of never spends.
         self._updater = None
+        self._updater_of = None
         self._plog_src = None
         self._fwd_of = None
         self._update = None
@@ -768,9 +769,11 @@ class RegisterMap:
         self._slave_update = None
         return self
 
-    def attach_update(self, updater=None, plog=None):
-        """Serve the firmware update and persistent log windows (issue 7)."""
+    def attach_update(self, updater=None, plog=None, updater_of=None):
+        """Serve the firmware update and persistent log windows (issue 7);
+        ``updater_of()`` builds the updater when the window is first used."""
         self._updater = updater
+        self._updater_of = updater_of
         self._plog_src = plog
         self._update = None
         self._plog = None
@@ -780,7 +783,10 @@ class RegisterMap:
     def update(self):
         if self._update is None:
             from comms.reg_update import UpdateWindow
-            self._update = UpdateWindow(self._updater)
+            up = self._updater
+            if up is None and self._updater_of is not None:
+                up = self._updater_of()
+            self._update = UpdateWindow(up)
         return self._update
 
     @property
