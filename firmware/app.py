@@ -366,6 +366,7 @@ def _slots(fs):
     from bms.fwslot import Slots
     s = Slots(fs)
     s.drop_stage()
+    s.take_boot_event()   # boot.py's swap / rollback: the services log it
     return s
 
 

@@ -349,3 +349,21 @@ def test_updater_is_built_on_first_use_and_shares_the_boot_marker(monkeypatch):
     assert app.parts["slots"].state == FS.ST_OK and up.state == FS.ST_OK
     assert read_regs(rig, A_UPDATE + RU.UP_FW_STATE, 2) == [FS.ST_OK, 0]
     assert FS.Slots(fs).state == FS.ST_OK   # and on flash
+
+
+def test_swap_and_rollback_done_by_boot_py_reach_the_persistent_log():
+    from bms import fwslot as FS
+    from bms import persistlog as PL
+    fs = FakeFlash()
+    s = FS.Slots(fs)
+    s.active, s.prev, s.state, s.tries = FS.ROOT_SLOT, FS.ROOT_SLOT, FS.ST_PENDING, 0
+    s.save()
+    for boot in range(4):       # swap, two more trial boots, then the rollback
+        assert FS.Slots(fs).select_at_boot() in ("/fw/a", "")    # what boot.py does
+        rig = Rig(fs=fs)
+        assert rig.app.parts["slots"].event == (FS.U_SWAPPED, 0, 0, FS.U_ROLLED_BACK)[boot]
+        rig.app.parts["persistlog"].flush()
+    plog = rig.app.parts["persistlog"]
+    events = [(r[4], r[5]) for r in plog.records() if r[2] == PL.PK_UPDATE]
+    assert events == [(FS.U_SWAPPED, 0), (FS.U_ROLLED_BACK, FS.ROOT_SLOT)]
+    assert "boot_event" not in fs.listdir("/fw")

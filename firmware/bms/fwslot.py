@@ -92,7 +92,35 @@ class Slots:
             else:
                 self.tries += 1
             self.save()
+        if self.event:
+            self._note_event()
         return self.slot_path(self.active)
+
+    # boot.py runs before the app and its persistent log: a swap or rollback
+    # it made is left in a one-byte file for the app to log (``take_boot_event``).
+    def _note_event(self):
+        try:
+            f = self.fs.open(self.root + "/boot_event", "wb")
+            try:
+                f.write(bytes((self.event,)))
+            finally:
+                f.close()
+        except OSError:
+            pass
+
+    def take_boot_event(self):
+        """The event of this boot's slot selection (0 if none); read once."""
+        try:
+            f = self.fs.open(self.root + "/boot_event", "rb")
+            try:
+                b = f.read(1)
+            finally:
+                f.close()
+            self.fs.remove(self.root + "/boot_event")
+        except OSError:
+            return 0
+        self.event = b[0] if b else 0
+        return self.event
 
     def confirm(self):
         """The running firmware reached the armed state: keep it."""

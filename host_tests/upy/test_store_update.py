@@ -326,3 +326,17 @@ def test_reset_during_finish_over_a_staged_update_never_boots_a_mixed_slot():
                 assert bytes(fs.files["/fw/a/bms/core.py"]) == b"# new core\n" * 100
                 outcomes.append("A")
     assert outcomes[0] == "A" and outcomes[-1] == "B" and "old" in outcomes, outcomes
+
+
+def test_boot_event_is_left_for_the_app_once():
+    from bms import fwslot as FS
+    fs = FakeFlash()
+    s = FS.Slots(fs)
+    assert s.select_at_boot() == "" and s.event == 0
+    assert FS.Slots(fs).take_boot_event() == 0       # nothing happened: no file
+    s.state = FS.ST_PENDING
+    s.save()
+    assert FS.Slots(fs).select_at_boot() == "/fw/a"   # boot.py swaps
+    app_side = FS.Slots(fs)
+    assert app_side.take_boot_event() == FS.U_SWAPPED and app_side.event == FS.U_SWAPPED
+    assert FS.Slots(fs).take_boot_event() == 0       # read once
