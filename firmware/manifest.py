@@ -22,4 +22,5 @@ except Exception:  # noqa: BLE001
     pass
 module("diag.py", base_path=".", opt=2)
 module("app.py", base_path=".", opt=2)
+module("slave_main.py", base_path=".", opt=2)  # a slave module's main.py imports it
 package("boards", base_path="..", opt=2)

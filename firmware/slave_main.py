@@ -79,8 +79,9 @@ def build_slave(hw, machine, st, now):
                  uid=uid48(machine), locked=st["locked"], now=now)
 
 
-def attach_update(slave, machine, now):
-    """Firmware update over CAN (bms.slave_fw) on the module's own flash.
+def attach_update(slave, machine, now, fs=None):
+    """Firmware update over CAN (bms.slave_fw) on the module's own flash
+    (``fs``: the board's littlefs when None).
 
     boot.py already selected the slot (a staged update becomes a trial);
     ``UPDATE_KEY`` in config.py (bytes or hex) makes every package need a
@@ -98,7 +99,7 @@ def attach_update(slave, machine, now):
         if isinstance(key, str):
             import binascii
             key = binascii.unhexlify(key)
-        slave.fw = SlaveFw(slave, Updater(BoardFs(), key=key or None),
+        slave.fw = SlaveFw(slave, Updater(fs if fs is not None else BoardFs(), key=key or None),
                            reset=getattr(machine, "reset", None), now=now)
     except Exception as e:  # noqa: BLE001 - the measurements matter more than updates
         print("slave update unavailable:", e)

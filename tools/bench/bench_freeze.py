@@ -35,40 +35,39 @@ def _app(ctx, variant, image=None, path=None):
     return k["heap_after_boot"], qstr_bytes(out, "qstr_after") - qstr_bytes(out, "qstr_before")
 
 
-def _boot32(exe, variant, path, image=None):
+SLAVE_SCRIPT = "tools/bench/upy/slave_heap.py"
+# (label, script, args): the apps measured on the 32-bit build
+BOARDS32 = (("16S single board", SCRIPT, ["single"]), ("256S master", SCRIPT, ["master"]),
+            ("16S slave module", SLAVE_SCRIPT, []))
+
+
+def _boot32(exe, script, args, path, heap="4M"):
+    """Parsed output of one boot, or None if it did not boot whole."""
     env = dict(os.environ, MICROPYPATH=":".join(
         path + [os.path.join(ROOT, "host_tests", "core"), os.path.join(ROOT, "host_tests", "upy")]))
-    r = subprocess.run([exe, "-X", "heapsize=4M", os.path.join(ROOT, SCRIPT), variant]
-                       + ([image] if image else []),
+    r = subprocess.run([exe, "-X", "heapsize=" + heap, os.path.join(ROOT, script)] + args,
                        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     k = parse_kv(r.stdout)
-    if r.returncode or k.get("failed") or "heap_after_boot" not in k:
-        raise RuntimeError("32-bit app boot failed:\n" + r.stdout + r.stderr)
-    return k["heap_after_boot"], qstr_bytes(r.stdout, "qstr_after") - qstr_bytes(r.stdout, "qstr_before")
+    if r.returncode or k.get("failed") != 0 or "heap_after_boot" not in k:
+        return None
+    if "qstr_after" in r.stdout:
+        k["qstr"] = qstr_bytes(r.stdout, "qstr_after") - qstr_bytes(r.stdout, "qstr_before")
+    return k
 
 
-def _smallest_heap(exe, variant):
+def _smallest_heap(exe, script, args):
     """Smallest -X heapsize (1 KB steps) in which the frozen app boots whole
     and runs 3 s - the peak need, fragmentation included - minus the heap
     the test rig (emulated chips, fake flash) holds before the app starts."""
-    env = dict(os.environ, MICROPYPATH=":".join(
-        [".frozen", os.path.join(ROOT, "host_tests", "core"), os.path.join(ROOT, "host_tests", "upy")]))
-
-    def boots(kb):
-        r = subprocess.run([exe, "-X", "heapsize=%dK" % kb, os.path.join(ROOT, SCRIPT), variant],
-                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-        k = parse_kv(r.stdout)
-        return (not r.returncode and k.get("failed") == 0 and "heap_after_boot" in k), k
-
-    lo, hi = 16, 1024            # lo fails, hi boots
-    ok, k = boots(hi)
-    if not ok:
-        raise RuntimeError("frozen app does not boot in %d KB" % hi)
+    lo, hi = 8, 1024             # lo fails, hi boots
+    k = _boot32(exe, script, args, [".frozen"], "%dK" % hi)
+    if k is None:
+        raise RuntimeError("frozen %s does not boot in %d KB" % (script, hi))
     base = k["baseline"]
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        ok, kk = boots(mid)
-        if ok:
+        kk = _boot32(exe, script, args, [".frozen"], "%dK" % mid)
+        if kk is not None:
             hi, base = mid, kk["baseline"]
         else:
             lo = mid
@@ -87,17 +86,23 @@ def _board32(ctx, rows):
                         "not measured: %s" % str(e).splitlines()[0]))
         return
     img = ctx.pico_image()[2]
-    for variant, label in (("single", "16S single board"), ("master", "256S master")):
-        heap, _q = _boot32(frozen, variant, [".frozen"])
-        rows.append(Row("ram", "app heap after boot, %s, frozen 32-bit" % label, heap, "B",
-                        "<= 65536", "MicroPython %s -m32, firmware/manifest.py frozen in" % ver))
+    for label, script, args in BOARDS32:
+        k = _boot32(frozen, script, args, [".frozen"])
+        if k is None:
+            raise RuntimeError("frozen 32-bit %s did not boot whole" % label)
+        rows.append(Row("ram", "app heap after boot, %s, frozen 32-bit" % label,
+                        k["heap_after_boot"], "B", "<= 65536",
+                        "MicroPython %s -m32, firmware/manifest.py frozen in" % ver))
         rows.append(Row("ram", "  smallest heap it boots in, %s" % label,
-                        _smallest_heap(frozen, variant), "B", "",
+                        _smallest_heap(frozen, script, args), "B", "",
                         "peak need incl. fragmentation (1 KB steps, rig's own heap taken off)"))
-    for variant, label in (("single", "16S single board"), ("master", "256S master")):
-        heap, qstr = _boot32(plain, variant, [], img)
-        rows.append(Row("ram", "app heap after boot, %s, ROMFS 32-bit" % label, heap, "B", "",
-                        "the pico ROMFS image; %d B of it the qstr pool" % qstr))
+    for label, script, args in BOARDS32[:2]:
+        k = _boot32(plain, script, args + [img], [])
+        if k is None:
+            raise RuntimeError("ROMFS 32-bit %s did not boot whole" % label)
+        rows.append(Row("ram", "app heap after boot, %s, ROMFS 32-bit" % label,
+                        k["heap_after_boot"], "B", "",
+                        "the pico ROMFS image; %d B of it the qstr pool" % k["qstr"]))
 
 
 def run(ctx):
