@@ -367,3 +367,25 @@ def test_swap_and_rollback_done_by_boot_py_reach_the_persistent_log():
     events = [(r[4], r[5]) for r in plog.records() if r[2] == PL.PK_UPDATE]
     assert events == [(FS.U_SWAPPED, 0), (FS.U_ROLLED_BACK, FS.ROOT_SLOT)]
     assert "boot_event" not in fs.listdir("/fw")
+
+
+def test_a_part_built_on_first_use_that_runs_out_of_memory_answers_04(monkeypatch):
+    """The updater is built when its window is first read; if that hits
+    MemoryError the request gets exception 04, the BMS runs on and the next
+    request tries again."""
+    from comms import reg_update as RU
+    from comms.registers import A_UPDATE
+    rig = Rig()
+    rig.run(1000)
+
+    def oom(*a):
+        raise MemoryError("memory allocation failed, allocating 1024 bytes")
+    monkeypatch.setattr(main, "_updater", oom)
+    r = rig.request(bytes((3, A_UPDATE >> 8, A_UPDATE & 0xFF, 0, 2)))
+    assert crc_ok(r) and r[1] == 0x83 and r[2] == 4, r.hex()
+    assert "updater" not in rig.app.parts
+    rig.run(1000)
+    assert rig.app.bms.running and rig.app.bms.exceptions == 0
+    monkeypatch.undo()
+    assert read_regs(rig, A_UPDATE + RU.UP_FW_STATE, 2) == [0, 0xFFFF]
+    assert "updater" in rig.app.parts
