@@ -41,8 +41,11 @@ What goes to which chip:
   balance(flags)    split into preallocated per-chip bytearrays; every chip's
                     own adjacency rule is checked before any chip is written
                     (cells on different chips do not share a VC pin)
-  set_switches      bottom chip only (its FET drivers, if the board uses
-                    them; the reference boards switch relays)
+  set_switches      one chip only, ``fet_chip`` (default 0, the bottom one,
+                    which also sees the shunt); the reference board switches
+                    relays and does not use it.  High-side FETs at the pack
+                    positive could only be driven by the top chip (its BAT
+                    is the pack positive): pass fet_chip=-1 for such a board
   fault()           OR of the chips' bits; current bits only from the bottom
   set_mode, clear_fault   every chip; all are tried, then the first
                     OSError is raised
@@ -84,11 +87,12 @@ def split(n, maxes, min_cells=CHIP_MIN_CELLS):
 
 
 class AfeStack(Afe):
-    def __init__(self, afes):
+    def __init__(self, afes, fet_chip=0):
         if len(afes) < 2:
             raise ValueError("a stack needs at least two AFEs")
         self.afes = list(afes)
         self.bottom = self.afes[0]
+        self.fet_afe = self.afes[fet_chip]
         self.max_cells = 0
         no_adj = False
         for a in self.afes:
@@ -225,7 +229,7 @@ class AfeStack(Afe):
             self.afes[i].balance(self._bal[i])
 
     def set_switches(self, chg, dsg):
-        self.bottom.set_switches(chg, dsg)
+        self.fet_afe.set_switches(chg, dsg)
 
     def set_mode(self, mode):
         self._all("set_mode", mode)

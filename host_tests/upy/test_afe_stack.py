@@ -134,6 +134,9 @@ def test_current_and_switches_from_the_bottom_chip_only():
     stack.set_switches(False, True)
     assert not bot.chg_fet and bot.dsg_fet
     assert top.host_off == 0
+    other = AfeStack(stack.afes, fet_chip=-1)    # a high-side FET board: the top chip
+    other.set_switches(True, False)
+    assert top.host_off == 0x03 and not bot.chg_fet
     assert stack.read_stack_mv() == sum(bot.source.cells) // 10 * 10 + sum(top.source.cells) // 10 * 10
 
 
