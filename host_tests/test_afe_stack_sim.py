@@ -51,3 +51,26 @@ def test_make_sim_chip_board_runs_24_cells():
     assert simmain.main(args) == 0
     with pytest.raises(SystemExit):
         simmain.main(["--board", "chip", "--cells", "33", "--seconds", "1", "--no-pc-link"])
+
+
+def test_top_chip_hardware_overvoltage_backstop_opens_relays():
+    from bms.params import ParamSet
+    holder = {}
+
+    def fac(pack):
+        holder["b"] = ChipBoard(pack, seed=5, params=ParamSet(1, max_cells=32))
+        return holder["b"]
+
+    sim = Simulation("LFP", cells=24, soc=0.5, seed=4, board_factory=fac)
+    sim.run(4)
+    b = holder["b"]
+    assert sim.active_faults() == [] and sim.pack.relays[RELAY_DSG] == 1
+    # Enabled Protections A: bottom SCD|OCD1|OCC|COV|CUV, top COV|CUV only.
+    assert b.emu_afe.dm_get(0x9261, "<B") == 0xBC and b.emu_top.dm_get(0x9261, "<B") == 0x0C
+    src = b.emu_top.source
+    real = src.cell_mv
+    src.cell_mv = lambda i: 3900 if i == 5 else real(i)   # cell 22 above the chip's COV
+    sim.run(1)
+    assert b.hw.afe_fault() & 0x008                       # FAULT_OV, from the top chip
+    assert "afe" in sim.active_faults()
+    assert sim.pack.relays[RELAY_DSG] == 0 and sim.pack.relays[RELAY_CHG] == 0
