@@ -43,6 +43,7 @@ def test_pico32_boots_24s_on_two_chips():
     assert ("I2C", 1, 6, 7, 400000) in fm.created       # top chip: I2C1 GP6/GP7
     board = app.hw["board"]
     assert board.max_cells == 32 and app.bms.params.max_cells == 32
+    assert app.failed == []                              # every part built (modbus, ttl, ...)
     _run(app, clock, 3000)
     b = app.bms
     assert b.running and b.exceptions == 0 and b.bus_errors == 0
