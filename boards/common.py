@@ -9,6 +9,8 @@ Returned dict (the application picks what it needs):
     kind      "master" or "slave"
     board     drivers.hwboard.HwBoard (master) - the core's board interface
     afe, shunt, ntcs
+    afes      the BQ76952 drivers, bottom first (two on a stacked board)
+    i2c_top   the top chip's isolated bus (stacked boards), else absent
     can       drivers.mcp2515.MCP2515 (not yet initialised: call init())
     rs485     drivers.rs485.Rs485 on the PC port (LC-3 485A/B)
     ttl       machine.UART on the display port (LC-2 TX/RX)
@@ -56,8 +58,8 @@ def _ticks():
     return (lambda: int(time.monotonic() * 1000) & 0x3FFFFFFF), ticks_diff
 
 
-def build_i2c(machine, pins):
-    bus_id, sda, scl, freq = pins["i2c"]
+def build_i2c(machine, pins, key="i2c"):
+    bus_id, sda, scl, freq = pins[key]
     return machine.I2C(bus_id, sda=machine.Pin(sda), scl=machine.Pin(scl), freq=freq)
 
 
@@ -98,7 +100,23 @@ def build_ports(machine, pins, opts):
 def build_master(machine, pins, opts=None, adc_wrap=None):
     ticks_ms, ticks_diff = _ticks()
     i2c = build_i2c(machine, pins)
-    afe = BQ76952(i2c, crc=_opt(opts, "afe_crc"), cells=_opt(opts, "cells"))
+    stacked = bool(pins.get("i2c_top"))
+    afe = BQ76952(i2c, crc=_opt(opts, "afe_crc"), cells=16 if stacked else _opt(opts, "cells"))
+    afes = [afe]
+    # The BQ76952 die sits next to its internal bleed FETs: balance temperature.
+    afe_temps = [(0, ROLE_BALANCE)]
+    cells = _opt(opts, "cells")
+    top_i2c = None
+    if stacked:
+        # Stacked single board (17S-32S): the top BQ76952 on its own,
+        # isolated bus (same address 0x08); AfeStack splits the cells.
+        # Imported here so single-chip boards do not spend heap on it.
+        from drivers.afe_stack import AfeStack
+        top_i2c = build_i2c(machine, pins, "i2c_top")
+        afes.append(BQ76952(top_i2c, crc=_opt(opts, "afe_crc"), cells=3))
+        afe = AfeStack(afes)
+        afe_temps.append((4, ROLE_BALANCE))   # the top chip's die (its own bleed FETs)
+        cells = opts["cells"] if opts and "cells" in opts else afe.max_cells
     uohm = _opt(opts, "shunt_uohm")
     shunt = INA228(i2c, shunt_uohm=uohm, max_current_ma=_opt(opts, "shunt_max_ma"))
     ntcs = build_ntcs(machine, pins, opts, adc_wrap)
@@ -113,14 +131,16 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
     led = None
     if pins.get("led") is not None:
         led = gpio.StatusLed(machine.Pin(pins["led"], machine.Pin.OUT))
-    conf = {"cells": _opt(opts, "cells"), "shunt_uohm": uohm}
-    # The BQ76952 die sits next to its internal bleed FETs: balance temperature.
+    conf = {"cells": cells, "shunt_uohm": uohm}
     board = HwBoard(afe, shunt, ntcs, relays, buzzer, key, led=led, afe_conf=conf,
-                    afe_temps=[(0, ROLE_BALANCE)], pack_source="afe", load_source="shunt")
+                    afe_temps=afe_temps, pack_source="afe", load_source="shunt")
     rs485, ttl = build_ports(machine, pins, opts)
-    return {"kind": "master", "board": board, "afe": afe, "shunt": shunt, "ntcs": ntcs,
-            "can": build_can(machine, pins, opts), "rs485": rs485, "ttl": ttl, "led": led,
-            "i2c": i2c, "wdt": lambda ms: machine.WDT(timeout=ms)}
+    hw = {"kind": "master", "board": board, "afe": afe, "afes": afes, "shunt": shunt,
+          "ntcs": ntcs, "can": build_can(machine, pins, opts), "rs485": rs485, "ttl": ttl,
+          "led": led, "i2c": i2c, "wdt": lambda ms: machine.WDT(timeout=ms)}
+    if top_i2c is not None:
+        hw["i2c_top"] = top_i2c
+    return hw
 
 
 def build_slave(machine, pins, opts=None):

@@ -2,7 +2,8 @@
 
 Board selection, first match wins:
   1. ``config.py`` on the board filesystem: BOARD = "pico" | "pico_w" |
-     "esp32_devkit" | "slave_module", optional OPTS = {...} (see
+     "pico32" (17S-32S, two stacked BQ76952) | "esp32_devkit" |
+     "slave_module", optional OPTS = {...} (see
      boards/common.py DEFAULTS: shunt_uohm, can_bitrate, can_xtal, ...),
      CHEMISTRY = 0..3 (NMC, LFP, LTO, NA) for first-boot defaults,
      MODULES = True for a master with CAN slave modules, SERIAL = "...",

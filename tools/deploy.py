@@ -36,6 +36,7 @@ BOARDS = {
     # name: (arch, board files it needs besides __init__/common)
     "pico": ("armv6m", ["pico"]),
     "pico_w": ("armv6m", ["pico", "pico_w"]),
+    "pico32": ("armv6m", ["pico", "pico32"]),
     "esp32_devkit": ("xtensawin", ["esp32_devkit"]),
     "esp32": ("xtensawin", ["esp32_devkit"]),
     "slave_module": ("armv6m", ["slave_module"]),

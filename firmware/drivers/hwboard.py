@@ -25,7 +25,10 @@ hand them to ``HwBoard``; nothing here touches ``machine``.
 
 Chips that fail to configure at start-up are retried before each read; until
 then their reads raise OSError, which the core turns into stale-data faults
-and its safe state.
+and its safe state.  A cell count the AFE cannot measure (ValueError from
+configure, e.g. fewer than 6 cells on a two-chip stack) is handled the same
+way: counted in ``init_errors``, reads raise OSError(EINVAL) until the cell
+count parameter is one the AFE can measure.
 """
 from array import array
 
@@ -35,6 +38,7 @@ from bms.contactors import RELAY_CHG, RELAY_DSG
 from bms.measurements import T_OK
 
 FAULT_RELAY = const(0x8000)  # beyond drivers.afe FAULT_* bits
+_EINVAL = const(22)
 
 
 class HwBoard:
@@ -79,7 +83,7 @@ class HwBoard:
                 self.afe.configure(self.afe_conf)
                 self._afe_cells = self.afe_conf.get("cells", self.max_cells)
                 self.afe_ok = True
-            except OSError:
+            except (OSError, ValueError):
                 self.init_errors += 1
         if not self.shunt_ok:
             try:
@@ -116,14 +120,20 @@ class HwBoard:
         return 0 if pack else -1
 
     def read_cells(self, m, now):
+        n = m.n_cells
         if not self.afe_ok:
+            self.afe_conf["cells"] = n
             self._ensure()
             if not self.afe_ok:
                 raise OSError(5)
-        n = m.n_cells
         if n != self._afe_cells:
             self.afe_conf["cells"] = n
-            self.afe.configure(self.afe_conf)
+            try:
+                self.afe.configure(self.afe_conf)
+            except ValueError:
+                # not a cell count this AFE can measure: stale cells, safe state
+                self.init_errors += 1
+                raise OSError(_EINVAL)
             self._afe_cells = n
         self.afe.read_cells(m.cell_mv, n)
         mv = m.cell_mv

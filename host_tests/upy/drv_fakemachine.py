@@ -1,6 +1,9 @@
 # A fake ``machine`` module for building the real board files on the host:
 # I2C routes to the BQ76952 / INA228 emulators, SPI to the MCP2515 emulator
 # (CS wired by pin number), ADC returns fixed NTC codes, WDT counts feeds.
+# With ``top_mv`` a second BQ76952 (the top of a stacked 17S-32S board, cells
+# top_mv) answers at 0x08 on I2C bus 1 only; bus 0 has the bottom chip (cells
+# cells_mv) and the INA228.
 import drv_helpers  # noqa: F401
 
 from emu_bq76952 import EmuBQ76952, StaticSource
@@ -40,11 +43,17 @@ class Pin:
 
 
 class FakeMachine:
-    def __init__(self, cells_mv, adc_code=32768, cs_pin=17):
+    def __init__(self, cells_mv, adc_code=32768, cs_pin=17, top_mv=None):
         Pin.registry = {}
         self.Pin = Pin
         self.bq = EmuBQ76952(StaticSource(cells_mv), crc=True, shunt_uohm=100)
-        self.ina = EmuINA228(ShuntSource(current_ma=0, bus_mv=sum(cells_mv)), shunt_uohm=100)
+        self.bq_top = None
+        total = sum(cells_mv)
+        if top_mv is not None:
+            # SRP/SRN of the top chip are shorted: it never sees the current.
+            self.bq_top = EmuBQ76952(StaticSource(top_mv), crc=True, shunt_uohm=100)
+            total += sum(top_mv)
+        self.ina = EmuINA228(ShuntSource(current_ma=0, bus_mv=total), shunt_uohm=100)
         self.can = EmuMCP2515()
         self.cs_pin = cs_pin
         Pin.cs_n = cs_pin
@@ -57,7 +66,10 @@ class FakeMachine:
         class I2C:
             def __init__(self, bus_id, sda=None, scl=None, freq=None):
                 fm.created.append(("I2C", bus_id, sda.n, scl.n, freq))
-                self.dev = {0x08: fm.bq, 0x40: fm.ina}
+                if bus_id == 0:
+                    self.dev = {0x08: fm.bq, 0x40: fm.ina}
+                else:  # the isolated top bus: nothing there unless stacked
+                    self.dev = {0x08: fm.bq_top} if fm.bq_top is not None else {}
 
             def readfrom_mem_into(self, addr, reg, buf, addrsize=8):
                 if addr not in self.dev:

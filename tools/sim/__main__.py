@@ -8,6 +8,7 @@ Modbus RTU client can connect.
 
     make sim                                   live demo, PC port on /tmp/bms-pc
     make sim ARGS="--speed 20"                 twenty simulated seconds per second
+    make sim ARGS="--cells 24"                 the 17S-32S single board: two stacked BQ76952
     make sim ARGS="--slaves 16 --cells 16"     master + 16 CAN slave modules (256S)
     make sim ARGS="--scenario overcharge --out out/overcharge.json"
     make sim ARGS="--list"                     the named scenarios
@@ -31,7 +32,7 @@ def demo_profile(sim):
     t = (sim.t_ms // 1000) % 720
     p = sim.pack
     if t < 240:
-        p.charger_a, p.charger_cv, p.load_a = 40.0, 16 * 3.45, 0.0
+        p.charger_a, p.charger_cv, p.load_a = 40.0, p.n * 3.45, 0.0
     elif t < 300:
         p.charger_a, p.load_a = 0.0, 0.0
     elif t < 600:
@@ -96,9 +97,9 @@ def _build(a):
         return build_modular(a.slaves, a.cells, a.chem)
     factory = None
     if a.board == "chip":
-        if a.cells > 16:
-            sys.exit("--board chip models one BQ76952 (up to 16 cells); use --board fake "
-                     "or --slaves for more")
+        if a.cells > 32:
+            sys.exit("--board chip models one BQ76952 (up to 16 cells) or two stacked "
+                     "(17-32 cells, board pico32); use --board fake or --slaves for more")
         from tools.sim.chipboard import ChipBoard
         factory = lambda pack: ChipBoard(pack, seed=a.seed + 1)  # noqa: E731
     return Simulation(chem=a.chem, cells=a.cells, soc=a.soc, seed=a.seed,

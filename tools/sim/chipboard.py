@@ -20,13 +20,19 @@ Fault-injection knobs, named as on FakeBoard:
   afe_trip           setting it true latches a hardware short-circuit trip
   current_gain, current_offset_ma   shunt errors
   key_on             ON/OFF switch position
-Single-AFE board: up to 16 cells (one BQ76952).
+  top_dead           the top BQ76952 of a stacked board stops answering
+Up to 16 cells: one BQ76952.  17-32 cells: the stacked single board
+(boards/pico32.py): two BQ76952 behind drivers.afe_stack.AfeStack, the
+bottom one on the shared bus with the INA228 and the shunt, the top one on
+its own (isolated) bus, cells split by ``afe_stack.split``; the top chip's
+sense inputs see no current (SRP/SRN shorted on that level).
 """
 import random
 
 from bms.contactors import RELAY_NAMES
 from bms.measurements import ROLE_BALANCE, ROLE_CELL, ROLE_POWER
 from drivers import afe as afe_mod
+from drivers.afe_stack import AfeStack, split
 from drivers.bq76952 import BQ76952
 from drivers.gpio import Buzzer, Key, Relay
 from drivers.hwboard import HwBoard
@@ -92,8 +98,8 @@ class SimPin:
 
 
 class _NoisyCells(PackSource):
-    def __init__(self, pack, rng, noise_mv):
-        PackSource.__init__(self, pack)
+    def __init__(self, pack, rng, noise_mv, first=0, n=None):
+        PackSource.__init__(self, pack, first, n)
         self.rng = rng
         self.noise_mv = noise_mv
 
@@ -145,8 +151,8 @@ class SimAdc:
 class ChipBoard:
     def __init__(self, pack, seed=2, max_cells=None, noise_mv=1, noise_ma=20, params=None,
                  crc=True):
-        if pack.n > 16:
-            raise ValueError("ChipBoard has one BQ76952: at most 16 cells")
+        if pack.n > 32:
+            raise ValueError("ChipBoard has one or two BQ76952: at most 32 cells")
         self.pack = pack
         self.rng = random.Random(seed)
         self.noise_ma = noise_ma
@@ -157,12 +163,21 @@ class ChipBoard:
         self.key_on = True
         self.buzzer_changes = 0
         # Chips and the bus.
-        self.emu_afe = EmuBQ76952(_NoisyCells(pack, self.rng, noise_mv), crc=crc,
+        stacked = pack.n > 16
+        n0 = split(pack.n, (16, 16))[0] if stacked else pack.n
+        self.emu_afe = EmuBQ76952(_NoisyCells(pack, self.rng, noise_mv, 0, n0), crc=crc,
                                   shunt_uohm=SHUNT_UOHM)
         self.emu_shunt = EmuINA228(_Shunt(self), shunt_uohm=SHUNT_UOHM)
         self.i2c = SimI2C([self.emu_afe, self.emu_shunt])
+        self.emu_top = self.i2c_top = None
         # Drivers, as a board file would build them.
-        self.afe = BQ76952(self.i2c, crc=crc, cells=pack.n)
+        self.afe = BQ76952(self.i2c, crc=crc, cells=n0)
+        if stacked:
+            top_src = _NoisyCells(pack, self.rng, noise_mv, n0, pack.n - n0)
+            top_src.current_ma = lambda: 0   # SRP/SRN shorted on the top level
+            self.emu_top = EmuBQ76952(top_src, crc=crc, shunt_uohm=SHUNT_UOHM)
+            self.i2c_top = SimI2C([self.emu_top])
+            self.afe = AfeStack([self.afe, BQ76952(self.i2c_top, crc=crc, cells=pack.n - n0)])
         self.shunt = INA228(self.i2c, shunt_uohm=SHUNT_UOHM, max_current_ma=1600000)
         table = NtcTable(Beta(NTC_R25, NTC_BETA), r_series=NTC_SERIES)
         ntcs = [(Ntc(SimAdc(self, i, table), table), TEMP_ROLES[i])
@@ -197,6 +212,8 @@ class ChipBoard:
         dt = self.pack.time_s - self._t_adv
         if dt > 0:
             self.emu_afe.advance(int(dt * 1000.0))
+            if self.emu_top is not None:
+                self.emu_top.advance(int(dt * 1000.0))
             self._t_adv = self.pack.time_s
 
     # ---- board interface (delegated to the real HwBoard) ---------------------------
@@ -249,6 +266,14 @@ class ChipBoard:
     @afe_dead.setter
     def afe_dead(self, v):
         self.emu_afe.dead = bool(v)
+
+    @property
+    def top_dead(self):
+        return self.emu_top is not None and self.emu_top.dead
+
+    @top_dead.setter
+    def top_dead(self, v):
+        self.emu_top.dead = bool(v)
 
     @property
     def nack(self):
