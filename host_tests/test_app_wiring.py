@@ -389,3 +389,63 @@ def test_a_part_built_on_first_use_that_runs_out_of_memory_answers_04(monkeypatc
     monkeypatch.undo()
     assert read_regs(rig, A_UPDATE + RU.UP_FW_STATE, 2) == [0, 0xFFFF]
     assert "updater" in rig.app.parts
+
+
+# ---- the AFE's hardware backstop on a real board build ------------------------
+_EN_PROT_A = 0x9261
+_SCD, _OCD1, _OCC, _COV, _CUV = 0x80, 0x20, 0x10, 0x08, 0x04
+
+
+def test_board_build_enables_the_afe_hardware_protections_from_the_parameters():
+    """Short circuit is caught only by the AFE (microseconds); a board build
+    must enable it, with thresholds from the parameters, not leave the chip
+    with nothing enabled."""
+    from bms import params as P
+    rig = Rig()
+    bq = rig.fm.bq
+    en = bq.dm_get(_EN_PROT_A, "<B")
+    assert en == _SCD | _OCD1 | _OCC | _COV | _CUV, hex(en)
+    p = rig.app.bms.params
+    # COV threshold: 50.6 mV steps, at least level-2 OV + 50 mV (typed: SLUUBY2B).
+    cov = bq.dm_get(0x9278, "<B")
+    assert cov * 50.6 >= p[P.P_OV2] + 50 and (cov - 1) * 50.6 < p[P.P_OV2] + 50
+    # SCD: the first table step at or above short_circuit x shunt (6000 x 0.1 A x 100 uOhm = 60 mV).
+    assert bq.dm_get(0x9286, "<B") == 3          # 10, 20, 40, [60] mV
+
+
+def test_a_parameter_change_moves_the_hardware_backstop():
+    from bms import params as P
+    rig = Rig()
+    rig.run(500)
+    bq = rig.fm.bq
+    board = rig.app.hw["board"]
+    n0 = board.backstop_updates
+    rig.app.bms.params.set_many(((P.P_SC, 9000),))        # 900 A x 100 uOhm = 90 mV
+    rig.run(200)
+    assert bq.dm_get(0x9286, "<B") == 5                      # 100 mV step
+    assert board.backstop_updates == n0 + 1
+    rig.app.bms.params.set_many(((P.P_BUZZER, 0),))         # no backstop value changed
+    rig.run(200)
+    assert board.backstop_updates == n0 + 1 and board.afe_ok
+
+
+def test_short_circuit_seen_only_by_the_afe_opens_the_discharge_relay():
+    """The shunt monitor still reads 0 A (its ADC is too slow for a short):
+    the AFE's own SCD trip is what opens the discharge path, latched."""
+    from bms import faults as F
+    rig = Rig()
+    rig.run(3000)
+    fm = rig.fm
+    assert rig.app.bms.running and fm.pin(10).v == 1            # discharge (J1) closed
+    fm.bq.source.current = -700000                              # 700 A > 600 A short_circuit
+    rig.run(300)
+    assert fm.pin(10).v == 0 and fm.pin(12).v == 0
+    assert rig.app.bms.prot.active(F.SHORT) or rig.app.bms.prot.active(F.AFE)
+
+
+def test_master_with_modules_gets_current_protections_only_on_its_own_afe():
+    class Cfg:
+        MODULES = True
+    rig = Rig(cfg=Cfg)
+    en = rig.fm.bq.dm_get(_EN_PROT_A, "<B")
+    assert en == _SCD | _OCD1 | _OCC, hex(en)    # no cells on the master's AFE
