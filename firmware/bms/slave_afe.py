@@ -15,8 +15,19 @@ class SlaveAfe:
         self.ntcs = [n[0] if isinstance(n, tuple) else n for n in ntcs]
         self.flags = bytearray(max_cells)
         self.no_adjacent = getattr(afe, "balance_no_adjacent", True)
+        self._cells = 0          # cell count the AFE is configured for
 
     def read_cells(self, cell_mv, n):
+        if n != self._cells:
+            # The module's cell count (its settings or the master's CONFIG):
+            # the AFE must know it, because with fewer than 16 cells the top
+            # cell is wired to its last input (VC16), not the next one.
+            # Allocates: at start-up and when the count changes.
+            try:
+                self.afe.configure({"cells": n})
+            except NotImplementedError:
+                pass
+            self._cells = n
         self.afe.read_cells(cell_mv, n)
 
     def read_temps(self, temp_dc, n):

@@ -227,6 +227,10 @@ class _FakeDriverAfe:
     def __init__(self):
         self.flags = None
         self.mode = None
+        self.configured = []
+
+    def configure(self, conf):
+        self.configured.append(conf["cells"])
 
     def read_cells(self, mv, n):
         for i in range(n):
@@ -265,3 +269,6 @@ def test_slave_afe_adapter():
     mv = array("H", [0] * 16)
     a.read_cells(mv, 3)
     assert list(mv[:3]) == [3000, 3001, 3002]
+    a.read_cells(mv, 3)
+    a.read_cells(mv, 5)
+    assert drv.configured == [3, 5]      # configured once per cell count

@@ -150,6 +150,10 @@ class EmuBQ76952:
         self.transactions = 0
         self.scd_ms = 0
         self.busy = 0
+        # Physical wiring (channel mask the cells are on, e.g. TI's wiring for
+        # fewer than 16 cells: VC1.. and the top cell on VC16).  None: the
+        # cells sit where the chip's VCell Mode says (a correctly set-up pack).
+        self.wiring = None
 
     # ---- data memory -----------------------------------------------------------
     def _dm_put(self, addr, data):
@@ -168,9 +172,16 @@ class EmuBQ76952:
     def user_amps_ma(self):
         return (0.1, 1, 10, 100)[self.dm_get(0x9303, "<B") & 3]
 
+    def wired_channels(self):
+        if self.wiring is None:
+            return self.vcell_channels()
+        return [ch for ch in range(16) if self.wiring & (1 << ch)]
+
     def _channel_mv(self):
+        """Each input pair's voltage: a cell where one is wired, 0 V on
+        inputs tied together."""
         v = [0] * 16
-        for k, ch in enumerate(self.vcell_channels()):
+        for k, ch in enumerate(self.wired_channels()):
             v[ch] = self.source.cell_mv(k)
         return v
 
@@ -197,7 +208,8 @@ class EmuBQ76952:
         host's recover subcommand."""
         en = self.dm_get(0x9261, "<B")
         st = self.safety
-        mv = [self.source.cell_mv(k) for k in range(len(self.vcell_channels()))]
+        chan = self._channel_mv()
+        mv = [chan[ch] for ch in self.vcell_channels()]
         i_ma = self.source.current_ma()
         v_shunt_uv = i_ma * self.shunt_uohm // 1000  # uV across the shunt
         cov = self.dm_get(0x9278, "<b") * 506 // 10
@@ -337,7 +349,7 @@ class EmuBQ76952:
         elif code == 0x0083:
             self.cb_mask = data[0] | (data[1] << 8) if len(data) >= 2 else data[0]
             if hasattr(self.source, "set_balance"):
-                chans = self.vcell_channels()
+                chans = self.wired_channels()
                 self.source.set_balance([1 if self.cb_mask & (1 << ch) else 0 for ch in chans])
         elif code == 0x0097:
             self.host_off = data[0] & 0x0F
