@@ -31,7 +31,6 @@ import random
 
 from bms.contactors import RELAY_NAMES
 from bms.measurements import ROLE_BALANCE, ROLE_CELL, ROLE_POWER
-from drivers import afe as afe_mod
 from drivers.afe_stack import AfeStack, split
 from drivers.bq76952 import BQ76952
 from drivers.gpio import Buzzer, Key, Relay
@@ -188,11 +187,11 @@ class ChipBoard:
         self.key_pin = SimPin()
         key = Key(self.key_pin, self._ticks_ms, _ticks_diff, active_low=True, debounce_ms=50)
         conf = {"cells": pack.n, "shunt_uohm": SHUNT_UOHM}
-        if params is not None:
-            conf.update(afe_mod.protection_conf(params, SHUNT_UOHM, pack.n))
         self.hw = HwBoard(self.afe, self.shunt, ntcs, relays, Buzzer(self.buzzer_pin), key,
                           afe_conf=conf, pack_source="afe", load_source="shunt",
                           max_cells=max_cells or pack.n)
+        if params is not None:   # the hardware backstop, as app.build does on a board
+            self.hw.attach_params(params)
         self.max_cells = self.hw.max_cells
         self.temp_roles = self.hw.temp_roles
         self.balance_no_adjacent = self.hw.balance_no_adjacent
