@@ -482,21 +482,24 @@ def start_ttl(app):
     port = app.hw.get("ttl")
     if port is None:
         return None
-    from comms.charger import Charger
     from comms.display import DisplayPort
     bms = app.bms
     disp = DisplayPort(port, bms, app.clock, jbd=True)
-    chg = Charger(bms, app.clock, port=port)
     params = bms.params
+    parts = app.parts
 
     def poll_ttl():
         if params[P_SPECIAL_CHARGER]:
+            chg = parts.get("charger")
+            if chg is None:   # built the first time the parameter asks for it
+                from comms.charger import Charger
+                chg = Charger(bms, app.clock, port=port)
+                parts["charger"] = chg
             chg.poll()
         else:
             disp.poll()
 
-    app.parts["display"] = disp
-    app.parts["charger"] = chg
+    parts["display"] = disp
     app.pollers.append(poll_ttl)
     return poll_ttl
 

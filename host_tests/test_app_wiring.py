@@ -449,3 +449,18 @@ def test_master_with_modules_gets_current_protections_only_on_its_own_afe():
     rig = Rig(cfg=Cfg)
     en = rig.fm.bq.dm_get(_EN_PROT_A, "<B")
     assert en == _SCD | _OCD1 | _OCC, hex(en)    # no cells on the master's AFE
+
+
+def test_special_charger_is_built_when_the_parameter_turns_it_on():
+    from bms import params as P
+    rig = Rig()
+    rig.run(1000)
+    app = rig.app
+    assert "charger" not in app.parts and "display" in app.parts
+    ttl = rig.uarts[1]
+    app.bms.params.set_many(((P.P_SPECIAL_CHARGER, 1),))
+    ttl.tx[:] = b""
+    rig.run(3000)
+    assert "charger" in app.parts
+    assert len(ttl.tx) > 0 and app.parts["charger"].port is not None   # it talks on the TTL port
+    assert app.poll_errors == 0 and app.bms.exceptions == 0
