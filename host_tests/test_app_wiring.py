@@ -464,3 +464,20 @@ def test_special_charger_is_built_when_the_parameter_turns_it_on():
     assert "charger" in app.parts
     assert len(ttl.tx) > 0 and app.parts["charger"].port is not None   # it talks on the TTL port
     assert app.poll_errors == 0 and app.bms.exceptions == 0
+
+
+def test_master_with_modules_sees_its_own_afe_trips():
+    """Cells come over CAN, so nothing read the master's own AFE fault bits:
+    its short-circuit trip (and a relay's readback) must still reach the core."""
+    from bms import faults as F
+
+    class Cfg:
+        MODULES = True
+    rig = Rig(cfg=Cfg)
+    rig.run(500)
+    bms = rig.app.bms
+    assert not bms.prot.active(F.AFE)
+    rig.fm.bq.source.current = -700000              # 700 A through the shunt: SCD trips
+    rig.run(300)
+    assert bms.board.afe_fault() & 0x001            # drivers.afe FAULT_SCD
+    assert bms.prot.active(F.AFE)

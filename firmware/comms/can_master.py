@@ -575,6 +575,7 @@ class MasterBoard:
         self.bms = None
         self.prot = None
         self._pver = -1
+        self._rd_faults = getattr(base, "read_faults", None)   # bound once: no per-call allocation
 
     def bind(self, bms):
         self.bms = bms
@@ -607,6 +608,8 @@ class MasterBoard:
         self.master.fill_cells(m, now)
         if self.prot is not None:
             self.prot.set_flag(F.SIG_COMM, self.master.comm_fault)
+        if self._rd_faults is not None:
+            self._rd_faults()   # the local AFE's trips and relay readback (may raise OSError)
 
     def read_temps(self, m, now):
         self.master.fill_temps(m, self.n_base_temps, self.temps_per_module)

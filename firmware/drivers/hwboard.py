@@ -189,6 +189,21 @@ class HwBoard:
         for i in range(n):
             ok[i] = 1 if mv[i] > 0 else 0
             ts[i] = now
+        self._read_faults()
+
+    def read_faults(self):
+        """The AFE's hardware trip bits and the relays' readback, for
+        ``afe_fault()``.  ``read_cells`` does this with every cell read; a
+        master whose cells come over CAN calls it on its own, or its AFE's
+        short-circuit trip and a welded relay would go unseen.  OSError if
+        the AFE does not answer (the caller's read then counts as failed)."""
+        if not self.afe_ok:
+            self._ensure()
+            if not self.afe_ok:
+                raise OSError(5)
+        self._read_faults()
+
+    def _read_faults(self):
         f = self.afe.fault()
         for r in self.relays:
             if r is not None and not r.check():

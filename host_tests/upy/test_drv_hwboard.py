@@ -178,3 +178,21 @@ def test_relay_readback_fault_reaches_afe_fault():
     afe.fault_bits = 1
     b.read_cells(m, 100)
     assert b.afe_fault() == 1
+
+
+def test_read_faults_without_reading_cells():
+    # A master with CAN modules reads no cells from its own AFE: read_faults
+    # alone must bring the trip bits and the relay readback to afe_fault().
+    afe = FakeAfe()
+    coil = Pin()
+    fb = Pin(0)
+    r = gpio.Relay(coil, fb_pin=fb, fb_samples=2)
+    b = HwBoard(afe, None, (), [r], afe_conf={"cells": 4})
+    b.init()
+    b.set_relays(bytearray([1]))
+    b.read_faults()
+    b.read_faults()
+    assert b.afe_fault() & FAULT_RELAY
+    afe.fault_bits = 1
+    b.read_faults()
+    assert b.afe_fault() & 1
