@@ -405,6 +405,7 @@ def test_board_build_enables_the_afe_hardware_protections_from_the_parameters():
     bq = rig.fm.bq
     en = bq.dm_get(_EN_PROT_A, "<B")
     assert en == _SCD | _OCD1 | _OCC | _COV | _CUV, hex(en)
+    assert not bq.sleep_enabled    # no autonomous SLEEP (cells every few seconds there)
     p = rig.app.bms.params
     # COV threshold: 50.6 mV steps, at least level-2 OV + 50 mV (typed: SLUUBY2B).
     cov = bq.dm_get(0x9278, "<B")

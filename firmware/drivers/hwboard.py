@@ -43,6 +43,7 @@ from bms.contactors import RELAY_CHG, RELAY_DSG
 from bms.measurements import T_OK
 
 FAULT_RELAY = const(0x8000)  # beyond drivers.afe FAULT_* bits
+_MODE_NORMAL = const(0)      # drivers.afe.MODE_NORMAL
 _EINVAL = const(22)
 
 
@@ -90,6 +91,13 @@ class HwBoard:
         if not self.afe_ok:
             try:
                 self.afe.configure(self.afe_conf)
+                try:
+                    # No autonomous SLEEP: a BQ76952 left to its default
+                    # sleeps at low current and then measures cells only
+                    # every few seconds.
+                    self.afe.set_mode(_MODE_NORMAL)
+                except NotImplementedError:
+                    pass
                 self._afe_cells = self.afe_conf.get("cells", self.max_cells)
                 self.afe_ok = True
             except (OSError, ValueError):

@@ -20,6 +20,10 @@ class FakeAfe:
         self.confs = []
         self.switches = None
         self.flags = None
+        self.modes = []
+
+    def set_mode(self, mode):
+        self.modes.append(mode)
 
     def configure(self, conf):
         if self.fail:
@@ -100,6 +104,7 @@ def _board(**kw):
 def test_measurements_through_the_interface():
     b, afe, _ = _board()
     assert b.init() and b.temp_roles == (ROLE_CELL, ROLE_CELL, ROLE_BALANCE)
+    assert afe.modes == [0]          # MODE_NORMAL: no autonomous chip sleep
     m = Measurements(b.max_cells, b.temp_roles)
     b.read_cells(m, 100)
     assert list(m.cell_mv) == [3300, 3310, 0, 3290]
