@@ -38,6 +38,7 @@ def _app(ctx, variant, image=None, path=None):
 SLAVE_SCRIPT = "tools/bench/upy/slave_heap.py"
 # (label, script, args): the apps measured on the 32-bit build
 BOARDS32 = (("16S single board", SCRIPT, ["single"]), ("256S master", SCRIPT, ["master"]),
+            ("32S single board (two AFEs)", SCRIPT, ["single32"]),
             ("16S slave module", SLAVE_SCRIPT, []))
 
 

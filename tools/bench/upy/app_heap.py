@@ -1,7 +1,7 @@
 # Runs under the MicroPython unix port: RAM kept by the whole board application
 # after boot (app.build on the pico board file over the chip emulators, settings
 # store on a fake flash, 3 s of operation).
-# Usage: micropython app_heap.py single|master [ROMFS_IMAGE]
+# Usage: micropython app_heap.py single|single32|master [ROMFS_IMAGE]
 # With ROMFS_IMAGE the firmware is imported from a VfsRom mounted on that image:
 # .mpy bytecode then runs in place (as frozen code does) and is not on the heap.
 import gc
@@ -29,7 +29,10 @@ class Cfg:
     CHEMISTRY = 1
 
 
-fm = FakeMachine([3300 + i for i in range(16)])
+if variant == "single32":   # pico32: two stacked BQ76952, 32 cells
+    fm = FakeMachine([3300 + i for i in range(16)], top_mv=[3300 + i for i in range(16)])
+else:
+    fm = FakeMachine([3300 + i for i in range(16)])
 fs = FakeFlash()
 clock = VirtualClock(0)
 gc.collect()
@@ -40,12 +43,17 @@ m0 = gc.mem_alloc()
 import app  # noqa: E402
 
 params = None
+board = "pico32" if variant == "single32" else "pico"
+if variant == "single32":
+    from bms import params as P
+    params = P.ParamSet(Cfg.CHEMISTRY, max_cells=32)
+    params.set_many(((P.P_CELL_COUNT, 32),))
 if variant == "master":
     # 256 cells in 16 modules of 16, as the user would have stored them.
     from bms import params as P
     params = P.ParamSet(Cfg.CHEMISTRY, max_cells=256)
     params.set_many(((P.P_MODULE_CELLS, 16), (P.P_CELL_COUNT, 256)))
-a = app.build("pico", machine=fm, cfg=Cfg, clock=clock, fs=fs, params=params)
+a = app.build(board, machine=fm, cfg=Cfg, clock=clock, fs=fs, params=params)
 end = clock.elapsed_ms + 3000
 while clock.elapsed_ms < end:
     w = a.step()
