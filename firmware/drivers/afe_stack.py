@@ -8,9 +8,8 @@ the same fixed address 0x08 and floats up to half the pack voltage, so it has
 its own I2C bus behind a digital isolator (docs/wiring.md).  ``AfeStack``
 presents the chips as one AFE behind the narrow interface of drivers.afe.
 
-Cell split (``split(n)``), the rule a user wiring the board expects from the
-TOPBMS manual ("connect all extra wires to the positive of the entire
-battery" when the 32S board is used for 31S..21S): fill from the bottom.
+Cell split (``split(n)``): fill from the bottom, as the TOPBMS manual does
+when its 32S board is used for 31S..21S.
 Each chip takes as many cells as it can (16 for a BQ76952) while leaving at
 least ``CHIP_MIN_CELLS`` (3, the BQ76952's minimum) for every chip above it;
 the top chip takes the rest.  Two BQ76952:
@@ -19,8 +18,10 @@ the top chip takes the rest.  Two BQ76952:
     6..18   n - 3   3         19..32  16      n - 16
 
 So 21S..32S always have 16 cells on the bottom chip and 5..16 on the top
-one, whose unused inputs go to its top cell input (VC16) = the pack
-positive; 17S and 18S put 3 cells on the top chip.  Fewer than 6 cells
+one; 17S and 18S put 3 cells on the top chip.  Unlike the manual's "extra
+wires to the pack positive", a chip's unused inputs go to the negative of
+its top cell: TI requires a real cell between VC15 and VC16, so only VC16
+goes to the pack positive (docs/wiring.md has the table).  Fewer than 6 cells
 cannot be measured (each chip needs 3 cells to run): configure() raises
 ValueError.  Within each chip the drivers' own channel rule applies
 (bottom cells on VC1.., the chip's top cell on VC16).
