@@ -18,6 +18,14 @@ for _p in (ROOT + "/tools/sim", ROOT):
         sys.path.append(_p)
 
 
+def run_app(app, clock, ms):
+    """The board main loop in virtual time: step, then sleep what it asks."""
+    end = clock.elapsed_ms + ms
+    while clock.elapsed_ms < end:
+        wait = app.step()
+        clock.advance(wait if wait > 0 else 1)
+
+
 def raises(exc, fn, *args):
     try:
         fn(*args)

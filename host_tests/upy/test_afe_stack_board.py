@@ -1,7 +1,7 @@
 # The pico32 board (two stacked BQ76952, the top one on I2C1) built by the real
 # board file and app.build on a fake machine whose I2C0/I2C1 lead to two
 # byte-level chip emulators; the core protects a 24S pack through both.
-import drv_helpers  # noqa: F401
+from drv_helpers import run_app as _run
 from drv_fakemachine import FakeMachine
 
 from bms import faults as F
@@ -14,13 +14,6 @@ import app as main
 LFP24 = [3290 + i for i in range(24)]
 
 
-def _run(app, clock, ms):
-    end = clock.elapsed_ms + ms
-    while clock.elapsed_ms < end:
-        wait = app.step()
-        clock.advance(wait if wait > 0 else 1)
-
-
 def _boot(cells=LFP24, n0=16, count=24):
     fm = FakeMachine(cells[:n0], top_mv=cells[n0:])
     clock = VirtualClock(0)
@@ -31,10 +24,9 @@ def _boot(cells=LFP24, n0=16, count=24):
 
 
 def _active(bms, name):
-    for i in range(F.N_FAULTS):
-        if F.TABLE[i][F.F_NAME] == name:
-            return bms.prot.active(i)
-    raise KeyError(name)
+    i = F.index(name)
+    assert i >= 0, name
+    return bms.prot.active(i)
 
 
 def test_pico32_boots_24s_on_two_chips():

@@ -1,6 +1,6 @@
 # The real board files and main.build() on a fake machine module whose buses
 # lead to the chip emulators: pins, bus construction, boot to running.
-import drv_helpers  # noqa: F401
+from drv_helpers import run_app as _run
 from drv_fakemachine import FakeMachine
 
 from bms.contactors import RELAY_CHG, RELAY_DSG, RELAY_L2
@@ -9,13 +9,6 @@ from bms.ticks import VirtualClock
 import app as main
 
 LFP16 = [3300 + i for i in range(16)]
-
-
-def _run(app, clock, ms):
-    end = clock.elapsed_ms + ms
-    while clock.elapsed_ms < end:
-        wait = app.step()
-        clock.advance(wait if wait > 0 else 1)
 
 
 def test_pico_boots_to_running_on_emulated_chips():

@@ -164,13 +164,18 @@ def test_balance_errors_counted_not_raised():
     assert b.output_errors == 1
 
 
-def test_relay_readback_fault_reaches_afe_fault():
+def _relay_board():
+    """One relay with a readback input that stays off; (board, afe, readback pin)."""
     afe = FakeAfe()
-    coil = Pin()
     fb = Pin(0)
-    r = gpio.Relay(coil, fb_pin=fb, fb_samples=2)
+    r = gpio.Relay(Pin(), fb_pin=fb, fb_samples=2)
     b = HwBoard(afe, None, (), [r], afe_conf={"cells": 4})
     b.init()
+    return b, afe, fb
+
+
+def test_relay_readback_fault_reaches_afe_fault():
+    b, afe, fb = _relay_board()
     m = Measurements(4, ())
     b.set_relays(bytearray([1]))                    # commanded on, readback stays off
     b.read_cells(m, 0)
@@ -188,12 +193,7 @@ def test_relay_readback_fault_reaches_afe_fault():
 def test_read_faults_without_reading_cells():
     # A master with CAN modules reads no cells from its own AFE: read_faults
     # alone must bring the trip bits and the relay readback to afe_fault().
-    afe = FakeAfe()
-    coil = Pin()
-    fb = Pin(0)
-    r = gpio.Relay(coil, fb_pin=fb, fb_samples=2)
-    b = HwBoard(afe, None, (), [r], afe_conf={"cells": 4})
-    b.init()
+    b, afe, _fb = _relay_board()
     b.set_relays(bytearray([1]))
     b.read_faults()
     b.read_faults()
