@@ -16,25 +16,6 @@ from tools.bench.common import ROOT, Row, parse_kv, qstr_bytes
 SCRIPT = "tools/bench/upy/app_heap.py"
 
 
-def _app(ctx, variant, image=None, path=None):
-    """(heap_after_boot, qstr pool bytes added) for one boot."""
-    args = [variant] + ([image] if image else [])
-    if path is None:
-        out = ctx.upy(SCRIPT, *args)
-    else:  # .mpy tree first on the path, then the host-side emulators
-        env = dict(os.environ, MICROPYPATH=":".join(
-            [path, os.path.join(ROOT, "host_tests", "core"), os.path.join(ROOT, "host_tests", "upy")]))
-        r = subprocess.run([ctx.micropython, "-X", "heapsize=4M", os.path.join(ROOT, SCRIPT)] + args,
-                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-        if r.returncode:
-            raise RuntimeError(r.stdout + r.stderr)
-        out = r.stdout
-    k = parse_kv(out)
-    if k.get("failed"):
-        raise RuntimeError("an app part failed to build:\n" + out)
-    return k["heap_after_boot"], qstr_bytes(out, "qstr_after") - qstr_bytes(out, "qstr_before")
-
-
 SLAVE_SCRIPT = "tools/bench/upy/slave_heap.py"
 # (label, script, args): the apps measured on the 32-bit build
 BOARDS32 = (("16S single board", SCRIPT, ["single"]), ("256S master", SCRIPT, ["master"]),
@@ -42,18 +23,30 @@ BOARDS32 = (("16S single board", SCRIPT, ["single"]), ("256S master", SCRIPT, ["
             ("16S slave module", SLAVE_SCRIPT, []))
 
 
-def _boot32(exe, script, args, path, heap="4M"):
-    """Parsed output of one boot, or None if it did not boot whole."""
+def _boot(exe, script, args, path, heap="4M", must=False):
+    """Parsed output of one boot (``path`` first on MICROPYPATH, then the
+    host-side emulators), or None if it did not boot whole - RuntimeError
+    with the output instead when ``must``."""
     env = dict(os.environ, MICROPYPATH=":".join(
         path + [os.path.join(ROOT, "host_tests", "core"), os.path.join(ROOT, "host_tests", "upy")]))
     r = subprocess.run([exe, "-X", "heapsize=" + heap, os.path.join(ROOT, script)] + args,
                        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     k = parse_kv(r.stdout)
     if r.returncode or k.get("failed") != 0 or "heap_after_boot" not in k:
+        if must:
+            raise RuntimeError("%s %s did not boot whole:\n%s%s" % (script, args, r.stdout, r.stderr))
         return None
     if "qstr_after" in r.stdout:
         k["qstr"] = qstr_bytes(r.stdout, "qstr_after") - qstr_bytes(r.stdout, "qstr_before")
     return k
+
+
+def _app(ctx, variant, image=None, path=None):
+    """(heap_after_boot, qstr pool bytes added) for one boot on the 64-bit
+    port: from .py sources (or a ROMFS ``image``), or from the .mpy tree ``path``."""
+    src = [path] if path else [os.path.join(ROOT, "firmware"), os.path.join(ROOT, "boards")]
+    k = _boot(ctx.micropython, SCRIPT, [variant] + ([image] if image else []), src, must=True)
+    return k["heap_after_boot"], k["qstr"]
 
 
 def _smallest_heap(exe, script, args):
@@ -61,13 +54,13 @@ def _smallest_heap(exe, script, args):
     and runs 3 s - the peak need, fragmentation included - minus the heap
     the test rig (emulated chips, fake flash) holds before the app starts."""
     lo, hi = 8, 1024             # lo fails, hi boots
-    k = _boot32(exe, script, args, [".frozen"], "%dK" % hi)
+    k = _boot(exe, script, args, [".frozen"], "%dK" % hi)
     if k is None:
         raise RuntimeError("frozen %s does not boot in %d KB" % (script, hi))
     base = k["baseline"]
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        kk = _boot32(exe, script, args, [".frozen"], "%dK" % mid)
+        kk = _boot(exe, script, args, [".frozen"], "%dK" % mid)
         if kk is not None:
             hi, base = mid, kk["baseline"]
         else:
@@ -88,9 +81,7 @@ def _board32(ctx, rows):
         return
     img = ctx.pico_image()[2]
     for label, script, args in BOARDS32:
-        k = _boot32(frozen, script, args, [".frozen"])
-        if k is None:
-            raise RuntimeError("frozen 32-bit %s did not boot whole" % label)
+        k = _boot(frozen, script, args, [".frozen"], must=True)
         rows.append(Row("ram", "app heap after boot, %s, frozen 32-bit" % label,
                         k["heap_after_boot"], "B", "<= 65536",
                         "MicroPython %s -m32, firmware/manifest.py frozen in" % ver))
@@ -98,9 +89,7 @@ def _board32(ctx, rows):
                         _smallest_heap(frozen, script, args), "B", "",
                         "peak need incl. fragmentation (1 KB steps, rig's own heap taken off)"))
     for label, script, args in BOARDS32[:2]:
-        k = _boot32(plain, script, args + [img], [])
-        if k is None:
-            raise RuntimeError("ROMFS 32-bit %s did not boot whole" % label)
+        k = _boot(plain, script, args + [img], [], must=True)
         rows.append(Row("ram", "app heap after boot, %s, ROMFS 32-bit" % label,
                         k["heap_after_boot"], "B", "",
                         "the pico ROMFS image; %d B of it the qstr pool" % k["qstr"]))
