@@ -271,8 +271,13 @@ class Updater:
         self.key = key
         self.max_size = max_size
         # The marker state: the app passes its boot-time Slots (shared with
-        # the services); a standalone Updater reads its own.
-        self.slots = slots if slots is not None else Slots(fs, root, max_tries)
+        # the services; it dropped a stale staged file at boot); a
+        # standalone Updater reads its own and drops it now.  One Updater
+        # per filesystem: a second one would drop a live transfer.
+        if slots is None:
+            slots = Slots(fs, root, max_tries)
+            slots.drop_stage()
+        self.slots = slots
         self._f = None
         self._hash = None
         self.size = 0
@@ -293,8 +298,6 @@ class Updater:
         self.steps = 0           # finish steps of the last finish
         self.step_io = 0         # flash bytes read + written by the last step
         self.max_step_io = 0     # ... the most in one step of the last finish
-        # One Updater per filesystem: a second one would drop a live transfer.
-        self.slots.drop_stage()
 
     # ---- marker: the shared Slots ----------------------------------------------
     @property
