@@ -9,7 +9,7 @@ BOARD   ?= pico
 PORT    ?= /dev/ttyACM0
 ARGS    ?=
 
-.PHONY: all sim test test-cpython test-upy test-mpy bench upy32 flash flash-dry clean venv docs
+.PHONY: all sim test test-cpython test-upy test-mpy bench upy32 flash flash-dry clean venv docs firmware
 
 all: test
 
@@ -26,12 +26,19 @@ sim: $(STAMP)
 	$(VPY) -m tools.sim $(ARGS)
 
 test: $(STAMP)
-	@echo "== [1/3] pytest under CPython =="
+	@echo "== [1/4] the board image (UF2, cached in build/) =="
+	$(VPY) -m tools.fwbuild --board pico
+	@echo "== [2/4] pytest under CPython, and the image on the emulated RP2040 =="
 	$(VPY) -m pytest host_tests
-	@echo "== [2/3] firmware tests under the MicroPython unix port =="
+	@echo "== [3/4] firmware tests under the MicroPython unix port =="
 	$(VPY) host_tests/upy_run.py
-	@echo "== [3/3] mpy-cross compile of every firmware file =="
+	@echo "== [4/4] mpy-cross compile of every firmware file =="
 	$(VPY) tools/build.py --check
+
+# The UF2 a user flashes: MicroPython v1.27.0 rp2 with the BMS frozen in,
+# build/$(BOARD)/firmware.uf2 (BOARD=pico|pico32|slave_module)
+firmware: $(STAMP)
+	$(VPY) -m tools.fwbuild --board $(BOARD)
 
 test-cpython: $(STAMP)
 	$(VPY) -m pytest host_tests

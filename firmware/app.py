@@ -53,11 +53,18 @@ product runs without it.  Pollers run after each ``bms.step()`` inside a
 guard too (``APP.poll_errors`` counts), so a comms bug can never stop the
 protection.
 
-Loop timing: ``IDLE_MAX_MS`` = 2.  The CAN master must read the MCP2515's
-two RX buffers at least every 12 ms (slave frames come every GAP_MS = 6 ms),
-and the Modbus server should look at the port within about t3.5 (4.0 ms at
-9600 baud, 1.75 ms above 19200) so that replies are prompt; frame
-detection itself is safe at any poll period (see comms.modbus_rtu).
+Loop timing: between passes the loop sleeps until the core's next deadline,
+at most ``IDLE_MAX_MS`` (20), and wakes at once when a byte reaches the
+RS485 or TTL UART (``select.poll``).  After input it stays in short sleeps
+(``IDLE_BUSY_MS`` = 1) for ``IDLE_BUSY_HOLD_MS``, so the Modbus server sees
+the end of a frame (t3.5: 3.65 ms at 9600 8N1) within a millisecond and
+replies promptly; frame detection itself is safe at any poll period (see
+comms.modbus_rtu).  A pass costs about 1.7 ms of CPU on an RP2040 (emulated
+chip), so a loop that always spun every 2 ms spent half the CPU polling.
+The CAN master must read the MCP2515's two RX buffers at least every 12 ms
+(slave frames come every GAP_MS = 6 ms), so with modules the cap is
+``IDLE_CAN_MS``; a firmware-update finish keeps the loop in short sleeps
+while it has steps to run.
 
 Watchdog: boot.py starts it (long timeout) before the imports; here it is
 set to ``WDT_MS`` and fed by ``bms.watchdog.Watchdog.feed_if_alive`` only
@@ -73,14 +80,20 @@ import time
 from bms.core import Bms, MODE_BOOT, MODE_PROTECT
 from bms.eventlog import EventLog
 from bms.params import P_CELL_COUNT, P_MODULE_CELLS, P_SPECIAL_CHARGER, ParamSet
-from bms.ticks import BoardClock
+from bms.ticks import BoardClock, ticks_add, ticks_diff
+from drivers import gpio
 
 WDT_MS = 4000
-IDLE_MAX_MS = 2
+IDLE_MAX_MS = 20
+IDLE_BUSY_MS = 1
+IDLE_BUSY_HOLD_MS = 200
+IDLE_CAN_MS = 2
+IDLE_ASYNC_MS = 2        # the asyncio loop (BLE boards) polls the ports itself
 UPDATE_IDLE_MS = 5       # a firmware-update finish step runs only with this much slack
-GC_MIN_IDLE_MS = 10      # a collection of a ~100 KB heap takes a few ms on an RP2040
-GC_EVERY_BYTES = 8192
-MEM_ALLOC = getattr(gc, "mem_alloc", None)  # MicroPython only
+GC_MIN_IDLE_MS = 20      # a collection takes 15 ms on an RP2040 (emulated chip, 240 KB heap)
+GC_PERIOD_MS = 2000
+GC_THRESHOLD = 16384     # backstop: collect after this much allocation, wherever it is
+GC_IDLE = hasattr(gc, "threshold")   # MicroPython; CPython tests leave gc alone
 LOG_RAM = 128
 APP = None
 
@@ -142,11 +155,16 @@ class App:
         self.poll_errors = 0
         self.loops = 0
         self.collections = 0
-        self._gc_mark = 0
+        self._gc_at = 0
         self.reset = None       # machine.reset on a board
         self.cfg = None
         self.fs = None
         self.tasks = []         # (name, fn returning a coroutine): run next to the loop
+        self.idle_max = IDLE_MAX_MS
+        self.streams = []       # UARTs whose input ends an idle sleep early
+        self._poller = None
+        self._hurry = False
+        self._busy_until = 0
 
     def part(self, name, fn, *args):
         """Build one optional part; on any error log it, remember it, return None."""
@@ -174,7 +192,6 @@ class App:
         return up
 
     def led_pattern(self):
-        from drivers import gpio
         b = self.bms
         if b is None or b.mode == MODE_BOOT:
             return gpio.LED_BLIP
@@ -219,20 +236,46 @@ class App:
         finally:
             svc.reset = reset
 
-    def collect_if_idle(self, wait):
-        """Garbage-collect in idle time so a collection never lands in the fast task.
+    def hurry(self):
+        """A poller with work left asks for the next pass soon."""
+        self._hurry = True
 
-        Comms allocate a little on requests (the control tasks nothing); collecting
-        here, when the scheduler says the next deadline is far enough away,
-        keeps the automatic (untimed) collection from ever running.
+    def idle(self, wait):
+        """Sleep up to ``wait`` ms (the core's next deadline), at most the idle
+        cap; a byte on a watched port ends the sleep and keeps the loop quick
+        for the rest of the exchange."""
+        cap = self.idle_max
+        now = self.clock.ticks_ms()
+        if self._hurry or ticks_diff(self._busy_until, now) > 0:
+            cap = IDLE_BUSY_MS
+        self._hurry = False
+        ms = wait if wait < cap else cap
+        poller = self._poller
+        if poller is None:
+            time.sleep_ms(ms)
+        elif poller.poll(ms):
+            self._busy_until = ticks_add(self.clock.ticks_ms(), IDLE_BUSY_HOLD_MS)
+
+    def collect_if_idle(self, wait):
+        """Garbage-collect in idle time so a collection never lands in a control task.
+
+        Comms allocate a little on requests (the control tasks nothing).  A
+        collection runs when the scheduler's next deadline is at least
+        GC_MIN_IDLE_MS away and GC_PERIOD_MS have passed since the last one.
+        Time decides, not the amount allocated: on an RP2040 asking the heap
+        (gc.mem_alloc / mem_free) walks the whole allocation table and costs
+        9 ms, against 15 ms for the collection itself (emulated chip, 240 KB
+        heap), so checking it every idle pass took most of the CPU.
+        ``gc.threshold`` (set in ``main``) is the backstop for a burst.
         """
-        mem = MEM_ALLOC
-        if mem is None or wait < GC_MIN_IDLE_MS:
+        if not GC_IDLE or wait < GC_MIN_IDLE_MS:
             return
-        if mem() - self._gc_mark > GC_EVERY_BYTES:
-            gc.collect()
-            self._gc_mark = mem()
-            self.collections += 1
+        now = self.clock.ticks_ms()
+        if self.collections and ticks_diff(now, self._gc_at) < GC_PERIOD_MS:
+            return
+        gc.collect()
+        self._gc_at = now
+        self.collections += 1
 
     def run(self):
         try:
@@ -240,11 +283,12 @@ class App:
                 import asyncio
                 asyncio.run(self.run_async())
             else:
+                self._poller = stream_poller(self.streams)
                 while True:
                     wait = self.step()
                     self.collect_if_idle(wait)
                     if wait > 0:
-                        time.sleep_ms(wait if wait < IDLE_MAX_MS else IDLE_MAX_MS)
+                        self.idle(wait)
         finally:
             self.bms.contactors.open_all(self.clock.ticks_ms())
             try:
@@ -271,7 +315,7 @@ class App:
             n += 1
             wait = self.step()
             self.collect_if_idle(wait)
-            await sleep_ms(0 if wait <= 0 else wait if wait < IDLE_MAX_MS else IDLE_MAX_MS)
+            await sleep_ms(0 if wait <= 0 else wait if wait < IDLE_ASYNC_MS else IDLE_ASYNC_MS)
 
     async def _guarded(self, name, fn):
         try:
@@ -279,6 +323,22 @@ class App:
         except Exception as e:  # noqa: BLE001 - an optional part never stops the BMS
             report("task %s stopped" % name, e)
             self.failed.append(name)
+
+
+def stream_poller(streams):
+    """select.poll over the watched UARTs (a board); None on the host."""
+    if not streams or sys.platform not in ("rp2", "esp32"):
+        return None
+    import select
+    p = select.poll()
+    for s in streams:
+        p.register(s, select.POLLIN)
+    return p
+
+
+def watch(app, uart):
+    if uart is not None and uart not in app.streams:
+        app.streams.append(uart)
 
 
 # ---- the parts -------------------------------------------------------------
@@ -435,6 +495,7 @@ def start_modbus(app, machine):
     port = app.hw["rs485"]
     mb = ModbusRTU(port, regs, app.clock, params=bms.params)
     app.pollers.append(mb.poll)
+    watch(app, getattr(port, "uart", None))
     return mb
 
 
@@ -501,6 +562,7 @@ def start_ttl(app):
 
     parts["display"] = disp
     app.pollers.append(poll_ttl)
+    watch(app, port)
     return poll_ttl
 
 
@@ -522,6 +584,7 @@ def start_modules(app, mboard):
         mboard.poll(clock.ticks_ms())
 
     app.pollers.insert(0, poll_modules)
+    app.idle_max = IDLE_CAN_MS
     return mboard
 
 
@@ -558,6 +621,8 @@ def start_update_steps(app):
 
     def poll_update():
         up = parts.get("updater")    # built when an update starts
+        if up is not None and up.phase:
+            app.hurry()
         if up is not None and up.phase and sched.ms_to_next() >= UPDATE_IDLE_MS:
             from bms import update as U
             r = up.finish_step()
@@ -679,6 +744,8 @@ def main():
         slave_main.run(APP.hw)
         return
     start_watchdog(APP)
+    if GC_IDLE:
+        gc.threshold(GC_THRESHOLD)
     APP.run()
 
 

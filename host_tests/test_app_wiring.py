@@ -229,21 +229,25 @@ def test_modbus_serves_persistent_log_and_update_windows():
     assert read_regs(rig, A_UPDATE + RU.UP_FW_STATE, 2) == [0, 0xFFFF]   # ok, factory slot
 
 
-def test_gc_runs_only_in_idle_time(monkeypatch):
-    app = main.App({"kind": "master"})
+def test_gc_runs_only_in_idle_time_and_at_most_once_a_period(monkeypatch):
+    from bms.ticks import VirtualClock
+    clock = VirtualClock(0)
+    app = main.App({"kind": "master"}, clock=clock)
     calls = []
-    heap = [main.GC_EVERY_BYTES + 1]
-    monkeypatch.setattr(main, "MEM_ALLOC", lambda: heap[0])
-    monkeypatch.setattr(main.gc, "collect", lambda: calls.append(1))
+    monkeypatch.setattr(main, "GC_IDLE", True)
+    monkeypatch.setattr(main.gc, "collect", lambda: calls.append(clock.ticks_ms()))
     app.collect_if_idle(main.GC_MIN_IDLE_MS - 1)   # a deadline is close: never
     assert calls == []
-    app.collect_if_idle(main.GC_MIN_IDLE_MS)       # idle and enough garbage: collect
-    assert calls == [1] and app.collections == 1
-    app.collect_if_idle(main.GC_MIN_IDLE_MS + 50)  # nothing new allocated since
-    assert calls == [1]
-    heap[0] += main.GC_EVERY_BYTES + 1
+    app.collect_if_idle(main.GC_MIN_IDLE_MS)       # idle: collect
+    assert calls == [0] and app.collections == 1
+    clock.advance(main.GC_PERIOD_MS - 1)
+    app.collect_if_idle(main.GC_MIN_IDLE_MS + 50)  # idle, but the period has not passed
+    assert calls == [0]
+    clock.advance(1)
+    app.collect_if_idle(main.GC_MIN_IDLE_MS - 1)   # period passed, deadline close: never
+    assert calls == [0]
     app.collect_if_idle(main.GC_MIN_IDLE_MS)
-    assert calls == [1, 1]
+    assert calls == [0, main.GC_PERIOD_MS]
 
 
 def test_update_key_from_config_makes_signatures_mandatory():

@@ -6,10 +6,20 @@ overrun and is rescheduled from now instead of running a burst of catch-up
 cycles.  The deadline is advanced before the task runs, so a task that
 raises cannot spin.  Nothing here sleeps: the board loop asks
 ``ms_to_next`` and sleeps itself; the simulator advances its virtual clock.
+
+CPU time per task: when the clock has ``ticks_us`` (a board; the bench's
+clocks), each run is timed and ``us_max`` / ``us_sum`` / ``timed`` keep the
+worst and the total since ``reset_timing()``.  Plain ints in preallocated
+arrays: timing allocates nothing, and the sums restart before they could
+leave the small-int range.
 """
 from array import array
 
+from micropython import const
+
 from bms.ticks import ticks_add, ticks_diff
+
+_SUM_LIMIT = const(0x3FFFFFFF - 0x1000000)   # restart the sums well before 2**30
 
 
 class Scheduler:
@@ -20,6 +30,10 @@ class Scheduler:
         self.next = array("i", [0] * max_tasks)
         self.runs = array("i", [0] * max_tasks)
         self.overruns = array("i", [0] * max_tasks)
+        self.us_max = array("i", [0] * max_tasks)
+        self.us_sum = array("i", [0] * max_tasks)
+        self.timed = array("i", [0] * max_tasks)
+        self._us = getattr(clock, "ticks_us", None)
         self.n = 0
 
     def add(self, fn, period_ms, phase_ms=0):
@@ -46,8 +60,29 @@ class Scheduler:
                 self.next[i] = nxt
                 self.runs[i] += 1
                 ran += 1
-                self._fn[i](now)
+                us = self._us
+                if us is None:
+                    self._fn[i](now)
+                else:
+                    t0 = us()
+                    self._fn[i](now)
+                    self._timed(i, ticks_diff(us(), t0))
         return ran
+
+    def _timed(self, i, dt):
+        if dt > self.us_max[i]:
+            self.us_max[i] = dt
+        if self.us_sum[i] > _SUM_LIMIT:
+            self.us_sum[i] = 0
+            self.timed[i] = 0
+        self.us_sum[i] += dt
+        self.timed[i] += 1
+
+    def reset_timing(self):
+        for i in range(self.n):
+            self.us_max[i] = 0
+            self.us_sum[i] = 0
+            self.timed[i] = 0
 
     def ms_to_next(self):
         now = self.clock.ticks_ms()

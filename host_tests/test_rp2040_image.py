@@ -1,0 +1,150 @@
+"""The board image (build/pico/firmware.uf2: MicroPython v1.27.0 rp2 with the
+BMS frozen in) running on the emulated RP2040, its buses wired to the chip
+emulators and the pack model (tools/rp2emu).  What the unix port cannot
+show: the rp2 port's own machine.I2C / SPI / UART / Pin / ADC / WDT, the
+real heap, the frozen image booting from flash with nothing on its
+filesystem.
+
+Times asserted here are emulated time (the chip's cycle clock), never the
+wall clock.  Expected values come from the documented rules
+(docs/faults.md, docs/safety.md, docs/modbus.md), not from the firmware.
+"""
+import pytest
+
+from rp2_rig import boot, repl
+
+import tools  # noqa: F401
+from bms.params import TABLE as PARAMS, index as param_index
+from tools.bmsctl.client import BmsClient
+from tools.rp2emu.board import Background
+
+CHG_CLEAR_MS = 1000      # docs/faults.md: ov1 clear delay
+FAST_MS = 50             # docs/safety.md: the fast task period
+CELL_MS = 250            # the cell task period
+
+
+@pytest.fixture
+def board():
+    b = boot()
+    yield b
+    b.close()
+
+
+def test_boots_to_running_with_every_part_built(board):
+    r = repl(board)
+    st = r.eval("(__import__('app').APP.failed, __import__('app').APP.bms.running, "
+                "__import__('sys').implementation.version[:2], __import__('os').uname().machine)")
+    failed, running, version, machine = st
+    assert failed == [], "parts that failed to build on the chip: %r" % failed
+    assert running
+    assert tuple(version) == (1, 27)
+    assert "RP2040" in machine
+    # The image runs from flash: the application modules are frozen, not files.
+    assert r.eval("__import__('os').listdir('/')").count("app.py") == 0
+    free = r.eval("(__import__('gc').collect(), __import__('gc').mem_free())[1]")
+    print("heap free after boot (emulated RP2040, 16S single board): %d B" % free)
+    assert free > 100 * 1024
+
+
+def test_measurements_through_the_emulated_buses_match_the_pack(board):
+    r = repl(board)
+    pack = board.pack
+    cells, cur, n, temps = r.eval(
+        "(lambda m: (list(m.cell_mv[:m.n_cells]), m.current_ma, m.n_cells, "
+        "list(m.temp_dc[:m.n_temps])))(__import__('app').APP.bms.meas)")
+    assert n == pack.n
+    truth = [v * 1000.0 for v in pack.cell_voltages()]
+    for i in range(n):
+        # BQ76952: 1 mV resolution; the emulator adds +-1 mV noise.
+        assert abs(cells[i] - truth[i]) <= 2.5, (i, cells[i], truth[i])
+    # INA228 on a 100 uOhm shunt: the emulated +-20 mA noise, no load.
+    assert abs(cur - pack.current_a * 1000.0) <= 25
+    # Every NTC at the pack's temperature (25 C) within 1 C after the
+    # 12-bit ADC and the beta table.
+    for t in temps:
+        assert abs(t - 250) <= 10, temps
+
+
+def test_modbus_monitor_block_over_the_emulated_uart(board):
+    link = board.open_rs485()
+    pack = board.pack
+    with Background(board):
+        c = BmsClient(link.path, timeout=3.0, retries=1)
+        try:
+            mon = c.monitor()
+            cells = c.cells(pack.n)
+        finally:
+            c.close()
+    truth = [v * 1000.0 for v in pack.cell_voltages()]
+    assert mon["cell_count"] == pack.n
+    assert all(abs(cells[i] - truth[i]) <= 2.5 for i in range(pack.n)), cells
+    assert abs(mon["pack_voltage"] - pack.pack_voltage() * 1000.0) <= 10
+    # Half duplex: every reply byte left while DE was high.
+    assert link.lost_tx == 0 and link.tx_log
+
+
+def _set_params(board, changes):
+    link = board.rs485 or board.open_rs485()
+    with Background(board):
+        c = BmsClient(link.path, timeout=3.0, retries=1)
+        try:
+            c.unlock("123456")
+            c.set_params({param_index(k): v for k, v in changes.items()})
+            got = {row["name"]: row["raw"] for row in c.params()}
+        finally:
+            c.close()
+    for k, v in changes.items():
+        assert got[k] == v, (k, got[k], v)
+
+
+def _first_change(board, name, state, within_ms, step_ms=10):
+    t0 = board.chip.t_ms
+    while board.chip.t_ms - t0 < within_ms:
+        board.run_ms(step_ms)
+        if board.relay(name) == state:
+            return board.chip.t_ms - t0
+    return None
+
+
+def test_short_delay_overcharge_opens_charge_and_recloses_only_below_recovery(board):
+    # docs/faults.md row ov1: trips when cell_max >= ov1 for ov_delay,
+    # recovers when cell_max < ov_rec for its 1000 ms clear delay.
+    delay = PARAMS[param_index("ov_delay")][2]          # the shortest allowed
+    _set_params(board, {"ov1": 3450, "ov_rec": 3400, "ov_delay": delay})
+    pack = board.pack
+    assert board.relay("charge") == 1
+    hot = pack.cells[4]
+    hot.soc = 0.995                                    # OCV about 3.55 V: above ov1
+    t_open = _first_change(board, "charge", 0, delay + 2000)
+    assert t_open is not None, "charge relay never opened"
+    # Trips after the set delay, within one cell read and one fast tick more.
+    assert delay <= t_open <= delay + CELL_MS + FAST_MS + 20, t_open
+    hot.soc = 0.98                                     # 3.42 V: below ov1, above ov_rec
+    assert _first_change(board, "charge", 1, 3000) is None, "reclosed above ov_rec"
+    hot.soc = 0.5                                      # 3.29 V: below recovery
+    t_close = _first_change(board, "charge", 1, CHG_CLEAR_MS + 2000)
+    assert t_close is not None, "charge relay never reclosed"
+    assert CHG_CLEAR_MS <= t_close <= CHG_CLEAR_MS + CELL_MS + FAST_MS + 20, t_close
+    # The other relays never moved: ov1 opens only the charge path.
+    assert board.relay("discharge") == 1 and board.relay("level2") == 1
+
+
+def test_hung_loop_is_reset_by_the_watchdog_and_comes_back_safely(board):
+    r = repl(board)        # Ctrl-C: the loop stops; its last pass opened the relays
+    wdt_ms = r.eval("__import__('app').WDT_MS")
+    resets = len(board.chip.resets)
+    r.chip.cdc_send(b"while True:\r\n    pass\r\n\x04")   # a loop that never feeds
+    board.run_ms(wdt_ms + 200)
+    assert len(board.chip.resets) == resets + 1, "no watchdog reset"
+    reason, _t = board.chip.resets[-1]
+    assert reason == 1                                  # the watchdog's TIMER reason
+    # Every relay coil is off across the reset and stays off until the
+    # first complete measurement; then the pack is connected again.
+    t_reset = board.chip.t_ms
+    assert all(board.relay(n) == 0 for n in ("discharge", "charge", "level2", "precharge"))
+    assert _first_change(board, "discharge", 1, 5000) is not None
+    early = [e for e in board.relay_log if e[0] > t_reset - 1 and e[2] == 1 and e[0] < t_reset + 300]
+    assert early == [], "a relay closed right after the reset: %r" % early
+    r2 = repl(board)
+    assert r2.eval("__import__('machine').reset_cause()") == r2.eval("__import__('machine').WDT_RESET")
+    assert r2.eval("__import__('app').APP.failed") == []
