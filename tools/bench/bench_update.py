@@ -43,7 +43,7 @@ def _slave_package(kb):
     from tools.fwpkg import tar_of
     body = b"# slave firmware\n" * (kb * 1024 // 17)
     return tar_of({"comms/can_ids.py": b"FW_VERSION = (0, 2, 0)\n" + body[: len(body) // 2],
-                   "bms/slave.py": body[len(body) // 2:]})
+                   "slave/core.py": body[len(body) // 2:]})
 
 
 def slave_rows(ctx):
