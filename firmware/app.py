@@ -604,9 +604,10 @@ def build(name=None, machine=None, cfg=None, clock=None, params=None, fs=None):
     if params is None:
         params = new_params(cfg, board, modular)
     store = app.part("settings", open_settings, app.fs, params) if app.fs is not None else None
-    attach = getattr(board, "attach_params", None)
+    attach = getattr(board, "attach_backstop", None)
     if attach is not None:   # the AFE's hardware backstop follows the parameters
-        attach(params, cells=not modular)
+        from bms.backstop import Backstop
+        attach(Backstop(params, cells=not modular))
     board.init(min(params[P_CELL_COUNT], board.max_cells))  # failures: retried by the reads
     core_board = board
     if modular:
