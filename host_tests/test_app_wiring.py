@@ -12,6 +12,7 @@ from fakeflash import FakeFlash
 from modbus_rig import UsClock, ascii_regs, ref_crc, with_crc
 
 import app as main
+import tools
 from bms.params import ParamSet, index
 from bms.store import SettingsStore
 from comms.registers import A_AUTH, A_PARAMS, MON_OFF, monitor_address
@@ -261,6 +262,28 @@ def test_update_key_from_config_makes_signatures_mandatory():
         assert "sign" in e.msg
     up.begin(1000, digest, U.sign(up.key, 1000, digest))
     assert Rig().app.updater().key is None
+
+
+def test_every_part_is_built_and_logged_through_the_one_part_table():
+    """app.part takes an index of PART_NAMES (the names the persistent log
+    decodes), never a free string, and the _PT_* indices name their rows."""
+    import ast
+    import os
+    src = open(os.path.join(tools.ROOT, "firmware", "app.py")).read()
+    tree = ast.parse(src)
+    consts = {}
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id.startswith("_PT_")):
+            consts[node.targets[0].id] = node.value.args[0].value
+    assert len(set(main.PART_NAMES)) == len(main.PART_NAMES) == len(consts)
+    for name, i in consts.items():
+        assert main.PART_NAMES[i] == name[4:].lower(), name
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Attribute) and n.func.attr == "part"]
+    assert len(calls) >= 15
+    for c in calls:
+        assert isinstance(c.args[0], ast.Name) and c.args[0].id in consts, ast.dump(c.args[0])
 
 
 def test_part_out_of_memory_marks_the_firmware_degraded(monkeypatch):
