@@ -440,14 +440,14 @@ def shared_kv(app):
 def device_info(app, machine):
     info = app.parts.get("info")
     if info is None:
-        from comms.registers import DeviceInfo
+        from comms.regs.identity import DeviceInfo
         info = DeviceInfo(serial=serial_number(app.cfg, machine))
         app.parts["info"] = info
     return info
 
 
 def register_map(app, machine, channel):
-    """One port's view of the register map, issue 7 windows attached."""
+    """One port's view of the register map, update and log windows attached."""
     from comms.registers import RegisterMap
     regs = RegisterMap(app.bms, shared_auth(app), device_info(app, machine), channel=channel)
     regs.attach_update(plog=app.parts.get("persistlog"),

@@ -1,7 +1,7 @@
 """A firmware package held on the master's flash for its slave modules.
 
 The operator uploads a slave package to the master (Modbus window
-``comms.reg_slave_update``); the master keeps it here and forwards it over
+``comms.regs.slave_update``); the master keeps it here and forwards it over
 CAN (``comms.slave_update``) to one slave or to each in turn.  The same
 calls and error codes as ``bms.update.Updater``: ``begin(size, sha256,
 signature)``, ``chunk(offset, data)`` in order (retransmissions

@@ -1,7 +1,7 @@
 """Master side of the slave firmware update: forward a staged package over CAN.
 
 The operator uploads a slave package to the master (``bms.pkgstore``,
-Modbus window ``comms.reg_slave_update``) and starts the forwarding to one
+Modbus window ``comms.regs.slave_update``) and starts the forwarding to one
 slave or to all of them in turn.  ``SlaveUpdater.poll(now)`` runs from the
 main loop (``MasterBoard.poll``) and does a bounded amount of work per call
 (at most one CAN frame, at most one 112-byte flash read), so the control

@@ -1,4 +1,4 @@
-"""Firmware update finish: bounded work per step (issue 7).
+"""Firmware update finish: bounded work per step.
 
 The finish runs in the app's loop, one step per pass; what matters on a
 board is the longest step (it delays the next control cycle) against the
