@@ -249,7 +249,7 @@ def test_register_map_copies_match_their_sources():
     assert R._LOG_REC_REGS == log.REC_REGS and R._LOG_MAX_RECORDS == log.MAX_RECORDS
     # every block: its module serves it, BLOCKS carries its size
     names = [row[0] for row, _m in blocks]
-    assert len(names) == len(set(names)) == 13
+    assert len(names) == len(set(names)) >= 13
     for row, mod in blocks:
         assert mod.__name__ == row[4] == "comms.regs." + row[0], row
         assert callable(mod.read) and callable(mod.write) and callable(mod.doc), row[0]

@@ -1,7 +1,8 @@
 """The register blocks of the Modbus map, one small module each.
 
 ``comms.registers.BLOCKS`` lists them: name, start address, size, a short
-description and the module that serves the block.  A block module has
+description and the module that serves the block, named after the block
+(``comms.regs.<name>``).  A block module has
 
     read(rm, off, count, out, pos)     fill ``count`` big-endian registers
                                        from block offset ``off`` into
