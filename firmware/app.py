@@ -77,6 +77,8 @@ import gc
 import sys
 import time
 
+from micropython import const
+
 from bms.core import Bms, MODE_BOOT, MODE_PROTECT
 from bms.eventlog import EventLog
 from bms.params import P_CELL_COUNT, P_MODULE_CELLS, P_SPECIAL_CHARGER, ParamSet
@@ -96,6 +98,33 @@ GC_THRESHOLD = 16384     # backstop: collect after this much allocation, whereve
 GC_IDLE = hasattr(gc, "threshold")   # MicroPython; CPython tests leave gc alone
 LOG_RAM = 128
 APP = None
+
+
+# The optional parts (``App.part``), one table: ``app.part(_PT_X, ...)``
+# builds part PART_NAMES[_PT_X] and the persistent log names a failed part by
+# the same index (PK_PART a; tools/eventlog_csv.py reads it back), so a part
+# cannot be logged under a name the log does not know.  Append only.
+PART_NAMES = ("settings", "state", "services", "persistlog", "updater", "lease", "sleep",
+              "can_modules", "can_master", "slave_update", "inverter", "update_steps", "modbus",
+              "ble", "ble_radio", "ttl", "soc_restore", "slots")
+_PT_SETTINGS = const(0)
+_PT_STATE = const(1)
+_PT_SERVICES = const(2)
+_PT_PERSISTLOG = const(3)
+_PT_UPDATER = const(4)
+_PT_LEASE = const(5)
+_PT_SLEEP = const(6)
+_PT_CAN_MODULES = const(7)
+_PT_CAN_MASTER = const(8)
+_PT_SLAVE_UPDATE = const(9)
+_PT_INVERTER = const(10)
+_PT_UPDATE_STEPS = const(11)
+_PT_MODBUS = const(12)
+_PT_BLE = const(13)
+_PT_BLE_RADIO = const(14)
+_PT_TTL = const(15)
+_PT_SOC_RESTORE = const(16)
+_PT_SLOTS = const(17)
 
 
 def report(what, e):
@@ -166,8 +195,10 @@ class App:
         self._hurry = False
         self._busy_until = 0
 
-    def part(self, name, fn, *args):
-        """Build one optional part; on any error log it, remember it, return None."""
+    def part(self, pt, fn, *args):
+        """Build optional part ``pt`` (a _PT_* index of PART_NAMES); on any
+        error log it, remember its name, return None."""
+        name = PART_NAMES[pt]
         try:
             obj = fn(*args)
         except Exception as e:  # noqa: BLE001 - an optional part never stops the BMS
@@ -188,7 +219,7 @@ class App:
         up = self.parts.get("updater")
         if up is None and "slots" in self.parts:
             up = _updater(self.fs, getattr(self.cfg, "UPDATE_KEY", None), self.parts["slots"])
-            self.parts["updater"] = up
+            self.parts[PART_NAMES[_PT_UPDATER]] = up
         return up
 
     def led_pattern(self):
@@ -381,14 +412,14 @@ def start_core(app, board, params, store, machine):
     log = EventLog(LOG_RAM)
     state = None
     if store is not None:
-        state = app.part("state", store.load_state)
+        state = app.part(_PT_STATE, store.load_state)
     soc_pm = state.soc_pm if state is not None else 500
     bms = Bms(board, params, clock, log, soc_pm=soc_pm)
     if state is not None:
         # remaining charge, learned capacity, cycles, throughput (plausibility-checked)
-        app.part("soc_restore", bms.soc.load_from, state)
+        app.part(_PT_SOC_RESTORE, bms.soc.load_from, state)
     if store is not None:
-        svc = app.part("services", start_services, app, bms, store, state, machine)
+        svc = app.part(_PT_SERVICES, start_services, app, bms, store, state, machine)
         if svc is not None:
             app.services = svc
             app.pollers.append(svc.poll)
@@ -403,22 +434,22 @@ def start_services(app, bms, store, state, machine):
     fs = store.fs
     reason = W.boot_reason(fs, getattr(machine, "reset_cause", None), machine)
     unclean = state is not None and not (state.flags & F_CLEAN)
-    plog = app.part("persistlog", PL.PersistLog, fs)
+    plog = app.part(_PT_PERSISTLOG, PL.PersistLog, fs)
     cfg = app.cfg
     # The marker half of the updater (trial confirm/reject, stale staged file);
     # the rest is built by App.updater() when an update starts.
-    updater = app.part("slots", _slots, fs)
+    updater = app.part(_PT_SLOTS, _slots, fs)
     lease = None
     secret = getattr(cfg, "LEASE_SECRET", None)
     if secret:
         from bms import lease as LS
         st = state if state is not None else State()
         state = st
-        lease = app.part("lease", LS.Lease, secret, getattr(cfg, "SERIAL", ""), st)
+        lease = app.part(_PT_LEASE, LS.Lease, secret, getattr(cfg, "SERIAL", ""), st)
     sleep = None
     if getattr(cfg, "SLEEP", False):
         from bms import sleep as SL
-        sleep = app.part("sleep", SL.Sleep)
+        sleep = app.part(_PT_SLEEP, SL.Sleep)
     return S.Services(bms, store, state if state is not None else State(), plog, lease, sleep,
                       None, updater, app.reset, unclean, reason)
 
@@ -469,14 +500,14 @@ def shared_kv(app):
 def device_info(app, machine):
     info = app.parts.get("info")
     if info is None:
-        from comms.registers import DeviceInfo
+        from comms.regs.identity import DeviceInfo
         info = DeviceInfo(serial=serial_number(app.cfg, machine))
         app.parts["info"] = info
     return info
 
 
 def register_map(app, machine, channel):
-    """One port's view of the register map, issue 7 windows attached."""
+    """One port's view of the register map, update and log windows attached."""
     from comms.registers import RegisterMap
     regs = RegisterMap(app.bms, shared_auth(app), device_info(app, machine), channel=channel)
     regs.attach_update(plog=app.parts.get("persistlog"),
@@ -523,7 +554,7 @@ def start_ble_radio(app, link):
     def task():
         return ble_aioble.run(link)
 
-    app.tasks.append(("ble_radio", task))
+    app.tasks.append((PART_NAMES[_PT_BLE_RADIO], task))
     return ble_aioble
 
 
@@ -668,39 +699,34 @@ def build(name=None, machine=None, cfg=None, clock=None, params=None, fs=None):
     board = hw["board"]
     if params is None:
         params = new_params(cfg, board, modular)
-    store = app.part("settings", open_settings, app.fs, params) if app.fs is not None else None
-    attach = getattr(board, "attach_params", None)
+    store = app.part(_PT_SETTINGS, open_settings, app.fs, params) if app.fs is not None else None
+    attach = getattr(board, "attach_backstop", None)
     if attach is not None:   # the AFE's hardware backstop follows the parameters
-        attach(params, cells=not modular)
+        from bms.backstop import Backstop
+        attach(Backstop(params, cells=not modular))
     board.init(min(params[P_CELL_COUNT], board.max_cells))  # failures: retried by the reads
     core_board = board
     if modular:
-        mb = app.part("can_modules", module_board, hw, params, app.clock)
+        mb = app.part(_PT_CAN_MODULES, module_board, hw, params, app.clock)
         if mb is not None:
             core_board = mb
     app.bms = start_core(app, core_board, params, store, machine)
     if core_board is not board:
-        app.part("can_master", start_modules, app, core_board)
+        app.part(_PT_CAN_MASTER, start_modules, app, core_board)
         if app.fs is not None:
-            app.part("slave_update", start_slave_update, app, core_board)
+            app.part(_PT_SLAVE_UPDATE, start_slave_update, app, core_board)
     elif not modular:
-        app.part("inverter", start_inverter, app)
-    app.part("update_steps", start_update_steps, app)
-    app.part("modbus", start_modbus, app, machine)
-    link = app.part("ble", start_ble, app, machine)
+        app.part(_PT_INVERTER, start_inverter, app)
+    app.part(_PT_UPDATE_STEPS, start_update_steps, app)
+    app.part(_PT_MODBUS, start_modbus, app, machine)
+    link = app.part(_PT_BLE, start_ble, app, machine)
     if link is not None:
-        app.part("ble_radio", start_ble_radio, app, link)
-    app.part("ttl", start_ttl, app)
+        app.part(_PT_BLE_RADIO, start_ble_radio, app, link)
+    app.part(_PT_TTL, start_ttl, app)
     start_restart_fallback(app)
     if app.services is not None and app.failed:
         log_failed_parts(app)
     return app
-
-
-# Parts named in the persistent log (PK_PART a = index); append only.
-PART_NAMES = ("settings", "state", "services", "persistlog", "updater", "lease", "sleep",
-              "can_modules", "can_master", "slave_update", "inverter", "update_steps", "modbus",
-              "ble", "ble_radio", "ttl", "soc_restore", "slots")
 
 
 def log_failed_parts(app):
@@ -716,7 +742,8 @@ def log_failed_parts(app):
     now = app.clock.ticks_ms()
     for name in app.failed:
         why = PL.PART_OOM if name in app.oom else PL.PART_ERROR
-        svc.plog.append(now, PL.PK_PART, PART_NAMES.index(name) if name in PART_NAMES else -1, why)
+        k = PART_NAMES.index(name) if name in PART_NAMES else -1   # every name comes from it
+        svc.plog.append(now, PL.PK_PART, k, why)
 
 
 def start_watchdog(app, ms=WDT_MS):

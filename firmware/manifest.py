@@ -16,6 +16,7 @@ include("$(PORT_DIR)/boards/manifest.py")  # the port's own frozen modules
 
 package("bms", base_path=".", opt=2)
 package("drivers", base_path=".", opt=2)
+package("slave", base_path=".", opt=2)    # slave-module logic (slave_main.py runs it)
 try:
     package("comms", base_path=".", opt=2)  # Modbus, CAN, BLE (when present)
 except Exception:  # noqa: BLE001

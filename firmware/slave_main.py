@@ -2,8 +2,8 @@
 (or copy as main.py on the slave's filesystem).
 
 The board file (``boards/slave_module.py``, branch ``drivers``) builds the
-machine objects and drivers; this loop only wires them to ``bms.slave``
-(and ``bms.slave_fw`` for firmware updates through the master).
+machine objects and drivers; this loop only wires them to ``slave.core``
+(and ``slave.fw`` for firmware updates through the master).
 
 Watchdog: the verify + unpack of a firmware update (on the master's FINISH)
 runs as bounded steps of ``Updater.finish_step``, one per loop pass
@@ -18,8 +18,8 @@ cell count the master sets while unlocked is saved there.
 """
 import time
 
-from bms.slave import Slave
-from bms.slave_afe import SlaveAfe
+from slave.core import Slave
+from slave.afe import SlaveAfe
 from bms.ticks import TICKS_MAX
 from comms.can_ids import LF_DEFAULTS
 
@@ -69,7 +69,7 @@ def uid48(machine):
 
 
 def build_slave(hw, machine, st, now):
-    """``bms.slave.Slave`` on the board's CAN controller and AFE (the real slave entry)."""
+    """``slave.core.Slave`` on the board's CAN controller and AFE (the real slave entry)."""
     from boards import slave_module as bd
     can = hw["can"]
     can.init()
@@ -80,7 +80,7 @@ def build_slave(hw, machine, st, now):
 
 
 def attach_update(slave, machine, now, fs=None):
-    """Firmware update over CAN (bms.slave_fw) on the module's own flash
+    """Firmware update over CAN (slave.fw) on the module's own flash
     (``fs``: the board's littlefs when None).
 
     boot.py already selected the slot (a staged update becomes a trial);
@@ -88,7 +88,7 @@ def attach_update(slave, machine, now, fs=None):
     valid signature made with it.  Without a filesystem the slave runs on.
     """
     try:
-        from bms.slave_fw import SlaveFw
+        from slave.fw import SlaveFw
         from bms.store import BoardFs
         from bms.update import Updater
         try:

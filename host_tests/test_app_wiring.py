@@ -12,9 +12,10 @@ from fakeflash import FakeFlash
 from modbus_rig import UsClock, ascii_regs, ref_crc, with_crc
 
 import app as main
+import tools
 from bms.params import ParamSet, index
 from bms.store import SettingsStore
-from comms.registers import A_AUTH, A_PARAMS, MON_OFF, monitor_address
+from comms.registers import A_AUTH, A_PARAMS, monitor_address
 
 LFP16 = [3300 + i for i in range(16)]
 ADDR = 1
@@ -138,7 +139,6 @@ def test_modbus_read_monitor_block_over_rs485_uart():
     rig.rs485.rx += bad
     rig.run(30)
     assert bytes(rig.rs485.tx) == b""
-    assert MON_OFF is not None
 
 
 def test_param_write_persists_in_flash_and_survives_reboot():
@@ -216,15 +216,16 @@ def test_failing_poller_does_not_stop_protection():
 
 
 def test_modbus_serves_persistent_log_and_update_windows():
-    """Issue 7: the board's Modbus map has the updater and the flash log attached."""
-    from comms import reg_update as RU
+    """The board's Modbus map has the updater and the flash log attached."""
     from comms.registers import A_PLOG, A_UPDATE
+    from comms.regs import plog as RPL
+    from comms.regs import update as RU
     rig = Rig()
     rig.run(3000)
-    assert rig.app.parts["modbus"].regmap.update.up is rig.app.updater()
-    n = read_regs(rig, A_PLOG + RU.PL_COUNT, 1)[0]
+    assert RU.window(rig.app.parts["modbus"].regmap).up is rig.app.updater()
+    n = read_regs(rig, A_PLOG + RPL.PL_COUNT, 1)[0]
     assert n >= 1 and n == len(rig.app.parts["persistlog"])   # at least the boot record
-    rec = read_regs(rig, A_PLOG + RU.PL_REC, RU.PLOG_REC_REGS)
+    rec = read_regs(rig, A_PLOG + RPL.PL_REC, RPL.PLOG_REC_REGS)
     assert (rec[0] << 16 | rec[1]) == 1                        # oldest record: seq 1
     assert read_regs(rig, A_UPDATE + RU.UP_FW_STATE, 2) == [0, 0xFFFF]   # ok, factory slot
 
@@ -267,6 +268,28 @@ def test_update_key_from_config_makes_signatures_mandatory():
     assert Rig().app.updater().key is None
 
 
+def test_every_part_is_built_and_logged_through_the_one_part_table():
+    """app.part takes an index of PART_NAMES (the names the persistent log
+    decodes), never a free string, and the _PT_* indices name their rows."""
+    import ast
+    import os
+    src = open(os.path.join(tools.ROOT, "firmware", "app.py")).read()
+    tree = ast.parse(src)
+    consts = {}
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id.startswith("_PT_")):
+            consts[node.targets[0].id] = node.value.args[0].value
+    assert len(set(main.PART_NAMES)) == len(main.PART_NAMES) == len(consts)
+    for name, i in consts.items():
+        assert main.PART_NAMES[i] == name[4:].lower(), name
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Attribute) and n.func.attr == "part"]
+    assert len(calls) >= 15
+    for c in calls:
+        assert isinstance(c.args[0], ast.Name) and c.args[0].id in consts, ast.dump(c.args[0])
+
+
 def test_part_out_of_memory_marks_the_firmware_degraded(monkeypatch):
     """A part that hits MemoryError is skipped, the core still runs, and the
     services know (a trial update in that state is rejected, see
@@ -297,9 +320,10 @@ def test_part_out_of_memory_marks_the_firmware_degraded(monkeypatch):
 
 def test_master_with_modules_serves_the_slave_update_window():
     """Slaves updated through the master: forwarder polled by MasterBoard, window attached."""
-    from comms import reg_slave_update as RSU
-    from comms import reg_update as RU
-    from comms.registers import A_AUTH, A_SLAVE_UPDATE, AU_ERR_TEXT, AU_UNLOCK
+    from comms.regs import slave_update as RSU
+    from comms.regs import update as RU
+    from comms.registers import A_AUTH, A_SLAVE_UPDATE
+    from comms.regs.auth import AU_ERR_TEXT, AU_UNLOCK
 
     class Cfg:
         MODULES = True
@@ -309,7 +333,7 @@ def test_master_with_modules_serves_the_slave_update_window():
     assert "slave_update" in app.parts, app.failed
     # Built on first use of the window, then shared by every port.
     assert app.parts["can_modules"].master.fw is None
-    fwd = app.parts["modbus"].regmap.slave_update.fwd
+    fwd = RSU.window(app.parts["modbus"].regmap).fwd
     assert fwd is not None and fwd is app.parts["slave_update"]()
     assert app.parts["can_modules"].master.fw is fwd
     rig.run(500)
@@ -329,7 +353,7 @@ def test_updater_is_built_on_first_use_and_shares_the_boot_marker(monkeypatch):
     from bms import fwslot as FS
     from bms import services as S
     from bms.store import makedirs
-    from comms import reg_update as RU
+    from comms.regs import update as RU
     from comms.registers import A_UPDATE
     fs = FakeFlash()
     s = FS.Slots(fs)
@@ -377,7 +401,7 @@ def test_a_part_built_on_first_use_that_runs_out_of_memory_answers_04(monkeypatc
     """The updater is built when its window is first read; if that hits
     MemoryError the request gets exception 04, the BMS runs on and the next
     request tries again."""
-    from comms import reg_update as RU
+    from comms.regs import update as RU
     from comms.registers import A_UPDATE
     rig = Rig()
     rig.run(1000)
@@ -393,6 +417,35 @@ def test_a_part_built_on_first_use_that_runs_out_of_memory_answers_04(monkeypatc
     monkeypatch.undo()
     assert read_regs(rig, A_UPDATE + RU.UP_FW_STATE, 2) == [0, 0xFFFF]
     assert "updater" in rig.app.parts
+
+
+def test_a_register_block_whose_import_runs_out_of_memory_answers_04(monkeypatch):
+    """docs/safety.md: a block module is imported when a request first
+    touches its block; if that hits MemoryError the request gets exception
+    04, the BMS runs on, and the next request imports it again."""
+    import builtins
+    import sys
+    from comms import registers as R
+    rig = Rig()
+    rig.run(1000)
+    b = [row[0] for row in R.BLOCKS].index("temps")
+    monkeypatch.setattr(R, "_MODS", [None] * len(R.BLOCKS))     # nothing loaded yet
+    monkeypatch.delitem(sys.modules, "comms.regs.temps", raising=False)
+    real = builtins.__import__
+
+    def oom(name, *a, **k):
+        if name == "comms.regs.temps":
+            raise MemoryError("memory allocation failed, allocating 512 bytes")
+        return real(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", oom)
+    r = rig.request(bytes((3, R.A_TEMPS >> 8, R.A_TEMPS & 0xFF, 0, 1)))
+    assert crc_ok(r) and r[1] == 0x83 and r[2] == 4, r.hex()
+    assert R._MODS[b] is None
+    rig.run(1000)
+    assert rig.app.bms.running and rig.app.bms.exceptions == 0
+    monkeypatch.setattr(builtins, "__import__", real)
+    assert read_regs(rig, R.A_TEMPS, 1) == [rig.app.bms.meas.n_temps]
+    assert R._MODS[b] is not None
 
 
 # ---- the AFE's hardware backstop on a real board build ------------------------

@@ -1,4 +1,4 @@
-"""Firmware update over Bluetooth against the whole simulated app (issue 7).
+"""Firmware update over Bluetooth against the whole simulated app.
 
 ``app.build("pico_w")`` on the fake machine and fake flash: the board has a
 radio, so the app serves the register map over the BLE framing as well.
@@ -14,7 +14,7 @@ from bms import update as U
 from bms.auth import CH_BLE, CH_MODBUS, ROLE_USER
 from bms.contactors import RELAY_DSG
 from bms.eventlog import EV_RELAY
-from comms import reg_update as RU
+from comms.regs import update as RU
 from comms.registers import A_AUTH, A_UPDATE
 from modbus_rig import ascii_regs
 from test_app_wiring import Rig, write_regs

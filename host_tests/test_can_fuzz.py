@@ -3,7 +3,7 @@ from hypothesis import given, settings, strategies as st
 
 import tools  # noqa: F401
 from can_helpers import LoopBus, LoopNode, ValueAfe
-from bms.slave import Slave
+from slave.core import Slave
 from comms import can_ids as C
 from comms.can_master import CanMaster
 
@@ -72,7 +72,7 @@ def test_slave_update_receiver_survives_random_frames(fs):
     with its own ids, never reboots, and its running firmware stays untouched."""
     from fakeflash import FakeFlash
     from bms import update as U
-    from bms.slave_fw import SlaveFw
+    from slave.fw import SlaveFw
     bus = LoopBus()
     node = LoopNode(bus, rx_depth=100)
     afe = ValueAfe(16)

@@ -35,7 +35,7 @@ def make_pkg(tmp_path, version=(0, 2, 0), key=None, defect=None, name="slave.tar
     if defect:
         text += "SIM_DEFECT = '%s'\n" % defect
     files = {"comms/can_ids.py": (text + "# slave firmware\n" * 120).encode(),
-             "bms/slave.py": b"# slave logic\n" * 200}
+             "slave/core.py": b"# slave logic\n" * 200}
     pkg = tar_of(files)
     path = tmp_path / name
     write(path, pkg, key)

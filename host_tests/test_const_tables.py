@@ -6,7 +6,7 @@ module, ``-X`` / ``A | B`` of those, implicitly joined string literals) is
 emitted as one constant object and stays in flash; a tuple with any other
 leaf (a function call, a lambda, an imported name, a plain ``X = "u32"``
 global, ``"a" + b`` or ``"%d" % n``) is built on the heap at import and
-costs RAM for the life of the program (issue 9: about 20 KB on a master).
+costs RAM for the life of the program (it was about 20 KB on a master).
 
 This test parses every firmware module with ``ast`` and checks every
 module-level assignment of a tuple (and of anything assembled from tuples).
@@ -165,15 +165,21 @@ def test_the_checker_catches_run_time_tables():
                      "B5": False, "B6": False, "B7": False, "B8": False, "B9": False}
 
 
-# Tables named in issue 9 (measured on the heap before): each must be bound
+# Tables that were once built on the heap (measured): each must be bound
 # exactly once, at module level, to a constant literal (not a function's result).
 NAMED = {
-    "comms/registers.py": ("INFO", "MONITOR", "AUTH", "LOG_FIELDS", "BLOCKS", "MOD_HEAD",
-                           "MOD_FIELDS", "CMD_ARGS", "T_STATUS_NAMES"),
+    "comms/registers.py": ("BLOCKS",),
+    "comms/regs/identity.py": ("INFO",),
+    "comms/regs/monitor.py": ("MONITOR",),
+    "comms/regs/temps.py": ("T_STATUS_NAMES",),
+    "comms/regs/commands.py": ("CMD_ARGS",),
+    "comms/regs/auth.py": ("AUTH",),
+    "comms/regs/log.py": ("LOG_FIELDS",),
+    "comms/regs/modules.py": ("MOD_HEAD", "MOD_FIELDS"),
+    "comms/regs/update.py": ("REGS",),
+    "comms/regs/plog.py": ("PLOG_FIELDS",),
     "bms/faults.py": ("TABLE", "LEVEL_NAMES"),
     "bms/params.py": ("TABLE", "RULES", "CHEM_NAMES", "BAUD_RATES"),
-    "comms/reg_update.py": ("UPDATE_REGS", "PLOG_FIELDS"),
-    "comms/reg_slave_update.py": ("REGS",),
     "comms/inverter_can.py": ("FAULT_BITS",),
     "comms/jbd.py": ("PROT_BITS",),
     "comms/can_ids.py": ("LAYOUT",),
@@ -225,58 +231,79 @@ def test_inverter_and_jbd_tables_use_the_fault_ids_of_bms_faults():
             assert getattr(faults, name) == v, (mod.__name__, name)
 
 
+def _blocks():
+    from comms import registers as R
+    return R, [(row, R.block_module(b)) for b, row in enumerate(R.BLOCKS)]
+
+
 def test_register_map_copies_match_their_sources():
     from bms import core, measurements, params
-    from comms import reg_slave_update as RSU
-    from comms import reg_update as RU
-    from comms import registers as R
-    assert R._N_PARAMS == params.N_PARAMS
-    assert R.N_CMDS == len(core.CMD_NAMES) - 1
-    assert R.CMD_SIZE == 2 * R.N_CMDS
-    assert [c for c, _a in R.CMD_ARGS] == list(core.CMD_NAMES[1:])
-    assert R._UPDATE_SIZE == RU.UPDATE_SIZE
-    assert R._PLOG_SIZE == RU.PLOG_SIZE
-    assert R._SLAVE_UPDATE_SIZE == RSU.SIZE
-    for name, v in _private_copies(RSU, "_UP_").items():
-        assert getattr(RU, "UP_" + name) == v, name
-    # the block indices name their rows
-    names = [b[0] for b in R.BLOCKS]
-    for const_name, block in (("B_INFO", "identity"), ("B_MON", "monitor"), ("B_TEMPS", "temps"),
-                              ("B_CELLS", "cells"), ("B_PARAMS", "params"),
-                              ("B_CMD", "commands"), ("B_AUTH", "auth"),
-                              ("B_LOGHEAD", "log_head"), ("B_LOG", "log"),
-                              ("B_UPDATE", "update"), ("B_PLOG", "plog"), ("B_MODS", "modules"),
-                              ("B_SLAVE_UPDATE", "slave_update")):
-        assert names.index(block) == getattr(R, const_name), const_name
-    assert len(names) == 13
+    from comms.regs import auth, commands, log, monitor
+    from comms.regs import params as regparams
+    R, blocks = _blocks()
+    assert regparams.SIZE == params.N_PARAMS
+    assert commands.N_CMDS == len(core.CMD_NAMES) - 1
+    assert commands.SIZE == 2 * commands.N_CMDS
+    assert [c for c, _a in commands.CMD_ARGS] == list(core.CMD_NAMES[1:])
+    assert R._ERR_TEXT_LEN == auth.ERR_TEXT_LEN
+    assert R._LOG_REC_REGS == log.REC_REGS and R._LOG_MAX_RECORDS == log.MAX_RECORDS
+    # every block: its module serves it, BLOCKS carries its size
+    names = [row[0] for row, _m in blocks]
+    assert len(names) == len(set(names)) >= 13
+    for row, mod in blocks:
+        assert mod.__name__ == row[4] == "comms.regs." + row[0], row
+        assert callable(mod.read) and callable(mod.write) and callable(mod.doc), row[0]
+        if row[2] is not None:
+            assert mod.SIZE == row[2], row[0]
+    # blocks do not overlap
+    spans = sorted((row[1], row[1] + (row[2] or log.REC_REGS * log.MAX_RECORDS))
+                   for row, _m in blocks)
+    for (a0, a1), (b0, _b1) in zip(spans, spans[1:]):
+        assert a1 <= b0, (hex(a0), hex(b0))
     # monitor: size, and one max/min row pair per temperature role, in role order
-    off, size = R._offsets(R.MONITOR)
-    assert size == R.MON_SIZE and list(off) == list(R.MON_OFF)
-    rows = {r[0]: r for r in R.MONITOR}
-    assert len(rows) == len(R.MONITOR)
+    assert sum(2 if r[1] in ("u32", "s32") else 1 for r in monitor.MONITOR) == monitor.SIZE
+    rows = {r[0]: r for r in monitor.MONITOR}
+    assert len(rows) == len(monitor.MONITOR)
     for k, role in enumerate(measurements.ROLE_NAMES):
-        assert rows["t_%s_max" % role][4] == R._S_TMAX + k
-        assert rows["t_%s_min" % role][4] == R._S_TMIN + k
+        assert rows["t_%s_max" % role][4] == monitor._S_TMAX + k
+        assert rows["t_%s_min" % role][4] == monitor._S_TMIN + k
     assert len(measurements.ROLE_NAMES) == measurements.N_ROLES
-    assert R._S_TMIN - R._S_TMAX >= measurements.N_ROLES
-    for k in range(R.MAX_CELLS // 16):
+    assert monitor._S_TMIN - monitor._S_TMAX >= measurements.N_ROLES
+    for k in range(256 // 16):
         assert rows["balance_%d" % k][3] == "Balancing mask, bit b = cell %d + b" % (16 * k + 1)
-        assert rows["balance_%d" % k][4] == R._S_BALANCE + k
+        assert rows["balance_%d" % k][4] == monitor._S_BALANCE + k
     # faults_k / protection_k / alarm_k: two words of 16 bits hold every fault id
     from bms import faults
     assert 16 < faults.N_FAULTS <= 32
     for k in range(2):
-        assert rows["faults_%d" % k][4] == R._S_FAULTS + k
+        assert rows["faults_%d" % k][4] == monitor._S_FAULTS + k
+
+
+def test_the_update_windows_share_one_layout():
+    """comms.regs.update.REGS describes both update windows; every register
+    a window serves has a description there and fits inside the window."""
+    from comms.regs import slave_update, update
+    offs = [r[1] for r in update.REGS]
+    assert offs == sorted(offs)
+    for col, size in ((5, update.SIZE), (6, slave_update.SIZE)):
+        rows = [r for r in update.REGS if r[col] is not None]
+        names = [r[0] for r in rows]
+        assert len(names) == len(set(names))
+        for r in rows:
+            assert 0 <= r[1] and r[1] + r[2] <= size, r
+        for a, b in zip(rows, rows[1:]):
+            assert a[1] + a[2] <= b[1], (a[0], b[0])       # no overlap within a window
+    both = [r[0] for r in update.REGS if r[5] is not None and r[6] is not None]
+    assert "begin_size" in both and "chunk_data" in both and "status" in both
 
 
 def test_every_description_placeholder_resolves():
-    from comms import reg_slave_update as RSU
-    from comms import reg_update as RU
-    from comms import registers as R
     from comms.regdoc import doc, placeholders
+    from comms.regs import auth, identity, log, modules, monitor, plog, update
+    R, _blocks_ = _blocks()
     seen = 0
-    for table in (R.INFO, R.MONITOR, R.AUTH, R.LOG_FIELDS, R.BLOCKS, R.MOD_HEAD, R.MOD_FIELDS,
-                  RU.UPDATE_REGS, RU.PLOG_FIELDS, RSU.REGS):
+    for table in (identity.INFO, monitor.MONITOR, auth.AUTH, log.LOG_FIELDS, R.BLOCKS,
+                  modules.MOD_HEAD, modules.MOD_FIELDS, update.REGS, plog.PLOG_FIELDS):
         for row in table:
             for field in row:
                 if isinstance(field, str) and "{" in field:

@@ -15,7 +15,7 @@ def test_pico_plan_lists_every_module_once(tmp_path):
     assert not [r for r in remote if r.startswith("manifest")]
     assert "boards/pico.mpy" in remote and "boards/common.mpy" in remote
     assert "boards/esp32_devkit.mpy" not in remote and "boards/pico_w.mpy" not in remote
-    for sub in ("bms", "drivers"):
+    for sub in ("bms", "drivers", "slave"):
         for f in os.listdir(os.path.join(deploy.ROOT, "firmware", sub)):
             if f.endswith(".py"):
                 assert "%s/%s.mpy" % (sub, f[:-3]) in remote, f

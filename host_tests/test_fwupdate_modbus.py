@@ -1,4 +1,4 @@
-"""Firmware update and persistent event log over Modbus (issue 7), end to end.
+"""Firmware update and persistent event log over Modbus, end to end.
 
 The real ``bmsctl`` (pymodbus) talks to the firmware Modbus server on the
 simulator's pty; the simulated board has a flash directory with the
@@ -13,8 +13,9 @@ import pytest
 import tools  # noqa: F401
 from bms import update as U
 from bms.params import P_OV1, index as pidx
-from comms import reg_update as RU
 from comms import registers as R
+from comms.regs import codes as RX
+from comms.regs import update as RU
 from tools.bmsctl.cli import main
 from tools.fwpkg import tar_of, write
 from tools.sim.pclink import PcLink
@@ -158,7 +159,7 @@ def test_window_gap_refused_with_resume_offset_and_bad_counts(tmp_path):
     for v in [0, len(pkg)]:
         regs += bytes((v >> 8, v & 0xFF))
     regs += h.digest()
-    assert rm.write(R.A_UPDATE + RU.UP_BEGIN, 18, regs, 0) == R.EX_NONE
+    assert rm.write(R.A_UPDATE + RU.UP_BEGIN, 18, regs, 0) == RX.EX_NONE
 
     def chunk(off, data, nbytes=None):
         b = bytes(((off >> 24) & 0xFF, (off >> 16) & 0xFF, (off >> 8) & 0xFF, off & 0xFF))
@@ -166,15 +167,15 @@ def test_window_gap_refused_with_resume_offset_and_bad_counts(tmp_path):
         b += bytes((n >> 8, n & 0xFF)) + data + (b"\0" if len(data) & 1 else b"")
         return rm.write(R.A_UPDATE + RU.UP_CHUNK, len(b) // 2, b, 0)
 
-    assert chunk(0, pkg[:240]) == R.EX_NONE
-    assert chunk(480, pkg[480:720]) == R.EX_VALUE        # gap
+    assert chunk(0, pkg[:240]) == RX.EX_NONE
+    assert chunk(480, pkg[480:720]) == RX.EX_VALUE        # gap
     assert b"expected offset 240" in bytes(rm.err_text)
     out = bytearray(8)
     rm.read(R.A_UPDATE + RU.UP_STATUS, 3, out, 0)
     assert out[0:2] == b"\0\x01" and (out[4] << 8 | out[5]) == 240   # receiving, offset 240
-    assert chunk(240, pkg[240:300], nbytes=100) == R.EX_VALUE   # count does not match data
-    assert chunk(0, pkg[:240]) == R.EX_NONE              # retransmission acknowledged
-    assert chunk(240, pkg[240:480]) == R.EX_NONE
+    assert chunk(240, pkg[240:300], nbytes=100) == RX.EX_VALUE   # count does not match data
+    assert chunk(0, pkg[:240]) == RX.EX_NONE              # retransmission acknowledged
+    assert chunk(240, pkg[240:480]) == RX.EX_NONE
 
 
 def test_persistent_log_shows_overvoltage_trip_snapshot(rig, tmp_path, capsys):

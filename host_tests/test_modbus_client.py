@@ -13,8 +13,8 @@ from pymodbus.client import ModbusSerialClient  # noqa: E402
 
 import tools  # noqa: E402,F401
 from bms.measurements import ROLE_CELL, ROLE_POWER  # noqa: E402
-from comms.registers import (A_CELLS, A_MON, A_PARAMS, MON_OFF, MON_SIZE, MONITOR,  # noqa: E402
-                             T_S16, T_S32, T_U32)
+from comms.registers import A_CELLS, A_MON, A_PARAMS  # noqa: E402
+from comms.regs.monitor import MONITOR, SIZE as MON_SIZE, offsets  # noqa: E402
 from tools.sim.pclink import PcLink, run_realtime  # noqa: E402
 from tools.sim.simulator import Simulation  # noqa: E402
 
@@ -39,16 +39,15 @@ def live():
 
 def _decode(regs):
     out = {}
-    for i, row in enumerate(MONITOR):
+    for row, o in zip(MONITOR, offsets()):
         name, typ = row[0], row[1]
-        o = MON_OFF[i]
-        if typ in (T_U32, T_S32):
+        if typ in ("u32", "s32"):
             v = (regs[o] << 16) | regs[o + 1]
-            if typ == T_S32 and v & 0x80000000:
+            if typ == "s32" and v & 0x80000000:
                 v -= 1 << 32
         else:
             v = regs[o]
-            if typ == T_S16 and v & 0x8000:
+            if typ == "s16" and v & 0x8000:
                 v -= 1 << 16
         out[name] = v
     return out

@@ -12,7 +12,7 @@ def test_unix_manifest_freezes_the_board_packages(tmp_path):
     assert upy32.PORT_LINE not in text
     assert 'include("$(MPY_DIR)/extmod/asyncio")' in text
     fw = os.path.join(upy32.ROOT, "firmware")
-    for pkg in ("bms", "drivers", "comms"):
+    for pkg in ("bms", "drivers", "comms", "slave"):
         assert 'package("%s", base_path="%s"' % (pkg, fw) in text
     assert 'module("app.py", base_path="%s"' % fw in text
     assert 'package("boards", base_path="%s"' % upy32.ROOT in text

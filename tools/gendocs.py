@@ -6,7 +6,8 @@
     docs/faults.md              bms.faults.TABLE
 
 Nothing here holds data of its own: every row comes from
-``comms.registers``, ``bms.params`` or ``bms.faults``.  ``--check`` exits
+``comms.registers.BLOCKS`` (each block module's ``doc``), ``bms.params`` or
+``bms.faults``.  ``--check`` exits
 non-zero if a committed file differs from what the tables give (the test
 suite runs it).
 """
@@ -20,10 +21,11 @@ import tools  # noqa: F401  (firmware on sys.path)
 from bms import faults as F
 from bms.auth import (BACKOFF_BASE_MS, BACKOFF_MAX_MS, DEFAULT_USER_PASSWORD, FREE_ATTEMPTS,
                       IDLE_MS, ROLE_NAMES)
-from bms.core import CMD_NAMES
 from bms.params import CHEM_NAMES, OP_GT, RULES
 from bms.params import TABLE as PT
 from comms import registers as R
+from comms.regs.auth import AU_UNLOCK
+from comms.regs.log import REC_REGS as LOG_REC_REGS
 from comms.crc16 import crc16
 from comms.modbus_rtu import MAX_READ, MAX_WRITE, char_times_us
 from comms.regdoc import doc
@@ -51,142 +53,23 @@ def _frame(hexbytes):
 
 
 # ---- one row per register field (shared by the CSV and the markdown) --------
+def block_docs():
+    """(block name, title, markdown, rows) of every row of ``BLOCKS``, from
+    its module's ``doc(start)``; a row is (address, block, name, type,
+    registers, unit, access, min, max, description)."""
+    out = []
+    for b, (name, start, _size, _desc, _mod) in enumerate(R.BLOCKS):
+        title, md, rows = R.block_module(b).doc(start)
+        out.append((name, title, md, [(r[0], name) + tuple(r[2:]) for r in rows]))
+    return out
+
+
 def register_rows():
     """(address, block, name, type, registers, unit, access, min, max, description)."""
     rows = []
-    for name, off, n, typ, writable, desc in R.INFO:
-        rows.append((R.A_INFO + off, "identity", name, typ, n, "", "R/W factory" if writable else "R",
-                     "", "", desc))
-    for i, row in enumerate(R.MONITOR):
-        name, typ, unit, desc = row[0], row[1], row[2], row[3]
-        rows.append((R.A_MON + R.MON_OFF[i], "monitor", name, typ, 2 if typ in (R.T_U32, R.T_S32)
-                     else 1, unit, "R", "", "", desc))
-    rows.append((R.A_TEMPS + R.T_COUNT, "temps", "temp_count", R.T_U16, 1, "", "R", "", "",
-                 "Temperature sensors fitted"))
-    for k in range(R.MAX_TEMPS):
-        rows.append((R.A_TEMPS + R.T_VALUE + k, "temps", "temp%d" % (k + 1), R.T_S16, 1, "0.1degC",
-                     "R", "", "", "Sensor %d temperature" % (k + 1)))
-    for k in range(R.MAX_TEMPS):
-        rows.append((R.A_TEMPS + R.T_STATUS + k, "temps", "temp%d_status" % (k + 1), R.T_U16, 1,
-                     "enum", "R", "", "", "Sensor %d status: %s" % (k + 1, ", ".join(
-                         "%d %s" % (j, s) for j, s in enumerate(R.T_STATUS_NAMES)))))
-    from bms.measurements import ROLE_NAMES as TR
-    for k in range(R.MAX_TEMPS):
-        rows.append((R.A_TEMPS + R.T_ROLE + k, "temps", "temp%d_role" % (k + 1), R.T_U16, 1,
-                     "enum", "R", "", "", "Sensor %d role: %s" % (k + 1, ", ".join(
-                         "%d %s" % (j, s) for j, s in enumerate(TR)))))
-    for k in range(R.MAX_CELLS):
-        rows.append((R.A_CELLS + k, "cells", "cell%d" % (k + 1), R.T_U16, 1, "mV", "R", "", "",
-                     "Cell %d voltage (0 beyond the cell count, 0xFFFF invalid)" % (k + 1)))
-    for i, row in enumerate(PT):
-        rows.append((R.A_PARAMS + i, "params", row[0], R.T_S16 if row[2] < 0 else R.T_U16, 1,
-                     row[1], "R/W user", row[2], row[3], row[6]))
-    for c in range(1, len(CMD_NAMES)):
-        rows.append((R.command_address(CMD_NAMES[c]), "commands", CMD_NAMES[c], R.T_S32, 2, "",
-                     "W user", "", "", "Argument: " + dict(R.CMD_ARGS)[CMD_NAMES[c]]))
-    for name, off, n, typ, rw, desc in R.AUTH:
-        rows.append((R.A_AUTH + off, "auth", name, typ, n, "", rw, "", "", desc))
-    rows += [
-        (R.A_LOGHEAD + R.LH_COUNT, "log_head", "log_count", R.T_U16, 1, "", "R", "", "",
-         "Records kept (record 0 is the oldest)"),
-        (R.A_LOGHEAD + R.LH_CAPACITY, "log_head", "log_capacity", R.T_U16, 1, "", "R", "", "",
-         "Records the log can hold"),
-        (R.A_LOGHEAD + R.LH_NEXT_SEQ, "log_head", "log_next_seq", R.T_U32, 2, "", "R", "", "",
-         "Sequence number of the next event"),
-    ]
-    for name, off, typ, desc in R.LOG_FIELDS:
-        rows.append((R.A_LOG + off, "log", "record0." + name, typ, 2 if typ in (R.T_U32, R.T_S32)
-                     else 1, "", "R", "", "", desc + " (record i at +%d*i)" % R.LOG_REC_REGS))
-    rows += module_rows()
-    rows += _issue7_rows()
-    # the tables hold {key} placeholders where a description lists another table
-    return [r[:9] + (doc(r[9]),) for r in rows]
-
-
-# ---- issue 7: firmware update and persistent log windows ----
-def _issue7_rows():
-    from comms import reg_update as RU
-    rows = []
-    for name, off, n, typ, acc, desc in RU.UPDATE_REGS:
-        rows.append((R.A_UPDATE + off, "update", name, typ, n, "", acc, "", "", desc))
-    rows += [
-        (R.A_PLOG + RU.PL_COUNT, "plog", "plog_count", R.T_U16, 1, "", "R", "", "",
-         "Records on flash (record 0 is the oldest)"),
-        (R.A_PLOG + RU.PL_NEXT_SEQ, "plog", "plog_next_seq", R.T_U32, 2, "", "R", "", "",
-         "Sequence number of the next record"),
-        (R.A_PLOG + RU.PL_INDEX, "plog", "plog_index", R.T_U16, 1, "", "R/W", "", "",
-         "Index of the first record shown in the window (no role needed)"),
-    ]
-    for name, off, typ, desc in RU.PLOG_FIELDS:
-        rows.append((R.A_PLOG + RU.PL_REC + off, "plog", "window0." + name, typ,
-                     2 if typ in ("u32", "s32") else 1, "", "R", "", "",
-                     desc + " (record index+k at +%d*k, k < %d)"
-                     % (RU.PLOG_REC_REGS, RU.PLOG_WINDOW)))
-    from comms import reg_slave_update as RSU
-    for name, off, n, typ, acc, desc in RSU.REGS:
-        rows.append((R.A_SLAVE_UPDATE + off, "slave_update", name, typ, n, "", acc, "", "", desc))
+    for _name, _title, _md, br in block_docs():
+        rows += br
     return rows
-
-
-ISSUE7_TITLES = {"update": "Firmware update", "plog": "Persistent event log",
-                 "slave_update": "Slave firmware update (through the master)"}
-ISSUE7_TEXT = {
-    "slave_update": "Sequence (`bmsctl update --slave N|all PKG`): unlock; upload the slave "
-                    "package like a master update (begin, chunks, command 1 finish: size and "
-                    "SHA-256 are checked, nothing is unpacked on the master); write `target`; "
-                    "command 3 starts forwarding it over CAN in the background (refused while "
-                    "charge/discharge relays are closed; they are then held open until the end). "
-                    "Poll `fwd_phase`, `fwd_progress` and `fwd_result`; `fwd_text` says why it "
-                    "stopped.  Each slave checks signature, SHA-256 and archive itself, reboots "
-                    "into the new slot and confirms it once back in normal operation, or rolls "
-                    "back (`docs/can_internal.md`, slave firmware update).\n\n",
-    "update": "Sequence (`bmsctl update PKG`): unlock (user or factory role); FC16 of the begin "
-              "registers (size, SHA-256 and, when the device has a key, the signature); FC16 "
-              "chunks of up to 240 bytes in order (offset, byte count, data); command 1 finish "
-              "(size and SHA-256 of what was received are checked at once, "
-              "then the BMS re-reads the staged file, checks the archive and only then unpacks "
-              "it into the inactive slot, in bounded steps of its main loop: poll `status` "
-              "(verifying, unpacking) and `finish_progress` until it reads staged or error); "
-              "command 3 restarts into it.  A refusal answers exception 03 and `error_text` "
-              "(also the auth block's) gives the reason; after a gap `offset` says where to "
-              "resume.  The running firmware is never written; a new one that does not reach "
-              "the armed state rolls back (`firmware/bms/update.py`).\n\n",
-    "plog": "Write `plog_index`, then read up to %d records of %d registers from the window; "
-            "the snapshot is taken when the event is logged (for a fault: at the trip).  "
-            "`bmsctl log --persistent [--csv FILE]` reads it all.\n\n",
-}
-# ---- end issue 7 ----
-
-
-# ---- modules block (issue 5) --------------------------------------------------
-def module_rows():
-    """Header registers, then every field of module 1..16 (one CSV row each)."""
-    rows = []
-    for name, off, n, typ, unit, desc in R.MOD_HEAD:
-        rows.append((R.A_MODS + off, "modules", name, typ, n, unit, "R", "", "", desc))
-    for k in range(R.MOD_MAX):
-        base = R.A_MODS + R.MOD_HEAD_SIZE + R.MOD_STRIDE * k
-        for name, off, n, typ, unit, desc in R.MOD_FIELDS:
-            rows.append((base + off, "modules", "module%d.%s" % (k + 1, name), typ, n, unit, "R",
-                         "", "", desc))
-    return rows
-
-
-def modules_md(rows):
-    o = ["Read only.  On a master board with CAN slave modules (`comms.can_master`) the header "
-         "gives the layout and the internal bus state; module *k* (1-based) follows at `%s + "
-         "%d * (k - 1)`, %d registers each.  Modules beyond `module_count` read 0; a board "
-         "without slave modules reads `module_count` 0.  A module's cells are pack cells "
-         "`first_cell .. first_cell + cells - 1` of the cells block.\n\n"
-         % (_hex(R.A_MODS + R.MOD_HEAD_SIZE), R.MOD_STRIDE, R.MOD_STRIDE)]
-    o.append(_md_table(["address", "name", "type", "regs", "unit", "description"],
-                       [(_hex(r[0]), r[2], r[3], r[4], r[5], r[9]) for r in rows
-                        if r[0] < R.A_MODS + R.MOD_HEAD_SIZE]))
-    o.append("\nPer module, offset from the module's first register:\n\n")
-    o.append(_md_table(["offset", "name", "type", "regs", "unit", "description"],
-                       [(off, name, typ, n, unit, doc(desc))
-                        for name, off, n, typ, unit, desc in R.MOD_FIELDS]))
-    return "".join(o)
 
 
 def gen_csv():
@@ -205,7 +88,8 @@ def gen_modbus_md():
     o.append(
         "RS485-2 (the PC port) speaks Modbus RTU, 8N1, default **9600 baud, device address 1** "
         "(parameters `modbus_baud` and `modbus_addr`).  The server is `firmware/comms/modbus_rtu.py`; "
-        "this page is generated from `firmware/comms/registers.py`.\n\n"
+        "this page is generated from the block table `BLOCKS` in `firmware/comms/registers.py` "
+        "and the block modules in `firmware/comms/regs/`.\n\n"
         "**Addressing is 0-based**: the address in these tables is the number sent in the request "
         "(`0x0100` goes on the wire as `01 00`).  There are no 30001/40001 offsets.  Function "
         "codes 03 and 04 read the same map.\n\n")
@@ -250,7 +134,7 @@ def gen_modbus_md():
         "up to %d s (answer 06 meanwhile); the count survives a reboot.  Each channel (RS485, "
         "BLE, display) has its own unlock, the back-off is shared.  Passwords are stored as "
         "salted, iterated SHA-256 (`firmware/bms/auth.py`).  All RS485 masters on the bus share "
-        "the port's unlock.\n\n" % (", ".join(ROLE_NAMES), _hex(R.A_AUTH + R.AU_UNLOCK),
+        "the port's unlock.\n\n" % (", ".join(ROLE_NAMES), _hex(R.A_AUTH + AU_UNLOCK),
                                     DEFAULT_USER_PASSWORD.decode(), IDLE_MS // 1000,
                                     FREE_ATTEMPTS, BACKOFF_BASE_MS / 1000.0,
                                     BACKOFF_MAX_MS // 1000))
@@ -261,58 +145,26 @@ def gen_modbus_md():
              "not).\n\n")
     o.append("## Blocks\n\n")
     blocks = []
-    for name, start, size, desc in R.BLOCKS:
+    for name, start, size, desc, _mod in R.BLOCKS:
         desc = doc(desc)
         if size is None:
-            blocks.append((name, _hex(start), "%d x log capacity" % R.LOG_REC_REGS, desc))
+            blocks.append((name, _hex(start), "%d x log capacity" % LOG_REC_REGS, desc))
         else:
             blocks.append((name, _hex(start), size, desc))
     o.append(_md_table(["block", "start", "registers", "contents"], blocks))
-    rows = register_rows()
-    titles = {"identity": "Identity", "monitor": "Monitor (live values)",
-              "temps": "Temperature sensors", "params": "Parameters",
-              "commands": "Commands", "auth": "Password and last error",
-              "log_head": "Event log state", "log": "Event records"}
-    titles["modules"] = "Slave modules (CAN)"
-    titles.update(ISSUE7_TITLES)
-    for block in [b[0] for b in R.BLOCKS]:
-        o.append("\n## %s\n\n" % titles.get(block, block.capitalize()))
-        br = [r for r in rows if r[1] == block]
-        if block == "modules":
-            o.append(modules_md(br))
-            continue
-        if block in ISSUE7_TEXT:   # issue 7
-            from comms import reg_update as RU
-            o.append(ISSUE7_TEXT[block] % ((RU.PLOG_WINDOW, RU.PLOG_REC_REGS)
-                                           if block == "plog" else ()))
-        if block == "cells":
-            o.append("Cell *n* (1-based) at `%s + n - 1`, %d registers, u16 mV; 0 beyond the "
-                     "configured cell count, 0xFFFF when the reading is invalid.\n"
-                     % (_hex(R.A_CELLS), R.MAX_CELLS))
-            continue
-        if block == "temps":
-            o.append("Sensor *k* (1-based): value at `%s + k` (s16, 0.1 degC), status at `%s + k` "
-                     "(%s), role at `%s + k`; `%s` holds the number of sensors.\n"
-                     % (_hex(R.A_TEMPS + R.T_VALUE - 1), _hex(R.A_TEMPS + R.T_STATUS - 1),
-                        ", ".join("%d %s" % (j, s) for j, s in enumerate(R.T_STATUS_NAMES)),
-                        _hex(R.A_TEMPS + R.T_ROLE - 1), _hex(R.A_TEMPS)))
-            continue
-        if block == "commands":
-            o.append("Each command is two registers at `0x2000 + 2 * (id - 1)`: FC06 to the first "
-                     "register gives a signed 16-bit argument, FC16 of both a signed 32-bit one. "
-                     "One command per request; the core runs it at its next cycle (50 ms).\n\n")
-            o.append(_md_table(["address", "command", "argument"],
-                               [(_hex(r[0]), r[2], r[9][10:]) for r in br]))
-            continue
-        if block == "params":
-            o.append("Units and ranges are those of `docs/parameters.md` (the table in "
-                     "`firmware/bms/params.py`); rows with a negative minimum are signed.\n\n")
-            o.append(_md_table(["address", "#", "name", "type", "unit", "min", "max", "description"],
-                               [(_hex(r[0]), r[0] - R.A_PARAMS, r[2], r[3], r[5], r[7], r[8], r[9])
-                                for r in br]))
-            continue
-        o.append(_md_table(["address", "name", "type", "regs", "unit", "access", "description"],
-                           [(_hex(r[0]), r[2], r[3], r[4], r[5], r[6], r[9]) for r in br]))
+    o.append("\n**Adding a block** (firmware): one module in `firmware/comms/regs/` with "
+             "`read(rm, off, count, out, pos)` and `write(rm, off, count, data, pos)` on a range "
+             "relative to the block start (each returns an exception code; refusals go through "
+             "`rm.refuse`, which fills the last-error registers; `codes.read_only` for a read-only "
+             "block), its `SIZE` and a `doc(start)` that gives this page's section and the CSV "
+             "rows; then one row in `BLOCKS` (name, start, size, description, module).  The map "
+             "imports the module the first time a request touches the block, so its RAM is "
+             "spent only where it is used; reads a monitor polls must not allocate.  A block "
+             "must not overlap another, and the map stays 0-based and backwards compatible: new "
+             "registers go into free address space, never over existing ones.\n")
+    for _name, title, md, _rows in block_docs():
+        o.append("\n## %s\n\n" % title)
+        o.append(md)
     return "".join(o)
 
 

@@ -335,9 +335,7 @@ class ParamSet:
     def load_defaults(self, chem):
         """Factory defaults for ``chem`` (Reset on the Normal page)."""
         d = defaults(chem)
-        if d[P_CELL_COUNT] > self.max_cells:
-            d[P_CELL_COUNT] = self.max_cells
-        d[P_CELL_COUNT] = self.values[P_CELL_COUNT]
+        d[P_CELL_COUNT] = self.values[P_CELL_COUNT]   # the wiring does not change
         d[P_CAPACITY] = self.values[P_CAPACITY]
         self.replace(d)
 

@@ -1,7 +1,7 @@
 """A firmware package held on the master's flash for its slave modules.
 
 The operator uploads a slave package to the master (Modbus window
-``comms.reg_slave_update``); the master keeps it here and forwards it over
+``comms.regs.slave_update``); the master keeps it here and forwards it over
 CAN (``comms.slave_update``) to one slave or to each in turn.  The same
 calls and error codes as ``bms.update.Updater``: ``begin(size, sha256,
 signature)``, ``chunk(offset, data)`` in order (retransmissions
@@ -17,10 +17,8 @@ The staged state lives in RAM: after a master reboot the package must be
 uploaded again (cheap, and it never forwards a file it did not verify in
 this session).
 """
-from bms.digest import sha256
-from bms.store import makedirs
-from bms.update import (E_FLASH, E_HASH, E_SIZE, E_STATE, MAX_SIZE, UpdateError,
-                        append_in_order)
+from bms.update import (E_HASH, E_SIZE, E_STATE, MAX_SIZE, UpdateError, append_in_order,
+                        check_upload, open_upload)
 
 
 class PackageStore:
@@ -45,22 +43,10 @@ class PackageStore:
         self.abort()
         self.staged = False
         self.last_error = None
-        if size <= 0 or size > self.max_size:
-            self._fail(E_SIZE, "size %d outside 1..%d" % (size, self.max_size))
-        if len(digest) != 32:
-            self._fail(E_HASH, "sha256 must be 32 bytes")
+        check_upload(self, size, digest)
         if signature is not None and len(signature) != 32:
             self._fail(E_SIZE, "signature must be 32 bytes")
-        i = self.path.rfind("/")
-        try:
-            if i > 0:
-                makedirs(self.fs, self.path[:i])
-            self._f = self.fs.open(self.path, "wb")
-        except OSError:
-            self._fail(E_FLASH, "cannot create %s" % self.path)
-        self._hash = sha256()
-        self.size = size
-        self.offset = 0
+        open_upload(self, self.path, size, self.path)
         self.digest = bytes(digest)
         self.signature = bytes(signature) if signature is not None else None
         return 0

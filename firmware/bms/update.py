@@ -238,6 +238,30 @@ def rmtree(fs, path):
     fs.rmdir(path)
 
 
+def check_upload(t, size, digest):
+    """The begin rule of a staged upload (``Updater``, ``pkgstore.PackageStore``):
+    a size in 1..``t.max_size`` and a 32-byte SHA-256, else ``t._fail``."""
+    if size <= 0 or size > t.max_size:
+        t._fail(E_SIZE, "size %d outside 1..%d" % (size, t.max_size))
+    if len(digest) != 32:
+        t._fail(E_HASH, "sha256 must be 32 bytes")
+
+
+def open_upload(t, path, size, what):
+    """Create the file of an upload (and its directory; refused as E_FLASH,
+    naming ``what``), reset its hash and offset (``t``: ``fs``, ``_fail``)."""
+    i = path.rfind("/")
+    try:
+        if i > 0:
+            makedirs(t.fs, path[:i])
+        t._f = t.fs.open(path, "wb")
+    except OSError:
+        t._fail(E_FLASH, "cannot create " + what)
+    t._hash = sha256()
+    t.size = size
+    t.offset = 0
+
+
 def append_in_order(t, offset, data):
     """The transfer rule of a staged upload (``Updater``, ``pkgstore.PackageStore``):
     a chunk wholly below the expected offset is a retransmission, acknowledged
@@ -355,23 +379,13 @@ class Updater:
         if self.state == ST_TRIAL:
             # The inactive slot is the rollback target until the trial is confirmed.
             self._fail(E_STATE, "update refused: new firmware on trial, not yet confirmed")
-        if size <= 0 or size > self.max_size:
-            self._fail(E_SIZE, "size %d outside 1..%d" % (size, self.max_size))
-        if len(digest) != 32:
-            self._fail(E_HASH, "sha256 must be 32 bytes")
+        check_upload(self, size, digest)
         if self.key is not None:
             if signature is None:
                 self._fail(E_SIGNATURE, "signature required")
             if not equal(bytes(signature), sign(self.key, size, bytes(digest))):
                 self._fail(E_SIGNATURE, "bad signature")
-        makedirs(self.fs, self.root)
-        try:
-            self._f = self.fs.open(self.root + "/stage.pkg", "wb")
-        except OSError:
-            self._fail(E_FLASH, "cannot create staging file")
-        self._hash = sha256()
-        self.size = size
-        self.offset = 0
+        open_upload(self, self.root + "/stage.pkg", size, "staging file")
         self._digest = bytes(digest)
         return 0
 

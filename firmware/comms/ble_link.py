@@ -368,7 +368,8 @@ class BleLink:
 
 def monitor_live(regmap):
     """A ``live`` source: the Modbus monitor block, as the register map reads it."""
-    from comms.registers import A_MON, MON_SIZE
+    from comms.registers import A_MON
+    from comms.regs.monitor import SIZE as MON_SIZE
 
     def fill(out):
         out[0] = A_MON >> 8

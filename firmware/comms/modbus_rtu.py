@@ -47,8 +47,8 @@ from micropython import const
 from bms.params import BAUD_RATES, P_MODBUS_ADDR, P_MODBUS_BAUD
 from bms.ticks import ticks_diff
 from comms import crc16
-from comms.registers import (EX_ADDRESS, EX_FAILURE, EX_FUNCTION, EX_NONE, EX_VALUE, get16,
-                             put16)
+from comms.packing import get16be as get16, put16be as put16
+from comms.regs.codes import EX_ADDRESS, EX_FAILURE, EX_FUNCTION, EX_NONE, EX_VALUE
 
 _BUF = const(256)
 CHUNK = const(64)

@@ -1,11 +1,14 @@
 """Full descriptions of register-map rows, for the docs and host tools.
 
-The register tables (``comms.registers``, ``comms.reg_update``,
-``comms.reg_slave_update``) are compile-time constants so that, frozen, they
-stay in flash instead of being built on the heap at import.  A description
-that lists another table's names (modes, relays, fault bits ...) therefore
+The register tables (``comms.registers.BLOCKS`` and the block modules in
+``comms.regs``) are compile-time constants so that, frozen, they stay in
+flash instead of being built on the heap at import.  A description that
+lists another table's names (modes, relays, fault bits ...) therefore
 cannot be assembled there; it holds a ``{key}`` placeholder and ``doc``
-fills it in from the tables themselves, so the lists never drift.  Only
+fills it in from the tables themselves, so the lists never drift.
+
+``row``, ``section`` and ``md_table`` are what a block module's ``doc``
+builds its part of docs/modbus.md and docs/modbus_registers.csv with.  Only
 host tools import this module (tools/gendocs.py); the board never does.
 """
 from bms import faults as F
@@ -53,19 +56,8 @@ def _event_kinds():
     return _names(KIND_NAMES)
 
 
-def _registers():
-    from comms import registers
-    return registers
-
-
-def _reg_update():
-    from comms import reg_update
-    return reg_update
-
-
-def _reg_slave_update():
-    from comms import reg_slave_update
-    return reg_slave_update
+def _regs(name):
+    return __import__("comms.regs." + name, None, None, ("doc",))
 
 
 def _update_errors():
@@ -92,18 +84,18 @@ _KEYS = {
     "alarm_1": lambda: _fault_names(16, F.L_WARN, F.L_WARN),
     "auth_roles": _auth_roles,
     "event_kinds": _event_kinds,
-    "log_rec_regs": lambda: "%d" % _registers().LOG_REC_REGS,
-    "plog_window": lambda: "%d" % _reg_update().PLOG_WINDOW,
-    "can_state_names": lambda: _names(_registers().CAN_STATE_NAMES),
-    "module_state_names": lambda: _names(_registers().MOD_STATE_NAMES),
-    "module_why_bits": lambda: _bits(_registers().MOD_WHY_BITS),
-    "module_fault_bits": lambda: _bits(_registers().MOD_FAULT_BITS),
-    "slave_state_names": lambda: _names(_registers().SLAVE_STATE_NAMES),
-    "update_states": lambda: _names(_reg_update().US_NAMES),
+    "log_rec_regs": lambda: "%d" % _regs("log").REC_REGS,
+    "plog_window": lambda: "%d" % _regs("plog").PLOG_WINDOW,
+    "can_state_names": lambda: _names(_regs("modules").CAN_STATE_NAMES),
+    "module_state_names": lambda: _names(_regs("modules").MOD_STATE_NAMES),
+    "module_why_bits": lambda: _bits(_regs("modules").MOD_WHY_BITS),
+    "module_fault_bits": lambda: _bits(_regs("modules").MOD_FAULT_BITS),
+    "slave_state_names": lambda: _names(_regs("modules").SLAVE_STATE_NAMES),
+    "update_states": lambda: _names(_regs("update").US_NAMES),
     "update_errors": _update_errors,
     "fw_states": _fw_states,
-    "fwd_phases": lambda: _names(_reg_slave_update().PHASE_NAMES),
-    "fwd_results": lambda: _names(_reg_slave_update().RESULT_NAMES),
+    "fwd_phases": lambda: _names(_regs("slave_update").PHASE_NAMES),
+    "fwd_results": lambda: _names(_regs("slave_update").RESULT_NAMES),
 }
 
 
@@ -131,3 +123,24 @@ def placeholders(text):
         out.append(text[i + 1:j])
         i = text.find("{", j)
     return out
+
+
+# ---- what a block module's ``doc(start)`` builds -------------------------------
+def row(addr, name, typ, regs, unit, access, lo, hi, desc):
+    """One register field: (address, block, name, type, registers, unit,
+    access, min, max, description) with the description's placeholders
+    filled in; the block name is set by the generator."""
+    return (addr, "", name, typ, regs, unit, access, lo, hi, doc(desc))
+
+
+def md_table(head, rows):
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
+    return "\n".join(out) + "\n"
+
+
+def section(rows):
+    """The usual table of a block's section in docs/modbus.md."""
+    return md_table(["address", "name", "type", "regs", "unit", "access", "description"],
+                    [("0x%04X" % r[0], r[2], r[3], r[4], r[5], r[6], r[9]) for r in rows])

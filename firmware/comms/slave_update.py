@@ -1,12 +1,12 @@
 """Master side of the slave firmware update: forward a staged package over CAN.
 
 The operator uploads a slave package to the master (``bms.pkgstore``,
-Modbus window ``comms.reg_slave_update``) and starts the forwarding to one
+Modbus window ``comms.regs.slave_update``) and starts the forwarding to one
 slave or to all of them in turn.  ``SlaveUpdater.poll(now)`` runs from the
 main loop (``MasterBoard.poll``) and does a bounded amount of work per call
 (at most one CAN frame, at most one 112-byte flash read), so the control
 loop never waits for it.  Frames: ``comms.can_ids`` FWCTL / FWDATA / FWACK;
-the slave side is ``bms.slave_fw``.
+the slave side is ``slave.fw``.
 
 Per slave: BEGIN -> data blocks (B segments of 7 bytes, one frame every
 ``gap_ms``, then wait for the block acknowledgement; a gap report or an

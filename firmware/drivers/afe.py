@@ -28,11 +28,9 @@ still bad after ``retry_limit`` repeats) raises OSError, like machine.I2C
 does, so the board reports a sensor fault and the core goes to its safe state.
 Optional operations raise NotImplementedError.
 
-``protection_conf(params, shunt_uohm)`` turns our parameter table into the
-hardware backstop configuration: the chip trips only *beyond* the firmware
-limits (level-2 voltages plus a margin, currents above the firmware
-over-current limits), except short circuit, which only hardware can catch in
-microseconds and therefore uses the parameter itself.
+Protection policy (which thresholds the chip gets from our parameters: the
+hardware backstop) is not a driver's business: ``bms.backstop`` computes it
+and the board hands the driver plain numbers through ``configure``.
 """
 from micropython import const
 
@@ -51,15 +49,6 @@ FAULT_OPEN_WIRE = const(0x080)
 FAULT_OTHER = const(0x100)  # watchdog, permanent fail, internal
 FAULT_NAMES = ("SCD", "OCD", "OCC", "OV", "UV", "OT", "UT", "OPEN_WIRE", "OTHER")
 
-# Hardware backstop margins beyond the firmware limits (see module docstring).
-_HW_OV_MARGIN_MV = const(50)      # above level-2 over-voltage
-_HW_UV_MARGIN_MV = const(50)      # below level-2 under-voltage
-_HW_V_DELAY_EXTRA_MS = const(1000)  # firmware level-2 acts first
-_HW_OC_PERCENT = const(125)       # hardware OCC / OCD1 at 125 % of firmware limit
-_HW_OC_DELAY_EXTRA_MS = const(100)
-_SCD_DELAY_US = const(200)
-
-
 def fault_names(bits):
     out = []
     for i in range(len(FAULT_NAMES)):
@@ -76,27 +65,6 @@ def check_no_adjacent(flags, n):
         if f and prev:
             raise ValueError("adjacent cells %d and %d both balancing" % (i, i + 1))
         prev = f
-
-
-def protection_conf(params, shunt_uohm, cells=None):
-    """Hardware backstop thresholds from our parameter table (bms.params)."""
-    from bms import params as P
-    ov2 = params[P.P_OV2]
-    uv2 = params[P.P_UV2]
-    return {
-        "cells": params[P.P_CELL_COUNT] if cells is None else cells,
-        "shunt_uohm": shunt_uohm,
-        "cov_mv": ov2 + _HW_OV_MARGIN_MV,
-        "cov_delay_ms": params[P.P_OV2_DELAY] + _HW_V_DELAY_EXTRA_MS,
-        "cuv_mv": uv2 - _HW_UV_MARGIN_MV,
-        "cuv_delay_ms": params[P.P_UV2_DELAY] + _HW_V_DELAY_EXTRA_MS,
-        "occ_ma": params[P.P_CHG_OC] * 100 * _HW_OC_PERCENT // 100,
-        "occ_delay_ms": params[P.P_CHG_OC_DELAY] + _HW_OC_DELAY_EXTRA_MS,
-        "ocd1_ma": params[P.P_PEAK] * 100 * _HW_OC_PERCENT // 100,
-        "ocd1_delay_ms": params[P.P_PEAK_DELAY] + _HW_OC_DELAY_EXTRA_MS,
-        "scd_ma": params[P.P_SC] * 100,
-        "scd_delay_us": _SCD_DELAY_US,
-    }
 
 
 class Afe:

@@ -22,11 +22,12 @@ hand them to ``HwBoard``; nothing here touches ``machine``.
 - afe_fault(): the AFE fault bits read with the cells (no bus traffic of its
   own, so it never raises), plus FAULT_RELAY for a relay whose readback
   disagrees with its command.
-- hardware backstop: ``attach_params(params)`` makes the AFE's own
+- hardware backstop: ``attach_backstop(src)`` makes the AFE's own
   protections (short circuit in microseconds, over-current, cell OV/UV
-  beyond the firmware's level 2; ``drivers.afe.protection_conf``) follow the
-  parameters, at start-up and after every change.  Without it the AFE runs
-  with none enabled (``configure`` enables only what it is given).
+  beyond the firmware's level 2) follow ``src.conf()``, plain thresholds
+  (``bms.backstop.Backstop``: the policy lives there), at start-up and
+  whenever ``src.version`` moves.  Without it the AFE runs with none
+  enabled (``configure`` enables only what it is given).
 
 Chips that fail to configure at start-up are retried before each read; until
 then their reads raise OSError, which the core turns into stale-data faults
@@ -73,9 +74,8 @@ class HwBoard:
         self.shunt_ok = shunt is None
         self.init_errors = 0
         self.output_errors = 0
-        self.params = None
+        self.backstop = None
         self._pver = -1
-        self._cell_backstop = True
         self.backstop_updates = 0
 
     # ---- start-up --------------------------------------------------------------
@@ -109,29 +109,22 @@ class HwBoard:
             except OSError:
                 self.init_errors += 1
 
-    def attach_params(self, params, cells=True):
-        """Keep the AFE's hardware backstop following ``params`` (applied at
-        ``init`` and re-applied after a parameter change).  ``cells=False``:
-        a master whose AFE measures no cells (CAN modules measure them) gets
-        the current protections only - open cell inputs would trip COV/CUV."""
-        self.params = params
-        self._cell_backstop = cells
+    def attach_backstop(self, src):
+        """Keep the AFE's hardware backstop following ``src`` (``version``,
+        ``conf()`` -> {configure key: number}): applied at ``init`` and again
+        whenever ``src.version`` moves."""
+        self.backstop = src
         self._pver = -1
         self._backstop()
 
     def _backstop(self):
-        p = self.params
-        if p is None or p.version == self._pver:
+        src = self.backstop
+        if src is None or src.version == self._pver:
             return
-        self._pver = p.version
+        self._pver = src.version
         # A parameter changed (rare): this allocates, and reconfigures the
         # chip only if a backstop value really changed.
-        from drivers.afe import protection_conf
-        conf = protection_conf(p, self.afe_conf.get("shunt_uohm", 1000))
-        del conf["cells"]
-        if not self._cell_backstop:
-            for k in ("cov_mv", "cov_delay_ms", "cuv_mv", "cuv_delay_ms"):
-                del conf[k]
+        conf = src.conf()
         changed = False
         for k in conf:
             if self.afe_conf.get(k) != conf[k]:
@@ -147,7 +140,8 @@ class HwBoard:
 
     # ---- measurements ----------------------------------------------------------
     def read_current(self, m, now):
-        if self.params is not None and self.params.version != self._pver:
+        bs = self.backstop
+        if bs is not None and bs.version != self._pver:
             self._backstop()
         if not self.shunt_ok:
             self._ensure()

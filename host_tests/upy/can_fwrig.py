@@ -13,8 +13,8 @@ from fakeflash import FakeFlash
 from update_rig import package
 
 from bms.pkgstore import PackageStore
-from bms.slave import Slave
-from bms.slave_fw import SlaveFw
+from slave.core import Slave
+from slave.fw import SlaveFw
 from bms.ticks import VirtualClock
 from bms.update import Updater
 from comms import can_ids as C
@@ -30,7 +30,7 @@ def slave_files(version=(0, 2, 0), defect=None, pad=300):
         text += "SIM_DEFECT = '%s'\n" % defect
     text += "# padding\n" * pad
     return [("comms/", b""), ("comms/can_ids.py", text.encode()),
-            ("bms/slave.py", b"# slave logic\n" * pad)]
+            ("slave/core.py", b"# slave logic\n" * pad)]
 
 
 def slave_package(key=None, **kw):

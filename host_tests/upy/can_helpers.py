@@ -132,7 +132,7 @@ class Rig(Stepping):
 
     def __init__(self, n=3, cells=16, auto=False, uids=None, start=0x3FFFFFFF - 5000,
                  timeout=2500):
-        from bms.slave import Slave
+        from slave.core import Slave
         from comms.can_master import CanMaster
         self.clock = VirtualClock(start)
         now = self.clock.ticks_ms()

@@ -9,7 +9,8 @@ from bms.core import Bms
 from bms.eventlog import EventLog
 from bms.params import CHEM_LFP, ParamSet
 from comms.modbus_rtu import ModbusRTU
-from comms.registers import DeviceInfo, RegisterMap
+from comms.registers import RegisterMap
+from comms.regs.identity import DeviceInfo
 from scripted_board import ScriptedBoard
 
 PERIOD = 0x40000000

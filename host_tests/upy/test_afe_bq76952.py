@@ -273,15 +273,31 @@ def test_subcommand_polls_until_echo_then_gives_up():
     assert raises(OSError, drv.device_number)
 
 
-def test_protection_conf_is_backstop_beyond_firmware():
+def test_backstop_trips_only_beyond_the_firmware_limits():
+    """docs/afe.md: the chip's own protections back the firmware up; they
+    must not pre-empt its level-2 reaction (short circuit excepted: only
+    hardware is fast enough, so it uses the parameter itself)."""
     from bms import params as P
+    from bms.backstop import Backstop, afe_backstop
     ps = P.ParamSet(P.CHEM_LFP, 16)
-    c = afe.protection_conf(ps, 100)
+    c = afe_backstop(ps)
     assert c["cov_mv"] > ps[P.P_OV2] and c["cuv_mv"] < ps[P.P_UV2]
-    assert c["cov_delay_ms"] > ps[P.P_OV2_DELAY]
+    assert c["cov_delay_ms"] > ps[P.P_OV2_DELAY] and c["cuv_delay_ms"] > ps[P.P_UV2_DELAY]
     assert c["occ_ma"] > ps[P.P_CHG_OC] * 100 and c["ocd1_ma"] > ps[P.P_PEAK] * 100
+    assert c["occ_delay_ms"] > ps[P.P_CHG_OC_DELAY] and c["ocd1_delay_ms"] > ps[P.P_PEAK_DELAY]
     assert c["scd_ma"] == ps[P.P_SC] * 100
+    for v in c.values():
+        assert isinstance(v, int)            # plain numbers for the driver
+    # a master whose AFE measures no cells: current protections only
+    nc = afe_backstop(ps, cells=False)
+    assert "cov_mv" not in nc and "cuv_mv" not in nc and nc["scd_ma"] == c["scd_ma"]
+    bs = Backstop(ps)
+    v0 = bs.version
+    ps.set(P.P_SC, ps[P.P_SC] + 100)
+    assert bs.version != v0 and bs.conf()["scd_ma"] == c["scd_ma"] + 10000
     _, emu, drv = rig()
+    c["cells"] = 16
+    c["shunt_uohm"] = 100
     a = drv.configure(c)
     assert a["cov_mv"] >= c["cov_mv"] and a["cuv_mv"] <= c["cuv_mv"]
 

@@ -6,7 +6,8 @@ from bms.auth import CH_BLE, CH_MODBUS
 from bms.params import P_BAL_DIFF
 from comms import ble_link as BL
 from comms.modbus_pdu import ModbusPdu
-from comms.registers import A_AUTH, A_CELLS, A_MON, A_PARAMS, MON_SIZE, RegisterMap
+from comms.registers import A_AUTH, A_CELLS, A_MON, A_PARAMS, RegisterMap
+from comms.regs.monitor import SIZE as MON_SIZE
 from harness import Rig
 from ble_peer import chunks, drain, make_auth, message, reassemble
 

@@ -257,7 +257,7 @@ def test_abort_mid_transfer_closes_the_slave_staging():
 
 
 def test_window_name_tables_mirror_the_forwarder():
-    from comms import reg_slave_update as RSU
+    from comms.regs import slave_update as RSU
     assert RSU.PHASE_NAMES == SU.FP_NAMES
     assert RSU.RESULT_NAMES == SU.SR_NAMES
     assert RSU.TARGET_ALL == SU.TARGET_ALL

@@ -12,6 +12,8 @@ from comms import can_guard as G
 from comms import can_ids as C
 from comms import can_master as CM
 from comms import registers as R
+from comms.regs import codes as RX
+from comms.regs import modules as RMOD
 
 
 class _Log:
@@ -35,12 +37,13 @@ class _Bms:
 
 def _read(regs, addr, count):
     out = bytearray(2 * count)
+    regs.read(addr, count, out, 0)      # the block's module is imported on first use
     micropython.heap_lock()
     try:
         code = regs.read(addr, count, out, 0)
     finally:
         micropython.heap_unlock()
-    assert code == R.EX_NONE
+    assert code == RX.EX_NONE
     vals = []
     for i in range(count):
         v = (out[2 * i] << 8) | out[2 * i + 1]
@@ -59,26 +62,26 @@ def _module(regs, k):
 def test_names_mirror_the_can_constants():
     for i, name in ((CM.MS_ABSENT, "absent"), (CM.MS_OK, "ok"), (CM.MS_LOST, "lost"),
                     (CM.MS_BAD, "bad")):
-        assert R.MOD_STATE_NAMES[i] == name
+        assert RMOD.MOD_STATE_NAMES[i] == name
         assert CM.MS_NAMES[i] == name
     for bit, name in ((CM.W_COUNT, "cell_count"), (CM.W_AFE, "afe"), (CM.W_ECHO, "echo"),
                       (CM.W_FRAMES, "frames"), (CM.W_CONFIG, "config")):
-        assert 1 << R.MOD_WHY_BITS.index(name) == bit
+        assert 1 << RMOD.MOD_WHY_BITS.index(name) == bit
     for bit, name in ((C.LF_OV, "ov"), (C.LF_UV, "uv"), (C.LF_OT, "ot"),
                       (C.LF_TSENSOR, "tsensor"), (C.LF_AFE, "afe"),
                       (C.LF_MASTER_LOST, "master_lost"), (C.LF_DEFAULTS, "defaults")):
-        assert 1 << R.MOD_FAULT_BITS.index(name) == bit
+        assert 1 << RMOD.MOD_FAULT_BITS.index(name) == bit
     for v, name in ((C.ST_BOOT, "boot"), (C.ST_RUN, "run"), (C.ST_SLEEP, "sleep"),
                     (C.ST_FAULT, "fault")):
-        assert R.SLAVE_STATE_NAMES[v] == name
+        assert RMOD.SLAVE_STATE_NAMES[v] == name
     for v, name in ((G.STATE_ERROR_ACTIVE, "error_active"), (G.STATE_ERROR_WARNING,
                     "error_warning"), (G.STATE_ERROR_PASSIVE, "error_passive"),
                     (G.STATE_BUS_OFF, "bus_off")):
-        assert R.CAN_STATE_NAMES[v] == name
-    assert (R.MOD_TEMP_ABSENT, R.MOD_TEMP_OPEN, R.MOD_TEMP_SHORT) == (
+        assert RMOD.CAN_STATE_NAMES[v] == name
+    assert (RMOD.MOD_TEMP_ABSENT, RMOD.MOD_TEMP_OPEN, RMOD.MOD_TEMP_SHORT) == (
         C.TEMP_ABSENT, C.TEMP_OPEN, C.TEMP_SHORT)
-    assert R.MOD_MAX == C.MAX_MODULES and R.MOD_TEMPS == C.MAX_MODULE_TEMPS
-    assert R.MODS_SIZE == R.MOD_HEAD_SIZE + R.MOD_STRIDE * R.MOD_MAX
+    assert RMOD.MOD_MAX == C.MAX_MODULES and RMOD.MOD_TEMPS == C.MAX_MODULE_TEMPS
+    assert RMOD.SIZE == RMOD.MOD_HEAD_SIZE + RMOD.MOD_STRIDE * RMOD.MOD_MAX
 
 
 def test_modules_block_reports_layout_state_and_temps_without_allocating():
@@ -136,9 +139,9 @@ def test_silent_module_reads_lost_with_growing_age():
 def test_board_without_modules_reads_count_zero():
     from bms.ticks import VirtualClock
     regs = R.RegisterMap(_Bms(object(), VirtualClock(0)))
-    assert _read(regs, 0x0600, R.MODS_SIZE // 2) == [0] * (R.MODS_SIZE // 2)
-    assert _read(regs, 0x0600 + R.MODS_SIZE // 2, R.MODS_SIZE // 2) == [0] * (R.MODS_SIZE // 2)
+    assert _read(regs, 0x0600, RMOD.SIZE // 2) == [0] * (RMOD.SIZE // 2)
+    assert _read(regs, 0x0600 + RMOD.SIZE // 2, RMOD.SIZE // 2) == [0] * (RMOD.SIZE // 2)
     # The block is read only and bounded like every other block.
     out = bytearray(4)
-    assert regs.read(0x0600 + R.MODS_SIZE - 1, 2, out, 0) == R.EX_ADDRESS
-    assert regs.write(0x0600, 1, b"\x00\x01", 0) == R.EX_ADDRESS
+    assert regs.read(0x0600 + RMOD.SIZE - 1, 2, out, 0) == RX.EX_ADDRESS
+    assert regs.write(0x0600, 1, b"\x00\x01", 0) == RX.EX_ADDRESS

@@ -1,5 +1,5 @@
 """Slave logic: slot timing, local hard limits, balancing timeout, sleep."""
-from bms.slave import LIMIT_SAMPLES, Slave
+from slave.core import LIMIT_SAMPLES, Slave
 from bms.ticks import VirtualClock
 from can_helpers import LoopBus, LoopNode, ValueAfe, raw_frames
 from comms import can_ids as C
@@ -255,7 +255,7 @@ class _FakeNtc:
 def test_slave_afe_adapter():
     from array import array
     from bms.measurements import T_OPEN, T_SHORT, T_OK, ROLE_CELL
-    from bms.slave_afe import SlaveAfe
+    from slave.afe import SlaveAfe
     drv = _FakeDriverAfe()
     a = SlaveAfe(drv, [(_FakeNtc(T_OK, 251), ROLE_CELL), (_FakeNtc(T_OPEN, 0), ROLE_CELL),
                        (_FakeNtc(T_SHORT, 0), ROLE_CELL)])

@@ -5,7 +5,8 @@ PersistLog run on the fake flash.
 """
 from bms import update as U
 from bms.persistlog import PersistLog
-from comms import reg_update as RU
+from comms.regs import update as RU
+from comms.regs import plog as RPL
 from comms.registers import A_PLOG, A_UPDATE
 from fakeflash import FakeFlash
 from modbus_rig import ModbusRig, crc_ok, exception_code, with_crc
@@ -161,15 +162,15 @@ def test_persistent_log_window_reads_records_with_snapshot():
     for k in range(9):
         pl.append(1000 + k, 1, k, 3300 + k)   # fault_set, a = k
     pl.flush()
-    assert r.read(A_PLOG + RU.PL_COUNT, 1)[0] == 9
-    assert crc_ok(r.write1(A_PLOG + RU.PL_INDEX, 6))     # no role needed
-    w = r.read(A_PLOG + RU.PL_REC, RU.PLOG_WINDOW * RU.PLOG_REC_REGS)
+    assert r.read(A_PLOG + RPL.PL_COUNT, 1)[0] == 9
+    assert crc_ok(r.write1(A_PLOG + RPL.PL_INDEX, 6))     # no role needed
+    w = r.read(A_PLOG + RPL.PL_REC, RPL.PLOG_WINDOW * RPL.PLOG_REC_REGS)
     recs = pl.records()
     for k in range(3):
-        f = w[k * RU.PLOG_REC_REGS:(k + 1) * RU.PLOG_REC_REGS]
+        f = w[k * RPL.PLOG_REC_REGS:(k + 1) * RPL.PLOG_REC_REGS]
         rec = recs[6 + k]
         assert (f[0] << 16 | f[1]) == rec[0]
         assert f[3] == 1 and (f[6] << 16 | f[7]) == 6 + k and (f[8] << 16 | f[9]) == 3306 + k
         assert f[12] == r.bms.meas.max_mv and f[13] == r.bms.meas.min_mv
         assert f[18] == r.bms.soc.soc_pm
-    assert w[3 * RU.PLOG_REC_REGS:] == [0] * (3 * RU.PLOG_REC_REGS)   # beyond the last record
+    assert w[3 * RPL.PLOG_REC_REGS:] == [0] * (3 * RPL.PLOG_REC_REGS)   # beyond the last record

@@ -1,7 +1,8 @@
 """Password roles, hashed storage, back-off, expiry; and their use over Modbus."""
 from bms import auth as A
 from bms import params as P
-from comms.registers import A_AUTH, A_PARAMS, AU_LOCKOUT, AU_NEW_USER, AU_ROLE
+from comms.registers import A_AUTH, A_PARAMS
+from comms.regs.auth import AU_LOCKOUT, AU_NEW_USER, AU_ROLE
 from modbus_rig import ModbusRig, UsClock, ascii_regs, crc_ok, exception_code
 
 

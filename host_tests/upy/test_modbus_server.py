@@ -4,8 +4,9 @@ import micropython
 from bms import params as P
 from bms.core import CMD_SOC_SET
 from comms.registers import (A_AUTH, A_CELLS, A_CMD, A_INFO, A_LOGHEAD, A_MON, A_PARAMS,
-                             A_TEMPS, AU_ERR_INDEX, AU_ERR_TEXT, MON_SIZE, command_address,
-                             monitor_address)
+                             A_TEMPS, command_address, monitor_address)
+from comms.regs.auth import AU_ERR_INDEX, AU_ERR_TEXT
+from comms.regs.monitor import SIZE as MON_SIZE
 from modbus_rig import (ModbusRig, ascii_regs, crc_ok, exception_code, ref_crc, s16, s32, u32,
                         with_crc)
 

@@ -3,7 +3,7 @@ docs/wiring.md) say: the top cell on VC16.  The module must configure its
 BQ76952 for its cell count, or it reads the tied input as a 0 V cell."""
 from drv_fakemachine import FakeMachine
 
-from bms.slave_afe import SlaveAfe
+from slave.afe import SlaveAfe
 from boards import slave_module as bd
 
 

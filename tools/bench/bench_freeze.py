@@ -88,6 +88,11 @@ def _board32(ctx, rows):
         rows.append(Row("ram", "  smallest heap it boots in, %s" % label,
                         _smallest_heap(frozen, script, args), "B", "",
                         "peak need incl. fragmentation (1 KB steps, rig's own heap taken off)"))
+        if script == SCRIPT and args[0] != "single32":
+            k = _boot(frozen, script, args + ["--poll"], [".frozen"], must=True)
+            rows.append(Row("ram", "  after a PC tool's first poll, %s" % label,
+                            k["heap_after_boot"], "B", "",
+                            "register blocks are imported when a request first touches them"))
     for label, script, args in BOARDS32[:2]:
         k = _boot(plain, script, args + [img], [], must=True)
         rows.append(Row("ram", "app heap after boot, %s, ROMFS 32-bit" % label,

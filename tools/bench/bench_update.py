@@ -1,4 +1,4 @@
-"""Firmware update finish: bounded work per step (issue 7).
+"""Firmware update finish: bounded work per step.
 
 The finish runs in the app's loop, one step per pass; what matters on a
 board is the longest step (it delays the next control cycle) against the
@@ -43,7 +43,7 @@ def _slave_package(kb):
     from tools.fwpkg import tar_of
     body = b"# slave firmware\n" * (kb * 1024 // 17)
     return tar_of({"comms/can_ids.py": b"FW_VERSION = (0, 2, 0)\n" + body[: len(body) // 2],
-                   "bms/slave.py": body[len(body) // 2:]})
+                   "slave/core.py": body[len(body) // 2:]})
 
 
 def slave_rows(ctx):

@@ -329,7 +329,7 @@ def _plot(ax1, ax2, ts, cells, cur):
 
 
 def cmd_log(c, a):
-    if getattr(a, "persistent", False):   # issue 7: the flash log with snapshots
+    if getattr(a, "persistent", False):   # the flash log with snapshots
         from tools.bmsctl import plog_cmd
         plog_cmd.run(c, a, console)
         return
@@ -349,7 +349,7 @@ def cmd_log(c, a):
     console.print(t)
 
 
-# ---- issue 7: firmware update ----
+# ---- firmware update ----
 def _print_update_status(tr, title):
     st = tr.status()
     st["sha256"] = st["sha256"].hex()
@@ -416,7 +416,6 @@ def _print_slave_versions(c, console):
     if mods:
         console.print("versions: " + ", ".join(
             "slave %d %s" % (m["module"], m["version_text"] or "?") for m in mods))
-# ---- end issue 7 ----
 
 
 def cmd_dump(c, a):
@@ -456,7 +455,7 @@ def cmd_passwd(c, a):
     console.print("%s password changed" % ("factory" if a.factory else "user"))
 
 
-# ---- modules (CAN slave modules, issue 5) ----------------------------------
+# ---- modules (CAN slave modules) -------------------------------------------
 _STATE_STYLE = {"ok": "green", "lost": "red", "bad": "yellow", "absent": "dim"}
 
 
@@ -610,7 +609,7 @@ def build_parser():
     p.add_argument("--csv", help="export to a CSV file")
     p.add_argument("--persistent", action="store_true",
                    help="the log on flash (survives reboots, with trip snapshots)")
-    # ---- issue 7: firmware update ----
+    # ---- firmware update ----
     p = sub.add_parser("update", help="send a firmware package (tools/fwpkg.py) to the BMS")
     p.add_argument("pkg", help="package .tar (its .sig next to it gives size, SHA-256, signature)")
     p.add_argument("--restart", action="store_true", help="restart into it when staged")
@@ -619,7 +618,6 @@ def build_parser():
     p.add_argument("--status", action="store_true", help="only show the update state")
     p.add_argument("--slave", metavar="N|all",
                    help="update slave module N (or all, one after another) through the master")
-    # ---- end issue 7 ----
     p = sub.add_parser("dump", help="every register as JSON or CSV")
     p.add_argument("--format", choices=("json", "csv"), default="json")
     p.add_argument("--out")
@@ -636,7 +634,7 @@ COMMANDS = {"info": cmd_info, "monitor": cmd_monitor, "alarms": cmd_alarms, "par
             "normal": cmd_normal, "calibrate": cmd_calibrate, "soc": cmd_soc, "graph": cmd_graph,
             "log": cmd_log, "dump": cmd_dump, "unlock": cmd_unlock, "lock": cmd_lock,
             "passwd": cmd_passwd, "modules": cmd_modules,
-            "update": cmd_update}   # issue 7
+            "update": cmd_update}
 
 
 def ble_client(address, timeout, transport=None):

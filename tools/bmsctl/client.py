@@ -16,6 +16,14 @@ from bms.params import CHEM_NAMES, N_PARAMS, P_CHEMISTRY
 from bms.params import TABLE as PARAM_TABLE
 from bms.params import index as param_index
 from comms import registers as R
+from comms.regs import auth as RA
+from comms.regs import cells as RC
+from comms.regs import identity as RI
+from comms.regs import log as RL
+from comms.regs import log_head as RLH
+from comms.regs import modules as RMOD
+from comms.regs import monitor as RM
+from comms.regs import temps as RT
 
 EXC_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
              4: "server device failure", 6: "server device busy"}
@@ -100,17 +108,18 @@ def ascii_of(regs):
 
 def _value(regs, o, typ):
     """The register value at ``o`` of type ``typ`` (16 or 32 bit, signed or not)."""
-    if typ in (R.T_U32, R.T_S32):
+    if typ in ("u32", "s32"):
         v = (regs[o] << 16) | regs[o + 1]
-        if typ == R.T_S32 and v & 0x80000000:
+        if typ == "s32" and v & 0x80000000:
             v -= 1 << 32
         return v
     v = regs[o]
-    return _s16(v) if typ == R.T_S16 else v
+    return _s16(v) if typ == "s16" else v
 
 
 def decode_monitor(regs):
-    return {row[0]: _value(regs, R.MON_OFF[i], row[1]) for i, row in enumerate(R.MONITOR)}
+    offs = RM.offsets()
+    return {row[0]: _value(regs, offs[i], row[1]) for i, row in enumerate(RM.MONITOR)}
 
 
 def fault_names(words):
@@ -192,7 +201,7 @@ class BmsClient:
     def _explain(self, e):
         """Turn an exception code into the device's own reason (last-error registers)."""
         try:
-            regs = self.read(R.A_AUTH + R.AU_ERR_INDEX, 2 + R.ERR_TEXT_LEN // 2)
+            regs = self.read(R.A_AUTH + RA.AU_ERR_INDEX, 2 + RA.ERR_TEXT_LEN // 2)
         except BmsError:
             return e
         idx = _s16(regs[0])
@@ -203,14 +212,14 @@ class BmsClient:
 
     # ---- views -----------------------------------------------------------
     def info(self):
-        regs = self.read(R.A_INFO, R.INFO_SIZE)
+        regs = self.read(R.A_INFO, RI.SIZE)
         out = {}
-        for name, off, n, typ, _w, _d in R.INFO:
-            out[name] = ascii_of(regs[off:off + n]) if typ == R.T_ASCII else regs[off]
+        for name, off, n, typ, _w, _d in RI.INFO:
+            out[name] = ascii_of(regs[off:off + n]) if typ == "ascii" else regs[off]
         return out
 
     def monitor(self):
-        return decode_monitor(self.read(R.A_MON, R.MON_SIZE))
+        return decode_monitor(self.read(R.A_MON, RM.SIZE))
 
     def cells(self, n=None):
         if n is None:
@@ -218,13 +227,13 @@ class BmsClient:
         return self.read(R.A_CELLS, n, fc=4)
 
     def temps(self):
-        regs = self.read(R.A_TEMPS, R.TEMPS_SIZE)
+        regs = self.read(R.A_TEMPS, RT.SIZE)
         # A master with slave modules has more sensors than the block's 16
         # slots; the rest are in the modules block.
-        n = min(regs[R.T_COUNT], R.MAX_TEMPS)
-        return [{"index": i, "role": name_of(ROLE_NAMES, regs[R.T_ROLE + i]),
-                 "temp_c": _s16(regs[R.T_VALUE + i]) / 10.0,
-                 "status": name_of(R.T_STATUS_NAMES, regs[R.T_STATUS + i])} for i in range(n)]
+        n = min(regs[RT.T_COUNT], RT.MAX_TEMPS)
+        return [{"index": i, "role": name_of(ROLE_NAMES, regs[RT.T_ROLE + i]),
+                 "temp_c": _s16(regs[RT.T_VALUE + i]) / 10.0,
+                 "status": name_of(RT.T_STATUS_NAMES, regs[RT.T_STATUS + i])} for i in range(n)]
 
     def params(self):
         regs = self.read(R.A_PARAMS, N_PARAMS)
@@ -265,29 +274,29 @@ class BmsClient:
             self.write(addr, [(arg >> 16) & 0xFFFF, arg & 0xFFFF])
 
     def unlock(self, password):
-        regs = _ascii_regs(password, R.PW_REGS)
-        self.write(R.A_AUTH + R.AU_UNLOCK, regs)
+        regs = _ascii_regs(password, RA.PW_REGS)
+        self.write(R.A_AUTH + RA.AU_UNLOCK, regs)
 
     def lock(self):
-        self.write(R.A_AUTH + R.AU_LOCK, [1])
+        self.write(R.A_AUTH + RA.AU_LOCK, [1])
 
     def passwd(self, new, factory=False):
-        self.write(R.A_AUTH + (R.AU_NEW_FACTORY if factory else R.AU_NEW_USER),
-                   _ascii_regs(new, R.PW_REGS))
+        self.write(R.A_AUTH + (RA.AU_NEW_FACTORY if factory else RA.AU_NEW_USER),
+                   _ascii_regs(new, RA.PW_REGS))
 
     def auth_state(self):
-        regs = self.read(R.A_AUTH + R.AU_ROLE, 3)
+        regs = self.read(R.A_AUTH + RA.AU_ROLE, 3)
         from bms.auth import ROLE_NAMES as AR
         return {"role": name_of(AR, regs[0]), "lockout_s": regs[1], "failures": regs[2]}
 
     def log(self):
-        head = self.read(R.A_LOGHEAD, R.LOGHEAD_SIZE)
-        n = head[R.LH_COUNT]
-        regs = self.read(R.A_LOG, n * R.LOG_REC_REGS) if n else []
+        head = self.read(R.A_LOGHEAD, RLH.SIZE)
+        n = head[RLH.LH_COUNT]
+        regs = self.read(R.A_LOG, n * RL.REC_REGS) if n else []
         out = []
         for i in range(n):
-            base = i * R.LOG_REC_REGS
-            v = {f[0]: _value(regs, base + f[1], f[2]) for f in R.LOG_FIELDS}
+            base = i * RL.REC_REGS
+            v = {f[0]: _value(regs, base + f[1], f[2]) for f in RL.LOG_FIELDS}
             e = {"seq": v["seq"], "time_ms": v["time"], "kind": name_of(KIND_NAMES, v["kind"]),
                  "a": v["a"], "b": v["b"]}
             e["text"] = describe_event(e["kind"], v["a"], v["b"])
@@ -302,9 +311,9 @@ class BmsClient:
         """Every register of every block: list of dicts (block, address, name, raw)."""
         rows = []
         names = register_names()
-        for name, start, size, _d in R.BLOCKS:
+        for name, start, size, _d, _m in R.BLOCKS:
             if size is None:
-                size = self.read(R.A_LOGHEAD + R.LH_CAPACITY, 1)[0] * R.LOG_REC_REGS
+                size = self.read(R.A_LOGHEAD + RLH.LH_CAPACITY, 1)[0] * RL.REC_REGS
             if name == "commands":
                 continue  # write-only
             regs = self.read(start, size)
@@ -340,34 +349,33 @@ def describe_event(kind, a, b):
 def register_names():
     """Address -> register name, for every named register of the map."""
     names = {}
-    for name, off, n, _t, _w, _d in R.INFO:
+    for name, off, n, _t, _w, _d in RI.INFO:
         for k in range(n):
             names[R.A_INFO + off + k] = name if n == 1 else "%s[%d]" % (name, k)
-    for i, row in enumerate(R.MONITOR):
-        o = R.MON_OFF[i]
-        if row[1] in (R.T_U32, R.T_S32):
+    for row, o in zip(RM.MONITOR, RM.offsets()):
+        if row[1] in ("u32", "s32"):
             names[R.A_MON + o] = row[0] + ".hi"
             names[R.A_MON + o + 1] = row[0] + ".lo"
         else:
             names[R.A_MON + o] = row[0]
-    names[R.A_TEMPS + R.T_COUNT] = "temp_count"
-    for i in range(R.MAX_TEMPS):
-        names[R.A_TEMPS + R.T_VALUE + i] = "temp%d" % (i + 1)
-        names[R.A_TEMPS + R.T_STATUS + i] = "temp%d_status" % (i + 1)
-        names[R.A_TEMPS + R.T_ROLE + i] = "temp%d_role" % (i + 1)
-    for i in range(R.MAX_CELLS):
+    names[R.A_TEMPS + RT.T_COUNT] = "temp_count"
+    for i in range(RT.MAX_TEMPS):
+        names[R.A_TEMPS + RT.T_VALUE + i] = "temp%d" % (i + 1)
+        names[R.A_TEMPS + RT.T_STATUS + i] = "temp%d_status" % (i + 1)
+        names[R.A_TEMPS + RT.T_ROLE + i] = "temp%d_role" % (i + 1)
+    for i in range(RC.MAX_CELLS):
         names[R.A_CELLS + i] = "cell%d" % (i + 1)
     for i, row in enumerate(PARAM_TABLE):
         names[R.A_PARAMS + i] = row[0]
     for c in range(1, len(CMD_NAMES)):
         names[R.command_address(CMD_NAMES[c])] = CMD_NAMES[c]
-    for name, off, n, _t, _rw, _d in R.AUTH:
+    for name, off, n, _t, _rw, _d in RA.AUTH:
         for k in range(n):
             names[R.A_AUTH + off + k] = name if n == 1 else "%s[%d]" % (name, k)
-    names[R.A_LOGHEAD + R.LH_COUNT] = "log_count"
-    names[R.A_LOGHEAD + R.LH_CAPACITY] = "log_capacity"
-    names[R.A_LOGHEAD + R.LH_NEXT_SEQ] = "log_next_seq.hi"
-    names[R.A_LOGHEAD + R.LH_NEXT_SEQ + 1] = "log_next_seq.lo"
+    names[R.A_LOGHEAD + RLH.LH_COUNT] = "log_count"
+    names[R.A_LOGHEAD + RLH.LH_CAPACITY] = "log_capacity"
+    names[R.A_LOGHEAD + RLH.LH_NEXT_SEQ] = "log_next_seq.hi"
+    names[R.A_LOGHEAD + RLH.LH_NEXT_SEQ + 1] = "log_next_seq.lo"
     names.update(module_register_names())
     return names
 
@@ -376,7 +384,7 @@ def mode_name(v):
     return name_of(MODE_NAMES, v)
 
 
-# ---- modules block (CAN slave modules, issue 5) ---------------------------
+# ---- modules block (CAN slave modules) ------------------------------------
 def _decode_rows(rows, regs, base):
     """Decode (name, off, n, type, ...) rows from ``regs`` (offset ``base``)."""
     return {row[0]: _value(regs, base + row[1], row[3]) for row in rows}
@@ -388,18 +396,18 @@ def bit_names(names, bits):
 
 def decode_module(regs, base=0):
     """One module's registers -> dict with raw fields plus readable names."""
-    m = _decode_rows(R.MOD_FIELDS, regs, base)
-    m["state_name"] = name_of(R.MOD_STATE_NAMES, m["state"])
-    m["why_names"] = bit_names(R.MOD_WHY_BITS, m["why"])
-    m["fault_names"] = bit_names(R.MOD_FAULT_BITS, m["faults"])
+    m = _decode_rows(RMOD.MOD_FIELDS, regs, base)
+    m["state_name"] = name_of(RMOD.MOD_STATE_NAMES, m["state"])
+    m["why_names"] = bit_names(RMOD.MOD_WHY_BITS, m["why"])
+    m["fault_names"] = bit_names(RMOD.MOD_FAULT_BITS, m["faults"])
     ss = m["slave_state"]
-    m["slave_state_name"] = name_of(R.SLAVE_STATE_NAMES, ss & 0x0F)
-    m["age_s"] = None if m["age"] == R.AGE_NEVER else m["age"] / 10.0
+    m["slave_state_name"] = name_of(RMOD.SLAVE_STATE_NAMES, ss & 0x0F)
+    m["age_s"] = None if m["age"] == RMOD.AGE_NEVER else m["age"] / 10.0
     m["temps_c"] = []
-    for j in range(min(m["temp_count"], R.MOD_TEMPS)):
+    for j in range(min(m["temp_count"], RMOD.MOD_TEMPS)):
         v = m["temp%d" % (j + 1)]
-        m["temps_c"].append({R.MOD_TEMP_ABSENT: "absent", R.MOD_TEMP_OPEN: "open",
-                             R.MOD_TEMP_SHORT: "short"}.get(v, v / 10.0))
+        m["temps_c"].append({RMOD.MOD_TEMP_ABSENT: "absent", RMOD.MOD_TEMP_OPEN: "open",
+                             RMOD.MOD_TEMP_SHORT: "short"}.get(v, v / 10.0))
     v = m["version"]
     m["version_text"] = ("%d.%d.%d" % (v >> 24, (v >> 16) & 0xFF, (v >> 8) & 0xFF)
                          if v & 0xFF else "")
@@ -409,14 +417,14 @@ def decode_module(regs, base=0):
 
 def read_modules(client):
     """(header dict, list of module dicts) from the modules block."""
-    head = _decode_rows(R.MOD_HEAD, client.read(R.A_MODS, R.MOD_HEAD_SIZE), 0)
-    head["can_state_name"] = name_of(R.CAN_STATE_NAMES, head["can_state"])
-    n = min(head["module_count"], R.MOD_MAX)
+    head = _decode_rows(RMOD.MOD_HEAD, client.read(R.A_MODS, RMOD.MOD_HEAD_SIZE), 0)
+    head["can_state_name"] = name_of(RMOD.CAN_STATE_NAMES, head["can_state"])
+    n = min(head["module_count"], RMOD.MOD_MAX)
     mods = []
     if n:
-        regs = client.read(R.A_MODS + R.MOD_HEAD_SIZE, n * R.MOD_STRIDE)
+        regs = client.read(R.A_MODS + RMOD.MOD_HEAD_SIZE, n * RMOD.MOD_STRIDE)
         for k in range(n):
-            m = decode_module(regs, k * R.MOD_STRIDE)
+            m = decode_module(regs, k * RMOD.MOD_STRIDE)
             m["module"] = k + 1
             mods.append(m)
     return head, mods
@@ -424,12 +432,12 @@ def read_modules(client):
 
 def module_register_names():
     names = {}
-    for name, off, n, _t, _u, _d in R.MOD_HEAD:
+    for name, off, n, _t, _u, _d in RMOD.MOD_HEAD:
         for j in range(n):
             names[R.A_MODS + off + j] = name if n == 1 else "%s.%s" % (name, ("hi", "lo")[j])
-    for k in range(R.MOD_MAX):
-        base = R.A_MODS + R.MOD_HEAD_SIZE + R.MOD_STRIDE * k
-        for name, off, n, _t, _u, _d in R.MOD_FIELDS:
+    for k in range(RMOD.MOD_MAX):
+        base = R.A_MODS + RMOD.MOD_HEAD_SIZE + RMOD.MOD_STRIDE * k
+        for name, off, n, _t, _u, _d in RMOD.MOD_FIELDS:
             for j in range(n):
                 full = "module%d.%s" % (k + 1, name)
                 names[base + off + j] = full if n == 1 else "%s.%s" % (full, ("hi", "lo")[j])

@@ -1,6 +1,6 @@
 """``bmsctl log --persistent [--csv FILE]``: the flash event log over Modbus.
 
-Reads the persistent-log window of the register map (``comms.reg_update``):
+Reads the persistent-log window of the register map (``comms.regs.plog``):
 write the index of the first record wanted, read ``PLOG_WINDOW`` records
 with their trip snapshots, repeat.  Records come back as the tuples of
 ``bms.persistlog`` (``FIELDS`` order), so the CSV is the one of
@@ -8,7 +8,7 @@ with their trip snapshots, repeat.  Records come back as the tuples of
 """
 import tools  # noqa: F401
 from bms import persistlog as PL
-from comms import reg_update as RU
+from comms.regs import plog as RPL
 from comms import registers as R
 from tools.eventlog_csv import kind_name, subject, write_csv
 
@@ -28,16 +28,16 @@ def decode_record(r):
 
 
 def read_records(c):
-    head = c.read(R.A_PLOG, RU.PL_REC)
-    n = head[RU.PL_COUNT]
+    head = c.read(R.A_PLOG, RPL.PL_REC)
+    n = head[RPL.PL_COUNT]
     out = []
     i = 0
     while i < n:
-        c.write(R.A_PLOG + RU.PL_INDEX, [i])
-        k = min(RU.PLOG_WINDOW, n - i)
-        regs = c.read(R.A_PLOG + RU.PL_REC, k * RU.PLOG_REC_REGS)
+        c.write(R.A_PLOG + RPL.PL_INDEX, [i])
+        k = min(RPL.PLOG_WINDOW, n - i)
+        regs = c.read(R.A_PLOG + RPL.PL_REC, k * RPL.PLOG_REC_REGS)
         for j in range(k):
-            rec = decode_record(regs[j * RU.PLOG_REC_REGS:(j + 1) * RU.PLOG_REC_REGS])
+            rec = decode_record(regs[j * RPL.PLOG_REC_REGS:(j + 1) * RPL.PLOG_REC_REGS])
             if rec is not None:
                 out.append(rec)
         i += k

@@ -10,7 +10,7 @@ drives a ``bms.update.Updater`` directly (tests, the simulator); a Modbus
 transport maps the same calls onto the update register window.
 
 ``ModbusTransport`` maps them onto the update window of the register map
-(``comms.reg_update``); ``bmsctl update PKG`` uses it.  Resume: a link error
+(``comms.regs.update``); ``bmsctl update PKG`` uses it.  Resume: a link error
 resends the chunk (the BMS acknowledges what it already has), a gap refusal
 continues from the offset the BMS reports, and a transfer left half done by
 an earlier run with the same size and SHA-256 continues where it stopped.
@@ -140,7 +140,7 @@ class ModbusTransport:
         self.interval = interval
         self.finish_timeout = finish_timeout
         from comms import registers as R
-        from comms import reg_update as RU
+        from comms.regs import update as RU
         self.R, self.RU = R, RU
 
     def _w(self, off, regs):
@@ -251,13 +251,13 @@ def _regs(b):
     return [(b[i] << 8) | b[i + 1] for i in range(0, len(b), 2)]
 
 
-# ---- slaves updated through the master (comms.reg_slave_update) ----
+# ---- slaves updated through the master (comms.regs.slave_update) ----
 class SlaveModbusTransport(ModbusTransport):
     """The master's slave update window: upload like a master update, then forward over CAN."""
 
     def __init__(self, client):
         ModbusTransport.__init__(self, client)
-        from comms import reg_slave_update as RSU
+        from comms.regs import slave_update as RSU
         self.RSU = RSU
 
     def _w(self, off, regs):

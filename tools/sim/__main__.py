@@ -113,7 +113,7 @@ def run_live(a):
     sim = _build(a)
     sim.hooks.append(demo_profile)
     link = None
-    # Issue 7: a flash directory for the persistent log and firmware updates.
+    # A flash directory for the persistent log and firmware updates.
     if getattr(sim, "attach_flash", None) is not None and getattr(sim, "fs", None) is None:
         sim.attach_flash(a.flash or True, a.update_key.encode() if a.update_key else None)
     if not a.no_pc_link:

@@ -191,7 +191,8 @@ class ChipBoard:
                           afe_conf=conf, pack_source="afe", load_source="shunt",
                           max_cells=max_cells or pack.n)
         if params is not None:   # the hardware backstop, as app.build does on a board
-            self.hw.attach_params(params)
+            from bms.backstop import Backstop
+            self.hw.attach_backstop(Backstop(params))
         self.max_cells = self.hw.max_cells
         self.temp_roles = self.hw.temp_roles
         self.balance_no_adjacent = self.hw.balance_no_adjacent

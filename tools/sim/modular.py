@@ -1,6 +1,6 @@
 """A master with N CAN slave modules on one simulated bus, in virtual time.
 
-Every slave runs the real ``bms.slave.Slave`` code against a value-level AFE
+Every slave runs the real ``slave.core.Slave`` code against a value-level AFE
 reading its slice of one ``Pack``; the master runs the real core with a
 ``comms.can_master.MasterBoard`` whose current, local temperatures and
 relays come from the usual ``FakeBoard``.  All nodes are ``SimCanNode``
@@ -22,7 +22,7 @@ import random
 import sys
 
 import tools  # noqa: F401  (firmware on sys.path)
-from bms.slave import Slave
+from slave.core import Slave
 from comms import can_ids as C
 from comms.can_master import MS_NAMES, MasterBoard
 from tools.sim.canbus import SimCanNode, VirtualCanBus
@@ -177,7 +177,7 @@ class ModularSimulation(Simulation):
         return self.slave_fw
 
     def _attach_fw(self, k):
-        from bms.slave_fw import SlaveFw
+        from slave.fw import SlaveFw
         from bms.update import Updater
         if k + 1 in self.fw_skip:
             return

@@ -32,7 +32,8 @@ import tools  # noqa: F401  (firmware on sys.path)
 from bms.auth import Auth
 from bms.ticks import TICKS_MAX
 from comms.modbus_rtu import ModbusRTU
-from comms.registers import DeviceInfo, RegisterMap
+from comms.registers import RegisterMap
+from comms.regs.identity import DeviceInfo
 
 BITS_PER_CHAR = 11
 
@@ -105,7 +106,7 @@ class PcLink:
                                        mfg_date="2026-01-01", bt_addr="26541C98068E")
         self.regs = RegisterMap(sim.bms, auth, self.info)
         if getattr(sim, "updater", None) is not None or getattr(sim, "plog", None) is not None:
-            self.regs.attach_update(sim.updater, sim.plog)   # issue 7 windows
+            self.regs.attach_update(sim.updater, sim.plog)   # update and log windows
         if getattr(sim, "slave_fw", None) is not None:
             self.regs.attach_slave_update(lambda: sim.slave_fw)   # slaves via the master
         self.t = sim.clock.ticks_ms()

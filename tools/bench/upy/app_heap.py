@@ -1,7 +1,9 @@
 # Runs under the MicroPython unix port: RAM kept by the whole board application
 # after boot (app.build on the pico board file over the chip emulators, settings
 # store on a fake flash, 3 s of operation).
-# Usage: micropython app_heap.py single|single32|master [ROMFS_IMAGE]
+# Usage: micropython app_heap.py single|single32|master [--poll] [ROMFS_IMAGE]
+# --poll: then read what a PC tool's first poll reads (register blocks are
+# imported when a request first touches them).
 # With ROMFS_IMAGE the firmware is imported from a VfsRom mounted on that image:
 # .mpy bytecode then runs in place (as frozen code does) and is not on the heap.
 import gc
@@ -9,6 +11,9 @@ import sys
 
 import micropython
 
+POLL = "--poll" in sys.argv
+if POLL:
+    sys.argv.remove("--poll")
 variant = sys.argv[1] if len(sys.argv) > 1 else "single"
 if len(sys.argv) > 2:
     import vfs
@@ -58,6 +63,14 @@ end = clock.elapsed_ms + 3000
 while clock.elapsed_ms < end:
     w = a.step()
     clock.advance(w if w > 0 else 1)
+if POLL:
+    # identity, monitor, temps, cells, params, log head, auth state, modules header
+    rm = a.parts["modbus"].regmap
+    buf = bytearray(260)
+    for addr, n in ((0x0000, 64), (0x0100, 61), (0x0200, 49), (0x0400, 125), (0x047D, 125),
+                    (0x1000, 57), (0x3000, 4), (0x2109, 3), (0x0600, 16)):
+        if rm.read(addr, n, buf, 0):
+            raise RuntimeError("read of 0x%04X refused" % addr)
 gc.collect()
 print("heap_after_boot", gc.mem_alloc() - m0)
 print("baseline", m0)

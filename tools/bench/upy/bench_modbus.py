@@ -3,7 +3,8 @@ import gc
 import sys
 import time
 
-from comms.registers import A_CELLS, A_MON, MON_SIZE
+from comms.registers import A_CELLS, A_MON
+from comms.regs.monitor import SIZE as MON_SIZE
 from modbus_rig import ModbusRig, with_crc
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 200

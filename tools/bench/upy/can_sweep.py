@@ -5,7 +5,7 @@ import sys
 import time
 
 from bms.measurements import Measurements, ROLE_CELL
-from bms.slave import Slave
+from slave.core import Slave
 from comms import can_ids as C
 from comms.can_master import CanMaster
 from can_helpers import ReplayCtrl, sweep_frames  # host_tests/upy

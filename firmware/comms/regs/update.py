@@ -1,11 +1,5 @@
-"""Modbus windows of issue 7: firmware update and the persistent event log.
-
-Both are blocks of the one register map (``comms.registers`` dispatches to
-them); they are here so the map module stays readable.  The update window
-drives ``bms.update.Updater`` (the same staging as BLE or a local call), the
-log window reads ``bms.persistlog.PersistLog`` from flash.
-
-Update window (``A_UPDATE``), writes need the user role (or factory):
+"""Firmware update window: drives ``bms.update.Updater`` (the same staging
+as BLE or a local call).  Writes need the user role (or factory):
 
   begin     FC16 of 18 registers: size u32, SHA-256 (16 registers, first
             byte in the high byte); 34 registers: the same plus the 32-byte
@@ -35,26 +29,23 @@ exception 03); the app's loop then runs one bounded step per pass
 watchdog.  ``status`` reads verifying / unpacking meanwhile,
 ``finish_progress`` the per mille, and ends at staged or error (with
 ``error`` and ``error_text``).  A client polls the status until then.
-Every relay is opened first all the same: the finish is the one moment a
-running system writes a lot of flash (erases stall an RP2040's XIP), and a
-pack must not be left carrying current through an operator's update
-session unnoticed; the next cycles reclose through precharge once fresh
-data arrive.  A reset during the finish leaves the old firmware active: the
+The relays stay as they are meanwhile (the steps run between control
+cycles, protection keeps running); the restart that applies the update
+opens them.  A reset during the finish leaves the old firmware active: the
 slot is switched only by the last step.
 
-Log window (``A_PLOG``), no role needed (reading):
-
-  count, next sequence number, index (R/W: the first record shown), then
-  ``PLOG_WINDOW`` records of ``PLOG_REC_REGS`` registers each: record
-  ``index + k`` at ``A_PLOG + PL_REC + PLOG_REC_REGS * k``.  Beyond the last
-  record the registers read 0 (seq 0 = no record).
+``UpdateWindow`` is built for a port the first time a request touches the
+block (``window``): the updater behind it too (``RegisterMap.updater_of``).
+The slave update window (``comms.regs.slave_update``) shares its upload
+half; ``REGS`` describes both windows, so their common layout is written
+down once.
 """
 from micropython import const
 
 from bms import update as U
-from comms.packing import get16be as _g16
+from comms.packing import get16be as _g16, put16be as put16
+from comms.regs import codes
 
-# ---- update window -----------------------------------------------------------
 UP_BEGIN = const(0x00)      # size u32, sha256 16 regs, [signature 16 regs]
 UP_CMD = const(0x22)
 UP_STATUS = const(0x23)
@@ -64,13 +55,27 @@ UP_PROGRESS = const(0x28)
 UP_ERROR = const(0x29)
 UP_FW_STATE = const(0x2A)
 UP_ACTIVE = const(0x2B)
-UP_TRIES = const(0x2C)
+_UP_TRIES = const(0x2C)
 UP_FIN_PM = const(0x2D)
 UP_ERR_TEXT = const(0x30)   # 32 regs ASCII
 UP_CHUNK = const(0x80)      # offset u32, nbytes, data
 UP_TEXT_REGS = const(32)
-UP_CHUNK_DATA = const(240)
-UPDATE_SIZE = const(0x80 + 3 + 120)
+_UP_CHUNK_DATA = const(240)
+SIZE = const(0x80 + 3 + 120)
+
+# The slave update window's own registers (comms.regs.slave_update); here
+# so that REGS, the one table of both windows, is a compile-time constant.
+SU_TARGET = const(0x2A)
+SU_PHASE = const(0x50)
+SU_ADDR = const(0x51)
+SU_PROGRESS = const(0x52)
+SU_BYTES = const(0x53)      # u32
+SU_RETX = const(0x55)
+SU_ERROR = const(0x56)
+SU_FW = const(0x57)
+SU_RESULT = const(0x58)     # 16 registers, slave 1 first
+SU_TEXT = const(0x100)      # 64 registers ASCII
+SU_TEXT_REGS = const(64)
 
 UC_FINISH = const(1)
 UC_ABORT = const(2)
@@ -85,66 +90,59 @@ US_VERIFYING = const(4)   # finish running: re-hashing, checking the archive
 US_UNPACKING = const(5)   # finish running: clearing the slot, extracting, committing
 US_NAMES = ("idle", "receiving", "staged", "error", "verifying", "unpacking")
 
-# name, offset, registers, type, access, description ({key}: see comms.regdoc)
-UPDATE_REGS = (
+# Both update windows, by offset: name, offset, registers, type, access, then
+# the description in the firmware update window and in the slave update
+# window (None: not in that window).  {key}: see comms.regdoc.
+REGS = (
     ("begin_size", UP_BEGIN, 2, "u32", "R/W user",
-     "Begin: package size in bytes (FC16 of 18 registers with sha256, 34 with signature)"),
-    ("begin_sha256", UP_BEGIN + 2, 16, "bytes", "R/W user", "Begin: SHA-256 of the package"),
+     "Begin: package size in bytes (FC16 of 18 registers with sha256, 34 with signature)",
+     "Begin upload: package size (FC16 of 18 registers with sha256, 34 with signature)"),
+    ("begin_sha256", UP_BEGIN + 2, 16, "bytes", "R/W user", "Begin: SHA-256 of the package",
+     "Begin: SHA-256 of the package"),
     ("begin_signature", UP_BEGIN + 18, 16, "bytes", "W user",
-     "Begin: HMAC-SHA256(device key, 'BMSFW1' | size u32 LE | sha256), if the device has a key"),
+     "Begin: HMAC-SHA256(device key, 'BMSFW1' | size u32 LE | sha256), if the device has a key",
+     "Begin: HMAC-SHA256 signature, checked by each slave with its own key"),
     ("command", UP_CMD, 1, "u16", "W user",
      "1 finish (verify and unpack in the background: poll status), 2 abort, "
-     "3 restart to apply (only when staged)"),
-    ("status", UP_STATUS, 1, "u16", "R",
-     "Transfer: {update_states}"),
-    ("offset", UP_OFFSET, 2, "u32", "R", "Next byte offset expected (resume from here)"),
-    ("size", UP_SIZE, 2, "u32", "R", "Declared size of the transfer"),
-    ("progress", UP_PROGRESS, 1, "u16", "R", "Received, per mille"),
-    ("error", UP_ERROR, 1, "u16", "R",
-     "Last refusal: {update_errors}"),
+     "3 restart to apply (only when staged)",
+     "1 finish (check the upload), 2 abort (upload and forwarding), 3 start forwarding"),
+    ("status", UP_STATUS, 1, "u16", "R", "Transfer: {update_states}", "Upload: {update_states}"),
+    ("offset", UP_OFFSET, 2, "u32", "R", "Next byte offset expected (resume from here)",
+     "Upload: next byte offset expected"),
+    ("size", UP_SIZE, 2, "u32", "R", "Declared size of the transfer", "Upload: declared size"),
+    ("progress", UP_PROGRESS, 1, "u16", "R", "Received, per mille",
+     "Upload: received, per mille"),
+    ("error", UP_ERROR, 1, "u16", "R", "Last refusal: {update_errors}",
+     "Upload: last refusal (bms.update error code)"),
     ("fw_state", UP_FW_STATE, 1, "u16", "R",
-     "Slot marker: {fw_states} (pending: swapped in at the next boot)"),
-    ("active_slot", UP_ACTIVE, 1, "s16", "R", "Running slot: -1 factory (root), 0 a, 1 b"),
-    ("tries", UP_TRIES, 1, "u16", "R", "Boots of the new firmware on trial"),
+     "Slot marker: {fw_states} (pending: swapped in at the next boot)", None),
+    ("target", SU_TARGET, 1, "u16", "R/W user", None,
+     "Slave to update: 1..16, 255 = all in turn"),
+    ("active_slot", UP_ACTIVE, 1, "s16", "R", "Running slot: -1 factory (root), 0 a, 1 b", None),
+    ("tries", _UP_TRIES, 1, "u16", "R", "Boots of the new firmware on trial", None),
     ("finish_progress", UP_FIN_PM, 1, "u16", "R",
-     "Finish (verify, check, unpack), per mille; 1000 when staged"),
-    ("error_text", UP_ERR_TEXT, UP_TEXT_REGS, "ascii", "R", "Reason for the last refusal"),
-    ("chunk_offset", UP_CHUNK, 2, "u32", "W user", "Chunk: byte offset of the data"),
-    ("chunk_bytes", UP_CHUNK + 2, 1, "u16", "W user", "Chunk: number of data bytes (1..240)"),
+     "Finish (verify, check, unpack), per mille; 1000 when staged", None),
+    ("error_text", UP_ERR_TEXT, UP_TEXT_REGS, "ascii", "R", "Reason for the last refusal",
+     "Reason for the last refused write"),
+    ("fwd_phase", SU_PHASE, 1, "u16", "R", None, "Forwarding: {fwd_phases}"),
+    ("fwd_slave", SU_ADDR, 1, "u16", "R", None, "Slave being updated (or the last one)"),
+    ("fwd_progress", SU_PROGRESS, 1, "u16", "R", None, "Its transfer, per mille"),
+    ("fwd_bytes", SU_BYTES, 2, "u32", "R", None, "Package bytes it acknowledged"),
+    ("fwd_retransmits", SU_RETX, 1, "u16", "R", None, "Segments sent again (loss, time-outs)"),
+    ("fwd_error", SU_ERROR, 1, "u16", "R", None,
+     "Why it stopped: bms.update error code from the slave, 16+ protocol (0: see text)"),
+    ("fwd_fw_state", SU_FW, 1, "u16", "R", None,
+     "Last FW state byte from the slave: bits 0-1 marker, 2-3 slot + 1, 4-7 tries"),
+    ("fwd_result", SU_RESULT, 16, "u16", "R", None,
+     "Result per slave (slave 1 first): {fwd_results}"),
+    ("chunk_offset", UP_CHUNK, 2, "u32", "W user", "Chunk: byte offset of the data",
+     "Upload chunk: byte offset"),
+    ("chunk_bytes", UP_CHUNK + 2, 1, "u16", "W user", "Chunk: number of data bytes (1..240)",
+     "Upload chunk: data bytes (1..240)"),
     ("chunk_data", UP_CHUNK + 3, 120, "bytes", "W user",
-     "Chunk: data, two bytes per register, first byte high"),
+     "Chunk: data, two bytes per register, first byte high", "Upload chunk: data"),
+    ("fwd_text", SU_TEXT, SU_TEXT_REGS, "ascii", "R", None, "Why the forwarding stopped"),
 )
-
-# ---- persistent log window -----------------------------------------------------
-PL_COUNT = const(0)
-PL_NEXT_SEQ = const(1)      # u32
-PL_INDEX = const(3)
-PL_REC = const(8)
-PLOG_REC_REGS = const(20)
-PLOG_WINDOW = const(6)
-PLOG_SIZE = const(8 + 20 * 6)
-
-# name, offset in the record, type, description (record = bms.persistlog.FIELDS)
-PLOG_FIELDS = (
-    ("seq", 0, "u32", "Sequence number (0: no record here)"),
-    ("boot", 2, "u16", "Boot counter at the time"),
-    ("kind", 3, "u16", "Kind: bms.eventlog kinds, 16+ persistent kinds (reset, update ...)"),
-    ("t_ms", 4, "u32", "Time stamp, ms ticks of that boot"),
-    ("a", 6, "s32", "First argument (fault id, relay, parameter index ...)"),
-    ("b", 8, "s32", "Second argument"),
-    ("current_ma", 10, "s32", "Snapshot: pack current, mA"),
-    ("vmax_mv", 12, "u16", "Snapshot: highest cell, mV"),
-    ("vmin_mv", 13, "u16", "Snapshot: lowest cell, mV"),
-    ("vmax_idx", 14, "u16", "Snapshot: highest cell index (0-based)"),
-    ("vmin_idx", 15, "u16", "Snapshot: lowest cell index (0-based)"),
-    ("tmax_dc", 16, "s16", "Snapshot: hottest cell sensor, 0.1 degC"),
-    ("tmin_dc", 17, "s16", "Snapshot: coldest cell sensor, 0.1 degC"),
-    ("soc_pm", 18, "u16", "Snapshot: SOC, per mille"),
-)
-# Register offset of each PersistLog record tuple element (None: not shown).
-_REC_AT = (0, 2, 3, 4, 6, 8, 10, 12, 13, 14, 15, 16, 17, 18)
-_WIDE = (True, False, False, True, True, True, True, False, False, False, False, False, False,
-         False)
 
 LOCKED = "locked: firmware update needs the user or factory role"
 
@@ -154,7 +152,7 @@ class UpdateWindow:
 
     def __init__(self, updater):
         self.up = updater
-        self._data = bytearray(UP_CHUNK_DATA)
+        self._data = bytearray(_UP_CHUNK_DATA)
         self._mv = memoryview(self._data)
         self.err_text = bytearray(2 * UP_TEXT_REGS)
         self._shown = None   # the Updater.last_error that err_text shows
@@ -203,7 +201,7 @@ class UpdateWindow:
             return up.state
         if o == UP_ACTIVE:
             return up.active & 0xFFFF
-        if o == UP_TRIES:
+        if o == _UP_TRIES:
             return up.tries
         if o == UP_FIN_PM:
             return up.finish_pm()
@@ -218,6 +216,11 @@ class UpdateWindow:
             return (t[j] << 8) | t[j + 1]
         return 0
 
+    def read(self, rm, off, count, out, pos):
+        for k in range(count):
+            put16(out, pos + 2 * k, self.reg(off + k))
+        return codes.EX_NONE
+
     def _set_text(self, text):
         if isinstance(text, str):
             text = text.encode()
@@ -226,7 +229,7 @@ class UpdateWindow:
             t[i] = text[i] if i < len(text) else 0
 
     def write(self, rm, off, count, data, pos):
-        """Exception code; refusals go through ``rm._error`` (last-error registers)."""
+        """Exception code; refusals go through ``rm.refuse`` (last-error registers)."""
         code = self._write(rm, off, count, data, pos)
         if code:
             self.err_text[:] = rm.err_text[:len(self.err_text)]
@@ -235,12 +238,11 @@ class UpdateWindow:
         return code
 
     def _write(self, rm, off, count, data, pos):
-        from comms.registers import EX_ADDRESS, EX_BUSY, EX_FUNCTION, EX_NONE, EX_VALUE, ROLE_USER
         up = self.up
         if up is None:
-            return rm._error(EX_ADDRESS, -1, "no firmware update on this board")
-        if not rm._allowed(ROLE_USER):
-            return rm._error(EX_FUNCTION, -1, LOCKED)
+            return rm.refuse(codes.EX_ADDRESS, -1, "no firmware update on this board")
+        if not rm.allowed(codes.ROLE_USER):
+            return rm.refuse(codes.EX_FUNCTION, -1, LOCKED)
         try:
             if off == UP_BEGIN and count in (18, 34):
                 size = (_g16(data, pos) << 16) | _g16(data, pos + 2)
@@ -248,107 +250,92 @@ class UpdateWindow:
                 sig = bytes(data[pos + 36:pos + 68]) if count == 34 else None
                 self._set_text(b"")
                 up.begin(size, digest, sig)
-                return EX_NONE
+                return codes.EX_NONE
             if off == UP_CHUNK and 3 < count:
                 o = (_g16(data, pos) << 16) | _g16(data, pos + 2)
                 n = _g16(data, pos + 4)
                 if n < 1 or n > 2 * (count - 3) or 2 * (count - 3) - n > 1:
-                    return rm._error(EX_VALUE, -1, "chunk: byte count does not match the data")
+                    return rm.refuse(codes.EX_VALUE, -1, "chunk: byte count does not match the data")
                 buf = self._data
                 p = pos + 6
                 for i in range(n):
                     buf[i] = data[p + i]
                 up.chunk(o, self._mv[:n])
-                return EX_NONE
+                return codes.EX_NONE
             if off == UP_CMD and count == 1:
                 c = _g16(data, pos)
                 if c == UC_FINISH:
                     if up.phase:
-                        return EX_NONE            # already running (a resent command)
+                        return codes.EX_NONE            # already running (a resent command)
                     # No relay change: the steps run between control cycles, so
                     # protection keeps running and the load keeps its power; the
                     # restart that applies the update opens the relays.
                     self._set_text(b"")
                     up.finish_start()             # the steps run from the app's loop
-                    return EX_NONE
+                    return codes.EX_NONE
                 if c == UC_ABORT:
                     up.abort()
                     up.last_error = None
-                    return EX_NONE
+                    return codes.EX_NONE
                 if c == UC_RESTART:
                     if up.phase:
-                        return rm._error(EX_BUSY, -1, "restart to apply: finish still running")
+                        return rm.refuse(codes.EX_BUSY, -1, "restart to apply: finish still running")
                     if up.state != U.ST_PENDING:
-                        return rm._error(EX_VALUE, -1, "restart to apply: no update staged")
+                        return rm.refuse(codes.EX_VALUE, -1, "restart to apply: no update staged")
                     from bms.core import ACCEPTED, CMD_RESTART
                     if rm.bms.request(CMD_RESTART, 1) != ACCEPTED:
-                        return rm._error(EX_BUSY, -1, "another command is still pending")
-                    return EX_NONE
-                return rm._error(EX_VALUE, -1, "update command %d unknown" % c)
+                        return rm.refuse(codes.EX_BUSY, -1, "another command is still pending")
+                    return codes.EX_NONE
+                return rm.refuse(codes.EX_VALUE, -1, "update command %d unknown" % c)
         except U.UpdateError as e:
-            return rm._error(EX_VALUE, -1, "update refused (%s): %s"
+            return rm.refuse(codes.EX_VALUE, -1, "update refused (%s): %s"
                              % (U.ERROR_NAMES[e.code], e.msg))
         except OSError:
             up.abort()
             up.last_error = (U.E_FLASH, "flash error")
-            return rm._error(EX_VALUE, -1, "update refused (flash): flash error")
-        return rm._error(EX_ADDRESS, -1, "update: write begin (18/34 regs), chunk or command")
+            return rm.refuse(codes.EX_VALUE, -1, "update refused (flash): flash error")
+        return rm.refuse(codes.EX_ADDRESS, -1, "update: write begin (18/34 regs), chunk or command")
 
 
-class PlogWindow:
-    """The persistent-log block of one register map."""
+def window(rm):
+    """This port's update window, built on first use (with the updater)."""
+    w = rm.windows.get("update")
+    if w is None:
+        up = rm.updater
+        if up is None and rm.updater_of is not None:
+            up = rm.updater_of()
+        w = UpdateWindow(up)
+        rm.windows["update"] = w
+    return w
 
-    def __init__(self, plog):
-        self.plog = plog
-        self.index = 0
-        self._i = -1
-        self._r = None
 
-    def reg(self, o):
-        pl = self.plog
-        if pl is None:
-            return 0
-        if o == PL_COUNT:
-            n = len(pl)
-            return n if n < 0xFFFF else 0xFFFF
-        if o == PL_NEXT_SEQ:
-            return (pl.next_seq >> 16) & 0xFFFF
-        if o == PL_NEXT_SEQ + 1:
-            return pl.next_seq & 0xFFFF
-        if o == PL_INDEX:
-            return self.index
-        if o < PL_REC:
-            return 0
-        k = (o - PL_REC) // PLOG_REC_REGS
-        f = (o - PL_REC) - k * PLOG_REC_REGS
-        i = self.index + k
-        if i != self._i:
-            self._i = i
-            try:
-                self._r = pl.get(i)
-            except (IndexError, OSError):
-                self._r = None
-        r = self._r
-        if r is None:
-            return 0
-        for j in range(len(_REC_AT)):
-            at = _REC_AT[j]
-            if f == at:
-                return (r[j] >> 16) & 0xFFFF if _WIDE[j] else r[j] & 0xFFFF
-            if _WIDE[j] and f == at + 1:
-                return r[j] & 0xFFFF
-        return 0
+def read(rm, off, count, out, pos):
+    return window(rm).read(rm, off, count, out, pos)
 
-    def read(self, off, count, out, pos):
-        self._i = -1   # re-read from flash once per request
-        for k in range(count):
-            v = self.reg(off + k)
-            out[pos + 2 * k] = (v >> 8) & 0xFF
-            out[pos + 2 * k + 1] = v & 0xFF
 
-    def write(self, rm, off, count, data, pos):
-        from comms.registers import EX_ADDRESS, EX_NONE
-        if off == PL_INDEX and count == 1:
-            self.index = _g16(data, pos)
-            return EX_NONE
-        return rm._error(EX_ADDRESS, -1, "persistent log: only the index is writable")
+def write(rm, off, count, data, pos):
+    return window(rm).write(rm, off, count, data, pos)
+
+
+def doc_rows(start, col):
+    """CSV rows of one window: ``col`` 5 the firmware update, 6 the slave update."""
+    from comms.regdoc import row
+    return [row(start + r[1], r[0], r[3], r[2], "", r[4], "", "", r[col])
+            for r in REGS if r[col] is not None]
+
+
+def doc(start):
+    from comms.regdoc import section
+    rows = doc_rows(start, 5)
+    md = ("Sequence (`bmsctl update PKG`): unlock (user or factory role); FC16 of the begin "
+          "registers (size, SHA-256 and, when the device has a key, the signature); FC16 "
+          "chunks of up to 240 bytes in order (offset, byte count, data); command 1 finish "
+          "(size and SHA-256 of what was received are checked at once, "
+          "then the BMS re-reads the staged file, checks the archive and only then unpacks "
+          "it into the inactive slot, in bounded steps of its main loop: poll `status` "
+          "(verifying, unpacking) and `finish_progress` until it reads staged or error); "
+          "command 3 restarts into it.  A refusal answers exception 03 and `error_text` "
+          "(also the auth block's) gives the reason; after a gap `offset` says where to "
+          "resume.  The running firmware is never written; a new one that does not reach "
+          "the armed state rolls back (`firmware/bms/update.py`).\n\n")
+    return "Firmware update", md + section(rows), rows

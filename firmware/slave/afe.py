@@ -1,6 +1,6 @@
-"""Adapts the AFE driver and NTC channels of a slave board to ``bms.slave``.
+"""Adapts the AFE driver and NTC channels of a slave board to ``slave.core``.
 
-``bms.slave.Slave`` wants ``read_cells(cell_mv, n)``, ``read_temps(temp_dc, n)``
+``slave.core.Slave`` wants ``read_cells(cell_mv, n)``, ``read_temps(temp_dc, n)``
 with sentinels for broken sensors, ``balance(mask)`` and ``sleep(on)``; the
 drivers (branch ``drivers``: drivers.afe.Afe subclasses, drivers.ntc.Ntc)
 speak flags arrays and per-channel status.  Nothing here allocates per call.

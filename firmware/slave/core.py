@@ -111,7 +111,7 @@ class Slave:
         self.tx_frames = 0
         self.tx_dropped = 0
         self.bal_timeouts = 0
-        # Firmware update over CAN (bms.slave_fw.SlaveFw), attached by the board entry.
+        # Firmware update over CAN (slave.fw.SlaveFw), attached by the board entry.
         self.fw = None
         self.fw_version = C.FW_VERSION
         self._set_filters()

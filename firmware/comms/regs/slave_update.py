@@ -1,10 +1,10 @@
-"""Modbus window for updating slave modules through the master (issue 7).
+"""Slave firmware update window: modules updated through the master.
 
-A second update window (``A_SLAVE_UPDATE``) laid out like the master's own
-(``comms.reg_update``) so the same tool code drives both: begin, command,
+Laid out like the master's own update window (``comms.regs.update``, whose
+``REGS`` describes both) so the same tool code drives both: begin, command,
 status, offset, size, progress, error code and text, chunk at the same
-offsets.  The upload goes into ``bms.pkgstore.PackageStore`` on the master's
-flash (nothing is unpacked on the master); ``start`` hands it to
+offsets.  The upload goes into ``bms.pkgstore.PackageStore`` on the
+master's flash (nothing is unpacked on the master); ``start`` hands it to
 ``comms.slave_update.SlaveUpdater``, which forwards it over CAN in the
 background.  Writes need the user role.
 
@@ -19,26 +19,19 @@ background.  Writes need the user role.
 ``start`` refuses (exception 03, reason in the error text) while relays are
 closed, without a verified upload, for a missing or unhealthy slave, or
 while a forwarding is running.  Slave versions are in the modules block.
+The window (and the forwarder behind it, ``RegisterMap.fwd_of``) is built
+the first time a request touches the block.
 """
 from micropython import const
 
 from bms import update as U
-from comms import reg_update as RU
 from comms.packing import get16be as _g16
+from comms.regs import codes
+from comms.regs import update as RU
+from comms.regs.update import (SU_ADDR, SU_BYTES, SU_ERROR, SU_FW, SU_PHASE, SU_PROGRESS,  # noqa: F401
+                               SU_RESULT, SU_RETX, SU_TARGET, SU_TEXT, SU_TEXT_REGS)
 
-SU_TARGET = const(0x2A)
-SU_PHASE = const(0x50)
-SU_ADDR = const(0x51)
-SU_PROGRESS = const(0x52)
-SU_BYTES = const(0x53)      # u32
-SU_RETX = const(0x55)
-SU_ERROR = const(0x56)
-SU_FW = const(0x57)
-SU_RESULT = const(0x58)     # 16 registers, slave 1 first
-SU_TEXT = const(0x100)      # 64 registers ASCII
-SU_TEXT_REGS = const(64)
 SIZE = const(0x140)
-
 SC_START = const(3)
 TARGET_ALL = const(0xFF)
 
@@ -48,54 +41,6 @@ PHASE_NAMES = ("idle", "begin", "sending", "finishing", "applying", "rebooting",
                "done", "error")
 RESULT_NAMES = ("none", "queued", "updating", "updated", "refused", "rolled_back", "no_answer",
                 "aborted")
-
-# The master window's offsets (comms.reg_update.UP_*), as literal copies so
-# REGS is a compile-time constant; host_tests/test_const_tables.py checks them.
-_UP_BEGIN = const(0x00)
-_UP_CMD = const(0x22)
-_UP_STATUS = const(0x23)
-_UP_OFFSET = const(0x24)
-_UP_SIZE = const(0x26)
-_UP_PROGRESS = const(0x28)
-_UP_ERROR = const(0x29)
-_UP_ERR_TEXT = const(0x30)
-_UP_TEXT_REGS = const(32)
-_UP_CHUNK = const(0x80)
-
-
-# name, offset, registers, type, access, description ({key}: see comms.regdoc)
-REGS = (
-    ("begin_size", _UP_BEGIN, 2, "u32", "R/W user",
-     "Begin upload: package size (FC16 of 18 registers with sha256, 34 with signature)"),
-    ("begin_sha256", _UP_BEGIN + 2, 16, "bytes", "R/W user", "Begin: SHA-256 of the package"),
-    ("begin_signature", _UP_BEGIN + 18, 16, "bytes", "W user",
-     "Begin: HMAC-SHA256 signature, checked by each slave with its own key"),
-    ("command", _UP_CMD, 1, "u16", "W user",
-     "1 finish (check the upload), 2 abort (upload and forwarding), 3 start forwarding"),
-    ("status", _UP_STATUS, 1, "u16", "R", "Upload: {update_states}"),
-    ("offset", _UP_OFFSET, 2, "u32", "R", "Upload: next byte offset expected"),
-    ("size", _UP_SIZE, 2, "u32", "R", "Upload: declared size"),
-    ("progress", _UP_PROGRESS, 1, "u16", "R", "Upload: received, per mille"),
-    ("error", _UP_ERROR, 1, "u16", "R", "Upload: last refusal (bms.update error code)"),
-    ("target", SU_TARGET, 1, "u16", "R/W user", "Slave to update: 1..16, 255 = all in turn"),
-    ("error_text", _UP_ERR_TEXT, _UP_TEXT_REGS, "ascii", "R",
-     "Reason for the last refused write"),
-    ("fwd_phase", SU_PHASE, 1, "u16", "R", "Forwarding: {fwd_phases}"),
-    ("fwd_slave", SU_ADDR, 1, "u16", "R", "Slave being updated (or the last one)"),
-    ("fwd_progress", SU_PROGRESS, 1, "u16", "R", "Its transfer, per mille"),
-    ("fwd_bytes", SU_BYTES, 2, "u32", "R", "Package bytes it acknowledged"),
-    ("fwd_retransmits", SU_RETX, 1, "u16", "R", "Segments sent again (loss, time-outs)"),
-    ("fwd_error", SU_ERROR, 1, "u16", "R",
-     "Why it stopped: bms.update error code from the slave, 16+ protocol (0: see text)"),
-    ("fwd_fw_state", SU_FW, 1, "u16", "R",
-     "Last FW state byte from the slave: bits 0-1 marker, 2-3 slot + 1, 4-7 tries"),
-    ("fwd_result", SU_RESULT, 16, "u16", "R",
-     "Result per slave (slave 1 first): {fwd_results}"),
-    ("chunk_offset", _UP_CHUNK, 2, "u32", "W user", "Upload chunk: byte offset"),
-    ("chunk_bytes", _UP_CHUNK + 2, 1, "u16", "W user", "Upload chunk: data bytes (1..240)"),
-    ("chunk_data", _UP_CHUNK + 3, 120, "bytes", "W user", "Upload chunk: data"),
-    ("fwd_text", SU_TEXT, SU_TEXT_REGS, "ascii", "R", "Why the forwarding stopped"),
-)
 
 
 class SlaveUpdateWindow(RU.UpdateWindow):
@@ -161,38 +106,70 @@ class SlaveUpdateWindow(RU.UpdateWindow):
         return 0
 
     def _write(self, rm, off, count, data, pos):
-        from comms.registers import EX_ADDRESS, EX_FUNCTION, EX_NONE, EX_VALUE, ROLE_USER
         if self.up is None or self.fwd is None:
-            return rm._error(EX_ADDRESS, -1, "no slave modules to update on this board")
-        if not rm._allowed(ROLE_USER):
-            return rm._error(EX_FUNCTION, -1, RU.LOCKED)
+            return rm.refuse(codes.EX_ADDRESS, -1, "no slave modules to update on this board")
+        if not rm.allowed(codes.ROLE_USER):
+            return rm.refuse(codes.EX_FUNCTION, -1, RU.LOCKED)
         if off == SU_TARGET and count == 1:
             t = _g16(data, pos)
             if t != TARGET_ALL and not 1 <= t <= 16:
-                return rm._error(EX_VALUE, -1, "target: slave 1..16 or 255 (all)")
+                return rm.refuse(codes.EX_VALUE, -1, "target: slave 1..16 or 255 (all)")
             self.target = t
-            return EX_NONE
+            return codes.EX_NONE
         if off == RU.UP_CMD and count == 1:
             c = _g16(data, pos)
             now = rm.bms.clock.ticks_ms() if rm.bms is not None else 0
             try:
                 if c == RU.UC_FINISH:
                     if self.fwd.busy():
-                        return rm._error(EX_VALUE, -1, "a slave update is running: abort first")
+                        return rm.refuse(codes.EX_VALUE, -1, "a slave update is running: abort first")
                     self.up.finish()
-                    return EX_NONE
+                    return codes.EX_NONE
                 if c == RU.UC_ABORT:
                     self.up.abort()
                     self.up.last_error = None
                     self.fwd.abort(now)
-                    return EX_NONE
+                    return codes.EX_NONE
                 if c == SC_START:
                     self.fwd.start(self.target, now)
-                    return EX_NONE
+                    return codes.EX_NONE
             except U.UpdateError as e:
-                return rm._error(EX_VALUE, -1, "slave update refused (%s): %s"
+                return rm.refuse(codes.EX_VALUE, -1, "slave update refused (%s): %s"
                                  % (U.ERROR_NAMES[e.code], e.msg))
-            return rm._error(EX_VALUE, -1, "slave update command %d unknown" % c)
+            return rm.refuse(codes.EX_VALUE, -1, "slave update command %d unknown" % c)
         if off == RU.UP_BEGIN and self.fwd.busy():
-            return rm._error(EX_VALUE, -1, "a slave update is running: abort first")
+            return rm.refuse(codes.EX_VALUE, -1, "a slave update is running: abort first")
         return RU.UpdateWindow._write(self, rm, off, count, data, pos)
+
+
+def window(rm):
+    """This port's slave update window, built on first use (with the forwarder)."""
+    w = rm.windows.get("slave_update")
+    if w is None:
+        fwd = rm.fwd_of() if rm.fwd_of is not None else None
+        w = SlaveUpdateWindow(fwd.store if fwd is not None else None, fwd)
+        rm.windows["slave_update"] = w
+    return w
+
+
+def read(rm, off, count, out, pos):
+    return window(rm).read(rm, off, count, out, pos)
+
+
+def write(rm, off, count, data, pos):
+    return window(rm).write(rm, off, count, data, pos)
+
+
+def doc(start):
+    from comms.regdoc import section
+    rows = RU.doc_rows(start, 6)
+    md = ("Sequence (`bmsctl update --slave N|all PKG`): unlock; upload the slave "
+          "package like a master update (begin, chunks, command 1 finish: size and "
+          "SHA-256 are checked, nothing is unpacked on the master); write `target`; "
+          "command 3 starts forwarding it over CAN in the background (refused while "
+          "charge/discharge relays are closed; they are then held open until the end). "
+          "Poll `fwd_phase`, `fwd_progress` and `fwd_result`; `fwd_text` says why it "
+          "stopped.  Each slave checks signature, SHA-256 and archive itself, reboots "
+          "into the new slot and confirms it once back in normal operation, or rolls "
+          "back (`docs/can_internal.md`, slave firmware update).\n\n")
+    return "Slave firmware update (through the master)", md + section(rows), rows

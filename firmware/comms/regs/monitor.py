@@ -1,0 +1,264 @@
+"""Monitor block: the live values a PC tool or display polls, read only.
+
+Every row is a compile-time constant (it stays in flash when frozen):
+(name, type, unit, description, source).  ``source`` is a _S_* code that
+``_value`` turns into the live value; a read computes only the rows it
+covers and allocates nothing.  A description holding a ``{key}``
+placeholder is completed from the other tables by ``comms.regdoc.doc``
+(docs and host tools only).
+"""
+from micropython import const
+
+from bms import faults as F
+from comms.packing import put16be as put16
+from comms.regs import codes
+
+_S_PACK_MV = const(0)
+_S_CURRENT = const(1)
+_S_SOC = const(2)
+_S_SOH = const(3)
+_S_REMAINING = const(4)
+_S_FULL = const(5)
+_S_CYCLES = const(6)
+_S_CELLS = const(7)
+_S_MAX_MV = const(8)
+_S_MAX_IDX = const(9)
+_S_MIN_MV = const(10)
+_S_MIN_IDX = const(11)
+_S_DIFF = const(12)
+_S_AVG = const(13)
+_S_MODE = const(14)
+_S_DSG_STATE = const(15)
+_S_RELAYS = const(16)
+_S_FAULT_LEVEL = const(17)
+_S_BAL_COUNT = const(18)
+_S_CMD_PENDING = const(19)
+_S_PARAM_VERSION = const(20)
+_S_LOG_SEQ = const(21)
+_S_AUTH_ROLE = const(22)
+_S_BUS_ERRORS = const(23)
+_S_EXCEPTIONS = const(24)
+_S_RUNNING = const(25)
+_S_TMAX = const(0x20)      # + temperature role (measurements.ROLE_*)
+_S_TMIN = const(0x28)      # + temperature role
+_S_FAULTS = const(0x30)    # + word k: fault ids 16k .. 16k+15, any level
+_S_PROT = const(0x34)      # + word k: level >= protection
+_S_ALARM = const(0x38)     # + word k: warnings
+_S_BALANCE = const(0x40)   # + word k: cells 16k+1 .. 16k+16
+
+MONITOR = (
+    ("pack_voltage", "u32", "mV", "Pack voltage (measured stack, else sum of cells)", _S_PACK_MV),
+    ("current", "s32", "mA", "Pack current, positive = charging", _S_CURRENT),
+    ("soc", "u16", "0.1%", "State of charge", _S_SOC),
+    ("soh", "u16", "0.1%", "State of health (reports 100.0 % until capacity learning exists)",
+     _S_SOH),
+    ("remaining_capacity", "u32", "mAh", "Remaining charge", _S_REMAINING),
+    ("full_capacity", "u32", "mAh", "Full charge capacity", _S_FULL),
+    ("cycles", "u16", "cycles", "Full discharge cycles counted", _S_CYCLES),
+    ("cell_count", "u16", "cells", "Cells in series", _S_CELLS),
+    ("cell_max", "u16", "mV", "Highest cell voltage", _S_MAX_MV),
+    ("cell_max_index", "u16", "cell", "Cell with the highest voltage (1-based)", _S_MAX_IDX),
+    ("cell_min", "u16", "mV", "Lowest cell voltage", _S_MIN_MV),
+    ("cell_min_index", "u16", "cell", "Cell with the lowest voltage (1-based)", _S_MIN_IDX),
+    ("cell_diff", "u16", "mV", "Highest minus lowest cell voltage", _S_DIFF),
+    ("cell_avg", "u16", "mV", "Average of the valid cells", _S_AVG),
+    # one max/min pair per role of bms.measurements.ROLE_NAMES, in its order
+    ("t_power_max", "s16", "0.1degC", "Hottest power sensor (-32768: none valid)", _S_TMAX + 0),
+    ("t_power_min", "s16", "0.1degC", "Coldest power sensor (32767: none valid)", _S_TMIN + 0),
+    ("t_balance_max", "s16", "0.1degC", "Hottest balance sensor (-32768: none valid)",
+     _S_TMAX + 1),
+    ("t_balance_min", "s16", "0.1degC", "Coldest balance sensor (32767: none valid)",
+     _S_TMIN + 1),
+    ("t_cell_max", "s16", "0.1degC", "Hottest cell sensor (-32768: none valid)", _S_TMAX + 2),
+    ("t_cell_min", "s16", "0.1degC", "Coldest cell sensor (32767: none valid)", _S_TMIN + 2),
+    ("t_ambient_max", "s16", "0.1degC", "Hottest ambient sensor (-32768: none valid)",
+     _S_TMAX + 3),
+    ("t_ambient_min", "s16", "0.1degC", "Coldest ambient sensor (32767: none valid)",
+     _S_TMIN + 3),
+    ("mode", "u16", "enum", "Operating mode: {mode_names}", _S_MODE),
+    ("dsg_state", "u16", "enum", "Discharge path: {dsg_names}", _S_DSG_STATE),
+    ("relays", "bits", "bits", "Relay/MOS states (1 = closed): {relay_bits}", _S_RELAYS),
+    ("fault_level", "u16", "enum", "Highest active fault level: {level_names}", _S_FAULT_LEVEL),
+    # Fault bit fields: bit b of word k is fault id 16 * k + b (docs/faults.md).
+    ("faults_0", "bits", "bits", "Every active fault: {faults_0}", _S_FAULTS + 0),
+    ("faults_1", "bits", "bits", "Every active fault: {faults_1}", _S_FAULTS + 1),
+    ("protection_0", "bits", "bits", "Active protections (level >= protection): {protection_0}",
+     _S_PROT + 0),
+    ("protection_1", "bits", "bits", "Active protections (level >= protection): {protection_1}",
+     _S_PROT + 1),
+    ("alarm_0", "bits", "bits", "Active alarms (warnings): {alarm_0}", _S_ALARM + 0),
+    ("alarm_1", "bits", "bits", "Active alarms (warnings): {alarm_1}", _S_ALARM + 1),
+    ("balancing_count", "u16", "cells", "Cells bleeding now", _S_BAL_COUNT),
+    ("balance_0", "bits", "bits", "Balancing mask, bit b = cell 1 + b", _S_BALANCE + 0),
+    ("balance_1", "bits", "bits", "Balancing mask, bit b = cell 17 + b", _S_BALANCE + 1),
+    ("balance_2", "bits", "bits", "Balancing mask, bit b = cell 33 + b", _S_BALANCE + 2),
+    ("balance_3", "bits", "bits", "Balancing mask, bit b = cell 49 + b", _S_BALANCE + 3),
+    ("balance_4", "bits", "bits", "Balancing mask, bit b = cell 65 + b", _S_BALANCE + 4),
+    ("balance_5", "bits", "bits", "Balancing mask, bit b = cell 81 + b", _S_BALANCE + 5),
+    ("balance_6", "bits", "bits", "Balancing mask, bit b = cell 97 + b", _S_BALANCE + 6),
+    ("balance_7", "bits", "bits", "Balancing mask, bit b = cell 113 + b", _S_BALANCE + 7),
+    ("balance_8", "bits", "bits", "Balancing mask, bit b = cell 129 + b", _S_BALANCE + 8),
+    ("balance_9", "bits", "bits", "Balancing mask, bit b = cell 145 + b", _S_BALANCE + 9),
+    ("balance_10", "bits", "bits", "Balancing mask, bit b = cell 161 + b", _S_BALANCE + 10),
+    ("balance_11", "bits", "bits", "Balancing mask, bit b = cell 177 + b", _S_BALANCE + 11),
+    ("balance_12", "bits", "bits", "Balancing mask, bit b = cell 193 + b", _S_BALANCE + 12),
+    ("balance_13", "bits", "bits", "Balancing mask, bit b = cell 209 + b", _S_BALANCE + 13),
+    ("balance_14", "bits", "bits", "Balancing mask, bit b = cell 225 + b", _S_BALANCE + 14),
+    ("balance_15", "bits", "bits", "Balancing mask, bit b = cell 241 + b", _S_BALANCE + 15),
+    ("cmd_pending", "u16", "bool", "A command waits for the next control cycle", _S_CMD_PENDING),
+    ("param_version", "u16", "count", "Increments on every accepted parameter change",
+     _S_PARAM_VERSION),
+    ("log_next_seq", "u32", "count", "Sequence number the next event will get", _S_LOG_SEQ),
+    ("auth_role", "u16", "enum", "Role unlocked on this port: {auth_roles}", _S_AUTH_ROLE),
+    ("bus_errors", "u16", "count", "Failed bus transactions since boot", _S_BUS_ERRORS),
+    ("exceptions", "u16", "count", "Control-cycle exceptions since boot", _S_EXCEPTIONS),
+    ("running", "u16", "bool", "Measurements complete, relays may close", _S_RUNNING),
+)
+SIZE = const(61)        # registers of MONITOR (u32/s32 take two); a test checks it
+
+
+def _fault_word(rm, first, level_lo, level_hi):
+    prot = rm.bms.prot
+    w = 0
+    for b in range(16):
+        i = first + b
+        if i < F.N_FAULTS and prot.active(i):
+            lv = F.TABLE[i][F.F_LEVEL]
+            if level_lo <= lv <= level_hi:
+                w |= 1 << b
+    return w
+
+
+def _balance_word(rm, k):
+    f = rm.bms.balancer.flags
+    w = 0
+    base = k * 16
+    n = len(f)
+    for b in range(16):
+        if base + b < n and f[base + b]:
+            w |= 1 << b
+    return w
+
+
+def _value(rm, s):
+    """The live value of monitor source ``s`` (allocation-free)."""
+    b = rm.bms
+    if s >= _S_BALANCE:
+        return _balance_word(rm, s - _S_BALANCE)
+    if s >= _S_ALARM:
+        return _fault_word(rm, 16 * (s - _S_ALARM), F.L_WARN, F.L_WARN)
+    if s >= _S_PROT:
+        return _fault_word(rm, 16 * (s - _S_PROT), F.L_PROT, 9)
+    if s >= _S_FAULTS:
+        return _fault_word(rm, 16 * (s - _S_FAULTS), 0, 9)
+    if s >= _S_TMIN:
+        return b.meas.tmin[s - _S_TMIN]
+    if s >= _S_TMAX:
+        return b.meas.tmax[s - _S_TMAX]
+    if s <= _S_AVG:
+        m = b.meas
+        if s == _S_PACK_MV:
+            return m.pack_mv if m.pack_mv else m.sum_mv
+        if s == _S_CURRENT:
+            return m.current_ma
+        if s == _S_SOC:
+            return b.soc.soc_pm
+        if s == _S_SOH:
+            return 1000
+        if s == _S_REMAINING:
+            return b.soc.remaining_mah
+        if s == _S_FULL:
+            return b.soc.capacity_mah
+        if s == _S_CYCLES:
+            return b.soc.cycles
+        if s == _S_CELLS:
+            return m.n_cells
+        if s == _S_MAX_MV:
+            return m.max_mv
+        if s == _S_MAX_IDX:
+            return m.max_idx + 1
+        if s == _S_MIN_MV:
+            return m.min_mv
+        if s == _S_MIN_IDX:
+            return m.min_idx + 1
+        if s == _S_DIFF:
+            return m.diff_mv
+        n = m.n_cells - m.bad_cells   # _S_AVG
+        return m.sum_mv // n if n > 0 else 0
+    if s == _S_MODE:
+        return b.mode
+    if s == _S_DSG_STATE:
+        return b.contactors.dsg_state
+    if s == _S_RELAYS:
+        st = b.contactors.state
+        w = 0
+        for i in range(len(st)):
+            if st[i]:
+                w |= 1 << i
+        return w
+    if s == _S_FAULT_LEVEL:
+        return b.prot.level
+    if s == _S_BAL_COUNT:
+        return b.balancer.count
+    if s == _S_CMD_PENDING:
+        return 1 if b.cmd_pending else 0
+    if s == _S_PARAM_VERSION:
+        return b.params.version & 0xFFFF
+    if s == _S_LOG_SEQ:
+        return b.log.next_seq
+    if s == _S_AUTH_ROLE:
+        return rm.auth.role(rm.channel) if rm.auth is not None else 0
+    if s == _S_BUS_ERRORS:
+        return b.bus_errors & 0xFFFF
+    if s == _S_EXCEPTIONS:
+        return b.exceptions & 0xFFFF
+    if s == _S_RUNNING:
+        return 1 if b.running else 0
+    return 0
+
+
+def _wide(typ):
+    return typ == "u32" or typ == "s32"
+
+
+def read(rm, off, count, out, pos):
+    end = off + count
+    rows = MONITOR
+    a = 0                        # register offset of row i
+    for i in range(len(rows)):
+        row = rows[i]
+        wide = _wide(row[1])
+        if a < end and a + (2 if wide else 1) > off:
+            v = _value(rm, row[4])
+            if wide:
+                if a >= off:
+                    put16(out, pos + 2 * (a - off), (v >> 16) & 0xFFFF)
+                if a + 1 < end:
+                    put16(out, pos + 2 * (a + 1 - off), v & 0xFFFF)
+            else:
+                put16(out, pos + 2 * (a - off), v & 0xFFFF)
+        a += 2 if wide else 1
+        if a >= end:
+            break
+    return codes.EX_NONE
+
+
+write = codes.read_only
+
+
+def offsets():
+    """Register offset of each MONITOR row (host tools, tests)."""
+    out = []
+    a = 0
+    for row in MONITOR:
+        out.append(a)
+        a += 2 if _wide(row[1]) else 1
+    return out
+
+
+def doc(start):
+    from comms.regdoc import row, section
+    offs = offsets()
+    rows = [row(start + offs[i], r[0], r[1], 2 if _wide(r[1]) else 1, r[2], "R", "", "", r[3])
+            for i, r in enumerate(MONITOR)]
+    return "Monitor (live values)", section(rows), rows

@@ -1,0 +1,53 @@
+"""Parameter block: parameter i of ``bms.params.TABLE`` at offset i, in the
+table's unit; signed when the row's minimum is < 0.  Writes need the user
+role; a multi-register write is one ``ParamSet.set_many``: all or nothing,
+a refusal answers exception 03 and names the parameter and the rule in the
+last-error registers."""
+from micropython import const
+
+from bms.params import ParamError
+from bms.params import TABLE as PARAM_TABLE
+from comms.packing import get16be as get16, put16be as put16
+from comms.regs import codes
+
+SIZE = const(57)        # bms.params.N_PARAMS; a test checks it
+
+
+def signed(i):
+    return PARAM_TABLE[i][2] < 0
+
+
+def read(rm, off, count, out, pos):
+    vals = rm.bms.params.values
+    for k in range(count):
+        put16(out, pos + 2 * k, vals[off + k] & 0xFFFF)
+    return codes.EX_NONE
+
+
+def write(rm, off, count, data, pos):
+    if not rm.allowed(codes.ROLE_USER):
+        return rm.refuse(codes.EX_FUNCTION, -1, codes.LOCKED)
+    pairs = []
+    for k in range(count):
+        i = off + k
+        v = get16(data, pos + 2 * k)
+        if v & 0x8000 and signed(i):
+            v -= 0x10000
+        pairs.append((i, v))
+    try:
+        rm.bms.params.set_many(pairs)
+    except ParamError as e:
+        return rm.refuse(codes.EX_VALUE, e.index, e.reason)
+    return codes.EX_NONE
+
+
+def doc(start):
+    from comms.regdoc import md_table, row
+    rows = [row(start + i, r[0], "s16" if r[2] < 0 else "u16", 1, r[1], "R/W user", r[2], r[3],
+                r[6]) for i, r in enumerate(PARAM_TABLE)]
+    md = ("Units and ranges are those of `docs/parameters.md` (the table in "
+          "`firmware/bms/params.py`); rows with a negative minimum are signed.\n\n"
+          + md_table(["address", "#", "name", "type", "unit", "min", "max", "description"],
+                     [("0x%04X" % r[0], r[0] - start, r[2], r[3], r[5], r[7], r[8], r[9])
+                      for r in rows]))
+    return "Parameters", md, rows
