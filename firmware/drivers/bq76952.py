@@ -155,6 +155,14 @@ def _clamp(v, lo, hi):
     return lo if v < lo else hi if v > hi else v
 
 
+def _in_blocks(blocks, addr, n):
+    """Bytes addr..addr+n-1 from dm_snapshot blocks, or None."""
+    for base, b in blocks:
+        if base <= addr and addr + n <= base + 32:
+            return b[addr - base:addr - base + n]
+    return None
+
+
 def default_vcell_mask(cells):
     """TI's wiring for fewer than 16 cells: the bottom cells on VC1.. and the
     top cell always on VC16 (unused inputs shorted to the cell below)."""
@@ -349,18 +357,15 @@ class BQ76952(Afe):
         n = struct.calcsize(fmt)
         return struct.unpack(fmt, bytes(self.subcommand_read(addr, n)))[0]
 
-    def dm_snapshot(self, addrs):
-        """{address: byte} for every byte in addrs ((address, length) pairs),
-        read as few 32-byte data-memory blocks as possible (TRM: a data-memory
-        read returns 32 bytes from the address)."""
-        out = {}
-        for addr, n in sorted(addrs):
-            if addr in out and addr + n - 1 in out:
-                continue
-            blk = bytes(self.subcommand_read(addr, 32))
-            for i in range(32):
-                out[addr + i] = blk[i]
-        return out
+    def dm_snapshot(self, spans):
+        """The data memory under spans ((address, length) pairs) as a list of
+        (base, 32 bytes) blocks, read as few blocks as possible (TRM: a
+        data-memory read returns the 32 bytes from the address)."""
+        blocks = []
+        for addr, n in sorted(spans):
+            if _in_blocks(blocks, addr, n) is None:
+                blocks.append((addr, bytes(self.subcommand_read(addr, 32))))
+        return blocks
 
     def battery_status(self):
         return self.read_u16(_CMD_BATTERY_STATUS)
@@ -441,28 +446,24 @@ class BQ76952(Afe):
             if conf.get(key):
                 prot |= bit
         w.append((_DM_ENABLED_PROT_A, "<B", prot))
-        want = {}
-        spans = []
-        for addr, fmt, val in w:
-            b = struct.pack(fmt, val)
-            spans.append((addr, len(b)))
-            for i in range(len(b)):
-                want[addr + i] = b[i]
+        for i in range(len(w)):
+            addr, fmt, val = w[i]
+            w[i] = (addr, struct.pack(fmt, val))
         for attempt in range(self.retry_limit + 1):
             if attempt:
                 self.retries += 1
             self._cfgupdate(True)
             try:
-                for addr, fmt, val in w:
-                    self.dm_write(addr, fmt, val)
+                for addr, b in w:
+                    self.subcommand_write(addr, b, len(b))
             finally:
                 self._cfgupdate(False)
             # Read back everything protection depends on: a write the chip
             # dropped must not leave a default (e.g. OCC at 4 mV) in force.
-            snap = self.dm_snapshot(spans)
+            snap = self.dm_snapshot([(addr, len(b)) for addr, b in w])
             ok = True
-            for addr in want:
-                if snap.get(addr) != want[addr]:
+            for addr, b in w:
+                if _in_blocks(snap, addr, len(b)) != b:
                     ok = False
                     break
             if ok:
@@ -482,8 +483,7 @@ class BQ76952(Afe):
 
     def _applied(self, uohm, snap):
         def r(addr, fmt):
-            n = struct.calcsize(fmt)
-            return struct.unpack(fmt, bytes([snap[addr + i] for i in range(n)]))[0]
+            return struct.unpack(fmt, _in_blocks(snap, addr, struct.calcsize(fmt)))[0]
         da = r(_DM_DA_CONFIG, "<B")
         self.user_amps_ma = (0, 1, 10, 100)[da & 3] or 1
         self.user_volts_mv = 10 if da & 0x04 else 1
