@@ -58,6 +58,17 @@ def _ticks():
     return (lambda: int(time.monotonic() * 1000) & 0x3FFFFFFF), ticks_diff
 
 
+def _sleep_us(machine):
+    """The wait the chip drivers need between some bus accesses (data-sheet
+    times, microseconds): time.sleep_us on a board.  A fake ``machine`` may
+    bring its own virtual one, so host tests never sleep on the wall clock."""
+    f = getattr(machine, "sleep_us", None)
+    if f is None:
+        import time
+        f = time.sleep_us
+    return f
+
+
 def build_i2c(machine, pins, key="i2c"):
     bus_id, sda, scl, freq = pins[key]
     return machine.I2C(bus_id, sda=machine.Pin(sda), scl=machine.Pin(scl), freq=freq)
@@ -68,7 +79,8 @@ def build_can(machine, pins, opts):
     spi = machine.SPI(bus_id, baudrate=8000000, polarity=0, phase=0,
                       sck=machine.Pin(sck), mosi=machine.Pin(mosi), miso=machine.Pin(miso))
     cs = _out(machine, pins["can_cs"], 1)
-    return MCP2515(spi, cs, xtal_hz=_opt(opts, "can_xtal"), bitrate=_opt(opts, "can_bitrate"))
+    return MCP2515(spi, cs, xtal_hz=_opt(opts, "can_xtal"), bitrate=_opt(opts, "can_bitrate"),
+                   wait_us=_sleep_us(machine))
 
 
 def build_ntcs(machine, pins, opts, adc_wrap=None):
@@ -101,7 +113,9 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
     ticks_ms, ticks_diff = _ticks()
     i2c = build_i2c(machine, pins)
     stacked = bool(pins.get("i2c_top"))
-    afe = BQ76952(i2c, crc=_opt(opts, "afe_crc"), cells=16 if stacked else _opt(opts, "cells"))
+    wait_us = _sleep_us(machine)
+    afe = BQ76952(i2c, crc=_opt(opts, "afe_crc"), cells=16 if stacked else _opt(opts, "cells"),
+                  wait_us=wait_us)
     afes = [afe]
     # The BQ76952 die sits next to its internal bleed FETs: balance temperature.
     afe_temps = [(0, ROLE_BALANCE)]
@@ -113,7 +127,7 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
         # Imported here so single-chip boards do not spend heap on it.
         from drivers.afe_stack import AfeStack
         top_i2c = build_i2c(machine, pins, "i2c_top")
-        afes.append(BQ76952(top_i2c, crc=_opt(opts, "afe_crc"), cells=3))
+        afes.append(BQ76952(top_i2c, crc=_opt(opts, "afe_crc"), cells=3, wait_us=wait_us))
         afe = AfeStack(afes)
         afe_temps.append((4, ROLE_BALANCE))   # the top chip's die (its own bleed FETs)
         cells = opts["cells"] if opts and "cells" in opts else afe.max_cells
@@ -145,7 +159,8 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
 
 def build_slave(machine, pins, opts=None):
     i2c = build_i2c(machine, pins)
-    afe = BQ76952(i2c, crc=_opt(opts, "afe_crc"), cells=_opt(opts, "cells"))
+    afe = BQ76952(i2c, crc=_opt(opts, "afe_crc"), cells=_opt(opts, "cells"),
+                  wait_us=_sleep_us(machine))
     led = None
     if pins.get("led") is not None:
         led = gpio.StatusLed(machine.Pin(pins["led"], machine.Pin.OUT))

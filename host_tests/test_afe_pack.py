@@ -8,13 +8,15 @@ from drivers.ltc681x import LTC681x
 from tools.sim.emu_bq76952 import EmuBQ76952, PackSource
 from tools.sim.emu_ltc681x import EmuLTC681x
 from tools.sim.pack import Pack
+from tools.sim.vclock import UsClock
 
 
 def test_bq76952_reads_pack_and_trips_on_short():
     pack = Pack("LFP", cells=16, soc=0.5, soc_spread=0.05, seed=3)
     pack.relays = [1, 0, 1, 1, 0]
-    emu = EmuBQ76952(PackSource(pack), crc=True, shunt_uohm=100)
-    drv = BQ76952(emu, crc=True, cells=16)
+    clk = UsClock()
+    emu = EmuBQ76952(PackSource(pack), crc=True, shunt_uohm=100, clock=clk)
+    drv = BQ76952(emu, crc=True, cells=16, wait_us=clk.sleep_us)
     drv.configure({"cells": 16, "shunt_uohm": 100, "scd_ma": 600000, "cov_mv": 3800,
                    "cuv_mv": 2200})
     drv.set_switches(True, True)
@@ -40,8 +42,9 @@ def test_bq76952_reads_pack_and_trips_on_short():
 
 def test_bq76952_balancing_bleeds_pack_cells():
     pack = Pack("NMC", cells=8, seed=4)
-    emu = EmuBQ76952(PackSource(pack))
-    drv = BQ76952(emu, cells=8)
+    clk = UsClock()
+    emu = EmuBQ76952(PackSource(pack), clock=clk)
+    drv = BQ76952(emu, cells=8, wait_us=clk.sleep_us)
     drv.configure({"cells": 8, "shunt_uohm": 100})
     flags = bytearray(8)
     flags[1] = flags[7] = 1
@@ -52,8 +55,9 @@ def test_bq76952_balancing_bleeds_pack_cells():
 def test_ltc_chain_reads_32_cell_pack_with_open_wire_flag():
     pack = Pack("NMC", cells=32, soc=0.6, soc_spread=0.05, seed=5)
     src = PackSource(pack)
-    emu = EmuLTC681x(src, chips=4, model=6811, cells_per_chip=8)
-    drv = LTC681x(emu.spi, emu.cs, chips=4)
+    clk = UsClock()
+    emu = EmuLTC681x(src, chips=4, model=6811, cells_per_chip=8, clock=clk)
+    drv = LTC681x(emu.spi, emu.cs, chips=4, wait_us=clk.sleep_us, ticks_ms=clk.ticks_ms)
     drv.configure({"cells": 32})
     mv = array("H", [0] * 32)
     drv.read_cells(mv, 32)

@@ -23,6 +23,20 @@ Protocol (TI BQ76952 TRM SLUUBY2B, software guide SLUAA11B):
 Every transaction is retried up to ``retry_limit`` times on OSError (NACK)
 or CRC/checksum mismatch; then OSError(EIO) propagates.  The hot paths
 (read_cells, read_current, fault) use preallocated buffers only.
+
+Waits (through ``wait_us``, the injected ``time.sleep_us``; never in the
+direct-command reads of the hot path):
+- 2 ms after SET_CFGUPDATE and 1 ms after EXIT_CFGUPDATE before the Battery
+  Status flag is polled (500 us between polls), the times LibreSolar takes
+  from TI's data-sheet command table;
+- 200 us after every subcommand or data-memory write before the next access
+  to the subcommand window (LibreSolar: without it the next command fails);
+- 100 us before each poll of 0x3E for a subcommand's response (bounded).
+``configure`` reads back every value it wrote (gains, thresholds, delays,
+Enabled Protections, cell and balancing settings); a value the chip does
+not hold is written again, and after ``retry_limit`` rounds configure raises
+OSError: the board then treats the AFE as failed (relays stay open) instead
+of running on a default it never meant to set.
 """
 import struct
 
@@ -58,7 +72,7 @@ _SUB_MFG_STATUS = const(0x0057)
 _SUB_CB_ACTIVE_CELLS = const(0x0083)
 _SUB_SET_CFGUPDATE = const(0x0090)
 _SUB_EXIT_CFGUPDATE = const(0x0092)
-_SUB_ALL_FETS_OFF = const(0x0095)
+_SUB_ALL_FETS_ON = const(0x0096)
 _SUB_FET_CONTROL = const(0x0097)
 _SUB_SLEEP_ENABLE = const(0x0099)
 _SUB_SLEEP_DISABLE = const(0x009A)
@@ -71,7 +85,8 @@ _DM_CAP_GAIN = const(0x91AC)        # F4
 _DM_DA_CONFIG = const(0x9303)       # H1: USER_AMPS[1:0], USER_VOLTS_CV bit 2
 _DM_VCELL_MODE = const(0x9304)      # H2: one bit per VC channel in use
 _DM_FET_OPTIONS = const(0x9308)
-_DM_MFG_STATUS_INIT = const(0x9343)  # H2: FET_EN bit 4
+_DM_CB_MAX_CELLS = const(0x933A)    # U1: Cell Balance Max Cells (default 1)
+_DM_MFG_STATUS_INIT = const(0x9343)  # H2: PF_EN bit 6, FET_EN bit 4
 _DM_ENABLED_PROT_A = const(0x9261)
 _DM_CUV_THRESHOLD = const(0x9275)   # I1, 50.6 mV
 _DM_CUV_DELAY = const(0x9276)       # U2, 3.3 ms (+6.6 ms)
@@ -94,6 +109,15 @@ _SA_CUV = const(0x04)
 
 SCD_MV = (10, 20, 40, 60, 80, 100, 125, 150, 175, 200, 250, 300, 350, 400, 450, 500)
 _MFG_FET_EN = const(0x10)
+_MFG_PF_EN = const(0x40)
+# Waits in microseconds (see the module docstring).
+_T_ENTER_US = const(2000)
+_T_EXIT_US = const(1000)
+_T_STATUS_POLL_US = const(500)
+_T_WRITE_US = const(200)
+_T_POLL_US = const(100)
+_SUB_POLLS = const(40)          # 4 ms for a subcommand response
+_CFG_POLLS = const(5)
 _BS_CFGUPDATE = const(0x0001)
 _BS_SLEEP = const(0x8000)
 _K_OFFSET_DK = const(2731)  # 0.1 K -> 0.1 degC (273.15 K, rounded)
@@ -131,6 +155,14 @@ def _clamp(v, lo, hi):
     return lo if v < lo else hi if v > hi else v
 
 
+def _in_blocks(blocks, addr, n):
+    """Bytes addr..addr+n-1 from dm_snapshot blocks, or None."""
+    for base, b in blocks:
+        if base <= addr and addr + n <= base + 32:
+            return b[addr - base:addr - base + n]
+    return None
+
+
 def default_vcell_mask(cells):
     """TI's wiring for fewer than 16 cells: the bottom cells on VC1.. and the
     top cell always on VC16 (unused inputs shorted to the cell below)."""
@@ -143,9 +175,13 @@ class BQ76952(Afe):
     max_cells = 16
     balance_no_adjacent = True  # our policy for the internal bleed FETs
 
-    def __init__(self, i2c, addr=ADDR, crc=False, cells=16, vcell_mask=None, retry_limit=3):
+    def __init__(self, i2c, addr=ADDR, crc=False, cells=16, vcell_mask=None, retry_limit=3,
+                 wait_us=None):
         Afe.__init__(self)
         self.i2c = i2c
+        self.wait_us = wait_us   # time.sleep_us on a board; None: no waits
+        self.verify_errors = 0   # configure read-backs that differed
+        self.bal_max = 16
         self.addr = addr
         self.crc = crc
         self.retry_limit = retry_limit
@@ -251,12 +287,21 @@ class BQ76952(Afe):
         return v - 0x10000 if v & 0x8000 else v
 
     # ---- subcommands and data memory ---------------------------------------
-    def subcommand(self, code):
-        """Command-only subcommand."""
+    def _wait(self, us):
+        w = self.wait_us
+        if w is not None:
+            w(us)
+
+    def _send_code(self, code):
         t = self._tx
         t[0] = code & 0xFF
         t[1] = code >> 8
         self._write(_CMD_SUBCMD, t, 2)
+
+    def subcommand(self, code):
+        """Command-only subcommand; waits until the chip takes the next one."""
+        self._send_code(code)
+        self._wait(_T_WRITE_US)
 
     def subcommand_read(self, code, n):
         """Run a subcommand (or data-memory read) and return a memoryview of
@@ -264,11 +309,12 @@ class BQ76952(Afe):
         for attempt in range(self.retry_limit + 1):
             if attempt:
                 self.retries += 1
-            self.subcommand(code)
+            self._send_code(code)
             # The chip echoes the code at 0x3E/0x3F once the buffer is ready
-            # (0xFF while busy); bounded polling, no sleeping.
+            # (0xFF while busy); bounded polling with a wait before each poll.
             ready = False
-            for _ in range(8):
+            for _ in range(_SUB_POLLS):
+                self._wait(_T_POLL_US)
                 if self.read_u16(_CMD_SUBCMD) == code:
                     ready = True
                     break
@@ -289,7 +335,8 @@ class BQ76952(Afe):
 
     def subcommand_write(self, code, data, n):
         """Subcommand with data, or a data-memory write: code and data in one
-        block from 0x3E, then checksum and length to 0x60/0x61."""
+        block from 0x3E, then checksum and length to 0x60/0x61; then the
+        chip's processing time."""
         t = self._tx
         t[0] = code & 0xFF
         t[1] = code >> 8
@@ -299,6 +346,7 @@ class BQ76952(Afe):
         t[0] = checksum(code, data, n)
         t[1] = n + 4
         self._write(_CMD_CHECKSUM, t, 2)
+        self._wait(_T_WRITE_US)
 
     def dm_write(self, addr, fmt, value):
         """Write one data-memory value (struct format '<B', '<b', '<H', '<f')."""
@@ -309,12 +357,25 @@ class BQ76952(Afe):
         n = struct.calcsize(fmt)
         return struct.unpack(fmt, bytes(self.subcommand_read(addr, n)))[0]
 
+    def dm_snapshot(self, spans):
+        """The data memory under spans ((address, length) pairs) as a list of
+        (base, 32 bytes) blocks, read as few blocks as possible (TRM: a
+        data-memory read returns the 32 bytes from the address)."""
+        blocks = []
+        for addr, n in sorted(spans):
+            if _in_blocks(blocks, addr, n) is None:
+                blocks.append((addr, bytes(self.subcommand_read(addr, 32))))
+        return blocks
+
     def battery_status(self):
         return self.read_u16(_CMD_BATTERY_STATUS)
 
     def _cfgupdate(self, enter):
-        self.subcommand(_SUB_SET_CFGUPDATE if enter else _SUB_EXIT_CFGUPDATE)
-        for _ in range(8):
+        self._send_code(_SUB_SET_CFGUPDATE if enter else _SUB_EXIT_CFGUPDATE)
+        self._wait(_T_ENTER_US if enter else _T_EXIT_US)
+        for i in range(_CFG_POLLS):
+            if i:
+                self._wait(_T_STATUS_POLL_US)
             on = bool(self.battery_status() & _BS_CFGUPDATE)
             if on == enter:
                 return
@@ -345,7 +406,17 @@ class BQ76952(Afe):
         w.append((_DM_DA_CONFIG, "<B", 0x04 | amps))  # USER_VOLTS_CV, USER_AMPS
         w.append((_DM_CC_GAIN, "<f", cc_gain))
         w.append((_DM_CAP_GAIN, "<f", cc_gain * 298261.6178))
-        w.append((_DM_MFG_STATUS_INIT, "<H", _MFG_FET_EN))
+        # Cell Balance Max Cells: the chip refuses a CB_ACTIVE_CELLS mask with
+        # more cells (default 1); allow as many as our own policy can ask for.
+        n = self.cells
+        bal_max = _clamp(conf.get("bal_max_cells", (n + 1) // 2 if self.balance_no_adjacent else n),
+                         1, 16)
+        w.append((_DM_CB_MAX_CELLS, "<B", bal_max))
+        # Mfg Status Init as in TI's BQ769x2 example (PF_EN | FET_EN).  The chip
+        # copies it to Manufacturing Status only at reset, so it matters if
+        # this RAM image is ever programmed into OTP; at run time FET_EN is
+        # checked below and set with FET_ENABLE.
+        w.append((_DM_MFG_STATUS_INIT, "<H", _MFG_PF_EN | _MFG_FET_EN))
         if "cov_mv" in conf:
             w.append((_DM_COV_THRESHOLD, "<b", _clamp(_ceil_div(conf["cov_mv"] * 10, 506), 20, 110)))
             w.append((_DM_COV_DELAY, "<H", self._delay_code(conf.get("cov_delay_ms", 250), 2047)))
@@ -375,23 +446,44 @@ class BQ76952(Afe):
             if conf.get(key):
                 prot |= bit
         w.append((_DM_ENABLED_PROT_A, "<B", prot))
-        self._cfgupdate(True)
-        try:
-            for addr, fmt, val in w:
-                self.dm_write(addr, fmt, val)
-        finally:
-            self._cfgupdate(False)
+        for i in range(len(w)):
+            addr, fmt, val = w[i]
+            w[i] = (addr, struct.pack(fmt, val))
+        for attempt in range(self.retry_limit + 1):
+            if attempt:
+                self.retries += 1
+            self._cfgupdate(True)
+            try:
+                for addr, b in w:
+                    self.subcommand_write(addr, b, len(b))
+            finally:
+                self._cfgupdate(False)
+            # Read back everything protection depends on: a write the chip
+            # dropped must not leave a default (e.g. OCC at 4 mV) in force.
+            snap = self.dm_snapshot([(addr, len(b)) for addr, b in w])
+            ok = True
+            for addr, b in w:
+                if _in_blocks(snap, addr, len(b)) != b:
+                    ok = False
+                    break
+            if ok:
+                break
+            self.verify_errors += 1
+        else:
+            raise OSError(EIO)
+        self.bal_max = bal_max
         mfg = self.subcommand_read(_SUB_MFG_STATUS, 2)
         if not mfg[0] & _MFG_FET_EN:
             self.subcommand(_SUB_FET_ENABLE)  # toggles FET_EN: firmware FET control
-        return self._applied(uohm)
+        return self._applied(uohm, snap)
 
     @staticmethod
     def _delay_code(ms, hi):
         return _clamp(_ceil_div(ms * 10, 33) - 2, 1, hi)
 
-    def _applied(self, uohm):
-        r = self.dm_read
+    def _applied(self, uohm, snap):
+        def r(addr, fmt):
+            return struct.unpack(fmt, _in_blocks(snap, addr, struct.calcsize(fmt)))[0]
         da = r(_DM_DA_CONFIG, "<B")
         self.user_amps_ma = (0, 1, 10, 100)[da & 3] or 1
         self.user_volts_mv = 10 if da & 0x04 else 1
@@ -402,7 +494,7 @@ class BQ76952(Afe):
                 n += 1
         prot = r(_DM_ENABLED_PROT_A, "<B")
         out = {"cells": n, "vcell_mask": mask, "user_amps_ma": self.user_amps_ma,
-               "prot_a": prot, "shunt_uohm": uohm,
+               "prot_a": prot, "shunt_uohm": uohm, "bal_max_cells": r(_DM_CB_MAX_CELLS, "<B"),
                "cc_gain": r(_DM_CC_GAIN, "<f")}
         if prot & _SA_COV:
             out["cov_mv"] = r(_DM_COV_THRESHOLD, "<b") * 506 // 10
@@ -469,9 +561,14 @@ class BQ76952(Afe):
         if self.balance_no_adjacent:
             check_no_adjacent(flags, min(n, len(flags)))
         mask = 0
+        k = 0
         for i in range(min(n, len(flags))):
             if flags[i]:
                 mask |= 1 << self._chan[i]
+                k += 1
+        if k > self.bal_max:
+            # The chip would refuse the whole mask (Cell Balance Max Cells).
+            raise ValueError("more cells than Cell Balance Max Cells")
         t = self._tx
         t[40] = mask & 0xFF
         t[41] = mask >> 8
@@ -479,14 +576,16 @@ class BQ76952(Afe):
 
     def set_switches(self, chg, dsg):
         """Host FET control via FET_CONTROL (one atomic write: bit0 DSG_OFF,
-        bit1 PDSG_OFF, bit2 CHG_OFF, bit3 PCHG_OFF); the chip's own
-        protections still override it."""
-        if not chg and not dsg:
-            self.subcommand(_SUB_ALL_FETS_OFF)
-            return
+        bit1 PDSG_OFF, bit2 CHG_OFF, bit3 PCHG_OFF), also for "both off": we
+        never send ALL_FETS_OFF, whose latch FET_CONTROL does not lift.  When
+        both paths are wanted on, ALL_FETS_ON follows: it lifts such a latch
+        left by anyone else (a host tool, an earlier firmware) and cannot turn
+        on a FET we want off.  The chip's own protections still override."""
         t = self._tx
         t[40] = (0 if dsg else 0x03) | (0 if chg else 0x0C)
         self.subcommand_write(_SUB_FET_CONTROL, memoryview(t)[40:41], 1)
+        if chg and dsg:
+            self.subcommand(_SUB_ALL_FETS_ON)
 
     def set_mode(self, mode):
         if mode == MODE_NORMAL:
@@ -494,8 +593,9 @@ class BQ76952(Afe):
         elif mode == MODE_SLEEP:
             self.subcommand(_SUB_SLEEP_ENABLE)
         elif mode == MODE_SHUTDOWN:
-            # One SHUTDOWN is sent; whether the BQ76952 wants it twice (as TI's
-            # gauges do when sealed) is not verified: see docs/afe.md.
+            # SLUUBY2B command table: twice within 4 s only when SEALED; we
+            # run the chip unsealed (we write its data memory), so once starts
+            # the shutdown sequence (twice would skip its delays).
             self.subcommand(_SUB_SHUTDOWN)
         else:
             raise ValueError("mode")

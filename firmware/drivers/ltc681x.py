@@ -22,12 +22,20 @@ Protocol (LTC6811-1 / LTC6813-1 data sheets):
   configuration, DCC bits included (DCTO stays 0: balancing fails safe off).
   The core's 250 ms cell task keeps it alive; ``balance`` rewrites the
   configuration every time it is called.
-- Wake-up: the chip (isoSPI) sleeps after idle time; every public operation
-  starts with one CS pulse per chip.
+- Wake-up (data sheet "Waking up the serial interface", Linduino
+  wakeup_sleep/wakeup_idle): a chip sleeps after ~2 s without a wake-up
+  signal (watchdog, t_SLEEP >= 1.8 s) and at power-up; waking it takes CS low
+  for t_WAKE (<= 400 us), one chip after the other along the chain.  Every
+  public operation starts with ``wakeup()``: the long pulse per chip
+  (400 us low, 10 us high) when the chain may be asleep - first use, after
+  set_mode(SLEEP), after any failed exchange, more than 1 s since the last
+  activity by ``ticks_ms``, or always when no ``ticks_ms`` is given -
+  otherwise one short pulse per chip (the isoSPI's IDLE to READY).
 
 Write groups carry PECs the chip checks, but a dropped write is invisible to
 the host, so ``configure``/``balance`` read the configuration back and
-compare.  A read with a bad PEC is repeated up to ``retry_limit`` times,
+compare (CFGR0: ADCOPT and REFON only; DTEN is read-only and reads the DTEN
+pin, the GPIO bits read the pins).  A read with a bad PEC is repeated up to ``retry_limit`` times,
 counted in ``crc_errors``/``retries``, then OSError.  Values of 0xFFFF
 (never converted) also count as failures.
 """
@@ -35,6 +43,7 @@ from array import array
 
 from micropython import const
 
+from bms.ticks import ticks_diff
 from drivers.afe import (FAULT_OPEN_WIRE, FAULT_OT, FAULT_OTHER, FAULT_OV, FAULT_UV,
                          MODE_NORMAL, MODE_SHUTDOWN, MODE_SLEEP, Afe, check_no_adjacent)
 
@@ -52,11 +61,23 @@ _RDSTATB = const(0x0012)
 _CLRCELL = const(0x0711)
 PLADC = const(0x0714)
 _MD_NORMAL = const(2)  # 7 kHz with ADCOPT = 0
+_MD_FILTERED = const(3)  # 26 Hz with ADCOPT = 0
 ADCV = const(0x0260 | (_MD_NORMAL << 7))            # all cells, DCP = 0
-_ADOW_PU = const(0x0228 | (_MD_NORMAL << 7) | 0x40)
-_ADOW_PD = const(0x0228 | (_MD_NORMAL << 7))
+_ADOW = const(0x0228)                               # | MD << 7 | PUP << 6
+_PUP = const(0x40)
 ADAX = const(0x0460 | (_MD_NORMAL << 7))            # all GPIOs and VREF2
 ADSTAT = const(0x0468 | (_MD_NORMAL << 7))          # SC, ITMP, VA, VD
+# Conversion times (us) of all cells / all GPIOs by MD 1..3 (27 kHz, 7 kHz,
+# 26 Hz): LTC6804/6811 data-sheet table 1.1 / 2.3 / 201 ms; the LTC6813
+# converts 6 channels per ADC instead of 4 (x 1.5, an estimate).  ADSTAT
+# (SC, ITMP, VA, VD): 0.75 / 1.6 / 134 ms.  PLADC is polled after the wait.
+_T_CV_6811 = (0, 1100, 2300, 201000)
+_T_CV_6813 = (0, 1650, 3450, 301500)
+_T_STAT = (0, 748, 1600, 134000)
+_T_WAKE_US = const(400)   # t_WAKE maximum: CS low per sleeping chip
+_T_READY_US = const(10)   # CS high between wake pulses (Linduino)
+_AWAKE_MS = const(1000)   # well below the watchdog's 1.8 s minimum
+_IDLE_US = const(4000)    # isoSPI goes IDLE after 4.3 ms without activity
 _OPEN_WIRE_DELTA = const(-4000)  # -400 mV in 100 uV units
 _NOT_CONVERTED = const(0xFFFF)
 
@@ -87,13 +108,15 @@ def pec15(data, start, n):
 
 class LTC681x(Afe):
     """chips: devices in the chain; model 6811 (12 cells) or 6813 (18);
-    wait_us: optional callable the board passes (time.sleep_us) to give the
-    ADC its conversion time before polling; poll_limit bounds the PLADC poll.
+    wait_us: the board's time.sleep_us, for the wake-up pulses and the ADC's
+    conversion time before PLADC is polled (None: no waits, host fakes only);
+    ticks_ms: the board's time.ticks_ms, so a chain that was active less than
+    a second ago gets the short wake-up; poll_limit bounds the PLADC poll.
     """
     balance_no_adjacent = False  # the chip allows any DCC pattern
 
     def __init__(self, spi, cs, chips=1, model=6811, retry_limit=3, wait_us=None,
-                 poll_limit=2000, no_adjacent=False):
+                 poll_limit=2000, no_adjacent=False, ticks_ms=None):
         Afe.__init__(self)
         if model not in (6811, 6813):
             raise ValueError("model 6811 or 6813")
@@ -107,6 +130,11 @@ class LTC681x(Afe):
         self.groups = self.per_chip // 3
         self.retry_limit = retry_limit
         self.wait_us = wait_us
+        self.ticks_ms = ticks_ms
+        self._t_cv = _T_CV_6811 if model == 6811 else _T_CV_6813
+        self._awake = False     # chain known to be awake (see wakeup)
+        self._last_ms = 0
+        self.long_wakes = 0
         self.poll_limit = poll_limit
         self.balance_no_adjacent = no_adjacent
         self.max_cells = chips * self.per_chip
@@ -141,7 +169,36 @@ class LTC681x(Afe):
         t[2] = p >> 8
         t[3] = p & 0xFF
 
+    def _wait(self, us):
+        w = self.wait_us
+        if w is not None:
+            w(us)
+
     def wakeup(self):
+        """Wake the chain before a command (see the module docstring)."""
+        t = self.ticks_ms
+        deep = not self._awake or t is None
+        if not deep and ticks_diff(t(), self._last_ms) >= _AWAKE_MS:
+            deep = True
+        cs = self.cs
+        if deep and self.wait_us is not None:
+            # A sleeping chip wakes from CS held low for t_WAKE and then passes
+            # the wake-up on: one long pulse per chip.
+            self.long_wakes += 1
+            w = self.wait_us
+            for _ in range(self.chips):
+                cs.value(0)
+                w(_T_WAKE_US)
+                cs.value(1)
+                w(_T_READY_US)
+        else:
+            self._idle_wake()
+        self._awake = True
+        if t is not None:
+            self._last_ms = t()
+
+    def _idle_wake(self):
+        # isoSPI IDLE -> READY: one short pulse per chip.
         for _ in range(self.chips):
             self.cs.value(0)
             self.spi.write(self._ff)
@@ -182,6 +239,8 @@ class LTC681x(Afe):
         for attempt in range(self.retry_limit + 1):
             if attempt:
                 self.retries += 1
+                if not self._awake:
+                    self.wakeup()   # a chip may have slept: the long wake-up
             self._cmd(code)
             t = self._tx
             for i in range(4, 4 + 8 * n):
@@ -203,12 +262,16 @@ class LTC681x(Afe):
             if ok:
                 return
             self.crc_errors += 1
+            self._awake = False
         raise OSError(EIO)
 
-    def _convert(self, code):
+    def _convert(self, code, us):
+        """Start a conversion, wait its data-sheet time, then poll PLADC."""
         self.command(code)
         if self.wait_us is not None:
-            self.wait_us(3000)
+            self.wait_us(us)
+            if us >= _IDLE_US:
+                self._idle_wake()   # the isoSPI went IDLE during the wait
         # PLADC: SDO is held low until the conversion is done.
         self._cmd(PLADC)
         self.cs.value(0)
@@ -221,6 +284,7 @@ class LTC681x(Afe):
                     return
         finally:
             self.cs.value(1)
+        self._awake = False
         raise OSError(ETIMEDOUT)
 
     # ---- configuration ---------------------------------------------------------
@@ -282,6 +346,8 @@ class LTC681x(Afe):
         for attempt in range(self.retry_limit + 1):
             if attempt:
                 self.retries += 1
+                self._awake = False   # a chip that dropped the write may sleep
+                self.wakeup()
             self._write_groups(WRCFGA, self.cfga)
             if self.model == 6813:
                 self._write_groups(_WRCFGB, self.cfgb)
@@ -289,13 +355,15 @@ class LTC681x(Afe):
                 if not self._same(self.cfgb, 0xF0, 2):
                     continue
             self._read_groups(_RDCFGA)
-            if self._same(self.cfga, 0x07, 6):
+            # CFGR0: compare ADCOPT (bit 0) and REFON (bit 2) only; DTEN (bit
+            # 1) is read-only (the DTEN pin), bits 7..3 read the GPIO pins.
+            if self._same(self.cfga, 0x05, 6):
                 return
         raise OSError(EIO)
 
     def _same(self, regs, mask0, nbytes):
-        # Byte 0 mixes written bits with GPIO pin states: compare the written
-        # bits only.
+        # Byte 0 mixes written bits with read-only pin states: compare the
+        # written bits only.
         r = self._rx
         for c in range(self.chips):
             o = 4 + 8 * c
@@ -330,7 +398,7 @@ class LTC681x(Afe):
                 self.retries += 1
             try:
                 self.wakeup()
-                self._convert(ADCV)
+                self._convert(ADCV, self._t_cv[_MD_NORMAL])
                 self._read_cv()
             except OSError:
                 continue
@@ -355,7 +423,7 @@ class LTC681x(Afe):
         """GPIO voltages (thermistor dividers) per chip: 6811 G1..G5, VREF2
         (6 values per chip); 6813 G1..G9, VREF2 (10).  Returns count."""
         self.wakeup()
-        self._convert(ADAX)
+        self._convert(ADAX, self._t_cv[_MD_NORMAL])
         k = 0
         ng = 2 if self.model == 6811 else 4
         per = 6 if self.model == 6811 else 10
@@ -384,7 +452,7 @@ class LTC681x(Afe):
         """Die temperature of every chip (STATA ITMP: 100 uV / 7.6 mV per degC
         - 276 degC) in 0.1 degC; returns chips."""
         self.wakeup()
-        self._convert(ADSTAT)
+        self._convert(ADSTAT, _T_STAT[_MD_NORMAL])
         self._read_groups(_RDSTATA)
         r = self._rx
         for c in range(self.chips):
@@ -393,22 +461,33 @@ class LTC681x(Afe):
             temp_dc[c] = itmp * 10 // 76 - 2760  # itmp*0.1 mV / 7.6 mV -> degC*10
         return self.chips
 
-    def open_wire_check(self, repeats=2):
-        """ADOW with pull-up then pull-down currents (repeated so the input
-        filters settle), then the datasheet rule: wire C(n) is open if
-        V_PU(n+1) - V_PD(n+1) < -400 mV; C0 if V_PU(1) = 0; the top wire if
-        V_PD(top) = 0.  Returns a bit field (chip * (per_chip+1) + wire)."""
-        self.wakeup()
+    def open_wire_check(self, repeats=2, filtered=True):
+        """The data sheet's open-wire algorithm.  Cell registers are cleared
+        first (CLRCELL) before each run, so a conversion that did not happen
+        reads 0xFFFF and raises OSError instead of passing stale values as a
+        result.  ADOW with the pull-up ``repeats`` times, read, then with the
+        pull-down, read; wire C(n) is open if V_PU(n+1) - V_PD(n+1) < -400 mV,
+        C0 if V_PU(1) = 0, the top wire if V_PD(top) = 0.  Filtered mode
+        (26 Hz) by default: the data sheet's table needs 2 conversions per
+        direction for up to 1 uF on the C pins, where 7 kHz needs
+        1 + C / 10 nF (2 only up to 10 nF).  Blocks for about
+        4 x 201 ms (LTC6811) in filtered mode: not for the control loop.
+        Returns a bit field (chip * (per_chip+1) + wire)."""
+        md = _MD_FILTERED if filtered else _MD_NORMAL
+        t = self._t_cv[md]
         pc = self.per_chip
-        pu = array("H", [0] * len(self._raw))
+        self.wakeup()
+        self.command(_CLRCELL)
         for _ in range(repeats):
-            self._convert(_ADOW_PU)
+            self._convert(_ADOW | (md << 7) | _PUP, t)
         self._read_cv()
-        for i in range(len(pu)):
-            pu[i] = self._raw[i]
+        self._check_converted()
+        pu = array("H", self._raw)
+        self.command(_CLRCELL)
         for _ in range(repeats):
-            self._convert(_ADOW_PD)
+            self._convert(_ADOW | (md << 7), t)
         self._read_cv()
+        self._check_converted()
         pd = self._raw
         found = 0
         top = self.used[self.n_used - 1] + 1  # highest wire index used
@@ -424,6 +503,15 @@ class LTC681x(Afe):
                 found |= 1 << (base + top)
         self.open_wires = found
         return found
+
+    def _check_converted(self):
+        raw = self._raw
+        pc = self.per_chip
+        for c in range(self.chips):
+            for k in range(self.n_used):
+                if raw[c * pc + self.used[k]] == _NOT_CONVERTED:
+                    self._awake = False
+                    raise OSError(EIO)
 
     # ---- outputs ---------------------------------------------------------------
     def balance(self, flags):
@@ -472,6 +560,7 @@ class LTC681x(Afe):
                 self.cfgb[6 * c + 1] &= 0xFC
             self.wakeup()
             self._write_cfg()
+            self._awake = False   # next time: the long wake-up
         else:
             raise ValueError("mode")
 

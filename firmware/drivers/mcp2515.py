@@ -27,6 +27,13 @@ Receive: RXB0 with rollover (BUKT) into RXB1; when both are full the older
 frame is returned first.  Overflows (EFLG RX0OVR/RX1OVR) are counted and
 cleared.  The chip recovers from bus-off by itself after 128 x 11 recessive
 bits; ``restart()`` resets and reconfigures it (TEC/REC back to 0).
+
+Waits (``wait_us``, the injected ``time.sleep_us``; only in init and mode
+changes): 128 us after RESET before the first access (the oscillator
+start-up timer holds the chip in reset for 128 OSC1 cycles, section 8.1:
+128 us at the slowest 1 MHz clock, 16 us at 8 MHz; Zephyr's driver waits
+128 us), and 50 us between CANSTAT polls while a mode change completes
+(bounded at 1 ms, as Zephyr).
 """
 from micropython import const
 
@@ -80,6 +87,9 @@ _EFLG_EWARN = const(0x01)
 TXREQ = const(0x08)
 EIO = const(5)
 ENODEV = const(19)
+_T_RESET_US = const(128)
+_T_MODE_POLL_US = const(50)
+_MODE_POLLS = const(20)
 FILTER_ADDR = (0x00, 0x04, 0x08, 0x10, 0x14, 0x18)
 
 
@@ -137,9 +147,10 @@ def _enc_id(b, o, can_id, ext, mask=False):
 
 class MCP2515:
     def __init__(self, spi, cs, xtal_hz=16000000, bitrate=500000, mode=MODE_NORMAL,
-                 fifo=True, one_shot=False, retry_limit=3):
+                 fifo=True, one_shot=False, retry_limit=3, wait_us=None):
         self.spi = spi
         self.cs = cs
+        self.wait_us = wait_us  # time.sleep_us on a board; None: no waits
         self.xtal_hz = xtal_hz
         self.bitrate = bitrate
         self.cnf = bit_timing(xtal_hz, bitrate)
@@ -245,9 +256,16 @@ class MCP2515:
         return self._status(_I_RX_STATUS)
 
     # ---- set-up ----------------------------------------------------------------
+    def _wait(self, us):
+        w = self.wait_us
+        if w is not None:
+            w(us)
+
     def _set_mode(self, mode):
         self.bit_modify(_R_CANCTRL, 0xE0 | 0x08, (mode << 5) | (0x08 if self.one_shot else 0))
-        for _ in range(10):  # bounded poll, the switch takes a few bit times
+        for i in range(_MODE_POLLS):  # bounded: the switch waits for bus idle
+            if i:
+                self._wait(_T_MODE_POLL_US)
             if self.read_reg(_R_CANSTAT) >> 5 == mode:
                 return
         raise OSError(EIO)
@@ -265,6 +283,7 @@ class MCP2515:
 
     def _init_once(self):
         self._cmd(_I_RESET)
+        self._wait(_T_RESET_US)
         if self.read_reg(_R_CANSTAT) >> 5 != MODE_CONFIG:
             raise OSError(ENODEV)  # no chip answering (MISO stuck)
         c1, c2, c3 = self.cnf

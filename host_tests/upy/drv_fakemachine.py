@@ -3,12 +3,15 @@
 # (CS wired by pin number), ADC returns fixed NTC codes, WDT counts feeds.
 # With ``top_mv`` a second BQ76952 (the top of a stacked 17S-32S board, cells
 # top_mv) answers at 0x08 on I2C bus 1 only; bus 0 has the bottom chip (cells
-# cells_mv) and the INA228.
+# cells_mv) and the INA228.  ``sleep_us`` is a virtual microsecond clock the
+# drivers wait on (boards/common.py takes it from the machine) and the chip
+# emulators keep time by: ``fm.clock``.
 import drv_helpers  # noqa: F401
 
 from emu_bq76952 import EmuBQ76952, StaticSource
 from emu_ina228 import EmuINA228, StaticSource as ShuntSource
 from emu_mcp2515 import EmuMCP2515
+from vclock import UsClock
 
 
 class Pin:
@@ -46,15 +49,18 @@ class FakeMachine:
     def __init__(self, cells_mv, adc_code=32768, cs_pin=17, top_mv=None):
         Pin.registry = {}
         self.Pin = Pin
-        self.bq = EmuBQ76952(StaticSource(cells_mv), crc=True, shunt_uohm=100)
+        self.clock = UsClock()
+        self.sleep_us = self.clock.sleep_us
+        self.bq = EmuBQ76952(StaticSource(cells_mv), crc=True, shunt_uohm=100, clock=self.clock)
         self.bq_top = None
         total = sum(cells_mv)
         if top_mv is not None:
             # SRP/SRN of the top chip are shorted: it never sees the current.
-            self.bq_top = EmuBQ76952(StaticSource(top_mv), crc=True, shunt_uohm=100)
+            self.bq_top = EmuBQ76952(StaticSource(top_mv), crc=True, shunt_uohm=100,
+                                     clock=self.clock)
             total += sum(top_mv)
         self.ina = EmuINA228(ShuntSource(current_ma=0, bus_mv=total), shunt_uohm=100)
-        self.can = EmuMCP2515()
+        self.can = EmuMCP2515(clock=self.clock)
         self.cs_pin = cs_pin
         Pin.cs_n = cs_pin
         Pin.cs_target = self.can.cs

@@ -7,14 +7,17 @@ from afe_helpers import crc8_ref
 from drivers import afe
 from drivers.bq76952 import BQ76952, crc8
 from emu_bq76952 import EmuBQ76952, StaticSource
+from vclock import UsClock
 
 CELLS16 = [3300 + 10 * i for i in range(16)]
 
 
 def rig(cells=16, crc=False, mv=None, current=0, shunt_uohm=100):
+    # The driver waits on the same virtual clock the emulator keeps time by.
+    clk = UsClock()
     src = StaticSource(mv if mv is not None else CELLS16[:cells], current, (251, 262, 273, 284))
-    emu = EmuBQ76952(src, crc=crc, shunt_uohm=shunt_uohm)
-    drv = BQ76952(emu, crc=crc, cells=cells)
+    emu = EmuBQ76952(src, crc=crc, shunt_uohm=shunt_uohm, clock=clk)
+    drv = BQ76952(emu, crc=crc, cells=cells, wait_us=clk.sleep_us)
     return src, emu, drv
 
 
@@ -84,7 +87,9 @@ def test_fewer_cells_top_cell_on_vc16():
 def test_data_memory_write_matches_ti_checksum_example():
     # SLUUBY2B: write 0x307A to 0x9180 -> checksum 0x44, length 0x06.
     _, emu, drv = rig()
-    drv.subcommand(0x0090)
+    drv._cfgupdate(True)
+    drv.dm_write(0x9180, "<H", 0x1234)
+    assert emu.dm_get(0x9180, "<H") == 0x1234
     emu.log = []
     drv.dm_write(0x9180, "<H", 0x307A)
     assert emu.log == [("w", 0x3E, bytes([0x80, 0x91, 0x7A, 0x30])),
@@ -195,6 +200,7 @@ def test_stuck_register():
 
 def test_balance_refuses_adjacent_and_sends_cb_active_cells():
     src, emu, drv = rig()
+    drv.configure({"cells": 16, "shunt_uohm": 100})
     flags = bytearray(16)
     flags[3] = flags[4] = 1
     emu.log = []
@@ -377,3 +383,125 @@ def test_protection_codes_clamped_to_trm_ranges():
                        "occ_ma": 1, "ocd1_ma": 1})
     assert emu.dm_get(0x9278, "<b") == 20 and emu.dm_get(0x9275, "<b") == 20
     assert emu.dm_get(0x9280, "<b") == 2 and emu.dm_get(0x9282, "<b") == 2
+
+
+# ---- what independent references showed the driver must do ------------------
+CONF = {"cells": 16, "shunt_uohm": 100, "cov_mv": 3800, "cuv_mv": 2500, "occ_ma": 125000,
+        "ocd1_ma": 375000, "scd_ma": 650000}
+
+
+def test_fets_close_again_after_both_were_off():
+    # SLUUBY2B subcommands: ALL_FETS_OFF (0x0095) keeps every FET off until
+    # ALL_FETS_ON (0x0096); FET_CONTROL (0x0097) does not lift that latch.
+    _, emu, drv = rig()
+    drv.configure({"cells": 16, "shunt_uohm": 100})
+    drv.set_switches(True, True)
+    assert emu.chg_fet and emu.dsg_fet
+    drv.set_switches(False, False)
+    assert not emu.chg_fet and not emu.dsg_fet
+    drv.set_switches(True, True)
+    assert emu.chg_fet and emu.dsg_fet
+    drv.set_switches(False, True)
+    assert not emu.chg_fet and emu.dsg_fet
+    drv.set_switches(True, True)
+    assert emu.chg_fet and emu.dsg_fet
+
+
+def test_all_fets_on_lifts_a_latch_left_by_someone_else():
+    # A host tool or an earlier firmware left ALL_FETS_OFF latched (the chip
+    # keeps it across an MCU reset).  ALL_FETS_ON is sent only when both
+    # paths are wanted on, so it cannot turn on a FET we want off.
+    _, emu, drv = rig()
+    drv.configure({"cells": 16, "shunt_uohm": 100})
+    drv.subcommand(0x0095)
+    assert emu.all_off
+    emu.log = []
+    drv.set_switches(True, False)
+    assert not emu.chg_fet and not emu.dsg_fet          # latched: still off
+    assert [e for e in emu.log if e[1] == 0x3E and e[2][:2] == bytes([0x96, 0x00])] == []
+    drv.set_switches(True, True)
+    assert emu.chg_fet and emu.dsg_fet and not emu.all_off
+    writes = [e[2][:2] for e in emu.log if e[0] == "w" and e[1] == 0x3E]
+    assert writes[-2:] == [bytes([0x97, 0x00]), bytes([0x96, 0x00])]  # FET_CONTROL, then ALL_FETS_ON
+
+
+def test_host_balancing_more_than_one_cell():
+    # Settings:Cell Balancing Config:Cell Balance Max Cells (0x933A) is 1 by
+    # default, and the chip refuses a CB_ACTIVE_CELLS mask with more cells.
+    src, emu, drv = rig()
+    drv.configure({"cells": 16, "shunt_uohm": 100})
+    assert emu.dm_get(0x933A, "<B") == 8     # every other cell of 16
+    flags = bytearray(16)
+    for i in (0, 2, 4, 6, 8, 10, 12, 14):
+        flags[i] = 1
+    drv.balance(flags)
+    assert emu.cb_rejected == 0 and src.balance == list(flags)
+    assert drv.dm_read(0x933A, "<B") == 8
+
+
+def test_balance_max_cells_is_configurable_and_enforced():
+    src, emu, drv = rig()
+    a = drv.configure({"cells": 16, "shunt_uohm": 100, "bal_max_cells": 2})
+    assert a["bal_max_cells"] == 2 and emu.dm_get(0x933A, "<B") == 2
+    flags = bytearray(16)
+    flags[0] = flags[2] = flags[4] = 1
+    emu.log = []
+    assert raises(ValueError, drv.balance, flags)
+    assert emu.log == []   # refused before the chip would refuse it silently
+
+
+def test_configure_waits_for_config_update_and_every_write():
+    # SET_CFGUPDATE needs 2 ms and EXIT_CFGUPDATE 1 ms (TI's command table as
+    # LibreSolar uses it); each write about 200 us.  The emulator drops what
+    # comes earlier, so a driver without the waits cannot configure at all.
+    src = StaticSource(CELLS16)
+    clk = UsClock()
+    emu = EmuBQ76952(src, shunt_uohm=100, clock=clk)
+    hasty = BQ76952(emu, cells=16)            # no wait_us: back-to-back polling
+    assert raises(OSError, hasty.configure, CONF)
+    _, emu, drv = rig()
+    clk = emu.clock
+    t0 = clk.slept_us
+    a = drv.configure(CONF)
+    assert emu.dropped == 0 and emu.bad_checksums == 0
+    assert drv.retries == 0 and drv.verify_errors == 0
+    assert clk.slept_us - t0 >= 2000 + 1000 + 17 * 200  # enter, exit, 17 values
+    assert a["cov_mv"] == 3845 and not emu.cfgupdate
+
+
+def test_subcommand_response_is_polled_with_waits():
+    _, emu, drv = rig()
+    clk = emu.clock
+    t0 = clk.slept_us
+    assert drv.device_number() == 0x7695
+    assert clk.slept_us - t0 >= 250          # the chip's response time in the emulator
+
+
+def test_dropped_write_is_caught_by_read_back():
+    # A write the chip never applied (here the OCC threshold) must not leave
+    # the chip's default in force: configure reads every value back and
+    # writes again; one that never sticks makes configure raise OSError.
+    _, emu, drv = rig()
+    emu.drop_dm[0x9280] = 1
+    a = drv.configure(CONF)
+    assert drv.verify_errors == 1 and drv.retries == 1
+    assert emu.dm_get(0x9280, "<b") == 7 and a["occ_ma"] == 140000
+    for addr in (0x91A8, 0x9261, 0x9278, 0x9286):  # CC Gain, Enabled Prot. A, COV, SCD
+        _, emu, drv = rig()
+        emu.drop_dm[addr] = 100
+        assert raises(OSError, drv.configure, CONF)
+        assert drv.verify_errors == drv.retry_limit + 1
+
+
+def test_mfg_status_init_keeps_permanent_failure_checks():
+    # TI's BQ769x2 example writes Mfg Status Init (0x9343) = 0x0050: PF_EN
+    # (bit 6) and FET_EN (bit 4).  The chip loads it into Manufacturing
+    # Status only at reset (from OTP once programmed); at run time FET_EN
+    # comes from the FET_ENABLE subcommand.
+    _, emu, drv = rig()
+    drv.configure({"cells": 16, "shunt_uohm": 100})
+    assert emu.dm_get(0x9343, "<H") == 0x0050
+    assert emu.fet_en and not emu.pf_en      # RAM write: nothing changed yet
+    emu.program_otp()
+    emu.reset()
+    assert emu.pf_en and emu.fet_en

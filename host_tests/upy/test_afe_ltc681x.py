@@ -8,17 +8,28 @@ from drivers import afe
 from drivers.ltc681x import LTC681x, pec15
 from emu_bq76952 import StaticSource
 from emu_ltc681x import EmuLTC681x
+from vclock import UsClock
 
 
 def cells(n, base=3300):
     return [base + 7 * i for i in range(n)]
 
 
-def rig(chips=2, model=6811, mv=None, per_chip=None):
+def pair(src, chips=1, model=6811, pc=None, **kw):
+    """Emulator and driver on one virtual clock: the driver's waits (wake-up,
+    conversion times) and ticks come from the clock the chips keep time by."""
+    clk = UsClock()
+    emu = EmuLTC681x(src, chips=chips, model=model, cells_per_chip=pc, clock=clk,
+                     **{k: kw.pop(k) for k in ("dten_pin", "input_nf") if k in kw})
+    drv = LTC681x(emu.spi, emu.cs, chips=chips, model=model, wait_us=clk.sleep_us,
+                  ticks_ms=clk.ticks_ms, **kw)
+    return emu, drv
+
+
+def rig(chips=2, model=6811, mv=None, per_chip=None, **kw):
     pc = per_chip or (12 if model == 6811 else 18)
     src = StaticSource(mv if mv is not None else cells(chips * pc), 0, (300,))
-    emu = EmuLTC681x(src, chips=chips, model=model, cells_per_chip=pc)
-    drv = LTC681x(emu.spi, emu.cs, chips=chips, model=model)
+    emu, drv = pair(src, chips, model, pc, **kw)
     drv.configure({"cells": chips * pc})
     return src, emu, drv
 
@@ -124,8 +135,7 @@ def test_balance_6813_dcc13_to_18_in_cfgrb():
 
 def test_balance_adjacency_policy_optional():
     src = StaticSource(cells(12))
-    emu = EmuLTC681x(src, chips=1)
-    drv = LTC681x(emu.spi, emu.cs, chips=1, no_adjacent=True)
+    emu, drv = pair(src, 1, no_adjacent=True)
     flags = bytearray(12)
     flags[4] = flags[5] = 1
     assert raises(ValueError, drv.balance, flags)
@@ -214,10 +224,15 @@ def test_open_wire_detection():
     found = drv.open_wire_check()
     assert found == (1 << 5) | (1 << 13) | (1 << (13 + 12))
     assert drv.fault() & afe.FAULT_OPEN_WIRE
-    # ADOW 7 kHz: pull-up 0x0368, pull-down 0x0328, each sent twice.
-    assert len(frames(emu, 0x0368)) == 2 and len(frames(emu, 0x0328)) == 2
-    f = frames(emu, 0x0368)[0][1]
-    assert (f[2] << 8) | f[3] == pec15_ref([0x03, 0x68])
+    # ADOW = 0x228 | MD << 7 | PUP << 6; filtered mode MD = 3 (26 Hz with
+    # ADCOPT = 0): pull-up 0x03E8, pull-down 0x03A8, each sent twice, each
+    # run after CLRCELL (0x0711).
+    codes = [f[0] for f in emu.log if f[0] not in (None, 0x0714)]  # without PLADC
+    assert codes[:6] == [0x0711, 0x03E8, 0x03E8, 0x0004, 0x0006, 0x0008]
+    assert len(frames(emu, 0x03E8)) == 2 and len(frames(emu, 0x03A8)) == 2
+    assert len(frames(emu, 0x0711)) == 2
+    f = frames(emu, 0x03E8)[0][1]
+    assert (f[2] << 8) | f[3] == pec15_ref([0x03, 0xE8])
     drv.clear_fault()
     emu.open_wire = set()
     assert drv.open_wire_check() == 0 and drv.fault() == 0
@@ -316,3 +331,97 @@ def test_read_cells_does_not_allocate():
     finally:
         micropython.heap_unlock()
     assert mv[0] == 3278  # 0x8010 x 100 uV = 3278.4 mV
+
+
+# ---- what independent references showed the driver must do ------------------
+def test_dten_pin_high_does_not_break_configuration_read_back():
+    # LTC6811/6813 data sheets, configuration register group: CFGR0 bit 1
+    # DTEN is read-only and reads the DTEN pin; GPIO bits read the pins.
+    for pin in (0, 1):
+        src, emu, drv = rig(chips=3, dten_pin=pin)
+        flags = bytearray(36)
+        flags[1] = flags[20] = 1
+        drv.balance(flags)
+        assert src.balance == list(flags) and drv.retries == 0
+        assert all(((c.cfga[0] >> 1) & 1) == 0 for c in emu.chips)  # we write 0
+    emu.gpio_level = 0                      # thermistor inputs pulled low
+    drv.configure({"cells": 36, "cov_mv": 4200})
+    assert drv.retries == 0
+
+
+def test_open_wire_found_behind_large_filter_capacitors():
+    # Data sheet, open-wire check: two ADOW runs at 7 kHz find an open wire
+    # only with up to 10 nF on the C pins; more capacitance needs
+    # 1 + C / 10 nF conversions, or filtered mode (2 conversions up to 1 uF).
+    src, emu, drv = rig(chips=1, input_nf=100)
+    emu.open_wire = {(0, 5)}
+    assert drv.open_wire_check() == 1 << 5                   # filtered, 2 each
+    assert drv.open_wire_check(filtered=False) == 0          # 7 kHz x 2: missed
+    assert drv.open_wire_check(repeats=11, filtered=False) == 1 << 5
+    src, emu, drv = rig(chips=1, input_nf=1000)
+    emu.open_wire = {(0, 7)}
+    t0 = emu.clock.slept_us
+    assert drv.open_wire_check() == 1 << 7
+    assert emu.clock.slept_us - t0 >= 4 * 201000             # four 26 Hz conversions
+
+
+def test_open_wire_check_does_not_pass_stale_values():
+    # Linduino clears the cell registers (CLRCELL) before the open-wire runs:
+    # a lost ADOW then reads 0xFFFF instead of the previous run's values.
+    src, emu, drv = rig(chips=1)
+    emu.open_wire = {(0, 5)}
+    emu.drop = {0x0328: 2, 0x03A8: 2}    # both pull-down commands lost (7 kHz or 26 Hz)
+    assert raises(OSError, drv.open_wire_check)
+
+
+def test_sleeping_chain_needs_a_long_wake_pulse_per_chip():
+    # Data sheet: a chip in SLEEP (power-up, or ~2 s without a wake-up
+    # signal) wakes from CS held low for t_WAKE and then wakes the next one;
+    # a short pulse leaves it asleep.
+    src = StaticSource(cells(48), 0, (300,))
+    emu, drv = pair(src, 4)
+    assert emu.asleep                         # power-up
+    for _ in range(4):                        # short pulses: nothing wakes
+        emu.cs.value(0)
+        emu.spi.write(b"\xff")
+        emu.cs.value(1)
+    assert emu.asleep and emu.wakes == 0
+    drv.configure({"cells": 48})
+    assert not emu.asleep and emu.wakes == 4 and drv.retries == 0
+    mv = array("H", [0] * 48)
+    drv.read_cells(mv, 48)
+    assert list(mv) == src.cells
+    # Active a moment ago: the short isoSPI wake-up is enough; the only wait
+    # is the conversion (2.3 ms), not 4 x 400 us of wake-up.
+    n = drv.long_wakes
+    t0 = emu.clock.slept_us
+    drv.read_cells(mv, 48)
+    assert drv.long_wakes == n and emu.clock.slept_us - t0 == 2300
+    # Three seconds idle: the watchdog has put the chain to sleep again.
+    emu.clock.advance_ms(3000)
+    assert drv.read_cells(mv, 48) == 48
+    assert list(mv) == src.cells and drv.retries == 0 and emu.wakes == 8
+
+
+def test_chain_that_slept_unnoticed_is_woken_on_retry():
+    # A chip can sleep without the driver knowing (isoSPI glitch, module
+    # brown-out): the failed exchange is retried after the long wake-up.
+    src, emu, drv = rig(chips=2)
+    emu.sleep()
+    mv = array("H", [0] * 24)
+    assert drv.read_cells(mv, 24) == 24
+    assert list(mv) == src.cells and drv.retries >= 1
+
+
+def test_conversion_wait_is_the_data_sheet_time():
+    # PLADC stays busy for the whole conversion; bytes polled take no virtual
+    # time here, so a driver that does not wait the conversion time times out.
+    src = StaticSource(cells(12), 0, (300,))
+    clk = UsClock()
+    emu = EmuLTC681x(src, chips=1, clock=clk)
+    hasty = LTC681x(emu.spi, emu.cs, chips=1, wait_us=None, poll_limit=50)
+    assert raises(OSError, hasty.read_cells, array("H", [0] * 12), 12)
+    src, emu, drv = rig(chips=1)
+    t0 = emu.clock.slept_us
+    drv.read_cells(array("H", [0] * 12), 12)
+    assert emu.clock.slept_us - t0 >= 2300     # 12 cells at 7 kHz

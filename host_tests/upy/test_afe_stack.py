@@ -11,6 +11,7 @@ from drivers import afe
 from drivers.afe_stack import AfeStack, split
 from drivers.bq76952 import BQ76952
 from emu_bq76952 import EmuBQ76952, StaticSource
+from vclock import UsClock
 
 
 def cells(n):
@@ -24,9 +25,11 @@ def rig(n, n0, crc=True):
     mv = cells(n)
     bot_src = StaticSource(mv[:n0], 0, (250, 251, 252, 253))
     top_src = StaticSource(mv[n0:], 0, (300, 301, 302, 303))
-    bot = EmuBQ76952(bot_src, crc=crc, shunt_uohm=100)
-    top = EmuBQ76952(top_src, crc=crc, shunt_uohm=100)
-    stack = AfeStack([BQ76952(bot, crc=crc, cells=16), BQ76952(top, crc=crc, cells=3)])
+    clk = UsClock()   # one MCU: both drivers wait on the same clock
+    bot = EmuBQ76952(bot_src, crc=crc, shunt_uohm=100, clock=clk)
+    top = EmuBQ76952(top_src, crc=crc, shunt_uohm=100, clock=clk)
+    stack = AfeStack([BQ76952(bot, crc=crc, cells=16, wait_us=clk.sleep_us),
+                      BQ76952(top, crc=crc, cells=3, wait_us=clk.sleep_us)])
     return mv, bot, top, stack
 
 

@@ -48,9 +48,11 @@ def test_mcp2515_takes_widened_filters_and_still_receives_master_frames():
     from canbus import BusNode, VirtualCanBus
     from drivers.mcp2515 import MCP2515
     from emu_mcp2515 import EmuMCP2515
+    from vclock import UsClock
     bus = VirtualCanBus()
-    emu = EmuMCP2515(bus)
-    drv = MCP2515(emu.spi, emu.cs)
+    clk = UsClock()
+    emu = EmuMCP2515(bus, clock=clk)
+    drv = MCP2515(emu.spi, emu.cs, wait_us=clk.sleep_us)
     drv.init()
     want = [(C.ID_STATUS, 0x700, False), (C.ID_CELLS, 0x780, False),
             (C.ID_TEMPS, 0x7F0, False), (C.ID_VERSION, 0x7F0, False),

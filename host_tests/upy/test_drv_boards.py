@@ -54,3 +54,21 @@ def test_other_boards_construct():
     assert app.bms is None and app.hw["kind"] == "slave"
     app.hw["can"].init()
     assert app.hw["can"].state() == 0
+
+
+def test_backstop_the_chip_does_not_hold_keeps_relays_open():
+    # The BQ76952 never stores Enabled Protections A (a write lost every
+    # time): configure's read-back fails, the AFE counts as failed and the
+    # core stays in its safe state rather than run on the chip's default.
+    fm = FakeMachine(LFP16)
+    fm.bq.drop_dm[0x9261] = 10 ** 6
+    clock = VirtualClock(0)
+    app = main.build("pico", machine=fm, clock=clock)
+    assert not app.hw["board"].afe_ok and app.hw["board"].init_errors >= 1
+    _run(app, clock, 3000)
+    assert not app.bms.running and fm.pin(10).v == 0 and fm.pin(12).v == 0
+    assert app.hw["afe"].verify_errors >= 1
+    fm.bq.drop_dm = {}
+    _run(app, clock, 3000)
+    assert app.bms.running and app.hw["board"].afe_ok
+    assert fm.bq.dm_get(0x9261, "<B") & 0x80        # SCD enabled now

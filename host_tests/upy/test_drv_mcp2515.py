@@ -7,6 +7,14 @@ from canbus import BusNode, VirtualCanBus
 from drivers.mcp2515 import (MCP2515, STATE_BUS_OFF, STATE_ERROR_ACTIVE,
                              STATE_ERROR_PASSIVE, STATE_ERROR_WARNING, bit_timing)
 from emu_mcp2515 import EmuMCP2515
+from vclock import UsClock
+
+
+def pair(bus=None, **kw):
+    """Emulator and driver on one virtual clock (the driver's waits move it)."""
+    clk = UsClock()
+    emu = EmuMCP2515(bus, clock=clk)
+    return emu, MCP2515(emu.spi, emu.cs, wait_us=clk.sleep_us, **kw)
 
 
 def decode_cnf(xtal, cnf1, cnf2, cnf3):
@@ -44,16 +52,14 @@ def test_bit_timing_for_8_and_16_mhz_crystals():
 
 
 def _node(bus, **kw):
-    emu = EmuMCP2515(bus)
-    drv = MCP2515(emu.spi, emu.cs, **kw)
+    emu, drv = pair(bus, **kw)
     drv.init()
     return emu, drv
 
 
 def test_init_raw_spi_bytes():
-    emu = EmuMCP2515()
+    emu, drv = pair(xtal_hz=16000000, bitrate=500000)
     emu.spi_log = []
-    drv = MCP2515(emu.spi, emu.cs, xtal_hz=16000000, bitrate=500000)
     drv.init()
     log = emu.spi_log
     assert log[0][0] == b"\xc0"                        # RESET
@@ -221,10 +227,9 @@ def test_warning_level_and_auto_recovery():
 
 
 def test_absent_chip_and_brownout_raise_oserror():
-    emu = EmuMCP2515()
+    emu, drv = pair(retry_limit=2)
     emu.dead = True
     emu.spi_log = []
-    drv = MCP2515(emu.spi, emu.cs, retry_limit=2)
     assert raises(OSError, drv.init)
     assert sum(1 for m, _ in emu.spi_log if m == b"\xc0") == 3  # bounded retries
     emu.dead = False
@@ -237,8 +242,7 @@ def test_absent_chip_and_brownout_raise_oserror():
 
 
 def test_loopback_mode():
-    emu = EmuMCP2515()
-    drv = MCP2515(emu.spi, emu.cs, mode=2)
+    emu, drv = pair(mode=2)
     drv.init()
     buf = bytearray(8)
     assert drv.send(0x7FF, b"\x55\xaa")
@@ -281,3 +285,20 @@ def test_send_and_recv_do_not_allocate():
         return drv.recv(buf)
 
     assert heap_locked(rx) == 0  # DLC 0x40 & 0x0F = 0
+
+
+def test_first_access_waits_for_the_oscillator_start_up_timer():
+    # DS20001801 section 8.1: the oscillator start-up timer holds the chip in
+    # reset for 128 OSC1 cycles (128 us at the slowest 1 MHz clock); an SPI
+    # access before that is lost.  The driver waits 128 us after RESET.
+    clk = UsClock()
+    emu = EmuMCP2515(clock=clk, osc_hz=1000000)
+    hasty = MCP2515(emu.spi, emu.cs, retry_limit=1)   # no wait_us: back to back
+    assert raises(OSError, hasty.init)
+    assert emu.ignored_frames >= 2
+    clk = UsClock()
+    emu = EmuMCP2515(clock=clk, osc_hz=1000000)
+    drv = MCP2515(emu.spi, emu.cs, wait_us=clk.sleep_us, retry_limit=0)
+    drv.init()
+    assert emu.ignored_frames == 0 and clk.slept_us >= 128
+    assert drv.state() == STATE_ERROR_ACTIVE

@@ -39,6 +39,7 @@ from drivers.ina228 import INA228
 from drivers.ntc import Beta, Ntc, NtcTable
 from tools.sim.emu_bq76952 import EmuBQ76952, PackSource
 from tools.sim.emu_ina228 import EmuINA228, PackShuntSource
+from tools.sim.vclock import UsClock
 
 TEMP_ROLES = (ROLE_POWER, ROLE_BALANCE, ROLE_CELL, ROLE_CELL)
 SHUNT_UOHM = 100
@@ -161,22 +162,27 @@ class ChipBoard:
         self.temp_override = [None] * len(TEMP_ROLES)
         self.key_on = True
         self.buzzer_changes = 0
-        # Chips and the bus.
+        # Chips and the bus.  The drivers wait (data-sheet times) on a
+        # microsecond clock that follows the pack's simulated time; the chip
+        # emulators keep time by the same clock.
+        self.clock = UsClock(base=lambda: int(pack.time_s * 1000000.0))
+        wait = self.clock.sleep_us
         stacked = pack.n > 16
         n0 = split(pack.n, (16, 16))[0] if stacked else pack.n
         self.emu_afe = EmuBQ76952(_NoisyCells(pack, self.rng, noise_mv, 0, n0), crc=crc,
-                                  shunt_uohm=SHUNT_UOHM)
+                                  shunt_uohm=SHUNT_UOHM, clock=self.clock)
         self.emu_shunt = EmuINA228(_Shunt(self), shunt_uohm=SHUNT_UOHM)
         self.i2c = SimI2C([self.emu_afe, self.emu_shunt])
         self.emu_top = self.i2c_top = None
         # Drivers, as a board file would build them.
-        self.afe = BQ76952(self.i2c, crc=crc, cells=n0)
+        self.afe = BQ76952(self.i2c, crc=crc, cells=n0, wait_us=wait)
         if stacked:
             top_src = _NoisyCells(pack, self.rng, noise_mv, n0, pack.n - n0)
             top_src.current_ma = lambda: 0   # SRP/SRN shorted on the top level
-            self.emu_top = EmuBQ76952(top_src, crc=crc, shunt_uohm=SHUNT_UOHM)
+            self.emu_top = EmuBQ76952(top_src, crc=crc, shunt_uohm=SHUNT_UOHM, clock=self.clock)
             self.i2c_top = SimI2C([self.emu_top])
-            self.afe = AfeStack([self.afe, BQ76952(self.i2c_top, crc=crc, cells=pack.n - n0)])
+            self.afe = AfeStack([self.afe, BQ76952(self.i2c_top, crc=crc, cells=pack.n - n0,
+                                                   wait_us=wait)])
         self.shunt = INA228(self.i2c, shunt_uohm=SHUNT_UOHM, max_current_ma=1600000)
         table = NtcTable(Beta(NTC_R25, NTC_BETA), r_series=NTC_SERIES)
         ntcs = [(Ntc(SimAdc(self, i, table), table), TEMP_ROLES[i])

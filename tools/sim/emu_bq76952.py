@@ -10,6 +10,33 @@ drivers under host and protection control, CB_ACTIVE_CELLS, and the hardware
 protections COV/CUV/OCC/OCD1/SCD evaluated on every transaction from the
 configured thresholds.
 
+Timing (the chip takes its time; ``clock`` is the injected microsecond clock
+the driver's waits advance, tools/sim/vclock.UsClock by default):
+  SET_CFGUPDATE   CONFIG_UPDATE (Battery Status bit 0, data-memory writes)
+                  starts T_ENTER_US = 2 ms after the command (the time
+                  LibreSolar takes from TI's data-sheet command table; the
+                  TRM tells the host to wait for the flag)
+  EXIT_CFGUPDATE  the new settings apply and the flag clears T_EXIT_US = 1 ms
+                  later
+  writes          a data-memory write, a subcommand with data or a
+                  command-only subcommand keeps the subcommand interface busy
+                  for T_WRITE_US = 200 us (LibreSolar's measured wait)
+  reads           a subcommand / data-memory read fills the buffer
+                  T_READ_US = 250 us after the command (model value: TI gives
+                  per-command times; 0x3E/0x3F read 0xFF until then)
+While busy, writes to 0x3E..0x61 are dropped (counted in ``dropped``): the
+worst case of what LibreSolar observed without the waits.
+
+Chip behaviour the references describe and a driver must cope with:
+  ALL_FETS_OFF    latches every FET off until ALL_FETS_ON (0x0096);
+                  FET_CONTROL alone does not lift it (``all_off``)
+  Cell Balance Max Cells (0x933A, default 1)  a CB_ACTIVE_CELLS mask with
+                  more cells is refused: balancing stays off and reads 0
+                  (``cb_rejected``)
+  Mfg Status Init (0x9343)  copied to Manufacturing Status only at reset
+                  (``reset()``), from OTP (``program_otp()``) if programmed;
+                  a RAM write changes nothing at run time
+
 The measurement source is any object with ``cell_mv(i)``, ``current_ma()``,
 ``temp_dc(k)`` (k 0 die, 1..3 TS1..TS3) and optionally ``set_balance(list)``;
 ``StaticSource`` is a settable one for tests, ``PackSource`` adapts
@@ -24,13 +51,24 @@ Fault injection (all counters decrement per transaction):
   stuck         dict {register: int16} overriding direct-command words
   busy          next k register reads see 0x3E/0x3F = 0xFF (subcommand
                 still being processed)
+  drop_dm       {address: k} the next k data-memory writes to that address
+                are lost (a write the chip never applied)
   trip_scd()    latch a hardware short-circuit trip now
 Everything on the wire is appended to ``log`` as (op, reg, bytes) when
 ``log`` is a list.
 """
 import struct
 
+try:  # flat path (driver tests, also under MicroPython) or the simulator package
+    from vclock import UsClock
+except ImportError:
+    from tools.sim.vclock import UsClock
+
 ADDR = 0x08
+T_ENTER_US = 2000
+T_EXIT_US = 1000
+T_WRITE_US = 200
+T_READ_US = 250
 
 _DM_DEFAULTS = (
     # addr, format, value (TRM defaults for what the driver touches)
@@ -53,6 +91,7 @@ _DM_DEFAULTS = (
     (0x9303, "<B", 0x05),         # DA Configuration
     (0x9304, "<H", 0x0000),       # Vcell Mode (0 = all 16)
     (0x9308, "<B", 0x0D),         # FET Options
+    (0x933A, "<B", 1),            # Cell Balance Max Cells (default 1)
     (0x9343, "<H", 0x0000),       # Mfg Status Init
 )
 SCD_MV = (10, 20, 40, 60, 80, 100, 125, 150, 175, 200, 250, 300, 350, 400, 450, 500)
@@ -117,35 +156,24 @@ class PackSource:
 
 
 class EmuBQ76952:
-    def __init__(self, source, addr=ADDR, crc=False, shunt_uohm=1000):
+    def __init__(self, source, addr=ADDR, crc=False, shunt_uohm=1000, clock=None):
         self.source = source
         self.addr = addr
         self.shunt_uohm = shunt_uohm  # the board's real shunt, for SCD/OCD
-        self.dm = {}
-        for a, fmt, v in _DM_DEFAULTS:
-            self._dm_put(a, struct.pack(fmt, v))
-        if crc:
-            self._dm_put(0x9239, b"\x11")
+        self.clock = clock if clock is not None else UsClock()
+        self.otp = {}               # data memory programmed into OTP
         self.crc = crc
-        self.cfgupdate = False
-        self.sleep_enabled = True
-        self.shutdown = False
-        self.fet_en = False
-        self.host_off = 0          # FET_CONTROL bits: DSG, PDSG, CHG, PCHG
-        self.cb_mask = 0
-        self.safety = bytearray(6)  # alert A, status A, alert B, status B, ...
-        self.subcode = 0
-        self.buf = bytearray(32)
-        self.buf_len = 0
-        self.buf_cks = 0
-        self.pending = bytearray(34)  # bytes written from 0x3E on
-        self.pending_n = 0
+        self.dm = {}
+        self.reset()
         self.bad_checksums = 0
         self.nack = 0
         self.dead = False
         self.corrupt = 0
         self.garbage = 0
         self.stuck = {}
+        self.drop_dm = {}
+        self.dropped = 0            # writes lost because the chip was busy
+        self.cb_rejected = 0
         self.log = None
         self.transactions = 0
         self.scd_ms = 0
@@ -154,6 +182,66 @@ class EmuBQ76952:
         # fewer than 16 cells: VC1.. and the top cell on VC16).  None: the
         # cells sit where the chip's VCell Mode says (a correctly set-up pack).
         self.wiring = None
+
+    def reset(self):
+        """Power-on / RESET: data memory from the defaults and OTP,
+        Manufacturing Status from Mfg Status Init, host FET state cleared."""
+        self.dm = {}
+        for a, fmt, v in _DM_DEFAULTS:
+            self._dm_put(a, struct.pack(fmt, v))
+        if self.crc:
+            self._dm_put(0x9239, b"\x11")
+        for a in self.otp:
+            self.dm[a] = self.otp[a]
+        mfg = self.dm_get(0x9343, "<H")
+        self.fet_en = bool(mfg & 0x10)
+        self.pf_en = bool(mfg & 0x40)
+        self.cfgupdate = False
+        self.sleep_enabled = True
+        self.shutdown = False
+        self.host_off = 0          # FET_CONTROL bits: DSG, PDSG, CHG, PCHG
+        self.all_off = False       # ALL_FETS_OFF latch
+        self.cb_mask = 0
+        self.safety = bytearray(6)  # alert A, status A, alert B, status B, ...
+        self.subcode = 0
+        self.buf = bytearray(32)
+        self.buf_len = 0
+        self.buf_cks = 0
+        self.pending = bytearray(34)  # bytes written from 0x3E on
+        self.pending_n = 0
+        self.busy_until = 0
+        self._due = []             # [(time_us, action)] the chip finishes later
+
+    def program_otp(self):
+        """OTP programming from RAM (done on a production line)."""
+        self.otp = dict(self.dm)
+
+    @property
+    def mfg_status(self):
+        return (0x10 if self.fet_en else 0) | (0x40 if self.pf_en else 0)
+
+    # ---- time ----------------------------------------------------------------
+    def _tick(self):
+        """Finish what the chip has been processing (in time order)."""
+        now = self.clock()
+        while self._due and self._due[0][0] <= now:
+            self._due.pop(0)[1]()
+
+    def _later(self, us, action):
+        t = self.clock() + us
+        self._due.append((t, action))
+        self._due.sort(key=lambda d: d[0])
+        if t > self.busy_until:
+            self.busy_until = t
+
+    def _busy_for(self, us):
+        t = self.clock() + us
+        if t > self.busy_until:
+            self.busy_until = t
+
+    @property
+    def is_busy(self):
+        return self.clock() < self.busy_until
 
     # ---- data memory -----------------------------------------------------------
     def _dm_put(self, addr, data):
@@ -185,14 +273,17 @@ class EmuBQ76952:
             v[ch] = self.source.cell_mv(k)
         return v
 
+    def _fets_allowed(self):
+        return self.fet_en and not self.shutdown and not self.cfgupdate and not self.all_off
+
     @property
     def chg_fet(self):
-        return (self.fet_en and not self.shutdown and not (self.host_off & 0x04)
+        return (self._fets_allowed() and not (self.host_off & 0x04)
                 and not (self.safety[1] & 0x98))
 
     @property
     def dsg_fet(self):
-        return (self.fet_en and not self.shutdown and not (self.host_off & 0x01)
+        return (self._fets_allowed() and not (self.host_off & 0x01)
                 and not (self.safety[1] & 0xE4))
 
     def trip_scd(self):
@@ -205,7 +296,10 @@ class EmuBQ76952:
         Simplified: no trip delays; COV/CUV recover with the TRM's default
         2-step hysteresis, OCC/OCD1 when the current is back below the
         threshold, SCD only after the recovery time (``advance``) or the
-        host's recover subcommand."""
+        host's recover subcommand.  Paused in CONFIG_UPDATE (TRM: the
+        device stops measurements and protection monitoring)."""
+        if self.cfgupdate:
+            return
         en = self.dm_get(0x9261, "<B")
         st = self.safety
         chan = self._channel_mv()
@@ -275,8 +369,9 @@ class EmuBQ76952:
         put(0x36, stack // 10 if self.dsg_fet or self.chg_fet else 0)
         put(0x38, stack // 10 if self.dsg_fet else 0)
         put(0x3A, self.source.current_ma() / self.user_amps_ma())
-        if self.busy > 0:
-            self.busy -= 1  # still processing: 0x3E/0x3F read 0xFF
+        if self.busy > 0 or self.is_busy:
+            if self.busy > 0:
+                self.busy -= 1  # still processing: 0x3E/0x3F read 0xFF
             r[0x3E] = r[0x3F] = 0xFF
         else:
             r[0x3E] = self.subcode & 0xFF
@@ -302,52 +397,81 @@ class EmuBQ76952:
 
     def _subcommand(self, code):
         """Address written to 0x3E/0x3F: run command-only subcommands and fill
-        the buffer for readable ones."""
+        the buffer for readable ones (after the chip's processing time)."""
         if 0x9180 <= code < 0x9400:
-            self._set_buffer(code, bytes(self.dm.get(code + i, 0) for i in range(32)))
+            self._later(T_READ_US, lambda: self._set_buffer(
+                code, bytes(self.dm.get(code + i, 0) for i in range(32))))
             return
         if code == 0x0001:
-            self._set_buffer(code, struct.pack("<H", 0x7695))
-        elif code == 0x0057:
-            self._set_buffer(code, struct.pack("<H", 0x10 if self.fet_en else 0))
-        elif code == 0x0083:
-            self._set_buffer(code, struct.pack("<H", self.cb_mask))
-        else:
-            self._set_buffer(code, b"")
-            if code == 0x0090:
+            self._later(T_READ_US, lambda: self._set_buffer(code, struct.pack("<H", 0x7695)))
+            return
+        if code == 0x0057:
+            self._later(T_READ_US, lambda: self._set_buffer(code, struct.pack("<H", self.mfg_status)))
+            return
+        if code == 0x0083:
+            self._later(T_READ_US, lambda: self._set_buffer(code, struct.pack("<H", self.cb_mask)))
+            return
+        if code == 0x0090:
+            def enter():
                 self.cfgupdate = True
-            elif code == 0x0092:
+                self._set_buffer(code, b"")
+            self._later(T_ENTER_US, enter)
+            return
+        if code == 0x0092:
+            def leave():
                 self.cfgupdate = False
-                self.fet_en = bool(self.dm_get(0x9343, "<H") & 0x10) or self.fet_en
-            elif code == 0x0022:
-                self.fet_en = not self.fet_en
-            elif code == 0x0095:
-                self.host_off = 0x0F
-            elif code == 0x0096:
-                self.host_off = 0
-            elif code == 0x0093:
-                self.host_off |= 0x03
-            elif code == 0x0094:
-                self.host_off |= 0x0C
-            elif code == 0x0099:
-                self.sleep_enabled = True
-            elif code == 0x009A:
-                self.sleep_enabled = False
-            elif code == 0x0010:
-                self.shutdown = True
-            elif code in (0x009B, 0x009C):
-                # Recovery only sticks if the condition is gone.
-                self.safety[1] &= ~(0x80 | 0x20 | 0x40) & 0xFF
-                self.safety[0] = self.safety[1]
-                self.safety[5] &= ~0x60 & 0xFF
+                self._set_buffer(code, b"")
+            self._later(T_EXIT_US, leave)
+            return
+        self._set_buffer(code, b"")
+        self._busy_for(T_WRITE_US)
+        if code == 0x0022:
+            self.fet_en = not self.fet_en
+        elif code == 0x0024:
+            self.pf_en = not self.pf_en
+        elif code == 0x0012:
+            self.reset()
+        elif code == 0x0095:
+            self.all_off = True
+        elif code == 0x0096:
+            self.all_off = False
+        elif code == 0x0093:
+            self.host_off |= 0x03
+        elif code == 0x0094:
+            self.host_off |= 0x0C
+        elif code == 0x0099:
+            self.sleep_enabled = True
+        elif code == 0x009A:
+            self.sleep_enabled = False
+        elif code == 0x0010:
+            self.shutdown = True
+        elif code in (0x009B, 0x009C):
+            # Recovery only sticks if the condition is gone.
+            self.safety[1] &= ~(0x80 | 0x20 | 0x40) & 0xFF
+            self.safety[0] = self.safety[1]
+            self.safety[5] &= ~0x60 & 0xFF
 
     def _subcommand_data(self, code, data):
         """Checksum and length arrived for a subcommand/data-memory write."""
+        self._set_buffer(code, b"")
+        self._busy_for(T_WRITE_US)
         if 0x9180 <= code < 0x9400:
+            k = self.drop_dm.get(code, 0)
+            if k > 0:
+                self.drop_dm[code] = k - 1
+                return
             if self.cfgupdate:
                 self._dm_put(code, data)
         elif code == 0x0083:
-            self.cb_mask = data[0] | (data[1] << 8) if len(data) >= 2 else data[0]
+            mask = data[0] | (data[1] << 8) if len(data) >= 2 else data[0]
+            n = 0
+            for ch in range(16):
+                if mask & (1 << ch):
+                    n += 1
+            if n > self.dm_get(0x933A, "<B"):
+                self.cb_rejected += 1
+                mask = 0
+            self.cb_mask = mask
             if hasattr(self.source, "set_balance"):
                 chans = self.wired_channels()
                 self.source.set_balance([1 if self.cb_mask & (1 << ch) else 0 for ch in chans])
@@ -362,9 +486,13 @@ class EmuBQ76952:
         if self.nack > 0:
             self.nack -= 1
             raise OSError(5)
+        self._tick()
 
     def _write_bytes(self, reg, data):
         """Apply a register write of plain (CRC-stripped) bytes."""
+        if self.is_busy and reg <= 0x61 and reg + len(data) > 0x3E:
+            self.dropped += 1  # the chip is still processing: write lost
+            return
         for i in range(len(data)):
             a = reg + i
             b = data[i]

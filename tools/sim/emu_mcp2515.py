@@ -23,6 +23,13 @@ warning / passive / bus-off flags, and automatic recovery from bus-off
 after ``recovery_ticks`` idle bus steps (128 x 11 recessive bits on the
 real chip).  Loopback mode receives its own frames without the bus.
 
+Reset timing: after the RESET instruction the chip is held in reset by its
+oscillator start-up timer for 128 OSC1 cycles (DS20001801 section 8.1,
+``osc_hz``, 16 us at 8 MHz); SPI frames that start before that are ignored
+(MISO reads 0xFF) and counted in ``ignored_frames``.  Time comes from
+``clock`` (tools/sim/vclock.UsClock by default), the same clock the driver's
+injected wait advances.
+
 Fault injection: ``dead`` (MISO floats high: every read is 0xFF),
 ``corrupt_reads = k`` (flip a bit in the next k bytes read), and the bus's
 ``errors``.  ``spi_log`` (a list, or None) records every transaction as
@@ -31,8 +38,10 @@ Fault injection: ``dead`` (MISO floats high: every read is 0xFF),
 
 try:  # flat path (driver tests, also under MicroPython) or the simulator package
     from emu_spi import CsPin, SpiPort
+    from vclock import UsClock
 except ImportError:
     from tools.sim.emu_spi import CsPin, SpiPort
+    from tools.sim.vclock import UsClock
 
 
 CANSTAT = 0x0E
@@ -64,7 +73,12 @@ _READ_ONLY = set([CANSTAT, TEC, REC])
 
 
 class EmuMCP2515:
-    def __init__(self, bus=None, recovery_ticks=2):
+    def __init__(self, bus=None, recovery_ticks=2, clock=None, osc_hz=8000000):
+        self.clock = clock if clock is not None else UsClock()
+        self.osc_hz = osc_hz
+        self._reset_until = 0
+        self._ignore = False
+        self.ignored_frames = 0
         self.regs = bytearray(128)
         self.spi = SpiPort(self, 0x00)
         self.cs = CsPin(self)
@@ -156,6 +170,9 @@ class EmuMCP2515:
     # ---- SPI transaction decoder ---------------------------------------------
     def _begin(self):
         self._active = True
+        self._ignore = self.clock() < self._reset_until
+        if self._ignore:
+            self.ignored_frames += 1
         self._n = 0
         self._instr = None
         self._addr = 0
@@ -185,6 +202,10 @@ class EmuMCP2515:
     def _byte(self, b):
         if not self._active:
             return 0xFF  # CS high: MISO tri-stated
+        if self._ignore:  # still held in reset: nothing decoded, MISO floats
+            self._mosi.append(b)
+            self._miso.append(0xFF)
+            return 0xFF
         out = self._step(b) & 0xFF
         out = self._out(out)
         self._mosi.append(b)
@@ -224,6 +245,8 @@ class EmuMCP2515:
             self._instr = b
             if b == 0xC0:
                 self._reset()
+                # Oscillator start-up timer: 128 OSC1 cycles in reset.
+                self._reset_until = self.clock() + (128000000 + self.osc_hz - 1) // self.osc_hz
             elif b & 0xF8 == 0x80 and b != 0x80:
                 for k in range(3):
                     if b & (1 << k):

@@ -12,6 +12,7 @@ from drivers.ina228 import INA228
 from drivers.mcp2515 import MCP2515
 from drivers.ntc import Beta, Ntc, NtcTable
 from emu_mcp2515 import EmuMCP2515
+from vclock import UsClock
 from canbus import BusNode, VirtualCanBus
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
@@ -66,9 +67,11 @@ measure("ntc_read", ntc.read)
 
 bus = VirtualCanBus()
 BusNode(bus)
-emu = EmuMCP2515(bus)
-drv = MCP2515(emu.spi, emu.cs)
+clk = UsClock()
+emu = EmuMCP2515(bus, clock=clk)
+drv = MCP2515(emu.spi, emu.cs, wait_us=clk.sleep_us)
 drv.init()
+print("mcp2515_init_wait_us %d" % clk.slept_us)
 peer = BusNode(bus)
 emu.spi_log = []
 drv.send(0x100, data)
