@@ -323,7 +323,9 @@ def start_core(app, board, params, store, machine):
     if store is not None:
         state = app.part("state", store.load_state)
     soc_pm = state.soc_pm if state is not None else 500
-    bms = Bms(board, params, clock, log, soc_pm=soc_pm)
+    # Latched faults come back before anything can close: a restart never clears one.
+    latched = app.part("latches", store.load_latches) if store is not None else None
+    bms = Bms(board, params, clock, log, soc_pm=soc_pm, latched=latched)
     if state is not None:
         # remaining charge, learned capacity, cycles, throughput (plausibility-checked)
         app.part("soc_restore", bms.soc.load_from, state)
@@ -635,7 +637,7 @@ def build(name=None, machine=None, cfg=None, clock=None, params=None, fs=None):
 # Parts named in the persistent log (PK_PART a = index); append only.
 PART_NAMES = ("settings", "state", "services", "persistlog", "updater", "lease", "sleep",
               "can_modules", "can_master", "slave_update", "inverter", "update_steps", "modbus",
-              "ble", "ble_radio", "ttl", "soc_restore", "slots")
+              "ble", "ble_radio", "ttl", "soc_restore", "slots", "latches")
 
 
 def log_failed_parts(app):

@@ -691,7 +691,7 @@ A_SLAVE_UPDATE = const(0x2C00)
 # ---- blocks ----------------------------------------------------------------
 # Sizes of blocks defined in other modules, as literal copies so BLOCKS is a
 # compile-time constant (host_tests/test_const_tables.py checks them).
-_N_PARAMS = const(57)            # bms.params.N_PARAMS
+_N_PARAMS = const(60)            # bms.params.N_PARAMS
 _UPDATE_SIZE = const(251)        # comms.reg_update.UPDATE_SIZE
 _PLOG_SIZE = const(128)          # comms.reg_update.PLOG_SIZE
 _SLAVE_UPDATE_SIZE = const(320)  # comms.reg_slave_update.SIZE
