@@ -152,6 +152,7 @@ class Bms:
         self._rd_relays = getattr(board, "relay_faults", None)
         self._rd_charger = getattr(board, "charger_present", None)
         self._v_response = getattr(board, "voltage_response", True)
+        self._exc_at = 0
         self._cur_good = 0       # last in-range calibrated current
         self.bad_readings = 0    # out-of-range readings refused
         self._unmon_ms = 0
@@ -386,13 +387,22 @@ class Bms:
 
     # ---- helpers ------------------------------------------------------
     def _read(self, fn, now):
-        """One bus transaction with one retry; False if both failed."""
+        """One bus transaction with one retry; False if both failed.
+
+        A driver that raises anything else has a bug: the fail-safe acts
+        (every relay open, ``internal`` latched) and the read counts as
+        failed, but the cycle goes on, so the protection keeps evaluating
+        the other readings (a broken current driver must not blind the
+        cell protections)."""
         for _ in range(2):
             try:
                 fn(self.meas, now)
                 return True
             except OSError:
                 self.bus_errors += 1
+            except Exception as e:  # noqa: BLE001 - fail-safe boundary
+                self._fail(e)
+                return False
         return False
 
     def _calibrate(self, raw):
@@ -430,7 +440,10 @@ class Bms:
                     reset_afe()
                 except OSError:
                     self.bus_errors += 1
-            prot.set_flag(F.SIG_INTERNAL, False)
+            # Not while exceptions are still coming: a reset during a crash
+            # loop would let the relays close between two exceptions.
+            if not self.exceptions or ticks_diff(now, self._exc_at) >= CELL_MS + FAST_MS:
+                prot.set_flag(F.SIG_INTERNAL, False)
             prot.set_flag(F.SIG_AFE, self.board.afe_fault() != 0)
         prot.set_flag(F.SIG_PRECHARGE, False)
         self.contactors.clear_precharge_fault()
@@ -497,6 +510,7 @@ class Bms:
 
     def _fail(self, exc):
         now = self.clock.ticks_ms()
+        self._exc_at = now
         self.exceptions += 1
         self.last_exception = exc
         try:
