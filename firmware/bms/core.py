@@ -69,7 +69,8 @@ from bms.eventlog import (EV_BOOT, EV_CAL, EV_COMMAND, EV_EXCEPTION, EV_PARAM, E
 from bms.heater import Heater
 from bms.measurements import (CURRENT_MA_MAX, ROLE_BALANCE, ROLE_CELL, ROLE_POWER,
                               Measurements)
-from bms.params import (P_BUZZER, P_CELL_COUNT, P_CHEMISTRY, P_CHG_SWITCH, P_CUR_GAIN,
+from bms.params import (CUR_GAIN_STEP, P_BUZZER, P_CELL_COUNT, P_CHEMISTRY, P_CHG_SWITCH,
+                        P_CUR_GAIN,
                         P_CUR_OFFSET, P_DSG_SWITCH, P_KEY_ENABLE, P_PRECHARGE_PCT,
                         P_PRECHARGE_TIMEOUT, ParamError)
 from bms.plausible import CurrentCheck
@@ -475,8 +476,15 @@ class Bms:
             if (raw <= -_CAL_MIN_MA or raw >= _CAL_MIN_MA) and (d <= -_CAL_MIN_MA or d >= _CAL_MIN_MA):
                 gain = target * 10000 // d if -100000 < target < 100000 \
                     else target * 100 // (d // 100)
+                # One calibration moves the gain by at most CUR_GAIN_STEP (5 %):
+                # a larger error takes several, each logged; the range is the
+                # parameter's (+-10 %).
+                g0 = p[P_CUR_GAIN]
+                if gain > g0 + CUR_GAIN_STEP:
+                    gain = g0 + CUR_GAIN_STEP
+                elif gain < g0 - CUR_GAIN_STEP:
+                    gain = g0 - CUR_GAIN_STEP
                 try:
-                    # One step is bounded (params.STEP_LIMITS), the gain range too.
                     p.set_many(((P_CUR_GAIN, gain), (P_CUR_OFFSET, -(raw0 * gain // 10000))))
                     self.log.append(now, EV_CAL, cmd, gain)
                 except ParamError:

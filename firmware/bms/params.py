@@ -237,7 +237,8 @@ CHEM_LIMITS = (
 # Parameters only the factory role may write (ParamSet.set_many(factory=True)).
 FACTORY_ONLY = (P_CUSTOM_CHEM,)
 # (parameter, largest change of one write).
-STEP_LIMITS = ((P_CUR_GAIN, 500),)
+CUR_GAIN_STEP = const(500)
+STEP_LIMITS = ((P_CUR_GAIN, CUR_GAIN_STEP),)
 
 OP_GT = const(0)
 OP_LT = const(1)

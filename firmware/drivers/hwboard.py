@@ -28,6 +28,10 @@ hand them to ``HwBoard``; nothing here touches ``machine``.
   own, so it never raises), plus FAULT_RELAY for a relay whose readback
   disagrees with its command; ``relay_faults()`` names those relays (bit
   1 << RELAY_*), which the core escalates to level 2.
+- ``charger``: an optional charge-port sense input (a divider on the charge
+  port to a GPIO, pin ``charger_sense`` in the board's PINS): the core's
+  "heat during charging" needs to know a charger is there while charging is
+  still blocked by the cold.
 - temperatures outside measurements.TEMP_DC_MIN..MAX are sensors without
   data (checked before they are stored: never truncated).
 - hardware backstop: ``attach_params(params)`` makes the AFE's own
@@ -58,7 +62,8 @@ _EINVAL = const(22)
 class HwBoard:
     def __init__(self, afe, shunt=None, ntcs=(), relays=(), buzzer=None, key=None,
                  led=None, afe_conf=None, afe_temps=(), pack_source="afe",
-                 load_source="afe", afe_fets=False, max_cells=None, current_check=True):
+                 load_source="afe", afe_fets=False, max_cells=None, current_check=True,
+                 charger=None):
         self.afe = afe
         self.shunt = shunt
         self.ntcs = [n for n, _r in ntcs]
@@ -78,6 +83,7 @@ class HwBoard:
         # reach the range check, not wrap into a plausible value.
         self._afe_t = array("i", [0] * 8)
         self.current_check = current_check
+        self.charger_in = charger   # charge-port sense input (value() True: charger there)
         self._afe_cells = 0
         self._fault = 0
         self._relay_f = 0
@@ -311,6 +317,11 @@ class HwBoard:
 
     def afe_fault(self):
         return self._fault
+
+    def charger_present(self):
+        """Charge-port sense, if wired (``charger`` input); False otherwise."""
+        c = self.charger_in
+        return bool(c is not None and c.value())
 
     def clear_afe_fault(self):
         for r in self.relays:

@@ -325,14 +325,17 @@ def test_current_gain_writes_and_calibration_are_bounded_and_logged():
     r.run(2000)
     r.bms.request(CMD_CAL_CURRENT, 10000)   # "true current is half": a 50 % step
     r.run(100)
-    assert r.params[P.P_CUR_GAIN] == 10000
+    assert r.params[P.P_CUR_GAIN] == 9500    # moved by one bounded step only
     ev = r.log.find(EV_CAL)
-    assert ev and ev[-1][4] == -1
-    r.bms.request(CMD_CAL_CURRENT, 19600)   # 2 %: accepted
+    assert ev and ev[-1][4] == 9500
+    r.bms.request(CMD_CAL_CURRENT, 10000)
     r.run(100)
-    assert 9790 <= r.params[P.P_CUR_GAIN] <= 9810
+    assert r.params[P.P_CUR_GAIN] == 9000    # the bottom of the +-10 % range
+    r.bms.request(CMD_CAL_CURRENT, 10000)
+    r.run(100)
+    assert r.params[P.P_CUR_GAIN] == 9000    # the range holds
     ev = r.log.find(EV_CAL)
-    assert ev[-1][4] == r.params[P.P_CUR_GAIN]
+    assert ev[-1][4] == -1                   # refused, and logged as such
 
 
 # ---- 11. over-current retries are limited ----------------------------------

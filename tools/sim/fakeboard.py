@@ -117,5 +117,9 @@ class FakeBoard:
     def afe_fault(self):
         return self.afe_trip
 
+    def charger_present(self):
+        """Charge-port sense: a charger is connected to the charge path."""
+        return self.pack.charger_a > 0
+
     def clear_afe_fault(self):
         self.afe_trip = 0
