@@ -360,7 +360,12 @@ def start_services(app, bms, store, state, machine):
     sleep = None
     if getattr(cfg, "SLEEP", False):
         from bms import sleep as SL
-        sleep = app.part("sleep", SL.Sleep)
+        b = bms.board
+        # Wake sources besides the periodic wake: a sleep key or a charger sense.
+        has = getattr(b, "sleep_key", None) is not None or \
+            getattr(b, "charger_in", None) is not None
+        sleep = app.part("sleep", SL.Sleep, 30 * 60000, 200, 500, 3000, True, SL.PERIOD_MS,
+                         SL.RECHECK_MS, has)
     return S.Services(bms, store, state if state is not None else State(), plog, lease, sleep,
                       None, updater, app.reset, unclean, reason)
 

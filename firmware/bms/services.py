@@ -77,6 +77,7 @@ class Services:
         self.degraded = ()
         self._lease_evt = 0
         self._latch_ver = bms.prot.latch_ver
+        self._slept = False   # this poller opened the relays for sleep
         self._was_blocked = False
         self._beeping = False
         if plog is not None:
@@ -177,9 +178,13 @@ class Services:
         key = key_fn() if key_fn is not None else False
         if bms.sleep_requested and sl.state == SL.AWAKE:
             sl.request()   # CMD_SLEEP over comms
-        if sl.step(now, bms.meas.current_ma, key):
+        elif not bms.sleep_requested and sl.state == SL.ASLEEP and self._slept:
+            sl.wake()      # CMD_WAKE over comms: a bus request
+        if sl.step(now, bms.meas.current_ma, key, bms.charger_present(now)):
             asleep = sl.state == SL.ASLEEP
-            bms.sleep_requested = asleep   # hook wanted: Bms.wake() / CMD_WAKE
+            # Sleep opens the relays only where something can wake it again.
+            self._slept = asleep and sl.opens_relays
+            bms.sleep_requested = self._slept
             self._event(now, PL.PK_SLEEP, 1 if asleep else 0, sl.cause)
             if asleep:
                 self._save_state(clean=True)

@@ -1034,7 +1034,8 @@ class RegisterMap:
                 continue
             pairs.append((i, v))
         try:
-            params.set_many(pairs)
+            # The factory role may write FACTORY_ONLY rows (custom_chem).
+            params.set_many(pairs, self._allowed(ROLE_FACTORY))
         except ParamError as e:
             return self._error(EX_VALUE, e.index, e.reason)
         return EX_NONE

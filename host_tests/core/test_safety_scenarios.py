@@ -588,3 +588,55 @@ def test_shunt_and_afe_counter_disagreeing_is_a_sensor_fault():
     r.bms.request(CMD_RESET_FAULTS)
     r.run(1000)
     assert not r.bms.prot.active(F.CURRENT_SENSOR)
+
+
+# ---- 12. sleep has wake sources that can happen ----------------------------
+def test_sleep_wakes_periodically_to_measure_and_stays_awake_for_a_load():
+    from bms import sleep as SL
+    s = SL.Sleep(idle_ms=60000, period_ms=600000, recheck_ms=60000)
+    assert s.opens_relays
+    t = 0
+    while s.state == SL.AWAKE and t < 200000:
+        t += 1000
+        s.step(t, 0, False)
+    assert s.state == SL.ASLEEP
+    t0 = t
+    while s.state == SL.ASLEEP and t - t0 < 700000:
+        t += 1000
+        s.step(t, 0, False)   # relays open: no current can wake it
+    assert s.state == SL.AWAKE and s.cause == SL.C_PERIODIC
+    assert t - t0 <= 600000 + 1000
+    # Nothing there: asleep again after the short recheck, not after 30 min.
+    t1 = t
+    while s.state == SL.AWAKE and t - t1 < 120000:
+        t += 1000
+        s.step(t, 0, False)
+    assert s.state == SL.ASLEEP and t - t1 <= 60000 + 1000
+    # Next periodic wake finds a load: stays awake.
+    while s.state == SL.ASLEEP:
+        t += 1000
+        s.step(t, 0, False)
+    for _ in range(300):
+        t += 1000
+        s.step(t, -5000, False)
+    assert s.state == SL.AWAKE
+
+
+def test_sleep_wakes_on_a_charger_and_on_a_bus_request():
+    from bms import sleep as SL
+    s = SL.Sleep(idle_ms=1000)
+    s.step(0, 0, False)
+    s.step(2000, 0, False)
+    assert s.state == SL.ASLEEP
+    assert s.step(3000, 0, False, True) and s.cause == SL.C_CHARGER
+    s.step(5000, 0, False)
+    assert s.state == SL.ASLEEP
+    s.wake()
+    assert s.step(6000, 0, False) and s.cause == SL.C_BUS
+
+
+def test_sleep_without_any_wake_source_does_not_open_the_relays():
+    from bms import sleep as SL
+    s = SL.Sleep(idle_ms=1000, period_ms=0, has_wake=False)
+    assert not s.opens_relays
+    assert SL.Sleep(idle_ms=1000, period_ms=0, has_wake=True).opens_relays
