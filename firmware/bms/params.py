@@ -176,7 +176,8 @@ TABLE = (
     ("chg_switch", "bool", 0, 1, (1, 1, 1, 1), _D1, "Charge MOS/relay switch (Normal page)"),
     ("dsg_switch", "bool", 0, 1, (1, 1, 1, 1), _D1, "Discharge MOS/relay switch (Normal page)"),
     ("key_enable", "bool", 0, 1, (0, 0, 0, 0), _D1,
-     "ON/OFF key (K) controls the discharge relay; cycling it clears latched faults"),
+     "ON/OFF key (K) controls the discharge relay; cycling it clears latched faults "
+     "below critical (not short, ov2, uv2, internal, afe, relay_weld)"),
     ("precharge_pct", "%", 50, 99, (90, 90, 90, 90), _D1,
      "Precharge ends when load voltage reaches this share of pack voltage"),
     ("precharge_timeout", "ms", 100, 30000, (3000, 3000, 3000, 3000), _D1,
