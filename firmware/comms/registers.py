@@ -48,8 +48,8 @@ from array import array
 from micropython import const
 
 from bms import faults as F
-from bms.auth import (CH_MODBUS, LOCKED_OUT, OK as AUTH_OK, ROLE_FACTORY, ROLE_NAMES,
-                      ROLE_USER)
+from bms.auth import (CH_BLE, CH_MODBUS, INVALID as AUTH_INVALID, LOCKED_OUT, OK as AUTH_OK,
+                      ROLE_FACTORY, ROLE_NAMES, ROLE_USER)
 from bms.core import ACCEPTED, CMD_NAMES, ILLEGAL
 from bms.params import P_CHEMISTRY, ParamError
 from bms.params import TABLE as PARAM_TABLE
@@ -428,7 +428,12 @@ AU_NEW_FACTORY = const(0x18)  # 8 regs ASCII, factory role
 AU_ERR_INDEX = const(0x20)   # parameter index of the last refusal, -1 none
 AU_ERR_CODE = const(0x21)    # exception code of the last refusal
 AU_ERR_TEXT = const(0x22)    # 64 regs ASCII reason
-AUTH_SIZE = const(0x62)
+AU_CHAL_REQ = const(0x62)    # write anything: a fresh challenge for this port
+AU_CHALLENGE = const(0x63)   # 18 regs: nonce (8) | factory salt (4), iterations | user salt (4), iterations
+AU_RESPONSE = const(0x75)    # 32 regs: HMAC-SHA256 for the factory record | for the user record
+CHAL_REGS = const(18)
+RESP_REGS = const(32)
+AUTH_SIZE = const(0x95)
 PW_REGS = const(8)
 ERR_TEXT_LEN = const(128)
 
@@ -447,6 +452,15 @@ AUTH = (
      "Parameter index named by the last refusal on this port (-1 none)"),
     ("error_code", AU_ERR_CODE, 1, T_U16, "R", "Exception code of the last refusal (0 none)"),
     ("error_text", AU_ERR_TEXT, 64, T_ASCII, "R", "Reason for the last refusal"),
+    ("challenge_request", AU_CHAL_REQ, 1, T_U16, "W",
+     "Write any value: a fresh challenge for this port (good for one answer, 30 s)"),
+    ("challenge", AU_CHALLENGE, CHAL_REGS, T_U16, "R",
+     "Bytes, big-endian pairs: 16-byte nonce, factory salt (8) and iterations (u16), user salt "
+     "(8) and iterations (0: no such password)"),
+    ("response", AU_RESPONSE, RESP_REGS, T_U16, "W",
+     "HMAC-SHA256(key = SHA-256 password digest for that salt, message = nonce) for the factory "
+     "record, then for the user record (64 bytes): unlocks this port without sending the "
+     "password; wrong: exception 03 (counts as a wrong password); no challenge: exception 03"),
 )
 
 # ---- event log -------------------------------------------------------------
@@ -743,6 +757,7 @@ class RegisterMap:
         self.err_index = -1
         self.err_code = 0
         self.err_text = bytearray(ERR_TEXT_LEN)
+        self._chal = None   # this port's last challenge (bytes), built on request
         cap = bms.log.capacity
         if cap > LOG_MAX_RECORDS:
             cap = LOG_MAX_RECORDS
@@ -938,9 +953,9 @@ class RegisterMap:
         if o == AU_ROLE:
             return a.role(self.channel) if a is not None else 0
         if o == AU_LOCKOUT:
-            return (a.lockout_ms() + 999) // 1000 if a is not None else 0
+            return (a.lockout_ms(self.channel) + 999) // 1000 if a is not None else 0
         if o == AU_FAILS:
-            return a.failures if a is not None else 0
+            return a.failures_of(self.channel) if a is not None else 0
         if o == AU_ERR_INDEX:
             return self.err_index & 0xFFFF
         if o == AU_ERR_CODE:
@@ -948,6 +963,9 @@ class RegisterMap:
         if AU_ERR_TEXT <= o < AU_ERR_TEXT + ERR_TEXT_LEN // 2:
             j = 2 * (o - AU_ERR_TEXT)
             return (self.err_text[j] << 8) | self.err_text[j + 1]
+        if AU_CHALLENGE <= o < AU_CHALLENGE + CHAL_REGS and self._chal is not None:
+            j = 2 * (o - AU_CHALLENGE)
+            return (self._chal[j] << 8) | self._chal[j + 1]
         return 0
 
     def _read_log(self, off, count, out, pos):
@@ -1018,6 +1036,10 @@ class RegisterMap:
         return code
 
     def _locked(self):
+        a = self.auth
+        if a is not None and self.channel == CH_BLE and a.role(CH_BLE) and a.ble_default():
+            return self._error(EX_FUNCTION, -1, "Bluetooth writes refused while the default "
+                               "password is set: change it first")
         return self._error(EX_FUNCTION, -1, "locked: unlock with the password first")
 
     def _write_params(self, off, count, data, pos):
@@ -1076,14 +1098,36 @@ class RegisterMap:
                 return EX_NONE
             if res == LOCKED_OUT:
                 return self._error(EX_BUSY, -1, "too many wrong passwords: wait %d s"
-                                   % ((a.lockout_ms() + 999) // 1000))
+                                   % ((a.lockout_ms(self.channel) + 999) // 1000))
+            if res == AUTH_INVALID and self.channel == CH_BLE:
+                return self._error(EX_VALUE, -1, "no plaintext password over Bluetooth: "
+                                   "use the challenge (challenge_request / response)")
             return self._error(EX_VALUE, -1, "wrong password")
         if off == AU_LOCK and count == 1:
             a.lock(self.channel)
             return EX_NONE
+        if off == AU_CHAL_REQ and count == 1:
+            self._chal = a.challenge(self.channel)
+            return EX_NONE
+        if off == AU_RESPONSE and count == RESP_REGS:
+            raw = bytearray(2 * RESP_REGS)
+            for k in range(2 * RESP_REGS):
+                raw[k] = data[pos + k]
+            res = a.respond(self.channel, raw[:32], raw[32:])
+            self._chal = None
+            if res == AUTH_OK:
+                return EX_NONE
+            if res == LOCKED_OUT:
+                return self._error(EX_BUSY, -1, "too many wrong passwords: wait %d s"
+                                   % ((a.lockout_ms(self.channel) + 999) // 1000))
+            if res == AUTH_INVALID:
+                return self._error(EX_VALUE, -1, "no challenge outstanding: request one first")
+            return self._error(EX_VALUE, -1, "wrong password")
         if off in (AU_NEW_USER, AU_NEW_FACTORY) and count <= PW_REGS:
             role = ROLE_USER if off == AU_NEW_USER else ROLE_FACTORY
-            if not a.allowed(self.channel, role):
+            # The role itself, not allowed(): over Bluetooth the default
+            # password blocks every write except its own change.
+            if a.role(self.channel) < role:
                 return self._error(EX_FUNCTION, -1, "locked: unlock as %s first" % ROLE_NAMES[role])
             if a.change(self.channel, role, self._ascii(count, data, pos)) != AUTH_OK:
                 return self._error(EX_VALUE, -1, "password must be 4..16 printable ASCII characters")
