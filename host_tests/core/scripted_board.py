@@ -38,6 +38,7 @@ class ScriptedBoard:
         self.fail_cells = 0
         self.fail_temps = 0
         self.crash = False  # a driver bug: raises something that is not OSError
+        self.crash_cells = False  # the same in the cell driver
         self.balance_no_adjacent = True
         self.cell_bad = []
         self.connected = cells
@@ -76,6 +77,8 @@ class ScriptedBoard:
         m.load_ok = True
 
     def read_cells(self, m, now):
+        if self.crash_cells:
+            raise ValueError("cell driver bug")
         if self.fail_cells:
             self.fail_cells -= 1
             raise OSError(5)
