@@ -145,9 +145,14 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
     led = None
     if pins.get("led") is not None:
         led = gpio.StatusLed(machine.Pin(pins["led"], machine.Pin.OUT))
+    charger = None
+    if pins.get("charger_sense") is not None:   # charge-port voltage divider
+        charger = gpio.Key(_in(machine, pins["charger_sense"], False), ticks_ms, ticks_diff,
+                           active_low=False)
     conf = {"cells": cells, "shunt_uohm": uohm}
     board = HwBoard(afe, shunt, ntcs, relays, buzzer, key, led=led, afe_conf=conf,
-                    afe_temps=afe_temps, pack_source="afe", load_source="shunt")
+                    afe_temps=afe_temps, pack_source="afe", load_source="shunt",
+                    charger=charger)
     rs485, ttl = build_ports(machine, pins, opts)
     hw = {"kind": "master", "board": board, "afe": afe, "afes": afes, "shunt": shunt,
           "ntcs": ntcs, "can": build_can(machine, pins, opts), "rs485": rs485, "ttl": ttl,

@@ -106,7 +106,7 @@ APP = None
 # cannot be logged under a name the log does not know.  Append only.
 PART_NAMES = ("settings", "state", "services", "persistlog", "updater", "lease", "sleep",
               "can_modules", "can_master", "slave_update", "inverter", "update_steps", "modbus",
-              "ble", "ble_radio", "ttl", "soc_restore", "slots")
+              "ble", "ble_radio", "ttl", "soc_restore", "slots", "latches")
 _PT_SETTINGS = const(0)
 _PT_STATE = const(1)
 _PT_SERVICES = const(2)
@@ -125,6 +125,7 @@ _PT_BLE_RADIO = const(14)
 _PT_TTL = const(15)
 _PT_SOC_RESTORE = const(16)
 _PT_SLOTS = const(17)
+_PT_LATCHES = const(18)
 
 
 def report(what, e):
@@ -414,7 +415,9 @@ def start_core(app, board, params, store, machine):
     if store is not None:
         state = app.part(_PT_STATE, store.load_state)
     soc_pm = state.soc_pm if state is not None else 500
-    bms = Bms(board, params, clock, log, soc_pm=soc_pm)
+    # Latched faults come back before anything can close: a restart never clears one.
+    latched = app.part(_PT_LATCHES, store.load_latches) if store is not None else None
+    bms = Bms(board, params, clock, log, soc_pm=soc_pm, latched=latched)
     if state is not None:
         # remaining charge, learned capacity, cycles, throughput (plausibility-checked)
         app.part(_PT_SOC_RESTORE, bms.soc.load_from, state)
@@ -449,7 +452,12 @@ def start_services(app, bms, store, state, machine):
     sleep = None
     if getattr(cfg, "SLEEP", False):
         from bms import sleep as SL
-        sleep = app.part(_PT_SLEEP, SL.Sleep)
+        b = bms.board
+        # Wake sources besides the periodic wake: a sleep key or a charger sense.
+        has = getattr(b, "sleep_key", None) is not None or \
+            getattr(b, "charger_in", None) is not None
+        sleep = app.part(_PT_SLEEP, SL.Sleep, 30 * 60000, 200, 500, 3000, True, SL.PERIOD_MS,
+                         SL.RECHECK_MS, has)
     return S.Services(bms, store, state if state is not None else State(), plog, lease, sleep,
                       None, updater, app.reset, unclean, reason)
 

@@ -44,16 +44,49 @@ def test_writes_need_the_ble_password(rig):
     sim, auth, _link, _t, _mb, bms = rig
     with pytest.raises(BmsError):
         bms.set_params({P_BAL_DIFF: 12})
-    bms.unlock("123456")
+    bms.unlock("123456")   # challenge-response: the password never goes over the air
+    # While the published default is the password, Bluetooth refuses writes ...
+    with pytest.raises(BmsError, match="default password"):
+        bms.set_params({P_BAL_DIFF: 12})
+    # ... except changing that password.
+    bms.passwd("secret77")
     bms.set_params({P_BAL_DIFF: 12})
     assert sim.params[P_BAL_DIFF] == 12
     assert auth.role(CH_MODBUS) == 0
+
+
+def test_ble_refuses_the_plaintext_unlock_and_replayed_answers(rig):
+    from comms import registers as R
+    from comms.regs import auth as RA
+    sim, auth, _link, _t, _mb, bms = rig
+    regs = [0x3132, 0x3334, 0x3536, 0, 0, 0, 0, 0]   # "123456" in the clear
+    with pytest.raises(BmsError, match="plaintext"):
+        bms.write(R.A_AUTH + RA.AU_UNLOCK, regs)
+    # Record one exchange, then replay its answer: refused (the nonce is single use).
+    sent = []
+    orig = bms.write
+
+    def spy(addr, values):
+        if addr == R.A_AUTH + RA.AU_RESPONSE:
+            sent.append(list(values))
+        return orig(addr, values)
+    bms.write = spy
+    bms.unlock("123456")
+    bms.write = orig
+    bms.lock()
+    with pytest.raises(BmsError):
+        bms.write(R.A_AUTH + RA.AU_RESPONSE, sent[0])
+    bms.write(R.A_AUTH + RA.AU_CHAL_REQ, [1])   # even with a fresh challenge outstanding
+    with pytest.raises(BmsError, match="wrong password"):
+        bms.write(R.A_AUTH + RA.AU_RESPONSE, sent[0])
+    assert auth.role(1) == 0
 
 
 def test_rename_and_live(rig):
     sim, _auth, link, t, mb, bms = rig
     assert mb.rename("Garage") == "locked: unlock first"
     bms.unlock("123456")
+    bms.passwd("secret77")   # Bluetooth changes nothing else while the default is set
     assert mb.rename("Garage") == "ok" and link.name == b"Garage"
     assert mb.subscribe(500) == 500
     for _ in range(30):

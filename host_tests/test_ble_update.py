@@ -31,7 +31,17 @@ FAST = 1   # bms.sched task index of the fast control task
 def rig():
     r = Rig(board="pico_w")
     r.run(3000)      # relays closed, the BMS armed
+    # Bluetooth refuses writes while the published default password is set:
+    # the owner changed it (over RS485) before using the radio.
+    from bms.auth import ROLE_USER as USER
+    a = r.app.parts["auth"]
+    assert a.unlock(CH_MODBUS, b"123456") == 0
+    assert a.change(CH_MODBUS, USER, PW.encode()) == 0
+    a.lock(CH_MODBUS)
     return r
+
+
+PW = "secret77"
 
 
 def central(rig, mtu=185):
@@ -77,7 +87,7 @@ def test_complete_update_over_ble(rig, tmp_path, mtu):
     app = rig.app
     up = app.updater()
     t, c = central(rig, mtu)
-    c.unlock("123456")
+    c.unlock(PW)
     assert app.parts["auth"].role(CH_BLE) == ROLE_USER
     assert app.parts["auth"].role(CH_MODBUS) == 0                # RS485 stays locked
     path, pkg = make_pkg(tmp_path)
@@ -124,7 +134,7 @@ def test_unauthenticated_ble_client_is_refused_the_update(rig, tmp_path):
     app = rig.app
     up = app.updater()
     # RS485 unlocked: that session does not unlock Bluetooth.
-    r = write_regs(rig, A_AUTH, ascii_regs(b"123456", 8))
+    r = write_regs(rig, A_AUTH, ascii_regs(PW.encode(), 8))
     assert r[1] == 16, r.hex()
     assert app.parts["auth"].role(CH_MODBUS) == ROLE_USER
     t, c = central(rig)
@@ -145,7 +155,7 @@ def test_ble_lock_mid_transfer_stops_the_update(rig, tmp_path):
     """A disconnect locks the BLE session: the rest of the transfer is refused."""
     up = rig.app.updater()
     t, c = central(rig)
-    c.unlock("123456")
+    c.unlock(PW)
     path, pkg = make_pkg(tmp_path)
     tr = update_cmd.ModbusTransport(c, sleep=t.wait)
     tr.begin(len(pkg), __import__("hashlib").sha256(pkg).digest(), None)
@@ -165,7 +175,7 @@ def test_bmsctl_ble_option_runs_the_update(rig, tmp_path, capsys):
                               wait=lambda s: rig.run(max(1, int(s * 1000))))
         made.append((address, t))
         return t
-    rc = main(["--ble", "AA:BB:CC:DD:EE:FF", "--password", "123456", "update", str(path)],
+    rc = main(["--ble", "AA:BB:CC:DD:EE:FF", "--password", PW, "update", str(path)],
               ble_transport=transport)
     out = " ".join(capsys.readouterr().out.split())
     assert rc == 0, out

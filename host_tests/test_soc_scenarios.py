@@ -33,7 +33,7 @@ def mean_current(sim, seconds):
 
 
 # ---- current calibration ------------------------------------------------------
-def _calibrate(gain, offset_ma):
+def _calibrate(gain, offset_ma, steps=1):
     sim = Simulation("LFP", cells=16, soc=0.5, seed=5)
     sim.board.current_gain = gain
     sim.board.current_offset_ma = offset_ma
@@ -44,8 +44,9 @@ def _calibrate(gain, offset_ma):
     zero = mean_current(sim, 2)
     sim.pack.load_a = 2.0                               # the user's 2 A, multimeter
     coarse(sim, 2.5, 50)
-    assert sim.bms.request(CMD_CAL_CURRENT, 2000) == ACCEPTED
-    coarse(sim, 1.5, 50)
+    for _ in range(steps):
+        assert sim.bms.request(CMD_CAL_CURRENT, 2000) == ACCEPTED
+        coarse(sim, 2.5, 50)
     at2 = mean_current(sim, 2)
     sim.pack.load_a = 50.0
     coarse(sim, 1.5, 50)
@@ -66,8 +67,9 @@ def test_current_calibration_gain_and_zero():
 
 def test_current_calibration_large_error_keeps_zero():
     # 10 % gain error and 0.5 A offset: the gain correction must not move the
-    # zero point (the offset is rescaled with the gain).
-    zero, at2, at50, zero2 = _calibrate(1.10, 500)
+    # zero point (the offset is rescaled with the gain).  One calibration
+    # moves the gain by at most 5 % (docs/safety.md): this error takes two.
+    zero, at2, at50, zero2 = _calibrate(1.10, 500, steps=2)
     assert abs(at2 + 2000) < 8
     assert abs(at50 + 50000) < 200
     assert abs(zero2) < 6

@@ -21,7 +21,8 @@ import tools  # noqa: F401  (firmware on sys.path)
 from bms import faults as F
 from bms.auth import (BACKOFF_BASE_MS, BACKOFF_MAX_MS, DEFAULT_USER_PASSWORD, FREE_ATTEMPTS,
                       IDLE_MS, ROLE_NAMES)
-from bms.params import CHEM_NAMES, OP_GT, RULES
+from bms.core import CMD_NAMES
+from bms.params import CHEM_LIMITS, CHEM_NAMES, LIM_MAX, OP_GT, RULES, STEP_LIMITS
 from bms.params import TABLE as PT
 from comms import registers as R
 from comms.regs.auth import AU_UNLOCK
@@ -197,9 +198,24 @@ def gen_faults_md():
     o = [HEADER, "# Fault table\n\n",
          "Generated from `firmware/bms/faults.py`.  Fault *id* is bit *id mod 16* of Modbus "
          "word `faults_<id div 16>` (and of `protection_*` or `alarm_*` by level).  Thresholds "
-         "are in the core's units; names are parameters (`docs/parameters.md`).  Set delay: the "
-         "condition must persist (up/down counter); clear delay: the recovery condition must "
-         "hold continuously.\n\n"]
+         "are in the core's units; names are parameters (`docs/parameters.md`).\n\n"
+         "* **Set delay**: the fault sets once its condition has been pending for the delay, "
+         "at an observation of the condition.  It becomes pending at the first observation and "
+         "is forgotten only when the condition has been absent, on valid data, for its gap "
+         "window min(delay, 1000 ms): a reading that flickers over the threshold trips at any "
+         "duty cycle within delay + gap window + one sample; a lone spike never trips.\n"
+         "* **Clear delay**: the recovery condition must hold continuously, on complete and "
+         "fresh data.  Missing or invalid data holds a fault's state (an invalid reading holds "
+         "its sensor's last valid value): it never counts as recovered.\n"
+         "* **Boot**: a condition present at its first observation after boot applies the "
+         "fault's reaction at once, until the fault sets or the condition goes.\n"
+         "* **Policy**: *auto* clears by itself; *latched* waits for the reset rule; "
+         "*retry* clears by itself but latches on its (`oc_retries` + 1)-th trip within "
+         "`oc_window` s of the first trip of the series.  Latches are saved to flash and "
+         "restored before anything closes: a restart never clears one.  The authenticated "
+         "reset command clears every latch whose condition is gone; cycling the K switch only "
+         "those below *critical*.  A reset while ov2 / uv2 still hold starts their recovery "
+         "path (docs/safety.md).\n\n"]
     rows = []
     react = ((F.R_CHG, "charge"), (F.R_DSG, "discharge"), (F.R_L2, "level-2"),
              (F.R_BAL, "balancing"), (F.R_HEAT, "heater"))
@@ -215,7 +231,7 @@ def gen_faults_md():
             rec = "%s %s %s" % (_sig_name(sig), rop, _spec(r[F.F_REC], unit))
         rows.append((i, "%d.%d" % (i // 16, i % 16), r[F.F_NAME], cond, rec,
                      _spec(r[F.F_DELAY], "ms"), _spec(r[F.F_CLEAR], "ms"),
-                     "latched" if r[F.F_POLICY] == F.P_LATCH else "auto",
+                     ("auto", "latched", "retry")[r[F.F_POLICY]],
                      ", ".join(n for b, n in react if r[F.F_REACTION] & b) or "alarm only",
                      F.LEVEL_NAMES[r[F.F_LEVEL]]))
     o.append(_md_table(["id", "word.bit", "name", "trips when", "recovers when", "set delay",
@@ -242,6 +258,38 @@ def gen_parameters_md():
              "of these is refused as a whole (exception 03, nothing changes):\n\n")
     for a, op, b, reason in RULES:
         o.append("* `%s %s %s`: %s\n" % (PT[a][0], ">" if op == OP_GT else "<", PT[b][0], reason))
+    o.append("\n## Chemistry ceilings\n\nAbsolute limits per chemistry (`params.CHEM_LIMITS`); "
+             "a change beyond them is refused unless `custom_chem` is 1, which only the factory "
+             "role may write (every change is in the event log).  `ov1`, `ov_rec` and "
+             "`bal_start` stay below `ov2`, `uv1` and `uv_rec` above `uv2` by the rules above, "
+             "so the ceilings bound them too; the AFE backstop and the slave modules take "
+             "their limits from these parameters.\n\n")
+    rows = []
+    for i, bound, lims, what in CHEM_LIMITS:
+        rows.append(("`%s`" % PT[i][0], what, "<=" if bound == LIM_MAX else ">=")
+                    + tuple("%d %s" % (lims[k], PT[i][1]) for k in range(len(lims))))
+    o.append(_md_table(["parameter", "limit", ""] + list(CHEM_NAMES), rows))
+    o.append("\nSources (cell datasheets; the level-2 voltage ceilings sit 50-150 mV above the "
+             "datasheet charge voltage, a trip point, not a charge voltage, and never below the "
+             "TOPBMS defaults):\n\n"
+             "* NMC: Samsung INR18650-25R, LG INR18650-MJ1 - charge 4.20 V +-0.05 V, discharge "
+             "cut-off 2.5 V, charge 0..45/50 degC.\n"
+             "* LFP: EVE LF280K, CATL 280 Ah - charge 3.65 V, cut-off 2.5 V (2.0 V below "
+             "0 degC), charge 0..55/60 degC.\n"
+             "* LTO: Toshiba SCiB, Yinlong 66160 - charge 2.7-2.8 V, cut-off 1.5 V, charge "
+             "-30..55 degC (the ceiling keeps the TOPBMS default ov2 2.95 V).\n"
+             "* Sodium-ion: CATL / HiNa - charge 3.95-4.0 V, cut-off 1.5 V, charge "
+             "-20..55 degC.\n"
+             "* Cell difference: 1000 mV for every chemistry, not from a datasheet: beyond it a "
+             "cell is outside its window while the pack average is inside; it keeps the TOPBMS "
+             "default 800 mV.\n\n"
+             "These figures were entered from those datasheets without a copy of them in this "
+             "repository: check them against the datasheet of the cells you use before relying "
+             "on them.\n")
+    o.append("\n## Step limits\n\nOne write may move these by at most (the factory role is "
+             "exempt; loading stored settings or defaults is not a step):\n\n")
+    for i, step in STEP_LIMITS:
+        o.append("* `%s`: %d %s per write or calibration\n" % (PT[i][0], step, PT[i][1]))
     return "".join(o)
 
 

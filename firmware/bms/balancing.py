@@ -9,7 +9,12 @@ set voltage difference -> balance ... until within the set difference"):
   cell falls ``_START_HYST_MV`` below ``bal_start`` (hysteresis both ways, so
   nothing flicks at a threshold).
 * Only while charging (``bal_mode`` 0) or also at rest (``bal_mode`` 1);
-  never while discharging (bleeding then only wastes charge).
+  never while discharging (bleeding then only wastes charge).  While the
+  cell-difference fault is active (``rest_ok``) it also runs at rest and
+  without waiting for ``bal_start``: that fault holds the charge relay open,
+  so balancing that waits for charge current could never clear it.  The
+  temperature rules and R_BAL still apply, and no cell at or below
+  ``uv_rec`` is bled.
 * Stops at once when the protection blocks it (R_BAL: under-voltage, cell /
   balance over-temperature, stale cell data ...), when a cell reading is
   invalid, or when the balance resistors reach ``t_bal_rec`` (it resumes
@@ -39,7 +44,8 @@ from micropython import const
 
 from bms.faults import R_BAL
 from bms.measurements import ROLE_BALANCE, ROLE_POWER, T_NONE_MAX
-from bms.params import P_BAL_DIFF, P_BAL_ENABLE, P_BAL_MODE, P_BAL_START, P_T_BAL_REC
+from bms.params import (P_BAL_DIFF, P_BAL_ENABLE, P_BAL_MODE, P_BAL_START, P_T_BAL_REC,
+                        P_UV_REC)
 
 _CHARGING_MA = const(500)    # above this the pack is charging
 _REST_MA = const(300)        # below this magnitude the pack is at rest
@@ -73,6 +79,7 @@ class Balancer:
         self._sweep = 0
         self._rot = 0
         self._on = False            # bleeders were on during the last interval
+        self._force = False         # rest_ok at the last step
 
     def bleed_s(self, i):
         return self.on_count[i] * self.period_ms // 1000
@@ -93,8 +100,11 @@ class Balancer:
         self._sweep = 0
         return bool(changed)
 
-    def step(self, m, block):
-        """Call after every cell sweep; True if ``flags`` changed (write them)."""
+    def step(self, m, block, rest_ok=False):
+        """Call after every cell sweep; True if ``flags`` changed (write them).
+
+        ``rest_ok``: balance at rest whatever ``bal_mode`` and ``bal_start``
+        say (the cell-difference fault is active)."""
         p = self.params
         # Account the interval that just ended and note how it was measured.
         self.quiet = not self._on
@@ -120,8 +130,10 @@ class Balancer:
         if self.hot:
             return self._off(ST_HOT)
         cur = m.current_ma
-        if not (cur > _CHARGING_MA or (p[P_BAL_MODE] == 1 and -_REST_MA < cur < _REST_MA)):
+        if not (cur > _CHARGING_MA or
+                ((p[P_BAL_MODE] == 1 or rest_ok) and -_REST_MA < cur < _REST_MA)):
             return self._off(ST_WAIT)
+        self._force = rest_ok
 
         s = self._sweep
         self._sweep = s + 1 if s + 1 < PERIOD else 0
@@ -141,6 +153,10 @@ class Balancer:
         p = self.params
         half = p[P_BAL_DIFF] >> 1
         start = p[P_BAL_START]
+        floor = 0
+        if self._force:
+            start = 0
+            floor = p[P_UV_REC]
         if self.active:
             self.active = m.diff_mv > half and m.max_mv >= start - _START_HYST_MV
         else:
@@ -152,6 +168,8 @@ class Balancer:
             return
         self.state = ST_ACTIVE
         target = m.min_mv + half
+        if target < floor:
+            target = floor
         mv = m.cell_mv
         n = m.n_cells
         if not self.no_adjacent:

@@ -12,15 +12,45 @@ The board object is the only way out to hardware (duck-typed, see
 ``boards/`` and ``tools/sim``):
   max_cells, temp_roles           sizes of the snapshot
   read_current(meas, now)         fills current_ma (raw, uncalibrated), pack_mv,
-                                  load_mv/load_ok; raises OSError on bus failure
+                                  load_mv/load_ok, and current2_ma/current2_ok if it
+                                  has a second current reading; raises OSError on
+                                  bus failure
   read_cells(meas, now)           fills cell_mv/cell_ok/cell_ts for n_cells
   read_temps(meas, now)           fills temp_dc/temp_status
+                                  (readings that may not fit the arrays go through
+                                  meas.put_cell / meas.put_temp: out of range is
+                                  invalid, never truncated)
   set_relays(states)              bytearray indexed by contactors.RELAY_*
   set_balance(flags)              bytearray, one 0/1 per cell
   set_buzzer(on)
   key()                           ON/OFF switch input (True = on)
   afe_fault()                     non-zero if the AFE tripped in hardware
   balance_no_adjacent             True if the AFE forbids adjacent bleeders
+  relay_faults()        optional  bit mask (1 << RELAY_*) of relays whose readback
+                                  disagrees with their command
+  charger_present()     optional  a charger is connected (charge-port sense)
+  voltage_response      optional  False on a scripted test board whose cell
+                                  voltages do not respond to the current
+                                  (disables the voltage-response check)
+
+Safety rules applied here (docs/safety.md):
+* Nothing closes before the first complete measurement: level 2 included.
+  Any fault whose reaction includes level 2 opens it in every state.
+* A relay that fails to open escalates: a relay commanded open while current
+  of WELD_MA or more still flows in its direction (charge current with the
+  charge relay open; discharge current with discharge and precharge open),
+  or a relay whose readback disagrees, raises ``relay_weld``, which opens
+  level 2 after its 500 ms delay.
+* Latched faults come back from the settings store (``latched``) before
+  the first cycle.  Cycling the K switch resets only latches below
+  L_CRIT; ov2, uv2, short, internal, afe and relay_weld need the
+  authenticated reset command.
+* Currents outside +-CURRENT_MA_MAX are invalid readings (current_stale),
+  the current is checked against a second source and against the cell
+  voltages' response (bms.plausible: current_sensor), and voltage on cells
+  beyond ``cell_count`` (pack voltage above the cell sum by more than
+  UNMON_MV + UNMON_PER_CELL_MV per cell, at rest, for UNMON_MS) counts as
+  missing cell data (cell_stale).
 
 Comms never touch the board: they change parameters (validated) or call
 ``request(cmd, arg)``, which the fast task applies at its next run.  Any
@@ -32,15 +62,19 @@ from micropython import const
 from bms import faults as F
 from bms.balancing import Balancer
 from bms.buzzer import Buzzer
-from bms.contactors import RELAY_CHG, Contactors
+from bms.contactors import RELAY_CHG, RELAY_DSG, RELAY_PRE, Contactors
 from bms.derating import Derating
-from bms.eventlog import EV_BOOT, EV_COMMAND, EV_EXCEPTION, EV_PARAM, EV_SOC_CAL, EventLog
+from bms.eventlog import (EV_BOOT, EV_CAL, EV_COMMAND, EV_EXCEPTION, EV_PARAM, EV_SOC_CAL,
+                          EventLog)
 from bms.heater import Heater
-from bms.measurements import ROLE_BALANCE, ROLE_CELL, ROLE_POWER, Measurements
-from bms.params import (P_BUZZER, P_CELL_COUNT, P_CHEMISTRY, P_CHG_SWITCH, P_CUR_GAIN,
+from bms.measurements import (CURRENT_MA_MAX, ROLE_BALANCE, ROLE_CELL, ROLE_POWER,
+                              Measurements)
+from bms.params import (CUR_GAIN_STEP, P_BUZZER, P_CELL_COUNT, P_CHEMISTRY, P_CHG_SWITCH,
+                        P_CUR_GAIN,
                         P_CUR_OFFSET, P_DSG_SWITCH, P_KEY_ENABLE, P_PRECHARGE_PCT,
                         P_PRECHARGE_TIMEOUT, ParamError)
-from bms.protection import Protection
+from bms.plausible import CurrentCheck
+from bms.protection import CELL_STALE_MS, CURRENT_STALE_MS, TEMP_STALE_MS, Protection
 from bms.scheduler import Scheduler
 from bms.soc import Soc
 from bms.ticks import ticks_diff
@@ -48,9 +82,14 @@ from bms.ticks import ticks_diff
 FAST_MS = const(50)
 CELL_MS = const(250)
 _SLOW_MS = const(1000)
-_CURRENT_STALE_MS = const(500)
-_CELL_STALE_MS = const(1500)
-_TEMP_STALE_MS = const(3000)
+WELD_MA = const(2000)        # current through a relay commanded open: it did not open
+UNMON_MV = const(800)        # pack voltage above the cell sum: an unmonitored cell ...
+UNMON_PER_CELL_MV = const(5)  # ... beyond this margin plus this per monitored cell
+UNMON_MS = const(5000)       # ... held this long, at rest
+_UNMON_REST_MA = const(2000)
+CHARGER_MA = const(500)      # charge current this high: a charger is there
+CHARGER_HOLD_MS = const(10000)
+_CHARGER_MV = const(200)     # load side this far above the pack (at least 1 %): a charger
 
 # Command ids (Modbus / BLE / display all end here).
 CMD_RESET_FAULTS = const(1)
@@ -84,7 +123,7 @@ _ZERO_MAX_MA = const(5000)
 
 
 class Bms:
-    def __init__(self, board, params, clock, log=None, soc_pm=500):
+    def __init__(self, board, params, clock, log=None, soc_pm=500, latched=None):
         self.board = board
         self.params = params
         self.clock = clock
@@ -93,6 +132,7 @@ class Bms:
         self.meas.set_cell_count(params[P_CELL_COUNT])
         self.prot = Protection(params, self.log)
         self.contactors = Contactors(board, self.log)
+        self.ccheck = CurrentCheck(params)
         self.buzzer = Buzzer()
         self.soc = Soc(params, soc_pm)
         self.balancer = Balancer(params, board.max_cells,
@@ -110,6 +150,17 @@ class Bms:
         self._rd_current = board.read_current
         self._rd_cells = board.read_cells
         self._rd_temps = board.read_temps
+        self._rd_relays = getattr(board, "relay_faults", None)
+        self._rd_charger = getattr(board, "charger_present", None)
+        self._v_response = getattr(board, "voltage_response", True)
+        self._exc_at = 0
+        self._cur_good = 0       # last in-range calibrated current
+        self.bad_readings = 0    # out-of-range readings refused
+        self._unmon_ms = 0
+        self.unmonitored = False
+        self._chg_at = 0
+        self._chg_seen = False
+        self.charger_hint_at = None  # comms (special charger, inverter) saw a charger
         self.current_raw_ma = 0
         self.current_avg_raw = 0
         self._avg_sum = 0
@@ -132,6 +183,8 @@ class Bms:
         params.listener = self._param_changed
         now = clock.ticks_ms()
         self.log.append(now, EV_BOOT, 0, 0)
+        if latched:
+            self.prot.restore(latched, now)
 
     # ---- public -------------------------------------------------------
     def step(self):
@@ -167,7 +220,16 @@ class Bms:
         dt = ticks_diff(now, self._last_fast) if self._fast_seen else 0
         self._last_fast = now
         self._fast_seen = True
-        if self._read(self._rd_current, now):
+        cur_ok = self._read(self._rd_current, now)
+        if cur_ok and not -CURRENT_MA_MAX <= m.current_ma <= CURRENT_MA_MAX:
+            # An impossible reading is no reading: the last good value holds,
+            # current_stale follows if it goes on.
+            m.current_ma = self._cur_good
+            self.bad_readings += 1
+            cur_ok = False
+        if m.current2_ok and not -CURRENT_MA_MAX <= m.current2_ma <= CURRENT_MA_MAX:
+            m.current2_ok = False
+        if cur_ok:
             raw = m.current_ma
             self.current_raw_ma = raw
             # Exact mean over 1 s windows for calibration (an integer IIR
@@ -178,17 +240,38 @@ class Bms:
                 self.current_avg_raw = self._avg_sum // self._avg_n
                 self._avg_sum = 0
                 self._avg_n = 0
-            m.current_ma = self._calibrate(raw)
+            i = self._calibrate(raw)
+            m.current_ma = i
+            self._cur_good = i
             m.current_ts = now
             m.current_seen = True
+            self.ccheck.fast(m)
+            if i >= CHARGER_MA:
+                self._chg_at = now
+                self._chg_seen = True
         prot = self.prot
         prot.set_flag(F.SIG_CUR_STALE, (not m.current_seen)
-                      or ticks_diff(now, m.current_ts) > _CURRENT_STALE_MS)
+                      or ticks_diff(now, m.current_ts) > CURRENT_STALE_MS)
         prot.set_flag(F.SIG_CELL_STALE, (not m.cells_seen) or m.bad_cells > 0
-                      or ticks_diff(now, m.cells_ts) > _CELL_STALE_MS)
+                      or ticks_diff(now, m.cells_ts) > CELL_STALE_MS or self.unmonitored)
         prot.set_flag(F.SIG_T_SENSOR, (not m.temps_seen)
                       or m.bad_temps[ROLE_POWER] > 0 or m.bad_temps[ROLE_CELL] > 0
-                      or ticks_diff(now, m.temps_ts) > _TEMP_STALE_MS)
+                      or ticks_diff(now, m.temps_ts) > TEMP_STALE_MS)
+        prot.set_flag(F.SIG_CUR_PLAUS, self.ccheck.second_bad or self.ccheck.response_bad)
+        # A relay commanded open (at the previous tick, before this reading)
+        # that still carries current in its direction did not open.
+        cs = self.contactors.state
+        weld = False
+        if cur_ok:
+            i = m.current_ma
+            if i >= WELD_MA and not cs[RELAY_CHG]:
+                weld = True
+            elif i <= -WELD_MA and not cs[RELAY_DSG] and not cs[RELAY_PRE]:
+                weld = True
+        rf = self._rd_relays
+        if rf is not None and rf():
+            weld = True
+        prot.set_flag(F.SIG_RELAY, weld)
         prot.set_flag(F.SIG_BAL_SENSOR, m.bad_temps[ROLE_BALANCE] > 0)
         prot.set_flag(F.SIG_PRECHARGE, self.contactors.precharge_failed)
         # The chip latches its own trip until cleared; the fault follows it.
@@ -197,7 +280,7 @@ class Bms:
         p = self.params
         key = b.key()
         if p[P_KEY_ENABLE] and key and not self._key_prev:
-            self._reset_faults(now)  # K switch cycled off -> on
+            self._reset_faults(now, F.L_PROT)  # K switch cycled off -> on: not the critical latches
         self._key_prev = key
 
         if self._cmd:
@@ -207,7 +290,7 @@ class Bms:
         if not self.running and m.cells_seen and m.current_seen and m.temps_seen:
             self.running = True
         if not self.running:
-            block = F.R_CHG | F.R_DSG | F.R_BAL | F.R_HEAT  # nothing closes before data
+            block |= F.R_CHG | F.R_DSG | F.R_L2 | F.R_BAL | F.R_HEAT  # nothing closes before data
         if self.heater.cold_check(m, now):
             block |= F.R_CHG  # cold: no charging until the pack is warm enough
         dsg_req = p[P_DSG_SWITCH] and (key or not p[P_KEY_ENABLE]) and not self.sleep_requested
@@ -230,13 +313,54 @@ class Bms:
             m.update_cell_stats()
             m.cells_ts = now
             m.cells_seen = True
+            if self._v_response:
+                self.ccheck.cells(m, now, not self.balancer._on)
+            self._unmonitored(m)
         if self._read(self._rd_temps, now):
             m.update_temp_stats()
             m.temps_ts = now
             m.temps_seen = True
         bal = self.balancer
-        if bal.step(m, self.prot.reaction if self.running else F.R_BAL | F.R_HEAT):
+        # A cell-difference fault holds the charge relay open, so balancing
+        # that waits for charge current could never clear it: let it run at rest.
+        if bal.step(m, self.prot.reaction if self.running else F.R_BAL | F.R_HEAT,
+                    self.prot.active(F.DIFF)):
             self.board.set_balance(bal.flags)
+
+    def _unmonitored(self, m):
+        """Voltage on inputs beyond ``cell_count``: the pack voltage exceeds the
+        sum of the monitored cells (checked at rest, where both agree)."""
+        n = m.n_cells
+        i = m.current_ma
+        if m.bad_cells or m.pack_mv <= 0 or i > _UNMON_REST_MA or i < -_UNMON_REST_MA:
+            return  # no verdict: the last one holds
+        if m.pack_mv - m.sum_mv > UNMON_MV + UNMON_PER_CELL_MV * n:
+            self._unmon_ms += CELL_MS
+            if self._unmon_ms >= UNMON_MS:
+                self._unmon_ms = UNMON_MS
+                self.unmonitored = True
+        else:
+            self._unmon_ms = 0
+            self.unmonitored = False
+
+    def charger_present(self, now):
+        """A charger is connected: board sense, load side above the pack with the
+        discharge path open, charge current within CHARGER_HOLD_MS, or a comms hint."""
+        f = self._rd_charger
+        if f is not None and f():
+            return True
+        m = self.meas
+        pk = m.pack_mv
+        if m.load_ok and pk > 0 and not self.contactors.state[RELAY_DSG]:
+            margin = pk // 100
+            if margin < _CHARGER_MV:
+                margin = _CHARGER_MV
+            if m.load_mv >= pk + margin:
+                return True
+        if self._chg_seen and ticks_diff(now, self._chg_at) < CHARGER_HOLD_MS:
+            return True
+        t = self.charger_hint_at
+        return t is not None and ticks_diff(now, t) < CHARGER_HOLD_MS
 
     def _slow(self, now):
         m = self.meas
@@ -244,8 +368,9 @@ class Bms:
         block = prot.reaction if self.running else F.R_BAL | F.R_HEAT
         cs = self.contactors.state
         h = self.heater
-        h.step(m, self.params[P_CHG_SWITCH] and (cs[RELAY_CHG] or prot.active(F.LT_CHG)
-                                                 or h.charge_inhibit),
+        # "Heat during charging" only while a charger is there (never from the
+        # pack just because the charge relay is closed).
+        h.step(m, bool(self.params[P_CHG_SWITCH]) and self.charger_present(now),
                m.current_ma < -_MODE_CURRENT_MA, now, block)
         ov1 = prot.active(F.OV1)
         uv1 = prot.active(F.UV1)
@@ -263,13 +388,22 @@ class Bms:
 
     # ---- helpers ------------------------------------------------------
     def _read(self, fn, now):
-        """One bus transaction with one retry; False if both failed."""
+        """One bus transaction with one retry; False if both failed.
+
+        A driver that raises anything else has a bug: the fail-safe acts
+        (every relay open, ``internal`` latched) and the read counts as
+        failed, but the cycle goes on, so the protection keeps evaluating
+        the other readings (a broken current driver must not blind the
+        cell protections)."""
         for _ in range(2):
             try:
                 fn(self.meas, now)
                 return True
             except OSError:
                 self.bus_errors += 1
+            except Exception as e:  # noqa: BLE001 - fail-safe boundary
+                self._fail(e)
+                return False
         return False
 
     def _calibrate(self, raw):
@@ -295,20 +429,29 @@ class Bms:
         else:
             self.mode = _MODE_STANDBY
 
-    def _reset_faults(self, now):
+    def _reset_faults(self, now, max_level=F.L_CRIT):
+        """The reset rule: latched faults up to ``max_level`` whose condition
+        is gone clear (ov2 / uv2 still present enter their recovery path).
+        The command resets everything; the K switch only below L_CRIT."""
         prot = self.prot
-        reset_afe = getattr(self.board, "clear_afe_fault", None)
-        if reset_afe is not None:
-            try:
-                reset_afe()
-            except OSError:
-                self.bus_errors += 1
-        prot.set_flag(F.SIG_INTERNAL, False)
+        if max_level >= F.L_CRIT:
+            reset_afe = getattr(self.board, "clear_afe_fault", None)
+            if reset_afe is not None:
+                try:
+                    reset_afe()
+                except OSError:
+                    self.bus_errors += 1
+            # Not while exceptions are still coming: a reset during a crash
+            # loop would let the relays close between two exceptions.
+            if not self.exceptions or ticks_diff(now, self._exc_at) >= CELL_MS + FAST_MS:
+                prot.set_flag(F.SIG_INTERNAL, False)
+            prot.set_flag(F.SIG_AFE, self.board.afe_fault() != 0)
         prot.set_flag(F.SIG_PRECHARGE, False)
-        prot.set_flag(F.SIG_AFE, self.board.afe_fault() != 0)
         self.contactors.clear_precharge_fault()
+        self.ccheck.reset()
+        prot.set_flag(F.SIG_CUR_PLAUS, self.ccheck.second_bad)
         prot.step(self.meas, now)  # let cleared flags reach S_RECOVERED
-        return prot.reset_latched(now)
+        return prot.reset_latched(now, max_level)
 
     def _run_command(self, now):
         cmd = self._cmd
@@ -333,17 +476,31 @@ class Bms:
             if (raw <= -_CAL_MIN_MA or raw >= _CAL_MIN_MA) and (d <= -_CAL_MIN_MA or d >= _CAL_MIN_MA):
                 gain = target * 10000 // d if -100000 < target < 100000 \
                     else target * 100 // (d // 100)
+                # One calibration moves the gain by at most CUR_GAIN_STEP (5 %):
+                # a larger error takes several, each logged; the range is the
+                # parameter's (+-10 %).
+                g0 = p[P_CUR_GAIN]
+                if gain > g0 + CUR_GAIN_STEP:
+                    gain = g0 + CUR_GAIN_STEP
+                elif gain < g0 - CUR_GAIN_STEP:
+                    gain = g0 - CUR_GAIN_STEP
                 try:
                     p.set_many(((P_CUR_GAIN, gain), (P_CUR_OFFSET, -(raw0 * gain // 10000))))
+                    self.log.append(now, EV_CAL, cmd, gain)
                 except ParamError:
-                    pass
+                    self.log.append(now, EV_CAL, cmd, -1)
+            else:
+                self.log.append(now, EV_CAL, cmd, -1)
         elif cmd == CMD_CAL_ZERO:
             raw = self.current_avg_raw
-            if -_ZERO_MAX_MA < raw < _ZERO_MAX_MA:
-                try:
-                    p.set(P_CUR_OFFSET, -(raw * p[P_CUR_GAIN] // 10000))
-                except ParamError:
-                    pass
+            off = -(raw * p[P_CUR_GAIN] // 10000)
+            try:
+                if not -_ZERO_MAX_MA < raw < _ZERO_MAX_MA:
+                    raise ParamError(P_CUR_OFFSET, "zero reading too large")
+                p.set(P_CUR_OFFSET, off)
+                self.log.append(now, EV_CAL, cmd, off)
+            except ParamError:
+                self.log.append(now, EV_CAL, cmd, -1)
         elif cmd == _CMD_DEFAULTS:
             p.load_defaults(arg)
         elif cmd == CMD_CLEAR_LOG:
@@ -361,6 +518,7 @@ class Bms:
 
     def _fail(self, exc):
         now = self.clock.ticks_ms()
+        self._exc_at = now
         self.exceptions += 1
         self.last_exception = exc
         try:

@@ -32,13 +32,16 @@ whose reaction opens a path, the user switches, the sleep request, a core
 without data and the low-temperature charge inhibit make the limit 0 at
 once (the same rules as ``comms.limits.FaultLimits``).
 
+After an authenticated reset of uv2 (ov2) the fault's recovery path caps the
+charge (discharge) limit at the protection's ``recovery_ma`` (0.05 C).
+
 CVL = cells x ``ov_rec`` (the voltage at which charging may resume after an
 over-voltage trip, so a CV charger never drives a balanced pack into the
 cut-off); DVL = cells x ``uv_rec``.
 """
 from micropython import const
 
-from bms.faults import R_CHG, R_DSG, R_L2
+from bms.faults import OV2, R_CHG, R_DSG, R_L2, UV2
 from bms.measurements import ROLE_CELL, T_NONE_MAX, T_NONE_MIN
 from bms.params import (P_CELL_COUNT, P_CHG_OC, P_CHG_SWITCH, P_DSG_OC, P_DSG_SWITCH,
                         P_KEY_ENABLE, P_LT_CHG_REC, P_LT_DSG, P_LT_DSG_REC, P_OV1, P_OV_REC,
@@ -90,6 +93,8 @@ class Derating:
         self.discharge_enable = False
         self._last = 0
         self._seen = False
+        self.cap_c = -1           # recovery path caps (mA), -1 none
+        self.cap_d = -1
 
     @property
     def ccl_da(self):
@@ -112,6 +117,9 @@ class Derating:
         dsg = run and p[P_DSG_SWITCH] and not (block & (R_DSG | R_L2))
         if dsg and p[P_KEY_ENABLE] and not b.board.key():
             dsg = False
+        prot = b.prot
+        self.cap_c = prot.recovery_ma if prot.recovering(UV2) else -1
+        self.cap_d = prot.recovery_ma if prot.recovering(OV2) else -1
         self.step(b.meas, b.soc.soc_pm, chg, dsg, now)
 
     def factors(self, m, soc_pm):
@@ -168,6 +176,10 @@ class Derating:
         base_d = p[P_DSG_OC] * LIMIT_PCT
         tc = _scale(base_c, c) if chg_allowed else 0
         td = _scale(base_d, d) if dsg_allowed else 0
+        if 0 <= self.cap_c < tc:
+            tc = self.cap_c
+        if 0 <= self.cap_d < td:
+            td = self.cap_d
         self.ccl_target_ma = tc
         self.dcl_target_ma = td
         if self._seen:

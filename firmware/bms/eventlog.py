@@ -18,8 +18,10 @@ EV_COMMAND = const(6)
 EV_EXCEPTION = const(7)
 EV_SOC_CAL = const(8)
 _EV_CLEARED = const(9)
+EV_FAULT_RECOVERY = const(10)  # a=fault id, b=signal value: latched fault in its recovery path
+EV_CAL = const(11)             # a=command (3 gain, 4 zero), b=new value, or -1 refused
 KIND_NAMES = ("boot", "fault_set", "fault_clear", "relay", "dsg_state", "param",
-              "command", "exception", "soc_cal", "log_cleared")
+              "command", "exception", "soc_cal", "log_cleared", "fault_recovery", "calibration")
 
 
 class EventLog:

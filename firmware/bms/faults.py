@@ -13,7 +13,12 @@ Row fields (index constants F_*):
   clear     clear delay spec in ms: the recovery condition must hold
             continuously this long before the fault clears
   policy    P_AUTO clears by itself; P_LATCH waits, after recovery, for a
-            reset (command, K switch cycle or restart)
+            reset (the authenticated command; a K switch cycle only for
+            latches below L_CRIT); P_RETRY clears by itself like P_AUTO but
+            latches once it has tripped more than ``oc_retries`` times within
+            ``oc_window`` seconds of the first trip of the series.  Latches
+            are persisted (settings store) and restored at boot: a restart
+            never clears one
   reaction  R_* bits: what the contactor logic must open or stop
   level     L_WARN (alarm only), L_PROT (protection), L_CRIT (level 2 /
             latched, loudest buzzer)
@@ -44,7 +49,9 @@ SIG_INTERNAL = const(14)    # firmware exception in a control cycle
 SIG_AFE = const(15)         # the AFE reported a hardware trip or fault
 SIG_COMM = const(16)        # a slave module or the AFE stopped answering
 SIG_LEASE = const(17)       # lease expired (discharge disabled)
-N_SIGNALS = const(18)
+SIG_RELAY = const(18)       # a relay commanded open still conducts, or its readback disagrees
+SIG_CUR_PLAUS = const(19)   # the current reading disagrees with a second source
+N_SIGNALS = const(20)
 FIRST_FLAG = const(9)
 
 K_HIGH = const(0)
@@ -53,6 +60,7 @@ K_FLAG = const(2)
 
 P_AUTO = const(0)
 P_LATCH = const(1)
+P_RETRY = const(2)
 
 R_CHG = const(1)    # open the charge relay
 R_DSG = const(2)    # open the discharge (and precharge) relay
@@ -116,6 +124,7 @@ _P_DIFF_PROT = const(33)
 _P_DIFF_REC = const(34)
 _P_ALARM_MV = const(45)
 _P_ALARM_C = const(46)
+_P_CAPACITY = const(2)
 
 # Specs used by several rows.
 _ONE = const((_N, 0, _N, 0, 1))
@@ -155,7 +164,17 @@ OT_ALARM = const(26)
 LT_ALARM = const(27)
 CHG_OC_ALARM = const(28)
 DSG_OC_ALARM = const(29)
-N_FAULTS = const(30)
+RELAY_WELD = const(30)
+CURRENT_SENSOR = const(31)
+N_FAULTS = const(32)
+
+# Faults with a way out of their latch (after an authenticated reset while
+# the condition still holds): only the recovering direction may flow, at
+# most RECOVERY_C_DIV of the capacity (capacity / 20 = 0.05 C), until the
+# recovery voltage is reached.  The recovering reaction is the row's
+# reaction without R_L2.
+RECOVERY = (OV2, UV2)
+RECOVERY_C_DIV = const(20)
 
 TABLE = (
     # name, signal, kind,
@@ -173,23 +192,23 @@ TABLE = (
     ("uv1", SIG_CELL_MIN, K_LOW,
      (_P_UV1, 1, _N, 0, 0), (_P_UV_REC, 1, _N, 0, 0),
      (_P_UV_DELAY, 1, _N, 0, 0), _RECOVER,
-     P_AUTO, R_DSG | R_BAL, L_PROT),
+     P_AUTO, R_DSG | R_BAL | R_HEAT, L_PROT),
     ("uv2", SIG_CELL_MIN, K_LOW,
      (_P_UV2, 1, _N, 0, 0), (_P_UV_REC, 1, _N, 0, 0),
      (_P_UV2_DELAY, 1, _N, 0, 0), _RECOVER,
-     P_LATCH, R_DSG | R_L2 | R_BAL, L_CRIT),
+     P_LATCH, R_DSG | R_L2 | R_BAL | R_HEAT, L_CRIT),
     ("chg_oc", SIG_CHG_I, K_HIGH,
      (_P_CHG_OC, 100, _N, 0, 0), (_P_CHG_OC, 100, _N, 0, 0),
      (_P_CHG_OC_DELAY, 1, _N, 0, 0), _OC_RELEASE,
-     P_AUTO, R_CHG, L_PROT),
+     P_RETRY, R_CHG, L_PROT),
     ("dsg_oc", SIG_DSG_I, K_HIGH,
      (_P_DSG_OC, 100, _N, 0, 0), (_P_DSG_OC, 100, _N, 0, 0),
      (_P_DSG_OC_DELAY, 1, _N, 0, 0), _OC_RELEASE,
-     P_AUTO, R_DSG, L_PROT),
+     P_RETRY, R_DSG, L_PROT),
     ("peak", SIG_DSG_I, K_HIGH,
      (_P_PEAK, 100, _N, 0, 0), (_P_DSG_OC, 100, _N, 0, 0),
      (_P_PEAK_DELAY, 1, _N, 0, 0), _OC_RELEASE,
-     P_AUTO, R_DSG, L_PROT),
+     P_RETRY, R_DSG, L_PROT),
     ("short", SIG_DSG_I, K_HIGH,
      (_P_SC, 100, _N, 0, 0), (_P_DSG_OC, 100, _N, 0, 0),
      (_N, 0, _N, 0, 0), (_N, 0, _N, 0, 1000),
@@ -282,6 +301,14 @@ TABLE = (
      (_P_DSG_OC, 90, _N, 0, 0), (_P_DSG_OC, 85, _N, 0, 0),
      (_N, 0, _N, 0, 1000), (_N, 0, _N, 0, 2000),
      P_AUTO, 0, L_WARN),
+    ("relay_weld", SIG_RELAY, K_FLAG,
+     _ONE, _ONE,
+     (_N, 0, _N, 0, 500), (_N, 0, _N, 0, 1000),
+     P_LATCH, R_CHG | R_DSG | R_L2 | R_HEAT, L_CRIT),
+    ("current_sensor", SIG_CUR_PLAUS, K_FLAG,
+     _ONE, _ONE,
+     (_N, 0, _N, 0, 1000), (_N, 0, _N, 0, 5000),
+     P_LATCH, R_CHG | R_DSG, L_PROT),
 )
 
 

@@ -1,10 +1,17 @@
 """Heater relay and the low-temperature charge inhibit (the phone app's heating modes).
 
-Modes (``heater_mode``): 0 off; 1 while charging (also while the cold
-charge inhibit is what keeps the charger off, so the pack can warm up);
-2 while discharging; 3 keep heating whenever cold; 4 forced (on regardless
-of temperature, for a user who knows the pack is cold where the NTC is
-not).
+Modes (``heater_mode``): 0 off; 1 while charging: only while a charger is
+present (``charging_wanted`` = charge switch on and the core's
+``charger_present``: board sense, load side above the pack, charge current
+within 10 s, or a comms hint), including while the cold charge inhibit is
+what keeps the charger off, so the pack can warm up - never from the pack
+alone; 2 while discharging; 3 keep heating whenever cold; 4 forced (on
+regardless of temperature, for a user who knows the pack is cold where the
+NTC is not).
+
+Floor: no mode heats while the lowest cell is at or below ``uv_rec`` (forced
+included), and UV1 / UV2 stop it through their R_HEAT reaction: the heater
+never drains a pack towards UV2.
 
 Against chatter (a known field failure: limits toggling a relay thousands of
 times):
@@ -16,8 +23,8 @@ times):
   precharge pulse or a brief load does not start it.  Safety reasons switch off at once:
   no valid cell temperature (never heat blind), the protection's R_HEAT
   reaction, the runaway guard (hottest cell ``_GUARD_DC`` above ``heat_off``;
-  also in forced mode), a nearly empty pack in the modes that run from the
-  pack (discharging / keep), and the user choosing "off".
+  also in forced mode), the voltage floor (every mode), and the user
+  choosing "off".  A cell NTC that is invalid counts as no temperature.
 
 Low-temperature charge inhibit (``charge_inhibit``): engages as soon as the
 coldest cell is at or below ``lt_chg`` and releases only when it has been at
@@ -87,15 +94,14 @@ class Heater:
         p = self.params
         # Safety first: these switch off at once, no minimum on time.
         reason = _R_OK
-        if t == T_NONE_MIN:
+        if t == T_NONE_MIN or m.bad_temps[ROLE_CELL]:
             reason = _R_NO_TEMP
         elif block & R_HEAT:
             reason = _R_BLOCKED
         elif hot >= p[P_HEAT_OFF] * 10 + _GUARD_DC:
             reason = _R_GUARD
-        elif (mode == HEATER_DISCHARGE or mode == HEATER_KEEP) and m.cells_seen and \
-                m.min_mv <= p[P_UV_REC]:
-            reason = _R_EMPTY
+        elif not m.cells_seen or m.bad_cells or m.min_mv <= p[P_UV_REC]:
+            reason = _R_EMPTY  # the floor: every mode, forced included
         self.reason = reason
         if reason != _R_OK or mode == HEATER_OFF:
             self._demand = False

@@ -4,6 +4,20 @@ All buffers are allocated once here; drivers write into them in place and
 ``update_cell_stats`` / ``update_temp_stats`` recompute the summary fields
 without allocating.  Units: mV, mA (positive = charging the pack),
 0.1 degC, ticks in ms.
+
+Range checks before storing: MicroPython's ``array`` keeps only the low bits
+of a value that does not fit (68836 mV in an 'H' array reads back as a valid
+3300 mV; CPython raises instead).  Drivers therefore store readings through
+``put_cell`` / ``put_temp``, which check the value first and mark an
+out-of-range reading invalid (CELL_MV_MAX is above the input range of every
+supported AFE, TEMP_DC_MIN..MAX beyond every NTC table).  The stats also
+treat a stored cell above CELL_MV_MAX as invalid, and the core range-checks
+the current (CURRENT_MA_MAX) before it is used.
+
+Invalid readings hold (``cell_held`` / ``temp_held``): the summary fields
+use a sensor's last valid value while its reading is invalid, and count it in
+``bad_cells`` / ``bad_temps``, so a fault that was pending keeps counting and
+an active one cannot recover on data that is not there (bms.protection).
 """
 from array import array
 
@@ -29,6 +43,12 @@ T_NO_DATA = const(3)
 T_NONE_MAX = const(-32768)
 T_NONE_MIN = const(32767)
 
+# Plausible ranges: a reading outside is invalid, never stored as a value.
+CELL_MV_MAX = const(6000)        # above every AFE's cell input range (BQ76952, LTC681x: 5 V)
+TEMP_DC_MIN = const(-550)        # -55 degC
+TEMP_DC_MAX = const(1500)        # 150 degC
+CURRENT_MA_MAX = const(10000000)  # 10 kA: beyond any shunt here, and a small int
+
 
 class Measurements:
     def __init__(self, max_cells, temp_roles):
@@ -41,6 +61,8 @@ class Measurements:
         # noticed on its own.
         self.cell_ok = bytearray(max_cells)
         self.cell_ts = array("i", [0] * max_cells)
+        self.cell_last = array("H", [0] * max_cells)  # last valid reading
+        self.cell_held = bytearray(max_cells)         # cell_last holds a value
         self.cells_ts = 0
         self.cells_seen = False
 
@@ -48,6 +70,8 @@ class Measurements:
         self.temp_role = bytearray(temp_roles)
         self.temp_dc = array("h", [0] * n)
         self.temp_status = bytearray([T_NO_DATA] * n)
+        self.temp_last = array("h", [0] * n)
+        self.temp_held = bytearray(n)
         self.temps_ts = 0
         self.temps_seen = False
 
@@ -57,6 +81,11 @@ class Measurements:
         self.pack_mv = 0  # measured stack voltage (AFE or shunt bus), 0 if none
         self.load_mv = 0  # load-side voltage behind the relays, for precharge
         self.load_ok = False
+        # A second, independent current reading (the AFE's coulomb counter
+        # beside the shunt monitor), for the plausibility check; boards
+        # without one leave current2_ok False.
+        self.current2_ma = 0
+        self.current2_ok = False
 
         # Derived by update_cell_stats().
         self.max_mv = 0
@@ -83,12 +112,37 @@ class Measurements:
     def set_cell_count(self, n):
         if n < 1 or n > self.max_cells:
             raise ValueError("cell count")
+        if n != self.n_cells:
+            h = self.cell_held
+            for i in range(self.max_cells):
+                h[i] = 0
         self.n_cells = n
+
+    def put_cell(self, i, mv):
+        """Store one cell reading; an out-of-range value is marked invalid."""
+        if 0 < mv <= CELL_MV_MAX:
+            self.cell_mv[i] = mv
+            self.cell_ok[i] = 1
+            return True
+        self.cell_mv[i] = 0
+        self.cell_ok[i] = 0
+        return False
+
+    def put_temp(self, i, dc, status=T_OK):
+        """Store one temperature; out of range is a sensor without data."""
+        if status == T_OK and not (TEMP_DC_MIN <= dc <= TEMP_DC_MAX):
+            status = T_NO_DATA
+        if status == T_OK:
+            self.temp_dc[i] = dc
+        self.temp_status[i] = status
+        return status == T_OK
 
     def update_cell_stats(self):
         n = self.n_cells
         mv = self.cell_mv
         ok = self.cell_ok
+        last = self.cell_last
+        held = self.cell_held
         hi = -1
         lo = 100000
         hi_i = 0
@@ -96,11 +150,17 @@ class Measurements:
         total = 0
         bad = 0
         for i in range(n):
-            if not ok[i]:
-                bad += 1
-                continue
             v = mv[i]
-            total += v
+            if ok[i] and v <= CELL_MV_MAX:
+                last[i] = v
+                held[i] = 1
+                total += v
+            else:
+                ok[i] = 0
+                bad += 1
+                if not held[i]:
+                    continue
+                v = last[i]  # invalid now: its last valid value holds
             if v > hi:
                 hi = v
                 hi_i = i
@@ -132,12 +192,19 @@ class Measurements:
         role = self.temp_role
         st = self.temp_status
         t = self.temp_dc
+        last = self.temp_last
+        held = self.temp_held
         for i in range(self.n_temps):
             r = role[i]
-            if st[i] != T_OK:
-                bad[r] += 1
-                continue
             v = t[i]
+            if st[i] == T_OK and TEMP_DC_MIN <= v <= TEMP_DC_MAX:
+                last[i] = v
+                held[i] = 1
+            else:
+                bad[r] += 1
+                if not held[i]:
+                    continue
+                v = last[i]
             if v > tmax[r]:
                 tmax[r] = v
                 self.tmax_idx[r] = i

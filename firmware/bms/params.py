@@ -15,6 +15,21 @@ cut-off 1.5-2.0 V, charging down to -20 degC).
 Cross-parameter rules are data too (RULES); ``ParamSet`` refuses any single
 or multi-parameter change that breaks a range or a rule and then changes
 nothing.
+
+Chemistry ceilings (CHEM_LIMITS): absolute limits per chemistry, from cell
+datasheets (sources in docs/parameters.md), on the highest over-voltage
+(``ov2``, so ``ov1``, ``ov_rec`` and ``bal_start`` below it too), the lowest
+under-voltage (``uv2``), the charge temperature window (``lt_chg``,
+``t_chg_ot``) and the cell difference (``diff_prot``).  The AFE backstop and
+the slave modules take their limits from these parameters, so they are
+bounded too.  Only ``custom_chem`` = 1 lifts them; that parameter is in
+FACTORY_ONLY (a write needs the factory role) and, like every change, is
+logged.
+
+Step limits (STEP_LIMITS): a parameter write may move ``cur_gain`` by at most
+that much at once (a user or a bad calibration cannot halve the effective
+over-current limits in one write); loading a stored set or defaults is not a
+step.
 """
 from array import array
 
@@ -84,7 +99,10 @@ P_MODBUS_BAUD = const(53)
 P_SPECIAL_CHARGER = const(54)
 P_MODULE_CELLS = const(55)
 P_MODULE_TIMEOUT = const(56)
-N_PARAMS = const(57)
+P_OC_RETRIES = const(57)
+P_OC_WINDOW = const(58)
+P_CUSTOM_CHEM = const(59)
+N_PARAMS = const(60)
 
 HEATER_OFF = const(0)
 HEATER_CHARGE = const(1)
@@ -132,7 +150,7 @@ TABLE = (
     ("short_circuit", "0.1A", 3, 30000, (6000, 6000, 6000, 6000), _D1,
      "Short-circuit current: the AFE trips in hardware, firmware latches at the next fast tick"),
     ("oc_release", "s", 1, 600, (30, 30, 30, 30), _D1,
-     "Over-current release: the relay recloses after this time"),
+     "Over-current release: the relay recloses after this time (see oc_retries)"),
     ("t_power_ot", "degC", 20, 120, (90, 90, 90, 90), _D1, "Power-module over-temperature"),
     ("t_power_rec", "degC", 10, 115, (85, 85, 85, 85), _D1,
      "Power-module over-temperature recovery"),
@@ -158,7 +176,8 @@ TABLE = (
     ("chg_switch", "bool", 0, 1, (1, 1, 1, 1), _D1, "Charge MOS/relay switch (Normal page)"),
     ("dsg_switch", "bool", 0, 1, (1, 1, 1, 1), _D1, "Discharge MOS/relay switch (Normal page)"),
     ("key_enable", "bool", 0, 1, (0, 0, 0, 0), _D1,
-     "ON/OFF key (K) controls the discharge relay; cycling it clears latched faults"),
+     "ON/OFF key (K) controls the discharge relay; cycling it clears latched faults "
+     "below critical (not short, ov2, uv2, internal, afe, relay_weld)"),
     ("precharge_pct", "%", 50, 99, (90, 90, 90, 90), _D1,
      "Precharge ends when load voltage reaches this share of pack voltage"),
     ("precharge_timeout", "ms", 100, 30000, (3000, 3000, 3000, 3000), _D1,
@@ -168,8 +187,8 @@ TABLE = (
      "Voltage alarms warn this far before protection"),
     ("alarm_margin_c", "degC", 0, 20, (5, 5, 5, 5), _D1,
      "Temperature alarms warn this far before protection"),
-    ("cur_gain", "1e-4", 5000, 15000, (10000, 10000, 10000, 10000), _D1,
-     "Current calibration gain"),
+    ("cur_gain", "1e-4", 9000, 11000, (10000, 10000, 10000, 10000), _D1,
+     "Current calibration gain (+-10 %; one write or calibration moves it by at most 5 %)"),
     ("cur_offset", "mA", -5000, 5000, (0, 0, 0, 0), _D1, "Current calibration offset"),
     ("heater_mode", "enum", 0, 4, (0, 0, 0, 0), _D1,
      "Heater: 0 off, 1 while charging, 2 while discharging, 3 keep heating, 4 forced"),
@@ -184,7 +203,43 @@ TABLE = (
      "cell_count). The module count follows after a restart"),
     ("module_timeout", "ms", 1500, 10000, (2500, 2500, 2500, 2500), _D1,
      "A slave module without a complete, consistent sweep this long raises the comm fault"),
+    ("oc_retries", "count", 0, 10, (3, 3, 3, 3), _D1,
+     "Over-current releases allowed: one more trip of chg_oc, dsg_oc or peak within "
+     "oc_window latches it until reset"),
+    ("oc_window", "s", 10, 3600, (600, 600, 600, 600), _D1,
+     "Over-current retry window, from the first trip of a series"),
+    ("custom_chem", "bool", 0, 1, (0, 0, 0, 0), _D1,
+     "Custom chemistry: 1 lifts the chemistry ceilings on voltage, charge temperature "
+     "and cell difference (factory role only; logged)"),
 )
+
+# Chemistry ceilings: (parameter, LIM_MAX or LIM_MIN, (NMC, LFP, LTO, NA), source).
+# Sources (cell datasheets; docs/parameters.md has the details):
+#   NMC  Samsung INR18650-25R / LG INR18650-MJ1: charge 4.20 V +-0.05, cut-off
+#        2.5 V, charge 0..45/50 degC
+#   LFP  EVE LF280K / CATL 280 Ah: charge 3.65 V, cut-off 2.5 V (2.0 V below
+#        0 degC), charge 0..55/60 degC
+#   LTO  Toshiba SCiB / Yinlong 66160: charge 2.7-2.8 V, cut-off 1.5 V,
+#        charge down to -30 degC, up to 55 degC
+#   NA   CATL / HiNa sodium-ion: charge 3.95-4.0 V, cut-off 1.5 V, charge
+#        -20..55 degC
+# Level-2 ceilings sit 50-150 mV above the datasheet charge voltage (a trip
+# point, not a charge voltage) and never below the TOPBMS defaults.
+LIM_MAX = const(0)
+LIM_MIN = const(1)
+CHEM_LIMITS = (
+    (P_OV2, LIM_MAX, (4300, 3750, 3000, 4100), "cell voltage ceiling"),
+    (P_UV2, LIM_MIN, (2500, 2000, 1500, 1500), "cell voltage floor"),
+    (P_LT_CHG, LIM_MIN, (0, 0, -30, -20), "lowest charge temperature"),
+    (P_T_CHG_OT, LIM_MAX, (50, 60, 55, 55), "highest charge temperature"),
+    (P_DIFF_PROT, LIM_MAX, (1000, 1000, 1000, 1000), "cell difference ceiling"),
+)
+
+# Parameters only the factory role may write (ParamSet.set_many(factory=True)).
+FACTORY_ONLY = (P_CUSTOM_CHEM,)
+# (parameter, largest change of one write).
+CUR_GAIN_STEP = const(500)
+STEP_LIMITS = ((P_CUR_GAIN, CUR_GAIN_STEP),)
 
 OP_GT = const(0)
 OP_LT = const(1)
@@ -250,6 +305,15 @@ def check(values, max_cells=256):
         ok = va > vb if op == OP_GT else va < vb
         if not ok:
             return (a, "%s (%s=%d, %s=%d)" % (reason, TABLE[a][0], va, TABLE[b][0], vb))
+    if not values[P_CUSTOM_CHEM]:
+        chem = values[P_CHEMISTRY]
+        for i, bound, lims, what in CHEM_LIMITS:
+            lim = lims[chem]
+            v = values[i]
+            if (v > lim) if bound == LIM_MAX else (v < lim):
+                return (i, "%s=%d beyond the %s %s %d for %s (custom_chem lifts it: factory role)"
+                        % (TABLE[i][0], v, what, "<=" if bound == LIM_MAX else ">=", lim,
+                           CHEM_NAMES[chem]))
     return None
 
 
@@ -294,12 +358,13 @@ class ParamSet:
         """Set one parameter; raises ParamError and changes nothing if refused."""
         self.set_many(((i, value),))
 
-    def set_many(self, pairs):
+    def set_many(self, pairs, factory=False):
         """Apply ``(index, value)`` pairs atomically; ParamError on refusal.
 
         A chemistry change loads that chemistry's defaults for the
         chemistry-dependent rows first, then the other pairs on top, so a
-        pack never runs LFP limits on NMC cells.
+        pack never runs LFP limits on NMC cells.  ``factory``: the writer
+        holds the factory role (FACTORY_ONLY rows, no STEP_LIMITS).
         """
         s = self._scratch
         for i in range(N_PARAMS):
@@ -307,6 +372,13 @@ class ParamSet:
         for i, v in pairs:
             if i < 0 or i >= N_PARAMS:
                 raise ParamError(i, "no parameter %d" % i)
+            if not factory:
+                if i in FACTORY_ONLY and v != self.values[i]:
+                    raise ParamError(i, "%s needs the factory role" % TABLE[i][0])
+                for j, step in STEP_LIMITS:
+                    if i == j and (v - self.values[i] > step or self.values[i] - v > step):
+                        raise ParamError(i, "%s may change by at most %d per write (%d -> %d)"
+                                         % (TABLE[i][0], step, self.values[i], v))
             if i == P_CHEMISTRY:
                 if v < 0 or v > 3:
                     raise ParamError(i, "chemistry=%d out of range 0..3" % v)
@@ -316,7 +388,13 @@ class ParamSet:
                     if TABLE[j][5]:
                         s[j] = TABLE[j][4][v]
         for i, v in pairs:
-            s[i] = int(v)
+            v = int(v)
+            row = TABLE[i]
+            if v < row[2] or v > row[3]:
+                # Checked before the store: MicroPython's array would
+                # silently keep only the low 32 bits of a huge value.
+                raise ParamError(i, "%s=%d out of range %d..%d %s" % (row[0], v, row[2], row[3], row[1]))
+            s[i] = v
         bad = check(s, self.max_cells)
         if bad is not None:
             raise ParamError(bad[0], bad[1])

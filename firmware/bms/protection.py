@@ -4,25 +4,77 @@ Called every fast tick.  All state lives in preallocated arrays indexed by
 fault id; thresholds are recomputed only when the parameter set's version
 changes, so a steady-state ``step`` allocates nothing.
 
-Debounce (after foxBMS's diagnosis module): while a fault is inactive its
-counter counts up by the elapsed ms while the condition holds and down while
-it does not; the fault sets when the counter reaches the set delay.  Once
-active, the recovery condition must hold continuously for the clear delay.
-Latched faults then wait for ``reset_latched`` instead of clearing.
+Data quality.  Each signal has a quality: 0 no data yet, 1 usable to trip
+only (a reading is invalid or stale and its last valid value holds, or some
+of the sensors behind it are invalid), 2 complete and fresh.  A fault can
+trip on quality 1 or 2 but recover only on quality 2: missing or invalid
+data holds a fault's state, it never counts as recovered.  Sustained invalid
+data trips its own sensor fault (cell_stale, current_stale, temp_sensor).
+
+Debounce.  A fault starts pending at the first observation of its
+condition and sets once it has been pending for its set delay, at an
+observation of the condition.  A pending fault is forgotten only after the
+condition has been absent (on valid data) for its gap window
+``min(delay, GAP_MS)``: a reading that flickers over the threshold trips as
+long as it comes back within the window, at any duty cycle, no later than
+delay + one sample after its first observation.  One isolated spike never
+trips (it would have to recur within every window for the whole delay).
+Once active, the recovery condition must hold continuously for the clear
+delay.  Latched faults then wait for ``reset_latched`` instead of clearing.
+
+Boot.  A fault whose condition holds at its first observation after boot
+applies its reaction at once, until it sets (after its delay) or the
+condition goes away: a reboot loop faster than a fault's delay cannot close
+a relay on a condition that was already there.
+
+Retry limit (P_RETRY rows: the over-current faults): a fault that trips
+more than ``oc_retries`` times within ``oc_window`` seconds of the first trip
+of the series latches like a P_LATCH row.
+
+Recovery path (faults.RECOVERY: ov2, uv2).  A reset while the fault's
+condition still holds cannot clear it (the cells cannot get back while
+level 2 is open); it starts the recovery path instead: the reaction drops
+R_L2 and keeps blocking the wrong direction, the recovering direction may
+flow up to ``recovery_ma`` (capacity / 20).  The fault re-trips at once
+(level 2 opens) when current flows the wrong way (>= WRONG_MA), when the
+cell moves REC_WORSE_MV further the wrong way than at the reset, when the
+allowed direction exceeds ``recovery_ma`` for REC_OVER_MS, or after
+RECOVERY_MAX_MS; it clears once the recovery voltage has held for its clear
+delay.
+
+Latches survive reboots: ``latched_ids`` / ``latch_ver`` for the settings
+store, ``restore`` before the first step.
 """
 from array import array
 
 from micropython import const
 
 from bms import faults as F
-from bms.measurements import ROLE_BALANCE, ROLE_CELL, ROLE_POWER
-from bms.eventlog import EV_FAULT_CLEAR, EV_FAULT_SET
+from bms.measurements import ROLE_BALANCE, ROLE_CELL, ROLE_POWER, T_NONE_MAX, T_NONE_MIN
+from bms.eventlog import EV_FAULT_CLEAR, EV_FAULT_RECOVERY, EV_FAULT_SET
+from bms.params import P_CAPACITY, P_OC_RETRIES, P_OC_WINDOW
 from bms.ticks import ticks_diff
 
 # Fault states.
 _S_IDLE = const(0)
 _S_ACTIVE = const(1)
 S_RECOVERED = const(2)  # latched fault whose condition has cleared; awaits reset
+S_RECOVERING = const(3)  # ov2 / uv2 after a reset: recovering direction only
+
+GAP_MS = const(1000)          # longest gap a flickering condition may have
+CURRENT_STALE_MS = const(500)
+CELL_STALE_MS = const(1500)
+TEMP_STALE_MS = const(3000)
+WRONG_MA = const(500)         # recovery path: current the wrong way that re-trips
+REC_WORSE_MV = const(50)      # recovery path: cell this much worse than at the reset
+REC_OVER_MS = const(1000)     # recovery path: over the current limit this long
+RECOVERY_MAX_MS = const(7200000)  # recovery path: at most 2 h, then latched again
+
+
+def _tq(m, have, complete):
+    if not m.temps_seen or not have:
+        return 0
+    return 2 if complete else 1
 
 
 class Protection:
@@ -35,15 +87,22 @@ class Protection:
         self.thr = array("i", [0] * n)
         self.rec = array("i", [0] * n)
         self.delay = array("i", [0] * n)
+        self.win = array("i", [0] * n)
         self.clear_ms = array("i", [0] * n)
         self.count = array("i", [0] * n)
+        self.gap = array("i", [0] * n)
         self.state = bytearray(n)
-        self.seen = bytearray(n)  # condition held at the previous tick
+        self.seen = bytearray(n)  # pending (idle) / recovery observed (active)
         self.ok_now = bytearray(n)  # recovery condition holds at this tick
+        self.first = bytearray([1] * n)  # not observed since boot
+        self.hold = bytearray(n)  # condition present at boot, not yet set
+        self.rlatch = bytearray(n)  # P_RETRY row latched by its retry limit
+        self.retry_n = bytearray(n)
+        self.retry_t0 = array("i", [0] * n)
         self.trip_value = array("i", [0] * n)
         self.trip_count = array("H", [0] * n)
         self.set_at = array("i", [0] * n)
-        self.sig_valid = bytearray(F.N_SIGNALS)
+        self.sig_valid = bytearray(F.N_SIGNALS)  # quality 0 / 1 / 2, see above
         # Row fields copied into flat arrays: no tuple indexing in the loop.
         self.f_sig = bytearray(n)
         self.f_kind = bytearray(n)
@@ -57,9 +116,17 @@ class Protection:
             self.f_policy[i] = row[F.F_POLICY]
             self.f_reaction[i] = row[F.F_REACTION]
             self.f_level[i] = row[F.F_LEVEL]
+        # Recovery path state (one slot per RECOVERY fault).
+        self.rec_t0 = array("i", [0] * n)
+        self.rec_ref = array("i", [0] * n)
+        self.rec_over = array("i", [0] * n)
+        self.recovery_ma = 0
         self.reaction = 0  # OR of the reactions of active faults
         self.level = 0     # highest level among active faults
         self.n_active = 0
+        self.latch_ver = 0  # changes whenever the set of latched faults changes
+        self._retries = 0
+        self._window_ms = 0
         self._pver = -1
         self._last = 0
         self._started = False
@@ -72,8 +139,13 @@ class Protection:
             row = F.TABLE[i]
             self.thr[i] = F.spec_value(row[F.F_THR], v)
             self.rec[i] = F.spec_value(row[F.F_REC], v)
-            self.delay[i] = F.spec_value(row[F.F_DELAY], v)
+            d = F.spec_value(row[F.F_DELAY], v)
+            self.delay[i] = d
+            self.win[i] = d if d < GAP_MS else GAP_MS
             self.clear_ms[i] = F.spec_value(row[F.F_CLEAR], v)
+        self._retries = v[P_OC_RETRIES]
+        self._window_ms = v[P_OC_WINDOW] * 1000
+        self.recovery_ma = v[P_CAPACITY] * 100 // F.RECOVERY_C_DIV
         self._pver = self.params.version
 
     def set_flag(self, sig, on):
@@ -82,35 +154,50 @@ class Protection:
     def active(self, fid):
         return self.state[fid] != _S_IDLE
 
-    def _signals(self, m):
+    def recovering(self, fid):
+        return self.state[fid] == S_RECOVERING
+
+    def latched(self, fid):
+        """Active and waiting for a reset (P_LATCH, or P_RETRY over its limit)."""
+        return self.state[fid] != _S_IDLE and (self.f_policy[fid] == F.P_LATCH or self.rlatch[fid])
+
+    def _signals(self, m, now):
         s = self.sig
         ok = self.sig_valid
-        cells = m.cells_seen and m.bad_cells < m.n_cells
+        q = 0
+        if m.cells_seen and m.max_mv > 0:
+            q = 2 if (m.bad_cells == 0 and ticks_diff(now, m.cells_ts) <= CELL_STALE_MS) else 1
         s[F.SIG_CELL_MAX] = m.max_mv
         s[F.SIG_CELL_MIN] = m.min_mv
         s[F.SIG_CELL_DIFF] = m.diff_mv
-        ok[F.SIG_CELL_MAX] = cells
-        ok[F.SIG_CELL_MIN] = cells
-        ok[F.SIG_CELL_DIFF] = cells
+        ok[F.SIG_CELL_MAX] = q
+        ok[F.SIG_CELL_MIN] = q
+        ok[F.SIG_CELL_DIFF] = q
         i = m.current_ma
         s[F.SIG_CHG_I] = i if i > 0 else 0
         s[F.SIG_DSG_I] = -i if i < 0 else 0
-        ok[F.SIG_CHG_I] = m.current_seen
-        ok[F.SIG_DSG_I] = m.current_seen
+        q = 0
+        if m.current_seen:
+            q = 2 if ticks_diff(now, m.current_ts) <= CURRENT_STALE_MS else 1
+        ok[F.SIG_CHG_I] = q
+        ok[F.SIG_DSG_I] = q
         t = m.tmax
         s[F.SIG_T_POWER] = t[ROLE_POWER]
         s[F.SIG_T_BAL] = t[ROLE_BALANCE]
         s[F.SIG_T_CELL_MAX] = t[ROLE_CELL]
         s[F.SIG_T_CELL_MIN] = m.tmin[ROLE_CELL]
         # Sentinel values (no valid sensor) can never trip: the sensor fault does.
-        ok[F.SIG_T_POWER] = m.temps_seen
-        ok[F.SIG_T_BAL] = m.temps_seen
-        ok[F.SIG_T_CELL_MAX] = m.temps_seen
-        ok[F.SIG_T_CELL_MIN] = m.temps_seen
+        fresh = m.temps_seen and ticks_diff(now, m.temps_ts) <= TEMP_STALE_MS
+        bad = m.bad_temps
+        ok[F.SIG_T_POWER] = _tq(m, t[ROLE_POWER] != T_NONE_MAX, fresh and not bad[ROLE_POWER])
+        ok[F.SIG_T_BAL] = _tq(m, t[ROLE_BALANCE] != T_NONE_MAX, fresh and not bad[ROLE_BALANCE])
+        q = fresh and not bad[ROLE_CELL]
+        ok[F.SIG_T_CELL_MAX] = _tq(m, t[ROLE_CELL] != T_NONE_MAX, q)
+        ok[F.SIG_T_CELL_MIN] = _tq(m, m.tmin[ROLE_CELL] != T_NONE_MIN, q)
         fl = self.flags
         for k in range(F.FIRST_FLAG, F.N_SIGNALS):
             s[k] = fl[k]
-            ok[k] = 1
+            ok[k] = 2
 
     def step(self, m, now):
         """Evaluate every fault; returns the reaction mask."""
@@ -126,7 +213,7 @@ class Protection:
             dt = 0
             self._started = True
         self._last = now
-        self._signals(m)
+        self._signals(m, now)
         s = self.sig
         ok = self.sig_valid
         reaction = 0
@@ -134,36 +221,47 @@ class Protection:
         active = 0
         for i in range(F.N_FAULTS):
             k = self.f_sig[i]
-            kind = self.f_kind[i]
             v = s[k]
-            valid = ok[k]
-            if kind == F.K_LOW:
-                cond = valid and v <= self.thr[i]
-                recovered = (not valid) or v > self.rec[i]
+            q = ok[k]
+            if q == 0:
+                cond = False
+                recovered = False
+            elif self.f_kind[i] == F.K_LOW:
+                cond = v <= self.thr[i]
+                recovered = q == 2 and v > self.rec[i]
             else:
-                cond = valid and v >= self.thr[i]
-                recovered = (not valid) or v < self.rec[i]
+                cond = v >= self.thr[i]
+                recovered = q == 2 and v < self.rec[i]
             self.ok_now[i] = 1 if (recovered and not cond) else 0
             st = self.state[i]
             if st == _S_IDLE:
-                c = self.count[i]
-                if cond:
-                    # Count only time the condition was seen to hold: the
-                    # interval before the first observation does not count,
-                    # so no fault ever trips before its delay.
-                    if self.seen[i]:
-                        c += dt
-                    self.seen[i] = 1
-                    if c >= self.delay[i]:
-                        self._set(i, v, now)
-                        c = 0
-                else:
-                    self.seen[i] = 0
-                    if c > 0:
-                        c -= dt
-                        if c < 0:
+                if q:
+                    c = self.count[i]
+                    if cond:
+                        if self.seen[i]:
+                            c += dt
+                        else:
+                            self.seen[i] = 1
                             c = 0
-                self.count[i] = c
+                        self.gap[i] = 0
+                        if self.first[i]:
+                            self.hold[i] = 1
+                        if c >= self.delay[i]:
+                            self._set(i, v, now)
+                            c = 0
+                    elif self.seen[i]:
+                        c += dt
+                        g = self.gap[i] + dt
+                        if g >= self.win[i]:
+                            self.seen[i] = 0
+                            c = 0
+                            g = 0
+                        self.gap[i] = g
+                    self.count[i] = c
+                if self.hold[i] and (self.state[i] != _S_IDLE or not self.seen[i]):
+                    self.hold[i] = 0
+            elif st == S_RECOVERING:
+                self._recovering(i, v, q, cond, recovered, dt, now)
             else:
                 if recovered and not cond:
                     # As for setting: only time the recovery was seen counts.
@@ -172,7 +270,7 @@ class Protection:
                         c += dt
                     self.seen[i] = 1
                     if c >= self.clear_ms[i]:
-                        if self.f_policy[i] == F.P_LATCH:
+                        if self.f_policy[i] == F.P_LATCH or self.rlatch[i]:
                             self.state[i] = S_RECOVERED
                         else:
                             self._clear(i, v, now)
@@ -183,15 +281,58 @@ class Protection:
                     self.seen[i] = 0
                     if st == S_RECOVERED:
                         self.state[i] = _S_ACTIVE
-            if self.state[i] != _S_IDLE:
+            if q:
+                self.first[i] = 0
+            st = self.state[i]
+            if st != _S_IDLE:
                 active += 1
-                reaction |= self.f_reaction[i]
+                r = self.f_reaction[i]
+                reaction |= (r & ~F.R_L2) if st == S_RECOVERING else r
                 if self.f_level[i] > level:
                     level = self.f_level[i]
+            elif self.hold[i]:
+                reaction |= self.f_reaction[i]
         self.reaction = reaction
         self.level = level
         self.n_active = active
         return reaction
+
+    def _recovering(self, i, v, q, cond, recovered, dt, now):
+        s = self.sig
+        uv = self.f_kind[i] == F.K_LOW
+        wrong = s[F.SIG_DSG_I] if uv else s[F.SIG_CHG_I]
+        right = s[F.SIG_CHG_I] if uv else s[F.SIG_DSG_I]
+        iq = self.sig_valid[F.SIG_CHG_I]
+        worse = q and ((v < self.rec_ref[i] - REC_WORSE_MV) if uv
+                       else (v > self.rec_ref[i] + REC_WORSE_MV))
+        over = self.rec_over[i]
+        if iq and right > self.recovery_ma:
+            over += dt
+        else:
+            over = 0
+        self.rec_over[i] = over
+        if (iq and wrong >= WRONG_MA) or worse or over >= REC_OVER_MS \
+                or ticks_diff(now, self.rec_t0[i]) >= RECOVERY_MAX_MS:
+            self.state[i] = _S_ACTIVE  # re-trip: level 2 opens again
+            self.count[i] = 0
+            self.seen[i] = 0
+            self.trip_value[i] = v
+            self.set_at[i] = now
+            self.latch_ver += 1
+            if self.log is not None:
+                self.log.append(now, EV_FAULT_SET, i, v)
+            return
+        if recovered and not cond:
+            c = self.count[i]
+            if self.seen[i]:
+                c += dt
+            self.seen[i] = 1
+            self.count[i] = c
+            if c >= self.clear_ms[i]:
+                self._clear(i, v, now)
+        else:
+            self.count[i] = 0
+            self.seen[i] = 0
 
     def _set(self, i, v, now):
         self.state[i] = _S_ACTIVE
@@ -201,28 +342,64 @@ class Protection:
         c = self.trip_count[i]
         if c < 65535:
             self.trip_count[i] = c + 1
+        pol = self.f_policy[i]
+        if pol == F.P_RETRY:
+            n = self.retry_n[i]
+            if n == 0 or ticks_diff(now, self.retry_t0[i]) > self._window_ms:
+                self.retry_t0[i] = now
+                n = 0
+            if n < 255:
+                n += 1
+            self.retry_n[i] = n
+            if n > self._retries:
+                self.rlatch[i] = 1
+                self.latch_ver += 1
+        elif pol == F.P_LATCH:
+            self.latch_ver += 1
         if self.log is not None:
             self.log.append(now, EV_FAULT_SET, i, v)
 
     def _clear(self, i, v, now):
+        if self.f_policy[i] == F.P_LATCH or self.rlatch[i]:
+            self.latch_ver += 1
         self.state[i] = _S_IDLE
         self.count[i] = 0
         self.seen[i] = 0
+        self.rlatch[i] = 0
         if self.log is not None:
             self.log.append(now, EV_FAULT_CLEAR, i, v)
 
-    def reset_latched(self, now):
-        """Clear latched faults whose condition is gone; returns how many.
+    def reset_latched(self, now, max_level=F.L_CRIT):
+        """The reset rule, for latched faults up to ``max_level``; returns how many
+        cleared or entered their recovery path.
 
         A reset is a deliberate user action, so it does not wait out the
-        clear delay, but a fault whose condition is still present stays.
+        clear delay, but a fault whose condition is still present stays -
+        except ov2 / uv2, which enter their recovery path (see above).  The
+        retry counter of every over-current fault starts afresh.
         """
         n = 0
         for i in range(F.N_FAULTS):
+            if self.f_policy[i] == F.P_RETRY and self.state[i] == _S_IDLE:
+                self.retry_n[i] = 0
             st = self.state[i]
-            if st == S_RECOVERED or (st == _S_ACTIVE and self.ok_now[i]
-                                     and self.f_policy[i] == F.P_LATCH):
+            if st == _S_IDLE or st == S_RECOVERING or not self.latched(i) \
+                    or self.f_level[i] > max_level:
+                continue
+            if st == S_RECOVERED or self.ok_now[i]:
                 self._clear(i, self.sig[self.f_sig[i]], now)
+                self.retry_n[i] = 0
+                n += 1
+            elif i in F.RECOVERY:
+                v = self.sig[self.f_sig[i]]
+                self.state[i] = S_RECOVERING
+                self.rec_t0[i] = now
+                self.rec_ref[i] = v
+                self.rec_over[i] = 0
+                self.count[i] = 0
+                self.seen[i] = 0
+                if self.log is not None:
+                    self.log.append(now, EV_FAULT_RECOVERY, i, v)
                 n += 1
         return n
 
@@ -230,9 +407,36 @@ class Protection:
         """Set a fault immediately (used on a firmware exception)."""
         if self.state[fid] == _S_IDLE:
             self._set(fid, 1, now)
+        elif self.state[fid] == S_RECOVERING:
+            self.state[fid] = _S_ACTIVE
         self.reaction |= self.f_reaction[fid]
         if self.f_level[fid] > self.level:
             self.level = self.f_level[fid]
+
+    # ---- persistence of latches ------------------------------------------
+    def latched_ids(self):
+        """Ids of the latched faults (allocates; call only when latch_ver moved)."""
+        return [i for i in range(F.N_FAULTS) if self.latched(i)]
+
+    def restore(self, ids, now):
+        """Latches from the settings store, before the first step: active,
+        waiting for the reset rule, their reactions in force at once."""
+        for i in ids:
+            if not 0 <= i < F.N_FAULTS:
+                continue
+            pol = self.f_policy[i]
+            if pol == F.P_AUTO:
+                continue
+            if pol == F.P_RETRY:
+                self.rlatch[i] = 1
+            self.state[i] = _S_ACTIVE
+            self.count[i] = 0
+            self.seen[i] = 0
+            self.reaction |= self.f_reaction[i]
+            if self.f_level[i] > self.level:
+                self.level = self.f_level[i]
+            if self.log is not None:
+                self.log.append(now, EV_FAULT_SET, i, -1)  # -1: restored from flash
 
     def active_word(self, first):
         """Active faults ``first``..``first+15`` as a 16-bit word (Modbus)."""

@@ -7,7 +7,8 @@ bounded rate.  Boot order (``boot`` does it for you):
     reason = watchdog.boot_reason(fs, machine.reset_cause, machine)
     store.load_params(params)      # before the Bms exists: no listener yet
     state = store.load_state()
-    bms = Bms(board, params, clock, log, soc_pm=state.soc_pm)
+    bms = Bms(board, params, clock, log, soc_pm=state.soc_pm,
+              latched=store.load_latches())   # latches before anything closes
     svc = Services(bms, store, state, plog, ...)
 
 Write policy (see docs/storage.md for the flash budget):
@@ -20,6 +21,9 @@ Write policy (see docs/storage.md for the flash budget):
           have been lost), so a power cycle never extends a lease.
   log     urgent records (boot, fault set, exception, ours) at the next poll;
           others batched for ``_LOG_BATCH_MS`` or until the queue is half full.
+  latches at the next poll whenever the set of latched faults changed
+          (bms.protection ``latch_ver``); a failed write is retried at every
+          poll until it succeeds.
 """
 from micropython import const
 
@@ -72,6 +76,8 @@ class Services:
         # building): a trial firmware that is not whole is never confirmed.
         self.degraded = ()
         self._lease_evt = 0
+        self._latch_ver = bms.prot.latch_ver
+        self._slept = False   # this poller opened the relays for sleep
         self._was_blocked = False
         self._beeping = False
         if plog is not None:
@@ -107,6 +113,7 @@ class Services:
         if self.wdt is not None:
             self.wdt.feed_if_alive()
         self._op_time(now)
+        self._latch_step()
         self._lease_step(now)
         self._sleep_step(now)
         self._params_step(now)
@@ -126,6 +133,17 @@ class Services:
         ms = self._op_ms + dt
         self.state.op_s += ms // 1000
         self._op_ms = ms % 1000
+
+    def _latch_step(self):
+        prot = self.bms.prot
+        v = prot.latch_ver
+        if v == self._latch_ver:
+            return
+        try:
+            self.store.save_latches(prot.latched_ids())
+            self._latch_ver = v
+        except OSError:
+            self.errors += 1   # retried at the next poll
 
     def _lease_step(self, now):
         ls = self.lease
@@ -160,9 +178,13 @@ class Services:
         key = key_fn() if key_fn is not None else False
         if bms.sleep_requested and sl.state == SL.AWAKE:
             sl.request()   # CMD_SLEEP over comms
-        if sl.step(now, bms.meas.current_ma, key):
+        elif not bms.sleep_requested and sl.state == SL.ASLEEP and self._slept:
+            sl.wake()      # CMD_WAKE over comms: a bus request
+        if sl.step(now, bms.meas.current_ma, key, bms.charger_present(now)):
             asleep = sl.state == SL.ASLEEP
-            bms.sleep_requested = asleep   # hook wanted: Bms.wake() / CMD_WAKE
+            # Sleep opens the relays only where something can wake it again.
+            self._slept = asleep and sl.opens_relays
+            bms.sleep_requested = self._slept
             self._event(now, PL.PK_SLEEP, 1 if asleep else 0, sl.cause)
             if asleep:
                 self._save_state(clean=True)
@@ -321,7 +343,7 @@ def boot(board, params, clock, fs, machine=None, log=None, lease_secret=None, se
     else:
         unclean = not (state.flags & F_CLEAN)
     plog = PL.PersistLog(fs)
-    bms = Bms(board, params, clock, log, soc_pm=state.soc_pm)
+    bms = Bms(board, params, clock, log, soc_pm=state.soc_pm, latched=store.load_latches())
     lease = LS.Lease(lease_secret, serial, state) if lease_secret else None
     dog = W.Watchdog(wdt, bms.sched, clock, bms=bms) if wdt is not None else None
     svc = Services(bms, store, state, plog, lease, sleep, dog, updater,

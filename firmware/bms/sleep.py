@@ -5,12 +5,24 @@ States:
   ASLEEP    sleep requested: the core opens charge and discharge relays
             (``bms.sleep_requested``); the board may enter a low-power mode
 
-Transitions (``step(now, current_ma, key)`` once per poll):
+Transitions (``step(now, current_ma, key, charger)`` once per poll):
   AWAKE  -> ASLEEP  key held ``hold_ms`` (one-key sleep), or |I| < idle_ma
-                    for ``idle_ms`` (smart sleep, when enabled), or
-                    ``request()`` (the CMD_SLEEP command)
-  ASLEEP -> AWAKE   |I| >= wake_ma (charger or load current through a body
-                    diode / a still-closed path), a key press, or ``wake()``
+                    for ``idle_ms`` (smart sleep, when enabled; ``recheck_ms``
+                    after a periodic wake), or ``request()`` (CMD_SLEEP)
+  ASLEEP -> AWAKE   wake sources that can happen while the relays are open:
+                    a key press; a charger on the load / charge side
+                    (``charger``: the core's charger_present); a bus request
+                    (``wake()``: CMD_WAKE over Modbus / BLE); the periodic
+                    wake every ``period_ms`` to measure (the relays close, a
+                    load or charger that appeared meanwhile keeps it awake,
+                    otherwise it sleeps again after ``recheck_ms``); and
+                    |I| >= wake_ma where a path still conducts (body diode)
+
+Sleep opens the relays (``opens_relays``) only if at least one wake source
+that needs no current exists: the periodic wake (on by default), a key, or
+a charger sense (``has_wake``).  With ``period_ms=0`` and neither, sleep is
+a state shown to the user and the relays stay as they are - current cannot
+flow through open relays, so a current wake alone would never come.
 
 The key is the same ON/OFF input the core reads; a *press* is a rising edge
 after it was released, so a key held through the sleep cannot wake at once.
@@ -28,13 +40,22 @@ C_KEY = const(1)
 C_IDLE = const(2)
 C_COMMAND = const(3)
 C_CURRENT = const(4)
-CAUSE_NAMES = ("", "key", "idle", "command", "current")
+C_CHARGER = const(5)
+C_PERIODIC = const(6)
+C_BUS = const(7)
+CAUSE_NAMES = ("", "key", "idle", "command", "current", "charger", "periodic", "bus")
+
+PERIOD_MS = 15 * 60000     # periodic wake to measure
+RECHECK_MS = 2 * 60000     # idle time before sleeping again after a periodic wake
 
 
 class Sleep:
     def __init__(self, idle_ms=30 * 60000, idle_ma=200, wake_ma=500, hold_ms=3000,
-                 smart=True):
+                 smart=True, period_ms=PERIOD_MS, recheck_ms=RECHECK_MS, has_wake=False):
         self.idle_ms = idle_ms
+        self.period_ms = period_ms
+        self.recheck_ms = recheck_ms
+        self.has_wake = has_wake   # a key or charger sense is wired
         self.idle_ma = idle_ma
         self.wake_ma = wake_ma
         self.hold_ms = hold_ms
@@ -45,13 +66,19 @@ class Sleep:
         self._key_since = None
         self._key_prev = False
         self._req = _C_NONE
+        self._short = False
         self.changed = False
 
     def request(self):
         self._req = C_COMMAND
 
     def wake(self):
-        self._req = C_KEY
+        """A bus request (CMD_WAKE over Modbus / BLE)."""
+        self._req = C_BUS
+
+    @property
+    def opens_relays(self):
+        return self.period_ms > 0 or self.has_wake
 
     def _enter(self, st, cause, now):
         self.state = st
@@ -59,8 +86,9 @@ class Sleep:
         self.changed = True
         self._idle_since = now
         self._key_since = None
+        self._short = False
 
-    def step(self, now, current_ma, key):
+    def step(self, now, current_ma, key, charger=False):
         """Advance; returns True when the state changed."""
         self.changed = False
         a = current_ma if current_ma >= 0 else -current_ma
@@ -80,16 +108,29 @@ class Sleep:
                     return True
             else:
                 self._key_since = None
-            if a >= self.idle_ma or self._idle_since is None:
+            if a >= self.idle_ma or self._idle_since is None or charger:
                 self._idle_since = now
-            elif self.smart and ticks_diff(now, self._idle_since) >= self.idle_ms:
-                self._enter(ASLEEP, C_IDLE, now)
-                return True
+                self._short = False
+            else:
+                lim = self.recheck_ms if self._short else self.idle_ms
+                if self.smart and ticks_diff(now, self._idle_since) >= lim:
+                    self._enter(ASLEEP, C_IDLE, now)
+                    return True
         else:
             if a >= self.wake_ma:
                 self._enter(AWAKE, C_CURRENT, now)
                 return True
-            if press or req == C_KEY:
+            if press:
                 self._enter(AWAKE, C_KEY, now)
+                return True
+            if req == C_BUS:
+                self._enter(AWAKE, C_BUS, now)
+                return True
+            if charger:
+                self._enter(AWAKE, C_CHARGER, now)
+                return True
+            if self.period_ms > 0 and ticks_diff(now, self._idle_since) >= self.period_ms:
+                self._enter(AWAKE, C_PERIODIC, now)
+                self._short = True   # measure, then sleep again soon if still idle
                 return True
         return False

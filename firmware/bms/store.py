@@ -23,6 +23,11 @@ Records:
   state   SOC, learned capacity, cycles, operating time and lease state
           (``State``); saved by the services poller at a bounded rate, see
           docs/storage.md for write rate and flash endurance.
+  latch   the latched faults, by name (comma-separated ASCII), written by
+          the services poller whenever the set changes (a fault latches or a
+          reset clears one: rare), read at boot before the Bms exists so that
+          a restart never clears a latch.  Unknown names (a later table) are
+          dropped.
 
 Filesystem access goes through an injected ``fs`` object with the calls of
 MicroPython's ``os`` plus ``open`` (``BoardFs`` below on a board, a fake
@@ -44,6 +49,7 @@ MAX_PAYLOAD = const(4096)
 KIND_PARAMS = const(1)
 _KIND_STATE = const(2)
 KIND_MARKER = const(3)  # firmware update marker (bms.update)
+_KIND_LATCH = const(5)  # 4 is bms.kvstore
 
 _PARAMS_FMT = const(1)
 _STATE_FMT = const(1)
@@ -355,6 +361,7 @@ class SettingsStore:
         self.root = root
         self.params_rec = ABRecord(fs, root + "/params", KIND_PARAMS, (_PARAMS_FMT,))
         self.state_rec = ABRecord(fs, root + "/state", _KIND_STATE, (_STATE_FMT,))
+        self.latch_rec = ABRecord(fs, root + "/latch", _KIND_LATCH, (1,))
         self.report = []
         self.loaded = False
 
@@ -408,10 +415,32 @@ class SettingsStore:
     def save_state(self, state):
         self.state_rec.save(_STATE_FMT, state.pack())
 
+    # latched faults
+    def load_latches(self):
+        """Fault ids latched at the last save (names mapped onto this table)."""
+        from bms import faults as F
+        r = self.latch_rec.load()
+        if r is None:
+            return []
+        ids = []
+        try:
+            text = bytes(r[1]).decode()
+        except UnicodeError:
+            return []
+        for name in text.split(","):
+            i = F.index(name) if name else -1
+            if i >= 0:
+                ids.append(i)
+        return ids
+
+    def save_latches(self, ids):
+        from bms import faults as F
+        self.latch_rec.save(1, ",".join([F.TABLE[i][F.F_NAME] for i in ids]).encode())
+
     @property
     def writes(self):
-        return self.params_rec.writes + self.state_rec.writes
+        return self.params_rec.writes + self.state_rec.writes + self.latch_rec.writes
 
     @property
     def bytes_written(self):
-        return self.params_rec.bytes + self.state_rec.bytes
+        return self.params_rec.bytes + self.state_rec.bytes + self.latch_rec.bytes

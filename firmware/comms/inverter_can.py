@@ -113,6 +113,8 @@ _F_OT_ALARM = const(26)
 _F_LT_ALARM = const(27)
 _F_CHG_OC_ALARM = const(28)
 _F_DSG_OC_ALARM = const(29)
+_F_RELAY_WELD = const(30)
+_F_CURRENT_SENSOR = const(31)
 
 # 0x359 bits (byte, mask).
 A_OV = const((0, 0x02))
@@ -143,7 +145,7 @@ FAULT_BITS = (
     (_F_T_BAL, W_HT),
     (_F_LT_CHG, A_UT), (_F_LT_DSG, A_UT),
     (_F_DIFF, A_SYS), (_F_T_SENSOR, A_SYS), (_F_PRECHARGE, A_SYS), (_F_INTERNAL, A_SYS),
-    (_F_AFE, A_SYS), (_F_LEASE, A_SYS),
+    (_F_AFE, A_SYS), (_F_LEASE, A_SYS), (_F_RELAY_WELD, A_SYS), (_F_CURRENT_SENSOR, A_SYS),
     (_F_BAL_SENSOR, W_COMM), (_F_CELL_STALE, W_COMM), (_F_CUR_STALE, W_COMM), (_F_COMM, W_COMM),
     (_F_OV_ALARM, W_HV), (_F_UV_ALARM, W_LV), (_F_OT_ALARM, W_HT), (_F_LT_ALARM, W_LT),
     (_F_CHG_OC_ALARM, W_CHC), (_F_DSG_OC_ALARM, W_DHC),

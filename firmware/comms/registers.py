@@ -29,8 +29,8 @@ copied here against its block module).
 """
 from micropython import const
 
-from bms.auth import CH_MODBUS
-from comms.regs.codes import EX_ADDRESS, EX_NONE
+from bms.auth import CH_BLE, CH_MODBUS
+from comms.regs.codes import EX_ADDRESS, EX_FUNCTION, EX_NONE, LOCKED
 
 # Block start addresses
 A_INFO = const(0x0000)
@@ -59,9 +59,9 @@ BLOCKS = (
     ("monitor", A_MON, 61, "Live values, read only", "comms.regs.monitor"),
     ("temps", A_TEMPS, 49, "Every temperature sensor", "comms.regs.temps"),
     ("cells", A_CELLS, 256, "Cell voltages, mV (0xFFFF: reading invalid)", "comms.regs.cells"),
-    ("params", A_PARAMS, 57, "Parameters, read/write (user role)", "comms.regs.params"),
+    ("params", A_PARAMS, 60, "Parameters, read/write (user role)", "comms.regs.params"),
     ("commands", A_CMD, 18, "Commands, write only (user role)", "comms.regs.commands"),
-    ("auth", A_AUTH, 0x62, "Password and last-error registers", "comms.regs.auth"),
+    ("auth", A_AUTH, 0x95, "Password and last-error registers", "comms.regs.auth"),
     ("log_head", A_LOGHEAD, 4, "Event log state", "comms.regs.log_head"),
     ("log", A_LOG, None, "Event records, {log_rec_regs} registers each", "comms.regs.log"),
     ("modules", A_MODS, 272, "CAN slave modules: state, cells, age, "
@@ -129,6 +129,7 @@ class RegisterMap:
         self.err_index = -1
         self.err_code = 0
         self.err_text = bytearray(_ERR_TEXT_LEN)
+        self.chal = None     # this port's last challenge (bytes), built on request
         cap = bms.log.capacity
         self.log_records = cap if cap < _LOG_MAX_RECORDS else _LOG_MAX_RECORDS
         self._log_size = self.log_records * _LOG_REC_REGS
@@ -206,6 +207,14 @@ class RegisterMap:
             t[i] = text[i] if i < len(text) else 0
         self.refused += 1
         return code
+
+    def locked(self):
+        """The refusal of a write this port's role does not allow."""
+        a = self.auth
+        if a is not None and self.channel == CH_BLE and a.role(CH_BLE) and a.ble_default():
+            return self.refuse(EX_FUNCTION, -1, "Bluetooth writes refused while the default "
+                               "password is set: change it first")
+        return self.refuse(EX_FUNCTION, -1, LOCKED)
 
     def allowed(self, role):
         a = self.auth

@@ -10,8 +10,13 @@ hand them to ``HwBoard``; nothing here touches ``machine``.
 - current: the shunt monitor (INA228) if present, else the AFE's coulomb
   counter; pack voltage from the AFE stack (or the shunt's bus input);
   load voltage for precharge from the AFE's LD pin or the shunt's bus input.
-- cells: ``afe.read_cells``; a 0 mV reading (open input) marks the cell
-  invalid.  A cell-count change from the parameters reconfigures the AFE.
+  With both a shunt monitor and an AFE on the same shunt (``current_check``,
+  default on once ``attach_backstop`` has scaled the AFE's current unit), the
+  AFE's coulomb counter is the second reading ``current2_ma`` for the core's
+  plausibility check; a failed or saturated AFE read just leaves it out.
+- cells: ``afe.read_cells``; a 0 mV reading (open input) or one above
+  ``measurements.CELL_MV_MAX`` marks the cell invalid.  A cell-count change
+  from the parameters reconfigures the AFE.
 - temperatures: one slot per NTC channel (status T_OPEN / T_SHORT from the
   driver), then the AFE's own sensors listed in ``afe_temps``.
 - relays indexed by bms.contactors.RELAY_*; opens are applied before closes;
@@ -21,7 +26,14 @@ hand them to ``HwBoard``; nothing here touches ``machine``.
   its internal fault and keeps everything open).
 - afe_fault(): the AFE fault bits read with the cells (no bus traffic of its
   own, so it never raises), plus FAULT_RELAY for a relay whose readback
-  disagrees with its command.
+  disagrees with its command; ``relay_faults()`` names those relays (bit
+  1 << RELAY_*), which the core escalates to level 2.
+- ``charger``: an optional charge-port sense input (a divider on the charge
+  port to a GPIO, pin ``charger_sense`` in the board's PINS): the core's
+  "heat during charging" needs to know a charger is there while charging is
+  still blocked by the cold.
+- temperatures outside measurements.TEMP_DC_MIN..MAX are sensors without
+  data (checked before they are stored: never truncated).
 - hardware backstop: ``attach_backstop(src)`` makes the AFE's own
   protections (short circuit in microseconds, over-current, cell OV/UV
   beyond the firmware's level 2) follow ``src.conf()``, plain thresholds
@@ -41,7 +53,7 @@ from array import array
 from micropython import const
 
 from bms.contactors import RELAY_CHG, RELAY_DSG
-from bms.measurements import T_OK
+from bms.measurements import CELL_MV_MAX, T_OK
 
 FAULT_RELAY = const(0x8000)  # beyond drivers.afe FAULT_* bits
 _MODE_NORMAL = const(0)      # drivers.afe.MODE_NORMAL
@@ -51,7 +63,8 @@ _EINVAL = const(22)
 class HwBoard:
     def __init__(self, afe, shunt=None, ntcs=(), relays=(), buzzer=None, key=None,
                  led=None, afe_conf=None, afe_temps=(), pack_source="afe",
-                 load_source="afe", afe_fets=False, max_cells=None):
+                 load_source="afe", afe_fets=False, max_cells=None, current_check=True,
+                 charger=None):
         self.afe = afe
         self.shunt = shunt
         self.ntcs = [n for n, _r in ntcs]
@@ -67,9 +80,14 @@ class HwBoard:
         self.afe_fets = afe_fets
         self.max_cells = max_cells or afe.max_cells
         self.balance_no_adjacent = getattr(afe, "balance_no_adjacent", True)
-        self._afe_t = array("h", [0] * 8)
+        # 'i', not 'h': a raw AFE temperature that does not fit 16 bits must
+        # reach the range check, not wrap into a plausible value.
+        self._afe_t = array("i", [0] * 8)
+        self.current_check = current_check
+        self.charger_in = charger   # charge-port sense input (value() True: charger there)
         self._afe_cells = 0
         self._fault = 0
+        self._relay_f = 0
         self.afe_ok = False
         self.shunt_ok = shunt is None
         self.init_errors = 0
@@ -149,6 +167,16 @@ class HwBoard:
                 raise OSError(5)
         if self.shunt is not None:
             m.current_ma = self.shunt.read_current_ma()
+            m.current2_ok = False
+            if self.current_check and self.afe_ok and self.backstop is not None:
+                try:
+                    i2 = self.afe.read_current()
+                    lim = 32000 * getattr(self.afe, "user_amps_ma", 1)
+                    if -lim < i2 < lim:   # a saturated I2 is no reading
+                        m.current2_ma = i2
+                        m.current2_ok = True
+                except (OSError, AttributeError, NotImplementedError):
+                    pass
         else:
             if not self.afe_ok:
                 raise OSError(5)
@@ -189,7 +217,7 @@ class HwBoard:
         ok = m.cell_ok
         ts = m.cell_ts
         for i in range(n):
-            ok[i] = 1 if mv[i] > 0 else 0
+            ok[i] = 1 if 0 < mv[i] <= CELL_MV_MAX else 0
             ts[i] = now
         self._read_faults()
 
@@ -207,28 +235,36 @@ class HwBoard:
 
     def _read_faults(self):
         f = self.afe.fault()
+        rf = 0
+        k = 0
         for r in self.relays:
             if r is not None and not r.check():
                 f |= FAULT_RELAY
+                rf |= 1 << k
+            k += 1
         self._fault = f
+        self._relay_f = rf
+
+    def relay_faults(self):
+        """Relays whose readback disagrees with their command (bit 1 << RELAY_*)."""
+        return self._relay_f
 
     def read_temps(self, m, now):
-        td = m.temp_dc
         st = m.temp_status
         k = 0
         for ch in self.ntcs:
             s = ch.read()
-            st[k] = s
             if s == T_OK:
-                td[k] = ch.temp_dc
+                m.put_temp(k, ch.temp_dc)
+            else:
+                st[k] = s
             k += 1
         if self.afe_temps:
             if not self.afe_ok:
                 raise OSError(5)
             self.afe.read_temps(self._afe_t)
             for idx in self.afe_temps:
-                td[k] = self._afe_t[idx]
-                st[k] = T_OK
+                m.put_temp(k, self._afe_t[idx])
                 k += 1
 
     # ---- outputs -----------------------------------------------------------------
@@ -276,11 +312,17 @@ class HwBoard:
     def afe_fault(self):
         return self._fault
 
+    def charger_present(self):
+        """Charge-port sense, if wired (``charger`` input); False otherwise."""
+        c = self.charger_in
+        return bool(c is not None and c.value())
+
     def clear_afe_fault(self):
         for r in self.relays:
             if r is not None:
                 r.clear_fault()
         self._fault &= ~FAULT_RELAY
+        self._relay_f = 0
         if self.afe_ok:
             self.afe.clear_fault()
             self._fault = self.afe.fault()

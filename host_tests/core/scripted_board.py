@@ -2,6 +2,19 @@
 
 MicroPython-compatible (runs under the unix port too).  ``fail_*`` counters
 make the next N reads raise OSError like a NACKed bus.
+
+Readings go into the snapshot through ``put_cell`` / ``put_temp`` like a
+driver's (range-checked: an impossible value is an invalid reading).
+Further injections: ``cell_bad`` (indices whose reading is invalid),
+``connected`` (cells physically there: the pack voltage sums them, also
+beyond ``cell_count``), ``weld`` (bit mask of relays that stay closed
+whatever they are told; with ``readback`` their readback shows it),
+``current2`` (a second current reading, None = none).  ``current_ma`` is
+what flows while its path is closed: the board reports 0 while the level-2
+relay, or the relay of that direction (charge; discharge or precharge), is
+physically open, so a relay that opens stops the current unless it is welded.  ``voltage_response``
+is False: cells here jump as the test says, not as a current would move
+them, so the core's voltage-response check stays off unless a test turns it on.
 """
 from bms.measurements import ROLE_BALANCE, ROLE_CELL, ROLE_POWER, T_OK
 
@@ -25,7 +38,17 @@ class ScriptedBoard:
         self.fail_cells = 0
         self.fail_temps = 0
         self.crash = False  # a driver bug: raises something that is not OSError
+        self.crash_cells = False  # the same in the cell driver
         self.balance_no_adjacent = True
+        self.cell_bad = []
+        self.connected = cells
+        self.weld = 0
+        self.readback = False
+        self.current2 = None
+        self.voltage_response = False
+        self.charger = None  # None: no charger sense on this board
+        self.flicker = None  # (cell index, [values...]): one value per cell read, cycled
+        self._flick = 0
 
     def read_current(self, m, now):
         if self.crash:
@@ -33,24 +56,43 @@ class ScriptedBoard:
         if self.fail_current:
             self.fail_current -= 1
             raise OSError(5)
-        m.current_ma = self.current_ma
+        i = self.current_ma
+        if not self.phys(3) or (i > 0 and not self.phys(2)) or \
+                (i < 0 and not (self.phys(0) or self.phys(1))):
+            i = 0
+        m.current_ma = i
+        if self.current2 is None:
+            m.current2_ok = False
+        else:
+            m.current2_ma = self.current2
+            m.current2_ok = True
         pack = 0
-        for i in range(m.n_cells):
+        for i in range(self.connected):
             pack += self.cells[i]
         m.pack_mv = pack
         if self.load_mv is None:
-            m.load_mv = pack if (self.relays[0] or self.relays[1]) else 0
+            m.load_mv = pack if (self.phys(0) or self.phys(1)) else 0
         else:
             m.load_mv = self.load_mv
         m.load_ok = True
 
     def read_cells(self, m, now):
+        if self.crash_cells:
+            raise ValueError("cell driver bug")
         if self.fail_cells:
             self.fail_cells -= 1
             raise OSError(5)
+        fl = self.flicker
+        if fl is not None:
+            self.cells[fl[0]] = fl[1][self._flick % len(fl[1])]
+            self._flick += 1
+        bad = self.cell_bad
         for i in range(m.n_cells):
-            m.cell_mv[i] = self.cells[i]
-            m.cell_ok[i] = 1
+            if i in bad:
+                m.cell_mv[i] = 0
+                m.cell_ok[i] = 0
+            else:
+                m.put_cell(i, self.cells[i])
             m.cell_ts[i] = now
 
     def read_temps(self, m, now):
@@ -58,13 +100,28 @@ class ScriptedBoard:
             self.fail_temps -= 1
             raise OSError(5)
         for i in range(len(self.temps)):
-            m.temp_dc[i] = self.temps[i]
-            m.temp_status[i] = self.temp_status[i]
+            m.put_temp(i, self.temps[i], self.temp_status[i])
 
     def set_relays(self, states):
         for i in range(len(states)):
             self.relays[i] = states[i]
         self.relay_writes += 1
+
+    def phys(self, i):
+        """What relay ``i``'s contacts really do (a welded one stays closed)."""
+        return 1 if (self.relays[i] or (self.weld >> i) & 1) else 0
+
+    def relay_faults(self):
+        if not self.readback:
+            return 0
+        f = 0
+        for i in range(len(self.relays)):
+            if self.phys(i) != self.relays[i]:
+                f |= 1 << i
+        return f
+
+    def charger_present(self):
+        return bool(self.charger)
 
     def set_balance(self, flags):
         for i in range(len(flags)):

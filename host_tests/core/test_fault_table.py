@@ -208,6 +208,28 @@ def _cells_ok(r):
     _cells(r, 3300)
 
 
+def _weld(r):
+    # The charge relay is told to open (manual switch) but its contacts are
+    # welded: charge current keeps flowing.
+    r.board.weld = 1 << RELAY_CHG
+    r.board.current_ma = 10000
+    r.params.set(r.params_index("chg_switch"), 0)
+
+
+def _weld_ok(r):
+    r.board.weld = 0
+    r.board.current_ma = 0
+    r.params.set(r.params_index("chg_switch"), 1)
+
+
+def _cur2_off(r):
+    r.board.current2 = 20000  # the AFE's counter says 20 A, the shunt 0 A
+
+
+def _cur2_ok(r):
+    r.board.current2 = None
+
+
 CASES = (
     ("ov1", _ov1, _ov1_band, _ov1_ok),
     ("ov2", _ov2, _ov1_band, _ov1_ok),
@@ -239,6 +261,8 @@ CASES = (
     ("lt_alarm", _alarm_t("lt_chg", 1), None, _t_ok),
     ("chg_oc_alarm", _alarm_i("chg_oc", 1), None, _i_zero),
     ("dsg_oc_alarm", _alarm_i("dsg_oc", -1), None, _i_zero),
+    ("relay_weld", _weld, None, _weld_ok),
+    ("current_sensor", _cur2_off, None, _cur2_ok),
 )
 
 # Where the time starts to count from for faults whose delay is a property

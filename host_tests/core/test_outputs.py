@@ -73,18 +73,32 @@ def test_key_switch_controls_discharge_and_resets_latched():
     r.run(100)
     assert not r.bms.contactors.state[RELAY_DSG]
     assert r.bms.contactors.state[RELAY_CHG]
-    # A latched short-circuit fault is reset by cycling K off -> on.
+    # A latched protection-level fault (precharge) is reset by cycling K off -> on.
+    r.board.load_mv = 100
     r.board.key_on = True
+    r.run(3600)
+    assert r.bms.prot.active(F.PRECHARGE)
+    r.board.load_mv = None
+    r.board.key_on = False
+    r.run(100)
+    r.board.key_on = True
+    r.run(100)
+    assert not r.bms.prot.active(F.PRECHARGE)
     r.run(600)
+    assert r.bms.contactors.state[RELAY_DSG]
+    # A critical latch (short circuit) is not: it needs the authenticated reset.
     r.board.current_ma = -700000
     r.run(100)
     assert r.bms.prot.active(F.SHORT)
     r.board.current_ma = 0
     r.run(3000)
-    assert r.bms.prot.active(F.SHORT)
     r.board.key_on = False
     r.run(100)
     r.board.key_on = True
+    r.run(600)
+    assert r.bms.prot.active(F.SHORT)
+    assert not r.bms.contactors.state[RELAY_DSG]
+    assert r.bms.request(CMD_RESET_FAULTS) == ACCEPTED
     r.run(100)
     assert not r.bms.prot.active(F.SHORT)
     r.run(600)

@@ -77,8 +77,8 @@ def test_multi_write_is_all_or_nothing():
 def test_valid_combination_applies_together():
     ps = ParamSet(CHEM_LFP)
     # Raising ov1 above the old ov2 is only valid together with ov2.
-    ps.set_many([(P.P_OV1, 3700), (P.P_OV2, 3800)])
-    assert ps[P.P_OV1] == 3700 and ps[P.P_OV2] == 3800
+    ps.set_many([(P.P_OV1, 3700), (P.P_OV2, 3740)])
+    assert ps[P.P_OV1] == 3700 and ps[P.P_OV2] == 3740
     assert ps.version == 1
 
 

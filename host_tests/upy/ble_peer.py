@@ -12,6 +12,33 @@ def make_auth(clock, store=None):
                 rng=lambda n: b"\x01" * n, iterations=4)
 
 
+def answer(chal, pw):
+    """The central's answer to a challenge (docs/modbus.md, auth block): per
+    record (factory, user) the iterated salted SHA-256 of the password with
+    that record's salt, then HMAC-SHA256(digest, nonce); 64 bytes as 32 words."""
+    import hashlib
+
+    def hmac(key, msg):
+        key = key + bytes(64 - len(key))
+        inner = hashlib.sha256(bytes([b ^ 0x36 for b in key]) + msg).digest()
+        return hashlib.sha256(bytes([b ^ 0x5C for b in key]) + inner).digest()
+    nonce = chal[:16]
+    out = b""
+    pos = 16
+    for _ in range(2):
+        salt = chal[pos:pos + 8]
+        it = (chal[pos + 8] << 8) | chal[pos + 9]
+        pos += 10
+        if not it:
+            out += bytes(32)
+            continue
+        h = hashlib.sha256(salt + pw).digest()
+        for _k in range(it - 1):
+            h = hashlib.sha256(h + salt).digest()
+        out += hmac(h, nonce)
+    return [(out[2 * k] << 8) | out[2 * k + 1] for k in range(32)]
+
+
 def message(typ, payload):
     body = bytes([typ, len(payload) & 0xFF, len(payload) >> 8]) + bytes(payload)
     c = ref_crc(body)

@@ -9,7 +9,7 @@ from comms.modbus_pdu import ModbusPdu
 from comms.registers import A_AUTH, A_CELLS, A_MON, A_PARAMS, RegisterMap
 from comms.regs.monitor import SIZE as MON_SIZE
 from harness import Rig
-from ble_peer import chunks, drain, make_auth, message, reassemble
+from ble_peer import answer, chunks, drain, make_auth, message, reassemble
 
 
 class Setup:
@@ -19,6 +19,10 @@ class Setup:
         self.clock = self.rig.clock
         self.store = store if store is not None else {}
         self.auth = make_auth(self.clock, self.store)
+        # Bluetooth writes need a password other than the published default.
+        self.auth.unlock(CH_MODBUS, b"123456")
+        self.auth.change(CH_MODBUS, 1, b"secret77")
+        self.auth.lock(CH_MODBUS)
         self.regs = RegisterMap(self.rig.bms, self.auth, channel=CH_BLE)
         self.link = BL.BleLink(ModbusPdu(self.regs, self.clock), self.clock,
                                live=BL.monitor_live(self.regs), auth=self.auth,
@@ -37,6 +41,13 @@ class Setup:
         msgs = self.ask(seq, BL.T_MODBUS, pdu)
         assert len(msgs) == 1 and msgs[0][0] == seq and msgs[0][1] == 0x81
         return msgs[0][2]
+
+    def unlock(self, seq, pw=b"secret77"):
+        """Challenge-response over the link (no password on the air)."""
+        from comms.regs.auth import AU_CHAL_REQ, AU_CHALLENGE, AU_RESPONSE, CHAL_REGS
+        self.modbus(seq, write_multi_pdu(A_AUTH + AU_CHAL_REQ, [1]))
+        r = self.modbus(seq + 1, read_pdu(3, A_AUTH + AU_CHALLENGE, CHAL_REGS))
+        return self.modbus(seq + 2, write_multi_pdu(A_AUTH + AU_RESPONSE, answer(r[2:], pw)))
 
 
 def read_pdu(fc, addr, count):
@@ -86,9 +97,10 @@ def test_request_split_across_chunks_and_password_gate():
     s = Setup(mtu=23)
     w = write_multi_pdu(A_PARAMS + P_BAL_DIFF, [15])
     assert s.modbus(1, w) == bytes([16 | 0x80, 1])              # locked: illegal function
-    unlock = write_multi_pdu(A_AUTH, ascii_words(b"123456", 8))  # 23-byte PDU: 2 chunks
+    unlock = write_multi_pdu(A_AUTH, ascii_words(b"secret77", 8))  # 23-byte PDU: 2 chunks
     assert len(chunks(2, message(1, unlock), 23)) == 2
-    assert s.modbus(2, unlock) == unlock[:5]
+    assert s.modbus(2, unlock) == bytes([16 | 0x80, 3])          # no plaintext over the air
+    assert s.unlock(20)[0] == 16                                 # challenge-response
     assert s.modbus(3, w) == w[:5]
     assert s.rig.params[P_BAL_DIFF] == 15
     assert s.auth.role(CH_MODBUS) == 0                           # RS485 stays locked
@@ -173,7 +185,7 @@ def test_change_blue_name():
     s = Setup(store=store)
     assert s.link.name == b"MPY-BMS"
     assert s.ask(1, BL.T_SET_NAME, b"Shed-48V") == [(1, 0x82, bytes([BL.NAME_LOCKED]))]
-    s.modbus(2, write_multi_pdu(A_AUTH, ascii_words(b"123456", 8)))
+    s.unlock(20)
     assert s.ask(3, BL.T_SET_NAME, b"") == [(3, 0x82, bytes([BL.NAME_INVALID]))]
     assert s.ask(4, BL.T_SET_NAME, b"bad\x07name") == [(4, 0x82, bytes([BL.NAME_INVALID]))]
     assert s.ask(5, BL.T_SET_NAME, b"x" * 21) == [(5, 0x82, bytes([BL.NAME_INVALID]))]

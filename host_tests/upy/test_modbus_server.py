@@ -199,9 +199,9 @@ def test_multi_register_write_is_all_or_nothing():
         raw.append(v & 0xFF)
     assert b"level-2 over-voltage must be above" in bytes(raw)
     # A valid combination in one request is applied together.
-    resp = r.write_n(A_PARAMS + P.P_OV1, [3700, 3800])
+    resp = r.write_n(A_PARAMS + P.P_OV1, [3700, 3740])
     assert crc_ok(resp) and resp[1] == 16
-    assert r.params[P.P_OV1] == 3700 and r.params[P.P_OV2] == 3800
+    assert r.params[P.P_OV1] == 3700 and r.params[P.P_OV2] == 3740
 
 
 def test_signed_parameter_write():

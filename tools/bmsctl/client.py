@@ -274,8 +274,26 @@ class BmsClient:
             self.write(addr, [(arg >> 16) & 0xFFFF, arg & 0xFFFF])
 
     def unlock(self, password):
-        regs = _ascii_regs(password, RA.PW_REGS)
-        self.write(R.A_AUTH + RA.AU_UNLOCK, regs)
+        """Challenge-response: the password never crosses the link.
+
+        Asks for a fresh nonce, derives each stored record's digest from the
+        password with the salt and iterations the BMS sent, and answers
+        HMAC-SHA256(digest, nonce) for the factory and the user record."""
+        from bms.auth import MAC_LEN, NONCE_LEN, client_digest, hmac_sha256
+        pw = password.encode() if isinstance(password, str) else bytes(password)
+        self.write(R.A_AUTH + RA.AU_CHAL_REQ, [1])
+        regs = self.read(R.A_AUTH + RA.AU_CHALLENGE, RA.CHAL_REGS)
+        raw = b"".join(bytes(((v >> 8) & 0xFF, v & 0xFF)) for v in regs)
+        nonce = raw[:NONCE_LEN]
+        macs = b""
+        pos = NONCE_LEN
+        for _record in ("factory", "user"):
+            salt = raw[pos:pos + 8]
+            it = (raw[pos + 8] << 8) | raw[pos + 9]
+            pos += 10
+            macs += hmac_sha256(client_digest(pw, salt, it), nonce) if it else bytes(MAC_LEN)
+        self.write(R.A_AUTH + RA.AU_RESPONSE,
+                   [(macs[2 * k] << 8) | macs[2 * k + 1] for k in range(len(macs) // 2)])
 
     def lock(self):
         self.write(R.A_AUTH + RA.AU_LOCK, [1])

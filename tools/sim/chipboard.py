@@ -261,6 +261,10 @@ class ChipBoard:
     def afe_fault(self):
         return self.hw.afe_fault()
 
+    def charger_present(self):
+        """Charge-port sense: a charger is connected to the charge path."""
+        return self.pack.charger_a > 0
+
     def clear_afe_fault(self):
         self.hw.clear_afe_fault()
 

@@ -3,7 +3,11 @@
 Readings are quantised like the real front ends (1 mV cells, 1 mA current,
 0.1 degC) with small seeded noise, and the relay / balance outputs act on the
 pack model.  Fault injection: open or shorted NTCs, a frozen AFE (stops
-answering), NACK bursts, an AFE hardware trip.
+answering), NACK bursts, an AFE hardware trip, a current sensor stuck at a
+value (``current_stuck_ma``), welded relays (``weld``, bit 1 << RELAY_*:
+the pack keeps that contact closed), and an optional second current reading
+(``second_current``: the AFE's coulomb counter, its own noise).  Readings go
+through ``put_cell`` / ``put_temp`` like a driver's.
 """
 import random
 
@@ -34,6 +38,10 @@ class FakeBoard:
         self.afe_trip = 0
         self.current_gain = 1.0       # shunt gain error (e.g. 1.01)
         self.current_offset_ma = 0    # shunt offset error
+        self.current_stuck_ma = None  # the shunt reading frozen at this value
+        self.second_current = False
+        self.weld = 0
+        self.voltage_response = True  # the pack model's cells sag under load
 
     # ---- board interface used by bms.core ----------------------------------
     def _bus(self):
@@ -46,6 +54,12 @@ class FakeBoard:
         p = self.pack
         raw = p.current_a * 1000.0 * self.current_gain + self.current_offset_ma
         m.current_ma = int(round(raw + self.rng.uniform(-self.noise_ma, self.noise_ma)))
+        if self.current_stuck_ma is not None:
+            m.current_ma = self.current_stuck_ma
+        m.current2_ok = self.second_current
+        if self.second_current:
+            m.current2_ma = int(round(p.current_a * 1000.0
+                                      + self.rng.uniform(-self.noise_ma, self.noise_ma)))
         m.pack_mv = int(p.pack_voltage() * 1000.0)
         m.load_mv = int(p.load_v * 1000.0)
         m.load_ok = True
@@ -58,8 +72,7 @@ class FakeBoard:
         for i in range(m.n_cells):
             if i < len(vs):
                 mv = int(round(vs[i] * 1000.0 + self.rng.uniform(-self.noise_mv, self.noise_mv)))
-                m.cell_mv[i] = max(0, min(65535, mv))
-                m.cell_ok[i] = 1
+                m.put_cell(i, mv)
             else:
                 m.cell_ok[i] = 0
             m.cell_ts[i] = now
@@ -80,13 +93,13 @@ class FakeBoard:
             t = self.temp_override[i]
             if t is None:
                 t = true[role]
-            m.temp_dc[i] = int(round(t * 10.0))
-            m.temp_status[i] = T_OK
+            m.put_temp(i, int(round(t * 10.0)), T_OK)
 
     def set_relays(self, states):
         for i in range(len(states)):
             self.relays[i] = states[i]
-        self.pack.relays = list(self.relays)
+        self.pack.relays = [1 if (self.relays[i] or (self.weld >> i) & 1) else 0
+                            for i in range(len(self.relays))]
 
     def set_balance(self, flags):
         for i in range(len(flags)):
@@ -103,6 +116,10 @@ class FakeBoard:
 
     def afe_fault(self):
         return self.afe_trip
+
+    def charger_present(self):
+        """Charge-port sense: a charger is connected to the charge path."""
+        return self.pack.charger_a > 0
 
     def clear_afe_fault(self):
         self.afe_trip = 0

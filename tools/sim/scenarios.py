@@ -101,9 +101,16 @@ def overdischarge(board="fake"):
 
 
 def overdischarge_l2(board="fake"):
-    """A heavy load on an over-drained cell: level-2 UV opens everything, latched."""
-    s = _sim(board, soc=0.0, params={"uv_delay": 10000})
-    s.pack.cells[4].soc = -0.03
+    """A heavy load on a weak, nearly empty cell: level-2 UV opens everything, latched.
+
+    The cell rests just above uv1 (a cell already below it at boot would keep
+    the discharge path open from the start); its high resistance sags it
+    below uv2 under the 100 A load."""
+    s = _sim(board, soc=0.05, params={"uv_delay": 10000})
+    c = s.pack.cells[4]
+    c.soc = 0.002
+    c.r0 *= 4.0
+    c.r1 *= 4.0
     s.pack.load_a = 100.0
     return s
 

@@ -44,7 +44,7 @@ def write(rm, off, count, data, pos):
     if off & 1 or count > 2:
         return rm.refuse(codes.EX_ADDRESS, -1, "one command per write, at its first register")
     if not rm.allowed(codes.ROLE_USER):
-        return rm.refuse(codes.EX_FUNCTION, -1, codes.LOCKED)
+        return rm.locked()
     cmd = off // 2 + 1
     if count == 2:
         arg = (_s16(data, pos) << 16) | get16(data, pos + 2)

@@ -10,7 +10,7 @@ from bms.params import TABLE as PARAM_TABLE
 from comms.packing import get16be as get16, put16be as put16
 from comms.regs import codes
 
-SIZE = const(57)        # bms.params.N_PARAMS; a test checks it
+SIZE = const(60)        # bms.params.N_PARAMS; a test checks it
 
 
 def signed(i):
@@ -26,7 +26,7 @@ def read(rm, off, count, out, pos):
 
 def write(rm, off, count, data, pos):
     if not rm.allowed(codes.ROLE_USER):
-        return rm.refuse(codes.EX_FUNCTION, -1, codes.LOCKED)
+        return rm.locked()
     pairs = []
     for k in range(count):
         i = off + k
@@ -35,7 +35,8 @@ def write(rm, off, count, data, pos):
             v -= 0x10000
         pairs.append((i, v))
     try:
-        rm.bms.params.set_many(pairs)
+        # The factory role may write FACTORY_ONLY rows (custom_chem).
+        rm.bms.params.set_many(pairs, rm.allowed(codes.ROLE_FACTORY))
     except ParamError as e:
         return rm.refuse(codes.EX_VALUE, e.index, e.reason)
     return codes.EX_NONE
