@@ -9,7 +9,7 @@ BOARD   ?= pico
 PORT    ?= /dev/ttyACM0
 ARGS    ?=
 
-.PHONY: all sim test test-cpython test-upy test-mpy bench upy32 flash flash-dry clean venv docs firmware
+.PHONY: all sim test test-cpython test-upy test-mpy bench upy32 flash flash-dry flash-mpy clean venv docs firmware
 
 all: test
 
@@ -59,11 +59,17 @@ upy32: $(STAMP)
 docs: $(STAMP)
 	$(VPY) -m tools.gendocs
 
+# The product: the UF2 onto the chip (BOOTSEL drive, picotool, or a running
+# board's bootloader via PORT), then config.py
 flash: $(STAMP)
-	$(VPY) -m tools.deploy --board $(BOARD) --port $(PORT) $(ARGS)
+	$(VPY) -m tools.flash --board $(BOARD) --port $(PORT) $(ARGS)
 
 flash-dry: $(STAMP)
-	$(VPY) -m tools.deploy --board $(BOARD) --dry-run $(ARGS)
+	$(VPY) -m tools.flash --board $(BOARD) --port $(PORT) --dry-run $(ARGS)
+
+# Development: .mpy files onto a stock MicroPython (does not fit the full master)
+flash-mpy: $(STAMP)
+	$(VPY) -m tools.deploy --board $(BOARD) --port $(PORT) $(ARGS)
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

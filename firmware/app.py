@@ -377,8 +377,13 @@ def watch(app, uart):
 def board_fs():
     """The board's filesystem; None on the host (tests pass a fake flash)."""
     if sys.platform in ("rp2", "esp32"):
-        from bms.store import BoardFs
-        return BoardFs()
+        from bms.store import BoardFs, move_legacy_data
+        fs = BoardFs()
+        try:
+            move_legacy_data(fs)
+        except OSError as e:
+            report("data migration", e)
+        return fs
     return None
 
 

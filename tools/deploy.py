@@ -1,11 +1,12 @@
-"""Build the .mpy image for one board and copy it with mpremote.
+"""Development install: the .mpy files for one board, copied with mpremote
+onto a stock MicroPython (the product is the UF2: tools/flash.py).
 
-    python -m tools.deploy --board pico --port /dev/ttyACM0   (make flash)
-    python -m tools.deploy --board pico --dry-run             (make flash-dry)
+    python -m tools.deploy --board pico --port /dev/ttyACM0   (make flash-mpy)
+    python -m tools.deploy --board pico --dry-run
 
 Steps: compile every firmware module with mpy-cross for the board's
 architecture (tools/build.py: armv6m for RP2040, xtensawin for ESP32) into
-build/<board>/, keep main.py as source (MicroPython only runs main.py as
+build/<board>/mpy/, keep main.py as source (MicroPython only runs main.py as
 source), add the selected board file and what it imports, and write a
 config.py naming the board.  The plan - every local file, its size and its
 path on the board - is printed; with --dry-run nothing else happens.
@@ -165,7 +166,7 @@ def main(argv=None):
     ap.add_argument("--romfs", default=None, metavar="IMAGE",
                     help="pack the modules into a ROMFS image (firmware with VfsRom)")
     a = ap.parse_args(argv)
-    out = a.out or os.path.join(ROOT, "build", a.board)
+    out = a.out or os.path.join(ROOT, "build", a.board, "mpy")  # beside the UF2, never over it
     files = plan(a.board, out)
     romfs = None
     in_rom = ()

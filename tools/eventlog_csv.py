@@ -1,6 +1,6 @@
 """Export the persistent event log to CSV.
 
-    mpremote cp -r :/bms/log ./log      # or read it over Modbus / bmsctl log
+    mpremote cp -r :/data/log ./log      # or read it over Modbus / bmsctl log
     python tools/eventlog_csv.py ./log > events.csv
 
 Decodes with the firmware's own ``bms.persistlog`` (one source of truth) and
@@ -17,7 +17,7 @@ from bms.eventlog import KIND_NAMES
 
 
 class DirFs:
-    """Read-only fs over a local copy of /bms/log."""
+    """Read-only fs over a local copy of /data/log."""
 
     def __init__(self, path):
         self.path = path
@@ -64,7 +64,7 @@ def write_csv(records, out):
 
 
 def read_dir(path):
-    return PL.PersistLog(DirFs(path), root="/bms/log", queue=1).records()
+    return PL.PersistLog(DirFs(path), root="/data/log", queue=1).records()
 
 
 def main(argv=None):

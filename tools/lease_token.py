@@ -4,7 +4,7 @@
     python tools/lease_token.py --secret HEX --serial SN-000123 --counter 4 --days 0   # unlock for good
 
 The per-device secret is HMAC-SHA256(master key, serial) unless given with
---secret; provision the same bytes into the device (``/bms/lease.key``).
+--secret; provision the same bytes into the device (``/data/lease.key``).
 Counters must increase per device: keep a record of the last one issued.
 """
 import argparse

@@ -53,7 +53,7 @@ def decode(payload):
 
 
 class KvStore:
-    def __init__(self, fs, base="/bms/kv"):
+    def __init__(self, fs, base="/data/kv"):
         self.rec = ABRecord(fs, base, _KIND_KV, (_KV_FMT,))
         self.items = {}
         self.errors = 0

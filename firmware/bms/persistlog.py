@@ -85,7 +85,7 @@ FIELDS = ("seq", "boot", "kind", "t_ms", "a", "b", "current_ma", "vmax_mv", "vmi
 
 
 class PersistLog:
-    def __init__(self, fs, root="/bms/log", segments=SEGMENTS, per_seg=PER_SEG, queue=32):
+    def __init__(self, fs, root="/data/log", segments=SEGMENTS, per_seg=PER_SEG, queue=32):
         self.fs = fs
         self.root = root
         self.segments = segments

@@ -85,6 +85,46 @@ class BoardFs:
         return self._os.stat(path)
 
 
+# Where the BMS keeps its data on the flash filesystem.  Not "/bms": on the
+# board image the code is the frozen package ``bms``, and a directory of that
+# name at the filesystem root ('' comes before .frozen on sys.path) would
+# shadow it, so the next boot could not import bms.core (found on the
+# emulated RP2040).
+DATA_DIR = "/data"
+_LEGACY_DIR = "/bms"
+
+
+def move_legacy_data(fs):
+    """Move data an older firmware kept in /bms into DATA_DIR, once.
+
+    Only data moves: .py/.mpy files of an old file-based install stay, and
+    an empty /bms is removed.  Returns the number of entries moved."""
+    try:
+        names = fs.listdir(_LEGACY_DIR)
+    except OSError:
+        return 0
+    moved = 0
+    code = False
+    for n in names:
+        if n.endswith(".py") or n.endswith(".mpy"):
+            code = True
+            continue
+        if not exists(fs, DATA_DIR):
+            fs.mkdir(DATA_DIR)
+        dst = DATA_DIR + "/" + n
+        if exists(fs, dst):
+            continue   # newer data already there: keep it
+        fs.rename(_LEGACY_DIR + "/" + n, dst)
+        moved += 1
+    if not code:
+        try:
+            if not fs.listdir(_LEGACY_DIR):
+                fs.rmdir(_LEGACY_DIR)
+        except OSError:
+            pass
+    return moved
+
+
 def makedirs(fs, path):
     """mkdir -p; ignores existing directories."""
     cur = ""
@@ -356,7 +396,7 @@ class State:
 
 
 class SettingsStore:
-    def __init__(self, fs, root="/bms"):
+    def __init__(self, fs, root=DATA_DIR):
         self.fs = fs
         self.root = root
         self.params_rec = ABRecord(fs, root + "/params", KIND_PARAMS, (_PARAMS_FMT,))

@@ -40,7 +40,7 @@ _MACHINE_NAMES = (("PWRON_RESET", R_POWER_ON), ("WDT_RESET", R_WATCHDOG),
                   ("DEEPSLEEP_RESET", _R_DEEPSLEEP), ("BROWNOUT_RESET", _R_BROWNOUT))
 
 _FAST_TASK = const(1)  # index of Bms._fast in bms.sched (cells, fast, slow)
-INTENT_FILE = "/bms/reset.why"
+INTENT_FILE = "/data/reset.why"
 
 
 def classify(code, machine=None):

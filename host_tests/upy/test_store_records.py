@@ -36,10 +36,10 @@ def test_roundtrip_and_alternating_slots():
     assert st.load_params(p)[0][3].startswith("no stored settings")
     p.set(P.P_CAPACITY, 2800)
     st.save_params(p)
-    assert "/bms/params.a" in fs.files and "/bms/params.b" not in fs.files
+    assert "/data/params.a" in fs.files and "/data/params.b" not in fs.files
     p.set(P.P_CAPACITY, 2900)
     st.save_params(p)
-    assert "/bms/params.b" in fs.files
+    assert "/data/params.b" in fs.files
     p2 = P.ParamSet(P.CHEM_LFP, max_cells=16)
     assert S.SettingsStore(fs).load_params(p2) == []
     assert p2[P.P_CAPACITY] == 2900 and p2[P.P_CHEMISTRY] == P.CHEM_NMC
@@ -55,7 +55,7 @@ def test_corrupt_newest_slot_falls_back():
     st.save_params(p)   # slot a, seq 1
     p.set(P.P_CAPACITY, 2222)
     st.save_params(p)   # slot b, seq 2
-    fs.files["/bms/params.b"][20] ^= 0x01   # one flipped bit
+    fs.files["/data/params.b"][20] ^= 0x01   # one flipped bit
     p2 = P.ParamSet(P.CHEM_LFP, max_cells=16)
     S.SettingsStore(fs).load_params(p2)
     assert p2[P.P_CAPACITY] == 1111
@@ -70,14 +70,14 @@ def test_unknown_format_from_newer_firmware_is_skipped():
     st.save_params(p)
     # A newer firmware wrote format 9 with a higher sequence number, then rolled back.
     rec = S.encode_record(S.KIND_PARAMS, 9, 7, b"whatever")
-    fs.files["/bms/params.b"] = bytearray(rec)
+    fs.files["/data/params.b"] = bytearray(rec)
     p2 = P.ParamSet(P.CHEM_LFP, max_cells=16)
     st2 = S.SettingsStore(fs)
     st2.load_params(p2)
     assert p2[P.P_CAPACITY] == 1500
     p2.set(P.P_CAPACITY, 1600)
     st2.save_params(p2)   # overwrites the unreadable slot, keeps the good one
-    assert S.decode_record(bytes(fs.files["/bms/params.a"]), S.KIND_PARAMS, (1,)) is not None
+    assert S.decode_record(bytes(fs.files["/data/params.a"]), S.KIND_PARAMS, (1,)) is not None
 
 
 def test_migration_by_name():
@@ -95,7 +95,7 @@ def test_migration_by_name():
             v = 99999                         # out of range now
         pairs.append((name, v))
     pairs.insert(5, ("old_thing", 7))         # a parameter since removed
-    rec = S.ABRecord(fs, "/bms/params", S.KIND_PARAMS)
+    rec = S.ABRecord(fs, "/data/params", S.KIND_PARAMS)
     rec.save(1, _pairs_payload(pairs))
     p = P.ParamSet(P.CHEM_LFP, max_cells=16)
     st = S.SettingsStore(fs)
@@ -121,7 +121,7 @@ def test_migration_repairs_broken_rule_and_board_limit():
     pairs = [(P.TABLE[i][0], d[i]) for i in range(P.N_PARAMS)]
     pairs[P.P_OV_REC] = ("ov_rec", 3700)      # in range but above ov1 (3650): rule broken
     pairs[P.P_CELL_COUNT] = ("cell_count", 200)  # more cells than this 16-cell board
-    S.ABRecord(fs, "/bms/params", S.KIND_PARAMS).save(1, _pairs_payload(pairs))
+    S.ABRecord(fs, "/data/params", S.KIND_PARAMS).save(1, _pairs_payload(pairs))
     p = P.ParamSet(P.CHEM_LFP, max_cells=16)
     report = S.SettingsStore(fs).load_params(p)
     names = [r[0] for r in report]
@@ -177,3 +177,41 @@ def test_log_sink_allocates_nothing():
     finally:
         micropython.heap_unlock()
     assert log.pending == 9
+
+
+def test_legacy_data_dir_moves_out_of_the_code_package_name():
+    # The board image's code is the frozen package ``bms``: a /bms directory
+    # on the flash would shadow it at the next boot.  Data an older firmware
+    # left there moves to /data; code files of a file-based install stay.
+    fs = FakeFlash()
+    p = P.ParamSet(P.CHEM_NMC, max_cells=16)
+    p.set(P.P_CAPACITY, 2800)
+    S.SettingsStore(fs, root="/bms").save_params(p)
+    fs.mkdir("/bms/log")
+    f = fs.open("/bms/log/log.0", "wb")
+    f.write(b"x")
+    f.close()
+    assert S.move_legacy_data(fs) == 2            # params.a and log/
+    assert "/bms/params.a" not in fs.files and "/data/params.a" in fs.files
+    assert bytes(fs.files["/data/log/log.0"]) == b"x"
+    assert not S.exists(fs, "/bms")               # nothing left: the name is free again
+    p2 = P.ParamSet(P.CHEM_LFP, max_cells=16)
+    assert S.SettingsStore(fs).load_params(p2) == []
+    assert p2[P.P_CAPACITY] == 2800
+    assert S.move_legacy_data(fs) == 0            # once
+
+
+def test_legacy_data_move_keeps_code_and_newer_data():
+    fs = FakeFlash()
+    fs.mkdir("/bms")
+    for path, data in (("/bms/core.mpy", b"code"), ("/bms/state.a", b"old")):
+        f = fs.open(path, "wb")
+        f.write(data)
+        f.close()
+    fs.mkdir("/data")
+    f = fs.open("/data/state.a", "wb")
+    f.write(b"new")
+    f.close()
+    assert S.move_legacy_data(fs) == 0
+    assert bytes(fs.files["/bms/core.mpy"]) == b"code"
+    assert bytes(fs.files["/data/state.a"]) == b"new"

@@ -114,7 +114,7 @@ def test_boot_reason():
     assert W.boot_reason(fs, lambda: 1, Machine) == (W.R_POWER_ON, 1)
     assert W.boot_reason(fs, lambda: 3, Machine) == (W.R_WATCHDOG, 3)
     assert W.boot_reason(fs, lambda: 99, Machine)[0] == W.R_UNKNOWN
-    fs.mkdir("/bms")
+    fs.mkdir("/data")
     W.prepare_reset(fs, W.R_COMMAND)
     assert W.boot_reason(fs, lambda: 3, Machine)[0] == W.R_COMMAND   # rp2 reset() looks like WDT
     assert W.boot_reason(fs, lambda: 3, Machine)[0] == W.R_WATCHDOG  # intent consumed

@@ -107,6 +107,44 @@ class Rs485Pty:
             unlink_pty(self.symlink)
 
 
+class CdcPty:
+    """The USB-CDC serial port (the REPL) as a pty, for mpremote or a terminal."""
+
+    def __init__(self, chip, symlink=None):
+        self.chip = chip
+        self.master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        os.set_blocking(self.master, False)
+        self.path = os.ttyname(self._slave)
+        self.symlink = symlink
+        if symlink:
+            link_pty(self.path, symlink)
+
+    def poll(self):
+        try:
+            data = os.read(self.master, 4096)
+        except (BlockingIOError, OSError):
+            data = b""
+        if data:
+            self.chip.cdc_send(data)
+        if self.chip.cdc_out:
+            try:
+                n = os.write(self.master, bytes(self.chip.cdc_out))
+                del self.chip.cdc_out[:n]
+            except (BlockingIOError, OSError):
+                if len(self.chip.cdc_out) > 65536:   # nobody reads: drop, as a closed port does
+                    self.chip.cdc_out.clear()
+
+    def close(self):
+        for fd in (self.master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self.symlink:
+            unlink_pty(self.symlink)
+
+
 def link_pty(path, symlink):
     """Point ``symlink`` at ``path``, replacing a stale link a killed run left."""
     if os.path.islink(symlink) or os.path.exists(symlink):
@@ -140,6 +178,10 @@ class EmuBoard:
         self.temp_override = {}
         self.key_on = True
         self.chip = Rp2040(uf2, flash_file=flash_file, name=board)
+        # The chips keep time by the emulated RP2040's clock: a driver that
+        # reads too early after a command is caught as on a real board.
+        chip = self.chip
+        self.clock_us = lambda: chip.t_ns // 1000
         p = self.pins
         self.emu_afe = self.emu_top = self.emu_shunt = self.emu_can = None
         if board == "slave_module":
@@ -151,7 +193,8 @@ class EmuBoard:
             if stacked:
                 src = _NoisyCells(pack, self.rng, noise_mv, n0, pack.n - n0)
                 src.current_ma = lambda: 0   # SRP/SRN shorted on the top level
-                self.emu_top = EmuBQ76952(src, crc=afe_crc, shunt_uohm=SHUNT_UOHM)
+                self.emu_top = EmuBQ76952(src, crc=afe_crc, shunt_uohm=SHUNT_UOHM,
+                                          clock=self.clock_us)
                 self.chip.i2c[p["i2c_top"][0]].add(self.emu_top)
             self.emu_shunt = EmuINA228(_Shunt(self), shunt_uohm=SHUNT_UOHM)
             self.chip.i2c[p["i2c"][0]].add(self.emu_shunt)
@@ -165,14 +208,15 @@ class EmuBoard:
             self.chip.set_input(p["key"], 0 if self.key_on else 1)
         self.can_bus = can_bus
         if can_bus is not None and p.get("spi"):
-            self.emu_can = EmuMCP2515(can_bus)
+            self.emu_can = EmuMCP2515(can_bus, clock=self.clock_us)
             self.chip.spi[p["spi"][0]] = self.emu_can._byte
         self.rs485 = None
+        self.cdc = None
         self.t_phys_ns = 0
 
     def _wire_afe(self, n, first, noise_mv, crc):
         src = _NoisyCells(self.pack, self.rng, noise_mv, first, n)
-        self.emu_afe = EmuBQ76952(src, crc=crc, shunt_uohm=SHUNT_UOHM)
+        self.emu_afe = EmuBQ76952(src, crc=crc, shunt_uohm=SHUNT_UOHM, clock=self.clock_us)
         self.chip.i2c[self.pins["i2c"][0]].add(self.emu_afe)
 
     def _adc_reader(self, pin, role):
@@ -200,11 +244,25 @@ class EmuBoard:
         if self.emu_can is not None and pin == cs:
             self.emu_can.cs.value(1 if level != 0 else 0)
 
+    def power_cycle(self):
+        """The board loses its 3.3 V rail: the RP2040, the INA228 and the
+        MCP2515 restart; the BQ76952 runs on the pack and keeps its state."""
+        if self.emu_shunt is not None:
+            self.emu_shunt.reset()
+        if self.emu_can is not None:
+            self.emu_can._reset()
+        self.chip.power_cycle()
+
     # ---- ports ------------------------------------------------------------------
     def open_rs485(self, symlink=None):
         uid, _tx, _rx, de = self.pins["rs485"]
         self.rs485 = Rs485Pty(self.chip, uid, de, symlink)
         return self.rs485
+
+    def open_usb(self, symlink=None):
+        """The USB REPL on a pty (mpremote connect <path>)."""
+        self.cdc = CdcPty(self.chip, symlink)
+        return self.cdc
 
     # ---- observing ----------------------------------------------------------------
     def relay(self, name):
@@ -221,6 +279,8 @@ class EmuBoard:
             self._physics(step)
             if self.rs485 is not None:
                 self.rs485.poll()
+            if self.cdc is not None:
+                self.cdc.poll()
             if poll is not None:
                 poll(self)
             self.chip.run_until(self.chip.t_ns + step)
@@ -243,8 +303,9 @@ class EmuBoard:
                 self.chip.set_input(self.pins["key"], want)
 
     def close(self):
-        if self.rs485 is not None:
-            self.rs485.close()
+        for port in (self.rs485, self.cdc):
+            if port is not None:
+                port.close()
         self.chip.close()
 
 

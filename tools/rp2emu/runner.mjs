@@ -172,7 +172,7 @@ function fixUart(u, index) {
   };
   const txAlarm = mcu.clock.createAlarm(() => {
     const b = tx.shift();
-    send({ e: 'uart', n: index, b, t: mcu.clock.nanos });
+    send({ e: 'uart', n: index, b, t: now() });
     if (tx.length <= trig() && tx.length + 1 > trig()) {
       u.interruptStatus |= U_TXINTR;
     }
@@ -269,18 +269,18 @@ function fixI2C(i2c, bus) {
     addr = address;
     let ack;
     if (mode === 1) {
-      const r = request({ e: 'i2c_read', bus, addr, wr, t: mcu.clock.nanos });
+      const r = request({ e: 'i2c_read', bus, addr, wr, t: now() });
       ack = r.ack;
       rd = r.data || [];
       wr = [];
     } else {
       if (wr.length) flushWrite();
-      ack = request({ e: 'i2c_probe', bus, addr, t: mcu.clock.nanos }).ack;
+      ack = request({ e: 'i2c_probe', bus, addr, t: now() }).ack;
     }
     later(() => i2c.completeConnect(!!ack), 9);
   };
   const flushWrite = () => {
-    send({ e: 'i2c_write', bus, addr, wr, t: mcu.clock.nanos });
+    send({ e: 'i2c_write', bus, addr, wr, t: now() });
     wr = [];
   };
   i2c.onWriteByte = (value) => {
@@ -300,7 +300,7 @@ function fixI2C(i2c, bus) {
 
 function fixSPI(spi, bus) {
   spi.onTransmit = (value) => {
-    const r = request({ e: 'spi', bus, b: value, t: mcu.clock.nanos });
+    const r = request({ e: 'spi', bus, b: value, t: now() });
     const hz = spi.clockFrequency || 1e6;
     const a = mcu.clock.createAlarm(() => spi.completeTransmit(r.b & 0xff));
     a.schedule(Math.round((8 * 1e9) / hz));
@@ -309,7 +309,7 @@ function fixSPI(spi, bus) {
 
 function fixADC(adc) {
   adc.onADCRead = (channel) => {
-    const r = request({ e: 'adc', ch: channel, t: mcu.clock.nanos });
+    const r = request({ e: 'adc', ch: channel, t: now() });
     const a = mcu.clock.createAlarm(() => adc.completeADCRead(r.v & 0xfff, false));
     a.schedule(adc.sampleTime * 1000);
   };
@@ -353,6 +353,11 @@ function boot(reason) {
   wdt.reason = reason;
   wdt.onWatchdogTrigger = () => {
     resetPending = wdt.reason || 1;
+    // rp2040js re-arms its periodic alarm at counter 0, which is "now":
+    // left enabled it fires forever inside one clock.tick().  The chip is
+    // resetting anyway, so the watchdog stops here.
+    wdt.alarm.enable = false;
+    wdt.timer.enable = false;
   };
   mcu.onBreak = (code) => {
     const core = mcu.core;
@@ -379,12 +384,12 @@ function boot(reason) {
   fixADC(mcu.adc);
   cdc = new USBCDC(mcu.usbCtrl);
   fixCDC(cdc);
-  cdc.onSerialData = (buf) => send({ e: 'cdc', d: Array.from(buf), t: mcu.clock.nanos });
-  cdc.onDeviceConnected = () => send({ e: 'cdc_up', t: mcu.clock.nanos });
+  cdc.onSerialData = (buf) => send({ e: 'cdc', d: Array.from(buf), t: now() });
+  cdc.onDeviceConnected = () => send({ e: 'cdc_up', t: now() });
   mcu.gpio.forEach((pin, i) => {
     pin.addListener((state) => {
       const v = state === GPIOPinState.High ? 1 : state === GPIOPinState.Low ? 0 : -1;
-      send({ e: 'gpio', pin: i, v, t: mcu.clock.nanos });
+      send({ e: 'gpio', pin: i, v, t: now() });
     });
     if (gpioIn.has(i)) pin.setInputValue(gpioIn.get(i));
   });
@@ -483,6 +488,12 @@ for (;;) {
         send({ e: 'profile', pcs: Array.from(profile.entries()), t: now() });
         profile = null;
       }
+      break;
+    case 'dbg':
+      send({ e: 'log', msg: JSON.stringify({ pc: mcu.core.PC.toString(16), waiting: mcu.core.waiting,
+        nanos: mcu.clock.nanos, next: mcu.clock.nextAlarm ? mcu.clock.nextAlarm.nanos : null,
+        timeBase, primask: mcu.core.PM, lr: mcu.core.LR.toString(16),
+        stack: Array.from({ length: 48 }, (_, i) => mcu.readUint32(mcu.core.SP + 4 * i).toString(16)) }) });
       break;
     case 'quit':
       flushOut();

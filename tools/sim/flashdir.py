@@ -1,6 +1,6 @@
 """The simulated board's flash filesystem: a host directory behind absolute paths.
 
-Firmware code opens ``/bms/log/log.0`` or ``/fw/a/...``; ``FlashDir`` maps
+Firmware code opens ``/data/log/log.0`` or ``/fw/a/...``; ``FlashDir`` maps
 those onto a host directory (a temp dir by default) with the subset of
 MicroPython's ``os`` that ``bms.store.BoardFs`` exposes.
 """
