@@ -12,6 +12,8 @@ Modbus RTU client can connect.
     make sim ARGS="--slaves 16 --cells 16"     master + 16 CAN slave modules (256S)
     make sim ARGS="--scenario overcharge --out out/overcharge.json"
     make sim ARGS="--list"                     the named scenarios
+    make sim ARGS="--target rp2040"            the board image (UF2) on the emulated RP2040;
+                                               PC port /tmp/bms-pc, USB REPL /tmp/bms-usb
 """
 import argparse
 import os
@@ -197,7 +199,18 @@ def main(argv=None):
     ap.add_argument("--no-pc-link", action="store_true")
     ap.add_argument("--flash", help="directory standing in for the board's flash (default: temp)")
     ap.add_argument("--update-key", help="HMAC key the simulated updater requires (default none)")
+    ap.add_argument("--target", choices=("host", "rp2040"), default="host",
+                    help="host: the firmware under CPython; rp2040: the board image on the "
+                         "emulated RP2040 (tools/rp2emu)")
+    ap.add_argument("--usb-link", default="/tmp/bms-usb",
+                    help="symlink to the USB REPL pty (--target rp2040)")
     a = ap.parse_args(argv)
+    if a.target == "rp2040":
+        if a.scenario or a.slaves or a.board != "chip":
+            ap.error("--target rp2040 runs the live demo of a single board "
+                     "(no --scenario, --slaves or --board)")
+        from tools.rp2emu import live
+        return live.run(a)
     if a.list:
         for name in sorted(SCENARIOS):
             print("%-18s %s" % (name, " ".join(SCENARIOS[name].text.split())))
