@@ -4,6 +4,7 @@
     docs/modbus_registers.csv   the same map, one row per register field (function codes,
                                 scale, unit, signedness, "no data" sentinel, validity)
     docs/home_assistant_modbus.yaml   Home Assistant entities from the map (tools/gen_ha.py)
+    docs/wiring_<board>.svg     a wiring picture per board from its PINS (tools/gen_wiring.py)
     docs/parameters.md          bms.params.TABLE and RULES
     docs/faults.md              bms.faults.TABLE
 
@@ -357,10 +358,15 @@ GENERATED = (
 )
 
 
+def _generated():
+    from tools.gen_wiring import generated as wiring
+    return GENERATED + tuple(wiring())
+
+
 def stale():
     """Names of generated files that differ from what the tables give."""
     out = []
-    for name, fn in GENERATED:
+    for name, fn in _generated():
         path = os.path.join(DOCS, name)
         try:
             with open(path, newline="") as f:
@@ -384,7 +390,7 @@ def main(argv=None):
         print("docs up to date")
         return 0
     os.makedirs(DOCS, exist_ok=True)
-    for name, fn in GENERATED:
+    for name, fn in _generated():
         with open(os.path.join(DOCS, name), "w", newline="") as f:
             f.write(fn())
         print("wrote docs/%s" % name)
