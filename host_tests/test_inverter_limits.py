@@ -225,3 +225,26 @@ def test_recovery_after_a_fault_ramps(rig):
     assert inv.last("BMS_Request")["ChargeEnable"] == 1
     sim.run(RAMP_MS / 1000.0)
     assert inv.last("BMS_Limits")["ChargeCurrentLimit"] == 80.0
+
+
+def test_a_direction_blocked_at_boot_is_published_at_once_when_allowed(rig):
+    # Cold cells at boot: charge blocked (lt_chg), discharge published at once.
+    # Once warm, the charge limit appears at once too (the first time it is
+    # allowed), not after a minute's ramp: the boot is not a fault recovery.
+    sim, link, inv = rig()
+    sim.board.temp_override[2] = sim.board.temp_override[3] = -5.0
+    sim.run(2.0)
+    lim = inv.last("BMS_Limits")
+    assert lim["ChargeCurrentLimit"] == 0 and lim["DischargeCurrentLimit"] > 0
+    assert inv.last("BMS_Request")["ChargeEnable"] == 0
+    sim.board.temp_override[2] = sim.board.temp_override[3] = 25.0
+    assert sim.run_until(lambda s: s.bms.limits.ccl_ma > 0, 30)
+    sim.run(1.5)
+    assert inv.last("BMS_Limits")["ChargeCurrentLimit"] == 80.0
+    # A fault after that is a fault event: its recovery ramps.
+    sim.board.temp_override[2] = sim.board.temp_override[3] = -5.0
+    assert sim.run_until(lambda s: s.bms.limits.ccl_ma == 0, 30)
+    sim.board.temp_override[2] = sim.board.temp_override[3] = 25.0
+    assert sim.run_until(lambda s: s.bms.limits.ccl_ma > 0, 30)
+    sim.run(2.0)
+    assert 0 < inv.last("BMS_Limits")["ChargeCurrentLimit"] < 80.0 * 5000 / RAMP_MS + 0.2

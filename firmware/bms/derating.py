@@ -35,8 +35,9 @@ After that a limit falls to its target at once but rises at most by the base
 limit per RAMP_MS: recovery from a derating or a fault is a ramp, so a
 device at the limit does not slam the pack back to full current at a
 threshold, and a reading hovering at a breakpoint moves the limit only a
-little.  A direction blocked at boot starts at 0 and ramps once it clears,
-like any fault recovery.  Any fault
+little.  A direction blocked at boot (slave modules not yet discovered,
+cold cells, a restored latch) is published at once the first time it is
+allowed with complete data; every later rise ramps.  Any fault
 whose reaction opens a path, the user switches, the sleep request, a core
 without data and the low-temperature charge inhibit make the limit 0 at
 once (the same rules as ``comms.limits.FaultLimits``).
@@ -106,7 +107,8 @@ class Derating:
         self._last = 0
         self._seen = False
         self.ready = True         # complete data (update() copies bms.running)
-        self.primed = False       # the boot jump to the targets is done
+        self.primed_c = False     # the boot jump of each direction is done
+        self.primed_d = False
         self.cap_c = -1           # recovery path caps (mA), -1 none
         self.cap_d = -1
 
@@ -210,13 +212,14 @@ class Derating:
             dt = 0
             self._seen = True
         self._last = now
-        if not self.primed:
-            if not self.ready:
-                tc = td = 0
-            else:
-                self.primed = True
-                self.ccl_ma = tc
-                self.dcl_ma = td
+        if not self.ready:
+            tc = td = 0
+        if not self.primed_c and tc > 0:
+            self.primed_c = True
+            self.ccl_ma = tc
+        if not self.primed_d and td > 0:
+            self.primed_d = True
+            self.dcl_ma = td
         self.ccl_ma = self._ramp(self.ccl_ma, tc, base_c, dt)
         self.dcl_ma = self._ramp(self.dcl_ma, td, base_d, dt)
         self.charge_enable = self.ccl_ma > 0
