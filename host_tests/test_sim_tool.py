@@ -161,3 +161,27 @@ def test_inverter_frames_on_socketcan_vcan0():
     finally:
         link.close()
         rx.shutdown()
+
+
+def test_live_table_draws_bars_marks_min_max_balancing_and_limits():
+    from rich.console import Console
+    from tools.sim import live
+    sim = Simulation(chem="LFP", cells=16, soc=0.9)
+    sim.pack.cells[4].soc = 0.99                       # one high cell: balancing
+    sim.run(30)
+    con = Console(record=True, width=200)
+    con.print(live.table(sim, [("PC port", "/tmp/x")]))
+    text = con.export_text()
+    m = sim.bms.meas
+    rows = {r[0]: r for r in live.cell_rows(sim)}
+    assert "max" in rows[str(m.max_idx + 1)][3] and "min" in rows[str(m.min_idx + 1)][3]
+    hi = rows[str(m.max_idx + 1)][2].count("#")
+    lo = rows[str(m.min_idx + 1)][2].count("#")
+    assert hi > lo                                     # bars scale with the voltage
+    assert "CCL / DCL" in text and "balancing" in text and "/tmp/x" in text
+    if sim.bms.balancer.count:
+        assert any("bal" in r[3] for r in rows.values())
+    assert live.bar(2500, 2500, 3650) == "." * live.BAR_WIDTH
+    assert live.bar(3650, 2500, 3650) == "#" * live.BAR_WIDTH
+    line = live.plain_line(sim)
+    assert line.startswith("t=30s") and "CCL" in line

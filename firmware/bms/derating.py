@@ -26,7 +26,7 @@ the chemistry):
 
 Boot publishes at once: until the core has its first complete measurement
 (``ready``; the Bms's ``running``) both limits are 0; at that step each
-limit jumps to its target.  A watchdog reset under load therefore costs an
+allowed limit jumps to its derated target.  A watchdog reset under load therefore costs an
 inverter one or two seconds of supply, not the minute a soft start from 0
 would take (the loads behind an inverter cannot wait for a ramp; the
 derating factors already hold the pack inside its comfort zone).
