@@ -102,6 +102,9 @@ def test_jbd_client_reads_every_field_like_the_pack(live):
     assert b["protection"] == 0
     assert b["charge_fet"] and b["discharge_fet"]
     assert b["cells"] == 16
+    flags = sim.bms.balancer.flags
+    assert b["balance"] == sum(1 << k for k in range(16) if flags[k])
+    assert b["version"] > 0
     # NTC 0: the power board as MOS temperature; then the two cell sensors.
     assert abs(b["mos_temp"] - pack.power_temp_c) < 1.5
     assert len(b["battery_temps"]) == 2

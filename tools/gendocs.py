@@ -148,7 +148,12 @@ def gen_modbus_md():
         "and the block modules in `firmware/comms/regs/`.\n\n"
         "**Addressing is 0-based**: the address in these tables is the number sent in the request "
         "(`0x0100` goes on the wire as `01 00`).  There are no 30001/40001 offsets.  Function "
-        "codes 03 and 04 read the same map.\n\n")
+        "codes 03 and 04 read the same map.\n\n"
+        "For generic clients: `docs/modbus_registers.csv` lists every field with its function "
+        "codes, `scale` (engineering value = raw x scale, in `unit`), signedness, the raw "
+        "`no_data` value meaning \"no sensor / no data\" and the register that says whether it "
+        "is valid (`validity`: the status block's flags or a status register); `docs/home_assistant_modbus.yaml` is a "
+        "Home Assistant configuration generated from it.\n\n")
     o.append("## Framing and function codes\n\n")
     o.append(
         "* A frame ends after 3.5 character times of silence (%.2f ms at 9600 baud; 1.75 ms above "
