@@ -48,7 +48,8 @@ class JbdClient:
 
     def basic(self):
         d = self.ask(0x03)
-        v, i, rem, full, cycles, _date, bal_lo, bal_hi, prot = struct.unpack_from(">HhHHHHHHH", d, 0)
+        v, i, rem, full, cycles, _date, bal_lo, bal_hi, prot = \
+            struct.unpack_from(">HhHHHHHHH", d, 0)
         ver, rsoc, fet, cells, ntc = d[18], d[19], d[20], d[21], d[22]
         temps = [struct.unpack_from(">H", d, 23 + 2 * k)[0] / 10.0 - 273.1 for k in range(ntc)]
         return {

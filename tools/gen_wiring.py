@@ -104,7 +104,8 @@ def build(board):
     d = schemdraw.Drawing(show=False)
     d.config(fontsize=10, unit=1.0)
     # schemdraw stacks right-side pins bottom-up: reversed, the table reads top-down.
-    ic_pins = [elm.IcPin(name="%s  %s" % (pin_name(board, p), s), side="right", anchorname="p%d" % k)
+    ic_pins = [elm.IcPin(name="%s  %s" % (pin_name(board, p), s), side="right",
+                         anchorname="p%d" % k)
                for k, (p, s, _t) in reversed(list(enumerate(conns)))]
     ic = elm.Ic(pins=ic_pins, pinspacing=0.6, edgepadW=5.5, edgepadH=1.2, lblsize=12,
                 label=mcu, lblloc="top")

@@ -152,8 +152,9 @@ def gen_modbus_md():
         "For generic clients: `docs/modbus_registers.csv` lists every field with its function "
         "codes, `scale` (engineering value = raw x scale, in `unit`), signedness, the raw "
         "`no_data` value meaning \"no sensor / no data\" and the register that says whether it "
-        "is valid (`validity`: the status block's flags or a status register); `docs/home_assistant_modbus.yaml` is a "
-        "Home Assistant configuration generated from it.\n\n")
+        "is valid (`validity`: the status block's flags or a status register); "
+        "`docs/home_assistant_modbus.yaml` is a Home Assistant configuration generated from "
+        "it.\n\n")
     o.append("## Framing and function codes\n\n")
     o.append(
         "* A frame ends after 3.5 character times of silence (%.2f ms at 9600 baud; 1.75 ms above "

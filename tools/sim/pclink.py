@@ -7,7 +7,8 @@ Bms.  Any serial client (bmsctl, pymodbus, minimalmodbus, QModMaster ...)
 opens the path like a USB-RS485 adapter.
 
 The pty, the stale-link handling and the wire pacing live in
-``tools.sim.ptylink`` (shared with the TTL port).  Timing is that of the wire, in the simulation's virtual time: bytes from the
+``tools.sim.ptylink`` (shared with the TTL port).  Timing is that of the
+wire, in the simulation's virtual time: bytes from the
 client are released to the server's port one character time apart (11
 bits at the configured baud rate), and the reply goes back to the pty at the
 same rate, so the firmware's t1.5/t3.5 framing and the throughput figures
