@@ -160,3 +160,39 @@ def test_display_mode_ignores_jbd_requests(tmp_path):
         c.close()
     finally:
         link.close()
+
+
+def test_links_of_a_killed_sim_process_are_replaced(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    pc, ttl = tmp_path / "pc", tmp_path / "ttl"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tools.sim", "--board", "fake", "--seconds", "600", "--plain",
+         "--flash", str(tmp_path / "flash"), "--pc-link", str(pc), "--ttl-link", str(ttl)],
+        cwd=root, env=dict(os.environ, PYTHONPATH=root), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (ttl.is_symlink() and pc.is_symlink()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ttl.is_symlink() and pc.is_symlink()
+    finally:
+        os.kill(p.pid, signal.SIGKILL)        # no cleanup runs
+        p.wait(10)
+    assert ttl.is_symlink()                   # left behind, pointing at a dead pty
+    sim = Simulation(chem="LFP", cells=16)
+    link = TtlLink(sim, symlink=str(ttl))
+    try:
+        assert os.readlink(str(ttl)) == link.path
+        c = JbdClient(str(ttl))
+        c.s.write(c.request(0x05))
+        sim.run(0.5)
+        head = c.s.read(4)
+        assert head[:2] == bytes([0xDD, 0x05])
+        c.close()
+    finally:
+        link.close()
