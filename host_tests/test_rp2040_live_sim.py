@@ -54,7 +54,8 @@ def test_pc_tool_and_mpremote_reach_the_emulated_chip(live):
     assert mon["cell_count"] == 16
     assert 40000 < mon["pack_voltage"] < 60000
     mp = os.path.join(os.path.dirname(sys.executable), "mpremote")
-    r = subprocess.run([mp, "connect", usb, "exec",
+    # resume: no soft reset (in the raw REPL it would not restart main.py)
+    r = subprocess.run([mp, "connect", usb, "resume", "exec",
                         "import diag, app; print('FAILED', app.APP.failed); diag.snap()"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -166,8 +166,14 @@ class EmuBoard:
     """One board file's hardware around an emulated RP2040 running its image."""
 
     def __init__(self, uf2, pack, board="pico", seed=2, noise_mv=1, noise_ma=20,
-                 flash_file=None, can_bus=None, afe_crc=True):
+                 flash_file=None, can_bus=None, afe_crc=True, cells=None, physics=True,
+                 module_addr=None):
+        """``cells=(first, n)``: the slice of the pack a slave module's AFE
+        measures; ``physics=False`` for every board but one on a shared pack
+        (one of them moves the pack in time); ``module_addr``: a slave
+        module's DIP switch (0: auto-addressing)."""
         self.pack = pack
+        self.physics = physics
         self.board = board
         self.pins = importlib.import_module("boards." + board).PINS
         self.rng = random.Random(seed)
@@ -185,7 +191,11 @@ class EmuBoard:
         p = self.pins
         self.emu_afe = self.emu_top = self.emu_shunt = self.emu_can = None
         if board == "slave_module":
-            self._wire_afe(pack.n, 0, noise_mv, afe_crc)
+            first, n = cells or (0, pack.n)
+            self._wire_afe(n, first, noise_mv, afe_crc)
+            for bit, pin in enumerate(p.get("addr_pins", ())):
+                # A switch closed to ground reads 0; an open one its pull-up.
+                self.chip.set_input(pin, 0 if (module_addr or 0) >> bit & 1 else 1)
         else:
             stacked = bool(p.get("i2c_top"))
             # One BQ76952 measures at most 16 cells (a master's local AFE
@@ -290,7 +300,8 @@ class EmuBoard:
                 self.can_bus.advance_to(self.chip.t_ns / 1000.0)
 
     def _physics(self, step_ns):
-        self.pack.step(step_ns / 1e9)
+        if self.physics:
+            self.pack.step(step_ns / 1e9)
         self.t_phys_ns += step_ns
         ms = self.t_phys_ns // 1000000
         if ms:

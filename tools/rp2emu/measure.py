@@ -102,11 +102,18 @@ class Run:
             self.slaves.append(Slave(node, afe, addr=k + 1, cells=16, temps=3,
                                      uid=0xB0000000 + 0x101 * (k + 1),
                                      chain_in=chain.input(k), chain_out=chain.output(k),
-                                     now=self.board.chip.t_ms))
+                                     now=int(self.board.chip.t_ms)))
+        self.repl.soft_reset()
+        # Now a master: the module count follows cell_count / module_cells,
+        # read when the master is built, so set it over the PC port (stored
+        # as a user's change is) and boot once more.
+        self.run_ms(3000)
+        set_params_modbus(self, self.board, {"cell_count": cells})
+        self.repl.enter()
         self.repl.soft_reset()
 
     def _poll(self, board):
-        now = board.chip.t_ms
+        now = int(board.chip.t_ms)
         for s in self.slaves:
             s.step(now)
 
@@ -206,6 +213,27 @@ class Run:
 
     def close(self):
         self.board.close()
+
+
+def set_params_modbus(runner, board, changes, password="123456"):
+    """Set parameters through the board's RS485 PC port with the PC tool's
+    client, while ``runner`` (a board, or anything with ``chip`` and
+    ``run_ms``) runs in the background; checked by reading them back."""
+    from bms.params import index
+    from tools.bmsctl.client import BmsClient
+    from tools.rp2emu.board import Background
+    link = board.rs485 or board.open_rs485()
+    with Background(runner):
+        c = BmsClient(link.path, timeout=3.0, retries=2)
+        try:
+            c.unlock(password)
+            c.set_params({index(k): v for k, v in changes.items()})
+            got = {row["name"]: row["raw"] for row in c.params()}
+        finally:
+            c.close()
+    for k, v in changes.items():
+        if got[k] != v:
+            raise RuntimeError("parameter %s is %r, not %r" % (k, got[k], v))
 
 
 def set_params_code(changes):
