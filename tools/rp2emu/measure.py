@@ -127,12 +127,25 @@ class Run:
         r.enter()
         return r.eval("(__import__('app').APP.failed, __import__('app').APP.bms.running)")
 
-    def window(self, ms):
-        """Run the app for ``ms`` from a clean timing state; returns the figures."""
+    def window(self, ms, settle_ms=0):
+        """Run the app for ``ms`` from a clean timing state; returns the figures.
+
+        The loop restarts from the REPL with every relay open (Ctrl-C opened
+        them), so the first seconds precharge and log events.  ``settle_ms``
+        > 0 resets the timing that long after the restart, from a timer on
+        the chip, to measure the steady state only."""
         r = self.repl
         r.exec("import app\napp.APP.bms.sched.reset_timing()")
+        code = "import app\n"
+        if settle_ms:
+            code += ("import machine, micropython\n"
+                     "_tm = machine.Timer(mode=machine.Timer.ONE_SHOT, period=%d, callback="
+                     "lambda t: micropython.schedule(lambda _: app.APP.bms.sched.reset_timing(), 0))\n"
+                     % settle_ms)
+        r.start(code + "app.APP.run()")
+        if settle_ms:
+            self.run_ms(settle_ms)
         busy0, t0 = self.board.chip.busy_ns, self.board.chip.t_ns
-        r.start("import app\napp.APP.run()")
         self.run_ms(ms)
         busy1, t1 = self.board.chip.busy_ns, self.board.chip.t_ns
         r.interrupt()
