@@ -523,6 +523,7 @@ def register_map(app, machine, channel):
     """One port's view of the register map, update and log windows attached."""
     from comms.registers import RegisterMap
     regs = RegisterMap(app.bms, shared_auth(app), device_info(app, machine), channel=channel)
+    regs.services = app.services   # lease and flash log (None without flash)
     regs.attach_update(plog=app.parts.get("persistlog"),
                        updater_of=app.updater if "slots" in app.parts else None)
     fwd_of = app.parts.get("slave_update")

@@ -120,6 +120,9 @@ class Services:
         self._state_step(now)
         self._update_step(now)
         self._log_step(now)
+        if bms.clear_plog_requested:
+            bms.clear_plog_requested = False
+            self._clear_plog(now)
         if bms.restart_requested and not self.stopped:
             self.shutdown(W.R_COMMAND)
 
@@ -278,6 +281,19 @@ class Services:
             return
         if pl.urgent or pl.pending * 2 >= pl._qcap or ticks_diff(now, self._log_at) >= _LOG_BATCH_MS:
             self.flush_log()
+
+    def _clear_plog(self, now):
+        """The flash log erased on request (factory role, checked by comms); the
+        erase itself is its first record, so the clearing is never silent."""
+        pl = self.plog
+        if pl is None:
+            return
+        try:
+            pl.clear()
+        except OSError:
+            self.errors += 1
+        pl.append(now, PL.PK_CLEARED, 0, 0)
+        self.flush_log()
 
     def _event(self, now, kind, a, b):
         if self.plog is not None:
