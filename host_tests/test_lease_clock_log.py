@@ -1,0 +1,125 @@
+"""Lease lock, BMS clock and the readable event log through the Modbus path:
+bmsctl (pymodbus over the pty) against the simulator running the real
+services poller (issue 16, items 1 and 3)."""
+import csv
+import datetime
+
+import pytest
+
+import tools  # noqa: F401
+from bms import faults as F
+from bms.contactors import RELAY_CHG, RELAY_DSG
+from bms.lease import make_token
+from comms import registers as R
+from comms.regs import lease as RLS
+from tools.bmsctl.client import BmsClient
+from tools.sim.pclink import PcLink
+from tools.sim.simulator import Simulation
+
+from sim_drive import drive, run_cli  # noqa: E402
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+SERIAL = "SIM00001"
+PW = "123456"
+
+
+@pytest.fixture
+def rig(tmp_path):
+    sim = Simulation(chem="LFP", cells=16, soc=0.6, seed=5)
+    sim.attach_services(lease_secret=SECRET, serial=SERIAL, flash_dir=str(tmp_path))
+    link = PcLink(sim)
+    sim.run(3)
+    yield sim, link
+    link.close()
+
+
+def _client(link):
+    return BmsClient(link.path, timeout=2).connect()
+
+
+def test_lease_expiry_blocks_discharge_and_a_code_renews_it(rig, capsys):
+    sim, link = rig
+    lease = sim.services.lease
+    lease.start(120)   # 120 operating seconds
+    sim.run(1)
+    regs = drive(sim, lambda: _client(link).read(R.A_LEASE, RLS.SIZE))
+    assert regs[RLS.L_STATE] == RLS.LS_ACTIVE
+    rem = (regs[RLS.L_REMAIN] << 16) | regs[RLS.L_REMAIN + 1]
+    assert 60 <= rem <= 119
+    assert run_cli(sim, link, "lease") == 0
+    assert "active" in capsys.readouterr().out
+    # Expiry (the manual: discharge disabled, charging still allowed).
+    assert sim.run_until(lambda s: s.bms.prot.active(F.index("lease")), 150)
+    assert sim.run_until(lambda s: s.bms.contactors.state[RELAY_DSG] == 0, 2)
+    assert sim.bms.contactors.state[RELAY_CHG] == 1
+    assert run_cli(sim, link, "lease", "status") == 0
+    assert "EXPIRED" in capsys.readouterr().out
+    # A code for another device, then a good one, then its replay.
+    bad = make_token(SECRET, "OTHER", 1, 30)
+    assert run_cli(sim, link, "lease", "enter", bad) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "lease code refused: code not valid for this device" in out
+    sim.run(3)   # the back-off after a wrong code (1 s)
+    good = make_token(SECRET, SERIAL, 1, 30)
+    assert run_cli(sim, link, "lease", "enter", good) == 0
+    out = capsys.readouterr().out
+    assert "30 days added" in out
+    assert sim.run_until(lambda s: not s.bms.prot.active(F.index("lease")), 3)
+    assert sim.run_until(lambda s: s.bms.contactors.state[RELAY_DSG] == 1, 5)
+    assert 29 * 86400 < lease.remaining_s() <= 30 * 86400
+    sim.run(3)
+    assert run_cli(sim, link, "lease", "enter", good) == 1
+    assert "already used" in capsys.readouterr().out
+
+
+def test_lease_block_without_a_lease_configured(tmp_path, capsys):
+    sim = Simulation(chem="LFP", cells=16, soc=0.6, seed=5)
+    link = PcLink(sim)
+    sim.run(2)
+    try:
+        regs = drive(sim, lambda: _client(link).read(R.A_LEASE, RLS.SIZE))
+        assert regs[RLS.L_STATE] == RLS.LS_NONE
+        assert run_cli(sim, link, "lease", "enter", "00000-00000-00000") == 1
+        assert "no lease configured" in capsys.readouterr().out
+    finally:
+        link.close()
+
+
+def test_clock_set_stamps_events_and_log_prints_iso_names_and_units(rig, capsys, tmp_path):
+    sim, link = rig
+    assert run_cli(sim, link, "clock") == 0
+    assert "not set" in capsys.readouterr().out
+    # Before the clock is set an event has no wall time: the log shows the
+    # time since boot instead of raw ticks.
+    assert run_cli(sim, link, "--password", PW, "params", "set", "ov1=3.6V") == 0
+    t_set = 1780000000   # 2026-05-28T20:26:40Z
+    assert run_cli(sim, link, "--password", PW, "clock", "set", "--unix", str(t_set)) == 0
+    out = capsys.readouterr().out
+    assert "BMS clock 2026-05-28T20:26:" in out
+    assert run_cli(sim, link, "--password", PW, "params", "set", "ov1=3.62V", "buzzer=off") == 0
+    now = drive(sim, lambda: _client(link).clock())
+    assert t_set <= now <= t_set + 30
+    capsys.readouterr()
+    f = tmp_path / "log.csv"
+    assert run_cli(sim, link, "log", "--csv", str(f)) == 0
+    rows = list(csv.DictReader(f.open()))
+    assert set(rows[0]) == {"seq", "time", "kind", "text"}   # no raw ticks or a/b integers
+    texts = {r["text"]: r["time"] for r in rows}
+    assert texts["ov1 = 3600 mV"].startswith("boot+0:00:")
+    stamp = texts["ov1 = 3620 mV"]
+    t = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+    assert t_set <= t <= now
+    assert texts["buzzer = off"] == stamp
+    assert run_cli(sim, link, "log") == 0
+    out = capsys.readouterr().out
+    assert "2026-05-28T20:2" in out and "ov1 = 3620 mV" in out
+
+
+def test_clock_refuses_a_locked_port_and_a_time_before_2020(rig, capsys):
+    sim, link = rig
+    assert run_cli(sim, link, "clock", "set") == 1
+    assert "locked" in capsys.readouterr().out
+    assert run_cli(sim, link, "--password", PW, "clock", "set", "--unix", "1500000000") == 1
+    assert "before 2020" in capsys.readouterr().out
+    assert not sim.bms.wall.valid
