@@ -514,7 +514,9 @@ def device_info(app, machine):
     info = app.parts.get("info")
     if info is None:
         from comms.regs.identity import DeviceInfo
-        info = DeviceInfo(serial=serial_number(app.cfg, machine))
+        # Persisted in the board's key/value store: identity, Bluetooth and
+        # device names, battery code fields survive a restart.
+        info = DeviceInfo(serial=serial_number(app.cfg, machine), store=shared_kv(app))
         app.parts["info"] = info
     return info
 
@@ -552,7 +554,9 @@ def start_ble(app, machine):
     from comms import ble_link as BL
     from comms.modbus_pdu import ModbusPdu
     regs = register_map(app, machine, CH_BLE)
-    name = getattr(app.cfg, "BLE_NAME", None) or "MPY-BMS"
+    # The name set over Modbus / BLE (names block) wins over config.py's.
+    name = device_info(app, machine).field_text("ble_name", 16) \
+        or getattr(app.cfg, "BLE_NAME", None) or "MPY-BMS"
     link = BL.BleLink(ModbusPdu(regs, app.clock), app.clock, live=BL.monitor_live(regs),
                       auth=shared_auth(app), store=shared_kv(app),
                       name=name.encode() if isinstance(name, str) else name,

@@ -41,12 +41,15 @@ WRITES = {
     "soc set": ["soc", "set", "50%"],
     "clock set": ["clock", "set"],
     "passwd": ["passwd", "newpass1"],
+    "battery set": ["battery", "set", "type=LFP 16S", "nominal=51.2V"],
+    "name ble": ["name", "ble", "MyPack"],
+    "name device": ["name", "device", "Garage"],
 }
 # Read-only commands, or commands whose refusal cases are tested elsewhere
 # (unlock/lock: test_bmsctl; update: test_fwupdate_modbus; lease: below).
 OTHERS = {"info", "monitor", "alarms", "graph", "log", "dump", "modules", "unlock", "lock",
           "update", "lease", "params", "normal", "calibrate", "soc", "clock", "restore",
-          "passwd"}
+          "passwd", "battery", "name"}
 
 
 @pytest.fixture
@@ -58,10 +61,13 @@ def rig(tmp_path):
     link.close()
 
 
-def _state(sim):
+def _state(sim, link):
     b = sim.bms
+    info = link.regs.info
     return (list(sim.params.values), b.sleep_requested, b.restart_requested,
-            len(b.log.find(6)), b.wall.sets)   # 6: EV_COMMAND
+            len(b.log.find(6)), b.wall.sets,   # 6: EV_COMMAND
+            {k: bytes(v) for k, v in info.fields.items()}, dict(info.nums),
+            dict(sim.auth.store))
 
 
 def test_every_command_is_covered():
@@ -76,13 +82,13 @@ def test_locked_port_refuses_every_write(rig, capsys, tmp_path, name):
     f.write_text(json.dumps({"format": "mpy-bms-params", "version": 1,
                              "params": {"buzzer": 0, "ov1": 3600}}))
     argv = [a.replace("{file}", str(f)) for a in WRITES[name]]
-    before = _state(sim)
+    before = _state(sim, link)
     rc = run_cli(sim, link, *argv)
     out = " ".join(capsys.readouterr().out.split())
     assert rc == 1, out
     assert "locked" in out, out
     sim.run(0.2)
-    assert _state(sim) == before
+    assert _state(sim, link) == before
 
 
 def test_zero_calibration_under_load_is_refused(rig, capsys):

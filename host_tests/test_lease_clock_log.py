@@ -12,11 +12,10 @@ from bms.contactors import RELAY_CHG, RELAY_DSG
 from bms.lease import make_token
 from comms import registers as R
 from comms.regs import lease as RLS
-from tools.bmsctl.client import BmsClient
 from tools.sim.pclink import PcLink
 from tools.sim.simulator import Simulation
 
-from sim_drive import drive, run_cli  # noqa: E402
+from sim_drive import run_cli, with_client  # noqa: E402
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 SERIAL = "SIM00001"
@@ -33,16 +32,12 @@ def rig(tmp_path):
     link.close()
 
 
-def _client(link):
-    return BmsClient(link.path, timeout=2).connect()
-
-
 def test_lease_expiry_blocks_discharge_and_a_code_renews_it(rig, capsys):
     sim, link = rig
     lease = sim.services.lease
     lease.start(120)   # 120 operating seconds
     sim.run(1)
-    regs = drive(sim, lambda: _client(link).read(R.A_LEASE, RLS.SIZE))
+    regs = with_client(sim, link, lambda c: c.read(R.A_LEASE, RLS.SIZE))
     assert regs[RLS.L_STATE] == RLS.LS_ACTIVE
     rem = (regs[RLS.L_REMAIN] << 16) | regs[RLS.L_REMAIN + 1]
     assert 60 <= rem <= 119
@@ -77,7 +72,7 @@ def test_lease_block_without_a_lease_configured(tmp_path, capsys):
     link = PcLink(sim)
     sim.run(2)
     try:
-        regs = drive(sim, lambda: _client(link).read(R.A_LEASE, RLS.SIZE))
+        regs = with_client(sim, link, lambda c: c.read(R.A_LEASE, RLS.SIZE))
         assert regs[RLS.L_STATE] == RLS.LS_NONE
         assert run_cli(sim, link, "lease", "enter", "00000-00000-00000") == 1
         assert "no lease configured" in capsys.readouterr().out
@@ -97,7 +92,7 @@ def test_clock_set_stamps_events_and_log_prints_iso_names_and_units(rig, capsys,
     out = capsys.readouterr().out
     assert "BMS clock 2026-05-28T20:26:" in out
     assert run_cli(sim, link, "--password", PW, "params", "set", "ov1=3.62V", "buzzer=off") == 0
-    now = drive(sim, lambda: _client(link).clock())
+    now = with_client(sim, link, lambda c: c.clock())
     assert t_set <= now <= t_set + 30
     capsys.readouterr()
     f = tmp_path / "log.csv"

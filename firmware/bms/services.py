@@ -32,7 +32,7 @@ from bms import lease as LS
 from bms import persistlog as PL
 from bms import sleep as SL
 from bms import watchdog as W
-from bms.params import P_BUZZER
+from bms.params import P_BUZZER, P_SLEEP_CURRENT, P_SLEEP_IDLE
 from bms.store import F_CLEAN, State
 from bms.ticks import ticks_add, ticks_diff
 
@@ -177,6 +177,12 @@ class Services:
         if sl is None:
             return
         bms = self.bms
+        p = bms.params
+        # SmartSleep follows its parameters (0 minutes: off).
+        idle = p[P_SLEEP_IDLE]
+        sl.smart = idle > 0
+        sl.idle_ms = idle * 60000
+        sl.idle_ma = p[P_SLEEP_CURRENT]
         key_fn = getattr(bms.board, "sleep_key", None)
         key = key_fn() if key_fn is not None else False
         if bms.sleep_requested and sl.state == SL.AWAKE:

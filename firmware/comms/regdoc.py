@@ -100,7 +100,7 @@ _KEYS = {
     "cmd_reasons": lambda: "; ".join(
         "%d %s" % (i, t) for i, t in
         enumerate(__import__("bms.core", None, None, ("x",)).CMD_REASONS) if t),
-    "lease_errors": lambda: "see the last-error registers of the auth block",
+    "bal_states": lambda: _names(__import__("bms.balancing", None, None, ("x",)).STATE_NAMES),
 }
 
 

@@ -38,6 +38,9 @@ A_MON = const(0x0100)
 A_TEMPS = const(0x0200)
 A_CELLS = const(0x0400)
 A_MODS = const(0x0600)
+A_BATTERY = const(0x0800)
+A_BALANCE = const(0x0900)
+A_NAMES = const(0x1100)
 A_PARAMS = const(0x1000)
 A_CMD = const(0x2000)
 A_CMD_RESULT = const(0x2040)
@@ -63,7 +66,13 @@ BLOCKS = (
     ("monitor", A_MON, 61, "Live values, read only", "comms.regs.monitor"),
     ("temps", A_TEMPS, 49, "Every temperature sensor", "comms.regs.temps"),
     ("cells", A_CELLS, 256, "Cell voltages, mV (0xFFFF: reading invalid)", "comms.regs.cells"),
-    ("params", A_PARAMS, 60, "Parameters, read/write (user role)", "comms.regs.params"),
+    ("battery", A_BATTERY, 18, "Battery data: SOH, capacities, cycles, present limits",
+     "comms.regs.battery"),
+    ("balance", A_BALANCE, 258, "Per-cell balancing: state, current setting, charge bled "
+     "per cell", "comms.regs.balance"),
+    ("names", A_NAMES, 56, "Bluetooth and device names (user role), battery code (factory "
+     "role)", "comms.regs.names"),
+    ("params", A_PARAMS, 63, "Parameters, read/write (user role)", "comms.regs.params"),
     ("commands", A_CMD, 18, "Commands, write only (user role)", "comms.regs.commands"),
     ("cmd_result", A_CMD_RESULT, 6, "Result of the last command (read it back after a "
      "command write)", "comms.regs.cmd_result"),

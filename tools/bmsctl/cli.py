@@ -119,14 +119,35 @@ def cmd_info(c, a):
     t.add_column("value")
     for k, v in info.items():
         t.add_row(k, str(v))
+    for k, v in c.names().items():
+        if k in ("ble_name", "device_name"):
+            t.add_row(k, v or "-")
     st = c.auth_state()
     t.add_row("unlocked role", st["role"])
     console.print(t)
 
 
+def limits_table(m, bat, bal, lease):
+    """Limits (CCL/DCL), per-cell balancing and the lease, under the summary."""
+    t = Table(title="Limits, balancing, lease", show_header=False)
+    t.add_column("k")
+    t.add_column("v")
+    t.add_row("CCL / DCL (current limits)",
+              "%.1f A / %.1f A" % (bat["ccl"] / 10.0, bat["dcl"] / 10.0))
+    t.add_row("CVL / DVL (voltage limits)",
+              "%s V / %s V" % (_v(bat["cvl"]), _v(bat["dvl"])))
+    bled = ["%d: %d mAh" % (i + 1, v) for i, v in enumerate(bal["cell_mah"]) if v]
+    t.add_row("Balancing", "%s, %d mA per cell" % (bal["state"], bal["current_ma"]))
+    t.add_row("Bled since boot", ", ".join(bled) if bled else "none")
+    if lease["state"] != "not configured":
+        t.add_row("Lease", lease_text(lease))
+    return t
+
+
 def _monitor_view(c, info, by_module=False):
     m = c.monitor()
     cells = c.cells(m["cell_count"])
+    extra = limits_table(m, c.battery(), c.balance(m["cell_count"]), c.lease())
     ct = cells_table(cells, m)
     if by_module:
         head, mods = c.modules()
@@ -134,7 +155,7 @@ def _monitor_view(c, info, by_module=False):
             ct = cells_by_module_table(cells, m, head, mods)
         else:
             ct = Group(ct, "(no CAN slave modules on this board: cells not grouped)")
-    return Group(summary_table(m, info), ct, temps_table(c.temps()))
+    return Group(summary_table(m, info), extra, ct, temps_table(c.temps()))
 
 
 def cmd_monitor(c, a):
@@ -357,6 +378,66 @@ def cmd_soc(c, a):
     pct = parse_percent(a.percent)
     res = c.command("soc_set", int(round(pct * 10)))
     console.print("SOC set to %.1f %%" % (res["value"] / 10.0))
+
+
+_BAT_UNITS = {"bat_nominal": ("V", 100.0), "bat_capacity": ("Ah", 10.0)}
+
+
+def cmd_battery(c, a):
+    """Battery data (read) and, with ``set``, the battery code fields (factory role)."""
+    if a.action == "set":
+        if not a.fields:
+            raise UsageError("battery set type=... nominal=51.2V capacity=280Ah maker=... "
+                             "date=YYYY-MM-DD")
+        for item in a.fields:
+            if "=" not in item:
+                raise UsageError("expected field=value, got %r" % item)
+            k, v = item.split("=", 1)
+            name = "bat_" + k.strip()
+            if name in _BAT_UNITS:
+                unit, scale = _BAT_UNITS[name]
+                try:
+                    raw = int(round(float(v.strip().rstrip(unit).strip()) * scale))
+                except ValueError:
+                    raise UsageError("%s: a number in %s" % (k, unit))
+                if not 0 <= raw <= 65535:
+                    raise UsageError("%s out of range" % k)
+                c.set_name(name, raw)
+            elif name in ("bat_type", "bat_maker", "bat_date"):
+                c.set_name(name, v.strip())
+            else:
+                raise UsageError("battery fields: type, nominal, capacity, maker, date")
+    b = c.battery()
+    n = c.names()
+    t = Table(title="Battery", show_header=False)
+    t.add_column("k")
+    t.add_column("v")
+    t.add_row("SOH", "%.1f %%" % (b["soh"] / 10.0))
+    t.add_row("Learned / rated capacity", "%s / %.2f Ah" % (
+        "%.2f" % (b["learned_capacity"] / 1000.0) if b["learned_capacity"] else "not learned",
+        b["rated_capacity"] / 1000.0))
+    t.add_row("Capacity of the last calibration run",
+              "%.2f Ah" % (b["cal_capacity"] / 1000.0) if b["cal_capacity"] else "none yet")
+    t.add_row("Discharged over its life", "%.1f Ah" % (b["discharged_capacity"] / 1000.0))
+    t.add_row("Cycles", str(b["cycles"]))
+    t.add_row("Type / maker / date", "%s / %s / %s" % (n["bat_type"] or "-",
+                                                      n["bat_maker"] or "-",
+                                                      n["bat_date"] or "-"))
+    t.add_row("Nameplate", "%.2f V, %.1f Ah" % (n["bat_nominal"] / 100.0,
+                                               n["bat_capacity"] / 10.0))
+    console.print(t)
+
+
+def cmd_name(c, a):
+    field = {"ble": "ble_name", "device": "device_name"}[a.which]
+    if a.value is not None:
+        c.set_name(field, a.value)
+    v = c.names()[field]
+    if a.value is not None and v != a.value:
+        raise BmsError("%s: the BMS kept %r" % (field, v), 3)
+    console.print("%s: %s%s" % (field, v or "(not set)",
+                                " (advertised from the next restart)"
+                                if a.value is not None and a.which == "ble" else ""))
 
 
 def cmd_clock(c, a):
@@ -800,6 +881,14 @@ def build_parser():
                        "(all or nothing)")
     p.add_argument("file")
     p.add_argument("--dry-run", action="store_true")
+    p = sub.add_parser("battery", help="SOH, capacities, cycles; set the battery code "
+                       "(factory role)")
+    p.add_argument("action", nargs="?", choices=("show", "set"), default="show")
+    p.add_argument("fields", nargs="*", help="set: type=.. nominal=51.2V capacity=280Ah "
+                   "maker=.. date=YYYY-MM-DD")
+    p = sub.add_parser("name", help="show or set the Bluetooth or device name (user role)")
+    p.add_argument("which", choices=("ble", "device"))
+    p.add_argument("value", nargs="?")
     p = sub.add_parser("clock", help="show the BMS clock, or set it from this PC")
     p.add_argument("action", nargs="?", choices=("show", "set"), default="show")
     p.add_argument("--unix", type=int, help="set: this Unix time instead of the PC's")
@@ -819,7 +908,8 @@ COMMANDS = {"info": cmd_info, "monitor": cmd_monitor, "alarms": cmd_alarms, "par
             "normal": cmd_normal, "calibrate": cmd_calibrate, "soc": cmd_soc, "graph": cmd_graph,
             "log": cmd_log, "dump": cmd_dump, "unlock": cmd_unlock, "lock": cmd_lock,
             "passwd": cmd_passwd, "modules": cmd_modules,
-            "update": cmd_update, "restore": cmd_restore, "clock": cmd_clock, "lease": cmd_lease}
+            "update": cmd_update, "restore": cmd_restore, "clock": cmd_clock, "lease": cmd_lease,
+            "battery": cmd_battery, "name": cmd_name}
 
 
 def _relock(c, a):

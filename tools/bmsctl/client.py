@@ -17,7 +17,10 @@ from bms.params import TABLE as PARAM_TABLE
 from bms.params import index as param_index
 from comms import registers as R
 from comms.regs import auth as RA
+from comms.regs import balance as RBL
+from comms.regs import battery as RB
 from comms.regs import cells as RC
+from comms.regs import names as RN
 from comms.regs import clock as RCK
 from comms.regs import cmd_result as RCR
 from comms.regs import lease as RLS
@@ -313,6 +316,39 @@ class BmsClient:
         if res["status"] == "refused":
             raise BmsError("refused: %s: %s" % (name, res["reason"] or "no reason given"), 3)
         return res
+
+    # ---- battery data, balancing, names ------------------------------------
+    def battery(self):
+        regs = self.read(R.A_BATTERY, RB.SIZE)
+        return {name: _value(regs, o, typ) for name, o, _n, typ, _u, _d in RB.FIELDS}
+
+    def balance(self, n_cells):
+        regs = self.read(R.A_BALANCE, RBL.BL_CELLS + n_cells)
+        from bms.balancing import STATE_NAMES
+        return {"state": name_of(STATE_NAMES, regs[RBL.BL_STATE]),
+                "current_ma": regs[RBL.BL_CURRENT],
+                "cell_mah": regs[RBL.BL_CELLS:RBL.BL_CELLS + n_cells]}
+
+    def names(self):
+        regs = self.read(R.A_NAMES, RN.SIZE)
+        out = {}
+        for name, o, n, typ, _w, _d in RN.FIELDS:
+            out[name] = ascii_of(regs[o:o + n]) if typ == "ascii" else regs[o]
+        return out
+
+    def set_name(self, name, value):
+        """Write one names-block field: text, or a raw u16."""
+        for fname, o, n, typ, _w, _d in RN.FIELDS:
+            if fname == name:
+                if typ == "ascii":
+                    b = value.encode("ascii") if isinstance(value, str) else bytes(value)
+                    if len(b) > 2 * n:
+                        raise BmsError("%s: at most %d characters" % (name, 2 * n), 3)
+                    self.write(R.A_NAMES + o, _ascii_regs(b, n))
+                else:
+                    self.write(R.A_NAMES + o, [int(value)])
+                return
+        raise KeyError(name)
 
     # ---- clock and lease -------------------------------------------------
     def clock(self):
