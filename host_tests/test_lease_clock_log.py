@@ -118,3 +118,25 @@ def test_clock_refuses_a_locked_port_and_a_time_before_2020(rig, capsys):
     assert run_cli(sim, link, "--password", PW, "clock", "set", "--unix", "1500000000") == 1
     assert "before 2020" in capsys.readouterr().out
     assert not sim.bms.wall.valid
+
+
+def test_flash_log_clear_with_the_factory_role(rig, capsys):
+    """Item 6: --clear-log --flash erases the persistent log (factory role);
+    the erase is the first record of the new log, so it is never silent."""
+    from bms import persistlog as PL
+    sim, link = rig
+    assert run_cli(sim, link, "--password", PW, "params", "set", "buzzer=off") == 0
+    sim.run(3)
+    sim.services.flush_log()
+    plog = sim.plog
+    assert len(plog) > 3
+    assert run_cli(sim, link, "--password", PW, "normal", "--clear-log", "--flash") == 1
+    assert "factory role" in capsys.readouterr().out
+    assert len(plog) > 3
+    assert run_cli(sim, link, "--password", "factory", "normal", "--clear-log", "--flash") == 0
+    assert "RAM and flash" in capsys.readouterr().out
+    sim.run(1)
+    kinds = [r[2] for r in plog.records()]
+    assert kinds[0] == PL.PK_CLEARED
+    assert len(kinds) <= 4   # the erase, then only what happened since (the command, relock)
+    assert len(sim.bms.log) <= 4
