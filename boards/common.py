@@ -159,7 +159,28 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
           "led": led, "i2c": i2c, "wdt": lambda ms: machine.WDT(timeout=ms)}
     if top_i2c is not None:
         hw["i2c_top"] = top_i2c
+    hw["wake_pins"] = wake_pins(machine, pins)
     return hw
+
+
+def wake_pins(machine, pins):
+    """Pins whose edges end a lightsleep (drivers.lowpower): key, AFE alert,
+    charger sense, and the RX pins of the two UARTs (RS485, display).
+    ``machine.Pin(n)`` without a mode leaves the pin's function alone, so a
+    UART's RX pin keeps receiving; its IRQ only watches the level."""
+    out = []
+    nums = [pins.get("key"), pins.get("afe_alert"), pins.get("charger_sense")]
+    if pins.get("rs485") is not None:
+        nums.append(pins["rs485"][2])
+    if pins.get("ttl") is not None:
+        nums.append(pins["ttl"][2])
+    for n in nums:
+        if n is not None:
+            try:
+                out.append(machine.Pin(n))
+            except (TypeError, ValueError):
+                pass
+    return out
 
 
 def build_slave(machine, pins, opts=None):

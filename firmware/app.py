@@ -84,6 +84,7 @@ from bms.eventlog import EventLog
 from bms.params import P_CELL_COUNT, P_MODULE_CELLS, P_SPECIAL_CHARGER, ParamSet
 from bms.ticks import BoardClock, ticks_add, ticks_diff
 from drivers import gpio
+from drivers import lowpower as LP
 
 WDT_MS = 4000
 IDLE_MAX_MS = 20
@@ -106,7 +107,7 @@ APP = None
 # cannot be logged under a name the log does not know.  Append only.
 PART_NAMES = ("settings", "state", "services", "persistlog", "updater", "lease", "sleep",
               "can_modules", "can_master", "slave_update", "inverter", "update_steps", "modbus",
-              "ble", "ble_radio", "ttl", "soc_restore", "slots", "latches")
+              "ble", "ble_radio", "ttl", "soc_restore", "slots", "latches", "lowpower")
 _PT_SETTINGS = const(0)
 _PT_STATE = const(1)
 _PT_SERVICES = const(2)
@@ -126,6 +127,7 @@ _PT_TTL = const(15)
 _PT_SOC_RESTORE = const(16)
 _PT_SLOTS = const(17)
 _PT_LATCHES = const(18)
+_PT_LOWPOWER = const(19)
 
 
 def report(what, e):
@@ -195,6 +197,7 @@ class App:
         self._poller = None
         self._hurry = False
         self._busy_until = 0
+        self.lowpower = None    # drivers.lowpower.LowPower (config SLEEP)
 
     def part(self, pt, fn, *args):
         """Build optional part ``pt`` (a _PT_* index of PART_NAMES); on any
@@ -272,12 +275,44 @@ class App:
         """A poller with work left asks for the next pass soon."""
         self._hurry = True
 
+    def asleep(self):
+        """The sleep state machine opened the relays for sleep."""
+        svc = self.services
+        return svc is not None and svc.sleep is not None and svc.sleep.state == 1 \
+            and svc._slept
+
+    def _sleep_idle(self, now):
+        """One low-power wait while asleep; False: the normal idle applies
+        (leaving sleep, or held awake after a wake-pin edge)."""
+        lp = self.lowpower
+        if not self.asleep():
+            if lp.on:
+                lp.leave()
+            return False
+        if not lp.on:
+            lp.enter()
+        if lp.woken():
+            self._busy_until = ticks_add(now, LP.HOLD_MS)
+        if ticks_diff(self._busy_until, now) > 0:
+            return False
+        if lp.lightsleep is not None:
+            lp.lightsleep(LP.PASS_MS)
+        elif self._poller is not None:
+            if self._poller.poll(LP.PASS_MS):
+                self._busy_until = ticks_add(self.clock.ticks_ms(), LP.HOLD_MS)
+        else:
+            time.sleep_ms(LP.PASS_MS)
+        return True
+
     def idle(self, wait):
         """Sleep up to ``wait`` ms (the core's next deadline), at most the idle
         cap; a byte on a watched port ends the sleep and keeps the loop quick
-        for the rest of the exchange."""
+        for the rest of the exchange.  While the BMS sleeps: one pass a second
+        in lightsleep (``drivers.lowpower``)."""
         cap = self.idle_max
         now = self.clock.ticks_ms()
+        if self.lowpower is not None and self._sleep_idle(now):
+            return
         if self._hurry or ticks_diff(self._busy_until, now) > 0:
             cap = IDLE_BUSY_MS
         self._hurry = False
@@ -741,10 +776,19 @@ def build(name=None, machine=None, cfg=None, clock=None, params=None, fs=None):
     if link is not None:
         app.part(_PT_BLE_RADIO, start_ble_radio, app, link)
     app.part(_PT_TTL, start_ttl, app)
+    if app.services is not None and app.services.sleep is not None:
+        app.lowpower = app.part(_PT_LOWPOWER, start_lowpower, app, machine)
     start_restart_fallback(app)
     if app.services is not None and app.failed:
         log_failed_parts(app)
     return app
+
+
+def start_lowpower(app, machine):
+    """AFE low-power mode and lightsleep while the BMS sleeps; wake-pin edges
+    end a lightsleep (config LIGHTSLEEP = False keeps plain idle waits)."""
+    ls = getattr(machine, "lightsleep", None) if getattr(app.cfg, "LIGHTSLEEP", True) else None
+    return LP.LowPower(app.hw["board"], ls, app.hw.get("wake_pins", ()))
 
 
 def log_failed_parts(app):
