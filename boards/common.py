@@ -159,6 +159,13 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
           "led": led, "i2c": i2c, "wdt": lambda ms: machine.WDT(timeout=ms)}
     if top_i2c is not None:
         hw["i2c_top"] = top_i2c
+    if pins.get("charger_rs485"):
+        # A second RS485 (RS485-1) for the special charger: the display keeps
+        # the TTL port.
+        uid, tx, rx, de = pins["charger_rs485"]
+        u = machine.UART(uid, baudrate=9600, bits=8, parity=None, stop=1,
+                         tx=machine.Pin(tx), rx=machine.Pin(rx))
+        hw["charger_port"] = Rs485(u, _out(machine, de, 0), 9600)
     hw["wake_pins"] = wake_pins(machine, pins)
     return hw
 
@@ -174,6 +181,8 @@ def wake_pins(machine, pins):
         nums.append(pins["rs485"][2])
     if pins.get("ttl") is not None:
         nums.append(pins["ttl"][2])
+    if pins.get("charger_rs485") is not None:
+        nums.append(pins["charger_rs485"][2])
     for n in nums:
         if n is not None:
             try:

@@ -107,7 +107,8 @@ APP = None
 # cannot be logged under a name the log does not know.  Append only.
 PART_NAMES = ("settings", "state", "services", "persistlog", "updater", "lease", "sleep",
               "can_modules", "can_master", "slave_update", "inverter", "update_steps", "modbus",
-              "ble", "ble_radio", "ttl", "soc_restore", "slots", "latches", "lowpower")
+              "ble", "ble_radio", "ttl", "soc_restore", "slots", "latches", "lowpower",
+              "charger_can")
 _PT_SETTINGS = const(0)
 _PT_STATE = const(1)
 _PT_SERVICES = const(2)
@@ -128,6 +129,7 @@ _PT_SOC_RESTORE = const(16)
 _PT_SLOTS = const(17)
 _PT_LATCHES = const(18)
 _PT_LOWPOWER = const(19)
+_PT_CHARGER_CAN = const(20)
 
 
 def report(what, e):
@@ -632,15 +634,24 @@ def start_ttl(app):
     disp = DisplayPort(port, bms, app.clock, jbd=True)
     params = bms.params
     parts = app.parts
+    cport = app.hw.get("charger_port")
+    if cport is not None:
+        # A board with its own RS485 for the charger: display and special
+        # charger at the same time, each on its port.
+        def poll_both():
+            disp.poll()
+            if params[P_SPECIAL_CHARGER]:
+                _charger(app, port=cport).poll()
+
+        parts["display"] = disp
+        app.pollers.append(poll_both)
+        watch(app, port)
+        watch(app, getattr(cport, "uart", None))
+        return poll_both
 
     def poll_ttl():
         if params[P_SPECIAL_CHARGER]:
-            chg = parts.get("charger")
-            if chg is None:   # built the first time the parameter asks for it
-                from comms.charger import Charger
-                chg = Charger(bms, app.clock, port=port)
-                parts["charger"] = chg
-            chg.poll()
+            _charger(app, port=port).poll()
         else:
             disp.poll()
 
@@ -648,6 +659,26 @@ def start_ttl(app):
     app.pollers.append(poll_ttl)
     watch(app, port)
     return poll_ttl
+
+
+def _charger(app, port=None, can=None):
+    """The special charger, built the first time it is needed."""
+    chg = app.parts.get("charger")
+    if chg is None:
+        from comms.charger import Charger
+        chg = Charger(app.bms, app.clock, port=port, can=can)
+        app.parts["charger"] = chg
+    return chg
+
+
+def start_charger_can(app):
+    """The special charger on the CAN bus (config CHARGER_CAN): 29-bit Elcon
+    frames; it commands "stop" while parameter special_charger is 0."""
+    can = app.hw["can"]
+    can.init()
+    chg = _charger(app, can=can)
+    app.pollers.append(chg.poll)
+    return chg
 
 
 def start_inverter(app):
@@ -769,7 +800,12 @@ def build(name=None, machine=None, cfg=None, clock=None, params=None, fs=None):
         if app.fs is not None:
             app.part(_PT_SLAVE_UPDATE, start_slave_update, app, core_board)
     elif not modular:
-        app.part(_PT_INVERTER, start_inverter, app)
+        if getattr(cfg, "CHARGER_CAN", False):
+            # One controller, one bit rate: the Elcon charger's 250 kbit/s
+            # bus instead of the inverter's.
+            app.part(_PT_CHARGER_CAN, start_charger_can, app)
+        else:
+            app.part(_PT_INVERTER, start_inverter, app)
     app.part(_PT_UPDATE_STEPS, start_update_steps, app)
     app.part(_PT_MODBUS, start_modbus, app, machine)
     link = app.part(_PT_BLE, start_ble, app, machine)
