@@ -631,7 +631,9 @@ def start_ttl(app):
         return None
     from comms.display import DisplayPort
     bms = app.bms
-    disp = DisplayPort(port, bms, app.clock, jbd=True)
+    svc = app.services
+    disp = DisplayPort(port, bms, app.clock, jbd=True,
+                       lease=svc.lease if svc is not None else None)
     params = bms.params
     parts = app.parts
     cport = app.hw.get("charger_port")
