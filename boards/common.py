@@ -167,6 +167,12 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
                          tx=machine.Pin(tx), rx=machine.Pin(rx))
         hw["charger_port"] = Rs485(u, _out(machine, de, 0), 9600)
     hw["wake_pins"] = wake_pins(machine, pins)
+    if hasattr(machine, "RTC"):
+        from drivers.rtc import Rtc
+        try:
+            board.rtc = Rtc(machine.RTC())
+        except (OSError, TypeError, ValueError):
+            pass
     return hw
 
 

@@ -214,7 +214,7 @@ TABLE = (
     ("custom_chem", "bool", 0, 1, (0, 0, 0, 0), _D1,
      "Custom chemistry: 1 lifts the chemistry ceilings on voltage, charge temperature "
      "and cell difference (factory role only; logged)"),
-    ("bal_current", "mA", 10, 2000, (100, 100, 100, 100), _D1,
+    ("bal_current", "mA", 2, 2000, (100, 100, 100, 100), _D1,
      "Balancing current of the board's bleed resistors (cell voltage / resistor); the "
      "per-cell balanced charge readout uses it"),
     ("sleep_idle", "min", 0, 1440, (30, 30, 30, 30), _D1,

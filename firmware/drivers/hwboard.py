@@ -95,6 +95,17 @@ class HwBoard:
         self.backstop = None
         self._pver = -1
         self.backstop_updates = 0
+        self.rtc = None   # drivers.rtc.Rtc, set by the board build when it has one
+
+    # ---- clock ---------------------------------------------------------------------
+    def set_rtc(self, s2020):
+        """The core set its wall clock (seconds since 2020): the RTC follows."""
+        if self.rtc is not None:
+            self.rtc.set(s2020)
+
+    def rtc_now(self):
+        """Seconds since 2020 from the RTC, 0 when it has no plausible date."""
+        return self.rtc.now() if self.rtc is not None else 0
 
     # ---- start-up --------------------------------------------------------------
     def init(self, cells=None):
