@@ -204,8 +204,9 @@ def params_tables(rows, width=80):
             e = enum_name(r["index"], r["raw"])
             if e is not None:
                 val = e
-                names = [enum_name(r["index"], v) for v in range(r["min"], r["max"] + 1)]
-                rng = "/".join(names) if len(names) <= 2 else "%d..%d" % (r["min"], r["max"])
+                names = "/".join(enum_name(r["index"], v)
+                                 for v in range(r["min"], r["max"] + 1))
+                rng = names if len(names) <= 14 else "%d..%d" % (r["min"], r["max"])
             else:
                 val = ("%s %s" % (r["value"], r["unit"])).strip()
                 lo, _ = param_display(r["index"], r["min"])
