@@ -166,3 +166,17 @@ def test_flash_log_clear_needs_the_factory_role(rig, capsys):
     rc = run_cli(sim, link, "--password", PW, "normal", "--clear-log", "--flash")
     out = " ".join(capsys.readouterr().out.split())
     assert rc == 1 and "factory role" in out, out
+
+
+def test_sleep_and_wake_do_what_they_say(rig, capsys):
+    from bms.contactors import RELAY_CHG, RELAY_DSG
+    sim, link = rig
+    assert run_cli(sim, link, "--password", PW, "normal", "--sleep") == 0
+    assert "sleep: relays open" in capsys.readouterr().out
+    assert sim.bms.sleep_requested
+    assert sim.run_until(lambda s: not s.bms.contactors.state[RELAY_DSG]
+                         and not s.bms.contactors.state[RELAY_CHG], 2)
+    assert run_cli(sim, link, "--password", PW, "normal", "--wake") == 0
+    assert not sim.bms.sleep_requested
+    assert sim.run_until(lambda s: s.bms.contactors.state[RELAY_DSG] == 1, 5)
+    assert run_cli(sim, link, "--password", PW, "normal", "--sleep", "--wake") == 1

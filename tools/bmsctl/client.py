@@ -433,6 +433,10 @@ class BmsClient:
         for name, start, size, _d, _m in R.BLOCKS:
             if size is None:
                 size = self.read(R.A_LOGHEAD + RLH.LH_CAPACITY, 1)[0] * RL.REC_REGS
+            elif name == "log_wall":   # only the records kept (the block is sized for 1600)
+                size = 2 * self.read(R.A_LOGHEAD + RLH.LH_COUNT, 1)[0]
+                if not size:
+                    continue
             if name == "commands":
                 continue  # write-only
             regs = self.read(start, size)
