@@ -283,6 +283,15 @@ class App:
         return svc is not None and svc.sleep is not None and svc.sleep.state == 1 \
             and svc._slept
 
+    def _input_pending(self):
+        """A watched UART has bytes, or had some within HOLD_MS: serve at full rate."""
+        now = self.clock.ticks_ms()
+        for u in self.streams:
+            if u.any():
+                self._busy_until = ticks_add(now, LP.HOLD_MS)
+                return True
+        return ticks_diff(self._busy_until, now) > 0
+
     def _sleep_idle(self, now):
         """One low-power wait while asleep; False: the normal idle applies
         (leaving sleep, or held awake after a wake-pin edge)."""
@@ -382,8 +391,22 @@ class App:
         n = 0
         while loops is None or n < loops:
             n += 1
+            lp = self.lowpower
+            # Input is checked before the step's pollers consume it.
+            busy = lp is not None and lp.on and self._input_pending()
             wait = self.step()
             self.collect_if_idle(wait)
+            if lp is not None:
+                # The radio stack needs the CPU: no lightsleep here, only the
+                # AFE's low-power mode and one control pass a second.
+                if self.asleep():
+                    if not lp.on:
+                        lp.enter()
+                    if not busy:
+                        await sleep_ms(LP.PASS_MS)
+                        continue
+                elif lp.on:
+                    lp.leave()
             await sleep_ms(0 if wait <= 0 else wait if wait < IDLE_ASYNC_MS else IDLE_ASYNC_MS)
 
     async def _guarded(self, name, fn):

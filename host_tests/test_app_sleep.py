@@ -77,3 +77,28 @@ def test_smart_sleep_follows_its_parameters(monkeypatch):
     p.set_many([(P_SLEEP_IDLE, 0)])
     rig.run(10)
     assert not sl.smart
+
+
+def test_asyncio_loop_sleeps_the_afe_but_serves_uart_input_at_full_rate(monkeypatch):
+    """BLE boards run the asyncio loop: no lightsleep there, one pass a second
+    while asleep, full rate again while a watched UART has input."""
+    import asyncio
+    rig, slept = _rig(monkeypatch)
+    app = rig.app
+    rig.run(2000)
+    app.bms.request(CMD_SLEEP, 1)
+    rig.run(200)
+    assert app.asleep()
+    waits = []
+
+    async def fake_sleep(s):
+        waits.append(int(s * 1000))
+        rig.clock.advance(int(s * 1000))
+
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
+    asyncio.run(app.run_async(loops=3))
+    assert rig.fm.bq.sleep_enabled and waits == [LP.PASS_MS] * 3 and slept == []
+    rig.rs485.rx += b"\x01\x03"   # a request arriving
+    waits.clear()
+    asyncio.run(app.run_async(loops=3))
+    assert max(waits) < LP.PASS_MS and rig.fm.bq.sleep_enabled   # still asleep, serving
