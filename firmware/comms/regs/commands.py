@@ -73,7 +73,9 @@ def doc(start):
                 "Argument: " + args[CMD_NAMES[c]]) for c in range(1, len(CMD_NAMES))]
     md = ("Each command is two registers at `0x%04X + 2 * (id - 1)`: FC06 to the first "
           "register gives a signed 16-bit argument, FC16 of both a signed 32-bit one. "
-          "One command per request; the core runs it at its next cycle (50 ms).\n\n" % start
+          "One command per request; the core runs it at its next cycle (50 ms) and may "
+          "still refuse it then: read the command result block (0x%04X) for what became of "
+          "it.\n\n" % (start, 0x2040)
           + md_table(["address", "command", "argument"],
                      [("0x%04X" % r[0], r[2], r[9][10:]) for r in rows]))
     return "Commands", md, rows
