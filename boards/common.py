@@ -166,36 +166,22 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
         u = machine.UART(uid, baudrate=9600, bits=8, parity=None, stop=1,
                          tx=machine.Pin(tx), rx=machine.Pin(rx))
         hw["charger_port"] = Rs485(u, _out(machine, de, 0), 9600)
-    hw["wake_pins"] = wake_pins(machine, pins)
+    hw["wake_pins"] = wake_pins(pins)
     if hasattr(machine, "RTC"):
-        from drivers.rtc import Rtc
-        try:
-            board.rtc = Rtc(machine.RTC())
-        except (OSError, TypeError, ValueError):
-            pass
+        board.rtc_of = machine.RTC   # built when the clock is first set (drivers.rtc)
     return hw
 
 
-def wake_pins(machine, pins):
-    """Pins whose edges end a lightsleep (drivers.lowpower): key, AFE alert,
-    charger sense, and the RX pins of the two UARTs (RS485, display).
-    ``machine.Pin(n)`` without a mode leaves the pin's function alone, so a
-    UART's RX pin keeps receiving; its IRQ only watches the level."""
-    out = []
+def wake_pins(pins):
+    """Pin numbers whose edges end a lightsleep (drivers.lowpower): key, AFE
+    alert, charger sense, and the RX pins of the UARTs (RS485, display,
+    charger).  Numbers only: the app builds the Pin objects when sleep is
+    configured, so a board without it spends no heap on them."""
     nums = [pins.get("key"), pins.get("afe_alert"), pins.get("charger_sense")]
-    if pins.get("rs485") is not None:
-        nums.append(pins["rs485"][2])
-    if pins.get("ttl") is not None:
-        nums.append(pins["ttl"][2])
-    if pins.get("charger_rs485") is not None:
-        nums.append(pins["charger_rs485"][2])
-    for n in nums:
-        if n is not None:
-            try:
-                out.append(machine.Pin(n))
-            except (TypeError, ValueError):
-                pass
-    return out
+    for port in ("rs485", "ttl", "charger_rs485"):
+        if pins.get(port) is not None:
+            nums.append(pins[port][2])
+    return tuple(n for n in nums if n is not None)
 
 
 def build_slave(machine, pins, opts=None):

@@ -84,7 +84,6 @@ from bms.eventlog import EventLog
 from bms.params import P_CELL_COUNT, P_MODULE_CELLS, P_SPECIAL_CHARGER, ParamSet
 from bms.ticks import BoardClock, ticks_add, ticks_diff
 from drivers import gpio
-from drivers import lowpower as LP
 
 WDT_MS = 4000
 IDLE_MAX_MS = 20
@@ -288,7 +287,7 @@ class App:
         now = self.clock.ticks_ms()
         for u in self.streams:
             if u.any():
-                self._busy_until = ticks_add(now, LP.HOLD_MS)
+                self._busy_until = ticks_add(now, self.lowpower.HOLD_MS)
                 return True
         return ticks_diff(self._busy_until, now) > 0
 
@@ -303,16 +302,16 @@ class App:
         if not lp.on:
             lp.enter()
         if lp.woken():
-            self._busy_until = ticks_add(now, LP.HOLD_MS)
+            self._busy_until = ticks_add(now, lp.HOLD_MS)
         if ticks_diff(self._busy_until, now) > 0:
             return False
         if lp.lightsleep is not None:
-            lp.lightsleep(LP.PASS_MS)
+            lp.lightsleep(lp.PASS_MS)
         elif self._poller is not None:
-            if self._poller.poll(LP.PASS_MS):
-                self._busy_until = ticks_add(self.clock.ticks_ms(), LP.HOLD_MS)
+            if self._poller.poll(lp.PASS_MS):
+                self._busy_until = ticks_add(self.clock.ticks_ms(), lp.HOLD_MS)
         else:
-            time.sleep_ms(LP.PASS_MS)
+            time.sleep_ms(lp.PASS_MS)
         return True
 
     def idle(self, wait):
@@ -403,7 +402,7 @@ class App:
                     if not lp.on:
                         lp.enter()
                     if not busy:
-                        await sleep_ms(LP.PASS_MS)
+                        await sleep_ms(lp.PASS_MS)
                         continue
                 elif lp.on:
                     lp.leave()
@@ -848,8 +847,15 @@ def build(name=None, machine=None, cfg=None, clock=None, params=None, fs=None):
 def start_lowpower(app, machine):
     """AFE low-power mode and lightsleep while the BMS sleeps; wake-pin edges
     end a lightsleep (config LIGHTSLEEP = False keeps plain idle waits)."""
+    from drivers.lowpower import LowPower
     ls = getattr(machine, "lightsleep", None) if getattr(app.cfg, "LIGHTSLEEP", True) else None
-    return LP.LowPower(app.hw["board"], ls, app.hw.get("wake_pins", ()))
+    pins = []
+    for n in app.hw.get("wake_pins", ()):
+        try:
+            pins.append(machine.Pin(n))   # no mode: a UART's RX pin keeps its function
+        except (AttributeError, TypeError, ValueError):
+            pass
+    return LowPower(app.hw["board"], ls, pins)
 
 
 def log_failed_parts(app):

@@ -209,16 +209,6 @@ class Bms:
         self.inhibit = 0      # reaction bits held by a maintenance task (slave firmware update)
         params.listener = self._param_changed
         now = clock.ticks_ms()
-        # An RTC that kept its time (soft reset, watchdog, backup supply)
-        # stamps events from the first one.
-        rtc_now = getattr(board, "rtc_now", None)
-        if rtc_now is not None:
-            try:
-                s = rtc_now()
-            except OSError:
-                s = 0
-            if s > 0:
-                self.wall.set(s, now)
         self.log.append(now, EV_BOOT, 0, 0)
         if latched:
             self.prot.restore(latched, now)

@@ -25,7 +25,6 @@ from bms.ticks import ticks_diff
 from comms.crc16 import crc16
 from comms.jbd import START as JBD_START, JbdResponder
 from comms.packing import put16le as put16  # noqa: F401 (re-exported)
-from comms.regs.monitor import soh_pm
 
 H0 = const(0xA5)
 H1 = const(0x5A)
@@ -224,7 +223,7 @@ class DisplayPort:
         put32(tx, p, m.pack_mv if m.pack_mv else m.sum_mv)
         put32(tx, p + 4, m.current_ma)  # put32 masks per byte: no big int
         put16(tx, p + 8, b.soc.soc_pm)
-        put16(tx, p + 10, soh_pm(b.soc))
+        put16(tx, p + 10, b.soc.soh_pm)
         tx[p + 12] = m.n_cells & 0xFF
         put16(tx, p + 13, m.max_mv)
         tx[p + 15] = (m.max_idx + 1) & 0xFF

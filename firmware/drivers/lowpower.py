@@ -27,6 +27,9 @@ HOLD_MS = const(10000)    # no lightsleep this long after a wake-pin edge
 
 
 class LowPower:
+    PASS_MS = PASS_MS
+    HOLD_MS = HOLD_MS
+
     def __init__(self, board, lightsleep=None, pins=()):
         self.board = board
         self.lightsleep = lightsleep   # machine.lightsleep, or None: plain idle waits

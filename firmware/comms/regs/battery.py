@@ -2,7 +2,7 @@
 read only.  The battery's code fields (type, nominal voltage, capacity,
 maker, date) are in the names block.
 
-SOH is the learned capacity over the rated one (``soh_pm``): 100.0 % until
+SOH is the learned capacity over the rated one (``bms.soc.Soc.soh_pm``): 100.0 % until
 a full-to-empty (or empty-to-full) run between two calibration points has
 measured the capacity (``bms.soc``).  ``cal_capacity`` is that last
 measurement before averaging, ``learned_capacity`` the averaged value in
@@ -11,7 +11,6 @@ from micropython import const
 
 from comms.packing import put16be as put16
 from comms.regs import codes
-from comms.regs.monitor import soh_pm
 
 B_SOH = const(0)
 B_LEARNED = const(1)     # u32 mAh
@@ -51,7 +50,7 @@ def _val(b, o):
     s = b.soc
     lim = b.limits
     if o == B_SOH:
-        return soh_pm(s)
+        return s.soh_pm
     if o == B_CYCLES:
         return s.cycles
     if o == B_CAL_FULL:

@@ -164,7 +164,7 @@ def _value(rm, s):
         if s == _S_SOC:
             return b.soc.soc_pm
         if s == _S_SOH:
-            return soh_pm(b.soc)
+            return b.soc.soh_pm
         if s == _S_REMAINING:
             return b.soc.remaining_mah
         if s == _S_FULL:
@@ -263,13 +263,3 @@ def doc(start):
             for i, r in enumerate(MONITOR)]
     return "Monitor (live values)", section(rows), rows
 
-
-def soh_pm(soc):
-    """SOH in per mille: learned / rated capacity, 1000 before any learning."""
-    r = soc.rated_mah
-    lc = soc.learned_mah
-    if lc <= 0 or r <= 0:
-        return 1000
-    # mAh up to 10**7: divide first so the product stays a small int.
-    v = lc // (r // 1000) if r >= 1000 else lc * 1000 // r
-    return v if v < 1000 else 1000
