@@ -6,7 +6,7 @@ from test_app_wiring import Rig
 
 from bms.core import CMD_SLEEP, CMD_WAKE
 from bms.params import P_SLEEP_IDLE, P_SLEEP_CURRENT
-from drivers import lowpower as LP
+from drivers.lowpower import LowPower as LP
 
 
 class Cfg:
