@@ -111,16 +111,16 @@ ILLEGAL = const(2)
 
 # What became of the last command (``cmd_status``): a client that queued one
 # reads this back, so a command the core refused is never reported as done.
-CS_NONE = const(0)
-CS_PENDING = const(1)
-CS_DONE = const(2)
-CS_REFUSED = const(3)
+_CS_NONE = const(0)
+_CS_PENDING = const(1)
+_CS_DONE = const(2)
+_CS_REFUSED = const(3)
 CMD_STATUS_NAMES = ("none", "pending", "done", "refused")
 # Refusal reasons (``cmd_reason``); 0 = none.
-CR_ZERO_LOAD = const(1)
-CR_CAL_SMALL = const(2)
-CR_CAL_RANGE = const(3)
-CR_NO_DATA = const(4)
+_CR_ZERO_LOAD = const(1)
+_CR_CAL_SMALL = const(2)
+_CR_CAL_RANGE = const(3)
+_CR_NO_DATA = const(4)
 CMD_REASONS = ("", "current flowing: a zero calibration needs no current (|I| < 5 A raw "
                "and within the offset range)",
                "current too small to calibrate (at least 0.5 A away from zero)",
@@ -195,7 +195,7 @@ class Bms:
         self._cmd_arg = 0
         self.cmd_seq = 0        # commands finished (done or refused), wraps at 16 bits
         self.cmd_last = 0       # id of the last command queued
-        self.cmd_status = CS_NONE
+        self.cmd_status = _CS_NONE
         self.cmd_reason = 0
         self.cmd_value = 0      # its result: new gain, offset, SOC ...
         self.clear_plog_requested = False
@@ -235,7 +235,7 @@ class Bms:
         self._cmd = cmd
         self._cmd_arg = arg
         self.cmd_last = cmd
-        self.cmd_status = CS_PENDING
+        self.cmd_status = _CS_PENDING
         self.cmd_reason = 0
         self.cmd_value = 0
         return ACCEPTED
@@ -503,7 +503,7 @@ class Bms:
         self.log.append(now, EV_COMMAND, cmd, arg)
         reason = self._exec(cmd, arg, now)
         self.cmd_reason = reason
-        self.cmd_status = CS_REFUSED if reason else CS_DONE
+        self.cmd_status = _CS_REFUSED if reason else _CS_DONE
         self.cmd_seq = (self.cmd_seq + 1) & 0xFFFF
 
     def _exec(self, cmd, arg, now):
@@ -518,7 +518,7 @@ class Bms:
             return self._cal_current(arg, now)
         elif cmd == CMD_CAL_ZERO:
             if not self._avg_seen():
-                return CR_NO_DATA
+                return _CR_NO_DATA
             raw = self.current_avg_raw
             off = -(raw * p[P_CUR_GAIN] // 10000)
             try:
@@ -527,7 +527,7 @@ class Bms:
                 p.set(P_CUR_OFFSET, off)
             except ParamError:
                 self.log.append(now, EV_CAL, CMD_CAL_ZERO, -1)
-                return CR_ZERO_LOAD
+                return _CR_ZERO_LOAD
             self.log.append(now, EV_CAL, CMD_CAL_ZERO, off)
             self.cmd_value = off
         elif cmd == _CMD_DEFAULTS:
@@ -553,7 +553,7 @@ class Bms:
     def _cal_current(self, arg, now):
         p = self.params
         if not self._avg_seen():
-            return CR_NO_DATA
+            return _CR_NO_DATA
         raw = self.current_avg_raw
         target = arg if arg >= 0 else -arg
         if raw < 0:
@@ -565,7 +565,7 @@ class Bms:
         d = raw - raw0
         if not ((raw <= -_CAL_MIN_MA or raw >= _CAL_MIN_MA) and (d <= -_CAL_MIN_MA or d >= _CAL_MIN_MA)):
             self.log.append(now, EV_CAL, CMD_CAL_CURRENT, -1)
-            return CR_CAL_SMALL
+            return _CR_CAL_SMALL
         gain = target * 10000 // d if -100000 < target < 100000 \
             else target * 100 // (d // 100)
         # One calibration moves the gain by at most CUR_GAIN_STEP (5 %):
@@ -580,7 +580,7 @@ class Bms:
             p.set_many(((P_CUR_GAIN, gain), (P_CUR_OFFSET, -(raw0 * gain // 10000))))
         except ParamError:
             self.log.append(now, EV_CAL, CMD_CAL_CURRENT, -1)
-            return CR_CAL_RANGE
+            return _CR_CAL_RANGE
         self.log.append(now, EV_CAL, CMD_CAL_CURRENT, gain)
         self.cmd_value = gain
         return 0

@@ -1,11 +1,16 @@
 """Command result, clock and event wall-time blocks over the Modbus server
 (MicroPython-compatible).  Unix times are typed in as numbers checked
 against a calendar, not computed from the firmware's epoch constant."""
-from bms.core import CMD_CAL_ZERO, CMD_SOC_SET, CS_DONE, CS_REFUSED, CR_ZERO_LOAD
+from bms.core import CMD_CAL_ZERO, CMD_REASONS, CMD_SOC_SET, CMD_STATUS_NAMES
 from bms.params import P_CUR_OFFSET
 from bms.wallclock import WallClock
 from comms.registers import A_CLOCK, A_CMD_RESULT, A_LOG_WALL, command_address
 from modbus_rig import ModbusRig, exception_code
+
+CS_DONE = CMD_STATUS_NAMES.index("done")
+CS_REFUSED = CMD_STATUS_NAMES.index("refused")
+CR_ZERO_LOAD = 1
+assert CMD_REASONS[CR_ZERO_LOAD].startswith("current flowing")
 
 # 2026-05-28T20:26:40Z
 T_SET = 1780000000
