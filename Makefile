@@ -9,7 +9,7 @@ BOARD   ?= pico
 PORT    ?= /dev/ttyACM0
 ARGS    ?=
 
-.PHONY: all sim test test-cpython test-upy test-mpy bench upy32 flash flash-dry flash-mpy clean venv docs firmware
+.PHONY: all sim test test-cpython test-upy test-mpy bench flash flash-dry flash-mpy clean venv docs firmware
 
 all: test
 
@@ -51,10 +51,6 @@ test-mpy: $(STAMP)
 
 bench: $(STAMP)
 	$(VPY) -m tools.bench $(ARGS)
-
-# 32-bit MicroPython with the firmware frozen in (make bench builds it too)
-upy32: $(STAMP)
-	$(VPY) -m tools.upy32
 
 docs: $(STAMP)
 	$(VPY) -m tools.gendocs

@@ -45,12 +45,14 @@ def test_stacked_chipboard_dead_top_chip_opens_relays():
     assert "cell_stale" not in sim.active_faults()
 
 
-def test_make_sim_chip_board_runs_24_cells():
+def test_make_sim_chip_board_runs_24_cells(tmp_path):
+    # No shared /tmp links and no state folder under build/: a test leaves nothing behind.
     args = ["--board", "chip", "--cells", "24", "--seconds", "3", "--speed", "1000",
-            "--no-pc-link"]
+            "--no-pc-link", "--no-ttl-link", "--flash", str(tmp_path)]
     assert simmain.main(args) == 0
     with pytest.raises(SystemExit):
-        simmain.main(["--board", "chip", "--cells", "33", "--seconds", "1", "--no-pc-link"])
+        simmain.main(["--board", "chip", "--cells", "33", "--seconds", "1", "--no-pc-link",
+                      "--no-ttl-link", "--flash", str(tmp_path)])
 
 
 def test_top_chip_hardware_overvoltage_backstop_opens_relays():

@@ -60,7 +60,7 @@ def test_limits_and_per_cell_balancing_on_the_monitor(rig, capsys):
     assert run_cli(sim, link, "--password", PW, "params", "set", "bal_current=250mA") == 0
     regs = _read(sim, link, R.A_BALANCE, RBL.BL_CELLS + 16)
     assert regs[RBL.BL_CELLS + 2] == 250
-    ccl = _read(sim, link, R.A_BATTERY + RB.B_CCL, 1)[0]
+    ccl = _read(sim, link, R.A_STATUS + 1, 1)[0]   # the status block's CCL
     from bms.params import index as pidx
     assert 0 < ccl <= sim.params[pidx("chg_oc")]   # 0.1 A both
     capsys.readouterr()

@@ -171,6 +171,7 @@ NAMED = {
     "comms/registers.py": ("BLOCKS",),
     "comms/regs/identity.py": ("INFO",),
     "comms/regs/monitor.py": ("MONITOR",),
+    "comms/regs/status.py": ("STATUS", "VALID_NAMES"),
     "comms/regs/temps.py": ("T_STATUS_NAMES",),
     "comms/regs/commands.py": ("CMD_ARGS",),
     "comms/regs/auth.py": ("AUTH",),
@@ -299,10 +300,10 @@ def test_the_update_windows_share_one_layout():
 
 def test_every_description_placeholder_resolves():
     from comms.regdoc import doc, placeholders
-    from comms.regs import auth, identity, log, modules, monitor, plog, update
+    from comms.regs import auth, identity, log, modules, monitor, plog, status, update
     R, _blocks_ = _blocks()
     seen = 0
-    for table in (identity.INFO, monitor.MONITOR, auth.AUTH, log.LOG_FIELDS, R.BLOCKS,
+    for table in (identity.INFO, monitor.MONITOR, status.STATUS, auth.AUTH, log.LOG_FIELDS, R.BLOCKS,
                   modules.MOD_HEAD, modules.MOD_FIELDS, update.REGS, plog.PLOG_FIELDS):
         for row in table:
             for field in row:

@@ -127,13 +127,12 @@ def test_every_frame_decodes_and_matches_the_sim():
         assert abs(s["SOC"] - sim.pack.true_soc() * 100) <= 2
         assert s["SOH"] == 100
         lim = inv.last("BMS_Limits")
-        # CVL/DVL = cells x ov_rec / uv_rec.  CCL/DCL are still in the
-        # derating's soft start (0 -> 80 % of chg_oc 100 A / dsg_oc 150 A in
-        # RAMP_MS; the full values are checked in the over-temperature test):
-        # the frame carries the limits of its own instant, in 0.1 A.
+        # CVL/DVL = cells x ov_rec / uv_rec.  CCL/DCL are the full limits
+        # from the first complete measurement on (80 % of chg_oc 100 A /
+        # dsg_oc 150 A; no soft start after boot), in 0.1 A.
         assert abs(lim["ChargeVoltageLimit"] - 16 * 3.55) < 0.01
         assert abs(lim["DischargeVoltageLimit"] - 16 * 2.90) < 0.01
-        assert 0 < ccl_ma < 80000 and 0 < dcl_ma < 120000
+        assert ccl_ma == 80000 and dcl_ma == 120000
         assert abs(lim["ChargeCurrentLimit"] - ccl_ma // 100 / 10.0) < 0.001
         assert abs(lim["DischargeCurrentLimit"] - dcl_ma // 100 / 10.0) < 0.001
         al = inv.last("BMS_Alarms")
@@ -154,7 +153,7 @@ def test_every_frame_decodes_and_matches_the_sim():
 def test_over_temperature_alarm_bit_and_ccl_zero_within_one_period():
     sim, link, inv, bus = setup()
     try:
-        sim.run(RAMP_MS / 1000.0 + 2)       # full limits: the soft start is over
+        sim.run(2)
         assert inv.last("BMS_Limits")["ChargeCurrentLimit"] == 80.0
         sim.board.temp_override[2] = 60.0   # above t_chg_ot 55, below t_cell_ot 65
         sim.board.temp_override[3] = 60.0

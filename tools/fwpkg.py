@@ -23,9 +23,9 @@ def build_tar(src=FIRMWARE, mpy=False):
     """Archive bytes of the firmware tree (optionally mpy-cross compiled)."""
     if mpy:
         from tools.build import compile_all
-        tmp = tempfile.mkdtemp()
-        compile_all(tmp)
-        src = tmp
+        with tempfile.TemporaryDirectory(prefix="mpy-") as tmp:   # not left behind per run
+            compile_all(tmp)
+            return build_tar(tmp)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for dirpath, dirs, files in os.walk(src):

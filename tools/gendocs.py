@@ -1,7 +1,10 @@
 """Generate the protocol and table docs from the firmware tables (``make docs``).
 
     docs/modbus.md              register map, framing, access control
-    docs/modbus_registers.csv   the same map, one row per register field
+    docs/modbus_registers.csv   the same map, one row per register field (function codes,
+                                scale, unit, signedness, "no data" sentinel, validity)
+    docs/home_assistant_modbus.yaml   Home Assistant entities from the map (tools/gen_ha.py)
+    docs/wiring_<board>.svg     a wiring picture per board from its PINS (tools/gen_wiring.py)
     docs/parameters.md          bms.params.TABLE and RULES
     docs/faults.md              bms.faults.TABLE
 
@@ -73,13 +76,65 @@ def register_rows():
     return rows
 
 
+# Raw unit of a row -> (scale, engineering unit): value = raw x scale.
+UNIT_SCALE = {
+    "mV": (0.001, "V"), "mA": (0.001, "A"), "mAh": (0.001, "Ah"), "0.1%": (0.1, "%"),
+    "0.1degC": (0.1, "degC"), "degC": (1, "degC"), "0.1s": (0.1, "s"), "ms": (0.001, "s"),
+    "s": (1, "s"), "0.1A": (0.1, "A"), "0.1Ah": (0.1, "Ah"), "0.1V": (0.1, "V"), "W": (1, "W"),
+    "%": (1, "%"), "1e-4": (0.0001, ""),
+}
+CSV_HEAD = ["address", "address_hex", "block", "name", "type", "registers", "function_codes",
+            "raw_unit", "scale", "unit", "signed", "no_data", "validity", "access", "min", "max",
+            "description"]
+
+
+def function_codes(access, n):
+    """The function codes that reach a field: 03/04 read, 06 (one register) / 16 write."""
+    if not access:
+        return ""
+    fcs = []
+    if access.startswith("R"):
+        fcs += ["03", "04"]
+    if "W" in access:
+        fcs += (["06"] if n == 1 else []) + ["16"]
+    return " ".join(fcs)
+
+
+def no_data(block, name, typ):
+    """(sentinel, validity) of a field: the raw value meaning "no sensor / no data", and
+    the register that says whether it is valid."""
+    from bms.measurements import ROLE_NAMES, T_NONE_MAX, T_NONE_MIN
+    from comms.regs import status
+    if block == "monitor" and name.startswith("t_") and name.endswith(("_max", "_min")):
+        role = name[2:-4]
+        bit = status.VALID_NAMES.index("t_" + role)
+        assert role in ROLE_NAMES
+        return (T_NONE_MAX if name.endswith("_max") else T_NONE_MIN,
+                "status.valid bit %d" % bit)
+    if block == "cells" and name.startswith("cell"):
+        return 0xFFFF, ""
+    if block == "temps" and typ == "s16" and name.startswith("temp"):
+        return "", "%s_status = 0" % name
+    return "", ""
+
+
+def csv_fields(row):
+    """A register row as the CSV's dict (also what the Home Assistant config is built from)."""
+    a, block, name, typ, n, unit, acc, lo, hi, desc = row
+    scale, eng = UNIT_SCALE.get(unit, (1, "" if unit in ("enum", "bits", "bool") else unit))
+    sentinel, valid = no_data(block, name, typ)
+    signed = "yes" if typ in ("s16", "s32") else ("no" if typ in ("u16", "u32", "bits") else "")
+    return dict(zip(CSV_HEAD, [a, _hex(a), block, name, typ, n, function_codes(acc, n), unit,
+                               scale, eng, signed, sentinel, valid, acc, lo, hi, desc]))
+
+
 def gen_csv():
     s = io.StringIO()
     w = csv.writer(s, lineterminator="\n")
-    w.writerow(["address", "address_hex", "block", "name", "type", "registers", "unit", "access",
-                "min", "max", "description"])
-    for a, block, name, typ, n, unit, acc, lo, hi, desc in register_rows():
-        w.writerow([a, _hex(a), block, name, typ, n, unit, acc, lo, hi, desc])
+    w.writerow(CSV_HEAD)
+    for r in register_rows():
+        d = csv_fields(r)
+        w.writerow([d[k] for k in CSV_HEAD])
     return s.getvalue()
 
 
@@ -93,7 +148,13 @@ def gen_modbus_md():
         "and the block modules in `firmware/comms/regs/`.\n\n"
         "**Addressing is 0-based**: the address in these tables is the number sent in the request "
         "(`0x0100` goes on the wire as `01 00`).  There are no 30001/40001 offsets.  Function "
-        "codes 03 and 04 read the same map.\n\n")
+        "codes 03 and 04 read the same map.\n\n"
+        "For generic clients: `docs/modbus_registers.csv` lists every field with its function "
+        "codes, `scale` (engineering value = raw x scale, in `unit`), signedness, the raw "
+        "`no_data` value meaning \"no sensor / no data\" and the register that says whether it "
+        "is valid (`validity`: the status block's flags or a status register); "
+        "`docs/home_assistant_modbus.yaml` is a Home Assistant configuration generated from "
+        "it.\n\n")
     o.append("## Framing and function codes\n\n")
     o.append(
         "* A frame ends after 3.5 character times of silence (%.2f ms at 9600 baud; 1.75 ms above "
@@ -296,15 +357,22 @@ def gen_parameters_md():
 GENERATED = (
     ("modbus.md", gen_modbus_md),
     ("modbus_registers.csv", gen_csv),
+    ("home_assistant_modbus.yaml", lambda: __import__("tools.gen_ha", None, None,
+                                                      ("gen_yaml",)).gen_yaml()),
     ("parameters.md", gen_parameters_md),
     ("faults.md", gen_faults_md),
 )
 
 
+def _generated():
+    from tools.gen_wiring import generated as wiring
+    return GENERATED + tuple(wiring())
+
+
 def stale():
     """Names of generated files that differ from what the tables give."""
     out = []
-    for name, fn in GENERATED:
+    for name, fn in _generated():
         path = os.path.join(DOCS, name)
         try:
             with open(path, newline="") as f:
@@ -328,7 +396,7 @@ def main(argv=None):
         print("docs up to date")
         return 0
     os.makedirs(DOCS, exist_ok=True)
-    for name, fn in GENERATED:
+    for name, fn in _generated():
         with open(os.path.join(DOCS, name), "w", newline="") as f:
             f.write(fn())
         print("wrote docs/%s" % name)

@@ -24,10 +24,20 @@ the chemistry):
   discharge, V    100 % down to ``uv1`` + KNEE_MV, 0 at ``uv1`` (lowest cell)
   discharge, SOC  100 % down to 10 %, 10 % at 0 %
 
-A limit falls to its target at once but rises at most by the base limit per
-RAMP_MS (and from 0 after a fault too): recovery is a ramp, so a device at
-the limit does not slam the pack back to full current at a threshold, and a
-reading hovering at a breakpoint moves the limit only a little.  Any fault
+Boot publishes at once: until the core has its first complete measurement
+(``ready``; the Bms's ``running``) both limits are 0; at that step each
+allowed limit jumps to its derated target.  A watchdog reset under load therefore costs an
+inverter one or two seconds of supply, not the minute a soft start from 0
+would take (the loads behind an inverter cannot wait for a ramp; the
+derating factors already hold the pack inside its comfort zone).
+
+After that a limit falls to its target at once but rises at most by the base
+limit per RAMP_MS: recovery from a derating or a fault is a ramp, so a
+device at the limit does not slam the pack back to full current at a
+threshold, and a reading hovering at a breakpoint moves the limit only a
+little.  A direction blocked at boot (slave modules not yet discovered,
+cold cells, a restored latch) is published at once the first time it is
+allowed with complete data; every later rise ramps.  Any fault
 whose reaction opens a path, the user switches, the sleep request, a core
 without data and the low-temperature charge inhibit make the limit 0 at
 once (the same rules as ``comms.limits.FaultLimits``).
@@ -37,7 +47,10 @@ charge (discharge) limit at the protection's ``recovery_ma`` (0.05 C).
 
 CVL = cells x ``ov_rec`` (the voltage at which charging may resume after an
 over-voltage trip, so a CV charger never drives a balanced pack into the
-cut-off); DVL = cells x ``uv_rec``.
+cut-off), never above cells x ``ov1`` whatever the parameters say; DVL =
+cells x ``uv_rec``.  Both stay real voltages while a direction is blocked:
+blocking is CCL / DCL 0 plus the cleared request flag (comms.inverter_can),
+because inverters read a 0 V CVL as "no limit" or as a malformed frame.
 """
 from micropython import const
 
@@ -93,6 +106,9 @@ class Derating:
         self.discharge_enable = False
         self._last = 0
         self._seen = False
+        self.ready = True         # complete data (update() copies bms.running)
+        self.primed_c = False     # the boot jump of each direction is done
+        self.primed_d = False
         self.cap_c = -1           # recovery path caps (mA), -1 none
         self.cap_d = -1
 
@@ -120,6 +136,7 @@ class Derating:
         prot = b.prot
         self.cap_c = prot.recovery_ma if prot.recovering(UV2) else -1
         self.cap_d = prot.recovery_ma if prot.recovering(OV2) else -1
+        self.ready = b.running
         self.step(b.meas, b.soc.soc_pm, chg, dsg, now)
 
     def factors(self, m, soc_pm):
@@ -167,7 +184,10 @@ class Derating:
         """Pure core of ``update``: targets from ``m``, ramped limits."""
         p = self.params
         n = p[P_CELL_COUNT]
-        self.cvl_mv = n * p[P_OV_REC]
+        v = p[P_OV_REC]
+        if v > p[P_OV1]:
+            v = p[P_OV1]
+        self.cvl_mv = n * v
         self.dvl_mv = n * p[P_UV_REC]
         self.factors(m, soc_pm)
         c = self.chg_pm
@@ -192,10 +212,18 @@ class Derating:
             dt = 0
             self._seen = True
         self._last = now
+        if not self.ready:
+            tc = td = 0
+        if not self.primed_c and tc > 0:
+            self.primed_c = True
+            self.ccl_ma = tc
+        if not self.primed_d and td > 0:
+            self.primed_d = True
+            self.dcl_ma = td
         self.ccl_ma = self._ramp(self.ccl_ma, tc, base_c, dt)
         self.dcl_ma = self._ramp(self.dcl_ma, td, base_d, dt)
-        self.charge_enable = tc > 0
-        self.discharge_enable = td > 0
+        self.charge_enable = self.ccl_ma > 0
+        self.discharge_enable = self.dcl_ma > 0
 
     @staticmethod
     def _ramp(cur, target, base, dt):

@@ -216,82 +216,104 @@ class Protection:
         self._signals(m, now)
         s = self.sig
         ok = self.sig_valid
+        # Every array in a local: an attribute lookup costs about as much as
+        # the comparison it feeds on the RP2040, and this loop runs 32 rows
+        # every 50 ms.
+        f_sig = self.f_sig
+        f_kind = self.f_kind
+        f_reaction = self.f_reaction
+        f_level = self.f_level
+        thr = self.thr
+        rec = self.rec
+        state = self.state
+        seen = self.seen
+        count = self.count
+        first = self.first
+        hold = self.hold
+        ok_now = self.ok_now
+        k_low = F.K_LOW
+        r_l2 = F.R_L2
         reaction = 0
         level = 0
         active = 0
         for i in range(F.N_FAULTS):
-            k = self.f_sig[i]
+            k = f_sig[i]
             v = s[k]
             q = ok[k]
             if q == 0:
                 cond = False
                 recovered = False
-            elif self.f_kind[i] == F.K_LOW:
-                cond = v <= self.thr[i]
-                recovered = q == 2 and v > self.rec[i]
+            elif f_kind[i] == k_low:
+                cond = v <= thr[i]
+                recovered = q == 2 and v > rec[i]
             else:
-                cond = v >= self.thr[i]
-                recovered = q == 2 and v < self.rec[i]
-            self.ok_now[i] = 1 if (recovered and not cond) else 0
-            st = self.state[i]
+                cond = v >= thr[i]
+                recovered = q == 2 and v < rec[i]
+            ok_now[i] = 1 if (recovered and not cond) else 0
+            st = state[i]
             if st == _S_IDLE:
                 if q:
-                    c = self.count[i]
                     if cond:
-                        if self.seen[i]:
-                            c += dt
+                        if seen[i]:
+                            c = count[i] + dt
                         else:
-                            self.seen[i] = 1
+                            seen[i] = 1
                             c = 0
                         self.gap[i] = 0
-                        if self.first[i]:
-                            self.hold[i] = 1
+                        if first[i]:
+                            hold[i] = 1
                         if c >= self.delay[i]:
                             self._set(i, v, now)
                             c = 0
-                    elif self.seen[i]:
-                        c += dt
+                        count[i] = c
+                    elif seen[i]:
+                        c = count[i] + dt
                         g = self.gap[i] + dt
                         if g >= self.win[i]:
-                            self.seen[i] = 0
+                            seen[i] = 0
                             c = 0
                             g = 0
                         self.gap[i] = g
-                    self.count[i] = c
-                if self.hold[i] and (self.state[i] != _S_IDLE or not self.seen[i]):
-                    self.hold[i] = 0
+                        count[i] = c
+                    first[i] = 0
+                if hold[i] and (state[i] != _S_IDLE or not seen[i]):
+                    hold[i] = 0
+                if state[i] == _S_IDLE:
+                    if hold[i]:
+                        reaction |= f_reaction[i]
+                    continue
             elif st == S_RECOVERING:
                 self._recovering(i, v, q, cond, recovered, dt, now)
             else:
                 if recovered and not cond:
                     # As for setting: only time the recovery was seen counts.
-                    c = self.count[i]
-                    if self.seen[i]:
+                    c = count[i]
+                    if seen[i]:
                         c += dt
-                    self.seen[i] = 1
+                    seen[i] = 1
                     if c >= self.clear_ms[i]:
                         if self.f_policy[i] == F.P_LATCH or self.rlatch[i]:
-                            self.state[i] = S_RECOVERED
+                            state[i] = S_RECOVERED
                         else:
                             self._clear(i, v, now)
                         c = 0
-                    self.count[i] = c
+                    count[i] = c
                 else:
-                    self.count[i] = 0
-                    self.seen[i] = 0
+                    count[i] = 0
+                    seen[i] = 0
                     if st == S_RECOVERED:
-                        self.state[i] = _S_ACTIVE
+                        state[i] = _S_ACTIVE
             if q:
-                self.first[i] = 0
-            st = self.state[i]
+                first[i] = 0
+            st = state[i]
             if st != _S_IDLE:
                 active += 1
-                r = self.f_reaction[i]
-                reaction |= (r & ~F.R_L2) if st == S_RECOVERING else r
-                if self.f_level[i] > level:
-                    level = self.f_level[i]
-            elif self.hold[i]:
-                reaction |= self.f_reaction[i]
+                r = f_reaction[i]
+                reaction |= (r & ~r_l2) if st == S_RECOVERING else r
+                if f_level[i] > level:
+                    level = f_level[i]
+            elif hold[i]:
+                reaction |= f_reaction[i]
         self.reaction = reaction
         self.level = level
         self.n_active = active

@@ -19,14 +19,28 @@ remaining and nominal capacity (10 mAh), cycles, production date
 ((year-2000)<<9 | month<<5 | day; 0 = unknown), balance bits cells 1-16 and
 17-32, protection bits, software version, RSOC %, FET bits (bit0 charge,
 bit1 discharge), cell count, NTC count, NTCs in 0.1 K.
-Protection bits (from our fault table): 0 cell OV, 1 cell UV, 2 pack OV,
-3 pack UV, 4 charge OT, 5 charge UT, 6 discharge OT, 7 discharge UT,
-8 charge OC, 9 discharge OC, 10 short circuit, 11 front-end IC error,
-12 MOS locked by software.
+
+NTC order (what open clients make of it): NTC 0 is the MOS temperature
+(the hottest power-board sensor; the hottest cell sensor if the board has
+none), NTC 1.. are the cell sensors, the battery temperatures a client
+averages and derates on.  The balance-board and ambient sensors are not
+sent: a client would average a hot balancer into the pack temperature and
+cut the charge current for nothing.  A failed NTC reads 0 (0 K).
+
+Protection bits: 0 cell OV, 1 cell UV, 2 pack OV, 3 pack UV, 4 charge OT,
+5 charge UT, 6 discharge OT, 7 discharge UT, 8 charge OC, 9 discharge OC,
+10 short circuit, 11 front-end IC error, 12 MOS locked by software.
+Cell OV / UV set the pack bits too: clients such as dbus-serialbattery
+raise their high / low voltage alarms from bits 2 / 3 only.  Every fault
+whose reaction opens a relay sets at least one bit (a test walks the fault
+table): lost or implausible measurements (NTC, cell or current data, the
+AFE, a module) are "front-end IC error"; faults of the BMS itself
+(imbalance, precharge, lease, welded relay, firmware) are "MOS locked".
 """
 from micropython import const
 
 from bms.contactors import RELAY_CHG, RELAY_DSG
+from bms.measurements import ROLE_CELL, ROLE_POWER
 from comms.packing import put16be as _put16
 
 START = const(0xDD)
@@ -59,16 +73,43 @@ _F_T_CELL = const(10)
 _F_T_CHG = const(11)
 _F_LT_CHG = const(12)
 _F_LT_DSG = const(13)
+_F_DIFF = const(14)
+_F_T_SENSOR = const(15)
 _F_CELL_STALE = const(17)
+_F_CUR_STALE = const(18)
+_F_PRECHARGE = const(19)
 _F_INTERNAL = const(20)
 _F_AFE = const(21)
+_F_COMM = const(22)
+_F_LEASE = const(23)
+_F_RELAY_WELD = const(30)
+_F_CURRENT_SENSOR = const(31)
 
-# (fault id, protection bit)
+B_CELL_OV = const(0x0001)
+B_CELL_UV = const(0x0002)
+B_PACK_OV = const(0x0004)
+B_PACK_UV = const(0x0008)
+B_CHG_OT = const(0x0010)
+B_CHG_UT = const(0x0020)
+B_DSG_OT = const(0x0040)
+B_DSG_UT = const(0x0080)
+B_CHG_OC = const(0x0100)
+B_DSG_OC = const(0x0200)
+B_SHORT = const(0x0400)
+B_IC = const(0x0800)
+B_LOCK = const(0x1000)
+
+# (fault id, protection bits)
 PROT_BITS = (
-    (_F_OV1, 0), (_F_OV2, 0), (_F_UV1, 1), (_F_UV2, 1),
-    (_F_T_CHG, 4), (_F_T_CELL, 4), (_F_LT_CHG, 5), (_F_T_POWER, 6), (_F_LT_DSG, 7),
-    (_F_CHG_OC, 8), (_F_DSG_OC, 9), (_F_PEAK, 9), (_F_SHORT, 10),
-    (_F_AFE, 11), (_F_CELL_STALE, 11), (_F_INTERNAL, 12),
+    (_F_OV1, B_CELL_OV | B_PACK_OV), (_F_OV2, B_CELL_OV | B_PACK_OV),
+    (_F_UV1, B_CELL_UV | B_PACK_UV), (_F_UV2, B_CELL_UV | B_PACK_UV),
+    (_F_T_CHG, B_CHG_OT), (_F_T_CELL, B_CHG_OT | B_DSG_OT), (_F_T_POWER, B_CHG_OT | B_DSG_OT),
+    (_F_LT_CHG, B_CHG_UT), (_F_LT_DSG, B_DSG_UT),
+    (_F_CHG_OC, B_CHG_OC), (_F_DSG_OC, B_DSG_OC), (_F_PEAK, B_DSG_OC), (_F_SHORT, B_SHORT),
+    (_F_AFE, B_IC), (_F_CELL_STALE, B_IC), (_F_CUR_STALE, B_IC), (_F_T_SENSOR, B_IC),
+    (_F_COMM, B_IC), (_F_CURRENT_SENSOR, B_IC),
+    (_F_DIFF, B_LOCK), (_F_PRECHARGE, B_LOCK), (_F_LEASE, B_LOCK), (_F_RELAY_WELD, B_LOCK),
+    (_F_INTERNAL, B_LOCK),
 )
 
 
@@ -86,9 +127,9 @@ def _clamp16(v):
 def protection_word(prot):
     w = 0
     st = prot.state
-    for fid, bit in PROT_BITS:
+    for fid, bits in PROT_BITS:
         if st[fid]:
-            w |= 1 << bit
+            w |= bits
     return w
 
 
@@ -176,9 +217,33 @@ class JbdResponder:
         rs = b.contactors.state
         tx[p + 20] = (1 if rs[RELAY_CHG] else 0) | (2 if rs[RELAY_DSG] else 0)
         tx[p + 21] = m.n_cells if m.n_cells < 255 else 255
-        nt = m.n_temps if m.n_temps < MAX_NTC else MAX_NTC
-        tx[p + 22] = nt
-        for k in range(nt):
-            t = m.temp_dc[k] + KELVIN_DC if m.temp_status[k] == 0 else 0
-            _put16(tx, p + 23 + 2 * k, _clamp16(t))
-        return 23 + 2 * nt
+        return 23 + 2 * _ntcs(m, tx, p + 22)
+
+
+def _ntc(m, i):
+    return m.temp_dc[i] + KELVIN_DC if m.temp_status[i] == 0 else 0
+
+
+def _ntcs(m, tx, p):
+    """NTC count at tx[p], then MOS (power board) and the cell sensors; returns the count."""
+    role = m.temp_role
+    mos = -1
+    for i in range(m.n_temps):
+        if role[i] == ROLE_POWER and (mos < 0 or _ntc(m, i) > _ntc(m, mos)):
+            mos = i
+    if mos < 0:
+        for i in range(m.n_temps):
+            if role[i] == ROLE_CELL and (mos < 0 or _ntc(m, i) > _ntc(m, mos)):
+                mos = i
+    n = 0
+    if mos >= 0:
+        _put16(tx, p + 1, _clamp16(_ntc(m, mos)))
+        n = 1
+    for i in range(m.n_temps):
+        if n >= MAX_NTC:
+            break
+        if role[i] == ROLE_CELL:
+            _put16(tx, p + 1 + 2 * n, _clamp16(_ntc(m, i)))
+            n += 1
+    tx[p] = n
+    return n

@@ -83,6 +83,7 @@ _KEYS = {
     "alarm_0": lambda: _fault_names(0, F.L_WARN, F.L_WARN),
     "alarm_1": lambda: _fault_names(16, F.L_WARN, F.L_WARN),
     "auth_roles": _auth_roles,
+    "valid_bits": lambda: _bits(_regs("status").VALID_NAMES),
     "event_kinds": _event_kinds,
     "log_rec_regs": lambda: "%d" % _regs("log").REC_REGS,
     "plog_window": lambda: "%d" % _regs("plog").PLOG_WINDOW,

@@ -35,6 +35,7 @@ from comms.regs.codes import EX_ADDRESS, EX_FUNCTION, EX_NONE, LOCKED
 # Block start addresses
 A_INFO = const(0x0000)
 A_MON = const(0x0100)
+A_STATUS = const(0x0180)
 A_TEMPS = const(0x0200)
 A_CELLS = const(0x0400)
 A_MODS = const(0x0600)
@@ -64,9 +65,11 @@ _LOG_MAX_RECORDS = const(1600)  # comms.regs.log.MAX_RECORDS
 BLOCKS = (
     ("identity", A_INFO, 0x40, "Device identity (ASCII) and map sizes", "comms.regs.identity"),
     ("monitor", A_MON, 61, "Live values, read only", "comms.regs.monitor"),
+    ("status", A_STATUS, 16, "Validity flags, inverter limits, power, relays (read only)",
+     "comms.regs.status"),
     ("temps", A_TEMPS, 49, "Every temperature sensor", "comms.regs.temps"),
     ("cells", A_CELLS, 256, "Cell voltages, mV (0xFFFF: reading invalid)", "comms.regs.cells"),
-    ("battery", A_BATTERY, 18, "Battery data: SOH, capacities, cycles, present limits",
+    ("battery", A_BATTERY, 12, "Battery data: SOH, capacities, cycles",
      "comms.regs.battery"),
     ("balance", A_BALANCE, 258, "Per-cell balancing: state, current setting, charge bled "
      "per cell", "comms.regs.balance"),

@@ -100,7 +100,7 @@ def test_jbd_basic_info():
     r, port, dp = setup(current=-12340)
     cmd, st, p = jbd_parse(ask(port, dp, jbd_request(0x03)))
     assert (cmd, st) == (0x03, 0x00)
-    assert len(p) == 23 + 2 * 4
+    assert len(p) == 23 + 2 * 3
     assert be(p, 0) == (16 * 3300 + 50 - 20) // 10
     assert be(p, 2, True) == -1234
     assert be(p, 4) == r.bms.soc.remaining_mah // 10
@@ -108,8 +108,22 @@ def test_jbd_basic_info():
     assert be(p, 16) == 0                         # no protection
     assert p[19] == (r.bms.soc.soc_pm + 5) // 10
     assert p[20] == 3                             # charge and discharge relays closed
-    assert p[21] == 16 and p[22] == 4
+    # NTC 0 the MOS (power board), then the two cell sensors; the balance
+    # board is not sent (a client would average it into the pack temperature).
+    assert p[21] == 16 and p[22] == 3
     assert be(p, 23) == 250 + 2731
+
+
+def test_jbd_temperatures_mos_first_then_cells_without_balance():
+    r, port, dp = setup()
+    r.board.temps[0] = 412                        # power board 41.2 degC
+    r.board.temps[1] = 600                        # balance board 60.0 degC
+    r.board.temps[2] = 213
+    r.board.temps[3] = 227
+    r.run(2000)
+    cmd, st, p = jbd_parse(ask(port, dp, jbd_request(0x03)))
+    assert p[22] == 3
+    assert [be(p, 23 + 2 * k) - 2731 for k in range(3)] == [412, 213, 227]
 
 
 def test_jbd_protection_bits():
@@ -119,7 +133,25 @@ def test_jbd_protection_bits():
     r.run(6000)
     assert r.bms.prot.active(F.OV1)
     cmd, st, p = jbd_parse(ask(port, dp, jbd_request(0x03)))
-    assert be(p, 16) & 1 and p[20] & 1 == 0      # cell OV, charge FET off
+    # Cell OV and pack OV (clients alarm on the pack bit), charge FET off.
+    assert be(p, 16) & 0x0005 == 0x0005 and p[20] & 1 == 0
+    for i in range(16):
+        r.board.cells[i] = 2400                   # below uv1 2500
+    r.run(6000)
+    assert r.bms.prot.active(F.UV1)
+    cmd, st, p = jbd_parse(ask(port, dp, jbd_request(0x03)))
+    assert be(p, 16) & 0x000A == 0x000A and p[20] & 2 == 0
+
+
+def test_jbd_every_relay_opening_fault_sets_a_bit():
+    r, port, dp = setup()
+    for fid in range(F.N_FAULTS):
+        if not F.TABLE[fid][F.F_REACTION] & (F.R_CHG | F.R_DSG | F.R_L2):
+            continue
+        r.bms.prot.force(fid, r.clock.ticks_ms())
+        cmd, st, p = jbd_parse(ask(port, dp, jbd_request(0x03)))
+        assert be(p, 16) != 0, F.TABLE[fid][0]
+        r.bms.prot.state[fid] = 0                 # idle again for the next row
 
 
 def test_jbd_cells_version_and_refusals():

@@ -3,10 +3,12 @@ import micropython
 
 from bms import params as P
 from bms.core import CMD_SOC_SET
+from comms.registers import A_STATUS
 from comms.registers import (A_AUTH, A_CELLS, A_CMD, A_INFO, A_LOGHEAD, A_MON, A_PARAMS,
                              A_TEMPS, command_address, monitor_address)
 from comms.regs.auth import AU_ERR_INDEX, AU_ERR_TEXT
 from comms.regs.monitor import SIZE as MON_SIZE
+from comms.regs.status import SIZE as STATUS_SIZE
 from modbus_rig import (ModbusRig, ascii_regs, crc_ok, exception_code, ref_crc, s16, s32, u32,
                         with_crc)
 
@@ -315,7 +317,8 @@ def test_read_request_allocates_nothing():
     r.unlock()
     reqs = [with_crc(bytes((1, fc, a >> 8, a & 0xFF, 0, n)))
             for fc, a, n in ((3, A_MON, MON_SIZE), (4, A_CELLS, 32), (3, A_PARAMS, P.N_PARAMS),
-                             (3, A_INFO, 16), (3, A_TEMPS, 49), (3, A_LOGHEAD, 4))]
+                             (3, A_INFO, 16), (3, A_TEMPS, 49), (3, A_LOGHEAD, 4),
+                             (4, A_STATUS, STATUS_SIZE))]
     for q in reqs:  # warm up: the first reply of each length caches its view
         r.send_raw(q)
     for q in reqs:

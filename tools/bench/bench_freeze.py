@@ -4,10 +4,9 @@ on the 64-bit pip unix port three ways: firmware as .py (compiled on the
 device), as .mpy files (bytecode loaded into the heap) and from a ROMFS image
 (bytecode runs in place from flash).  The qstr pool is measured on its own.
 
-The figure the goal is about is the board's: a 32-bit MicroPython with the
-firmware frozen in by firmware/manifest.py (tools/upy32.py builds one, a unix
-port with -m32), so objects have the RP2040's layout and qstrs, bytecode,
-raw-code descriptors and constant tables stay in flash."""
+The board's own figures (the frozen UF2 on the emulated RP2040) are in
+bench_rp2040; these rows show what freezing saves against the other ways
+of shipping the code."""
 import os
 import subprocess
 
@@ -16,11 +15,6 @@ from tools.bench.common import ROOT, Row, parse_kv, qstr_bytes
 SCRIPT = "tools/bench/upy/app_heap.py"
 
 
-SLAVE_SCRIPT = "tools/bench/upy/slave_heap.py"
-# (label, script, args): the apps measured on the 32-bit build
-BOARDS32 = (("16S single board", SCRIPT, ["single"]), ("256S master", SCRIPT, ["master"]),
-            ("32S single board (two AFEs)", SCRIPT, ["single32"]),
-            ("16S slave module", SLAVE_SCRIPT, []))
 
 
 def _boot(exe, script, args, path, heap="4M", must=False):
@@ -49,60 +43,8 @@ def _app(ctx, variant, image=None, path=None):
     return k["heap_after_boot"], k["qstr"]
 
 
-def _smallest_heap(exe, script, args):
-    """Smallest -X heapsize (1 KB steps) in which the frozen app boots whole
-    and runs 3 s - the peak need, fragmentation included - minus the heap
-    the test rig (emulated chips, fake flash) holds before the app starts."""
-    lo, hi = 8, 1024             # lo fails, hi boots
-    k = _boot(exe, script, args, [".frozen"], "%dK" % hi)
-    if k is None:
-        raise RuntimeError("frozen %s does not boot in %d KB" % (script, hi))
-    base = k["baseline"]
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        kk = _boot(exe, script, args, [".frozen"], "%dK" % mid)
-        if kk is not None:
-            hi, base = mid, kk["baseline"]
-        else:
-            lo = mid
-    return hi * 1024 - base
-
-
-def _board32(ctx, rows):
-    """The board's figures: 32-bit objects, firmware frozen in (the goal) and
-    from the same ROMFS image `make flash --romfs` writes."""
-    from tools import upy32
-    try:
-        frozen, ver = upy32.build(frozen=True)
-        plain, _ver = upy32.build(frozen=False)
-    except upy32.Unavailable as e:
-        rows.append(Row("ram", "app heap after boot, frozen 32-bit", None, "B", "<= 65536",
-                        "not measured: %s" % str(e).splitlines()[0]))
-        return
-    img = ctx.pico_image()[2]
-    for label, script, args in BOARDS32:
-        k = _boot(frozen, script, args, [".frozen"], must=True)
-        rows.append(Row("ram", "app heap after boot, %s, frozen 32-bit" % label,
-                        k["heap_after_boot"], "B", "<= 65536",
-                        "MicroPython %s -m32, firmware/manifest.py frozen in" % ver))
-        rows.append(Row("ram", "  smallest heap it boots in, %s" % label,
-                        _smallest_heap(frozen, script, args), "B", "",
-                        "peak need incl. fragmentation (1 KB steps, rig's own heap taken off)"))
-        if script == SCRIPT and args[0] != "single32":
-            k = _boot(frozen, script, args + ["--poll"], [".frozen"], must=True)
-            rows.append(Row("ram", "  after a PC tool's first poll, %s" % label,
-                            k["heap_after_boot"], "B", "",
-                            "register blocks are imported when a request first touches them"))
-    for label, script, args in BOARDS32[:2]:
-        k = _boot(plain, script, args + [img], [], must=True)
-        rows.append(Row("ram", "app heap after boot, %s, ROMFS 32-bit" % label,
-                        k["heap_after_boot"], "B", "",
-                        "the pico ROMFS image; %d B of it the qstr pool" % k["qstr"]))
-
-
 def run(ctx):
     rows = []
-    _board32(ctx, rows)
     mpy_dir, files, img, size = ctx.pico_image()
     code = sum(os.path.getsize(loc) for loc, remote in files if remote.endswith(".mpy"))
     for variant, label in (("single", "16S single board"), ("master", "256S master")):

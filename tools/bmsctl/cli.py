@@ -127,15 +127,17 @@ def cmd_info(c, a):
     console.print(t)
 
 
-def limits_table(m, bat, bal, lease):
-    """Limits (CCL/DCL), per-cell balancing and the lease, under the summary."""
+def limits_table(m, lim, bal, lease):
+    """Limits (CCL/DCL, status block), per-cell balancing and the lease."""
     t = Table(title="Limits, balancing, lease", show_header=False)
     t.add_column("k")
     t.add_column("v")
     t.add_row("CCL / DCL (current limits)",
-              "%.1f A / %.1f A" % (bat["ccl"] / 10.0, bat["dcl"] / 10.0))
+              "%.1f A / %.1f A" % (lim["charge_current_limit"] / 10.0,
+                                   lim["discharge_current_limit"] / 10.0))
     t.add_row("CVL / DVL (voltage limits)",
-              "%s V / %s V" % (_v(bat["cvl"]), _v(bat["dvl"])))
+              "%.1f V / %.1f V" % (lim["charge_voltage_limit"] / 10.0,
+                                   lim["discharge_voltage_limit"] / 10.0))
     bled = ["%d: %d mAh" % (i + 1, v) for i, v in enumerate(bal["cell_mah"]) if v]
     t.add_row("Balancing", "%s, %d mA per cell" % (bal["state"], bal["current_ma"]))
     t.add_row("Bled since boot", ", ".join(bled) if bled else "none")
@@ -147,7 +149,7 @@ def limits_table(m, bat, bal, lease):
 def _monitor_view(c, info, by_module=False):
     m = c.monitor()
     cells = c.cells(m["cell_count"])
-    extra = limits_table(m, c.battery(), c.balance(m["cell_count"]), c.lease())
+    extra = limits_table(m, c.limits(), c.balance(m["cell_count"]), c.lease())
     ct = cells_table(cells, m)
     if by_module:
         head, mods = c.modules()

@@ -21,6 +21,7 @@ from comms.regs import balance as RBL
 from comms.regs import battery as RB
 from comms.regs import cells as RC
 from comms.regs import names as RN
+from comms.regs import status as RS
 from comms.regs import clock as RCK
 from comms.regs import cmd_result as RCR
 from comms.regs import lease as RLS
@@ -321,6 +322,16 @@ class BmsClient:
     def battery(self):
         regs = self.read(R.A_BATTERY, RB.SIZE)
         return {name: _value(regs, o, typ) for name, o, _n, typ, _u, _d in RB.FIELDS}
+
+    def limits(self):
+        """CCL / DCL (0.1 A) and CVL / DVL (0.1 V) from the status block."""
+        regs = self.read(R.A_STATUS, RS.SIZE)
+        out = {}
+        a = 0
+        for name, typ, _u, _d, _s in RS.STATUS:
+            out[name] = _value(regs, a, typ)
+            a += 2 if typ in ("u32", "s32") else 1
+        return out
 
     def balance(self, n_cells):
         regs = self.read(R.A_BALANCE, RBL.BL_CELLS + n_cells)

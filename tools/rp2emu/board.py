@@ -188,7 +188,9 @@ class EmuBoard:
             self._wire_afe(pack.n, 0, noise_mv, afe_crc)
         else:
             stacked = bool(p.get("i2c_top"))
-            n0 = split(pack.n, (16, 16))[0] if stacked else pack.n
+            # One BQ76952 measures at most 16 cells (a master's local AFE
+            # sees the first module's; the rest are on the slave modules).
+            n0 = split(pack.n, (16, 16))[0] if stacked else min(pack.n, 16)
             self._wire_afe(n0, 0, noise_mv, afe_crc)
             if stacked:
                 src = _NoisyCells(pack, self.rng, noise_mv, n0, pack.n - n0)

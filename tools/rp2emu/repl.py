@@ -69,6 +69,20 @@ class Repl:
             raise ReplError(err.decode(errors="replace"))
         return out.decode(errors="replace")
 
+    def start(self, code):
+        """Start code on the chip without waiting for it (``interrupt`` ends it)."""
+        if not self.raw:
+            self.enter()
+        if isinstance(code, str):
+            code = code.encode()
+        self.chip.cdc_send(code + b"\x04")
+        self._wait_for(b"OK", 2000)
+
+    def interrupt(self, timeout_ms=3000):
+        """Ctrl-C the code ``start`` began; back at the raw prompt."""
+        self.chip.cdc_send(b"\x03")
+        self._wait_for(b"\x04>", timeout_ms)
+
     def eval(self, expr, timeout_ms=5000):
         import ast
         return ast.literal_eval(self.exec("print(repr(%s))" % expr, timeout_ms).strip())

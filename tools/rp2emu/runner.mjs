@@ -316,24 +316,34 @@ function fixADC(adc) {
 }
 
 function fixCDC(c) {
-  // Hold the host's answer to an OUT poll until there is data.
+  // The host's side of the OUT endpoint: an unbounded queue answered only
+  // when the device asks (USB's own flow control), so nothing a host sends
+  // is dropped, as on a real USB link (rp2040js keeps a 512-byte FIFO that
+  // drops on overflow).  An OUT poll with nothing queued is held.
   let pending = null;
+  const queue = [];
+  let head = 0;
   c.usb.onEndpointRead = (endpoint, size) => {
     if (endpoint !== c.outEndpoint) return;
-    if (c.txFIFO.empty) {
+    if (head >= queue.length) {
       pending = size;
       return;
     }
     answer(size);
   };
   const answer = (size) => {
-    const buffer = new Uint8Array(Math.min(size, c.txFIFO.itemCount));
-    for (let i = 0; i < buffer.length; i++) buffer[i] = c.txFIFO.pull();
+    const n = Math.min(size, queue.length - head);
+    const buffer = new Uint8Array(queue.slice(head, head + n));
+    head += n;
+    if (head >= queue.length) {
+      queue.length = 0;
+      head = 0;
+    }
     c.usb.endpointReadDone(c.outEndpoint, buffer);
   };
   c.feed = (bytes) => {
-    for (const b of bytes) c.txFIFO.push(b);
-    if (pending !== null && !c.txFIFO.empty) {
+    for (const b of bytes) queue.push(b);
+    if (pending !== null && head < queue.length) {
       const size = pending;
       pending = null;
       answer(size);

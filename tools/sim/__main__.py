@@ -4,27 +4,37 @@ Default: a live terminal view of a 16S LFP pack running the unchanged
 firmware core on the real drivers and byte-level chip emulators (BQ76952,
 INA228, NTC ADCs), with a charge / load / rest profile, and its RS485 PC
 port on a pseudo-terminal (symlinked at /tmp/bms-pc) where `bmsctl` or any
-Modbus RTU client can connect.
+Modbus RTU client can connect, its TTL port on another (/tmp/bms-ttl, JBD
+read mode or the display protocol), and with ``--can`` the inverter CAN on
+SocketCAN or python-can's virtual bus.  The emulated flash (settings,
+persistent log, firmware slots) is a named folder under build/sim/, kept
+between runs.  Piped, it prints one plain line every ``--every`` seconds.
 
     make sim                                   live demo, PC port on /tmp/bms-pc
     make sim ARGS="--speed 20"                 twenty simulated seconds per second
+    make sim ARGS="--can vcan0"                inverter frames on SocketCAN vcan0
+    make sim ARGS="--ttl display"              TTL port: display protocol only
+    make sim ARGS="--fresh"                    forget the stored settings and log
     make sim ARGS="--cells 24"                 the 17S-32S single board: two stacked BQ76952
     make sim ARGS="--slaves 16 --cells 16"     master + 16 CAN slave modules (256S)
     make sim ARGS="--scenario overcharge --out out/overcharge.json"
     make sim ARGS="--list"                     the named scenarios
+    make sim ARGS="--target rp2040"            the board image (UF2) on the emulated RP2040;
+                                               PC port /tmp/bms-pc, USB REPL /tmp/bms-usb
 """
 import argparse
 import os
+import shutil
 import sys
 import time
 
 import tools  # noqa: F401  (sys.path: firmware/, shims)
-from bms import faults as F
 from bms.contactors import RELAY_NAMES
-from bms.core import MODE_NAMES
-from bms.measurements import ROLE_NAMES
 from tools.sim.scenarios import SCENARIOS, run_scenario
 from tools.sim.simulator import Simulation
+
+STATE_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "build", "sim")
 
 
 def demo_profile(sim):
@@ -39,56 +49,6 @@ def demo_profile(sim):
         p.charger_a, p.load_a = 0.0, 60.0 if (t // 30) % 2 else 25.0
     else:
         p.charger_a, p.load_a = 0.0, 0.0
-
-
-def _table(sim, link_path):
-    from rich.table import Table
-    m = sim.bms.meas
-    bms = sim.bms
-    t = Table(title="MicroPython BMS on a simulated %dS %s pack - t=%.0f s" % (
-        m.n_cells, sim.pack.chem, sim.t_ms / 1000.0), expand=False)
-    t.add_column("cell")
-    t.add_column("mV", justify="right")
-    t.add_column("bal")
-    t.add_column(" ")
-    t.add_column("pack")
-    t.add_column("value", justify="right")
-    bal = getattr(sim.board, "balance", bytearray(m.n_cells))
-    c = bms.contactors.state
-    faults = [F.TABLE[i][F.F_NAME] for i in range(F.N_FAULTS) if bms.prot.active(i)]
-    temps = []
-    for role in range(len(ROLE_NAMES)):
-        n = sum(1 for i in range(m.n_temps) if m.temp_role[i] == role)
-        if n:
-            temps.append((ROLE_NAMES[role], "%.1f .. %.1f degC (%d)" % (
-                m.tmin[role] / 10.0, m.tmax[role] / 10.0, n)))
-    lim = getattr(bms, "limits", None)
-    right = [
-        ("voltage", "%.2f V" % (m.pack_mv / 1000.0)),
-        ("current", "%+.1f A" % (m.current_ma / 1000.0)),
-        ("SOC", "%.1f %%" % (bms.soc.soc_pm / 10.0)),
-        ("true SOC", "%.1f %%" % (sim.pack.true_soc() * 100.0)),
-        ("mode", MODE_NAMES[bms.mode]),
-        ("max/min", "%d (#%d) / %d (#%d)" % (m.max_mv, m.max_idx + 1, m.min_mv, m.min_idx + 1)),
-        ("diff", "%d mV" % m.diff_mv),
-        ("relays", " ".join(n for i, n in enumerate(RELAY_NAMES) if c[i]) or "all open"),
-        ("faults", ", ".join(faults) or "none"),
-        ("level", F.LEVEL_NAMES[bms.prot.level]),
-    ]
-    if lim is not None and hasattr(lim, "ccl_ma"):
-        right.append(("CCL / DCL", "%.0f / %.0f A" % (lim.ccl_ma / 1000.0, lim.dcl_ma / 1000.0)))
-    right += [("T " + name, txt) for name, txt in temps]
-    if link_path:
-        right.append(("PC port", link_path))
-    rows = max(m.n_cells if m.n_cells <= 32 else 32, len(right))
-    for i in range(rows):
-        cell = ("%d" % (i + 1), "%d" % m.cell_mv[i], "*" if bal[i] else "") \
-            if i < m.n_cells and i < 32 else ("", "", "")
-        r = right[i] if i < len(right) else ("", "")
-        t.add_row(cell[0], cell[1], cell[2], "", r[0], r[1])
-    if m.n_cells > 32:
-        t.caption = "%d cells: showing 1-32 (bmsctl monitor shows all)" % m.n_cells
-    return t
 
 
 def _build(a):
@@ -106,46 +66,104 @@ def _build(a):
                       board_factory=factory)
 
 
+def state_dir(a):
+    """The sim's named state folder (its flash) under build/sim/; --fresh empties it."""
+    if a.flash:
+        return a.flash
+    name = a.state or ("%s-%dS%s" % (a.chem, a.cells, "-%dM" % a.slaves if a.slaves else ""))
+    if os.sep in name or name in ("", ".", ".."):
+        sys.exit("--state takes a plain name (a folder under %s)" % STATE_ROOT)
+    path = os.path.join(STATE_ROOT, name)
+    if a.fresh and os.path.isdir(path):
+        shutil.rmtree(path)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def open_ports(sim, a, say=print):
+    """PC Modbus pty, TTL pty, inverter CAN (and the module bus mirror): [(name, where)]."""
+    from tools.sim.pclink import PcLink
+    from tools.sim.ptylink import TtlLink
+    links, ports = [], []
+    if not a.no_pc_link:
+        pc = PcLink(sim, symlink=a.pc_link or None)
+        links.append(pc)
+        ports.append(("PC port", pc.where))
+        say("PC port (Modbus RTU 9600 8N1, address 1): %s   try: bmsctl --port %s monitor"
+            % (pc.where, a.pc_link or pc.path))
+    if not a.no_ttl_link:
+        ttl = TtlLink(sim, symlink=a.ttl_link or None, protocol=a.ttl)
+        links.append(ttl)
+        ports.append(("TTL port", ttl.where))
+        say("TTL port (%s, 9600 8N1): %s" % (
+            "JBD read mode + display protocol" if a.ttl == "jbd" else "display protocol",
+            ttl.where))
+    if a.can:
+        from tools.sim.canlink import InverterLink, ModuleBusMirror
+        inv = InverterLink(sim, a.can, report=say)
+        links.append(inv)
+        ports.append(("inverter CAN", inv.where))
+        say("inverter CAN (Pylontech, 500 kbit/s): %s   try: candump %s | "
+            "python -m cantools decode docs/inverter_pylon.dbc" % (inv.where, a.can))
+        if getattr(sim, "bus", None) is not None:
+            mod_ch = a.module_can or a.can
+            mirror = ModuleBusMirror(sim, mod_ch, report=say)
+            links.append(mirror)
+            ports.append(("module CAN", mirror.where))
+            say("module bus (internal CAN, copied): %s" % mirror.where)
+    else:
+        say("inverter CAN: off (--can vcan0 puts it on SocketCAN or python-can's virtual bus)")
+    return links, ports
+
+
 def run_live(a):
     from rich.console import Console
-    from rich.live import Live
-    from tools.sim.pclink import PcLink
+    from tools.sim import live as L
     sim = _build(a)
     sim.hooks.append(demo_profile)
-    link = None
-    # A flash directory for the persistent log and firmware updates.
-    if getattr(sim, "attach_flash", None) is not None and getattr(sim, "fs", None) is None:
-        sim.attach_flash(a.flash or True, a.update_key.encode() if a.update_key else None)
-    if not a.no_pc_link:
-        link = PcLink(sim, symlink=a.pc_link or None)
-    path = (link.path + (" -> " + a.pc_link if a.pc_link else "")) if link else ""
     console = Console()
-    if getattr(sim, "fs", None) is not None:
-        console.print("flash (persistent log, firmware slots): %s" % sim.fs.path)
-    if path:
-        console.print("PC port (Modbus RTU 9600 8N1, address 1): %s   try: bmsctl --port %s monitor"
-                      % (path, a.pc_link or link.path))
+    path = state_dir(a)
+    sim.attach_flash(path, a.update_key.encode() if a.update_key else None)
+    sim.attach_settings()
+    console.print("state folder (flash: settings, persistent log, firmware slots): %s%s" % (
+        path, "  (fresh)" if a.fresh else "  (kept between runs; --fresh starts over)"),
+        soft_wrap=True)
+    links, ports = open_ports(sim, a, lambda text: console.print(text, soft_wrap=True))
     t0 = time.monotonic()
     v0 = sim.t_ms
     end = None if a.seconds is None else v0 + a.seconds * 1000
+    interactive = console.is_terminal and not a.plain
+
+    def pace():
+        target = (time.monotonic() - t0) * 1000.0 * a.speed
+        if sim.t_ms - v0 < target:
+            sim.step()
+        else:
+            time.sleep(0.001)
+
     try:
-        with Live(_table(sim, path), console=console, refresh_per_second=4,
-                  transient=False) as live:
-            last = 0.0
+        if interactive:
+            from rich.live import Live
+            with Live(L.table(sim, ports), console=console, refresh_per_second=4,
+                      transient=False) as live:
+                last = 0.0
+                while end is None or sim.t_ms < end:
+                    pace()
+                    now = time.monotonic()
+                    if now - last > 0.25:
+                        live.update(L.table(sim, ports))
+                        last = now
+        else:
+            next_line = v0
             while end is None or sim.t_ms < end:
-                target = (time.monotonic() - t0) * 1000.0 * a.speed
-                if sim.t_ms - v0 < target:
-                    sim.step()
-                else:
-                    time.sleep(0.001)
-                now = time.monotonic()
-                if now - last > 0.25:
-                    live.update(_table(sim, path))
-                    last = now
+                pace()
+                if sim.t_ms >= next_line:
+                    print(L.plain_line(sim), flush=True)
+                    next_line += int(a.every * 1000)
     except KeyboardInterrupt:
         pass
     finally:
-        if link:
+        for link in links:
             link.close()
     return 0
 
@@ -195,9 +213,35 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=None, help="stop after this simulated time")
     ap.add_argument("--pc-link", default="/tmp/bms-pc", help="symlink to the PC-port pty")
     ap.add_argument("--no-pc-link", action="store_true")
-    ap.add_argument("--flash", help="directory standing in for the board's flash (default: temp)")
+    ap.add_argument("--ttl-link", default="/tmp/bms-ttl", help="symlink to the TTL-port pty")
+    ap.add_argument("--no-ttl-link", action="store_true")
+    ap.add_argument("--ttl", choices=("jbd", "display"), default="jbd",
+                    help="TTL port protocol: JBD read mode (also answers the display "
+                         "protocol) or the display protocol only")
+    ap.add_argument("--can", help="inverter CAN on this SocketCAN interface (e.g. vcan0); "
+                                  "python-can's virtual bus if it does not exist")
+    ap.add_argument("--module-can", help="with --slaves: copy the module bus here "
+                                         "(default: the --can interface)")
+    ap.add_argument("--state", help="state folder name under build/sim/ "
+                                    "(default: CHEM-NS, e.g. LFP-16S)")
+    ap.add_argument("--fresh", action="store_true", help="start the state folder over")
+    ap.add_argument("--flash", help="a directory of your own instead of the state folder")
+    ap.add_argument("--plain", action="store_true", help="plain periodic lines, no live table")
+    ap.add_argument("--every", type=float, default=5.0,
+                    help="simulated seconds between plain lines (piped output)")
     ap.add_argument("--update-key", help="HMAC key the simulated updater requires (default none)")
+    ap.add_argument("--target", choices=("host", "rp2040"), default="host",
+                    help="host: the firmware under CPython; rp2040: the board image on the "
+                         "emulated RP2040 (tools/rp2emu)")
+    ap.add_argument("--usb-link", default="/tmp/bms-usb",
+                    help="symlink to the USB REPL pty (--target rp2040)")
     a = ap.parse_args(argv)
+    if a.target == "rp2040":
+        if a.scenario or a.slaves or a.board != "chip":
+            ap.error("--target rp2040 runs the live demo of a single board "
+                     "(no --scenario, --slaves or --board)")
+        from tools.rp2emu import live
+        return live.run(a)
     if a.list:
         for name in sorted(SCENARIOS):
             print("%-18s %s" % (name, " ".join(SCENARIOS[name].text.split())))

@@ -6,7 +6,9 @@ the real firmware Modbus server (``comms.modbus_rtu``) on the simulated
 Bms.  Any serial client (bmsctl, pymodbus, minimalmodbus, QModMaster ...)
 opens the path like a USB-RS485 adapter.
 
-Timing is that of the wire, in the simulation's virtual time: bytes from the
+The pty, the stale-link handling and the wire pacing live in
+``tools.sim.ptylink`` (shared with the TTL port).  Timing is that of the
+wire, in the simulation's virtual time: bytes from the
 client are released to the server's port one character time apart (11
 bits at the configured baud rate), and the reply goes back to the pty at the
 same rate, so the firmware's t1.5/t3.5 framing and the throughput figures
@@ -21,80 +23,24 @@ the wall clock, which is what an interactive client needs).
 Run standalone:  python -m tools.sim.pclink [--symlink /tmp/bms-pc]
 """
 import argparse
-import collections
-import errno
-import os
 import sys
 import time
-import tty
 
 import tools  # noqa: F401  (firmware on sys.path)
 from bms.auth import Auth
-from bms.ticks import TICKS_MAX
 from comms.modbus_rtu import ModbusRTU
 from comms.registers import RegisterMap
 from comms.regs.identity import DeviceInfo
+from tools.sim.ptylink import LinkClock as _LinkClock, PtyLink, SimPort as _SimPort  # noqa: F401
 
 BITS_PER_CHAR = 11
 
 
-class _LinkClock:
-    """The server's clock: ms steps of the link, also as ticks_us like a board has."""
+class PcLink(PtyLink):
+    bits_per_char = BITS_PER_CHAR
 
-    def __init__(self, t):
-        self.t = t
-
-    def ticks_ms(self):
-        return self.t & TICKS_MAX
-
-    def ticks_us(self):
-        return (self.t * 1000) & TICKS_MAX
-
-
-class _SimPort:
-    """The firmware side of the link: the UART-like interface of the brief."""
-
-    def __init__(self, link):
-        self.link = link
-        self.rx = bytearray()
-
-    def any(self):
-        return len(self.rx)
-
-    def readinto(self, buf):
-        n = min(len(buf), len(self.rx))
-        if n == 0:
-            return None
-        buf[:n] = self.rx[:n]
-        del self.rx[:n]
-        return n
-
-    def write(self, buf):
-        self.link._transmit(bytes(buf))
-        return len(buf)
-
-    def flush(self):
-        self.link._flush_tx()
-
-    def set_baud(self, baud):
-        self.link.baud = baud
-
-
-class PcLink:
     def __init__(self, sim, symlink=None, baud=9600, auth=None, info=None, attach=True):
-        self.sim = sim
-        self.baud = baud
-        self.master, self._slave = os.openpty()
-        tty.setraw(self._slave)  # no echo, no line discipline before a client opens it
-        os.set_blocking(self.master, False)
-        self.path = os.ttyname(self._slave)
-        self.symlink = symlink
-        if symlink:
-            try:
-                os.unlink(symlink)
-            except FileNotFoundError:
-                pass
-            os.symlink(self.path, symlink)
+        super().__init__(sim, symlink=symlink, baud=baud, attach=False)
         if auth is None:
             auth = getattr(sim, "auth", None)
         if auth is None:
@@ -110,108 +56,12 @@ class PcLink:
             self.regs.attach_update(sim.updater, sim.plog)   # update and log windows
         if getattr(sim, "slave_fw", None) is not None:
             self.regs.attach_slave_update(lambda: sim.slave_fw)   # slaves via the master
-        self.t = sim.clock.ticks_ms()
-        self.clock = _LinkClock(self.t)
-        self.port = _SimPort(self)
         self.server = ModbusRTU(self.port, self.regs, self.clock, params=sim.params)
-        self._rx_q = collections.deque()   # (due virtual ms, byte) towards the firmware
-        self._tx_q = collections.deque()   # (due virtual ms, byte) towards the pty
-        self._rx_next = 0.0
-        self._tx_next = 0.0
-        self._vt = 0.0   # link virtual time in ms since start (float schedule)
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.first_reply_delay_ms = []  # last request byte on the wire -> first reply byte
-        self._last_rx_due = None
         if attach:
             sim.pollers.append(self.poll)
 
-    @property
-    def char_ms(self):
-        return BITS_PER_CHAR * 1000.0 / self.baud
-
-    # ---- pty side -----------------------------------------------------------
-    def _read_pty(self):
-        try:
-            data = os.read(self.master, 4096)
-        except BlockingIOError:
-            return
-        except OSError as e:
-            if e.errno in (errno.EIO, errno.EAGAIN):
-                return
-            raise
-        start = max(self._rx_next, self._vt)
-        c = self.char_ms
-        for b in data:
-            start += c
-            self._rx_q.append((start, b))
-        self._rx_next = start
-        self.bytes_in += len(data)
-
-    def _transmit(self, data):
-        start = max(self._tx_next, self._vt)
-        if self._last_rx_due is not None:
-            self.first_reply_delay_ms.append(start - self._last_rx_due)
-            self._last_rx_due = None
-        c = self.char_ms
-        for b in data:
-            start += c
-            self._tx_q.append((start, b))
-        self._tx_next = start
-
-    def _flush_tx(self):
-        out = bytes(b for _, b in self._tx_q)
-        self._tx_q.clear()
-        self._write_pty(out)
-
-    def _write_pty(self, out):
-        if not out:
-            return
-        try:
-            os.write(self.master, out)
-            self.bytes_out += len(out)
-        except OSError:
-            pass  # nobody listening: a real line just drops it too
-
-    # ---- stepping -----------------------------------------------------------
-    def poll(self, sim=None):
-        """Advance the link to the simulation's time, 1 ms at a time."""
-        sim = sim or self.sim
-        target = sim.clock.ticks_ms()
-        steps = (target - self.t) & TICKS_MAX
-        if steps > 10000:
-            steps = 10000  # a huge jump (clock reset): do not spin
-        self._read_pty()
-        for _ in range(steps):
-            self.t += 1
-            self._vt += 1.0
-            self.clock.t = self.t
-            q = self._rx_q
-            port_rx = self.port.rx
-            while q and q[0][0] <= self._vt:
-                due, b = q.popleft()
-                port_rx.append(b)
-                if not q:
-                    self._last_rx_due = due
-            self.server.poll()
-            out = bytearray()
-            tq = self._tx_q
-            while tq and tq[0][0] <= self._vt:
-                out.append(tq.popleft()[1])
-            self._write_pty(bytes(out))
-
-    def close(self):
-        for fd in (self.master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        if self.symlink:
-            try:
-                if os.path.islink(self.symlink):
-                    os.unlink(self.symlink)
-            except OSError:
-                pass
+    def service(self):
+        self.server.poll()
 
 
 def run_realtime(sim, seconds=None, speed=1.0, stop=None):

@@ -61,6 +61,27 @@ class Simulation:
         # The incremental finish of an update: one bounded step per cycle, as on a board.
         self.pollers.append(lambda sim: sim.updater.poll())
 
+    def attach_settings(self, keep=("cell_count",)):
+        """Settings on the flash (``attach_flash`` first): stored values load now,
+        every parameter change is saved after the step that made it.  ``keep``:
+        the values of this run that describe the simulated pack itself win over
+        stored ones (the model has the cells it was built with)."""
+        from bms.params import index
+        from bms.store import SettingsStore
+        self.store = SettingsStore(self.fs)
+        mine = [(index(k), self.params[index(k)]) for k in keep]
+        self.settings_report = self.store.load_params(self.params)
+        if any(self.params[i] != v for i, v in mine):
+            self.params.set_many(mine)
+        self.store.save_params(self.params)
+        self._params_saved = self.params.version
+
+        def save(sim):
+            if sim.params.version != sim._params_saved:
+                sim._params_saved = sim.params.version
+                sim.store.save_params(sim.params)
+        self.pollers.append(save)
+
     def attach_services(self, lease_secret=None, serial="SIM00001", flash_dir=True):
         """The board's services poller (settings, state, flash log, lease) on a
         host directory, as bms.services runs it on a board; call before PcLink."""

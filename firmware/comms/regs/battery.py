@@ -1,6 +1,7 @@
-"""Battery data block: health, capacities, cycles and the present limits,
-read only.  The battery's code fields (type, nominal voltage, capacity,
-maker, date) are in the names block.
+"""Battery data block: health, capacities and cycles, read only.  The
+present limits (CCL / DCL / CVL / DVL) are in the status block; the
+battery's code fields (type, nominal voltage, capacity, maker, date) in the
+names block.
 
 SOH is the learned capacity over the rated one (``bms.soc.Soc.soh_pm``): 100.0 % until
 a full-to-empty (or empty-to-full) run between two calibration points has
@@ -20,11 +21,7 @@ B_CAL_CAP = const(7)     # u32 mAh
 B_CYCLES = const(9)
 B_CAL_FULL = const(10)
 B_CAL_EMPTY = const(11)
-B_CCL = const(12)        # s16 0.1 A
-B_DCL = const(13)        # s16 0.1 A
-B_CVL = const(14)        # u32 mV
-B_DVL = const(16)        # u32 mV
-SIZE = const(18)
+SIZE = const(12)
 
 FIELDS = (
     ("soh", B_SOH, 1, "u16", "0.1%", "State of health: learned / rated capacity (100.0 % "
@@ -39,16 +36,11 @@ FIELDS = (
     ("cycles", B_CYCLES, 1, "u16", "cycles", "Full discharge cycles counted"),
     ("cal_full_count", B_CAL_FULL, 1, "u16", "count", "Calibrations at full since boot"),
     ("cal_empty_count", B_CAL_EMPTY, 1, "u16", "count", "Calibrations at empty since boot"),
-    ("ccl", B_CCL, 1, "s16", "0.1A", "Charge current limit now (the inverter's CCL)"),
-    ("dcl", B_DCL, 1, "s16", "0.1A", "Discharge current limit now (the inverter's DCL)"),
-    ("cvl", B_CVL, 2, "u32", "mV", "Charge voltage limit now"),
-    ("dvl", B_DVL, 2, "u32", "mV", "Discharge voltage limit now"),
 )
 
 
 def _val(b, o):
     s = b.soc
-    lim = b.limits
     if o == B_SOH:
         return s.soh_pm
     if o == B_CYCLES:
@@ -57,17 +49,10 @@ def _val(b, o):
         return s.cal_full
     if o == B_CAL_EMPTY:
         return s.cal_empty
-    if o == B_CCL:
-        return lim.ccl_ma // 100
-    if o == B_DCL:
-        return lim.dcl_ma // 100
     if o < B_CYCLES:
         # Field by field (no tuple: reads a monitor polls allocate nothing).
         v = _u32(s, (o - B_LEARNED) >> 1)
         return v >> 16 if (o - B_LEARNED) & 1 == 0 else v
-    if o >= B_CVL:
-        v = lim.cvl_mv if o < B_DVL else lim.dvl_mv
-        return v >> 16 if (o - B_CVL) & 1 == 0 else v
     return 0
 
 

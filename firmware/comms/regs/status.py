@@ -1,0 +1,171 @@
+"""Status block: what a generic Modbus client (Home Assistant, Node-RED, a PLC)
+needs and cannot derive from the monitor block by itself, read only.
+
+* validity flags: which temperature roles have a valid sensor and whether the
+  cell and current data are complete, so "no ambient sensor" is a cleared
+  bit, not -3276.8 degC (the monitor's max/min fields keep their documented
+  sentinels for the PC tool);
+* the limits an inverter gets (CCL / DCL / CVL / DVL) and whether each
+  direction is allowed, the same values as the Pylontech CAN frame 0x351;
+* pack power, and one 0/1 register per relay and for "any alarm" /
+  "any protection", which a client can show without bit masking.
+
+Every row is a compile-time constant: (name, type, unit, description, source).
+"""
+from micropython import const
+
+from bms import faults as F
+from comms.packing import put16be as put16
+from comms.regs import codes
+
+V_T_POWER = const(0x01)
+V_T_BALANCE = const(0x02)
+V_T_CELL = const(0x04)
+V_T_AMBIENT = const(0x08)
+V_CELLS = const(0x10)
+V_CURRENT = const(0x20)
+V_RUNNING = const(0x40)
+VALID_NAMES = ("t_power", "t_balance", "t_cell", "t_ambient", "cells", "current", "running")
+
+_S_VALID = const(0)
+_S_CCL = const(1)
+_S_DCL = const(2)
+_S_CVL = const(3)
+_S_DVL = const(4)
+_S_CHG_OK = const(5)
+_S_DSG_OK = const(6)
+_S_POWER = const(7)
+_S_ALARM = const(8)
+_S_PROT = const(9)
+_S_RELAY = const(0x10)     # + relay index (bms.contactors.RELAY_NAMES)
+
+_T_NONE_MAX = const(-32768)  # bms.measurements.T_NONE_MAX
+
+STATUS = (
+    ("valid", "bits", "bits", "Data validity: {valid_bits}", _S_VALID),
+    ("charge_current_limit", "u16", "0.1A", "Charge current limit (CCL), as in CAN 0x351",
+     _S_CCL),
+    ("discharge_current_limit", "u16", "0.1A", "Discharge current limit (DCL), as in CAN 0x351",
+     _S_DCL),
+    ("charge_voltage_limit", "u16", "0.1V", "Charge voltage limit (CVL), as in CAN 0x351",
+     _S_CVL),
+    ("discharge_voltage_limit", "u16", "0.1V", "Discharge voltage limit (DVL), as in CAN 0x351",
+     _S_DVL),
+    ("charge_allowed", "u16", "bool", "1: the charge current limit is above 0", _S_CHG_OK),
+    ("discharge_allowed", "u16", "bool", "1: the discharge current limit is above 0", _S_DSG_OK),
+    ("power", "s32", "W", "Pack power, positive = charging", _S_POWER),
+    ("alarm_active", "u16", "bool", "1: any warning-level fault is active", _S_ALARM),
+    ("protection_active", "u16", "bool", "1: any protection (level >= protection) is active",
+     _S_PROT),
+    ("relay_discharge", "u16", "bool", "1: discharge relay / MOS closed", _S_RELAY + 0),
+    ("relay_precharge", "u16", "bool", "1: precharge relay closed", _S_RELAY + 1),
+    ("relay_charge", "u16", "bool", "1: charge relay / MOS closed", _S_RELAY + 2),
+    ("relay_level2", "u16", "bool", "1: level-2 protect relay closed", _S_RELAY + 3),
+    ("relay_heater", "u16", "bool", "1: heater relay closed", _S_RELAY + 4),
+)
+SIZE = const(16)        # registers of STATUS (s32 takes two); a test checks it
+
+
+def _valid(b):
+    m = b.meas
+    v = 0
+    for r in range(4):
+        if m.tmax[r] != _T_NONE_MAX:
+            v |= 1 << r
+    if m.cells_seen and m.bad_cells == 0:
+        v |= V_CELLS
+    if m.current_seen:
+        v |= V_CURRENT
+    if b.running:
+        v |= V_RUNNING
+    return v
+
+
+def _power_w(m):
+    mv = m.pack_mv if m.pack_mv else m.sum_mv
+    i = m.current_ma
+    # 10 mV x 0.1 A steps: stays a small int (< 2**30) up to 1000 V x 1000 A.
+    da = i // 100 if i >= 0 else -((-i) // 100)
+    return (mv // 10) * da // 1000 if da >= 0 else -((mv // 10) * (-da) // 1000)
+
+
+def _any(prot, lo, hi):
+    for i in range(F.N_FAULTS):
+        if prot.active(i) and lo <= F.TABLE[i][F.F_LEVEL] <= hi:
+            return 1
+    return 0
+
+
+def _value(b, s):
+    if s == _S_VALID:
+        return _valid(b)
+    lim = b.limits
+    if s == _S_CCL:
+        return lim.ccl_ma // 100
+    if s == _S_DCL:
+        return lim.dcl_ma // 100
+    if s == _S_CVL:
+        return lim.cvl_mv // 100
+    if s == _S_DVL:
+        return lim.dvl_mv // 100
+    if s == _S_CHG_OK:
+        return 1 if lim.ccl_ma > 0 else 0
+    if s == _S_DSG_OK:
+        return 1 if lim.dcl_ma > 0 else 0
+    if s == _S_POWER:
+        return _power_w(b.meas)
+    if s == _S_ALARM:
+        return _any(b.prot, F.L_WARN, F.L_WARN)
+    if s == _S_PROT:
+        return _any(b.prot, F.L_PROT, 9)
+    if s >= _S_RELAY:
+        st = b.contactors.state
+        k = s - _S_RELAY
+        return 1 if k < len(st) and st[k] else 0
+    return 0
+
+
+def _wide(typ):
+    return typ == "u32" or typ == "s32"
+
+
+def read(rm, off, count, out, pos):
+    end = off + count
+    b = rm.bms
+    a = 0
+    for i in range(len(STATUS)):
+        row = STATUS[i]
+        wide = _wide(row[1])
+        if a < end and a + (2 if wide else 1) > off:
+            v = _value(b, row[4])
+            if wide:
+                if a >= off:
+                    put16(out, pos + 2 * (a - off), (v >> 16) & 0xFFFF)
+                if a + 1 < end:
+                    put16(out, pos + 2 * (a + 1 - off), v & 0xFFFF)
+            else:
+                put16(out, pos + 2 * (a - off), v & 0xFFFF)
+        a += 2 if wide else 1
+        if a >= end:
+            break
+    return codes.EX_NONE
+
+
+write = codes.read_only
+
+
+def offsets():
+    out = []
+    a = 0
+    for row in STATUS:
+        out.append(a)
+        a += 2 if _wide(row[1]) else 1
+    return out
+
+
+def doc(start):
+    from comms.regdoc import row, section
+    offs = offsets()
+    rows = [row(start + offs[i], r[0], r[1], 2 if _wide(r[1]) else 1, r[2], "R", "", "", r[3])
+            for i, r in enumerate(STATUS)]
+    return "Status (validity, inverter limits, power, relays)", section(rows), rows

@@ -1,0 +1,122 @@
+"""The board image on the emulated RP2040 at 125 MHz (tools/rp2emu): task
+times from the firmware's own scheduler timing, CPU from the cycles the core
+was not waiting, heap and its largest free block from the chip's allocator,
+Modbus turnaround on the wire, protection reaction on the relay pins.
+
+All figures are emulated-chip figures (cycle-counted, rp2040js 1.3.3 with
+the project's fixes), not estimates from the unix port.  rp2040js has no
+flash wait states or XIP cache misses, so a real chip can be a little
+slower for code that misses the 16 KB XIP cache."""
+from tools.bench.common import Row
+
+FAST_GOAL = {16: 5.0, 256: 8.0}
+CPU_GOAL = {16: 25.0, 256: 40.0}
+
+
+def _task_rows(label, w, cells):
+    rows = []
+    for name in ("fast", "cells", "slow"):
+        t = w[name]
+        goal = ""
+        if name == "fast" and cells in FAST_GOAL:
+            goal = "<= %g" % FAST_GOAL[cells]
+        rows.append(Row("rp2040", "%s task worst, %s" % (name, label), t["max_ms"], "ms", goal,
+                        "mean %.2f ms over %d runs in %.0f s" % (
+                            t["mean_ms"] or 0.0, t["runs"], w["window_ms"] / 1000.0)))
+        if goal:
+            rows.append(Row("rp2040", "  fast worst / goal, %s" % label,
+                            t["max_ms"] / FAST_GOAL[cells], "ratio", "<= 1"))
+    goal = CPU_GOAL.get(cells, "")
+    rows.append(Row("rp2040", "CPU per second of operation, %s" % label, w["cpu_pct"], "%",
+                    ("<= %g" % goal) if goal else "", "core out of WFE/WFI, emulated cycles"))
+    if goal:
+        rows.append(Row("rp2040", "  CPU / goal, %s" % label, w["cpu_pct"] / goal, "ratio",
+                        "<= 1"))
+    return rows
+
+
+def _heap_rows(label, when, heap, goal_free):
+    free, largest = heap
+    return [Row("rp2040", "heap free %s, %s" % (when, label), free, "B",
+                (">= %d" % goal_free) if goal_free else "", "after gc.collect()"),
+            Row("rp2040", "  largest free block %s, %s" % (when, label), largest, "B",
+                ">= 32768", "bisection with real allocations")]
+
+
+def _single(ctx, rows):
+    from tools.rp2emu.measure import Run, set_params_code
+    win = 10000 if ctx.quick else 30000
+    long_ms = 60000 if ctx.quick else 600000
+    run = Run("pico", 16)
+    try:
+        failed, running = run.boot()
+        rows.append(Row("rp2040", "16S single board boots, parts failed", len(failed), "", 0,
+                        "running=%s %s" % (running, ",".join(failed))))
+        rows.extend(_heap_rows("16S single board", "after boot", run.heap(), 150000))
+        rows.extend(_task_rows("16S single board", run.window(win), 16))
+        ta = run.modbus_turnaround()
+        t35 = 3.5 * 10 * 1000.0 / 9600
+        if ta:
+            rows.append(Row("rp2040", "Modbus turnaround, 9600 8N1", max(ta), "ms",
+                            "<= %.2f" % (t35 + 1.0),
+                            "last request byte to first reply byte, worst of %d; mean %.2f ms; "
+                            "t3.5 = %.2f ms" % (len(ta), sum(ta) / len(ta), t35)))
+        # Long run: leaks and fragmentation show up here.
+        run.repl.start("import app\napp.APP.run()")
+        run.run_ms(long_ms)
+        run.repl.interrupt()
+        rows.extend(_heap_rows("16S single board", "after %d min" % (long_ms // 60000),
+                               run.heap(), 150000))
+        # Protection reaction (docs/faults.md): discharge over-current.
+        delay = 1000
+        t = run.reaction("discharge", set_params_code({"dsg_oc": 1000, "dsg_oc_delay": delay}),
+                         lambda pack: setattr(pack, "load_a", 150.0), delay + 2000)
+        rows.append(Row("rp2040", "reaction: dsg_oc set delay 1000 ms, relay open after",
+                        t, "ms", "<= %d" % (delay + 50),
+                        "configured delay + one fast tick (50 ms)"))
+    finally:
+        run.close()
+
+
+def _other(ctx, rows, kind, cells, label):
+    from tools.rp2emu.measure import Run
+    win = 10000 if ctx.quick else 20000
+    run = Run(kind, cells)
+    try:
+        failed, running = run.boot(6000 if kind == "master" else 4000)
+        rows.append(Row("rp2040", "%s boots, parts failed" % label, len(failed), "", 0,
+                        "running=%s %s" % (running, ",".join(failed))))
+        rows.extend(_heap_rows(label, "after boot", run.heap(),
+                               120000 if kind == "master" else 0))
+        rows.extend(_task_rows(label, run.window(win), cells))
+    finally:
+        run.close()
+
+
+def _slave(ctx, rows):
+    from tools.rp2emu.measure import Run
+    win = 10000 if ctx.quick else 20000
+    run = Run("slave_module", 16)
+    try:
+        run.run_ms(3000)
+        run.repl.enter()
+        rows.extend(_heap_rows("16S slave module", "after boot", run.heap(), 0))
+        w = run.slave_window(win)
+        s = w["step"]
+        rows.append(Row("rp2040", "slave step worst, 16S slave module", s["max_ms"], "ms", "",
+                        "mean %.2f ms over %d steps; no master on the bus" % (
+                            s["mean_ms"] or 0.0, s["runs"])))
+        rows.append(Row("rp2040", "CPU per second, 16S slave module", w["cpu_pct"], "%", ""))
+    finally:
+        run.close()
+
+
+def run(ctx):
+    rows = []
+    for fn in (_single, lambda c, r: _other(c, r, "pico32", 32, "32S single board"),
+               lambda c, r: _other(c, r, "master", 256, "256S master"), _slave):
+        try:
+            fn(ctx, rows)
+        except Exception as e:  # noqa: BLE001 - one board's failure must not hide the others
+            rows.append(Row("rp2040", "ERROR", str(e).splitlines()[0][:80] if str(e) else repr(e)))
+    return rows

@@ -1,0 +1,237 @@
+"""Figures measured on the emulated RP2040 running the board image (the
+bench's rp2040 rows and `python -m tools.rp2emu.measure`).
+
+Every time here is emulated time from the chip's cycle clock (125 MHz):
+task times come from the firmware's own scheduler timing (``time.ticks_us``
+around each task), CPU from the cycles the core spent out of WFE/WFI.
+
+A run: boot the image around a pack model, stop the app at the REPL once
+it is running, reset the scheduler's timing, restart the loop and let it
+run for the window, stop it again and read the figures off the chip.
+"""
+import argparse
+import json
+
+from tools import fwbuild
+from tools.rp2emu.board import EmuBoard, VirtualCanBus
+from tools.rp2emu.repl import Repl
+from tools.sim.pack import Pack
+
+TASKS = ("cells", "fast", "slow")    # bms.core adds them in this order
+
+# Largest block the heap can still give, by bisection with real allocations.
+_LARGEST = """
+import gc
+def _largest():
+    gc.collect()
+    lo, hi = 0, gc.mem_free()
+    while hi - lo > 256:
+        mid = (lo + hi) // 2
+        try:
+            b = bytearray(mid)
+            b = None
+            lo = mid
+        except MemoryError:
+            hi = mid
+        gc.collect()
+    return lo
+"""
+
+
+# slave_main.run() with its step timed.
+_SLAVE_LOOP = """
+import slave_main as _sm, time, machine
+from boards import slave_module as _bd
+_hw = _bd.build(machine)
+_st = _sm.load_settings()
+_s = _sm.build_slave(_hw, machine, _st, time.ticks_ms() & _sm.TICKS_MAX)
+_w = _hw["wdt"](_sm.WDT_MS)
+_mx = 0
+_tot = 0
+_n = 0
+while True:
+    _now = time.ticks_ms() & _sm.TICKS_MAX
+    _t0 = time.ticks_us()
+    _s.step(_now)
+    _d = time.ticks_diff(time.ticks_us(), _t0)
+    _w.feed()
+    if _d > _mx:
+        _mx = _d
+    _tot += _d
+    _n += 1
+    time.sleep_ms(_sm.SLEEP_LOOP_MS if _s.sleeping else _sm.LOOP_MS)
+"""
+
+
+class Run:
+    """One board image on the emulated chip, for measuring."""
+
+    def __init__(self, kind="pico", cells=16, soc=0.5, chem="LFP", seed=1):
+        self.kind = kind
+        image = "pico" if kind in ("pico", "master") else kind
+        uf2 = fwbuild.build(image)
+        self.pack = Pack(chem, cells, 100.0, soc, seed=seed)
+        self.slaves = []
+        bus = None
+        if kind == "master":
+            from comms import can_ids as C
+            bus = VirtualCanBus(C.BITRATE)
+        else:
+            bus = VirtualCanBus(500000)
+        self.bus = bus
+        self.board = EmuBoard(uf2, self.pack, board=image, can_bus=bus)
+        self.chip = self.board.chip
+        self.repl = Repl(self)     # REPL waits step the modules too
+        if kind == "master":
+            self._make_master(cells)
+
+    # ---- a master with its modules ---------------------------------------------
+    def _make_master(self, cells):
+        """config.py names the board a master (MODULES); the slave modules
+        are the firmware's own slave code in Python on the same CAN bus."""
+        from slave.core import Slave
+        from tools.sim.canbus import SimCanNode
+        from tools.sim.modular import SliceAfe, _Chain
+        n_mod = cells // 16
+        self.board.run_ms(2500)
+        self.repl.exec("f = open('/config.py', 'w')\nf.write('MODULES = True\\n')\nf.close()")
+        chain = _Chain(n_mod)
+        for k in range(n_mod):
+            node = self.bus.attach(SimCanNode("slave%d" % (k + 1), rx_depth=2))
+            afe = SliceAfe(self.pack, k * 16, 16, seed=100 + k)
+            self.slaves.append(Slave(node, afe, addr=k + 1, cells=16, temps=3,
+                                     uid=0xB0000000 + 0x101 * (k + 1),
+                                     chain_in=chain.input(k), chain_out=chain.output(k),
+                                     now=self.board.chip.t_ms))
+        self.repl.soft_reset()
+
+    def _poll(self, board):
+        now = board.chip.t_ms
+        for s in self.slaves:
+            s.step(now)
+
+    def run_ms(self, ms):
+        self.board.run_ms(ms, poll=self._poll if self.slaves else None)
+
+    # ---- measuring ------------------------------------------------------------------
+    def boot(self, ms=4000):
+        self.run_ms(ms)
+        r = self.repl
+        r.enter()
+        return r.eval("(__import__('app').APP.failed, __import__('app').APP.bms.running)")
+
+    def window(self, ms):
+        """Run the app for ``ms`` from a clean timing state; returns the figures."""
+        r = self.repl
+        r.exec("import app\napp.APP.bms.sched.reset_timing()")
+        busy0, t0 = self.board.chip.busy_ns, self.board.chip.t_ns
+        r.start("import app\napp.APP.run()")
+        self.run_ms(ms)
+        busy1, t1 = self.board.chip.busy_ns, self.board.chip.t_ns
+        r.interrupt()
+        s = r.eval("(list(__import__('app').APP.bms.sched.us_max), "
+                   "list(__import__('app').APP.bms.sched.us_sum), "
+                   "list(__import__('app').APP.bms.sched.timed))")
+        out = {"cpu_pct": 100.0 * (busy1 - busy0) / max(1, t1 - t0), "window_ms": ms}
+        for k, name in enumerate(TASKS):
+            n = s[2][k]
+            out[name] = {"max_ms": s[0][k] / 1000.0,
+                         "mean_ms": (s[1][k] / n / 1000.0) if n else None, "runs": n}
+        return out
+
+    def slave_window(self, ms):
+        """The slave module's loop, its step timed on the chip (the image's
+        own loop has no scheduler timing): max/mean ms per step and CPU %."""
+        r = self.repl
+        r.start(_SLAVE_LOOP)
+        busy0, t0 = self.board.chip.busy_ns, self.board.chip.t_ns
+        self.run_ms(ms)
+        busy1, t1 = self.board.chip.busy_ns, self.board.chip.t_ns
+        r.interrupt()
+        mx, tot, n = r.eval("(_mx, _tot, _n)")
+        return {"cpu_pct": 100.0 * (busy1 - busy0) / max(1, t1 - t0), "window_ms": ms,
+                "step": {"max_ms": mx / 1000.0, "mean_ms": tot / n / 1000.0 if n else None,
+                         "runs": n}}
+
+    def heap(self):
+        """(free bytes after a collection, largest free block)."""
+        r = self.repl
+        r.exec(_LARGEST)
+        return tuple(r.eval("(__import__('gc').mem_free(), _largest())"))
+
+    def modbus_turnaround(self, n=10):
+        """Last request byte to first reply byte on the PC port, ms (each)."""
+        from comms.crc16 import crc16
+        uid, _tx, _rx, _de = self.board.pins["rs485"]
+        seen = []
+        self.board.chip.uart_listeners[uid].append(lambda b, t: seen.append(t))
+        req = bytearray([1, 3, 0, 0, 0, 10])
+        c = crc16(req)
+        req += bytes([c & 0xFF, c >> 8])
+        char_ns = 10 * 1e9 / 9600
+        r = self.repl
+        r.start("import app\napp.APP.run()")
+        self.run_ms(1000)
+        out = []
+        for _ in range(n):
+            del seen[:]
+            t_send = self.board.chip.t_ns
+            self.board.chip.uart_send(uid, bytes(req))
+            self.run_ms(200)
+            if seen:
+                last_rx_end = t_send + len(req) * char_ns
+                first_tx_start = seen[0] - char_ns
+                out.append((first_tx_start - last_rx_end) / 1e6)
+        r.interrupt()
+        self.board.chip.uart_listeners[uid].pop()
+        return out
+
+    def reaction(self, relay, setup, trigger, within_ms):
+        """Time from ``trigger(pack)`` to ``relay`` opening, ms (app running)."""
+        r = self.repl
+        if setup:
+            r.exec(setup)
+        r.start("import app\napp.APP.run()")
+        self.run_ms(1500)
+        assert self.board.relay(relay) == 1, "%s not closed before the trigger" % relay
+        t0 = self.board.chip.t_ms
+        trigger(self.pack)
+        while self.board.chip.t_ms - t0 < within_ms:
+            self.run_ms(5)
+            if self.board.relay(relay) == 0:
+                r.interrupt()
+                return self.board.chip.t_ms - t0
+        r.interrupt()
+        return None
+
+    def close(self):
+        self.board.close()
+
+
+def set_params_code(changes):
+    """REPL code that sets parameters the way the PC port does (validated)."""
+    from bms.params import index
+    lines = ["import app", "p = app.APP.bms.params"]
+    for k, v in changes.items():
+        lines.append("p.set(%d, %d)" % (index(k), v))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--board", default="pico", choices=("pico", "pico32", "slave_module", "master"))
+    ap.add_argument("--cells", type=int, default=None)
+    ap.add_argument("--seconds", type=float, default=20)
+    a = ap.parse_args(argv)
+    cells = a.cells or {"pico": 16, "pico32": 32, "slave_module": 16, "master": 256}[a.board]
+    run = Run(a.board, cells)
+    try:
+        failed, running = run.boot()
+        print(json.dumps({"failed": failed, "running": running, "heap_boot": run.heap(),
+                          "window": run.window(a.seconds * 1000)}, indent=1))
+    finally:
+        run.close()
+
+
+if __name__ == "__main__":
+    main()
