@@ -145,3 +145,46 @@ def test_flash_log_clear_with_the_factory_role(rig, capsys):
     assert kinds[0] == PL.PK_CLEARED
     assert len(kinds) <= 4   # the erase, then only what happened since (the command, relock)
     assert len(sim.bms.log) <= 4
+
+
+def test_flash_log_gets_wall_times_from_the_clock_marks(rig, capsys, tmp_path, monkeypatch):
+    """The flash log keeps ticks only; the clock marks (set, then daily) let
+    bmsctl give every record after the first set its UTC time."""
+    sim, link = rig
+    assert run_cli(sim, link, "--password", PW, "params", "set", "buzzer=off") == 0
+    t_set = 1780000000
+    assert run_cli(sim, link, "--password", PW, "clock", "set", "--unix", str(t_set)) == 0
+    assert run_cli(sim, link, "--password", PW, "params", "set", "buzzer=on") == 0
+    sim.run(1)
+    sim.services.flush_log()
+    f = tmp_path / "plog.csv"
+    assert run_cli(sim, link, "log", "--persistent", "--csv", str(f)) == 0
+    rows = list(csv.DictReader(f.open()))
+    param = [r for r in rows if r["kind_name"] == "param" and r["subject"] == "buzzer"]
+    assert param[0]["time_utc"] == "" and param[-1]["time_utc"].startswith("2026-05-2")
+    assert any(r["kind_name"] == "clock" for r in rows)
+    capsys.readouterr()
+    from rich.console import Console
+    from tools.bmsctl import cli
+    monkeypatch.setattr(cli, "console", Console(width=200))
+    assert run_cli(sim, link, "log", "--persistent") == 0
+    out = capsys.readouterr().out
+    assert "clock set to 2026-05-2" in out and "buzzer = on" in out
+
+
+def test_wall_times_across_a_tick_wrap_and_boots():
+    from bms import persistlog as PL
+    from tools.eventlog_csv import wall_times
+    period = 1 << 30
+
+    def rec(seq, boot, kind, t, a=0):
+        return (seq, boot, kind, t, a, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    s0 = 200000000                       # seconds since 2020
+    recs = [rec(1, 1, 5, 1000),                       # before any mark: unknown
+            rec(2, 1, 12, period - 2000, s0),         # clock set just before a wrap
+            rec(3, 1, 5, 3000),                       # 5 s later, after the wrap
+            rec(4, 2, 5, 4000)]                       # another boot: unknown
+    assert len(PL.FIELDS) == len(recs[0])
+    w = wall_times(recs)
+    assert w[0] is None and w[3] is None
+    assert w[1] == 1577836800 + s0 and w[2] == w[1] + 5

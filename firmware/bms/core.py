@@ -64,8 +64,8 @@ from bms.balancing import Balancer
 from bms.buzzer import Buzzer
 from bms.contactors import RELAY_CHG, RELAY_DSG, RELAY_PRE, Contactors
 from bms.derating import Derating
-from bms.eventlog import (EV_BOOT, EV_CAL, EV_COMMAND, EV_EXCEPTION, EV_PARAM, EV_SOC_CAL,
-                          EventLog)
+from bms.eventlog import (EV_BOOT, EV_CAL, EV_CLOCK, EV_COMMAND, EV_EXCEPTION, EV_PARAM,
+                          EV_SOC_CAL, EventLog)
 from bms.heater import Heater
 from bms.measurements import (CURRENT_MA_MAX, ROLE_BALANCE, ROLE_CELL, ROLE_POWER,
                               Measurements)
@@ -149,6 +149,7 @@ class Bms:
         self.log = log if log is not None else EventLog()
         self.wall = WallClock()
         self.log.wall = self.wall
+        self._clock_day = -1    # day of the last EV_CLOCK mark
         self.meas = Measurements(board.max_cells, board.temp_roles)
         self.meas.set_cell_count(params[P_CELL_COUNT])
         self.prot = Protection(params, self.log)
@@ -416,12 +417,20 @@ class Bms:
         if self.running:
             self.soc.estimate(m, now)
         self.derating.update(now)
-        self.wall.tick(now)
+        w = self.wall
+        w.tick(now)
+        if w.base_s > 0:
+            s = w.at(now)
+            if s // 86400 != self._clock_day:
+                self._clock_day = s // 86400
+                self.log.append(now, EV_CLOCK, s, 1)
 
     def set_time(self, s2020):
         """Set the wall clock (seconds since 2020-01-01 UTC) and the board's RTC if it has one."""
         now = self.clock.ticks_ms()
         self.wall.set(s2020, now)
+        self._clock_day = s2020 // 86400
+        self.log.append(now, EV_CLOCK, s2020, 0)
         rtc = getattr(self.board, "set_rtc", None)
         if rtc is not None:
             try:

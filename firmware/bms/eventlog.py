@@ -25,8 +25,13 @@ EV_SOC_CAL = const(8)
 _EV_CLEARED = const(9)
 EV_FAULT_RECOVERY = const(10)  # a=fault id, b=signal value: latched fault in its recovery path
 EV_CAL = const(11)             # a=command (3 gain, 4 zero), b=new value, or -1 refused
+# a=wall-clock seconds since 2020 at this record's ticks, b=0 set by a client,
+# 1 the daily mark: a reader of the flash log (ticks only) converts every
+# record of the same boot from the nearest mark before it.
+EV_CLOCK = const(12)
 KIND_NAMES = ("boot", "fault_set", "fault_clear", "relay", "dsg_state", "param",
-              "command", "exception", "soc_cal", "log_cleared", "fault_recovery", "calibration")
+              "command", "exception", "soc_cal", "log_cleared", "fault_recovery", "calibration",
+              "clock")
 
 
 class EventLog:

@@ -87,3 +87,18 @@ def test_wall_clock_survives_tick_wraps():
             now = (now + 3600000) % period
             w.tick(now)
     assert w.at(now) == 200000000 + 30 * 86400
+
+
+def test_daily_clock_mark_in_the_event_log():
+    from bms.eventlog import EV_CLOCK
+    rig = ModbusRig()
+    rig.run(200)
+    day = 2339 * 86400                  # 2026-05-28T00:00:00Z since 2020
+    rig.bms.set_time(day - 2)
+    marks = rig.log.find(EV_CLOCK)
+    assert len(marks) == 1 and marks[0][3] == day - 2 and marks[0][4] == 0
+    rig.run(3500)                       # past midnight: one daily mark
+    marks = rig.log.find(EV_CLOCK)
+    assert len(marks) == 2 and marks[1][4] == 1 and day <= marks[1][3] <= day + 2
+    rig.run(2000)
+    assert len(rig.log.find(EV_CLOCK)) == 2

@@ -541,6 +541,10 @@ def describe_event(kind, a, b):
         return "current offset now %d mA" % b
     if kind == "exception":
         return "firmware exception #%d (relays opened, internal fault latched)" % a
+    if kind == "clock":
+        from bms.wallclock import EPOCH_2020
+        return "%s %s" % ("clock set to" if b == 0 else "daily time mark",
+                          event_time(a + EPOCH_2020, 0))
     if kind in ("boot", "log_cleared"):
         return ""
     return "%d %d" % (a, b)
