@@ -1,8 +1,7 @@
 """Clock block: the BMS's wall-clock time as Unix seconds (u32, UTC).
 
-Reads 0 until a client sets it (FC16 of both registers, user role; bmsctl
-sets it from the PC before every write it makes and with ``bmsctl clock
-set``).  The core keeps seconds since 2020 (``bms.wallclock``) so no read or
+Reads 0 until a client sets it (FC16 of both registers, user role;
+``bmsctl clock set`` writes the PC's time).  The core keeps seconds since 2020 (``bms.wallclock``) so no read or
 event stamp forms an int beyond 2**30; the words are built here with the
 epoch offset's halves."""
 from micropython import const
