@@ -620,9 +620,9 @@ def start_ble(app, machine):
     from comms import ble_link as BL
     from comms.modbus_pdu import ModbusPdu
     regs = register_map(app, machine, CH_BLE)
-    # The name set over Modbus / BLE (names block) wins over config.py's.
-    name = device_info(app, machine).field_text("ble_name", 16) \
-        or getattr(app.cfg, "BLE_NAME", None) or "MPY-BMS"
+    # A name set over Modbus (names block) or BLE is stored under the link's
+    # key and wins over this one (BleLink reads it).
+    name = getattr(app.cfg, "BLE_NAME", None) or "MPY-BMS"
     link = BL.BleLink(ModbusPdu(regs, app.clock), app.clock, live=BL.monitor_live(regs),
                       auth=shared_auth(app), store=shared_kv(app),
                       name=name.encode() if isinstance(name, str) else name,

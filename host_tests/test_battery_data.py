@@ -90,5 +90,13 @@ def test_names_need_their_role_and_persist(rig, capsys):
     assert again.field_text("device_name", 16) == "Garage 1"
     assert again.num("bat_nominal") == 5120 and again.num("bat_capacity") == 2800
     assert again.field_text("bat_maker", 8) == "EVE"
+    # The BLE link reads the same stored name (its own rename key) at its start.
+    from comms import ble_link as BL
+    from comms.regs import names as RN
+    assert RN._BLE_MAX == BL._MAX_NAME
+    link2 = BL.BleLink(None, sim.clock, store=store, name=b"MPY-BMS")
+    assert link2.name == b"MyPack"
+    assert run_cli(sim, link, "--password", PW, "name", "ble", "x" * 21) == 1
+    assert "1 to 20 characters" in capsys.readouterr().out
     assert run_cli(sim, link, "info") == 0
     assert "MyPack" in capsys.readouterr().out

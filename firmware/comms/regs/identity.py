@@ -27,6 +27,12 @@ INFO = (
 )
 
 
+def _key(name):
+    """Store key of a field; the Bluetooth name shares the BLE link's own key
+    (comms.ble_link NAME_KEY), so a rename over either path is the same name."""
+    return "ble.name" if name == "ble_name" else "info." + name
+
+
 class DeviceInfo:
     """Identity strings, optionally persisted through a dict-like ``store``."""
 
@@ -65,7 +71,7 @@ class DeviceInfo:
         self._fill(self.fields[name], value)
         if self.store is not None:
             # Bytes: the board's key/value store keeps ints and bytes only.
-            self.store["info." + name] = self.get(name).encode()
+            self.store[_key(name)] = self.get(name).encode()
 
     def field(self, name, nregs, default=b""):
         """The buffer of text field ``name`` (``nregs`` registers), built on
@@ -73,7 +79,7 @@ class DeviceInfo:
         b = self.fields.get(name)
         if b is None:
             b = bytearray(2 * nregs)
-            v = self.store.get("info." + name) if self.store is not None else None
+            v = self.store.get(_key(name)) if self.store is not None else None
             self._fill(b, default if v is None else v)
             self.fields[name] = b
         return b

@@ -21,7 +21,7 @@ N_CAPACITY = const(41)  # u16 0.1 Ah
 N_MAKER = const(42)     # 8 registers
 N_DATE = const(50)      # 6 registers
 SIZE = const(56)
-
+_BLE_MAX = const(20)    # comms.ble_link._MAX_NAME
 _USER = const(0)
 _FACTORY = const(1)
 # name, offset, registers, type, role to write, description
@@ -74,6 +74,8 @@ def write(rm, off, count, data, pos):
         for ch in text:
             if ch < 32 or ch > 126:
                 return rm.refuse(codes.EX_VALUE, -1, "%s: printable ASCII only" % r[0])
+        if r[1] == N_BLE and not 1 <= len(text) <= _BLE_MAX:
+            return rm.refuse(codes.EX_VALUE, -1, "ble_name: 1 to %d characters" % _BLE_MAX)
         info = rm.info
         info.field(r[0], r[2])
         info.set(r[0], text)
