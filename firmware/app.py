@@ -7,7 +7,10 @@ Board selection, first match wins:
      boards/common.py DEFAULTS: shunt_uohm, can_bitrate, can_xtal, ...),
      CHEMISTRY = 0..3 (NMC, LFP, LTO, NA) for first-boot defaults,
      MODULES = True for a master with CAN slave modules, SERIAL = "...",
-     SLEEP = True to enable the idle sleep, LEASE_SECRET = b"..." for a lease
+     SLEEP = True to enable the idle sleep (LIGHTSLEEP = False: no
+     machine.lightsleep while asleep, see drivers/lowpower.py),
+     LEASE_SECRET = b"..." for a lease, CHARGER_CAN = True for the special
+     charger on the CAN bus instead of the inverter protocol
   2. the platform: rp2 -> pico (pico_w if the firmware names a Pico W),
      esp32 -> esp32_devkit
 A slave module board runs ``slave_main.run`` instead.
@@ -21,7 +24,9 @@ What a master is built from (each part by one small function below):
             on ``hw["rs485"]``, address and baud from the parameters
   ttl       the display protocol (comms.display, also answering JBD ``DD``
             requests) on ``hw["ttl"]``, or the special-charger protocol
-            (comms.charger) while parameter ``special_charger`` is 1
+            (comms.charger) while parameter ``special_charger`` is 1; a
+            board with its own charger RS485 (``hw["charger_port"]``) runs
+            both at once
   slaves    with modules and flash: slave firmware packages uploaded over
             Modbus are forwarded over CAN (comms.slave_update), polled by
             MasterBoard.poll with bounded work per call
