@@ -572,7 +572,9 @@ class Bms:
         # large gain correction does not shift the zero reading.
         raw0 = -(p[P_CUR_OFFSET] * 10000 // p[P_CUR_GAIN])
         d = raw - raw0
-        if not ((raw <= -_CAL_MIN_MA or raw >= _CAL_MIN_MA) and (d <= -_CAL_MIN_MA or d >= _CAL_MIN_MA)):
+        big_raw = raw <= -_CAL_MIN_MA or raw >= _CAL_MIN_MA
+        big_d = d <= -_CAL_MIN_MA or d >= _CAL_MIN_MA
+        if not (big_raw and big_d):
             self.log.append(now, EV_CAL, CMD_CAL_CURRENT, -1)
             return _CR_CAL_SMALL
         gain = target * 10000 // d if -100000 < target < 100000 \

@@ -1,9 +1,9 @@
 """Clock block: the BMS's wall-clock time as Unix seconds (u32, UTC).
 
 Reads 0 until a client sets it (FC16 of both registers, user role;
-``bmsctl clock set`` writes the PC's time).  The core keeps seconds since 2020 (``bms.wallclock``) so no read or
-event stamp forms an int beyond 2**30; the words are built here with the
-epoch offset's halves."""
+``bmsctl clock set`` writes the PC's time).  The core keeps seconds since
+2020 (``bms.wallclock``) so no read or event stamp forms an int beyond
+2**30; the words are built here with the epoch offset's halves."""
 from micropython import const
 
 from bms.wallclock import EPOCH_2020

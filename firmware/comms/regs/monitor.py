@@ -50,8 +50,8 @@ MONITOR = (
     ("pack_voltage", "u32", "mV", "Pack voltage (measured stack, else sum of cells)", _S_PACK_MV),
     ("current", "s32", "mA", "Pack current, positive = charging", _S_CURRENT),
     ("soc", "u16", "0.1%", "State of charge", _S_SOC),
-    ("soh", "u16", "0.1%", "State of health: learned capacity / rated capacity (100.0 % until a capacity was learned)",
-     _S_SOH),
+    ("soh", "u16", "0.1%", "State of health: learned capacity / rated capacity "
+     "(100.0 % until a capacity was learned)", _S_SOH),
     ("remaining_capacity", "u32", "mAh", "Remaining charge", _S_REMAINING),
     ("full_capacity", "u32", "mAh", "Full charge capacity", _S_FULL),
     ("cycles", "u16", "cycles", "Full discharge cycles counted", _S_CYCLES),
