@@ -159,7 +159,29 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
           "led": led, "i2c": i2c, "wdt": lambda ms: machine.WDT(timeout=ms)}
     if top_i2c is not None:
         hw["i2c_top"] = top_i2c
+    if pins.get("charger_rs485"):
+        # A second RS485 (RS485-1) for the special charger: the display keeps
+        # the TTL port.
+        uid, tx, rx, de = pins["charger_rs485"]
+        u = machine.UART(uid, baudrate=9600, bits=8, parity=None, stop=1,
+                         tx=machine.Pin(tx), rx=machine.Pin(rx))
+        hw["charger_port"] = Rs485(u, _out(machine, de, 0), 9600)
+    hw["wake_pins"] = wake_pins(pins)
+    if hasattr(machine, "RTC"):
+        board.rtc_of = machine.RTC   # built when the clock is first set (drivers.rtc)
     return hw
+
+
+def wake_pins(pins):
+    """Pin numbers whose edges end a lightsleep (drivers.lowpower): key, AFE
+    alert, charger sense, and the RX pins of the UARTs (RS485, display,
+    charger).  Numbers only: the app builds the Pin objects when sleep is
+    configured, so a board without it spends no heap on them."""
+    nums = [pins.get("key"), pins.get("afe_alert"), pins.get("charger_sense")]
+    for port in ("rs485", "ttl", "charger_rs485"):
+        if pins.get(port) is not None:
+            nums.append(pins[port][2])
+    return tuple(n for n in nums if n is not None)
 
 
 def build_slave(machine, pins, opts=None):

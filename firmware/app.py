@@ -7,7 +7,10 @@ Board selection, first match wins:
      boards/common.py DEFAULTS: shunt_uohm, can_bitrate, can_xtal, ...),
      CHEMISTRY = 0..3 (NMC, LFP, LTO, NA) for first-boot defaults,
      MODULES = True for a master with CAN slave modules, SERIAL = "...",
-     SLEEP = True to enable the idle sleep, LEASE_SECRET = b"..." for a lease
+     SLEEP = True to enable the idle sleep (LIGHTSLEEP = False: no
+     machine.lightsleep while asleep, see drivers/lowpower.py),
+     LEASE_SECRET = b"..." for a lease, CHARGER_CAN = True for the special
+     charger on the CAN bus instead of the inverter protocol
   2. the platform: rp2 -> pico (pico_w if the firmware names a Pico W),
      esp32 -> esp32_devkit
 A slave module board runs ``slave_main.run`` instead.
@@ -21,7 +24,9 @@ What a master is built from (each part by one small function below):
             on ``hw["rs485"]``, address and baud from the parameters
   ttl       the display protocol (comms.display, also answering JBD ``DD``
             requests) on ``hw["ttl"]``, or the special-charger protocol
-            (comms.charger) while parameter ``special_charger`` is 1
+            (comms.charger) while parameter ``special_charger`` is 1; a
+            board with its own charger RS485 (``hw["charger_port"]``) runs
+            both at once
   slaves    with modules and flash: slave firmware packages uploaded over
             Modbus are forwarded over CAN (comms.slave_update), polled by
             MasterBoard.poll with bounded work per call
@@ -106,7 +111,8 @@ APP = None
 # cannot be logged under a name the log does not know.  Append only.
 PART_NAMES = ("settings", "state", "services", "persistlog", "updater", "lease", "sleep",
               "can_modules", "can_master", "slave_update", "inverter", "update_steps", "modbus",
-              "ble", "ble_radio", "ttl", "soc_restore", "slots", "latches")
+              "ble", "ble_radio", "ttl", "soc_restore", "slots", "latches", "lowpower",
+              "charger_can")
 _PT_SETTINGS = const(0)
 _PT_STATE = const(1)
 _PT_SERVICES = const(2)
@@ -126,6 +132,8 @@ _PT_TTL = const(15)
 _PT_SOC_RESTORE = const(16)
 _PT_SLOTS = const(17)
 _PT_LATCHES = const(18)
+_PT_LOWPOWER = const(19)
+_PT_CHARGER_CAN = const(20)
 
 
 def report(what, e):
@@ -202,6 +210,7 @@ class App:
         self._poller = None
         self._hurry = False
         self._busy_until = 0
+        self.lowpower = None    # drivers.lowpower.LowPower (config SLEEP)
 
     def part(self, pt, fn, *args):
         """Build optional part ``pt`` (a _PT_* index of PART_NAMES); on any
@@ -279,12 +288,53 @@ class App:
         """A poller with work left asks for the next pass soon."""
         self._hurry = True
 
+    def asleep(self):
+        """The sleep state machine opened the relays for sleep."""
+        svc = self.services
+        return svc is not None and svc.sleep is not None and svc.sleep.state == 1 \
+            and svc._slept
+
+    def _input_pending(self):
+        """A watched UART has bytes, or had some within HOLD_MS: serve at full rate."""
+        now = self.clock.ticks_ms()
+        for u in self.streams:
+            if u.any():
+                self._busy_until = ticks_add(now, self.lowpower.HOLD_MS)
+                return True
+        return ticks_diff(self._busy_until, now) > 0
+
+    def _sleep_idle(self, now):
+        """One low-power wait while asleep; False: the normal idle applies
+        (leaving sleep, or held awake after a wake-pin edge)."""
+        lp = self.lowpower
+        if not self.asleep():
+            if lp.on:
+                lp.leave()
+            return False
+        if not lp.on:
+            lp.enter()
+        if lp.woken():
+            self._busy_until = ticks_add(now, lp.HOLD_MS)
+        if ticks_diff(self._busy_until, now) > 0:
+            return False
+        if lp.lightsleep is not None:
+            lp.lightsleep(lp.PASS_MS)
+        elif self._poller is not None:
+            if self._poller.poll(lp.PASS_MS):
+                self._busy_until = ticks_add(self.clock.ticks_ms(), lp.HOLD_MS)
+        else:
+            time.sleep_ms(lp.PASS_MS)
+        return True
+
     def idle(self, wait):
         """Sleep up to ``wait`` ms (the core's next deadline), at most the idle
         cap; a byte on a watched port ends the sleep and keeps the loop quick
-        for the rest of the exchange."""
+        for the rest of the exchange.  While the BMS sleeps: one pass a second
+        in lightsleep (``drivers.lowpower``)."""
         cap = self.idle_max
         now = self.clock.ticks_ms()
+        if self.lowpower is not None and self._sleep_idle(now):
+            return
         if self._hurry or ticks_diff(self._busy_until, now) > 0:
             cap = IDLE_BUSY_MS
         self._hurry = False
@@ -352,8 +402,22 @@ class App:
         n = 0
         while loops is None or n < loops:
             n += 1
+            lp = self.lowpower
+            # Input is checked before the step's pollers consume it.
+            busy = lp is not None and lp.on and self._input_pending()
             wait = self.step()
             self.collect_if_idle(wait)
+            if lp is not None:
+                # The radio stack needs the CPU: no lightsleep here, only the
+                # AFE's low-power mode and one control pass a second.
+                if self.asleep():
+                    if not lp.on:
+                        lp.enter()
+                    if not busy:
+                        await sleep_ms(lp.PASS_MS)
+                        continue
+                elif lp.on:
+                    lp.leave()
             await sleep_ms(0 if wait <= 0 else wait if wait < IDLE_ASYNC_MS else IDLE_ASYNC_MS)
 
     async def _guarded(self, name, fn):
@@ -521,7 +585,9 @@ def device_info(app, machine):
     info = app.parts.get("info")
     if info is None:
         from comms.regs.identity import DeviceInfo
-        info = DeviceInfo(serial=serial_number(app.cfg, machine))
+        # Persisted in the board's key/value store: identity, Bluetooth and
+        # device names, battery code fields survive a restart.
+        info = DeviceInfo(serial=serial_number(app.cfg, machine), store=shared_kv(app))
         app.parts["info"] = info
     return info
 
@@ -530,6 +596,7 @@ def register_map(app, machine, channel):
     """One port's view of the register map, update and log windows attached."""
     from comms.registers import RegisterMap
     regs = RegisterMap(app.bms, shared_auth(app), device_info(app, machine), channel=channel)
+    regs.services = app.services   # lease and flash log (None without flash)
     regs.attach_update(plog=app.parts.get("persistlog"),
                        updater_of=app.updater if "slots" in app.parts else None)
     fwd_of = app.parts.get("slave_update")
@@ -558,6 +625,8 @@ def start_ble(app, machine):
     from comms import ble_link as BL
     from comms.modbus_pdu import ModbusPdu
     regs = register_map(app, machine, CH_BLE)
+    # A name set over Modbus (names block) or BLE is stored under the link's
+    # key and wins over this one (BleLink reads it).
     name = getattr(app.cfg, "BLE_NAME", None) or "MPY-BMS"
     link = BL.BleLink(ModbusPdu(regs, app.clock), app.clock, live=BL.monitor_live(regs),
                       auth=shared_auth(app), store=shared_kv(app),
@@ -596,18 +665,29 @@ def start_ttl(app):
         return None
     from comms.display import DisplayPort
     bms = app.bms
-    disp = DisplayPort(port, bms, app.clock, jbd=True)
+    svc = app.services
+    disp = DisplayPort(port, bms, app.clock, jbd=True,
+                       lease=svc.lease if svc is not None else None)
     params = bms.params
     parts = app.parts
+    cport = app.hw.get("charger_port")
+    if cport is not None:
+        # A board with its own RS485 for the charger: display and special
+        # charger at the same time, each on its port.
+        def poll_both():
+            disp.poll()
+            if params[P_SPECIAL_CHARGER]:
+                _charger(app, port=cport).poll()
+
+        parts["display"] = disp
+        app.pollers.append(poll_both)
+        watch(app, port)
+        watch(app, getattr(cport, "uart", None))
+        return poll_both
 
     def poll_ttl():
         if params[P_SPECIAL_CHARGER]:
-            chg = parts.get("charger")
-            if chg is None:   # built the first time the parameter asks for it
-                from comms.charger import Charger
-                chg = Charger(bms, app.clock, port=port)
-                parts["charger"] = chg
-            chg.poll()
+            _charger(app, port=port).poll()
         else:
             disp.poll()
 
@@ -615,6 +695,26 @@ def start_ttl(app):
     app.pollers.append(poll_ttl)
     watch(app, port)
     return poll_ttl
+
+
+def _charger(app, port=None, can=None):
+    """The special charger, built the first time it is needed."""
+    chg = app.parts.get("charger")
+    if chg is None:
+        from comms.charger import Charger
+        chg = Charger(app.bms, app.clock, port=port, can=can)
+        app.parts["charger"] = chg
+    return chg
+
+
+def start_charger_can(app):
+    """The special charger on the CAN bus (config CHARGER_CAN): 29-bit Elcon
+    frames; it commands "stop" while parameter special_charger is 0."""
+    can = app.hw["can"]
+    can.init()
+    chg = _charger(app, can=can)
+    app.pollers.append(chg.poll)
+    return chg
 
 
 def start_inverter(app):
@@ -736,17 +836,38 @@ def build(name=None, machine=None, cfg=None, clock=None, params=None, fs=None):
         if app.fs is not None:
             app.part(_PT_SLAVE_UPDATE, start_slave_update, app, core_board)
     elif not modular:
-        app.part(_PT_INVERTER, start_inverter, app)
+        if getattr(cfg, "CHARGER_CAN", False):
+            # One controller, one bit rate: the Elcon charger's 250 kbit/s
+            # bus instead of the inverter's.
+            app.part(_PT_CHARGER_CAN, start_charger_can, app)
+        else:
+            app.part(_PT_INVERTER, start_inverter, app)
     app.part(_PT_UPDATE_STEPS, start_update_steps, app)
     app.part(_PT_MODBUS, start_modbus, app, machine)
     link = app.part(_PT_BLE, start_ble, app, machine)
     if link is not None:
         app.part(_PT_BLE_RADIO, start_ble_radio, app, link)
     app.part(_PT_TTL, start_ttl, app)
+    if app.services is not None and app.services.sleep is not None:
+        app.lowpower = app.part(_PT_LOWPOWER, start_lowpower, app, machine)
     start_restart_fallback(app)
     if app.services is not None and app.failed:
         log_failed_parts(app)
     return app
+
+
+def start_lowpower(app, machine):
+    """AFE low-power mode and lightsleep while the BMS sleeps; wake-pin edges
+    end a lightsleep (config LIGHTSLEEP = False keeps plain idle waits)."""
+    from drivers.lowpower import LowPower
+    ls = getattr(machine, "lightsleep", None) if getattr(app.cfg, "LIGHTSLEEP", True) else None
+    pins = []
+    for n in app.hw.get("wake_pins", ()):
+        try:
+            pins.append(machine.Pin(n))   # no mode: a UART's RX pin keeps its function
+        except (AttributeError, TypeError, ValueError):
+            pass
+    return LowPower(app.hw["board"], ls, pins)
 
 
 def log_failed_parts(app):

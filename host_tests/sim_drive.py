@@ -36,6 +36,20 @@ def drive(sim, fn, limit_s=30, rate=50000):
     return res["v"]
 
 
+def with_client(sim, link, fn, rate=50000):
+    """``fn(client)`` with bmsctl's BmsClient (pymodbus) on the link's pty,
+    closed afterwards (the port is locked exclusively while open)."""
+    from tools.bmsctl.client import BmsClient
+
+    def run():
+        c = BmsClient(link.path, timeout=2).connect()
+        try:
+            return fn(c)
+        finally:
+            c.close()
+    return drive(sim, run, rate=rate)
+
+
 def run_cli(sim, link, *argv, rate=50000):
     """``bmsctl --port <link> argv...`` against the running simulation; its exit code."""
     return drive(sim, lambda: main(["--port", link.path, "--timeout", "2"] + list(argv)),

@@ -56,11 +56,46 @@ def subject(kind, a):
     return ""
 
 
+_PERIOD = 1 << 30          # ticks_ms wrap
+_HALF = 1 << 29
+_EV_CLOCK = 12             # bms.eventlog.EV_CLOCK
+
+
+def wall_times(records):
+    """Unix seconds of each record (None where unknown), from the clock marks
+    (kind ``clock``: a = seconds since 2020 at that record's ticks) of the same
+    boot: the nearest mark before a record, if it is less than half a ticks
+    period (6.2 days) before it.  The core writes a mark when the clock is set
+    and once a day, so every record after the first set gets its time."""
+    from bms.wallclock import EPOCH_2020
+    out = []
+    mark = {}   # boot -> (t_ms, s2020)
+    for r in records:
+        d = dict(zip(PL.FIELDS, r))
+        if d["kind"] == _EV_CLOCK and d["a"] > 0:
+            mark[d["boot"]] = (d["t_ms"], d["a"])
+        m = mark.get(d["boot"])
+        if m is None:
+            out.append(None)
+            continue
+        dt = (d["t_ms"] - m[0]) % _PERIOD
+        out.append(EPOCH_2020 + m[1] + dt // 1000 if dt < _HALF else None)
+    return out
+
+
+def iso(unix):
+    import datetime
+    return datetime.datetime.fromtimestamp(unix, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+
+
 def write_csv(records, out):
     w = csv.writer(out)
-    w.writerow(list(PL.FIELDS[:3]) + ["kind_name", "subject"] + list(PL.FIELDS[3:]))
-    for r in records:
-        w.writerow(list(r[:3]) + [kind_name(r[2]), subject(r[2], r[4])] + list(r[3:]))
+    w.writerow(["time_utc"] + list(PL.FIELDS[:3]) + ["kind_name", "subject"]
+               + list(PL.FIELDS[3:]))
+    for r, t in zip(records, wall_times(records)):
+        w.writerow([iso(t) if t else ""] + list(r[:3]) + [kind_name(r[2]), subject(r[2], r[4])]
+                   + list(r[3:]))
 
 
 def read_dir(path):

@@ -64,8 +64,8 @@ from bms.balancing import Balancer
 from bms.buzzer import Buzzer
 from bms.contactors import RELAY_CHG, RELAY_DSG, RELAY_PRE, Contactors
 from bms.derating import Derating
-from bms.eventlog import (EV_BOOT, EV_CAL, EV_COMMAND, EV_EXCEPTION, EV_PARAM, EV_SOC_CAL,
-                          EventLog)
+from bms.eventlog import (EV_BOOT, EV_CAL, EV_CLOCK, EV_COMMAND, EV_EXCEPTION, EV_PARAM,
+                          EV_SOC_CAL, EventLog)
 from bms.heater import Heater
 from bms.measurements import (CURRENT_MA_MAX, ROLE_BALANCE, ROLE_CELL, ROLE_POWER,
                               Measurements)
@@ -78,6 +78,7 @@ from bms.protection import CELL_STALE_MS, CURRENT_STALE_MS, TEMP_STALE_MS, Prote
 from bms.scheduler import Scheduler
 from bms.soc import Soc
 from bms.ticks import ticks_diff
+from bms.wallclock import WallClock
 
 FAST_MS = const(50)
 CELL_MS = const(250)
@@ -108,6 +109,24 @@ ACCEPTED = const(0)
 PENDING = const(1)
 ILLEGAL = const(2)
 
+# What became of the last command (``cmd_status``): a client that queued one
+# reads this back, so a command the core refused is never reported as done.
+_CS_NONE = const(0)
+_CS_PENDING = const(1)
+_CS_DONE = const(2)
+_CS_REFUSED = const(3)
+CMD_STATUS_NAMES = ("none", "pending", "done", "refused")
+# Refusal reasons (``cmd_reason``); 0 = none.
+_CR_ZERO_LOAD = const(1)
+_CR_CAL_SMALL = const(2)
+_CR_CAL_RANGE = const(3)
+_CR_NO_DATA = const(4)
+CMD_REASONS = ("", "current flowing: a zero calibration needs no current (|I| < 5 A raw "
+               "and within the offset range)",
+               "current too small to calibrate (at least 0.5 A away from zero)",
+               "calibration result outside the parameter range",
+               "no current reading yet")
+
 # Operating modes shown on the monitor page.
 _MODE_STANDBY = const(0)
 MODE_CHARGING = const(1)
@@ -128,6 +147,9 @@ class Bms:
         self.params = params
         self.clock = clock
         self.log = log if log is not None else EventLog()
+        self.wall = WallClock()
+        self.log.wall = self.wall
+        self._clock_day = -1    # day of the last EV_CLOCK mark
         self.meas = Measurements(board.max_cells, board.temp_roles)
         self.meas.set_cell_count(params[P_CELL_COUNT])
         self.prot = Protection(params, self.log)
@@ -172,6 +194,12 @@ class Bms:
         self.running = False  # False until the first complete measurement
         self._cmd = 0
         self._cmd_arg = 0
+        self.cmd_seq = 0        # commands finished (done or refused), wraps at 16 bits
+        self.cmd_last = 0       # id of the last command queued
+        self.cmd_status = _CS_NONE
+        self.cmd_reason = 0
+        self.cmd_value = 0      # its result: new gain, offset, SOC ...
+        self.clear_plog_requested = False
         self._key_prev = True
         self._last_fast = 0
         self._fast_seen = False
@@ -207,6 +235,10 @@ class Bms:
             return PENDING
         self._cmd = cmd
         self._cmd_arg = arg
+        self.cmd_last = cmd
+        self.cmd_status = _CS_PENDING
+        self.cmd_reason = 0
+        self.cmd_value = 0
         return ACCEPTED
 
     @property
@@ -385,6 +417,26 @@ class Bms:
         if self.running:
             self.soc.estimate(m, now)
         self.derating.update(now)
+        w = self.wall
+        w.tick(now)
+        if w.base_s > 0:
+            s = w.at(now)
+            if s // 86400 != self._clock_day:
+                self._clock_day = s // 86400
+                self.log.append(now, EV_CLOCK, s, 1)
+
+    def set_time(self, s2020):
+        """Set the wall clock (seconds since 2020-01-01 UTC) and the board's RTC if it has one."""
+        now = self.clock.ticks_ms()
+        self.wall.set(s2020, now)
+        self._clock_day = s2020 // 86400
+        self.log.append(now, EV_CLOCK, s2020, 0)
+        rtc = getattr(self.board, "set_rtc", None)
+        if rtc is not None:
+            try:
+                rtc(s2020)
+            except OSError:
+                self.bus_errors += 1
 
     # ---- helpers ------------------------------------------------------
     def _read(self, fn, now):
@@ -458,53 +510,43 @@ class Bms:
         arg = self._cmd_arg
         self._cmd = 0
         self.log.append(now, EV_COMMAND, cmd, arg)
+        reason = self._exec(cmd, arg, now)
+        self.cmd_reason = reason
+        self.cmd_status = _CS_REFUSED if reason else _CS_DONE
+        self.cmd_seq = (self.cmd_seq + 1) & 0xFFFF
+
+    def _exec(self, cmd, arg, now):
+        """Run one command; 0 when done, else the refusal reason (CR_*)."""
         p = self.params
         if cmd == CMD_RESET_FAULTS:
             self._reset_faults(now)
         elif cmd == CMD_SOC_SET:
             self.soc.set_pm(arg)
+            self.cmd_value = self.soc.soc_pm
         elif cmd == CMD_CAL_CURRENT:
-            raw = self.current_avg_raw
-            target = arg if arg >= 0 else -arg
-            if raw < 0:
-                target = -target
-            # I = raw * gain + offset is a line through the zero point raw0
-            # (found by CMD_CAL_ZERO); keep raw0 and rescale both so that a
-            # large gain correction does not shift the zero reading.
-            raw0 = -(p[P_CUR_OFFSET] * 10000 // p[P_CUR_GAIN])
-            d = raw - raw0
-            if (raw <= -_CAL_MIN_MA or raw >= _CAL_MIN_MA) and (d <= -_CAL_MIN_MA or d >= _CAL_MIN_MA):
-                gain = target * 10000 // d if -100000 < target < 100000 \
-                    else target * 100 // (d // 100)
-                # One calibration moves the gain by at most CUR_GAIN_STEP (5 %):
-                # a larger error takes several, each logged; the range is the
-                # parameter's (+-10 %).
-                g0 = p[P_CUR_GAIN]
-                if gain > g0 + CUR_GAIN_STEP:
-                    gain = g0 + CUR_GAIN_STEP
-                elif gain < g0 - CUR_GAIN_STEP:
-                    gain = g0 - CUR_GAIN_STEP
-                try:
-                    p.set_many(((P_CUR_GAIN, gain), (P_CUR_OFFSET, -(raw0 * gain // 10000))))
-                    self.log.append(now, EV_CAL, cmd, gain)
-                except ParamError:
-                    self.log.append(now, EV_CAL, cmd, -1)
-            else:
-                self.log.append(now, EV_CAL, cmd, -1)
+            return self._cal_current(arg, now)
         elif cmd == CMD_CAL_ZERO:
+            if not self._avg_seen():
+                return _CR_NO_DATA
             raw = self.current_avg_raw
             off = -(raw * p[P_CUR_GAIN] // 10000)
             try:
                 if not -_ZERO_MAX_MA < raw < _ZERO_MAX_MA:
                     raise ParamError(P_CUR_OFFSET, "zero reading too large")
                 p.set(P_CUR_OFFSET, off)
-                self.log.append(now, EV_CAL, cmd, off)
             except ParamError:
-                self.log.append(now, EV_CAL, cmd, -1)
+                self.log.append(now, EV_CAL, CMD_CAL_ZERO, -1)
+                return _CR_ZERO_LOAD
+            self.log.append(now, EV_CAL, CMD_CAL_ZERO, off)
+            self.cmd_value = off
         elif cmd == _CMD_DEFAULTS:
             p.load_defaults(arg)
+            self.cmd_value = arg
         elif cmd == CMD_CLEAR_LOG:
             self.log.clear(now)
+            # arg 2: the flash log too (the services poller erases it; the
+            # register block asked for the factory role).
+            self.clear_plog_requested = arg == 2
         elif cmd == CMD_RESTART:
             self.contactors.open_all(now)
             self.restart_requested = True
@@ -512,6 +554,47 @@ class Bms:
             self.sleep_requested = True
         elif cmd == CMD_WAKE:
             self.sleep_requested = False
+        return 0
+
+    def _avg_seen(self):
+        return self.meas.current_seen
+
+    def _cal_current(self, arg, now):
+        p = self.params
+        if not self._avg_seen():
+            return _CR_NO_DATA
+        raw = self.current_avg_raw
+        target = arg if arg >= 0 else -arg
+        if raw < 0:
+            target = -target
+        # I = raw * gain + offset is a line through the zero point raw0
+        # (found by CMD_CAL_ZERO); keep raw0 and rescale both so that a
+        # large gain correction does not shift the zero reading.
+        raw0 = -(p[P_CUR_OFFSET] * 10000 // p[P_CUR_GAIN])
+        d = raw - raw0
+        big_raw = raw <= -_CAL_MIN_MA or raw >= _CAL_MIN_MA
+        big_d = d <= -_CAL_MIN_MA or d >= _CAL_MIN_MA
+        if not (big_raw and big_d):
+            self.log.append(now, EV_CAL, CMD_CAL_CURRENT, -1)
+            return _CR_CAL_SMALL
+        gain = target * 10000 // d if -100000 < target < 100000 \
+            else target * 100 // (d // 100)
+        # One calibration moves the gain by at most CUR_GAIN_STEP (5 %):
+        # a larger error takes several, each logged; the range is the
+        # parameter's (+-10 %).
+        g0 = p[P_CUR_GAIN]
+        if gain > g0 + CUR_GAIN_STEP:
+            gain = g0 + CUR_GAIN_STEP
+        elif gain < g0 - CUR_GAIN_STEP:
+            gain = g0 - CUR_GAIN_STEP
+        try:
+            p.set_many(((P_CUR_GAIN, gain), (P_CUR_OFFSET, -(raw0 * gain // 10000))))
+        except ParamError:
+            self.log.append(now, EV_CAL, CMD_CAL_CURRENT, -1)
+            return _CR_CAL_RANGE
+        self.log.append(now, EV_CAL, CMD_CAL_CURRENT, gain)
+        self.cmd_value = gain
+        return 0
 
     def _param_changed(self, i, old, new):
         self.log.append(self.clock.ticks_ms(), EV_PARAM, i, new)

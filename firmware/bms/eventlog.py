@@ -3,6 +3,11 @@
 Storage-agnostic: an optional ``sink`` (the persistent log) receives every
 record as it is appended; this RAM ring is what comms read.  ``append``
 allocates nothing.
+
+Each record also keeps its wall-clock time (seconds since 2020, see
+``bms.wallclock``) when a ``wall`` clock is attached and has been set; 0
+otherwise.  The tick stamp stays the primary one: it orders events within
+a boot whatever the clock did.
 """
 from array import array
 
@@ -20,8 +25,13 @@ EV_SOC_CAL = const(8)
 _EV_CLEARED = const(9)
 EV_FAULT_RECOVERY = const(10)  # a=fault id, b=signal value: latched fault in its recovery path
 EV_CAL = const(11)             # a=command (3 gain, 4 zero), b=new value, or -1 refused
+# a=wall-clock seconds since 2020 at this record's ticks, b=0 set by a client,
+# 1 the daily mark: a reader of the flash log (ticks only) converts every
+# record of the same boot from the nearest mark before it.
+EV_CLOCK = const(12)
 KIND_NAMES = ("boot", "fault_set", "fault_clear", "relay", "dsg_state", "param",
-              "command", "exception", "soc_cal", "log_cleared", "fault_recovery", "calibration")
+              "command", "exception", "soc_cal", "log_cleared", "fault_recovery", "calibration",
+              "clock")
 
 
 class EventLog:
@@ -31,6 +41,8 @@ class EventLog:
         self.kind = bytearray(capacity)
         self.a = array("i", [0] * capacity)
         self.b = array("i", [0] * capacity)
+        self.wall_s = array("i", [0] * capacity)
+        self.wall = None   # bms.wallclock.WallClock, attached by the Bms
         self.next_seq = 1
         self.count = 0
         self._head = 0
@@ -42,6 +54,8 @@ class EventLog:
         self.kind[h] = kind
         self.a[h] = a
         self.b[h] = b
+        w = self.wall
+        self.wall_s[h] = w.at(now) if w is not None else 0
         self._head = h + 1 if h + 1 < self.capacity else 0
         if self.count < self.capacity:
             self.count += 1
@@ -59,6 +73,12 @@ class EventLog:
         j = (self._head - self.count + i) % self.capacity
         # Kept records are consecutive: no per-record sequence array needed.
         return (self.next_seq - self.count + i, self.ts[j], self.kind[j], self.a[j], self.b[j])
+
+    def wall_at(self, i):
+        """Wall-clock seconds since 2020 of record ``i``; 0 if the clock was not set."""
+        if i < 0 or i >= self.count:
+            raise IndexError("event")
+        return self.wall_s[(self._head - self.count + i) % self.capacity]
 
     def find(self, kind, a=None):
         """Records of ``kind`` (and ``a``), oldest first: a test/diagnostic helper."""

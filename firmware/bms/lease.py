@@ -128,6 +128,7 @@ class Lease:
         self._locked = False
         self.changed = False  # state changed: save now
         self.last_event = 0
+        self.last_days = 0    # days of the last accepted code (the lease block shows it)
 
     @property
     def active(self):
@@ -176,6 +177,7 @@ class Lease:
         self._locked = False
         st = self.state
         st.lease_counter = counter
+        self.last_days = days
         if days == 0:
             st.lease_flags &= ~F_LEASE
             st.lease_end_s = 0

@@ -102,7 +102,10 @@ P_MODULE_TIMEOUT = const(56)
 P_OC_RETRIES = const(57)
 P_OC_WINDOW = const(58)
 P_CUSTOM_CHEM = const(59)
-N_PARAMS = const(60)
+P_BAL_CURRENT = const(60)
+P_SLEEP_IDLE = const(61)
+P_SLEEP_CURRENT = const(62)
+N_PARAMS = const(63)
 
 HEATER_OFF = const(0)
 HEATER_CHARGE = const(1)
@@ -211,6 +214,13 @@ TABLE = (
     ("custom_chem", "bool", 0, 1, (0, 0, 0, 0), _D1,
      "Custom chemistry: 1 lifts the chemistry ceilings on voltage, charge temperature "
      "and cell difference (factory role only; logged)"),
+    ("bal_current", "mA", 2, 2000, (100, 100, 100, 100), _D1,
+     "Balancing current of the board's bleed resistors (cell voltage / resistor); the "
+     "per-cell balanced charge readout uses it"),
+    ("sleep_idle", "min", 0, 1440, (30, 30, 30, 30), _D1,
+     "SmartSleep: sleep after this long below sleep_current (0 = SmartSleep off)"),
+    ("sleep_current", "mA", 10, 5000, (200, 200, 200, 200), _D1,
+     "SmartSleep: the pack counts as idle below this current"),
 )
 
 # Chemistry ceilings: (parameter, LIM_MAX or LIM_MIN, (NMC, LFP, LTO, NA), source).

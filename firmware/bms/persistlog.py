@@ -48,7 +48,9 @@ PK_LEASE = const(19)      # a: lease event (bms.lease LE_*), b: detail
 PK_SLEEP = const(20)      # a: 1 sleep, 0 wake, b: cause
 _PK_DROPPED = const(21)    # a: records lost to a full queue
 PK_PART = const(22)       # a: app part (app.PART_NAMES, -1 other), b: PART_OOM / PART_ERROR
-PK_NAMES = ("reset", "settings_migrated", "update", "lease", "sleep", "dropped", "part_failed")
+PK_CLEARED = const(23)    # the log was erased on request (first record after the erase)
+PK_NAMES = ("reset", "settings_migrated", "update", "lease", "sleep", "dropped", "part_failed",
+            "log_cleared")
 PART_OOM = const(1)       # the part did not build for lack of memory
 PART_ERROR = const(2)     # any other error (hardware absent, bad configuration)
 

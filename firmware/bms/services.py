@@ -32,7 +32,7 @@ from bms import lease as LS
 from bms import persistlog as PL
 from bms import sleep as SL
 from bms import watchdog as W
-from bms.params import P_BUZZER
+from bms.params import P_BUZZER, P_SLEEP_CURRENT, P_SLEEP_IDLE
 from bms.store import F_CLEAN, State
 from bms.ticks import ticks_add, ticks_diff
 
@@ -120,6 +120,9 @@ class Services:
         self._state_step(now)
         self._update_step(now)
         self._log_step(now)
+        if bms.clear_plog_requested:
+            bms.clear_plog_requested = False
+            self._clear_plog(now)
         if bms.restart_requested and not self.stopped:
             self.shutdown(W.R_COMMAND)
 
@@ -174,6 +177,12 @@ class Services:
         if sl is None:
             return
         bms = self.bms
+        p = bms.params
+        # SmartSleep follows its parameters (0 minutes: off).
+        idle = p[P_SLEEP_IDLE]
+        sl.smart = idle > 0
+        sl.idle_ms = idle * 60000
+        sl.idle_ma = p[P_SLEEP_CURRENT]
         key_fn = getattr(bms.board, "sleep_key", None)
         key = key_fn() if key_fn is not None else False
         if bms.sleep_requested and sl.state == SL.AWAKE:
@@ -278,6 +287,19 @@ class Services:
             return
         if pl.urgent or pl.pending * 2 >= pl._qcap or ticks_diff(now, self._log_at) >= _LOG_BATCH_MS:
             self.flush_log()
+
+    def _clear_plog(self, now):
+        """The flash log erased on request (factory role, checked by comms); the
+        erase itself is its first record, so the clearing is never silent."""
+        pl = self.plog
+        if pl is None:
+            return
+        try:
+            pl.clear()
+        except OSError:
+            self.errors += 1
+        pl.append(now, PL.PK_CLEARED, 0, 0)
+        self.flush_log()
 
     def _event(self, now, kind, a, b):
         if self.plog is not None:

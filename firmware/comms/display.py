@@ -31,6 +31,7 @@ H1 = const(0x5A)
 _CMD_SUMMARY = const(0x01)
 CMD_CELLS = const(0x02)
 _CMD_TEMPS = const(0x03)
+_CMD_LEASE = const(0x04)
 _CMD_ERROR = const(0xFF)
 _RESP = const(0x80)
 _ERR_COMMAND = const(1)
@@ -53,9 +54,10 @@ def put32(buf, pos, v):
 
 
 class DisplayPort:
-    def __init__(self, port, bms, clock, jbd=False, gap_ms=GAP_MS, name=b"MPY-BMS"):
+    def __init__(self, port, bms, clock, jbd=False, gap_ms=GAP_MS, name=b"MPY-BMS", lease=None):
         self.port = port
         self.bms = bms
+        self.lease = lease   # bms.lease.Lease (the services' one) or None
         self.clock = clock
         self.jbd = JbdResponder(bms, name) if jbd else None
         self.gap_ms = gap_ms
@@ -177,7 +179,17 @@ class DisplayPort:
                 tx[q + 1] = m.temp_status[i]
                 put16(tx, q + 2, m.temp_dc[i] & 0xFFFF)
             n = 1 + 4 * k
-        elif cmd in (_CMD_SUMMARY, CMD_CELLS, _CMD_TEMPS):
+        elif cmd == _CMD_LEASE and ln == 0:
+            ls = self.lease
+            st = 0
+            rem = -1
+            if ls is not None:
+                rem = ls.remaining_s()
+                st = (3 if ls.blocked else 2) if ls.active else 1
+            tx[p] = st
+            put32(tx, p + 1, rem)   # -1: 0xFFFFFFFF, no lease
+            n = 5
+        elif cmd in (_CMD_SUMMARY, CMD_CELLS, _CMD_TEMPS, _CMD_LEASE):
             return self._error(_ERR_ARGS)
         else:
             return self._error(_ERR_COMMAND)
@@ -211,7 +223,7 @@ class DisplayPort:
         put32(tx, p, m.pack_mv if m.pack_mv else m.sum_mv)
         put32(tx, p + 4, m.current_ma)  # put32 masks per byte: no big int
         put16(tx, p + 8, b.soc.soc_pm)
-        put16(tx, p + 10, getattr(b.soc, "soh_pm", 1000))
+        put16(tx, p + 10, b.soc.soh_pm)
         tx[p + 12] = m.n_cells & 0xFF
         put16(tx, p + 13, m.max_mv)
         tx[p + 15] = (m.max_idx + 1) & 0xFF

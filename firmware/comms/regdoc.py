@@ -97,6 +97,11 @@ _KEYS = {
     "fw_states": _fw_states,
     "fwd_phases": lambda: _names(_regs("slave_update").PHASE_NAMES),
     "fwd_results": lambda: _names(_regs("slave_update").RESULT_NAMES),
+    "cmd_status": lambda: _names(__import__("bms.core", None, None, ("x",)).CMD_STATUS_NAMES),
+    "cmd_reasons": lambda: "; ".join(
+        "%d %s" % (i, t) for i, t in
+        enumerate(__import__("bms.core", None, None, ("x",)).CMD_REASONS) if t),
+    "bal_states": lambda: _names(__import__("bms.balancing", None, None, ("x",)).STATE_NAMES),
 }
 
 

@@ -39,8 +39,15 @@ A_STATUS = const(0x0180)
 A_TEMPS = const(0x0200)
 A_CELLS = const(0x0400)
 A_MODS = const(0x0600)
+A_BATTERY = const(0x0800)
+A_BALANCE = const(0x0900)
+A_NAMES = const(0x1100)
 A_PARAMS = const(0x1000)
 A_CMD = const(0x2000)
+A_CMD_RESULT = const(0x2040)
+A_CLOCK = const(0x2200)
+A_LEASE = const(0x2210)
+A_LOG_WALL = const(0x8000)
 A_AUTH = const(0x2100)
 A_UPDATE = const(0x2800)
 A_PLOG = const(0x2A00)
@@ -62,8 +69,20 @@ BLOCKS = (
      "comms.regs.status"),
     ("temps", A_TEMPS, 49, "Every temperature sensor", "comms.regs.temps"),
     ("cells", A_CELLS, 256, "Cell voltages, mV (0xFFFF: reading invalid)", "comms.regs.cells"),
-    ("params", A_PARAMS, 60, "Parameters, read/write (user role)", "comms.regs.params"),
+    ("battery", A_BATTERY, 12, "Battery data: SOH, capacities, cycles",
+     "comms.regs.battery"),
+    ("balance", A_BALANCE, 258, "Per-cell balancing: state, current setting, charge bled "
+     "per cell", "comms.regs.balance"),
+    ("names", A_NAMES, 56, "Bluetooth and device names (user role), battery code (factory "
+     "role)", "comms.regs.names"),
+    ("params", A_PARAMS, 63, "Parameters, read/write (user role)", "comms.regs.params"),
     ("commands", A_CMD, 18, "Commands, write only (user role)", "comms.regs.commands"),
+    ("cmd_result", A_CMD_RESULT, 6, "Result of the last command (read it back after a "
+     "command write)", "comms.regs.cmd_result"),
+    ("clock", A_CLOCK, 4, "Wall-clock time (Unix seconds), set from the PC (user role)",
+     "comms.regs.clock"),
+    ("lease", A_LEASE, 16, "Lease lock: state, remaining time, renewal code entry",
+     "comms.regs.lease"),
     ("auth", A_AUTH, 0x95, "Password and last-error registers", "comms.regs.auth"),
     ("log_head", A_LOGHEAD, 4, "Event log state", "comms.regs.log_head"),
     ("log", A_LOG, None, "Event records, {log_rec_regs} registers each", "comms.regs.log"),
@@ -75,6 +94,8 @@ BLOCKS = (
     ("slave_update", A_SLAVE_UPDATE, 320,
      "Slave firmware update: upload to the master, forward over CAN (user role)",
      "comms.regs.slave_update"),
+    ("log_wall", A_LOG_WALL, 3200, "Wall-clock time of each event record (Unix seconds)",
+     "comms.regs.log_wall"),
 )
 
 # The block modules, imported on first use (shared by every port).
@@ -147,6 +168,8 @@ class RegisterMap:
         self.plog_source = None
         self.fwd_of = None
         self.windows = {}
+        # bms.services.Services (lease, flash log) when the board runs them.
+        self.services = None
 
     def attach_slave_update(self, fwd_of):
         """Serve the slave firmware update window (a master with CAN slave

@@ -95,6 +95,20 @@ class HwBoard:
         self.backstop = None
         self._pver = -1
         self.backstop_updates = 0
+        self.rtc = None      # drivers.rtc.Rtc, built on first use from rtc_of
+        self.rtc_of = None   # machine.RTC, set by the board build when it has one
+
+    # ---- clock ---------------------------------------------------------------------
+    def set_rtc(self, s2020):
+        """The core set its wall clock (seconds since 2020): the RTC follows.
+        The clock is not read back at boot: an RP2040 RTC has no backup
+        supply, and the driver's heap is spent only by a board whose clock
+        someone sets."""
+        if self.rtc is None and self.rtc_of is not None:
+            from drivers.rtc import Rtc
+            self.rtc = Rtc(self.rtc_of())
+        if self.rtc is not None:
+            self.rtc.set(s2020)
 
     # ---- start-up --------------------------------------------------------------
     def init(self, cells=None):

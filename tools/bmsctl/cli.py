@@ -119,14 +119,37 @@ def cmd_info(c, a):
     t.add_column("value")
     for k, v in info.items():
         t.add_row(k, str(v))
+    for k, v in c.names().items():
+        if k in ("ble_name", "device_name"):
+            t.add_row(k, v or "-")
     st = c.auth_state()
     t.add_row("unlocked role", st["role"])
     console.print(t)
 
 
+def limits_table(m, lim, bal, lease):
+    """Limits (CCL/DCL, status block), per-cell balancing and the lease."""
+    t = Table(title="Limits, balancing, lease", show_header=False)
+    t.add_column("k")
+    t.add_column("v")
+    t.add_row("CCL / DCL (current limits)",
+              "%.1f A / %.1f A" % (lim["charge_current_limit"] / 10.0,
+                                   lim["discharge_current_limit"] / 10.0))
+    t.add_row("CVL / DVL (voltage limits)",
+              "%.1f V / %.1f V" % (lim["charge_voltage_limit"] / 10.0,
+                                   lim["discharge_voltage_limit"] / 10.0))
+    bled = ["%d: %d mAh" % (i + 1, v) for i, v in enumerate(bal["cell_mah"]) if v]
+    t.add_row("Balancing", "%s, %d mA per cell" % (bal["state"], bal["current_ma"]))
+    t.add_row("Bled since boot", ", ".join(bled) if bled else "none")
+    if lease["state"] != "not configured":
+        t.add_row("Lease", lease_text(lease))
+    return t
+
+
 def _monitor_view(c, info, by_module=False):
     m = c.monitor()
     cells = c.cells(m["cell_count"])
+    extra = limits_table(m, c.limits(), c.balance(m["cell_count"]), c.lease())
     ct = cells_table(cells, m)
     if by_module:
         head, mods = c.modules()
@@ -134,7 +157,7 @@ def _monitor_view(c, info, by_module=False):
             ct = cells_by_module_table(cells, m, head, mods)
         else:
             ct = Group(ct, "(no CAN slave modules on this board: cells not grouped)")
-    return Group(summary_table(m, info), ct, temps_table(c.temps()))
+    return Group(summary_table(m, info), extra, ct, temps_table(c.temps()))
 
 
 def cmd_monitor(c, a):
@@ -168,6 +191,50 @@ def cmd_alarms(c, a):
     console.print(t if active else "[green]no active faults or alarms[/green]")
 
 
+def params_tables(rows, width=80):
+    """One narrow table per Param page; enum values by name, units shown once."""
+    from rich import box
+    from tools.bmsctl.paramview import enum_name, grouped
+    out = []
+    for page, sel in grouped(rows):
+        t = Table(title=page, box=box.SIMPLE_HEAD, title_justify="left", width=min(width, 80))
+        t.add_column("name", no_wrap=True)
+        t.add_column("value", no_wrap=True, justify="right")
+        t.add_column("range", no_wrap=True)
+        t.add_column("description", ratio=1, overflow="fold")
+        for r in sel:
+            e = enum_name(r["index"], r["raw"])
+            if e is not None:
+                val = e
+                names = "/".join(enum_name(r["index"], v)
+                                 for v in range(r["min"], r["max"] + 1))
+                rng = names if len(names) <= 14 else "%d..%d" % (r["min"], r["max"])
+            else:
+                val = ("%s %s" % (r["value"], r["unit"])).strip()
+                lo, _ = param_display(r["index"], r["min"])
+                hi, _ = param_display(r["index"], r["max"])
+                rng = "%s..%s" % (lo, hi)
+            t.add_row(r["name"], val, rng, r["text"])
+        out.append(t)
+    return Group(*out)
+
+
+def _parse_changes(items):
+    changes = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError("expected name=value, got %r" % item)
+        name, text = item.split("=", 1)
+        i = param_index(name.strip())
+        if i < 0:
+            raise UsageError("unknown parameter %r (see `bmsctl params get`)" % name)
+        try:
+            changes[i] = param_parse(i, text)
+        except ValueError as e:
+            raise UsageError(str(e))
+    return changes
+
+
 def cmd_params(c, a):
     if a.action == "get":
         rows = c.params()
@@ -180,31 +247,21 @@ def cmd_params(c, a):
         if a.json:
             print(json.dumps(rows, indent=1))
             return
-        t = Table(title="Parameters")
-        for col in ("#", "name", "value", "unit", "range", "description"):
-            t.add_column(col)
-        for r in rows:
-            if r["name"] == "chemistry" and 0 <= r["raw"] < len(CHEM_NAMES):
-                r["value"] = "%d (%s)" % (r["raw"], CHEM_NAMES[r["raw"]])
-            lo, _ = param_display(r["index"], r["min"])
-            hi, _ = param_display(r["index"], r["max"])
-            t.add_row(str(r["index"]), r["name"], str(r["value"]), r["unit"],
-                      "%s..%s" % (lo, hi), r["text"])
-        console.print(t)
+        console.print(params_tables(rows, console.width))
         return
-    # set
-    changes = {}
-    for item in a.names:
-        if "=" not in item:
-            raise UsageError("expected name=value, got %r" % item)
-        name, text = item.split("=", 1)
-        i = param_index(name.strip())
-        if i < 0:
-            raise UsageError("unknown parameter %r (see `bmsctl params get`)" % name)
-        try:
-            changes[i] = param_parse(i, text)
-        except ValueError as e:
-            raise UsageError(str(e))
+    if a.action in ("save", "load"):
+        from tools.bmsctl import paramfile
+        if len(a.names) != 1:
+            raise UsageError("params %s FILE" % a.action)
+        if a.action == "save":
+            n = paramfile.save(c, a.names[0])
+            console.print("%d parameters -> %s" % (n, a.names[0]))
+            return
+        paramfile.load(c, a.names[0], console, dry_run=a.dry_run)
+        return
+    changes = _parse_changes(a.names)
+    if not changes:
+        raise UsageError("params set name=value ...")
     from bms.params import P_CHEMISTRY, TABLE
     if P_CHEMISTRY in changes and len(changes) > 1:
         # A chemistry change is its own request (it loads that chemistry's
@@ -223,9 +280,17 @@ def cmd_params(c, a):
             raise BmsError("refused: %s" % bad[1], 3, bad[0])
     c.set_params(changes)
     after = {r["index"]: r for r in c.params()}
-    for i in changes:
+    from tools.bmsctl.client import param_value_text
+    for i, want in changes.items():
         r = after[i]
-        console.print("%s = %s %s" % (r["name"], r["value"], r["unit"]))
+        if r["raw"] != want:
+            raise BmsError("%s: the BMS kept %s" % (r["name"], param_value_text(i, r["raw"])), 3)
+        console.print("%s = %s" % (r["name"], param_value_text(i, r["raw"])))
+
+
+def _done(res, text):
+    console.print(text)
+    return res
 
 
 def cmd_normal(c, a):
@@ -234,13 +299,24 @@ def cmd_normal(c, a):
         name = a.chemistry.upper()
         if name not in CHEM_NAMES:
             raise UsageError("chemistry is one of %s" % ", ".join(CHEM_NAMES))
-        c.set_params({param_index("chemistry"): CHEM_NAMES.index(name)})
+        pi = param_index("chemistry")
+        cur = c.read(R.A_PARAMS + pi, 1)[0]
+        if cur == CHEM_NAMES.index(name):
+            # Writing the same value changes nothing (no defaults loaded):
+            # say so instead of claiming it.
+            raise BmsError("chemistry is already %s: nothing changed (`--defaults %s` reloads "
+                           "its defaults)" % (name, name), 3)
+        c.set_params({pi: CHEM_NAMES.index(name)})
+        if c.read(R.A_PARAMS + pi, 1)[0] != CHEM_NAMES.index(name):
+            raise BmsError("chemistry: the BMS kept %s" % CHEM_NAMES[cur], 3)
         console.print("chemistry %s (its protection defaults loaded)" % name)
         did = True
     for flag, pname in (("chg", "chg_switch"), ("dsg", "dsg_switch")):
         v = getattr(a, flag)
         if v is not None:
             c.set_params({param_index(pname): 1 if v == "on" else 0})
+            if c.read(R.A_PARAMS + param_index(pname), 1)[0] != (1 if v == "on" else 0):
+                raise BmsError("%s: the BMS did not take it" % pname, 3)
             console.print("%s %s" % (pname, v))
             did = True
     if a.defaults is not None:
@@ -248,35 +324,175 @@ def cmd_normal(c, a):
         if name not in CHEM_NAMES:
             raise UsageError("defaults for one of %s" % ", ".join(CHEM_NAMES))
         c.command("defaults", CHEM_NAMES.index(name))
-        console.print("defaults for %s requested" % name)
+        console.print("defaults for %s loaded" % name)
         did = True
-    for flag, cmd in (("reset_faults", "reset_faults"), ("clear_log", "clear_log"),
-                      ("sleep", "sleep"), ("restart", "restart")):
+    if a.reset_faults:
+        c.command("reset_faults", 1)
+        m = c.monitor()
+        left = fault_names([m["faults_0"], m["faults_1"]])
+        console.print("faults reset%s" % ("; still active: " + ", ".join(left) if left else ""))
+        did = True
+    if a.clear_log:
+        c.command("clear_log", 2 if a.flash else 1)
+        console.print("event log cleared%s" % (" (RAM and flash)" if a.flash else " (RAM)"))
+        did = True
+    if a.sleep and a.wake:
+        raise UsageError("--sleep or --wake, not both")
+    for flag, cmd, text in (("sleep", "sleep", "sleep: relays open until woken"),
+                            ("wake", "wake", "awake: relays may close again")):
         if getattr(a, flag):
             c.command(cmd, 1)
-            console.print("%s requested" % cmd)
+            console.print(text)
             did = True
+    if a.restart:
+        # The BMS restarts right after taking it: no result can be read back.
+        c.command("restart", 1, wait=False)
+        console.print("restart sent (the BMS restarts now; the link drops for a moment)")
+        did = True
     if not did:
         raise UsageError("nothing to do: see `bmsctl normal --help`")
 
 
 def cmd_calibrate(c, a):
     if a.what == "zero":
-        c.command("cal_zero", 1)
-        console.print("zero-current calibration requested (no current must flow)")
+        res = c.command("cal_zero", 1)
+        console.print("zero-current calibration done: offset now %d mA" % res["value"])
         return
     if a.amps is None:
         raise UsageError("calibrate current needs the measured current in A")
     ma = int(round(abs(a.amps) * 1000))
-    c.command("cal_current", ma)
-    console.print("current calibration to %.3f A requested" % (ma / 1000.0))
+    res = c.command("cal_current", ma)
+    console.print("current calibrated to %.3f A: gain now %.4f" % (ma / 1000.0,
+                                                                    res["value"] / 10000.0))
+
+
+def parse_percent(text):
+    t = text.strip().rstrip("%").strip()
+    try:
+        v = float(t)
+    except ValueError:
+        raise UsageError("SOC %r: give a percentage, e.g. 50 or 50%%" % text)
+    if not 0 <= v <= 100:
+        raise UsageError("SOC is 0..100 %")
+    return v
 
 
 def cmd_soc(c, a):
-    if not 0 <= a.percent <= 100:
-        raise UsageError("SOC is 0..100 %")
-    c.command("soc_set", int(round(a.percent * 10)))
-    console.print("SOC set to %.1f %% requested" % a.percent)
+    pct = parse_percent(a.percent)
+    res = c.command("soc_set", int(round(pct * 10)))
+    console.print("SOC set to %.1f %%" % (res["value"] / 10.0))
+
+
+_BAT_UNITS = {"bat_nominal": ("V", 100.0), "bat_capacity": ("Ah", 10.0)}
+
+
+def cmd_battery(c, a):
+    """Battery data (read) and, with ``set``, the battery code fields (factory role)."""
+    if a.action == "set":
+        if not a.fields:
+            raise UsageError("battery set type=... nominal=51.2V capacity=280Ah maker=... "
+                             "date=YYYY-MM-DD")
+        for item in a.fields:
+            if "=" not in item:
+                raise UsageError("expected field=value, got %r" % item)
+            k, v = item.split("=", 1)
+            name = "bat_" + k.strip()
+            if name in _BAT_UNITS:
+                unit, scale = _BAT_UNITS[name]
+                try:
+                    raw = int(round(float(v.strip().rstrip(unit).strip()) * scale))
+                except ValueError:
+                    raise UsageError("%s: a number in %s" % (k, unit))
+                if not 0 <= raw <= 65535:
+                    raise UsageError("%s out of range" % k)
+                c.set_name(name, raw)
+            elif name in ("bat_type", "bat_maker", "bat_date"):
+                c.set_name(name, v.strip())
+            else:
+                raise UsageError("battery fields: type, nominal, capacity, maker, date")
+    b = c.battery()
+    n = c.names()
+    t = Table(title="Battery", show_header=False)
+    t.add_column("k")
+    t.add_column("v")
+    t.add_row("SOH", "%.1f %%" % (b["soh"] / 10.0))
+    t.add_row("Learned / rated capacity", "%s / %.2f Ah" % (
+        "%.2f" % (b["learned_capacity"] / 1000.0) if b["learned_capacity"] else "not learned",
+        b["rated_capacity"] / 1000.0))
+    t.add_row("Capacity of the last calibration run",
+              "%.2f Ah" % (b["cal_capacity"] / 1000.0) if b["cal_capacity"] else "none yet")
+    t.add_row("Discharged over its life", "%.1f Ah" % (b["discharged_capacity"] / 1000.0))
+    t.add_row("Cycles", str(b["cycles"]))
+    t.add_row("Type / maker / date", "%s / %s / %s" % (n["bat_type"] or "-",
+                                                      n["bat_maker"] or "-",
+                                                      n["bat_date"] or "-"))
+    t.add_row("Nameplate", "%.2f V, %.1f Ah" % (n["bat_nominal"] / 100.0,
+                                               n["bat_capacity"] / 10.0))
+    console.print(t)
+
+
+def cmd_name(c, a):
+    field = {"ble": "ble_name", "device": "device_name"}[a.which]
+    if a.value is not None:
+        c.set_name(field, a.value)
+    v = c.names()[field]
+    if a.value is not None and v != a.value:
+        raise BmsError("%s: the BMS kept %r" % (field, v), 3)
+    console.print("%s: %s%s" % (field, v or "(not set)",
+                                " (advertised from the next restart)"
+                                if a.value is not None and a.which == "ble" else ""))
+
+
+def cmd_clock(c, a):
+    import datetime
+    if a.action == "set":
+        t = time.time() if a.unix is None else a.unix
+        c.set_clock(int(t))
+    now = c.clock()
+    if not now:
+        console.print("BMS clock not set since boot (`bmsctl clock set` sets it from this PC)")
+        if a.action == "set":
+            raise BmsError("the BMS did not take the time", 3)
+        return
+    iso = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    console.print("BMS clock %s (PC %+d s)" % (iso, now - int(time.time())))
+
+
+def _duration(s):
+    d, s = divmod(int(s), 86400)
+    h, s = divmod(s, 3600)
+    m, _ = divmod(s, 60)
+    return "%d d %02d h %02d min" % (d, h, m)
+
+
+def lease_text(ls):
+    if ls["state"] == "active":
+        return "active, %s of operating time left" % _duration(ls["remaining_s"])
+    if ls["state"] == "expired":
+        return "EXPIRED: discharge disabled (charging still allowed); enter a renewal code"
+    return ls["state"]
+
+
+def cmd_lease(c, a):
+    if a.action == "enter":
+        if not a.code:
+            raise UsageError("lease enter CODE")
+        c.enter_lease(a.code)
+        ls = c.lease()
+        if ls["days"]:
+            console.print("code accepted: %d days added" % ls["days"])
+        else:
+            console.print("code accepted: lease removed")
+    ls = c.lease()
+    t = Table(title="Lease", show_header=False)
+    t.add_column("k")
+    t.add_column("v")
+    t.add_row("state", lease_text(ls))
+    t.add_row("last code counter", str(ls["counter"]))
+    if ls["retry_s"]:
+        t.add_row("next code taken in", "%d s" % ls["retry_s"])
+    console.print(t)
 
 
 def cmd_graph(c, a):
@@ -286,7 +502,10 @@ def cmd_graph(c, a):
     import matplotlib.pyplot as plt
     ts, cells, cur = [], [], []
     t0 = time.monotonic()
+    bms0 = c.clock()   # the BMS's own time, if set; else time since the start
+    info = c.info()
     fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(10, 7))
+    fig.suptitle(_graph_title(info, bms0))
     if a.live:
         plt.ion()
         plt.show()
@@ -294,7 +513,7 @@ def cmd_graph(c, a):
     while True:
         m = c.monitor()
         cv = c.cells(m["cell_count"])
-        ts.append(time.monotonic() - t0)
+        ts.append(_graph_t(c, bms0, t0))
         cells.append(cv)
         cur.append(m["current"] / 1000.0)
         n += 1
@@ -315,16 +534,34 @@ def cmd_graph(c, a):
     console.print("%d samples -> %s" % (n, a.out))
 
 
+def _graph_title(info, bms0):
+    import datetime
+    start = (datetime.datetime.fromtimestamp(bms0, datetime.timezone.utc)
+             .strftime("%Y-%m-%d %H:%M:%SZ") if bms0 else "BMS clock not set")
+    return "%s %s: cells and current from %s" % (info.get("model", "BMS"),
+                                                 info.get("serial", ""), start)
+
+
+def _graph_t(c, bms0, t0):
+    """Seconds since the first sample on the BMS clock (whole seconds); the
+    PC's clock only when the BMS clock is not set."""
+    if not bms0:
+        return time.monotonic() - t0
+    return float(c.clock() - bms0)
+
+
 def _plot(ax1, ax2, ts, cells, cur):
     ax1.clear()
     ax2.clear()
     for k in range(len(cells[0])):
-        ax1.plot(ts, [s[k] / 1000.0 for s in cells], linewidth=0.8)
+        ax1.plot(ts, [s[k] / 1000.0 for s in cells], linewidth=0.8, label="cell %d" % (k + 1))
     ax1.set_ylabel("cell voltage (V)")
+    ax1.legend(loc="upper left", ncol=max(1, (len(cells[0]) + 7) // 8), fontsize="x-small")
     ax1.grid(True)
-    ax2.plot(ts, cur, color="k")
+    ax2.plot(ts, cur, color="k", label="pack current")
+    ax2.legend(loc="upper left", fontsize="x-small")
     ax2.set_ylabel("current (A, + charging)")
-    ax2.set_xlabel("time (s)")
+    ax2.set_xlabel("time (s, BMS clock)")
     ax2.grid(True)
 
 
@@ -336,16 +573,17 @@ def cmd_log(c, a):
     events = c.log()
     if a.csv:
         with open(a.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["seq", "time_ms", "kind", "a", "b", "text"])
+            w = csv.DictWriter(f, fieldnames=["seq", "time", "kind", "text"],
+                               extrasaction="ignore")
             w.writeheader()
             w.writerows(events)
         console.print("%d events -> %s" % (len(events), a.csv))
         return
     t = Table(title="Event log (%d events)" % len(events))
-    for col in ("seq", "time ms", "kind", "event"):
+    for col in ("seq", "time (UTC)", "kind", "event"):
         t.add_column(col)
     for e in events:
-        t.add_row(str(e["seq"]), str(e["time_ms"]), e["kind"], e["text"])
+        t.add_row(str(e["seq"]), e["time"], e["kind"], e["text"])
     console.print(t)
 
 
@@ -436,8 +674,21 @@ def cmd_dump(c, a):
         console.print("%d registers -> %s" % (len(rows), a.out))
 
 
+def _ask(prompt):
+    if not sys.stdin.isatty():
+        raise UsageError("no terminal to ask for the password: give it on the command line")
+    return getpass.getpass(prompt)
+
+
+def cmd_restore(c, a):
+    """The settings of a ``dump`` file (JSON or CSV) back into the BMS: the
+    parameter rows only, through the same all-or-nothing load as ``params load``."""
+    from tools.bmsctl import paramfile
+    paramfile.load(c, a.file, console, dry_run=a.dry_run)
+
+
 def cmd_unlock(c, a):
-    pw = a.pw or getpass.getpass("BMS password: ")
+    pw = a.pw or _ask("BMS password: ")
     c.unlock(pw)
     console.print("unlocked as %s" % c.auth_state()["role"])
 
@@ -448,8 +699,8 @@ def cmd_lock(c, a):
 
 
 def cmd_passwd(c, a):
-    new = a.new or getpass.getpass("new password: ")
-    if not a.new and getpass.getpass("again: ") != new:
+    new = a.new or _ask("new password: ")
+    if not a.new and _ask("again: ") != new:
         raise UsageError("passwords differ")
     c.passwd(new, factory=a.factory)
     console.print("%s password changed" % ("factory" if a.factory else "user"))
@@ -564,7 +815,10 @@ def build_parser():
     ap.add_argument("--baud", type=int, default=9600)
     ap.add_argument("--address", type=int, default=1, help="Modbus device address")
     ap.add_argument("--timeout", type=float, default=1.0)
-    ap.add_argument("--password", help="unlock with this password before the command")
+    ap.add_argument("--password", help="unlock with this password before the command; "
+                    "the port is locked again when the command ends")
+    ap.add_argument("--stay-unlocked", action="store_true",
+                    help="with --password: leave the port unlocked afterwards")
     ap.add_argument("--ble", metavar="ADDRESS",
                     help="talk over Bluetooth LE to this device (tools.bleclient scan lists them)")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -579,25 +833,30 @@ def build_parser():
     p = sub.add_parser("modules", help="CAN slave modules: state, age, cells, temperatures")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("params", help="read or write parameters")
-    p.add_argument("action", choices=("get", "set"))
+    p.add_argument("action", choices=("get", "set", "save", "load"))
     p.add_argument("names", nargs="*", help="get: names; set: name=value (units as in "
-                   "`params get`, or with a suffix: 3.65V, 100A)")
+                   "`params get`, or with a suffix: 3.65V, 100A); save/load: FILE (JSON)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--dry-run", action="store_true",
+                   help="load: show what would change, write nothing")
     p = sub.add_parser("normal", help="chemistry, switches, defaults, restart")
     p.add_argument("--chemistry", help="|".join(CHEM_NAMES))
     p.add_argument("--chg", choices=("on", "off"), help="charge MOS/relay switch")
     p.add_argument("--dsg", choices=("on", "off"), help="discharge MOS/relay switch")
     p.add_argument("--defaults", metavar="CHEM", help="reset parameters to CHEM's defaults")
     p.add_argument("--reset-faults", action="store_true")
-    p.add_argument("--clear-log", action="store_true")
-    p.add_argument("--sleep", action="store_true")
+    p.add_argument("--clear-log", action="store_true", help="clear the RAM event log")
+    p.add_argument("--flash", action="store_true",
+                   help="with --clear-log: the flash log too (factory role)")
+    p.add_argument("--sleep", action="store_true", help="sleep now (relays open)")
+    p.add_argument("--wake", action="store_true", help="wake from a commanded sleep")
     p.add_argument("--restart", action="store_true")
     p = sub.add_parser("calibrate", help="current calibration")
     p.add_argument("what", choices=("current", "zero"))
     p.add_argument("amps", nargs="?", type=float, help="current measured by your meter, A")
     p = sub.add_parser("soc", help="set the state of charge")
     p.add_argument("action", choices=("set",))
-    p.add_argument("percent", type=float)
+    p.add_argument("percent", help="0..100, with or without %%")
     p = sub.add_parser("graph", help="record cell voltages and current, plot to PNG")
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--samples", type=int, default=0, help="stop after N samples instead")
@@ -621,7 +880,25 @@ def build_parser():
     p = sub.add_parser("dump", help="every register as JSON or CSV")
     p.add_argument("--format", choices=("json", "csv"), default="json")
     p.add_argument("--out")
-    p = sub.add_parser("unlock", help="unlock writes with the password")
+    p = sub.add_parser("restore", help="write the settings of a `dump` file back "
+                       "(all or nothing)")
+    p.add_argument("file")
+    p.add_argument("--dry-run", action="store_true")
+    p = sub.add_parser("battery", help="SOH, capacities, cycles; set the battery code "
+                       "(factory role)")
+    p.add_argument("action", nargs="?", choices=("show", "set"), default="show")
+    p.add_argument("fields", nargs="*", help="set: type=.. nominal=51.2V capacity=280Ah "
+                   "maker=.. date=YYYY-MM-DD")
+    p = sub.add_parser("name", help="show or set the Bluetooth or device name (user role)")
+    p.add_argument("which", choices=("ble", "device"))
+    p.add_argument("value", nargs="?")
+    p = sub.add_parser("clock", help="show the BMS clock, or set it from this PC")
+    p.add_argument("action", nargs="?", choices=("show", "set"), default="show")
+    p.add_argument("--unix", type=int, help="set: this Unix time instead of the PC's")
+    p = sub.add_parser("lease", help="lease lock: status, or enter a renewal code")
+    p.add_argument("action", nargs="?", choices=("status", "enter"), default="status")
+    p.add_argument("code", nargs="?")
+    p = sub.add_parser("unlock", help="unlock writes with the password (stays unlocked)")
     p.add_argument("pw", nargs="?")
     sub.add_parser("lock", help="lock writes again")
     p = sub.add_parser("passwd", help="change the password (unlock first)")
@@ -634,7 +911,19 @@ COMMANDS = {"info": cmd_info, "monitor": cmd_monitor, "alarms": cmd_alarms, "par
             "normal": cmd_normal, "calibrate": cmd_calibrate, "soc": cmd_soc, "graph": cmd_graph,
             "log": cmd_log, "dump": cmd_dump, "unlock": cmd_unlock, "lock": cmd_lock,
             "passwd": cmd_passwd, "modules": cmd_modules,
-            "update": cmd_update}
+            "update": cmd_update, "restore": cmd_restore, "clock": cmd_clock, "lease": cmd_lease,
+            "battery": cmd_battery, "name": cmd_name}
+
+
+def _relock(c, a):
+    """Lock the port again after a command that unlocked it for itself (a
+    restart already locked it; a dead link cannot be locked)."""
+    if a.cmd == "normal" and getattr(a, "restart", False):
+        return
+    try:
+        c.lock()
+    except (BmsError, LinkError) as e:
+        console.print("[yellow]warning: could not lock the port again: %s[/yellow]" % e)
 
 
 def ble_client(address, timeout, transport=None):
@@ -652,9 +941,15 @@ def main(argv=None, client=None, ble_transport=None):
             c = ble_client(a.ble, a.timeout, ble_transport).connect()
         elif c is None:
             c = BmsClient(a.port, a.baud, a.address, a.timeout).connect()
+        relock = False
         if a.password:
             c.unlock(a.password)
-        COMMANDS[a.cmd](c, a)
+            relock = not a.stay_unlocked and a.cmd not in ("unlock", "lock")
+        try:
+            COMMANDS[a.cmd](c, a)
+        finally:
+            if relock:
+                _relock(c, a)
         return 0
     except UsageError as e:
         console.print("[red]error:[/red] %s" % e)

@@ -9,7 +9,7 @@ import re
 import tools  # noqa: F401  (firmware on sys.path)
 from bms import faults as F
 from bms.contactors import RELAY_NAMES
-from bms.core import CMD_NAMES, MODE_NAMES
+from bms.core import CMD_NAMES, CMD_REASONS, CMD_STATUS_NAMES, MODE_NAMES
 from bms.eventlog import KIND_NAMES
 from bms.measurements import ROLE_NAMES
 from bms.params import CHEM_NAMES, N_PARAMS, P_CHEMISTRY
@@ -17,7 +17,14 @@ from bms.params import TABLE as PARAM_TABLE
 from bms.params import index as param_index
 from comms import registers as R
 from comms.regs import auth as RA
+from comms.regs import balance as RBL
+from comms.regs import battery as RB
 from comms.regs import cells as RC
+from comms.regs import names as RN
+from comms.regs import status as RS
+from comms.regs import clock as RCK
+from comms.regs import cmd_result as RCR
+from comms.regs import lease as RLS
 from comms.regs import identity as RI
 from comms.regs import log as RL
 from comms.regs import log_head as RLH
@@ -76,6 +83,11 @@ def param_parse(i, text):
         return CHEM_NAMES.index(t.upper())
     if unit == "bool" and t.lower() in ("on", "off", "true", "false", "yes", "no"):
         return 1 if t.lower() in ("on", "true", "yes") else 0
+    if unit == "enum":
+        from tools.bmsctl.paramview import enum_value
+        ev = enum_value(i, t)
+        if ev is not None:
+            return ev
     m = re.match(r"^([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)$", t)
     if not m:
         raise ValueError("%s: cannot read %r as a number" % (name, text))
@@ -266,12 +278,109 @@ class BmsClient:
                         (_s16(cur[k - lo]) if PARAM_TABLE[k][2] < 0 else cur[k - lo]))
         self.write(R.A_PARAMS + lo, vals)
 
-    def command(self, name, arg=1):
+    def command_result(self):
+        regs = self.read(R.A_CMD_RESULT, RCR.SIZE)
+        st = regs[RCR.R_STATUS]
+        return {"seq": regs[RCR.R_SEQ], "cmd": name_of(CMD_NAMES, regs[RCR.R_CMD]),
+                "status": name_of(CMD_STATUS_NAMES, st), "reason_code": regs[RCR.R_REASON],
+                "reason": name_of(CMD_REASONS, regs[RCR.R_REASON]),
+                "value": _value(regs, RCR.R_VALUE, "s32")}
+
+    def command(self, name, arg=1, wait=True, timeout_s=5.0):
+        """Send command ``name`` and, with ``wait``, read back what the core did
+        with it: the result dict when done, BmsError (code 3) when refused.
+
+        A write only queues the command (the core runs it at its next 50 ms
+        cycle and may refuse it there), so the answer to the write alone
+        would claim success for a command that never happened."""
+        import time as _time
+        seq0 = self.read(R.A_CMD_RESULT + RCR.R_SEQ, 1)[0] if wait else 0
         addr = R.command_address(name)
         if -32768 <= arg <= 32767:
             self.write(addr, [arg & 0xFFFF])
         else:
             self.write(addr, [(arg >> 16) & 0xFFFF, arg & 0xFFFF])
+        if not wait:
+            return None
+        end = _time.monotonic() + timeout_s
+        while True:
+            res = self.command_result()
+            if res["seq"] != seq0 and res["status"] in ("done", "refused"):
+                break
+            if _time.monotonic() > end:
+                raise BmsError("%s: sent, but the BMS has not run it (status %s)"
+                               % (name, res["status"]), 4)
+            _time.sleep(0.02)
+        if res["cmd"] != name:
+            raise BmsError("%s: result overwritten by another client's %s: check the state"
+                           % (name, res["cmd"]), 6)
+        if res["status"] == "refused":
+            raise BmsError("refused: %s: %s" % (name, res["reason"] or "no reason given"), 3)
+        return res
+
+    # ---- battery data, balancing, names ------------------------------------
+    def battery(self):
+        regs = self.read(R.A_BATTERY, RB.SIZE)
+        return {name: _value(regs, o, typ) for name, o, _n, typ, _u, _d in RB.FIELDS}
+
+    def limits(self):
+        """CCL / DCL (0.1 A) and CVL / DVL (0.1 V) from the status block."""
+        regs = self.read(R.A_STATUS, RS.SIZE)
+        out = {}
+        a = 0
+        for name, typ, _u, _d, _s in RS.STATUS:
+            out[name] = _value(regs, a, typ)
+            a += 2 if typ in ("u32", "s32") else 1
+        return out
+
+    def balance(self, n_cells):
+        regs = self.read(R.A_BALANCE, RBL.BL_CELLS + n_cells)
+        from bms.balancing import STATE_NAMES
+        return {"state": name_of(STATE_NAMES, regs[RBL.BL_STATE]),
+                "current_ma": regs[RBL.BL_CURRENT],
+                "cell_mah": regs[RBL.BL_CELLS:RBL.BL_CELLS + n_cells]}
+
+    def names(self):
+        regs = self.read(R.A_NAMES, RN.SIZE)
+        out = {}
+        for name, o, n, typ, _w, _d in RN.FIELDS:
+            out[name] = ascii_of(regs[o:o + n]) if typ == "ascii" else regs[o]
+        return out
+
+    def set_name(self, name, value):
+        """Write one names-block field: text, or a raw u16."""
+        for fname, o, n, typ, _w, _d in RN.FIELDS:
+            if fname == name:
+                if typ == "ascii":
+                    b = value.encode("ascii") if isinstance(value, str) else bytes(value)
+                    if len(b) > 2 * n:
+                        raise BmsError("%s: at most %d characters" % (name, 2 * n), 3)
+                    self.write(R.A_NAMES + o, _ascii_regs(b, n))
+                else:
+                    self.write(R.A_NAMES + o, [int(value)])
+                return
+        raise KeyError(name)
+
+    # ---- clock and lease -------------------------------------------------
+    def clock(self):
+        """Unix seconds of the BMS clock (0: not set since boot)."""
+        regs = self.read(R.A_CLOCK, RCK.SIZE)
+        return (regs[RCK.C_TIME] << 16) | regs[RCK.C_TIME + 1]
+
+    def set_clock(self, unix_s):
+        unix_s = int(unix_s)
+        self.write(R.A_CLOCK + RCK.C_TIME, [(unix_s >> 16) & 0xFFFF, unix_s & 0xFFFF])
+
+    def lease(self):
+        regs = self.read(R.A_LEASE, RLS.SIZE)
+        rem = (regs[RLS.L_REMAIN] << 16) | regs[RLS.L_REMAIN + 1]
+        return {"state": name_of(RLS.STATE_NAMES, regs[RLS.L_STATE]),
+                "remaining_s": None if rem == 0xFFFFFFFF else rem,
+                "counter": regs[RLS.L_COUNTER], "retry_s": regs[RLS.L_RETRY],
+                "days": regs[RLS.L_DAYS]}
+
+    def enter_lease(self, code):
+        self.write(R.A_LEASE + RLS.L_CODE, _ascii_regs(code.strip(), RLS.L_CODE_REGS))
 
     def unlock(self, password):
         """Challenge-response: the password never crosses the link.
@@ -311,12 +420,15 @@ class BmsClient:
         head = self.read(R.A_LOGHEAD, RLH.SIZE)
         n = head[RLH.LH_COUNT]
         regs = self.read(R.A_LOG, n * RL.REC_REGS) if n else []
+        walls = self.read(R.A_LOG_WALL, 2 * n) if n else []
         out = []
         for i in range(n):
             base = i * RL.REC_REGS
             v = {f[0]: _value(regs, base + f[1], f[2]) for f in RL.LOG_FIELDS}
             e = {"seq": v["seq"], "time_ms": v["time"], "kind": name_of(KIND_NAMES, v["kind"]),
-                 "a": v["a"], "b": v["b"]}
+                 "a": v["a"], "b": v["b"],
+                 "wall": (walls[2 * i] << 16) | walls[2 * i + 1]}
+            e["time"] = event_time(e["wall"], e["time_ms"])
             e["text"] = describe_event(e["kind"], v["a"], v["b"])
             out.append(e)
         return out
@@ -332,6 +444,10 @@ class BmsClient:
         for name, start, size, _d, _m in R.BLOCKS:
             if size is None:
                 size = self.read(R.A_LOGHEAD + RLH.LH_CAPACITY, 1)[0] * RL.REC_REGS
+            elif name == "log_wall":   # only the records kept (the block is sized for 1600)
+                size = 2 * self.read(R.A_LOGHEAD + RLH.LH_COUNT, 1)[0]
+                if not size:
+                    continue
             if name == "commands":
                 continue  # write-only
             regs = self.read(start, size)
@@ -344,23 +460,93 @@ class BmsClient:
 def _ascii_regs(s, n):
     b = s.encode() if isinstance(s, str) else bytes(s)
     if len(b) > 2 * n:
-        raise BmsError("password longer than %d characters" % (2 * n))
+        raise BmsError("text longer than %d characters" % (2 * n), 3)
     b = b + b"\0" * (2 * n - len(b))
     return [(b[2 * i] << 8) | b[2 * i + 1] for i in range(n)]
 
 
+def event_time(wall, ticks_ms):
+    """ISO 8601 UTC time of an event stamped with the BMS clock; else its
+    time since boot (the clock had not been set), never raw ticks."""
+    import datetime
+    if wall:
+        return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc) \
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+    s, ms = divmod(ticks_ms, 1000)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return "boot+%d:%02d:%02d.%03d" % (h, m, s, ms)
+
+
+# Units of each fault signal (bms.faults SIG_*) for the log: (scale, unit).
+_SIG_UNITS = {F.SIG_CELL_MAX: (0.001, "V"), F.SIG_CELL_MIN: (0.001, "V"),
+              F.SIG_CELL_DIFF: (1, "mV"), F.SIG_CHG_I: (0.001, "A"), F.SIG_DSG_I: (0.001, "A"),
+              F.SIG_T_POWER: (0.1, "degC"), F.SIG_T_BAL: (0.1, "degC"),
+              F.SIG_T_CELL_MAX: (0.1, "degC"), F.SIG_T_CELL_MIN: (0.1, "degC")}
+
+
+def _scaled(v, scale, unit):
+    if scale == 1:
+        return "%d %s" % (v, unit)
+    digits = {0.001: 3, 0.1: 1, 0.01: 2}.get(scale, 3)
+    return "%.*f %s" % (digits, v * scale, unit)
+
+
+def fault_value(fid, v):
+    """A fault event's value in its signal's unit ("3.652 V", "45.3 degC", "set")."""
+    if not 0 <= fid < F.N_FAULTS:
+        return str(v)
+    u = _SIG_UNITS.get(F.TABLE[fid][F.F_SIGNAL])
+    if u is None:
+        return "flag" if v else "clear"
+    return _scaled(v, u[0], u[1])
+
+
+def param_text(i, raw):
+    """'ov1 = 3.65 V', 'chemistry = LFP', 'buzzer = on'."""
+    if not 0 <= i < len(PARAM_TABLE):
+        return "parameter %d = %d" % (i, raw)
+    return "%s = %s" % (PARAM_TABLE[i][0], param_value_text(i, raw))
+
+
+def param_value_text(i, raw):
+    from tools.bmsctl.paramview import enum_name
+    e = enum_name(i, raw)
+    if e is not None:
+        return e
+    v, base = param_display(i, raw)
+    return ("%s %s" % (v, base)).strip()
+
+
 def describe_event(kind, a, b):
-    if kind in ("fault_set", "fault_clear"):
-        return "%s (value %d)" % (name_of([r[0] for r in F.TABLE], a), b)
+    if kind in ("fault_set", "fault_clear", "fault_recovery"):
+        return "%s (%s)" % (name_of([r[0] for r in F.TABLE], a), fault_value(a, b))
     if kind == "relay":
         return "%s %s" % (name_of(RELAY_NAMES, a), "closed" if b else "open")
     if kind == "param":
-        return "%s = %d" % (name_of([r[0] for r in PARAM_TABLE], a), b)
+        return param_text(a, b)
     if kind == "command":
         return "%s %d" % (name_of(CMD_NAMES, a), b)
     if kind == "dsg_state":
         from bms.contactors import D_NAMES
         return "discharge path %s" % name_of(D_NAMES, a)
+    if kind == "soc_cal":
+        return "SOC calibrated to %.1f %%" % (a / 10.0)
+    if kind == "calibration":
+        what = name_of(CMD_NAMES, a)
+        if b == -1:
+            return "%s refused" % what
+        if what == "cal_current":
+            return "current gain now %.4f" % (b / 10000.0)
+        return "current offset now %d mA" % b
+    if kind == "exception":
+        return "firmware exception #%d (relays opened, internal fault latched)" % a
+    if kind == "clock":
+        from bms.wallclock import EPOCH_2020
+        return "%s %s" % ("clock set to" if b == 0 else "daily time mark",
+                          event_time(a + EPOCH_2020, 0))
+    if kind in ("boot", "log_cleared"):
+        return ""
     return "%d %d" % (a, b)
 
 

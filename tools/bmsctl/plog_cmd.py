@@ -44,8 +44,22 @@ def read_records(c):
     return out
 
 
+def _text(d):
+    """The record's event in words and units (the RAM log's wording for the
+    shared kinds), never raw integers."""
+    from tools.bmsctl.client import describe_event
+    k = d["kind"]
+    name = kind_name(k)
+    if k < PL.PK_RESET:
+        return describe_event(name, d["a"], d["b"])
+    sub = subject(k, d["a"])
+    return sub or ""
+
+
 def run(c, a, console):
     from rich.table import Table
+    from tools.bmsctl.client import event_time
+    from tools.eventlog_csv import iso, wall_times
     recs = read_records(c)
     if a.csv:
         with open(a.csv, "w", newline="") as f:
@@ -53,14 +67,15 @@ def run(c, a, console):
         console.print("%d persistent events -> %s" % (len(recs), a.csv))
         return
     t = Table(title="Persistent event log (%d events)" % len(recs))
-    for col in ("seq", "boot", "t ms", "kind", "subject", "a", "b", "I mA", "Vmax (#)",
-                "Vmin (#)", "T cell", "SOC"):
+    for col in ("seq", "time (UTC)", "kind", "event", "I A", "Vmax V (#)", "Vmin V (#)",
+                "T cell", "SOC"):
         t.add_column(col)
-    for r in recs:
+    for r, wall in zip(recs, wall_times(recs)):
         d = dict(zip(PL.FIELDS, r))
-        t.add_row(str(d["seq"]), str(d["boot"]), str(d["t_ms"]), kind_name(d["kind"]),
-                  subject(d["kind"], d["a"]), str(d["a"]), str(d["b"]), str(d["current_ma"]),
-                  "%d (#%d)" % (d["vmax_mv"], d["vmax_idx"] + 1),
-                  "%d (#%d)" % (d["vmin_mv"], d["vmin_idx"] + 1),
+        when = iso(wall) if wall else "boot %d %s" % (d["boot"], event_time(0, d["t_ms"]))
+        t.add_row(str(d["seq"]), when, kind_name(d["kind"]), _text(d),
+                  "%.2f" % (d["current_ma"] / 1000.0),
+                  "%.3f (#%d)" % (d["vmax_mv"] / 1000.0, d["vmax_idx"] + 1),
+                  "%.3f (#%d)" % (d["vmin_mv"] / 1000.0, d["vmin_idx"] + 1),
                   "%.1f" % (d["tmax_dc"] / 10.0), "%.1f%%" % (d["soc_pm"] / 10.0))
     console.print(t)

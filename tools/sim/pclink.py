@@ -51,6 +51,7 @@ class PcLink(PtyLink):
         self.info = info or DeviceInfo(model="MPY-BMS-SIM", serial="SIM00001",
                                        mfg_date="2026-01-01", bt_addr="26541C98068E")
         self.regs = RegisterMap(sim.bms, auth, self.info)
+        self.regs.services = getattr(sim, "services", None)   # lease, flash log
         if getattr(sim, "updater", None) is not None or getattr(sim, "plog", None) is not None:
             self.regs.attach_update(sim.updater, sim.plog)   # update and log windows
         if getattr(sim, "slave_fw", None) is not None:

@@ -42,7 +42,7 @@ class Simulation:
         self._next_sample = 0
         self.hooks = []  # fn(sim) called after every step (scenario profiles)
         self.pollers = []  # fn(sim) called after every step (comms links)
-        self.fs = self.plog = self.updater = None
+        self.fs = self.plog = self.updater = self.services = None
         if flash_dir is not None:
             self.attach_flash(flash_dir, update_key)
 
@@ -81,6 +81,21 @@ class Simulation:
                 sim._params_saved = sim.params.version
                 sim.store.save_params(sim.params)
         self.pollers.append(save)
+
+    def attach_services(self, lease_secret=None, serial="SIM00001", flash_dir=True):
+        """The board's services poller (settings, state, flash log, lease) on a
+        host directory, as bms.services runs it on a board; call before PcLink."""
+        from bms import lease as LS
+        from bms.services import Services
+        from bms.store import SettingsStore, State
+        if self.fs is None:
+            self.attach_flash(flash_dir)
+        store = SettingsStore(self.fs)
+        state = store.load_state() or State()
+        lease = LS.Lease(lease_secret, serial, state) if lease_secret else None
+        self.services = Services(self.bms, store, state, self.plog, lease)
+        self.pollers.append(lambda sim: sim.services.poll())
+        return self.services
 
     # ---- running -----------------------------------------------------------
     def step(self):

@@ -1,7 +1,8 @@
 """Command block: command c of ``bms.core.CMD_NAMES`` at offset 2 * (c - 1).
 FC06 to its first register gives a signed 16-bit argument, FC16 of both
 registers a signed 32-bit one; one command per request, user role.  The
-core runs it at its next cycle.  Reads return 0."""
+core runs it at its next cycle and may still refuse it there: the command
+result block says what became of it.  Reads return 0."""
 from micropython import const
 
 from bms.core import ACCEPTED, CMD_NAMES, ILLEGAL
@@ -10,6 +11,7 @@ from comms.regs import codes
 
 N_CMDS = const(9)       # len(bms.core.CMD_NAMES) - 1 (id 0 is "no command"); a test checks it
 SIZE = const(18)        # 2 * N_CMDS
+_CLEAR_LOG = const(7)   # bms.core.CMD_CLEAR_LOG
 # (command, argument) for the docs
 CMD_ARGS = (
     ("reset_faults", "1"),
@@ -18,7 +20,7 @@ CMD_ARGS = (
     ("cal_zero", "1 (no current must flow)"),
     ("restart", "1"),
     ("defaults", "chemistry to load defaults for: 0 NMC, 1 LFP, 2 LTO, 3 NA"),
-    ("clear_log", "1"),
+    ("clear_log", "1 the RAM event log; 2 also the flash log (factory role)"),
     ("sleep", "1 (relays open until wake, the key or current wakes it)"),
     ("wake", "1"),
 )
@@ -50,6 +52,12 @@ def write(rm, off, count, data, pos):
         arg = (_s16(data, pos) << 16) | get16(data, pos + 2)
     else:
         arg = _s16(data, pos)
+    if cmd == _CLEAR_LOG and arg == 2:
+        if not rm.allowed(codes.ROLE_FACTORY):
+            return rm.refuse(codes.EX_FUNCTION, -1, "clearing the flash log needs the factory role")
+        svc = rm.services
+        if svc is None or svc.plog is None:
+            return rm.refuse(codes.EX_FUNCTION, -1, "no flash log on this board")
     res = rm.bms.request(cmd, arg)
     if res == ACCEPTED:
         return codes.EX_NONE
@@ -65,7 +73,9 @@ def doc(start):
                 "Argument: " + args[CMD_NAMES[c]]) for c in range(1, len(CMD_NAMES))]
     md = ("Each command is two registers at `0x%04X + 2 * (id - 1)`: FC06 to the first "
           "register gives a signed 16-bit argument, FC16 of both a signed 32-bit one. "
-          "One command per request; the core runs it at its next cycle (50 ms).\n\n" % start
+          "One command per request; the core runs it at its next cycle (50 ms) and may "
+          "still refuse it then: read the command result block (0x%04X) for what became of "
+          "it.\n\n" % (start, 0x2040)
           + md_table(["address", "command", "argument"],
                      [("0x%04X" % r[0], r[2], r[9][10:]) for r in rows]))
     return "Commands", md, rows

@@ -27,6 +27,12 @@ INFO = (
 )
 
 
+def _key(name):
+    """Store key of a field; the Bluetooth name shares the BLE link's own key
+    (comms.ble_link NAME_KEY), so a rename over either path is the same name."""
+    return "ble.name" if name == "ble_name" else "info." + name
+
+
 class DeviceInfo:
     """Identity strings, optionally persisted through a dict-like ``store``."""
 
@@ -34,6 +40,7 @@ class DeviceInfo:
                  bt_addr="", vendor="micropython-bms", store=None):
         self.store = store
         self.fields = {}
+        self.nums = {}    # numeric fields without a store
         vals = {"model": model, "firmware": firmware, "serial": serial,
                 "mfg_date": mfg_date, "bt_addr": bt_addr, "vendor": vendor}
         for name, _off, n, typ, _w, _d in INFO:
@@ -63,7 +70,37 @@ class DeviceInfo:
     def set(self, name, value):
         self._fill(self.fields[name], value)
         if self.store is not None:
-            self.store["info." + name] = self.get(name)
+            # Bytes: the board's key/value store keeps ints and bytes only.
+            self.store[_key(name)] = self.get(name).encode()
+
+    def field(self, name, nregs, default=b""):
+        """The buffer of text field ``name`` (``nregs`` registers), built on
+        first use from the store (the names block's fields)."""
+        b = self.fields.get(name)
+        if b is None:
+            b = bytearray(2 * nregs)
+            v = self.store.get(_key(name)) if self.store is not None else None
+            self._fill(b, default if v is None else v)
+            self.fields[name] = b
+        return b
+
+    def field_text(self, name, nregs):
+        b = self.field(name, nregs)
+        n = 0
+        while n < len(b) and b[n]:
+            n += 1
+        return bytes(b[:n]).decode()
+
+    def num(self, name, default=0):
+        v = self.store.get("info." + name) if self.store is not None else None
+        if v is None:
+            v = self.nums.get(name, default)
+        return v
+
+    def set_num(self, name, v):
+        self.nums[name] = v
+        if self.store is not None:
+            self.store["info." + name] = v
 
 
 def _reg(rm, o):

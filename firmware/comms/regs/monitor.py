@@ -50,8 +50,8 @@ MONITOR = (
     ("pack_voltage", "u32", "mV", "Pack voltage (measured stack, else sum of cells)", _S_PACK_MV),
     ("current", "s32", "mA", "Pack current, positive = charging", _S_CURRENT),
     ("soc", "u16", "0.1%", "State of charge", _S_SOC),
-    ("soh", "u16", "0.1%", "State of health (reports 100.0 % until capacity learning exists)",
-     _S_SOH),
+    ("soh", "u16", "0.1%", "State of health: learned capacity / rated capacity "
+     "(100.0 % until a capacity was learned)", _S_SOH),
     ("remaining_capacity", "u32", "mAh", "Remaining charge", _S_REMAINING),
     ("full_capacity", "u32", "mAh", "Full charge capacity", _S_FULL),
     ("cycles", "u16", "cycles", "Full discharge cycles counted", _S_CYCLES),
@@ -164,7 +164,7 @@ def _value(rm, s):
         if s == _S_SOC:
             return b.soc.soc_pm
         if s == _S_SOH:
-            return 1000
+            return b.soc.soh_pm
         if s == _S_REMAINING:
             return b.soc.remaining_mah
         if s == _S_FULL:
@@ -262,3 +262,4 @@ def doc(start):
     rows = [row(start + offs[i], r[0], r[1], 2 if _wide(r[1]) else 1, r[2], "R", "", "", r[3])
             for i, r in enumerate(MONITOR)]
     return "Monitor (live values)", section(rows), rows
+

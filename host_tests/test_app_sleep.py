@@ -1,0 +1,104 @@
+"""Real sleep on the board build (issue 16, item 2): the sleep command puts
+the AFE into its SLEEP mode and the loop into lightsleep, one control pass a
+second; a wake-pin edge (UART RX, key, AFE alert) holds it out of
+lightsleep so a retried request is served; waking restores the AFE."""
+from test_app_wiring import Rig
+
+from bms.core import CMD_SLEEP, CMD_WAKE
+from bms.params import P_SLEEP_IDLE, P_SLEEP_CURRENT
+from drivers.lowpower import LowPower as LP
+
+
+class Cfg:
+    SLEEP = True
+
+
+def _rig(monkeypatch):
+    import app as main
+    rig = Rig(cfg=Cfg)
+    slept = []
+    # A plain idle wait passes virtual time too (CPython has no sleep_ms).
+    monkeypatch.setattr(main.time, "sleep_ms", lambda ms: rig.clock.advance(ms), raising=False)
+
+    def lightsleep(ms):
+        slept.append(ms)
+        rig.clock.advance(ms)   # the chip stops for that long
+
+    rig.fm.lightsleep = lightsleep
+    rig.app.lowpower.lightsleep = lightsleep
+    return rig, slept
+
+
+def test_sleep_command_enters_afe_sleep_and_lightsleep_and_wake_leaves_it(monkeypatch):
+    rig, slept = _rig(monkeypatch)
+    app = rig.app
+    assert app.lowpower is not None and "lowpower" not in app.failed
+    rig.run(2000)
+    bq = rig.fm.bq
+    assert not bq.sleep_enabled
+    app.bms.request(CMD_SLEEP, 1)
+    rig.run(200)
+    assert app.asleep()
+    app.idle(app.step())
+    assert bq.sleep_enabled            # the AFE in its low-power mode
+    assert slept == [LP.PASS_MS]       # the MCU in lightsleep for one pass
+    fast = app.bms.sched.runs[1]
+    for _ in range(5):
+        app.idle(app.step())
+    assert app.bms.sched.runs[1] - fast <= 6   # one control pass per second, not 20
+    # An edge on a wake pin (the first byte of a Modbus request): no lightsleep
+    # for HOLD_MS, so the client's retry is heard.
+    app.lowpower.irq()
+    t_edge = rig.clock.ticks_ms()
+    n = len(slept)
+    app.idle(app.step())
+    assert len(slept) == n
+    while len(slept) == n and rig.clock.ticks_ms() - t_edge < LP.HOLD_MS + 100:
+        app.idle(app.step())
+    assert rig.clock.ticks_ms() - t_edge >= LP.HOLD_MS
+    assert len(slept) == n + 1
+    # Wake over the bus: relays may close again, the AFE back to NORMAL.
+    app.bms.request(CMD_WAKE, 1)
+    rig.run(200)
+    assert not app.asleep()
+    app.idle(app.step())
+    assert not bq.sleep_enabled
+    assert len(slept) == n + 1
+
+
+def test_smart_sleep_follows_its_parameters(monkeypatch):
+    rig, slept = _rig(monkeypatch)
+    app = rig.app
+    p = app.bms.params
+    p.set_many([(P_SLEEP_IDLE, 1), (P_SLEEP_CURRENT, 500)])
+    rig.run(2000)
+    sl = app.services.sleep
+    assert sl.idle_ms == 60000 and sl.idle_ma == 500 and sl.smart
+    p.set_many([(P_SLEEP_IDLE, 0)])
+    rig.run(10)
+    assert not sl.smart
+
+
+def test_asyncio_loop_sleeps_the_afe_but_serves_uart_input_at_full_rate(monkeypatch):
+    """BLE boards run the asyncio loop: no lightsleep there, one pass a second
+    while asleep, full rate again while a watched UART has input."""
+    import asyncio
+    rig, slept = _rig(monkeypatch)
+    app = rig.app
+    rig.run(2000)
+    app.bms.request(CMD_SLEEP, 1)
+    rig.run(200)
+    assert app.asleep()
+    waits = []
+
+    async def fake_sleep(s):
+        waits.append(int(s * 1000))
+        rig.clock.advance(int(s * 1000))
+
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
+    asyncio.run(app.run_async(loops=3))
+    assert rig.fm.bq.sleep_enabled and waits == [LP.PASS_MS] * 3 and slept == []
+    rig.rs485.rx += b"\x01\x03"   # a request arriving
+    waits.clear()
+    asyncio.run(app.run_async(loops=3))
+    assert max(waits) < LP.PASS_MS and rig.fm.bq.sleep_enabled   # still asleep, serving
