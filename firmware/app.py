@@ -59,7 +59,8 @@ guard too (``APP.poll_errors`` counts), so a comms bug can never stop the
 protection.
 
 Loop timing: between passes the loop sleeps until the core's next deadline,
-at most ``IDLE_MAX_MS`` (20), and wakes at once when a byte reaches the
+at most ``IDLE_MAX_MS`` (50, the fast task's period: the loop wakes for that
+anyway), and wakes at once when a byte reaches the
 RS485 or TTL UART (``select.poll``).  After input it stays in short sleeps
 (``IDLE_BUSY_MS`` = 1) for ``IDLE_BUSY_HOLD_MS``, so the Modbus server sees
 the end of a frame (t3.5: 3.65 ms at 9600 8N1) within a millisecond and
@@ -91,15 +92,15 @@ from bms.ticks import BoardClock, ticks_add, ticks_diff
 from drivers import gpio
 
 WDT_MS = 4000
-IDLE_MAX_MS = 20
+IDLE_MAX_MS = 50
 IDLE_BUSY_MS = 1
 IDLE_BUSY_HOLD_MS = 200
 IDLE_CAN_MS = 2
 IDLE_ASYNC_MS = 2        # the asyncio loop (BLE boards) polls the ports itself
 UPDATE_IDLE_MS = 5       # a firmware-update finish step runs only with this much slack
 GC_MIN_IDLE_MS = 20      # a collection takes 15 ms on an RP2040 (emulated chip, 240 KB heap)
-GC_PERIOD_MS = 1000     # 15 ms a second (1.5 % CPU) keeps the backstop from firing in a task
-GC_THRESHOLD = 49152     # backstop: collect after this much allocation, wherever it is
+GC_PERIOD_MS = 1000      # 15 ms a second: 1.5 % CPU
+GC_FORCE_MS = 5000       # a collection after this long even without an idle gap
 GC_IDLE = hasattr(gc, "threshold")   # MicroPython; CPython tests leave gc alone
 LOG_RAM = 128
 APP = None
@@ -346,21 +347,28 @@ class App:
             self._busy_until = ticks_add(self.clock.ticks_ms(), IDLE_BUSY_HOLD_MS)
 
     def collect_if_idle(self, wait):
-        """Garbage-collect in idle time so a collection never lands in a control task.
+        """Garbage-collect between tasks so a collection never lands inside one.
 
-        Comms allocate a little on requests (the control tasks nothing).  A
-        collection runs when the scheduler's next deadline is at least
-        GC_MIN_IDLE_MS away and GC_PERIOD_MS have passed since the last one.
-        Time decides, not the amount allocated: on an RP2040 asking the heap
+        A collection runs when the scheduler's next deadline is at least
+        GC_MIN_IDLE_MS away and GC_PERIOD_MS have passed since the last one;
+        after GC_FORCE_MS without such a gap it runs anyway (still between
+        tasks: it may delay the next one, it never stretches one).  Time
+        decides, not the amount allocated: on an RP2040 asking the heap
         (gc.mem_alloc / mem_free) walks the whole allocation table and costs
-        9 ms, against 15 ms for the collection itself (emulated chip, 240 KB
-        heap), so checking it every idle pass took most of the CPU.
-        ``gc.threshold`` (set in ``main``) is the backstop for a burst.
+        9 ms, against 15 ms for the collection itself (emulated chip), so
+        checking it every pass took most of the CPU.  ``gc.threshold`` is
+        off (``main``): as a backstop it fired inside the fast task, at
+        whatever allocation crossed it, and made a 5.5 ms task take 21 ms.
+        MicroPython still collects by itself if an allocation would fail.
         """
-        if not GC_IDLE or wait < GC_MIN_IDLE_MS:
+        if not GC_IDLE:
             return
         now = self.clock.ticks_ms()
-        if self.collections and ticks_diff(now, self._gc_at) < GC_PERIOD_MS:
+        if self.collections:
+            since = ticks_diff(now, self._gc_at)
+            if since < GC_PERIOD_MS or (wait < GC_MIN_IDLE_MS and since < GC_FORCE_MS):
+                return
+        elif wait < GC_MIN_IDLE_MS:
             return
         gc.collect()
         self._gc_at = now
@@ -913,7 +921,7 @@ def main():
         return
     start_watchdog(APP)
     if GC_IDLE:
-        gc.threshold(GC_THRESHOLD)
+        gc.threshold(-1)   # collections by time only (collect_if_idle)
     APP.run()
 
 

@@ -249,6 +249,13 @@ def test_gc_runs_only_in_idle_time_and_at_most_once_a_period(monkeypatch):
     assert calls == [0]
     app.collect_if_idle(main.GC_MIN_IDLE_MS)
     assert calls == [0, main.GC_PERIOD_MS]
+    # No idle gap for GC_FORCE_MS: collected anyway, between tasks.
+    clock.advance(main.GC_FORCE_MS - 1)
+    app.collect_if_idle(0)
+    assert len(calls) == 2
+    clock.advance(1)
+    app.collect_if_idle(0)
+    assert calls[-1] == main.GC_PERIOD_MS + main.GC_FORCE_MS and len(calls) == 3
 
 
 def test_update_key_from_config_makes_signatures_mandatory():

@@ -57,7 +57,15 @@ PART_ERROR = const(2)     # any other error (hardware absent, bad configuration)
 _I32 = 0x7FFFFFFF
 
 
+def _u32(v):
+    # A mask with 0xFFFFFFFF is a long-int operation on a 32-bit port (small
+    # ints end at 2**30): it allocates, on the path that logs a fault.
+    return v if 0 <= v <= 0x3FFFFFFF else v & 0xFFFFFFFF
+
+
 def _clamp32(v):
+    if -0x3FFFFFFF <= v <= 0x3FFFFFFF:
+        return v
     if v > _I32:
         return _I32
     if v < -_I32 - 1:
@@ -232,8 +240,8 @@ class PersistLog:
         else:
             cur = vmax = vmin = imax = imin = tmax = tmin = 0
         soc = self.soc.soc_pm if self.soc is not None else 0
-        struct.pack_into(_FMT, self._q, off, self.next_seq & 0xFFFFFFFF, self.boot, kind & 0xFF,
-                         MAGIC, now & 0xFFFFFFFF, _clamp32(a), _clamp32(b), _clamp32(cur),
+        struct.pack_into(_FMT, self._q, off, _u32(self.next_seq), self.boot, kind & 0xFF,
+                         MAGIC, _u32(now), _clamp32(a), _clamp32(b), _clamp32(cur),
                          vmax & 0xFFFF, vmin & 0xFFFF, imax & 0xFF, imin & 0xFF,
                          tmax, tmin, soc & 0xFFFF)
         struct.pack_into("<I", self._q, off + _BODY, crc32(self._body[self.pending]))
