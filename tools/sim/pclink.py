@@ -7,12 +7,15 @@ Bms.  Any serial client (bmsctl, pymodbus, minimalmodbus, QModMaster ...)
 opens the path like a USB-RS485 adapter.
 
 Timing is that of the wire, in the simulation's virtual time: bytes from the
-client are released to the server's port one character time apart (11
-bits at the configured baud rate), and the reply goes back to the pty at the
-same rate, so the firmware's t1.5/t3.5 framing and the throughput figures
-are those of a real 9600-baud line.  The server is polled every 1 ms of
-virtual time (a board polls it from a fast comms task), on its own clock
-that follows the simulation clock inside each step.
+client are released to the server's port one character time apart (10
+bits per character: the line is 8N1, start + 8 data + stop), and the reply
+goes back to the pty at the same rate, so the firmware's t1.5/t3.5 framing
+and the throughput figures are those of a real 9600-baud line.  The server
+is polled the way the board's main loop polls it (firmware/app.py): every
+1 ms of virtual time, and also at the moment a byte arrives, because the
+board's loop idles in ``select.poll`` on the UART and wakes on input.  Its
+clock (``ticks_us``) has the link's sub-millisecond time, so the silence it
+measures after the last byte is the wire's, not rounded to the next ms.
 
 Wiring: ``sim.pollers.append(link.poll)`` (done by ``attach=True``); the
 simulation must then be stepped (``run_realtime`` below paces it against
@@ -35,7 +38,7 @@ from comms.modbus_rtu import ModbusRTU
 from comms.registers import RegisterMap
 from comms.regs.identity import DeviceInfo
 
-BITS_PER_CHAR = 11
+BITS_PER_CHAR = 10   # 8N1
 
 
 class _LinkClock:
@@ -43,12 +46,13 @@ class _LinkClock:
 
     def __init__(self, t):
         self.t = t
+        self.us = t * 1000
 
     def ticks_ms(self):
         return self.t & TICKS_MAX
 
     def ticks_us(self):
-        return (self.t * 1000) & TICKS_MAX
+        return self.us & TICKS_MAX
 
 
 class _SimPort:
@@ -182,11 +186,26 @@ class PcLink:
             steps = 10000  # a huge jump (clock reset): do not spin
         self._read_pty()
         for _ in range(steps):
+            t0 = self._vt
             self.t += 1
             self._vt += 1.0
-            self.clock.t = self.t
+            clk = self.clock
             q = self._rx_q
             port_rx = self.port.rx
+            # A byte that lands inside this millisecond wakes the loop then
+            # (select.poll on the UART), so it is read at its own time.
+            while q and q[0][0] < self._vt:
+                due, b = q.popleft()
+                port_rx.append(b)
+                if not q:
+                    self._last_rx_due = due
+                vt = self._vt
+                self._vt = due if due > t0 else t0
+                clk.us = self.t * 1000 - int(round((vt - self._vt) * 1000.0))
+                self.server.poll()
+                self._vt = vt
+            clk.t = self.t
+            clk.us = self.t * 1000
             while q and q[0][0] <= self._vt:
                 due, b = q.popleft()
                 port_rx.append(b)
