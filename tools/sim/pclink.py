@@ -150,6 +150,14 @@ class PcLink:
             self._rx_q.append((start, b))
         self._rx_next = start
         self.bytes_in += len(data)
+        if data:
+            self._hold_busy()
+
+    def _hold_busy(self):
+        # The board's loop polls every 1 ms for a while after input (app.IDLE_BUSY_HOLD_MS).
+        sim = self.sim
+        if hasattr(sim, "busy_until_ms"):
+            sim.busy_until_ms = max(sim.busy_until_ms, sim.t_ms + 200)
 
     def _transmit(self, data):
         start = max(self._tx_next, self._vt)
