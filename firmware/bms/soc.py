@@ -126,9 +126,31 @@ W_PER_MV = const(128000)    # voltage unit W = 2**-7 uV
 # SIG_OFFSET_A 0.05 A: sd_soc grows by 0.05 A * dt / capacity (see estimate)
 _SIG_WHITE_W = const(256000)     # 2 mV per-reading noise of the mean cell voltage
 _T_WHITE_MS = const(10000)       # its correlation time (10 s): sqrt(T / dt) = 100 / sqrt(dt_ms)
-SIG_BIAS_W = (512000, 512000, 640000, 768000)  # 4, 4, 5, 6 mV OCV table / hysteresis error
-# L_BIAS 0.1: the table error decorrelates over 10 % of SOC ...
-_T_BIAS_MS = const(14400000)     # ... or over 4 h (temperature, hysteresis history)
+# OCV-table error (1 sigma): how far a real cell's rested curve sits from our
+# generic table.  Cells of different makers differ by tens of mV (a published
+# NMC811 cell: -77..+42 mV against this NMC row; an LFP cell 20-60 mV below the
+# LFP plateau), so 30 mV on the sloped chemistries; on the LFP plateau the
+# slope gate below does most of the work, and 12 mV keeps its knees useful.
+SIG_BIAS_W = (3840000, 1536000, 2560000, 3840000)  # 30, 12, 20, 30 mV
+# L_BIAS 0.25: a cell's table error is a smooth curve: it decorrelates over
+# 25 % of SOC ...
+_T_BIAS_MS = const(86400000)     # ... or over a day (temperature, hysteresis history)
+# Slope gate: below 0.3 V per unit SOC (3 mV per %: the LFP plateau) a
+# table error of a few mV is several % of SOC, so voltage may correct SOC
+# there only after a long rest (relaxed, no hysteresis of the last load).
+_H_GATE_UV = const(300000)
+_REST_LONG_MS = const(1800000)   # 30 min
+_REST_MS = const(600000)         # 10 min: the RC pair has relaxed (tau 90 s)
+# Lost SOC: at rest on a sloped segment the reading disagrees with the
+# counter by more than 3 sigma of everything the filter knows (SOC, table,
+# noise) for a minute: the stored / set SOC was wrong, not the table.  Start
+# again from the table (the flat-prior update), keeping the table-error state.
+_LOST_N = const(60)
+# Full as a charger ends a charge: the mean cell at the charge voltage
+# region with the current tapered below C/20 for 30 s (CV tail).  A charger
+# stops below OV1, so the manual's calibration alone would never fire.
+V_TAIL_MV = (4050, 3400, 2600, 3800)
+_TAIL_MS = const(30000)
 _SQRT_T_LOAD_Q14 = const(12690992)  # sqrt(600000 ms) in Q14: R0 / RC model errors persist ~10 min
 # SIG_R0 0.25 (>> 2) and SIG_V1 0.5 (>> 1): relative uncertainties of R0 and the RC voltage
 _SD0_INIT = const(0x20000000)    # 0.5: SOC std without stored state (no information), Q30
@@ -199,6 +221,13 @@ class Soc:
         self._est_seen = False
         self.innovation_mv = 0
         self.est_updates = 0
+        self.rest_ms = 0              # time at rest (|I| <= C/50), capped
+        self._lost = 0                # consecutive >3 sigma readings at rest
+        self._tail_ms = 0             # time in the CV tail
+        self._tail_armed = True       # one tail anchor per charge
+        self.gated = 0                # updates skipped by the slope gate
+        self.cal_tail = 0             # CV-tail anchors
+        self.resets = 0               # lost-SOC restarts from the table
         self._pver = params.version
         self.set_pm(soc_pm)
         self.sd0 = _SD0_INIT
@@ -491,8 +520,8 @@ class Soc:
         r1i = mul(yo, _R1_FRAC_Q28, 28)
         v1 = clamp(mul(self.v1, a, 28) + mul(r1i, oma, 28), _V_LIM)
         # The table error belongs to a region of the curve: it fades to its
-        # prior as SOC moves on (|ds| / 0.1, Q28 -> Q24) and slowly with time.
-        rho = exp_neg(mul(ads, 10, 4) + div(dt, _T_BIAS_MS, 24))
+        # prior as SOC moves on (|ds| / 0.25, Q28 -> Q24) and slowly with time.
+        rho = exp_neg(mul(ads, 4, 4) + div(dt, _T_BIAS_MS, 24))
         sb = SIG_BIAS_W[chem]
         if t2 < 300:
             sb = mul(sb, div(500 - t2, 200, 20), 20)  # cold: OCV and relaxation less certain
@@ -533,6 +562,45 @@ class Soc:
         # What OCV(s) should read: 0 < v <= 6.4e8 (5 V), |yo|, |v1|, |bias| <= _V_LIM
         # (1.34e8), so |yb| < 1.05e9 < 2**30.
         yb = v - yo - v1 - bias
+        # Rest time, CV tail and the slope gate (module docstring).
+        ai = -i if i < 0 else i
+        if ai * 50 <= cap:
+            self.rest_ms = self.rest_ms + dt if self.rest_ms < _REST_LONG_MS else _REST_LONG_MS
+        else:
+            self.rest_ms = 0
+        if self._tail(v, i, dt, cap, yo, r1i, t2, chem):
+            return self._done(0, v, i, now)
+        h0 = ocv.slope_uv(chem, s)
+        if not self._flat and h0 < _H_GATE_UV and self.rest_ms < _REST_LONG_MS:
+            # Plateau, not rested long: the counter alone (predict only).
+            self.gated += 1
+            self._lost = 0
+            self.v1 = v1
+            self.bias = bias
+            self.sd0 = sd0
+            self.sd1 = sd1
+            self.sd2 = sd2
+            self.c01 = c01
+            self.c02 = c02
+            self.c12 = c12
+            return self._done(clamp(yb - ocv.ocv_w(chem, s, t2), SAT), v, i, now)
+        if not self._flat and h0 >= _H_GATE_UV and self.rest_ms >= _REST_MS:
+            e0 = clamp(yb - ocv.ocv_w(chem, s, t2), SAT)
+            lim = hypot(hypot(mul(h0, sd0, 23), sd2), sr)
+            if lim < SAT // 3 and (e0 > 3 * lim or e0 < -3 * lim):
+                self._lost += 1
+                if self._lost >= _LOST_N:
+                    self._lost = 0
+                    self._flat = True
+                    self.resets += 1
+                    self.sd1 = _SD1_INIT
+                    self.c12 = 0
+                    sd1 = _SD1_INIT
+                    c12 = 0
+            else:
+                self._lost = 0
+        else:
+            self._lost = 0
         if self._flat:
             self._flat = False
             self.v1 = v1
@@ -641,6 +709,37 @@ class Soc:
         self.v1 = v1i
         self._apply(si - s)
         return self._done(e, v, i, now)
+
+    def _tail(self, v, i, dt, cap, yo, r1i, t2, chem):
+        """CV-tail anchor: True if it set SOC this update."""
+        if i <= 0 or i * 20 > cap or v < V_TAIL_MV[chem] * W_PER_MV:
+            if i < 0 and i * 10 < -cap:
+                self._tail_armed = True     # a real discharge: the next charge may anchor
+            self._tail_ms = 0
+            return False
+        self._tail_ms += dt
+        if self._tail_ms < _TAIL_MS or not self._tail_armed:
+            return False
+        self._tail_armed = False
+        # The tapering current has let the RC pair settle at R1*I: the rested
+        # voltage is the reading less R0*I and R1*I, on the steep top of the
+        # table where its error is a small SOC error.
+        sa = ocv.soc_q28(chem, v - yo - r1i, t2)
+        h = ocv.slope_uv(chem, sa)
+        sd = div(SIG_BIAS_W[chem], h, 23) if h > 0 else _SD0_RESTORED
+        if sd < _SD0_CAL:
+            sd = _SD0_CAL
+        elif sd > _SD0_RESTORED:
+            sd = _SD0_RESTORED
+        self._set_q28(sa)
+        self._flat = False
+        self.sd0 = sd
+        self.c01 = 0
+        self.c02 = 0
+        self.v1 = r1i
+        self._lost = 0
+        self.cal_tail += 1
+        return True
 
     def _done(self, e, v, i, now):
         """Bookkeeping after an update with innovation ``e`` (W)."""
