@@ -151,6 +151,13 @@ _LOST_N = const(60)
 # stops below OV1, so the manual's calibration alone would never fire.
 V_TAIL_MV = (4050, 3400, 2600, 3800)
 _TAIL_MS = const(30000)
+# Usable capacity in the cold (per mille of 25 degC at -20, -10, 0, 25 degC;
+# typical published 0.2C retention: LFP loses more than NMC).  Between the
+# points it is linear; the counter keeps the SOC fraction when it changes,
+# as the charge the cold cells can deliver shrinks with them.
+COLD_CAP_PM = ((600, 760, 880, 1000), (780, 860, 920, 1000),
+               (800, 880, 940, 1000), (700, 820, 910, 1000))
+_COLD_T2 = (-400, -200, 0, 500)     # the points above as t2 (0.05 degC)
 _SQRT_T_LOAD_Q14 = const(12690992)  # sqrt(600000 ms) in Q14: R0 / RC model errors persist ~10 min
 # SIG_R0 0.25 (>> 2) and SIG_V1 0.5 (>> 1): relative uncertainties of R0 and the RC voltage
 _SD0_INIT = const(0x20000000)    # 0.5: SOC std without stored state (no information), Q30
@@ -195,6 +202,7 @@ class Soc:
         self.total_dsg_mah = 0        # lifetime discharge (for the log / app)
         # Capacity learning: net counted charge since the last anchor.
         self._anchor = 0              # 0 none, 1 full, -1 empty
+        self._anchor_frac = ONE       # SOC of the last full anchor (Q28)
         self._learn_mah = 0
         self.last_learned_mah = 0     # last measurement (before averaging)
         self.cal_full = 0             # calibration event counters
@@ -228,6 +236,7 @@ class Soc:
         self.gated = 0                # updates skipped by the slope gate
         self.cal_tail = 0             # CV-tail anchors
         self.resets = 0               # lost-SOC restarts from the table
+        self.cold_pm = 1000           # usable capacity at the cell temperature
         self._pver = params.version
         self.set_pm(soc_pm)
         self.sd0 = _SD0_INIT
@@ -289,7 +298,30 @@ class Soc:
             self.rated_mah = rated
             self.learned_mah = 0
             self._anchor = 0
-            self._set_capacity(rated)
+            self._set_capacity(self._at_temp(rated))
+
+    def _at_temp(self, cap):
+        """``cap`` (mAh at 25 degC) as usable at the present cell temperature."""
+        f = self.cold_pm
+        return cap if f >= 1000 else (cap // 1000) * f + (cap % 1000) * f // 1000
+
+    def _cold_capacity(self, t2, chem):
+        """Follow the usable capacity as the cells cool or warm (1 per mille steps)."""
+        ts = _COLD_T2
+        ps = COLD_CAP_PM[chem]
+        if t2 >= ts[3]:
+            f = 1000
+        elif t2 <= ts[0]:
+            f = ps[0]
+        else:
+            j = 0
+            while t2 > ts[j + 1]:
+                j += 1
+            f = ps[j] + (ps[j + 1] - ps[j]) * (t2 - ts[j]) // (ts[j + 1] - ts[j])
+        if f != self.cold_pm:
+            self.cold_pm = f
+            base = self.learned_mah if self.learned_mah else self.rated_mah
+            self._set_capacity(self._at_temp(base))
 
     def _set_capacity(self, cap):
         if cap == self.capacity_mah or cap <= 0:
@@ -394,18 +426,25 @@ class Soc:
         self.c01 = 0
         self.c02 = 0
 
-    def _anchor_event(self, kind):
-        """Capacity learning: the counted charge between opposite anchors."""
+    def _anchor_event(self, kind, frac=ONE):
+        """Capacity learning: the counted charge between opposite anchors
+        (a CV-tail full anchor at SOC ``frac`` < 1: the charge over that span)."""
         if self._anchor == -kind:
             q = self._learn_mah if kind > 0 else -self._learn_mah
+            span = frac if kind > 0 else self._anchor_frac   # SOC between the anchors
+            if span < ONE:
+                q = div(q, span, 28) if span > ONE // 2 else 0
+            if self.cold_pm < 1000:
+                q = q * 1000 // self.cold_pm if q < 1000000 else q // self.cold_pm * 1000
             rated = self.rated_mah
             if rated and _LEARN_MIN_PM <= self._ratio_pm(q, rated) <= _LEARN_MAX_PM:
                 self.last_learned_mah = q
                 # Average with the previous value: one odd cycle (a load
                 # that was not counted, a warm day) moves it only halfway.
                 self.learned_mah = q if not self.learned_mah else (self.learned_mah + q) // 2
-                self._set_capacity(self.learned_mah)
+                self._set_capacity(self._at_temp(self.learned_mah))
         self._anchor = kind
+        self._anchor_frac = frac
         self._learn_mah = 0
 
     # ---- persistence (settings store) ------------------------------------
@@ -421,7 +460,7 @@ class Soc:
         rated = self.rated_mah
         if learned_mah and rated and _LEARN_MIN_PM <= self._ratio_pm(learned_mah, rated) <= _LEARN_MAX_PM:
             self.learned_mah = learned_mah
-            self._set_capacity(learned_mah)
+            self._set_capacity(self._at_temp(learned_mah))
         if 0 <= cycles < 1000000:
             self.cycles = cycles
         if 0 <= throughput_mah < self.capacity_mah:
@@ -481,6 +520,7 @@ class Soc:
             t2 = -1000
         elif t2 > 3000:
             t2 = 3000
+        self._cold_capacity(t2, self.chem)
         mv = m.sum_mv // n                  # mean cell voltage in W, not saturated:
         if mv >= 5000:                      # above any table: limit (keeps yb a small int)
             v = 5000 * W_PER_MV
@@ -564,7 +604,7 @@ class Soc:
         yb = v - yo - v1 - bias
         # Rest time, CV tail and the slope gate (module docstring).
         ai = -i if i < 0 else i
-        if ai * 50 <= cap:
+        if ai <= cap // 50:
             self.rest_ms = self.rest_ms + dt if self.rest_ms < _REST_LONG_MS else _REST_LONG_MS
         else:
             self.rest_ms = 0
@@ -712,12 +752,13 @@ class Soc:
 
     def _tail(self, v, i, dt, cap, yo, r1i, t2, chem):
         """CV-tail anchor: True if it set SOC this update."""
-        if i <= 0 or i * 20 > cap or v < V_TAIL_MV[chem] * W_PER_MV:
-            if i < 0 and i * 10 < -cap:
+        if i <= 0 or i > cap // 20 or v < V_TAIL_MV[chem] * W_PER_MV:
+            if i < -(cap // 10):
                 self._tail_armed = True     # a real discharge: the next charge may anchor
             self._tail_ms = 0
             return False
-        self._tail_ms += dt
+        if self._tail_ms < _TAIL_MS:
+            self._tail_ms += dt
         if self._tail_ms < _TAIL_MS or not self._tail_armed:
             return False
         self._tail_armed = False
@@ -725,6 +766,7 @@ class Soc:
         # voltage is the reading less R0*I and R1*I, on the steep top of the
         # table where its error is a small SOC error.
         sa = ocv.soc_q28(chem, v - yo - r1i, t2)
+        self._anchor_event(1, sa)
         h = ocv.slope_uv(chem, sa)
         sd = div(SIG_BIAS_W[chem], h, 23) if h > 0 else _SD0_RESTORED
         if sd < _SD0_CAL:

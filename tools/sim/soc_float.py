@@ -132,6 +132,8 @@ class Soc(fixed.Soc):
             return False
         t_lo = m.tmin[ROLE_CELL]
         t_c = 25.0 if t_lo == T_NONE_MIN else (t_lo + m.tmax[ROLE_CELL]) * 0.05
+        self._cold_capacity(500 if t_lo == T_NONE_MIN else max(-1000, min(3000, t_lo + m.tmax[ROLE_CELL])),
+                            self.chem)
         v = m.sum_mv / (n * 1000.0)
         i = m.current_ma / 1000.0
         s = self.soc_frac()
@@ -283,6 +285,7 @@ class Soc(fixed.Soc):
             return False
         self._tail_armed = False
         sa = ocv.soc_f(chem, v - y_off - r1i, t_c)
+        self._anchor_event(1, int(sa * fixed.ONE))
         h = ocv.ocv_f(chem, sa, t_c)[1]
         sd = SIG_BIAS_V[chem] / h if h > 0.0 else SIG_RESTORED
         sd = min(max(sd, SIG_CAL), SIG_RESTORED)
