@@ -142,9 +142,9 @@ _H_GATE_UV = const(300000)
 _REST_LONG_MS = const(1800000)   # 30 min
 _REST_MS = const(600000)         # 10 min: the RC pair has relaxed (tau 90 s)
 # Lost SOC: at rest on a sloped segment the reading disagrees with the
-# counter by more than 3 sigma of everything the filter knows (SOC, table,
-# noise) for a minute: the stored / set SOC was wrong, not the table.  Start
-# again from the table (the flat-prior update), keeping the table-error state.
+# counter and the bare table by more than 3 sigma of SOC, table error and
+# noise for a minute: the stored / set SOC was wrong, not the table.  Start
+# again from the table (the flat-prior update, table-error state at its prior).
 _LOST_N = const(60)
 # Full as a charger ends a charge: the mean cell at the charge voltage
 # region with the current tapered below C/20 for 30 s (CV tail).  A charger
@@ -611,10 +611,42 @@ class Soc:
         if self._tail(v, i, dt, cap, yo, r1i, t2, chem):
             return self._done(0, v, i, now)
         h0 = ocv.slope_uv(chem, s)
-        if not self._flat and h0 < _H_GATE_UV and self.rest_ms < _REST_LONG_MS:
-            # Plateau, not rested long: the counter alone (predict only).
-            self.gated += 1
+        hold = False
+        if self._flat:
             self._lost = 0
+        elif h0 < _H_GATE_UV:
+            # Plateau: the counter alone unless rested long.
+            self._lost = 0
+            hold = self.rest_ms < _REST_LONG_MS
+            if hold:
+                self.gated += 1
+        elif self.rest_ms > 0:
+            # At rest on a slope, against the table alone (not the table-error
+            # state, which would soon absorb it): more than 3 sigma of SOC,
+            # table and noise means the set / restored SOC is wrong.  The
+            # update waits while this lasts (absorbing it would park most of
+            # it in the table-error state); after _LOST_N readings SOC starts
+            # again from the table.
+            e0 = clamp(yb + bias - ocv.ocv_w(chem, s, t2), SAT)
+            lim = hypot(hypot(mul(h0, sd0, 23), sb), sr)
+            if lim < SAT // 3 and (e0 > 3 * lim or e0 < -3 * lim):
+                self._lost += 1
+                hold = True
+                if self._lost >= _LOST_N:
+                    self._lost = 0
+                    self._flat = True
+                    self.resets += 1
+                    hold = False
+                    bias = 0
+                    yb = v - yo - v1
+                    sd1 = _SD1_INIT
+                    sd2 = sb
+                    c12 = 0
+            else:
+                self._lost = 0
+        else:
+            self._lost = 0
+        if hold:
             self.v1 = v1
             self.bias = bias
             self.sd0 = sd0
@@ -624,23 +656,6 @@ class Soc:
             self.c02 = c02
             self.c12 = c12
             return self._done(clamp(yb - ocv.ocv_w(chem, s, t2), SAT), v, i, now)
-        if not self._flat and h0 >= _H_GATE_UV and self.rest_ms >= _REST_MS:
-            e0 = clamp(yb - ocv.ocv_w(chem, s, t2), SAT)
-            lim = hypot(hypot(mul(h0, sd0, 23), sd2), sr)
-            if lim < SAT // 3 and (e0 > 3 * lim or e0 < -3 * lim):
-                self._lost += 1
-                if self._lost >= _LOST_N:
-                    self._lost = 0
-                    self._flat = True
-                    self.resets += 1
-                    self.sd1 = _SD1_INIT
-                    self.c12 = 0
-                    sd1 = _SD1_INIT
-                    c12 = 0
-            else:
-                self._lost = 0
-        else:
-            self._lost = 0
         if self._flat:
             self._flat = False
             self.v1 = v1

@@ -115,8 +115,8 @@ def test_receive_and_frame_gap():
     uart.rx = bytearray(b"\x11\x22\x33")
     clk.t = 5000
     assert port.any() == 3 and port.readinto(buf) == 3 and port.last_rx_us == 5000
-    assert not port.frame_gap(5000 + 4010)
-    assert port.frame_gap(5000 + 4011)
+    assert not port.frame_gap(5000 + 3645)   # t3.5 at 9600 8N1: 3645.8 us
+    assert port.frame_gap(5000 + 3646)
 
 
 def test_relay_polarity_and_readback_fault():

@@ -217,24 +217,35 @@ class Soc(fixed.Soc):
         if self._tail_f(v, ima, dt_ms, cap, y_off, r1 * i, t_c, chem):
             return self._done(0.0, v, i, now)
         o0, h0 = ocv.ocv_f(chem, s, t_c)
-        if not self._flat and h0 < H_GATE and self.rest_ms < fixed._REST_LONG_MS:
-            self.gated += 1
+        hold = False
+        if self._flat:
             self._lost = 0
-            return self._done(v - (o0 + y_off + v1_0 + b_0), v, i, now)
-        if not self._flat and h0 >= H_GATE and self.rest_ms >= fixed._REST_MS:
-            e0 = v - (o0 + y_off + v1_0 + b_0)
-            if abs(e0) > 3.0 * math.sqrt(h0 * h0 * p00 + p22 + r):
+        elif h0 < H_GATE:
+            self._lost = 0
+            hold = self.rest_ms < fixed._REST_LONG_MS
+            if hold:
+                self.gated += 1
+        elif self.rest_ms > 0:
+            e0 = v - (o0 + y_off + v1_0)
+            if abs(e0) > 3.0 * math.sqrt(h0 * h0 * p00 + sb * sb + r):
                 self._lost += 1
+                hold = True
                 if self._lost >= fixed._LOST_N:
                     self._lost = 0
                     self._flat = True
                     self.resets += 1
-                    self.p11 = (fixed._SD1_INIT / (fixed.W_PER_MV * 1000.0)) ** 2
+                    hold = False
+                    self.bias = 0.0
+                    self.p22 = sb * sb
+                    self.p02 = 0.0
                     self.p12 = 0.0
+                    self.p11 = (fixed._SD1_INIT / (fixed.W_PER_MV * 1000.0)) ** 2
             else:
                 self._lost = 0
         else:
             self._lost = 0
+        if hold:
+            return self._done(v - (o0 + y_off + v1_0 + b_0), v, i, now)
         if self._flat:
             self._flat = False
             return self._done(self._flat_update(v - y_off, chem, t_c, r), v, i, now)
