@@ -59,6 +59,34 @@ Why these choices (the principled parts):
   relinearising at the updated SOC (Gauss-Newton on the same prior, 1-4
   passes; a pass that stays on the previous pass's segment would repeat
   it exactly, so the loop stops there) lands on the table.
+* Real cells differ from any generic OCV table by tens of mV (a published
+  NMC811 cell -77..+42 mV from our NMC row, an LFP cell 20-65 mV below our
+  plateau).  The table error is therefore a state with an honest prior
+  (30 mV NMC / NA, 20 mV LTO, 12 mV LFP) that changes smoothly along the
+  curve (correlated over 25 % of SOC and a day), so the voltage pulls SOC
+  only as far as that uncertainty allows.
+* Slope gate: where the table is flatter than 0.3 V per unit SOC (the LFP
+  plateau, 20-90 %), voltage corrects nothing under load or in short rests;
+  after 30 min of rest only if the table's error seen through the slope is
+  smaller than the counter's own uncertainty.  There, plain coulomb
+  counting is the estimate, so the filter is never worse than it.
+* Lost SOC: at rest on a slope, a reading more than 3 sigma (SOC, table,
+  noise) from the counter's SOC on the bare table for a minute means the
+  set / restored SOC was wrong: SOC starts again from the table (the
+  flat-prior update).  While the check is pending the update waits, since
+  absorbing it would park most of the error in the table-error state.
+* CV tail: a charger ends a charge at its charge voltage with the current
+  tapered (C/20..C/10), below OV1, so the manual's calibration never fires.
+  The mean cell above ``V_TAIL_MV`` with 0 < I <= C/15 for 30 s anchors SOC
+  at the table's value of the rested voltage there (the reading less R0*I
+  and R1*I), on the steep top where a table error is a small SOC error
+  (sd = table error / slope, 0.5..3 %); once per charge.  It counts as a
+  full anchor for capacity learning over the SOC span between anchors.
+  The lower knee needs no separate anchor: its slope (0.5-3 V per unit)
+  gives the Kalman update the weight it needs there.
+* Cold: the usable capacity follows the cell temperature (``COLD_CAP_PM``,
+  typical 0.2C retention per chemistry); the counter keeps the SOC fraction
+  as it changes.
 * The manual's calibration is kept exactly: the level-1 over-voltage cut-off
   sets 100 %, the level-1 under-voltage cut-off sets 0 % (TOPBMS "SOC
   calibration": discharge to UV, charge to OV), and both collapse the
@@ -147,7 +175,8 @@ _REST_MS = const(600000)         # 10 min: the RC pair has relaxed (tau 90 s)
 # again from the table (the flat-prior update, table-error state at its prior).
 _LOST_N = const(60)
 # Full as a charger ends a charge: the mean cell at the charge voltage
-# region with the current tapered below C/20 for 30 s (CV tail).  A charger
+# region with the current tapered below C/15 for 30 s (CV tail; chargers
+# end at C/20..C/10, and a 1 % gain error must not hide the end).  A charger
 # stops below OV1, so the manual's calibration alone would never fire.
 V_TAIL_MV = (4050, 3400, 2600, 3800)
 _TAIL_MS = const(30000)
@@ -615,9 +644,11 @@ class Soc:
         if self._flat:
             self._lost = 0
         elif h0 < _H_GATE_UV:
-            # Plateau: the counter alone unless rested long.
+            # Plateau: the counter alone, unless rested long and the table's
+            # slope makes its error (sb / h in SOC) smaller than the counter's
+            # own uncertainty: only then can the reading improve SOC.
             self._lost = 0
-            hold = self.rest_ms < _REST_LONG_MS
+            hold = self.rest_ms < _REST_LONG_MS or mul(h0, sd0, 23) < sb
             if hold:
                 self.gated += 1
         elif self.rest_ms > 0:
@@ -767,7 +798,7 @@ class Soc:
 
     def _tail(self, v, i, dt, cap, yo, r1i, t2, chem):
         """CV-tail anchor: True if it set SOC this update."""
-        if i <= 0 or i > cap // 20 or v < V_TAIL_MV[chem] * W_PER_MV:
+        if i <= 0 or i > cap // 15 or v < V_TAIL_MV[chem] * W_PER_MV:
             if i < -(cap // 10):
                 self._tail_armed = True     # a real discharge: the next charge may anchor
             self._tail_ms = 0

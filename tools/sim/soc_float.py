@@ -222,7 +222,7 @@ class Soc(fixed.Soc):
             self._lost = 0
         elif h0 < H_GATE:
             self._lost = 0
-            hold = self.rest_ms < fixed._REST_LONG_MS
+            hold = self.rest_ms < fixed._REST_LONG_MS or h0 * math.sqrt(p00) < sb
             if hold:
                 self.gated += 1
         elif self.rest_ms > 0:
@@ -286,8 +286,8 @@ class Soc(fixed.Soc):
 
     def _tail_f(self, v, ima, dt_ms, cap, y_off, r1i, t_c, chem):
         """CV-tail anchor (bms.soc.Soc._tail in floats)."""
-        if ima <= 0 or ima * 20 > cap or v * 1000.0 < fixed.V_TAIL_MV[chem]:
-            if ima < 0 and ima * 10 < -cap:
+        if ima <= 0 or ima > cap // 15 or v * 1000.0 < fixed.V_TAIL_MV[chem]:
+            if ima < -(cap // 10):
                 self._tail_armed = True
             self._tail_ms = 0
             return False
