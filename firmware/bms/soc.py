@@ -181,10 +181,10 @@ _LOST_N = const(60)
 V_TAIL_MV = (4050, 3400, 2600, 3800)
 _TAIL_MS = const(30000)
 # Usable capacity in the cold (per mille of 25 degC at -20, -10, 0, 25 degC;
-# typical published 0.2C retention: LFP loses more than NMC).  Between the
+# typical published 0.2C retention: LFP loses more than NMC; CHEM_* order).  Between the
 # points it is linear; the counter keeps the SOC fraction when it changes,
 # as the charge the cold cells can deliver shrinks with them.
-COLD_CAP_PM = ((600, 760, 880, 1000), (780, 860, 920, 1000),
+COLD_CAP_PM = ((780, 860, 920, 1000), (600, 760, 880, 1000),
                (800, 880, 940, 1000), (700, 820, 910, 1000))
 _COLD_T2 = (-400, -200, 0, 500)     # the points above as t2 (0.05 degC)
 _SQRT_T_LOAD_Q14 = const(12690992)  # sqrt(600000 ms) in Q14: R0 / RC model errors persist ~10 min
