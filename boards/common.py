@@ -25,7 +25,7 @@ from drivers.hwboard import HwBoard
 from drivers.ina228 import INA228
 from drivers.mcp2515 import MCP2515
 from drivers.ntc import Beta, Ntc, NtcTable
-from drivers.rs485 import Rs485
+from drivers.rs485 import Rs485, char_bits
 
 ROLES = {"power": ROLE_POWER, "balance": ROLE_BALANCE, "cell": ROLE_CELL}
 DEFAULTS = {
@@ -100,7 +100,7 @@ def build_ports(machine, pins, opts):
     baud = _opt(opts, "modbus_baud")
     u = machine.UART(uid, baudrate=baud, bits=8, parity=None, stop=1,
                      tx=machine.Pin(tx), rx=machine.Pin(rx))
-    rs485 = Rs485(u, _out(machine, de, 0), baud)
+    rs485 = Rs485(u, _out(machine, de, 0), baud, bits=char_bits(8, None, 1))
     ttl = None
     if pins.get("ttl"):
         uid, tx, rx = pins["ttl"]

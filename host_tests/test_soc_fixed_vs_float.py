@@ -83,7 +83,10 @@ def test_snapshot_situations_match_the_float_filter():
             assert abs(a.sd2 / 1.28e8 - math.sqrt(b.p22)) < 2e-5 + 0.015 * math.sqrt(b.p22), what
             assert abs(a.sd1 / 1.28e8 - math.sqrt(b.p11)) < 2e-5 + 0.015 * math.sqrt(b.p11), what
             assert abs(a.sigma_pm - math.sqrt(b.p00) * 1000.0) <= 1.0, (what, a.sigma_pm, b.p00)
-            assert abs(a.v1_v - b.v1) < 1e-4 and abs(a.bias_v - b.bias) < 1e-3, what
+            # Table-error state within a quarter of its prior std (1 mV when that was 4 mV).
+            from tools.sim.soc_float import SIG_BIAS_V
+            tol_b = 0.25 * SIG_BIAS_V[chem]
+            assert abs(a.v1_v - b.v1) < 1e-4 and abs(a.bias_v - b.bias) < tol_b, (what, a.bias_v, b.bias)
             assert abs(a.r0_ohm(25.0) - b.r0_ohm(25.0)) < 1e-6 + 1e-3 * b.r0_ohm(25.0), what
             n += 1
     assert n == 33

@@ -145,6 +145,43 @@ def test_extreme_packs_currents_and_steps_stay_in_range():
     assert chk.ops > 100000
 
 
+def test_anchor_gate_lost_and_cold_paths_stay_in_range():
+    # The issue-20 paths at the extremes: CV tails on the smallest and
+    # largest packs (capacity learning over the span), a restored SOC far
+    # from the reading at rest (lost: restart from the table), the plateau
+    # gate with a long rest and a wide SOC prior, cold capacity at -40 degC.
+    from bms import ocv
+    from bms import params as P
+    from soc_helpers import Snap, params
+    with checked_estimator() as chk:
+        from bms.soc import V_TAIL_MV, Soc
+        for chem in range(4):
+            for cap_dah in (10, 1000, 65000):
+                p = params(chem, cells=16)
+                p.set(P.P_CAPACITY, cap_dah)
+                s = Soc(p, 500)
+                s.calibrate_empty()
+                tail = max(1, cap_dah * 100 // 40)   # C/40 of the rated capacity
+                sn = Snap(16, V_TAIL_MV[chem] + 40, temp_c=-40, current_ma=tail)
+                now = 0
+                for _ in range(45):
+                    now += 1000
+                    s.integrate(sn.m.current_ma, 1000)
+                    s.estimate(sn.m, now)
+                assert s.cal_tail == 1 and 0 <= s.soc_pm <= 1000
+                s.set_pm(100)
+                sn = Snap(16, ocv.ocv_mv(chem, 800), temp_c=25, current_ma=0)
+                for _ in range(2000):
+                    now += 1000
+                    s.estimate(sn.m, now)
+                s.sd0 = 1 << 29
+                for _ in range(2000):
+                    now += 1000
+                    s.estimate(sn.m, now)
+                assert 0 <= s.soc_pm <= 1000
+    assert chk.ops > 100000
+
+
 def test_fixmath_intermediates_at_the_contract_limits():
     # Deep check of the helpers themselves: every intermediate of mul, div,
     # sqrt, hypot and exp_neg for operands at and between the contract

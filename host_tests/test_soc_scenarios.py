@@ -111,7 +111,7 @@ def test_soc_state_survives_reboot():
 def test_soc_converges_from_wrong_start_nmc():
     d = Day("NMC", cells=8, soc_true=0.6, soc_bms=0.8)
     log = d.run(hours=3.0, sample_s=60)
-    late = [abs(e - t) for (h, e, t) in log if h >= 0.5]
+    late = [abs(r[1] - r[2]) for r in log if r[0] >= 0.5]
     assert log[0][1] - log[0][2] > 0.19  # it did start 20 % off
     assert max(late) < 0.01
 
@@ -121,7 +121,7 @@ def test_soc_converges_from_wrong_start_lfp():
     # knee of the CC/CV charge pins it.
     d = Day("LFP", cells=8, soc_true=0.6, soc_bms=0.8)
     log = d.run(hours=7.5, sample_s=60)
-    late = [abs(e - t) for (h, e, t) in log if h >= 1.0]
+    late = [abs(r[1] - r[2]) for r in log if r[0] >= 1.0]
     assert max(late) < 0.02
     assert abs(log[-1][1] - log[-1][2]) < 0.01
 

@@ -59,6 +59,34 @@ Why these choices (the principled parts):
   relinearising at the updated SOC (Gauss-Newton on the same prior, 1-4
   passes; a pass that stays on the previous pass's segment would repeat
   it exactly, so the loop stops there) lands on the table.
+* Real cells differ from any generic OCV table by tens of mV (a published
+  NMC811 cell -77..+42 mV from our NMC row, an LFP cell 20-65 mV below our
+  plateau).  The table error is therefore a state with an honest prior
+  (30 mV NMC / NA, 20 mV LTO, 12 mV LFP) that changes smoothly along the
+  curve (correlated over 25 % of SOC and a day), so the voltage pulls SOC
+  only as far as that uncertainty allows.
+* Slope gate: where the table is flatter than 0.3 V per unit SOC (the LFP
+  plateau, 20-90 %), voltage corrects nothing under load or in short rests;
+  after 30 min of rest only if the table's error seen through the slope is
+  smaller than the counter's own uncertainty.  There, plain coulomb
+  counting is the estimate, so the filter is never worse than it.
+* Lost SOC: at rest on a slope, a reading more than 3 sigma (SOC, table,
+  noise) from the counter's SOC on the bare table for a minute means the
+  set / restored SOC was wrong: SOC starts again from the table (the
+  flat-prior update).  While the check is pending the update waits, since
+  absorbing it would park most of the error in the table-error state.
+* CV tail: a charger ends a charge at its charge voltage with the current
+  tapered (C/20..C/10), below OV1, so the manual's calibration never fires.
+  The mean cell above ``V_TAIL_MV`` with 0 < I <= C/15 for 30 s anchors SOC
+  at the table's value of the rested voltage there (the reading less R0*I
+  and R1*I), on the steep top where a table error is a small SOC error
+  (sd = table error / slope, 0.5..3 %); once per charge.  It counts as a
+  full anchor for capacity learning over the SOC span between anchors.
+  The lower knee needs no separate anchor: its slope (0.5-3 V per unit)
+  gives the Kalman update the weight it needs there.
+* Cold: the usable capacity follows the cell temperature (``COLD_CAP_PM``,
+  typical 0.2C retention per chemistry); the counter keeps the SOC fraction
+  as it changes.
 * The manual's calibration is kept exactly: the level-1 over-voltage cut-off
   sets 100 %, the level-1 under-voltage cut-off sets 0 % (TOPBMS "SOC
   calibration": discharge to UV, charge to OV), and both collapse the
@@ -126,9 +154,39 @@ W_PER_MV = const(128000)    # voltage unit W = 2**-7 uV
 # SIG_OFFSET_A 0.05 A: sd_soc grows by 0.05 A * dt / capacity (see estimate)
 _SIG_WHITE_W = const(256000)     # 2 mV per-reading noise of the mean cell voltage
 _T_WHITE_MS = const(10000)       # its correlation time (10 s): sqrt(T / dt) = 100 / sqrt(dt_ms)
-SIG_BIAS_W = (512000, 512000, 640000, 768000)  # 4, 4, 5, 6 mV OCV table / hysteresis error
-# L_BIAS 0.1: the table error decorrelates over 10 % of SOC ...
-_T_BIAS_MS = const(14400000)     # ... or over 4 h (temperature, hysteresis history)
+# OCV-table error (1 sigma): how far a real cell's rested curve sits from our
+# generic table.  Cells of different makers differ by tens of mV (a published
+# NMC811 cell: -77..+42 mV against this NMC row; an LFP cell 20-60 mV below the
+# LFP plateau), so 30 mV on the sloped chemistries; on the LFP plateau the
+# slope gate below does most of the work, and 12 mV keeps its knees useful.
+SIG_BIAS_W = (3840000, 1536000, 2560000, 3840000)  # 30, 12, 20, 30 mV
+# L_BIAS 0.25: a cell's table error is a smooth curve: it decorrelates over
+# 25 % of SOC ...
+_T_BIAS_MS = const(86400000)     # ... or over a day (temperature, hysteresis history)
+# Slope gate: below 0.3 V per unit SOC (3 mV per %: the LFP plateau) a
+# table error of a few mV is several % of SOC, so voltage may correct SOC
+# there only after a long rest (relaxed, no hysteresis of the last load).
+_H_GATE_UV = const(300000)
+_REST_LONG_MS = const(1800000)   # 30 min
+_REST_MS = const(600000)         # 10 min: the RC pair has relaxed (tau 90 s)
+# Lost SOC: at rest on a sloped segment the reading disagrees with the
+# counter and the bare table by more than 3 sigma of SOC, table error and
+# noise for a minute: the stored / set SOC was wrong, not the table.  Start
+# again from the table (the flat-prior update, table-error state at its prior).
+_LOST_N = const(60)
+# Full as a charger ends a charge: the mean cell at the charge voltage
+# region with the current tapered below C/15 for 30 s (CV tail; chargers
+# end at C/20..C/10, and a 1 % gain error must not hide the end).  A charger
+# stops below OV1, so the manual's calibration alone would never fire.
+V_TAIL_MV = (4050, 3400, 2600, 3800)
+_TAIL_MS = const(30000)
+# Usable capacity in the cold (per mille of 25 degC at -20, -10, 0, 25 degC;
+# typical published 0.2C retention: LFP loses more than NMC; CHEM_* order).  Between the
+# points it is linear; the counter keeps the SOC fraction when it changes,
+# as the charge the cold cells can deliver shrinks with them.
+COLD_CAP_PM = ((780, 860, 920, 1000), (600, 760, 880, 1000),
+               (800, 880, 940, 1000), (700, 820, 910, 1000))
+_COLD_T2 = (-400, -200, 0, 500)     # the points above as t2 (0.05 degC)
 _SQRT_T_LOAD_Q14 = const(12690992)  # sqrt(600000 ms) in Q14: R0 / RC model errors persist ~10 min
 # SIG_R0 0.25 (>> 2) and SIG_V1 0.5 (>> 1): relative uncertainties of R0 and the RC voltage
 _SD0_INIT = const(0x20000000)    # 0.5: SOC std without stored state (no information), Q30
@@ -173,6 +231,7 @@ class Soc:
         self.total_dsg_mah = 0        # lifetime discharge (for the log / app)
         # Capacity learning: net counted charge since the last anchor.
         self._anchor = 0              # 0 none, 1 full, -1 empty
+        self._anchor_frac = ONE       # SOC of the last full anchor (Q28)
         self._learn_mah = 0
         self.last_learned_mah = 0     # last measurement (before averaging)
         self.cal_full = 0             # calibration event counters
@@ -199,6 +258,14 @@ class Soc:
         self._est_seen = False
         self.innovation_mv = 0
         self.est_updates = 0
+        self.rest_ms = 0              # time at rest (|I| <= C/50), capped
+        self._lost = 0                # consecutive >3 sigma readings at rest
+        self._tail_ms = 0             # time in the CV tail
+        self._tail_armed = True       # one tail anchor per charge
+        self.gated = 0                # updates skipped by the slope gate
+        self.cal_tail = 0             # CV-tail anchors
+        self.resets = 0               # lost-SOC restarts from the table
+        self.cold_pm = 1000           # usable capacity at the cell temperature
         self._pver = params.version
         self.set_pm(soc_pm)
         self.sd0 = _SD0_INIT
@@ -260,7 +327,30 @@ class Soc:
             self.rated_mah = rated
             self.learned_mah = 0
             self._anchor = 0
-            self._set_capacity(rated)
+            self._set_capacity(self._at_temp(rated))
+
+    def _at_temp(self, cap):
+        """``cap`` (mAh at 25 degC) as usable at the present cell temperature."""
+        f = self.cold_pm
+        return cap if f >= 1000 else (cap // 1000) * f + (cap % 1000) * f // 1000
+
+    def _cold_capacity(self, t2, chem):
+        """Follow the usable capacity as the cells cool or warm (1 per mille steps)."""
+        ts = _COLD_T2
+        ps = COLD_CAP_PM[chem]
+        if t2 >= ts[3]:
+            f = 1000
+        elif t2 <= ts[0]:
+            f = ps[0]
+        else:
+            j = 0
+            while t2 > ts[j + 1]:
+                j += 1
+            f = ps[j] + (ps[j + 1] - ps[j]) * (t2 - ts[j]) // (ts[j + 1] - ts[j])
+        if f != self.cold_pm:
+            self.cold_pm = f
+            base = self.learned_mah if self.learned_mah else self.rated_mah
+            self._set_capacity(self._at_temp(base))
 
     def _set_capacity(self, cap):
         if cap == self.capacity_mah or cap <= 0:
@@ -365,18 +455,25 @@ class Soc:
         self.c01 = 0
         self.c02 = 0
 
-    def _anchor_event(self, kind):
-        """Capacity learning: the counted charge between opposite anchors."""
+    def _anchor_event(self, kind, frac=ONE):
+        """Capacity learning: the counted charge between opposite anchors
+        (a CV-tail full anchor at SOC ``frac`` < 1: the charge over that span)."""
         if self._anchor == -kind:
             q = self._learn_mah if kind > 0 else -self._learn_mah
+            span = frac if kind > 0 else self._anchor_frac   # SOC between the anchors
+            if span < ONE:
+                q = div(q, span, 28) if span > ONE // 2 else 0
+            if self.cold_pm < 1000:
+                q = q * 1000 // self.cold_pm if q < 1000000 else q // self.cold_pm * 1000
             rated = self.rated_mah
             if rated and _LEARN_MIN_PM <= self._ratio_pm(q, rated) <= _LEARN_MAX_PM:
                 self.last_learned_mah = q
                 # Average with the previous value: one odd cycle (a load
                 # that was not counted, a warm day) moves it only halfway.
                 self.learned_mah = q if not self.learned_mah else (self.learned_mah + q) // 2
-                self._set_capacity(self.learned_mah)
+                self._set_capacity(self._at_temp(self.learned_mah))
         self._anchor = kind
+        self._anchor_frac = frac
         self._learn_mah = 0
 
     # ---- persistence (settings store) ------------------------------------
@@ -392,7 +489,7 @@ class Soc:
         rated = self.rated_mah
         if learned_mah and rated and _LEARN_MIN_PM <= self._ratio_pm(learned_mah, rated) <= _LEARN_MAX_PM:
             self.learned_mah = learned_mah
-            self._set_capacity(learned_mah)
+            self._set_capacity(self._at_temp(learned_mah))
         if 0 <= cycles < 1000000:
             self.cycles = cycles
         if 0 <= throughput_mah < self.capacity_mah:
@@ -452,6 +549,7 @@ class Soc:
             t2 = -1000
         elif t2 > 3000:
             t2 = 3000
+        self._cold_capacity(t2, self.chem)
         mv = m.sum_mv // n                  # mean cell voltage in W, not saturated:
         if mv >= 5000:                      # above any table: limit (keeps yb a small int)
             v = 5000 * W_PER_MV
@@ -491,8 +589,8 @@ class Soc:
         r1i = mul(yo, _R1_FRAC_Q28, 28)
         v1 = clamp(mul(self.v1, a, 28) + mul(r1i, oma, 28), _V_LIM)
         # The table error belongs to a region of the curve: it fades to its
-        # prior as SOC moves on (|ds| / 0.1, Q28 -> Q24) and slowly with time.
-        rho = exp_neg(mul(ads, 10, 4) + div(dt, _T_BIAS_MS, 24))
+        # prior as SOC moves on (|ds| / 0.25, Q28 -> Q24) and slowly with time.
+        rho = exp_neg(mul(ads, 4, 4) + div(dt, _T_BIAS_MS, 24))
         sb = SIG_BIAS_W[chem]
         if t2 < 300:
             sb = mul(sb, div(500 - t2, 200, 20), 20)  # cold: OCV and relaxation less certain
@@ -533,6 +631,62 @@ class Soc:
         # What OCV(s) should read: 0 < v <= 6.4e8 (5 V), |yo|, |v1|, |bias| <= _V_LIM
         # (1.34e8), so |yb| < 1.05e9 < 2**30.
         yb = v - yo - v1 - bias
+        # Rest time, CV tail and the slope gate (module docstring).
+        ai = -i if i < 0 else i
+        if ai <= cap // 50:
+            self.rest_ms = self.rest_ms + dt if self.rest_ms < _REST_LONG_MS else _REST_LONG_MS
+        else:
+            self.rest_ms = 0
+        if self._tail(v, i, dt, cap, yo, r1i, t2, chem):
+            return self._done(0, v, i, now)
+        h0 = ocv.slope_uv(chem, s)
+        hold = False
+        if self._flat:
+            self._lost = 0
+        elif h0 < _H_GATE_UV:
+            # Plateau: the counter alone, unless rested long and the table's
+            # slope makes its error (sb / h in SOC) smaller than the counter's
+            # own uncertainty: only then can the reading improve SOC.
+            self._lost = 0
+            hold = self.rest_ms < _REST_LONG_MS or mul(h0, sd0, 23) < sb
+            if hold:
+                self.gated += 1
+        elif self.rest_ms > 0:
+            # At rest on a slope, against the table alone (not the table-error
+            # state, which would soon absorb it): more than 3 sigma of SOC,
+            # table and noise means the set / restored SOC is wrong.  The
+            # update waits while this lasts (absorbing it would park most of
+            # it in the table-error state); after _LOST_N readings SOC starts
+            # again from the table.
+            e0 = clamp(yb + bias - ocv.ocv_w(chem, s, t2), SAT)
+            lim = hypot(hypot(mul(h0, sd0, 23), sb), sr)
+            if lim < SAT // 3 and (e0 > 3 * lim or e0 < -3 * lim):
+                self._lost += 1
+                hold = True
+                if self._lost >= _LOST_N:
+                    self._lost = 0
+                    self._flat = True
+                    self.resets += 1
+                    hold = False
+                    bias = 0
+                    yb = v - yo - v1
+                    sd1 = _SD1_INIT
+                    sd2 = sb
+                    c12 = 0
+            else:
+                self._lost = 0
+        else:
+            self._lost = 0
+        if hold:
+            self.v1 = v1
+            self.bias = bias
+            self.sd0 = sd0
+            self.sd1 = sd1
+            self.sd2 = sd2
+            self.c01 = c01
+            self.c02 = c02
+            self.c12 = c12
+            return self._done(clamp(yb - ocv.ocv_w(chem, s, t2), SAT), v, i, now)
         if self._flat:
             self._flat = False
             self.v1 = v1
@@ -641,6 +795,39 @@ class Soc:
         self.v1 = v1i
         self._apply(si - s)
         return self._done(e, v, i, now)
+
+    def _tail(self, v, i, dt, cap, yo, r1i, t2, chem):
+        """CV-tail anchor: True if it set SOC this update."""
+        if i <= 0 or i > cap // 15 or v < V_TAIL_MV[chem] * W_PER_MV:
+            if i < -(cap // 10):
+                self._tail_armed = True     # a real discharge: the next charge may anchor
+            self._tail_ms = 0
+            return False
+        if self._tail_ms < _TAIL_MS:
+            self._tail_ms += dt
+        if self._tail_ms < _TAIL_MS or not self._tail_armed:
+            return False
+        self._tail_armed = False
+        # The tapering current has let the RC pair settle at R1*I: the rested
+        # voltage is the reading less R0*I and R1*I, on the steep top of the
+        # table where its error is a small SOC error.
+        sa = ocv.soc_q28(chem, v - yo - r1i, t2)
+        self._anchor_event(1, sa)
+        h = ocv.slope_uv(chem, sa)
+        sd = div(SIG_BIAS_W[chem], h, 23) if h > 0 else _SD0_RESTORED
+        if sd < _SD0_CAL:
+            sd = _SD0_CAL
+        elif sd > _SD0_RESTORED:
+            sd = _SD0_RESTORED
+        self._set_q28(sa)
+        self._flat = False
+        self.sd0 = sd
+        self.c01 = 0
+        self.c02 = 0
+        self.v1 = r1i
+        self._lost = 0
+        self.cal_tail += 1
+        return True
 
     def _done(self, e, v, i, now):
         """Bookkeeping after an update with innovation ``e`` (W)."""

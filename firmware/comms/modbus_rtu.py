@@ -22,8 +22,11 @@ Frame assembly by silence, measured on an injected clock with
   catches.
 * After construction nothing is accepted until the line has been silent
   for t3.5, so the tail of a frame in progress is never parsed as a frame.
-* t1.5 = 1.5 and t3.5 = 3.5 character times (11 bits) up to 19200 baud,
-  fixed 750 us / 1750 us above, as the Modbus serial-line spec says.
+* t1.5 = 1.5 and t3.5 = 3.5 character times up to 19200 baud, fixed
+  750 us / 1750 us above, as the Modbus serial-line spec says.  A character
+  is as long as the line makes it: 10 bits for 8N1 (the manuals' setting:
+  t3.5 = 3.65 ms at 9600 baud), 11 with parity or 2 stop bits; the server
+  takes ``bits`` from the port (``Rs485.bits``) or the constructor.
 
 Function codes: 03 and 04 (read the same map), 06, 16, 43/14 (read device
 identification, basic/regular/extended, stream and individual access).
@@ -66,16 +69,17 @@ _CONFORMITY = const(0x83)  # extended identification, stream + individual access
 _ID_OBJECTS = ((), (0, 1, 2), (0, 1, 2, 3, 4, 5, 6), (0, 1, 2, 3, 4, 5, 6, 0x80, 0x81, 0x82))
 
 
-def char_times_us(baud):
-    """(t1.5, t3.5) in microseconds for 11-bit characters."""
+def char_times_us(baud, bits=10):
+    """(t1.5, t3.5) in microseconds (rounded up) for ``bits``-bit characters."""
     if baud > 19200:
         return 750, 1750
-    return 16500000 // baud, 38500000 // baud
+    return (bits * 1500000 + baud - 1) // baud, (bits * 3500000 + baud - 1) // baud
 
 
 class ModbusRTU:
-    def __init__(self, port, regmap, clock, address=1, baud=9600, params=None):
+    def __init__(self, port, regmap, clock, address=1, baud=9600, params=None, bits=None):
         self.port = port
+        self.bits = bits if bits else getattr(port, "bits", 10)
         self.regmap = regmap
         self.clock = clock
         self.params = params
@@ -115,7 +119,7 @@ class ModbusRTU:
         return self.clock.ticks_us() if self._us else self.clock.ticks_ms()
 
     def _set_timing(self, baud):
-        t15, t35 = char_times_us(baud)
+        t15, t35 = char_times_us(baud, self.bits)
         if self._us:
             self.t15, self.t35 = t15, t35
         else:

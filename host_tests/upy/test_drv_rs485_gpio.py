@@ -3,7 +3,7 @@ import drv_helpers  # noqa: F401
 from drv_helpers import raises
 
 from drivers import gpio
-from drivers.rs485 import Rs485, char_us, t15_us, t35_us
+from drivers.rs485 import Rs485, char_bits, char_us, t15_us, t35_us
 
 
 class Events:
@@ -72,11 +72,14 @@ class Clock:
 
 
 def test_modbus_timing_per_spec():
-    # 9600 baud, 11 bits per character: 1145.8 us; t1.5 1718.75; t3.5 4010.4 (rounded up)
-    assert char_us(9600) == 1146
-    assert t15_us(9600) == 1719
-    assert t35_us(9600) == 4011
-    assert t35_us(19200) == 2006 and t15_us(19200) == 860
+    # 9600 baud 8N1 = 10 bits per character: 1041.7 us; t1.5 1562.5; t3.5 3645.8 (rounded up)
+    assert char_bits(8, None, 1) == 10 and char_bits(8, 0, 1) == 11 and char_bits(8, None, 2) == 11
+    assert char_us(9600) == 1042
+    assert t15_us(9600) == 1563
+    assert t35_us(9600) == 3646
+    assert t35_us(19200) == 1823 and t15_us(19200) == 782
+    # With parity (or 2 stop bits) the character is 11 bits: 1145.8 us, t3.5 4010.4.
+    assert char_us(9600, 11) == 1146 and t15_us(9600, 11) == 1719 and t35_us(9600, 11) == 4011
     # Above 19200 baud the spec fixes 750 us / 1750 us.
     assert t15_us(38400) == 750 and t35_us(115200) == 1750
     assert raises(ValueError, char_us, 0)
@@ -112,8 +115,8 @@ def test_receive_and_frame_gap():
     uart.rx = bytearray(b"\x11\x22\x33")
     clk.t = 5000
     assert port.any() == 3 and port.readinto(buf) == 3 and port.last_rx_us == 5000
-    assert not port.frame_gap(5000 + 4010)
-    assert port.frame_gap(5000 + 4011)
+    assert not port.frame_gap(5000 + 3645)   # t3.5 at 9600 8N1: 3645.8 us
+    assert port.frame_gap(5000 + 3646)
 
 
 def test_relay_polarity_and_readback_fault():

@@ -26,11 +26,30 @@ def test_reply_only_after_t35_silence():
     r = ModbusRig()
     r.port.feed(READ_10)
     r.server.poll()
-    r.idle(3)  # 3 ms < t3.5 (4.01 ms at 9600)
+    r.idle(3)  # 3 ms < t3.5 (3.65 ms at 9600 8N1)
     assert r.port.txn == 0
     r.idle(2)
     resp = r.port.take()
     assert crc_ok(resp) and resp[:3] == bytes((1, 3, 20))
+
+
+def test_t35_is_that_of_the_line():
+    # 9600 8N1 is 10 bits per character: t3.5 = 3645.8 us.  A reply at
+    # 3.60 ms would break the frame rule; one at 3.70 ms is on time.
+    r = ModbusRig()
+    assert (r.server.t15, r.server.t35) == (1563, 3646)
+    r.port.feed(READ_10)
+    r.server.poll()
+    r.clock.advance_us(3600)
+    r.server.poll()
+    assert r.port.txn == 0
+    r.clock.advance_us(100)
+    r.server.poll()
+    assert crc_ok(r.port.take())
+    # With parity (8E1) or two stop bits a character is 11 bits: 4010.4 us.
+    from comms.modbus_rtu import ModbusRTU
+    s = ModbusRTU(r.port, r.regs, r.clock, bits=11)
+    assert (s.t15, s.t35) == (1719, 4011)
 
 
 def test_frame_split_by_short_gaps_is_one_frame():
@@ -38,7 +57,7 @@ def test_frame_split_by_short_gaps_is_one_frame():
     for b in READ_10:
         r.port.feed(bytes((b,)))
         r.server.poll()
-        r.clock.advance_us(1146)  # one character at 9600 baud
+        r.clock.advance_us(1042)  # one character at 9600 8N1
         r.server.poll()
     r.idle(6)
     resp = r.port.take()
@@ -49,7 +68,7 @@ def test_gap_above_t15_drops_the_frame():
     r = ModbusRig()
     r.port.feed(READ_10[:4])
     r.server.poll()
-    r.clock.advance_us(2500)  # > t1.5 (1.72 ms), < t3.5
+    r.clock.advance_us(2500)  # > t1.5 (1.56 ms), < t3.5
     r.server.poll()
     r.port.feed(READ_10[4:])
     r.server.poll()

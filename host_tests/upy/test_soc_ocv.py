@@ -76,14 +76,22 @@ def test_estimator_converges_on_nmc_at_rest_from_wrong_start():
 def test_estimator_weighs_lfp_plateau_by_slope():
     # A restored SOC of 55 % and a rest voltage 10 mV above its OCV: the
     # naive table lookup says ~64 %; on the plateau the filter moves much
-    # less, on NMC's slope it follows the voltage.
+    # less.  On NMC's slope 10 mV is inside the table's own error (30 mV,
+    # real cells differ from a generic curve that much): it moves part of
+    # the way; 120 mV is not (more than 3 sigma of SOC, table and noise for
+    # a minute at rest): the restored SOC was wrong, it starts again from
+    # the table.
     naive = ocv.soc_pm(CHEM_LFP, ocv.ocv_mv(CHEM_LFP, 550) + 10)
     assert naive > 620
     s = _rest(CHEM_LFP, 550, ocv.ocv_mv(CHEM_LFP, 550) + 10, 3600, True)
     assert s.soc_pm - 550 < (naive - 550) // 2, s.soc_pm
     n_naive = ocv.soc_pm(CHEM_NMC, ocv.ocv_mv(CHEM_NMC, 550) + 10)
-    s = _rest(CHEM_NMC, 550, ocv.ocv_mv(CHEM_NMC, 550) + 10, 600, True)
-    assert abs(s.soc_pm - n_naive) <= 5
+    s = _rest(CHEM_NMC, 550, ocv.ocv_mv(CHEM_NMC, 550) + 10, 900, True)
+    assert 550 < s.soc_pm < n_naive, (s.soc_pm, n_naive)
+    assert s.resets == 0
+    far = ocv.soc_pm(CHEM_NMC, ocv.ocv_mv(CHEM_NMC, 550) + 120)
+    s = _rest(CHEM_NMC, 550, ocv.ocv_mv(CHEM_NMC, 550) + 120, 900, True)
+    assert s.resets == 1 and abs(s.soc_pm - far) <= 5, (s.soc_pm, far)
 
 
 def test_estimator_finds_lfp_knee():
@@ -163,9 +171,10 @@ def test_fresh_boot_uncertainty_follows_the_slope():
     # accordingly instead of believing one plateau reading.
     lfp = _first_update(CHEM_LFP, 800, ocv.ocv_mv(CHEM_LFP, 600))
     nmc = _first_update(CHEM_NMC, 800, ocv.ocv_mv(CHEM_NMC, 600))
-    assert lfp.sigma_pm > 50, lfp.sigma_pm
-    assert nmc.sigma_pm < 20, nmc.sigma_pm
-    assert lfp.sigma_pm > 5 * nmc.sigma_pm
+    # (12 mV of LFP table error on 0.09 V per unit, 30 mV on NMC's 0.8 V per unit)
+    assert lfp.sigma_pm > 100, lfp.sigma_pm
+    assert nmc.sigma_pm < 50, nmc.sigma_pm
+    assert lfp.sigma_pm > 2 * nmc.sigma_pm
     # A restored SOC is information: no flat-prior update then.
     s = Soc(params(CHEM_LFP, cells=16), 800)
     s.set_pm(800)

@@ -25,11 +25,16 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="make bench", description=__doc__)
     ap.add_argument("--only", default="", help="run modules whose name contains this")
     ap.add_argument("--quick", action="store_true", help="shorter runs (less precise)")
+    ap.add_argument("--soc-only", action="store_true",
+                    help="only the SOC estimator rows (same as --only soc, without balancing)")
     ap.add_argument("--json", default=os.path.join(ROOT, "out", "bench.json"))
     ap.add_argument("--readme", action="store_true",
                     help="also write the figures into README.md (below <!-- bench-figures -->)")
     a = ap.parse_args(argv)
     ctx = Ctx(quick=a.quick)
+    ctx.soc_only = a.soc_only
+    if a.soc_only:
+        a.only = "soc"
     rows = []
     t0 = time.time()
     for name in discover():

@@ -18,6 +18,21 @@ The day (times in hours, currents for a 100 Ah pack, scaled with capacity):
   20-24  rest
 The current sensor has the given gain and offset errors; the BMS starts
 with a wrong SOC.
+
+Variants (what real packs do to an estimator):
+* ``ocv_shift_mv``: the simulated cells' OCV curve sits this far from the
+  firmware's table (every point);
+* ``ambient_c``: a cold day: the cells sit at that temperature, their
+  resistance rises (pack model, 4 %/K) and their capacity falls
+  (``COLD_CAP``: typical published 0.2C capacity retention, the sim's own
+  numbers, not the firmware's);
+* ``capacity_factor``: an aged pack (0.8: 80 % of the capacity left, the
+  parameters still say the rated capacity), resistance x1.5;
+* ``profile="week"``: seven solar-storage days that never reach the charge
+  voltage (``WEEK_SEGMENTS``), starting at night.
+A plain coulomb counter runs beside the BMS on the same measured current,
+started at the same wrong SOC and clamped to 0..100 % (``log`` column 4):
+what the estimator must beat.
 """
 import math
 import random
@@ -38,14 +53,41 @@ SEGMENTS = (
     (1.0, "rest"), (2.0, "mixed"), (0.5, "rest"), (3.5, "cccv"), (1.0, "rest"),
     (4.0, "house"), (1.0, "rest"), (3.0, "solar"), (4.0, "evening"), (4.0, "rest"),
 )
+# One solar-storage day of the week profile; the sun's strength changes every day.
+WEEK_DAY = ((7.0, "night"), (2.0, "rest"), (6.0, "sun"), (9.0, "day"))
+# Capacity retention at 0.2C vs 25 degC (typical published cell data; per chemistry).
+COLD_CAP = {"LFP": ((-20.0, 0.62), (-10.0, 0.78), (0.0, 0.89), (25.0, 1.0)),
+            "NMC": ((-20.0, 0.75), (-10.0, 0.85), (0.0, 0.93), (25.0, 1.0))}
+
+
+def cold_capacity(chem, t_c):
+    pts = COLD_CAP.get(chem, COLD_CAP["NMC"])
+    if t_c >= pts[-1][0]:
+        return 1.0
+    if t_c <= pts[0][0]:
+        return pts[0][1]
+    for (t0, c0), (t1, c1) in zip(pts, pts[1:]):
+        if t0 <= t_c <= t1:
+            return c0 + (c1 - c0) * (t_c - t0) / (t1 - t0)
+    return 1.0
 
 
 class Day:
     def __init__(self, chem="LFP", cells=8, capacity_ah=100.0, soc_true=0.6, soc_bms=0.8,
-                 gain=1.01, offset_ma=50, seed=3, dt_ms=1000, params=None, ocv_shift_mv=0):
+                 gain=1.01, offset_ma=50, seed=3, dt_ms=1000, params=None, ocv_shift_mv=0,
+                 ambient_c=25.0, capacity_factor=1.0, profile="day"):
         self.chem = chem
         self.dt_ms = dt_ms
-        self.pack = Pack(chem, cells, capacity_ah, soc_true, seed)
+        self.profile = profile
+        self.pack = Pack(chem, cells, capacity_ah, soc_true, seed, ambient_c=ambient_c)
+        f = capacity_factor * cold_capacity(chem, ambient_c)
+        for c in self.pack.cells:
+            c.capacity_as *= f
+            if capacity_factor < 1.0:
+                c.r0 *= 1.5
+                c.r1 *= 1.5
+        self.cc = soc_bms
+        self.rated_as = capacity_ah * 3600.0
         self.board = FakeBoard(self.pack, seed + 1)
         self.board.current_gain = gain
         self.board.current_offset_ma = offset_ma
@@ -80,6 +122,14 @@ class Day:
             p.charger_cv = CV_PER_CELL[self.chem] * p.n
         elif kind == "evening":
             p.load_a = self._level(k, 400, 5, 30) * s
+        elif kind == "night":
+            p.load_a = self._level(k, 900, 2, 5) * s
+        elif kind == "day":
+            p.load_a = self._level(k, 600, 3, 7) * s
+        elif kind == "sun":
+            peak = random.Random(k // 86400 * 31 + 5).uniform(8.0, 20.0)
+            p.charger_a = peak * s * math.sin(math.pi * t_in / (6 * 3600.0))
+            p.charger_cv = CV_PER_CELL[self.chem] * p.n
 
     def _level(self, k, period_s, lo, hi):
         r = random.Random(k // period_s * 7919 + 13)
@@ -91,7 +141,8 @@ class Day:
         pack = self.pack
         total = 0.0
         sched = []
-        for h, kind in SEGMENTS:
+        segs = SEGMENTS if self.profile == "day" else WEEK_DAY * 7
+        for h, kind in segs:
             sched.append((total, total + h * 3600.0, kind))
             total += h * 3600.0
         if hours is not None:
@@ -115,11 +166,14 @@ class Day:
                 pack.step(dt / 1000.0)
                 self.clock.advance(dt)
                 bms.step()
+                # Plain coulomb counting on the same measured current, clamped.
+                cc = self.cc + bms.meas.current_ma * dt / 1000.0 / 1000.0 / self.rated_as
+                self.cc = 0.0 if cc < 0.0 else (1.0 if cc > 1.0 else cc)
                 if hook is not None:
                     hook(self)
                 if t >= next_sample:
                     next_sample += sample_s
-                    self.log.append((t / 3600.0, bms.soc.soc_frac(), pack.true_soc()))
+                    self.log.append((t / 3600.0, bms.soc.soc_frac(), pack.true_soc(), self.cc))
             self.t_s = total
         finally:
             if saved is not None:
@@ -129,7 +183,7 @@ class Day:
 
 def metrics(log, band=0.02):
     """max/RMS |error| overall, convergence time into ``band``, max/RMS after it."""
-    errs = [abs(e - t) for (_, e, t) in log]
+    errs = [abs(r[1] - r[2]) for r in log]
     n = len(errs)
     conv = None
     # Converged: from this sample on the error never leaves the band again.

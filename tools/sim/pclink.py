@@ -8,13 +8,14 @@ opens the path like a USB-RS485 adapter.
 
 The pty, the stale-link handling and the wire pacing live in
 ``tools.sim.ptylink`` (shared with the TTL port).  Timing is that of the
-wire, in the simulation's virtual time: bytes from the
-client are released to the server's port one character time apart (11
-bits at the configured baud rate), and the reply goes back to the pty at the
-same rate, so the firmware's t1.5/t3.5 framing and the throughput figures
-are those of a real 9600-baud line.  The server is polled every 1 ms of
-virtual time (a board polls it from a fast comms task), on its own clock
-that follows the simulation clock inside each step.
+wire, in the simulation's virtual time: bytes from the client are released
+to the server's port one character time apart (10 bits per character: the
+line is 8N1, start + 8 data + stop), and the reply goes back to the pty at
+the same rate, so the firmware's t1.5/t3.5 framing and the throughput
+figures are those of a real 9600-baud line.  The server is polled the way
+the board's main loop polls it: every 1 ms of virtual time, and also at the
+moment a byte arrives (the board's loop idles in ``select.poll`` on the
+UART and wakes on input), on a clock with the link's sub-millisecond time.
 
 Wiring: ``sim.pollers.append(link.poll)`` (done by ``attach=True``); the
 simulation must then be stepped (``run_realtime`` below paces it against
@@ -33,7 +34,7 @@ from comms.registers import RegisterMap
 from comms.regs.identity import DeviceInfo
 from tools.sim.ptylink import LinkClock as _LinkClock, PtyLink, SimPort as _SimPort  # noqa: F401
 
-BITS_PER_CHAR = 11
+BITS_PER_CHAR = 10   # 8N1
 
 
 class PcLink(PtyLink):

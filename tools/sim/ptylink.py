@@ -10,9 +10,12 @@ display / JBD responder of the TTL port.
 Timing is that of the wire, in the simulation's virtual time: bytes from the
 client are released to the firmware one character time apart
 (``bits_per_char`` at the configured baud rate) and the reply goes back to
-the pty at the same rate.  The service is polled every 1 ms of virtual time
-(a board polls it from a fast comms task) on its own clock, which follows
-the simulation clock inside each step.
+the pty at the same rate.  The service is polled the way the board's main
+loop polls it (firmware/app.py): every 1 ms of virtual time, and also at
+the moment a byte arrives, because the board's loop idles in
+``select.poll`` on the UART and wakes on input.  Its clock (``ticks_us``)
+has the link's sub-millisecond time, so the silence it measures after the
+last byte is the wire's, not rounded to the next ms.
 
 A link left behind by a killed sim (a symlink to a pty that no longer
 exists) is replaced; a symlink to a live pty of another running sim is
@@ -29,16 +32,18 @@ from bms.ticks import TICKS_MAX
 
 
 class LinkClock:
-    """The service's clock: ms steps of the link, also as ticks_us like a board has."""
+    """The service's clock: the link's time in ms, and in us (``ticks_us``)
+    with the sub-millisecond time at which a byte woke the service."""
 
     def __init__(self, t):
         self.t = t
+        self.us = t * 1000
 
     def ticks_ms(self):
         return self.t & TICKS_MAX
 
     def ticks_us(self):
-        return (self.t * 1000) & TICKS_MAX
+        return self.us & TICKS_MAX
 
 
 class SimPort:
@@ -147,6 +152,14 @@ class PtyLink:
             self._rx_q.append((start, b))
         self._rx_next = start
         self.bytes_in += len(data)
+        if data:
+            self._hold_busy()
+
+    def _hold_busy(self):
+        # The board's loop polls every 1 ms for a while after input (app.IDLE_BUSY_HOLD_MS).
+        sim = self.sim
+        if hasattr(sim, "busy_until_ms"):
+            sim.busy_until_ms = max(sim.busy_until_ms, sim.t_ms + 200)
 
     def _transmit(self, data):
         start = max(self._tx_next, self._vt)
@@ -183,11 +196,26 @@ class PtyLink:
             steps = 10000  # a huge jump (clock reset): do not spin
         self._read_pty()
         for _ in range(steps):
+            t0 = self._vt
             self.t += 1
             self._vt += 1.0
-            self.clock.t = self.t
+            clk = self.clock
             q = self._rx_q
             port_rx = self.port.rx
+            # A byte that lands inside this millisecond wakes the loop then
+            # (select.poll on the UART), so it is read at its own time.
+            while q and q[0][0] < self._vt:
+                due, b = q.popleft()
+                port_rx.append(b)
+                if not q:
+                    self._last_rx_due = due
+                vt = self._vt
+                self._vt = due if due > t0 else t0
+                clk.us = self.t * 1000 - int(round((vt - self._vt) * 1000.0))
+                self.service()
+                self._vt = vt
+            clk.t = self.t
+            clk.us = self.t * 1000
             while q and q[0][0] <= self._vt:
                 due, b = q.popleft()
                 port_rx.append(b)

@@ -42,6 +42,9 @@ class Simulation:
         self._next_sample = 0
         self.hooks = []  # fn(sim) called after every step (scenario profiles)
         self.pollers = []  # fn(sim) called after every step (comms links)
+        # A link with traffic keeps the steps at 1 ms until then, as the
+        # board's loop stays in 1 ms sleeps after input (app.IDLE_BUSY_MS).
+        self.busy_until_ms = 0
         self.fs = self.plog = self.updater = self.services = None
         if flash_dir is not None:
             self.attach_flash(flash_dir, update_key)
@@ -104,6 +107,8 @@ class Simulation:
             wait = 1
         if wait > MAX_PHYS_DT_MS:
             wait = MAX_PHYS_DT_MS
+        if self.busy_until_ms > self.t_ms:
+            wait = 1
         self.pack.step(wait / 1000.0)
         self.clock.advance(wait)
         self.t_ms += wait

@@ -30,9 +30,10 @@ SIG_GAIN = 0.01             # current gain uncertainty (1 %)
 SIG_OFFSET_A = 0.05         # current offset uncertainty (A)
 SIG_WHITE_V = 0.002         # per-reading noise of the mean cell voltage
 T_WHITE_S = 10.0            # its correlation time
-SIG_BIAS_V = (0.004, 0.004, 0.005, 0.006)  # OCV table / hysteresis error, CHEM_* order
-L_BIAS = 0.1                # the table error decorrelates over 10 % of SOC ...
-T_BIAS_S = 14400.0          # ... or over 4 h (temperature, hysteresis history)
+SIG_BIAS_V = (0.030, 0.012, 0.020, 0.030)  # OCV table error, CHEM_* order
+L_BIAS = 0.25               # the table error decorrelates over 25 % of SOC ...
+T_BIAS_S = 86400.0          # ... or over a day (temperature, hysteresis history)
+H_GATE = fixed._H_GATE_UV * 1e-6   # V per unit SOC: below it (LFP plateau) only after a long rest
 T_LOAD_S = 600.0            # correlation time of R0 / RC model errors under load
 SIG_R0 = 0.25               # relative uncertainty of R0
 SIG_V1 = 0.5                # relative uncertainty of the RC voltage
@@ -131,6 +132,8 @@ class Soc(fixed.Soc):
             return False
         t_lo = m.tmin[ROLE_CELL]
         t_c = 25.0 if t_lo == T_NONE_MIN else (t_lo + m.tmax[ROLE_CELL]) * 0.05
+        self._cold_capacity(500 if t_lo == T_NONE_MIN else max(-1000, min(3000, t_lo + m.tmax[ROLE_CELL])),
+                            self.chem)
         v = m.sum_mv / (n * 1000.0)
         i = m.current_ma / 1000.0
         s = self.soc_frac()
@@ -203,6 +206,46 @@ class Soc(fixed.Soc):
         v1i = v1_0
         bi = b_0
         y_off = r0 * i
+        # Rest time, CV tail, slope gate and lost-SOC restart as in bms.soc.
+        ima = m.current_ma
+        cap = self.capacity_mah
+        dt_ms = int(round(dt * 1000.0))
+        if abs(ima) * 50 <= cap:
+            self.rest_ms = min(self.rest_ms + dt_ms, fixed._REST_LONG_MS)
+        else:
+            self.rest_ms = 0
+        if self._tail_f(v, ima, dt_ms, cap, y_off, r1 * i, t_c, chem):
+            return self._done(0.0, v, i, now)
+        o0, h0 = ocv.ocv_f(chem, s, t_c)
+        hold = False
+        if self._flat:
+            self._lost = 0
+        elif h0 < H_GATE:
+            self._lost = 0
+            hold = self.rest_ms < fixed._REST_LONG_MS or h0 * math.sqrt(p00) < sb
+            if hold:
+                self.gated += 1
+        elif self.rest_ms > 0:
+            e0 = v - (o0 + y_off + v1_0)
+            if abs(e0) > 3.0 * math.sqrt(h0 * h0 * p00 + sb * sb + r):
+                self._lost += 1
+                hold = True
+                if self._lost >= fixed._LOST_N:
+                    self._lost = 0
+                    self._flat = True
+                    self.resets += 1
+                    hold = False
+                    self.bias = 0.0
+                    self.p22 = sb * sb
+                    self.p02 = 0.0
+                    self.p12 = 0.0
+                    self.p11 = (fixed._SD1_INIT / (fixed.W_PER_MV * 1000.0)) ** 2
+            else:
+                self._lost = 0
+        else:
+            self._lost = 0
+        if hold:
+            return self._done(v - (o0 + y_off + v1_0 + b_0), v, i, now)
         if self._flat:
             self._flat = False
             return self._done(self._flat_update(v - y_off, chem, t_c, r), v, i, now)
@@ -240,6 +283,32 @@ class Soc(fixed.Soc):
         self.v1 = v1i
         self._apply_frac(si - s)
         return self._done(e, v, i, now)
+
+    def _tail_f(self, v, ima, dt_ms, cap, y_off, r1i, t_c, chem):
+        """CV-tail anchor (bms.soc.Soc._tail in floats)."""
+        if ima <= 0 or ima > cap // 15 or v * 1000.0 < fixed.V_TAIL_MV[chem]:
+            if ima < -(cap // 10):
+                self._tail_armed = True
+            self._tail_ms = 0
+            return False
+        self._tail_ms += dt_ms
+        if self._tail_ms < fixed._TAIL_MS or not self._tail_armed:
+            return False
+        self._tail_armed = False
+        sa = ocv.soc_f(chem, v - y_off - r1i, t_c)
+        self._anchor_event(1, int(sa * fixed.ONE))
+        h = ocv.ocv_f(chem, sa, t_c)[1]
+        sd = SIG_BIAS_V[chem] / h if h > 0.0 else SIG_RESTORED
+        sd = min(max(sd, SIG_CAL), SIG_RESTORED)
+        self._set_frac(sa)
+        self._flat = False
+        self.p00 = sd * sd
+        self.p01 = 0.0
+        self.p02 = 0.0
+        self.v1 = r1i
+        self._lost = 0
+        self.cal_tail += 1
+        return True
 
     def _done(self, e, v, i, now):
         """Bookkeeping after an update with innovation ``e`` (V)."""
