@@ -620,7 +620,15 @@ def start_modbus(app, machine):
     regs = register_map(app, machine, CH_MODBUS)
     port = app.hw["rs485"]
     mb = ModbusRTU(port, regs, app.clock, params=bms.params)
-    app.pollers.append(mb.poll)
+
+    def poll_modbus():
+        mb.poll()
+        # Mid-frame (this pass read the bytes, so the UART poll will not
+        # wake the idle sleep): come back within a millisecond to see the
+        # t3.5 silence, not at the next task (up to 50 ms later).
+        if mb.receiving():
+            app.hurry()
+    app.pollers.append(poll_modbus)
     watch(app, getattr(port, "uart", None))
     return mb
 

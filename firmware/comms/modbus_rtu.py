@@ -144,6 +144,10 @@ class ModbusRTU:
             self._set_timing(baud)
 
     # ---- the task ---------------------------------------------------------
+    def receiving(self):
+        """A frame has started and its t3.5 silence is not over yet."""
+        return self._active
+
     def poll(self):
         """Read what arrived, answer a complete frame; True if a frame was handled."""
         try:
