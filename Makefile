@@ -26,8 +26,9 @@ sim: $(STAMP)
 	$(VPY) -m tools.sim $(ARGS)
 
 test: $(STAMP)
-	@echo "== [1/4] the board image (UF2, cached in build/) =="
+	@echo "== [1/4] the board images (UF2, cached in build/): master and slave module =="
 	$(VPY) -m tools.fwbuild --board pico
+	$(VPY) -m tools.fwbuild --board slave_module
 	@echo "== [2/4] pytest under CPython, and the image on the emulated RP2040 =="
 	$(VPY) -m pytest host_tests
 	@echo "== [3/4] firmware tests under the MicroPython unix port =="
