@@ -1,9 +1,21 @@
-"""Build a firmware update package: ustar archive + SHA-256 + optional HMAC signature.
+"""Build a firmware update package, its SHA-256 and optional HMAC signature.
 
+    python tools/fwpkg.py --romfs --board pico --out app.rom [--key-file device.key]
     python tools/fwpkg.py --out fw.tar [--key-file device.key] [--mpy]
 
-Writes ``fw.tar`` and ``fw.tar.sig`` (JSON: size, sha256, signature hex) that
-``bmsctl update`` sends with the package.
+``--romfs``: the ROMFS application package for boards with a ROMFS
+partition (the product image, boards/rp2/BMS_PICO): a ``bms.romslot``
+descriptor (magic, bytecode version read from the compiled files, image
+size, image SHA-256) followed by a ROMFS image of the board's modules
+compiled with mpy-cross (tools/deploy.plan; ``boot.py`` and ``main.py``
+stay frozen, ``config.py`` on the filesystem).  The board writes the image
+into its inactive ROMFS slot and runs the bytecode in place.
+
+Without it: a ustar archive of the firmware tree for the file slots
+``/fw/a|b`` (development installs on stock MicroPython, small patches).
+
+Writes the package and ``<out>.sig`` (JSON: size, sha256, signature hex)
+that ``bmsctl update`` sends with it.
 """
 import argparse
 import hashlib
@@ -53,6 +65,43 @@ def tar_of(files):
     return buf.getvalue()
 
 
+def mpy_of(path):
+    """The ``sys.implementation._mpy`` value (low 16 bits) a .mpy file needs."""
+    with open(path, "rb") as f:
+        h = f.read(4)
+    if len(h) < 4 or h[0] != ord("M"):
+        raise ValueError("%s is not a .mpy file" % path)
+    return h[1] | (h[2] & 3) << 8 | (h[2] >> 2) << 10
+
+
+def romfs_image_of(board="pico", extra=None):
+    """(ROMFS image bytes, mpy value) of a board's application.  ``extra``:
+    {name: bytes} added to the image (tests: a label file, a broken app.mpy)."""
+    from tools import deploy
+    with tempfile.TemporaryDirectory(prefix="romapp-") as tmp:
+        files = deploy.plan(board, os.path.join(tmp, "mpy"))
+        mpys = [loc for loc, rem in files if rem.endswith(".mpy")]
+        mpy = mpy_of(mpys[0])
+        stage = os.path.join(tmp, "extra")
+        for name, data in (extra or {}).items():
+            dst = os.path.join(stage, name)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            with open(dst, "wb") as f:
+                f.write(data)
+            files = [(loc, rem) for loc, rem in files if rem != name] + [(dst, name)]
+        img = os.path.join(tmp, "app.romfs")
+        deploy.romfs_image(files, img)
+        with open(img, "rb") as f:
+            return f.read(), mpy
+
+
+def romfs_package(image, mpy):
+    """Descriptor (64 bytes, bms.romslot) + image."""
+    from bms import romslot
+    d = romslot.pack_desc(mpy, len(image), hashlib.sha256(image).digest())
+    return d + b"\xff" * (romslot.DESC_LEN - len(d)) + image
+
+
 def describe(pkg, key=None):
     digest = hashlib.sha256(pkg).digest()
     meta = {"size": len(pkg), "sha256": digest.hex()}
@@ -76,8 +125,15 @@ def main(argv=None):
     ap.add_argument("--src", default=FIRMWARE)
     ap.add_argument("--key-file")
     ap.add_argument("--mpy", action="store_true", help="ship .mpy (mpy-cross) instead of .py")
+    ap.add_argument("--romfs", action="store_true",
+                    help="ROMFS application package (boards with a ROMFS partition)")
+    ap.add_argument("--board", default="pico", help="with --romfs: the board's modules")
     a = ap.parse_args(argv)
-    pkg = build_tar(a.src, a.mpy)
+    if a.romfs:
+        img, mpy = romfs_image_of(a.board)
+        pkg = romfs_package(img, mpy)
+    else:
+        pkg = build_tar(a.src, a.mpy)
     key = open(a.key_file, "rb").read() if a.key_file else None
     write(a.out, pkg, key)
     print("%s: %d bytes, sha256 %s" % (a.out, len(pkg), describe(pkg)["sha256"]))
