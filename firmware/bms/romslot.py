@@ -69,7 +69,8 @@ def half(mv):
 
 
 def board_mpy():
-    return sys.implementation._mpy & 0xFFFF
+    # CPython (host tests) has no _mpy: call it bytecode v6.3, no native arch.
+    return getattr(sys.implementation, "_mpy", 0x306) & 0xFFFF
 
 
 def mpy_text(v):
@@ -125,10 +126,11 @@ def image(mv, slot):
     return mv[slot * h:slot * h + h]
 
 
-def boot(fs):
+def boot(fs, part=None, mount_slot=None):
     """boot.py: pick the slot (trial / roll-back rule), mount it at /rom ahead
-    of the frozen modules.  Returns the slot (-1 frozen), None without ROMFS."""
-    p = partition()
+    of the frozen modules.  Returns the slot (-1 frozen), None without ROMFS.
+    ``part`` and ``mount_slot(mv, slot)``: a test's partition and mount."""
+    p = part or partition()
     if p is None:
         return None
     mv = p[1]
@@ -145,7 +147,7 @@ def boot(fs):
         s.event = U_ROLLED_BACK
         s.save()
         s._note_event()
-    mount(mv, s.active)
+    (mount_slot or mount)(mv, s.active)
     return s.active
 
 
