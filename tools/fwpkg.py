@@ -102,6 +102,39 @@ def romfs_package(image, mpy):
     return d + b"\xff" * (romslot.DESC_LEN - len(d)) + image
 
 
+ROMFS_BASE = 0x0C0000        # boards/rp2/BMS_PICO: the ROMFS partition
+ROMFS_BYTES = 512 * 1024
+_XIP = 0x10000000
+_RP2040_FAMILY = 0xE48BFF56
+
+
+def slot_a_bytes(pkg, partition=ROMFS_BYTES):
+    """{flash offset in the partition: bytes} that install a package's image
+    in ROMFS slot A with its descriptor (a factory install)."""
+    from bms import romslot
+    half = partition // 2 // romslot.SECTOR * romslot.SECTOR
+    img = pkg[romslot.DESC_LEN:]
+    desc = pkg[:romslot.DESC_LEN]
+    return {0: img, half - romslot.SECTOR: desc}
+
+
+def uf2_of(regions, base=ROMFS_BASE):
+    """UF2 blocks (256 data bytes each) writing ``{offset: bytes}`` at
+    ``base + offset``: flash it after (or appended to) the firmware UF2."""
+    import struct
+    pages = []
+    for off, data in sorted(regions.items()):
+        for i in range(0, len(data), 256):
+            page = data[i:i + 256]
+            pages.append((_XIP + base + off + i, page + b"\xff" * (256 - len(page))))
+    out = bytearray()
+    for n, (addr, page) in enumerate(pages):
+        out += struct.pack("<IIIIIIII", 0x0A324655, 0x9E5D5157, 0x2000, addr, 256, n,
+                           len(pages), _RP2040_FAMILY)
+        out += page + bytes(476 - 256) + struct.pack("<I", 0x0AB16F30)
+    return bytes(out)
+
+
 def describe(pkg, key=None):
     digest = hashlib.sha256(pkg).digest()
     meta = {"size": len(pkg), "sha256": digest.hex()}
@@ -128,6 +161,8 @@ def main(argv=None):
     ap.add_argument("--romfs", action="store_true",
                     help="ROMFS application package (boards with a ROMFS partition)")
     ap.add_argument("--board", default="pico", help="with --romfs: the board's modules")
+    ap.add_argument("--uf2", help="with --romfs: also write a UF2 that installs the image "
+                    "in ROMFS slot A (factory install, after the firmware UF2)")
     a = ap.parse_args(argv)
     if a.romfs:
         img, mpy = romfs_image_of(a.board)
@@ -136,6 +171,9 @@ def main(argv=None):
         pkg = build_tar(a.src, a.mpy)
     key = open(a.key_file, "rb").read() if a.key_file else None
     write(a.out, pkg, key)
+    if a.romfs and a.uf2:
+        with open(a.uf2, "wb") as f:
+            f.write(uf2_of(slot_a_bytes(pkg)))
     print("%s: %d bytes, sha256 %s" % (a.out, len(pkg), describe(pkg)["sha256"]))
 
 
