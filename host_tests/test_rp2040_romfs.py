@@ -21,13 +21,14 @@ import subprocess
 
 import pytest
 
+from rp2_modbus_sync import EmuModbus
 from rp2_rig import CanLog, uf2
 
 import tools  # noqa: F401
 from tools import fwpkg
 from tools.bmsctl.client import BmsClient, BmsError
 from tools.bmsctl.update_cmd import ModbusTransport
-from tools.rp2emu.board import Background, EmuBoard, VirtualCanBus
+from tools.rp2emu.board import EmuBoard, VirtualCanBus
 from tools.rp2emu.repl import Repl
 from tools.sim.pack import Pack
 
@@ -49,18 +50,17 @@ def _mpy_cross_compile(src, tmp):
 
 def _small_image(tmp, files):
     """A ROMFS image of just ``files`` (the rest comes from the frozen modules)."""
-    from tools import deploy
-    plan = []
+    import contextlib
+    import io
+    from mpremote.romfs import make_romfs
+    d = os.path.join(tmp, "small")
     for name, data in files.items():
-        p = os.path.join(tmp, "small", name)
+        p = os.path.join(d, name)
         os.makedirs(os.path.dirname(p), exist_ok=True)
         with open(p, "wb") as f:
             f.write(data)
-        plan.append((p, name))
-    img = os.path.join(tmp, "small.romfs")
-    deploy.romfs_image(plan, img)
-    with open(img, "rb") as f:
-        return f.read()
+    with contextlib.redirect_stdout(io.StringIO()):
+        return make_romfs(d, mpy_cross=False)
 
 
 @pytest.fixture(scope="module")
@@ -113,44 +113,43 @@ def _who(board):
             "slot": slot, "whole": whole, "heap": heap}
 
 
-class _Run:
-    """The board running in the background, paused for flash snapshots."""
+class _Snaps:
+    """Flash snapshots (ROMFS + littlefs) of one board, one file per distinct state."""
 
     def __init__(self, board, snapdir):
         self.board = board
         self.snapdir = snapdir
         self.snaps = []          # (path, expected label, what)
         self.seen = set()
-        self.bg = Background(board).__enter__()
-
-    def pause(self):
-        self.bg.stop()
-
-    def resume(self):
-        self.bg = Background(self.board).__enter__()
 
     def snap(self, expect, what):
-        self.pause()
-        p = os.path.join(self.snapdir, "snap%03d.bin" % len(self.snaps))
+        p = os.path.join(self.snapdir, "snap%03d.bin" % (len(self.snaps) + len(self.seen)))
         self.board.chip.save_flash(p)
         with open(p, "rb") as f:
             h = hashlib.sha256(f.read()).digest()
         if h in self.seen:
             os.remove(p)
-        else:
-            self.seen.add(h)
-            self.snaps.append((p, expect, what))
-        self.resume()
-
-    def stop(self):
-        self.bg.stop()
+            return
+        self.seen.add(h)
+        self.snaps.append((p, expect, what))
 
 
 def _client(board):
-    link = board.rs485 or board.open_rs485()
-    c = BmsClient(link.path, baud=115200, timeout=3.0, retries=1)
+    mb = EmuModbus(board)
+    c = BmsClient("emulated RS485", client=mb)
     c.unlock("123456")
-    return c
+    return c, mb
+
+
+def _send(t, pkg, digest, at=None):
+    t.begin(len(pkg), digest, None)
+    off = 0
+    marks = list(at or ())
+    while off < len(pkg):
+        off = t.chunk(off, pkg[off:off + 240])
+        if marks and off >= marks[0][0]:
+            marks.pop(0)[1](off)
+    return off
 
 
 def test_full_update_over_rs485_reboots_confirms_and_survives_power_cuts(pkgs):
@@ -162,38 +161,35 @@ def test_full_update_over_rs485_reboots_confirms_and_survives_power_cuts(pkgs):
         assert fresh["failed"] == [] and fresh["running"] and fresh["slot"][0] == 0, fresh
         board.power_cycle()
         board.run_ms(2500)
-        run = _Run(board, pkgs["tmp"])
-        c = _client(board)
+        snaps = _Snaps(board, pkgs["tmp"])
+        c, mb = _client(board)
         pkg = pkgs["app-2"]
         digest = hashlib.sha256(pkg).digest()
         polls = []
 
         def sleep(_s):
+            # Between status polls of the finish: a power-cut point, then 2 ms more.
             st = t.status()
             polls.append(st["status"])
-            run.snap("app-2" if st["status"] == "staged" else "app-1", "finish " + st["status"])
+            snaps.snap("app-2" if st["status"] == "staged" else "app-1", "finish " + st["status"])
+            board.run_ms(2)
         t = ModbusTransport(c, sleep=sleep, interval=0)
         t0 = board.chip.t_ns
-        t.begin(len(pkg), digest, None)
-        off = 0
-        marks = [len(pkg) // 3, 2 * len(pkg) // 3]
-        while off < len(pkg):
-            off = t.chunk(off, pkg[off:off + 240])
-            if marks and off >= marks[0]:
-                marks.pop(0)
-                run.snap("app-1", "transfer %d" % off)
+        r0 = mb.requests
+        third = len(pkg) // 3
+        _send(t, pkg, digest, [(third, lambda o: snaps.snap("app-1", "transfer %d" % o)),
+                               (2 * third, lambda o: snaps.snap("app-1", "transfer %d" % o))])
         t_transfer = (board.chip.t_ns - t0) / 1e9
-        run.snap("app-1", "received")
+        n_chunks = mb.requests - r0
+        snaps.snap("app-1", "received")
         t1 = board.chip.t_ns
         t.finish()
         t_finish = (board.chip.t_ns - t1) / 1e9
-        run.snap("app-2", "staged")
+        snaps.snap("app-2", "staged")
         st = t.status()
         assert st["status"] == "staged" and st["fw_state"] == "pending", st
         resets = len(board.chip.resets)
         t.restart()
-        c.close()
-        run.stop()
         # The restart: the chip reboots into the new application on trial.
         for _i in range(40):
             board.run_ms(100)
@@ -201,20 +197,16 @@ def test_full_update_over_rs485_reboots_confirms_and_survives_power_cuts(pkgs):
                 break
         assert len(board.chip.resets) > resets, "no reboot after the restart command"
         board.run_ms(1500)
-        first = run
-        run = _Run(board, pkgs["tmp"])
-        run.seen = first.seen
-        run.snap("app-2", "trial boot")
-        run.stop()
+        snaps.snap("app-2", "trial boot")
         board.run_ms(4000)                 # armed and fault-free 2 s (UPDATE_CONFIRM_MS)
         after = _who(board)
         assert after["label"] == "app-2" and after["failed"] == [] and after["running"], after
         assert after["slot"] == (1, 0, 0), after           # slot B, confirmed (ok)
         assert after["whole"]
-        snaps = first.snaps + run.snaps
+        snaps.snap("app-2", "confirmed")
     finally:
         board.close()
-    FIGURES.update(transfer_s=t_transfer, finish_s=t_finish, size=len(pkg),
+    FIGURES.update(transfer_s=t_transfer, finish_s=t_finish, size=len(pkg), chunks=n_chunks,
                    heap_fresh=fresh["heap"], heap_updated=after["heap"])
     print("update %d B at 115200: transfer %.1f s, finish %.2f s (emulated); heap free "
           "fresh %d B, after update %d B" % (len(pkg), t_transfer, t_finish, fresh["heap"],
@@ -222,9 +214,10 @@ def test_full_update_over_rs485_reboots_confirms_and_survives_power_cuts(pkgs):
     assert abs(after["heap"] - fresh["heap"]) <= HEAP_TOL
     assert "verifying" in polls
     # Every distinct flash state seen boots a whole old or new application.
-    all_snaps = snaps
-    assert len(all_snaps) >= 5, all_snaps
-    for path, expect, what in all_snaps:
+    whats = [w for _p, _e, w in snaps.snaps]
+    print("power-cut states: %s" % ", ".join(whats))
+    assert len(snaps.snaps) >= 6, whats
+    for path, expect, what in snaps.snaps:
         b = _board(uf2(), flash_file=path)
         try:
             got = _who(b)
@@ -237,18 +230,14 @@ def test_full_update_over_rs485_reboots_confirms_and_survives_power_cuts(pkgs):
 def test_bad_hash_and_bytecode_mismatch_refused_broken_app_rolls_back(pkgs):
     board = _board(pkgs["factory"])
     try:
-        bg = Background(board).__enter__()
-        c = _client(board)
-        t = ModbusTransport(c, sleep=lambda s: None, interval=0)
+        c, _mb = _client(board)
+        t = ModbusTransport(c, sleep=lambda s: board.run_ms(2), interval=0)
         pkg = pkgs["broken"]
         digest = hashlib.sha256(pkg).digest()
         # A bad hash: the package arrives whole but its SHA-256 is not the one begun.
         bad = bytearray(pkg)
         bad[5000] ^= 0x55
-        t.begin(len(pkg), digest, None)
-        off = 0
-        while off < len(pkg):
-            off = t.chunk(off, bytes(bad[off:off + 240]))
+        _send(t, bytes(bad), digest)
         with pytest.raises(BmsError) as e:
             t.finish()
         assert "sha256" in str(e.value) or "hash" in str(e.value), e.value
@@ -262,14 +251,9 @@ def test_bad_hash_and_bytecode_mismatch_refused_broken_app_rolls_back(pkgs):
             t.chunk(0, wrong[:240])
         assert "MicroPython mismatch" in str(e.value), e.value
         # The broken application: staged, rebooted into, never armed, rolled back.
-        t.begin(len(pkg), digest, None)
-        off = 0
-        while off < len(pkg):
-            off = t.chunk(off, pkg[off:off + 240])
+        _send(t, pkg, digest)
         t.finish()
         t.restart()
-        c.close()
-        bg.stop()
         t0 = board.chip.t_ns
         resets = len(board.chip.resets)
         # Trial boots 1..3 fail at import (watchdog resets), boot 4 rolls back.

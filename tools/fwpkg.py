@@ -76,23 +76,31 @@ def mpy_of(path):
 
 def romfs_image_of(board="pico", extra=None):
     """(ROMFS image bytes, mpy value) of a board's application.  ``extra``:
-    {name: bytes} added to the image (tests: a label file, a broken app.mpy)."""
+    {name: bytes} added to the image (tests: a label file, a config.py, a
+    broken app.mpy); ``boot.py``/``main.py`` stay frozen and ``config.py``
+    on the filesystem unless ``extra`` puts one in."""
+    import contextlib
+    import shutil
+    from mpremote.romfs import make_romfs
     from tools import deploy
     with tempfile.TemporaryDirectory(prefix="romapp-") as tmp:
         files = deploy.plan(board, os.path.join(tmp, "mpy"))
         mpys = [loc for loc, rem in files if rem.endswith(".mpy")]
         mpy = mpy_of(mpys[0])
-        stage = os.path.join(tmp, "extra")
+        tree = os.path.join(tmp, "tree")
+        for loc, rem in files:
+            if rem in deploy.FS_ONLY:
+                continue
+            dst = os.path.join(tree, rem)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copyfile(loc, dst)
         for name, data in (extra or {}).items():
-            dst = os.path.join(stage, name)
+            dst = os.path.join(tree, name)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             with open(dst, "wb") as f:
                 f.write(data)
-            files = [(loc, rem) for loc, rem in files if rem != name] + [(dst, name)]
-        img = os.path.join(tmp, "app.romfs")
-        deploy.romfs_image(files, img)
-        with open(img, "rb") as f:
-            return f.read(), mpy
+        with contextlib.redirect_stdout(io.StringIO()):   # make_romfs prints the tree
+            return make_romfs(tree, mpy_cross=False), mpy
 
 
 def romfs_package(image, mpy):

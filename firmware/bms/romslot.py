@@ -81,7 +81,9 @@ def mpy_refusal(pkg, board=None):
     """Why a package's bytecode cannot run here (None: it can)."""
     if board is None:
         board = board_mpy()
-    if (pkg & 0x3FF) != (board & 0x3FF) or (pkg >> 10 and pkg >> 10 != board >> 10):
+    # Bytecode-only .mpy files carry no arch and sub-version (0): the version
+    # must match; native code must also match the arch and its sub-version.
+    if (pkg & 0xFF) != (board & 0xFF) or (pkg >> 10 and (pkg & 0xFF00) != (board & 0xFF00)):
         return "bytecode %s, this board runs %s" % (mpy_text(pkg), mpy_text(board))
     return None
 
@@ -137,6 +139,7 @@ def boot(fs, part=None, mount_slot=None):
     s = Slots(fs, ROOT)
     if s.marker.load() is None and valid(mv, 0):
         s.active = 0                     # factory install: image in slot A, no marker yet
+        s.save()                         # (an updater must see that A is the running slot)
     s.select_at_boot()
     while s.active != ROOT_SLOT and not valid(mv, s.active):
         # Never mount a slot that is not whole: back to the previous one, or frozen.

@@ -68,6 +68,10 @@ def test_factory_install_in_slot_a_runs_without_a_marker():
     h = R.half(rom.part()[1])
     rom.buf[h - R.SECTOR:h - R.SECTOR + 52] = pkg[0:52]
     assert _label(rom, _boot(fs, rom)) == "factory"
+    # The marker now names slot A as running: an update goes to B, never over A.
+    assert R.slots(fs).active == 0
+    up = _updater(fs, rom)
+    assert up._staged == 1
 
 
 def test_bad_hash_signature_size_and_format_are_refused_and_change_nothing():
@@ -258,3 +262,12 @@ def test_a_new_transfer_over_a_pending_slot_unpends_it_first():
     up.chunk(0, pkg3[:R.DESC_LEN + R.SECTOR])            # the first sector is written
     assert R.slots(fs).state == ST_OK
     assert _label(rom, _boot(fs, rom)) == "one"
+
+
+def test_bytecode_rule_version_always_arch_only_for_native_code():
+    board = 6 | 3 << 8 | 4 << 10                    # rp2 1.27: v6.3, armv6m
+    assert R.mpy_refusal(6, board) is None          # bytecode-only .mpy: no arch, no sub-version
+    assert R.mpy_refusal(board, board) is None
+    assert R.mpy_refusal(5, board) is not None
+    assert R.mpy_refusal(6 | 3 << 8 | 9 << 10, board) is not None   # native code for xtensawin
+    assert R.mpy_refusal(6 | 2 << 8 | 4 << 10, board) is not None   # native ABI sub-version
