@@ -21,7 +21,7 @@ import subprocess
 
 import pytest
 
-from rp2_modbus_sync import EmuModbus
+from tools.rp2emu.modbus_sync import EmuModbus
 from rp2_rig import CanLog, uf2
 
 import tools  # noqa: F401

@@ -99,7 +99,8 @@ class RomUpdater:
         self._pos = 0
         self.steps = 0
         self.step_us = 0
-        self.max_step_us = 0             # longest finish step or sector write of the last update
+        self.max_step_us = 0             # longest finish step of the last finish
+        self.max_chunk_us = 0            # longest chunk call (a sector write) of the last transfer
         self.step_io = 0
         self.max_step_io = 0
 
@@ -171,6 +172,7 @@ class RomUpdater:
         self._sector = 0
         self._desc = None
         self._f = _Sink(self)
+        self.max_chunk_us = 0
         return 0
 
     def chunk(self, offset, data):
@@ -179,7 +181,9 @@ class RomUpdater:
                        else "no update in progress")
         t0 = ticks_us()
         r = append_in_order(self, offset, data)
-        self._timed(t0)
+        us = ticks_diff(ticks_us(), t0)
+        if us > self.max_chunk_us:
+            self.max_chunk_us = us
         return r
 
     def _timed(self, t0):
