@@ -683,8 +683,8 @@ def start_update_steps(app):
 
     def poll_update():
         up = parts.get("updater")    # built when an update starts
-        if up is not None and up.phase:
-            app.hurry()
+        if up is not None and (up.phase or up._f is not None):
+            app.hurry()              # finish steps, or the next chunk answered sooner
         if up is not None and up.phase and sched.ms_to_next() >= UPDATE_IDLE_MS:
             from bms import update as U
             r = up.finish_step()
