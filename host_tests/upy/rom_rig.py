@@ -4,7 +4,7 @@ from bms import romslot as R
 from bms.digest import sha256
 from bms.update import sign
 
-SIZE = 512 * 1024
+SIZE = 128 * 1024      # the smallest partition bms.romslot splits (RAM of the unix-port run)
 
 
 class FakeRom:

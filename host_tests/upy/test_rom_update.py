@@ -130,7 +130,7 @@ def _sig(digest, pkg):
 def test_finish_steps_are_bounded():
     fs, rom = _device()
     up = _updater(fs, rom)
-    pkg, digest, sig = package(app("big", pad=60000))
+    pkg, digest, sig = package(app("big", pad=40000))
     send(up, pkg, digest, sig)
     r = up.finish_start()
     ops = rom.ops
