@@ -542,13 +542,19 @@ def start_services(app, bms, store, state, machine):
             getattr(b, "charger_in", None) is not None
         sleep = app.part(_PT_SLEEP, SL.Sleep, 30 * 60000, 200, 500, 3000, True, SL.PERIOD_MS,
                          SL.RECHECK_MS, has)
-    return S.Services(bms, store, state if state is not None else State(), plog, lease, sleep,
-                      None, updater, app.reset, unclean, reason)
+    svc = S.Services(bms, store, state if state is not None else State(), plog, lease, sleep,
+                     None, updater, app.reset, unclean, reason)
+    svc.confirm_ms = getattr(cfg, "UPDATE_CONFIRM_MS", svc.confirm_ms)
+    return svc
 
 
 def _slots(fs):
-    from bms.fwslot import Slots
-    s = Slots(fs)
+    from bms import romslot
+    if romslot.partition() is not None:
+        s = romslot.slots(fs)       # the application lives in ROMFS slots (boot.py)
+    else:
+        from bms.fwslot import Slots
+        s = Slots(fs)
     s.drop_stage()
     s.take_boot_event()   # boot.py's swap / rollback: the services log it
     return s
@@ -557,10 +563,15 @@ def _slots(fs):
 def _updater(fs, key=None, slots=None):
     """The firmware updater; with ``UPDATE_KEY`` (bytes or hex str) in config.py
     every package must carry a valid HMAC-SHA256 signature made with it."""
-    from bms.update import Updater
     if isinstance(key, str):
         import binascii
         key = binascii.unhexlify(key)
+    from bms import romslot
+    part = romslot.partition()
+    if part is not None:
+        from bms.romupdate import RomUpdater
+        return RomUpdater(fs, part, key=key or None, slots=slots)
+    from bms.update import Updater
     return Updater(fs, key=key or None, slots=slots)
 
 
@@ -788,8 +799,8 @@ def start_update_steps(app):
 
     def poll_update():
         up = parts.get("updater")    # built when an update starts
-        if up is not None and up.phase:
-            app.hurry()
+        if up is not None and (up.phase or up._f is not None):
+            app.hurry()              # finish steps, or the next chunk answered sooner
         if up is not None and up.phase and sched.ms_to_next() >= UPDATE_IDLE_MS:
             from bms import update as U
             r = up.finish_step()

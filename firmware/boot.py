@@ -3,8 +3,10 @@
 #    long enough for the imports; main.py shortens it), unless config.py
 #    says WDT_AT_BOOT = False (bench work at the REPL);
 # 2. pick the firmware slot (bms.fwslot.Slots.select_at_boot: a staged
-#    update becomes a trial, a trial that never armed rolls back) and put
-#    its directory first on sys.path.  Any exception: run the current one.
+#    update becomes a trial, a trial that never armed rolls back): on a
+#    board with a ROMFS partition mount that slot's image at /rom
+#    (bms.romslot), else put the slot's directory first on sys.path.  Any
+#    exception: run the current one.
 import sys
 
 try:
@@ -21,10 +23,15 @@ except Exception:  # noqa: BLE001 - no watchdog on this port: boot anyway
 
 try:
     from bms.store import BoardFs
-    from bms.fwslot import Slots
-    _p = Slots(BoardFs()).select_at_boot()
-    if _p:
-        sys.path.insert(0, _p)
+    from bms import romslot
+    _fs = BoardFs()
+    # A board with a ROMFS partition runs its application from a ROMFS slot
+    # (or the frozen one); others from the file slots /fw/a|b.
+    if romslot.boot(_fs) is None:
+        from bms.fwslot import Slots
+        _p = Slots(_fs).select_at_boot()
+        if _p:
+            sys.path.insert(0, _p)
     # The slot's own bms package must be imported from the slot, not reuse
     # the modules the selection itself loaded from the root firmware.
     for _k in list(sys.modules):

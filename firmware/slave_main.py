@@ -99,8 +99,17 @@ def attach_update(slave, machine, now, fs=None):
         if isinstance(key, str):
             import binascii
             key = binascii.unhexlify(key)
-        slave.fw = SlaveFw(slave, Updater(fs if fs is not None else BoardFs(), key=key or None),
-                           reset=getattr(machine, "reset", None), now=now)
+        fs = fs if fs is not None else BoardFs()
+        from bms import romslot
+        part = romslot.partition()
+        if part is not None:
+            # The module's own image has a ROMFS partition: the package is its
+            # ROMFS application (fwpkg --romfs --board slave_module).
+            from bms.romupdate import RomUpdater
+            up = RomUpdater(fs, part, key=key or None)
+        else:
+            up = Updater(fs, key=key or None)
+        slave.fw = SlaveFw(slave, up, reset=getattr(machine, "reset", None), now=now)
     except Exception as e:  # noqa: BLE001 - the measurements matter more than updates
         print("slave update unavailable:", e)
 

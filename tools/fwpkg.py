@@ -1,9 +1,21 @@
-"""Build a firmware update package: ustar archive + SHA-256 + optional HMAC signature.
+"""Build a firmware update package, its SHA-256 and optional HMAC signature.
 
+    python tools/fwpkg.py --romfs --board pico --out app.rom [--key-file device.key]
     python tools/fwpkg.py --out fw.tar [--key-file device.key] [--mpy]
 
-Writes ``fw.tar`` and ``fw.tar.sig`` (JSON: size, sha256, signature hex) that
-``bmsctl update`` sends with the package.
+``--romfs``: the ROMFS application package for boards with a ROMFS
+partition (the product image, boards/rp2/BMS_PICO): a ``bms.romslot``
+descriptor (magic, bytecode version read from the compiled files, image
+size, image SHA-256) followed by a ROMFS image of the board's modules
+compiled with mpy-cross (tools/deploy.plan; ``boot.py`` and ``main.py``
+stay frozen, ``config.py`` on the filesystem).  The board writes the image
+into its inactive ROMFS slot and runs the bytecode in place.
+
+Without it: a ustar archive of the firmware tree for the file slots
+``/fw/a|b`` (development installs on stock MicroPython, small patches).
+
+Writes the package and ``<out>.sig`` (JSON: size, sha256, signature hex)
+that ``bmsctl update`` sends with it.
 """
 import argparse
 import hashlib
@@ -53,6 +65,84 @@ def tar_of(files):
     return buf.getvalue()
 
 
+def mpy_of(path):
+    """The ``sys.implementation._mpy`` value (low 16 bits) a .mpy file needs."""
+    with open(path, "rb") as f:
+        h = f.read(4)
+    if len(h) < 4 or h[0] != ord("M"):
+        raise ValueError("%s is not a .mpy file" % path)
+    return h[1] | (h[2] & 3) << 8 | (h[2] >> 2) << 10
+
+
+def romfs_image_of(board="pico", extra=None):
+    """(ROMFS image bytes, mpy value) of a board's application.  ``extra``:
+    {name: bytes} added to the image (tests: a label file, a config.py, a
+    broken app.mpy); ``boot.py``/``main.py`` stay frozen and ``config.py``
+    on the filesystem unless ``extra`` puts one in."""
+    import contextlib
+    import shutil
+    from mpremote.romfs import make_romfs
+    from tools import deploy
+    with tempfile.TemporaryDirectory(prefix="romapp-") as tmp:
+        files = deploy.plan(board, os.path.join(tmp, "mpy"))
+        mpys = [loc for loc, rem in files if rem.endswith(".mpy")]
+        mpy = mpy_of(mpys[0])
+        tree = os.path.join(tmp, "tree")
+        for loc, rem in files:
+            if rem in deploy.FS_ONLY:
+                continue
+            dst = os.path.join(tree, rem)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copyfile(loc, dst)
+        for name, data in (extra or {}).items():
+            dst = os.path.join(tree, name)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            with open(dst, "wb") as f:
+                f.write(data)
+        with contextlib.redirect_stdout(io.StringIO()):   # make_romfs prints the tree
+            return make_romfs(tree, mpy_cross=False), mpy
+
+
+def romfs_package(image, mpy):
+    """Descriptor (64 bytes, bms.romslot) + image."""
+    from bms import romslot
+    d = romslot.pack_desc(mpy, len(image), hashlib.sha256(image).digest())
+    return d + b"\xff" * (romslot.DESC_LEN - len(d)) + image
+
+
+ROMFS_BASE = 0x0C0000        # boards/rp2/BMS_PICO: the ROMFS partition
+ROMFS_BYTES = 512 * 1024
+_XIP = 0x10000000
+_RP2040_FAMILY = 0xE48BFF56
+
+
+def slot_a_bytes(pkg, partition=ROMFS_BYTES):
+    """{flash offset in the partition: bytes} that install a package's image
+    in ROMFS slot A with its descriptor (a factory install)."""
+    from bms import romslot
+    half = partition // 2 // romslot.SECTOR * romslot.SECTOR
+    img = pkg[romslot.DESC_LEN:]
+    desc = pkg[:romslot.DESC_LEN]
+    return {0: img, half - romslot.SECTOR: desc}
+
+
+def uf2_of(regions, base=ROMFS_BASE):
+    """UF2 blocks (256 data bytes each) writing ``{offset: bytes}`` at
+    ``base + offset``: flash it after (or appended to) the firmware UF2."""
+    import struct
+    pages = []
+    for off, data in sorted(regions.items()):
+        for i in range(0, len(data), 256):
+            page = data[i:i + 256]
+            pages.append((_XIP + base + off + i, page + b"\xff" * (256 - len(page))))
+    out = bytearray()
+    for n, (addr, page) in enumerate(pages):
+        out += struct.pack("<IIIIIIII", 0x0A324655, 0x9E5D5157, 0x2000, addr, 256, n,
+                           len(pages), _RP2040_FAMILY)
+        out += page + bytes(476 - 256) + struct.pack("<I", 0x0AB16F30)
+    return bytes(out)
+
+
 def describe(pkg, key=None):
     digest = hashlib.sha256(pkg).digest()
     meta = {"size": len(pkg), "sha256": digest.hex()}
@@ -76,10 +166,22 @@ def main(argv=None):
     ap.add_argument("--src", default=FIRMWARE)
     ap.add_argument("--key-file")
     ap.add_argument("--mpy", action="store_true", help="ship .mpy (mpy-cross) instead of .py")
+    ap.add_argument("--romfs", action="store_true",
+                    help="ROMFS application package (boards with a ROMFS partition)")
+    ap.add_argument("--board", default="pico", help="with --romfs: the board's modules")
+    ap.add_argument("--uf2", help="with --romfs: also write a UF2 that installs the image "
+                    "in ROMFS slot A (factory install, after the firmware UF2)")
     a = ap.parse_args(argv)
-    pkg = build_tar(a.src, a.mpy)
+    if a.romfs:
+        img, mpy = romfs_image_of(a.board)
+        pkg = romfs_package(img, mpy)
+    else:
+        pkg = build_tar(a.src, a.mpy)
     key = open(a.key_file, "rb").read() if a.key_file else None
     write(a.out, pkg, key)
+    if a.romfs and a.uf2:
+        with open(a.uf2, "wb") as f:
+            f.write(uf2_of(slot_a_bytes(pkg)))
     print("%s: %d bytes, sha256 %s" % (a.out, len(pkg), describe(pkg)["sha256"]))
 
 

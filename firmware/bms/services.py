@@ -57,6 +57,7 @@ class Services:
         self.sleep = sleep
         self.wdt = watchdog
         self.updater = updater
+        self.confirm_ms = CONFIRM_MS   # config.py UPDATE_CONFIRM_MS (bench and tests)
         self.reset = reset      # machine.reset on a board
         self.errors = 0         # flash errors (OSError) seen while saving
         self.stopped = False
@@ -274,7 +275,7 @@ class Services:
             return
         if self._armed_since is None:
             self._armed_since = now
-        elif ticks_diff(now, self._armed_since) >= CONFIRM_MS:
+        elif ticks_diff(now, self._armed_since) >= self.confirm_ms:
             try:
                 if up.confirm():
                     self._event(now, PL.PK_UPDATE, up.event, up.active)

@@ -1,0 +1,369 @@
+"""Application update into the inactive ROMFS slot (bms.romslot).
+
+The same calls, error codes, finish results and marker as ``bms.update.Updater``
+(so the Modbus window, BLE, bmsctl and the app's step poller drive either):
+``begin(size, sha256, signature)``, ``chunk(offset, data)`` in order,
+``finish_start()`` then ``finish_step()`` from the main loop.
+
+Package: a ``bms.romslot`` descriptor (64 bytes: magic, bytecode version,
+image size, image SHA-256) followed by the ROMFS image (tools/fwpkg.py
+--romfs).  The transport hash and the signature (HMAC with ``UPDATE_KEY``)
+cover the whole package, as for the archive updater.
+
+Transfer: the first 64 bytes are checked at once - a package whose
+bytecode version is not the board's is refused with the reason before any
+flash is touched.  Then the image streams into the inactive slot through a
+4 KB RAM buffer, one sector (erase + program) per 4 KB received; before the
+first sector the slot's descriptor sector is erased (and a PENDING marker
+of an earlier, unbooted update goes back to OK), so the slot is not
+bootable while it is rewritten.  Nothing is staged on littlefs.
+
+Finish steps, each bounded (``STEP_BYTES`` of flash hashed, or one sector
+or one page written, or one marker write):
+  verifying   the last partial sector is written; the image is re-hashed
+              from flash against the descriptor (catches write errors)
+  checking    the image mounts as a ROMFS and holds ``app.mpy``
+  describing  the descriptor page is programmed: the slot is whole
+  committing  marker PENDING: the only step that makes it boot next.
+A power cut anywhere before the commit boots the old application (the
+new slot is not selected); after it, the new one on trial.  The heap cost
+is the 4 KB sector buffer while an update runs and nothing after.
+"""
+import hashlib
+
+try:
+    from time import ticks_diff, ticks_us
+except ImportError:  # CPython (host tests): the step timing is not measured there
+    def ticks_us():
+        return 0
+
+    def ticks_diff(a, b):
+        return a - b
+
+from micropython import const
+
+from bms import romslot as R
+from bms.digest import equal
+from bms.fwslot import ST_PENDING, ST_OK, ST_TRIAL, U_REFUSED, U_STAGED
+from bms.update import (E_FLASH, E_FORMAT, E_HASH, E_INTERNAL, E_SIGNATURE, E_SIZE, E_STATE,
+                        FS_BUSY, FS_DONE, FS_ERROR, FS_IDLE, PH_CHECK, PH_COMMIT, PH_EXTRACT,
+                        PH_NONE, PH_VERIFY, UpdateError, append_in_order, sign)
+
+STEP_BYTES = const(4096)     # SHA-256 of 4 KB from flash: ~4.5 ms on the RP2040 (emulated)
+PHASE_NAMES = ("", "verifying", "checking", "", "describing", "committing")
+
+
+def _romfs_check(img):
+    import vfs
+    vfs.VfsRom(img).stat("/app.mpy")
+
+
+class _Sink:
+    """What ``append_in_order`` writes to: the updater's sector buffer."""
+
+    def __init__(self, up):
+        self.up = up
+
+    def write(self, mv):
+        self.up._take(mv)
+
+    def close(self):
+        pass
+
+
+class RomUpdater:
+    def __init__(self, fs, part=None, key=None, slots=None, step_bytes=STEP_BYTES, check=None):
+        self.fs = fs
+        part = part or R.partition()
+        if part is None:
+            raise OSError(19)            # ENODEV: no ROMFS partition
+        self.rom, self.mv = part
+        self.half = R.half(self.mv)
+        self.key = key
+        self.slots = slots if slots is not None else R.slots(fs)
+        self.max_size = R.DESC_LEN + self.half - R.SECTOR
+        self.step_bytes = step_bytes
+        self.check = check or _romfs_check  # fn(image memoryview): raises OSError if not an app
+        self._f = None
+        self._hash = None
+        self._digest = None
+        self.size = 0
+        self.offset = 0
+        self.last_error = None
+        self.phase = PH_NONE
+        self._buf = None
+        self._fill = 0
+        self._sector = 0                 # image sectors written
+        self._hdr = bytearray(R.DESC_LEN)
+        self._desc = None
+        self._pos = 0
+        self.steps = 0
+        self.step_us = 0
+        self.max_step_us = 0             # longest finish step of the last finish
+        self.max_chunk_us = 0            # longest chunk call (a sector write) of the last transfer
+        self.step_io = 0
+        self.max_step_io = 0
+
+    # ---- the marker (shared Slots) ----------------------------------------------
+    @property
+    def state(self):
+        return self.slots.state
+
+    @property
+    def active(self):
+        return self.slots.active
+
+    @property
+    def tries(self):
+        return self.slots.tries
+
+    @property
+    def event(self):
+        return self.slots.event
+
+    @event.setter
+    def event(self, v):
+        self.slots.event = v
+
+    @property
+    def _staged(self):
+        return self.slots.staged
+
+    def slot_path(self, slot):
+        return R.MOUNT if slot >= 0 else ""
+
+    def confirm(self):
+        return self.slots.confirm()
+
+    def reject(self):
+        return self.slots.reject()
+
+    def progress(self):
+        return self.offset, self.size
+
+    # ---- transfer ------------------------------------------------------------------
+    def _fail(self, code, msg):
+        self.last_error = (code, msg)
+        self.event = U_REFUSED
+        raise UpdateError(code, msg)
+
+    def begin(self, size, digest, signature=None):
+        self.abort()
+        self.last_error = None
+        if self.state == ST_TRIAL:
+            self._fail(E_STATE, "update refused: new firmware on trial, not yet confirmed")
+        if size <= R.DESC_LEN or size > self.max_size:
+            self._fail(E_SIZE, "size %d outside %d..%d (one ROMFS slot)"
+                       % (size, R.DESC_LEN + 1, self.max_size))
+        if len(digest) != 32:
+            self._fail(E_HASH, "sha256 must be 32 bytes")
+        if self.key is not None:
+            if signature is None:
+                self._fail(E_SIGNATURE, "signature required")
+            if not equal(bytes(signature), sign(self.key, size, bytes(digest))):
+                self._fail(E_SIGNATURE, "bad signature")
+        if self._buf is None:
+            self._buf = bytearray(R.SECTOR)
+        self._digest = bytes(digest)
+        self._hash = hashlib.sha256()
+        self.size = size
+        self.offset = 0
+        self._fill = 0
+        self._sector = 0
+        self._desc = None
+        self._f = _Sink(self)
+        self.max_chunk_us = 0
+        return 0
+
+    def chunk(self, offset, data):
+        if self._f is None:
+            self._fail(E_STATE, "finish in progress: no more data accepted" if self.phase
+                       else "no update in progress")
+        t0 = ticks_us()
+        end = offset + len(data)
+        if offset == self.offset and end <= self.size:
+            # The usual case, without the slices append_in_order makes: no
+            # allocation here, so the GC backstop does not land in a chunk.
+            self._take(data)
+            self._hash.update(data)
+            self.offset = r = end
+        else:
+            r = append_in_order(self, offset, data)
+        us = ticks_diff(ticks_us(), t0)
+        if us > self.max_chunk_us:
+            self.max_chunk_us = us
+        return r
+
+    def _timed(self, t0):
+        self.step_us = ticks_diff(ticks_us(), t0)
+        if self.step_us > self.max_step_us:
+            self.max_step_us = self.step_us
+
+    def _take(self, mv):
+        i = 0
+        n = len(mv)
+        while i < n:
+            if self._desc is None:
+                k = min(R.DESC_LEN - self.offset - i, n - i)
+                self._hdr[self.offset + i:self.offset + i + k] = mv[i:i + k]
+                i += k
+                if self.offset + i == R.DESC_LEN:
+                    self._header()
+                continue
+            k = min(R.SECTOR - self._fill, n - i)
+            self._buf[self._fill:self._fill + k] = mv if k == n else mv[i:i + k]
+            self._fill += k
+            i += k
+            if self._fill == R.SECTOR:
+                self._flush()
+
+    def _header(self):
+        d = R.parse_desc(self._hdr)
+        why = None
+        if d is None:
+            why = (E_FORMAT, "not a ROMFS application package (no BMSAPP1 descriptor)")
+        elif R.mpy_refusal(d[0]) is not None:
+            why = (E_FORMAT, "MicroPython mismatch: " + R.mpy_refusal(d[0]))
+        elif d[2] != self.size - R.DESC_LEN:
+            why = (E_SIZE, "descriptor says %d image bytes, package carries %d"
+                   % (d[2], self.size - R.DESC_LEN))
+        if why is not None:
+            self.abort()
+            self._fail(why[0], why[1])
+        self._desc = d
+
+    def _block(self, sector):
+        return (self._staged * self.half) // R.SECTOR + sector
+
+    def _flush(self):
+        """One image sector to flash (erase + program)."""
+        if self._sector == 0:
+            if self.state == ST_PENDING:
+                # An earlier, unbooted update in this slot: never boot it half rewritten.
+                self.slots.state = ST_OK
+                self.slots.save()
+            self.rom.ioctl(6, self._block(self.half // R.SECTOR - 1))   # descriptor out
+        buf = self._buf
+        for j in range(self._fill, R.SECTOR):
+            buf[j] = 0xFF
+        try:
+            self.rom.writeblocks(self._block(self._sector), buf)
+        except OSError:
+            self.abort()
+            self._fail(E_FLASH, "flash write failed in sector %d" % self._sector)
+        self._sector += 1
+        self._fill = 0
+
+    def abort(self):
+        """Drop a transfer or a running finish.  The slot keeps no descriptor."""
+        self._f = None
+        self.phase = PH_NONE
+
+    # ---- finish ------------------------------------------------------------------------
+    def finish(self):
+        r = self.finish_start()
+        while r == FS_BUSY:
+            r = self.finish_step()
+        if r == FS_ERROR:
+            raise UpdateError(self.last_error[0], self.last_error[1])
+        return self.slot_path(self._staged)
+
+    def finish_start(self):
+        if self.phase:
+            return FS_BUSY
+        if self._f is None:
+            self._fail(E_STATE, "no update in progress")
+        self._f = None
+        if self.offset != self.size:
+            self._fail(E_SIZE, "truncated: got %d of %d bytes" % (self.offset, self.size))
+        if self._hash.digest() != self._digest:
+            self._fail(E_HASH, "sha256 mismatch")
+        self.last_error = None
+        self._hash = hashlib.sha256()
+        self._pos = 0
+        self.steps = 0
+        self.max_step_us = 0
+        self.phase = PH_VERIFY
+        return FS_BUSY
+
+    def poll(self):
+        if self.phase:
+            self.finish_step()
+
+    def finish_step(self):
+        if not self.phase:
+            return FS_IDLE
+        t0 = ticks_us()
+        self.steps += 1
+        try:
+            ph = self.phase
+            if ph == PH_VERIFY:
+                self._step_verify()
+            elif ph == PH_CHECK:
+                self._step_check()
+            elif ph == PH_EXTRACT:
+                desc = bytearray(R.PAGE)
+                for j in range(R.PAGE):
+                    desc[j] = 0xFF
+                d = self._desc
+                desc[0:52] = R.pack_desc(d[0], d[2], d[3], d[1])
+                self.rom.writeblocks(self._block(self.half // R.SECTOR - 1), desc, 0)
+                if R.slot_desc(self.mv, self._staged) is None:
+                    raise UpdateError(E_FLASH, "descriptor did not read back")
+                self.phase = PH_COMMIT
+            else:
+                self.slots.state = ST_PENDING
+                self.slots.save()
+                self.phase = PH_NONE
+                self.event = U_STAGED
+                self._timed(t0)
+                return FS_DONE
+        except UpdateError as e:
+            return self._refuse(e.code, e.msg)
+        except OSError:
+            return self._refuse(E_FLASH, "flash error while %s" % PHASE_NAMES[self.phase])
+        except MemoryError:
+            return self._refuse(E_INTERNAL, "out of memory while %s" % PHASE_NAMES[self.phase])
+        self._timed(t0)
+        return FS_BUSY
+
+    def _refuse(self, code, msg):
+        self.phase = PH_NONE
+        self.last_error = (code, msg)
+        self.event = U_REFUSED
+        return FS_ERROR
+
+    def _step_verify(self):
+        if self._fill:
+            self._flush()
+            return
+        n = self._desc[2]
+        k = min(self.step_bytes, n - self._pos)
+        base = self._staged * self.half
+        self._hash.update(self.mv[base + self._pos:base + self._pos + k])
+        self._pos += k
+        if self._pos >= n:
+            if self._hash.digest() != self._desc[3]:
+                raise UpdateError(E_FLASH, "image read back from flash differs from the package")
+            self._hash = None
+            self.phase = PH_CHECK
+
+    def _step_check(self):
+        base = self._staged * self.half
+        try:
+            self.check(self.mv[base:base + self._desc[2]])
+        except OSError:
+            raise UpdateError(E_FORMAT, "the image is not a ROMFS holding app.mpy")
+        self.phase = PH_EXTRACT
+
+    def finish_pm(self):
+        ph = self.phase
+        if ph == PH_VERIFY:
+            return self._pos * 900 // ((self._desc[2] if self._desc else 0) or 1)
+        if ph == PH_CHECK:
+            return 950
+        if ph == PH_EXTRACT:
+            return 970
+        if ph == PH_COMMIT:
+            return 990
+        return 1000 if self.state == ST_PENDING and self.last_error is None else 0
