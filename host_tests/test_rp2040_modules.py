@@ -49,6 +49,7 @@ def rack():
         b.close()
 
 
+@pytest.mark.timeout(900)   # minutes of emulation on a busy 2-core machine
 def test_master_reads_every_module_chip_over_can(rack):
     r, pack = rack
     repl = Repl(r)

@@ -154,6 +154,7 @@ def _send(t, pkg, digest, at=None):
     return off
 
 
+@pytest.mark.timeout(900)   # minutes of emulation on a busy 2-core machine
 def test_full_update_over_rs485_reboots_confirms_and_survives_power_cuts(pkgs):
     # A fresh flash: firmware UF2 plus the application in ROMFS slot A.
     board = _board(pkgs["factory"])
@@ -227,6 +228,7 @@ def test_full_update_over_rs485_reboots_confirms_and_survives_power_cuts(pkgs):
         assert got["failed"] == [] and got["running"] and got["whole"], (what, got)
 
 
+@pytest.mark.timeout(900)   # minutes of emulation on a busy 2-core machine
 def test_bad_hash_and_bytecode_mismatch_refused_broken_app_rolls_back(pkgs):
     board = _board(pkgs["factory"])
     try:

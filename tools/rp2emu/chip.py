@@ -118,7 +118,8 @@ class Rp2040:
         self.adc = {}
         self.pins = [-1] * 30
         self.pin_listeners = []        # fn(pin, level, t_ns)
-        self.uart_listeners = {0: [], 1: []}   # fn(byte, t_ns)
+        self.uart_listeners = {0: [], 1: []}   # fn(byte, t_ns): bytes the chip sent
+        self.uart_in_listeners = {0: [], 1: []}   # fn(byte, t_ns): landed in its RX FIFO
         self.reset_listeners = []      # fn(reason, t_ns)
         self.cdc_out = bytearray()
         self.cdc_up = False
@@ -182,6 +183,9 @@ class Rp2040:
         elif e == "uart":
             for fn in self.uart_listeners[m["n"]]:
                 fn(m["b"], m["t"])
+        elif e == "uart_in":
+            for fn in self.uart_in_listeners[m["n"]]:
+                fn(m["b"], m["t"])
         elif e == "cdc":
             self.cdc_out += bytes(m["d"])
         elif e == "cdc_up":
@@ -203,6 +207,10 @@ class Rp2040:
     # ---- inputs ----------------------------------------------------------------
     def uart_send(self, n, data):
         self._send({"c": "uart_rx", "n": n, "d": list(bytes(data))})
+
+    def rx_events(self, on):
+        """Report every byte landing in a UART RX FIFO (uart_in_listeners)."""
+        self._send({"c": "rx_events", "on": bool(on)})
 
     def cdc_send(self, data):
         self._send({"c": "cdc_rx", "d": list(bytes(data))})

@@ -180,11 +180,17 @@ class Run:
         return tuple(r.eval("(__import__('gc').mem_free(), _largest())"))
 
     def modbus_turnaround(self, n=10):
-        """Last request byte to first reply byte on the PC port, ms (each)."""
+        """Last request byte to first reply byte on the PC port, ms (each):
+        the end of the last byte landing in the chip's RX FIFO to the start
+        of the first byte it sends (both reported by the emulator)."""
         from comms.crc16 import crc16
         uid, _tx, _rx, _de = self.board.pins["rs485"]
+        chip = self.board.chip
         seen = []
-        self.board.chip.uart_listeners[uid].append(lambda b, t: seen.append(t))
+        landed = []
+        chip.uart_listeners[uid].append(lambda b, t: seen.append(t))
+        chip.uart_in_listeners[uid].append(lambda b, t: landed.append(t))
+        chip.rx_events(True)
         req = bytearray([1, 3, 0, 0, 0, 10])
         c = crc16(req)
         req += bytes([c & 0xFF, c >> 8])
@@ -195,15 +201,15 @@ class Run:
         out = []
         for _ in range(n):
             del seen[:]
-            t_send = self.board.chip.t_ns
-            self.board.chip.uart_send(uid, bytes(req))
+            del landed[:]
+            chip.uart_send(uid, bytes(req))
             self.run_ms(200)
-            if seen:
-                last_rx_end = t_send + len(req) * char_ns
-                first_tx_start = seen[0] - char_ns
-                out.append((first_tx_start - last_rx_end) / 1e6)
+            if seen and len(landed) == len(req):
+                out.append((seen[0] - char_ns - landed[-1]) / 1e6)
         r.interrupt()
-        self.board.chip.uart_listeners[uid].pop()
+        chip.rx_events(False)
+        chip.uart_listeners[uid].pop()
+        chip.uart_in_listeners[uid].pop()
         return out
 
     def reaction(self, relay, setup, trigger, within_ms):

@@ -141,6 +141,7 @@ let cdc = null;
 let resetPending = null; // reason bits for the next boot
 let busyNanos = 0;
 let profile = null; // PC -> samples (one per instruction burst) while profiling
+let rxEvents = false; // report each byte as it lands in a UART's RX FIFO (timing figures)
 let wdtReason = 0;
 const stats = { resets: 0, erases: 0, programs: 0, instr: 0, runMs: 0, waitMs: 0, logs: 0 };
 
@@ -187,6 +188,7 @@ function fixUart(u, index) {
   const rxAlarm = mcu.clock.createAlarm(() => {
     const b = rxQueue.shift();
     if (!u.rxFIFO.full) u.rxFIFO.push(b);
+    if (rxEvents) send({ e: 'uart_in', n: index, b, t: now() });
     u.interruptStatus |= U_RXINTR;
     update();
     if (rxQueue.length) rxAlarm.schedule(uartCharNanos(u));
@@ -357,6 +359,11 @@ function boot(reason) {
   mcu = new RP2040();
   mcu.logger = { debug() { stats.logs++; }, info() { stats.logs++; }, warn() { stats.logs++; }, error(tag, msg) { send({ e: 'log', msg: `${tag}: ${msg}` }); } };
   mcu.loadBootrom(bootrom);
+  // MicroPython 1.27 (pico-sdk 2.x) runs clk_peri from the 48 MHz USB PLL
+  // (CLK_PERI_CTRL reads 0x840 on the emulated chip): UART and SPI divisors
+  // are computed for 48 MHz.  rp2040js assumes 125 MHz, which made every
+  // UART line and SPI clock 2.6x too fast (9600 baud ran at 25000).
+  mcu.clkPeri = 48000000;
   mcu.flash.set(flashImage.subarray(0, mcu.flash.length));
   flashImage = mcu.flash; // the chip's own array from now on
   const wdt = mcu.peripherals[0x40058];
@@ -491,6 +498,9 @@ for (;;) {
       send({ e: 'saved', t: now() });
       break;
     }
+    case 'rx_events':
+      rxEvents = !!cmd.on;
+      break;
     case 'profile':
       if (cmd.on) {
         profile = new Map();
