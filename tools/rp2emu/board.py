@@ -32,6 +32,7 @@ from tools.sim.emu_bq76952 import EmuBQ76952
 from tools.sim.emu_ina228 import EmuINA228, PackShuntSource
 from tools.sim.canbus import SimCanNode, VirtualCanBus  # noqa: F401 (re-exported for rigs)
 from tools.sim.emu_mcp2515 import EmuMCP2515
+from tools.sim.ptylink import replace_link
 
 SLICE_MS = 2
 ROLE_NAMES = {"power": ROLE_POWER, "balance": ROLE_BALANCE, "cell": ROLE_CELL}
@@ -50,7 +51,41 @@ class _Shunt(PackShuntSource):
         return i
 
 
-class Rs485Pty:
+class _HostPty:
+    """A raw pty for a host client, linked at ``symlink`` if given (a stale
+    link is replaced as the host simulator's ports do: tools.sim.ptylink)."""
+
+    def __init__(self, chip, symlink=None):
+        self.chip = chip
+        self.master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        os.set_blocking(self.master, False)
+        self.path = os.ttyname(self._slave)
+        self.symlink = symlink
+        if symlink:
+            try:
+                replace_link(symlink, self.path)
+            except OSError:
+                os.close(self.master)
+                os.close(self._slave)
+                raise
+
+    def close(self):
+        for fd in (self.master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self.symlink:
+            try:
+                # Only our own link: a newer run may have taken the name over.
+                if os.path.islink(self.symlink) and os.readlink(self.symlink) == self.path:
+                    os.unlink(self.symlink)
+            except OSError:
+                pass
+
+
+class Rs485Pty(_HostPty):
     """The PC port's transceiver and the USB-RS485 adapter on the host side.
 
     Bytes the chip sends reach the pty only while DE is high (a real
@@ -61,16 +96,9 @@ class Rs485Pty:
     """
 
     def __init__(self, chip, uart, de_pin, symlink=None):
-        self.chip = chip
+        _HostPty.__init__(self, chip, symlink)
         self.uart = uart
         self.de_pin = de_pin
-        self.master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        os.set_blocking(self.master, False)
-        self.path = os.ttyname(self._slave)
-        self.symlink = symlink
-        if symlink:
-            link_pty(self.path, symlink)
         self.lost_tx = 0
         self.tx_log = []          # (t_ns, byte) of every byte on the wire
         self.rx_log = []
@@ -97,28 +125,9 @@ class Rs485Pty:
             self.rx_log.extend((t, b) for b in data)
             self.chip.uart_send(self.uart, data)
 
-    def close(self):
-        for fd in (self.master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        if self.symlink:
-            unlink_pty(self.symlink)
 
-
-class CdcPty:
+class CdcPty(_HostPty):
     """The USB-CDC serial port (the REPL) as a pty, for mpremote or a terminal."""
-
-    def __init__(self, chip, symlink=None):
-        self.chip = chip
-        self.master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        os.set_blocking(self.master, False)
-        self.path = os.ttyname(self._slave)
-        self.symlink = symlink
-        if symlink:
-            link_pty(self.path, symlink)
 
     def poll(self):
         try:
@@ -134,32 +143,6 @@ class CdcPty:
             except (BlockingIOError, OSError):
                 if len(self.chip.cdc_out) > 65536:   # nobody reads: drop, as a closed port does
                     self.chip.cdc_out.clear()
-
-    def close(self):
-        for fd in (self.master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        if self.symlink:
-            unlink_pty(self.symlink)
-
-
-def link_pty(path, symlink):
-    """Point ``symlink`` at ``path``, replacing a stale link a killed run left."""
-    if os.path.islink(symlink) or os.path.exists(symlink):
-        if not os.path.islink(symlink):
-            raise OSError("%s exists and is not a link" % symlink)
-        os.unlink(symlink)
-    os.symlink(path, symlink)
-
-
-def unlink_pty(symlink):
-    try:
-        if os.path.islink(symlink):
-            os.unlink(symlink)
-    except OSError:
-        pass
 
 
 class EmuBoard:

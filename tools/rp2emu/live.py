@@ -14,20 +14,7 @@ import time
 from bms.contactors import RELAY_NAMES
 from tools import fwbuild
 from tools.rp2emu.board import Background, EmuBoard, VirtualCanBus
-from tools.sim.pack import Pack
-
-
-def demo_profile(pack, t_s):
-    """Charge, rest, discharge, rest: the host simulator's 12-minute loop."""
-    t = int(t_s) % 720
-    if t < 240:
-        pack.charger_a, pack.charger_cv, pack.load_a = 40.0, pack.n * 3.45, 0.0
-    elif t < 300:
-        pack.charger_a, pack.load_a = 0.0, 0.0
-    elif t < 600:
-        pack.charger_a, pack.load_a = 0.0, 60.0 if (t // 30) % 2 else 25.0
-    else:
-        pack.charger_a, pack.load_a = 0.0, 0.0
+from tools.sim.pack import Pack, demo_cycle
 
 
 def status(board):
@@ -62,7 +49,7 @@ def run(a):
             while True:
                 time.sleep(0.2)
                 t = board.chip.t_ns / 1e9
-                demo_profile(pack, t)
+                demo_cycle(pack, t)
                 if bg.error is not None:
                     raise bg.error
                 if time.monotonic() - last >= 2.0:

@@ -31,6 +31,7 @@ import time
 import tools  # noqa: F401  (sys.path: firmware/, shims)
 from bms.contactors import RELAY_NAMES
 from tools.sim.scenarios import SCENARIOS, run_scenario
+from tools.sim.pack import demo_cycle
 from tools.sim.simulator import Simulation
 
 STATE_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -38,17 +39,7 @@ STATE_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 
 
 def demo_profile(sim):
-    """Charge, rest, discharge, rest: a 12-minute loop so every page moves."""
-    t = (sim.t_ms // 1000) % 720
-    p = sim.pack
-    if t < 240:
-        p.charger_a, p.charger_cv, p.load_a = 40.0, p.n * 3.45, 0.0
-    elif t < 300:
-        p.charger_a, p.load_a = 0.0, 0.0
-    elif t < 600:
-        p.charger_a, p.load_a = 0.0, 60.0 if (t // 30) % 2 else 25.0
-    else:
-        p.charger_a, p.load_a = 0.0, 0.0
+    demo_cycle(sim.pack, sim.t_ms // 1000)
 
 
 def _build(a):

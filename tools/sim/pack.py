@@ -176,3 +176,17 @@ class Pack:
 
     def true_soc(self):
         return sum(c.soc for c in self.cells) / self.n
+
+
+def demo_cycle(pack, t_s):
+    """Charge, rest, discharge, rest: the live demos' 12-minute loop
+    (``make sim``, host or emulated chip), so every page moves."""
+    t = int(t_s) % 720
+    if t < 240:
+        pack.charger_a, pack.charger_cv, pack.load_a = 40.0, pack.n * 3.45, 0.0
+    elif t < 300:
+        pack.charger_a, pack.load_a = 0.0, 0.0
+    elif t < 600:
+        pack.charger_a, pack.load_a = 0.0, 60.0 if (t // 30) % 2 else 25.0
+    else:
+        pack.charger_a, pack.load_a = 0.0, 0.0
