@@ -360,19 +360,22 @@ class App:
         off (``main``): as a backstop it fired inside the fast task, at
         whatever allocation crossed it, and made a 5.5 ms task take 21 ms.
         MicroPython still collects by itself if an allocation would fail.
+        True if it collected: the caller's ``wait`` is then out of date (an
+        idle sleep of the old wait made the next fast tick 16 ms late).
         """
         if not GC_IDLE:
-            return
+            return False
         now = self.clock.ticks_ms()
         if self.collections:
             since = ticks_diff(now, self._gc_at)
             if since < GC_PERIOD_MS or (wait < GC_MIN_IDLE_MS and since < GC_FORCE_MS):
-                return
+                return False
         elif wait < GC_MIN_IDLE_MS:
-            return
+            return False
         gc.collect()
         self._gc_at = now
         self.collections += 1
+        return True
 
     def run(self):
         try:
@@ -383,7 +386,8 @@ class App:
                 self._poller = stream_poller(self.streams)
                 while True:
                     wait = self.step()
-                    self.collect_if_idle(wait)
+                    if self.collect_if_idle(wait):
+                        wait = self.bms.sched.ms_to_next()   # the collection took some of it
                     if wait > 0:
                         self.idle(wait)
         finally:
@@ -414,7 +418,8 @@ class App:
             # Input is checked before the step's pollers consume it.
             busy = lp is not None and lp.on and self._input_pending()
             wait = self.step()
-            self.collect_if_idle(wait)
+            if self.collect_if_idle(wait):
+                wait = self.bms.sched.ms_to_next()
             if lp is not None:
                 # The radio stack needs the CPU: no lightsleep here, only the
                 # AFE's low-power mode and one control pass a second.

@@ -102,15 +102,21 @@ class Contactors:
     def _apply(self, now):
         w = self._want
         s = self.state
-        changed = False
+        changed = 0
         for i in range(_N_RELAYS):
             if s[i] != w[i]:
+                changed |= 1 << i
                 s[i] = w[i]
-                changed = True
-                if self.log is not None:
-                    self.log.append(now, EV_RELAY, i, w[i])
         if changed:
-            self.board.set_relays(s)
+            # The coils first, the log after: each record costs about 0.5 ms
+            # on an RP2040, and a relay that must open should not wait for it.
+            try:
+                self.board.set_relays(s)
+            finally:
+                if self.log is not None:
+                    for i in range(_N_RELAYS):
+                        if changed & (1 << i):
+                            self.log.append(now, EV_RELAY, i, s[i])
 
     def clear_precharge_fault(self):
         self.precharge_failed = False

@@ -11,10 +11,12 @@ Three scheduler tasks on the injected clock:
 The board object is the only way out to hardware (duck-typed, see
 ``boards/`` and ``tools/sim``):
   max_cells, temp_roles           sizes of the snapshot
-  read_current(meas, now)         fills current_ma (raw, uncalibrated), pack_mv,
-                                  load_mv/load_ok, and current2_ma/current2_ok if it
-                                  has a second current reading; raises OSError on
-                                  bus failure
+  read_current(meas, now)         fills current_ma (raw, uncalibrated), and
+                                  current2_ma/current2_ok if it has a second current
+                                  reading; boards without read_volts fill pack_mv and
+                                  load_mv/load_ok here too; raises OSError on bus failure
+  read_volts(meas, now) optional  fills pack_mv and load_mv/load_ok: called at every
+                                  cell sweep, and at every fast tick while precharging
   read_cells(meas, now)           fills cell_mv/cell_ok/cell_ts for n_cells
   read_temps(meas, now)           fills temp_dc/temp_status
                                   (readings that may not fit the arrays go through
@@ -62,7 +64,7 @@ from micropython import const
 from bms import faults as F
 from bms.balancing import Balancer
 from bms.buzzer import Buzzer
-from bms.contactors import RELAY_CHG, RELAY_DSG, RELAY_PRE, Contactors
+from bms.contactors import D_PRECHARGE, RELAY_CHG, RELAY_DSG, RELAY_PRE, Contactors
 from bms.derating import Derating
 from bms.eventlog import (EV_BOOT, EV_CAL, EV_CLOCK, EV_COMMAND, EV_EXCEPTION, EV_PARAM,
                           EV_SOC_CAL, EventLog)
@@ -83,6 +85,8 @@ from bms.wallclock import WallClock
 FAST_MS = const(50)
 CELL_MS = const(250)
 _SLOW_MS = const(1000)
+_FAST_PHASE_MS = const(25)   # FAST_MS / 2: between two cell sweeps (CELL_MS is 5 ticks)
+_SLOW_PHASE_MS = const(30)   # right after a fast tick
 WELD_MA = const(2000)        # current through a relay commanded open: it did not open
 UNMON_MV = const(800)        # pack voltage above the cell sum: an unmonitored cell ...
 UNMON_PER_CELL_MV = const(5)  # ... beyond this margin plus this per monitored cell
@@ -153,6 +157,7 @@ class Bms:
         self.meas = Measurements(board.max_cells, board.temp_roles)
         self.meas.set_cell_count(params[P_CELL_COUNT])
         self.prot = Protection(params, self.log)
+        self.prot.defer_log = True   # relays first (see _fast)
         self.contactors = Contactors(board, self.log)
         self.ccheck = CurrentCheck(params)
         self.buzzer = Buzzer()
@@ -163,13 +168,21 @@ class Bms:
         self.derating = Derating(params, self)
         self.limits = self.derating  # CCL/DCL/CVL/DVL for the inverter and charger
         self.sched = Scheduler(clock)
-        # Cells first: at boot the first fast tick then already has data.
+        # Phases: the cell sweep at 0 (so the first fast tick has data), the
+        # fast ticks half a period later, the slow task just after one.  The
+        # scheduler is cooperative, so a task due together with another waits
+        # for it: apart, a fast tick never queues behind the cell sweep
+        # (8 ms on an RP2040) or the slow task (12 ms), and the protection's
+        # reaction time keeps to delay + one tick (docs/safety.md).
         self.sched.add(self._cells, CELL_MS)
-        self.sched.add(self._fast, FAST_MS)
-        self.sched.add(self._slow, _SLOW_MS, 10)
+        self.sched.add(self._fast, FAST_MS, _FAST_PHASE_MS)
+        self.sched.add(self._slow, _SLOW_MS, _SLOW_PHASE_MS)
         # Bound methods made once: `board.read_x` in the loop allocates one
         # method object per call on MicroPython.
         self._rd_current = board.read_current
+        # Boards that read the pack/load voltages apart from the current: at
+        # the cell sweep, and at every fast tick only while precharging.
+        self._rd_volts = getattr(board, "read_volts", None)
         self._rd_cells = board.read_cells
         self._rd_temps = board.read_temps
         self._rd_relays = getattr(board, "relay_faults", None)
@@ -253,6 +266,8 @@ class Bms:
         self._last_fast = now
         self._fast_seen = True
         cur_ok = self._read(self._rd_current, now)
+        if self._rd_volts is not None and self.contactors.dsg_state == D_PRECHARGE:
+            self._read(self._rd_volts, now)
         if cur_ok and not -CURRENT_MA_MAX <= m.current_ma <= CURRENT_MA_MAX:
             # An impossible reading is no reading: the last good value holds,
             # current_stale follows if it goes on.
@@ -330,6 +345,8 @@ class Bms:
         self.contactors.step(now, block, chg_req, dsg_req, self.heater.on,
                              m.pack_mv if m.pack_mv else m.sum_mv, m.load_mv, m.load_ok,
                              p[P_PRECHARGE_PCT], p[P_PRECHARGE_TIMEOUT])
+        if prot._nlogq:
+            prot.flush_log(now)   # the fault-set records, now that the relays have switched
         if self.buzzer.step(now, prot.level, p[P_BUZZER]):
             b.set_buzzer(self.buzzer.on)
         if m.current_seen and dt > 0:
@@ -341,6 +358,8 @@ class Bms:
         n = self.params[P_CELL_COUNT]
         if n != m.n_cells:
             m.set_cell_count(n)
+        if self._rd_volts is not None:
+            self._read(self._rd_volts, now)
         if self._read(self._rd_cells, now):
             m.update_cell_stats()
             m.cells_ts = now

@@ -44,6 +44,14 @@ delay.
 
 Latches survive reboots: ``latched_ids`` / ``latch_ver`` for the settings
 store, ``restore`` before the first step.
+
+Quiet rows.  A row that is idle, not pending, not held and already observed
+since boot, on a signal that is out of reach of every threshold on it (below
+the lowest K_HIGH threshold and above the highest K_LOW one, or with no
+data), would come out of its evaluation unchanged: such rows are skipped.
+The skip is exact (``skip_quiet = False`` evaluates every row, and the tests
+compare both); in normal operation it leaves only the rows that have
+something to do, which on an RP2040 is most of the fast task's time.
 """
 from array import array
 
@@ -69,6 +77,8 @@ WRONG_MA = const(500)         # recovery path: current the wrong way that re-tri
 REC_WORSE_MV = const(50)      # recovery path: cell this much worse than at the reset
 REC_OVER_MS = const(1000)     # recovery path: over the current limit this long
 RECOVERY_MAX_MS = const(7200000)  # recovery path: at most 2 h, then latched again
+_FAR_HIGH = const(0x3FFFFFFF)  # small-int bounds: no signal reaches them
+_FAR_LOW = const(-0x40000000)
 
 
 def _tq(m, have, complete):
@@ -103,6 +113,17 @@ class Protection:
         self.trip_count = array("H", [0] * n)
         self.set_at = array("i", [0] * n)
         self.sig_valid = bytearray(F.N_SIGNALS)  # quality 0 / 1 / 2, see above
+        self.sig_lo = array("i", [0] * F.N_SIGNALS)  # lowest K_HIGH threshold
+        self.sig_hi = array("i", [0] * F.N_SIGNALS)  # highest K_LOW threshold
+        self.quiet = bytearray(F.N_SIGNALS)  # no row on it can trip at this tick
+        self.busy = bytearray([1] * n)  # row must be evaluated (see "Quiet rows")
+        self.skip_quiet = True
+        # Fault-set records wait for flush_log when defer_log is on (the core:
+        # the relays switch first, then the log; about 0.5 ms a record on an
+        # RP2040).  step() flushes what a caller left, so nothing is lost.
+        self.defer_log = False
+        self._logq = bytearray(n)
+        self._nlogq = 0
         # Row fields copied into flat arrays: no tuple indexing in the loop.
         self.f_sig = bytearray(n)
         self.f_kind = bytearray(n)
@@ -143,6 +164,19 @@ class Protection:
             self.delay[i] = d
             self.win[i] = d if d < GAP_MS else GAP_MS
             self.clear_ms[i] = F.spec_value(row[F.F_CLEAR], v)
+        lo = self.sig_lo
+        hi = self.sig_hi
+        for k in range(F.N_SIGNALS):
+            lo[k] = _FAR_HIGH
+            hi[k] = _FAR_LOW
+        for i in range(F.N_FAULTS):
+            k = self.f_sig[i]
+            t = self.thr[i]
+            if self.f_kind[i] == F.K_LOW:
+                if t > hi[k]:
+                    hi[k] = t
+            elif t < lo[k]:
+                lo[k] = t
         self._retries = v[P_OC_RETRIES]
         self._window_ms = v[P_OC_WINDOW] * 1000
         self.recovery_ma = v[P_CAPACITY] * 100 // F.RECOVERY_C_DIV
@@ -212,10 +246,20 @@ class Protection:
         else:
             dt = 0
             self._started = True
+        if self._nlogq:
+            self.flush_log(self._last)
         self._last = now
         self._signals(m, now)
         s = self.sig
         ok = self.sig_valid
+        quiet = self.quiet
+        busy = self.busy
+        if self.skip_quiet:
+            lo = self.sig_lo
+            hi = self.sig_hi
+            for k in range(F.N_SIGNALS):
+                v = s[k]
+                quiet[k] = 1 if (ok[k] == 0 or hi[k] < v < lo[k]) else 0
         # Every array in a local: an attribute lookup costs about as much as
         # the comparison it feeds on the RP2040, and this loop runs 32 rows
         # every 50 ms.
@@ -238,6 +282,8 @@ class Protection:
         active = 0
         for i in range(F.N_FAULTS):
             k = f_sig[i]
+            if quiet[k] and not busy[i]:
+                continue
             v = s[k]
             q = ok[k]
             if q == 0:
@@ -281,6 +327,7 @@ class Protection:
                 if state[i] == _S_IDLE:
                     if hold[i]:
                         reaction |= f_reaction[i]
+                    busy[i] = 1 if (seen[i] or hold[i] or first[i]) else 0
                     continue
             elif st == S_RECOVERING:
                 self._recovering(i, v, q, cond, recovered, dt, now)
@@ -306,6 +353,7 @@ class Protection:
             if q:
                 first[i] = 0
             st = state[i]
+            busy[i] = 1 if (st != _S_IDLE or seen[i] or hold[i] or first[i]) else 0
             if st != _S_IDLE:
                 active += 1
                 r = f_reaction[i]
@@ -358,6 +406,7 @@ class Protection:
 
     def _set(self, i, v, now):
         self.state[i] = _S_ACTIVE
+        self.busy[i] = 1
         self.seen[i] = 0
         self.trip_value[i] = v
         self.set_at[i] = now
@@ -379,12 +428,28 @@ class Protection:
         elif pol == F.P_LATCH:
             self.latch_ver += 1
         if self.log is not None:
-            self.log.append(now, EV_FAULT_SET, i, v)
+            if self.defer_log:
+                if not self._logq[i]:
+                    self._logq[i] = 1
+                    self._nlogq += 1
+            else:
+                self.log.append(now, EV_FAULT_SET, i, v)
+
+    def flush_log(self, now):
+        """Log the fault sets deferred by ``defer_log``, with their own times and
+        trip values (``now``: unused, the records keep ``set_at``)."""
+        q = self._logq
+        for i in range(F.N_FAULTS):
+            if q[i]:
+                q[i] = 0
+                self.log.append(self.set_at[i], EV_FAULT_SET, i, self.trip_value[i])
+        self._nlogq = 0
 
     def _clear(self, i, v, now):
         if self.f_policy[i] == F.P_LATCH or self.rlatch[i]:
             self.latch_ver += 1
         self.state[i] = _S_IDLE
+        self.busy[i] = 1
         self.count[i] = 0
         self.seen[i] = 0
         self.rlatch[i] = 0
@@ -415,6 +480,7 @@ class Protection:
             elif i in F.RECOVERY:
                 v = self.sig[self.f_sig[i]]
                 self.state[i] = S_RECOVERING
+                self.busy[i] = 1
                 self.rec_t0[i] = now
                 self.rec_ref[i] = v
                 self.rec_over[i] = 0
@@ -452,6 +518,7 @@ class Protection:
             if pol == F.P_RETRY:
                 self.rlatch[i] = 1
             self.state[i] = _S_ACTIVE
+            self.busy[i] = 1
             self.count[i] = 0
             self.seen[i] = 0
             self.reaction |= self.f_reaction[i]

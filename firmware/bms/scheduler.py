@@ -2,8 +2,18 @@
 
 Deadlines are absolute (``next += period``) so periods do not drift with
 execution time.  A task that falls more than one period behind counts an
-overrun and is rescheduled from now instead of running a burst of catch-up
-cycles.  The deadline is advanced before the task runs, so a task that
+overrun, runs once and goes on at its next deadline on the same grid (no
+burst of catch-up cycles): the tasks keep their phases to each other (set
+apart so that they do not fall due together), however long the start-up or
+a stop at the REPL took.
+
+A task gets its deadline as ``now`` (the tick time), not the moment its pass
+began: the time between two of its runs is then exactly its period, so 20
+fast ticks are 1000 ms and a protection delay expires at the tick it should.
+With the pass start (up to a few ms late, by whatever ran before) a delay of
+1000 ms sometimes summed to 999 ms at the 20th tick and waited a whole
+extra tick (emulated RP2040).  A run more than a period late gets the real
+time.  The deadline is advanced before the task runs, so a task that
 raises cannot spin.  Nothing here sleeps: the board loop asks
 ``ms_to_next`` and sleeps itself; the simulator advances its virtual clock.
 
@@ -52,20 +62,23 @@ class Scheduler:
         now = self.clock.ticks_ms()
         ran = 0
         for i in range(self.n):
-            if ticks_diff(now, self.next[i]) >= 0:
-                nxt = ticks_add(self.next[i], self.period[i])
+            t = self.next[i]
+            if ticks_diff(now, t) >= 0:
+                nxt = ticks_add(t, self.period[i])
                 if ticks_diff(now, nxt) >= 0:
                     self.overruns[i] += 1
-                    nxt = ticks_add(now, self.period[i])
+                    p = self.period[i]
+                    nxt = ticks_add(t, (ticks_diff(now, t) // p + 1) * p)
+                    t = now
                 self.next[i] = nxt
                 self.runs[i] += 1
                 ran += 1
                 us = self._us
                 if us is None:
-                    self._fn[i](now)
+                    self._fn[i](t)
                 else:
                     t0 = us()
-                    self._fn[i](now)
+                    self._fn[i](t)
                     self._timed(i, ticks_diff(us(), t0))
         return ran
 

@@ -566,6 +566,7 @@ class MasterBoard:
 
     def __init__(self, ctrl, base, n_modules, temps_per_module=3, max_cells=256, now=0, **kw):
         self.base = base
+        self._base_volts = getattr(base, "read_volts", None)
         self.master = CanMaster(ctrl, n_modules, max_cells, temps_per_module, now=now, **kw)
         self.max_cells = max_cells
         self.temps_per_module = temps_per_module
@@ -603,6 +604,10 @@ class MasterBoard:
     # ---- board interface ----------------------------------------------------
     def read_current(self, m, now):
         self.base.read_current(m, now)
+
+    def read_volts(self, m, now):
+        if self._base_volts is not None:   # else the base's read_current filled them
+            self._base_volts(m, now)
 
     def read_cells(self, m, now):
         self.master.fill_cells(m, now)

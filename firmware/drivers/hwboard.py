@@ -195,6 +195,10 @@ class HwBoard:
             if not self.afe_ok:
                 raise OSError(5)
             m.current_ma = self.afe.read_current()
+
+    def read_volts(self, m, now):
+        """Pack and load-side voltages: every cell sweep, and every fast tick
+        while precharging (the core decides; two bus reads saved per tick)."""
         m.pack_mv = self._volts(self.pack_source, True)
         lv = self._volts(self.load_source, False)
         m.load_ok = lv >= 0

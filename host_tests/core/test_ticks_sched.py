@@ -41,6 +41,48 @@ def test_late_task_counts_overrun_and_does_not_burst():
     assert s.ms_to_next() == 50
 
 
+def test_task_gets_its_deadline_so_periods_count_exactly():
+    # Passes start late by a varying few ms (whatever ran before): the task's
+    # ``now`` is still its tick time, so 20 ticks of 50 ms are 1000 ms.
+    clk = VirtualClock(TICKS_MAX - 500)
+    s = Scheduler(clk)
+    seen = []
+    s.add(lambda now: seen.append((now, clk.ticks_ms())), 50, 25)
+    jitter = (0, 3, 1, 2, 0, 4, 1)
+    k = 0
+    while len(seen) < 40:
+        clk.advance(1)
+        if s.ms_to_next() == 0:
+            clk.advance(jitter[k % len(jitter)])   # the pass begins this late
+            k += 1
+            s.run_due()
+    nows = [n for n, _ in seen]
+    assert all(ticks_diff(b, a) == 50 for a, b in zip(nows, nows[1:])), nows
+    assert any(ticks_diff(real, n) > 0 for n, real in seen)   # the passes were late
+    assert all(0 <= ticks_diff(real, n) <= 4 for n, real in seen)
+    # A run more than a period late gets the real time.
+    clk.advance(200)
+    s.run_due()
+    assert seen[-1][0] == seen[-1][1] and s.overruns[0] == 1
+
+
+def test_tasks_keep_their_phases_after_a_long_stall():
+    clk = VirtualClock(1000)
+    s = Scheduler(clk)
+    runs = {"cells": [], "fast": []}
+    s.add(lambda now: runs["cells"].append(now), 250)
+    s.add(lambda now: runs["fast"].append(now), 50, 25)
+    clk.advance(1234)        # start-up, or a stop at the REPL
+    for _ in range(1000):
+        s.run_due()
+        clk.advance(1)
+    assert s.overruns[0] == 1 and s.overruns[1] == 1
+    # After the one late run each, both are back on their grids: the cell
+    # sweep on multiples of 250 from its start, the fast tick 25 ms off them.
+    assert all((t - 1000) % 250 == 0 for t in runs["cells"][1:]), runs["cells"]
+    assert all((t - 1000) % 50 == 25 for t in runs["fast"][1:]), runs["fast"]
+
+
 def test_raising_task_cannot_spin():
     clk = VirtualClock(0)
     s = Scheduler(clk)

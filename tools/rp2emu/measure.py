@@ -212,23 +212,49 @@ class Run:
         chip.uart_in_listeners[uid].pop()
         return out
 
-    def reaction(self, relay, setup, trigger, within_ms):
-        """Time from ``trigger(pack)`` to ``relay`` opening, ms (app running)."""
+    def reaction(self, relay, setup, trigger, release, within_ms, phases=(0,)):
+        """Times from ``trigger(pack)`` to ``relay`` opening, ms, one per entry
+        of ``phases`` (app running).  Each trial waits for the relay to be
+        closed, then ``phase`` ms more, so the triggers fall at different
+        points of the fast tick; ``release(pack)`` undoes the trigger and the
+        setup must let the fault clear by itself.  The opening is the pin's
+        edge as the emulator reports it (exact, not polled)."""
+        from bms.contactors import RELAY_NAMES
         r = self.repl
         if setup:
             r.exec(setup)
+        pin = self.board.relay_pins[RELAY_NAMES.index(relay)]
+        edges = []
+        chip = self.board.chip
+        open_level = 1 if self.board.relay_active_low else 0
+
+        def on_pin(p, level, t_ns):
+            if p == pin:
+                edges.append((level, t_ns))
+        chip.pin_listeners.append(on_pin)
         r.start("import app\napp.APP.run()")
-        self.run_ms(1500)
-        assert self.board.relay(relay) == 1, "%s not closed before the trigger" % relay
-        t0 = self.board.chip.t_ms
-        trigger(self.pack)
-        while self.board.chip.t_ms - t0 < within_ms:
-            self.run_ms(5)
-            if self.board.relay(relay) == 0:
-                r.interrupt()
-                return self.board.chip.t_ms - t0
-        r.interrupt()
-        return None
+        out = []
+        try:
+            for phase in phases:
+                waited = 0
+                while self.board.relay(relay) != 1:
+                    self.run_ms(50)
+                    waited += 50
+                    if waited > 10000:
+                        raise RuntimeError("%s did not close before the trigger" % relay)
+                self.run_ms(500 + phase)
+                del edges[:]
+                t0 = chip.t_ns
+                trigger(self.pack)
+                while chip.t_ns - t0 < within_ms * 1e6 and self.board.relay(relay) == 1:
+                    self.run_ms(5)
+                opened = [t for lvl, t in edges if int(lvl) == open_level]
+                out.append((opened[0] - t0) / 1e6 if opened else None)
+                release(self.pack)
+        finally:
+            r.interrupt()
+            chip.pin_listeners.remove(on_pin)
+        return out
 
     def close(self):
         self.board.close()

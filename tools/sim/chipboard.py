@@ -227,6 +227,10 @@ class ChipBoard:
         self._advance()
         self.hw.read_current(m, now)
 
+    def read_volts(self, m, now):
+        self._advance()
+        self.hw.read_volts(m, now)
+
     def read_cells(self, m, now):
         self.hw.read_cells(m, now)
 
