@@ -79,8 +79,11 @@ def build_can(machine, pins, opts):
     spi = machine.SPI(bus_id, baudrate=8000000, polarity=0, phase=0,
                       sck=machine.Pin(sck), mosi=machine.Pin(mosi), miso=machine.Pin(miso))
     cs = _out(machine, pins["can_cs"], 1)
+    irq = pins.get("can_int")
+    if irq is not None:
+        irq = machine.Pin(irq, machine.Pin.IN, machine.Pin.PULL_UP)
     return MCP2515(spi, cs, xtal_hz=_opt(opts, "can_xtal"), bitrate=_opt(opts, "can_bitrate"),
-                   wait_us=_sleep_us(machine))
+                   wait_us=_sleep_us(machine), int_pin=irq)
 
 
 def build_ntcs(machine, pins, opts, adc_wrap=None):

@@ -183,6 +183,9 @@ class Bms:
         # Boards that read the pack/load voltages apart from the current: at
         # the cell sweep, and at every fast tick only while precharging.
         self._rd_volts = getattr(board, "read_volts", None)
+        # A board with a bus that must be served often (a CAN master: two RX
+        # buffers) gets a call between the steps of the cell sweep.
+        self._service = getattr(board, "service", None)
         self._rd_cells = board.read_cells
         self._rd_temps = board.read_temps
         self._rd_relays = getattr(board, "relay_faults", None)
@@ -355,22 +358,29 @@ class Bms:
 
     def _cells(self, now):
         m = self.meas
+        svc = self._service
         n = self.params[P_CELL_COUNT]
         if n != m.n_cells:
             m.set_cell_count(n)
         if self._rd_volts is not None:
             self._read(self._rd_volts, now)
         if self._read(self._rd_cells, now):
+            if svc is not None:
+                svc()
             m.update_cell_stats()
             m.cells_ts = now
             m.cells_seen = True
             if self._v_response:
                 self.ccheck.cells(m, now, not self.balancer._on)
             self._unmonitored(m)
+        if svc is not None:
+            svc()
         if self._read(self._rd_temps, now):
             m.update_temp_stats()
             m.temps_ts = now
             m.temps_seen = True
+        if svc is not None:
+            svc()
         bal = self.balancer
         # A cell-difference fault holds the charge relay open, so balancing
         # that waits for charge current could never clear it: let it run at rest.
@@ -433,8 +443,13 @@ class Bms:
             self.log.append(now, EV_SOC_CAL, 0, 0)
         self._ov1_prev = ov1
         self._uv1_prev = uv1
+        svc = self._service
+        if svc is not None:
+            svc()
         if self.running:
             self.soc.estimate(m, now)
+        if svc is not None:
+            svc()
         self.derating.update(now)
         w = self.wall
         w.tick(now)

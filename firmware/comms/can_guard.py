@@ -5,6 +5,10 @@ once on a shorted or mis-terminated bus would hammer it (and every other
 node's error counters), so the restart waits ``backoff`` ms, doubling up to
 ``BACKOFF_MAX_MS`` while bus-off keeps coming back, and resets once the
 controller has been error-active for ``_STABLE_MS``.
+
+The controller's state is read at most every ``READ_MS`` while it can talk
+(an MCP2515 status read is about 0.5 ms on an RP2040, and the master polls
+the bus hundreds of times a second); bus-off is then seen within READ_MS.
 """
 from micropython import const
 
@@ -18,6 +22,7 @@ STATE_BUS_OFF = const(3)
 _BACKOFF_MIN_MS = const(100)
 BACKOFF_MAX_MS = const(5000)
 _STABLE_MS = const(10000)
+READ_MS = const(20)
 
 
 class BusGuard:
@@ -30,9 +35,16 @@ class BusGuard:
         self._waiting = False
         self._at = 0
         self._active_since = 0
+        self._read_at = 0
+        self._read_seen = False
 
     def step(self, now):
         """Returns True while the controller can talk (not bus-off)."""
+        if self.state != STATE_BUS_OFF and self._read_seen \
+                and ticks_diff(now, self._read_at) < READ_MS:
+            return True
+        self._read_seen = True
+        self._read_at = now
         st = self.ctrl.state()
         if st == STATE_BUS_OFF:
             if self.state != STATE_BUS_OFF:

@@ -29,8 +29,8 @@ MAX_MODULE_TEMPS = const(4)
 
 # Default TDMA schedule (carried in SYNC, so slaves need no reflash to change it).
 SWEEP_MS = const(1000)
-SLOT_MS = const(40)
-GAP_MS = const(6)
+SLOT_MS = const(50)
+GAP_MS = const(8)
 
 # --- ids -------------------------------------------------------------------
 ID_SYNC = const(0x010)      # master -> all

@@ -49,6 +49,8 @@ MODE_LISTEN = const(3)
 MODE_CONFIG = const(4)
 
 # SPI instructions
+_INT_VERIFY = const(64)      # every 64th "no frame" from the INT pin is checked over SPI
+_INT_MAX_MISSES = const(3)
 _I_RESET = const(0xC0)
 _I_READ = const(0x03)
 _I_WRITE = const(0x02)
@@ -147,9 +149,12 @@ def _enc_id(b, o, can_id, ext, mask=False):
 
 class MCP2515:
     def __init__(self, spi, cs, xtal_hz=16000000, bitrate=500000, mode=MODE_NORMAL,
-                 fifo=True, one_shot=False, retry_limit=3, wait_us=None):
+                 fifo=True, one_shot=False, retry_limit=3, wait_us=None, int_pin=None):
         self.spi = spi
         self.cs = cs
+        self.int_pin = int_pin  # the chip's INT output (low: an enabled flag is set), or None
+        self.int_misses = 0
+        self._int_n = 0
         self.wait_us = wait_us  # time.sleep_us on a board; None: no waits
         self.xtal_hz = xtal_hz
         self.bitrate = bitrate
@@ -445,6 +450,29 @@ class MCP2515:
         return dlc
 
     def any(self):
+        return (self.rx_status() >> 6) != 0
+
+    def rx_pending(self):
+        """A frame may be waiting.  With the INT pin: high means both RX
+        buffers are empty (RX0IE/RX1IE are enabled), a 10 us pin read instead
+        of a 180 us SPI status read on an RP2040; low is only a hint (an error
+        flag pulls it low too), answered over SPI.  Every _INT_VERIFY-th
+        high reading is checked over SPI anyway: a frame found while the pin
+        still reads high is a miss, and after _INT_MAX_MISSES the pin is no
+        longer trusted (a broken INT wire costs CPU, never frames)."""
+        p = self.int_pin
+        if p is not None and p.value():
+            self._int_n += 1
+            if self._int_n < _INT_VERIFY:
+                return False
+            self._int_n = 0
+            if (self.rx_status() >> 6) == 0:
+                return False
+            if p.value():       # still high with a frame there: not a race
+                self.int_misses += 1
+                if self.int_misses >= _INT_MAX_MISSES:
+                    self.int_pin = None
+            return True
         return (self.rx_status() >> 6) != 0
 
     # ---- errors -----------------------------------------------------------------

@@ -93,7 +93,8 @@ def _drive(seed, steps):
         a, b = rigs
         assert _arrays(a.bms.prot) == _arrays(b.bms.prot), "step %d" % n
         assert bytes(a.board.relays) == bytes(b.board.relays), "step %d" % n
-        skipped += bytes(a.bms.prot.quiet).count(1)
+        for q in a.bms.prot.quiet:
+            skipped += q
     assert _events(rigs[0].log) == _events(rigs[1].log)
     return rigs, skipped
 

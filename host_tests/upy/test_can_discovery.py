@@ -2,7 +2,7 @@
 from bms.measurements import Measurements, ROLE_CELL
 from can_helpers import Rig, raw_frames
 from comms import can_ids as C
-from comms.can_master import MS_ABSENT, MS_BAD, MS_OK, W_COUNT, CanMaster, layout
+from comms.can_master import CHECK_MS, MS_ABSENT, MS_BAD, MS_OK, W_COUNT, CanMaster, layout
 
 
 def test_layout():
@@ -18,8 +18,8 @@ def test_fixed_addresses_discovered_in_one_sweep():
     r = Rig(n=4)
     assert r.states() == [MS_ABSENT] * 4 and r.master.comm_fault
     t = r.run_until(lambda: r.states() == [MS_OK] * 4, 2000)
-    # slot 4 ends 200 ms after the first SYNC
-    assert 0 <= t <= 250, t
+    # slot 4 ends 5 slots after the first SYNC, seen at the next health check
+    assert 0 <= t <= 5 * C.SLOT_MS + CHECK_MS, t
     r.run(50)
     assert not r.master.comm_fault
     r.run(1000)

@@ -3,6 +3,7 @@ from slave.core import LIMIT_SAMPLES, Slave
 from bms.ticks import VirtualClock
 from can_helpers import LoopBus, LoopNode, ValueAfe, raw_frames
 from comms import can_ids as C
+from comms.can_guard import READ_MS
 
 
 class Master:
@@ -216,7 +217,8 @@ def test_bus_off_restart_with_back_off():
     node.bus_off = True
     _run(clock, s, 150)
     assert node.restarts == 1            # back-off doubled to 200 ms
-    _run(clock, s, 60)
+    # (seen within READ_MS: the guard reads the controller's state that often)
+    _run(clock, s, 60 + READ_MS)
     assert node.restarts == 2
     assert s.guard.bus_off_count == 2
 

@@ -202,12 +202,35 @@ class EmuBoard:
         if p.get("key") is not None:
             self.chip.set_input(p["key"], 0 if self.key_on else 1)
         self.can_bus = can_bus
+        self._int_pin = None
+        self._int_level = None
         if can_bus is not None and p.get("spi"):
             self.emu_can = EmuMCP2515(can_bus, clock=self.clock_us)
-            self.chip.spi[p["spi"][0]] = self.emu_can._byte
+            self.chip.spi[p["spi"][0]] = self._spi_byte
+            self._int_pin = p.get("can_int")
+            self._sync_int()
         self.rs485 = None
         self.cdc = None
         self.t_phys_ns = 0
+
+    def _spi_byte(self, b):
+        r = self.emu_can._byte(b)
+        self._sync_int(mid_run=True)
+        return r
+
+    def _sync_int(self, mid_run=False):
+        """The MCP2515's INT line onto its pin: at every slice (frames land
+        at slice ends) and after every SPI byte (a read that empties the
+        buffers raises it; the change rides on the SPI reply)."""
+        if self._int_pin is None:
+            return
+        level = 0 if self.emu_can.int_active() else 1
+        if level != self._int_level:
+            self._int_level = level
+            if mid_run:
+                self.chip.pending_inputs.append([self._int_pin, level])
+            else:
+                self.chip.set_input(self._int_pin, level)
 
     def _wire_afe(self, n, first, noise_mv, crc):
         src = _NoisyCells(self.pack, self.rng, noise_mv, first, n)
@@ -247,6 +270,8 @@ class EmuBoard:
         if self.emu_can is not None:
             self.emu_can._reset()
         self.chip.power_cycle()
+        self._int_level = None
+        self._sync_int()
 
     # ---- ports ------------------------------------------------------------------
     def open_rs485(self, symlink=None):
@@ -281,6 +306,7 @@ class EmuBoard:
             self.chip.run_until(self.chip.t_ns + step)
             if self.can_bus is not None:
                 self.can_bus.advance_to(self.chip.t_ns / 1000.0)
+                self._sync_int()
 
     def _physics(self, step_ns):
         if self.physics:

@@ -118,6 +118,7 @@ class Rp2040:
         self.adc = {}
         self.pins = [-1] * 30
         self.pin_listeners = []        # fn(pin, level, t_ns)
+        self.pending_inputs = []       # [pin, level]: applied with the next SPI reply
         self.uart_listeners = {0: [], 1: []}   # fn(byte, t_ns): bytes the chip sent
         self.uart_in_listeners = {0: [], 1: []}   # fn(byte, t_ns): landed in its RX FIFO
         self.reset_listeners = []      # fn(reason, t_ns)
@@ -176,7 +177,13 @@ class Rp2040:
             self.i2c[m["bus"]].write(m["addr"], m["wr"])
         elif e == "spi":
             fn = self.spi.get(m["bus"])
-            self._send({"b": fn(m["b"]) if fn else 0xFF})
+            msg = {"b": fn(m["b"]) if fn else 0xFF}
+            if self.pending_inputs:
+                # An input a chip on the bus changed during the transfer (the
+                # MCP2515's INT): mid-run, only a reply can carry it.
+                msg["gpio"] = self.pending_inputs
+                self.pending_inputs = []
+            self._send(msg)
         elif e == "adc":
             fn = self.adc.get(m["ch"])
             self._send({"v": fn() if fn else 0})

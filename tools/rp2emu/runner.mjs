@@ -303,6 +303,12 @@ function fixI2C(i2c, bus) {
 function fixSPI(spi, bus) {
   spi.onTransmit = (value) => {
     const r = request({ e: 'spi', bus, b: value, t: now() });
+    if (r.gpio) {
+      for (const [pin, v] of r.gpio) {
+        gpioIn.set(pin, !!v);
+        mcu.gpio[pin].setInputValue(!!v);
+      }
+    }
     const hz = spi.clockFrequency || 1e6;
     const a = mcu.clock.createAlarm(() => spi.completeTransmit(r.b & 0xff));
     a.schedule(Math.round((8 * 1e9) / hz));

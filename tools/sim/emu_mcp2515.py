@@ -99,6 +99,10 @@ class EmuMCP2515:
             bus.attach(self)
 
     # ---- chip state ----------------------------------------------------------
+    def int_active(self):
+        """The INT output (active low on the chip): an enabled flag is set."""
+        return (self.regs[CANINTF] & self.regs[CANINTE]) != 0
+
     def _reset(self):
         r = self.regs
         for i in range(128):
