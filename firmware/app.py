@@ -796,8 +796,11 @@ def start_modules(app, mboard):
     mboard.bind(app.bms)
     clock = app.clock
 
+    due = mboard.due
+
     def poll_modules():
-        mboard.poll(clock.ticks_ms())
+        if due():        # a pin read when the bus has nothing for us
+            mboard.poll(clock.ticks_ms())
 
     app.pollers.insert(0, poll_modules)
     app.can_serve = (mboard.due, mboard.service)

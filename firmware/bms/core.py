@@ -162,8 +162,11 @@ class Bms:
         self.ccheck = CurrentCheck(params)
         self.buzzer = Buzzer()
         self.soc = Soc(params, soc_pm)
+        # The cell sweep's period: CELL_MS, or the board's own (a CAN master
+        # whose modules report once a second sweeps every 500 ms).
+        self.cell_ms = getattr(board, "cell_ms", CELL_MS)
         self.balancer = Balancer(params, board.max_cells,
-                                 getattr(board, "balance_no_adjacent", True), CELL_MS)
+                                 getattr(board, "balance_no_adjacent", True), self.cell_ms)
         self.heater = Heater(params)
         self.derating = Derating(params, self)
         self.limits = self.derating  # CCL/DCL/CVL/DVL for the inverter and charger
@@ -174,7 +177,7 @@ class Bms:
         # for it: apart, a fast tick never queues behind the cell sweep
         # (8 ms on an RP2040) or the slow task (12 ms), and the protection's
         # reaction time keeps to delay + one tick (docs/safety.md).
-        self.sched.add(self._cells, CELL_MS)
+        self.sched.add(self._cells, self.cell_ms)
         self.sched.add(self._fast, FAST_MS, _FAST_PHASE_MS)
         self.sched.add(self._slow, _SLOW_MS, _SLOW_PHASE_MS)
         # Bound methods made once: `board.read_x` in the loop allocates one
@@ -396,7 +399,7 @@ class Bms:
         if m.bad_cells or m.pack_mv <= 0 or i > _UNMON_REST_MA or i < -_UNMON_REST_MA:
             return  # no verdict: the last one holds
         if m.pack_mv - m.sum_mv > UNMON_MV + UNMON_PER_CELL_MV * n:
-            self._unmon_ms += CELL_MS
+            self._unmon_ms += self.cell_ms
             if self._unmon_ms >= UNMON_MS:
                 self._unmon_ms = UNMON_MS
                 self.unmonitored = True
@@ -529,7 +532,7 @@ class Bms:
                     self.bus_errors += 1
             # Not while exceptions are still coming: a reset during a crash
             # loop would let the relays close between two exceptions.
-            if not self.exceptions or ticks_diff(now, self._exc_at) >= CELL_MS + FAST_MS:
+            if not self.exceptions or ticks_diff(now, self._exc_at) >= self.cell_ms + FAST_MS:
                 prot.set_flag(F.SIG_INTERNAL, False)
             prot.set_flag(F.SIG_AFE, self.board.afe_fault() != 0)
         prot.set_flag(F.SIG_PRECHARGE, False)

@@ -73,6 +73,7 @@ _OV_MARGIN_MV = const(50)    # slave hard limits sit just outside the master's l
 _UV_MARGIN_MV = const(100)
 _OT_MARGIN_C = const(5)
 CHECK_MS = const(50)
+MASTER_CELL_MS = const(500)     # the core's cell sweep on a master (see MasterBoard)
 _CONFIG_RETRY_SWEEPS = const(5)
 _OUTBOX = const(24)
 _MAX_RX_PER_POLL = const(16)
@@ -149,6 +150,15 @@ class CanMaster:
         # Arrival time per cell frame (module k, frame f at k * CELL_FRAMES + f):
         # the cells of one frame share it, a quarter of a per-cell array.
         self.frame_ts = array("i", [0] * (C.CELL_FRAMES * n))
+        # fill_cells copies a module again only when something it copied can
+        # have changed: a cell frame landed (rx_seq), the module's state, the
+        # cell count, or a fresh frame may have aged past the timeout.
+        self.mod_rx_seq = bytearray(n)
+        self._fill_seq = bytearray(n)
+        self._fill_state = bytearray([0xFF] * n)
+        self._fill_oldest = array("i", [0] * n)   # oldest fresh frame at the last copy
+        self._fill_fresh = bytearray(n)           # some frame was fresh at the last copy
+        self._fill_n = -1
         self.mod_cells = bytearray(n)
         self.mod_first = array("H", [0] * n)
         self.mod_state = bytearray(n)
@@ -208,6 +218,7 @@ class CanMaster:
     def configure(self, cell_count, module_cells, timeout_ms, ov_mv=4250, uv_mv=1500, ot_c=65):
         """Apply the layout and limits; returns False (and keeps the comm fault) if invalid."""
         self.timeout = timeout_ms
+        self._fill_n = -1   # the next fill_cells copies every module
         lim_changed = (ov_mv, uv_mv, ot_c) != (self.ov_mv, self.uv_mv, self.ot_c)
         self.ov_mv = ov_mv
         self.uv_mv = uv_mv
@@ -400,6 +411,7 @@ class CanMaster:
                 for j in range(left):
                     mv[i + j] = b[2 * j] | (b[2 * j + 1] << 8)
                 self.frame_ts[k * C.CELL_FRAMES + f] = now
+                self.mod_rx_seq[k] = (self.mod_rx_seq[k] + 1) & 0xFF
                 if self.mod_pending[k] == 0:
                     self.mod_full_ts[k] = now
                     self.mod_full_seen[k] = 1
@@ -533,8 +545,22 @@ class CanMaster:
         cok = m.cell_ok
         inv = C.CELL_INVALID
         per = C.CELLS_PER_FRAME
+        seq = self.mod_rx_seq
+        fseq = self._fill_seq
+        fstate = self._fill_state
+        foldest = self._fill_oldest
+        ffresh = self._fill_fresh
+        same_n = n == self._fill_n
+        self._fill_n = n
         for k in range(self.n_modules):
-            good = self.mod_state[k] == MS_OK
+            st = self.mod_state[k]
+            if same_n and seq[k] == fseq[k] and st == fstate[k] and not (
+                    ffresh[k] and ticks_diff(now, foldest[k]) > to):
+                continue    # nothing it would copy has changed
+            fseq[k] = seq[k]
+            fstate[k] = st
+            ffresh[k] = 0
+            good = st == MS_OK
             first = self.mod_first[k]
             end = first + self.mod_cells[k]
             if end > n:
@@ -544,6 +570,9 @@ class CanMaster:
             while i < end:
                 t = ts[fk + (i - first) // per]
                 fresh = good and ticks_diff(now, t) <= to
+                if fresh and (not ffresh[k] or ticks_diff(foldest[k], t) > 0):
+                    foldest[k] = t
+                    ffresh[k] = 1
                 stop = i + per
                 if stop > end:
                     stop = end
@@ -610,6 +639,11 @@ class CanMaster:
 class MasterBoard:
     """The core's board interface for a master with CAN slave modules.
 
+    ``cell_ms``: the core's cell sweep runs every 500 ms here, not 250: the
+    modules report once per TDMA sweep (1000 ms), so a faster copy repeats
+    most of its work (30 ms for 256S on an RP2040), and cell data reaches
+    the core at most 250 ms later than it would (docs/can_internal.md).
+
     ``base`` supplies current, the master's own temperatures, relays,
     buzzer and key (any board object).  Call ``bind(bms)`` once the Bms
     exists, and ``poll(now)`` from the main loop as often as possible.
@@ -617,6 +651,7 @@ class MasterBoard:
 
     def __init__(self, ctrl, base, n_modules, temps_per_module=3, max_cells=256, now=0, **kw):
         self.base = base
+        self.cell_ms = MASTER_CELL_MS
         self._base_volts = getattr(base, "read_volts", None)
         self._ticks = None
         self.master = CanMaster(ctrl, n_modules, max_cells, temps_per_module, now=now, **kw)

@@ -208,6 +208,8 @@ class EmuBoard:
             self.emu_can = EmuMCP2515(can_bus, clock=self.clock_us)
             self.chip.spi[p["spi"][0]] = self._spi_byte
             self._int_pin = p.get("can_int")
+            if self._int_pin is not None and p.get("can_cs") is not None:
+                self.chip.sync_pins([p["can_cs"]])
             self._sync_int()
         self.rs485 = None
         self.cdc = None
@@ -261,6 +263,7 @@ class EmuBoard:
         cs = self.pins.get("can_cs")
         if self.emu_can is not None and pin == cs:
             self.emu_can.cs.value(1 if level != 0 else 0)
+            self._sync_int(mid_run=True)
 
     def power_cycle(self):
         """The board loses its 3.3 V rail: the RP2040, the INA228 and the

@@ -164,10 +164,13 @@ class Rp2040:
         self.run_until(self.t_ns + int(ms * 1e6))
 
     def _event(self, e, m):
-        if e == "gpio":
+        if e == "gpio" or e == "gpio_sync":
             self.pins[m["pin"]] = m["v"]
             for fn in self.pin_listeners:
                 fn(m["pin"], m["v"], m["t"])
+            if e == "gpio_sync":
+                self._send({"gpio": self.pending_inputs})
+                self.pending_inputs = []
         elif e == "i2c_probe":
             self._send({"ack": self.i2c[m["bus"]].probe(m["addr"])})
         elif e == "i2c_read":
@@ -221,6 +224,11 @@ class Rp2040:
 
     def cdc_send(self, data):
         self._send({"c": "cdc_rx", "d": list(bytes(data))})
+
+    def sync_pins(self, pins):
+        """Edges on these output pins wait for the listeners, which may
+        change inputs in answer (``pending_inputs``) before the code goes on."""
+        self._send({"c": "sync_pins", "pins": list(pins)})
 
     def set_input(self, pin, level):
         self._send({"c": "gpio_in", "pin": pin, "v": 1 if level else 0})

@@ -300,15 +300,19 @@ function fixI2C(i2c, bus) {
   };
 }
 
+// Inputs a reply carries (a chip's output that changed during the exchange).
+function applyInputs(list) {
+  if (!list) return;
+  for (const [pin, v] of list) {
+    gpioIn.set(pin, !!v);
+    mcu.gpio[pin].setInputValue(!!v);
+  }
+}
+
 function fixSPI(spi, bus) {
   spi.onTransmit = (value) => {
     const r = request({ e: 'spi', bus, b: value, t: now() });
-    if (r.gpio) {
-      for (const [pin, v] of r.gpio) {
-        gpioIn.set(pin, !!v);
-        mcu.gpio[pin].setInputValue(!!v);
-      }
-    }
+    applyInputs(r.gpio);
     const hz = spi.clockFrequency || 1e6;
     const a = mcu.clock.createAlarm(() => spi.completeTransmit(r.b & 0xff));
     a.schedule(Math.round((8 * 1e9) / hz));
@@ -360,6 +364,7 @@ function fixCDC(c) {
 }
 
 const gpioIn = new Map(); // pin -> level driven from outside (kept over resets)
+const syncPins = new Set(); // output pins whose edges wait for the Python side's answer
 
 function boot(reason) {
   mcu = new RP2040();
@@ -412,7 +417,13 @@ function boot(reason) {
   mcu.gpio.forEach((pin, i) => {
     pin.addListener((state) => {
       const v = state === GPIOPinState.High ? 1 : state === GPIOPinState.Low ? 0 : -1;
-      send({ e: 'gpio', pin: i, v, t: now() });
+      if (syncPins.has(i)) {
+        // An edge a chip answers at once (the MCP2515's CS: the read that
+        // empties its buffers raises INT when CS goes high).
+        applyInputs(request({ e: 'gpio_sync', pin: i, v, t: now() }).gpio);
+      } else {
+        send({ e: 'gpio', pin: i, v, t: now() });
+      }
     });
     if (gpioIn.has(i)) pin.setInputValue(gpioIn.get(i));
   });
@@ -484,6 +495,9 @@ for (;;) {
       break;
     case 'cdc_rx':
       cdc.feed(cmd.d);
+      break;
+    case 'sync_pins':
+      for (const p of cmd.pins) syncPins.add(p);
       break;
     case 'gpio_in':
       gpioIn.set(cmd.pin, !!cmd.v);
