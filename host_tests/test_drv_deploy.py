@@ -18,7 +18,21 @@ def test_pico_plan_lists_every_module_once(tmp_path):
     for sub in ("bms", "drivers", "slave"):
         for f in os.listdir(os.path.join(deploy.ROOT, "firmware", sub)):
             if f.endswith(".py"):
-                assert "%s/%s.mpy" % (sub, f[:-3]) in remote, f
+                rel = "%s/%s" % (sub, f)
+                assert (rel[:-3] + ".mpy" in remote) == (rel not in deploy.NOT_ON_BOARDS), f
+    # What is left out really is wired by no board: nothing a board runs imports it.
+    for rel in deploy.NOT_ON_BOARDS:
+        mod = rel[:-3].replace("/", ".")
+        for root, _dirs, fs in os.walk(os.path.join(deploy.ROOT, "firmware")):
+            for f in fs:
+                if f.endswith(".py") and os.path.join(root, f) != os.path.join(
+                        deploy.ROOT, "firmware", rel):
+                    with open(os.path.join(root, f)) as fh:
+                        assert mod not in fh.read(), (f, mod)
+        for f in os.listdir(os.path.join(deploy.ROOT, "boards")):
+            if f.endswith(".py"):
+                with open(os.path.join(deploy.ROOT, "boards", f)) as fh:
+                    assert mod not in fh.read(), (f, mod)
     for local, r in files:
         assert os.path.exists(local)
         if r.endswith(".mpy"):

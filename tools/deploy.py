@@ -44,6 +44,10 @@ BOARDS = {
     "slave": ("armv6m", ["slave_module"]),
 }
 ALIASES = {"esp32": "esp32_devkit", "slave": "slave_module"}
+# In the tree (host tests, the AFE bench, a board of one's own) but wired by
+# no board file: not copied to a board, not in its ROMFS application package
+# (whose 252 KB slot the pico application fills to within a few KB).
+NOT_ON_BOARDS = ("drivers/ltc681x.py",)
 
 
 def plan(board, out):
@@ -59,7 +63,8 @@ def plan(board, out):
                ["boards/%s.py" % n for n in needed])
     files = []
     for rel, dst in B.compile_all(out, arch):
-        if rel == "manifest.py" or (rel.startswith("boards/") and rel not in keep):
+        if rel == "manifest.py" or rel in NOT_ON_BOARDS or \
+                (rel.startswith("boards/") and rel not in keep):
             os.remove(dst)
             continue
         if dst is None:  # kept as source (main.py)
