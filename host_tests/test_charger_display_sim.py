@@ -40,16 +40,25 @@ def test_charger_follows_limits_and_reports():
 
 
 def test_protection_stops_the_charger_at_once():
+    # The charge limit drops to 0 when the cells get too hot to charge (the
+    # derating does it at once at the charge over-temperature threshold, the
+    # t_chg fault follows after its delay): the stop goes out at that moment,
+    # not at the next 1 s period, and stays until the fault clears.
     sim, link, emu = charger_setup()
     sim.run(3)
     assert emu.running
     sim.board.temp_override[2] = sim.board.temp_override[3] = 60.0
-    assert sim.run_until(lambda s: s.bms.prot.active(F.T_CHG), 10)
-    t_trip = sim.t_ms
-    sim.step()
-    stops = [c for c in emu.commands if c[0] >= t_trip and c[3] == 1]
-    assert stops and stops[0][0] - t_trip <= 100 and stops[0][1:3] == (0.0, 0.0)
+    assert sim.run_until(lambda s: s.bms.derating.ccl_ma == 0, 10)
+    t0 = sim.t_ms
+    sim.run(0.1)
+    stops = [c for c in emu.commands if c[0] >= t0 - 50 and c[3] == 1]
+    assert stops and stops[0][0] - t0 <= 100 and stops[0][1:3] == (0.0, 0.0), (t0, emu.commands)
+    assert [c for c in emu.commands if t0 - 1000 <= c[0] < t0 - 50] and \
+        all(c[3] == 0 for c in emu.commands if t0 - 1000 <= c[0] < t0 - 50)   # it was charging
     assert not emu.running and sim.pack.charger_a == 0.0
+    assert sim.run_until(lambda s: s.bms.prot.active(F.T_CHG), 10)
+    sim.run(1.5)
+    assert not emu.running and all(c[3] == 1 for c in emu.commands if c[0] >= t0)
 
 
 def test_disabled_parameter_and_hung_bms():
