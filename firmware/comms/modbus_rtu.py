@@ -22,6 +22,11 @@ Frame assembly by silence, measured on an injected clock with
   catches.
 * After construction nothing is accepted until the line has been silent
   for t3.5, so the tail of a frame in progress is never parsed as a frame.
+* A read (03/04, 8 bytes) for this address whose CRC checks is answered
+  ahead: the reply is built as soon as its last byte is read and sent once
+  the t3.5 silence has passed (dropped if more bytes come).  On an RP2040
+  building a reply takes a few ms, so it overlaps the silence the server
+  has to wait anyway.  Writes are executed only after the silence.
 * t1.5 = 1.5 and t3.5 = 3.5 character times up to 19200 baud, fixed
   750 us / 1750 us above, as the Modbus serial-line spec says.  A character
   is as long as the line makes it: 10 bits for 8N1 (the manuals' setting:
@@ -97,6 +102,7 @@ class ModbusRTU:
         self._t_last = self._now()
         self._t_quiet = 0
         self._quiet_valid = False
+        self._early = -1      # length of a reply built ahead (see above), -1 none
         self.t15 = 0
         self.t35 = 0
         self._set_timing(baud)
@@ -188,6 +194,11 @@ class ModbusRTU:
                 self._t_last = now
                 self._quiet_valid = False
                 self._active = True
+                self._early = -1
+                if k == 8 and not self._bad and rx[0] == self.address \
+                        and (rx[1] == _FC_READ_HOLDING or rx[1] == _FC_READ_INPUT) \
+                        and crc16.check(rx, 8):
+                    self._early = self._reply(8, False)
                 return False
         if not self._active:
             return False
@@ -203,6 +214,7 @@ class ModbusRTU:
         self._active = False
         self._quiet_valid = False
         if bad or n == 0:
+            self._early = -1
             return False
         if not crc16.check(self.rx, n):
             self.crc_errors += 1
@@ -215,21 +227,41 @@ class ModbusRTU:
     def _handle(self, n, t0):
         rx = self.rx
         dev = rx[0]
+        ln = self._early
+        self._early = -1
         if dev != 0 and dev != self.address:
             return
         self.handled += 1
         broadcast = dev == 0
         if broadcast:
             self.broadcasts += 1
+        if ln < 0 or n != 8:
+            ln = self._reply(n, broadcast)
+        if ln < 0:
+            return
+        if self.tx[1] & 0x80:
+            self.exceptions_sent += 1
+        v = self._views.get(ln)
+        if v is None:
+            v = memoryview(self.tx)[:ln]
+            self._views[ln] = v
+        self.port.write(v)
+        self.replies += 1
+        self.last_turnaround = ticks_diff(self._now(), t0)
+
+    def _reply(self, n, broadcast):
+        """Execute the request in rx[:n] and build the reply in tx; its length
+        with the CRC, or -1 when nothing is answered (broadcast)."""
+        rx = self.rx
         fc = rx[1]
         tx = self.tx
-        tx[0] = dev
+        tx[0] = rx[0]
         tx[1] = fc
         ln = 0
         try:
             if fc == _FC_READ_HOLDING or fc == _FC_READ_INPUT:
                 if broadcast:
-                    return  # reads are meaningless as broadcast
+                    return -1  # reads are meaningless as broadcast
                 ln = self._read(n)
                 ex = EX_NONE
                 if ln < 0:
@@ -259,20 +291,12 @@ class ModbusRTU:
             self.internal_errors += 1
             ex = EX_FAILURE
         if broadcast:
-            return
+            return -1
         if ex != EX_NONE:
             tx[1] = fc | 0x80
             tx[2] = ex
             ln = 3
-            self.exceptions_sent += 1
-        ln = crc16.append(tx, ln)
-        v = self._views.get(ln)
-        if v is None:
-            v = memoryview(tx)[:ln]
-            self._views[ln] = v
-        self.port.write(v)
-        self.replies += 1
-        self.last_turnaround = ticks_diff(self._now(), t0)
+        return crc16.append(tx, ln)
 
     def _read(self, n):
         """Response length, or minus the exception code (no tuple: no allocation)."""

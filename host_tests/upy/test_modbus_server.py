@@ -33,6 +33,65 @@ def test_reply_only_after_t35_silence():
     assert crc_ok(resp) and resp[:3] == bytes((1, 3, 20))
 
 
+def test_read_is_built_ahead_but_sent_only_after_t35():
+    # The reply to a complete read is built when its last byte is read (it
+    # overlaps the silence on a slow chip), and still goes out only after
+    # t3.5, with the same bytes as one built at the end of the silence.
+    r = ModbusRig()
+    r.port.feed(READ_10)
+    r.server.poll()
+    assert r.server._early == 25 and r.port.txn == 0      # built, not sent
+    r.clock.advance_us(3600)
+    r.server.poll()
+    assert r.port.txn == 0
+    r.clock.advance_us(100)
+    r.server.poll()
+    ahead = r.port.take()
+    r.server._early = -1
+    r.port.feed(READ_10)
+    r.server.poll()
+    r.server._early = -1                                  # force the late build
+    r.idle(6)
+    assert ahead == r.port.take() and crc_ok(ahead) and len(ahead) == 25
+    assert r.server.replies == 2
+
+
+def test_read_built_ahead_is_dropped_when_the_frame_goes_on():
+    # Eight bytes with a good CRC that turn out to be the start of a longer
+    # frame (more bytes within t1.5): no reply from the early build; the
+    # longer frame's own CRC decides.
+    r = ModbusRig()
+    r.port.feed(READ_10)
+    r.server.poll()
+    assert r.server._early == 25
+    r.clock.advance_us(1000)          # < t1.5
+    r.port.feed(b"\x12\x34")
+    r.server.poll()
+    assert r.server._early == -1
+    r.idle(6)
+    assert r.port.take() == b"" and r.server.crc_errors == 1 and r.server.replies == 0
+
+
+def test_a_write_is_never_executed_ahead():
+    r = ModbusRig()
+    assert crc_ok(r.unlock())
+    addr = A_PARAMS + P.P_OV1
+    frame = with_crc(bytes((1, 6, addr >> 8, addr & 0xFF, 0x0E, 0x10)))   # ov1 3600 mV
+    r.port.feed(frame)
+    r.server.poll()
+    assert r.server._early == -1 and r.params[P.P_OV1] == 3650
+    r.clock.advance_us(1000)
+    r.port.feed(b"\x5a")             # the frame goes on: it must never apply
+    r.server.poll()
+    r.idle(6)
+    assert r.params[P.P_OV1] == 3650 and r.port.take() == b""
+    # The same write, complete, applies after the silence.
+    r.port.feed(frame)
+    r.server.poll()
+    r.idle(6)
+    assert r.params[P.P_OV1] == 3600 and crc_ok(r.port.take())
+
+
 def test_t35_is_that_of_the_line():
     # 9600 8N1 is 10 bits per character: t3.5 = 3645.8 us.  A reply at
     # 3.60 ms would break the frame rule; one at 3.70 ms is on time.
