@@ -692,9 +692,13 @@ class Soc:
         # Current-sensor bias: sd grows linearly, by 1 % of |ds| and by
         # 0.05 A * dt / capacity (Q30: dt * 2**30 / (cap * 72000)).
         sd0o = self.sd0
-        # The capacity's own uncertainty adds to the gain error: an aged
-        # pack's SOC drifts by its capacity error times the charge counted.
-        sd0 = sd0o + mul(ads, _SIG_GAIN_Q30 + self.sd_cap, 28) + div(div(dt, cap, 20), 72000, 10)
+        # An unmeasured capacity adds to the gain error: an aged pack's SOC
+        # drifts by its capacity error times the charge counted.  Only the
+        # part above the learned floor: at 3 % per unit of SOC moved (gain +
+        # floor) a real cell's knee 40-70 mV off the table pulled SOC back
+        # across the top of the LFP plateau (PyBaMM LFP trace: 3 -> 7 %).
+        sd0 = sd0o + mul(ads, _SIG_GAIN_Q30 + self.sd_cap - _SDC_MIN, 28) + \
+            div(div(dt, cap, 20), 72000, 10)
         if sd0 > _SD0_MAX:
             sd0 = _SD0_MAX
         x1 = mul(a, self.sd1, 28)
@@ -890,7 +894,10 @@ class Soc:
         self.bias = bi
         self.v1 = v1i
         self._apply(si - s)
-        if self.sd0 <= _SD_TRUST:
+        if self.sd0 <= _SD_TRUST and self.rest_ms >= _REST_MS:
+            # Rested (relaxed) and known to 2 %: the reading, not the
+            # counter, set this SOC (under load the posterior leans on the
+            # count, and a capacity measured from it learns its own guess).
             self._trusted(self._frac(), self.sd0, True)
         return self._done(e, v, i, now)
 
