@@ -93,6 +93,24 @@ Why these choices (the principled parts):
   filter's uncertainty.  A full -> empty or empty -> full run between two
   such anchors measures the capacity (capacity learning); SOH is learned /
   rated capacity.
+* On-line capacity: an aged pack (80 % left, the rated capacity still in
+  the parameters) is the common case, and a full-to-empty run is rare.  The
+  capacity is a scalar Kalman state of its own (relative sd 10 % while
+  unmeasured, floor 2 %), measured between two *trusted points*: an anchor
+  (OV1 / UV1 / CV tail) or a rested (10 min) reading that left SOC known to
+  2 % (a knee, the sloped NMC curve).  Two of them more than 25 % of SOC
+  apart give counted charge / SOC span; its error is the two points' SOC
+  errors and the current offset over the span, plus the 1 % gain error; a
+  measurement 3 sigma away is dropped (a wrong table, not the capacity).
+  Readings under load do not count as trusted: there the posterior leans on
+  the count, and a capacity measured from it learns its own guess (the
+  week profile learned 92 % of a true 100 %).  Until measured, the
+  capacity's uncertainty above the floor also widens the SOC uncertainty
+  with every unit of SOC counted, so the voltage may correct an aged
+  pack's drift.  Limits: it needs two trusted points; on the LFP plateau
+  the first charge after a boot crosses 70 % of SOC with none, so an aged
+  LFP pack is wrong by its capacity error over that span until the first
+  full anchor; a table wrong at a knee gives a wrong trusted point.
 
 Integer units of the estimator (and why each scale):
 * SOC: Q28 (1.0 = 2**28).  Fine enough that a 1 s Kalman correction of
