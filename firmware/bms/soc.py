@@ -176,7 +176,7 @@ _SIG_GAIN_Q30 = const(10737418)  # 0.01: current-sensor gain error
 # span measures the capacity.
 _SD_TRUST = const(21474836)      # 0.02, Q30
 _SPAN_MIN = const(67108864)      # 0.25, Q28
-_CP_MS_MAX = const(0x20000000)   # elapsed-time counter limit (6 days)
+_CP_MS_MAX = const(0x20000000)   # limit of the elapsed ms (6 days) and mAh counters
 
 # Estimator tuning (see module docstring), in the integer units above; the
 # float value each stands for is in the comment.
@@ -438,7 +438,9 @@ class Soc:
         cap = self.capacity_mah
         if self._anchor:
             self._learn_mah += whole
-        self._cp_mah += whole
+        c = self._cp_mah + whole
+        if -_CP_MS_MAX < c < _CP_MS_MAX:    # months of float charge: stays a small int
+            self._cp_mah = c
         if whole < 0:
             self.total_dsg_mah -= whole
             t = self.throughput_mah - whole
