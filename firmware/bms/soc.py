@@ -93,6 +93,24 @@ Why these choices (the principled parts):
   filter's uncertainty.  A full -> empty or empty -> full run between two
   such anchors measures the capacity (capacity learning); SOH is learned /
   rated capacity.
+* On-line capacity: an aged pack (80 % left, the rated capacity still in
+  the parameters) is the common case, and a full-to-empty run is rare.  The
+  capacity is a scalar Kalman state of its own (relative sd 10 % while
+  unmeasured, floor 2 %), measured between two *trusted points*: an anchor
+  (OV1 / UV1 / CV tail) or a rested (10 min) reading that left SOC known to
+  2 % (a knee, the sloped NMC curve).  Two of them more than 25 % of SOC
+  apart give counted charge / SOC span; its error is the two points' SOC
+  errors and the current offset over the span, plus the 1 % gain error; a
+  measurement 3 sigma away is dropped (a wrong table, not the capacity).
+  Readings under load do not count as trusted: there the posterior leans on
+  the count, and a capacity measured from it learns its own guess (the
+  week profile learned 92 % of a true 100 %).  Until measured, the
+  capacity's uncertainty above the floor also widens the SOC uncertainty
+  with every unit of SOC counted, so the voltage may correct an aged
+  pack's drift.  Limits: it needs two trusted points; on the LFP plateau
+  the first charge after a boot crosses 70 % of SOC with none, so an aged
+  LFP pack is wrong by its capacity error over that span until the first
+  full anchor; a table wrong at a knee gives a wrong trusted point.
 
 Integer units of the estimator (and why each scale):
 * SOC: Q28 (1.0 = 2**28).  Fine enough that a 1 s Kalman correction of
@@ -146,6 +164,19 @@ _DSG_EFF_PM = const(1000)    # every counted mAh out of the pack left the cells
 
 _LEARN_MIN_PM = const(500)   # a learned capacity must be 50..120 % of rated
 _LEARN_MAX_PM = const(1200)
+# On-line capacity (relative standard deviations in Q30).  The rated capacity
+# in the parameters is a guess for a used pack (an aged one has 80 % left):
+# 10 % until measured, never below 2 % (sensor gain, temperature, ageing).
+_SDC_RATED = const(107374182)    # 0.10
+_SDC_RESTORED = const(42949673)  # 0.04: a learned value from the store
+_SDC_MIN = const(21474836)       # 0.02
+_SIG_GAIN_Q30 = const(10737418)  # 0.01: current-sensor gain error
+# A trusted point (SOC known to 2 %: an anchor, a knee, the sloped curve):
+# between two of them more than 25 % of SOC apart, counted charge / SOC
+# span measures the capacity.
+_SD_TRUST = const(21474836)      # 0.02, Q30
+_SPAN_MIN = const(67108864)      # 0.25, Q28
+_CP_MS_MAX = const(0x20000000)   # limit of the elapsed ms (6 days) and mAh counters
 
 # Estimator tuning (see module docstring), in the integer units above; the
 # float value each stands for is in the comment.
@@ -235,6 +266,14 @@ class Soc:
         self._learn_mah = 0
         self.last_learned_mah = 0     # last measurement (before averaging)
         self.cal_full = 0             # calibration event counters
+        # On-line capacity learning between trusted points (_trusted).
+        self.sd_cap = _SDC_RATED      # relative capacity std, Q30
+        self._cp_ok = False           # a trusted point is held
+        self._cp_s = 0                # its SOC, Q28
+        self._cp_sd = 0               # its SOC std, Q30
+        self._cp_mah = 0              # net counted charge since, mAh
+        self._cp_ms = 0               # time since, ms (capped)
+        self.cap_updates = 0          # capacity measurements taken
         self.cal_empty = 0
         # Estimator state.
         self.est_enabled = True
@@ -327,6 +366,8 @@ class Soc:
             self.rated_mah = rated
             self.learned_mah = 0
             self._anchor = 0
+            self.sd_cap = _SDC_RATED
+            self._cp_ok = False
             self._set_capacity(self._at_temp(rated))
 
     def _at_temp(self, cap):
@@ -397,6 +438,9 @@ class Soc:
         cap = self.capacity_mah
         if self._anchor:
             self._learn_mah += whole
+        c = self._cp_mah + whole
+        if -_CP_MS_MAX < c < _CP_MS_MAX:    # months of float charge: stays a small int
+            self._cp_mah = c
         if whole < 0:
             self.total_dsg_mah -= whole
             t = self.throughput_mah - whole
@@ -427,26 +471,29 @@ class Soc:
         self.c01 = 0
         self.c02 = 0
         self._flat = False
+        self._cp_ok = False           # a set value is not a measured one
         # The estimator's prediction is the counter's change since its last
         # run: a set value is not counted charge, so start a fresh interval.
         self._est_seen = False
 
     def calibrate_full(self):
         """Level-1 over-voltage cut-off reached while charging: 100 %."""
-        self._anchor_event(1)
+        learned = self._anchor_event(1)
         self.remaining_mah = self.capacity_mah
         self._res = 0
         self.soc_pm = 1000
         self._collapse()
+        self._trusted(ONE, _SD0_CAL, not learned)
         self.cal_full += 1
 
     def calibrate_empty(self):
         """Level-1 under-voltage cut-off reached while discharging: 0 %."""
-        self._anchor_event(-1)
+        learned = self._anchor_event(-1)
         self.remaining_mah = 0
         self._res = 0
         self.soc_pm = 0
         self._collapse()
+        self._trusted(0, _SD0_CAL, not learned)
         self.cal_empty += 1
 
     def _collapse(self):
@@ -457,7 +504,9 @@ class Soc:
 
     def _anchor_event(self, kind, frac=ONE):
         """Capacity learning: the counted charge between opposite anchors
-        (a CV-tail full anchor at SOC ``frac`` < 1: the charge over that span)."""
+        (a CV-tail full anchor at SOC ``frac`` < 1: the charge over that span).
+        True if it measured the capacity."""
+        learned = False
         if self._anchor == -kind:
             q = self._learn_mah if kind > 0 else -self._learn_mah
             span = frac if kind > 0 else self._anchor_frac   # SOC between the anchors
@@ -472,9 +521,71 @@ class Soc:
                 # that was not counted, a warm day) moves it only halfway.
                 self.learned_mah = q if not self.learned_mah else (self.learned_mah + q) // 2
                 self._set_capacity(self._at_temp(self.learned_mah))
+                if self.sd_cap > _SDC_RESTORED:
+                    self.sd_cap = _SDC_RESTORED
+                learned = True
         self._anchor = kind
         self._anchor_frac = frac
         self._learn_mah = 0
+        return learned
+
+    def _trusted(self, s, sd, learn):
+        """A point where SOC ``s`` (Q28) is known to ``sd`` (Q30): an anchor,
+        a knee, the sloped curve after the Kalman update.  With the last such
+        point more than ``_SPAN_MIN`` away, the charge counted between them
+        over their SOC span measures the capacity; otherwise the better of
+        the two is kept (a longer span is a better measurement)."""
+        if self._cp_ok and learn:
+            span = s - self._cp_s
+            if span >= _SPAN_MIN or span <= -_SPAN_MIN:
+                self._learn_capacity(span, sd)
+            elif sd > self._cp_sd:
+                return
+        self._cp_ok = True
+        self._cp_s = s
+        self._cp_sd = sd
+        self._cp_mah = 0
+        self._cp_ms = 0
+
+    def _learn_capacity(self, span, sd):
+        """Scalar Kalman update of the capacity (relative units) from the
+        charge counted over ``span`` (Q28) between two trusted points; the
+        measurement's relative error is the two points' SOC errors and the
+        current offset over the interval, over the span, plus the gain error."""
+        q = self._cp_mah
+        if span < 0:
+            q = -q
+            span = -span
+        if q <= 0:
+            return
+        f = self.cold_pm
+        if f < 1000:
+            q = q * 1000 // f if q < 1000000 else q // f * 1000
+        meas = div(q, span, 28)             # mAh at 25 degC over 0..100 %
+        rated = self.rated_mah
+        base = self.learned_mah if self.learned_mah else rated
+        if base <= 0 or meas <= 0:
+            return
+        # 0.05 A offset over the interval, relative to the capacity (Q30).
+        off = div(self._cp_ms // 1000, base * 72, 30) if base < 7000000 else 0
+        r = div(hypot(hypot(self._cp_sd, sd), off), span, 28) + _SIG_GAIN_Q30
+        e = clamp(div(meas - base, base, 28), SAT)    # relative innovation, Q28
+        sc = self.sd_cap
+        pc = mul(sc, sc, 30)
+        tot = pc + mul(r, r, 30)
+        if mul(e, e, 28) > 9 * (tot >> 2):
+            return      # > 3 sigma: a wrong trusted point, not the capacity
+        k = div(pc, tot, 28)
+        c = base + mul(base, mul(k, e, 28), 28)
+        lo = rated * _LEARN_MIN_PM // 1000 if rated < 1000000 else rated // 1000 * _LEARN_MIN_PM
+        hi = rated * _LEARN_MAX_PM // 1000 if rated < 1000000 else rated // 1000 * _LEARN_MAX_PM
+        c = lo if c < lo else (hi if c > hi else c)
+        sc = mul(sc, sqrt(ONE - k, 28), 28)
+        self.sd_cap = sc if sc > _SDC_MIN else _SDC_MIN
+        self.last_learned_mah = meas
+        self.learned_mah = c
+        self.cap_updates += 1
+        self._set_capacity(self._at_temp(c))
 
     # ---- persistence (settings store) ------------------------------------
     def get_state(self):
@@ -489,6 +600,7 @@ class Soc:
         rated = self.rated_mah
         if learned_mah and rated and _LEARN_MIN_PM <= self._ratio_pm(learned_mah, rated) <= _LEARN_MAX_PM:
             self.learned_mah = learned_mah
+            self.sd_cap = _SDC_RESTORED
             self._set_capacity(self._at_temp(learned_mah))
         if 0 <= cycles < 1000000:
             self.cycles = cycles
@@ -595,10 +707,18 @@ class Soc:
         if t2 < 300:
             sb = mul(sb, div(500 - t2, 200, 20), 20)  # cold: OCV and relaxation less certain
         bias = clamp(mul(self.bias, rho, 28), _V_LIM)
+        if self._cp_ms < _CP_MS_MAX:
+            self._cp_ms += dt
         # Current-sensor bias: sd grows linearly, by 1 % of |ds| and by
         # 0.05 A * dt / capacity (Q30: dt * 2**30 / (cap * 72000)).
         sd0o = self.sd0
-        sd0 = sd0o + ads // 25 + div(div(dt, cap, 20), 72000, 10)
+        # An unmeasured capacity adds to the gain error: an aged pack's SOC
+        # drifts by its capacity error times the charge counted.  Only the
+        # part above the learned floor: at 3 % per unit of SOC moved (gain +
+        # floor) a real cell's knee 40-70 mV off the table pulled SOC back
+        # across the top of the LFP plateau (PyBaMM LFP trace: 3 -> 7 %).
+        sd0 = sd0o + mul(ads, _SIG_GAIN_Q30 + self.sd_cap - _SDC_MIN, 28) + \
+            div(div(dt, cap, 20), 72000, 10)
         if sd0 > _SD0_MAX:
             sd0 = _SD0_MAX
         x1 = mul(a, self.sd1, 28)
@@ -794,6 +914,11 @@ class Soc:
         self.bias = bi
         self.v1 = v1i
         self._apply(si - s)
+        if self.sd0 <= _SD_TRUST and self.rest_ms >= _REST_MS:
+            # Rested (relaxed) and known to 2 %: the reading, not the
+            # counter, set this SOC (under load the posterior leans on the
+            # count, and a capacity measured from it learns its own guess).
+            self._trusted(self._frac(), self.sd0, True)
         return self._done(e, v, i, now)
 
     def _tail(self, v, i, dt, cap, yo, r1i, t2, chem):
@@ -812,7 +937,7 @@ class Soc:
         # voltage is the reading less R0*I and R1*I, on the steep top of the
         # table where its error is a small SOC error.
         sa = ocv.soc_q28(chem, v - yo - r1i, t2)
-        self._anchor_event(1, sa)
+        learned = self._anchor_event(1, sa)
         h = ocv.slope_uv(chem, sa)
         sd = div(SIG_BIAS_W[chem], h, 23) if h > 0 else _SD0_RESTORED
         if sd < _SD0_CAL:
@@ -826,6 +951,7 @@ class Soc:
         self.c02 = 0
         self.v1 = r1i
         self._lost = 0
+        self._trusted(sa, sd, not learned)
         self.cal_tail += 1
         return True
 

@@ -127,3 +127,59 @@ def test_cold_capacity_follows_the_cell_temperature_and_keeps_the_fraction():
     sn.set_temps(25)
     _run(s, sn, 3, 3000)
     assert s.capacity_mah == 100000 and abs(s.soc_pm - 600) <= 1
+
+
+def _capacity_run(counted_mah, rest_mv):
+    # NMC 100 Ah rated: full calibration (a trusted point), ``counted_mah``
+    # discharged, then 20 min at rest at ``rest_mv``: the rested reading on
+    # the slope is the second trusted point.
+    p = params(CHEM_NMC, cells=16, capacity=1000)
+    s = Soc(p, 500)
+    s.calibrate_full()
+    for _ in range(counted_mah * 36 // 1000):
+        s.integrate(-100000, 1000)          # 100 A for 1 s
+    sn = Snap(16, rest_mv, current_ma=0)
+    _run(s, sn, 1200, locked=True)
+    return s
+
+
+def test_capacity_learned_between_rested_trusted_points_stays_bounded():
+    # 72 Ah counted from full to a rested 10 % reading: the pack holds less
+    # than its rated 100 Ah.  Invariants only: the capacity moves toward the
+    # measurement, within 50..120 % of rated, its uncertainty within its
+    # floor and its unlearned value, with the heap locked throughout.
+    s = _capacity_run(72000, ocv.ocv_mv(CHEM_NMC, 100))
+    assert s.cap_updates >= 1
+    assert 50000 <= s.learned_mah < 100000, s.learned_mah
+    assert s.capacity_mah == s.learned_mah
+    assert (1 << 30) // 50 - 1 <= s.sd_cap <= (1 << 30) // 10 + 1, s.sd_cap
+    _bounds(s)
+
+
+def test_implausible_capacity_measurements_are_limited_or_rejected():
+    # A count that disagrees wildly with the readings (5 Ah over 90 % of
+    # SOC: a current sensor that failed) never leaves the 50..120 % band;
+    # a rest that is not long enough is not a trusted point.
+    s = _capacity_run(5000, ocv.ocv_mv(CHEM_NMC, 100))
+    assert s.learned_mah == 0 or 50000 <= s.learned_mah <= 120000, s.learned_mah
+    _bounds(s)
+    p = params(CHEM_NMC, cells=16, capacity=1000)
+    s = Soc(p, 500)
+    s.calibrate_full()
+    for _ in range(2592):
+        s.integrate(-100000, 1000)          # 72 Ah
+    _run(s, Snap(16, ocv.ocv_mv(CHEM_NMC, 100)), 300)    # 5 min: not relaxed
+    assert s.cap_updates == 0 and s.learned_mah == 0
+
+
+def test_set_soc_is_not_a_trusted_point():
+    # A user-set SOC is not a measurement: no capacity from the charge
+    # counted since it.
+    p = params(CHEM_NMC, cells=16, capacity=1000)
+    s = Soc(p, 500)
+    s.calibrate_full()
+    for _ in range(2592):
+        s.integrate(-100000, 1000)
+    s.set_pm(300)
+    _run(s, Snap(16, ocv.ocv_mv(CHEM_NMC, 300)), 1200)
+    assert s.cap_updates == 0

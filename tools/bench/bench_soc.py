@@ -60,7 +60,12 @@ PROFILES = (
 def _soc_rows(chem, tag, kw, goal):
     d = Day(chem, cells=8, soc_true=0.6, soc_bms=0.8, gain=1.01, offset_ma=50, **kw)
     log = d.run(sample_s=60)
-    rows = _row_pair("%s %s: max error after 1 h" % (chem, tag), log, 1.0, goal)
+    note = ""
+    if "capacity_factor" in kw:
+        s = d.bms.soc
+        note = "capacity at the end %.1f %% of rated (pack %.0f %%), %d on-line measurements" % (
+            s.capacity_mah * 100.0 / s.rated_mah, kw["capacity_factor"] * 100, s.cap_updates)
+    rows = _row_pair("%s %s: max error after 1 h" % (chem, tag), log, 1.0, goal, note)
     if tag == "nominal":
         m2 = metrics(log, 0.02)
         rows.append(Row(AREA, "%s nominal: RMS error 24 h" % chem, round(m2["rms"] * 100, 2), "%",

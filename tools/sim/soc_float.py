@@ -165,7 +165,10 @@ class Soc(fixed.Soc):
         if t_c < 15.0:
             sb *= 1.0 + (15.0 - t_c) / 10.0  # cold: OCV and relaxation less certain
         self.bias *= rho
-        grow = (SIG_GAIN * abs(ds) * cap_as + SIG_OFFSET_A * dt) / cap_as
+        # An unmeasured capacity (bms.soc's integer learner, above its floor) adds to the gain error.
+        grow = ((SIG_GAIN + (self.sd_cap - fixed._SDC_MIN) / 2.0 ** 30) * abs(ds) * cap_as + SIG_OFFSET_A * dt) / cap_as
+        if self._cp_ms < fixed._CP_MS_MAX:
+            self._cp_ms += int(round(dt * 1000.0))
         sd = math.sqrt(self.p00) + grow
         self.p00 = sd * sd
         self.p01 *= a
@@ -282,6 +285,9 @@ class Soc(fixed.Soc):
         self.bias = bi
         self.v1 = v1i
         self._apply_frac(si - s)
+        sd0 = math.sqrt(self.p00)
+        if sd0 * 2.0 ** 30 <= fixed._SD_TRUST and self.rest_ms >= fixed._REST_MS:
+            self._trusted(self._frac(), int(sd0 * 2.0 ** 30), True)
         return self._done(e, v, i, now)
 
     def _tail_f(self, v, ima, dt_ms, cap, y_off, r1i, t_c, chem):
@@ -296,7 +302,7 @@ class Soc(fixed.Soc):
             return False
         self._tail_armed = False
         sa = ocv.soc_f(chem, v - y_off - r1i, t_c)
-        self._anchor_event(1, int(sa * fixed.ONE))
+        learned = self._anchor_event(1, int(sa * fixed.ONE))
         h = ocv.ocv_f(chem, sa, t_c)[1]
         sd = SIG_BIAS_V[chem] / h if h > 0.0 else SIG_RESTORED
         sd = min(max(sd, SIG_CAL), SIG_RESTORED)
@@ -307,6 +313,7 @@ class Soc(fixed.Soc):
         self.p02 = 0.0
         self.v1 = r1i
         self._lost = 0
+        self._trusted(self._frac(), int(sd * 2.0 ** 30), not learned)
         self.cal_tail += 1
         return True
 
