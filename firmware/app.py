@@ -98,6 +98,7 @@ WDT_MS = 4000
 IDLE_MAX_MS = 50
 IDLE_BUSY_MS = 1
 IDLE_BUSY_HOLD_MS = 200
+_sleep_us = getattr(time, "sleep_us", None) or (lambda us: time.sleep(us / 1e6))  # CPython
 IDLE_CAN_MS = 4         # a CAN master's idle slice: two RX buffers last 16 ms
 IDLE_ASYNC_MS = 2        # the asyncio loop (BLE boards) polls the ports itself
 UPDATE_IDLE_MS = 5       # a firmware-update finish step runs only with this much slack
@@ -212,6 +213,7 @@ class App:
         self.idle_max = IDLE_MAX_MS
         self.gc_quiet = None     # () -> ms a collection may take now (a CAN master: bus quiet)
         self.can_serve = None    # (due, serve): a CAN master's bus, served while idle
+        self.frame_serve = None  # (due_us, serve): a Modbus server mid-frame, see idle
         self.streams = []       # UARTs whose input ends an idle sleep early
         self._poller = None
         self._hurry = False
@@ -341,6 +343,10 @@ class App:
         now = self.clock.ticks_ms()
         if self.lowpower is not None and self._sleep_idle(now):
             return
+        fs = self.frame_serve
+        if fs is not None and fs[0]() >= 0:
+            self._idle_frame(wait if wait < cap else cap)
+            return
         if self._hurry or ticks_diff(self._busy_until, now) > 0:
             cap = IDLE_BUSY_MS
         self._hurry = False
@@ -352,6 +358,32 @@ class App:
             time.sleep_ms(ms)
         elif poller.poll(ms):
             self._busy_until = ticks_add(self.clock.ticks_ms(), IDLE_BUSY_HOLD_MS)
+
+    def _idle_frame(self, ms):
+        """A request is coming in on the PC port: serve only it (and a CAN
+        master's bus) in 1 ms sleeps, and at the end of its t3.5 silence to
+        the microsecond, instead of a full pass (about 2.5 ms on an RP2040)
+        each time: the reply (built ahead for a read) leaves within about a
+        millisecond of t3.5."""
+        due_us, serve = self.frame_serve
+        cs = self.can_serve
+        poller = self._poller
+        clock = self.clock
+        end = ticks_add(clock.ticks_ms(), ms)
+        while ticks_diff(end, clock.ticks_ms()) > 0:
+            d = due_us()
+            if d < 0:
+                return              # answered (or dropped): back to the loop
+            if d < 1500:
+                _sleep_us(d if d > 0 else 0)
+            elif poller is None:
+                time.sleep_ms(1)
+            else:
+                poller.poll(1)
+            serve()
+            if cs is not None and cs[0]():
+                cs[1]()
+        self._busy_until = ticks_add(clock.ticks_ms(), IDLE_BUSY_HOLD_MS)
 
     def _idle_can(self, ms, poller):
         """A CAN master's idle: sleeps of IDLE_CAN_MS, after each only the CAN
@@ -678,6 +710,19 @@ def start_modbus(app, machine):
         if mb.receiving():
             app.hurry()
     app.pollers.append(poll_modbus)
+    app.frame_serve = (mb.due_us, mb.poll)
+    # Inside the core's long tasks too: a reply whose t3.5 is over goes out
+    # between their steps instead of after the task (8-10 ms on an RP2040).
+    inner = bms.service
+    due_us = mb.due_us
+    poll = mb.poll
+
+    def service():
+        if inner is not None:
+            inner()
+        if due_us() == 0:
+            poll()
+    bms.service = service
     watch(app, getattr(port, "uart", None))
     return mb
 

@@ -43,8 +43,8 @@ class WireUart:
     def any(self):
         return len(self.rx)
 
-    def readinto(self, buf):
-        n = min(len(buf), len(self.rx))
+    def readinto(self, buf, nbytes=None):
+        n = min(len(buf) if nbytes is None else nbytes, len(self.rx))
         if n == 0:
             return None
         buf[:n] = self.rx[:n]

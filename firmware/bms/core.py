@@ -186,9 +186,11 @@ class Bms:
         # Boards that read the pack/load voltages apart from the current: at
         # the cell sweep, and at every fast tick only while precharging.
         self._rd_volts = getattr(board, "read_volts", None)
-        # A board with a bus that must be served often (a CAN master: two RX
-        # buffers) gets a call between the steps of the cell sweep.
-        self._service = getattr(board, "service", None)
+        # Buses that must be served often (a CAN master's two RX buffers, a
+        # Modbus reply due at the end of its t3.5) get a call between the
+        # steps of the cell sweep and around the SOC estimator: ``service``,
+        # the board's own (MasterBoard) unless the app sets one.
+        self.service = getattr(board, "service", None)
         self._rd_cells = board.read_cells
         self._rd_temps = board.read_temps
         self._rd_relays = getattr(board, "relay_faults", None)
@@ -361,7 +363,7 @@ class Bms:
 
     def _cells(self, now):
         m = self.meas
-        svc = self._service
+        svc = self.service
         n = self.params[P_CELL_COUNT]
         if n != m.n_cells:
             m.set_cell_count(n)
@@ -446,7 +448,7 @@ class Bms:
             self.log.append(now, EV_SOC_CAL, 0, 0)
         self._ov1_prev = ov1
         self._uv1_prev = uv1
-        svc = self._service
+        svc = self.service
         if svc is not None:
             svc()
         if self.running:

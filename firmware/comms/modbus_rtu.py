@@ -154,6 +154,16 @@ class ModbusRTU:
         """A frame has started and its t3.5 silence is not over yet."""
         return self._active
 
+    def due_us(self):
+        """us until the frame in progress has had its t3.5 of silence (the
+        moment to poll again; 0 if that is now), or -1 if none is in progress."""
+        if not self._active:
+            return -1
+        d = self.t35 - ticks_diff(self._now(), self._t_last)
+        if d <= 0:
+            return 0
+        return d if self._us else d * 1000
+
     def poll(self):
         """Read what arrived, answer a complete frame; True if a frame was handled."""
         try:

@@ -50,10 +50,13 @@ class FakeUart:
     def any(self):
         return len(self.rx)
 
-    def readinto(self, buf):
+    def readinto(self, buf, nbytes=None):
+        # machine.UART semantics: without nbytes it asks for len(buf) and a
+        # real UART waits its inter-character timeout for the rest.
+        self.asked = len(buf) if nbytes is None else nbytes
         if not self.rx:
             return None
-        n = min(len(buf), len(self.rx))
+        n = min(self.asked, len(self.rx))
         buf[:n] = self.rx[:n]
         self.rx = self.rx[n:]
         return n
@@ -115,6 +118,7 @@ def test_receive_and_frame_gap():
     uart.rx = bytearray(b"\x11\x22\x33")
     clk.t = 5000
     assert port.any() == 3 and port.readinto(buf) == 3 and port.last_rx_us == 5000
+    assert uart.asked == 3      # only what had arrived: no wait for the rest of the frame
     assert not port.frame_gap(5000 + 3645)   # t3.5 at 9600 8N1: 3645.8 us
     assert port.frame_gap(5000 + 3646)
 

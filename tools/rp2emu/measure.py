@@ -180,7 +180,8 @@ class Run:
         return tuple(r.eval("(__import__('gc').mem_free(), _largest())"))
 
     def modbus_turnaround(self, n=10):
-        """Last request byte to first reply byte on the PC port, ms (each):
+        """Last request byte to first reply byte on the PC port, ms (each,
+        at phases spread over the task period):
         the end of the last byte landing in the chip's RX FIFO to the start
         of the first byte it sends (both reported by the emulator)."""
         from comms.crc16 import crc16
@@ -199,11 +200,13 @@ class Run:
         r.start("import app\napp.APP.run()")
         self.run_ms(1000)
         out = []
-        for _ in range(n):
+        for k in range(n):
             del seen[:]
             del landed[:]
             chip.uart_send(uid, bytes(req))
-            self.run_ms(200)
+            # 7 ms more each time: the requests fall at every point of the
+            # 50 ms task period, not always at the same one.
+            self.run_ms(200 + 7 * k)
             if seen and len(landed) == len(req):
                 out.append((seen[0] - char_ns - landed[-1]) / 1e6)
         r.interrupt()
