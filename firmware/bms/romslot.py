@@ -192,9 +192,11 @@ def boot(fs, part=None, mount_slot=None, feed=None):
         s.event = U_ROLLED_BACK
         s.save()
         s._note_event()
-    if s.state == ST_OK:
-        prepare(p[0], mv, s.staged, feed)
     (mount_slot or mount)(mv, s.active)
+    if s.state == ST_OK:
+        # After the mount: an interrupted erase (Ctrl-C, reset) still leaves
+        # the chosen application on sys.path, and the next boot finishes it.
+        prepare(p[0], mv, s.staged, feed)
     return s.active
 
 

@@ -30,7 +30,7 @@ Finish steps, each bounded (``STEP_BYTES`` of flash hashed, or one sector
 or one page written, or one marker write):
   verifying   the last partial sector is written; the image is re-hashed
               from flash against the descriptor (catches write errors)
-  checking    the image mounts as a ROMFS and holds ``app.mpy``
+  checking    the image mounts as a ROMFS and holds ``app.mpy`` (``entry``)
   describing  the descriptor page is programmed: the slot is whole
   committing  marker PENDING: the only step that makes it boot next.
 A power cut anywhere before the commit boots the old application (the
@@ -61,9 +61,9 @@ STEP_BYTES = const(4096)     # SHA-256 of 4 KB from flash: ~4.5 ms on the RP2040
 PHASE_NAMES = ("", "verifying", "checking", "", "describing", "committing")
 
 
-def _romfs_check(img):
+def _romfs_check(img, entry):
     import vfs
-    vfs.VfsRom(img).stat("/app.mpy")
+    vfs.VfsRom(img).stat("/" + entry)
 
 
 class _Sink:
@@ -80,7 +80,8 @@ class _Sink:
 
 
 class RomUpdater:
-    def __init__(self, fs, part=None, key=None, slots=None, step_bytes=STEP_BYTES, check=None):
+    def __init__(self, fs, part=None, key=None, slots=None, step_bytes=STEP_BYTES, check=None,
+                 entry="app.mpy"):
         self.fs = fs
         part = part or R.partition()
         if part is None:
@@ -91,7 +92,10 @@ class RomUpdater:
         self.slots = slots if slots is not None else R.slots(fs)
         self.max_size = R.DESC_LEN + self.half - R.SECTOR
         self.step_bytes = step_bytes
-        self.check = check or _romfs_check  # fn(image memoryview): raises OSError if not an app
+        # fn(image memoryview): raises OSError if it is not an application
+        # (``entry``: the module it must hold - a slave module's is slave_main.mpy).
+        self.entry = entry
+        self.check = check or (lambda img: _romfs_check(img, entry))
         self._f = None
         self._hash = None
         self._digest = None
@@ -375,7 +379,7 @@ class RomUpdater:
         try:
             self.check(self.mv[base:base + self._desc[2]])
         except OSError:
-            raise UpdateError(E_FORMAT, "the image is not a ROMFS holding app.mpy")
+            raise UpdateError(E_FORMAT, "the image is not a ROMFS holding " + self.entry)
         self.phase = PH_EXTRACT
 
     def finish_pm(self):
