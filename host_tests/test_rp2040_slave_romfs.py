@@ -18,10 +18,6 @@ A bad hash: one data frame is altered on the bus after the CAN checks (as
 corrupt RAM or flash on the master would), so the slave's SHA-256 of the
 package fails and it refuses; the master reports the slave's reason.
 """
-import hashlib
-import os
-import subprocess
-
 import pytest
 
 from rp2_rig import uf2
@@ -29,52 +25,15 @@ from rp2_rig import uf2
 import tools  # noqa: F401
 from bms.params import index
 from comms import can_ids as C
-from tools import fwpkg
 from tools.bmsctl.client import BmsClient
 from tools.bmsctl.update_cmd import SlaveModbusTransport
 from tools.rp2emu.board import EmuBoard, VirtualCanBus
 from tools.rp2emu.modbus_sync import EmuModbus
+from tools.rp2emu.rack import Rack, entry_package
 from tools.rp2emu.repl import Repl
 from tools.sim.pack import Pack
 
-SLICE_MS = 2
 MASTER_CONFIG = "MODULES = True\nOPTS = {'modbus_baud': 115200}\n"
-
-
-class Rack:
-    """Both chips advanced together in slices; ``chip``/``pins`` are the
-    master's, so bmsctl's in-loop Modbus client talks to the master."""
-
-    def __init__(self, master, slaves):
-        self.boards = [master] + slaves
-        self.chip = master.chip
-        self.pins = master.pins
-
-    def run_ms(self, ms):
-        for _ in range(int(ms) // SLICE_MS or 1):
-            for b in self.boards:
-                b.run_ms(SLICE_MS)
-
-
-def slave_package(tmp, label):
-    """(package, its SHA-256, size of slave_main.mpy): a ROMFS application
-    package of the slave's entry module and a label."""
-    import contextlib
-    import io
-    from mpremote.romfs import make_romfs
-    from tools.build import mpy_cross
-    d = os.path.join(tmp, "slave-" + label)
-    os.makedirs(d)
-    out = os.path.join(d, "slave_main.mpy")
-    subprocess.run([mpy_cross(), "-march=armv6m", "-O2", "-o", out,
-                    "-s", "slave_main.py", os.path.join(tools.FIRMWARE, "slave_main.py")],
-                   check=True)
-    with open(os.path.join(d, "fwinfo.txt"), "wb") as f:
-        f.write(label.encode())
-    with contextlib.redirect_stdout(io.StringIO()):
-        img = make_romfs(d, mpy_cross=False)
-    pkg = fwpkg.romfs_package(img, fwpkg.mpy_of(out))
-    return pkg, hashlib.sha256(pkg).digest()
 
 
 def _wait(r, t, until_ms):
@@ -122,7 +81,7 @@ def test_slave_rom_update_through_the_master_refuses_bad_hash_then_applies_and_c
         # A slave update starts only with the relays open.
         c.set_params({index("chg_switch"): 0, index("dsg_switch"): 0})
         r.run_ms(1000)
-        pkg, digest = slave_package(str(tmp_path), "slave-2")
+        pkg, digest = entry_package(str(tmp_path), "slave-2")
         t = SlaveModbusTransport(c)
         t.begin(len(pkg), digest, None)
         off = 0
@@ -157,8 +116,7 @@ def test_slave_rom_update_through_the_master_refuses_bad_hash_then_applies_and_c
                       "R.valid(R.partition()[1], 0)))"
                       "(__import__('slave_main'), __import__('bms.romslot').romslot)")
     finally:
-        for b in r.boards:
-            b.close()
+        r.close()
     print("slave package %d B: forwarded, applied and confirmed in %.1f s emulated "
           "(%d data frames)" % (len(pkg), t_total, sent[0] - f0))
     assert who[0].startswith("/rom/") and who[1] == "slave-2", who
