@@ -13,10 +13,10 @@ cover the whole package, as for the archive updater.
 Transfer: the first 64 bytes are checked at once - a package whose
 bytecode version is not the board's is refused with the reason before any
 flash is touched.  Then the image streams into the inactive slot through a
-4 KB RAM buffer, one sector per 4 KB received; before the first sector the
-slot's descriptor sector is cleared (and a PENDING marker of an earlier,
-unbooted update goes back to OK), so the slot is not bootable while it is
-rewritten.  Nothing is staged on littlefs.
+4 KB RAM buffer, one sector per 4 KB received; once the descriptor is
+accepted (first chunk) the slot's descriptor sector is cleared (and a
+PENDING marker of an earlier, unbooted update goes back to OK), so the slot
+is not bootable while it is rewritten.  Nothing is staged on littlefs.
 
 Erase ahead: a sector found blank is only programmed (16 pages, ~7 ms on
 the chip with the flash's typical timing); the loader erased the inactive
@@ -113,6 +113,7 @@ class RomUpdater:
         self.step_us = 0
         self.max_step_us = 0             # longest finish step of the last finish
         self.max_chunk_us = 0            # longest chunk call (a sector write) of the last transfer
+        self.phase_us = [0] * len(PHASE_NAMES)   # longest finish step per phase
         self.step_io = 0
         self.max_step_io = 0
         self.slow_sectors = 0            # sectors the last transfer had to erase
@@ -210,10 +211,12 @@ class RomUpdater:
             self.max_chunk_us = us
         return r
 
-    def _timed(self, t0):
-        self.step_us = ticks_diff(ticks_us(), t0)
-        if self.step_us > self.max_step_us:
-            self.max_step_us = self.step_us
+    def _timed(self, t0, ph):
+        self.step_us = us = ticks_diff(ticks_us(), t0)
+        if us > self.max_step_us:
+            self.max_step_us = us
+        if us > self.phase_us[ph]:
+            self.phase_us[ph] = us
 
     def _take(self, mv):
         i = 0
@@ -247,6 +250,17 @@ class RomUpdater:
             self.abort()
             self._fail(why[0], why[1])
         self._desc = d
+        # Before any image sector: the slot stops being bootable.  Here, in the
+        # first chunk, so that on the slow path this erase and sector 0's do
+        # not add up in one pass.
+        if self.state == ST_PENDING:
+            # An earlier, unbooted update in this slot: never boot it half rewritten.
+            self.slots.state = ST_OK
+            self.slots.save()
+        k = self.half // R.SECTOR - 1
+        if not self._blank(k):
+            self.rom.ioctl(6, self._block(k))       # descriptor out
+            self.slow_sectors += 1
 
     def _block(self, sector):
         return (self._staged * self.half) // R.SECTOR + sector
@@ -256,24 +270,18 @@ class RomUpdater:
 
     def _flush(self):
         """One image sector to flash (program; erase + program if not blank)."""
-        if self._sector == 0:
-            if self.state == ST_PENDING:
-                # An earlier, unbooted update in this slot: never boot it half rewritten.
-                self.slots.state = ST_OK
-                self.slots.save()
-            d = self.half // R.SECTOR - 1
-            if not self._blank(d):
-                self.rom.ioctl(6, self._block(d))   # descriptor out
-                self.slow_sectors += 1
         buf = self._buf
-        for j in range(self._fill, R.SECTOR):
+        # Program whole pages only as far as the data goes (the last sector of
+        # an image is partial; the rest of the sector stays erased).
+        end = (self._fill + R.PAGE - 1) // R.PAGE * R.PAGE
+        for j in range(self._fill, end):
             buf[j] = 0xFF
+        blk = self._block(self._sector)
         try:
-            if self._blank(self._sector):
-                self.rom.writeblocks(self._block(self._sector), buf, 0)
-            else:
+            if not self._blank(self._sector):
                 self.slow_sectors += 1
-                self.rom.writeblocks(self._block(self._sector), buf)
+                self.rom.ioctl(6, blk)
+            self.rom.writeblocks(blk, buf if end == R.SECTOR else memoryview(buf)[:end], 0)
         except OSError:
             self.abort()
             self._fail(E_FLASH, "flash write failed in sector %d" % self._sector)
@@ -309,6 +317,8 @@ class RomUpdater:
         self._pos = 0
         self.steps = 0
         self.max_step_us = 0
+        for j in range(len(self.phase_us)):
+            self.phase_us[j] = 0
         self.phase = PH_VERIFY
         return FS_BUSY
 
@@ -342,7 +352,7 @@ class RomUpdater:
                 self.slots.save()
                 self.phase = PH_NONE
                 self.event = U_STAGED
-                self._timed(t0)
+                self._timed(t0, ph)
                 return FS_DONE
         except UpdateError as e:
             return self._refuse(e.code, e.msg)
@@ -350,7 +360,7 @@ class RomUpdater:
             return self._refuse(E_FLASH, "flash error while %s" % PHASE_NAMES[self.phase])
         except MemoryError:
             return self._refuse(E_INTERNAL, "out of memory while %s" % PHASE_NAMES[self.phase])
-        self._timed(t0)
+        self._timed(t0, ph)
         return FS_BUSY
 
     def _refuse(self, code, msg):
