@@ -25,7 +25,7 @@ from rp2_rig import uf2
 import tools  # noqa: F401
 from bms.params import index
 from comms import can_ids as C
-from tools.bmsctl.client import BmsClient
+from tools.bmsctl.client import BmsClient, BmsError
 from tools.bmsctl.update_cmd import SlaveModbusTransport
 from tools.rp2emu.board import EmuBoard, VirtualCanBus
 from tools.rp2emu.modbus_sync import EmuModbus
@@ -45,6 +45,20 @@ def _wait(r, t, until_ms):
         if st["phase"] in ("done", "error"):
             return st
     raise AssertionError("slave update did not end in %d ms: %r" % (until_ms, t.status()))
+
+
+def _start_when_ok(r, t, tries=40):
+    """Start the forward once the master sees the slave ok again (after a
+    refused transfer the slave may miss a sweep while it drops its state)."""
+    for _i in range(tries):
+        try:
+            t.start(1)
+            return
+        except BmsError as e:
+            if "is not ok" not in str(e):
+                raise
+        r.run_ms(500)
+    raise AssertionError("slave 1 never came back ok on the master")
 
 
 @pytest.mark.timeout(1500)   # minutes of emulation: two chips in lockstep
@@ -102,7 +116,7 @@ def test_slave_rom_update_through_the_master_refuses_bad_hash_then_applies_and_c
         resets = len(slave.chip.resets)
         t0 = slave.chip.t_ns
         f0 = sent[0]
-        t.start(1)
+        _start_when_ok(r, t)
         st = _wait(r, t, 180000)
         t_total = (slave.chip.t_ns - t0) / 1e9
         assert st["phase"] == "done" and st["results"][0] == "updated", st

@@ -271,7 +271,8 @@ def run(ctx):
             "update started again after the confirm, before a reboot: %d sectors erased in "
             "their chunks (45 ms typ each, interrupts off)" % m["slow_sectors"]),
         Row("romfs", "boot after the confirm: erase of the old slot", m["boot_busy_s"], "s", "",
-            "%d sectors erased before main.py (flash busy, typ); slot A blank %s"
+            "%d flash erases in the first 8 s of that boot (the old slot's sectors before "
+            "main.py, and littlefs); slot A blank %s"
             % (m["boot_erases"], m["after_boot"][0])),
         Row("romfs", "boot: re-hash of the slot before mounting it", m["boot_hash_ms"], "ms", "",
             "SHA-256 of the whole image from XIP flash"),
