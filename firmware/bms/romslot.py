@@ -33,7 +33,7 @@ close (``prepare``), and the updater then only programs sectors it finds
 blank (~7 ms per 4 KB).  Only when the marker is OK: in TRIAL the inactive
 slot is the roll-back target, in PENDING it holds the staged update, and
 both are kept.  Sectors already blank are skipped, so this costs boot time
-once after a confirm or a roll-back (~2.5 s for a 220 KB image), not every
+once after a confirm or a roll-back (~2.9 s for a 250 KB image), not every
 boot.  Erasing runs from the descriptor sector down, so a cut in the middle
 leaves a slot without a descriptor (never mounted) that the next boot
 finishes erasing.
