@@ -13,29 +13,31 @@ cover the whole package, as for the archive updater.
 Transfer: the first 64 bytes are checked at once - a package whose
 bytecode version is not the board's is refused with the reason before any
 flash is touched.  Then the image streams into the inactive slot through a
-4 KB RAM buffer, one sector per 4 KB received; once the descriptor is
+256-byte RAM buffer, one flash page programmed as soon as it is complete
+(never more than one per chunk); once the descriptor is
 accepted (first chunk) the slot's descriptor sector is cleared (and a
 PENDING marker of an earlier, unbooted update goes back to OK), so the slot
 is not bootable while it is rewritten.  Nothing is staged on littlefs.
 
-Erase ahead: a sector found blank is only programmed (16 pages, ~7 ms on
-the chip with the flash's typical timing); the loader erased the inactive
-slot at boot (``bms.romslot.prepare``).  A sector that is not blank (a
-transfer that was cut off, an update started again before the reboot that
-follows a confirm) is erased first, in the same call: that pass then takes
-~52 ms, the erase (45 ms typ) cannot be split and stalls the CPU with
-interrupts off.  ``slow_sectors`` counts them for the bench and the log.
+Erase ahead: a sector found blank at its first page is only programmed (a
+page: 0.4 ms typ, 3 ms worst case, W25Q16JV); the loader erased the
+inactive slot at boot (``bms.romslot.prepare``).  A sector that is not
+blank (a transfer that was cut off, an update started again before the
+reboot that follows a confirm) is erased first, in the same call: that pass
+then takes ~50 ms, the erase (45 ms typ) cannot be split and stalls the CPU
+with interrupts off.  ``slow_sectors`` counts them for the bench and the log.
 
-Finish steps, each bounded (``STEP_BYTES`` of flash hashed, or one sector
-or one page written, or one marker write):
-  verifying   the last partial sector is written; the image is re-hashed
+Finish steps, each bounded (``STEP_BYTES`` of flash hashed, or one page
+written, or one marker write):
+  verifying   the last partial page is written; the image is re-hashed
               from flash against the descriptor (catches write errors)
   checking    the image mounts as a ROMFS and holds ``app.mpy`` (``entry``)
   describing  the descriptor page is programmed: the slot is whole
   committing  marker PENDING: the only step that makes it boot next.
 A power cut anywhere before the commit boots the old application (the
 new slot is not selected); after it, the new one on trial.  The heap cost
-is the 4 KB sector buffer while an update runs and nothing after.
+is the page buffer (and 1 KB of 0xFF to compare sectors with) while an
+update runs, and nothing after.
 """
 import hashlib
 
@@ -57,6 +59,7 @@ from bms.update import (E_FLASH, E_FORMAT, E_HASH, E_INTERNAL, E_SIGNATURE, E_SI
                         FS_BUSY, FS_DONE, FS_ERROR, FS_IDLE, PH_CHECK, PH_COMMIT, PH_EXTRACT,
                         PH_NONE, PH_VERIFY, UpdateError, append_in_order, sign)
 
+_PAGES = const(16)           # flash pages per 4 KB sector
 STEP_BYTES = const(4096)     # SHA-256 of 4 KB from flash: ~4.5 ms on the RP2040 (emulated)
 PHASE_NAMES = ("", "verifying", "checking", "", "describing", "committing")
 
@@ -67,7 +70,7 @@ def _romfs_check(img, entry):
 
 
 class _Sink:
-    """What ``append_in_order`` writes to: the updater's sector buffer."""
+    """What ``append_in_order`` writes to: the updater's page buffer."""
 
     def __init__(self, up):
         self.up = up
@@ -103,9 +106,9 @@ class RomUpdater:
         self.offset = 0
         self.last_error = None
         self.phase = PH_NONE
-        self._buf = None
+        self._buf = None                 # one flash page (256 B) being filled
         self._fill = 0
-        self._sector = 0                 # image sectors written
+        self._page = 0                   # image pages written
         self._hdr = bytearray(R.DESC_LEN)
         self._desc = None
         self._pos = 0
@@ -178,7 +181,7 @@ class RomUpdater:
             if not equal(bytes(signature), sign(self.key, size, bytes(digest))):
                 self._fail(E_SIGNATURE, "bad signature")
         if self._buf is None:
-            self._buf = bytearray(R.SECTOR)
+            self._buf = bytearray(R.PAGE)
             self._ff = b"\xff" * 1024
         self.slow_sectors = 0
         self._digest = bytes(digest)
@@ -186,7 +189,7 @@ class RomUpdater:
         self.size = size
         self.offset = 0
         self._fill = 0
-        self._sector = 0
+        self._page = 0
         self._desc = None
         self._f = _Sink(self)
         self.max_chunk_us = 0
@@ -229,11 +232,11 @@ class RomUpdater:
                 if self.offset + i == R.DESC_LEN:
                     self._header()
                 continue
-            k = min(R.SECTOR - self._fill, n - i)
+            k = min(R.PAGE - self._fill, n - i)
             self._buf[self._fill:self._fill + k] = mv if k == n else mv[i:i + k]
             self._fill += k
             i += k
-            if self._fill == R.SECTOR:
+            if self._fill == R.PAGE:
                 self._flush()
 
     def _header(self):
@@ -269,23 +272,24 @@ class RomUpdater:
         return R.blank(self.mv, self._block(sector) * R.SECTOR, R.SECTOR, self._ff)
 
     def _flush(self):
-        """One image sector to flash (program; erase + program if not blank)."""
+        """One image page to flash, as soon as it is complete: ~0.5 ms of
+        flash busy time (3 ms worst case), never more than one per chunk of
+        up to 256 bytes.  At a sector's first page the sector must be blank;
+        one that is not is erased first (the slow path)."""
         buf = self._buf
-        # Program whole pages only as far as the data goes (the last sector of
-        # an image is partial; the rest of the sector stays erased).
-        end = (self._fill + R.PAGE - 1) // R.PAGE * R.PAGE
-        for j in range(self._fill, end):
-            buf[j] = 0xFF
-        blk = self._block(self._sector)
+        for j in range(self._fill, R.PAGE):
+            buf[j] = 0xFF                # the last page of an image is partial
+        sector = self._page // _PAGES
+        blk = self._block(sector)
         try:
-            if not self._blank(self._sector):
+            if self._page % _PAGES == 0 and not self._blank(sector):
                 self.slow_sectors += 1
                 self.rom.ioctl(6, blk)
-            self.rom.writeblocks(blk, buf if end == R.SECTOR else memoryview(buf)[:end], 0)
+            self.rom.writeblocks(blk, buf, (self._page % _PAGES) * R.PAGE)
         except OSError:
             self.abort()
-            self._fail(E_FLASH, "flash write failed in sector %d" % self._sector)
-        self._sector += 1
+            self._fail(E_FLASH, "flash write failed in sector %d" % sector)
+        self._page += 1
         self._fill = 0
 
     def abort(self):
