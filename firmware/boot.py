@@ -1,4 +1,4 @@
-# boot.py: runs before main.py.  Two jobs, neither allowed to stop the boot:
+# boot.py: runs before main.py.  Three jobs, none allowed to stop the boot:
 # 1. start the hardware watchdog early (8 s: below the RP2040's 8.3 s limit,
 #    long enough for the imports; main.py shortens it), unless config.py
 #    says WDT_AT_BOOT = False (bench work at the REPL);
@@ -7,8 +7,12 @@
 #    board with a ROMFS partition mount that slot's image at /rom
 #    (bms.romslot), else put the slot's directory first on sys.path.  Any
 #    exception: run the current one.
+# 3. on a ROMFS board, erase the inactive slot when no trial or staged update
+#    needs it (bms.romslot.prepare): here, before main.py and before any relay
+#    can close, because a sector erase stalls the CPU ~45 ms.
 import sys
 
+_feed = None
 try:
     try:
         import config
@@ -17,7 +21,7 @@ try:
         _wdt = True
     if _wdt:
         import machine
-        machine.WDT(timeout=8000)
+        _feed = machine.WDT(timeout=8000).feed
 except Exception:  # noqa: BLE001 - no watchdog on this port: boot anyway
     pass
 
@@ -27,7 +31,7 @@ try:
     _fs = BoardFs()
     # A board with a ROMFS partition runs its application from a ROMFS slot
     # (or the frozen one); others from the file slots /fw/a|b.
-    if romslot.boot(_fs) is None:
+    if romslot.boot(_fs, feed=_feed) is None:
         from bms.fwslot import Slots
         _p = Slots(_fs).select_at_boot()
         if _p:

@@ -104,9 +104,10 @@ def attach_update(slave, machine, now, fs=None):
         part = romslot.partition()
         if part is not None:
             # The module's own image has a ROMFS partition: the package is its
-            # ROMFS application (fwpkg --romfs --board slave_module).
+            # ROMFS application (fwpkg --romfs --board slave_module): slave_main
+            # and what it imports (the frozen main.py and app dispatch to it).
             from bms.romupdate import RomUpdater
-            up = RomUpdater(fs, part, key=key or None)
+            up = RomUpdater(fs, part, key=key or None, entry="slave_main.mpy")
         else:
             up = Updater(fs, key=key or None)
         slave.fw = SlaveFw(slave, up, reset=getattr(machine, "reset", None), now=now)

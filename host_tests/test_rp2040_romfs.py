@@ -31,11 +31,14 @@ import tools  # noqa: F401
 from tools import fwpkg
 from tools.bmsctl.client import BmsClient, BmsError
 from tools.bmsctl.update_cmd import ModbusTransport
+from bms.update import sign
 from tools.rp2emu.board import EmuBoard, VirtualCanBus
 from tools.rp2emu.repl import Repl
 from tools.sim.pack import Pack
 
 CONFIG = (b"BOARD = 'pico'\nOPTS = {'modbus_baud': 115200}\nUPDATE_CONFIRM_MS = 2000\n")
+KEY = b"fleet-key-0123456789abcdef"
+KEYED = CONFIG + b"UPDATE_KEY = '" + KEY.hex().encode() + b"'\n"
 HEAP_TOL = 2048            # issue 17: heap after an update = after a fresh flash +-2 KB
 
 
@@ -79,11 +82,13 @@ def pkgs(tmp_path_factory):
     out["broken"] = fwpkg.romfs_package(_small_image(tmp, {"app.mpy": broken,
                                                            "fwinfo.txt": b"broken",
                                                            "config.py": CONFIG}), mpy)
-    factory = os.path.join(tmp, "factory.uf2")
-    with open(uf2(), "rb") as f, open(factory, "wb") as g:
-        g.write(f.read())
-        g.write(fwpkg.uf2_of(fwpkg.slot_a_bytes(out["app-1"])))
-    out["factory"] = factory
+    img, _m = fwpkg.romfs_image_of("pico", {"fwinfo.txt": b"app-1", "config.py": KEYED})
+    for name, app1 in (("factory", out["app-1"]), ("factory_keyed", fwpkg.romfs_package(img, mpy))):
+        factory = os.path.join(tmp, name + ".uf2")
+        with open(uf2(), "rb") as f, open(factory, "wb") as g:
+            g.write(f.read())
+            g.write(fwpkg.uf2_of(fwpkg.slot_a_bytes(app1)))
+        out[name] = factory
     out["tmp"] = tmp
     return out
 
@@ -96,6 +101,19 @@ def _board(uf2_path, flash_file=None, ms=2500):
     if ms:
         b.run_ms(ms)
     return b
+
+
+def _settle(b):
+    """Run until the app is up after a boot that may first erase the inactive
+    slot in boot.py (bms.romslot.prepare): the erase goes on while the
+    emulator counts sector erases; the app is built ~2 s after it."""
+    b.run_ms(1500)
+    while True:
+        e = b.chip.stats.get("erases", 0)
+        b.run_ms(300)
+        if b.chip.stats.get("erases", 0) == e:
+            break
+    b.run_ms(2000)
 
 
 def _who(board):
@@ -143,8 +161,8 @@ def _client(board):
     return c, mb
 
 
-def _send(t, pkg, digest, at=None):
-    t.begin(len(pkg), digest, None)
+def _send(t, pkg, digest, at=None, sig=None):
+    t.begin(len(pkg), digest, sig)
     off = 0
     marks = list(at or ())
     while off < len(pkg):
@@ -219,7 +237,8 @@ def test_full_update_over_rs485_reboots_confirms_and_survives_power_cuts(pkgs):
     print("power-cut states: %s" % ", ".join(whats))
     assert len(snaps.snaps) >= 6, whats
     for path, expect, what in snaps.snaps:
-        b = _board(uf2(), flash_file=path)
+        b = _board(uf2(), flash_file=path, ms=0)
+        _settle(b)
         try:
             got = _who(b)
         finally:
@@ -228,18 +247,33 @@ def test_full_update_over_rs485_reboots_confirms_and_survives_power_cuts(pkgs):
         assert got["failed"] == [] and got["running"] and got["whole"], (what, got)
 
 
+def _refused_at_begin(t, pkg, sig):
+    with pytest.raises(BmsError):
+        t.begin(len(pkg), hashlib.sha256(pkg).digest(), sig)
+    st = t.status()
+    assert st["status"] == "error" and st["error"] == "signature", st
+    return st["error_text"]
+
+
 @pytest.mark.timeout(900)   # minutes of emulation on a busy 2-core machine
-def test_bad_hash_and_bytecode_mismatch_refused_broken_app_rolls_back(pkgs):
-    board = _board(pkgs["factory"])
+def test_signed_packages_bad_hash_and_bytecode_mismatch_refused_broken_app_rolls_back(pkgs):
+    # This board's application has UPDATE_KEY in its config.py: every package
+    # must carry the HMAC-SHA256 signature (tools/fwpkg --key-file) made with it.
+    board = _board(pkgs["factory_keyed"])
     try:
         c, _mb = _client(board)
         t = ModbusTransport(c, sleep=lambda s: board.run_ms(2), interval=0)
         pkg = pkgs["broken"]
         digest = hashlib.sha256(pkg).digest()
-        # A bad hash: the package arrives whole but its SHA-256 is not the one begun.
+        sig = sign(KEY, len(pkg), digest)
+        # Unsigned, and signed with another key: refused with the reason, nothing written.
+        assert "signature required" in _refused_at_begin(t, pkg, None)
+        assert "bad signature" in _refused_at_begin(t, pkg, sign(b"another key", len(pkg),
+                                                                 digest))
+        # A bad hash: signed for its SHA-256, but the bytes that arrive differ.
         bad = bytearray(pkg)
         bad[len(bad) // 2] ^= 0x55
-        _send(t, bytes(bad), digest)
+        _send(t, bytes(bad), digest, sig=sig)
         with pytest.raises(BmsError) as e:
             t.finish()
         assert "sha256" in str(e.value) or "hash" in str(e.value), e.value
@@ -248,13 +282,16 @@ def test_bad_hash_and_bytecode_mismatch_refused_broken_app_rolls_back(pkgs):
         other = pkgs["mpy"] - 1
         img = pkg[64:]
         wrong = fwpkg.romfs_package(img, other)
-        t.begin(len(wrong), hashlib.sha256(wrong).digest(), None)
+        wd = hashlib.sha256(wrong).digest()
+        t.begin(len(wrong), wd, sign(KEY, len(wrong), wd))
         with pytest.raises(BmsError) as e:
             t.chunk(0, wrong[:240])
         assert "MicroPython mismatch" in str(e.value), e.value
-        # The broken application: staged, rebooted into, never armed, rolled back.
-        _send(t, pkg, digest)
+        # The broken application, correctly signed: accepted and staged, rebooted
+        # into, never armed, rolled back.
+        _send(t, pkg, digest, sig=sig)
         t.finish()
+        assert t.status()["fw_state"] == "pending"
         t.restart()
         t0 = board.chip.t_ns
         resets = len(board.chip.resets)

@@ -55,9 +55,89 @@ def test_update_goes_to_the_other_half_and_confirms():
     s = R.slots(fs)
     assert (s.active, s.state) == (0, ST_OK)
     assert _install(fs, rom, "two") == 1
-    assert _label(rom, _boot(fs, rom)) == "two"
-    # The old application is still whole in slot A (the roll-back target).
+    # Until the next boot the old application is still whole in slot A.
     assert _label(rom, 0) == "one"
+    assert _label(rom, _boot(fs, rom)) == "two"
+    # That boot (marker OK: nothing needs slot A) erased it for the next update.
+    mv = rom.part()[1]
+    assert R.blank(mv, 0, R.half(mv)) and not R.valid(mv, 0)
+
+
+def _used_sectors(rom, slot):
+    mv = rom.part()[1]
+    h = R.half(mv)
+    return sum(1 for k in range(h // R.SECTOR) if not R.blank(mv, slot * h + k * R.SECTOR))
+
+
+def test_inactive_slot_is_erased_at_boot_only_when_no_trial_or_staged_update_needs_it():
+    fs, rom = _device()
+    _install(fs, rom, "one")
+    _install(fs, rom, "two", confirm=False)             # B on trial, boot 1
+    for _i in range(2):                                 # boots 2, 3 of the trial
+        assert _boot(fs, rom) == 1
+        assert _label(rom, 0) == "one"                  # the roll-back target is kept
+    R.slots(fs).confirm()
+    used = _used_sectors(rom, 0)
+    assert used >= 3
+    e0 = rom.erases
+    assert _boot(fs, rom) == 1
+    assert rom.erases - e0 == used and _used_sectors(rom, 0) == 0
+    e0 = rom.erases
+    assert _boot(fs, rom) == 1 and rom.erases == e0     # once: blank sectors are skipped
+    # An update into the erased slot only programs: no erase in any chunk or
+    # step, and at most one page per 240-byte chunk (the bound of a loop pass).
+    up = _updater(fs, rom)
+    pkg, digest, sig = package(app("three", pad=9000))
+    up.begin(len(pkg), digest, sig)
+    off = 0
+    while off < len(pkg):
+        ops = rom.ops
+        off = up.chunk(off, pkg[off:off + 240])
+        assert rom.ops - ops <= 1, (off, rom.ops - ops)
+    up.finish()
+    assert rom.erases == e0 and up.slow_sectors == 0
+    assert R.slots(fs).state == ST_PENDING
+    # The boot that takes the staged update keeps the old slot (now the roll-back target).
+    assert _label(rom, _boot(fs, rom)) == "three"
+    assert rom.erases == e0 and _label(rom, 1) == "two"
+
+
+def test_an_update_over_a_slot_not_erased_erases_each_sector_it_writes():
+    fs, rom = _device()
+    _install(fs, rom, "one")
+    _install(fs, rom, "two")              # confirmed, no boot since: slot A still holds "one"
+    used = _used_sectors(rom, 0)
+    up = _updater(fs, rom)
+    pkg, digest, sig = package(app("three", pad=3000))
+    send(up, pkg, digest, sig)
+    up.finish()
+    assert up.slow_sectors >= 2 and up.slow_sectors <= used
+    assert _label(rom, _boot(fs, rom)) == "three"
+
+
+def test_power_cut_at_every_boot_erase_boots_the_running_app_and_the_erase_completes():
+    def confirmed():
+        fs, rom = _device()
+        _install(fs, rom, "one")
+        _install(fs, rom, "two")
+        return fs, rom
+    fs, rom = confirmed()
+    used = _used_sectors(rom, 0)
+    for cut in range(1, used + 1):
+        fs, rom = confirmed()
+        rom.ops = 0
+        rom.cut_at = cut
+        try:
+            _boot(fs, rom)
+        except PowerCutRom:
+            pass
+        rom.cut_at = None
+        fs.reboot()
+        mv = rom.part()[1]
+        if cut > 1:                             # (cut 1 stops the first erase before it starts)
+            assert not R.valid(mv, 0), cut      # the descriptor went first
+        assert _label(rom, _boot(fs, rom)) == "two"
+        assert _used_sectors(rom, 0) == 0, cut
 
 
 def test_factory_install_in_slot_a_runs_without_a_marker():

@@ -14,7 +14,11 @@
 //
 // What this runner adds to rp2040js 1.3.3 (its README lists the gaps):
 //  - the bootrom's flash erase / program routines are patched to BKPT and
-//    applied to the flash array here (there is no emulated flash chip);
+//    applied to the flash array here (there is no emulated flash chip),
+//    and the core then stalls for as long as the flash chip is busy (see
+//    FLASH_TIMING below): no instruction runs, the clock and the
+//    peripherals go on, interrupts pend (the rp2 port calls these routines
+//    with interrupts disabled);
 //  - UART: a real TX FIFO drained at the line rate (start + data + parity +
 //    stop bits per character), BUSY / TXFE / TXFF flags and a TX interrupt
 //    only on the FIFO crossing its trigger level; received bytes enter the
@@ -124,6 +128,57 @@ function romFunc(bootrom, c1, c2) {
     p += 4;
   }
 }
+// Flash busy times, W25Q16JV datasheet (the Pico's flash), section 9.6
+// "AC electrical characteristics": sector erase (4 KB, 0x20) tSE 45 ms typ /
+// 400 ms max; block erase (64 KB, 0xD8) tBE2 150 ms typ / 2000 ms max; page
+// program tPP 0.4 ms typ / 3 ms max.  The bootrom's flash_range_erase uses
+// the block command where the range is block-aligned and long enough, else
+// sector erases; flash_range_program sends one page (256 B) per program
+// command and waits for each.  The command and data bytes themselves go
+// out at the SSI clock the bootrom left set (clk_sys / BAUDR).
+// RP2EMU_FLASH_TIMING: "typ" (default), "max" (the datasheet worst case),
+// or "off" (instant, as rp2040js alone: the old behaviour).
+const FLASH_TIMING = {
+  typ: { sectorErase: 45e6, blockErase: 150e6, pageProgram: 0.4e6 },
+  max: { sectorErase: 400e6, blockErase: 2000e6, pageProgram: 3e6 },
+  off: { sectorErase: 0, blockErase: 0, pageProgram: 0 },
+}[process.env.RP2EMU_FLASH_TIMING || 'typ'];
+if (!FLASH_TIMING) throw new Error(`RP2EMU_FLASH_TIMING=${process.env.RP2EMU_FLASH_TIMING}: typ, max or off`);
+let stallNanos = 0; // flash busy time still to pass with the core stopped
+
+function spiNanos(nbytes) {
+  const div = (mcu.peripherals[0x18000].baudr & 0xfffe) || 6;
+  return FLASH_TIMING.pageProgram ? Math.round((nbytes * 8 * div * 1e9) / 125e6) : 0;
+}
+
+function eraseNanos(off, count, blockSize, blockCmd) {
+  // The bootrom's loop (flash_range_erase): a block command where aligned.
+  let ns = 0;
+  while (count > 0) {
+    if (blockCmd && blockSize && (off & (blockSize - 1)) === 0 && count >= blockSize) {
+      ns += FLASH_TIMING.blockErase + spiNanos(4);
+      off += blockSize;
+      count -= blockSize;
+    } else {
+      ns += FLASH_TIMING.sectorErase + spiNanos(4);
+      off += 4096;
+      count -= 4096;
+    }
+  }
+  return ns;
+}
+
+function programNanos(off, count) {
+  let ns = 0;
+  while (count > 0) {
+    const n = Math.min(count, 256 - (off & 255)); // a page program stops at the page end
+    ns += FLASH_TIMING.pageProgram + spiNanos(4 + n);
+    off += n;
+    count -= n;
+  }
+  return ns;
+}
+
 const bootrom = Uint32Array.from(bootromB1);
 const BK_ERASE = 0x01, BK_PROGRAM = 0x02;
 function patchBkpt(addr, imm) {
@@ -143,7 +198,8 @@ let busyNanos = 0;
 let profile = null; // PC -> samples (one per instruction burst) while profiling
 let rxEvents = false; // report each byte as it lands in a UART's RX FIFO (timing figures)
 let wdtReason = 0;
-const stats = { resets: 0, erases: 0, programs: 0, instr: 0, runMs: 0, waitMs: 0, logs: 0 };
+const stats = { resets: 0, erases: 0, programs: 0, instr: 0, runMs: 0, waitMs: 0, logs: 0,
+  flashBusyNs: 0, flashLongestNs: 0 };
 
 const UART_REGS = { DR: 0x0, FR: 0x18, IBRD: 0x24, FBRD: 0x28, LCR_H: 0x2c, CR: 0x30, IFLS: 0x34,
   IMSC: 0x38, RIS: 0x3c, MIS: 0x40, ICR: 0x44 };
@@ -394,11 +450,13 @@ function boot(reason) {
       const off = r[0] >>> 0, count = r[1] >>> 0;
       mcu.flash.fill(0xff, off, off + count);
       stats.erases += 1;
+      stall(eraseNanos(off, count, r[2] >>> 0, r[3] & 0xff));
     } else if (code === BK_PROGRAM) {
       const off = r[0] >>> 0, src = r[1] >>> 0, count = r[2] >>> 0;
       const data = mcu.sram.subarray(src - 0x20000000, src - 0x20000000 + count);
       for (let i = 0; i < count; i++) mcu.flash[off + i] &= data[i]; // NOR: program clears bits
       stats.programs += 1;
+      stall(programNanos(off, count));
     } else {
       send({ e: 'log', msg: `breakpoint ${code} at ${core.PC.toString(16)}` });
       resetPending = -1; // a hard stop: report and reboot
@@ -430,6 +488,12 @@ function boot(reason) {
   mcu.core.PC = 0x10000000; // boot2 at the start of flash, as the bootrom does
 }
 
+function stall(ns) {
+  stallNanos += ns;
+  stats.flashBusyNs += ns;
+  if (ns > stats.flashLongestNs) stats.flashLongestNs = ns;
+}
+
 // Time continues over resets, as the Python side's clock does.
 let timeBase = 0;
 function now() {
@@ -438,6 +502,7 @@ function now() {
 
 function doReset(reason) {
   timeBase += mcu.clock.nanos;
+  stallNanos = 0; // a reset (or a power cut) ends whatever the flash was doing
   stats.resets += 1;
   send({ e: 'reset', reason, t: timeBase });
   boot(reason > 0 ? reason : 0);
@@ -462,7 +527,15 @@ function run(until) {
       // A burst of instructions between checks keeps the loop cheap.
       const stop = Math.min(until - timeBase, clock.nanos + 20000);
       const start = clock.nanos;
-      while (!core.waiting && clock.nanos < stop && resetPending === null) {
+      if (stallNanos > 0) {
+        // The core waits on the flash: time passes, alarms fire, no instruction runs.
+        const d = Math.min(stallNanos, stop - clock.nanos);
+        clock.tick(d);
+        stallNanos -= d;
+        busyNanos += d;
+        continue;
+      }
+      while (!core.waiting && clock.nanos < stop && resetPending === null && stallNanos === 0) {
         const cycles = core.executeInstruction();
         clock.tick(cycles * NS_PER_CYCLE);
         stats.instr++;
