@@ -98,12 +98,26 @@ def build_ntcs(machine, pins, opts, adc_wrap=None):
     return out
 
 
+def _soft_timer(machine):
+    """A virtual one-shot timer (rp2: id -1), or None where there is none."""
+    t = getattr(machine, "Timer", None)
+    if t is None:
+        return None
+    try:
+        return t(-1)
+    except (ValueError, TypeError, OSError):
+        return None
+
+
 def build_ports(machine, pins, opts):
     uid, tx, rx, de = pins["rs485"]
     baud = _opt(opts, "modbus_baud")
+    # txbuf holds a whole Modbus reply (256 B): the write returns at once and
+    # a timer releases DE (drivers.rs485).
     u = machine.UART(uid, baudrate=baud, bits=8, parity=None, stop=1,
-                     tx=machine.Pin(tx), rx=machine.Pin(rx))
-    rs485 = Rs485(u, _out(machine, de, 0), baud, bits=char_bits(8, None, 1))
+                     tx=machine.Pin(tx), rx=machine.Pin(rx), txbuf=512)
+    rs485 = Rs485(u, _out(machine, de, 0), baud, bits=char_bits(8, None, 1),
+                  timer=_soft_timer(machine))
     ttl = None
     if pins.get("ttl"):
         uid, tx, rx = pins["ttl"]

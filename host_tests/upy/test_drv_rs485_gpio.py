@@ -47,6 +47,9 @@ class FakeUart:
     def flush(self):
         self.events.ev.append(("flush",))
 
+    def txdone(self):
+        return getattr(self, "done", True)
+
     def any(self):
         return len(self.rx)
 
@@ -106,6 +109,54 @@ def test_de_released_when_uart_raises():
     port = Rs485(FakeUart(ev, fail=True), de, 9600, ticks_us=clk.ticks, ticks_diff=clk.diff)
     assert raises(OSError, port.write, b"x")
     assert de.v == 0
+
+
+class FakeTimer:
+    ONE_SHOT = 0
+
+    def __init__(self):
+        self.armed = []
+
+    def init(self, mode=0, period=0, tick_hz=1000, callback=None):
+        self.armed.append((period, tick_hz))
+        self.cb = callback
+
+    def fire(self):
+        self.cb(self)
+
+
+def test_write_returns_at_once_and_a_timer_releases_de():
+    # A board: the reply goes into the UART's buffer, the loop goes on, and
+    # DE drops only once the reply's wire time has passed and the UART is done.
+    ev = Events()
+    de = FakePin(ev, "de")
+    clk = Clock()
+    uart = FakeUart(ev)
+    tm = FakeTimer()
+    port = Rs485(uart, de, 9600, ticks_us=clk.ticks, ticks_diff=clk.diff, timer=tm)
+    ev.ev = []
+    reply = bytes(25)
+    assert port.write(reply) == 25
+    assert ev.ev == [("de", 1), ("write", reply)] and de.v == 1 and port.tx_busy   # no flush
+    period, hz = tm.armed[-1]
+    assert hz == 1000000 and period >= 25 * char_us(9600)       # not before its wire time
+    uart.done = False
+    tm.fire()                       # the UART still shifts the last character out
+    assert de.v == 1 and tm.armed[-1][0] == char_us(9600)
+    uart.done = True
+    tm.fire()
+    assert de.v == 0 and not port.tx_busy
+
+
+def test_de_released_at_once_when_uart_raises_with_a_timer():
+    ev = Events()
+    de = FakePin(ev, "de")
+    clk = Clock()
+    tm = FakeTimer()
+    port = Rs485(FakeUart(ev, fail=True), de, 9600, ticks_us=clk.ticks, ticks_diff=clk.diff,
+                 timer=tm)
+    assert raises(OSError, port.write, b"x")
+    assert de.v == 0 and not port.tx_busy and tm.armed == []
 
 
 def test_receive_and_frame_gap():
