@@ -182,7 +182,7 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
         uid, tx, rx, de = pins["charger_rs485"]
         u = machine.UART(uid, baudrate=9600, bits=8, parity=None, stop=1,
                          tx=machine.Pin(tx), rx=machine.Pin(rx))
-        hw["charger_port"] = Rs485(u, _out(machine, de, 0), 9600)
+        hw["charger_port"] = Rs485(u, _out(machine, de, 0), 9600, timer=_soft_timer(machine))
     hw["wake_pins"] = wake_pins(pins)
     if hasattr(machine, "RTC"):
         board.rtc_of = machine.RTC   # built when the clock is first set (drivers.rtc)
