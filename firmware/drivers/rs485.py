@@ -33,6 +33,7 @@ _MODBUS_FIXED_BAUD = const(19200)
 _T15_FIXED_US = const(750)
 _T35_FIXED_US = const(1750)
 _GUARD_US = const(200)      # after the computed end, before asking the UART
+_FLUSH_WAIT_MAX = const(5000)   # x 100 us: flush() waits at most 0.5 s for the timer
 
 
 def char_bits(data=8, parity=None, stop=1):
@@ -151,9 +152,14 @@ class Rs485:
     def flush(self):
         """Until the reply is out and DE released (a baud change waits for it)."""
         self.uart.flush()
-        if self._timer is not None:
-            while self.tx_busy and self._sleep_us is not None:
+        if self._timer is not None and self._sleep_us is not None:
+            n = 0
+            while self.tx_busy and n < _FLUSH_WAIT_MAX:   # the timer clears it
                 self._sleep_us(100)
+                n += 1
+            if self.tx_busy:        # a timer that never came: release the bus anyway
+                self.de.off()
+                self.tx_busy = False
 
     def set_baud(self, baud):
         """New line speed (the Modbus server calls it after a modbus_baud write)."""

@@ -148,6 +148,19 @@ def test_write_returns_at_once_and_a_timer_releases_de():
     assert de.v == 0 and not port.tx_busy
 
 
+def test_flush_releases_the_bus_even_if_the_timer_never_comes():
+    ev = Events()
+    de = FakePin(ev, "de")
+    clk = Clock()
+    slept = []
+    port = Rs485(FakeUart(ev), de, 9600, ticks_us=clk.ticks, ticks_diff=clk.diff,
+                 sleep_us=slept.append, timer=FakeTimer())
+    port.write(b"abc")
+    assert de.v == 1 and port.tx_busy
+    port.flush()                       # the timer callback never runs here
+    assert de.v == 0 and not port.tx_busy and 0 < sum(slept) <= 600000
+
+
 def test_de_released_at_once_when_uart_raises_with_a_timer():
     ev = Events()
     de = FakePin(ev, "de")
