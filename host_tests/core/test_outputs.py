@@ -227,3 +227,28 @@ def test_sleep_and_wake_commands():
     assert r.bms.request(CMD_WAKE) == ACCEPTED
     r.run(700)
     assert s[RELAY_CHG] and s[RELAY_DSG]
+
+
+def test_relays_switch_before_the_fault_is_logged():
+    # The tick that sets a fault opens the relays first and writes the log
+    # records after (each costs about 0.5 ms on an RP2040); the fault's
+    # record keeps the tick's time and its trip value.
+    from bms.eventlog import EV_FAULT_SET
+    r = Rig()
+    r.run(2000)
+    assert r.relays[RELAY_DSG]
+    seen = []
+    real = r.board.set_relays
+
+    def spy(states):
+        seen.append((bytes(states), len(r.log.find(EV_FAULT_SET))))
+        real(states)
+    r.board.set_relays = spy
+    r.bms.contactors.board = r.board
+    r.board.current_ma = -(P.ParamSet(P.CHEM_LFP)[P.index("peak")] * 100 + 20000)
+    assert r.run_until(lambda: not r.relays[RELAY_DSG], 3000) >= 0
+    opened = [n for s, n in seen if not s[RELAY_DSG]]
+    assert opened and opened[0] == 0          # the relay write came before any fault record
+    rec = r.log.find(EV_FAULT_SET)
+    assert rec and rec[0][1] == r.bms.prot.set_at[rec[0][3]]
+    assert rec[0][4] == r.bms.prot.trip_value[rec[0][3]]
