@@ -20,7 +20,6 @@ is finer than any task of the firmware (the fast task is 50 ms).
 import importlib
 import os
 import random
-import tty
 
 from bms.contactors import RELAY_NAMES
 from bms.measurements import ROLE_BALANCE, ROLE_CELL, ROLE_POWER
@@ -32,7 +31,7 @@ from tools.sim.emu_bq76952 import EmuBQ76952
 from tools.sim.emu_ina228 import EmuINA228, PackShuntSource
 from tools.sim.canbus import SimCanNode, VirtualCanBus  # noqa: F401 (re-exported for rigs)
 from tools.sim.emu_mcp2515 import EmuMCP2515
-from tools.sim.ptylink import replace_link
+from tools.sim.ptylink import HostPty
 
 SLICE_MS = 2
 ROLE_NAMES = {"power": ROLE_POWER, "balance": ROLE_BALANCE, "cell": ROLE_CELL}
@@ -51,38 +50,12 @@ class _Shunt(PackShuntSource):
         return i
 
 
-class _HostPty:
-    """A raw pty for a host client, linked at ``symlink`` if given (a stale
-    link is replaced as the host simulator's ports do: tools.sim.ptylink)."""
+class _HostPty(HostPty):
+    """A raw pty for a host client on one of the chip's ports."""
 
     def __init__(self, chip, symlink=None):
+        HostPty.__init__(self, symlink)
         self.chip = chip
-        self.master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        os.set_blocking(self.master, False)
-        self.path = os.ttyname(self._slave)
-        self.symlink = symlink
-        if symlink:
-            try:
-                replace_link(symlink, self.path)
-            except OSError:
-                os.close(self.master)
-                os.close(self._slave)
-                raise
-
-    def close(self):
-        for fd in (self.master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        if self.symlink:
-            try:
-                # Only our own link: a newer run may have taken the name over.
-                if os.path.islink(self.symlink) and os.readlink(self.symlink) == self.path:
-                    os.unlink(self.symlink)
-            except OSError:
-                pass
 
 
 class Rs485Pty(_HostPty):

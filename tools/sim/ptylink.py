@@ -90,12 +90,11 @@ def replace_link(symlink, target):
     os.replace(tmp, symlink)  # atomic: a client never sees the name missing
 
 
-class PtyLink:
-    bits_per_char = 10      # 8N1
+class HostPty:
+    """A raw pty for a host client (``path``), linked at ``symlink`` if given;
+    shared by the simulator's links and the emulated board's ports."""
 
-    def __init__(self, sim, symlink=None, baud=9600, attach=True):
-        self.sim = sim
-        self.baud = baud
+    def __init__(self, symlink=None):
         self.master, self._slave = os.openpty()
         tty.setraw(self._slave)  # no echo, no line discipline before a client opens it
         os.set_blocking(self.master, False)
@@ -108,6 +107,29 @@ class PtyLink:
                 os.close(self.master)
                 os.close(self._slave)
                 raise
+
+    def close(self):
+        for fd in (self.master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self.symlink:
+            try:
+                # Only our own link: a newer run may have taken the name over.
+                if os.path.islink(self.symlink) and os.readlink(self.symlink) == self.path:
+                    os.unlink(self.symlink)
+            except OSError:
+                pass
+
+
+class PtyLink(HostPty):
+    bits_per_char = 10      # 8N1
+
+    def __init__(self, sim, symlink=None, baud=9600, attach=True):
+        self.sim = sim
+        self.baud = baud
+        HostPty.__init__(self, symlink)
         self.t = sim.clock.ticks_ms()
         self.clock = LinkClock(self.t)
         self.port = SimPort(self)
@@ -227,20 +249,6 @@ class PtyLink:
             while tq and tq[0][0] <= self._vt:
                 out.append(tq.popleft()[1])
             self._write_pty(bytes(out))
-
-    def close(self):
-        for fd in (self.master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        if self.symlink:
-            try:
-                # Only our own link: a newer sim may have taken the name over.
-                if os.path.islink(self.symlink) and os.readlink(self.symlink) == self.path:
-                    os.unlink(self.symlink)
-            except OSError:
-                pass
 
 
 TTL_PROTOCOLS = ("display", "jbd")
