@@ -110,21 +110,11 @@ def _balance_rows(quick=False):
     rng = random.Random(5)
     targets = [3.95 + 0.1 * k / 15 for k in range(16)]
     rng.shuffle(targets)
-
-    def soc_at(v):
-        lo, hi = 0.0, 1.0
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            if packmod.ocv("NMC", mid) < v:
-                lo = mid
-            else:
-                hi = mid
-        return (lo + hi) / 2
     for c, v in zip(sim.pack.cells, targets):
-        c.soc = soc_at(v)
+        c.soc = packmod.soc_at_ocv("NMC", v)
         c.self_dis = 0.0
     v_lo = min(targets)
-    s_goal = soc_at(v_lo + 0.010)
+    s_goal = packmod.soc_at_ocv("NMC", v_lo + 0.010)
     t_min = max((c.soc - s_goal) * c.capacity_as for c in sim.pack.cells) / (bal_ma / 1000.0)
     dt = 1000
     limit = int(t_min * 3)

@@ -18,15 +18,7 @@ from tools.sim import pack as packmod
 
 
 def twins(shift, hours=3.0, start=0.6):
-    v0 = packmod.ocv("LFP", start) + shift / 1000.0
-    lo, hi = 0.0, 1.0
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        if packmod.ocv("LFP", mid) < v0:
-            lo = mid
-        else:
-            hi = mid
-    s_b = (lo + hi) / 2
+    s_b = packmod.soc_at_ocv("LFP", packmod.ocv("LFP", start) + shift / 1000.0)
     kw = dict(cells=8, soc_bms=0.8, gain=1.01, offset_ma=50)
     a = Day("LFP", soc_true=start, ocv_shift_mv=shift, **kw).run(hours=hours, sample_s=60)
     b = Day("LFP", soc_true=s_b, **kw).run(hours=hours, sample_s=60)

@@ -54,6 +54,18 @@ def ocv(chem, soc, temp_c=25.0):
     return v + DVDT[chem] * (temp_c - 25.0)
 
 
+def soc_at_ocv(chem, v):
+    """The SOC whose OCV (25 degC) is ``v`` volts, by bisection (0..1)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        if ocv(chem, mid) < v:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
 class Cell:
     def __init__(self, chem, capacity_ah, soc, r0_ohm, r1_ohm, tau_s, self_dis_per_day):
         self.chem = chem
