@@ -23,15 +23,11 @@ import pytest
 from rp2_rig import uf2
 
 import tools  # noqa: F401
-from bms.params import index
 from comms import can_ids as C
-from tools.bmsctl.client import BmsClient, BmsError
+from tools.bmsctl.client import BmsError
 from tools.bmsctl.update_cmd import SlaveModbusTransport
-from tools.rp2emu.board import EmuBoard, VirtualCanBus
-from tools.rp2emu.modbus_sync import EmuModbus
-from tools.rp2emu.rack import Rack, entry_package
+from tools.rp2emu.rack import entry_package, master_and_slave, master_client
 from tools.rp2emu.repl import Repl
-from tools.sim.pack import Pack
 
 MASTER_CONFIG = "MODULES = True\nOPTS = {'modbus_baud': 115200}\n"
 
@@ -64,12 +60,8 @@ def _start_when_ok(r, t, tries=40):
 @pytest.mark.timeout(1500)   # minutes of emulation: two chips in lockstep
 def test_slave_rom_update_through_the_master_refuses_bad_hash_then_applies_and_confirms(
         tmp_path):
-    pack = Pack("LFP", 16, 100.0, 0.5, seed=5)
-    bus = VirtualCanBus(C.BITRATE)
-    master = EmuBoard(uf2("pico"), pack, board="pico", can_bus=bus)
-    slave = EmuBoard(uf2("slave_module"), pack, board="slave_module", can_bus=bus,
-                     cells=(0, 16), physics=False, module_addr=1, seed=11)
-    r = Rack(master, [slave])
+    r, bus = master_and_slave(uf2("pico"), uf2("slave_module"))
+    slave = r.boards[1]
     spoil = [0]
     sent = [0]
     orig = bus.transmit
@@ -84,17 +76,7 @@ def test_slave_rom_update_through_the_master_refuses_bad_hash_then_applies_and_c
         return orig(node, can_id, data, ext)
     bus.transmit = transmit
     try:
-        repl = Repl(r)
-        r.run_ms(2500)
-        repl.enter()
-        repl.exec("f = open('/config.py', 'w')\nf.write(%r)\nf.close()" % MASTER_CONFIG)
-        repl.soft_reset()
-        r.run_ms(3000)
-        c = BmsClient("emulated RS485", client=EmuModbus(r))
-        c.unlock("123456")
-        # A slave update starts only with the relays open.
-        c.set_params({index("chg_switch"): 0, index("dsg_switch"): 0})
-        r.run_ms(1000)
+        c = master_client(r, MASTER_CONFIG)   # unlocked, relays open
         pkg, digest = entry_package(str(tmp_path), "slave-2")
         t = SlaveModbusTransport(c)
         t.begin(len(pkg), digest, None)

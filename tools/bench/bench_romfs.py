@@ -152,39 +152,18 @@ def measure_slave():
     emulated chips: a small real package (slave_main + label) measured, the
     whole slave application (slave_main's import closure) computed from the
     measured forwarding rate.  Dict of figures."""
-    from bms.params import index
-    from comms import can_ids as C
     from tools import fwpkg
-    from tools.bmsctl.client import BmsClient
     from tools.bmsctl.update_cmd import SlaveModbusTransport
     from tools.fwbuild import build
-    from tools.rp2emu.board import EmuBoard, VirtualCanBus
-    from tools.rp2emu.modbus_sync import EmuModbus
-    from tools.rp2emu.rack import Rack, entry_package
-    from tools.rp2emu.repl import Repl
-    from tools.sim.pack import Pack
+    from tools.rp2emu.rack import entry_package, master_and_slave, master_client
     full, _mpy = fwpkg.romfs_image_of("slave_module")
     whole, _mpy = fwpkg.romfs_image_of("slave_module", only=())
     out = {"full": len(full) + 64, "whole": len(whole) + 64}
-    pack = Pack("LFP", 16, 100.0, 0.5, seed=5)
-    bus = VirtualCanBus(C.BITRATE)
-    master = EmuBoard(build("pico"), pack, board="pico", can_bus=bus)
-    slave = EmuBoard(build("slave_module"), pack, board="slave_module", can_bus=bus,
-                     cells=(0, 16), physics=False, module_addr=1, seed=11)
-    r = Rack(master, [slave])
+    r, _bus = master_and_slave(build("pico"), build("slave_module"))
+    master = r.boards[0]
     with tempfile.TemporaryDirectory(prefix="bench-slave-") as tmp:
         try:
-            repl = Repl(r)
-            r.run_ms(2500)
-            repl.enter()
-            repl.exec("f = open('/config.py', 'w')\nf.write(%r)\nf.close()"
-                      % "MODULES = True\nOPTS = {'modbus_baud': 115200}\n")
-            repl.soft_reset()
-            r.run_ms(3000)
-            c = BmsClient("emulated RS485", client=EmuModbus(r))
-            c.unlock("123456")
-            c.set_params({index("chg_switch"): 0, index("dsg_switch"): 0})
-            r.run_ms(1000)
+            c = master_client(r, "MODULES = True\nOPTS = {'modbus_baud': 115200}\n")
             pkg, digest = entry_package(tmp, "bench")
             t = SlaveModbusTransport(c)
             t.begin(len(pkg), digest, None)
