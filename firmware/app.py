@@ -702,14 +702,10 @@ def start_modbus(app, machine):
     port = app.hw["rs485"]
     mb = ModbusRTU(port, regs, app.clock, params=bms.params)
 
-    def poll_modbus():
-        mb.poll()
-        # Mid-frame (this pass read the bytes, so the UART poll will not
-        # wake the idle sleep): come back within a millisecond to see the
-        # t3.5 silence, not at the next task (up to 50 ms later).
-        if mb.receiving():
-            app.hurry()
-    app.pollers.append(poll_modbus)
+    app.pollers.append(mb.poll)
+    # Mid-frame (this pass read the bytes, so the UART poll will not wake the
+    # idle sleep): the idle serves the server alone until its reply is out
+    # (App._idle_frame), not at the next task (up to 50 ms later).
     app.frame_serve = (mb.due_us, mb.poll)
     # Inside the core's long tasks too: a reply whose t3.5 is over goes out
     # between their steps instead of after the task (8-10 ms on an RP2040).
@@ -839,13 +835,12 @@ def start_inverter(app):
 def start_modules(app, mboard):
     """The CAN master protocol runs in the loop, as often as possible."""
     mboard.bind(app.bms)
-    clock = app.clock
-
     due = mboard.due
+    service = mboard.service
 
     def poll_modules():
         if due():        # a pin read when the bus has nothing for us
-            mboard.poll(clock.ticks_ms())
+            service()
 
     app.pollers.insert(0, poll_modules)
     app.can_serve = (mboard.due, mboard.service)

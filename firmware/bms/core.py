@@ -432,7 +432,6 @@ class Bms:
         m = self.meas
         prot = self.prot
         block = prot.reaction if self.running else F.R_BAL | F.R_HEAT
-        cs = self.contactors.state
         h = self.heater
         # "Heat during charging" only while a charger is there (never from the
         # pack just because the charge relay is closed).

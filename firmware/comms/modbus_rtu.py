@@ -150,10 +150,6 @@ class ModbusRTU:
             self._set_timing(baud)
 
     # ---- the task ---------------------------------------------------------
-    def receiving(self):
-        """A frame has started and its t3.5 silence is not over yet."""
-        return self._active
-
     def due_us(self):
         """us until the frame in progress has had its t3.5 of silence (the
         moment to poll again; 0 if that is now), or -1 if none is in progress."""

@@ -122,8 +122,7 @@ class Rs485:
                 n = self.uart.write(buf)
                 us = (n or 0) * char_us(self.baud, self.bits) + self.tail_us
                 self.tx_busy = True
-                tm.init(mode=tm.ONE_SHOT, period=us + _GUARD_US, tick_hz=1000000,
-                        callback=self._release_cb)
+                self._arm(us + _GUARD_US)
             except Exception:
                 self.tx_busy = False
                 de.off()  # the UART or the timer raised: release the bus now
@@ -146,8 +145,11 @@ class Rs485:
             self.de.off()
             self.tx_busy = False
         else:
-            self._timer.init(mode=self._timer.ONE_SHOT, period=char_us(self.baud, self.bits),
-                             tick_hz=1000000, callback=self._release_cb)
+            self._arm(char_us(self.baud, self.bits))
+
+    def _arm(self, us):
+        tm = self._timer
+        tm.init(mode=tm.ONE_SHOT, period=us, tick_hz=1000000, callback=self._release_cb)
 
     def flush(self):
         """Until the reply is out and DE released (a baud change waits for it)."""
