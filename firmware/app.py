@@ -425,6 +425,9 @@ class App:
         """
         if not GC_IDLE:
             return False
+        fs = self.frame_serve
+        if fs is not None and fs[0]() >= 0:
+            return False    # a request is coming in: its reply first
         q = self.gc_quiet
         if q is not None:
             qm = q()

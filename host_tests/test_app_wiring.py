@@ -256,6 +256,16 @@ def test_gc_runs_only_in_idle_time_and_at_most_once_a_period(monkeypatch):
     clock.advance(1)
     app.collect_if_idle(0)
     assert calls[-1] == main.GC_PERIOD_MS + main.GC_FORCE_MS and len(calls) == 3
+    # A Modbus request coming in: its reply first (a 16 ms collection there
+    # delayed one reply to 20 ms on the emulated RP2040), then idle time again.
+    frame = [1500]
+    app.frame_serve = (lambda: frame[0], lambda: None)
+    clock.advance(main.GC_PERIOD_MS)
+    app.collect_if_idle(main.GC_MIN_IDLE_MS + 50)
+    assert len(calls) == 3
+    frame[0] = -1
+    app.collect_if_idle(main.GC_MIN_IDLE_MS + 50)
+    assert len(calls) == 4
 
 
 def test_update_key_from_config_makes_signatures_mandatory():
