@@ -162,3 +162,46 @@ def test_hung_loop_is_reset_by_the_watchdog_and_comes_back_safely(board):
     r2 = repl(board)
     assert r2.eval("__import__('machine').reset_cause()") == r2.eval("__import__('machine').WDT_RESET")
     assert r2.eval("__import__('app').APP.failed") == []
+
+
+_ALLOC_PROBE = """
+import app, time, gc
+from array import array
+_b = app.APP.bms
+ALLOC = array('i', [0] * 9)         # per task: calls counted, calls that allocated, bytes
+T_FROM = time.ticks_add(time.ticks_ms(), %d)
+def _wrap(i, f):
+    def w(now):
+        a = gc.mem_alloc()
+        f(now)
+        d = gc.mem_alloc() - a
+        if time.ticks_diff(time.ticks_ms(), T_FROM) >= 0:
+            ALLOC[3 * i] += 1
+            if d > 0:
+                ALLOC[3 * i + 1] += 1
+                ALLOC[3 * i + 2] += d
+    return w
+for _i in range(3):
+    _b.sched._fn[_i] = _wrap(_i, _b.sched._fn[_i])
+"""
+
+
+def test_control_tasks_allocate_nothing_in_steady_operation(board):
+    # docs/safety.md / GUIDE: no allocation in the control loop.  Only the
+    # chip shows some of it: a small int beyond +-8191 inside a constant
+    # tuple is frozen as a long int, and arithmetic with it allocates on
+    # every call (the SOC estimator lost 128 B per update that way; the
+    # unix port's 62-bit small ints never show it).  Events (a relay
+    # closing, a record logged) may allocate, so the first seconds after
+    # the loop restarts with every relay open are not counted.
+    r = repl(board)
+    r.exec(_ALLOC_PROBE % 6000)
+    r.start("import app\napp.APP.run()")
+    board.run_ms(6000 + 12000)
+    r.interrupt()
+    st = r.eval("list(ALLOC)")
+    for i, name in enumerate(("cells", "fast", "slow")):
+        calls, allocating, nbytes = st[3 * i:3 * i + 3]
+        assert calls >= 10, (name, calls)
+        assert allocating == 0, "%s task: %d of %d calls allocated %d B" % (
+            name, allocating, calls, nbytes)

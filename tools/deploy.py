@@ -46,7 +46,7 @@ BOARDS = {
 ALIASES = {"esp32": "esp32_devkit", "slave": "slave_module"}
 # In the tree (host tests, the AFE bench, a board of one's own) but wired by
 # no board file: not copied to a board, not in its ROMFS application package
-# (whose 252 KB slot the pico application fills to within a few KB).
+# (the pico application fills most of its 284 KB slot).
 NOT_ON_BOARDS = ("drivers/ltc681x.py",)
 
 

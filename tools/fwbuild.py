@@ -11,7 +11,7 @@ What goes in:
   SHA-256 checked against ``ARCHIVE_SHA256``); without it, cloned from the
   public repositories at the same commits (needs git and network).
 - The project's board definition ``boards/rp2/BMS_PICO`` (RPI_PICO plus the
-  BMS flash layout: 768 KB firmware, 512 KB ROMFS, 768 KB littlefs).
+  BMS flash layout: 704 KB firmware, 576 KB ROMFS, 768 KB littlefs).
 - A frozen manifest made per board (``build/<board>/manifest.py``): the
   project's ``firmware/manifest.py`` plus ``boot.py``, ``main.py`` and
   ``board_image.py`` (the board name), so a freshly flashed Pico runs the BMS
@@ -31,6 +31,8 @@ import shutil
 import subprocess
 import sys
 import tarfile
+
+from tools import flashlayout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "build", "rp2")
@@ -86,7 +88,7 @@ APT_PACKAGES = (
     ("build-essential", "gcc"),
     ("make", "make"),
 )
-FIRMWARE_MAX = 768 * 1024   # the firmware region of boards/rp2/BMS_PICO
+FIRMWARE_MAX = flashlayout.FIRMWARE_MAX   # the firmware region of boards/rp2/BMS_PICO
 
 
 class BuildError(Exception):

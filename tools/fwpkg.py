@@ -28,7 +28,7 @@ import tempfile
 import tools  # noqa: F401
 from bms.update import sign
 
-from tools import FIRMWARE
+from tools import FIRMWARE, flashlayout
 
 
 def build_tar(src=FIRMWARE, mpy=False):
@@ -171,8 +171,8 @@ def romfs_package(image, mpy):
     return d + b"\xff" * (romslot.DESC_LEN - len(d)) + image
 
 
-ROMFS_BASE = 0x0C0000        # boards/rp2/BMS_PICO: the ROMFS partition
-ROMFS_BYTES = 512 * 1024
+ROMFS_BASE = flashlayout.ROMFS_BASE      # boards/rp2/BMS_PICO: the ROMFS partition
+ROMFS_BYTES = flashlayout.ROMFS_BYTES
 _XIP = 0x10000000
 _RP2040_FAMILY = 0xE48BFF56
 
@@ -184,6 +184,11 @@ def slot_a_bytes(pkg, partition=ROMFS_BYTES):
     half = partition // 2 // romslot.SECTOR * romslot.SECTOR
     img = pkg[romslot.DESC_LEN:]
     desc = pkg[:romslot.DESC_LEN]
+    if len(img) > half - romslot.SECTOR:
+        # Past this the image would run into its own descriptor's sector.
+        raise ValueError("the application image is %d bytes: more than the %d-byte ROMFS slot "
+                         "(partition %d KB in boards/rp2/BMS_PICO/mpconfigboard.h)"
+                         % (len(img), half - romslot.SECTOR, partition // 1024))
     return {0: img, half - romslot.SECTOR: desc}
 
 

@@ -2,7 +2,7 @@
 boot-time loader that mounts the chosen one.
 
 Why two halves of one partition: MicroPython 1.27 rp2 has exactly one ROMFS
-partition (``vfs.rom_ioctl(2, 0)``, 512 KB on boards/rp2/BMS_PICO) and the
+partition (``vfs.rom_ioctl(2, 0)``, 576 KB on boards/rp2/BMS_PICO) and the
 whole application as a ROMFS image of .mpy files is about 200 KB, so the
 partition splits into two 256 KB slots (A at the start, B at the middle).
 The running application is never written; an update goes into the other

@@ -99,7 +99,7 @@ class Scheduler:
 
     def ms_to_next(self):
         now = self.clock.ticks_ms()
-        best = 0x7FFFFFFF
+        best = 0x3FFFFFFF   # the largest small int on a 32-bit port
         for i in range(self.n):
             d = ticks_diff(self.next[i], now)
             if d < best:

@@ -148,6 +148,8 @@ for an object with the settings store's ``State`` attribute names) carry
 SOC, remaining charge, learned capacity, cycles and throughput across a
 reboot.
 """
+from array import array
+
 from micropython import const
 
 from bms import ocv
@@ -190,7 +192,9 @@ _T_WHITE_MS = const(10000)       # its correlation time (10 s): sqrt(T / dt) = 1
 # NMC811 cell: -77..+42 mV against this NMC row; an LFP cell 20-60 mV below the
 # LFP plateau), so 30 mV on the sloped chemistries; on the LFP plateau the
 # slope gate below does most of the work, and 12 mV keeps its knees useful.
-SIG_BIAS_W = (3840000, 1536000, 2560000, 3840000)  # 30, 12, 20, 30 mV
+# array, not tuple: a frozen tuple keeps ints beyond +-8191 as long ints (see
+# docs/deploy.md section 5, "Long-int constants in frozen code").
+SIG_BIAS_W = array("i", (3840000, 1536000, 2560000, 3840000))  # 30, 12, 20, 30 mV
 # L_BIAS 0.25: a cell's table error is a smooth curve: it decorrelates over
 # 25 % of SOC ...
 _T_BIAS_MS = const(86400000)     # ... or over a day (temperature, hysteresis history)
@@ -230,7 +234,7 @@ _SD1_FLOOR_W = const(1280)       # 10 uV: process-noise floor of the RC voltage 
 _V_LIM = const(0x8000000)        # 1.05 V: |R0*I|, |v1| and |bias| are limited to this (yb < 2**30)
 # Cell model per chemistry (R0 in 1e-8 ohm * Ah: R0 = k / capacity_Ah at 25 degC),
 # RC pair: R1 = 0.7 * R0 with time constant 90 s.
-R0_U_AH = (10000000, 8000000, 6000000, 10000000)   # 0.10, 0.08, 0.06, 0.10 ohm*Ah
+R0_U_AH = array("i", (10000000, 8000000, 6000000, 10000000))   # 0.10, 0.08, 0.06, 0.10 ohm*Ah
 _R1_FRAC_Q28 = const(187904819)  # 0.7
 _TAU_MS = const(90000)
 # R0 grows ~4 %/K below 25 degC: factor (1000 - t2) / 500.

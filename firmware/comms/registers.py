@@ -27,6 +27,8 @@ auth block's last-error registers (``refuse``).
 the heap (host_tests/test_const_tables.py, which also checks every size
 copied here against its block module).
 """
+from array import array
+
 from micropython import const
 
 from bms.auth import CH_BLE, CH_MODBUS
@@ -100,6 +102,10 @@ BLOCKS = (
 
 # The block modules, imported on first use (shared by every port).
 _MODS = [None] * len(BLOCKS)
+# Start addresses as small ints: in the frozen image BLOCKS keeps those above
+# 8191 as long ints (host_tests/test_frozen_long_ints.py), and arithmetic on
+# them would allocate at every request.
+_START = array("H", [r[1] for r in BLOCKS])
 
 
 def block_module(b):
@@ -192,9 +198,8 @@ class RegisterMap:
     def block(self, addr, count):
         """Index of the block holding ``addr .. addr+count-1``, else -1."""
         for b in range(len(BLOCKS)):
-            row = BLOCKS[b]
-            s = row[1]
-            n = row[2]
+            s = _START[b]
+            n = BLOCKS[b][2]
             if n is None:
                 n = self._log_size
             if s <= addr < s + n:
@@ -207,14 +212,14 @@ class RegisterMap:
         b = self.block(addr, count)
         if b < 0:
             return EX_ADDRESS
-        return block_module(b).read(self, addr - BLOCKS[b][1], count, out, pos)
+        return block_module(b).read(self, addr - _START[b], count, out, pos)
 
     def write(self, addr, count, data, pos):
         """Write ``count`` big-endian registers from ``data[pos:]``; exception code."""
         b = self.block(addr, count)
         if b < 0:
             return self.refuse(EX_ADDRESS, -1, "address range not writable")
-        code = block_module(b).write(self, addr - BLOCKS[b][1], count, data, pos)
+        code = block_module(b).write(self, addr - _START[b], count, data, pos)
         if code == EX_NONE:
             self.writes += 1
             self.err_code = 0

@@ -71,7 +71,8 @@ _DIAG_CNVRF = const(0x0002)
 _DIAG_MEMSTAT = const(0x0001)
 
 # Full-scale shunt range in nV: +-163.84 mV (ADCRANGE 0), +-40.96 mV (1).
-FS_SHUNT_NV = (163840000, 40960000)
+_FS_SHUNT_NV_0 = const(163840000)
+_FS_SHUNT_NV_1 = const(40960000)
 _RESULT_MAX = const(0x7FFFF)  # 2**19 - 1
 
 
@@ -131,8 +132,8 @@ class INA228:
         # Finest range that still holds the full-scale shunt voltage (nV).
         v_nv = max_current_ma * shunt_uohm  # mA * uohm = nV
         if adcrange is None:
-            adcrange = 1 if v_nv <= FS_SHUNT_NV[1] else 0
-        if v_nv > FS_SHUNT_NV[adcrange]:
+            adcrange = 1 if v_nv <= _FS_SHUNT_NV_1 else 0
+        if v_nv > (_FS_SHUNT_NV_1 if adcrange else _FS_SHUNT_NV_0):
             raise ValueError("max current x shunt beyond the ADC range")
         self.adcrange = adcrange
         # CURRENT_LSB >= Imax / 2**19, a whole number of uA, picked so that

@@ -42,7 +42,7 @@ def _t35_ms(baud):
 
 def layout_rows():
     from bms import romslot
-    from tools import fwbuild, fwpkg
+    from tools import flashlayout, fwbuild, fwpkg
     half = fwpkg.ROMFS_BYTES // 2
     rows = []
     regions = (
@@ -52,8 +52,8 @@ def layout_rows():
         ("ROMFS slot B image", fwpkg.ROMFS_BASE + half, half - romslot.SECTOR),
         ("ROMFS slot B descriptor", fwpkg.ROMFS_BASE + 2 * half - romslot.SECTOR,
          romslot.SECTOR),
-        ("littlefs (config, settings, log, marker)", fwpkg.ROMFS_BASE + fwpkg.ROMFS_BYTES,
-         2 * 1024 * 1024 - fwpkg.ROMFS_BASE - fwpkg.ROMFS_BYTES),
+        ("littlefs (config, settings, log, marker)", flashlayout.LITTLEFS_BASE,
+         flashlayout.LITTLEFS_BYTES),
     )
     for name, start, size in regions:
         rows.append(Row("romfs", "flash 0x%06X-0x%06X %s" % (start, start + size - 1, name),
@@ -216,7 +216,10 @@ def slave_rows():
 
 
 def run(ctx):
+    from bms import romslot
+    from tools import fwpkg
     rows = layout_rows()
+    slot = fwpkg.ROMFS_BYTES // 2 // romslot.SECTOR * romslot.SECTOR - romslot.SECTOR
     try:
         m = measure()
     except Exception as e:  # noqa: BLE001 - the layout rows still stand
@@ -232,7 +235,7 @@ def run(ctx):
     t115 = m["transfer_s"] + m["finish_s"]
     rows += [
         Row("romfs", "application package (descriptor + ROMFS image)", m["size"], "B",
-            "<= %d" % (256 * 1024 - 4096 + 64), "one slot: 252 KB"),
+            "<= %d" % (slot + romslot.DESC_LEN), "one slot: %d KB" % (slot // 1024)),
         Row("romfs", "full update at 115200 baud (measured)", t115, "s", "",
             "%d chunks, transfer %.1f s + finish %.2f s, emulated time"
             % (m["chunks"], m["transfer_s"], m["finish_s"])),

@@ -28,6 +28,7 @@ import json
 import os
 import subprocess
 
+from tools import flashlayout
 from tools.rp2emu import setup
 
 READ_AHEAD = 64
@@ -35,8 +36,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RUNNER = os.path.join(HERE, "runner.mjs")
 # Flash kept between runs: everything above the firmware region
 # (ROMFS + littlefs of boards/rp2/BMS_PICO).
-FLASH_KEEP_FROM = 768 * 1024
-FLASH_SIZE = 2 * 1024 * 1024
+FLASH_KEEP_FROM = flashlayout.FIRMWARE_MAX
+FLASH_SIZE = flashlayout.FLASH_BYTES
 RESET_POWER, RESET_WDT, RESET_FORCE = 0, 1, 2
 
 
