@@ -50,3 +50,28 @@ def test_every_module_of_the_slave_closure_imports_from_the_closure_alone(tmp_pa
     r = subprocess.run([_upy(), "-c", code], env=env, cwd=str(tmp_path),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr
+
+
+def test_factory_install_refuses_an_image_larger_than_a_slot():
+    from bms import romslot
+    from tools import flashlayout, fwpkg
+    half = flashlayout.ROMFS_BYTES // 2 // romslot.SECTOR * romslot.SECTOR
+    room = half - romslot.SECTOR                      # the slot's own descriptor sector follows
+    fits = fwpkg.slot_a_bytes(bytes(romslot.DESC_LEN) + b"\x01" * room)
+    assert fits[half - romslot.SECTOR][:1] == b"\x00" and len(fits[0]) == room
+    with pytest.raises(ValueError, match="more than the"):
+        fwpkg.slot_a_bytes(bytes(romslot.DESC_LEN) + b"\x01" * (room + 1))
+
+
+def test_flash_layout_is_the_board_definition():
+    # One source: the sizes the build uses (mpconfigboard.h), the rest derived.
+    from tools import flashlayout as f
+    text = open(f.HEADER).read()
+    assert "(%d * 1024)" % (f.ROMFS_BYTES // 1024) in text
+    assert "(%d * 1024)" % (f.LITTLEFS_BYTES // 1024) in text
+    # The firmware image the build made fits the region below the partition.
+    import os
+    bins = [os.path.join(f.ROOT, "build", b, "firmware.bin") for b in ("pico", "slave_module")]
+    for b in bins:
+        if os.path.exists(b):
+            assert os.path.getsize(b) <= f.FIRMWARE_MAX, b
