@@ -10,8 +10,7 @@ placeholder is completed from the other tables by ``comms.regdoc.doc``
 from micropython import const
 
 from bms import faults as F
-from comms.packing import put16be as put16
-from comms.regs import codes
+from comms.regs import codes, rows
 
 _S_PACK_MV = const(0)
 _S_CURRENT = const(1)
@@ -217,30 +216,8 @@ def _value(rm, s):
     return 0
 
 
-def _wide(typ):
-    return typ == "u32" or typ == "s32"
-
-
 def read(rm, off, count, out, pos):
-    end = off + count
-    rows = MONITOR
-    a = 0                        # register offset of row i
-    for i in range(len(rows)):
-        row = rows[i]
-        wide = _wide(row[1])
-        if a < end and a + (2 if wide else 1) > off:
-            v = _value(rm, row[4])
-            if wide:
-                if a >= off:
-                    put16(out, pos + 2 * (a - off), (v >> 16) & 0xFFFF)
-                if a + 1 < end:
-                    put16(out, pos + 2 * (a + 1 - off), v & 0xFFFF)
-            else:
-                put16(out, pos + 2 * (a - off), v & 0xFFFF)
-        a += 2 if wide else 1
-        if a >= end:
-            break
-    return codes.EX_NONE
+    return rows.read(MONITOR, _value, rm, off, count, out, pos)
 
 
 write = codes.read_only
@@ -248,18 +225,9 @@ write = codes.read_only
 
 def offsets():
     """Register offset of each MONITOR row (host tools, tests)."""
-    out = []
-    a = 0
-    for row in MONITOR:
-        out.append(a)
-        a += 2 if _wide(row[1]) else 1
-    return out
+    return rows.offsets(MONITOR)
 
 
 def doc(start):
-    from comms.regdoc import row, section
-    offs = offsets()
-    rows = [row(start + offs[i], r[0], r[1], 2 if _wide(r[1]) else 1, r[2], "R", "", "", r[3])
-            for i, r in enumerate(MONITOR)]
-    return "Monitor (live values)", section(rows), rows
+    return rows.doc("Monitor (live values)", MONITOR, start)
 

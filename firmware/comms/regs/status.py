@@ -15,8 +15,7 @@ Every row is a compile-time constant: (name, type, unit, description, source).
 from micropython import const
 
 from bms import faults as F
-from comms.packing import put16be as put16
-from comms.regs import codes
+from comms.regs import codes, rows
 
 V_T_POWER = const(0x01)
 V_T_BALANCE = const(0x02)
@@ -125,47 +124,16 @@ def _value(b, s):
     return 0
 
 
-def _wide(typ):
-    return typ == "u32" or typ == "s32"
-
-
 def read(rm, off, count, out, pos):
-    end = off + count
-    b = rm.bms
-    a = 0
-    for i in range(len(STATUS)):
-        row = STATUS[i]
-        wide = _wide(row[1])
-        if a < end and a + (2 if wide else 1) > off:
-            v = _value(b, row[4])
-            if wide:
-                if a >= off:
-                    put16(out, pos + 2 * (a - off), (v >> 16) & 0xFFFF)
-                if a + 1 < end:
-                    put16(out, pos + 2 * (a + 1 - off), v & 0xFFFF)
-            else:
-                put16(out, pos + 2 * (a - off), v & 0xFFFF)
-        a += 2 if wide else 1
-        if a >= end:
-            break
-    return codes.EX_NONE
+    return rows.read(STATUS, _value, rm.bms, off, count, out, pos)
 
 
 write = codes.read_only
 
 
 def offsets():
-    out = []
-    a = 0
-    for row in STATUS:
-        out.append(a)
-        a += 2 if _wide(row[1]) else 1
-    return out
+    return rows.offsets(STATUS)
 
 
 def doc(start):
-    from comms.regdoc import row, section
-    offs = offsets()
-    rows = [row(start + offs[i], r[0], r[1], 2 if _wide(r[1]) else 1, r[2], "R", "", "", r[3])
-            for i, r in enumerate(STATUS)]
-    return "Status (validity, inverter limits, power, relays)", section(rows), rows
+    return rows.doc("Status (validity, inverter limits, power, relays)", STATUS, start)
