@@ -452,7 +452,10 @@ class App:
                 asyncio.run(self.run_async())
             else:
                 self._poller = stream_poller(self.streams)
+                take = _take_interrupt()
                 while True:
+                    if take is not None:
+                        take()
                     wait = self.step()
                     if self.collect_if_idle(wait):
                         wait = self.bms.sched.ms_to_next()   # the collection took some of it
@@ -479,9 +482,12 @@ class App:
                 return asyncio.sleep(ms / 1000.0)
         for name, fn in self.tasks:
             asyncio.create_task(self._guarded(name, fn))
+        take = _take_interrupt()
         n = 0
         while loops is None or n < loops:
             n += 1
+            if take is not None:
+                take()
             lp = self.lowpower
             # Input is checked before the step's pollers consume it.
             busy = lp is not None and lp.on and self._input_pending()
@@ -507,6 +513,15 @@ class App:
         except Exception as e:  # noqa: BLE001 - an optional part never stops the BMS
             report("task %s stopped" % name, e)
             self.failed.append(name)
+
+
+def _take_interrupt():
+    """The check that raises a Ctrl-C an RS485 timer callback caught."""
+    try:
+        from drivers.rs485 import Rs485
+    except ImportError:
+        return None
+    return Rs485.take_interrupt
 
 
 def stream_poller(streams):

@@ -95,6 +95,8 @@ class Rs485:
         self.rx_bytes = 0
         de.off()  # receive by default: never hold the bus
 
+    interrupted = False     # a Ctrl-C caught by a timer callback, for the main loop
+
     # ---- port interface ----------------------------------------------------
     def any(self):
         return self.uart.any()
@@ -140,12 +142,35 @@ class Rs485:
         return n
 
     def _release(self, _t):
-        """Timer callback (soft IRQ): the reply's wire time has passed."""
-        if self.uart.txdone():
-            self.de.off()
-            self.tx_busy = False
-        else:
-            self._arm(char_us(self.baud, self.bits))
+        """Timer callback (soft IRQ): the reply's wire time has passed.
+
+        A Ctrl-C that lands in a soft timer callback is printed and dropped
+        by the port (seen on the emulated RP2040 during an update over
+        Modbus: the loop ran on, `diag` could not stop it), and one that
+        lands before ``de.off()`` would leave the transceiver driving the bus
+        for good.  So whatever is raised here, DE is released, and a Ctrl-C
+        is handed to the main loop (``take_interrupt``)."""
+        again = False
+        try:
+            again = not self.uart.txdone()
+            if again:
+                self._arm(char_us(self.baud, self.bits))
+        except KeyboardInterrupt:
+            Rs485.interrupted = True
+            again = False
+        except Exception:  # noqa: BLE001 - the bus must not stay held
+            again = False
+        finally:
+            if not again:
+                self.de.off()
+                self.tx_busy = False
+
+    @staticmethod
+    def take_interrupt():
+        """Raise a Ctrl-C that a timer callback caught (the main loop calls it)."""
+        if Rs485.interrupted:
+            Rs485.interrupted = False
+            raise KeyboardInterrupt
 
     def _arm(self, us):
         tm = self._timer

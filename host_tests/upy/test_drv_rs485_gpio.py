@@ -172,6 +172,44 @@ def test_de_released_at_once_when_uart_raises_with_a_timer():
     assert de.v == 0 and not port.tx_busy and tm.armed == []
 
 
+def test_a_ctrl_c_in_the_release_callback_frees_the_bus_and_reaches_the_main_loop():
+    # A soft timer callback's exception is printed and dropped by the port:
+    # a Ctrl-C there must still release DE and stop the main loop.
+    ev = Events()
+    de = FakePin(ev, "de")
+    clk = Clock()
+    uart = FakeUart(ev)
+    tm = FakeTimer()
+    port = Rs485(uart, de, 9600, ticks_us=clk.ticks, ticks_diff=clk.diff, timer=tm)
+    port.write(b"abc")
+
+    def interrupted():
+        raise KeyboardInterrupt
+    uart.txdone = interrupted
+    tm.fire()                                   # raises nothing: the port would drop it
+    assert de.v == 0 and not port.tx_busy
+    assert raises(KeyboardInterrupt, Rs485.take_interrupt)
+    Rs485.take_interrupt()                      # once only
+
+
+def test_any_error_in_the_release_callback_frees_the_bus():
+    ev = Events()
+    de = FakePin(ev, "de")
+    clk = Clock()
+    uart = FakeUart(ev)
+    tm = FakeTimer()
+    port = Rs485(uart, de, 9600, ticks_us=clk.ticks, ticks_diff=clk.diff, timer=tm)
+    port.write(b"abc")
+    uart.done = False
+
+    def broken(**kw):
+        raise OSError(5)
+    tm.init = broken                            # re-arming fails
+    tm.fire()
+    assert de.v == 0 and not port.tx_busy
+    Rs485.take_interrupt()                      # no Ctrl-C pending: nothing raised
+
+
 def test_receive_and_frame_gap():
     ev = Events()
     clk = Clock()
