@@ -785,7 +785,7 @@ class Soc:
                 hold = True
                 if self._lost >= _LOST_N:
                     self._lost = 0
-                    self._flat = True
+                    self._flat = 2          # a restart, after a minute's rest
                     self.resets += 1
                     hold = False
                     bias = 0
@@ -808,13 +808,21 @@ class Soc:
             self.c12 = c12
             return self._done(clamp(yb - ocv.ocv_w(chem, s, t2), SAT), v, i, now)
         if self._flat:
+            boot = self._flat == 1
             self._flat = False
             self.v1 = v1
             self.bias = bias
             self.sd1 = sd1
             self.sd2 = sd2
             self.c12 = c12
-            return self._done(self._flat_update(yb, chem, t2, sr), v, i, now)
+            e = self._flat_update(yb, chem, t2, sr)
+            if boot and self.rest_ms:
+                # Boot without stored state, no current: the relays were
+                # open while the BMS was off, so the cells have rested.  SOC
+                # is the reading alone, with its honest std: a trusted point
+                # for the capacity (the learner weighs it by that std).
+                self._trusted(self._frac(), self.sd0, True)
+            return self._done(e, v, i, now)
         # Iterated EKF: the OCV table is piecewise linear and a large SOC
         # error spans several segments, so one linearisation at the prior
         # SOC puts the wrong share of the innovation into v1 and the
@@ -950,6 +958,12 @@ class Soc:
         self.c01 = 0
         self.c02 = 0
         self.v1 = r1i
+        # SOC is now the table's at this voltage, to sd = table error /
+        # slope: the table-error state starts again from its prior (kept,
+        # it would pull SOC back by its value at the next update).
+        self.bias = 0
+        self.sd2 = SIG_BIAS_W[chem]
+        self.c12 = 0
         self._lost = 0
         self._trusted(sa, sd, not learned)
         self.cal_tail += 1

@@ -235,7 +235,7 @@ class Soc(fixed.Soc):
                 hold = True
                 if self._lost >= fixed._LOST_N:
                     self._lost = 0
-                    self._flat = True
+                    self._flat = 2
                     self.resets += 1
                     hold = False
                     self.bias = 0.0
@@ -250,8 +250,13 @@ class Soc(fixed.Soc):
         if hold:
             return self._done(v - (o0 + y_off + v1_0 + b_0), v, i, now)
         if self._flat:
+            boot = self._flat == 1
             self._flat = False
-            return self._done(self._flat_update(v - y_off, chem, t_c, r), v, i, now)
+            e = self._flat_update(v - y_off, chem, t_c, r)
+            if boot and self.rest_ms:
+                sd = min(math.sqrt(self.p00), 0.5)
+                self._trusted(self._frac(), int(sd * 2.0 ** 30), True)
+            return self._done(e, v, i, now)
         for _ in range(IEKF_PASSES):
             o, h = ocv.ocv_f(chem, si, t_c)
             # Innovation of the linearisation at (si, v1i, bi) seen from the prior.
@@ -312,6 +317,9 @@ class Soc(fixed.Soc):
         self.p01 = 0.0
         self.p02 = 0.0
         self.v1 = r1i
+        self.bias = 0.0
+        self.p22 = SIG_BIAS_V[chem] ** 2
+        self.p12 = 0.0
         self._lost = 0
         self._trusted(self._frac(), int(sd * 2.0 ** 30), not learned)
         self.cal_tail += 1
