@@ -200,6 +200,7 @@ _T_BIAS_MS = const(86400000)     # ... or over a day (temperature, hysteresis hi
 _H_GATE_UV = const(300000)
 _REST_LONG_MS = const(1800000)   # 30 min
 _REST_MS = const(600000)         # 10 min: the RC pair has relaxed (tau 90 s)
+_T_SB_MS = const(300000)         # 5 min: averaging time of the observed table error
 # Lost SOC: at rest on a sloped segment the reading disagrees with the
 # counter and the bare table by more than 3 sigma of SOC, table error and
 # noise for a minute: the stored / set SOC was wrong, not the table.  Start
@@ -282,6 +283,7 @@ class Soc:
         self.sd0 = _SD0_INIT           # SOC std, Q30
         self.sd1 = _SD1_INIT           # v1 std, W
         self.sd2 = SIG_BIAS_W[self.chem]  # bias std, W
+        self.sb_obs = 0               # table error seen at rests where SOC was known, W
         self.c01 = 0                  # correlations, Q28
         self.c02 = 0
         self.c12 = 0
@@ -706,6 +708,8 @@ class Soc:
         sb = SIG_BIAS_W[chem]
         if t2 < 300:
             sb = mul(sb, div(500 - t2, 200, 20), 20)  # cold: OCV and relaxation less certain
+        if self.sb_obs > sb:
+            sb = self.sb_obs        # this pack's table is further off (see below)
         bias = clamp(mul(self.bias, rho, 28), _V_LIM)
         if self._cp_ms < _CP_MS_MAX:
             self._cp_ms += dt
@@ -760,6 +764,19 @@ class Soc:
         if self._tail(v, i, dt, cap, yo, r1i, t2, chem):
             return self._done(0, v, i, now)
         h0 = ocv.slope_uv(chem, s)
+        if self._cp_ok and self.rest_ms >= _REST_LONG_MS and mul(h0, sd0, 23) < (sb >> 1):
+            # Relaxed, and the counter (since a trusted point, not a set
+            # value) knows SOC better than the table can tell it: the reading less the bare table is this pack's table
+            # error here.  Its running magnitude (over 5 min of such
+            # readings) widens the table-error prior where the pack's curve
+            # is further from the table than the chemistry's typical
+            # error: the voltage then pulls SOC less.
+            # (Only within the table's range: a cell below its 0 % or above
+            # its 100 % voltage is over-discharged / charged, not off the table.)
+            et = yb + bias
+            if ocv.ocv_w(chem, 0, t2) < et < ocv.ocv_w(chem, ONE, t2):
+                et = clamp(et - ocv.ocv_w(chem, s, t2), SAT)
+                self.sb_obs += mul((-et if et < 0 else et) - self.sb_obs, div(dt, _T_SB_MS, 28), 28)
         hold = False
         if self._flat:
             self._lost = 0
@@ -945,13 +962,26 @@ class Soc:
         # voltage is the reading less R0*I and R1*I, on the steep top of the
         # table where its error is a small SOC error.
         sa = ocv.soc_q28(chem, v - yo - r1i, t2)
-        learned = self._anchor_event(1, sa)
         h = ocv.slope_uv(chem, sa)
-        sd = div(SIG_BIAS_W[chem], h, 23) if h > 0 else _SD0_RESTORED
+        sb = SIG_BIAS_W[chem]
+        if self.sb_obs > sb:
+            sb = self.sb_obs
+        sd = div(sb, h, 23) if h > 0 else _SD0_RESTORED
         if sd < _SD0_CAL:
             sd = _SD0_CAL
         elif sd > _SD0_RESTORED:
             sd = _SD0_RESTORED
+        if not self._flat:
+            # A reading, to sd: it pulls SOC only as far as its uncertainty
+            # against the counter's allows (the Kalman combination of two
+            # estimates; on LFP's steep top the anchor all but sets SOC).
+            s0 = self._frac()
+            f = div(self.sd0, hypot(self.sd0, sd), 28)
+            sa = s0 + mul(mul(f, f, 28), sa - s0, 28)
+            sd = mul(sd, f, 28)
+            if sd < _SD0_MIN:
+                sd = _SD0_MIN
+        learned = self._anchor_event(1, sa)
         self._set_q28(sa)
         self._flat = False
         self.sd0 = sd
@@ -962,7 +992,7 @@ class Soc:
         # slope: the table-error state starts again from its prior (kept,
         # it would pull SOC back by its value at the next update).
         self.bias = 0
-        self.sd2 = SIG_BIAS_W[chem]
+        self.sd2 = sb
         self.c12 = 0
         self._lost = 0
         self._trusted(sa, sd, not learned)
