@@ -65,6 +65,16 @@ Why these choices (the principled parts):
   (30 mV NMC / NA, 20 mV LTO, 12 mV LFP) that changes smoothly along the
   curve (correlated over 25 % of SOC and a day), so the voltage pulls SOC
   only as far as that uncertainty allows.
+* Observed table error: a pack can sit further from the table than the
+  chemistry's prior (the PyBaMM LFP cell: 20-65 mV against 12 mV).  At a
+  relaxed rest (30 min) after a trusted point, where the counter knows SOC
+  better than the table can tell it (slope * sd < half the table error:
+  the LFP plateau), the reading less the bare table *is* the pack's table
+  error there; its running magnitude (5 min of such readings, only within
+  the table's voltage range: below 0 % a cell is over-discharged, not off
+  the table) replaces the prior where it is larger, so the voltage of such
+  a pack pulls SOC less.  After a set SOC nothing is learned: the counter's
+  SOC is then a claim, and its error would be read as table error.
 * Slope gate: where the table is flatter than 0.3 V per unit SOC (the LFP
   plateau, 20-90 %), voltage corrects nothing under load or in short rests;
   after 30 min of rest only if the table's error seen through the slope is
@@ -80,8 +90,15 @@ Why these choices (the principled parts):
   The mean cell above ``V_TAIL_MV`` with 0 < I <= C/15 for 30 s anchors SOC
   at the table's value of the rested voltage there (the reading less R0*I
   and R1*I), on the steep top where a table error is a small SOC error
-  (sd = table error / slope, 0.5..3 %); once per charge.  It counts as a
-  full anchor for capacity learning over the SOC span between anchors.
+  (sd = table error / slope, 0.5..3 %); once per charge.  It is a reading
+  like any other, so it is combined with the counter's SOC by their
+  uncertainties (the scalar Kalman combination): on LFP's steep top it all
+  but sets SOC, on NMC's (3 % against the counter's 2-3 %) it moves SOC
+  about halfway (a PyBaMM NMC811 cell ends its CV 40 mV off the table
+  there: set outright, SOC was 6.4 % off).  The table-error state restarts
+  from its prior (kept, it pulled SOC back by its value at the next
+  update).  It counts as a full anchor for capacity learning over the SOC
+  span between anchors.
   The lower knee needs no separate anchor: its slope (0.5-3 V per unit)
   gives the Kalman update the weight it needs there.
 * Cold: the usable capacity follows the cell temperature (``COLD_CAP_PM``,
@@ -98,7 +115,10 @@ Why these choices (the principled parts):
   capacity is a scalar Kalman state of its own (relative sd 10 % while
   unmeasured, floor 2 %), measured between two *trusted points*: an anchor
   (OV1 / UV1 / CV tail) or a rested (10 min) reading that left SOC known to
-  2 % (a knee, the sloped NMC curve).  Two of them more than 25 % of SOC
+  2 % (a knee, the sloped NMC curve), or the first reading after a boot
+  without stored state at rest (SOC from the table with its honest sd: the
+  relays were open while the BMS was off, so the cells have rested; a
+  lost-SOC restart after a minute's rest is not one).  Two of them more than 25 % of SOC
   apart give counted charge / SOC span; its error is the two points' SOC
   errors and the current offset over the span, plus the 1 % gain error; a
   measurement 3 sigma away is dropped (a wrong table, not the capacity).
@@ -108,9 +128,16 @@ Why these choices (the principled parts):
   capacity's uncertainty above the floor also widens the SOC uncertainty
   with every unit of SOC counted, so the voltage may correct an aged
   pack's drift.  Limits: it needs two trusted points; on the LFP plateau
-  the first charge after a boot crosses 70 % of SOC with none, so an aged
-  LFP pack is wrong by its capacity error over that span until the first
-  full anchor; a table wrong at a knee gives a wrong trusted point.
+  a boot reading is worth only ~10 % of SOC (12 mV / 0.1 V per unit), so
+  the discharge to the lower knee measures the capacity weakly (K ~0.2) and
+  the first charge crosses 90 % of SOC on a capacity still ~15 % high: an
+  aged LFP pack is wrong by that error over the span until the first full
+  anchor (bench: 16 %); a table wrong at a knee gives a wrong trusted point.
+  Tried and dropped: the capacity as a joint state (SOC-capacity
+  correlation, every correction moving the capacity by its regression):
+  NMC aged 7.3 -> 4.5 %, but a knee 100+ mV off the table (PyBaMM LFP)
+  taught it a wrong capacity (after-full 2.95 -> 7.9 %); the trusted-point
+  learner's span and 3-sigma checks are the safer form.
 
 Integer units of the estimator (and why each scale):
 * SOC: Q28 (1.0 = 2**28).  Fine enough that a 1 s Kalman correction of
@@ -765,14 +792,10 @@ class Soc:
             return self._done(0, v, i, now)
         h0 = ocv.slope_uv(chem, s)
         if self._cp_ok and self.rest_ms >= _REST_LONG_MS and mul(h0, sd0, 23) < (sb >> 1):
-            # Relaxed, and the counter (since a trusted point, not a set
-            # value) knows SOC better than the table can tell it: the reading less the bare table is this pack's table
-            # error here.  Its running magnitude (over 5 min of such
-            # readings) widens the table-error prior where the pack's curve
-            # is further from the table than the chemistry's typical
-            # error: the voltage then pulls SOC less.
-            # (Only within the table's range: a cell below its 0 % or above
-            # its 100 % voltage is over-discharged / charged, not off the table.)
+            # Observed table error (module docstring): relaxed, and the
+            # counter (since a trusted point) knows SOC better than the
+            # table can tell it, so the reading less the bare table is this
+            # pack's table error; within the table's range only.
             et = yb + bias
             if ocv.ocv_w(chem, 0, t2) < et < ocv.ocv_w(chem, ONE, t2):
                 et = clamp(et - ocv.ocv_w(chem, s, t2), SAT)
