@@ -65,6 +65,16 @@ Why these choices (the principled parts):
   (30 mV NMC / NA, 20 mV LTO, 12 mV LFP) that changes smoothly along the
   curve (correlated over 25 % of SOC and a day), so the voltage pulls SOC
   only as far as that uncertainty allows.
+* Observed table error: a pack can sit further from the table than the
+  chemistry's prior (the PyBaMM LFP cell: 20-65 mV against 12 mV).  At a
+  relaxed rest (30 min) after a trusted point, where the counter knows SOC
+  better than the table can tell it (slope * sd < half the table error:
+  the LFP plateau), the reading less the bare table *is* the pack's table
+  error there; its running magnitude (5 min of such readings, only within
+  the table's voltage range: below 0 % a cell is over-discharged, not off
+  the table) replaces the prior where it is larger, so the voltage of such
+  a pack pulls SOC less.  After a set SOC nothing is learned: the counter's
+  SOC is then a claim, and its error would be read as table error.
 * Slope gate: where the table is flatter than 0.3 V per unit SOC (the LFP
   plateau, 20-90 %), voltage corrects nothing under load or in short rests;
   after 30 min of rest only if the table's error seen through the slope is
@@ -80,8 +90,15 @@ Why these choices (the principled parts):
   The mean cell above ``V_TAIL_MV`` with 0 < I <= C/15 for 30 s anchors SOC
   at the table's value of the rested voltage there (the reading less R0*I
   and R1*I), on the steep top where a table error is a small SOC error
-  (sd = table error / slope, 0.5..3 %); once per charge.  It counts as a
-  full anchor for capacity learning over the SOC span between anchors.
+  (sd = table error / slope, 0.5..3 %); once per charge.  It is a reading
+  like any other, so it is combined with the counter's SOC by their
+  uncertainties (the scalar Kalman combination): on LFP's steep top it all
+  but sets SOC, on NMC's (3 % against the counter's 2-3 %) it moves SOC
+  about halfway (a PyBaMM NMC811 cell ends its CV 40 mV off the table
+  there: set outright, SOC was 6.4 % off).  The table-error state restarts
+  from its prior (kept, it pulled SOC back by its value at the next
+  update).  It counts as a full anchor for capacity learning over the SOC
+  span between anchors.
   The lower knee needs no separate anchor: its slope (0.5-3 V per unit)
   gives the Kalman update the weight it needs there.
 * Cold: the usable capacity follows the cell temperature (``COLD_CAP_PM``,
@@ -98,7 +115,10 @@ Why these choices (the principled parts):
   capacity is a scalar Kalman state of its own (relative sd 10 % while
   unmeasured, floor 2 %), measured between two *trusted points*: an anchor
   (OV1 / UV1 / CV tail) or a rested (10 min) reading that left SOC known to
-  2 % (a knee, the sloped NMC curve).  Two of them more than 25 % of SOC
+  2 % (a knee, the sloped NMC curve), or the first reading after a boot
+  without stored state at rest (SOC from the table with its honest sd: the
+  relays were open while the BMS was off, so the cells have rested; a
+  lost-SOC restart after a minute's rest is not one).  Two of them more than 25 % of SOC
   apart give counted charge / SOC span; its error is the two points' SOC
   errors and the current offset over the span, plus the 1 % gain error; a
   measurement 3 sigma away is dropped (a wrong table, not the capacity).
@@ -108,9 +128,16 @@ Why these choices (the principled parts):
   capacity's uncertainty above the floor also widens the SOC uncertainty
   with every unit of SOC counted, so the voltage may correct an aged
   pack's drift.  Limits: it needs two trusted points; on the LFP plateau
-  the first charge after a boot crosses 70 % of SOC with none, so an aged
-  LFP pack is wrong by its capacity error over that span until the first
-  full anchor; a table wrong at a knee gives a wrong trusted point.
+  a boot reading is worth only ~10 % of SOC (12 mV / 0.1 V per unit), so
+  the discharge to the lower knee measures the capacity weakly (K ~0.2) and
+  the first charge crosses 90 % of SOC on a capacity still ~15 % high: an
+  aged LFP pack is wrong by that error over the span until the first full
+  anchor (bench: 16 %); a table wrong at a knee gives a wrong trusted point.
+  Tried and dropped: the capacity as a joint state (SOC-capacity
+  correlation, every correction moving the capacity by its regression):
+  NMC aged 7.3 -> 4.5 %, but a knee 100+ mV off the table (PyBaMM LFP)
+  taught it a wrong capacity (after-full 2.95 -> 7.9 %); the trusted-point
+  learner's span and 3-sigma checks are the safer form.
 
 Integer units of the estimator (and why each scale):
 * SOC: Q28 (1.0 = 2**28).  Fine enough that a 1 s Kalman correction of
@@ -204,6 +231,7 @@ _T_BIAS_MS = const(86400000)     # ... or over a day (temperature, hysteresis hi
 _H_GATE_UV = const(300000)
 _REST_LONG_MS = const(1800000)   # 30 min
 _REST_MS = const(600000)         # 10 min: the RC pair has relaxed (tau 90 s)
+_T_SB_MS = const(300000)         # 5 min: averaging time of the observed table error
 # Lost SOC: at rest on a sloped segment the reading disagrees with the
 # counter and the bare table by more than 3 sigma of SOC, table error and
 # noise for a minute: the stored / set SOC was wrong, not the table.  Start
@@ -286,6 +314,7 @@ class Soc:
         self.sd0 = _SD0_INIT           # SOC std, Q30
         self.sd1 = _SD1_INIT           # v1 std, W
         self.sd2 = SIG_BIAS_W[self.chem]  # bias std, W
+        self.sb_obs = 0               # table error seen at rests where SOC was known, W
         self.c01 = 0                  # correlations, Q28
         self.c02 = 0
         self.c12 = 0
@@ -710,6 +739,8 @@ class Soc:
         sb = SIG_BIAS_W[chem]
         if t2 < 300:
             sb = mul(sb, div(500 - t2, 200, 20), 20)  # cold: OCV and relaxation less certain
+        if self.sb_obs > sb:
+            sb = self.sb_obs        # this pack's table is further off (see below)
         bias = clamp(mul(self.bias, rho, 28), _V_LIM)
         if self._cp_ms < _CP_MS_MAX:
             self._cp_ms += dt
@@ -764,6 +795,15 @@ class Soc:
         if self._tail(v, i, dt, cap, yo, r1i, t2, chem):
             return self._done(0, v, i, now)
         h0 = ocv.slope_uv(chem, s)
+        if self._cp_ok and self.rest_ms >= _REST_LONG_MS and mul(h0, sd0, 23) < (sb >> 1):
+            # Observed table error (module docstring): relaxed, and the
+            # counter (since a trusted point) knows SOC better than the
+            # table can tell it, so the reading less the bare table is this
+            # pack's table error; within the table's range only.
+            et = yb + bias
+            if ocv.ocv_w(chem, 0, t2) < et < ocv.ocv_w(chem, ONE, t2):
+                et = clamp(et - ocv.ocv_w(chem, s, t2), SAT)
+                self.sb_obs += mul((-et if et < 0 else et) - self.sb_obs, div(dt, _T_SB_MS, 28), 28)
         hold = False
         if self._flat:
             self._lost = 0
@@ -789,7 +829,7 @@ class Soc:
                 hold = True
                 if self._lost >= _LOST_N:
                     self._lost = 0
-                    self._flat = True
+                    self._flat = 2          # a restart, after a minute's rest
                     self.resets += 1
                     hold = False
                     bias = 0
@@ -812,13 +852,21 @@ class Soc:
             self.c12 = c12
             return self._done(clamp(yb - ocv.ocv_w(chem, s, t2), SAT), v, i, now)
         if self._flat:
+            boot = self._flat == 1
             self._flat = False
             self.v1 = v1
             self.bias = bias
             self.sd1 = sd1
             self.sd2 = sd2
             self.c12 = c12
-            return self._done(self._flat_update(yb, chem, t2, sr), v, i, now)
+            e = self._flat_update(yb, chem, t2, sr)
+            if boot and self.rest_ms:
+                # Boot without stored state, no current: the relays were
+                # open while the BMS was off, so the cells have rested.  SOC
+                # is the reading alone, with its honest std: a trusted point
+                # for the capacity (the learner weighs it by that std).
+                self._trusted(self._frac(), self.sd0, True)
+            return self._done(e, v, i, now)
         # Iterated EKF: the OCV table is piecewise linear and a large SOC
         # error spans several segments, so one linearisation at the prior
         # SOC puts the wrong share of the innovation into v1 and the
@@ -941,19 +989,38 @@ class Soc:
         # voltage is the reading less R0*I and R1*I, on the steep top of the
         # table where its error is a small SOC error.
         sa = ocv.soc_q28(chem, v - yo - r1i, t2)
-        learned = self._anchor_event(1, sa)
         h = ocv.slope_uv(chem, sa)
-        sd = div(SIG_BIAS_W[chem], h, 23) if h > 0 else _SD0_RESTORED
+        sb = SIG_BIAS_W[chem]
+        if self.sb_obs > sb:
+            sb = self.sb_obs
+        sd = div(sb, h, 23) if h > 0 else _SD0_RESTORED
         if sd < _SD0_CAL:
             sd = _SD0_CAL
         elif sd > _SD0_RESTORED:
             sd = _SD0_RESTORED
+        if not self._flat:
+            # A reading, to sd: it pulls SOC only as far as its uncertainty
+            # against the counter's allows (the Kalman combination of two
+            # estimates; on LFP's steep top the anchor all but sets SOC).
+            s0 = self._frac()
+            f = div(self.sd0, hypot(self.sd0, sd), 28)
+            sa = s0 + mul(mul(f, f, 28), sa - s0, 28)
+            sd = mul(sd, f, 28)
+            if sd < _SD0_MIN:
+                sd = _SD0_MIN
+        learned = self._anchor_event(1, sa)
         self._set_q28(sa)
         self._flat = False
         self.sd0 = sd
         self.c01 = 0
         self.c02 = 0
         self.v1 = r1i
+        # SOC is now the table's at this voltage, to sd = table error /
+        # slope: the table-error state starts again from its prior (kept,
+        # it would pull SOC back by its value at the next update).
+        self.bias = 0
+        self.sd2 = sb
+        self.c12 = 0
         self._lost = 0
         self._trusted(sa, sd, not learned)
         self.cal_tail += 1

@@ -183,3 +183,66 @@ def test_set_soc_is_not_a_trusted_point():
     s.set_pm(300)
     _run(s, Snap(16, ocv.ocv_mv(CHEM_NMC, 300)), 1200)
     assert s.cap_updates == 0
+
+
+def test_cv_tail_anchor_is_combined_with_the_counter_by_their_uncertainties():
+    # NMC's top is not steep: the anchor's own uncertainty (table error /
+    # slope, ~3 %) is like the counter's after a set SOC (3 %), so the
+    # anchor moves SOC about halfway to the table's value, never past it,
+    # and leaves it better known than either.
+    p = params(CHEM_NMC, cells=16, capacity=1000)
+    s = Soc(p, 700)
+    s.set_pm(700)
+    sig0 = s.sigma_pm
+    _run(s, Snap(16, 4100, current_ma=4000), 40, locked=True)
+    assert s.cal_tail == 1
+    want = ocv.soc_pm(CHEM_NMC, 4100 - 4 - 3)     # less R0*I and R1*I (~4 + 3 mV)
+    assert 700 + (want - 700) // 4 < s.soc_pm < want, (s.soc_pm, want)
+    assert s.sigma_pm < sig0
+
+
+def _rest_after_full(mv, seconds, set_pm=None):
+    # LFP 100 Ah: full calibration (a trusted point), 40 Ah counted, then a
+    # rest at ``mv``; ``set_pm`` replaces the trusted point by a set value.
+    p = params(CHEM_LFP, cells=16, capacity=1000)
+    s = Soc(p, 500)
+    s.calibrate_full()
+    s.integrate(-40000, 3600000)
+    if set_pm is not None:
+        s.set_pm(set_pm)
+    _run(s, Snap(16, mv), seconds, locked=True)
+    return s
+
+
+def test_observed_table_error_is_learned_only_where_soc_is_known():
+    # 60 % on the plateau (counted from a full anchor) reading 30 mV below
+    # the table: after the 30 min the gate needs, the reading less the table
+    # is this pack's table error; its magnitude is learned (bounded by what
+    # was seen) and widens the table-error prior.  A set SOC is no trusted
+    # point (nothing learned), nor is a reading below the table's 0 %.
+    mv = ocv.ocv_mv(CHEM_LFP, 600) - 30
+    s = _rest_after_full(mv, 3600)
+    w = 128000          # W per mV
+    assert 20 * w < s.sb_obs <= 31 * w, s.sb_obs / w
+    assert 0 <= s.soc_pm <= 1000
+    s = _rest_after_full(mv, 3600, set_pm=600)
+    assert s.sb_obs == 0
+    s = _rest_after_full(ocv.ocv_mv(CHEM_LFP, 0) - 50, 3600)
+    assert s.sb_obs == 0
+
+
+def test_boot_at_rest_is_a_trusted_point_and_boot_under_load_is_not():
+    # No stored state: the first reading sets SOC.  At rest (the relays were
+    # open while the BMS was off) it is a trusted point: 55 Ah counted from
+    # it down to the UV1 calibration measures the capacity.  Booting into a
+    # load, the reading carries the unknown R0 / RC error: no trusted point.
+    for cur, learns in ((0, True), (-30000, False)):
+        p = params(CHEM_NMC, cells=16, capacity=1000)
+        s = Soc(p, 500)
+        _run(s, Snap(16, ocv.ocv_mv(CHEM_NMC, 600), current_ma=cur), 5, locked=True)
+        s.integrate(-55000, 3600000)
+        s.calibrate_empty()
+        assert (s.cap_updates == 1) == learns, (cur, s.cap_updates)
+        assert (s.learned_mah != 0) == learns
+        assert s.learned_mah == 0 or 50000 <= s.learned_mah < 100000, s.learned_mah
+        _bounds(s)

@@ -66,6 +66,7 @@ class Soc(fixed.Soc):
         self.p11 = 0.0001
         self.p12 = 0.0
         self.p22 = SIG_BIAS_V[self.chem] ** 2
+        self.sb_obs = 0.0             # observed table error (V), as bms.soc
         self.r0_learned = 0.0         # ohm at 25 degC, 0 = use the model value
         self._prev_s = -1.0
         self._prev_v = 0.0
@@ -164,6 +165,8 @@ class Soc(fixed.Soc):
         sb = SIG_BIAS_V[chem]
         if t_c < 15.0:
             sb *= 1.0 + (15.0 - t_c) / 10.0  # cold: OCV and relaxation less certain
+        if self.sb_obs > sb:
+            sb = self.sb_obs
         self.bias *= rho
         # An unmeasured capacity (bms.soc's integer learner, above its floor) adds to the gain error.
         grow = ((SIG_GAIN + (self.sd_cap - fixed._SDC_MIN) / 2.0 ** 30) * abs(ds) * cap_as + SIG_OFFSET_A * dt) / cap_as
@@ -220,6 +223,11 @@ class Soc(fixed.Soc):
         if self._tail_f(v, ima, dt_ms, cap, y_off, r1 * i, t_c, chem):
             return self._done(0.0, v, i, now)
         o0, h0 = ocv.ocv_f(chem, s, t_c)
+        if self._cp_ok and self.rest_ms >= fixed._REST_LONG_MS and h0 * math.sqrt(p00) < 0.5 * sb:
+            # The observed table error (bms.soc), within the table's range.
+            et = v - y_off - v1_0
+            if ocv.ocv_f(chem, 0.0, t_c)[0] < et < ocv.ocv_f(chem, 1.0, t_c)[0]:
+                self.sb_obs += (abs(et - o0) - self.sb_obs) * dt_ms / fixed._T_SB_MS
         hold = False
         if self._flat:
             self._lost = 0
@@ -235,7 +243,7 @@ class Soc(fixed.Soc):
                 hold = True
                 if self._lost >= fixed._LOST_N:
                     self._lost = 0
-                    self._flat = True
+                    self._flat = 2
                     self.resets += 1
                     hold = False
                     self.bias = 0.0
@@ -250,8 +258,13 @@ class Soc(fixed.Soc):
         if hold:
             return self._done(v - (o0 + y_off + v1_0 + b_0), v, i, now)
         if self._flat:
+            boot = self._flat == 1
             self._flat = False
-            return self._done(self._flat_update(v - y_off, chem, t_c, r), v, i, now)
+            e = self._flat_update(v - y_off, chem, t_c, r)
+            if boot and self.rest_ms:
+                sd = min(math.sqrt(self.p00), 0.5)
+                self._trusted(self._frac(), int(sd * 2.0 ** 30), True)
+            return self._done(e, v, i, now)
         for _ in range(IEKF_PASSES):
             o, h = ocv.ocv_f(chem, si, t_c)
             # Innovation of the linearisation at (si, v1i, bi) seen from the prior.
@@ -302,16 +315,26 @@ class Soc(fixed.Soc):
             return False
         self._tail_armed = False
         sa = ocv.soc_f(chem, v - y_off - r1i, t_c)
-        learned = self._anchor_event(1, int(sa * fixed.ONE))
         h = ocv.ocv_f(chem, sa, t_c)[1]
-        sd = SIG_BIAS_V[chem] / h if h > 0.0 else SIG_RESTORED
+        sb = max(SIG_BIAS_V[chem], self.sb_obs)
+        sd = sb / h if h > 0.0 else SIG_RESTORED
         sd = min(max(sd, SIG_CAL), SIG_RESTORED)
+        if not self._flat:
+            # Kalman combination with the counter's SOC (bms.soc).
+            s0 = self.soc_frac()
+            p = math.sqrt(self.p00)
+            sa = s0 + p * p / (p * p + sd * sd) * (sa - s0)
+            sd = max(sd * p / math.sqrt(p * p + sd * sd), 1e-4)
+        learned = self._anchor_event(1, int(sa * fixed.ONE))
         self._set_frac(sa)
         self._flat = False
         self.p00 = sd * sd
         self.p01 = 0.0
         self.p02 = 0.0
         self.v1 = r1i
+        self.bias = 0.0
+        self.p22 = sb * sb
+        self.p12 = 0.0
         self._lost = 0
         self._trusted(self._frac(), int(sd * 2.0 ** 30), not learned)
         self.cal_tail += 1
