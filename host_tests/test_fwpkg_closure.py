@@ -54,9 +54,10 @@ def test_every_module_of_the_slave_closure_imports_from_the_closure_alone(tmp_pa
 
 def test_factory_install_refuses_an_image_larger_than_a_slot():
     from bms import romslot
-    from tools import flashlayout, fwpkg
+    from tools import flashlayout
     half = flashlayout.ROMFS_BYTES // 2 // romslot.SECTOR * romslot.SECTOR
     room = half - romslot.SECTOR                      # the slot's own descriptor sector follows
+    assert fwpkg.slot_image_bytes() == room
     fits = fwpkg.slot_a_bytes(bytes(romslot.DESC_LEN) + b"\x01" * room)
     assert fits[half - romslot.SECTOR][:1] == b"\x00" and len(fits[0]) == room
     with pytest.raises(ValueError, match="more than the"):

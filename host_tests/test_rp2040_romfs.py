@@ -154,6 +154,10 @@ class _Snaps:
         self.snaps.append((p, expect, what, h))
         return True
 
+    def relabel_last(self, what):
+        p, e, _w, h = self.snaps[-1]
+        self.snaps[-1] = (p, e, what, h)
+
     def drop_last(self):
         p, _e, _w, h = self.snaps.pop()
         os.remove(p)
@@ -207,8 +211,7 @@ def test_full_update_over_rs485_reboots_confirms_and_survives_power_cuts(pkgs):
             polls.append(st["status"])
             if taken:
                 if st["status"] in ("verifying", "unpacking"):
-                    p, e, _w, h = snaps.snaps[-1]
-                    snaps.snaps[-1] = (p, e, "finish " + st["status"], h)
+                    snaps.relabel_last("finish " + st["status"])
                 else:
                     snaps.drop_last()
             board.run_ms(2)

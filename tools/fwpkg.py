@@ -177,19 +177,26 @@ _XIP = 0x10000000
 _RP2040_FAMILY = 0xE48BFF56
 
 
+def slot_image_bytes(partition=ROMFS_BYTES):
+    """Room for an image in one ROMFS slot: half the partition (whole
+    sectors, as bms.romslot.half) less the sector of its descriptor."""
+    from bms import romslot
+    return partition // 2 // romslot.SECTOR * romslot.SECTOR - romslot.SECTOR
+
+
 def slot_a_bytes(pkg, partition=ROMFS_BYTES):
     """{flash offset in the partition: bytes} that install a package's image
     in ROMFS slot A with its descriptor (a factory install)."""
     from bms import romslot
-    half = partition // 2 // romslot.SECTOR * romslot.SECTOR
+    room = slot_image_bytes(partition)
     img = pkg[romslot.DESC_LEN:]
     desc = pkg[:romslot.DESC_LEN]
-    if len(img) > half - romslot.SECTOR:
+    if len(img) > room:
         # Past this the image would run into its own descriptor's sector.
         raise ValueError("the application image is %d bytes: more than the %d-byte ROMFS slot "
                          "(partition %d KB in boards/rp2/BMS_PICO/mpconfigboard.h)"
-                         % (len(img), half - romslot.SECTOR, partition // 1024))
-    return {0: img, half - romslot.SECTOR: desc}
+                         % (len(img), room, partition // 1024))
+    return {0: img, room: desc}
 
 
 def uf2_of(regions, base=ROMFS_BASE):

@@ -232,6 +232,11 @@ _H_GATE_UV = const(300000)
 _REST_LONG_MS = const(1800000)   # 30 min
 _REST_MS = const(600000)         # 10 min: the RC pair has relaxed (tau 90 s)
 _T_SB_MS = const(300000)         # 5 min: averaging time of the observed table error
+# SOC from the table alone at the next reading (_flat): not, after a boot
+# without stored state, or after SOC was lost at rest.
+_FLAT_NO = const(0)
+_FLAT_BOOT = const(1)
+_FLAT_LOST = const(2)
 # Lost SOC: at rest on a sloped segment the reading disagrees with the
 # counter and the bare table by more than 3 sigma of SOC, table error and
 # noise for a minute: the stored / set SOC was wrong, not the table.  Start
@@ -341,7 +346,7 @@ class Soc:
         self._pver = params.version
         self.set_pm(soc_pm)
         self.sd0 = _SD0_INIT
-        self._flat = True             # no SOC information yet (see _flat_update)
+        self._flat = _FLAT_BOOT       # no SOC information yet (see _flat_update)
 
     # ---- derived values --------------------------------------------------
     @property
@@ -503,7 +508,7 @@ class Soc:
         self.sd0 = _SD0_RESTORED
         self.c01 = 0
         self.c02 = 0
-        self._flat = False
+        self._flat = _FLAT_NO
         self._cp_ok = False           # a set value is not a measured one
         # The estimator's prediction is the counter's change since its last
         # run: a set value is not counted charge, so start a fresh interval.
@@ -530,7 +535,7 @@ class Soc:
         self.cal_empty += 1
 
     def _collapse(self):
-        self._flat = False
+        self._flat = _FLAT_NO
         self.sd0 = _SD0_CAL
         self.c01 = 0
         self.c02 = 0
@@ -829,7 +834,7 @@ class Soc:
                 hold = True
                 if self._lost >= _LOST_N:
                     self._lost = 0
-                    self._flat = 2          # a restart, after a minute's rest
+                    self._flat = _FLAT_LOST  # a restart, after a minute's rest
                     self.resets += 1
                     hold = False
                     bias = 0
@@ -852,8 +857,8 @@ class Soc:
             self.c12 = c12
             return self._done(clamp(yb - ocv.ocv_w(chem, s, t2), SAT), v, i, now)
         if self._flat:
-            boot = self._flat == 1
-            self._flat = False
+            boot = self._flat == _FLAT_BOOT
+            self._flat = _FLAT_NO
             self.v1 = v1
             self.bias = bias
             self.sd1 = sd1
@@ -1010,7 +1015,7 @@ class Soc:
                 sd = _SD0_MIN
         learned = self._anchor_event(1, sa)
         self._set_q28(sa)
-        self._flat = False
+        self._flat = _FLAT_NO
         self.sd0 = sd
         self.c01 = 0
         self.c02 = 0

@@ -125,15 +125,21 @@ class FakeTimer:
         self.cb(self)
 
 
-def test_write_returns_at_once_and_a_timer_releases_de():
-    # A board: the reply goes into the UART's buffer, the loop goes on, and
-    # DE drops only once the reply's wire time has passed and the UART is done.
+def _timed_port():
+    """(events, DE pin, UART, timer, port): a port whose DE a timer releases."""
     ev = Events()
     de = FakePin(ev, "de")
     clk = Clock()
     uart = FakeUart(ev)
     tm = FakeTimer()
     port = Rs485(uart, de, 9600, ticks_us=clk.ticks, ticks_diff=clk.diff, timer=tm)
+    return ev, de, uart, tm, port
+
+
+def test_write_returns_at_once_and_a_timer_releases_de():
+    # A board: the reply goes into the UART's buffer, the loop goes on, and
+    # DE drops only once the reply's wire time has passed and the UART is done.
+    ev, de, uart, tm, port = _timed_port()
     ev.ev = []
     reply = bytes(25)
     assert port.write(reply) == 25
@@ -175,12 +181,7 @@ def test_de_released_at_once_when_uart_raises_with_a_timer():
 def test_a_ctrl_c_in_the_release_callback_frees_the_bus_and_reaches_the_main_loop():
     # A soft timer callback's exception is printed and dropped by the port:
     # a Ctrl-C there must still release DE and stop the main loop.
-    ev = Events()
-    de = FakePin(ev, "de")
-    clk = Clock()
-    uart = FakeUart(ev)
-    tm = FakeTimer()
-    port = Rs485(uart, de, 9600, ticks_us=clk.ticks, ticks_diff=clk.diff, timer=tm)
+    _ev, de, uart, tm, port = _timed_port()
     port.write(b"abc")
 
     def interrupted():
@@ -193,12 +194,7 @@ def test_a_ctrl_c_in_the_release_callback_frees_the_bus_and_reaches_the_main_loo
 
 
 def test_any_error_in_the_release_callback_frees_the_bus():
-    ev = Events()
-    de = FakePin(ev, "de")
-    clk = Clock()
-    uart = FakeUart(ev)
-    tm = FakeTimer()
-    port = Rs485(uart, de, 9600, ticks_us=clk.ticks, ticks_diff=clk.diff, timer=tm)
+    _ev, de, uart, tm, port = _timed_port()
     port.write(b"abc")
     uart.done = False
 

@@ -219,7 +219,7 @@ def run(ctx):
     from bms import romslot
     from tools import fwpkg
     rows = layout_rows()
-    slot = fwpkg.ROMFS_BYTES // 2 // romslot.SECTOR * romslot.SECTOR - romslot.SECTOR
+    slot = fwpkg.slot_image_bytes()
     try:
         m = measure()
     except Exception as e:  # noqa: BLE001 - the layout rows still stand

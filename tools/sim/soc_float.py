@@ -243,7 +243,7 @@ class Soc(fixed.Soc):
                 hold = True
                 if self._lost >= fixed._LOST_N:
                     self._lost = 0
-                    self._flat = 2
+                    self._flat = fixed._FLAT_LOST
                     self.resets += 1
                     hold = False
                     self.bias = 0.0
@@ -258,8 +258,8 @@ class Soc(fixed.Soc):
         if hold:
             return self._done(v - (o0 + y_off + v1_0 + b_0), v, i, now)
         if self._flat:
-            boot = self._flat == 1
-            self._flat = False
+            boot = self._flat == fixed._FLAT_BOOT
+            self._flat = fixed._FLAT_NO
             e = self._flat_update(v - y_off, chem, t_c, r)
             if boot and self.rest_ms:
                 sd = min(math.sqrt(self.p00), 0.5)
@@ -327,7 +327,7 @@ class Soc(fixed.Soc):
             sd = max(sd * p / math.sqrt(p * p + sd * sd), 1e-4)
         learned = self._anchor_event(1, int(sa * fixed.ONE))
         self._set_frac(sa)
-        self._flat = False
+        self._flat = fixed._FLAT_NO
         self.p00 = sd * sd
         self.p01 = 0.0
         self.p02 = 0.0
