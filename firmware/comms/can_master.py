@@ -499,31 +499,40 @@ class CanMaster:
 
     # ---- health -----------------------------------------------------------
     def _check(self, now):
-        fault = not self.config_ok
+        # Arrays bound to locals: this runs every CHECK_MS over every module,
+        # and each attribute lookup costs on an RP2040.
+        cfg_ok = self.config_ok
+        fault = not cfg_ok
         hard = 0
         to = self.timeout
+        state = self.mod_state
+        why_status = self.mod_why_status
+        status_ts = self.mod_status_ts
+        full_seen = self.mod_full_seen
+        full_ts = self.mod_full_ts
+        mod_why = self.mod_why
+        faults = self.mod_faults
         for k in range(self.n_modules):
-            st = self.mod_state[k]
+            st = state[k]
             if st == MS_ABSENT:
                 fault = True
                 continue
-            why = self.mod_why_status[k]
-            if not self.config_ok:
+            why = why_status[k]
+            if not cfg_ok:
                 why |= W_CONFIG
-            if ticks_diff(now, self.mod_status_ts[k]) > to:
+            if ticks_diff(now, status_ts[k]) > to:
                 if st != MS_LOST:
                     self.mod_lost_count[k] += 1
                 st = MS_LOST
                 self.mod_pending[k] = 0
-                self.mod_full_seen[k] = 0
+                full_seen[k] = 0
             else:
-                fresh = self.mod_full_seen[k] and ticks_diff(now, self.mod_full_ts[k]) <= to
-                if not fresh:
+                if not (full_seen[k] and ticks_diff(now, full_ts[k]) <= to):
                     why |= W_FRAMES
                 st = MS_OK if why == 0 else MS_BAD
-                hard |= self.mod_faults[k] & C.LF_HARD
-            self.mod_state[k] = st
-            self.mod_why[k] = why
+                hard |= faults[k] & C.LF_HARD
+            state[k] = st
+            mod_why[k] = why
             if st != MS_OK:
                 fault = True
         self.hard_now = hard

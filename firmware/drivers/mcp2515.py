@@ -184,6 +184,17 @@ class MCP2515:
         mvr = memoryview(self._rx)
         self._rv = [mvr[:n] for n in range(14)]  # slicing allocates: cache once
         self._one = bytearray(1)
+        # The two hot transfers (a status read, an RX buffer read) are one
+        # full-duplex write_readinto each: on an RP2040 every Python-level
+        # call costs about 10 us, more than their bytes take at 8 MHz.
+        self._sq = bytearray(2)
+        self._sa = bytearray(2)
+        q0 = bytearray(14)
+        q1 = bytearray(14)
+        q0[0] = _I_READ_RX
+        q1[0] = _I_READ_RX | 4
+        self._rq = (q0, q1)
+        self._ra = bytearray(14)
         cs.value(1)
 
     # ---- SPI primitives --------------------------------------------------------
@@ -250,9 +261,16 @@ class MCP2515:
         self._xfer(4, 0)
 
     def _status(self, instr):
-        b = self._buf
-        b[0] = instr
-        return self._xfer_byte(1)
+        q = self._sq
+        a = self._sa
+        q[0] = instr
+        cs = self.cs
+        cs.value(0)
+        try:
+            self.spi.write_readinto(q, a)
+        finally:
+            cs.value(1)
+        return a[1]
 
     def read_status(self):
         return self._status(_I_READ_STATUS)
@@ -414,8 +432,7 @@ class MCP2515:
         return True
 
     def recv(self, buf):
-        rs = self.rx_status()
-        full = rs >> 6
+        full = self._status(_I_RX_STATUS) >> 6
         if full == 0:
             return -1
         if full == 3:
@@ -428,24 +445,29 @@ class MCP2515:
         else:
             k = 0
             self._b1_first = False
-        b = self._buf
-        b[0] = _I_READ_RX | (k << 2)
-        self._xfer(1, 13)  # SIDH SIDL EID8 EID0 DLC D0..D7; clears RXnIF
-        r = self._rx
-        sid = (r[0] << 3) | (r[1] >> 5)
-        if r[1] & 0x08:
-            self.rx_id = (sid << 18) | ((r[1] & 3) << 16) | (r[2] << 8) | r[3]
+        # READ RX BUFFER n, then SIDH SIDL EID8 EID0 DLC D0..D7; clears RXnIF.
+        r = self._ra
+        cs = self.cs
+        cs.value(0)
+        try:
+            self.spi.write_readinto(self._rq[k], r)
+        finally:
+            cs.value(1)
+        sidl = r[2]
+        sid = (r[1] << 3) | (sidl >> 5)
+        if sidl & 0x08:
+            self.rx_id = (sid << 18) | ((sidl & 3) << 16) | (r[3] << 8) | r[4]
             self.rx_ext = True
-            self.rx_rtr = bool(r[4] & 0x40)
+            self.rx_rtr = bool(r[5] & 0x40)
         else:
             self.rx_id = sid
             self.rx_ext = False
-            self.rx_rtr = bool(r[1] & 0x10)
-        dlc = r[4] & 0x0F
+            self.rx_rtr = bool(sidl & 0x10)
+        dlc = r[5] & 0x0F
         if dlc > 8:
             dlc = 8
         for i in range(dlc):
-            buf[i] = r[5 + i]
+            buf[i] = r[6 + i]
         self.rx_count += 1
         return dlc
 
@@ -455,8 +477,9 @@ class MCP2515:
     def rx_pending(self):
         """A frame may be waiting.  With the INT pin: high means both RX
         buffers are empty (RX0IE/RX1IE are enabled), a 10 us pin read instead
-        of a 180 us SPI status read on an RP2040; low is only a hint (an error
-        flag pulls it low too), answered over SPI.  Every _INT_VERIFY-th
+        of a 110 us SPI status read on an RP2040; low is only a hint (an error
+        flag pulls it low too), answered by ``recv``'s own status read (checking
+        it here too read the status twice per frame).  Every _INT_VERIFY-th
         high reading is checked over SPI anyway: a frame found while the pin
         still reads high is a miss, and after _INT_MAX_MISSES the pin is no
         longer trusted (a broken INT wire costs CPU, never frames)."""
@@ -473,7 +496,9 @@ class MCP2515:
                 if self.int_misses >= _INT_MAX_MISSES:
                     self.int_pin = None
             return True
-        return (self.rx_status() >> 6) != 0
+        if p is not None:
+            return True
+        return (self._status(_I_RX_STATUS) >> 6) != 0
 
     # ---- errors -----------------------------------------------------------------
     def _check_overflow(self):

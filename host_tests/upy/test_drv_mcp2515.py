@@ -262,6 +262,10 @@ class _ConstSpi:
         for i in range(len(buf)):
             buf[i] = self.v
 
+    def write_readinto(self, wbuf, rbuf):
+        for i in range(len(rbuf)):
+            rbuf[i] = self.v
+
 
 class _Pin:
     def value(self, v=None):
@@ -302,3 +306,79 @@ def test_first_access_waits_for_the_oscillator_start_up_timer():
     drv.init()
     assert emu.ignored_frames == 0 and clk.slept_us >= 128
     assert drv.state() == STATE_ERROR_ACTIVE
+
+
+class _IntPin:
+    """The chip's INT output as the board reads it (low: an enabled flag set)."""
+
+    def __init__(self, emu):
+        self.emu = emu
+        self.cut = False    # a broken wire: the pull-up keeps it high
+
+    def value(self, v=None):
+        return 1 if self.cut or not self.emu.int_active() else 0
+
+
+def _int_pair(bus):
+    emu, drv = _node(bus)
+    pin = _IntPin(emu)
+    drv.int_pin = pin
+    return emu, drv, pin
+
+
+def test_rx_pending_follows_the_int_pin_and_reads_each_frame_status_once():
+    bus = VirtualCanBus()
+    ea, a = _node(bus)
+    eb, b, pin = _int_pair(bus)
+    buf = bytearray(8)
+    eb.spi_log = []
+    assert not b.rx_pending()
+    assert eb.spi_log == []         # INT high: a pin read, no SPI
+    a.send(0x101, b"\x01")
+    a.send(0x102, b"\x02")
+    bus.step()
+    got = []
+    eb.spi_log = []
+    while b.rx_pending():
+        n = b.recv(buf)
+        if n < 0:
+            break
+        got.append((b.rx_id, buf[0]))
+    assert got == [(0x101, 1), (0x102, 2)]
+    # One RX STATUS and one READ RX BUFFER per frame; with both buffers
+    # full, the overflow flags are read once as well (READ CANINTF, EFLG).
+    firsts = [t[0][0] for t in eb.spi_log]
+    assert firsts.count(0xB0) == 2, eb.spi_log
+    assert firsts.count(0x90) + firsts.count(0x94) == 2, eb.spi_log
+    assert [t[0][:2] for t in eb.spi_log if t[0][0] == 0x03] == [bytes([0x03, 0x2C])], eb.spi_log
+
+
+def test_rx_pending_checks_a_high_int_pin_over_spi_and_stops_trusting_a_broken_one():
+    bus = VirtualCanBus()
+    ea, a = _node(bus)
+    eb, b, pin = _int_pair(bus)
+    pin.cut = True
+    a.send(0x55, b"\x07")
+    bus.step()
+    # A frame waits but the pin reads high: found by the periodic SPI check.
+    seen = 0
+    for _ in range(64):
+        if b.rx_pending():
+            seen += 1
+    assert seen == 1 and b.int_misses == 1
+    buf = bytearray(8)
+    assert b.recv(buf) == 1 and b.rx_id == 0x55
+    for k in range(2):
+        a.send(0x56 + k, b"\x08")
+        bus.step()
+        n = 0
+        while not b.rx_pending():
+            n += 1
+            assert n <= 64
+        assert b.recv(buf) == 1
+    assert b.int_misses == 3 and b.int_pin is None
+    # Without the pin every call asks the chip: no frame is missed.
+    a.send(0x60, b"\x09")
+    bus.step()
+    assert b.rx_pending() and b.recv(buf) == 1 and b.rx_id == 0x60
+    assert not b.rx_pending()
