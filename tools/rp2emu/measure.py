@@ -134,21 +134,26 @@ class Run:
         r.enter()
         return r.eval("(__import__('app').APP.failed, __import__('app').APP.bms.running)")
 
-    def window(self, ms, settle_ms=0):
+    def window(self, ms, settle_ms=0, at_settle=None):
         """Run the app for ``ms`` from a clean timing state; returns the figures.
 
         The loop restarts from the REPL with every relay open (Ctrl-C opened
         them), so the first seconds precharge and log events.  ``settle_ms``
         > 0 resets the timing that long after the restart, from a timer on
-        the chip, to measure the steady state only."""
+        the chip, to measure the steady state only; ``at_settle`` (an
+        expression) is then evaluated on the chip too, and its value is
+        ``app._at_settle`` afterwards."""
         r = self.repl
-        r.exec("import app\napp.APP.bms.sched.reset_timing()")
+        r.exec("import app\napp.APP.bms.sched.reset_timing()\napp._at_settle = None")
         code = "import app\n"
         if settle_ms:
             code += ("import machine, micropython\n"
+                     "def _settled(_):\n"
+                     "    app.APP.bms.sched.reset_timing()\n"
+                     "    app._at_settle = %s\n"
                      "_tm = machine.Timer(mode=machine.Timer.ONE_SHOT, period=%d, callback="
-                     "lambda t: micropython.schedule(lambda _: app.APP.bms.sched.reset_timing(), 0))\n"
-                     % settle_ms)
+                     "lambda t: micropython.schedule(_settled, 0))\n"
+                     % (at_settle or "None", settle_ms))
         r.start(code + "app.APP.run()")
         if settle_ms:
             self.run_ms(settle_ms)
