@@ -18,6 +18,8 @@ from tools.rp2emu.repl import Repl
 from tools.sim.pack import Pack
 
 TASKS = ("cells", "fast", "slow")    # bms.core adds them in this order
+AFTER_SAMPLE = "after sample"   # a reaction phase: see Run.reaction
+_INA228_CURRENT = 0x07
 
 # Largest block the heap can still give, by bisection with real allocations.
 _LARGEST = """
@@ -231,9 +233,12 @@ class Run:
         """Times from ``trigger(pack)`` to ``relay`` opening, ms, one per entry
         of ``phases`` (app running).  Each trial waits for the relay to be
         closed, then ``phase`` ms more, so the triggers fall at different
-        points of the fast tick; ``release(pack)`` undoes the trigger and the
-        setup must let the fault clear by itself.  The opening is the pin's
-        edge as the emulator reports it (exact, not polled)."""
+        points of the fast tick; the phase ``AFTER_SAMPLE`` triggers instead
+        the instant the firmware has read the current register of the shunt
+        ADC (the worst phase for a current fault: the step just misses a
+        sample).  ``release(pack)`` undoes the trigger and the setup must let
+        the fault clear by itself.  The opening is the pin's edge as the
+        emulator reports it (exact, not polled)."""
         from bms.contactors import RELAY_NAMES
         r = self.repl
         if setup:
@@ -242,11 +247,21 @@ class Run:
         edges = []
         chip = self.board.chip
         open_level = 1 if self.board.relay_active_low else 0
+        shunt = self.board.emu_shunt
+        armed = []      # [t_ns of the trigger] once fired; [] while armed
+        plain = shunt.readfrom_mem_into
+
+        def on_read(addr, reg, buf):
+            plain(addr, reg, buf)
+            if reg == _INA228_CURRENT and armed == [None]:
+                armed[0] = chip.t_ns
+                trigger(self.pack)
 
         def on_pin(p, level, t_ns):
             if p == pin:
                 edges.append((level, t_ns))
         chip.pin_listeners.append(on_pin)
+        shunt.readfrom_mem_into = on_read
         r.start("import app\napp.APP.run()")
         out = []
         try:
@@ -257,10 +272,19 @@ class Run:
                     waited += 50
                     if waited > 10000:
                         raise RuntimeError("%s did not close before the trigger" % relay)
-                self.run_ms(500 + phase)
-                del edges[:]
-                t0 = chip.t_ns
-                trigger(self.pack)
+                if phase == AFTER_SAMPLE:
+                    self.run_ms(500)
+                    del edges[:]
+                    armed[:] = [None]
+                    while armed == [None]:
+                        self.run_ms(1)
+                    t0 = armed[0]
+                    del armed[:]
+                else:
+                    self.run_ms(500 + phase)
+                    del edges[:]
+                    t0 = chip.t_ns
+                    trigger(self.pack)
                 while chip.t_ns - t0 < within_ms * 1e6 and self.board.relay(relay) == 1:
                     self.run_ms(5)
                 opened = [t for lvl, t in edges if int(lvl) == open_level]
@@ -269,6 +293,7 @@ class Run:
         finally:
             r.interrupt()
             chip.pin_listeners.remove(on_pin)
+            shunt.readfrom_mem_into = plain
         return out
 
     def close(self):
