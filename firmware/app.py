@@ -98,6 +98,7 @@ WDT_MS = 4000
 IDLE_MAX_MS = 50
 IDLE_BUSY_MS = 1
 IDLE_BUSY_HOLD_MS = 200
+FRAME_POLL_US = 250     # the PC port's poll while a request comes in (_idle_frame)
 _sleep_us = getattr(time, "sleep_us", None) or (lambda us: time.sleep(us / 1e6))  # CPython
 IDLE_CAN_MS = 4         # a CAN master's idle slice: two RX buffers last 16 ms
 IDLE_ASYNC_MS = 2        # the asyncio loop (BLE boards) polls the ports itself
@@ -361,25 +362,22 @@ class App:
 
     def _idle_frame(self, ms):
         """A request is coming in on the PC port: serve only it (and a CAN
-        master's bus) in 1 ms sleeps, and at the end of its t3.5 silence to
-        the microsecond, instead of a full pass (about 2.5 ms on an RP2040)
+        master's bus) every FRAME_POLL_US, and at the end of its t3.5 silence
+        to the microsecond, instead of a full pass (about 2.5 ms on an RP2040)
         each time: the reply (built ahead for a read) leaves within about a
-        millisecond of t3.5."""
+        millisecond of t3.5.  Short sleeps, not a wait on the UART: below its
+        FIFO's trigger level (4 bytes) a byte raises no interrupt, so the
+        server would read the last bytes of a request up to a whole wait
+        late, and it counts the silence from the read."""
         due_us, serve = self.frame_serve
         cs = self.can_serve
-        poller = self._poller
         clock = self.clock
         end = ticks_add(clock.ticks_ms(), ms)
         while ticks_diff(end, clock.ticks_ms()) > 0:
             d = due_us()
             if d < 0:
                 return              # answered (or dropped): back to the loop
-            if d < 1500:
-                _sleep_us(d if d > 0 else 0)
-            elif poller is None:
-                time.sleep_ms(1)
-            else:
-                poller.poll(1)
+            _sleep_us(d if d < FRAME_POLL_US else FRAME_POLL_US)
             serve()
             if cs is not None and cs[0]():
                 cs[1]()

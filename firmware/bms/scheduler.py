@@ -19,7 +19,9 @@ raises cannot spin.  Nothing here sleeps: the board loop asks
 
 CPU time per task: when the clock has ``ticks_us`` (a board; the bench's
 clocks), each run is timed and ``us_max`` / ``us_sum`` / ``timed`` keep the
-worst and the total since ``reset_timing()``.  Plain ints in preallocated
+worst and the total since ``reset_timing()``.  ``late_max`` keeps, with
+any clock, the worst start after a deadline (whatever held the loop: a
+flash erase, a collection, another task).  Plain ints in preallocated
 arrays: timing allocates nothing, and the sums restart before they could
 leave the small-int range.
 """
@@ -43,6 +45,7 @@ class Scheduler:
         self.us_max = array("i", [0] * max_tasks)
         self.us_sum = array("i", [0] * max_tasks)
         self.timed = array("i", [0] * max_tasks)
+        self.late_max = array("i", [0] * max_tasks)  # worst ms a run started after its deadline
         self._us = getattr(clock, "ticks_us", None)
         self.n = 0
 
@@ -63,7 +66,10 @@ class Scheduler:
         ran = 0
         for i in range(self.n):
             t = self.next[i]
-            if ticks_diff(now, t) >= 0:
+            late = ticks_diff(now, t)
+            if late >= 0:
+                if late > self.late_max[i]:
+                    self.late_max[i] = late
                 nxt = ticks_add(t, self.period[i])
                 if ticks_diff(now, nxt) >= 0:
                     self.overruns[i] += 1
@@ -96,6 +102,7 @@ class Scheduler:
             self.us_max[i] = 0
             self.us_sum[i] = 0
             self.timed[i] = 0
+            self.late_max[i] = 0
 
     def ms_to_next(self):
         now = self.clock.ticks_ms()

@@ -98,6 +98,9 @@ class FakeMachine:
             def readinto(self, b, w=0):
                 self.spi.readinto(b, w)
 
+            def write_readinto(self, wb, rb):
+                self.spi.write_readinto(wb, rb)
+
         class UART:
             def __init__(self, uid, **kw):
                 fm.created.append(("UART", uid, kw.get("baudrate")))

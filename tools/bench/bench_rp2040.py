@@ -21,8 +21,10 @@ def _task_rows(label, w, cells):
         if name == "fast" and cells in FAST_GOAL:
             goal = "<= %g" % FAST_GOAL[cells]
         rows.append(Row("rp2040", "%s task worst, %s" % (name, label), t["max_ms"], "ms", goal,
-                        "mean %.2f ms over %d runs in %.0f s, steady state" % (
-                            t["mean_ms"] or 0.0, t["runs"], w["window_ms"] / 1000.0)))
+                        "mean %.2f ms over %d runs in %.0f s, steady state; started up to "
+                        "%d ms after its deadline" % (
+                            t["mean_ms"] or 0.0, t["runs"], w["window_ms"] / 1000.0,
+                            t.get("late_ms", 0))))
         if goal:
             rows.append(Row("rp2040", "  fast worst / goal, %s" % label,
                             t["max_ms"] / FAST_GOAL[cells], "ratio", "<= 1"))
@@ -66,12 +68,18 @@ def _single(ctx, rows):
                             "<= %.2f" % (t35 + 1.0),
                             "last request byte to first reply byte, worst of %d; mean %.2f ms; "
                             "t3.5 = %.2f ms" % (len(ta), sum(ta) / len(ta), t35)))
-        # Long run: leaks and fragmentation show up here.
-        run.repl.start("import app\napp.APP.run()")
-        run.run_ms(long_ms)
-        run.repl.interrupt()
-        rows.extend(_heap_rows("16S single board", "after %d min" % (long_ms // 60000),
-                               run.heap(), 150000))
+        # Long run: leaks and fragmentation show up here, and whatever holds
+        # the loop now and then (flash writes of the state and the log,
+        # collections) in how late the fast tick starts.
+        w = run.window(long_ms, settle_ms=3000)
+        mins = long_ms // 60000
+        rows.extend(_heap_rows("16S single board", "after %d min" % mins, run.heap(), 150000))
+        f = w["fast"]
+        rows.append(Row("rp2040", "fast tick start after its deadline, worst of %d min" % mins,
+                        f["late_ms"], "ms", "",
+                        "16S single board; the loop held by flash writes, collections or "
+                        "another task; fast task worst %.2f ms over %d runs" % (
+                            f["max_ms"], f["runs"])))
         # Protection reaction (docs/faults.md): discharge over-current, the
         # step in load current at several points of the 50 ms fast tick (the
         # worst case is a step just after a current sample).  A 1 s release

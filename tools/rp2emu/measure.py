@@ -165,12 +165,14 @@ class Run:
         r.interrupt()
         s = r.eval("(list(__import__('app').APP.bms.sched.us_max), "
                    "list(__import__('app').APP.bms.sched.us_sum), "
-                   "list(__import__('app').APP.bms.sched.timed))")
+                   "list(__import__('app').APP.bms.sched.timed), "
+                   "list(__import__('app').APP.bms.sched.late_max))")
         out = {"cpu_pct": 100.0 * (busy1 - busy0) / max(1, t1 - t0), "window_ms": ms}
         for k, name in enumerate(TASKS):
             n = s[2][k]
             out[name] = {"max_ms": s[0][k] / 1000.0,
-                         "mean_ms": (s[1][k] / n / 1000.0) if n else None, "runs": n}
+                         "mean_ms": (s[1][k] / n / 1000.0) if n else None, "runs": n,
+                         "late_ms": s[3][k]}
         return out
 
     def slave_window(self, ms):

@@ -22,7 +22,10 @@
 //  - UART: a real TX FIFO drained at the line rate (start + data + parity +
 //    stop bits per character), BUSY / TXFE / TXFF flags and a TX interrupt
 //    only on the FIFO crossing its trigger level; received bytes enter the
-//    RX FIFO at the line rate, not all at once;
+//    RX FIFO at the line rate, not all at once; the RX interrupt follows
+//    the FIFO's trigger level (IFLS) and the receive-timeout interrupt
+//    fires after 32 bit periods without a new byte while the FIFO holds
+//    data (the PL011's RTINTR: MicroPython's UART.IRQ_RXIDLE);
 //  - I2C: each byte takes its 9 bit times on the bus; a NACK abort also
 //    flags "TX FIFO empty" so the SDK reports EIO, not a timeout;
 //  - SPI: each byte takes its 8 bit times;
@@ -223,10 +226,22 @@ function fixUart(u, index) {
     const sel = (u.ifls >> 0) & 7; // TXIFLSEL: 1/8, 1/4, 1/2, 3/4, 7/8
     return u.fifosEnabled ? [4, 8, 16, 24, 28][sel] ?? 16 : depth - 1;
   };
+  const rxTrig = () => {
+    const sel = (u.ifls >> 3) & 7; // RXIFLSEL: 1/8, 1/4, 1/2, 3/4, 7/8
+    return u.fifosEnabled ? [4, 8, 16, 24, 28][sel] ?? 16 : 1;
+  };
   u.ifls = 0x12;
   const update = () => {
     mcu.setInterrupt(u.irq, !!(u.interruptStatus & u.interruptMask));
   };
+  // Receive timeout: 32 bit periods after the last byte entered the FIFO.
+  const bitNanos = () => Math.round(1e9 / (u.baudRate || 115200));
+  const rtAlarm = mcu.clock.createAlarm(() => {
+    if (!u.rxFIFO.empty) {
+      u.interruptStatus |= U_RTINTR;
+      update();
+    }
+  });
   const txAlarm = mcu.clock.createAlarm(() => {
     const b = tx.shift();
     send({ e: 'uart', n: index, b, t: now() });
@@ -245,7 +260,9 @@ function fixUart(u, index) {
     const b = rxQueue.shift();
     if (!u.rxFIFO.full) u.rxFIFO.push(b);
     if (rxEvents) send({ e: 'uart_in', n: index, b, t: now() });
-    u.interruptStatus |= U_RXINTR;
+    if (u.rxFIFO.itemCount >= rxTrig()) u.interruptStatus |= U_RXINTR;
+    rtAlarm.cancel();
+    rtAlarm.schedule(32 * bitNanos());
     update();
     if (rxQueue.length) rxAlarm.schedule(uartCharNanos(u));
     else rxBusy = false;
@@ -271,7 +288,8 @@ function fixUart(u, index) {
     if (offset === UART_REGS.IFLS) return u.ifls;
     if (offset === UART_REGS.DR) {
       const v = u.rxFIFO.empty ? 0 : u.rxFIFO.pull();
-      if (u.rxFIFO.empty) u.interruptStatus &= ~(U_RXINTR | U_RTINTR);
+      if (u.rxFIFO.itemCount < rxTrig()) u.interruptStatus &= ~U_RXINTR;
+      if (u.rxFIFO.empty) u.interruptStatus &= ~U_RTINTR;
       update();
       return v;
     }

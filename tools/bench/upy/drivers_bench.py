@@ -29,6 +29,10 @@ class ConstSpi:
         for i in range(len(b)):
             b[i] = self.v
 
+    def write_readinto(self, wb, rb):
+        for i in range(len(rb)):
+            rb[i] = self.v
+
 
 class P:
     def value(self, v=None):
