@@ -99,6 +99,25 @@ def test_plateau_gate_leaves_soc_to_the_counter_under_load():
     assert s.gated >= 598
 
 
+def test_gain_error_uncertainty_follows_the_net_charge_counted():
+    # On the LFP plateau under load nothing is updated: the SOC std grows by
+    # the gain error (1 %) and the unmeasured capacity's error (10 % above
+    # its 2 % floor) of the *net* charge counted since SOC was set, so a 20 %
+    # charge and the same discharge back leave only the offset's (0.05 A
+    # over 2 h = 0.1 %) and the charge efficiency's (0.1 % of 20 %) growth;
+    # summing |charge| gave 30 -> 67 per mille.
+    p = params(CHEM_LFP, cells=16, capacity=1000)
+    s = Soc(p, 500)
+    s.set_pm(500)
+    assert s.sigma_pm == 30
+    t = _run(s, Snap(16, ocv.ocv_mv(CHEM_LFP, 600) + 16, current_ma=20000), 3600)
+    assert 48 <= s.sigma_pm <= 50, s.sigma_pm          # 30 + 18 + 0.5 + 0.2
+    assert s.gated >= 3598
+    _run(s, Snap(16, ocv.ocv_mv(CHEM_LFP, 600) - 16, current_ma=-20000), 3600, t, locked=True)
+    assert abs(s.soc_pm - 500) <= 1, s.soc_pm
+    assert 31 <= s.sigma_pm <= 32, s.sigma_pm          # 30 + 1.0 + 0.2
+
+
 def test_long_rest_on_the_plateau_moves_only_a_poorly_known_soc():
     # After 30 min at rest the gate opens only where the table's error seen
     # through the slope (12 mV / 0.09 V per unit = 13 %) is below the
