@@ -111,6 +111,15 @@ Why these choices (the principled parts):
   span between anchors.
   The lower knee needs no separate anchor: its slope (0.5-3 V per unit)
   gives the Kalman update the weight it needs there.
+  Before the tail, while charging with the mean cell at or above
+  ``V_TAIL_MV`` (the charger's voltage limit and the last minutes of CC
+  before it), the reading updates nothing: held at the limit by the
+  charger, the cell's state shows in the current's taper, which diffusion
+  polarisation dominates and the one-RC model does not describe (the
+  PyBaMM NMC811 cell read 30-35 mV above the model for the whole CV
+  phase, and the update moved SOC 2.7 % up in 20 min); the tail anchor is
+  the reading made for that region.  SOC is counted there, as on the
+  plateau.
 * Cold: the usable capacity follows the cell temperature (``COLD_CAP_PM``,
   typical 0.2C retention per chemistry); the counter keeps the SOC fraction
   as it changes.
@@ -853,6 +862,11 @@ class Soc:
         hold = False
         if self._flat:
             self._lost = 0
+        elif i > 0 and v >= V_TAIL_MV[chem] * W_PER_MV:
+            # Charging at the charge voltage region: the CV phase (module
+            # docstring), counted until the tail anchor.
+            self._lost = 0
+            hold = True
         elif h0 < _H_GATE_UV:
             # Plateau: the counter alone, unless rested long and the table's
             # slope makes its error (sb / h in SOC) smaller than the counter's

@@ -241,6 +241,9 @@ class Soc(fixed.Soc):
         hold = False
         if self._flat:
             self._lost = 0
+        elif ima > 0 and v * 1000.0 >= fixed.V_TAIL_MV[chem]:
+            self._lost = 0      # at the charger's voltage limit: count until the tail (bms.soc)
+            hold = True
         elif h0 < H_GATE:
             self._lost = 0
             hold = self.rest_ms < fixed._REST_LONG_MS or h0 * math.sqrt(p00) < sb
