@@ -69,6 +69,20 @@ def test_no_tail_anchor_below_the_charge_voltage_or_at_high_current():
         assert s.cal_tail == 0, (mv, cur)
 
 
+def test_no_voltage_update_at_the_charge_voltage_limit_before_the_tail():
+    # NMC charging at C/5 with the mean cell at 4.10 V (a charger's limit,
+    # above V_TAIL): the table would read ~90 % against the counter's 70 %,
+    # but the CV phase is counted, not read, until the tail anchor.
+    p = params(CHEM_NMC, cells=16, capacity=1000)
+    s = Soc(p, 700)
+    s.set_pm(700)
+    q0 = s.remaining_mah
+    _run(s, Snap(16, 4100, current_ma=20000), 600, locked=True)
+    counted = s.remaining_mah - q0
+    assert abs(counted - 20000 * 600 * 999 // 1000 // 3600) <= 2, counted
+    assert s.cal_tail == 0
+
+
 def test_tail_anchor_on_nmc_learns_capacity_over_the_span():
     # Empty (UV1 calibration), then 90 Ah counted up to a CV tail that the
     # table puts at ~92 %: the capacity over that span is 90 / 0.92 Ah.
