@@ -163,13 +163,16 @@ Why these choices (the principled parts):
   the lower knee, so the capacity comes out 87 % +- 6 % (pack 80 %); the
   next CC charge then lags by that 9 % of the SOC charged, a 1.3-sigma
   error the voltage under 0.5C load (R0 and RC model errors) corrects only
-  in part, until the CV tail.  NMC PyBaMM after a full charge (5.4 %): at
+  in part, until the CV tail.  NMC PyBaMM after a full charge (5.1 %): at
   the end of a 4.10 V CV charge the cell is at 83-86 % while the tail
   reading (less the modelled R0*I and R1*I, through our table) says
   90-92 %: its OCV there is ~50 mV above the table and its polarisation
   at C/15 is not the one-RC model's, together 2-2.6 sigma of the tail's
-  assumed 2.9 %, which nothing before the tail observes; the counter it
-  is combined with got its own +3..4 % from the same table on the way up.
+  assumed 2.9 %, which nothing before the tail observes, so each tail
+  leaves SOC ~4-5 % high; the largest error is later, at 16 % SOC, where
+  the cell sits further below the table than its 30 mV prior (-5 %).
+  Both need the pack's own OCV points (learned between anchors), not a
+  wider prior.
 
 Integer units of the estimator (and why each scale):
 * SOC: Q28 (1.0 = 2**28).  Fine enough that a 1 s Kalman correction of
