@@ -26,7 +26,8 @@ from bms.ticks import ticks_diff
 MAH_MS = fixed.MAH_MS
 
 # Estimator tuning (see module docstring).
-SIG_GAIN = 0.01             # current gain uncertainty (1 %)
+SIG_GAIN = 0.01             # current gain uncertainty (1 %), on the net SOC counted
+SIG_EFF = 0.001             # charge efficiency uncertainty, on every charged unit
 SIG_OFFSET_A = 0.05         # current offset uncertainty (A)
 SIG_WHITE_V = 0.002         # per-reading noise of the mean cell voltage
 T_WHITE_S = 10.0            # its correlation time
@@ -69,6 +70,7 @@ class Soc(fixed.Soc):
         self.sb_obs = 0.0             # observed table error (V), as bms.soc
         self.r0_learned = 0.0         # ohm at 25 degC, 0 = use the model value
         self._prev_s = -1.0
+        self._s_ref = self.soc_frac()  # counter SOC when a reading last set p00
         self._prev_v = 0.0
         self._prev_i = 0.0
 
@@ -88,12 +90,14 @@ class Soc(fixed.Soc):
     def set_pm(self, soc_pm):
         """User or tool sets SOC (per mille); the estimator trusts it moderately."""
         fixed.Soc.set_pm(self, soc_pm)
+        self._s_ref = self.soc_frac()
         self.p00 = SIG_RESTORED * SIG_RESTORED
         self.p01 = 0.0
         self.p02 = 0.0
 
     def _collapse(self):
         fixed.Soc._collapse(self)
+        self._s_ref = self.soc_frac()
         self.p00 = SIG_CAL * SIG_CAL
         self.p01 = 0.0
         self.p02 = 0.0
@@ -169,13 +173,19 @@ class Soc(fixed.Soc):
             sb = self.sb_obs
         self.bias *= rho
         # An unmeasured capacity (bms.soc's integer learner, above its floor) adds to the gain error.
-        grow = ((SIG_GAIN + (self.sd_cap - fixed._SDC_MIN) / 2.0 ** 30) * abs(ds) * cap_as + SIG_OFFSET_A * dt) / cap_as
+        # Both scale the net SOC counted since a reading last set p00 (bms.soc).
+        dn = abs(s - self._s_ref) - abs(self._prev_s - self._s_ref)
+        grow = ((SIG_GAIN + (self.sd_cap - fixed._SDC_MIN) / 2.0 ** 30) * dn * cap_as + SIG_OFFSET_A * dt) / cap_as
+        if ds > 0.0:
+            grow += SIG_EFF * ds
         if self._cp_ms < fixed._CP_MS_MAX:
             self._cp_ms += int(round(dt * 1000.0))
-        sd = math.sqrt(self.p00) + grow
+        sd_o = math.sqrt(self.p00)
+        sd = max(sd_o + grow, 1e-4)
         self.p00 = sd * sd
-        self.p01 *= a
-        self.p02 *= rho
+        f0 = sd / sd_o if sd < sd_o else 1.0     # covariances shrink with sd (bms.soc)
+        self.p01 *= a * f0
+        self.p02 *= rho * f0
         q11 = (SIG_V1 * r1 * (1.0 - a) * abs(i)) ** 2 + 1e-10
         self.p11 = a * a * self.p11 + q11
         self.p12 *= a * rho
@@ -231,6 +241,9 @@ class Soc(fixed.Soc):
         hold = False
         if self._flat:
             self._lost = 0
+        elif ima > 0 and v * 1000.0 >= fixed.V_TAIL_MV[chem]:
+            self._lost = 0      # at the charger's voltage limit: count until the tail (bms.soc)
+            hold = True
         elif h0 < H_GATE:
             self._lost = 0
             hold = self.rest_ms < fixed._REST_LONG_MS or h0 * math.sqrt(p00) < sb
@@ -298,6 +311,7 @@ class Soc(fixed.Soc):
         self.bias = bi
         self.v1 = v1i
         self._apply_frac(si - s)
+        self._s_ref = self.soc_frac()
         sd0 = math.sqrt(self.p00)
         if sd0 * 2.0 ** 30 <= fixed._SD_TRUST and self.rest_ms >= fixed._REST_MS:
             self._trusted(self._frac(), int(sd0 * 2.0 ** 30), True)
@@ -327,6 +341,7 @@ class Soc(fixed.Soc):
             sd = max(sd * p / math.sqrt(p * p + sd * sd), 1e-4)
         learned = self._anchor_event(1, int(sa * fixed.ONE))
         self._set_frac(sa)
+        self._s_ref = self.soc_frac()
         self._flat = fixed._FLAT_NO
         self.p00 = sd * sd
         self.p01 = 0.0
@@ -376,6 +391,7 @@ class Soc(fixed.Soc):
         self.p01 = -(p11 + p12) / h
         self.p02 = -(p12 + p22) / h
         self._set_frac(s)
+        self._s_ref = self.soc_frac()
         return y - (o + v1 + b)
 
     def _apply_frac(self, d):
