@@ -631,6 +631,8 @@ def start_services(app, bms, store, state, machine):
     svc = S.Services(bms, store, state if state is not None else State(), plog, lease, sleep,
                      None, updater, app.reset, unclean, reason)
     svc.confirm_ms = getattr(cfg, "UPDATE_CONFIRM_MS", svc.confirm_ms)
+    if sys.platform in ("rp2", "esp32"):
+        svc.flash_room = bms.fast_room_ms   # flash writes right after a fast tick
     return svc
 
 

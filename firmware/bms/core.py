@@ -178,7 +178,7 @@ class Bms:
         # (8 ms on an RP2040) or the slow task (12 ms), and the protection's
         # reaction time keeps to delay + one tick (docs/safety.md).
         self.sched.add(self._cells, self.cell_ms)
-        self.sched.add(self._fast, FAST_MS, _FAST_PHASE_MS)
+        self._fast_i = self.sched.add(self._fast, FAST_MS, _FAST_PHASE_MS)
         self.sched.add(self._slow, _SLOW_MS, _SLOW_PHASE_MS)
         # Bound methods made once: `board.read_x` in the loop allocates one
         # method object per call on MicroPython.
@@ -265,6 +265,11 @@ class Bms:
     @property
     def cmd_pending(self):
         return self._cmd != 0
+
+    def fast_room_ms(self):
+        """ms until the fast task's next deadline (bms.services starts flash
+        writes only with room before it)."""
+        return ticks_diff(self.sched.next[self._fast_i], self.clock.ticks_ms())
 
     # ---- tasks --------------------------------------------------------
     def _fast(self, now):

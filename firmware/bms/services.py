@@ -24,6 +24,15 @@ Write policy (see docs/storage.md for the flash budget):
   latches at the next poll whenever the set of latched faults changed
           (bms.protection ``latch_ver``); a failed write is retried at every
           poll until it succeeds.
+
+When: with ``flash_room`` set (a board: ``bms.fast_room_ms``), anything that
+may write flash waits for a poll with at least ``FLASH_ROOM_MS`` before the
+fast task's next deadline, that is the poll right after a fast tick (at most
+one tick later).  A littlefs write that erases a sector stalls the CPU for
+the erase (45 ms typical on the W25Q16JV, interrupts off, no code runs from
+flash): the minute's log batch held the loop 54 ms and started a fast tick
+13 ms late on the emulated RP2040, and started at the wrong moment it could
+hold one for a whole tick.
 """
 from micropython import const
 
@@ -42,6 +51,7 @@ STATE_MIN_S = const(300)
 STATE_MAX_S = const(900)
 _SOC_STEP_PM = const(10)
 _LOG_BATCH_MS = const(60000)
+FLASH_ROOM_MS = const(40)   # the fast tick is 50 ms apart and takes about 4-5 ms
 CONFIRM_MS = const(60000)   # armed and fault-free this long -> update confirmed
 REJECT_MS = const(5000)     # a trial firmware missing parts restarts after this
 
@@ -58,6 +68,7 @@ class Services:
         self.wdt = watchdog
         self.updater = updater
         self.confirm_ms = CONFIRM_MS   # config.py UPDATE_CONFIRM_MS (bench and tests)
+        self.flash_room = None         # () -> ms before the fast tick: see "When" above
         self.reset = reset      # machine.reset on a board
         self.errors = 0         # flash errors (OSError) seen while saving
         self.stopped = False
@@ -114,6 +125,9 @@ class Services:
         if self.wdt is not None:
             self.wdt.feed_if_alive()
         self._op_time(now)
+        room = self.flash_room
+        if room is not None and room() < FLASH_ROOM_MS:
+            return      # see "When" above: after the next fast tick
         self._latch_step()
         self._lease_step(now)
         self._sleep_step(now)

@@ -203,3 +203,42 @@ def test_degraded_firmware_outside_a_trial_keeps_running():
     d.svc.degraded = ("modbus",)
     d.run(SV.REJECT_MS * 3)
     assert d.machine.resets == 0 and d.board.relays[RELAY_DSG] == 1
+
+
+def _write_rooms(gated):
+    """Room before the fast tick (ms) at each poll that wrote flash, over
+    parameter changes made at 7 different moments of the 50 ms tick."""
+    fs = FakeFlash()
+    d = Dev(fs)
+    if gated:
+        d.svc.flash_room = d.bms.fast_room_ms
+    d.run(1000)
+    rooms = []
+    for k in range(7):
+        d.run(10000 + 7 * k, step=1)
+        d.params.set(P_CAPACITY, 2000 + k)
+        t = 0
+        while t < 3000:
+            d.clock.advance(1)
+            t += 1
+            d.bms.step()
+            room = d.bms.fast_room_ms()
+            u = fs.units
+            d.svc.poll()
+            if fs.units != u:
+                rooms.append(room)
+    saved = ParamSet(CHEM_LFP, max_cells=16)
+    assert SettingsStore(fs).load_params(saved) == []
+    return rooms, saved[P_CAPACITY]
+
+
+def test_flash_writes_wait_for_room_before_the_fast_tick():
+    # A littlefs write may erase a sector and stall the CPU for 45 ms: on a
+    # board it starts only right after a fast tick (bms.services, "When").
+    rooms, cap = _write_rooms(True)
+    assert cap == 2006 and len(rooms) >= 7
+    assert min(rooms) >= SV.FLASH_ROOM_MS, rooms
+    # Ungated (the host default), the same changes are written wherever
+    # their debounce ends: the check above is not vacuous.
+    rooms, _ = _write_rooms(False)
+    assert min(rooms) < SV.FLASH_ROOM_MS, rooms
