@@ -185,8 +185,9 @@ class MCP2515:
         self._rv = [mvr[:n] for n in range(14)]  # slicing allocates: cache once
         self._one = bytearray(1)
         # The two hot transfers (a status read, an RX buffer read) are one
-        # full-duplex write_readinto each: on an RP2040 every Python-level
-        # call costs about 10 us, more than their bytes take at 8 MHz.
+        # full-duplex write_readinto each (``_duplex``): on an RP2040 every
+        # Python-level call costs about 10 us, more than their bytes take at
+        # 8 MHz, and the write-then-read path made four calls per transfer.
         self._sq = bytearray(2)
         self._sa = bytearray(2)
         q0 = bytearray(14)
@@ -206,6 +207,15 @@ class MCP2515:
             self.spi.write(out)
             if into is not None:
                 self.spi.readinto(into, 0)
+        finally:
+            cs.value(1)
+
+    def _duplex(self, out, into):
+        """Clock ``out`` and read as many bytes into ``into``, one CS frame."""
+        cs = self.cs
+        cs.value(0)
+        try:
+            self.spi.write_readinto(out, into)
         finally:
             cs.value(1)
 
@@ -261,16 +271,9 @@ class MCP2515:
         self._xfer(4, 0)
 
     def _status(self, instr):
-        q = self._sq
-        a = self._sa
-        q[0] = instr
-        cs = self.cs
-        cs.value(0)
-        try:
-            self.spi.write_readinto(q, a)
-        finally:
-            cs.value(1)
-        return a[1]
+        self._sq[0] = instr
+        self._duplex(self._sq, self._sa)
+        return self._sa[1]
 
     def read_status(self):
         return self._status(_I_READ_STATUS)
@@ -447,12 +450,7 @@ class MCP2515:
             self._b1_first = False
         # READ RX BUFFER n, then SIDH SIDL EID8 EID0 DLC D0..D7; clears RXnIF.
         r = self._ra
-        cs = self.cs
-        cs.value(0)
-        try:
-            self.spi.write_readinto(self._rq[k], r)
-        finally:
-            cs.value(1)
+        self._duplex(self._rq[k], r)
         sidl = r[2]
         sid = (r[1] << 3) | (sidl >> 5)
         if sidl & 0x08:
@@ -498,7 +496,7 @@ class MCP2515:
             return True
         if p is not None:
             return True
-        return (self._status(_I_RX_STATUS) >> 6) != 0
+        return (self.rx_status() >> 6) != 0
 
     # ---- errors -----------------------------------------------------------------
     def _check_overflow(self):

@@ -24,7 +24,7 @@ def _task_rows(label, w, cells):
                         "mean %.2f ms over %d runs in %.0f s, steady state; started up to "
                         "%d ms after its deadline" % (
                             t["mean_ms"] or 0.0, t["runs"], w["window_ms"] / 1000.0,
-                            t.get("late_ms", 0))))
+                            t["late_ms"])))
         if goal:
             rows.append(Row("rp2040", "  fast worst / goal, %s" % label,
                             t["max_ms"] / FAST_GOAL[cells], "ratio", "<= 1"))

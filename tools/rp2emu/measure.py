@@ -250,7 +250,7 @@ class Run:
         chip = self.board.chip
         open_level = 1 if self.board.relay_active_low else 0
         shunt = self.board.emu_shunt
-        armed = []      # [t_ns of the trigger] once fired; [] while armed
+        armed = []      # [None] while armed (AFTER_SAMPLE), then [t_ns of the trigger]
         plain = shunt.readfrom_mem_into
 
         def on_read(addr, reg, buf):

@@ -221,15 +221,10 @@ function fixUart(u, index) {
   let shifting = false;
   const rxQueue = [];
   let rxBusy = false;
-  const trig = () => {
-    const depth = u.fifosEnabled ? 32 : 1;
-    const sel = (u.ifls >> 0) & 7; // TXIFLSEL: 1/8, 1/4, 1/2, 3/4, 7/8
-    return u.fifosEnabled ? [4, 8, 16, 24, 28][sel] ?? 16 : depth - 1;
-  };
-  const rxTrig = () => {
-    const sel = (u.ifls >> 3) & 7; // RXIFLSEL: 1/8, 1/4, 1/2, 3/4, 7/8
-    return u.fifosEnabled ? [4, 8, 16, 24, 28][sel] ?? 16 : 1;
-  };
+  // IFLS trigger levels of the 32-deep FIFOs: 1/8, 1/4, 1/2, 3/4, 7/8.
+  const level = (sel) => [4, 8, 16, 24, 28][sel] ?? 16;
+  const trig = () => (u.fifosEnabled ? level(u.ifls & 7) : 0); // TXIFLSEL
+  const rxTrig = () => (u.fifosEnabled ? level((u.ifls >> 3) & 7) : 1); // RXIFLSEL
   u.ifls = 0x12;
   const update = () => {
     mcu.setInterrupt(u.irq, !!(u.interruptStatus & u.interruptMask));
@@ -261,8 +256,7 @@ function fixUart(u, index) {
     if (!u.rxFIFO.full) u.rxFIFO.push(b);
     if (rxEvents) send({ e: 'uart_in', n: index, b, t: now() });
     if (u.rxFIFO.itemCount >= rxTrig()) u.interruptStatus |= U_RXINTR;
-    rtAlarm.cancel();
-    rtAlarm.schedule(32 * bitNanos());
+    rtAlarm.schedule(32 * bitNanos()); // (re)starts the count: schedule() cancels first
     update();
     if (rxQueue.length) rxAlarm.schedule(uartCharNanos(u));
     else rxBusy = false;
