@@ -20,6 +20,11 @@ The current sensor has the given gain and offset errors; the BMS starts
 with a wrong SOC.
 
 Variants (what real packs do to an estimator):
+* ``ocv_curve``: "table" (default): the simulated cells follow the
+  firmware's own OCV table (``bms.ocv``), so "nominal" means the table is
+  right and ``ocv_shift_mv`` is exactly the table's error; "sim": the
+  simulator's own curve (``tools.sim.pack``), 0-5 mV from the table
+  (5 mV at 15 %, 1 mV on the LFP plateau);
 * ``ocv_shift_mv``: the simulated cells' OCV curve sits this far from the
   firmware's table (every point);
 * ``ambient_c``: a cold day: the cells sit at that temperature, their
@@ -60,6 +65,13 @@ COLD_CAP = {"LFP": ((-20.0, 0.62), (-10.0, 0.78), (0.0, 0.89), (25.0, 1.0)),
             "NMC": ((-20.0, 0.75), (-10.0, 0.85), (0.0, 0.93), (25.0, 1.0))}
 
 
+def firmware_curve(chem):
+    """The firmware's OCV table (``bms.ocv``, per mille / mV) as the pack model's (0..1, V)."""
+    from bms import ocv as fw_ocv
+    k = CHEM_NAMES.index(chem)
+    return ([x / 1000.0 for x in fw_ocv._SOC[k]], [y / 1000.0 for y in fw_ocv._MV[k]])
+
+
 def cold_capacity(chem, t_c):
     pts = COLD_CAP.get(chem, COLD_CAP["NMC"])
     if t_c >= pts[-1][0]:
@@ -75,7 +87,7 @@ def cold_capacity(chem, t_c):
 class Day:
     def __init__(self, chem="LFP", cells=8, capacity_ah=100.0, soc_true=0.6, soc_bms=0.8,
                  gain=1.01, offset_ma=50, seed=3, dt_ms=1000, params=None, ocv_shift_mv=0,
-                 ambient_c=25.0, capacity_factor=1.0, profile="day"):
+                 ambient_c=25.0, capacity_factor=1.0, profile="day", ocv_curve="table"):
         self.chem = chem
         self.dt_ms = dt_ms
         self.profile = profile
@@ -102,6 +114,7 @@ class Day:
         self.scale = capacity_ah / 100.0
         self.t_s = 0.0
         self.ocv_shift_mv = ocv_shift_mv
+        self.ocv_curve = ocv_curve
         self.log = []  # (t_h, est, true)
 
     def _apply(self, kind, t_in, k):
@@ -147,12 +160,13 @@ class Day:
             total += h * 3600.0
         if hours is not None:
             total = hours * 3600.0
-        saved = None
-        if self.ocv_shift_mv:
-            # The real cells differ from the firmware's table by this much.
-            saved = packmod.OCV_TABLES[self.chem]
+        saved = packmod.OCV_TABLES[self.chem]
+        if self.ocv_curve == "table":
+            xs, ys = firmware_curve(self.chem)
+        else:
             xs, ys = saved
-            packmod.OCV_TABLES[self.chem] = (xs, [y + self.ocv_shift_mv / 1000.0 for y in ys])
+        # The real cells differ from the firmware's table by this much.
+        packmod.OCV_TABLES[self.chem] = (xs, [y + self.ocv_shift_mv / 1000.0 for y in ys])
         try:
             seg = 0
             next_sample = 0.0
@@ -176,8 +190,7 @@ class Day:
                     self.log.append((t / 3600.0, bms.soc.soc_frac(), pack.true_soc(), self.cc))
             self.t_s = total
         finally:
-            if saved is not None:
-                packmod.OCV_TABLES[self.chem] = saved
+            packmod.OCV_TABLES[self.chem] = saved
         return self.log
 
 

@@ -80,16 +80,21 @@ class Cell:
         self.bleed_a = 0.0
         self.open_wire = False
 
+    def cold_factor(self):
+        # Resistance rises in the cold (roughly doubling by -10 degC): the
+        # ohmic R0 and the polarisation R1 alike (charge transfer slows at
+        # least as fast as conduction; published EIS data shows it faster).
+        return 1.0 + max(0.0, 25.0 - self.temp_c) * 0.04
+
     def step(self, current_a, dt):
         i = current_a - self.bleed_a
         self.soc += (i * dt) / self.capacity_as - self.self_dis * dt
         a = math.exp(-dt / self.tau)
-        self.v1 = self.v1 * a + self.r1 * current_a * (1.0 - a)
+        self.v1 = self.v1 * a + self.r1 * self.cold_factor() * current_a * (1.0 - a)
 
     def voltage(self, current_a):
-        # R0 rises in the cold (roughly doubling by -10 degC).
-        rt = self.r0 * (1.0 + max(0.0, 25.0 - self.temp_c) * 0.04)
-        return ocv(self.chem, self.soc, self.temp_c) + current_a * rt + self.v1
+        return (ocv(self.chem, self.soc, self.temp_c) + current_a * self.r0 * self.cold_factor()
+                + self.v1)
 
 
 class Pack:
