@@ -166,10 +166,13 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
     if pins.get("charger_sense") is not None:   # charge-port voltage divider
         charger = gpio.Key(_in(machine, pins["charger_sense"], False), ticks_ms, ticks_diff,
                            active_low=False)
+    alert = None
+    if pins.get("shunt_alert") is not None:   # INA228 ALERT, open drain, active low
+        alert = gpio.Alert(_in(machine, pins["shunt_alert"]), ticks_ms)
     conf = {"cells": cells, "shunt_uohm": uohm}
     board = HwBoard(afe, shunt, ntcs, relays, buzzer, key, led=led, afe_conf=conf,
                     afe_temps=afe_temps, pack_source="afe", load_source="shunt",
-                    charger=charger)
+                    charger=charger, alert=alert)
     rs485, ttl = build_ports(machine, pins, opts)
     hw = {"kind": "master", "board": board, "afe": afe, "afes": afes, "shunt": shunt,
           "ntcs": ntcs, "can": build_can(machine, pins, opts), "rs485": rs485, "ttl": ttl,

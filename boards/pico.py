@@ -21,6 +21,7 @@ PINS = {
     "key": 21,                           # LC-2 K/VCC through an opto-coupler, active low
     "led": 25,                           # on-board LED
     "afe_alert": 22,
+    "shunt_alert": 3,                    # INA228 ALERT (open drain, pull-up): over-current onset
 }
 
 

@@ -205,3 +205,26 @@ def test_control_tasks_allocate_nothing_in_steady_operation(board):
         assert calls >= 10, (name, calls)
         assert allocating == 0, "%s task: %d of %d calls allocated %d B" % (
             name, allocating, calls, nbytes)
+
+
+def test_discharge_over_current_counts_its_delay_from_the_shunt_alert():
+    # docs/faults.md "Onset", docs/safety.md timing model: with the INA228's
+    # ALERT wired (pico GP3), dsg_oc sets at its delay from the comparator's
+    # edge.  A load step the instant after a current sample (the worst phase
+    # for sampling alone: delay + one tick + the tick's own time) opens the
+    # discharge relay within delay + 20 ms: the comparator's conversion, its
+    # interrupt and the extra tick at the delay's end.
+    from tools.rp2emu.measure import AFTER_SAMPLE, Run, set_params_code
+    delay = 1000
+    run = Run("pico", 16)
+    try:
+        failed, running = run.boot()
+        assert running and not failed
+        ts = run.reaction("discharge", set_params_code({
+            "dsg_oc": 1000, "dsg_oc_delay": delay, "oc_release": 1, "oc_retries": 10}),
+            lambda pack: setattr(pack, "load_a", 150.0),
+            lambda pack: setattr(pack, "load_a", 0.0), delay + 2000, (AFTER_SAMPLE, 29))
+    finally:
+        run.close()
+    for t in ts:
+        assert t is not None and delay <= t <= delay + 20, ts

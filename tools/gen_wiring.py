@@ -75,6 +75,7 @@ def connections(board, pins):
     add(pins.get("buzzer"), "buzzer", "transistor -> LC-2 buzzer")
     add(pins.get("key"), "key K", "opto-coupler <- LC-2 K")
     add(pins.get("afe_alert"), "AFE ALERT", "BQ76952 ALERT")
+    add(pins.get("shunt_alert"), "shunt ALERT", "INA228 ALERT (over-current onset)")
     add(pins.get("led"), "status LED", "LED")
     for k, pin in enumerate(pins.get("addr_pins", ())):
         add(pin, "address bit %d" % k, "module address DIP switch")

@@ -79,10 +79,11 @@ from bms.plausible import CurrentCheck
 from bms.protection import CELL_STALE_MS, CURRENT_STALE_MS, TEMP_STALE_MS, Protection
 from bms.scheduler import Scheduler
 from bms.soc import Soc
-from bms.ticks import ticks_diff
+from bms.ticks import ticks_add, ticks_diff
 from bms.wallclock import WallClock
 
 FAST_MS = const(50)
+_NO_ONSET = const(-0x40000000)   # Protection.on_thr: no row back-dates
 CELL_MS = const(250)
 _SLOW_MS = const(1000)
 _FAST_PHASE_MS = const(25)   # FAST_MS / 2: between two cell sweeps (CELL_MS is 5 ticks)
@@ -198,6 +199,12 @@ class Bms:
         self._v_response = getattr(board, "voltage_response", True)
         self._exc_at = 0
         self._cur_good = 0       # last in-range calibrated current
+        # The shunt monitor's over-current comparator (bms.protection "Onset"):
+        # boards that have one program it and keep alert_on / alert_at.
+        self._alert = getattr(board, "alert_in", None)
+        if self._alert is not None and hasattr(self._alert, "use_clock"):
+            self._alert.use_clock(clock.ticks_ms)
+        self._alert_pver = -1
         self.bad_readings = 0    # out-of-range readings refused
         self._unmon_ms = 0
         self.unmonitored = False
@@ -267,9 +274,18 @@ class Bms:
         return self._cmd != 0
 
     def fast_room_ms(self):
-        """ms until the fast task's next deadline (bms.services starts flash
-        writes only with room before it)."""
-        return ticks_diff(self.sched.next[self._fast_i], self.clock.ticks_ms())
+        """ms until the fast task's next run, an extra one included (bms.services
+        starts flash writes only with room before it: a write must not hold
+        the tick that sets an over-current at its delay)."""
+        s = self.sched
+        i = self._fast_i
+        now = self.clock.ticks_ms()
+        d = ticks_diff(s.next[i], now)
+        if s.has_extra[i]:
+            e = ticks_diff(s.extra[i], now)
+            if e < d:
+                d = e
+        return d
 
     # ---- tasks --------------------------------------------------------
     def _fast(self, now):
@@ -346,7 +362,12 @@ class Bms:
         if self._cmd:
             self._run_command(now)
 
+        if self._alert is not None:
+            self._alert_onset(prot, m, cur_ok)
         block = prot.step(m, now) | self.inhibit
+        if prot.due_ms < FAST_MS:
+            # A pending fault's delay ends before the next tick: a tick then.
+            self.sched.run_at(self._fast_i, ticks_add(now, prot.due_ms))
         if not self.running and m.cells_seen and m.current_seen and m.temps_seen:
             self.running = True
         if not self.running:
@@ -500,6 +521,51 @@ class Bms:
                 self._fail(e)
                 return False
         return False
+
+    def _alert_onset(self, prot, m, cur_ok):
+        """The comparator's state for this step; its limits after a parameter
+        change: the raw shunt currents at which the calibrated reading
+        reaches the charge / discharge over-current thresholds (magnitudes
+        rounded up, so an asserted alert always means a tripping current)."""
+        p = self.params
+        if self._alert_pver != p.version:
+            # Until the chip has the new limits no edge counts.
+            prot.on_thr[F.SIG_CHG_I] = _NO_ONSET
+            prot.on_thr[F.SIG_DSG_I] = _NO_ONSET
+            chg = F.spec_value(F.TABLE[F.CHG_OC][F.F_THR], p.values)
+            dsg = F.spec_value(F.TABLE[F.DSG_OC][F.F_THR], p.values)
+            try:
+                if not self.board.set_current_alert(self._uncalibrate(chg),
+                                                    self._uncalibrate(-dsg)):
+                    self._alert = None
+                    return
+                self._alert_pver = p.version
+                prot.on_thr[F.SIG_CHG_I] = chg
+                prot.on_thr[F.SIG_DSG_I] = dsg
+            except OSError:
+                self.bus_errors += 1      # tried again at the next tick
+        a = self._alert
+        a.refresh()
+        on = cur_ok and a.on
+        i = m.current_ma
+        prot.on_ok[F.SIG_CHG_I] = 1 if (on and i > 0) else 0
+        prot.on_ok[F.SIG_DSG_I] = 1 if (on and i < 0) else 0
+        prot.on_at[F.SIG_CHG_I] = a.at
+        prot.on_at[F.SIG_DSG_I] = a.at
+
+    def _uncalibrate(self, ma):
+        """The raw reading that ``_calibrate`` turns into ``ma``, its
+        magnitude rounded up (not on the hot path: parameter changes only)."""
+        p = self.params
+        g = p[P_CUR_GAIN]
+        x = ma - p[P_CUR_OFFSET]
+        neg = x < 0
+        if neg:
+            x = -x
+        # x * 10000 / g rounded up, in parts that stay small ints.
+        q = x // g
+        v = q * 10000 + ((x - q * g) * 10000 + g - 1) // g
+        return -v if neg else v
 
     def _calibrate(self, raw):
         p = self.params

@@ -22,6 +22,19 @@ trips (it would have to recur within every window for the whole delay).
 Once active, the recovery condition must hold continuously for the clear
 delay.  Latched faults then wait for ``reset_latched`` instead of clearing.
 
+Onset.  Sampling alone sees a condition up to one tick after it began,
+so its delay ends up to a tick late.  A hardware comparator on a signal
+(the shunt monitor's ALERT on the current: ``on_ok`` / ``on_at`` /
+``on_thr`` per signal, set by the core before each step) tells when it
+began: a K_HIGH row whose threshold is at or below the comparator's
+(``on_thr``), first observed while the comparator has been asserted since
+``on_at``, counts its delay from ``on_at``, never from further back than
+the previous observation (``dt``).  ``due_ms`` after a step is the least
+time a pending row still needs; the core runs the next tick then if that is
+before the regular one, so the fault sets at its delay, not at the tick
+after it.  A row above the comparator's threshold does not back-date: the
+comparator's edge is not when its own condition began.
+
 Boot.  A fault whose condition holds at its first observation after boot
 applies its reaction at once, until it sets (after its delay) or the
 condition goes away: a reboot loop faster than a fault's delay cannot close
@@ -118,6 +131,11 @@ class Protection:
         self.quiet = bytearray(F.N_SIGNALS)  # no row on it can trip at this tick
         self.busy = bytearray([1] * n)  # row must be evaluated (see "Quiet rows")
         self.skip_quiet = True
+        # Onset (see above): the comparator per signal, from the core.
+        self.on_ok = bytearray(F.N_SIGNALS)
+        self.on_at = array("i", [0] * F.N_SIGNALS)
+        self.on_thr = array("i", [_FAR_LOW] * F.N_SIGNALS)
+        self.due_ms = _FAR_HIGH
         # Fault-set records wait for flush_log when defer_log is on (the core:
         # the relays switch first, then the log; about 0.5 ms a record on an
         # RP2040).  step() flushes what a caller left, so nothing is lost.
@@ -277,6 +295,8 @@ class Protection:
         ok_now = self.ok_now
         k_low = F.K_LOW
         r_l2 = F.R_L2
+        on_ok = self.on_ok
+        due = _FAR_HIGH
         reaction = 0
         level = 0
         active = 0
@@ -305,12 +325,19 @@ class Protection:
                         else:
                             seen[i] = 1
                             c = 0
+                            if on_ok[k] and thr[i] <= self.on_thr[k] and f_kind[i] != k_low:
+                                a = ticks_diff(now, self.on_at[k])
+                                if a > 0:
+                                    c = a if a < dt else dt
                         self.gap[i] = 0
                         if first[i]:
                             hold[i] = 1
-                        if c >= self.delay[i]:
+                        d = self.delay[i]
+                        if c >= d:
                             self._set(i, v, now)
                             c = 0
+                        elif d - c < due:
+                            due = d - c
                         count[i] = c
                     elif seen[i]:
                         c = count[i] + dt
@@ -365,6 +392,7 @@ class Protection:
         self.reaction = reaction
         self.level = level
         self.n_active = active
+        self.due_ms = due
         return reaction
 
     def _recovering(self, i, v, q, cond, recovered, dt, now):

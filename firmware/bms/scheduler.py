@@ -13,7 +13,12 @@ fast ticks are 1000 ms and a protection delay expires at the tick it should.
 With the pass start (up to a few ms late, by whatever ran before) a delay of
 1000 ms sometimes summed to 999 ms at the 20th tick and waited a whole
 extra tick (emulated RP2040).  A run more than a period late gets the real
-time.  The deadline is advanced before the task runs, so a task that
+time.
+
+``run_at`` asks for one extra run of a task before its next deadline (the
+protection's delay expiring between two fast ticks, see bms.protection
+"Onset"): it gets that time as ``now`` and the task's grid stays as it
+was, so its phases to the other tasks do not move.  The deadline is advanced before the task runs, so a task that
 raises cannot spin.  Nothing here sleeps: the board loop asks
 ``ms_to_next`` and sleeps itself; the simulator advances its virtual clock.
 
@@ -46,6 +51,8 @@ class Scheduler:
         self.us_sum = array("i", [0] * max_tasks)
         self.timed = array("i", [0] * max_tasks)
         self.late_max = array("i", [0] * max_tasks)  # worst ms a run started after its deadline
+        self.extra = array("i", [0] * max_tasks)     # run_at time ...
+        self.has_extra = bytearray(max_tasks)        # ... while this is 1
         self._us = getattr(clock, "ticks_us", None)
         self.n = 0
 
@@ -65,9 +72,21 @@ class Scheduler:
         now = self.clock.ticks_ms()
         ran = 0
         for i in range(self.n):
+            if self.has_extra[i]:
+                t = self.extra[i]
+                if ticks_diff(now, t) >= 0 and ticks_diff(self.next[i], now) > 0:
+                    self.has_extra[i] = 0
+                    late = ticks_diff(now, t)
+                    if late > self.late_max[i]:
+                        self.late_max[i] = late
+                    self.runs[i] += 1
+                    ran += 1
+                    self._call(i, t)
+                    continue
             t = self.next[i]
             late = ticks_diff(now, t)
             if late >= 0:
+                self.has_extra[i] = 0   # the regular run does what it asked
                 if late > self.late_max[i]:
                     self.late_max[i] = late
                 nxt = ticks_add(t, self.period[i])
@@ -79,14 +98,25 @@ class Scheduler:
                 self.next[i] = nxt
                 self.runs[i] += 1
                 ran += 1
-                us = self._us
-                if us is None:
-                    self._fn[i](t)
-                else:
-                    t0 = us()
-                    self._fn[i](t)
-                    self._timed(i, ticks_diff(us(), t0))
+                self._call(i, t)
         return ran
+
+    def _call(self, i, t):
+        us = self._us
+        if us is None:
+            self._fn[i](t)
+        else:
+            t0 = us()
+            self._fn[i](t)
+            self._timed(i, ticks_diff(us(), t0))
+
+    def run_at(self, i, t):
+        """One extra run of task ``i`` at ``t``, if that is before its next
+        deadline (otherwise the regular run comes first and does it)."""
+        if ticks_diff(self.next[i], t) > 0:
+            if not self.has_extra[i] or ticks_diff(self.extra[i], t) > 0:
+                self.extra[i] = t
+                self.has_extra[i] = 1
 
     def _timed(self, i, dt):
         if dt > self.us_max[i]:
@@ -111,4 +141,8 @@ class Scheduler:
             d = ticks_diff(self.next[i], now)
             if d < best:
                 best = d
+            if self.has_extra[i]:
+                d = ticks_diff(self.extra[i], now)
+                if d < best:
+                    best = d
         return best if best > 0 else 0

@@ -673,6 +673,9 @@ class MasterBoard:
         self.prot = None
         self._pver = -1
         self._rd_faults = getattr(base, "read_faults", None)   # bound once: no per-call allocation
+        # The master's own shunt monitor and its over-current comparator
+        # (bms.protection "Onset") are the base board's.
+        self.alert_in = getattr(base, "alert_in", None)
 
     def bind(self, bms):
         self.bms = bms
@@ -715,6 +718,9 @@ class MasterBoard:
     # ---- board interface ----------------------------------------------------
     def read_current(self, m, now):
         self.base.read_current(m, now)
+
+    def set_current_alert(self, over_ma, under_ma):
+        return self.base.set_current_alert(over_ma, under_ma)
 
     def read_volts(self, m, now):
         if self._base_volts is not None:   # else the base's read_current filled them

@@ -116,6 +116,44 @@ class Key:
         return self.state
 
 
+class Alert:
+    """An active-low comparator output (the INA228's ALERT): whether it is
+    asserted (``on``) and since when (``at``, ticks_ms of the edge).
+
+    Both edges interrupt; the handler only stores a flag and a small int (no
+    allocation: the bound method is made once, here).  A soft IRQ runs
+    between bytecodes, so ``at`` can come late by one native call (an I2C
+    transfer), never early: a late edge only shortens what the protection
+    back-dates.  The pin level is read again at every edge and by
+    ``refresh`` (an edge lost while the handler was pending)."""
+
+    def __init__(self, pin, ticks_ms):
+        self.pin = pin
+        self._ticks_ms = ticks_ms
+        self.on = pin.value() == 0
+        self.at = ticks_ms()
+        self.edges = 0
+        self._h = self._edge
+        pin.irq(handler=self._h, trigger=pin.IRQ_FALLING | pin.IRQ_RISING)
+
+    def use_clock(self, ticks_ms):
+        """Stamp edges on the core's clock (a host test's virtual one)."""
+        self._ticks_ms = ticks_ms
+        self.at = ticks_ms()
+
+    def _edge(self, _pin):
+        self.edges += 1
+        self.refresh()
+
+    def refresh(self):
+        if self.pin.value() == 0:
+            if not self.on:
+                self.at = self._ticks_ms()
+                self.on = True
+        else:
+            self.on = False
+
+
 class StatusLed(Output):
     def __init__(self, pin, active_low=False):
         Output.__init__(self, pin, active_low)

@@ -64,9 +64,13 @@ class HwBoard:
     def __init__(self, afe, shunt=None, ntcs=(), relays=(), buzzer=None, key=None,
                  led=None, afe_conf=None, afe_temps=(), pack_source="afe",
                  load_source="afe", afe_fets=False, max_cells=None, current_check=True,
-                 charger=None):
+                 charger=None, alert=None):
         self.afe = afe
         self.shunt = shunt
+        # The shunt monitor's ALERT input (gpio.Alert), if wired: the core
+        # programs its limits (set_current_alert) and reads on / at.
+        self.alert_in = alert if shunt is not None else None
+        self._alert_lim = None
         self.ntcs = [n for n, _r in ntcs]
         self.afe_temps = [k for k, _r in afe_temps]
         self.temp_roles = tuple([r for _n, r in ntcs] + [r for _k, r in afe_temps])
@@ -140,6 +144,24 @@ class HwBoard:
                 self.shunt_ok = True
             except OSError:
                 self.init_errors += 1
+            if self.shunt_ok and self._alert_lim is not None:
+                # configure() reset the chip: its limits are gone (the
+                # alert stays quiet until they are back, which is safe).
+                try:
+                    self.shunt.set_alert_ma(self._alert_lim[0], self._alert_lim[1])
+                except OSError:
+                    self.init_errors += 1
+
+    def set_current_alert(self, over_ma, under_ma):
+        """Program the shunt monitor's ALERT limits (raw mA, signed); False if
+        the board has no ALERT input.  OSError if the chip did not take them
+        (the caller tries again)."""
+        if self.alert_in is None:
+            return False
+        self._alert_lim = (over_ma, under_ma)
+        if self.shunt_ok:
+            self.shunt.set_alert_ma(over_ma, under_ma)
+        return True
 
     def attach_backstop(self, src):
         """Keep the AFE's hardware backstop following ``src`` (``version``,

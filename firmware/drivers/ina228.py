@@ -37,6 +37,8 @@ _REG_DIAG_ALRT = const(0x0B)
 _REG_SOVL = const(0x0C)
 _REG_SUVL = const(0x0D)
 _REG_MANUFACTURER_ID = const(0x3E)
+_SOVL_LSB_NV_0 = const(5000)   # SOVL/SUVL: 5 uV/LSB, ADCRANGE=0
+_SOVL_LSB_NV_1 = const(1250)   # 1.25 uV/LSB, ADCRANGE=1
 _REG_DEVICE_ID = const(0x3F)
 
 _MANUFACTURER_TI = const(0x5449)  # "TI"
@@ -256,3 +258,32 @@ class INA228:
 
     def diag(self):
         return self.read_reg(_REG_DIAG_ALRT)
+
+    def _limit(self, ma):
+        """SOVL/SUVL code for a shunt current ``ma``: 5 uV/LSB (1.25 uV with
+        ADCRANGE=1) in two's complement; magnitude rounded up and clamped."""
+        lsb = _SOVL_LSB_NV_1 if self.adcrange else _SOVL_LSB_NV_0
+        a = ma if ma >= 0 else -ma
+        if a > 0x3FFFFFFF // self.shunt_uohm:
+            code = 0x7FFF                 # beyond full scale (and a small int)
+        else:
+            code = (a * self.shunt_uohm + lsb - 1) // lsb   # mA * uohm = nV
+            if code > 0x7FFF:
+                code = 0x7FFF
+        if ma >= 0:
+            return code
+        return (0x10000 - code) & 0xFFFF
+
+    def set_alert_ma(self, over_ma, under_ma):
+        """ALERT (active low, transparent: it follows every conversion, not
+        the averaged result) while the shunt current is above ``over_ma`` or
+        below ``under_ma`` (signed, the driver's raw mA).  Read back; OSError
+        if the chip did not take it."""
+        hi = self._limit(over_ma)
+        lo = self._limit(under_ma)
+        self.write_reg(_REG_DIAG_ALRT, 0)   # ALATCH, CNVR, SLOWALERT, APOL off
+        self.write_reg(_REG_SOVL, hi)
+        self.write_reg(_REG_SUVL, lo)
+        if (self.read_reg(_REG_SOVL), self.read_reg(_REG_SUVL)) != (hi, lo):
+            raise OSError(EIO)
+        return hi, lo

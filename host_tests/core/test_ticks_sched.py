@@ -109,3 +109,54 @@ def test_ms_to_next():
     assert s.ms_to_next() == 0
     s.run_due()
     assert s.ms_to_next() == 7
+
+
+def test_run_at_is_one_extra_run_and_keeps_the_grid():
+    clk = VirtualClock(TICKS_MAX - 20)   # across the wrap
+    s = Scheduler(clk)
+    got = []
+    s.add(lambda now: got.append(ticks_diff(now, base)), 50, 25)
+    base = clk.ticks_ms()
+    s.run_at(0, ticks_add(base, 10))      # before the first deadline (25)
+    assert s.ms_to_next() == 10
+    for _ in range(130):
+        s.run_due()
+        clk.advance(1)
+    # The extra run at 10, then the grid as it was: 25, 75, 125.
+    assert got == [10, 25, 75, 125], got
+
+
+def test_run_at_after_the_next_deadline_is_ignored():
+    clk = VirtualClock(0)
+    s = Scheduler(clk)
+    got = []
+    s.add(lambda now: got.append(now), 50)
+    s.run_due()
+    s.run_at(0, 60)                       # the regular run at 50 comes first
+    assert not s.has_extra[0]
+    s.run_at(0, 30)
+    s.run_at(0, 40)                       # a later request does not delay an earlier one
+    assert s.extra[0] == 30
+    for _ in range(101):
+        s.run_due()
+        clk.advance(1)
+    assert got == [0, 30, 50, 100], got
+
+
+def test_run_at_is_dropped_when_the_regular_run_comes_first():
+    clk = VirtualClock(0)
+    s = Scheduler(clk)
+    got = []
+    s.add(lambda now: got.append(now), 50)
+    s.run_due()
+    s.run_at(0, 45)
+    clk.advance(70)                       # the loop was held past both:
+    s.run_due()                           # one run, the regular one
+    s.run_due()
+    assert got == [0, 50], got
+    assert not s.has_extra[0]
+    s.run_at(0, 90)
+    clk.advance(35)                       # 105: the regular 100 is due too
+    s.run_due()
+    s.run_due()
+    assert got == [0, 50, 100], got

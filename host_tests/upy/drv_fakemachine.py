@@ -38,6 +38,22 @@ class Pin:
             Pin.cs_target.value(self.v)  # wired to the MCP2515's CS
         return None
 
+    IRQ_FALLING = 4
+    IRQ_RISING = 8
+
+    def irq(self, handler=None, trigger=0):
+        self.irq_handler = handler
+        self.irq_trigger = trigger
+
+    def drive(self, v):
+        """An outside source sets this input (an ALERT line): edges call the handler."""
+        old = self.v
+        self.v = 1 if v else 0
+        h = getattr(self, "irq_handler", None)
+        if h is not None and old != self.v:
+            if self.irq_trigger & (Pin.IRQ_RISING if self.v else Pin.IRQ_FALLING):
+                h(self)
+
     def on(self):
         self.value(1)
 

@@ -72,3 +72,37 @@ def test_backstop_the_chip_does_not_hold_keeps_relays_open():
     _run(app, clock, 3000)
     assert app.bms.running and app.hw["board"].afe_ok
     assert fm.bq.dm_get(0x9261, "<B") & 0x80        # SCD enabled now
+
+
+def test_pico_programs_the_shunt_alert_and_stamps_its_edges():
+    # GP3: the INA228 ALERT (open drain, pull-up).  The core programs the
+    # limits from the chg_oc / dsg_oc thresholds (LFP defaults 100 A / 150 A;
+    # 100 uOhm for up to 1.6 kA: ADCRANGE=0, 5 uV/LSB) and the edges carry
+    # the core's time.
+    from bms import faults as F
+    fm = FakeMachine(LFP16)
+    clock = VirtualClock(1000)
+    app = main.build("pico", machine=fm, clock=clock)
+    _run(app, clock, 1000)
+    b = app.bms
+    chg = F.spec_value(F.TABLE[F.CHG_OC][F.F_THR], b.params.values)
+    dsg = F.spec_value(F.TABLE[F.DSG_OC][F.F_THR], b.params.values)
+    assert app.hw["shunt"].adcrange == 0
+    assert fm.ina.regs[0x0C] == (chg * 100 + 4999) // 5000 == 2000
+    assert fm.ina.regs[0x0D] == 0x10000 - (dsg * 100 + 4999) // 5000
+    a = app.hw["board"].alert_in
+    pin = fm.pin(3)
+    assert pin.irq_handler is not None and not a.on
+    clock.advance(7)
+    pin.drive(0)
+    assert a.on and a.at == clock.ticks_ms() and a.edges == 1
+    clock.advance(5)
+    pin.drive(1)
+    assert not a.on and a.edges == 2
+    # The INA228 lost its settings (a brown-out): the board programs it
+    # again, limits included, when it configures it anew.
+    fm.ina.reset()
+    app.hw["board"].shunt_ok = False
+    _run(app, clock, 200)
+    assert app.hw["board"].shunt_ok
+    assert fm.ina.regs[0x0C] == 2000

@@ -142,3 +142,37 @@ def test_hot_path_reads_do_not_allocate():
 
     expect = cycle()
     assert heap_locked(cycle) == expect
+
+
+def test_alert_limits_match_the_datasheet_units_and_assert_the_pin():
+    # 300 A on 100 uOhm: ADCRANGE=1, SOVL/SUVL at 1.25 uV/LSB (5 uV with 0).
+    src = StaticSource()
+    emu = EmuINA228(src, shunt_uohm=100)
+    drv = INA228(emu, shunt_uohm=100, max_current_ma=300000)
+    drv.configure()
+    hi, lo = drv.set_alert_ma(150000, -160000)
+    assert hi == 12000                       # 15 mV / 1.25 uV
+    assert lo == 0x10000 - 12800             # -16 mV, two's complement
+    assert emu.regs[0x0C] == hi and emu.regs[0x0D] == lo
+    assert emu.regs[0x0B] & 0xF000 == 0      # transparent, active low, every conversion
+    for ma, level, flag in ((0, 1, 0), (150000, 1, 0), (150010, 0, 0x40),
+                            (-160000, 1, 0), (-160010, 0, 0x20), (-300000, 0, 0x20)):
+        src.current = ma
+        assert emu.alert_level() == level, ma
+        assert drv.diag() & 0x60 == flag, ma
+    # A limit is rounded up in magnitude: the pin never asserts below it.
+    drv.set_alert_ma(100001, -100001)
+    assert emu.regs[0x0C] == 8001 and emu.regs[0x0D] == 0x10000 - 8001
+
+
+def test_alert_limits_in_the_wide_range_and_beyond_full_scale():
+    src = StaticSource()
+    emu = EmuINA228(src, shunt_uohm=100)
+    drv = INA228(emu, shunt_uohm=100, max_current_ma=600000)
+    drv.configure()
+    assert drv.adcrange == 0
+    assert drv.set_alert_ma(200000, -250000) == (4000, 0x10000 - 5000)   # 5 uV/LSB
+    assert drv.set_alert_ma(10 ** 8, -10 ** 8) == (0x7FFF, 0x8001)
+    # The chip did not take it (a stuck register reads back wrong): OSError.
+    emu.stuck = {0x0C: b"\x00\x01"}
+    assert raises(OSError, drv.set_alert_ma, 200000, -250000)

@@ -97,14 +97,17 @@ def _single(ctx, rows):
         worst = max(got) if len(got) == len(ts) else None
         rows.append(Row("rp2040", "reaction: dsg_oc set delay 1000 ms, relay open after (worst)",
                         worst, "ms", "<= %d" % (delay + 50),
-                        "configured delay + one fast tick (50 ms); right after a current sample, "
-                        "then %d fixed phases: %s ms" % (
+                        "configured delay + one fast tick (50 ms); the delay counts from the "
+                        "shunt ALERT's edge (docs/faults.md Onset); right after a current "
+                        "sample, then %d fixed phases: %s ms" % (
                             len(ts) - 1, ", ".join("%.1f" % t if t is not None else "none"
                                                    for t in ts))))
         if ts[0] is not None:
             rows.append(Row("rp2040", "  reaction, step right after a current sample", ts[0], "ms",
-                            "", "= delay + one tick + %.1f ms: the tick that trips, from its "
-                            "current sample to the relay pin" % (ts[0] - delay - 50)))
+                            "", "= delay + %.1f ms: the INA228 ALERT's edge (one 2 ms emulator "
+                            "slice, about the chip's conversion cycle) starts the delay, an extra "
+                            "fast tick at its end; sampled alone this phase took delay + one tick "
+                            "+ 4-5 ms" % (ts[0] - delay)))
         if worst is not None:
             rows.append(Row("rp2040", "  reaction worst / (delay + one tick)", worst / (delay + 50.0),
                             "ratio", "<= 1"))

@@ -6,7 +6,7 @@ the board's own pin table (``boards/<name>.py`` ``PINS``).
                -> EmuINA228               -> emulated I2C0
                -> NTC dividers            -> emulated ADC (GP26-28)
     relays, buzzer, LED                   <- emulated GPIO outputs
-    key switch                            -> emulated GPIO input
+    key switch, INA228 ALERT              -> emulated GPIO inputs
     MCP2515 (SPI0, CS, INT)               <-> VirtualCanBus (optional)
     RS485 PC port (UART0 + DE)            <-> a pty (``Rs485Pty``)
     TTL display port (UART1)              <-> listeners / a pty
@@ -184,9 +184,14 @@ class EmuBoard:
             if self._int_pin is not None and p.get("can_cs") is not None:
                 self.chip.sync_pins([p["can_cs"]])
             self._sync_int()
+        # The INA228's ALERT onto its pin, at every slice (2 ms: about the
+        # chip's own conversion cycle, bus + shunt + temperature).
+        self._alert_pin = p.get("shunt_alert") if self.emu_shunt is not None else None
+        self._alert_level = None
         self.rs485 = None
         self.cdc = None
         self.t_phys_ns = 0
+        self._sync_alert()
 
     def _spi_byte(self, b):
         r = self.emu_can._byte(b)
@@ -206,6 +211,14 @@ class EmuBoard:
                 self.chip.pending_inputs.append([self._int_pin, level])
             else:
                 self.chip.set_input(self._int_pin, level)
+
+    def _sync_alert(self):
+        if self._alert_pin is None:
+            return
+        level = self.emu_shunt.alert_level()
+        if level != self._alert_level:
+            self._alert_level = level
+            self.chip.set_input(self._alert_pin, level)
 
     def _wire_afe(self, n, first, noise_mv, crc):
         src = _NoisyCells(self.pack, self.rng, noise_mv, first, n)
@@ -248,6 +261,8 @@ class EmuBoard:
         self.chip.power_cycle()
         self._int_level = None
         self._sync_int()
+        self._alert_level = None
+        self._sync_alert()
 
     # ---- ports ------------------------------------------------------------------
     def open_rs485(self, symlink=None):
@@ -287,6 +302,7 @@ class EmuBoard:
     def _physics(self, step_ns):
         if self.physics:
             self.pack.step(step_ns / 1e9)
+        self._sync_alert()
         self.t_phys_ns += step_ns
         ms = self.t_phys_ns // 1000000
         if ms:

@@ -6,7 +6,8 @@ does: VSHUNT = I * R quantised to 312.5 nV (78.125 nV with ADCRANGE=1) in
 bits 23:4, CURRENT = VSHUNT * 4096 / SHUNT_CAL (the inverse of the
 datasheet's SHUNT_CAL = 13107.2e6 * CURRENT_LSB * R), VBUS at 195.3125 uV,
 DIETEMP at 7.8125 m degC, CHARGE integrating CURRENT over source time, and
-DIAG_ALRT flags (MATHOF, CHARGEOF, MEMSTAT, CNVRF).
+DIAG_ALRT flags (MATHOF, CHARGEOF, MEMSTAT, CNVRF, SHNTOL, SHNTUL) and the
+ALERT pin from SOVL / SUVL (``alert_level``).
 
 The source is any object with ``current_ma()`` and ``bus_mv()`` and
 optionally ``die_dc()`` and ``time_s()`` (for the charge accumulator);
@@ -115,6 +116,26 @@ class EmuINA228:
             return 0, False
         return _clamp20(int(round(vs * 4096.0 / cal)))
 
+    def alert_active(self):
+        """SOVL / SUVL against the shunt voltage (5 uV/LSB, 1.25 uV with
+        ADCRANGE=1: 16 VSHUNT LSBs): over-limit and under-limit flags, as
+        the chip compares every conversion (SLOWALERT=0; with SLOWALERT=1
+        it would compare the averaged result, not modelled: the same here)."""
+        v, _ = self.vshunt_raw()
+        hi = self.regs[0x0C]
+        lo = self.regs[0x0D]
+        hi = hi - 0x10000 if hi & 0x8000 else hi
+        lo = lo - 0x10000 if lo & 0x8000 else lo
+        return v > hi * 16, v < lo * 16
+
+    def alert_level(self):
+        """The ALERT pin (open drain): 0 while a limit is crossed, unless
+        APOL (DIAG_ALRT bit 12) inverts it."""
+        over, under = self.alert_active()
+        on = over or under
+        apol = bool(self.regs[0x0B] & 0x1000)
+        return (1 if on else 0) if apol else (0 if on else 1)
+
     def _integrate(self):
         t = self.source.time_s() if hasattr(self.source, "time_s") else None
         if t is None:
@@ -154,6 +175,11 @@ class EmuINA228:
             return q & 0xFFFFFFFFFF
         if reg == 0x0B:
             v = r[0x0B] | 0x0002  # conversion complete
+            over, under = self.alert_active()
+            if over:
+                v |= 0x0040       # SHNTOL
+            if under:
+                v |= 0x0020       # SHNTUL
             return v
         return r.get(reg, 0)
 
@@ -207,4 +233,6 @@ class EmuINA228:
             v &= 0x3FF0
         elif reg == 0x02:
             v &= 0x7FFF
+        elif reg == 0x0B:
+            v = (v & 0xF000) | (self.regs[0x0B] & 0x0FFF)   # bits 11:0 are flags (read-only)
         self.regs[reg] = v
