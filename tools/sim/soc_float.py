@@ -241,7 +241,7 @@ class Soc(fixed.Soc):
         hold = False
         if self._flat:
             self._lost = 0
-        elif ima > 0 and v * 1000.0 >= fixed.V_TAIL_MV[chem]:
+        elif ima * 50 > cap and v * 1000.0 >= fixed.V_TAIL_MV[chem]:
             self._lost = 0      # at the charger's voltage limit: count until the tail (bms.soc)
             hold = True
         elif h0 < H_GATE:
@@ -301,6 +301,7 @@ class Soc(fixed.Soc):
             if done:
                 break
         self.p00 = p00 - k0 * ph0
+        q0 = math.sqrt(max(self.p00, 0.0) / p00) if p00 > 0.0 else 0.0
         self.p01 = p01 - k0 * ph1
         self.p02 = p02 - k0 * ph2
         self.p11 = p11 - k1 * ph1
@@ -311,7 +312,8 @@ class Soc(fixed.Soc):
         self.bias = bi
         self.v1 = v1i
         self._apply_frac(si - s)
-        self._s_ref = self.soc_frac()
+        # The reference moves by the share of SOC uncertainty the reading removed (bms.soc).
+        self._s_ref = self.soc_frac() - q0 * (s - self._s_ref)
         sd0 = math.sqrt(self.p00)
         if sd0 * 2.0 ** 30 <= fixed._SD_TRUST and self.rest_ms >= fixed._REST_MS:
             self._trusted(self._frac(), int(sd0 * 2.0 ** 30), True)
