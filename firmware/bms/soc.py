@@ -1049,7 +1049,9 @@ class Soc:
         # it, so a charge back toward a trusted point (knee, rest) finds the
         # counter as sure of SOC as it was there, and the voltage, through a
         # table that may be off by tens of mV, pulls it only that much.
-        self._s_ref = self._frac() - mul(q0, s - sr0, 28)
+        # (Corrections shift the reference with SOC; |N| is kept within one
+        # full span, so the reference stays within -1..2 in Q28.)
+        self._s_ref = self._frac() - clamp(mul(q0, s - sr0, 28), ONE)
         if self.sd0 <= _SD_TRUST and self.rest_ms >= _REST_MS:
             # Rested (relaxed) and known to 2 %: the reading, not the
             # counter, set this SOC (under load the posterior leans on the

@@ -313,7 +313,7 @@ class Soc(fixed.Soc):
         self.v1 = v1i
         self._apply_frac(si - s)
         # The reference moves by the share of SOC uncertainty the reading removed (bms.soc).
-        self._s_ref = self.soc_frac() - q0 * (s - self._s_ref)
+        self._s_ref = self.soc_frac() - max(-1.0, min(1.0, q0 * (s - self._s_ref)))
         sd0 = math.sqrt(self.p00)
         if sd0 * 2.0 ** 30 <= fixed._SD_TRUST and self.rest_ms >= fixed._REST_MS:
             self._trusted(self._frac(), int(sd0 * 2.0 ** 30), True)
