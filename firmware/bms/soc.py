@@ -116,8 +116,12 @@ Why these choices (the principled parts):
   about halfway (a PyBaMM NMC811 cell ends its CV 40 mV off the table
   there: set outright, SOC was 6.4 % off).  The table-error state restarts
   from its prior (kept, it pulled SOC back by its value at the next
-  update).  It counts as a full anchor for capacity learning over the SOC
-  span between anchors.
+  update), correlated with the SOC by f = sd_counter / hypot(sd_counter,
+  sd_tail): the combined SOC carries the share f**2 of the table's error
+  there.  Left uncorrelated, the readings after the tail took the same
+  table error once more as SOC (PyBaMM NMC after the tail 5.2 -> 5.0 %,
+  LFP 1.31 -> 1.17 %).  It counts as a full anchor for capacity learning
+  over the SOC span between anchors.
   The lower knee needs no separate anchor: its slope (0.5-3 V per unit)
   gives the Kalman update the weight it needs there.
   Before the tail, while charging (above the rest current: a sensor's
@@ -180,11 +184,11 @@ Why these choices (the principled parts):
   discharge, before any capacity measurement, 60 -> 5 % at 0.1-0.4C, ends
   4 % high.  NMC PyBaMM no full charge (5.7 %): the same first discharge,
   5.6 % low at 18 % SOC (the cell 75 mV below the table there).  NMC
-  PyBaMM after a full charge (5.2 %): at the end of a 4.10 V CV charge the
+  PyBaMM after a full charge (5.0 %): at the end of a 4.10 V CV charge the
   cell is at 83-86 % while the tail reading says 90-92 % (+36 mV off the
   table there), so each tail leaves SOC ~4 % high; the knee (-99 mV) and
-  the tail then measure a capacity 6 % low, and the largest error is at
-  16 % SOC, -5.2 %.  Both need the pack's own OCV points (learned between
+  the tail then measure a capacity 6-7 % low, and the largest error is at
+  16 % SOC, -5.0 %.  Both need the pack's own OCV points (learned between
   end anchors), not a wider prior.
 
 Integer units of the estimator (and why each scale):
@@ -1084,6 +1088,7 @@ class Soc:
             sd = _SD0_CAL
         elif sd > _SD0_RESTORED:
             sd = _SD0_RESTORED
+        c02 = 0
         if not self._flat:
             # A reading, to sd: it pulls SOC only as far as its uncertainty
             # against the counter's allows (the Kalman combination of two
@@ -1094,13 +1099,16 @@ class Soc:
             sd = mul(sd, f, 28)
             if sd < _SD0_MIN:
                 sd = _SD0_MIN
+            # The combined SOC is off by the share f**2 of the table's error
+            # here / slope: correlated with the table-error state by f.
+            c02 = f
         learned = self._anchor_event(1, sa)
         self._set_q28(sa)
         self._flat = _FLAT_NO
         self.sd0 = sd
         self._s_ref = self._frac()
         self.c01 = 0
-        self.c02 = 0
+        self.c02 = c02
         self.v1 = r1i
         # SOC is now the table's at this voltage, to sd = table error /
         # slope: the table-error state starts again from its prior (kept,

@@ -335,19 +335,22 @@ class Soc(fixed.Soc):
         sb = max(SIG_BIAS_V[chem], self.sb_obs)
         sd = sb / h if h > 0.0 else SIG_RESTORED
         sd = min(max(sd, SIG_CAL), SIG_RESTORED)
+        f = 0.0
         if not self._flat:
-            # Kalman combination with the counter's SOC (bms.soc).
+            # Kalman combination with the counter's SOC (bms.soc); the
+            # posterior's error shares the table's, correlation f.
             s0 = self.soc_frac()
             p = math.sqrt(self.p00)
-            sa = s0 + p * p / (p * p + sd * sd) * (sa - s0)
-            sd = max(sd * p / math.sqrt(p * p + sd * sd), 1e-4)
+            f = p / math.sqrt(p * p + sd * sd)
+            sa = s0 + f * f * (sa - s0)
+            sd = max(sd * f, 1e-4)
         learned = self._anchor_event(1, int(sa * fixed.ONE))
         self._set_frac(sa)
         self._s_ref = self.soc_frac()
         self._flat = fixed._FLAT_NO
         self.p00 = sd * sd
         self.p01 = 0.0
-        self.p02 = 0.0
+        self.p02 = f * sd * sb
         self.v1 = r1i
         self.bias = 0.0
         self.p22 = sb * sb
