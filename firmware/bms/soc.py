@@ -34,13 +34,22 @@ Why these choices (the principled parts):
   (and an unmeasured capacity's error) is a scale factor on the counted
   charge, so what a charge counts too much the discharge back counts too
   little: that part grows with the *net* SOC counted since a reading last
-  set the SOC std (an update, an anchor, a set value), g*(|N| - |N_prev|),
-  and shrinks again as the count returns toward that point; only the
-  charge efficiency's uncertainty (0.1 %) grows with every unit charged.
+  set the SOC std (an anchor, a set value), g*(|N| - |N_prev|), and
+  shrinks again as the count returns toward that point; only the charge
+  efficiency's uncertainty (0.1 %) grows with every unit charged.
   Summing g*|dQ| instead made a day on the LFP plateau (no updates between
   the knees) twice as uncertain as it was, so after a full anchor the next
   charge's knee, a real cell's 40-70 mV off the table, pulled SOC 2 % off
-  where the count alone was within 1 % (PyBaMM LFP trace).
+  where the count alone was within 1 % (PyBaMM LFP trace).  A Kalman
+  update sets the std only in part: it scales sd0 by q0 = sd_post /
+  sd_prior, and the distance N to the reference with it (the reference
+  moves toward the present SOC by the share of the uncertainty the reading
+  removed: all the way at a rested knee, hardly under load).  Moving it all
+  the way at every update made the growth the *gross* charge on a sloped
+  chemistry (every second is an update there): a cycle from a knee to
+  75 % and back left the counter 9 % of the round trip less sure than it
+  was at the knee, and a real cell 70 mV below the table at 20-30 % (the
+  PyBaMM NMC811 trace) pulled SOC 6.4 % low there; now 1.9 %.
 * Voltage errors are also correlated (OCV-table error, hysteresis, R0 error
   under load, relaxation model error): consecutive 1 s readings are not
   independent.  The measurement variance is scaled by the correlation time
@@ -107,11 +116,17 @@ Why these choices (the principled parts):
   about halfway (a PyBaMM NMC811 cell ends its CV 40 mV off the table
   there: set outright, SOC was 6.4 % off).  The table-error state restarts
   from its prior (kept, it pulled SOC back by its value at the next
-  update).  It counts as a full anchor for capacity learning over the SOC
-  span between anchors.
+  update), correlated with the SOC by f = sd_counter / hypot(sd_counter,
+  sd_tail): the combined SOC carries the share f**2 of the table's error
+  there.  Left uncorrelated, the readings after the tail took the same
+  table error once more as SOC (PyBaMM NMC after the tail 5.2 -> 5.0 %,
+  LFP 1.31 -> 1.17 %).  It counts as a full anchor for capacity learning
+  over the SOC span between anchors.
   The lower knee needs no separate anchor: its slope (0.5-3 V per unit)
   gives the Kalman update the weight it needs there.
-  Before the tail, while charging with the mean cell at or above
+  Before the tail, while charging (above the rest current: a sensor's
+  offset at rest is no charge, and it held the rested readings after a tail
+  until the next load applied them at once) with the mean cell at or above
   ``V_TAIL_MV`` (the charger's voltage limit and the last minutes of CC
   before it), the reading updates nothing: held at the limit by the
   charger, the cell's state shows in the current's taper, which diffusion
@@ -158,21 +173,23 @@ Why these choices (the principled parts):
   taught it a wrong capacity (after-full 2.95 -> 7.9 %); the trusted-point
   learner's span and 3-sigma checks are the safer form.
   Where the remaining bench errors come from (diagnosed, not tuned away):
-  NMC aged 80 % (3.4 %): the first capacity measurement pairs the boot
-  reading (SOC from the table, sd 3.4 % = 30 mV / 0.89 V per unit) with
-  the lower knee, so the capacity comes out 87 % +- 6 % (pack 80 %); the
-  next CC charge then lags by that 9 % of the SOC charged, a 1.3-sigma
-  error the voltage under 0.5C load (R0 and RC model errors) corrects only
-  in part, until the CV tail.  NMC PyBaMM after a full charge (5.1 %): at
-  the end of a 4.10 V CV charge the cell is at 83-86 % while the tail
-  reading (less the modelled R0*I and R1*I, through our table) says
-  90-92 %: its OCV there is ~50 mV above the table and its polarisation
-  at C/15 is not the one-RC model's, together 2-2.6 sigma of the tail's
-  assumed 2.9 %, which nothing before the tail observes, so each tail
-  leaves SOC ~4-5 % high; the largest error is later, at 16 % SOC, where
-  the cell sits further below the table than its 30 mV prior (-5 %).
-  Both need the pack's own OCV points (learned between anchors), not a
-  wider prior.
+  the PyBaMM NMC811 cell is, over 20-85 % of SOC, our NMC table stretched
+  by 1.24 (its OCV rises 595 mV there, the table 480 mV; 1.24 ~ 1 / 0.8),
+  and the NMC aged row is an 80 % pack on the exact table: to anything that
+  reads voltage against counted charge the two look the same until an end
+  anchor (OV1 / UV1) tells them apart.  Every weight that lets the voltage
+  pull SOC harder fixes one and breaks the other (a 22 mV table prior:
+  aged 4.3 -> 3.4 %, PyBaMM no-full 6.6 -> 6.9 %; 15 % capacity prior:
+  3.2 / 7.0 %; 40 mV: 5.0 / 6.2 %).  NMC aged 80 % (4.3 %): the first
+  discharge, before any capacity measurement, 60 -> 5 % at 0.1-0.4C, ends
+  4 % high.  NMC PyBaMM no full charge (5.7 %): the same first discharge,
+  5.6 % low at 18 % SOC (the cell 75 mV below the table there).  NMC
+  PyBaMM after a full charge (5.0 %): at the end of a 4.10 V CV charge the
+  cell is at 83-86 % while the tail reading says 90-92 % (+36 mV off the
+  table there), so each tail leaves SOC ~4 % high; the knee (-99 mV) and
+  the tail then measure a capacity 6-7 % low, and the largest error is at
+  16 % SOC, -5.0 %.  Both need the pack's own OCV points (learned between
+  end anchors), not a wider prior.
 
 Integer units of the estimator (and why each scale):
 * SOC: Q28 (1.0 = 2**28).  Fine enough that a 1 s Kalman correction of
@@ -865,7 +882,7 @@ class Soc:
         hold = False
         if self._flat:
             self._lost = 0
-        elif i > 0 and v >= V_TAIL_MV[chem] * W_PER_MV:
+        elif i > cap // 50 and v >= V_TAIL_MV[chem] * W_PER_MV:
             # Charging at the charge voltage region: the CV phase (module
             # docstring), counted until the tail anchor.
             self._lost = 0
@@ -1029,7 +1046,16 @@ class Soc:
         self.bias = bi
         self.v1 = v1i
         self._apply(si - s)
-        self._s_ref = self._frac()
+        # The counter's error since the reference (a gain or capacity error
+        # times the net SOC counted) shrank with sd0 by q0: so does its
+        # distance to the reference.  A reading that sets SOC (q0 ~ 0) moves
+        # the reference here; one under load that hardly informs SOC leaves
+        # it, so a charge back toward a trusted point (knee, rest) finds the
+        # counter as sure of SOC as it was there, and the voltage, through a
+        # table that may be off by tens of mV, pulls it only that much.
+        # (Corrections shift the reference with SOC; |N| is kept within one
+        # full span, so the reference stays within -1..2 in Q28.)
+        self._s_ref = self._frac() - clamp(mul(q0, s - sr0, 28), ONE)
         if self.sd0 <= _SD_TRUST and self.rest_ms >= _REST_MS:
             # Rested (relaxed) and known to 2 %: the reading, not the
             # counter, set this SOC (under load the posterior leans on the
@@ -1062,6 +1088,7 @@ class Soc:
             sd = _SD0_CAL
         elif sd > _SD0_RESTORED:
             sd = _SD0_RESTORED
+        c02 = 0
         if not self._flat:
             # A reading, to sd: it pulls SOC only as far as its uncertainty
             # against the counter's allows (the Kalman combination of two
@@ -1072,13 +1099,16 @@ class Soc:
             sd = mul(sd, f, 28)
             if sd < _SD0_MIN:
                 sd = _SD0_MIN
+            # The combined SOC is off by the share f**2 of the table's error
+            # here / slope: correlated with the table-error state by f.
+            c02 = f
         learned = self._anchor_event(1, sa)
         self._set_q28(sa)
         self._flat = _FLAT_NO
         self.sd0 = sd
         self._s_ref = self._frac()
         self.c01 = 0
-        self.c02 = 0
+        self.c02 = c02
         self.v1 = r1i
         # SOC is now the table's at this voltage, to sd = table error /
         # slope: the table-error state starts again from its prior (kept,

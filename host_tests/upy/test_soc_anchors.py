@@ -132,6 +132,36 @@ def test_gain_error_uncertainty_follows_the_net_charge_counted():
     assert 31 <= s.sigma_pm <= 32, s.sigma_pm          # 30 + 1.0 + 0.2
 
 
+def test_updates_on_a_slope_keep_the_net_charge_reference():
+    # NMC (every reading is an update) charged 20 % and discharged back
+    # under load, the readings agreeing with the model: each update informs
+    # SOC only a little, so the gain / capacity part of the std still
+    # follows the *net* charge and the trip back undoes it (28 -> 18 per
+    # mille); moving the reference all the way at every update summed the
+    # gross charge (28 -> 32).
+    p = params(CHEM_NMC, cells=16, capacity=1000)
+    s = Soc(p, 500)
+    s.set_pm(500)
+    sn = Snap(16, ocv.ocv_mv(CHEM_NMC, 500))
+
+    def leg(ma, secs, t):
+        for k in range(secs):
+            s.integrate(ma, 1000)
+            mv = ocv.ocv_mv(CHEM_NMC, s.soc_pm) + int(round(s.r0_ohm() * ma + s.v1_v * 1000))
+            sn.set_cells([mv] * 16)
+            sn.m.current_ma = ma
+            s.estimate(sn.m, t + k * 1000)
+            _bounds(s)
+        return t + secs * 1000
+
+    t = leg(20000, 3600, leg(0, 60, 0))
+    turn = s.sigma_pm
+    assert abs(s.soc_pm - 700) <= 3, s.soc_pm
+    leg(-20000, 3600, t)
+    assert abs(s.soc_pm - 500) <= 3, s.soc_pm
+    assert s.sigma_pm <= turn - 6, (s.sigma_pm, turn)
+
+
 def test_long_rest_on_the_plateau_moves_only_a_poorly_known_soc():
     # After 30 min at rest the gate opens only where the table's error seen
     # through the slope (12 mV / 0.09 V per unit = 13 %) is below the

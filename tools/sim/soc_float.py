@@ -241,7 +241,7 @@ class Soc(fixed.Soc):
         hold = False
         if self._flat:
             self._lost = 0
-        elif ima > 0 and v * 1000.0 >= fixed.V_TAIL_MV[chem]:
+        elif ima * 50 > cap and v * 1000.0 >= fixed.V_TAIL_MV[chem]:
             self._lost = 0      # at the charger's voltage limit: count until the tail (bms.soc)
             hold = True
         elif h0 < H_GATE:
@@ -301,6 +301,7 @@ class Soc(fixed.Soc):
             if done:
                 break
         self.p00 = p00 - k0 * ph0
+        q0 = math.sqrt(max(self.p00, 0.0) / p00) if p00 > 0.0 else 0.0
         self.p01 = p01 - k0 * ph1
         self.p02 = p02 - k0 * ph2
         self.p11 = p11 - k1 * ph1
@@ -311,7 +312,8 @@ class Soc(fixed.Soc):
         self.bias = bi
         self.v1 = v1i
         self._apply_frac(si - s)
-        self._s_ref = self.soc_frac()
+        # The reference moves by the share of SOC uncertainty the reading removed (bms.soc).
+        self._s_ref = self.soc_frac() - max(-1.0, min(1.0, q0 * (s - self._s_ref)))
         sd0 = math.sqrt(self.p00)
         if sd0 * 2.0 ** 30 <= fixed._SD_TRUST and self.rest_ms >= fixed._REST_MS:
             self._trusted(self._frac(), int(sd0 * 2.0 ** 30), True)
@@ -333,19 +335,22 @@ class Soc(fixed.Soc):
         sb = max(SIG_BIAS_V[chem], self.sb_obs)
         sd = sb / h if h > 0.0 else SIG_RESTORED
         sd = min(max(sd, SIG_CAL), SIG_RESTORED)
+        f = 0.0
         if not self._flat:
-            # Kalman combination with the counter's SOC (bms.soc).
+            # Kalman combination with the counter's SOC (bms.soc); the
+            # posterior's error shares the table's, correlation f.
             s0 = self.soc_frac()
             p = math.sqrt(self.p00)
-            sa = s0 + p * p / (p * p + sd * sd) * (sa - s0)
-            sd = max(sd * p / math.sqrt(p * p + sd * sd), 1e-4)
+            f = p / math.sqrt(p * p + sd * sd)
+            sa = s0 + f * f * (sa - s0)
+            sd = max(sd * f, 1e-4)
         learned = self._anchor_event(1, int(sa * fixed.ONE))
         self._set_frac(sa)
         self._s_ref = self.soc_frac()
         self._flat = fixed._FLAT_NO
         self.p00 = sd * sd
         self.p01 = 0.0
-        self.p02 = 0.0
+        self.p02 = f * sd * sb
         self.v1 = r1i
         self.bias = 0.0
         self.p22 = sb * sb
