@@ -76,14 +76,14 @@ from bms.params import (CUR_GAIN_STEP, P_BUZZER, P_CELL_COUNT, P_CHEMISTRY, P_CH
                         P_CUR_OFFSET, P_DSG_SWITCH, P_KEY_ENABLE, P_PRECHARGE_PCT,
                         P_PRECHARGE_TIMEOUT, ParamError)
 from bms.plausible import CurrentCheck
-from bms.protection import CELL_STALE_MS, CURRENT_STALE_MS, TEMP_STALE_MS, Protection
+from bms.protection import (CELL_STALE_MS, CURRENT_STALE_MS, NO_ONSET, TEMP_STALE_MS,
+                            Protection)
 from bms.scheduler import Scheduler
 from bms.soc import Soc
 from bms.ticks import ticks_add, ticks_diff
 from bms.wallclock import WallClock
 
 FAST_MS = const(50)
-_NO_ONSET = const(-0x40000000)   # Protection.on_thr: no row back-dates
 CELL_MS = const(250)
 _SLOW_MS = const(1000)
 _FAST_PHASE_MS = const(25)   # FAST_MS / 2: between two cell sweeps (CELL_MS is 5 ticks)
@@ -200,9 +200,10 @@ class Bms:
         self._exc_at = 0
         self._cur_good = 0       # last in-range calibrated current
         # The shunt monitor's over-current comparator (bms.protection "Onset"):
-        # boards that have one program it and keep alert_on / alert_at.
+        # boards that have one give it as alert_in (on / at, gpio.Alert) and
+        # program its limits (set_current_alert).
         self._alert = getattr(board, "alert_in", None)
-        if self._alert is not None and hasattr(self._alert, "use_clock"):
+        if self._alert is not None:
             self._alert.use_clock(clock.ticks_ms)
         self._alert_pver = -1
         self.bad_readings = 0    # out-of-range readings refused
@@ -277,15 +278,7 @@ class Bms:
         """ms until the fast task's next run, an extra one included (bms.services
         starts flash writes only with room before it: a write must not hold
         the tick that sets an over-current at its delay)."""
-        s = self.sched
-        i = self._fast_i
-        now = self.clock.ticks_ms()
-        d = ticks_diff(s.next[i], now)
-        if s.has_extra[i]:
-            e = ticks_diff(s.extra[i], now)
-            if e < d:
-                d = e
-        return d
+        return self.sched.ms_to(self._fast_i)
 
     # ---- tasks --------------------------------------------------------
     def _fast(self, now):
@@ -526,12 +519,12 @@ class Bms:
         """The comparator's state for this step; its limits after a parameter
         change: the raw shunt currents at which the calibrated reading
         reaches the charge / discharge over-current thresholds (magnitudes
-        rounded up, so an asserted alert always means a tripping current)."""
+        rounded up: the alert asserts only at or above a threshold)."""
         p = self.params
         if self._alert_pver != p.version:
             # Until the chip has the new limits no edge counts.
-            prot.on_thr[F.SIG_CHG_I] = _NO_ONSET
-            prot.on_thr[F.SIG_DSG_I] = _NO_ONSET
+            prot.on_thr[F.SIG_CHG_I] = NO_ONSET
+            prot.on_thr[F.SIG_DSG_I] = NO_ONSET
             chg = F.spec_value(F.TABLE[F.CHG_OC][F.F_THR], p.values)
             dsg = F.spec_value(F.TABLE[F.DSG_OC][F.F_THR], p.values)
             try:

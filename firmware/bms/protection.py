@@ -92,6 +92,7 @@ REC_OVER_MS = const(1000)     # recovery path: over the current limit this long
 RECOVERY_MAX_MS = const(7200000)  # recovery path: at most 2 h, then latched again
 _FAR_HIGH = const(0x3FFFFFFF)  # small-int bounds: no signal reaches them
 _FAR_LOW = const(-0x40000000)
+NO_ONSET = const(-0x40000000)   # on_thr: no row on the signal back-dates
 
 
 def _tq(m, have, complete):
@@ -134,7 +135,7 @@ class Protection:
         # Onset (see above): the comparator per signal, from the core.
         self.on_ok = bytearray(F.N_SIGNALS)
         self.on_at = array("i", [0] * F.N_SIGNALS)
-        self.on_thr = array("i", [_FAR_LOW] * F.N_SIGNALS)
+        self.on_thr = array("i", [NO_ONSET] * F.N_SIGNALS)
         self.due_ms = _FAR_HIGH
         # Fault-set records wait for flush_log when defer_log is on (the core:
         # the relays switch first, then the log; about 0.5 ms a record on an

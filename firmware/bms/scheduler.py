@@ -13,14 +13,15 @@ fast ticks are 1000 ms and a protection delay expires at the tick it should.
 With the pass start (up to a few ms late, by whatever ran before) a delay of
 1000 ms sometimes summed to 999 ms at the 20th tick and waited a whole
 extra tick (emulated RP2040).  A run more than a period late gets the real
-time.
+time.  The deadline is advanced before the task runs, so a task that
+raises cannot spin.  Nothing here sleeps: the board loop asks
+``ms_to_next`` and sleeps itself; the simulator advances its virtual clock.
 
 ``run_at`` asks for one extra run of a task before its next deadline (the
 protection's delay expiring between two fast ticks, see bms.protection
 "Onset"): it gets that time as ``now`` and the task's grid stays as it
-was, so its phases to the other tasks do not move.  The deadline is advanced before the task runs, so a task that
-raises cannot spin.  Nothing here sleeps: the board loop asks
-``ms_to_next`` and sleeps itself; the simulator advances its virtual clock.
+was, so its phases to the other tasks do not move.  ``ms_to(i)`` counts
+it in.
 
 CPU time per task: when the clock has ``ticks_us`` (a board; the bench's
 clocks), each run is timed and ``us_max`` / ``us_sum`` / ``timed`` keep the
@@ -74,21 +75,16 @@ class Scheduler:
         for i in range(self.n):
             if self.has_extra[i]:
                 t = self.extra[i]
-                if ticks_diff(now, t) >= 0 and ticks_diff(self.next[i], now) > 0:
+                late = ticks_diff(now, t)
+                if late >= 0 and ticks_diff(self.next[i], now) > 0:
                     self.has_extra[i] = 0
-                    late = ticks_diff(now, t)
-                    if late > self.late_max[i]:
-                        self.late_max[i] = late
-                    self.runs[i] += 1
                     ran += 1
-                    self._call(i, t)
+                    self._call(i, t, late)
                     continue
             t = self.next[i]
             late = ticks_diff(now, t)
             if late >= 0:
                 self.has_extra[i] = 0   # the regular run does what it asked
-                if late > self.late_max[i]:
-                    self.late_max[i] = late
                 nxt = ticks_add(t, self.period[i])
                 if ticks_diff(now, nxt) >= 0:
                     self.overruns[i] += 1
@@ -96,12 +92,15 @@ class Scheduler:
                     nxt = ticks_add(t, (ticks_diff(now, t) // p + 1) * p)
                     t = now
                 self.next[i] = nxt
-                self.runs[i] += 1
                 ran += 1
-                self._call(i, t)
+                self._call(i, t, late)
         return ran
 
-    def _call(self, i, t):
+    def _call(self, i, t, late):
+        """Run task ``i`` with ``now`` = ``t``, ``late`` ms after it was due."""
+        if late > self.late_max[i]:
+            self.late_max[i] = late
+        self.runs[i] += 1
         us = self._us
         if us is None:
             self._fn[i](t)
@@ -134,7 +133,19 @@ class Scheduler:
             self.timed[i] = 0
             self.late_max[i] = 0
 
+    def ms_to(self, i):
+        """ms until task ``i`` runs next, an extra run (``run_at``) included;
+        negative if it is overdue."""
+        now = self.clock.ticks_ms()
+        d = ticks_diff(self.next[i], now)
+        if self.has_extra[i]:
+            e = ticks_diff(self.extra[i], now)
+            if e < d:
+                d = e
+        return d
+
     def ms_to_next(self):
+        # ms_to inlined: the board loop asks this every pass.
         now = self.clock.ticks_ms()
         best = 0x3FFFFFFF   # the largest small int on a 32-bit port
         for i in range(self.n):

@@ -37,9 +37,9 @@ _REG_DIAG_ALRT = const(0x0B)
 _REG_SOVL = const(0x0C)
 _REG_SUVL = const(0x0D)
 _REG_MANUFACTURER_ID = const(0x3E)
+_REG_DEVICE_ID = const(0x3F)
 _SOVL_LSB_NV_0 = const(5000)   # SOVL/SUVL: 5 uV/LSB, ADCRANGE=0
 _SOVL_LSB_NV_1 = const(1250)   # 1.25 uV/LSB, ADCRANGE=1
-_REG_DEVICE_ID = const(0x3F)
 
 _MANUFACTURER_TI = const(0x5449)  # "TI"
 _DIE_ID = const(0x228)            # DEVICE_ID bits 15:4

@@ -56,11 +56,7 @@ class ScriptedBoard:
         if self.fail_current:
             self.fail_current -= 1
             raise OSError(5)
-        i = self.current_ma
-        if not self.phys(3) or (i > 0 and not self.phys(2)) or \
-                (i < 0 and not (self.phys(0) or self.phys(1))):
-            i = 0
-        m.current_ma = i
+        m.current_ma = self.flowing()
         if self.current2 is None:
             m.current2_ok = False
         else:
@@ -106,6 +102,14 @@ class ScriptedBoard:
         for i in range(len(states)):
             self.relays[i] = states[i]
         self.relay_writes += 1
+
+    def flowing(self):
+        """``current_ma`` if its path is closed (see the module docstring), else 0."""
+        i = self.current_ma
+        if not self.phys(3) or (i > 0 and not self.phys(2)) or \
+                (i < 0 and not (self.phys(0) or self.phys(1))):
+            return 0
+        return i
 
     def phys(self, i):
         """What relay ``i``'s contacts really do (a welded one stays closed)."""

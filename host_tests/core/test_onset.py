@@ -25,6 +25,9 @@ class _Alert:
         self.at = 0
         self.refreshes = 0
 
+    def use_clock(self, ticks_ms):
+        pass            # the test stamps edges on the rig's clock itself
+
     def refresh(self):
         self.refreshes += 1
 
@@ -44,13 +47,6 @@ class AlertBoard(ScriptedBoard):
     def set_current_alert(self, over_ma, under_ma):
         self.limits = (over_ma, under_ma)
         return True
-
-    def flowing(self):
-        i = self.current_ma
-        if not self.phys(3) or (i > 0 and not self.phys(2)) or \
-                (i < 0 and not (self.phys(0) or self.phys(1))):
-            return 0
-        return i
 
     def comparator(self):
         a = self.alert_in
