@@ -212,7 +212,7 @@ class App:
         self.fs = None
         self.tasks = []         # (name, fn returning a coroutine): run next to the loop
         self.idle_max = IDLE_MAX_MS
-        self.gc_quiet = None     # () -> ms a collection may take now (a CAN master: bus quiet)
+        self.gc_quiet = None     # () -> ms a collection may take now (CAN bus, Modbus master)
         self.can_serve = None    # (due, serve): a CAN master's bus, served while idle
         self.frame_serve = None  # (due_us, serve): a Modbus server mid-frame, see idle
         self.streams = []       # UARTs whose input ends an idle sleep early
@@ -430,7 +430,9 @@ class App:
         if q is not None:
             qm = q()
             if qm < wait:
-                wait = qm   # a CAN master: only while no module frame is due
+                # a CAN master: only while no module frame is due; a Modbus
+                # master polling: only while our reply is on the wire
+                wait = qm
         now = self.clock.ticks_ms()
         if self.collections:
             since = ticks_diff(now, self._gc_at)
@@ -720,23 +722,35 @@ def start_modbus(app, machine):
     port = app.hw["rs485"]
     mb = ModbusRTU(port, regs, app.clock, params=bms.params)
 
-    app.pollers.append(mb.poll)
+    # First after the core's step: a request that ended during a task is
+    # read and answered before the other pollers (the services poller may
+    # start a flash write that holds the loop 45 ms).
+    app.pollers.insert(0, mb.poll)
     # Mid-frame (this pass read the bytes, so the UART poll will not wake the
     # idle sleep): the idle serves the server alone until its reply is out
     # (App._idle_frame), not at the next task (up to 50 ms later).
     app.frame_serve = (mb.due_us, mb.poll)
     # Inside the core's long tasks too: a reply whose t3.5 is over goes out
-    # between their steps instead of after the task (8-10 ms on an RP2040).
+    # between their steps instead of after the task (8-10 ms on an RP2040),
+    # and a request that arrived meanwhile is read, so a read's reply is
+    # built during its t3.5 rather than after the task.
     inner = bms.service
     due_us = mb.due_us
     poll = mb.poll
+    any_in = port.any
 
     def service():
         if inner is not None:
             inner()
-        if due_us() == 0:
+        if due_us() == 0 or any_in():
             poll()
     bms.service = service
+
+    # Collections: while a master polls, only while our reply is on the
+    # wire (App.collect_if_idle; a CAN master's bus quiet time too).
+    cq = app.gc_quiet
+    mq = mb.quiet_ms
+    app.gc_quiet = mq if cq is None else (lambda: min(cq(), mq()))
     watch(app, getattr(port, "uart", None))
     return mb
 

@@ -556,3 +556,40 @@ def test_master_with_modules_sees_its_own_afe_trips():
     rig.run(300)
     assert bms.board.afe_fault() & 0x001            # drivers.afe FAULT_SCD
     assert bms.prot.active(F.AFE)
+
+
+def test_collections_wait_for_the_reply_on_the_wire_while_a_master_polls(monkeypatch):
+    """A master polling over RS485: a collection (15 ms on an RP2040) runs
+    only while our reply is on the wire, when the master cannot send, so it
+    never holds a request that is coming in (comms.modbus_rtu.quiet_ms)."""
+    from comms.registers import A_CELLS
+    rig = Rig()
+    rig.run(3000)
+    app = rig.app
+    calls = []
+    monkeypatch.setattr(main, "GC_IDLE", True)
+    monkeypatch.setattr(main.gc, "collect", lambda: calls.append(rig.clock.ticks_ms()))
+    idle = main.GC_MIN_IDLE_MS + 50
+    app.collect_if_idle(idle)             # nobody polls: idle time is enough
+    assert len(calls) == 1
+    rig.clock.advance(main.GC_PERIOD_MS)
+    u = rig.rs485
+    u.tx = bytearray()
+    u.rx += with_crc(bytes((ADDR, 3, A_CELLS >> 8, A_CELLS & 0xFF, 0, 16)))
+    rig.run(1)
+    app.collect_if_idle(idle)             # a request is coming in
+    assert len(calls) == 1
+    for _ in range(10):
+        rig.run(1)
+        if u.tx:
+            break
+    assert crc_ok(bytes(u.tx)) and len(u.tx) == 37
+    app.collect_if_idle(idle)             # the reply (38.5 ms at 9600 8N1) is on the wire
+    assert len(calls) == 2
+    rig.clock.advance(main.GC_PERIOD_MS)  # the reply is long over, the master still polls
+    assert app.gc_quiet() == 0
+    app.collect_if_idle(idle)
+    assert len(calls) == 2
+    rig.clock.advance(3000)               # it stopped polling
+    app.collect_if_idle(idle)
+    assert len(calls) == 3

@@ -87,7 +87,8 @@ print('running', a.bms.running, 'failed', len(a.failed))
 
 
 def test_romfs_image_boots_the_pico_app_under_micropython(tmp_path):
-    """The --romfs image (armv6m .mpy, no native code) mounted with VfsRom on the
+    """The --romfs image (armv6m .mpy; comms.crc16_viper is native armv6m code, which the
+    x64 unix port refuses, so comms.crc16 falls back to bytecode) mounted with VfsRom on the
     real unix port: every module comes from the image and the app reaches running."""
     import subprocess
     from tools.bench.common import find_micropython

@@ -70,6 +70,9 @@ _FC_MEI = const(43)
 _MEI_DEVICE_ID = const(14)
 _CONFORMITY = const(0x83)  # extended identification, stream + individual access
 _AUTH_EVERY = const(64)    # polls between two session-expiry checks
+_MASTER_MS = const(3000)   # a master that was answered this recently is polling
+_LATER_US = const(30)      # past the end of t3.5 for the timed poll (clock rounding)
+QUIET_MAX_MS = const(1000)
 
 # Object ids per read code (1 basic, 2 regular, 3 extended).
 _ID_OBJECTS = ((), (0, 1, 2), (0, 1, 2, 3, 4, 5, 6), (0, 1, 2, 3, 4, 5, 6, 0x80, 0x81, 0x82))
@@ -105,8 +108,16 @@ class ModbusRTU:
         self._quiet_valid = False
         self._early = -1      # length of a reply built ahead (see above), -1 none
         self._auth_n = _AUTH_EVERY
+        # The port's timed call (Rs485.later): a poll at the end of a read's
+        # t3.5, so the reply built ahead goes out then even while the loop
+        # runs a task.  Microsecond clocks only.
+        self._later = getattr(port, "later", None) if self._us else None
+        self._due_cb = self._on_due      # bound once
+        self._in_poll = False
+        self._due_hit = False
         self.t15 = 0
         self.t35 = 0
+        self._char_us = 0
         self._set_timing(baud)
         # Counters (diagnostics, the bench and the tests read them).
         self.frames = 0           # frames with a good CRC for any address
@@ -119,6 +130,8 @@ class ModbusRTU:
         self.broadcasts = 0
         self.internal_errors = 0
         self.last_turnaround = 0  # clock units from frame end detected to reply written
+        self._t_reply = 0         # when the last reply was written (clock units)
+        self._reply_wire = 0      # its time on the wire (clock units)
         if params is not None:
             self._follow_params()
 
@@ -128,6 +141,7 @@ class ModbusRTU:
 
     def _set_timing(self, baud):
         t15, t35 = char_times_us(baud, self.bits)
+        self._char_us = self.bits * 1000000 // baud
         if self._us:
             self.t15, self.t35 = t15, t35
         else:
@@ -162,17 +176,69 @@ class ModbusRTU:
             return 0
         return d if self._us else d * 1000
 
+    def quiet_ms(self):
+        """ms the loop may be held now (a collection) without delaying an
+        answer: QUIET_MAX_MS unless a master is polling (answered within
+        _MASTER_MS); then what is left of our reply's time on the wire (the
+        master cannot send its next request before it has it all), 0 while
+        no reply is on the wire.  0 while a request is coming in.  On an RP2040 a collection holds the loop
+        15 ms; one that began just before a request ended held the reply
+        that long."""
+        if self._active:
+            return 0
+        if self.replies == 0:
+            return QUIET_MAX_MS
+        since = ticks_diff(self._now(), self._t_reply)
+        lim = _MASTER_MS * 1000 if self._us else _MASTER_MS
+        if since > lim or since < 0:
+            return QUIET_MAX_MS
+        left = self._reply_wire - since
+        if left <= 0:
+            return 0
+        return left // 1000 if self._us else left
+
     def poll(self):
         """Read what arrived, answer a complete frame; True if a frame was handled."""
+        if self._in_poll:
+            return False
+        self._in_poll = True
         try:
-            return self._poll()
+            r = self._poll()
+            if self._due_hit:    # the timed poll landed inside this one: its turn now
+                self._due_hit = False
+                r = self._poll() or r
+            return r
         except Exception:  # noqa: BLE001 - comms must never stop the control loop
             self.internal_errors += 1
             self.rx_len = 0
             self._bad = True
             return False
+        finally:
+            self._in_poll = False
+
+    def _on_due(self):
+        """The timed poll (a soft timer callback, between two bytecodes of
+        whatever the loop runs): answer the read whose t3.5 is over.  One
+        that lands inside the loop's own poll leaves it to that poll, which
+        runs once more before it returns."""
+        if self._early < 0:
+            return          # answered or dropped meanwhile
+        if self._in_poll:
+            self._due_hit = True
+            return
+        self.poll()
+        d = self.due_us()
+        if d >= 0 and self._early >= 0:    # not over yet (clock rounding): again
+            self._later(d + _LATER_US, self._due_cb)
 
     def _poll(self):
+        if self._early >= 0 and not self.port.any():
+            # A read built ahead (its CRC checked then) whose t3.5 is over:
+            # answered before the bookkeeping below, which took 270 us of
+            # the timed poll's 370 on an RP2040 (emulated).
+            now = self._now()
+            if ticks_diff(now, self._t_last) >= self.t35:
+                return self._frame_end(now)
         if self.params is not None:
             self._follow_params()
         auth = self.regmap.auth
@@ -214,6 +280,9 @@ class ModbusRTU:
                         and (rx[1] == _FC_READ_HOLDING or rx[1] == _FC_READ_INPUT) \
                         and crc16.check(rx, 8):
                     self._early = self._reply(8, False)
+                    if self._later is not None and self._early >= 0:
+                        d = self.t35 - ticks_diff(self._now(), now)
+                        self._later((d if d > 0 else 0) + _LATER_US, self._due_cb)
                 return False
         if not self._active:
             return False
@@ -221,7 +290,10 @@ class ModbusRTU:
         self._quiet_valid = True
         if ticks_diff(now, self._t_last) < self.t35:
             return False
-        # t3.5 of silence: the frame is complete.
+        return self._frame_end(now)
+
+    def _frame_end(self, now):
+        """t3.5 of silence: the frame is complete."""
         n = self.rx_len
         bad = self._bad
         self.rx_len = 0
@@ -231,7 +303,8 @@ class ModbusRTU:
         if bad or n == 0:
             self._early = -1
             return False
-        if not crc16.check(self.rx, n):
+        # A reply built ahead had its request's CRC checked then, and no byte came since.
+        if self._early < 0 and not crc16.check(self.rx, n):
             self.crc_errors += 1
             return False
         self.frames += 1
@@ -262,7 +335,11 @@ class ModbusRTU:
             self._views[ln] = v
         self.port.write(v)
         self.replies += 1
-        self.last_turnaround = ticks_diff(self._now(), t0)
+        t = self._now()
+        self.last_turnaround = ticks_diff(t, t0)
+        self._t_reply = t
+        w = ln * self._char_us
+        self._reply_wire = w if self._us else w // 1000
 
     def _reply(self, n, broadcast):
         """Execute the request in rx[:n] and build the reply in tx; its length

@@ -71,11 +71,14 @@ def _ticks():
 
 class Rs485:
     def __init__(self, uart, de, baud=9600, bits=10, tail_us=0, ticks_us=None,
-                 ticks_diff=None, sleep_us=None, timer=None):
+                 ticks_diff=None, sleep_us=None, timer=None, later_timer=None):
         self.uart = uart
         self.de = de
         self._timer = timer
         self._release_cb = self._release   # bound once: the timer callback
+        self._later_timer = later_timer    # for ``later`` (the Modbus server's t3.5)
+        self._later_fn = None
+        self._later_cb = self._later_fire
         self.tx_busy = False               # DE is up for a reply still on the wire
         self.baud = baud
         self.bits = bits
@@ -164,6 +167,35 @@ class Rs485:
             if not again:
                 self.de.off()
                 self.tx_busy = False
+
+    def later(self, us, fn):
+        """Call ``fn()`` about ``us`` microseconds from now from a soft timer,
+        replacing a call still pending; False (nothing armed) without one.
+
+        A soft timer's callback is scheduled: it runs between two bytecodes
+        of whatever the main loop runs, inside a control task too, but never
+        inside a collection or a flash write.  The Modbus server asks for its
+        poll at the end of a request's t3.5 this way, so a reply that is due
+        while a task runs goes out then, not after the task."""
+        tm = self._later_timer
+        if tm is None:
+            return False
+        self._later_fn = fn
+        tm.init(mode=tm.ONE_SHOT, period=us if us > 0 else 1, tick_hz=1000000,
+                callback=self._later_cb)
+        return True
+
+    def _later_fire(self, _t):
+        fn = self._later_fn
+        self._later_fn = None
+        if fn is None:
+            return
+        try:
+            fn()
+        except KeyboardInterrupt:   # dropped by the port otherwise (see _release)
+            Rs485.interrupted = True
+        except Exception:  # noqa: BLE001 - a soft callback must not kill the timer
+            pass
 
     @staticmethod
     def take_interrupt():

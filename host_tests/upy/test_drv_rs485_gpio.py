@@ -206,6 +206,43 @@ def test_any_error_in_the_release_callback_frees_the_bus():
     Rs485.take_interrupt()                      # no Ctrl-C pending: nothing raised
 
 
+def test_later_calls_once_from_its_own_timer_and_replaces_a_pending_call():
+    ev = Events()
+    clk = Clock()
+    tm, lt = FakeTimer(), FakeTimer()
+    port = Rs485(FakeUart(ev), FakePin(ev, "de"), 9600, ticks_us=clk.ticks,
+                 ticks_diff=clk.diff, timer=tm, later_timer=lt)
+    calls = []
+    assert port.later(3680, lambda: calls.append("a"))
+    assert lt.armed == [(3680, 1000000)] and tm.armed == []   # not the DE timer
+    assert port.later(0, lambda: calls.append("b"))           # replaces "a"
+    assert lt.armed[-1] == (1, 1000000)                       # never a zero period
+    lt.fire()
+    lt.fire()                                                 # a stale fire: nothing
+    assert calls == ["b"]
+    # No timer: nothing armed, the caller keeps polling by itself.
+    plain = Rs485(FakeUart(ev), FakePin(ev, "de"), 9600, ticks_us=clk.ticks,
+                  ticks_diff=clk.diff)
+    assert plain.later(100, lambda: calls.append("c")) is False and calls == ["b"]
+
+
+def test_a_ctrl_c_in_a_later_call_reaches_the_main_loop():
+    ev = Events()
+    clk = Clock()
+    lt = FakeTimer()
+    port = Rs485(FakeUart(ev), FakePin(ev, "de"), 9600, ticks_us=clk.ticks,
+                 ticks_diff=clk.diff, later_timer=lt)
+
+    def interrupted():
+        raise KeyboardInterrupt
+    port.later(10, interrupted)
+    lt.fire()                                   # raises nothing: the port would drop it
+    assert raises(KeyboardInterrupt, Rs485.take_interrupt)
+    port.later(10, lambda: 1 // 0)              # any other error: swallowed, timer lives
+    lt.fire()
+    Rs485.take_interrupt()                      # nothing pending
+
+
 def test_receive_and_frame_gap():
     ev = Events()
     clk = Clock()

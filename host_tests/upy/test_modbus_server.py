@@ -427,3 +427,118 @@ def test_ticks_wrap_during_frame():
     r.idle(6)
     assert len(r.port.take()) == 25
     assert ref_crc(b"") == 0xFFFF
+
+
+def test_quiet_time_is_the_replys_time_on_the_wire_while_a_master_polls():
+    # The rule (comms.modbus_rtu.quiet_ms, App.collect_if_idle): with no
+    # master, the loop may be held; while one polls, only for what is left
+    # of our reply's wire time, since the master cannot ask again before it
+    # has the whole reply; never while a request is coming in.
+    from comms.modbus_rtu import QUIET_MAX_MS
+    r = ModbusRig()
+    assert r.server.quiet_ms() == QUIET_MAX_MS         # nobody has asked
+    r.port.feed(READ_10)
+    r.server.poll()
+    assert r.server.quiet_ms() == 0                    # a request is coming in
+    r.clock.advance_us(3700)
+    r.server.poll()
+    reply = r.port.take()
+    wire_ms = len(reply) * 10 * 1000 // 9600           # 25 bytes at 9600 8N1: 26 ms
+    assert len(reply) == 25 and 25 <= r.server.quiet_ms() <= wire_ms
+    r.clock.advance_us(10000)
+    assert wire_ms - 11 <= r.server.quiet_ms() <= wire_ms - 10
+    r.clock.advance_us(20000)
+    assert r.server.quiet_ms() == 0                    # the master may ask again now
+    r.clock.advance(2900)
+    assert r.server.quiet_ms() == 0                    # still polling (3 s)
+    r.clock.advance(200)
+    assert r.server.quiet_ms() == QUIET_MAX_MS         # it went away
+
+
+class _LaterPort:
+    """FakePort plus Rs485.later: the test fires the armed call itself."""
+
+    def __init__(self, port):
+        self.p = port
+        self.armed = []      # (us, fn)
+
+    def later(self, us, fn):
+        self.armed.append((us, fn))
+        return True
+
+    def __getattr__(self, name):
+        return getattr(self.p, name)
+
+
+def _later_rig():
+    r = ModbusRig()
+    lp = _LaterPort(r.port)
+    from comms.modbus_rtu import ModbusRTU
+    r.server = ModbusRTU(lp, r.regs, r.clock, params=r.params)
+    r.idle(10)
+    return r, lp
+
+
+def test_a_read_asks_the_port_for_a_poll_at_the_end_of_its_t35():
+    # The reply built ahead goes out from the timed poll (a soft timer on a
+    # board, which runs inside a task too), never before t3.5 of silence.
+    r, lp = _later_rig()
+    r.port.feed(READ_10)
+    r.server.poll()
+    us, fn = lp.armed[-1]
+    assert 3650 <= us <= 3650 + 100 and r.port.txn == 0
+    r.clock.advance_us(3600)         # fired early (a coarse timer): nothing yet, armed again
+    fn()
+    assert r.port.txn == 0 and lp.armed[-1][0] <= 100
+    r.clock.advance_us(lp.armed[-1][0])
+    lp.armed[-1][1]()
+    reply = r.port.take()
+    assert crc_ok(reply) and reply[:3] == bytes((1, 3, 20)) and r.server.replies == 1
+    n = len(lp.armed)
+    r.idle(10)                       # the loop's polls send nothing more
+    assert r.port.txn == 0 and r.server.replies == 1 and len(lp.armed) == n
+
+
+def test_the_timed_poll_inside_the_loops_poll_is_left_to_that_poll():
+    # A soft timer callback runs between two bytecodes, so it can land inside
+    # the loop's own poll(): it must not run a second poll inside the first
+    # (frame state half updated); that poll makes one more pass instead.
+    r, lp = _later_rig()
+    r.port.feed(READ_10)
+    r.server.poll()
+    fn = lp.armed[-1][1]
+    n = len(lp.armed)
+    r.clock.advance_us(3000)
+    inner = r.server._poll
+    hits = []
+
+    def landing():                   # the loop's poll, with the timer firing inside it
+        if not hits:
+            r.clock.advance_us(700)  # t3.5 is over while this poll runs
+            fn()
+            hits.append(r.port.txn)
+        return inner()
+    r.server._poll = landing
+    r.server.poll()
+    r.server._poll = inner
+    assert hits == [0]               # nothing sent from inside
+    assert crc_ok(r.port.take()) and r.server.replies == 1   # the extra pass sent it
+    assert len(lp.armed) == n        # no timer storm
+    fn()                             # a late fire after the answer: nothing
+    assert r.port.txn == 0 and r.server.replies == 1
+
+
+def test_the_timed_poll_sends_nothing_when_the_frame_went_on():
+    # Eight bytes that looked like a read, then more: one longer frame, no
+    # reply to the first eight (the t1.5/t3.5 rules decide, as without a timer).
+    r, lp = _later_rig()
+    r.port.feed(READ_10)
+    r.server.poll()
+    fn = lp.armed[-1][1]
+    r.clock.advance_us(500)
+    r.port.feed(b"\x00\x01")
+    r.clock.advance_us(3200)
+    fn()                             # reads the two bytes: the frame is not over
+    assert r.port.txn == 0
+    r.idle(10)
+    assert r.port.txn == 0 and r.server.replies == 0

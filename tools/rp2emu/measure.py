@@ -195,40 +195,66 @@ class Run:
         r.exec(_LARGEST)
         return tuple(r.eval("(__import__('gc').mem_free(), _largest())"))
 
-    def modbus_turnaround(self, n=10):
-        """Last request byte to first reply byte on the PC port, ms (each,
-        at phases spread over the task period):
-        the end of the last byte landing in the chip's RX FIFO to the start
-        of the first byte it sends (both reported by the emulator)."""
+    def modbus_turnaround(self, n=50, start=0, count=10):
+        """Last request byte to first reply byte on the PC port, ms, for ``n``
+        read requests (03, ``count`` registers at ``start``) whose last byte
+        ends at phases 0, 1, .. ms after a fast tick, rotating over the five
+        fast ticks of a cell sweep (so the sweep and the slow task are hit
+        too).  The fast tick is the firmware's read of the shunt ADC's current
+        register; the request is put on the wire so that it ends that many ms
+        after one, 250 ms or more after the previous request.  Times are the
+        end of the last byte landing in the chip's RX FIFO to the start of the
+        first byte it sends (both reported by the emulator).  Returns
+        [(turnaround ms, phase ms)]."""
         from comms.crc16 import crc16
         uid, _tx, _rx, _de = self.board.pins["rs485"]
         chip = self.board.chip
         seen = []
         landed = []
+        ticks = []
         chip.uart_listeners[uid].append(lambda b, t: seen.append(t))
         chip.uart_in_listeners[uid].append(lambda b, t: landed.append(t))
+        shunt = self.board.emu_shunt
+        plain = shunt.readfrom_mem_into
+
+        def on_read(addr, reg, buf):
+            plain(addr, reg, buf)
+            if reg == _INA228_CURRENT:
+                ticks.append(chip.t_ns)
+        shunt.readfrom_mem_into = on_read
         chip.rx_events(True)
-        req = bytearray([1, 3, 0, 0, 0, 10])
+        req = bytearray([1, 3, start >> 8, start & 0xFF, count >> 8, count & 0xFF])
         c = crc16(req)
         req += bytes([c & 0xFF, c >> 8])
         char_ns = 10 * 1e9 / 9600
+        wire_ns = len(req) * char_ns
         r = self.repl
         r.start("import app\napp.APP.run()")
-        self.run_ms(1000)
         out = []
-        for k in range(n):
-            del seen[:]
-            del landed[:]
-            chip.uart_send(uid, bytes(req))
-            # 7 ms more each time: the requests fall at every point of the
-            # 50 ms task period, not always at the same one.
-            self.run_ms(200 + 7 * k)
-            if seen and len(landed) == len(req):
-                out.append((seen[0] - char_ns - landed[-1]) / 1e6)
-        r.interrupt()
-        chip.rx_events(False)
-        chip.uart_listeners[uid].pop()
-        chip.uart_in_listeners[uid].pop()
+        try:
+            self.run_ms(1000)
+            for k in range(n):
+                phase = k % 50
+                self.run_ms(250)
+                # The fast ticks are 50 ms apart: end on the one (k % 5) ticks
+                # after the next that is far enough ahead to start sending.
+                t = ticks[-1]
+                end = t + (50 * (1 + k % 5) + phase) * 1e6
+                while end - wire_ns < chip.t_ns + 1e5:
+                    end += 250e6
+                self.run_ms((end - wire_ns - chip.t_ns) / 1e6)
+                del seen[:]
+                del landed[:]
+                chip.uart_send(uid, bytes(req))
+                self.run_ms(60)
+                if seen and len(landed) == len(req):
+                    out.append(((seen[0] - char_ns - landed[-1]) / 1e6, phase))
+        finally:
+            r.interrupt()
+            chip.rx_events(False)
+            chip.uart_listeners[uid].pop()
+            chip.uart_in_listeners[uid].pop()
+            shunt.readfrom_mem_into = plain
         return out
 
     def reaction(self, relay, setup, trigger, release, within_ms, phases=(0,)):
