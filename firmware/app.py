@@ -417,6 +417,9 @@ class App:
         checking it every pass took most of the CPU.  ``gc.threshold`` is
         off (``main``): as a backstop it fired inside the fast task, at
         whatever allocation crossed it, and made a 5.5 ms task take 21 ms.
+        While a Modbus master polls, a collection runs only while our reply
+        is on the wire (``gc_quiet``, ``ModbusRTU.quiet_ms``): one that
+        started as a request came in held its reply 15 ms.
         MicroPython still collects by itself if an allocation would fail.
         True if it collected: the caller's ``wait`` is then out of date (an
         idle sleep of the old wait made the next fast tick 16 ms late).

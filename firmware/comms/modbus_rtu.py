@@ -27,6 +27,17 @@ Frame assembly by silence, measured on an injected clock with
   the t3.5 silence has passed (dropped if more bytes come).  On an RP2040
   building a reply takes a few ms, so it overlaps the silence the server
   has to wait anyway.  Writes are executed only after the silence.
+* Timed poll: a port with ``later(us, fn)`` (``drivers.rs485`` on a board: a
+  soft timer) is asked for a poll at the end of that read's t3.5.  A soft
+  timer's callback runs between two bytecodes of whatever the loop runs, a
+  control task included, so the reply goes out on time although the loop
+  is busy; a callback that lands inside the loop's own ``poll`` leaves it
+  to that poll, which makes one more pass before it returns (no poll ever
+  runs inside another).  What still delays a reply: a request whose last
+  bytes are read only after a task (its t3.5 counts from that read), a
+  collection or a flash write (no callback runs inside them).
+* ``quiet_ms``: while a master polls, the loop is held (a collection) only
+  while our reply is on the wire, when the master cannot be sending.
 * t1.5 = 1.5 and t3.5 = 3.5 character times up to 19200 baud, fixed
   750 us / 1750 us above, as the Modbus serial-line spec says.  A character
   is as long as the line makes it: 10 bits for 8N1 (the manuals' setting:
@@ -115,6 +126,7 @@ class ModbusRTU:
         self._due_cb = self._on_due      # bound once
         self._in_poll = False
         self._due_hit = False
+        self._timed = False       # inside the timed poll: send only (see _on_due)
         self.t15 = 0
         self.t35 = 0
         self._char_us = 0
@@ -226,7 +238,14 @@ class ModbusRTU:
         if self._in_poll:
             self._due_hit = True
             return
-        self.poll()
+        # Inside a task: the reply built ahead goes out, nothing else is done
+        # here (no build, no parameter follow-up, no session check): a
+        # request that arrived meanwhile is built by the loop's own poll.
+        self._timed = True
+        try:
+            self.poll()
+        finally:
+            self._timed = False
         d = self.due_us()
         if d >= 0 and self._early >= 0:    # not over yet (clock rounding): again
             self._later(d + _LATER_US, self._due_cb)
@@ -239,10 +258,11 @@ class ModbusRTU:
             now = self._now()
             if ticks_diff(now, self._t_last) >= self.t35:
                 return self._frame_end(now)
-        if self.params is not None:
+        timed = self._timed
+        if self.params is not None and not timed:
             self._follow_params()
         auth = self.regmap.auth
-        if auth is not None:
+        if auth is not None and not timed:
             # Sessions expire on time and before the tick counter wraps
             # (bms.auth); a request's role check polls it anyway.  Every
             # pass, it took a third of an empty poll (100 us on an RP2040),
@@ -276,7 +296,7 @@ class ModbusRTU:
                 self._quiet_valid = False
                 self._active = True
                 self._early = -1
-                if k == 8 and not self._bad and rx[0] == self.address \
+                if k == 8 and not timed and not self._bad and rx[0] == self.address \
                         and (rx[1] == _FC_READ_HOLDING or rx[1] == _FC_READ_INPUT) \
                         and crc16.check(rx, 8):
                     self._early = self._reply(8, False)
@@ -288,8 +308,8 @@ class ModbusRTU:
             return False
         self._t_quiet = now
         self._quiet_valid = True
-        if ticks_diff(now, self._t_last) < self.t35:
-            return False
+        if timed or ticks_diff(now, self._t_last) < self.t35:
+            return False    # the timed poll answers only a read built ahead (above)
         return self._frame_end(now)
 
     def _frame_end(self, now):

@@ -542,3 +542,55 @@ def test_the_timed_poll_sends_nothing_when_the_frame_went_on():
     assert r.port.txn == 0
     r.idle(10)
     assert r.port.txn == 0 and r.server.replies == 0
+
+
+def test_the_timed_poll_only_sends_it_never_builds_or_writes():
+    # It runs inside a control task: building a reply there (up to 13 ms for
+    # the monitor block on an RP2040) or executing a write is the loop's job.
+    r, lp = _later_rig()
+    r.server._timed = True           # what _on_due sets around its poll
+    r.port.feed(READ_10)
+    r.server.poll()
+    assert r.server._early == -1 and lp.armed == []          # read, not built
+    r.server._timed = False
+    r.idle(5)                        # the loop's poll answers at the frame's end
+    assert crc_ok(r.port.take()) and r.server.replies == 1
+    handled = r.server.handled
+    r.server._timed = True
+    r.port.feed(with_crc(bytes((1, 6)) + bytes((0x10, 0x00, 0x00, 0x01))))
+    r.server.poll()
+    r.clock.advance_us(5000)
+    r.server.poll()                  # its t3.5 is over: still nothing from here
+    assert r.server.handled == handled and r.port.txn == 0
+    r.server._timed = False
+    r.server.poll()                  # the loop's poll handles and answers it
+    assert r.server.handled == handled + 1 and crc_ok(r.port.take())
+
+
+def test_monitor_and_status_windows_match_the_whole_block():
+    # Any window of a row table (a read may start or end inside a 32-bit
+    # row) holds the same words as the whole block read at once.
+    r = _running_rig(mv=3300)
+    r.board.current_ma = -12345          # a negative s32 row
+    r.run(200)
+    for base, size in ((A_MON, MON_SIZE), (A_STATUS, STATUS_SIZE)):
+        whole = r.read(base, size)
+        for start in range(size):
+            for count in (1, 2, 3, 7):
+                if start + count <= size:
+                    assert r.read(base + start, count) == whole[start:start + count], \
+                        (hex(base), start, count)
+
+
+def test_balance_words_follow_the_balancer():
+    r = _running_rig(mv=3300)
+    flags = r.bms.balancer.flags
+    m = r.read(A_MON, MON_SIZE)
+    assert [m[monitor_address("balance_%d" % k) - A_MON] for k in range(16)] == [0] * 16
+    flags[0] = 1
+    flags[13] = 1
+    flags[15] = 1
+    r.bms.balancer.count = 3
+    m = r.read(A_MON, MON_SIZE)
+    assert m[monitor_address("balance_0") - A_MON] == (1 << 0) | (1 << 13) | (1 << 15)
+    assert m[monitor_address("balance_1") - A_MON] == 0

@@ -5,7 +5,8 @@ two registers (high word first), every other type one.  The block module
 supplies ``value(ctx, key)``; this module places the values, so that a read
 may start or end in the middle of a two-register row.
 """
-from comms.packing import put16be as put16
+from array import array
+
 from comms.regs import codes
 
 
@@ -13,25 +14,55 @@ def wide(typ):
     return typ == "u32" or typ == "s32"
 
 
-def read(rows, value, ctx, off, count, out, pos):
-    """Registers ``off .. off+count-1`` of ``rows`` into ``out[pos:]``."""
+class Layout:
+    """Where each row of a table sits, worked out once (at import): walking
+    the row tuples and comparing type names for every read took 60 us a row
+    on an RP2040 (emulated), 3.7 ms of a 61-register monitor read."""
+
+    def __init__(self, rows):
+        n = len(rows)
+        self.first = array("H", [0] * (n + 1))   # register offset of row i; [n]: the size
+        self.wide = bytearray(n)
+        self.key = array("H", [r[4] for r in rows])
+        a = 0
+        for i in range(n):
+            self.first[i] = a
+            w = wide(rows[i][1])
+            self.wide[i] = 1 if w else 0
+            a += 2 if w else 1
+        self.first[n] = a
+
+
+def read(lay, value, ctx, off, count, out, pos):
+    """Registers ``off .. off+count-1`` of the table laid out as ``lay`` into
+    ``out[pos:]``; ``value(ctx, key)`` gives a row's value."""
     end = off + count
-    a = 0                        # register offset of row i
-    for i in range(len(rows)):
-        row = rows[i]
-        w = wide(row[1])
-        if a < end and a + (2 if w else 1) > off:
-            v = value(ctx, row[4])
-            if w:
-                if a >= off:
-                    put16(out, pos + 2 * (a - off), (v >> 16) & 0xFFFF)
-                if a + 1 < end:
-                    put16(out, pos + 2 * (a + 1 - off), v & 0xFFFF)
-            else:
-                put16(out, pos + 2 * (a - off), v & 0xFFFF)
-        a += 2 if w else 1
+    first = lay.first
+    wd = lay.wide
+    key = lay.key
+    n = len(wd)
+    i = 0
+    while i < n and first[i + 1] <= off:     # the row holding register ``off``
+        i += 1
+    while i < n:
+        a = first[i]
         if a >= end:
             break
+        v = value(ctx, key[i])
+        if wd[i]:
+            if a >= off:
+                p = pos + 2 * (a - off)
+                out[p] = (v >> 24) & 0xFF
+                out[p + 1] = (v >> 16) & 0xFF
+            if a + 1 < end:
+                p = pos + 2 * (a + 1 - off)
+                out[p] = (v >> 8) & 0xFF
+                out[p + 1] = v & 0xFF
+        else:
+            p = pos + 2 * (a - off)
+            out[p] = (v >> 8) & 0xFF
+            out[p + 1] = v & 0xFF
+        i += 1
     return codes.EX_NONE
 
 

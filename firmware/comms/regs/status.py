@@ -63,6 +63,7 @@ STATUS = (
     ("relay_heater", "u16", "bool", "1: heater relay closed", _S_RELAY + 4),
 )
 SIZE = const(16)        # registers of STATUS (s32 takes two); a test checks it
+_LAYOUT = rows.Layout(STATUS)
 
 
 def _valid(b):
@@ -125,7 +126,7 @@ def _value(b, s):
 
 
 def read(rm, off, count, out, pos):
-    return rows.read(STATUS, _value, rm.bms, off, count, out, pos)
+    return rows.read(_LAYOUT, _value, rm.bms, off, count, out, pos)
 
 
 write = codes.read_only
