@@ -212,7 +212,7 @@ class App:
         self.fs = None
         self.tasks = []         # (name, fn returning a coroutine): run next to the loop
         self.idle_max = IDLE_MAX_MS
-        self.gc_quiet = None     # () -> ms a collection may take now (CAN bus, Modbus master)
+        self.gc_quiet = None     # () -> ms a collection may take now (a CAN master: bus quiet)
         self.can_serve = None    # (due, serve): a CAN master's bus, served while idle
         self.frame_serve = None  # (due_us, serve): a Modbus server mid-frame, see idle
         self.streams = []       # UARTs whose input ends an idle sleep early
@@ -417,9 +417,6 @@ class App:
         checking it every pass took most of the CPU.  ``gc.threshold`` is
         off (``main``): as a backstop it fired inside the fast task, at
         whatever allocation crossed it, and made a 5.5 ms task take 21 ms.
-        While a Modbus master polls, a collection runs only while our reply
-        is on the wire (``gc_quiet``, ``ModbusRTU.quiet_ms``): one that
-        started as a request came in held its reply 15 ms.
         MicroPython still collects by itself if an allocation would fail.
         True if it collected: the caller's ``wait`` is then out of date (an
         idle sleep of the old wait made the next fast tick 16 ms late).
@@ -433,9 +430,7 @@ class App:
         if q is not None:
             qm = q()
             if qm < wait:
-                # a CAN master: only while no module frame is due; a Modbus
-                # master polling: only while our reply is on the wire
-                wait = qm
+                wait = qm   # a CAN master: only while no module frame is due
         now = self.clock.ticks_ms()
         if self.collections:
             since = ticks_diff(now, self._gc_at)
@@ -735,25 +730,25 @@ def start_modbus(app, machine):
     app.frame_serve = (mb.due_us, mb.poll)
     # Inside the core's long tasks too: a reply whose t3.5 is over goes out
     # between their steps instead of after the task (8-10 ms on an RP2040),
-    # and a request that arrived meanwhile is read, so a read's reply is
-    # built during its t3.5 rather than after the task.
+    # and a request that arrived meanwhile is read, so its silence counts
+    # from there; its reply is built by the loop after the task.
     inner = bms.service
     due_us = mb.due_us
-    poll = mb.poll
+    in_task = mb.poll_in_task
     any_in = port.any
 
     def service():
         if inner is not None:
             inner()
         if due_us() == 0 or any_in():
-            poll()
+            in_task()
     bms.service = service
+    # The timed poll waits while the fast task runs (its budget is the
+    # protection's): a reply due then goes out from the loop's poll after it.
+    sched = bms.sched
+    fast = bms._fast_i
+    mb.hold = lambda: sched.current == fast
 
-    # Collections: while a master polls, only while our reply is on the
-    # wire (App.collect_if_idle; a CAN master's bus quiet time too).
-    cq = app.gc_quiet
-    mq = mb.quiet_ms
-    app.gc_quiet = mq if cq is None else (lambda: min(cq(), mq()))
     watch(app, getattr(port, "uart", None))
     return mb
 

@@ -44,6 +44,7 @@ class Scheduler:
     def __init__(self, clock, max_tasks=8):
         self.clock = clock
         self._fn = []
+        self.current = -1   # the task running now (a soft timer callback asks), -1 none
         self.period = array("i", [0] * max_tasks)
         self.next = array("i", [0] * max_tasks)
         self.runs = array("i", [0] * max_tasks)
@@ -102,12 +103,16 @@ class Scheduler:
             self.late_max[i] = late
         self.runs[i] += 1
         us = self._us
-        if us is None:
-            self._fn[i](t)
-        else:
-            t0 = us()
-            self._fn[i](t)
-            self._timed(i, ticks_diff(us(), t0))
+        self.current = i
+        try:
+            if us is None:
+                self._fn[i](t)
+            else:
+                t0 = us()
+                self._fn[i](t)
+                self._timed(i, ticks_diff(us(), t0))
+        finally:
+            self.current = -1
 
     def run_at(self, i, t):
         """One extra run of task ``i`` at ``t``, if that is before its next

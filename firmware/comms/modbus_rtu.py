@@ -36,8 +36,6 @@ Frame assembly by silence, measured on an injected clock with
   runs inside another).  What still delays a reply: a request whose last
   bytes are read only after a task (its t3.5 counts from that read), a
   collection or a flash write (no callback runs inside them).
-* ``quiet_ms``: while a master polls, the loop is held (a collection) only
-  while our reply is on the wire, when the master cannot be sending.
 * t1.5 = 1.5 and t3.5 = 3.5 character times up to 19200 baud, fixed
   750 us / 1750 us above, as the Modbus serial-line spec says.  A character
   is as long as the line makes it: 10 bits for 8N1 (the manuals' setting:
@@ -81,9 +79,7 @@ _FC_MEI = const(43)
 _MEI_DEVICE_ID = const(14)
 _CONFORMITY = const(0x83)  # extended identification, stream + individual access
 _AUTH_EVERY = const(64)    # polls between two session-expiry checks
-_MASTER_MS = const(3000)   # a master that was answered this recently is polling
 _LATER_US = const(30)      # past the end of t3.5 for the timed poll (clock rounding)
-QUIET_MAX_MS = const(1000)
 
 # Object ids per read code (1 basic, 2 regular, 3 extended).
 _ID_OBJECTS = ((), (0, 1, 2), (0, 1, 2, 3, 4, 5, 6), (0, 1, 2, 3, 4, 5, 6, 0x80, 0x81, 0x82))
@@ -126,10 +122,11 @@ class ModbusRTU:
         self._due_cb = self._on_due      # bound once
         self._in_poll = False
         self._due_hit = False
-        self._timed = False       # inside the timed poll: send only (see _on_due)
+        self._timed = False       # inside a task: read and send only (poll_in_task)
+        self._ahead = True        # the frame's build ahead was tried (nothing to try yet)
+        self.hold = None          # () -> True while a timed poll must wait (the fast task)
         self.t15 = 0
         self.t35 = 0
-        self._char_us = 0
         self._set_timing(baud)
         # Counters (diagnostics, the bench and the tests read them).
         self.frames = 0           # frames with a good CRC for any address
@@ -142,8 +139,6 @@ class ModbusRTU:
         self.broadcasts = 0
         self.internal_errors = 0
         self.last_turnaround = 0  # clock units from frame end detected to reply written
-        self._t_reply = 0         # when the last reply was written (clock units)
-        self._reply_wire = 0      # its time on the wire (clock units)
         if params is not None:
             self._follow_params()
 
@@ -153,7 +148,6 @@ class ModbusRTU:
 
     def _set_timing(self, baud):
         t15, t35 = char_times_us(baud, self.bits)
-        self._char_us = self.bits * 1000000 // baud
         if self._us:
             self.t15, self.t35 = t15, t35
         else:
@@ -188,27 +182,6 @@ class ModbusRTU:
             return 0
         return d if self._us else d * 1000
 
-    def quiet_ms(self):
-        """ms the loop may be held now (a collection) without delaying an
-        answer: QUIET_MAX_MS unless a master is polling (answered within
-        _MASTER_MS); then what is left of our reply's time on the wire (the
-        master cannot send its next request before it has it all), 0 while
-        no reply is on the wire.  0 while a request is coming in.  On an RP2040 a collection holds the loop
-        15 ms; one that began just before a request ended held the reply
-        that long."""
-        if self._active:
-            return 0
-        if self.replies == 0:
-            return QUIET_MAX_MS
-        since = ticks_diff(self._now(), self._t_reply)
-        lim = _MASTER_MS * 1000 if self._us else _MASTER_MS
-        if since > lim or since < 0:
-            return QUIET_MAX_MS
-        left = self._reply_wire - since
-        if left <= 0:
-            return 0
-        return left // 1000 if self._us else left
-
     def poll(self):
         """Read what arrived, answer a complete frame; True if a frame was handled."""
         if self._in_poll:
@@ -228,6 +201,21 @@ class ModbusRTU:
         finally:
             self._in_poll = False
 
+    def poll_in_task(self):
+        """A poll from inside a task (the timed poll, the core's service
+        calls between the steps of its long tasks): read what arrived, so
+        the silence counts from then, and send a reply built ahead whose
+        t3.5 is over; nothing else (no build: up to 9 ms for the monitor
+        block on an RP2040; no write, parameter follow-up or session check):
+        the loop's own poll does those after the task."""
+        if self._in_poll:
+            return False
+        self._timed = True
+        try:
+            return self.poll()
+        finally:
+            self._timed = False
+
     def _on_due(self):
         """The timed poll (a soft timer callback, between two bytecodes of
         whatever the loop runs): answer the read whose t3.5 is over.  One
@@ -235,17 +223,13 @@ class ModbusRTU:
         runs once more before it returns."""
         if self._early < 0:
             return          # answered or dropped meanwhile
+        h = self.hold
+        if h is not None and h():
+            return          # the fast task: the loop's poll right after it sends
         if self._in_poll:
             self._due_hit = True
             return
-        # Inside a task: the reply built ahead goes out, nothing else is done
-        # here (no build, no parameter follow-up, no session check): a
-        # request that arrived meanwhile is built by the loop's own poll.
-        self._timed = True
-        try:
-            self.poll()
-        finally:
-            self._timed = False
+        self.poll_in_task()
         d = self.due_us()
         if d >= 0 and self._early >= 0:    # not over yet (clock rounding): again
             self._later(d + _LATER_US, self._due_cb)
@@ -296,21 +280,33 @@ class ModbusRTU:
                 self._quiet_valid = False
                 self._active = True
                 self._early = -1
-                if k == 8 and not timed and not self._bad and rx[0] == self.address \
-                        and (rx[1] == _FC_READ_HOLDING or rx[1] == _FC_READ_INPUT) \
-                        and crc16.check(rx, 8):
-                    self._early = self._reply(8, False)
-                    if self._later is not None and self._early >= 0:
-                        d = self.t35 - ticks_diff(self._now(), now)
-                        self._later((d if d > 0 else 0) + _LATER_US, self._due_cb)
+                self._ahead = False
+                if not timed:
+                    self._build_ahead()
                 return False
         if not self._active:
             return False
+        if not self._ahead and not timed:
+            self._build_ahead()   # its bytes were read inside a task
         self._t_quiet = now
         self._quiet_valid = True
         if timed or ticks_diff(now, self._t_last) < self.t35:
             return False    # the timed poll answers only a read built ahead (above)
         return self._frame_end(now)
+
+    def _build_ahead(self):
+        """A complete read for us (8 bytes, its CRC good) is answered ahead:
+        the reply is built now, during the t3.5 the server must wait anyway,
+        and the port is asked for a poll when that ends."""
+        self._ahead = True
+        rx = self.rx
+        if self.rx_len == 8 and not self._bad and rx[0] == self.address \
+                and (rx[1] == _FC_READ_HOLDING or rx[1] == _FC_READ_INPUT) \
+                and crc16.check(rx, 8):
+            self._early = self._reply(8, False)
+            if self._later is not None and self._early >= 0:
+                d = self.t35 - ticks_diff(self._now(), self._t_last)
+                self._later((d if d > 0 else 0) + _LATER_US, self._due_cb)
 
     def _frame_end(self, now):
         """t3.5 of silence: the frame is complete."""
@@ -355,11 +351,7 @@ class ModbusRTU:
             self._views[ln] = v
         self.port.write(v)
         self.replies += 1
-        t = self._now()
-        self.last_turnaround = ticks_diff(t, t0)
-        self._t_reply = t
-        w = ln * self._char_us
-        self._reply_wire = w if self._us else w // 1000
+        self.last_turnaround = ticks_diff(self._now(), t0)
 
     def _reply(self, n, broadcast):
         """Execute the request in rx[:n] and build the reply in tx; its length

@@ -429,32 +429,6 @@ def test_ticks_wrap_during_frame():
     assert ref_crc(b"") == 0xFFFF
 
 
-def test_quiet_time_is_the_replys_time_on_the_wire_while_a_master_polls():
-    # The rule (comms.modbus_rtu.quiet_ms, App.collect_if_idle): with no
-    # master, the loop may be held; while one polls, only for what is left
-    # of our reply's wire time, since the master cannot ask again before it
-    # has the whole reply; never while a request is coming in.
-    from comms.modbus_rtu import QUIET_MAX_MS
-    r = ModbusRig()
-    assert r.server.quiet_ms() == QUIET_MAX_MS         # nobody has asked
-    r.port.feed(READ_10)
-    r.server.poll()
-    assert r.server.quiet_ms() == 0                    # a request is coming in
-    r.clock.advance_us(3700)
-    r.server.poll()
-    reply = r.port.take()
-    wire_ms = len(reply) * 10 * 1000 // 9600           # 25 bytes at 9600 8N1: 26 ms
-    assert len(reply) == 25 and 25 <= r.server.quiet_ms() <= wire_ms
-    r.clock.advance_us(10000)
-    assert wire_ms - 11 <= r.server.quiet_ms() <= wire_ms - 10
-    r.clock.advance_us(20000)
-    assert r.server.quiet_ms() == 0                    # the master may ask again now
-    r.clock.advance(2900)
-    assert r.server.quiet_ms() == 0                    # still polling (3 s)
-    r.clock.advance(200)
-    assert r.server.quiet_ms() == QUIET_MAX_MS         # it went away
-
-
 class _LaterPort:
     """FakePort plus Rs485.later: the test fires the armed call itself."""
 
