@@ -568,3 +568,20 @@ def test_balance_words_follow_the_balancer():
     m = r.read(A_MON, MON_SIZE)
     assert m[monitor_address("balance_0") - A_MON] == (1 << 0) | (1 << 13) | (1 << 15)
     assert m[monitor_address("balance_1") - A_MON] == 0
+
+
+def test_the_timed_poll_waits_out_the_fast_task():
+    # ``hold`` (the app: the fast task is running) keeps the timed poll from
+    # sending inside it; the loop's poll right after the task sends.
+    r, lp = _later_rig()
+    busy = [True]
+    r.server.hold = lambda: busy[0]
+    r.port.feed(READ_10)
+    r.server.poll()
+    fn = lp.armed[-1][1]
+    r.clock.advance_us(3700)
+    fn()
+    assert r.port.txn == 0
+    busy[0] = False
+    r.server.poll()
+    assert crc_ok(r.port.take()) and r.server.replies == 1
