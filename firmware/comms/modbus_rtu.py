@@ -33,9 +33,11 @@ Frame assembly by silence, measured on an injected clock with
   control task included, so the reply goes out on time although the loop
   is busy; a callback that lands inside the loop's own ``poll`` leaves it
   to that poll, which makes one more pass before it returns (no poll ever
-  runs inside another).  What still delays a reply: a request whose last
-  bytes are read only after a task (its t3.5 counts from that read), a
-  collection or a flash write (no callback runs inside them).
+  runs inside another).  Inside a task it only reads and sends
+  (``poll_in_task``), and it waits out the fast task (``hold``).  What
+  still delays a reply: a request whose last bytes are read only after a
+  task (its t3.5 counts from that read), the fast task, a collection or a
+  flash write (no callback runs inside the last two).
 * t1.5 = 1.5 and t3.5 = 3.5 character times up to 19200 baud, fixed
   750 us / 1750 us above, as the Modbus serial-line spec says.  A character
   is as long as the line makes it: 10 bits for 8N1 (the manuals' setting:
