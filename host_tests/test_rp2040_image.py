@@ -207,6 +207,41 @@ def test_control_tasks_allocate_nothing_in_steady_operation(board):
             name, allocating, calls, nbytes)
 
 
+_PYSTACK_PROBE = """
+import micropython
+def _deep(n):
+    a = b = c = d = e = f = g = h = n    # a frame over 11 words: MicroPython's
+    if n == 0:                           # default takes such frames from the heap
+        return micropython.pystack_use()
+    return _deep(n - 1) + a - b + c - d + e - f + g - h
+BASE = micropython.pystack_use()
+USE = (_deep(0), _deep(5))
+try:
+    _deep(100000)
+    DEEP = None
+except RuntimeError as e:
+    DEEP = str(e)
+AFTER = micropython.pystack_use()
+"""
+
+
+def test_call_frames_live_on_the_pystack_and_running_out_is_a_clean_error(board):
+    # boards/rp2/BMS_PICO/mpconfigboard.h: call frames on a pystack, not the
+    # GC heap (a heap frame per call, searched for longer as the heap fills,
+    # made the fast task's worst depend on fragmentation).  Deeper calls use
+    # more of it and return it; a runaway recursion ends in a RuntimeError
+    # the caller can catch (pystack or C stack, whichever runs out first),
+    # and the chip carries on.
+    r = repl(board)
+    r.exec(_PYSTACK_PROBE)
+    base, (use0, use5), deep, after = r.eval("(BASE, USE, DEEP, AFTER)")
+    assert base < use0 < use5, (base, use0, use5)
+    assert (use5 - use0) % 5 == 0 and (use5 - use0) // 5 > 11 * 4   # one frame > 11 words
+    assert deep is not None and ("pystack" in deep or "recursion" in deep), deep
+    assert after == base
+    assert r.eval("1 + 1") == 2
+
+
 def test_discharge_over_current_counts_its_delay_from_the_shunt_alert():
     # docs/faults.md "Onset", docs/safety.md timing model: with the INA228's
     # ALERT wired (pico GP3), dsg_oc sets at its delay from the comparator's

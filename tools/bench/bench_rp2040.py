@@ -81,7 +81,23 @@ def _single(ctx, rows):
         rows.append(Row("rp2040", "16S single board boots, parts failed", len(failed), "", 0,
                         "running=%s %s" % (running, ",".join(failed))))
         rows.extend(_heap_rows("16S single board", "after boot", run.heap(), 150000))
-        rows.extend(_task_rows("16S single board", run.window(win, settle_ms=3000), 16))
+        plain = run.window(win, settle_ms=3000)
+        rows.extend(_task_rows("16S single board", plain, 16))
+        # The same window on a fragmented heap: a call frame taken from the
+        # GC heap (MicroPython's default) searched further as the heap filled
+        # and the fast task's worst grew with it; on the pystack it must not.
+        run.fragment()
+        frag = run.window(win, settle_ms=3000)
+        run.fragment(0)
+        rows.append(Row("rp2040", "fast task worst, fragmented heap, 16S single board",
+                        frag["fast"]["max_ms"], "ms", "<= %g" % FAST_GOAL[16],
+                        "mean %.2f ms; ~48 KB held in 32-byte pieces with 32-byte holes "
+                        "between them; cells task worst %.2f ms" % (
+                            frag["fast"]["mean_ms"] or 0.0, frag["cells"]["max_ms"])))
+        rows.append(Row("rp2040", "  fast worst, fragmented / plain heap",
+                        frag["fast"]["max_ms"] / plain["fast"]["max_ms"], "ratio", "",
+                        "same run; before the pystack (call frames on the GC heap): "
+                        "1.36, 3.96 -> 5.39 ms"))
         w = run.window(5000)
         rows.append(Row("rp2040", "fast task worst incl. a restart, 16S single board",
                         w["fast"]["max_ms"], "ms", "",
@@ -131,6 +147,12 @@ def _single(ctx, rows):
         if worst is not None:
             rows.append(Row("rp2040", "  reaction worst / (delay + one tick)", worst / (delay + 50.0),
                             "ratio", "<= 1"))
+        peak, size = run.pystack_peak()
+        rows.append(Row("rp2040", "pystack high-water mark, 16S single board", peak, "B",
+                        "<= %d" % (size // 2),
+                        "of %d B; deepest call chain since boot, after everything above (Modbus "
+                        "reads, 10 min of operation, the reaction trials' parameter changes "
+                        "and faults)" % size))
     finally:
         run.close()
 
@@ -159,6 +181,9 @@ def _other(ctx, rows, kind, cells, label):
                             (c1[0] - c0[0]) / float(max(1, sweeps)), "frames", "",
                             "MCP2515 RX overflows over %d sweeps of the settled loop (%d frames received); "
                             "comm fault at the end: %s" % (sweeps, c1[2] - c0[2], c1[3])))
+        peak, size = run.pystack_peak()
+        rows.append(Row("rp2040", "pystack high-water mark, %s" % label, peak, "B",
+                        "<= %d" % (size // 2), "of %d B, since boot" % size))
     finally:
         run.close()
 

@@ -11,6 +11,7 @@ run for the window, stop it again and read the figures off the chip.
 """
 import argparse
 import json
+import os
 
 from tools import fwbuild
 from tools.rp2emu.board import EmuBoard, VirtualCanBus
@@ -79,6 +80,7 @@ class Run:
         self.kind = kind
         image = "pico" if kind in ("pico", "master") else kind
         uf2 = fwbuild.build(image)
+        self.uf2 = uf2
         self.pack = Pack(chem, cells, 100.0, soc, seed=seed)
         self.slaves = []
         bus = None
@@ -194,6 +196,43 @@ class Run:
         r = self.repl
         r.exec(_LARGEST)
         return tuple(r.eval("(__import__('gc').mem_free(), _largest())"))
+
+    def pystack_peak(self):
+        """(deepest the Python call-frame stack has been since boot, its size), bytes.
+
+        The board image keeps call frames on a pystack (boards/rp2/BMS_PICO/
+        mpconfigboard.h), a static buffer that starts zeroed and is never
+        cleared as frames are popped: the last non-zero word is the high-water
+        mark.  Its place comes from the image's symbol table."""
+        import subprocess
+        elf = os.path.splitext(self.uf2)[0] + ".elf"
+        out = subprocess.run(["arm-none-eabi-nm", "-S", elf], capture_output=True,
+                             text=True, check=True).stdout
+        for line in out.splitlines():
+            f = line.split()
+            if len(f) == 4 and f[3].startswith("bms_pystack"):
+                addr, size = int(f[0], 16), int(f[1], 16)
+                break
+        else:
+            raise RuntimeError("no bms_pystack in %s" % elf)
+        self.repl.exec("import machine\n"
+                       "def _hw(a=%d, n=%d):\n"
+                       "    k = n - 1\n"
+                       "    while k >= 0 and machine.mem32[a + 4 * k] == 0:\n"
+                       "        k -= 1\n"
+                       "    return (k + 1) * 4\n" % (addr, size // 4))
+        return self.repl.eval("_hw()"), size
+
+    def fragment(self, n=1500):
+        """Fragment the heap the way long operation can: ``n`` pairs of small
+        objects, every other one kept (about 48 KB held in 2-block pieces with
+        2-block holes between them); ``fragment(0)`` lets them go."""
+        if not n:
+            self.repl.exec("_keep = None\nimport gc\ngc.collect()")
+            return
+        self.repl.exec("import gc\n_keep = [None] * %d\nfor _i in range(%d):\n"
+                       "    _a = bytearray(12)\n    _b = bytearray(12)\n    _keep[_i] = _a\n"
+                       "_a = _b = None\ngc.collect()" % (n, n))
 
     def modbus_turnaround(self, n=50, start=0, count=10):
         """Last request byte to first reply byte on the PC port, ms, for ``n``
