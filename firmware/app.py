@@ -104,8 +104,8 @@ IDLE_CAN_MS = 4         # a CAN master's idle slice: two RX buffers last 16 ms
 IDLE_ASYNC_MS = 2        # the asyncio loop (BLE boards) polls the ports itself
 UPDATE_IDLE_MS = 5       # a firmware-update finish step runs only with this much slack
 GC_MIN_IDLE_MS = 20      # a collection takes 15 ms on an RP2040 (emulated chip, 240 KB heap)
-GC_PERIOD_MS = 1000      # 15 ms a second: 1.5 % CPU
-GC_FORCE_MS = 5000       # a collection after this long even without an idle gap
+GC_PERIOD_MS = 10000     # see collect_if_idle
+GC_FORCE_MS = 30000      # a collection after this long even without an idle gap
 GC_IDLE = hasattr(gc, "threshold")   # MicroPython; CPython tests leave gc alone
 LOG_RAM = 128
 APP = None
@@ -329,7 +329,7 @@ class App:
         if lp.lightsleep is not None:
             lp.lightsleep(lp.PASS_MS)
         elif self._poller is not None:
-            if self._poller.poll(lp.PASS_MS):
+            if _woken(self._poller, lp.PASS_MS):
                 self._busy_until = ticks_add(self.clock.ticks_ms(), lp.HOLD_MS)
         else:
             time.sleep_ms(lp.PASS_MS)
@@ -357,7 +357,7 @@ class App:
             self._idle_can(ms, poller)
         elif poller is None:
             time.sleep_ms(ms)
-        elif poller.poll(ms):
+        elif _woken(poller, ms):
             self._busy_until = ticks_add(self.clock.ticks_ms(), IDLE_BUSY_HOLD_MS)
 
     def _idle_frame(self, ms):
@@ -398,7 +398,7 @@ class App:
             sl = left if left < IDLE_CAN_MS else IDLE_CAN_MS
             if poller is None:
                 time.sleep_ms(sl)
-            elif poller.poll(sl):
+            elif _woken(poller, sl):
                 self._busy_until = ticks_add(clock.ticks_ms(), IDLE_BUSY_HOLD_MS)
                 return
             if due():
@@ -418,6 +418,10 @@ class App:
         off (``main``): as a backstop it fired inside the fast task, at
         whatever allocation crossed it, and made a 5.5 ms task take 21 ms.
         MicroPython still collects by itself if an allocation would fail.
+        Every 10 s: the steady loop allocates about 50 B/s and a Modbus read
+        about 60 B (emulated chip), so a collection a second (1.5 % CPU)
+        freed almost nothing; with 150 KB free, 10 s of even a busy PC
+        tool's garbage is a few KB.
         True if it collected: the caller's ``wait`` is then out of date (an
         idle sleep of the old wait made the next fast tick 16 ms late).
         """
@@ -520,6 +524,17 @@ def _take_interrupt():
     except ImportError:
         return None
     return Rs485.take_interrupt
+
+
+def _woken(poller, ms):
+    """Wait up to ``ms`` for input on a watched port; True if some came.
+    ``poll.poll`` returns a new list every call, even an empty one: at the
+    idle loop's 29 passes a second that was about 900 B/s of garbage on the
+    chip, a collection's worth every three minutes.  ``ipoll`` hands out one
+    reused tuple."""
+    for _ in poller.ipoll(ms):
+        return True
+    return False
 
 
 def stream_poller(streams):
