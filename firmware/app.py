@@ -518,12 +518,12 @@ class App:
 
 
 def _take_interrupt():
-    """The check that raises a Ctrl-C an RS485 timer callback caught."""
+    """The check that raises a Ctrl-C a soft IRQ callback caught."""
     try:
-        from drivers.rs485 import Rs485
+        from drivers.softirq import take
     except ImportError:
         return None
-    return Rs485.take_interrupt
+    return take
 
 
 def _woken(poller, ms):

@@ -12,6 +12,8 @@ AFE-level hardware fault, which opens everything else.
 """
 from micropython import const
 
+from drivers.softirq import Guarded
+
 LED_OFF = const(0)
 _LED_ON = const(1)
 LED_SLOW = const(2)   # 1 s period: running normally
@@ -133,7 +135,7 @@ class Alert:
         self.on = pin.value() == 0
         self.at = ticks_ms()
         self.edges = 0
-        self._h = self._edge
+        self._h = Guarded(self._edge)   # made once; a Ctrl-C reaches the loop
         pin.irq(handler=self._h, trigger=pin.IRQ_FALLING | pin.IRQ_RISING)
 
     def use_clock(self, ticks_ms):

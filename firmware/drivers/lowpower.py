@@ -20,6 +20,8 @@ by default, the display repeats its poll: nothing is lost for good.
 """
 from micropython import const
 
+from drivers.softirq import Guarded
+
 _MODE_NORMAL = const(0)   # drivers.afe.MODE_NORMAL
 _MODE_SLEEP = const(1)    # drivers.afe.MODE_SLEEP
 _PASS_MS = const(1000)    # one control pass per second while asleep
@@ -39,13 +41,14 @@ class LowPower:
         self.entries = 0
         self.afe_errors = 0
         self.pins = []
+        self._h = Guarded(self.irq)     # made once; a Ctrl-C reaches the loop
         for p in pins:
             self.attach(p)
 
     def attach(self, pin):
         """Count edges on ``pin`` (a machine.Pin); False if the port has no pin IRQ."""
         try:
-            pin.irq(handler=self.irq, trigger=pin.IRQ_FALLING | pin.IRQ_RISING)
+            pin.irq(handler=self._h, trigger=pin.IRQ_FALLING | pin.IRQ_RISING)
         except (AttributeError, TypeError, ValueError, OSError):
             return False
         self.pins.append(pin)

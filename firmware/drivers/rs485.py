@@ -29,6 +29,8 @@ and t3.5 = 1750 us.
 """
 from micropython import const
 
+from drivers.softirq import Guarded
+
 _MODBUS_FIXED_BAUD = const(19200)
 _T15_FIXED_US = const(750)
 _T35_FIXED_US = const(1750)
@@ -75,10 +77,10 @@ class Rs485:
         self.uart = uart
         self.de = de
         self._timer = timer
-        self._release_cb = self._release   # bound once: the timer callback
+        self._release_cb = Guarded(self._release)   # made once: the timer callback
         self._later_timer = later_timer    # for ``later`` (the Modbus server's t3.5)
         self._later_fn = None
-        self._later_cb = self._later_fire
+        self._later_cb = Guarded(self._later_fire)
         self.tx_busy = False               # DE is up for a reply still on the wire
         self.baud = baud
         self.bits = bits
@@ -97,8 +99,6 @@ class Rs485:
         self.tx_bytes = 0
         self.rx_bytes = 0
         de.off()  # receive by default: never hold the bus
-
-    interrupted = False     # a Ctrl-C caught by a timer callback, for the main loop
 
     # ---- port interface ----------------------------------------------------
     def any(self):
@@ -145,26 +145,16 @@ class Rs485:
         return n
 
     def _release(self, _t):
-        """Timer callback (soft IRQ): the reply's wire time has passed.
-
-        A Ctrl-C that lands in a soft timer callback is printed and dropped
-        by the port (seen on the emulated RP2040 during an update over
-        Modbus: the loop ran on, `diag` could not stop it), and one that
-        lands before ``de.off()`` would leave the transceiver driving the bus
-        for good.  So whatever is raised here, DE is released, and a Ctrl-C
-        is handed to the main loop (``take_interrupt``)."""
-        again = False
+        """Timer callback (soft IRQ, ``Guarded``): the reply's wire time has
+        passed.  Whatever is raised here (a Ctrl-C included), DE is released:
+        a transceiver left driving would hold the bus for good."""
+        done = True
         try:
-            again = not self.uart.txdone()
-            if again:
+            if not self.uart.txdone():
                 self._arm(char_us(self.baud, self.bits))
-        except KeyboardInterrupt:
-            Rs485.interrupted = True
-            again = False
-        except Exception:  # noqa: BLE001 - the bus must not stay held
-            again = False
+                done = False
         finally:
-            if not again:
+            if done:
                 self.de.off()
                 self.tx_busy = False
 
@@ -188,21 +178,8 @@ class Rs485:
     def _later_fire(self, _t):
         fn = self._later_fn
         self._later_fn = None
-        if fn is None:
-            return
-        try:
-            fn()
-        except KeyboardInterrupt:   # dropped by the port otherwise (see _release)
-            Rs485.interrupted = True
-        except Exception:  # noqa: BLE001 - a soft callback must not kill the timer
-            pass
-
-    @staticmethod
-    def take_interrupt():
-        """Raise a Ctrl-C that a timer callback caught (the main loop calls it)."""
-        if Rs485.interrupted:
-            Rs485.interrupted = False
-            raise KeyboardInterrupt
+        if fn is not None:
+            fn()    # an error, a Ctrl-C included, goes to ``Guarded``
 
     def _arm(self, us):
         tm = self._timer

@@ -2,7 +2,8 @@
 import drv_helpers  # noqa: F401
 from drv_helpers import raises
 
-from drivers import gpio
+from drivers import gpio, softirq
+from drivers.lowpower import LowPower
 from drivers.rs485 import Rs485, char_bits, char_us, t15_us, t35_us
 
 
@@ -189,8 +190,8 @@ def test_a_ctrl_c_in_the_release_callback_frees_the_bus_and_reaches_the_main_loo
     uart.txdone = interrupted
     tm.fire()                                   # raises nothing: the port would drop it
     assert de.v == 0 and not port.tx_busy
-    assert raises(KeyboardInterrupt, Rs485.take_interrupt)
-    Rs485.take_interrupt()                      # once only
+    assert raises(KeyboardInterrupt, softirq.take)
+    softirq.take()                      # once only
 
 
 def test_any_error_in_the_release_callback_frees_the_bus():
@@ -203,7 +204,7 @@ def test_any_error_in_the_release_callback_frees_the_bus():
     tm.init = broken                            # re-arming fails
     tm.fire()
     assert de.v == 0 and not port.tx_busy
-    Rs485.take_interrupt()                      # no Ctrl-C pending: nothing raised
+    softirq.take()                      # no Ctrl-C pending: nothing raised
 
 
 def test_later_calls_once_from_its_own_timer_and_replaces_a_pending_call():
@@ -237,10 +238,10 @@ def test_a_ctrl_c_in_a_later_call_reaches_the_main_loop():
         raise KeyboardInterrupt
     port.later(10, interrupted)
     lt.fire()                                   # raises nothing: the port would drop it
-    assert raises(KeyboardInterrupt, Rs485.take_interrupt)
+    assert raises(KeyboardInterrupt, softirq.take)
     port.later(10, lambda: 1 // 0)              # any other error: swallowed, timer lives
     lt.fire()
-    Rs485.take_interrupt()                      # nothing pending
+    softirq.take()                      # nothing pending
 
 
 def test_receive_and_frame_gap():
@@ -313,3 +314,74 @@ def test_buzzer_and_led_patterns():
     assert led_pin.v == 0
     led.step(0, gpio.LED_OFF)
     assert led_pin.v == 0
+
+
+class IrqPin(FakePin):
+    """A pin whose IRQ handler the test fires, as the port's scheduler would."""
+
+    def irq(self, handler=None, trigger=0):
+        self.handler = handler
+
+    IRQ_FALLING = 1
+    IRQ_RISING = 2
+
+
+def test_a_ctrl_c_in_the_alert_pin_handler_reaches_the_main_loop():
+    # Seen on the emulated RP2040: a Ctrl-C landing in the shunt ALERT's
+    # soft IRQ was printed and dropped by the port, the loop ran on.
+    clk = Clock()
+    pin = IrqPin(v=1)
+    alert = gpio.Alert(pin, clk.ticks)
+    pin.v = 0
+    clk.t = 1500
+    pin.handler(pin)
+    assert alert.on and alert.at == 1500 and alert.edges == 1
+    softirq.take()                              # nothing pending
+
+    def interrupted(v=None):
+        raise KeyboardInterrupt
+    pin.value = interrupted
+    pin.handler(pin)                            # raises nothing: the port would drop it
+    assert raises(KeyboardInterrupt, softirq.take)
+    softirq.take()                              # once only
+    pin.value = lambda v=None: 1 // 0           # any other error: counted, IRQ kept
+    pin.handler(pin)
+    assert alert._h.errors == 1
+    softirq.take()
+
+
+def test_a_ctrl_c_in_a_wake_pin_handler_reaches_the_main_loop():
+    pin = IrqPin()
+    lp = LowPower(None, pins=(pin,))
+    pin.handler(pin)
+    assert lp.edges == 1 and lp.woken()
+    lp.edges = None                             # the count itself raises: += on None
+    pin.handler(pin)
+    assert lp._h.errors == 1
+
+    class Interrupting:
+        def __iadd__(self, _n):
+            raise KeyboardInterrupt
+    lp.edges = Interrupting()
+    pin.handler(pin)
+    assert raises(KeyboardInterrupt, softirq.take)
+    softirq.take()
+
+
+def test_a_guarded_callback_allocates_nothing():
+    class Edge:
+        count = 0
+
+        def __call__(self, _arg):
+            Edge.count += 1
+            if Edge.count == 2:
+                raise KeyboardInterrupt
+    g = softirq.Guarded(Edge())
+
+    def three():
+        g(None)
+        g(None)                                 # the Ctrl-C: kept, not raised
+        g(None)
+    drv_helpers.heap_locked(three)
+    assert Edge.count == 3 and g.errors == 0
+    assert raises(KeyboardInterrupt, softirq.take)

@@ -147,14 +147,19 @@ def _single(ctx, rows):
         if worst is not None:
             rows.append(Row("rp2040", "  reaction worst / (delay + one tick)", worst / (delay + 50.0),
                             "ratio", "<= 1"))
-        peak, size = run.pystack_peak()
-        rows.append(Row("rp2040", "pystack high-water mark, 16S single board", peak, "B",
-                        "<= %d" % (size // 2),
-                        "of %d B; deepest call chain since boot, after everything above (Modbus "
-                        "reads, 10 min of operation, the reaction trials' parameter changes "
-                        "and faults)" % size))
+        rows.append(_pystack_row(run, "16S single board",
+                                 "deepest call chain since boot, after everything above "
+                                 "(Modbus reads, 10 min of operation, the reaction trials' "
+                                 "parameter changes and faults)"))
     finally:
         run.close()
+
+
+def _pystack_row(run, label, note):
+    """The deepest Python call chain since boot, against half the 8 KB pystack."""
+    peak, size = run.pystack_peak()
+    return Row("rp2040", "pystack high-water mark, %s" % label, peak, "B", "<= %d" % (size // 2),
+               "of %d B; %s" % (size, note))
 
 
 def _other(ctx, rows, kind, cells, label):
@@ -181,9 +186,7 @@ def _other(ctx, rows, kind, cells, label):
                             (c1[0] - c0[0]) / float(max(1, sweeps)), "frames", "",
                             "MCP2515 RX overflows over %d sweeps of the settled loop (%d frames received); "
                             "comm fault at the end: %s" % (sweeps, c1[2] - c0[2], c1[3])))
-        peak, size = run.pystack_peak()
-        rows.append(Row("rp2040", "pystack high-water mark, %s" % label, peak, "B",
-                        "<= %d" % (size // 2), "of %d B, since boot" % size))
+        rows.append(_pystack_row(run, label, "since boot"))
     finally:
         run.close()
 
