@@ -99,6 +99,8 @@ IDLE_MAX_MS = 50
 IDLE_BUSY_MS = 1
 IDLE_BUSY_HOLD_MS = 200
 FRAME_POLL_US = 250     # the PC port's poll while a request comes in (_idle_frame)
+BUILD_ROOM_MS = 12      # a long task builds a Modbus reply only this far from the fast tick
+LOOK_US = 500           # the PC port's look while a long task runs (start_modbus)
 _sleep_us = getattr(time, "sleep_us", None) or (lambda us: time.sleep(us / 1e6))  # CPython
 IDLE_CAN_MS = 4         # a CAN master's idle slice: two RX buffers last 16 ms
 IDLE_ASYNC_MS = 2        # the asyncio loop (BLE boards) polls the ports itself
@@ -197,6 +199,7 @@ class App:
         self.bms = bms
         self.clock = clock
         self.pollers = []
+        self.port_peek = None   # the PC port looked at between two pollers (start_modbus)
         self.wdt = None         # raw machine.WDT fed after each step (tests)
         self.dog = None         # bms.watchdog.Watchdog (main): fed only if alive
         self.services = None
@@ -267,9 +270,12 @@ class App:
         b = self.bms
         b.step()
         self.feed()
+        peek = self.port_peek
         for p in self.pollers:
             try:
                 p()
+                if peek is not None:
+                    peek()
             except Exception as e:  # noqa: BLE001 - comms must not stop control
                 self.poll_errors += 1
                 if self.poll_errors < 20:
@@ -750,19 +756,47 @@ def start_modbus(app, machine):
     inner = bms.service
     due_us = mb.due_us
     in_task = mb.poll_in_task
+    pending = mb.build_pending
     any_in = port.any
+    room = bms.fast_room_ms
+
+    def port_service():
+        if due_us() == 0 or any_in():
+            in_task()
+
+    def look():
+        if due_us() == 0 or any_in() or pending():
+            # The reply of a read is built here when the fast tick is far
+            # enough away for the longest build (the monitor block).
+            in_task(room() >= BUILD_ROOM_MS)
 
     def service():
         if inner is not None:
             inner()
-        if due_us() == 0 or any_in():
-            in_task()
+        look()
     bms.service = service
-    # The timed poll waits while the fast task runs (its budget is the
-    # protection's): a reply due then goes out from the loop's poll after it.
-    sched = bms.sched
-    fast = bms._fast_i
-    mb.hold = lambda: sched.current == fast
+    # Between two pollers too (each takes up to a few ms: CAN, the
+    # services): a request that ended meanwhile is read and built at once.
+    poll = mb.poll
+
+    def peek():
+        if any_in():
+            poll()
+    app.port_peek = peek
+    # And between the steps of the fast task: reads and a due send only.
+    # The timed poll (a soft timer) sends inside it too, about 0.4 ms.
+    bms.port_service = port_service
+    # While a long task runs, a soft timer looks every LOOK_US: its steps
+    # (a cell read, the SOC estimator) take milliseconds each.
+    rep = getattr(port, "repeat", None)
+    if rep is not None:
+        fast = bms._fast_i
+        stop = port.stop_repeat
+
+        def task_start(i):
+            if i != fast:
+                rep(LOOK_US, look)
+        bms.sched.around = (task_start, stop)
 
     watch(app, getattr(port, "uart", None))
     return mb

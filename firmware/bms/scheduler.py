@@ -45,6 +45,7 @@ class Scheduler:
         self.clock = clock
         self._fn = []
         self.current = -1   # the task running now (a soft timer callback asks), -1 none
+        self.around = None  # (start(i), stop()) around every run: the app's port look
         self.period = array("i", [0] * max_tasks)
         self.next = array("i", [0] * max_tasks)
         self.runs = array("i", [0] * max_tasks)
@@ -104,6 +105,9 @@ class Scheduler:
         self.runs[i] += 1
         us = self._us
         self.current = i
+        a = self.around
+        if a is not None:
+            a[0](i)
         try:
             if us is None:
                 self._fn[i](t)
@@ -113,6 +117,8 @@ class Scheduler:
                 self._timed(i, ticks_diff(us(), t0))
         finally:
             self.current = -1
+            if a is not None:
+                a[1]()
 
     def run_at(self, i, t):
         """One extra run of task ``i`` at ``t``, if that is before its next

@@ -33,11 +33,13 @@ Frame assembly by silence, measured on an injected clock with
   control task included, so the reply goes out on time although the loop
   is busy; a callback that lands inside the loop's own ``poll`` leaves it
   to that poll, which makes one more pass before it returns (no poll ever
-  runs inside another).  Inside a task it only reads and sends
-  (``poll_in_task``), and it waits out the fast task (``hold``).  What
-  still delays a reply: a request whose last bytes are read only after a
-  task (its t3.5 counts from that read), the fast task, a collection or a
-  flash write (no callback runs inside the last two).
+  runs inside another).  It sends inside the fast task too (about
+  0.4 ms).  Inside a task a poll only reads and sends (``poll_in_task``);
+  a long task may also build a read's reply when the fast tick is far
+  enough away.  What still delays a reply: the time from a request's end
+  to the read of its last bytes (tasks read between their steps), a build
+  left to the loop (the fast task never builds), a collection or a flash
+  write (no callback runs inside the last two).
 * t1.5 = 1.5 and t3.5 = 3.5 character times up to 19200 baud, fixed
   750 us / 1750 us above, as the Modbus serial-line spec says.  A character
   is as long as the line makes it: 10 bits for 8N1 (the manuals' setting:
@@ -125,8 +127,8 @@ class ModbusRTU:
         self._in_poll = False
         self._due_hit = False
         self._timed = False       # inside a task: read and send only (poll_in_task)
+        self._may_build = False   # ... and build a read's reply ahead (a long task with room)
         self._ahead = True        # the frame's build ahead was tried (nothing to try yet)
-        self.hold = None          # () -> True while a timed poll must wait (the fast task)
         self.t15 = 0
         self.t35 = 0
         self._set_timing(baud)
@@ -203,20 +205,29 @@ class ModbusRTU:
         finally:
             self._in_poll = False
 
-    def poll_in_task(self):
+    def poll_in_task(self, build=False):
         """A poll from inside a task (the timed poll, the core's service
-        calls between the steps of its long tasks): read what arrived, so
-        the silence counts from then, and send a reply built ahead whose
-        t3.5 is over; nothing else (no build: up to 9 ms for the monitor
-        block on an RP2040; no write, parameter follow-up or session check):
-        the loop's own poll does those after the task."""
+        calls between the steps of its tasks): read what arrived, so the
+        silence counts from then, and send a reply built ahead whose t3.5
+        is over; nothing else (no write, parameter follow-up or session
+        check: the loop's own poll does those after the task).  ``build``:
+        the reply of a read may be built here too (1.4-1.7 ms for ten
+        registers, up to 9 ms for the monitor block on an RP2040), which a
+        long task allows when the fast tick is far enough away."""
         if self._in_poll:
             return False
         self._timed = True
+        self._may_build = build
         try:
             return self.poll()
         finally:
             self._timed = False
+            self._may_build = False
+
+    def build_pending(self):
+        """A frame's bytes were read inside a task and its reply (if it is a
+        read for us) is not built yet."""
+        return not self._ahead
 
     def _on_due(self):
         """The timed poll (a soft timer callback, between two bytecodes of
@@ -225,9 +236,6 @@ class ModbusRTU:
         runs once more before it returns."""
         if self._early < 0:
             return          # answered or dropped meanwhile
-        h = self.hold
-        if h is not None and h():
-            return          # the fast task: the loop's poll right after it sends
         if self._in_poll:
             self._due_hit = True
             return
@@ -283,17 +291,22 @@ class ModbusRTU:
                 self._active = True
                 self._early = -1
                 self._ahead = False
-                if not timed:
+                if not timed or self._may_build:
                     self._build_ahead()
                 return False
         if not self._active:
             return False
-        if not self._ahead and not timed:
+        if not self._ahead and (not timed or self._may_build):
             self._build_ahead()   # its bytes were read inside a task
+            if self._early >= 0:
+                # The build took 1-9 ms on an RP2040: t3.5 may be over by now.
+                now = self._now()
+                if port.any():
+                    return False
         self._t_quiet = now
         self._quiet_valid = True
-        if timed or ticks_diff(now, self._t_last) < self.t35:
-            return False    # the timed poll answers only a read built ahead (above)
+        if ticks_diff(now, self._t_last) < self.t35 or (timed and self._early < 0):
+            return False    # a poll in a task answers only a read built ahead
         return self._frame_end(now)
 
     def _build_ahead(self):

@@ -160,3 +160,26 @@ def test_run_at_is_dropped_when_the_regular_run_comes_first():
     s.run_due()
     s.run_due()
     assert got == [0, 50, 100], got
+
+
+def test_around_brackets_every_run_even_one_that_raises():
+    # The app's look at the PC port starts with a long task and must stop
+    # with it whatever the task did (a timer left running costs CPU).
+    clk = VirtualClock()
+    s = Scheduler(clk)
+    seen = []
+
+    def ok(now):
+        seen.append(("run", s.current))
+
+    def bad(now):
+        raise ValueError("task bug")
+    a = s.add(ok, 10)
+    b = s.add(bad, 10)
+    s.around = (lambda i: seen.append(("start", i)), lambda: seen.append(("stop",)))
+    try:
+        s.run_due()
+    except ValueError:
+        pass
+    assert seen == [("start", a), ("run", a), ("stop",), ("start", b), ("stop",)]
+    assert s.current == -1

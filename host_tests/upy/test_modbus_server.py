@@ -4,7 +4,7 @@ import micropython
 from bms import params as P
 from bms.core import CMD_SOC_SET
 from comms.registers import A_STATUS
-from comms.registers import (A_AUTH, A_CELLS, A_CMD, A_INFO, A_LOGHEAD, A_MON, A_PARAMS,
+from comms.registers import (A_AUTH, A_CELLS, A_INFO, A_LOGHEAD, A_MON, A_PARAMS,
                              A_TEMPS, command_address, monitor_address)
 from comms.regs.auth import AU_ERR_INDEX, AU_ERR_TEXT
 from comms.regs.monitor import SIZE as MON_SIZE
@@ -238,6 +238,26 @@ def test_identity_ascii():
         s.append(v >> 8)
         s.append(v & 0xFF)
     assert bytes(s).rstrip(b"\0") == b"SN0001"
+
+
+def test_identity_block_layout_and_any_window():
+    # The documented layout (docs/modbus.md: model 0x00, firmware 0x10,
+    # serial 0x18, date 0x20, Bluetooth address 0x26, map version 0x2C,
+    # max cells, sensors, parameter rows, vendor 0x30, zero to 0x3F), and a
+    # read may start or end anywhere in a field.
+    r = _running_rig()
+    whole = r.read(A_INFO, 0x40)
+    assert whole[0x00:0x10] == ascii_regs(r.info.get("model"), 16)
+    assert whole[0x10:0x18] == ascii_regs(r.info.get("firmware"), 8)
+    assert whole[0x18:0x20] == ascii_regs("SN0001", 8)
+    assert whole[0x2C] == 1 and whole[0x2D] == r.bms.meas.max_cells
+    assert whole[0x2E] == r.bms.meas.n_temps and whole[0x2F] == P.N_PARAMS
+    assert whole[0x30:0x38] == ascii_regs(r.info.get("vendor"), 8)
+    assert whole[0x38:0x40] == [0] * 8
+    for start in range(0x40):
+        for count in (1, 2, 3, 9, 17):
+            if start + count <= 0x40:
+                assert r.read(A_INFO + start, count) == whole[start:start + count], (start, count)
 
 
 def test_exceptions():
@@ -541,6 +561,74 @@ def test_the_timed_poll_only_sends_it_never_builds_or_writes():
     assert r.server.handled == handled + 1 and crc_ok(r.port.take())
 
 
+def test_a_reply_built_after_its_t35_goes_out_in_the_same_poll():
+    # Bytes read inside the fast task, the reply built by the loop's poll
+    # after it: on an RP2040 the build can end past the frame's t3.5, and
+    # the reply then leaves at once, not at a timer or the next poll.
+    r, lp = _later_rig()
+    r.port.feed(READ_10)
+    r.server.poll_in_task()
+    r.clock.advance_us(2500)                    # the rest of the fast task
+    plain = r.server._reply
+
+    def slow_build(n, broadcast):
+        r.clock.advance_us(1500)                # 1.1-1.7 ms on the chip
+        return plain(n, broadcast)
+    r.server._reply = slow_build
+    assert r.server.poll()
+    assert crc_ok(r.port.take()) and r.server.replies == 1
+    # Bytes that came during the build: the frame went on, nothing sent.
+    r.idle(10)
+    r.port.feed(READ_10)
+    r.server.poll_in_task()
+    r.clock.advance_us(2500)
+
+    def build_while_more_comes(n, broadcast):
+        r.clock.advance_us(1500)
+        r.port.feed(b"\x55")
+        return plain(n, broadcast)
+    r.server._reply = build_while_more_comes
+    assert not r.server.poll() and r.port.txn == 0
+    r.server._reply = plain
+    r.idle(10)
+    assert r.port.txn == 0 and r.server.replies == 1
+
+
+def test_a_request_ending_in_the_fast_task_is_read_there_and_built_after():
+    # The app gives the PC port a look between the fast task's steps
+    # (bms.port_service = the server's poll_in_task): a request that ends
+    # while the task runs is read inside it, so its t3.5 counts from there,
+    # not from the end of the task; the reply is built after the task (never
+    # inside it: the protection's budget), and nothing is allocated.
+    import drv_helpers
+    r = _running_rig()
+    r.bms.port_service = r.server.poll_in_task
+    board = r.bms.board
+    plain = board.read_current
+    fed = []
+
+    def current_then_request(m, now):
+        plain(m, now)
+        if not fed:
+            r.port.feed(READ_10)            # the request ends right after the current read
+            fed.append(r.clock.ticks_us())
+    r.idle(60)
+    board.read_current = current_then_request
+    r.bms._current_reader = None
+    r.bms._rd_current = current_then_request
+    r.clock.advance(50)
+    now = r.clock.ticks_ms()
+    drv_helpers.heap_locked(lambda: r.bms._fast(now))
+    assert fed and r.server.rx_len == 8 and r.server.build_pending()
+    assert r.server._early == -1 and r.port.txn == 0         # read, not built or sent
+    r.clock.advance_us(3000)                # the rest of the fast task
+    r.server.poll()                         # the loop's poll right after it: the build
+    assert not r.server.build_pending() and r.port.txn == 0
+    r.clock.advance_us(700)                 # t3.5 from the read inside the task
+    r.server.poll()
+    assert crc_ok(r.port.take()) and r.server.replies >= 1
+
+
 def test_monitor_and_status_windows_match_the_whole_block():
     # Any window of a row table (a read may start or end inside a 32-bit
     # row) holds the same words as the whole block read at once.
@@ -570,18 +658,28 @@ def test_balance_words_follow_the_balancer():
     assert m[monitor_address("balance_1") - A_MON] == 0
 
 
-def test_the_timed_poll_waits_out_the_fast_task():
-    # ``hold`` (the app: the fast task is running) keeps the timed poll from
-    # sending inside it; the loop's poll right after the task sends.
+def test_a_long_task_may_build_a_reply_a_task_poll_read():
+    # The fast task reads between its steps and never builds (its budget is
+    # the protection's); a long task with room builds the reply at its next
+    # service call, and the timed poll sends it at the frame's t3.5 while
+    # the task still runs.  A write is still left to the loop.
     r, lp = _later_rig()
-    busy = [True]
-    r.server.hold = lambda: busy[0]
     r.port.feed(READ_10)
-    r.server.poll()
-    fn = lp.armed[-1][1]
-    r.clock.advance_us(3700)
+    r.server.poll_in_task()                       # the fast task's read
+    assert r.server._early == -1 and lp.armed == [] and r.server.build_pending()
+    r.clock.advance_us(1000)
+    r.server.poll_in_task(build=True)             # a long task, room before the tick
+    assert r.server._early > 0 and not r.server.build_pending()
+    us, fn = lp.armed[-1]
+    assert us <= 3650 - 1000 + 100 and r.port.txn == 0
+    r.clock.advance_us(us)
     fn()
-    assert r.port.txn == 0
-    busy[0] = False
-    r.server.poll()
     assert crc_ok(r.port.take()) and r.server.replies == 1
+    handled = r.server.handled
+    r.port.feed(with_crc(bytes((1, 6)) + bytes((0x10, 0x00, 0x00, 0x01))))
+    r.server.poll_in_task(build=True)
+    r.clock.advance_us(5000)
+    r.server.poll_in_task(build=True)             # its t3.5 is over: not from a task
+    assert r.server.handled == handled and r.port.txn == 0
+    r.server.poll()
+    assert r.server.handled == handled + 1 and crc_ok(r.port.take())

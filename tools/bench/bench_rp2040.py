@@ -61,9 +61,10 @@ def _turnaround_rows(out):
             "<= %.2f" % goal,
             "last request byte to first reply byte, 10-register read, %d requests ending "
             "0-%d ms after a fast tick (rotating over the cell sweep's five ticks); "
-            "t3.5 = %.2f ms; %d over t3.5 + 1 ms, ending at ms %s after a fast tick: a "
-            "request that ends inside a task is read after it, and its t3.5 counts from "
-            "that read" % (n, min(n, 50) - 1, t35, len(late), ",".join(str(p) for p in late))),
+            "t3.5 = %.2f ms; %d over t3.5 + 1 ms, ending at ms %s after a fast tick (the "
+            "fast task reads a request between its steps but builds no reply: one that "
+            "ends in it is built after it; a long task looks every 0.5 ms and builds)"
+            % (n, min(n, 50) - 1, t35, len(late), ",".join(str(p) for p in late))),
         Row("rp2040", "  turnaround median, mean, 90th percentile", "%.2f / %.2f / %.2f" % (
             ta[n // 2], sum(ta) / n, ta[int(n * 0.9)]), "ms", "", ""),
         Row("rp2040", "  turnaround median / (t3.5 + 1 ms)", round(ta[n // 2] / goal, 3),
