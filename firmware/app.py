@@ -760,15 +760,23 @@ def start_modbus(app, machine):
     any_in = port.any
     room = bms.fast_room_ms
 
+    # Both run inside control tasks: whatever the port raises stays here
+    # (the server's own poll never raises), the task's step goes on.
     def port_service():
-        if due_us() == 0 or any_in():
-            in_task()
+        try:
+            if due_us() == 0 or any_in():
+                in_task()
+        except Exception:  # noqa: BLE001
+            mb.internal_errors += 1
 
     def look():
-        if due_us() == 0 or any_in() or pending():
-            # The reply of a read is built here when the fast tick is far
-            # enough away for the longest build (the monitor block).
-            in_task(room() >= BUILD_ROOM_MS)
+        try:
+            if due_us() == 0 or any_in() or pending():
+                # The reply of a read is built here when the fast tick is far
+                # enough away for the longest build (the monitor block).
+                in_task(room() >= BUILD_ROOM_MS)
+        except Exception:  # noqa: BLE001
+            mb.internal_errors += 1
 
     def service():
         if inner is not None:

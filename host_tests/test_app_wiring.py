@@ -215,6 +215,29 @@ def test_failing_poller_does_not_stop_protection():
     assert read_regs(rig, monitor_address("cell_max"), 1)[0] == 3800
 
 
+def test_a_pc_port_that_raises_never_stops_the_control_tasks():
+    # The PC port is looked at inside the control tasks (the fast task
+    # between its steps, the long tasks between theirs): a UART that raises
+    # there must cost the protection nothing, not a fail-safe trip.
+    rig = Rig()
+    app = rig.app
+    rig.run(3000)
+    fm = rig.fm
+    assert fm.pin(12).v == 1 and fm.pin(13).v == 1
+
+    def broken():
+        raise OSError(5)
+    rig.rs485.any = broken
+    rig.run(3000)
+    assert app.bms.exceptions == 0 and app.bms.running
+    assert fm.pin(12).v == 1 and fm.pin(13).v == 1          # nothing opened for it
+    assert app.parts["modbus"].internal_errors > 0
+    fm.bq.source.cells[5] = 3800                            # above LFP ov2 = 3750 mV
+    rig.run(8000)
+    assert app.bms.exceptions == 0
+    assert fm.pin(12).v == 0 and fm.pin(13).v == 0          # the protection still acts
+
+
 def test_modbus_serves_persistent_log_and_update_windows():
     """The board's Modbus map has the updater and the flash log attached."""
     from comms.registers import A_PLOG, A_UPDATE

@@ -183,3 +183,18 @@ def test_around_brackets_every_run_even_one_that_raises():
         pass
     assert seen == [("start", a), ("run", a), ("stop",), ("start", b), ("stop",)]
     assert s.current == -1
+
+
+def test_a_failing_hook_never_keeps_a_task_from_running():
+    clk = VirtualClock()
+    s = Scheduler(clk)
+    runs = []
+    s.add(lambda now: runs.append(now), 10)
+
+    def broken(*_a):
+        raise OSError(12)       # e.g. no timer left
+    s.around = (broken, broken)
+    s.run_due()
+    clk.advance(10)
+    s.run_due()
+    assert len(runs) == 2 and s.hook_errors == 4 and s.current == -1
