@@ -234,7 +234,7 @@ class Run:
                        "    _a = bytearray(12)\n    _b = bytearray(12)\n    _keep[_i] = _a\n"
                        "_a = _b = None\ngc.collect()" % (n, n))
 
-    def modbus_turnaround(self, n=50, start=0, count=10):
+    def modbus_turnaround(self, n=50, start=0, count=10, phases=None):
         """Last request byte to first reply byte on the PC port, ms, for ``n``
         read requests (03, ``count`` registers at ``start``) whose last byte
         ends at phases 0, 1, .. ms after a fast tick, rotating over the five
@@ -243,8 +243,9 @@ class Run:
         register; the request is put on the wire so that it ends that many ms
         after one, 250 ms or more after the previous request.  Times are the
         end of the last byte landing in the chip's RX FIFO to the start of the
-        first byte it sends (both reported by the emulator).  Returns
-        [(turnaround ms, phase ms)]."""
+        first byte it sends (both reported by the emulator).  ``phases``:
+        the ms after a fast tick for each request instead (``n`` is then its
+        length).  Returns [(turnaround ms, phase ms)]."""
         from comms.crc16 import crc16
         uid, _tx, _rx, _de = self.board.pins["rs485"]
         chip = self.board.chip
@@ -272,8 +273,10 @@ class Run:
         out = []
         try:
             self.run_ms(1000)
+            if phases is not None:
+                n = len(phases)
             for k in range(n):
-                phase = k % 50
+                phase = k % 50 if phases is None else phases[k]
                 self.run_ms(250)
                 # The fast ticks are 50 ms apart: end on the one (k % 5) ticks
                 # after the next that is far enough ahead to start sending.
