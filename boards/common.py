@@ -117,8 +117,7 @@ def build_ports(machine, pins, opts):
     u = machine.UART(uid, baudrate=baud, bits=8, parity=None, stop=1,
                      tx=machine.Pin(tx), rx=machine.Pin(rx), txbuf=512)
     rs485 = Rs485(u, _out(machine, de, 0), baud, bits=char_bits(8, None, 1),
-                  timer=_soft_timer(machine), later_timer=_soft_timer(machine),
-                  repeat_timer=_soft_timer(machine))
+                  timer=_soft_timer(machine), later_timer=_soft_timer(machine))
     ttl = None
     if pins.get("ttl"):
         uid, tx, rx = pins["ttl"]

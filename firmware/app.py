@@ -100,7 +100,6 @@ IDLE_BUSY_MS = 1
 IDLE_BUSY_HOLD_MS = 200
 FRAME_POLL_US = 250     # the PC port's poll while a request comes in (_idle_frame)
 BUILD_ROOM_MS = 12      # a long task builds a Modbus reply only this far from the fast tick
-LOOK_US = 500           # the PC port's look while a long task runs (start_modbus)
 _sleep_us = getattr(time, "sleep_us", None) or (lambda us: time.sleep(us / 1e6))  # CPython
 IDLE_CAN_MS = 4         # a CAN master's idle slice: two RX buffers last 16 ms
 IDLE_ASYNC_MS = 2        # the asyncio loop (BLE boards) polls the ports itself
@@ -794,17 +793,6 @@ def start_modbus(app, machine):
     # And between the steps of the fast task: reads and a due send only.
     # The timed poll (a soft timer) sends inside it too, about 0.4 ms.
     bms.port_service = port_service
-    # While a long task runs, a soft timer looks every LOOK_US: its steps
-    # (a cell read, the SOC estimator) take milliseconds each.
-    rep = getattr(port, "repeat", None)
-    if rep is not None:
-        fast = bms._fast_i
-        stop = port.stop_repeat
-
-        def task_start(i):
-            if i != fast:
-                rep(LOOK_US, look)
-        bms.sched.around = (task_start, stop)
 
     watch(app, getattr(port, "uart", None))
     return mb

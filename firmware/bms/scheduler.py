@@ -45,8 +45,6 @@ class Scheduler:
         self.clock = clock
         self._fn = []
         self.current = -1   # the task running now (a soft timer callback asks), -1 none
-        self.around = None  # (start(i), stop()) around every run: the app's port look
-        self.hook_errors = 0
         self.period = array("i", [0] * max_tasks)
         self.next = array("i", [0] * max_tasks)
         self.runs = array("i", [0] * max_tasks)
@@ -106,12 +104,6 @@ class Scheduler:
         self.runs[i] += 1
         us = self._us
         self.current = i
-        a = self.around
-        if a is not None:
-            try:
-                a[0](i)
-            except Exception:  # noqa: BLE001 - a hook never keeps a task from running
-                self.hook_errors += 1
         try:
             if us is None:
                 self._fn[i](t)
@@ -121,11 +113,6 @@ class Scheduler:
                 self._timed(i, ticks_diff(us(), t0))
         finally:
             self.current = -1
-            if a is not None:
-                try:
-                    a[1]()
-                except Exception:  # noqa: BLE001
-                    self.hook_errors += 1
 
     def run_at(self, i, t):
         """One extra run of task ``i`` at ``t``, if that is before its next

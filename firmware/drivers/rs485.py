@@ -73,8 +73,7 @@ def _ticks():
 
 class Rs485:
     def __init__(self, uart, de, baud=9600, bits=10, tail_us=0, ticks_us=None,
-                 ticks_diff=None, sleep_us=None, timer=None, later_timer=None,
-                 repeat_timer=None):
+                 ticks_diff=None, sleep_us=None, timer=None, later_timer=None):
         self.uart = uart
         self.de = de
         self._timer = timer
@@ -82,10 +81,6 @@ class Rs485:
         self._later_timer = later_timer    # for ``later`` (the Modbus server's t3.5)
         self._later_fn = None
         self._later_cb = Guarded(self._later_fire)
-        self._repeat_timer = repeat_timer  # for ``repeat`` (a look at the port during tasks)
-        self._repeat_fn = None
-        self._repeat_us = 0
-        self._repeat_cb = Guarded(self._repeat_fire)
         self.tx_busy = False               # DE is up for a reply still on the wire
         self.baud = baud
         self.bits = bits
@@ -179,34 +174,6 @@ class Rs485:
         tm.init(mode=tm.ONE_SHOT, period=us if us > 0 else 1, tick_hz=1000000,
                 callback=self._later_cb)
         return True
-
-    def repeat(self, us, fn):
-        """Call ``fn()`` every ``us`` microseconds from a soft timer until
-        ``stop_repeat``; False (nothing armed) without a timer.  The app has
-        the Modbus server look at the port this way while a long task runs:
-        a request's end is then seen within ``us``.
-        A one-shot timer armed again at each call, as ``_release`` does: a
-        callback that is still pending when ``stop_repeat`` runs finds no
-        function and arms nothing."""
-        tm = self._repeat_timer
-        if tm is None:
-            return False
-        self._repeat_fn = fn
-        self._repeat_us = us
-        tm.init(mode=tm.ONE_SHOT, period=us, tick_hz=1000000, callback=self._repeat_cb)
-        return True
-
-    def stop_repeat(self):
-        if self._repeat_fn is not None:
-            self._repeat_fn = None
-            self._repeat_timer.deinit()
-
-    def _repeat_fire(self, t):
-        fn = self._repeat_fn
-        if fn is not None:
-            t.init(mode=t.ONE_SHOT, period=self._repeat_us, tick_hz=1000000,
-                   callback=self._repeat_cb)
-            fn()    # an error, a Ctrl-C included, goes to ``Guarded``
 
     def _later_fire(self, _t):
         fn = self._later_fn

@@ -114,19 +114,13 @@ def test_de_released_when_uart_raises():
 
 class FakeTimer:
     ONE_SHOT = 0
-    PERIODIC = 1
 
     def __init__(self):
         self.armed = []
-        self.mode = None
 
     def init(self, mode=0, period=0, tick_hz=1000, callback=None):
         self.armed.append((period, tick_hz))
-        self.mode = mode
         self.cb = callback
-
-    def deinit(self):
-        self.mode = None
 
     def fire(self):
         self.cb(self)
@@ -248,37 +242,6 @@ def test_a_ctrl_c_in_a_later_call_reaches_the_main_loop():
     port.later(10, lambda: 1 // 0)              # any other error: swallowed, timer lives
     lt.fire()
     softirq.take()                      # nothing pending
-
-
-def test_repeat_calls_from_its_own_timer_until_stopped():
-    ev = Events()
-    clk = Clock()
-    tm, lt, rt = FakeTimer(), FakeTimer(), FakeTimer()
-    port = Rs485(FakeUart(ev), FakePin(ev, "de"), 9600, ticks_us=clk.ticks,
-                 ticks_diff=clk.diff, timer=tm, later_timer=lt, repeat_timer=rt)
-    calls = []
-    assert port.repeat(500, lambda: calls.append(1))
-    assert rt.armed == [(500, 1000000)] and rt.mode == rt.ONE_SHOT
-    assert tm.armed == [] and lt.armed == []
-    rt.fire()
-    rt.fire()
-    assert rt.armed == [(500, 1000000)] * 3 and rt.mode == rt.ONE_SHOT   # armed again each time
-    port.stop_repeat()
-    assert calls == [1, 1] and rt.mode is None
-    rt.fire()                                   # a fire already pending: nothing
-    assert calls == [1, 1]
-    port.stop_repeat()                          # twice: harmless
-
-    def interrupted():
-        raise KeyboardInterrupt
-    port.repeat(500, interrupted)
-    rt.fire()                                   # raises nothing: the port would drop it
-    assert raises(KeyboardInterrupt, softirq.take)
-    port.stop_repeat()
-    plain = Rs485(FakeUart(ev), FakePin(ev, "de"), 9600, ticks_us=clk.ticks,
-                  ticks_diff=clk.diff)
-    assert plain.repeat(500, interrupted) is False
-    plain.stop_repeat()
 
 
 def test_receive_and_frame_gap():

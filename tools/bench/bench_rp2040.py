@@ -63,7 +63,7 @@ def _turnaround_rows(out):
             "0-%d ms after a fast tick (rotating over the cell sweep's five ticks); "
             "t3.5 = %.2f ms; %d over t3.5 + 1 ms, ending at ms %s after a fast tick (the "
             "fast task reads a request between its steps but builds no reply: one that "
-            "ends in it is built after it; a long task looks every 0.5 ms and builds)"
+            "ends in it is built after it; a long task reads and builds between its steps)"
             % (n, min(n, 50) - 1, t35, len(late), ",".join(str(p) for p in late))),
         Row("rp2040", "  turnaround median, mean, 90th percentile", "%.2f / %.2f / %.2f" % (
             ta[n // 2], sum(ta) / n, ta[int(n * 0.9)]), "ms", "", ""),
