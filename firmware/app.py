@@ -759,28 +759,21 @@ def start_modbus(app, machine):
     any_in = port.any
     room = bms.fast_room_ms
 
-    # Both run inside control tasks: whatever the port raises stays here
-    # (the server's own poll never raises), the task's step goes on.
-    def port_service():
+    # Runs inside control tasks: whatever the port raises stays here (the
+    # server's own poll never raises), the task's step goes on.  ``build``
+    # (a long task): a read's reply is built here too when the fast tick is
+    # far enough away for the longest build (the monitor block).
+    def port_service(build=False):
         try:
-            if due_us() == 0 or any_in():
-                in_task()
-        except Exception:  # noqa: BLE001
-            mb.internal_errors += 1
-
-    def look():
-        try:
-            if due_us() == 0 or any_in() or pending():
-                # The reply of a read is built here when the fast tick is far
-                # enough away for the longest build (the monitor block).
-                in_task(room() >= BUILD_ROOM_MS)
+            if due_us() == 0 or any_in() or (build and pending()):
+                in_task(build and room() >= BUILD_ROOM_MS)
         except Exception:  # noqa: BLE001
             mb.internal_errors += 1
 
     def service():
         if inner is not None:
             inner()
-        look()
+        port_service(True)
     bms.service = service
     # Between two pollers too (each takes up to a few ms: CAN, the
     # services): a request that ended meanwhile is read and built at once.
