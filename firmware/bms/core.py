@@ -197,6 +197,11 @@ class Bms:
         # so its t3.5 counts from within ~1 ms of its end, not from the end
         # of the task.  A few tens of us; never the CAN protocol's work.
         self.port_service = None
+        # Inside one board read too, between two of its bus transactions
+        # (the AFE's cell block and its fault status, the NTCs and the AFE's
+        # temperatures): each read is 2-4 ms on an RP2040 (emulated).
+        if hasattr(board, "between"):
+            board.between = self._between
         self._rd_cells = board.read_cells
         self._rd_temps = board.read_temps
         self._rd_relays = getattr(board, "relay_faults", None)
@@ -391,6 +396,11 @@ class Bms:
         if m.current_seen and dt > 0:
             self.soc.integrate(m.current_ma, dt if dt < 1000 else 1000)
         self._update_mode()
+        if ps is not None:
+            # Last: a request that ended since the look above is read here,
+            # not 0.5 ms later by the loop's poll (its silence counts from
+            # the read).
+            ps()
 
     def _cells(self, now):
         m = self.meas
@@ -423,6 +433,11 @@ class Bms:
         if bal.step(m, self.prot.reaction if self.running else F.R_BAL | F.R_HEAT,
                     self.prot.active(F.DIFF)):
             self.board.set_balance(bal.flags)
+
+    def _between(self):
+        svc = self.service
+        if svc is not None:
+            svc()
 
     def _unmonitored(self, m):
         """Voltage on inputs beyond ``cell_count``: the pack voltage exceeds the
@@ -482,6 +497,7 @@ class Bms:
         if svc is not None:
             svc()
         if self.running:
+            self.soc.service = svc
             self.soc.estimate(m, now)
         if svc is not None:
             svc()

@@ -367,6 +367,10 @@ class Soc:
         self.cal_empty = 0
         # Estimator state.
         self.est_enabled = True
+        # Called between the estimator's stages (Bms sets it: the ports'
+        # service).  The step takes 8-9 ms on an RP2040 (emulated); a Modbus
+        # request that ended inside it was read only afterwards.
+        self.service = None
         self.v1 = 0                   # RC polarisation voltage, W
         self.bias = 0                 # OCV table error state, W
         self.sd0 = _SD0_INIT           # SOC std, Q30
@@ -779,6 +783,9 @@ class Soc:
         cap = self.capacity_mah
         r0 = self._r0_u(t2)
         self._learn_r0(v, i, t2, cap)
+        svc = self.service
+        if svc is not None:
+            svc()
         # --- predict: SOC moved by what the counter counted ---
         ds = s - self._prev_s
         ads = -ds if ds < 0 else ds
@@ -843,6 +850,8 @@ class Soc:
         c01 = mul(mul(self.c01, f0, 28), f1, 28)
         c02 = mul(mul(self.c02, f0, 28), f2, 28)
         c12 = mul(mul(self.c12, f1, 28), f2, 28)
+        if svc is not None:
+            svc()
         # --- measurement noise (std, W) ---
         # White noise and the load-model error, each scaled by its
         # correlation time over the update period.  The RC pair's error
@@ -869,6 +878,8 @@ class Soc:
             self.rest_ms = 0
         if self._tail(v, i, dt, cap, yo, r1i, t2, chem):
             return self._done(0, v, i, now)
+        if svc is not None:
+            svc()
         h0 = ocv.slope_uv(chem, s)
         if self._cp_ok and self.rest_ms >= _REST_LONG_MS and mul(h0, sd0, 23) < (sb >> 1):
             # Observed table error (module docstring): relaxed, and the

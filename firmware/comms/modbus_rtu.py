@@ -142,7 +142,7 @@ class ModbusRTU:
         self.overruns = 0
         self.broadcasts = 0
         self.internal_errors = 0
-        self.last_turnaround = 0  # clock units from frame end detected to reply written
+        self.last_turnaround = 0  # clock units from the frame end (its t3.5) to the reply written
         if params is not None:
             self._follow_params()
 
@@ -239,35 +239,36 @@ class ModbusRTU:
         if self._in_poll:
             self._due_hit = True
             return
+        # The usual case straight away: each Python call on the way (the
+        # task poll, the poll, its try) cost 20-30 us on an RP2040 (emulated).
+        if not self.port.any() and ticks_diff(self._now(), self._t_last) >= self.t35:
+            self._in_poll = True
+            try:
+                self._send_ahead()
+            except Exception:  # noqa: BLE001 - as poll: never into the callback
+                self.internal_errors += 1
+            finally:
+                self._in_poll = False
+            return
         self.poll_in_task()
         d = self.due_us()
         if d >= 0 and self._early >= 0:    # not over yet (clock rounding): again
             self._later(d + _LATER_US, self._due_cb)
 
     def _poll(self):
-        if self._early >= 0 and not self.port.any():
+        port = self.port
+        if self._early >= 0 and not port.any():
             # A read built ahead (its CRC checked then) whose t3.5 is over:
-            # answered before the bookkeeping below, which took 270 us of
-            # the timed poll's 370 on an RP2040 (emulated).
-            now = self._now()
-            if ticks_diff(now, self._t_last) >= self.t35:
-                return self._frame_end(now)
+            # answered before anything else.
+            if ticks_diff(self._now(), self._t_last) >= self.t35:
+                self._send_ahead()
+                return True
         timed = self._timed
         build = not timed or self._may_build
-        if self.params is not None and not timed:
-            self._follow_params()
-        auth = self.regmap.auth
-        if auth is not None and not timed:
-            # Sessions expire on time and before the tick counter wraps
-            # (bms.auth); a request's role check polls it anyway.  Every
-            # pass, it took a third of an empty poll (100 us on an RP2040),
-            # and the loop polls every 250 us while a request comes in.
-            self._auth_n += 1
-            if self._auth_n >= _AUTH_EVERY:
-                self._auth_n = 0
-                auth.poll()
+        # The port first, the bookkeeping after: the silence counts from the
+        # read, and the bookkeeping before it (270 us on an RP2040, emulated)
+        # made every request's turnaround that much longer.
         now = self._now()
-        port = self.port
         if port.any():
             n = port.readinto(self._chunk)
             if n:
@@ -295,20 +296,62 @@ class ModbusRTU:
                 if build:
                     self._build_ahead()
                 return False
-        if not self._active:
-            return False
-        if not self._ahead and build:
+        if not self._ahead and build and self._active:
             self._build_ahead()   # its bytes were read inside a task
             if self._early >= 0:
-                # The build took up to ~4 ms on an RP2040: t3.5 may be over by now.
+                # The build took up to ~1 ms on an RP2040: t3.5 may be over by now.
                 now = self._now()
                 if port.any():
                     return False
+        if not timed:
+            self._bookkeeping()
+        if not self._active:
+            return False
         self._t_quiet = now
         self._quiet_valid = True
         if ticks_diff(now, self._t_last) < self.t35 or (timed and self._early < 0):
             return False    # a poll in a task answers only a read built ahead
         return self._frame_end(now)
+
+    def _bookkeeping(self):
+        if self.params is not None:
+            self._follow_params()
+        auth = self.regmap.auth
+        if auth is not None:
+            # Sessions expire on time and before the tick counter wraps
+            # (bms.auth); a request's role check polls it anyway.  Every
+            # pass, it took a third of an empty poll (100 us on an RP2040),
+            # and the loop polls every 250 us while a request comes in.
+            self._auth_n += 1
+            if self._auth_n >= _AUTH_EVERY:
+                self._auth_n = 0
+                auth.poll()
+
+    def _send_ahead(self):
+        """The read built ahead, its t3.5 over and no byte since: its bytes
+        first, the counters after (every attribute store costs a few us on
+        an RP2040, before the first byte otherwise)."""
+        ln = self._early
+        self._early = -1        # a port that raises must not be retried at every poll
+        self.port.write(self._view(ln))
+        t = self._t_last
+        self.rx_len = 0
+        self._bad = False
+        self._active = False
+        self._quiet_valid = False
+        self.frames += 1
+        self.handled += 1
+        self.replies += 1
+        if self.tx[1] & 0x80:
+            self.exceptions_sent += 1
+        self.last_turnaround = ticks_diff(self._now(), t) - self.t35
+
+    def _view(self, ln):
+        v = self._views.get(ln)
+        if v is None:
+            v = memoryview(self.tx)[:ln]
+            self._views[ln] = v
+        return v
 
     def _build_ahead(self):
         """A complete read for us (8 bytes, its CRC good) is answered ahead:
@@ -361,11 +404,7 @@ class ModbusRTU:
             return
         if self.tx[1] & 0x80:
             self.exceptions_sent += 1
-        v = self._views.get(ln)
-        if v is None:
-            v = memoryview(self.tx)[:ln]
-            self._views[ln] = v
-        self.port.write(v)
+        self.port.write(self._view(ln))
         self.replies += 1
         self.last_turnaround = ticks_diff(self._now(), t0)
 

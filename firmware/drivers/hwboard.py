@@ -67,6 +67,9 @@ class HwBoard:
                  charger=None, alert=None):
         self.afe = afe
         self.shunt = shunt
+        # Called between two bus transactions of one read (the core sets it:
+        # its service, so a port is read while the sweep runs).
+        self.between = None
         # The shunt monitor's ALERT input (gpio.Alert), if wired: the core
         # programs its limits (set_current_alert) and reads on / at.
         self.alert_in = alert if shunt is not None else None
@@ -253,6 +256,9 @@ class HwBoard:
                 raise OSError(_EINVAL)
             self._afe_cells = n
         self.afe.read_cells(m.cell_mv, n)
+        g = self.between
+        if g is not None:
+            g()
         mv = m.cell_mv
         ok = m.cell_ok
         ts = m.cell_ts
@@ -302,6 +308,9 @@ class HwBoard:
         if self.afe_temps:
             if not self.afe_ok:
                 raise OSError(5)
+            g = self.between
+            if g is not None and k:
+                g()
             self.afe.read_temps(self._afe_t)
             for idx in self.afe_temps:
                 m.put_temp(k, self._afe_t[idx])

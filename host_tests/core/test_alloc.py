@@ -77,3 +77,35 @@ def test_slow_task_and_soc_estimator_do_not_allocate():
     finally:
         micropython.heap_unlock()
     assert fresh.soc_pm == 0
+
+
+def test_the_estimator_calls_the_service_between_its_stages_and_is_unchanged_by_it():
+    # The ports' service runs inside the SOC step (8-9 ms on an RP2040):
+    # several times a step, allocation-free, and the estimate is the same.
+    plain = Rig()
+    served = Rig()
+    calls = [0]
+    in_slow = [False]
+
+    def svc():
+        if in_slow[0]:
+            calls[0] += 1
+    served.bms.service = svc
+    slow = served.bms._slow
+
+    def timed_slow(now):
+        in_slow[0] = True
+        try:
+            slow(now)
+        finally:
+            in_slow[0] = False
+    served.bms.sched._fn[served.bms.sched._fn.index(slow)] = timed_slow
+    for r in (plain, served):
+        r.board.current_ma = -15000
+        r.run(20000)
+    n = served.bms.soc.est_updates
+    assert n > 10 and plain.bms.soc.est_updates == n
+    assert calls[0] >= 4 * n        # two around the step, at least two inside it
+    assert served.bms.soc.soc_pm == plain.bms.soc.soc_pm
+    assert served.bms.soc.sd0 == plain.bms.soc.sd0
+    assert _locked(served.bms._slow, served.clock.ticks_ms())

@@ -205,3 +205,41 @@ def test_read_faults_without_reading_cells():
     afe.fault_bits = 1
     b.read_faults()
     assert b.afe_fault() & 1
+
+
+def test_the_core_is_called_between_the_bus_transactions_of_a_read():
+    # Between the AFE's cell block and its fault status, and between the
+    # NTCs and the AFE's temperatures: the core's service reads a port there.
+    b, afe, _ = _board()
+    assert b.init()
+    m = Measurements(b.max_cells, b.temp_roles)
+    seen = []
+    b.between = lambda: seen.append((list(m.cell_mv), afe.fault_calls, list(m.temp_dc)))
+    afe.fault_calls = 0
+    plain = afe.fault
+
+    def fault():
+        afe.fault_calls += 1
+        return plain()
+    afe.fault = fault
+    b.read_cells(m, 100)
+    assert seen == [([3300, 3310, 0, 3290], 0, [0, 0, 0])]   # cells in, faults not yet read
+    assert afe.fault_calls == 1
+    b.read_temps(m, 100)
+    assert len(seen) == 2 and seen[1][2] == [250, 0, 0]        # NTCs in, the AFE's not yet
+    assert m.temp_dc[2] == 312
+
+
+def test_a_bms_gives_the_board_its_service_as_the_gap_call():
+    from bms.core import Bms
+    from bms.params import ParamSet
+    from modbus_rig import UsClock
+    b, _afe, _ = _board()
+    calls = []
+    bms = Bms(b, ParamSet(max_cells=4), UsClock())
+    bms.service = lambda: calls.append(1)
+    assert b.between is not None
+    b.between()
+    assert calls == [1]
+    bms.service = None
+    b.between()          # no service: nothing to call, no error

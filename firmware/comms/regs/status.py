@@ -90,43 +90,40 @@ def _power_w(m):
 
 
 def _any(prot, lo, hi):
+    if prot.level < lo:      # nothing active that high (level 0: nothing at all)
+        return 0
+    st = prot.state
+    lvl = prot.f_level
     for i in range(F.N_FAULTS):
-        if prot.active(i) and lo <= F.TABLE[i][F.F_LEVEL] <= hi:
+        if st[i] and lo <= lvl[i] <= hi:
             return 1
     return 0
 
 
-def _value(b, s):
-    if s == _S_VALID:
-        return _valid(b)
+_VALS = rows.values(_LAYOUT)
+
+
+def _fill(b, v):
+    """Every source's value into ``v`` (one function: see ``comms.regs.rows``)."""
+    v[_S_VALID] = _valid(b)
     lim = b.limits
-    if s == _S_CCL:
-        return lim.ccl_ma // 100
-    if s == _S_DCL:
-        return lim.dcl_ma // 100
-    if s == _S_CVL:
-        return lim.cvl_mv // 100
-    if s == _S_DVL:
-        return lim.dvl_mv // 100
-    if s == _S_CHG_OK:
-        return 1 if lim.ccl_ma > 0 else 0
-    if s == _S_DSG_OK:
-        return 1 if lim.dcl_ma > 0 else 0
-    if s == _S_POWER:
-        return _power_w(b.meas)
-    if s == _S_ALARM:
-        return _any(b.prot, F.L_WARN, F.L_WARN)
-    if s == _S_PROT:
-        return _any(b.prot, F.L_PROT, 9)
-    if s >= _S_RELAY:
-        st = b.contactors.state
-        k = s - _S_RELAY
-        return 1 if k < len(st) and st[k] else 0
-    return 0
+    v[_S_CCL] = lim.ccl_ma // 100
+    v[_S_DCL] = lim.dcl_ma // 100
+    v[_S_CVL] = lim.cvl_mv // 100
+    v[_S_DVL] = lim.dvl_mv // 100
+    v[_S_CHG_OK] = 1 if lim.ccl_ma > 0 else 0
+    v[_S_DSG_OK] = 1 if lim.dcl_ma > 0 else 0
+    v[_S_POWER] = _power_w(b.meas)
+    v[_S_ALARM] = _any(b.prot, F.L_WARN, F.L_WARN)
+    v[_S_PROT] = _any(b.prot, F.L_PROT, 9)
+    st = b.contactors.state
+    for k in range(5):
+        v[_S_RELAY + k] = 1 if k < len(st) and st[k] else 0
 
 
 def read(rm, off, count, out, pos):
-    return rows.read(_LAYOUT, _value, rm.bms, off, count, out, pos)
+    _fill(rm.bms, _VALS)
+    return rows.pack(_LAYOUT, _VALS, off, count, out, pos)
 
 
 write = codes.read_only

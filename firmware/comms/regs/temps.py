@@ -1,8 +1,7 @@
 """Temperature block: every sensor's value, status and role, read only."""
 from micropython import const
 
-from comms.packing import put16be as put16
-from comms.regs import codes
+from comms.regs import codes, rows
 
 T_COUNT = const(0)      # sensors fitted
 T_VALUE = const(1)      # 16 x s16, 0.1 degC
@@ -13,27 +12,33 @@ SIZE = const(49)
 T_STATUS_NAMES = ("ok", "open", "short", "no_data")
 
 
-def _reg(m, o):
+# One register a row, its value at the same index: the row machinery of
+# comms.regs.rows places them (viper on a board; the per-register function
+# calls took 2.6 ms for the block on an RP2040, emulated).
+_LAYOUT = rows.flat(SIZE)
+_VALS = rows.values(_LAYOUT)
+
+
+def _fill(m, v):
     n = m.n_temps
-    if o == T_COUNT:
-        return n
-    if T_VALUE <= o < T_VALUE + MAX_TEMPS:
-        i = o - T_VALUE
-        return m.temp_dc[i] & 0xFFFF if i < n else 0
-    if T_STATUS <= o < T_STATUS + MAX_TEMPS:
-        i = o - T_STATUS
-        return m.temp_status[i] if i < n else 3
-    if T_ROLE <= o < T_ROLE + MAX_TEMPS:
-        i = o - T_ROLE
-        return m.temp_role[i] if i < n else 0
-    return 0
+    v[T_COUNT] = n
+    dc = m.temp_dc
+    st = m.temp_status
+    role = m.temp_role
+    for i in range(MAX_TEMPS):
+        if i < n:
+            v[T_VALUE + i] = dc[i] & 0xFFFF
+            v[T_STATUS + i] = st[i]
+            v[T_ROLE + i] = role[i]
+        else:
+            v[T_VALUE + i] = 0
+            v[T_STATUS + i] = 3
+            v[T_ROLE + i] = 0
 
 
 def read(rm, off, count, out, pos):
-    m = rm.bms.meas
-    for k in range(count):
-        put16(out, pos + 2 * k, _reg(m, off + k))
-    return codes.EX_NONE
+    _fill(rm.bms.meas, _VALS)
+    return rows.pack(_LAYOUT, _VALS, off, count, out, pos)
 
 
 write = codes.read_only
