@@ -328,6 +328,33 @@ class PersistLog:
             i -= c
         raise IndexError("log")
 
+    def window(self, i, n):
+        """Records ``i .. i+n-1`` (0 = oldest on flash), a list of ``n``
+        tuples or None where there is none; each segment file is opened
+        once (an open costs milliseconds on a board's flash)."""
+        out = [None] * n
+        if i < 0 or n <= 0:
+            return out
+        k = 0          # index of the first record of segment s
+        for s in self._order():
+            c = self.count[s]
+            lo = i if i > k else k
+            hi = i + n if i + n < k + c else k + c
+            if lo < hi:
+                buf = bytearray((hi - lo) * REC)
+                f = self.fs.open(self._path(s), "rb")
+                try:
+                    f.seek((lo - k) * REC)
+                    f.readinto(buf)
+                finally:
+                    f.close()
+                for j in range(hi - lo):
+                    out[lo - i + j] = decode(memoryview(buf)[j * REC:(j + 1) * REC])
+            k += c
+            if k >= i + n:
+                break
+        return out
+
     def records(self):
         """Every record on flash, oldest first (reads each segment once)."""
         out = []

@@ -174,3 +174,41 @@ def test_persistent_log_window_reads_records_with_snapshot():
         assert f[12] == r.bms.meas.max_mv and f[13] == r.bms.meas.min_mv
         assert f[18] == r.bms.soc.soc_pm
     assert w[3 * RPL.PLOG_REC_REGS:] == [0] * (3 * RPL.PLOG_REC_REGS)   # beyond the last record
+
+
+def test_persistent_log_window_spans_segments_and_any_read_window():
+    # Records index+k at PL_REC + 20k (docs/modbus.md), across a segment
+    # boundary and after the oldest segment was recycled; a read may start
+    # and end anywhere and holds the same registers as the whole block.
+    r = ModbusRig()
+    fs = FakeFlash()
+    pl = PersistLog(fs, segments=3, per_seg=4)
+    pl.attach(r.bms.meas, r.bms.soc)
+    r.regs.attach_update(U.Updater(fs, key=KEY), pl)
+    r.run(300)
+    for k in range(14):          # 3 x 4: the first segment is reused
+        pl.append(2000 + k, 1, k, 10 * k)
+        pl.flush()
+    n = len(pl)
+    got = [pl.get(i) for i in range(n)]
+    for i in range(-1, n + 2):
+        for m in (1, 3, 6):
+            want = [got[j] if 0 <= j < n and i >= 0 else None for j in range(i, i + m)]
+            assert pl.window(i, m) == want, (i, m)
+    for index in (0, 2, n - 3):
+        assert crc_ok(r.write1(A_PLOG + RPL.PL_INDEX, index))
+        whole = r.read(A_PLOG, 100) + r.read(A_PLOG + 100, RPL.SIZE - 100)  # 125 at most
+        assert whole[RPL.PL_COUNT] == n and whole[RPL.PL_INDEX] == index
+        for k in range(RPL.PLOG_WINDOW):
+            f = whole[RPL.PL_REC + k * RPL.PLOG_REC_REGS:][:RPL.PLOG_REC_REGS]
+            if index + k < n:
+                rec = got[index + k]
+                assert (f[0] << 16 | f[1]) == rec[0] and f[3] == 1
+                assert (f[6] << 16 | f[7]) == rec[4] and (f[8] << 16 | f[9]) == rec[5]
+            else:
+                assert f == [0] * RPL.PLOG_REC_REGS
+        for start in range(0, RPL.SIZE, 7):
+            for count in (1, 2, 21, 45):
+                if start + count <= RPL.SIZE:
+                    assert r.read(A_PLOG + start, count) == whole[start:start + count], \
+                        (index, start, count)

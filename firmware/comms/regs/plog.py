@@ -9,7 +9,7 @@ flash; no role needed (the index is the only writable register).
 from micropython import const
 
 from comms.packing import get16be as _g16, put16be as put16
-from comms.regs import codes
+from comms.regs import codes, rows
 
 PL_COUNT = const(0)
 _PL_NEXT_SEQ = const(1)      # u32
@@ -48,48 +48,37 @@ class PlogWindow:
     def __init__(self, plog):
         self.plog = plog
         self.index = 0
-        self._i = -1
-        self._r = None
-
-    def reg(self, o):
-        pl = self.plog
-        if pl is None:
-            return 0
-        if o == PL_COUNT:
-            n = len(pl)
-            return n if n < 0xFFFF else 0xFFFF
-        if o == _PL_NEXT_SEQ:
-            return (pl.next_seq >> 16) & 0xFFFF
-        if o == _PL_NEXT_SEQ + 1:
-            return pl.next_seq & 0xFFFF
-        if o == PL_INDEX:
-            return self.index
-        if o < PL_REC:
-            return 0
-        k = (o - PL_REC) // PLOG_REC_REGS
-        f = (o - PL_REC) - k * PLOG_REC_REGS
-        i = self.index + k
-        if i != self._i:
-            self._i = i
-            try:
-                self._r = pl.get(i)
-            except (IndexError, OSError):
-                self._r = None
-        r = self._r
-        if r is None:
-            return 0
-        for j in range(len(_REC_AT)):
-            at = _REC_AT[j]
-            if f == at:
-                return (r[j] >> 16) & 0xFFFF if _WIDE[j] else r[j] & 0xFFFF
-            if _WIDE[j] and f == at + 1:
-                return r[j] & 0xFFFF
-        return 0
+        self._img = bytearray(2 * SIZE)
 
     def read(self, rm, off, count, out, pos):
-        self._i = -1   # re-read from flash once per request
-        for k in range(count):
-            put16(out, pos + 2 * k, self.reg(off + k))
+        # The block as an image, only the records the read covers taken
+        # from flash (in one pass, each segment file opened once), then the
+        # read's registers copied: a flash read and a field lookup per
+        # register took 33 ms for 125 registers on an RP2040 (emulated).
+        end = off + count
+        if off < 0 or end > SIZE:
+            raise IndexError("register range")
+        img = self._img
+        rows.copy(img, 0, _ZERO, 0, len(img))
+        pl = self.plog
+        if pl is not None:
+            n = len(pl)
+            put16(img, 2 * PL_COUNT, n if n < 0xFFFF else 0xFFFF)
+            put16(img, 2 * _PL_NEXT_SEQ, (pl.next_seq >> 16) & 0xFFFF)
+            put16(img, 2 * (_PL_NEXT_SEQ + 1), pl.next_seq & 0xFFFF)
+            put16(img, 2 * PL_INDEX, self.index)
+            k0 = (off - PL_REC) // PLOG_REC_REGS if off > PL_REC else 0
+            k1 = (end - 1 - PL_REC) // PLOG_REC_REGS + 1 if end > PL_REC else 0
+            if k1 > k0:
+                try:
+                    recs = pl.window(self.index + k0, k1 - k0)
+                except OSError:
+                    recs = ()
+                for k in range(len(recs)):
+                    r = recs[k]
+                    if r is not None:
+                        _place(img, PL_REC + (k0 + k) * PLOG_REC_REGS, r)
+        rows.copy(out, pos, img, 2 * off, 2 * count)
         return codes.EX_NONE
 
     def write(self, rm, off, count, data, pos):
@@ -97,6 +86,21 @@ class PlogWindow:
             self.index = _g16(data, pos)
             return codes.EX_NONE
         return rm.refuse(codes.EX_ADDRESS, -1, "persistent log: only the index is writable")
+
+
+_ZERO = bytes(2 * SIZE)
+
+
+def _place(img, at, r):
+    """Record tuple ``r`` as registers from register ``at`` of ``img``."""
+    for j in range(len(_REC_AT)):
+        p = 2 * (at + _REC_AT[j])
+        v = r[j]
+        if _WIDE[j]:
+            put16(img, p, (v >> 16) & 0xFFFF)
+            put16(img, p + 2, v & 0xFFFF)
+        else:
+            put16(img, p, v & 0xFFFF)
 
 
 def window(rm):
