@@ -7,7 +7,6 @@ cells bleed right now is the monitor's balance_0..15 masks."""
 from micropython import const
 
 from bms.params import P_BAL_CURRENT
-from comms.packing import put16be as put16
 from comms.regs import codes
 
 BL_STATE = const(0)
@@ -17,29 +16,31 @@ MAX_CELLS = const(256)   # comms.regs.cells.MAX_CELLS
 SIZE = const(258)
 
 
-def cell_mah(bal, i, ma):
-    """mAh bled from cell ``i`` at ``ma``: whole seconds / 36 first so the
-    product stays a small int for years of balancing."""
-    s = bal.bleed_s(i)
-    v = (s // 36) * ma // 100
-    return v if v < 0xFFFF else 0xFFFF
-
-
 def read(rm, off, count, out, pos):
+    # One loop, no call per register: three calls a cell (the bleed time,
+    # the mAh, the placing) took 5 ms for 125 registers on an RP2040
+    # (emulated).  Whole seconds / 36 before the current, so the product
+    # stays a small int for years of balancing.
     b = rm.bms
     bal = b.balancer
     ma = b.params[P_BAL_CURRENT]
     n = b.meas.n_cells
-    for k in range(count):
-        o = off + k
+    on = bal.on_count
+    per = bal.period_ms
+    p = pos
+    for o in range(off, off + count):
         v = 0
         if o == BL_STATE:
             v = bal.state
         elif o == BL_CURRENT:
             v = ma
         elif o - BL_CELLS < n:
-            v = cell_mah(bal, o - BL_CELLS, ma)
-        put16(out, pos + 2 * k, v)
+            v = (on[o - BL_CELLS] * per // 1000 // 36) * ma // 100
+            if v > 0xFFFF:
+                v = 0xFFFF
+        out[p] = (v >> 8) & 0xFF
+        out[p + 1] = v & 0xFF
+        p += 2
     return codes.EX_NONE
 
 
