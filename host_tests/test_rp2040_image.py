@@ -41,6 +41,13 @@ def test_boots_to_running_with_every_part_built(board):
     assert "RP2040" in machine
     # The image runs from flash: the application modules are frozen, not files.
     assert r.eval("__import__('os').listdir('/')").count("app.py") == 0
+    # The frozen native (viper) loops load on the chip: a module of the
+    # wrong architecture would fall back to bytecode silently, 4-10x slower
+    # (the Modbus CRC, the register blocks' placing).
+    r.exec("from comms import crc16\nfrom comms.regs import rows, cells, pack_viper as pv")
+    assert r.eval("(crc16.crc16 is crc16.crc16_viper, rows._loop is pv.pack_loop, "
+                  "rows._copy is pv.copy_loop, cells._loop is pv.cells_loop)") == \
+        (True, True, True, True)
     free = r.eval("(__import__('gc').collect(), __import__('gc').mem_free())[1]")
     print("heap free after boot (emulated RP2040, 16S single board): %d B" % free)
     assert free > 100 * 1024
