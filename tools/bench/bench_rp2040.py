@@ -111,9 +111,9 @@ def _single(ctx, rows):
         rows.append(Row("rp2040", "  turnaround, monitor block (61 registers), median / worst",
                         "%.2f / %.2f" % (mon[len(mon) // 2], mon[-1]), "ms", "",
                         "%d requests ending 10-48 ms after a fast tick, most with the loop "
-                        "idle; the reply can only be built once the request is in, and where "
-                        "its build (61 live values) outlasts t3.5 the difference adds to the "
-                        "turnaround" % len(mon)))
+                        "idle; the reply is built once the request is in (61 live values, "
+                        "about 1 ms on the chip), within its t3.5 unless a task or a poller "
+                        "holds the loop" % len(mon)))
         # Long run: leaks and fragmentation show up here, and whatever holds
         # the loop now and then (flash writes of the state and the log,
         # collections) in how late the fast tick starts.
