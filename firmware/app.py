@@ -761,8 +761,9 @@ def start_modbus(app, machine):
 
     # Runs inside control tasks: whatever the port raises stays here (the
     # server's own poll never raises), the task's step goes on.  ``build``
-    # (a long task): a read's reply is built here too when the fast tick is
-    # far enough away for the longest build (the monitor block).
+    # (a long task, or the fast task's last look once the protection's work
+    # is done): a read's reply is built here too when the fast tick is far
+    # enough away for a long build.
     def port_service(build=False):
         try:
             if due_us() == 0 or any_in() or (build and pending()):

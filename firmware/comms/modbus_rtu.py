@@ -35,11 +35,12 @@ Frame assembly by silence, measured on an injected clock with
   to that poll, which makes one more pass before it returns (no poll ever
   runs inside another).  It sends inside the fast task too (about
   0.4 ms).  Inside a task a poll only reads and sends (``poll_in_task``);
-  a long task may also build a read's reply when the fast tick is far
-  enough away.  What still delays a reply: the time from a request's end
-  to the read of its last bytes (tasks read between their steps), a build
-  left to the loop (the fast task never builds), a collection or a flash
-  write (no callback runs inside the last two).
+  a long task, and the fast task at its very end (the protection's work
+  done), may also build a read's reply when the fast tick is far enough
+  away.  What still delays a reply: the time from a request's end to the
+  read of its last bytes (tasks read between their steps), a build that
+  waits for the end of the fast task, a collection or a flash write (no
+  callback runs inside the last two).
 * t1.5 = 1.5 and t3.5 = 3.5 character times up to 19200 baud, fixed
   750 us / 1750 us above, as the Modbus serial-line spec says.  A character
   is as long as the line makes it: 10 bits for 8N1 (the manuals' setting:

@@ -602,15 +602,29 @@ def test_a_reply_built_after_its_t35_goes_out_in_the_same_poll():
     assert r.port.txn == 0 and r.server.replies == 1
 
 
-def test_a_request_ending_in_the_fast_task_is_read_there_and_built_after():
+def test_a_request_ending_in_the_fast_task_is_read_there_and_built_at_its_end():
     # The app gives the PC port a look between the fast task's steps
     # (bms.port_service = the server's poll_in_task): a request that ends
     # while the task runs is read inside it, so its t3.5 counts from there,
-    # not from the end of the task; the reply is built after the task (never
-    # inside it: the protection's budget), and nothing is allocated.
+    # not from the end of the task.  The looks before and around the
+    # protection step only read; its reply is built at the task's last look,
+    # once the relays have been switched (docs/safety.md), and nothing is
+    # allocated.
     import drv_helpers
     r = _running_rig()
-    r.bms.port_service = r.server.poll_in_task
+    # Events in a preallocated buffer (the task runs heap-locked): 1 a look
+    # that only reads, 2 a look that may build; +4 when a read's reply
+    # waits to be built after the look.
+    ev = bytearray(16)
+    n = [0]
+    plain_in_task = r.server.poll_in_task
+
+    def look(build=False):
+        got = plain_in_task(build)
+        ev[n[0]] = (2 if build else 1) + (4 if r.server.build_pending() else 0)
+        n[0] += 1
+        return got
+    r.bms.port_service = look
     board = r.bms.board
     plain = board.read_current
     fed = []
@@ -620,18 +634,22 @@ def test_a_request_ending_in_the_fast_task_is_read_there_and_built_after():
         if not fed:
             r.port.feed(READ_10)            # the request ends right after the current read
             fed.append(r.clock.ticks_us())
+
     r.idle(60)
     board.read_current = current_then_request
     r.bms._rd_current = current_then_request
     r.clock.advance(50)
     now = r.clock.ticks_ms()
     drv_helpers.heap_locked(lambda: r.bms._fast(now))
-    assert fed and r.server.rx_len == 8 and r.server.build_pending()
-    assert r.server._early == -1 and r.port.txn == 0         # read, not built or sent
-    r.clock.advance_us(3000)                # the rest of the fast task
-    r.server.poll()                         # the loop's poll right after it: the build
-    assert not r.server.build_pending() and r.port.txn == 0
-    r.clock.advance_us(700)                 # t3.5 from the read inside the task
+    assert fed and r.server.rx_len == 8
+    got = list(ev[:n[0]])
+    # Read at the first look and left unbuilt by every look but the last,
+    # which is the task's last step (after the relays' step and the log
+    # flush, core._fast) and builds it.
+    assert len(got) >= 3 and got[-1] == 2, got
+    assert all(e == 1 + 4 for e in got[:-1]), got
+    assert not r.server.build_pending() and r.server._early > 0 and r.port.txn == 0
+    r.clock.advance_us(3700)                # t3.5 from the read inside the task
     r.server.poll()
     assert crc_ok(r.port.take()) and r.server.replies >= 1
 
