@@ -6,7 +6,6 @@ identity strings, persisted through a dict-like store."""
 from micropython import const
 
 from bms.params import N_PARAMS
-from comms.packing import put16be as put16
 from comms.regs import codes, rows
 
 _MAP_VERSION = const(1)
@@ -115,31 +114,12 @@ def _num(rm, name):
     return 0
 
 
-_ZERO = bytes(2 * SIZE)
+def _text(rm, name, _n):
+    return rm.info.fields[name]
 
 
 def read(rm, off, count, out, pos):
-    # Zeros first (between the fields), then each field that overlaps the
-    # window, its registers at once: INFO is in address order, so a read
-    # stops at the first field past its end.  Looking each register up in
-    # INFO took ten registers 1.2 ms on an RP2040 (emulated), each field
-    # looked up again 2.3 ms for the whole block.
-    end = off + count
-    if off < 0 or end > SIZE:
-        raise IndexError("register range")
-    rows.copy(out, pos, _ZERO, 0, 2 * count)
-    for name, foff, n, typ, _w, _d in INFO:
-        if foff >= end:
-            break
-        a = foff if foff > off else off
-        e = foff + n if foff + n < end else end
-        if a < e:
-            if typ == "ascii":
-                rows.copy(out, pos + 2 * (a - off), rm.info.fields[name], 2 * (a - foff),
-                          2 * (e - a))
-            else:
-                put16(out, pos + 2 * (a - off), _num(rm, name))
-    return codes.EX_NONE
+    return rows.fields(INFO, SIZE, rm, _text, _num, off, count, out, pos)
 
 
 def write(rm, off, count, data, pos):

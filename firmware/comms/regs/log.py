@@ -17,7 +17,6 @@ LOG_FIELDS = (
 
 
 _REC = bytearray(2 * REC_REGS)      # one record's registers (LOG_FIELDS)
-_ZERO = bytes(2 * REC_REGS)
 
 
 def _u32(b, p, v):
@@ -40,7 +39,6 @@ def read(rm, off, count, out, pos):
     while a < end:
         lo = off if off > a else a
         hi = end if end < a + REC_REGS else a + REC_REGS
-        src = _ZERO
         if i < n:
             seq, ts, kind, va, vb = log.get(i)   # a tuple: comms, not the loop
             _u32(rec, 0, seq)
@@ -51,8 +49,9 @@ def read(rm, off, count, out, pos):
             rec[11] = 0
             _u32(rec, 12, va)
             _u32(rec, 16, vb)
-            src = rec
-        rows.copy(out, pos + 2 * (lo - off), src, 2 * (lo - a), 2 * (hi - lo))
+            rows.copy(out, pos + 2 * (lo - off), rec, 2 * (lo - a), 2 * (hi - lo))
+        else:
+            rows.zero(out, pos + 2 * (lo - off), 2 * (hi - lo))
         i += 1
         a += REC_REGS
     return codes.EX_NONE

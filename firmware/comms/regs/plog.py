@@ -59,7 +59,7 @@ class PlogWindow:
         if off < 0 or end > SIZE:
             raise IndexError("register range")
         img = self._img
-        rows.copy(img, 0, _ZERO, 0, len(img))
+        rows.zero(img, 0, len(img))
         pl = self.plog
         if pl is not None:
             n = len(pl)
@@ -86,9 +86,6 @@ class PlogWindow:
             self.index = _g16(data, pos)
             return codes.EX_NONE
         return rm.refuse(codes.EX_ADDRESS, -1, "persistent log: only the index is writable")
-
-
-_ZERO = bytes(2 * SIZE)
 
 
 def _place(img, at, r):

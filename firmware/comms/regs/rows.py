@@ -121,6 +121,48 @@ if _loop is None:
     _copy = copy_bytecode
 
 
+_ZERO = bytes(256)      # the source of zero() (every block's gaps share it)
+
+
+def zero(dst, pos, n):
+    """``dst[pos:pos+n] = 0`` without a slice (allocation-free)."""
+    while n > 0:
+        k = n if n < len(_ZERO) else len(_ZERO)
+        copy(dst, pos, _ZERO, 0, k)
+        pos += k
+        n -= k
+
+
+def fields(table, size, ctx, text, num, off, count, out, pos):
+    """Registers ``off .. off+count-1`` of a block of fields into ``out[pos:]``:
+    ``table`` rows are ``(name, offset, registers, type, ...)`` in address
+    order, an ``ascii`` field's bytes are ``text(ctx, name, registers)``,
+    any other field is one register, ``num(ctx, name)``; registers between
+    the fields read 0.  Each field the read covers is copied at once (a
+    field lookup per register took the identity block 2.3 ms and the names
+    block 6.8 ms on an RP2040, emulated)."""
+    end = off + count
+    if off < 0 or end > size:
+        raise IndexError("register range")
+    zero(out, pos, 2 * count)
+    for row in table:
+        foff = row[1]
+        if foff >= end:
+            break
+        n = row[2]
+        a = foff if foff > off else off
+        e = foff + n if foff + n < end else end
+        if a < e:
+            p = pos + 2 * (a - off)
+            if row[3] == "ascii":
+                copy(out, p, text(ctx, row[0], n), 2 * (a - foff), 2 * (e - a))
+            else:
+                v = num(ctx, row[0])
+                out[p] = (v >> 8) & 0xFF
+                out[p + 1] = v & 0xFF
+    return codes.EX_NONE
+
+
 def copy(dst, dpos, src, spos, n):
     """``dst[dpos:dpos+n] = src[spos:spos+n]`` without a slice (allocation-free;
     a byte loop in bytecode took 5 us a byte on an RP2040, emulated)."""
