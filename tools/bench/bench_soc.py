@@ -76,14 +76,51 @@ def _table_floor(chem, shift_mv, soc_pm):
         abs(seen - soc_pm) / 10.0, soc_pm // 10)
 
 
+class _PlateauFloor:
+    """What no estimator can beat on an aged pack before it has measured the
+    capacity: one that knows SOC exactly wherever the voltage can tell it
+    (where the table's slope passes the estimator's slope gate: the knees)
+    and counts the true current with the rated capacity across the flat
+    part between them (the LFP plateau, where the voltage has no say).  Its
+    largest error on the flat part, from the first hour to the first
+    CV-tail end of charge (the day's 7th hour: the capacity can have been
+    measured after it); 0 on a curve without a flat part."""
+
+    def __init__(self, chem):
+        from bms.params import CHEM_NAMES
+        self.k = CHEM_NAMES.index(chem)
+        self.s = None
+        self.worst = 0.0
+
+    def __call__(self, d):
+        from bms import ocv
+        from bms.soc import _H_GATE_UV
+        t = d.clock.elapsed_ms / 3.6e6
+        if t < 1.0 or t > 7.0:
+            return
+        true = d.pack.true_soc()
+        if self.s is None or ocv.slope_uv(self.k, int(true * (1 << 28))) >= _H_GATE_UV:
+            self.s = true       # the first hour's rest, or a knee: SOC known
+            return
+        self.s += d.pack.current_a * d.dt_ms / 1000.0 / d.rated_as
+        e = abs(self.s - true)
+        if e > self.worst:
+            self.worst = e
+
+
 def _soc_rows(chem, tag, kw, goal):
     d = Day(chem, cells=8, soc_true=0.6, soc_bms=0.8, gain=1.01, offset_ma=50, **kw)
-    log = d.run(sample_s=60)
+    floor = _PlateauFloor(chem) if "capacity_factor" in kw else None
+    log = d.run(sample_s=60, hook=floor)
     note = ""
-    if "capacity_factor" in kw:
+    if floor is not None:
         s = d.bms.soc
         note = "capacity at the end %.1f %% of rated (pack %.0f %%), %d on-line measurements" % (
             s.capacity_mah * 100.0 / s.rated_mah, kw["capacity_factor"] * 100, s.cap_updates)
+        if floor.worst > 0.0:
+            note += ("; floor before the first full charge: exact SOC at every knee, an exact "
+                     "count with the rated capacity across the flat part between them: %.1f %% "
+                     "off there" % (floor.worst * 100))
     if kw.get("ocv_shift_mv"):
         note = _table_floor(chem, kw["ocv_shift_mv"], 600)
     rows = _row_pair("%s %s: max error after 1 h" % (chem, tag), log, 1.0, goal, note)
