@@ -583,8 +583,12 @@ def test_a_reply_built_after_its_t35_goes_out_in_the_same_poll():
         r.clock.advance_us(1500)                # up to ~4 ms on the chip (monitor block)
         return plain(n, broadcast)
     r.server._reply = slow_build
+    n = len(lp.armed)
     assert r.server.poll()
     assert crc_ok(r.port.take()) and r.server.replies == 1
+    # ... without arming the port's timer for it (on an RP2040 arming one
+    # cost 0.3-0.4 ms before the first byte of a reply already late).
+    assert len(lp.armed) == n
     # Bytes that came during the build: the frame went on, nothing sent.
     r.idle(10)
     r.port.feed(READ_10)
