@@ -748,6 +748,11 @@ def start_modbus(app, machine):
     # idle sleep): the idle serves the server alone until its reply is out
     # (App._idle_frame), not at the next task (up to 50 ms later).
     app.frame_serve = (mb.due_us, mb.poll)
+    svc = app.services
+    if svc is not None and svc.flash_room is not None:
+        # No flash erase while a request comes in (bms.services, "When").
+        due = mb.due_us
+        svc.flash_busy = lambda: due() >= 0
     # Inside the core's long tasks too: a reply whose t3.5 is over goes out
     # between their steps instead of after the task (8-10 ms on an RP2040),
     # and a request that arrived meanwhile is read, so its silence counts

@@ -32,7 +32,12 @@ one tick later).  A littlefs write that erases a sector stalls the CPU for
 the erase (45 ms typical on the W25Q16JV, interrupts off, no code runs from
 flash): the minute's log batch held the loop 54 ms and started a fast tick
 13 ms late on the emulated RP2040, and started at the wrong moment it could
-hold one for a whole tick.
+hold one for a whole tick.  With ``flash_busy`` set (a board: the PC
+port's Modbus server has a request in flight), they also wait until the
+request is answered, at most ``FLASH_BUSY_MAX_MS`` (a master polling back to
+back never stops them): begun under a request, the erase held its reply
+that long (interrupts off, the UART's 32-byte FIFO the only buffer: a
+longer write request arriving in it lost bytes, CRC error, retry).
 """
 from micropython import const
 
@@ -52,6 +57,7 @@ STATE_MAX_S = const(900)
 _SOC_STEP_PM = const(10)
 _LOG_BATCH_MS = const(60000)
 FLASH_ROOM_MS = const(40)   # the fast tick is 50 ms apart and takes about 4-5 ms
+FLASH_BUSY_MAX_MS = const(1000)  # a request in flight delays flash writes at most this long
 CONFIRM_MS = const(60000)   # armed and fault-free this long -> update confirmed
 REJECT_MS = const(5000)     # a trial firmware missing parts restarts after this
 
@@ -69,6 +75,9 @@ class Services:
         self.updater = updater
         self.confirm_ms = CONFIRM_MS   # config.py UPDATE_CONFIRM_MS (bench and tests)
         self.flash_room = None         # () -> ms before the fast tick: see "When" above
+        self.flash_busy = None         # () -> True while a request comes in: "When" above
+        self._busy_at = 0
+        self._busy_wait = False
         self.reset = reset      # machine.reset on a board
         self.errors = 0         # flash errors (OSError) seen while saving
         self.stopped = False
@@ -128,6 +137,15 @@ class Services:
         room = self.flash_room
         if room is not None and room() < FLASH_ROOM_MS:
             return      # see "When" above: after the next fast tick
+        busy = self.flash_busy
+        if busy is not None and busy():
+            if not self._busy_wait:
+                self._busy_wait = True
+                self._busy_at = now
+            if ticks_diff(now, self._busy_at) < FLASH_BUSY_MAX_MS:
+                return  # after the reply (see "When" above)
+        else:
+            self._busy_wait = False
         self._latch_step()
         self._lease_step(now)
         self._sleep_step(now)
