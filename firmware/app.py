@@ -349,8 +349,7 @@ class App:
         now = self.clock.ticks_ms()
         if self.lowpower is not None and self._sleep_idle(now):
             return
-        fs = self.frame_serve
-        if fs is not None and fs[0]() >= 0:
+        if self.frame_in_flight():
             self._idle_frame(wait if wait < cap else cap)
             return
         if self._hurry or ticks_diff(self._busy_until, now) > 0:
@@ -364,6 +363,13 @@ class App:
             time.sleep_ms(ms)
         elif _woken(poller, ms):
             self._busy_until = ticks_add(self.clock.ticks_ms(), IDLE_BUSY_HOLD_MS)
+
+    def frame_in_flight(self):
+        """A request is coming in on the PC port (or its reply is due): the
+        idle serves it alone, and neither a collection nor a flash write
+        (``Services.flash_busy``) starts meanwhile."""
+        fs = self.frame_serve
+        return fs is not None and fs[0]() >= 0
 
     def _idle_frame(self, ms):
         """A request is coming in on the PC port: serve only it (and a CAN
@@ -432,8 +438,7 @@ class App:
         """
         if not GC_IDLE:
             return False
-        fs = self.frame_serve
-        if fs is not None and fs[0]() >= 0:
+        if self.frame_in_flight():
             return False    # a request is coming in: its reply first
         q = self.gc_quiet
         if q is not None:
@@ -750,9 +755,7 @@ def start_modbus(app, machine):
     app.frame_serve = (mb.due_us, mb.poll)
     svc = app.services
     if svc is not None and svc.flash_room is not None:
-        # No flash erase while a request comes in (bms.services, "When").
-        due = mb.due_us
-        svc.flash_busy = lambda: due() >= 0
+        svc.flash_busy = app.frame_in_flight   # no erase under a request (bms.services)
     # Inside the core's long tasks too: a reply whose t3.5 is over goes out
     # between their steps instead of after the task (8-10 ms on an RP2040),
     # and a request that arrived meanwhile is read, so its silence counts

@@ -87,19 +87,21 @@ class _PlateauFloor:
     measured after it); 0 on a curve without a flat part."""
 
     def __init__(self, chem):
+        from bms import ocv
         from bms.params import CHEM_NAMES
+        from bms.soc import _H_GATE_UV
         self.k = CHEM_NAMES.index(chem)
+        self.slope = ocv.slope_uv       # looked up once: the hook runs every simulated second
+        self.gate = _H_GATE_UV
         self.s = None
         self.worst = 0.0
 
     def __call__(self, d):
-        from bms import ocv
-        from bms.soc import _H_GATE_UV
         t = d.clock.elapsed_ms / 3.6e6
         if t < 1.0 or t > 7.0:
             return
         true = d.pack.true_soc()
-        if self.s is None or ocv.slope_uv(self.k, int(true * (1 << 28))) >= _H_GATE_UV:
+        if self.s is None or self.slope(self.k, int(true * (1 << 28))) >= self.gate:
             self.s = true       # the first hour's rest, or a knee: SOC known
             return
         self.s += d.pack.current_a * d.dt_ms / 1000.0 / d.rated_as
