@@ -151,14 +151,15 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
     uohm = _opt(opts, "shunt_uohm")
     shunt = INA228(i2c, shunt_uohm=uohm, max_current_ma=_opt(opts, "shunt_max_ma"))
     ntcs = build_ntcs(machine, pins, opts, adc_wrap)
-    low = pins.get("relay_active_low", False)
-    # Outputs start de-energised: value chosen so the coil is off at boot.
-    relays = [gpio.Relay(_out(machine, n, 1 if low else 0), active_low=low)
-              for n in pins["relays"]]
+    relays = build_relays(machine, pins)
     buzzer = gpio.Buzzer(_out(machine, pins["buzzer"], 0)) if pins.get("buzzer") is not None else None
     key = None
     if pins.get("key") is not None:
         key = gpio.Key(_in(machine, pins["key"]), ticks_ms, ticks_diff, active_low=True)
+    sleep_key = None
+    if pins.get("sleep_key") is not None:   # momentary push button to GND
+        sleep_key = gpio.Key(_in(machine, pins["sleep_key"]), ticks_ms, ticks_diff,
+                             active_low=True)
     led = None
     if pins.get("led") is not None:
         led = gpio.StatusLed(machine.Pin(pins["led"], machine.Pin.OUT))
@@ -172,7 +173,7 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
     conf = {"cells": cells, "shunt_uohm": uohm}
     board = HwBoard(afe, shunt, ntcs, relays, buzzer, key, led=led, afe_conf=conf,
                     afe_temps=afe_temps, pack_source="afe", load_source="shunt",
-                    charger=charger, alert=alert)
+                    charger=charger, alert=alert, sleep_key=sleep_key)
     rs485, ttl = build_ports(machine, pins, opts)
     hw = {"kind": "master", "board": board, "afe": afe, "afes": afes, "shunt": shunt,
           "ntcs": ntcs, "can": build_can(machine, pins, opts), "rs485": rs485, "ttl": ttl,
@@ -192,12 +193,33 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
     return hw
 
 
+def build_relays(machine, pins):
+    """The five relay outputs (J1 discharge, J2 precharge, J3 charge, J4
+    level-2, JR heater), each with its readback input where the board's
+    ``relay_fb`` names one (a contactor's auxiliary contact, or a sense of the
+    coil driver's output; ``relay_fb_active_low``: the contact pulls the
+    input to GND, the default).  Without readback a welded relay is found by
+    its current alone (docs/safety.md)."""
+    low = pins.get("relay_active_low", False)
+    fbs = pins.get("relay_fb") or ()
+    fb_low = pins.get("relay_fb_active_low", True)
+    relays = []
+    for k, n in enumerate(pins["relays"]):
+        fb = fbs[k] if k < len(fbs) else None
+        # Outputs start de-energised: value chosen so the coil is off at boot.
+        relays.append(gpio.Relay(_out(machine, n, 1 if low else 0), active_low=low,
+                                 fb_pin=_in(machine, fb, fb_low) if fb is not None else None,
+                                 fb_active_low=fb_low))
+    return relays
+
+
 def wake_pins(pins):
     """Pin numbers whose edges end a lightsleep (drivers.lowpower): key, AFE
     alert, charger sense, and the RX pins of the UARTs (RS485, display,
     charger).  Numbers only: the app builds the Pin objects when sleep is
     configured, so a board without it spends no heap on them."""
-    nums = [pins.get("key"), pins.get("afe_alert"), pins.get("charger_sense")]
+    nums = [pins.get("key"), pins.get("sleep_key"), pins.get("afe_alert"),
+            pins.get("charger_sense")]
     for port in ("rs485", "ttl", "charger_rs485"):
         if pins.get(port) is not None:
             nums.append(pins[port][2])

@@ -578,8 +578,16 @@ def board_fs():
 
 
 def new_params(cfg, board, modular):
-    max_cells = 256 if modular else board.max_cells
-    return ParamSet(getattr(cfg, "CHEMISTRY", 1), max_cells=max_cells)
+    chem = getattr(cfg, "CHEMISTRY", 1)
+    if modular:
+        from comms.can_master import layout_rule
+        return ParamSet(chem, max_cells=256, board_rule=layout_rule)
+    lo = getattr(board, "min_cells", 0)
+    rule = None
+    if lo > 3:     # the table's own floor
+        from bms.params import min_cells_rule
+        rule = min_cells_rule(lo)
+    return ParamSet(chem, max_cells=board.max_cells, board_rule=rule)
 
 
 def open_settings(fs, params):
@@ -590,16 +598,24 @@ def open_settings(fs, params):
     return store
 
 
-def module_board(hw, params, clock):
-    """The local board as the CAN master of the slave modules."""
+def module_board(hw, params, clock, strict=True):
+    """The local board as the CAN master of the slave modules.
+
+    ``strict``: a CAN controller that does not start or a layout the
+    parameters cannot give raises (the part is reported failed).  The
+    fallback build (``strict=False``) never raises for them: its bus guard
+    restarts the controller with back-off, and an impossible layout keeps
+    the master's configuration invalid; either way the comm fault holds
+    charge and discharge open and says why."""
     from comms.can_master import MasterBoard, layout
     lay = layout(params[P_CELL_COUNT], params[P_MODULE_CELLS])
-    if lay is None:
+    if lay is None and strict:
         raise ValueError("cell_count / module_cells give no module layout")
     can = hw["can"]
-    can.init()
-    return MasterBoard(can, hw["board"], lay[0], max_cells=params.max_cells,
-                       now=clock.ticks_ms())
+    if strict:
+        can.init()
+    return MasterBoard(can, hw["board"], lay[0] if lay is not None else 1,
+                       max_cells=params.max_cells, now=clock.ticks_ms())
 
 
 def start_core(app, board, params, store, machine):
@@ -612,6 +628,11 @@ def start_core(app, board, params, store, machine):
     soc_pm = state.soc_pm if state is not None else 500
     # Latched faults come back before anything can close: a restart never clears one.
     latched = app.part(_PT_LATCHES, store.load_latches) if store is not None else None
+    if store is not None and latched is None:
+        # The latch record could not be read at all: it may have held a
+        # critical latch.  Nothing closes until someone resets (store.py).
+        from bms.faults import INTERNAL
+        latched = [INTERNAL]
     bms = Bms(board, params, clock, log, soc_pm=soc_pm, latched=latched)
     if state is not None:
         # remaining charge, learned capacity, cycles, throughput (plausibility-checked)
@@ -1014,8 +1035,12 @@ def build(name=None, machine=None, cfg=None, clock=None, params=None, fs=None):
     core_board = board
     if modular:
         mb = app.part(_PT_CAN_MODULES, module_board, hw, params, app.clock)
-        if mb is not None:
-            core_board = mb
+        if mb is None:
+            # Never the master's own board instead: its AFE does not measure
+            # the pack's cells (and cell_count may exceed it: no core at all).
+            mb = module_board(hw, params, app.clock, False)
+            app.parts[PART_NAMES[_PT_CAN_MODULES]] = mb
+        core_board = mb
     app.bms = start_core(app, core_board, params, store, machine)
     if core_board is not board:
         app.part(_PT_CAN_MASTER, start_modules, app, core_board)

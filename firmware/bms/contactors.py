@@ -43,7 +43,12 @@ class Contactors:
         self._t0 = 0
         self.precharge_failed = False
         self.precharge_ms = 0  # duration of the last successful precharge
-        self.board.set_relays(self.state)
+        self._unsure = True    # the outputs may not hold ``state`` (a write raised)
+        try:
+            self.board.set_relays(self.state)
+            self._unsure = False
+        except OSError:
+            pass               # everything open: repeated at the first step
 
     def _enter(self, st, now):
         self.dsg_state = st
@@ -107,11 +112,15 @@ class Contactors:
             if s[i] != w[i]:
                 changed |= 1 << i
                 s[i] = w[i]
-        if changed:
+        if changed or self._unsure:
             # The coils first, the log after: each record costs about 0.5 ms
             # on an RP2040, and a relay that must open should not wait for it.
+            # A write that raised is repeated at every step until one goes
+            # through: the outputs may still hold the old pattern.
+            self._unsure = True
             try:
                 self.board.set_relays(s)
+                self._unsure = False
             finally:
                 if self.log is not None:
                     for i in range(_N_RELAYS):

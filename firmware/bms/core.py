@@ -82,6 +82,7 @@ from bms.scheduler import Scheduler
 from bms.soc import Soc
 from bms.ticks import ticks_add, ticks_diff
 from bms.wallclock import WallClock
+from bms.watchdog import EXC_QUIET_MS
 
 FAST_MS = const(50)
 CELL_MS = const(250)
@@ -487,6 +488,15 @@ class Bms:
     def _slow(self, now):
         m = self.meas
         prot = self.prot
+        # Tick differences wrap after 6.2 days: a sensor dead that long must
+        # stay stale, and a charge current or charger hint that old must not
+        # read as recent again.
+        m.cap_ages(now)
+        if self._chg_seen and ticks_diff(now, self._chg_at) >= CHARGER_HOLD_MS:
+            self._chg_seen = False
+        t = self.charger_hint_at
+        if t is not None and ticks_diff(now, t) >= CHARGER_HOLD_MS:
+            self.charger_hint_at = None
         block = prot.reaction if self.running else F.R_BAL | F.R_HEAT
         h = self.heater
         # "Heat during charging" only while a charger is there (never from the
@@ -635,7 +645,7 @@ class Bms:
                     self.bus_errors += 1
             # Not while exceptions are still coming: a reset during a crash
             # loop would let the relays close between two exceptions.
-            if not self.exceptions or ticks_diff(now, self._exc_at) >= self.cell_ms + FAST_MS:
+            if not self.exceptions or ticks_diff(now, self._exc_at) >= EXC_QUIET_MS:
                 prot.set_flag(F.SIG_INTERNAL, False)
             prot.set_flag(F.SIG_AFE, self.board.afe_fault() != 0)
         prot.set_flag(F.SIG_PRECHARGE, False)

@@ -23,7 +23,10 @@ from array import array
 
 from micropython import const
 
-from bms.ticks import ticks_diff
+from bms.ticks import ticks_add, ticks_diff
+
+# Oldest age a reading timestamp keeps (cap_ages): above every staleness limit.
+AGE_CAP_MS = const(3600000)
 
 # Temperature sensor roles (TOPBMS: power board, balance board, cells).
 ROLE_POWER = const(0)
@@ -101,6 +104,19 @@ class Measurements:
         self.tmax_idx = bytearray(N_ROLES)
         self.tmin_idx = bytearray(N_ROLES)
         self.bad_temps = array("H", [0] * N_ROLES)
+
+    def cap_ages(self, now):
+        """Hold the reading timestamps within AGE_CAP_MS of ``now`` (call at
+        least once a day).  A tick difference wraps after 2**29 ms (6.2
+        days): a sensor dead that long would read as fresh again and its
+        stale fault clear, with its last reading frozen in."""
+        t = ticks_add(now, -AGE_CAP_MS)
+        if ticks_diff(now, self.current_ts) > AGE_CAP_MS:
+            self.current_ts = t
+        if ticks_diff(now, self.cells_ts) > AGE_CAP_MS:
+            self.cells_ts = t
+        if ticks_diff(now, self.temps_ts) > AGE_CAP_MS:
+            self.temps_ts = t
 
     def fresh(self, now, max_age_ms):
         """True if current, cells and temperatures were all read within ``max_age_ms``."""

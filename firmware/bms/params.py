@@ -300,8 +300,12 @@ def defaults(chem):
     return v
 
 
-def check(values, max_cells=256):
-    """None if ``values`` is a valid set, else ``(index, reason)``."""
+def check(values, max_cells=256, board_rule=None):
+    """None if ``values`` is a valid set, else ``(index, reason)``.
+
+    ``board_rule(values)``: what this board can measure beyond the table
+    (a stacked AFE's fewest cells, a module layout on a CAN master): None or
+    ``(index, reason)`` like this function."""
     for i in range(N_PARAMS):
         row = TABLE[i]
         v = values[i]
@@ -309,6 +313,10 @@ def check(values, max_cells=256):
             return (i, "%s=%d out of range %d..%d %s" % (row[0], v, row[2], row[3], row[1]))
     if values[P_CELL_COUNT] > max_cells:
         return (P_CELL_COUNT, "cell_count=%d above this board's %d cells" % (values[P_CELL_COUNT], max_cells))
+    if board_rule is not None:
+        bad = board_rule(values)
+        if bad is not None:
+            return bad
     for a, op, b, reason in RULES:
         va = values[a]
         vb = values[b]
@@ -325,6 +333,17 @@ def check(values, max_cells=256):
                         % (TABLE[i][0], v, what, "<=" if bound == LIM_MAX else ">=", lim,
                            CHEM_NAMES[chem]))
     return None
+
+
+def min_cells_rule(lo):
+    """A board rule (see check): cell_count of at least ``lo`` (a stack of
+    two AFEs measures 3 cells or more on each chip)."""
+    def rule(values):
+        n = values[P_CELL_COUNT]
+        if n < lo:
+            return (P_CELL_COUNT, "cell_count=%d below this board's %d cells" % (n, lo))
+        return None
+    return rule
 
 
 class ParamError(ValueError):
@@ -344,8 +363,9 @@ class ParamSet:
     (the event log, the settings store) hears every changed value.
     """
 
-    def __init__(self, chem=CHEM_LFP, max_cells=256, values=None):
+    def __init__(self, chem=CHEM_LFP, max_cells=256, values=None, board_rule=None):
         self.max_cells = max_cells
+        self.board_rule = board_rule    # see check()
         self.values = defaults(chem)
         if max_cells < self.values[P_CELL_COUNT]:
             self.values[P_CELL_COUNT] = max_cells
@@ -405,7 +425,7 @@ class ParamSet:
                 # silently keep only the low 32 bits of a huge value.
                 raise ParamError(i, "%s=%d out of range %d..%d %s" % (row[0], v, row[2], row[3], row[1]))
             s[i] = v
-        bad = check(s, self.max_cells)
+        bad = check(s, self.max_cells, self.board_rule)
         if bad is not None:
             raise ParamError(bad[0], bad[1])
         self._commit(s)
@@ -415,7 +435,7 @@ class ParamSet:
         s = self._scratch
         for i in range(N_PARAMS):
             s[i] = values[i]
-        bad = check(s, self.max_cells)
+        bad = check(s, self.max_cells, self.board_rule)
         if bad is not None:
             raise ParamError(bad[0], bad[1])
         self._commit(s)
@@ -424,6 +444,7 @@ class ParamSet:
         """Factory defaults for ``chem`` (Reset on the Normal page)."""
         d = defaults(chem)
         d[P_CELL_COUNT] = self.values[P_CELL_COUNT]   # the wiring does not change
+        d[P_MODULE_CELLS] = self.values[P_MODULE_CELLS]
         d[P_CAPACITY] = self.values[P_CAPACITY]
         self.replace(d)
 

@@ -200,6 +200,7 @@ class ABRecord:
         self.fmts = fmts
         self.seq = 0
         self.slot = -1   # slot holding the newest valid record, -1 none
+        self.damaged = False   # see load()
         self.writes = 0
         self.bytes = 0
         self._loaded = False
@@ -207,15 +208,20 @@ class ABRecord:
         self._dir = base[:i] if i > 0 else ""
 
     def load(self):
-        """(fmt, payload) of the newest intact record, or None."""
+        """(fmt, payload) of the newest intact record, or None.  ``damaged``:
+        None although a slot file exists (both copies unreadable)."""
         best = None
         self.slot = -1
         self._loaded = True
+        found = False
         for s in (0, 1):
-            r = decode_record(read_file(self.fs, self.paths[s]), self.kind, self.fmts)
+            data = read_file(self.fs, self.paths[s])
+            found = found or data is not None
+            r = decode_record(data, self.kind, self.fmts)
             if r is not None and (best is None or _newer(r[1], best[1])):
                 best = r
                 self.slot = s
+        self.damaged = best is None and found
         if best is None:
             return None
         self.seq = best[1]
@@ -282,10 +288,12 @@ def decode_params(payload):
     return pairs
 
 
-def migrate(pairs, max_cells=256, fallback_chem=P.CHEM_LFP):
+def migrate(pairs, max_cells=256, fallback_chem=P.CHEM_LFP, board_rule=None):
     """Map stored ``(name, value)`` pairs onto this firmware's table.
 
-    Returns ``(values, report)``; ``values`` always passes ``params.check``.
+    Returns ``(values, report)``; ``values`` always passes ``params.check``
+    (with ``board_rule``: a set this board cannot measure has its cell
+    layout reset, never the board left without a core).
     """
     report = []
     stored = {}
@@ -320,18 +328,24 @@ def migrate(pairs, max_cells=256, fallback_chem=P.CHEM_LFP):
         if P.index(name) < 0:
             report.append((name, stored[name], None, "dropped"))
     # Cross-parameter rules: reset the offending parameter, then its partner.
-    for _ in range(2 * len(P.RULES)):
-        bad = P.check(values, max_cells)
+    for _ in range(2 * len(P.RULES) + 2):
+        bad = P.check(values, max_cells, board_rule)
         if bad is None:
             break
         i = bad[0]
         if values[i] == d[i]:
             i = _rule_partner(values, i, d)
         if i < 0:
+            # A board rule: the layout parameters are what it can be.
+            for j in (P.P_MODULE_CELLS, P.P_CELL_COUNT):
+                if values[j] != d[j]:
+                    i = j
+                    break
+        if i < 0:
             break
         report.append((P.TABLE[i][0], values[i], d[i], "rule: " + bad[1]))
         values[i] = d[i]
-    if P.check(values, max_cells) is not None:
+    if P.check(values, max_cells, board_rule) is not None:
         for i in range(P.N_PARAMS):
             if values[i] != d[i]:
                 report.append((P.TABLE[i][0], values[i], d[i], "rules unsatisfiable: defaults"))
@@ -423,7 +437,8 @@ class SettingsStore:
         except (ValueError, UnicodeError):
             self.report = [("*", None, None, "unreadable settings: defaults")]
             return self.report
-        values, report = migrate(pairs, params.max_cells, params[P.P_CHEMISTRY])
+        values, report = migrate(pairs, params.max_cells, params[P.P_CHEMISTRY],
+                                 params.board_rule)
         params.replace(values)
         self.report = report
         self.loaded = True
@@ -457,16 +472,20 @@ class SettingsStore:
 
     # latched faults
     def load_latches(self):
-        """Fault ids latched at the last save (names mapped onto this table)."""
+        """Fault ids latched at the last save (names mapped onto this table).
+
+        A record that is there but unreadable (both copies damaged) may have
+        held a critical latch: ``internal`` comes back latched instead, so
+        nothing closes until someone resets it."""
         from bms import faults as F
         r = self.latch_rec.load()
         if r is None:
-            return []
+            return [F.INTERNAL] if self.latch_rec.damaged else []
         ids = []
         try:
             text = bytes(r[1]).decode()
         except UnicodeError:
-            return []
+            return [F.INTERNAL]
         for name in text.split(","):
             i = F.index(name) if name else -1
             if i >= 0:

@@ -3,9 +3,10 @@
 ``feed_if_alive`` is called by the services poller after ``bms.step()``.  It
 feeds the injected WDT (``machine.WDT(timeout=...)`` on a board) only if the
 fast control task has run since the last feed *and* no control-cycle
-exception was caught in the meantime.  A task that hangs never returns, so
+exception was caught for EXC_QUIET_MS.  A task that hangs never returns, so
 nothing feeds; a task that keeps raising (the core catches it, opens every
-relay and latches INTERNAL) stops the feeding too; either way the WDT
+relay and latches INTERNAL) stops the feeding too, even one that raises only
+in the slow task once a second; either way the WDT
 resets the MCU into the boot state, where every relay is open until fresh
 measurements arrive.  Other monitored tasks (comms loops) can be added with
 ``watch(counter_fn, max_age_ms)``.
@@ -20,6 +21,12 @@ WDT_RESET).
 from micropython import const
 
 from bms.ticks import ticks_diff
+
+# No new control-cycle exception for this long before the WDT is fed again, and
+# before a reset may clear INTERNAL (bms.core): two slow-task periods and a
+# fast tick, so a task that raises at every run of the slowest one (1 s) never
+# lets it.  Below the WDT timeout (4 s): a single exception does not reset.
+EXC_QUIET_MS = const(2050)
 
 R_UNKNOWN = const(0)
 R_POWER_ON = const(1)
@@ -99,6 +106,7 @@ class Watchdog:
         self.bms = bms
         self._runs = sched.runs[task]
         self._exc = bms.exceptions if bms is not None else 0
+        self._exc_at = None     # ticks of the last new exception, until quiet
         self.feeds = 0
         self.withheld = 0
         self.stopped = False
@@ -114,11 +122,16 @@ class Watchdog:
         runs = self.sched.runs[self.task]
         if runs == self._runs:
             return False
-        if self.bms is not None and self.bms.exceptions != self._exc:
-            self._exc = self.bms.exceptions
-            self._runs = runs
-            return False
         now = self.clock.ticks_ms()
+        if self.bms is not None:
+            if self.bms.exceptions != self._exc:
+                self._exc = self.bms.exceptions
+                self._exc_at = now
+            if self._exc_at is not None:
+                if ticks_diff(now, self._exc_at) < EXC_QUIET_MS:
+                    self._runs = runs
+                    return False
+                self._exc_at = None
         for w in self._watch:
             v = w[0]()
             if v != w[1]:

@@ -1,6 +1,8 @@
 """Bus-off recovery with back-off, shared by the master and the slaves.
 
-A controller that went bus-off stays off until ``restart()``; restarting at
+A controller that went bus-off stays off until ``restart()``, and so does
+one that stopped answering or was reset by a brown-out (its state read
+raises OSError) or whose init failed at boot; restarting at
 once on a shorted or mis-terminated bus would hammer it (and every other
 node's error counters), so the restart waits ``backoff`` ms, doubling up to
 ``BACKOFF_MAX_MS`` while bus-off keeps coming back, and resets once the
@@ -32,6 +34,7 @@ class BusGuard:
         self.ctrl = ctrl
         self.state = STATE_ERROR_ACTIVE
         self.bus_off_count = 0
+        self.dead_count = 0     # state reads that failed (no answer, chip reset)
         self.restarts = 0
         self.backoff = _BACKOFF_MIN_MS
         self._waiting = False
@@ -47,7 +50,14 @@ class BusGuard:
             return True
         self._read_seen = True
         self._read_at = now
-        st = self.ctrl.state()
+        try:
+            st = self.ctrl.state()
+        except OSError:
+            # The controller does not answer or left its mode (a brown-out
+            # puts an MCP2515 back into configuration mode, deaf), or its
+            # init failed at boot: restarted like bus-off, with the back-off.
+            self.dead_count += 1
+            st = STATE_BUS_OFF
         if st == STATE_BUS_OFF:
             if self.state != STATE_BUS_OFF:
                 self.bus_off_count += 1
@@ -59,13 +69,17 @@ class BusGuard:
                 self.restarts += 1
                 nb = self.backoff * 2
                 self.backoff = nb if nb < BACKOFF_MAX_MS else BACKOFF_MAX_MS
-                self.ctrl.restart()
+                try:
+                    self.ctrl.restart()
+                    st = self.ctrl.state()
+                except OSError:
+                    st = STATE_BUS_OFF
                 # If the restart does not take, wait another back-off.
-                if self.ctrl.state() == STATE_BUS_OFF:
+                if st == STATE_BUS_OFF:
                     self._waiting = True
                     self._at = ticks_add(now, self.backoff)
                 else:
-                    self.state = self.ctrl.state()
+                    self.state = st
                     self._active_since = now
             return self.state != STATE_BUS_OFF
         if self.state == STATE_BUS_OFF:

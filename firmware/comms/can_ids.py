@@ -23,6 +23,7 @@ PROTO_VERSION = const(1)
 
 MAX_MODULES = const(16)
 MAX_MODULE_CELLS = const(16)
+MIN_MODULE_CELLS = const(3)     # the modules' BQ76952 measures 3S..16S
 CELLS_PER_FRAME = const(4)
 CELL_FRAMES = const(4)          # MAX_MODULE_CELLS // CELLS_PER_FRAME
 MAX_MODULE_TEMPS = const(4)

@@ -83,13 +83,32 @@ _NEVER = const(-1000000)
 
 
 def layout(cell_count, module_cells):
-    """(modules, cells of the last module) or None if impossible."""
-    if module_cells < 1 or module_cells > C.MAX_MODULE_CELLS or cell_count < 1:
+    """(modules, cells of the last module) or None if impossible: more than
+    MAX_MODULES modules, or a module outside MIN_MODULE_CELLS..MAX_MODULE_CELLS
+    (the last one takes the rest)."""
+    if module_cells < C.MIN_MODULE_CELLS or module_cells > C.MAX_MODULE_CELLS \
+            or cell_count < C.MIN_MODULE_CELLS:
         return None
     n = (cell_count + module_cells - 1) // module_cells
-    if n > C.MAX_MODULES:
+    last = cell_count - (n - 1) * module_cells
+    if n > C.MAX_MODULES or last < C.MIN_MODULE_CELLS:
         return None
-    return n, cell_count - (n - 1) * module_cells
+    return n, last
+
+
+def layout_rule(values):
+    """The parameter set's board rule on a master with CAN modules
+    (bms.params.check): cell_count in modules of module_cells must give a
+    layout, or the master could not configure its modules (and after a
+    restart could not build them)."""
+    n = values[P_CELL_COUNT]
+    k = values[P_MODULE_CELLS]
+    if layout(n, k) is None:
+        return (P_MODULE_CELLS,
+                "cell_count=%d in modules of module_cells=%d: no layout of at most %d modules"
+                " of %d..%d cells (the last takes the rest)"
+                % (n, k, C.MAX_MODULES, C.MIN_MODULE_CELLS, C.MAX_MODULE_CELLS))
+    return None
 
 
 
@@ -108,6 +127,10 @@ def set_filters(ctrl, filters):
         return None
     except ValueError:
         pass
+    except OSError:
+        # The controller does not answer (yet): it keeps the list and
+        # programs it at its next init (BusGuard restarts it).
+        return filters
     mask = 0x7FF
     for _fid, m, _ext in filters:
         mask &= m
@@ -122,6 +145,8 @@ def set_filters(ctrl, filters):
             return attempt
         except (ValueError, NotImplementedError):
             pass
+        except OSError:
+            return attempt
     return None
 
 class CanMaster:
@@ -645,6 +670,10 @@ class CanMaster:
                     m.temp_status[i] = T_OK
 
 
+_FORWARD = ("relay_faults", "charger_present", "charger_in", "sleep_key", "set_rtc",
+            "voltage_response")
+
+
 class MasterBoard:
     """The core's board interface for a master with CAN slave modules.
 
@@ -676,6 +705,14 @@ class MasterBoard:
         # The master's own shunt monitor and its over-current comparator
         # (bms.protection "Onset") are the base board's.
         self.alert_in = getattr(base, "alert_in", None)
+        # The optional parts of the core's board interface (bms.core) that
+        # the base has: relay readback (relay_weld, level 2), charge-port
+        # sense, sleep button, clock chip.  Bound as they are, and absent
+        # where the base lacks them: the core looks each up once.
+        for name in _FORWARD:
+            f = getattr(base, name, None)
+            if f is not None:
+                setattr(self, name, f)
 
     def bind(self, bms):
         self.bms = bms

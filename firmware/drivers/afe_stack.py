@@ -95,6 +95,7 @@ class AfeStack(Afe):
         self.bottom = self.afes[0]
         self.fet_afe = self.afes[fet_chip]
         self.max_cells = 0
+        self.min_cells = CHIP_MIN_CELLS * len(self.afes)   # see split()
         no_adj = False
         for a in self.afes:
             self.max_cells += a.max_cells

@@ -64,7 +64,7 @@ class HwBoard:
     def __init__(self, afe, shunt=None, ntcs=(), relays=(), buzzer=None, key=None,
                  led=None, afe_conf=None, afe_temps=(), pack_source="afe",
                  load_source="afe", afe_fets=False, max_cells=None, current_check=True,
-                 charger=None, alert=None):
+                 charger=None, alert=None, sleep_key=None):
         self.afe = afe
         self.shunt = shunt
         # Called between two bus transactions of one read (the core sets it:
@@ -86,12 +86,17 @@ class HwBoard:
         self.load_source = load_source
         self.afe_fets = afe_fets
         self.max_cells = max_cells or afe.max_cells
+        self.min_cells = getattr(afe, "min_cells", 0)
         self.balance_no_adjacent = getattr(afe, "balance_no_adjacent", True)
         # 'i', not 'h': a raw AFE temperature that does not fit 16 bits must
         # reach the range check, not wrap into a plausible value.
         self._afe_t = array("i", [0] * 8)
         self.current_check = current_check
         self.charger_in = charger   # charge-port sense input (value() True: charger there)
+        # The sleep button (bms.sleep: held 3 s, one-key sleep; pressed, a
+        # wake), if wired: its debounced value(), else None (the optional
+        # ``sleep_key()`` of the core's board interface).
+        self.sleep_key = sleep_key.value if sleep_key is not None else None
         self._afe_cells = 0
         self._fault = 0
         self._relay_f = 0

@@ -132,6 +132,32 @@ def bit_timing(xtal_hz, bitrate, sample_pm=875):
     return best[1], best[2], best[3]
 
 
+def _groups(f):
+    """The two (mask bytes, [(id, ext)]) groups of RXM0 / RXM1 for the
+    filter list ``f``; ValueError if the chip cannot hold it."""
+    b = bytearray(4)
+    groups = []  # [(mask bytes, [(id, ext)])]
+    for fid, mask, ext in f:
+        _enc_id(b, 0, mask, ext, True)
+        key = bytes(b)
+        for g in groups:
+            if g[0] == key:
+                g[1].append((fid, ext))
+                break
+        else:
+            groups.append((key, [(fid, ext)]))
+    if len(groups) == 1 and len(groups[0][1]) <= 6:
+        return (groups[0][0], groups[0][1][:2]), (groups[0][0], groups[0][1][2:] or groups[0][1][:1])
+    if len(groups) == 2:
+        a, c = groups
+        if len(a[1]) > 2:
+            a, c = c, a
+        if len(a[1]) > 2 or len(c[1]) > 4:
+            raise ValueError("filters: at most 2 + 4 per mask")
+        return a, c
+    raise ValueError("filters: at most 2 distinct masks, 6 filters")
+
+
 def _enc_id(b, o, can_id, ext, mask=False):
     """Four SIDH/SIDL/EID8/EID0 bytes of an id (or a mask) into b[o:o+4]."""
     if ext:
@@ -345,28 +371,7 @@ class MCP2515:
             self.write_reg(_R_RXB0CTRL, 0x60 | 0x04)  # receive any, rollover
             self.write_reg(_R_RXB1CTRL, 0x60)
             return
-        groups = []  # [(mask bytes, [(id, ext)])]
-        for fid, mask, ext in f:
-            _enc_id(b, 0, mask, ext, True)
-            key = bytes(b[0:4])
-            for g in groups:
-                if g[0] == key:
-                    g[1].append((fid, ext))
-                    break
-            else:
-                groups.append((key, [(fid, ext)]))
-        if len(groups) == 1 and len(groups[0][1]) <= 6:
-            g0 = (groups[0][0], groups[0][1][:2])
-            g1 = (groups[0][0], groups[0][1][2:] or groups[0][1][:1])
-        elif len(groups) == 2:
-            a, c = groups
-            if len(a[1]) > 2:
-                a, c = c, a
-            if len(a[1]) > 2 or len(c[1]) > 4:
-                raise ValueError("filters: at most 2 + 4 per mask")
-            g0, g1 = a, c
-        else:
-            raise ValueError("filters: at most 2 distinct masks, 6 filters")
+        g0, g1 = _groups(f)
         self.write_regs(_R_RXM0, g0[0])
         self.write_regs(_R_RXM1, g1[0])
         for slot in range(6):
@@ -380,7 +385,12 @@ class MCP2515:
 
     def set_filters(self, filters):
         """[(id, mask, ext)]: a frame is accepted when (id & mask) matches."""
-        self.filters = list(filters) if filters else None
+        f = list(filters) if filters else None
+        if f:
+            _groups(f)   # ValueError before anything changes
+        # Kept before the chip is touched: a chip that does not answer now
+        # gets them with its next init (BusGuard restarts it).
+        self.filters = f
         self._set_mode(MODE_CONFIG)
         try:
             self._apply_filters()

@@ -138,6 +138,7 @@ class Checker:
         self.past = {}
         self.violations = []
         self.t = 0
+        self.param_at = None   # time of the last parameter write
 
     def _pv(self, name):
         return self.r.params[P.index(name)]
@@ -208,9 +209,9 @@ class Checker:
 
     def _past_recovery(self, name):
         n = self.r.params[P.P_CELL_COUNT]
-        vals = [v for v in self.rec.cells[:n] if v is not None]
-        if not vals:
-            return False
+        vals = self.rec.cells[:n]
+        if not vals or None in vals or True in self.rec.cell_invalid[:n]:
+            return False    # recovery needs complete data (docs/safety.md)
         if name == "ov2":
             return max(vals) < self._pv("ov_rec")
         return min(vals) > self._pv("uv_rec")
@@ -241,6 +242,10 @@ class Checker:
                 self.since[name] = self.t
                 continue
             if self.t - t0 <= delay + 2 * tick:
+                continue
+            # A delay written while the condition held: the new delay counts
+            # from the start, but nothing can trip before the next tick.
+            if self.param_at is not None and self.t - self.param_at <= 2 * tick:
                 continue
             if self.exempt.get(name):
                 mask = _CHG if name == "ov2" else _DSG
@@ -339,6 +344,7 @@ def _event(rng, r, ck):
               "chg_oc_delay": (100, 5000), "oc_release": (1, 60)}[name]
     try:
         r.params.set(P.index(name), rng.between(lo, hi))
+        ck.param_at = ck.t
     except P.ParamError:
         pass
     return "param %s" % name

@@ -14,6 +14,7 @@ from bms import faults as F
 from bms.contactors import RELAY_CHG, RELAY_DSG, RELAY_L2
 from bms.core import CELL_MS, CMD_RESET_FAULTS, FAST_MS
 from bms.measurements import T_OPEN
+from bms.watchdog import EXC_QUIET_MS
 from harness import Rig
 
 STEP = 10
@@ -332,7 +333,9 @@ def _check(name, provoke, band, restore):
         assert r.bms.prot.active(fid), (name, "cleared inside the hysteresis band")
     restore(r)
     if row[F.F_POLICY] == F.P_LATCH:
-        r.run(clear + 2000)
+        # (at least EXC_QUIET_MS: a reset does not clear `internal` while
+        # exceptions are still coming)
+        r.run(clear + EXC_QUIET_MS)
         assert r.bms.prot.active(fid), (name, "latched fault cleared by itself")
         assert _safe(r, reaction), name
         r.bms.request(CMD_RESET_FAULTS)

@@ -651,3 +651,152 @@ def test_sleep_without_any_wake_source_does_not_open_the_relays():
     s = SL.Sleep(idle_ms=1000, period_ms=0, has_wake=False)
     assert not s.opens_relays
     assert SL.Sleep(idle_ms=1000, period_ms=0, has_wake=True).opens_relays
+
+
+def test_a_sensor_dead_for_a_week_keeps_its_fault_and_the_relays_open():
+    # docs/safety.md: missing or stale data holds its sensor fault for as long
+    # as there is no data.  A tick difference wraps after 2**29 ms (6.2 days):
+    # the age of the last reading must not read as fresh again after that.
+    week = 7 * 24 * 3600 * 1000
+    for which, fid in (("current", F.CUR_STALE), ("cells", F.CELL_STALE),
+                       ("temps", F.T_SENSOR)):
+        r = Rig()
+        r.run(3000)
+        assert r.board.relays[RELAY_DSG] and r.board.relays[RELAY_CHG]
+        setattr(r.board, "fail_" + which, 10 ** 9)
+        r.run(5000)
+        assert r.bms.prot.active(fid), which
+        t = 0
+        while t < week:
+            r.run(120000, step=120000)   # each task once per step
+            t += 120000
+            b = r.board.relays
+            assert not (b[RELAY_DSG] or b[RELAY_CHG] or b[RELAY_PRE]), (which, t)
+        assert r.bms.prot.active(fid), which
+        assert not r.bms.meas.fresh(r.clock.ticks_ms(), 60000)
+
+
+def test_a_relay_open_whose_write_fails_is_repeated_until_it_goes_through():
+    # docs/safety.md: opening is immediate and unconditional; a failed output
+    # write (an AFE FET write that raises) latches `internal` and keeps
+    # everything open - on the outputs, not only in the firmware's record.
+    r = Rig()
+    r.run(2000)
+    b = r.board
+    assert b.relays[RELAY_CHG]
+    orig = b.set_relays
+    fails = [3]     # the output bus glitches for three writes
+
+    def set_relays(states):
+        if fails[0] > 0:
+            fails[0] -= 1
+            raise OSError(5)
+        orig(states)
+    b.set_relays = set_relays
+    b.cells[3] = _pv(r, "ov1") + 20          # ov1: the charge relay must open
+    r.run(_pv(r, "ov_delay") + 2 * LATENCY + 3 * FAST_MS)
+    assert fails[0] == 0
+    assert r.bms.prot.active(F.INTERNAL)
+    assert not b.relays[RELAY_CHG] and not b.relays[RELAY_DSG] and not b.relays[RELAY_PRE]
+    assert list(b.relays) == list(r.bms.contactors.state)
+
+
+def _slow_task_bug():
+    raise ValueError("charge-sense driver bug")
+
+
+def test_reset_between_two_exceptions_of_a_once_a_second_crash_does_not_clear_internal():
+    # docs/safety.md: a reset does not clear `internal` while exceptions are
+    # still coming.  A driver bug in the slow task raises once a second.
+    from bms.core import CMD_RESET_FAULTS
+    r = Rig()
+    r.run(2000)
+    r.bms._rd_charger = _slow_task_bug
+    r.run(1500)
+    assert r.bms.prot.active(F.INTERNAL)
+    for wait in (100, 400, 800):        # ms after an exception
+        at = r.bms._exc_at
+        while r.bms._exc_at == at:
+            r.run(STEP)
+        r.run(wait)
+        r.bms.request(CMD_RESET_FAULTS)
+        closed = 0
+        for _ in range(200):
+            r.run(STEP)
+            b = r.board.relays
+            if b[RELAY_CHG] or b[RELAY_DSG] or b[RELAY_PRE]:
+                closed += STEP
+        assert closed == 0, (wait, closed)
+        assert r.bms.prot.active(F.INTERNAL)
+
+
+def test_watchdog_is_not_fed_through_a_once_a_second_crash():
+    # bms/watchdog.py, docs/safety.md: a task that keeps raising stops the
+    # feeding, so the WDT resets the MCU; a single exception does not.
+    from bms.watchdog import Watchdog
+
+    class Wdt:
+        def __init__(self):
+            self.feeds = 0
+
+        def feed(self):
+            self.feeds += 1
+
+    r = Rig()
+    r.run(2000)
+    wdt = Wdt()
+    dog = Watchdog(wdt, r.bms.sched, r.clock, bms=r.bms)
+
+    def gap_ms(ms):
+        last = r.clock.ticks_ms()
+        gap = 0
+        for _ in range(ms // STEP):
+            r.run(STEP)
+            if dog.feed_if_alive():
+                now = r.clock.ticks_ms()
+                gap = max(gap, now - last)
+                last = now
+        return max(gap, r.clock.ticks_ms() - last)
+
+    assert gap_ms(2000) <= 100
+    r.bms._rd_charger = _slow_task_bug
+    assert gap_ms(10000) >= 4000                  # the 4 s WDT would bite
+    r.bms._rd_charger = None
+    r.run(3000)
+    r.board.crash = True                           # one exception, then none
+    r.run(STEP)
+    r.board.crash = False
+    assert gap_ms(6000) < 4000
+
+
+def test_a_latch_record_damaged_in_both_copies_boots_with_internal_latched():
+    # docs/safety.md: a restart never clears a latch.  Both A/B copies of the
+    # latch record unreadable: what it held is unknown, so `internal` comes
+    # back latched (nothing closes) until the reset rule.
+    r = Rig(persist=True)
+    r.run(1000)
+    r.board.cells[3] = _pv(r, "ov2") + 20
+    r.run(2000 + LATENCY)
+    assert r.bms.prot.active(F.OV2)
+    r.board.cells[3] = 3300
+    rec = r.store.latch_rec
+    for path in rec.paths:
+        f = r.store.fs.open(path, "wb")
+        f.write(b"\xff" * 7)      # flash bits gone
+        f.close()
+    r.reboot()
+    assert r.bms.prot.active(F.INTERNAL)
+    closed, _ = _watch(r, 3000, RELAY_CHG)
+    assert closed == 0 and not r.board.relays[RELAY_L2]
+    r.bms.request(CMD_RESET_FAULTS)
+    r.run(1000)
+    assert not r.bms.prot.active(F.INTERNAL)
+    assert r.board.relays[RELAY_CHG]
+
+
+def test_no_latch_record_yet_boots_with_nothing_latched():
+    r = Rig(persist=True)
+    r.reboot()
+    r.run(2000)
+    assert not r.bms.prot.active(F.INTERNAL)
+    assert r.board.relays[RELAY_CHG] and r.board.relays[RELAY_L2]

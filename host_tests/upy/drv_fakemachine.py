@@ -22,13 +22,24 @@ class Pin:
     cs_n = None
     cs_target = None
 
+    levels = {}     # one level per GPIO: every Pin object of a number sees it
+
     def __init__(self, n, mode=None, pull=None, value=None):
         self.n = n
         self.mode = mode
-        self.v = 1 if pull == Pin.PULL_UP else 0
         if value is not None:
-            self.v = value
+            Pin.levels[n] = value
+        elif n not in Pin.registry:
+            Pin.levels[n] = 1 if pull == Pin.PULL_UP else 0
         Pin.registry[n] = self
+
+    @property
+    def v(self):
+        return Pin.levels[self.n]
+
+    @v.setter
+    def v(self, x):
+        Pin.levels[self.n] = x
 
     def value(self, v=None):
         if v is None:
@@ -64,6 +75,7 @@ class Pin:
 class FakeMachine:
     def __init__(self, cells_mv, adc_code=32768, cs_pin=17, top_mv=None):
         Pin.registry = {}
+        Pin.levels = {}
         self.Pin = Pin
         self.clock = UsClock()
         self.sleep_us = self.clock.sleep_us

@@ -241,6 +241,64 @@ def test_absent_chip_and_brownout_raise_oserror():
     assert drv.state() == STATE_ERROR_ACTIVE
 
 
+def test_bus_guard_restarts_a_controller_that_stopped_answering_or_browned_out():
+    # Rule (docs/can_internal.md, bus-off recovery): a controller that cannot
+    # talk is restarted with back-off, doubling while it stays down; a chip
+    # dead at boot or reset by a brown-out is such a controller.
+    from comms.can_guard import BusGuard
+    bus = VirtualCanBus(500000)
+    emu, drv = pair(bus, retry_limit=0)
+    peer = BusNode(bus)
+    emu.dead = True
+    assert raises(OSError, drv.init)
+    # Filters set while it does not answer are kept for its next init.
+    assert raises(OSError, drv.set_filters, [(0x100, 0x700, False)])
+    assert drv.filters == [(0x100, 0x700, False)]
+    g = BusGuard(drv)
+    tries = []
+    now = 0
+    while now < 3000:
+        r0 = g.restarts
+        assert not g.step(now)
+        if g.restarts != r0:
+            tries.append(now)
+        now += 10
+    assert g.dead_count >= 1
+    assert tries[:4] == [100, 300, 700, 1500]           # 100, 200, 400, 800 ms apart
+    emu.dead = False
+    while not g.step(now):
+        now += 10
+    assert now - tries[-1] <= 1600 + 10 and drv.state() == STATE_ERROR_ACTIVE
+    assert emu.mode == 0                                 # normal mode, configured
+    # The stored filter is programmed: an id outside it is not received.
+    buf = bytearray(8)
+    peer.send(0x200, b"\x01")
+    bus.step()
+    peer.send(0x123, b"\x02")
+    bus.step()
+    got = []
+    while True:
+        if drv.recv(buf) < 0:
+            break
+        got.append(drv.rx_id)
+    assert got == [0x123], got
+    # A brown-out after 10 s of stable operation: restarted after the
+    # shortest back-off again.
+    t0 = now
+    while now - t0 < 10100:
+        assert g.step(now)
+        now += 10
+    emu._reset()
+    n = g.restarts
+    t0 = now
+    up = False
+    while not up:
+        up = g.step(now) and g.restarts > n
+        now += 10
+        assert now - t0 <= 100 + 2 * 100 + 10       # READ_MS + 100 ms back-off
+    assert drv.state() == STATE_ERROR_ACTIVE
+
+
 def test_loopback_mode():
     emu, drv = pair(mode=2)
     drv.init()
