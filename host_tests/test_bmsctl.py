@@ -46,6 +46,19 @@ def test_params_set_without_unlock_is_refused(rig, capsys):
     assert sim.params[pidx("buzzer")] == 1
 
 
+def test_lowering_discharge_current_below_a_third_of_peak_warns(rig, capsys):
+    sim, link = rig
+    rc = run_cli(sim, link, "--password", "123456", "params", "set", "dsg_oc=40A")
+    out = " ".join(capsys.readouterr().out.split())
+    assert rc == 0, out
+    assert sim.params[pidx("dsg_oc")] == 400
+    assert "peak = 300.0 A is more than 3 x dsg_oc (40.0 A)" in out and "peak = 120.0 A" in out
+    rc = run_cli(sim, link, "--password", "123456", "params", "set", "peak=120A",
+                 "short_circuit=240A")
+    out = " ".join(capsys.readouterr().out.split())
+    assert rc == 0 and "note:" not in out, out
+
+
 def test_params_set_valid_changes_running_bms(rig, capsys):
     sim, link = rig
     assert sim.bms.contactors.state[RELAY_CHG] == 1

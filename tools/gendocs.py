@@ -359,6 +359,18 @@ def gen_parameters_md():
              "exempt; loading stored settings or defaults is not a step):\n\n")
     for i, step in STEP_LIMITS:
         o.append("* `%s`: %d %s per write or calibration\n" % (PT[i][0], step, PT[i][1]))
+    o.append("\n## Board rules\n\nWhat the board measures bounds the set too (refused like a "
+             "rule; a stored set that breaks one has `module_cells`, then `cell_count`, reset "
+             "at boot):\n\n"
+             "* a master with CAN modules: `cell_count` in modules of `module_cells` needs at "
+             "most 16 modules of 3..16 cells, the last taking the rest;\n"
+             "* a board with two stacked AFEs (pico32): `cell_count` of at least 6.\n")
+    o.append("\n## Currents and the board's rating\n\nThe current defaults (`chg_oc` 100 A, "
+             "`dsg_oc` 150 A, `peak` 300 A, `short_circuit` 600 A) are for a 150 A board. Set "
+             "them to what your relays or MOSFETs and wiring carry: the manual's example sets "
+             "`peak` to at most 3 x the board's rating (120 A for a 40 A board). The rules only "
+             "keep their order (`peak > dsg_oc`, `short_circuit > peak`); `bmsctl params set` "
+             "warns when `peak` is more than 3 x `dsg_oc`.\n")
     return "".join(o)
 
 

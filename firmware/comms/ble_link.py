@@ -284,6 +284,11 @@ class BleLink:
         if typ == T_MODBUS:
             n = self.handler(payload, plen, self._pdu_view)
             if n <= 0:
+                # No Modbus answer (an empty PDU, or one beyond Modbus's 253
+                # bytes that still fits a message): say so, never leave the
+                # central waiting for its own timeout.
+                out[0] = ERR_LENGTH
+                self._start_tx(seq, T_ERROR, out, 1)
                 return
         elif typ == T_SET_NAME:
             out[0] = self._set_name(payload, plen)

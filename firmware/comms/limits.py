@@ -1,8 +1,7 @@
 """Charge/discharge limits for external devices (inverter CAN, special charger).
 
-The interface every limits source offers (the derating logic of
-``bms.derating`` will offer the same; switching is the one line in
-``limits_for``):
+The interface every limits source offers (``bms.derating`` offers it too,
+and ``limits_for`` returns the core's derating whenever it has one):
 
   update(now)   recompute from the Bms (cheap, allocation-free)
   cvl_mv        charge voltage limit, pack mV
@@ -10,7 +9,7 @@ The interface every limits source offers (the derating logic of
   ccl_ma        charge current limit, mA, >= 0 (0: do not charge)
   dcl_ma        discharge current limit, mA, >= 0 (0: do not discharge)
 
-``FaultLimits`` is the stop-gap until derating lands: it only knows "full
+``FaultLimits`` serves a core without derating: it only knows "full
 limit" or "zero", from the parameters and the active faults.  Its choices:
 
 * CVL = cells x ``ov_rec``: the voltage at which the BMS would let charging

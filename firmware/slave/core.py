@@ -44,7 +44,10 @@ LIMIT_SAMPLES = const(3)
 _OV_HYST_MV = const(50)
 _UV_HYST_MV = const(100)
 _OT_HYST_DC = const(50)
-_DEF_OV_MV = const(4250)   # built-in limits before CONFIG: wide enough for every chemistry
+# Built-in limits before the master's CONFIG: a cell outside them is wrong for
+# every chemistry the master allows by default (NMC's ov2 ceiling is 4300 mV:
+# stricter here until CONFIG, never looser).
+_DEF_OV_MV = const(4250)
 _DEF_UV_MV = const(1500)
 _DEF_OT_DC = const(650)
 _LOCAL_SAMPLE_MS = const(1000)

@@ -153,6 +153,12 @@ def test_length_errors():
     assert reassemble(drain(s.link, 247)) == [(3, 0xFF, bytes([BL.ERR_LENGTH]))]
     # Unknown type with a good CRC.
     assert s.ask(4, 0x33, b"x") == [(4, 0xFF, bytes([BL.ERR_TYPE]))]
+    # A Modbus PDU longer than Modbus allows (253 bytes) but within a message,
+    # and an empty one: a length error, not silence.
+    for seq, n in ((5, 254), (6, BL.MAX_PAYLOAD), (7, 0)):
+        pdu = bytes([3]) + bytes(n - 1) if n else b""
+        assert s.ask(seq, BL.T_MODBUS, pdu) == [(seq, 0xFF, bytes([BL.ERR_LENGTH]))], n
+    assert s.ask(8, BL.T_MODBUS, read_pdu(4, A_CELLS, 1))[0][1] == 0x81   # still serving
 
 
 def test_incomplete_message_times_out():

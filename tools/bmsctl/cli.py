@@ -286,6 +286,29 @@ def cmd_params(c, a):
         if r["raw"] != want:
             raise BmsError("%s: the BMS kept %s" % (r["name"], param_value_text(i, r["raw"])), 3)
         console.print("%s = %s" % (r["name"], param_value_text(i, r["raw"])))
+    hint = current_rating_hint(after)
+    if hint:
+        console.print("[yellow]note:[/yellow] " + hint)
+
+
+# The manual's setup: peak at most 3 x the discharge current the board is rated
+# for ("If you order bms 40A ... set the max value of peak current to 120A").
+PEAK_PER_DSG = 3
+
+
+def current_rating_hint(rows):
+    """A warning when the peak current setting is far above the discharge
+    over-current (a 40 A board left with the 300 A default peak trips late
+    on a fault current its parts cannot carry), else None."""
+    from bms.params import P_DSG_OC, P_PEAK, P_SC
+    dsg = rows[P_DSG_OC]["raw"]
+    peak = rows[P_PEAK]["raw"]
+    if peak <= PEAK_PER_DSG * dsg:
+        return None
+    return ("peak = %.1f A is more than %d x dsg_oc (%.1f A); if dsg_oc is your board's rating, "
+            "set peak (and short_circuit = %.1f A) to what its relays or MOSFETs can carry, "
+            "e.g. peak = %.1f A" % (peak / 10, PEAK_PER_DSG, dsg / 10, rows[P_SC]["raw"] / 10,
+                                    PEAK_PER_DSG * dsg / 10))
 
 
 def _done(res, text):

@@ -48,7 +48,9 @@ def write(rm, off, count, data, pos):
 
 def doc(start):
     from comms.regdoc import md_table, row
-    rows = [row(start + i, r[0], "s16" if r[2] < 0 else "u16", 1, r[1], "R/W user", r[2], r[3],
+    from bms.params import FACTORY_ONLY
+    rows = [row(start + i, r[0], "s16" if r[2] < 0 else "u16", 1, r[1],
+                "R/W factory" if i in FACTORY_ONLY else "R/W user", r[2], r[3],
                 r[6]) for i, r in enumerate(PARAM_TABLE)]
     md = ("Units and ranges are those of `docs/parameters.md` (the table in "
           "`firmware/bms/params.py`); rows with a negative minimum are signed.\n\n"
