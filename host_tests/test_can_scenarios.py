@@ -162,6 +162,36 @@ def test_auto_addressing_16_modules_in_chain_order(db):
     assert abs(sim.bms.meas.cell_mv[200] - true[200] * 1000) < 5
 
 
+def _replace_module(sim, addr, uid):
+    """Module ``addr`` swapped for a new one (another uid, no address yet)."""
+    sim.power(addr, False)
+    assert sim.run_until(lambda s: s.module_states()[addr - 1] == "lost", 5)
+    sim.slaves[addr - 1].uid = uid
+    sim.power(addr, True)
+
+
+def test_auto_addressing_gives_a_replaced_module_the_lost_ones_address():
+    # docs/can_internal.md: the master answers an ANNOUNCE with a free address;
+    # the address of a lost module is free for the module that replaces it.
+    sim = build_modular(slaves=4, cells=16, auto_address=True)
+    assert sim.run_until(lambda s: s.module_states() == ["ok"] * 4, 10)
+    _replace_module(sim, 3, 0xC0FFEE000003)
+    assert sim.run_until(lambda s: s.module_states() == ["ok"] * 4, 5)
+    assert [s.addr for s in sim.slaves] == [1, 2, 3, 4]
+    assert sim.master.uids[2] == 0xC0FFEE000003
+
+
+def test_after_a_master_restart_a_new_module_never_gets_a_talking_modules_address():
+    # The master's table of uids lives in RAM: after its restart the modules
+    # keep their addresses while the table is empty.
+    sim = build_modular(slaves=4, cells=16, auto_address=True)
+    assert sim.run_until(lambda s: s.module_states() == ["ok"] * 4, 10)
+    sim.master.uids = [0] * 4          # what a master restart leaves
+    _replace_module(sim, 2, 0xC0FFEE000002)
+    assert sim.run_until(lambda s: s.module_states() == ["ok"] * 4, 5)
+    assert [s.addr for s in sim.slaves] == [1, 2, 3, 4]
+
+
 def test_python_can_sniffs_and_injects():
     sim = build_modular(slaves=4, cells=16)
     pc = SimBus(sim.bus)

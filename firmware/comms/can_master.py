@@ -506,16 +506,30 @@ class CanMaster:
 
     def _on_announce(self, uid):
         addr = 0
-        for k in range(self.n_modules):
-            if self.uids[k] == uid:
+        n = self.n_modules
+        st = self.mod_state
+        uids = self.uids
+        for k in range(n):
+            if uids[k] == uid:
                 addr = k + 1
                 break
         if not addr:
-            for k in range(self.n_modules):
-                if self.uids[k] == 0:
-                    self.uids[k] = uid
+            # Never an address whose module is talking: after a master restart
+            # the table is empty while the modules keep their addresses.  One
+            # nobody took first; then one whose module was lost (a module
+            # replaced by a new one, which the table would otherwise never
+            # address until a restart).
+            for k in range(n):
+                if uids[k] == 0 and st[k] == MS_ABSENT:
                     addr = k + 1
                     break
+            if not addr:
+                for k in range(n):
+                    if st[k] == MS_LOST:
+                        addr = k + 1
+                        break
+            if addr:
+                uids[addr - 1] = uid
         if not addr:
             return  # more modules than configured: leave it unaddressed
         b = self._scratch
