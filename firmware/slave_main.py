@@ -21,7 +21,7 @@ import time
 from slave.core import Slave
 from slave.afe import SlaveAfe
 from bms.ticks import TICKS_MAX
-from comms.can_ids import LF_DEFAULTS
+from comms.can_ids import LF_DEFAULTS, MAX_MODULE_CELLS, MAX_MODULES, MIN_MODULE_CELLS
 
 SETTINGS = "slave.json"
 WDT_MS = 2000
@@ -31,21 +31,36 @@ SAVE_CHECK_MS = 5000
 
 
 def load_settings():
-    try:
-        import json
-        with open(SETTINGS) as f:
-            s = json.load(f)
-        return {"addr": int(s.get("addr", 0)), "cells": int(s.get("cells", 16)),
-                "locked": bool(s.get("locked", False))}
-    except (OSError, ValueError):
-        return {"addr": 0, "cells": 16, "locked": False}
+    """The module's settings; a missing, torn or out-of-range file gives the
+    defaults for what is wrong (the loop must start: an exception here
+    would reset the module every 8 s from the boot watchdog)."""
+    d = {"addr": 0, "cells": 16, "locked": False}
+    for path in (SETTINGS, SETTINGS + ".new"):
+        try:
+            import json
+            with open(path) as f:
+                s = json.load(f)
+            addr = int(s.get("addr", 0))
+            cells = int(s.get("cells", 16))
+            return {"addr": addr if 0 <= addr <= MAX_MODULES else 0,
+                    "cells": cells if MIN_MODULE_CELLS <= cells <= MAX_MODULE_CELLS else 16,
+                    "locked": bool(s.get("locked", False))}
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass
+    return d
 
 
 def save_settings(s):
+    """Written beside the old file, then renamed over it (littlefs renames
+    atomically): a power cut leaves the old settings or the new ones, never
+    a torn file.  ``.new`` is read if a cut came between the two steps on a
+    filesystem whose rename is not atomic."""
     import json
+    import os
     try:
-        with open(SETTINGS, "w") as f:
+        with open(SETTINGS + ".new", "w") as f:
             json.dump(s, f)
+        os.rename(SETTINGS + ".new", SETTINGS)
     except OSError:
         pass
 
@@ -72,7 +87,10 @@ def build_slave(hw, machine, st, now):
     """``slave.core.Slave`` on the board's CAN controller and AFE (the real slave entry)."""
     from boards import slave_module as bd
     can = hw["can"]
-    can.init()
+    try:
+        can.init()
+    except OSError:
+        pass    # the slave's bus guard restarts it with back-off
     addr = st["addr"] or dip_address(machine, bd.PINS.get("addr_pins", ()))
     afe = SlaveAfe(hw["afe"], hw["ntcs"])
     return Slave(can, afe, addr=addr, cells=st["cells"], temps=len(hw["ntcs"]),

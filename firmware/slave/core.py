@@ -91,6 +91,12 @@ class Slave:
         self.state = C.ST_BOOT
         self.sleeping = False
         self.bal_mask = 0
+        # The AFE's bleed mask and mode are not known until a write goes
+        # through: after an MCU reset (watchdog, firmware update) the chip may
+        # still bleed or sleep.  Written at the first sample, and again at
+        # each sample while a write keeps failing.
+        self._bal_unsure = True
+        self._mode_unsure = True
         self._bal_deadline = now
         self._bal_allowed = False
         self.sweep = 0
@@ -132,6 +138,8 @@ class Slave:
             self.ctrl.set_filters(f)
         except NotImplementedError:
             pass
+        except OSError:
+            pass    # kept by the controller for its next init (BusGuard restarts it)
 
     # ---- public -------------------------------------------------------
     def step(self, now):
@@ -156,7 +164,8 @@ class Slave:
         if ticks_diff(now, self._last_sample) >= every:
             self._sample(now)
         if self.addr == 0:
-            self._announce(now)
+            if not self.sleeping:   # asleep: no transmissions
+                self._announce(now)
         elif self._plan_i < self._plan_n:
             self._transmit(now)
 
@@ -267,10 +276,13 @@ class Slave:
         ov = C.u16(b, 2)
         uv = C.u16(b, 4)
         ot = b[6] - 256 if b[6] & 0x80 else b[6]
-        if (temps > C.MAX_MODULE_TEMPS or not (1000 <= ov <= 5000) or not (500 <= uv < ov)
-                or not (-40 <= ot <= 120)):
+        # No temperature sensor would leave the module without its own
+        # over-temperature limit: refused like any other bad CONFIG.
+        if (not 1 <= temps <= C.MAX_MODULE_TEMPS or not (1000 <= ov <= 5000)
+                or not (500 <= uv < ov) or not (-40 <= ot <= 120)):
             return
-        if b[7] & C.CFG_SET_CELLS and not self.locked and 1 <= cells <= C.MAX_MODULE_CELLS:
+        if b[7] & C.CFG_SET_CELLS and not self.locked and \
+                C.MIN_MODULE_CELLS <= cells <= C.MAX_MODULE_CELLS:
             self.cells = cells
         self.temps = temps
         self.ov_mv = ov
@@ -282,6 +294,16 @@ class Slave:
     # ---- measuring and local limits -----------------------------------
     def _sample(self, now):
         self._last_sample = now
+        if self._mode_unsure:
+            try:
+                self.afe.sleep(self.sleeping)
+                self._mode_unsure = False
+            except (AttributeError, NotImplementedError):
+                self._mode_unsure = False   # an AFE without modes
+            except OSError:
+                pass
+        if self._bal_unsure:
+            self._set_balance(0)   # off until a BAL asks again
         n = self.cells
         try:
             self.afe.read_cells(self.cell_mv, n)
@@ -345,18 +367,22 @@ class Slave:
         self._cnt[k] = c
 
     def _set_balance(self, mask):
-        if mask == self.bal_mask:
+        if mask == self.bal_mask and not self._bal_unsure:
             return
         try:
             self.afe.balance(mask)
             self.bal_mask = mask
+            self._bal_unsure = False
         except OSError:
             self.faults |= C.LF_AFE
+            self.bal_mask = 0
             try:
                 self.afe.balance(0)
+                self._bal_unsure = False
             except OSError:
-                pass
-            self.bal_mask = 0
+                # The bleeders may still be on: off is written again at
+                # every sample until it goes through.
+                self._bal_unsure = True
 
     def _sleep(self, on):
         if on == self.sleeping:
@@ -366,8 +392,10 @@ class Slave:
             self._set_balance(0)
         try:
             self.afe.sleep(on)
-        except (AttributeError, NotImplementedError, OSError):
+        except (AttributeError, NotImplementedError):
             pass
+        except OSError:
+            self._mode_unsure = True    # written again at the next sample
 
     # ---- transmitting -------------------------------------------------
     def state_byte(self):
