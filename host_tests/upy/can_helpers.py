@@ -2,7 +2,8 @@
 
 ``LoopBus`` delivers every frame at once to every other node (no timing,
 no arbitration: the timing model is tools/sim/canbus.py, CPython only).
-``LoopNode`` has the firmware's controller interface.  ``ValueAfe`` is a
+``LoopNode`` has the firmware's controller interface; ``HandMaster`` sends
+hand-made master frames.  ``ValueAfe`` is a
 list-backed AFE.  ``Rig`` wires a CanMaster and N Slaves on a virtual clock.
 """
 from array import array
@@ -71,6 +72,30 @@ class LoopNode:
     def restart(self):
         self.restarts += 1
         self.bus_off = False
+
+
+class HandMaster:
+    """Sends hand-made master frames."""
+
+    def __init__(self, bus):
+        self.node = LoopNode(bus, rx_depth=256)
+        self.sweep = 0
+
+    def sync(self, flags=C.SYNC_BAL_OK):
+        self.sweep += 1
+        b = bytearray(8)
+        C.sync_pack(b, self.sweep, flags, 4, 1000, 40, 6)
+        self.node.send(C.ID_SYNC, b)
+
+    def bal(self, addr, mask, timeout_ms=3000):
+        b = bytearray(4)
+        C.bal_pack(b, mask, timeout_ms, 1)
+        self.node.send(C.ID_BAL + addr - 1, b)
+
+    def config(self, addr, cells=16, ov=3800, uv=2100, ot=70, flags=C.CFG_SET_CELLS, temps=3):
+        b = bytearray(8)
+        C.config_pack(b, cells, temps, ov, uv, ot, flags)
+        self.node.send(C.ID_CONFIG + addr - 1, b)
 
 
 class LoopBus:

@@ -1,33 +1,9 @@
 """Slave logic: slot timing, local hard limits, balancing timeout, sleep."""
 from slave.core import LIMIT_SAMPLES, Slave
 from bms.ticks import VirtualClock
-from can_helpers import LoopBus, LoopNode, ValueAfe, raw_frames
+from can_helpers import HandMaster as Master, LoopBus, LoopNode, ValueAfe, raw_frames
 from comms import can_ids as C
 from comms.can_guard import READ_MS
-
-
-class Master:
-    """Sends hand-made master frames."""
-
-    def __init__(self, bus):
-        self.node = LoopNode(bus, rx_depth=256)
-        self.sweep = 0
-
-    def sync(self, flags=C.SYNC_BAL_OK):
-        self.sweep += 1
-        b = bytearray(8)
-        C.sync_pack(b, self.sweep, flags, 4, 1000, 40, 6)
-        self.node.send(C.ID_SYNC, b)
-
-    def bal(self, addr, mask, timeout_ms=3000):
-        b = bytearray(4)
-        C.bal_pack(b, mask, timeout_ms, 1)
-        self.node.send(C.ID_BAL + addr - 1, b)
-
-    def config(self, addr, cells=16, ov=3800, uv=2100, ot=70, flags=C.CFG_SET_CELLS):
-        b = bytearray(8)
-        C.config_pack(b, cells, 3, ov, uv, ot, flags)
-        self.node.send(C.ID_CONFIG + addr - 1, b)
 
 
 def _rig(addr=2, cells=16, start=0x3FFFFFFF - 3000, **kw):

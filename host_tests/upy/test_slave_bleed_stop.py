@@ -8,7 +8,7 @@
 # MicroPython-compatible: runs under pytest and the unix port.
 import drv_helpers  # noqa: F401
 
-from can_helpers import LoopBus, LoopNode
+from can_helpers import HandMaster, LoopBus, LoopNode
 from drv_fakemachine import FakeMachine
 
 from boards import slave_module as bd
@@ -16,28 +16,6 @@ from bms.ticks import VirtualClock
 from comms import can_ids as C
 from slave.afe import SlaveAfe
 from slave.core import Slave
-
-
-class Master:
-    def __init__(self, bus):
-        self.node = LoopNode(bus, rx_depth=256)
-        self.sweep = 0
-
-    def sync(self, flags=C.SYNC_BAL_OK):
-        self.sweep += 1
-        b = bytearray(8)
-        C.sync_pack(b, self.sweep, flags, 4, 1000, 40, 6)
-        self.node.send(C.ID_SYNC, b)
-
-    def bal(self, mask, timeout_ms=3000):
-        b = bytearray(4)
-        C.bal_pack(b, mask, timeout_ms, 1)
-        self.node.send(C.ID_BAL, b)
-
-    def config(self, cells=16, temps=3):
-        b = bytearray(8)
-        C.config_pack(b, cells, temps, 3800, 2100, 70, C.CFG_SET_CELLS)
-        self.node.send(C.ID_CONFIG, b)
 
 
 def _run(clock, s, ms):
@@ -51,7 +29,7 @@ class Rig:
         self.fm = FakeMachine([3400] * 16)
         self.clock = VirtualClock(1000)
         self.bus = LoopBus()
-        self.m = Master(self.bus)
+        self.m = HandMaster(self.bus)
         self.s = None
         self.boot()
 
@@ -66,9 +44,9 @@ class Rig:
 
     def bleeding(self, mask=0b0101):
         self.m.sync()
-        self.m.config()
+        self.m.config(1)
         self.run(5)
-        self.m.bal(mask)
+        self.m.bal(1, mask)
         self.run(5)
         assert self.s.bal_mask == mask and self.fm.bq.cb_mask == mask
 
@@ -103,7 +81,7 @@ def test_a_module_restarted_while_bleeding_stops_the_chip_at_its_first_sample():
     r.bleeding()
     r.boot()                         # watchdog / firmware update reset
     r.m.sync()
-    r.m.config()
+    r.m.config(1)
     r.run(1100)
     assert r.fm.bq.cb_mask == 0
     assert r.s.bal_mask == 0
@@ -128,12 +106,12 @@ def test_config_outside_the_modules_range_is_refused():
     r.run(5)
     s = r.s
     for cells, temps in ((1, 3), (2, 3), (17, 3)):
-        r.m.config(cells, temps)
+        r.m.config(1, cells, temps=temps)
         r.run(5)
         assert s.cells == 16, (cells, temps)
-    r.m.config(12, 0)                # no sensor: the module's OT limit would be gone
+    r.m.config(1, 12, temps=0)                # no sensor: the module's OT limit would be gone
     r.run(5)
     assert s.temps == 3 and s.cells == 16
-    r.m.config(12, 3)
+    r.m.config(1, 12)
     r.run(5)
     assert s.cells == 12
