@@ -24,8 +24,10 @@ a charger sense (``has_wake``).  With ``period_ms=0`` and neither, sleep is
 a state shown to the user and the relays stay as they are - current cannot
 flow through open relays, so a current wake alone would never come.
 
-The key is the same ON/OFF input the core reads; a *press* is a rising edge
-after it was released, so a key held through the sleep cannot wake at once.
+The key is the board's sleep button (``sleep_key``, a momentary push button),
+not the ON/OFF switch K, which stays on for as long as discharge is wanted; a
+*press* is a rising edge after it was released, so a key held through the
+sleep cannot wake at once.
 """
 from micropython import const
 
