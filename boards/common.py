@@ -126,6 +126,15 @@ def build_ports(machine, pins, opts):
     return rs485, ttl
 
 
+def _key_in(machine, pins, name, ticks_ms, ticks_diff, active_low=True):
+    """The debounced input ``pins[name]`` (gpio.Key), or None where the board
+    has none.  Active low: a contact to GND, the internal pull-up on."""
+    n = pins.get(name)
+    if n is None:
+        return None
+    return gpio.Key(_in(machine, n, active_low), ticks_ms, ticks_diff, active_low=active_low)
+
+
 def build_master(machine, pins, opts=None, adc_wrap=None):
     ticks_ms, ticks_diff = _ticks()
     i2c = build_i2c(machine, pins)
@@ -153,20 +162,13 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
     ntcs = build_ntcs(machine, pins, opts, adc_wrap)
     relays = build_relays(machine, pins)
     buzzer = gpio.Buzzer(_out(machine, pins["buzzer"], 0)) if pins.get("buzzer") is not None else None
-    key = None
-    if pins.get("key") is not None:
-        key = gpio.Key(_in(machine, pins["key"]), ticks_ms, ticks_diff, active_low=True)
-    sleep_key = None
-    if pins.get("sleep_key") is not None:   # momentary push button to GND
-        sleep_key = gpio.Key(_in(machine, pins["sleep_key"]), ticks_ms, ticks_diff,
-                             active_low=True)
+    key = _key_in(machine, pins, "key", ticks_ms, ticks_diff)
+    sleep_key = _key_in(machine, pins, "sleep_key", ticks_ms, ticks_diff)  # push button
     led = None
     if pins.get("led") is not None:
         led = gpio.StatusLed(machine.Pin(pins["led"], machine.Pin.OUT))
-    charger = None
-    if pins.get("charger_sense") is not None:   # charge-port voltage divider
-        charger = gpio.Key(_in(machine, pins["charger_sense"], False), ticks_ms, ticks_diff,
-                           active_low=False)
+    # The charge-port voltage divider: active high, no pull-up.
+    charger = _key_in(machine, pins, "charger_sense", ticks_ms, ticks_diff, False)
     alert = None
     if pins.get("shunt_alert") is not None:   # INA228 ALERT, open drain, active low
         alert = gpio.Alert(_in(machine, pins["shunt_alert"]), ticks_ms)

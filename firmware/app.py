@@ -91,6 +91,7 @@ from micropython import const
 from bms.core import Bms, MODE_BOOT, MODE_PROTECT
 from bms.eventlog import EventLog
 from bms.params import P_CELL_COUNT, P_MODULE_CELLS, P_SPECIAL_CHARGER, ParamSet
+from bms.params import TABLE as PARAM_TABLE
 from bms.ticks import BoardClock, ticks_add, ticks_diff
 from drivers import gpio
 
@@ -584,7 +585,7 @@ def new_params(cfg, board, modular):
         return ParamSet(chem, max_cells=256, board_rule=layout_rule)
     lo = getattr(board, "min_cells", 0)
     rule = None
-    if lo > 3:     # the table's own floor
+    if lo > PARAM_TABLE[P_CELL_COUNT][2]:     # above the table's own floor
         from bms.params import min_cells_rule
         rule = min_cells_rule(lo)
     return ParamSet(chem, max_cells=board.max_cells, board_rule=rule)

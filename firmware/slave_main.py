@@ -34,17 +34,18 @@ def load_settings():
     """The module's settings; a missing, torn or out-of-range file gives the
     defaults for what is wrong (the loop must start: an exception here
     would reset the module every 8 s from the boot watchdog)."""
+    import json
     d = {"addr": 0, "cells": 16, "locked": False}
     for path in (SETTINGS, SETTINGS + ".new"):
         try:
-            import json
             with open(path) as f:
                 s = json.load(f)
-            addr = int(s.get("addr", 0))
-            cells = int(s.get("cells", 16))
-            return {"addr": addr if 0 <= addr <= MAX_MODULES else 0,
-                    "cells": cells if MIN_MODULE_CELLS <= cells <= MAX_MODULE_CELLS else 16,
-                    "locked": bool(s.get("locked", False))}
+            addr = int(s.get("addr", d["addr"]))
+            cells = int(s.get("cells", d["cells"]))
+            return {"addr": addr if 0 <= addr <= MAX_MODULES else d["addr"],
+                    "cells": cells if MIN_MODULE_CELLS <= cells <= MAX_MODULE_CELLS
+                    else d["cells"],
+                    "locked": bool(s.get("locked", d["locked"]))}
         except (OSError, ValueError, TypeError, AttributeError):
             pass
     return d

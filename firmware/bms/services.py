@@ -76,8 +76,7 @@ class Services:
         self.confirm_ms = CONFIRM_MS   # config.py UPDATE_CONFIRM_MS (bench and tests)
         self.flash_room = None         # () -> ms before the fast tick: see "When" above
         self.flash_busy = None         # () -> True while a request comes in: "When" above
-        self._busy_at = 0
-        self._busy_wait = False
+        self._busy_at = None    # when the current wait for a reply began
         self.reset = reset      # machine.reset on a board
         self.errors = 0         # flash errors (OSError) seen while saving
         self.stopped = False
@@ -139,13 +138,12 @@ class Services:
             return      # see "When" above: after the next fast tick
         busy = self.flash_busy
         if busy is not None and busy():
-            if not self._busy_wait:
-                self._busy_wait = True
+            if self._busy_at is None:
                 self._busy_at = now
             if ticks_diff(now, self._busy_at) < FLASH_BUSY_MAX_MS:
                 return  # after the reply (see "When" above)
         else:
-            self._busy_wait = False
+            self._busy_at = None
         self._latch_step()
         self._lease_step(now)
         self._sleep_step(now)

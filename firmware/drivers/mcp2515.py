@@ -147,7 +147,8 @@ def _groups(f):
         else:
             groups.append((key, [(fid, ext)]))
     if len(groups) == 1 and len(groups[0][1]) <= 6:
-        return (groups[0][0], groups[0][1][:2]), (groups[0][0], groups[0][1][2:] or groups[0][1][:1])
+        mask, ids = groups[0]
+        return (mask, ids[:2]), (mask, ids[2:] or ids[:1])
     if len(groups) == 2:
         a, c = groups
         if len(a[1]) > 2:

@@ -72,12 +72,18 @@ def test_a_driver_that_raises_every_cycle_does_not_chatter_level2():
 
 
 # ---- 2. latches survive a reboot ------------------------------------------
-def test_ov2_latch_survives_a_reboot_and_nothing_closes_after_boot():
+def _ov2_latched_on_flash():
+    """A rig whose latches persist, with ov2 latched by a cell above it."""
     r = Rig(persist=True)
     r.run(1000)
     r.board.cells[3] = _pv(r, "ov2") + 20
     r.run(2000 + LATENCY)
     assert r.bms.prot.active(F.OV2)
+    return r
+
+
+def test_ov2_latch_survives_a_reboot_and_nothing_closes_after_boot():
+    r = _ov2_latched_on_flash()
     r.reboot()
     assert r.bms.prot.active(F.OV2)   # before the first step
     closed, _ = _watch(r, 3000, RELAY_L2)
@@ -773,11 +779,7 @@ def test_a_latch_record_damaged_in_both_copies_boots_with_internal_latched():
     # docs/safety.md: a restart never clears a latch.  Both A/B copies of the
     # latch record unreadable: what it held is unknown, so `internal` comes
     # back latched (nothing closes) until the reset rule.
-    r = Rig(persist=True)
-    r.run(1000)
-    r.board.cells[3] = _pv(r, "ov2") + 20
-    r.run(2000 + LATENCY)
-    assert r.bms.prot.active(F.OV2)
+    r = _ov2_latched_on_flash()
     r.board.cells[3] = 3300
     rec = r.store.latch_rec
     for path in rec.paths:
