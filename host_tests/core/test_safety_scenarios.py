@@ -736,6 +736,32 @@ def test_reset_between_two_exceptions_of_a_once_a_second_crash_does_not_clear_in
         assert r.bms.prot.active(F.INTERNAL)
 
 
+def test_reset_clears_internal_a_week_after_a_single_exception():
+    # docs/safety.md: a reset clears `internal` once no exception came for
+    # EXC_QUIET_MS.  The time of the last one is a tick stamp, and tick
+    # differences wrap after 2**29 ms (6.2 days): a week later it must not
+    # read as recent again and refuse the reset.
+    from bms.core import CMD_RESET_FAULTS
+    r = Rig()
+    r.run(2000)
+    r.board.crash = True                           # one exception, then none
+    while not r.bms.exceptions:
+        r.run(STEP)
+    r.board.crash = False
+    assert r.bms.exceptions == 1 and r.bms.prot.active(F.INTERNAL)
+    week = 7 * 24 * 3600 * 1000
+    t = 0
+    while t < week:
+        r.run(120000, step=120000)
+        t += 120000
+    assert r.bms.prot.active(F.INTERNAL)           # latched: nothing closed meanwhile
+    assert not r.board.relays[RELAY_DSG]
+    r.bms.request(CMD_RESET_FAULTS)
+    r.run(3000)
+    assert not r.bms.prot.active(F.INTERNAL)
+    assert r.board.relays[RELAY_DSG] and r.board.relays[RELAY_CHG]
+
+
 def test_watchdog_is_not_fed_through_a_once_a_second_crash():
     # bms/watchdog.py, docs/safety.md: a task that keeps raising stops the
     # feeding, so the WDT resets the MCU; a single exception does not.
