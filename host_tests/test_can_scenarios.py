@@ -8,6 +8,7 @@ import pytest
 import tools
 from bms import faults as F
 from comms import can_ids as C
+from comms import can_master as CM
 from comms.can_master import CHECK_MS, MASTER_CELL_MS
 from tools.sim.modular import build_modular
 from tools.sim.pycan_bridge import SimBus
@@ -190,6 +191,54 @@ def test_after_a_master_restart_a_new_module_never_gets_a_talking_modules_addres
     _replace_module(sim, 2, 0xC0FFEE000002)
     assert sim.run_until(lambda s: s.module_states() == ["ok"] * 4, 5)
     assert [s.addr for s in sim.slaves] == [1, 2, 3, 4]
+
+
+def test_two_modules_at_one_address_open_the_relays_and_say_why():
+    # docs/can_internal.md: two modules answering at one address (a spare left
+    # at a taken address, a copied slave.json) mix their cells in the master's
+    # view, and the cells of one of them go unwatched; the master treats that
+    # address as bad (comm fault: relays open) and names the cause, until one
+    # of them is gone.
+    sim = _boot()
+    k = sim.add_module(7, 0xC0FFEE000007)
+    assert sim.run_until(lambda s: s.bms.prot.active(F.COMM) and _open(s), 6)
+    assert sim.module_states()[6] == "bad"
+    why = sim.master.mod_why[6]
+    assert why & CM.W_DUP, why
+    assert [x for i, x in enumerate(sim.module_states()) if i != 6] == ["ok"] * 15
+    sim.run(3)
+    assert _open(sim)
+    sim.powered[k] = False                  # the spare taken off the bus
+    sim.bus.unplug(sim.nodes[k])
+    assert sim.run_until(lambda s: s.module_states() == ["ok"] * 16, 5)
+    assert sim.run_until(lambda s: not s.bms.prot.active(F.COMM), 5)
+    assert sim.run_until(_closed, 5)
+
+
+def test_one_repeated_status_frame_is_not_two_modules():
+    # A CAN receiver can take a frame twice (an error in the last bit of its
+    # end of frame makes the sender repeat it): one repeated STATUS is no
+    # reason to open the relays.
+    sim = _boot()
+    m = sim.master
+    orig = m._on_status
+    twice = [3]
+
+    def on_status(k, b, now):
+        orig(k, b, now)
+        if k == 4 and twice[0] > 0 and b[2] % 3 == 0:
+            twice[0] -= 1
+            orig(k, b, now)
+    m._on_status = on_status
+    t0 = sim.t_ms
+    while sim.t_ms - t0 < 8000:
+        sim.run(0.1)
+        assert not s_comm(sim), sim.t_ms
+    assert twice[0] == 0
+
+
+def s_comm(sim):
+    return sim.bms.prot.active(F.COMM)
 
 
 def test_python_can_sniffs_and_injects():

@@ -68,6 +68,8 @@ W_AFE = const(0x02)     # its AFE did not answer / sample too old
 W_ECHO = const(0x04)    # status did not echo the current sweep
 W_FRAMES = const(0x08)  # cell/temperature frames of the sweep missing
 W_CONFIG = const(0x10)  # the master's own layout is invalid
+W_DUP = const(0x20)     # two modules answer at this address (STATUS twice a sweep)
+DUP_SWEEPS = const(3)   # ... in this many sweeps in a row (one repeat is CAN's doing)
 
 _OV_MARGIN_MV = const(50)    # slave hard limits sit just outside the master's level 2
 _UV_MARGIN_MV = const(100)
@@ -189,6 +191,11 @@ class CanMaster:
         self.mod_state = bytearray(n)
         self.mod_why = bytearray(n)
         self.mod_why_status = bytearray(n)   # the part decided by the last STATUS
+        # Two modules at one address: the sweep echoed by its last STATUS, the
+        # last sweep that brought a second one, how many sweeps in a row did.
+        self._st_echo = array("h", [-1] * n)
+        self._dup_echo = array("h", [-1] * n)
+        self.mod_dup = bytearray(n)
         self.mod_faults = bytearray(n)
         self.mod_slave_state = bytearray(n)
         self.mod_rep_cells = bytearray(n)
@@ -472,6 +479,20 @@ class CanMaster:
                 self.rx_unknown += 1
 
     def _on_status(self, k, b, now):
+        e = b[2]
+        last = self._st_echo[k]
+        if e == last:
+            # A second STATUS for this sweep: another module answers at this
+            # address, or the controller took one frame twice (an error in
+            # its last bit makes the sender repeat it: once, not every sweep).
+            if self._dup_echo[k] != e:
+                self._dup_echo[k] = e
+                if self.mod_dup[k] < 255:
+                    self.mod_dup[k] += 1
+        else:
+            if self._dup_echo[k] != last:
+                self.mod_dup[k] = 0       # the sweep before had one STATUS
+            self._st_echo[k] = e
         if self.mod_state[k] in (MS_ABSENT, MS_LOST):
             self.mod_cfg_sweep[k] = _NEVER   # (re)discovered: configure, ask its version
             self.mod_version[4 * k + 3] = 0
@@ -491,8 +512,10 @@ class CanMaster:
             why |= W_COUNT
         if faults & C.LF_AFE or age > self.timeout:
             why |= W_AFE
-        if b[2] != (self.sweep & 0xFF):
+        if e != (self.sweep & 0xFF):
             why |= W_ECHO
+        if self.mod_dup[k] >= DUP_SWEEPS:
+            why |= W_DUP      # whose cells would it be: take none of them
         if why:
             self.mod_pending[k] = 0
         else:

@@ -65,7 +65,8 @@ def test_names_mirror_the_can_constants():
         assert RMOD.MOD_STATE_NAMES[i] == name
         assert CM.MS_NAMES[i] == name
     for bit, name in ((CM.W_COUNT, "cell_count"), (CM.W_AFE, "afe"), (CM.W_ECHO, "echo"),
-                      (CM.W_FRAMES, "frames"), (CM.W_CONFIG, "config")):
+                      (CM.W_FRAMES, "frames"), (CM.W_CONFIG, "config"),
+                      (CM.W_DUP, "two_modules")):
         assert 1 << RMOD.MOD_WHY_BITS.index(name) == bit
     for bit, name in ((C.LF_OV, "ov"), (C.LF_UV, "uv"), (C.LF_OT, "ot"),
                       (C.LF_TSENSOR, "tsensor"), (C.LF_AFE, "afe"),

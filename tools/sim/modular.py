@@ -230,6 +230,22 @@ class ModularSimulation(Simulation):
         self._after_step()
 
     # ---- faults --------------------------------------------------------------
+    def add_module(self, addr, uid):
+        """One more module on the bus, set to address ``addr`` (a spare module
+        left at an address already taken, a copied slave.json): it measures
+        the same cells as module ``addr``.  Returns its index in ``slaves``."""
+        k = len(self.slaves)
+        node = self.bus.attach(SimCanNode("extra%d" % k, rx_depth=self.master_node.rx_depth))
+        afe = SliceAfe(self.pack, (addr - 1) * self.module_cells, self.module_cells,
+                       seed=1000 + k)
+        s = Slave(node, afe, addr=addr, cells=self.module_cells,
+                  temps=self.slaves[0].temps, uid=uid, now=self.clock.ticks_ms())
+        self.nodes.append(node)
+        self.afes.append(afe)
+        self.slaves.append(s)
+        self.powered.append(True)
+        return k
+
     def unplug(self, addr):
         self.bus.unplug(self.nodes[addr - 1])
 
