@@ -215,6 +215,44 @@ def test_two_modules_at_one_address_open_the_relays_and_say_why():
     assert sim.run_until(_closed, 5)
 
 
+def test_two_modules_at_one_address_whose_status_frames_merge_on_the_wire():
+    # The same rule when both STATUS frames are bit for bit alike and sent
+    # together: CAN makes one frame of them, the master sees one STATUS a
+    # sweep; their cell frames differ (two packs of cells never read alike)
+    # and each comes twice.
+    sim = _boot()
+    k = sim.add_module(7, 0xC0FFEE000007)
+    node = sim.nodes[k]
+    plain = node.send
+
+    def send(can_id, data, ext=False):
+        if can_id == C.ID_STATUS + 6:
+            return True                      # merged with module 7's own
+        return plain(can_id, data, ext)
+    node.send = send
+    assert sim.run_until(lambda s: s.bms.prot.active(F.COMM) and _open(s), 6)
+    assert sim.master.mod_why[6] & CM.W_DUP
+
+
+def test_a_module_losing_every_other_status_is_not_two_modules():
+    # Its cell frames of a sweep without a STATUS are not taken (nothing asked
+    # for them); they are no second copy of the last sweep's.
+    sim = _boot()
+    node = sim.nodes[4]
+    plain = node.send
+
+    def send(can_id, data, ext=False):
+        if can_id == C.ID_STATUS + 4 and data[2] % 2:
+            return True                      # lost on the way
+        return plain(can_id, data, ext)
+    node.send = send
+    t0 = sim.t_ms
+    while sim.t_ms - t0 < 8000:
+        sim.run(0.1)
+        assert not sim.master.mod_why[4] & CM.W_DUP, sim.t_ms
+    assert not s_comm(sim)
+
+
 def test_one_repeated_status_frame_is_not_two_modules():
     # A CAN receiver can take a frame twice (an error in the last bit of its
     # end of frame makes the sender repeat it): one repeated STATUS is no

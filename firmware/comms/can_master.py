@@ -68,7 +68,7 @@ W_AFE = const(0x02)     # its AFE did not answer / sample too old
 W_ECHO = const(0x04)    # status did not echo the current sweep
 W_FRAMES = const(0x08)  # cell/temperature frames of the sweep missing
 W_CONFIG = const(0x10)  # the master's own layout is invalid
-W_DUP = const(0x20)     # two modules answer at this address (STATUS twice a sweep)
+W_DUP = const(0x20)     # two modules answer at this address (a frame twice a sweep)
 DUP_SWEEPS = const(3)   # ... in this many sweeps in a row (one repeat is CAN's doing)
 
 _OV_MARGIN_MV = const(50)    # slave hard limits sit just outside the master's level 2
@@ -196,6 +196,7 @@ class CanMaster:
         self._st_echo = array("h", [-1] * n)
         self._dup_echo = array("h", [-1] * n)
         self.mod_dup = bytearray(n)
+        self._cell_seen = bytearray(n)    # cell frames taken since the sweep's STATUS
         self.mod_faults = bytearray(n)
         self.mod_slave_state = bytearray(n)
         self.mod_rep_cells = bytearray(n)
@@ -339,6 +340,9 @@ class CanMaster:
             self.outbox_drop += self._ob_n
             self._ob_n = 0
         self._queue(C.ID_SYNC, b, 8)
+        seen = self._cell_seen
+        for k in range(self.n_modules):
+            seen[k] = 0     # a cell frame counts twice only within one sweep
         if self.sleep:
             return
         for k in range(self.n_modules):
@@ -430,9 +434,14 @@ class CanMaster:
                 k = (cid - C.ID_CELLS) >> 2
                 f = cid & 3
                 bit = 1 << f
-                if k >= n_mod or not (self.mod_pending[k] & bit):
+                if k >= n_mod:
+                    continue
+                if not (self.mod_pending[k] & bit):
+                    if self._cell_seen[k] & bit:
+                        self._dup(k)    # this sweep's frame f again
                     continue
                 self.mod_pending[k] &= ~bit
+                self._cell_seen[k] |= bit
                 first = self.mod_first[k]
                 base = f * C.CELLS_PER_FRAME
                 left = self.mod_cells[k] - base
@@ -485,14 +494,12 @@ class CanMaster:
             # A second STATUS for this sweep: another module answers at this
             # address, or the controller took one frame twice (an error in
             # its last bit makes the sender repeat it: once, not every sweep).
-            if self._dup_echo[k] != e:
-                self._dup_echo[k] = e
-                if self.mod_dup[k] < 255:
-                    self.mod_dup[k] += 1
+            self._dup(k)
         else:
             if self._dup_echo[k] != last:
-                self.mod_dup[k] = 0       # the sweep before had one STATUS
+                self.mod_dup[k] = 0       # the sweep before had no second frame
             self._st_echo[k] = e
+            self._cell_seen[k] = 0
         if self.mod_state[k] in (MS_ABSENT, MS_LOST):
             self.mod_cfg_sweep[k] = _NEVER   # (re)discovered: configure, ask its version
             self.mod_version[4 * k + 3] = 0
@@ -526,6 +533,16 @@ class CanMaster:
             self.mod_state[k] = MS_BAD   # until a full sweep arrives
         if faults & C.LF_HARD:
             self.hard_latch |= faults & C.LF_HARD
+
+    def _dup(self, k):
+        """A frame of module ``k`` came twice in one sweep: a STATUS, or a
+        cell frame (two modules whose STATUS frames are bit for bit alike
+        and sent together make one frame on the wire; their cells differ)."""
+        e = self._st_echo[k]
+        if self._dup_echo[k] != e:
+            self._dup_echo[k] = e
+            if self.mod_dup[k] < 255:
+                self.mod_dup[k] += 1
 
     def _on_announce(self, uid):
         addr = 0
