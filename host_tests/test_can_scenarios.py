@@ -36,6 +36,21 @@ def _open(sim):
     return r[0] == 0 and r[1] == 0 and r[2] == 0   # discharge, precharge, charge
 
 
+def _comm(sim):
+    return sim.bms.prot.active(F.COMM)
+
+
+def _drop_sent(node, drop):
+    """Frames ``node`` sends with ``drop(can_id, data)`` true never reach the bus."""
+    plain = node.send
+
+    def send(can_id, data, ext=False):
+        if drop(can_id, data):
+            return True
+        return plain(can_id, data, ext)
+    node.send = send
+
+
 def _boot(**kw):
     sim = build_modular(slaves=16, cells=16, **kw)
     assert sim.run_until(_closed, 8), sim.sample()
@@ -201,7 +216,7 @@ def test_two_modules_at_one_address_open_the_relays_and_say_why():
     # of them is gone.
     sim = _boot()
     k = sim.add_module(7, 0xC0FFEE000007)
-    assert sim.run_until(lambda s: s.bms.prot.active(F.COMM) and _open(s), 6)
+    assert sim.run_until(lambda s: _comm(s) and _open(s), 6)
     assert sim.module_states()[6] == "bad"
     why = sim.master.mod_why[6]
     assert why & CM.W_DUP, why
@@ -211,7 +226,7 @@ def test_two_modules_at_one_address_open_the_relays_and_say_why():
     sim.powered[k] = False                  # the spare taken off the bus
     sim.bus.unplug(sim.nodes[k])
     assert sim.run_until(lambda s: s.module_states() == ["ok"] * 16, 5)
-    assert sim.run_until(lambda s: not s.bms.prot.active(F.COMM), 5)
+    assert sim.run_until(lambda s: not _comm(s), 5)
     assert sim.run_until(_closed, 5)
 
 
@@ -222,15 +237,9 @@ def test_two_modules_at_one_address_whose_status_frames_merge_on_the_wire():
     # and each comes twice.
     sim = _boot()
     k = sim.add_module(7, 0xC0FFEE000007)
-    node = sim.nodes[k]
-    plain = node.send
-
-    def send(can_id, data, ext=False):
-        if can_id == C.ID_STATUS + 6:
-            return True                      # merged with module 7's own
-        return plain(can_id, data, ext)
-    node.send = send
-    assert sim.run_until(lambda s: s.bms.prot.active(F.COMM) and _open(s), 6)
+    # its STATUS merged with module 7's own
+    _drop_sent(sim.nodes[k], lambda cid, data: cid == C.ID_STATUS + 6)
+    assert sim.run_until(lambda s: _comm(s) and _open(s), 6)
     assert sim.master.mod_why[6] & CM.W_DUP
 
 
@@ -238,19 +247,13 @@ def test_a_module_losing_every_other_status_is_not_two_modules():
     # Its cell frames of a sweep without a STATUS are not taken (nothing asked
     # for them); they are no second copy of the last sweep's.
     sim = _boot()
-    node = sim.nodes[4]
-    plain = node.send
-
-    def send(can_id, data, ext=False):
-        if can_id == C.ID_STATUS + 4 and data[2] % 2:
-            return True                      # lost on the way
-        return plain(can_id, data, ext)
-    node.send = send
+    # lost on the way in every odd sweep
+    _drop_sent(sim.nodes[4], lambda cid, data: cid == C.ID_STATUS + 4 and data[2] % 2)
     t0 = sim.t_ms
     while sim.t_ms - t0 < 8000:
         sim.run(0.1)
         assert not sim.master.mod_why[4] & CM.W_DUP, sim.t_ms
-    assert not s_comm(sim)
+    assert not _comm(sim)
 
 
 def test_one_repeated_status_frame_is_not_two_modules():
@@ -271,12 +274,8 @@ def test_one_repeated_status_frame_is_not_two_modules():
     t0 = sim.t_ms
     while sim.t_ms - t0 < 8000:
         sim.run(0.1)
-        assert not s_comm(sim), sim.t_ms
+        assert not _comm(sim), sim.t_ms
     assert twice[0] == 0
-
-
-def s_comm(sim):
-    return sim.bms.prot.active(F.COMM)
 
 
 def test_python_can_sniffs_and_injects():

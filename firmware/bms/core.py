@@ -69,8 +69,8 @@ from bms.derating import Derating
 from bms.eventlog import (EV_BOOT, EV_CAL, EV_CLOCK, EV_COMMAND, EV_EXCEPTION, EV_PARAM,
                           EV_SOC_CAL, EventLog)
 from bms.heater import Heater
-from bms.measurements import (AGE_CAP_MS, CURRENT_MA_MAX, ROLE_BALANCE, ROLE_CELL, ROLE_POWER,
-                              Measurements)
+from bms.measurements import (CURRENT_MA_MAX, ROLE_BALANCE, ROLE_CELL, ROLE_POWER,
+                              Measurements, cap_age)
 from bms.params import (CUR_GAIN_STEP, P_BUZZER, P_CELL_COUNT, P_CHEMISTRY, P_CHG_SWITCH,
                         P_CUR_GAIN,
                         P_CUR_OFFSET, P_DSG_SWITCH, P_KEY_ENABLE, P_PRECHARGE_PCT,
@@ -492,10 +492,10 @@ class Bms:
         # stay stale, and a charge current or charger hint that old must not
         # read as recent again.
         m.cap_ages(now)
-        if self.exceptions and ticks_diff(now, self._exc_at) > AGE_CAP_MS:
+        if self.exceptions:
             # the last exception's time too: a reset a week later must not
             # read it as recent and be refused (bms.watchdog's rule)
-            self._exc_at = ticks_add(now, -AGE_CAP_MS)
+            self._exc_at = cap_age(now, self._exc_at)
         if self._chg_seen and ticks_diff(now, self._chg_at) >= CHARGER_HOLD_MS:
             self._chg_seen = False
         t = self.charger_hint_at

@@ -53,6 +53,14 @@ TEMP_DC_MAX = const(1500)        # 150 degC
 CURRENT_MA_MAX = const(10000000)  # 10 kA: beyond any shunt here, and a small int
 
 
+def cap_age(now, t):
+    """Tick stamp ``t``, moved up to AGE_CAP_MS before ``now`` if it is older:
+    kept at least once a day, an age read from it never wraps to recent."""
+    if ticks_diff(now, t) > AGE_CAP_MS:
+        return ticks_add(now, -AGE_CAP_MS)
+    return t
+
+
 class Measurements:
     def __init__(self, max_cells, temp_roles):
         n = len(temp_roles)
@@ -110,13 +118,9 @@ class Measurements:
         least once a day).  A tick difference wraps after 2**29 ms (6.2
         days): a sensor dead that long would read as fresh again and its
         stale fault clear, with its last reading frozen in."""
-        t = ticks_add(now, -AGE_CAP_MS)
-        if ticks_diff(now, self.current_ts) > AGE_CAP_MS:
-            self.current_ts = t
-        if ticks_diff(now, self.cells_ts) > AGE_CAP_MS:
-            self.cells_ts = t
-        if ticks_diff(now, self.temps_ts) > AGE_CAP_MS:
-            self.temps_ts = t
+        self.current_ts = cap_age(now, self.current_ts)
+        self.cells_ts = cap_age(now, self.cells_ts)
+        self.temps_ts = cap_age(now, self.temps_ts)
 
     def fresh(self, now, max_age_ms):
         """True if current, cells and temperatures were all read within ``max_age_ms``."""

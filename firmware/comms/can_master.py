@@ -196,7 +196,7 @@ class CanMaster:
         self._st_echo = array("h", [-1] * n)
         self._dup_echo = array("h", [-1] * n)
         self.mod_dup = bytearray(n)
-        self._cell_seen = bytearray(n)    # cell frames taken since the sweep's STATUS
+        self._cell_seen = bytearray(n)    # cell frames taken this sweep (cleared at SYNC)
         self.mod_faults = bytearray(n)
         self.mod_slave_state = bytearray(n)
         self.mod_rep_cells = bytearray(n)
@@ -499,7 +499,6 @@ class CanMaster:
             if self._dup_echo[k] != last:
                 self.mod_dup[k] = 0       # the sweep before had no second frame
             self._st_echo[k] = e
-            self._cell_seen[k] = 0
         if self.mod_state[k] in (MS_ABSENT, MS_LOST):
             self.mod_cfg_sweep[k] = _NEVER   # (re)discovered: configure, ask its version
             self.mod_version[4 * k + 3] = 0
