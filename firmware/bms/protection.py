@@ -342,12 +342,18 @@ class Protection:
                         count[i] = c
                     elif seen[i]:
                         c = count[i] + dt
-                        g = self.gap[i] + dt
-                        if g >= self.win[i]:
-                            seen[i] = 0
-                            c = 0
-                            g = 0
-                        self.gap[i] = g
+                        d = self.delay[i]
+                        if c > d:
+                            c = d  # enough: it sets at its next observation
+                        if q == 2:
+                            # Only valid data is an absence: an invalid
+                            # reading holds its last value, not a gap.
+                            g = self.gap[i] + dt
+                            if g >= self.win[i]:
+                                seen[i] = 0
+                                c = 0
+                                g = 0
+                            self.gap[i] = g
                         count[i] = c
                     first[i] = 0
                 if hold[i] and (state[i] != _S_IDLE or not seen[i]):

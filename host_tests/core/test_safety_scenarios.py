@@ -233,6 +233,30 @@ def test_invalid_reading_never_counts_as_recovered_and_trips_its_own_fault():
     assert not r.bms.prot.active(F.OV1) and not r.bms.prot.active(F.CELL_STALE)
 
 
+def test_invalid_readings_are_not_the_gap_that_forgets_a_pending_fault():
+    # docs/faults.md: a pending fault "is forgotten only when the condition
+    # has been absent, on valid data, for its gap window"; an invalid reading
+    # holds its sensor's last valid value.  Here the valid absence is one
+    # sweep (250 ms, inside the 1 s window), then the reading is invalid for
+    # 1.5 s: ov2 was pending all along and sets at its next observation.
+    r = Rig()
+    r.run(1000)
+    hi = _pv(r, "ov2") + 20
+    r.board.cells[3] = hi
+    r.run(500)
+    r.board.cells[3] = _pv(r, "ov1") - 50   # one valid reading below ov1
+    r.run(CELL_MS)
+    r.board.cell_bad = [3]                  # then the sense wire drops out
+    r.run(1500)
+    assert not r.bms.prot.active(F.OV2)     # no observation of it meanwhile
+    r.board.cell_bad = []
+    r.board.cells[3] = hi                   # back, still above ov2
+    t = r.run_until(lambda: r.bms.prot.active(F.OV2), LATENCY)
+    assert t >= 0, "ov2 forgotten while its cell read invalid"
+    closed, _ = _watch(r, 3000, RELAY_CHG)
+    assert closed == 0 and not r.board.relays[RELAY_L2]
+
+
 def test_dead_cell_ntc_holds_temperature_faults():
     r = Rig()
     r.run(1000)
