@@ -212,6 +212,7 @@ class Bms:
         self._v_response = getattr(board, "voltage_response", True)
         self._exc_at = 0
         self._cur_good = 0       # last in-range calibrated current
+        self._weld_i = False     # the current's weld verdict, from the last good reading
         # The shunt monitor's over-current comparator (bms.protection "Onset"):
         # boards that have one give it as alert_in (on / at, gpio.Alert) and
         # program its limits (set_current_alert).
@@ -345,14 +346,14 @@ class Bms:
         prot.set_flag(F.SIG_CUR_PLAUS, self.ccheck.second_bad or self.ccheck.response_bad)
         # A relay commanded open (at the previous tick, before this reading)
         # that still carries current in its direction did not open.
+        # No current reading is no verdict: the last one holds (a pending
+        # weld must not be forgotten because the shunt stopped answering).
         cs = self.contactors.state
-        weld = False
         if cur_ok:
             i = m.current_ma
-            if i >= WELD_MA and not cs[RELAY_CHG]:
-                weld = True
-            elif i <= -WELD_MA and not cs[RELAY_DSG] and not cs[RELAY_PRE]:
-                weld = True
+            self._weld_i = (i >= WELD_MA and not cs[RELAY_CHG]) or \
+                (i <= -WELD_MA and not cs[RELAY_DSG] and not cs[RELAY_PRE])
+        weld = self._weld_i
         rf = self._rd_relays
         if rf is not None and rf():
             weld = True

@@ -185,6 +185,28 @@ def test_welded_charge_relay_seen_by_readback_escalates_without_current():
     assert r.bms.prot.active(F.RELAY_WELD)
 
 
+def test_a_weld_seen_before_the_current_sensor_died_still_opens_level2():
+    # docs/safety.md: current through a relay commanded open raises
+    # relay_weld (level 2 opens after 500 ms); docs/faults.md: missing data
+    # holds a fault's state and a pending fault is forgotten only when its
+    # condition has been absent on valid data.  The shunt dying 150 ms into
+    # the weld's delay is no reading that the current stopped.
+    r = Rig()
+    r.run(1000)
+    r.board.weld = (1 << RELAY_DSG) | (1 << RELAY_PRE)
+    r.board.current_ma = -(_pv(r, "dsg_oc") * 100 + 5000)   # 155 A, keeps flowing
+    t_open = r.run_until(lambda: not r.bms.contactors.state[RELAY_DSG],
+                         _pv(r, "dsg_oc_delay") + 1000)
+    assert t_open >= 0
+    r.run(FAST_MS + 100)            # the weld seen, pending
+    r.board.fail_current = 10 ** 9   # the shunt stops answering
+    t = r.run_until(lambda: not r.board.relays[RELAY_L2], 500 + 2 * FAST_MS + STEP)
+    assert t >= 0, "level 2 stayed closed: the weld was forgotten on no current data"
+    assert r.bms.prot.active(F.RELAY_WELD)
+    r.run(1000)
+    assert r.bms.prot.active(F.CUR_STALE) and not r.board.relays[RELAY_L2]
+
+
 def test_a_relay_that_opens_never_escalates():
     r = Rig()
     r.run(1000)
