@@ -424,8 +424,7 @@ class Protection:
             self.trip_value[i] = v
             self.set_at[i] = now
             self.latch_ver += 1
-            if self.log is not None:
-                self.log.append(now, EV_FAULT_SET, i, v)
+            self._log_set(i, v, now)
             return
         if recovered and not cond:
             c = self.count[i]
@@ -462,6 +461,9 @@ class Protection:
                 self.latch_ver += 1
         elif pol == F.P_LATCH:
             self.latch_ver += 1
+        self._log_set(i, v, now)
+
+    def _log_set(self, i, v, now):
         if self.log is not None:
             if self.defer_log:
                 if not self._logq[i]:

@@ -253,3 +253,37 @@ def test_relays_switch_before_the_fault_is_logged():
     rec = r.log.find(EV_FAULT_SET)
     assert rec and rec[0][1] == r.bms.prot.set_at[rec[0][3]]
     assert rec[0][4] == r.bms.prot.trip_value[rec[0][3]]
+
+
+def test_relays_switch_before_a_recovery_path_retrip_is_logged():
+    # docs/safety.md: the relays switch before the log records are written.
+    # uv2's recovery path re-tripping (discharge current, the wrong way)
+    # opens level 2 again: the write comes before the fault's record.
+    from bms.eventlog import EV_FAULT_SET
+    r = Rig()
+    r.run(1000)
+    for i in range(16):
+        r.board.cells[i] = r.params[P.index("uv_rec")] + 100
+    r.board.cells[7] = r.params[P.index("uv2")] - 20
+    r.run(3000)
+    assert r.bms.prot.active(F.UV2)
+    r.bms.request(CMD_RESET_FAULTS)
+    r.run(600)
+    assert r.bms.prot.recovering(F.UV2) and r.relays[RELAY_L2]
+    r.board.weld = 1 << RELAY_DSG          # so that discharge current can flow
+    seen = []
+    real = r.board.set_relays
+
+    def spy(states):
+        seen.append((bytes(states), len(r.log.find(EV_FAULT_SET))))
+        real(states)
+    r.board.set_relays = spy
+    r.bms.contactors.board = r.board
+    n0 = len(r.log.find(EV_FAULT_SET))
+    r.board.current_ma = -2000
+    assert r.run_until(lambda: not r.relays[RELAY_L2], 500) >= 0
+    assert not r.bms.prot.recovering(F.UV2)
+    opened = [n for s, n in seen if not s[RELAY_L2]]
+    assert opened and opened[0] == n0, "the re-trip was logged before level 2 opened"
+    rec = r.log.find(EV_FAULT_SET)
+    assert rec[-1][3] == F.UV2 and rec[-1][1] == r.bms.prot.set_at[F.UV2]
