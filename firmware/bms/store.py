@@ -418,6 +418,7 @@ class SettingsStore:
         self.latch_rec = ABRecord(fs, root + "/latch", _KIND_LATCH, (1,))
         self.report = []
         self.loaded = False
+        self.lost = False   # stored settings unreadable: see _lost
 
     # parameters
     def load_params(self, params):
@@ -429,14 +430,15 @@ class SettingsStore:
         """
         r = self.params_rec.load()
         if r is None:
+            if self.params_rec.damaged:
+                return self._lost(params, "damaged settings: defaults")
             self.report = [("*", None, None, "no stored settings: defaults")]
             self.loaded = False
             return self.report
         try:
             pairs = decode_params(r[1])
         except (ValueError, UnicodeError):
-            self.report = [("*", None, None, "unreadable settings: defaults")]
-            return self.report
+            return self._lost(params, "unreadable settings: defaults")
         values, report = migrate(pairs, params.max_cells, params[P.P_CHEMISTRY],
                                  params.board_rule)
         params.replace(values)
@@ -445,6 +447,28 @@ class SettingsStore:
         if report:
             self.save_params(params)
         return report
+
+    def _lost(self, params, why):
+        """Settings that are there but cannot be read: the pack ran with a set
+        nobody knows now (chemistry, cell count, thresholds), so the defaults
+        it falls back to may not fit its cells.  Like an unreadable latch
+        record, ``internal`` is latched (saved before the defaults are
+        written back, so a power cycle in between cannot lose it; and by
+        ``load_latches`` at this boot if flash writes fail): nothing closes
+        until someone has checked the settings and resets."""
+        from bms import faults as F
+        self.report = [("*", None, None, why)]
+        self.loaded = False
+        self.lost = False
+        try:
+            ids = self.load_latches()
+            if F.INTERNAL not in ids:
+                self.save_latches(ids + [F.INTERNAL])
+            self.save_params(params)
+        except OSError:
+            pass
+        self.lost = True
+        return self.report
 
     def save_params(self, params):
         self.params_rec.save(_PARAMS_FMT, encode_params(params.values))
@@ -480,7 +504,7 @@ class SettingsStore:
         from bms import faults as F
         r = self.latch_rec.load()
         if r is None:
-            return [F.INTERNAL] if self.latch_rec.damaged else []
+            return [F.INTERNAL] if self.latch_rec.damaged or self.lost else []
         ids = []
         try:
             text = bytes(r[1]).decode()
@@ -490,6 +514,8 @@ class SettingsStore:
             i = F.index(name) if name else -1
             if i >= 0:
                 ids.append(i)
+        if self.lost and F.INTERNAL not in ids:
+            ids.append(F.INTERNAL)
         return ids
 
     def save_latches(self, ids):

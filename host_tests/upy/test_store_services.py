@@ -9,9 +9,9 @@ from bms import services as SV
 from bms import update as U
 from bms import watchdog as W
 from bms.contactors import RELAY_CHG, RELAY_DSG
-from bms.core import CMD_RESTART
+from bms.core import CMD_RESET_FAULTS, CMD_RESTART
 from bms.digest import hmac_sha256
-from bms.params import CHEM_LFP, P_CAPACITY, P_UV1, ParamSet
+from bms.params import CHEM_LFP, CHEM_NMC, P_CAPACITY, P_CHEMISTRY, P_UV1, ParamSet
 from bms.store import SettingsStore
 from bms.ticks import VirtualClock
 from scripted_board import ScriptedBoard
@@ -88,6 +88,40 @@ def test_settings_soc_and_log_survive_restart():
     assert [r[4] for r in resets] == [W.R_POWER_ON, W.R_COMMAND]
     params_logged = [r for r in recs if r[2] == 5 and r[4] == P_CAPACITY]
     assert params_logged and params_logged[0][5] == 2345
+
+
+def test_settings_damaged_in_both_copies_latch_internal_until_a_reset():
+    # docs/safety.md treats a latch record unreadable in both A/B copies as
+    # `internal` latched: what it held is unknown.  The same holds for the
+    # settings: an NMC pack whose settings record is gone in both copies
+    # must not come back on the LFP defaults (uv2 2250 mV, below NMC's
+    # 2500 mV floor) with its relays closing as if nothing had happened.
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.params.set(P_CHEMISTRY, CHEM_NMC)
+    d.run(3000)
+    d.params.set(P_CAPACITY, 2345)
+    d.run(12000)          # two records: both slot files exist
+    rec = SettingsStore(fs).params_rec
+    for path in rec.paths:
+        f = fs.open(path, "wb")
+        f.write(b"\xff" * 7)  # flash bits gone
+        f.close()
+    d2 = Dev(fs)
+    assert d2.svc.store.report[0][3] != "no stored settings: defaults"
+    assert d2.bms.prot.active(F.INTERNAL)
+    d2.run(3000)
+    assert not d2.board.relays[RELAY_CHG] and not d2.board.relays[RELAY_DSG]
+    assert [r for r in d2.svc.plog.records() if r[2] == PL.PK_MIGRATE and r[4] == -1]
+    d3 = Dev(fs)          # another power cycle before anyone looked: still latched
+    assert d3.bms.prot.active(F.INTERNAL)
+    d3.run(1000)
+    d3.bms.request(CMD_RESET_FAULTS)   # someone checked the settings
+    d3.run(3000)
+    assert not d3.bms.prot.active(F.INTERNAL) and d3.board.relays[RELAY_DSG]
+    d4 = Dev(fs)
+    d4.run(3000)
+    assert not d4.bms.prot.active(F.INTERNAL) and d4.board.relays[RELAY_DSG]
 
 
 def test_fault_record_has_snapshot():
