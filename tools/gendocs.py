@@ -327,6 +327,10 @@ def gen_parameters_md():
              "of these is refused as a whole (exception 03, nothing changes):\n\n")
     for a, op, b, reason in RULES:
         o.append("* `%s %s %s`: %s\n" % (PT[a][0], ">" if op == OP_GT else "<", PT[b][0], reason))
+    o.append("* `oc_retries x (oc_release + ceil((max(chg_oc_delay, dsg_oc_delay) + "
+             "precharge_timeout) / 1000) + 1) < oc_window` (when `oc_retries` > 0): the retry "
+             "window must hold `oc_retries` release cycles, else the (`oc_retries` + 1)-th trip "
+             "never comes within it and the retry limit never latches\n")
     o.append("\n## Chemistry ceilings\n\nAbsolute limits per chemistry (`params.CHEM_LIMITS`); "
              "a change beyond them is refused unless `custom_chem` is 1, which only the factory "
              "role may write (every change is in the event log).  `ov1`, `ov_rec` and "

@@ -284,6 +284,24 @@ RULES = (
 )
 
 
+# The over-current retry limit (protection.py): the (oc_retries + 1)-th trip
+# of chg_oc, dsg_oc or peak within oc_window s of the first latches.  Trips
+# come at least one release cycle apart: oc_release, then (a discharge path
+# recloses through precharge) up to precharge_timeout, then the row's delay,
+# plus a second for the ticks in between.  A window that cannot hold
+# oc_retries cycles makes the limit unreachable, so check() refuses it.
+OC_SERIES = (P_OC_WINDOW, P_OC_RELEASE, P_OC_RETRIES, P_CHG_OC_DELAY, P_DSG_OC_DELAY,
+             P_PRECHARGE_TIMEOUT)
+
+
+def oc_cycle_s(values):
+    """Shortest time from one over-current trip to the next, rounded up to s."""
+    d = values[P_CHG_OC_DELAY]
+    if values[P_DSG_OC_DELAY] > d:
+        d = values[P_DSG_OC_DELAY]
+    return values[P_OC_RELEASE] + (d + values[P_PRECHARGE_TIMEOUT] + 999) // 1000 + 1
+
+
 def index(name):
     """Parameter index by name, or -1."""
     for i in range(N_PARAMS):
@@ -323,6 +341,11 @@ def check(values, max_cells=256, board_rule=None):
         ok = va > vb if op == OP_GT else va < vb
         if not ok:
             return (a, "%s (%s=%d, %s=%d)" % (reason, TABLE[a][0], va, TABLE[b][0], vb))
+    n = values[P_OC_RETRIES]
+    if n and n * oc_cycle_s(values) >= values[P_OC_WINDOW]:
+        return (P_OC_WINDOW, "oc_window=%d s too short for oc_retries=%d release cycles of %d s "
+                "(oc_release+precharge+delay+1): the retry limit never latches"
+                % (values[P_OC_WINDOW], n, oc_cycle_s(values)))
     if not values[P_CUSTOM_CHEM]:
         chem = values[P_CHEMISTRY]
         for i, bound, lims, what in CHEM_LIMITS:

@@ -362,6 +362,10 @@ def _rule_partner(values, i, d):
             j = b if a == i else a
             if values[j] != d[j]:
                 return j
+    if i in P.OC_SERIES:   # the over-current retry window (params.check)
+        for j in P.OC_SERIES:
+            if values[j] != d[j]:
+                return j
     return -1
 
 

@@ -422,6 +422,29 @@ def test_persistent_overcurrent_latches_after_the_retry_limit():
     assert r.board.relays[RELAY_CHG]
 
 
+def test_overcurrent_retry_limit_is_reachable_with_every_accepted_setting():
+    # docs/safety.md, "Over-current retried forever": the (oc_retries + 1)-th
+    # trip within oc_window s of the first latches.  Trips come at least
+    # oc_release (+ the delay) apart, so a window shorter than oc_retries
+    # releases (3 x 30 s > 60 s) made that limit unreachable: the charge
+    # relay reclosed into the over-current every 30 s for ever.
+    for release, window, accepted in ((30, 60, False), (200, 600, False), (30, 120, True)):
+        r = Rig(chg_oc_delay=500)
+        try:
+            r.params.set_many([(P.P_OC_RELEASE, release), (P.P_OC_WINDOW, window)])
+        except P.ParamError as e:
+            assert not accepted and e.index in (P.P_OC_RELEASE, P.P_OC_WINDOW), e.reason
+            assert _pv(r, "oc_release") == 30 and _pv(r, "oc_window") == 600
+            continue
+        assert accepted, (release, window)
+        r.run(1000)
+        n = _pv(r, "oc_retries")
+        r.board.current_ma = _pv(r, "chg_oc") * 100 + 5000
+        r.run((n + 2) * (release + 2) * 1000, step=50)
+        assert r.bms.prot.trip_count[F.CHG_OC] == n + 1, (release, window)
+        assert r.bms.prot.latched(F.CHG_OC)
+
+
 def test_overcurrent_retries_below_the_limit_recover():
     r = Rig(oc_release=1, dsg_oc_delay=1000)
     r.run(1000)

@@ -130,6 +130,22 @@ def test_migration_repairs_broken_rule_and_board_limit():
     assert P.check(p.values, 16) is None
 
 
+def test_migration_repairs_an_unreachable_overcurrent_retry_window():
+    # A set an older firmware accepted (oc_release 300 s: 3 retries cannot
+    # come within the default 600 s window) loses only that parameter.
+    fs = FakeFlash()
+    d = P.defaults(P.CHEM_LFP)
+    pairs = [(P.TABLE[i][0], d[i]) for i in range(P.N_PARAMS)]
+    pairs[P.P_OC_RELEASE] = ("oc_release", 300)
+    pairs[P.P_CAPACITY] = ("capacity", 2800)
+    S.ABRecord(fs, "/data/params", S.KIND_PARAMS).save(1, _pairs_payload(pairs))
+    p = P.ParamSet(P.CHEM_LFP, max_cells=16)
+    report = S.SettingsStore(fs).load_params(p)
+    assert [r[0] for r in report] == ["oc_release"], report
+    assert p[P.P_OC_RELEASE] == d[P.P_OC_RELEASE] and p[P.P_CAPACITY] == 2800
+    assert P.check(p.values, 16) is None
+
+
 def test_factory_reset():
     fs = FakeFlash()
     p = P.ParamSet(P.CHEM_LFP, max_cells=16)
