@@ -712,3 +712,33 @@ def test_a_long_task_may_build_a_reply_a_task_poll_read():
     assert r.server.handled == handled and r.port.txn == 0
     r.server.poll()
     assert r.server.handled == handled + 1 and crc_ok(r.port.take())
+
+
+class _LeaseServices:
+    """The services' lease entry as the lease block sees it: every code refused."""
+
+    def __init__(self):
+        self.lease = True
+        self.codes = []
+
+    def enter_lease_code(self, code):
+        self.codes.append(code)
+        return False, "bad code"
+
+
+def test_a_lease_code_of_non_ascii_bytes_is_refused_with_exception_03():
+    # comms/regs/lease.py: "A refused code answers exception 03 with the
+    # reason in the last-error registers."  Bytes that are not text (a
+    # noisy line, a fuzzer) raised UnicodeError in the block: exception 04
+    # (server failure) and an internal error counted instead.
+    from comms.registers import A_LEASE
+    from comms.regs.lease import L_CODE
+    r = _running_rig()
+    r.regs.services = _LeaseServices()
+    resp = r.write_n(A_LEASE + L_CODE, [0xC3FF, 0xFE80, 0x4142])
+    assert exception_code(resp, 16) == 3, resp
+    assert r.server.internal_errors == 0
+    assert r.regs.err_code == 3
+    resp = r.write_n(A_LEASE + L_CODE, ascii_regs("ABCDE-FGHIJ-KLMNO", 10))
+    assert exception_code(resp, 16) == 3
+    assert r.regs.services.codes == ["ABCDE-FGHIJ-KLMNO"]

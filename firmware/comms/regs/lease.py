@@ -85,7 +85,11 @@ def write(rm, off, count, data, pos):
     svc = rm.services
     if svc is None or svc.lease is None:
         return rm.refuse(codes.EX_FUNCTION, -1, "no lease configured on this device")
-    code = codes.ascii_of(data, pos, count).decode()
+    raw = codes.ascii_of(data, pos, count)
+    for ch in raw:
+        if ch < 32 or ch > 126:
+            return rm.refuse(codes.EX_VALUE, -1, "lease code refused: printable ASCII only")
+    code = raw.decode()
     ok, why = svc.enter_lease_code(code)
     if not ok:
         return rm.refuse(codes.EX_VALUE, -1, "lease code refused: " + why)
