@@ -666,7 +666,7 @@ class CanMaster:
                 while i < stop:
                     v = mv[i]
                     cts[i] = t
-                    if v == inv:
+                    if v == inv or v == 0:     # 0 mV: invalid, as Measurements.put_cell
                         cmv[i] = 0
                         cok[i] = 0
                     else:

@@ -123,3 +123,26 @@ def test_cell_ages_follow_their_own_frame_with_odd_module_sizes():
     assert max(ages[0:30]) <= 1000, ages
     assert min(ages[30:45]) > TIMEOUT, ages
     assert sum(m.cell_ok[0:30]) == 30 and sum(m.cell_ok[30:45]) == 0
+
+
+def test_a_cell_reading_of_0_mv_from_a_module_is_invalid_like_on_a_single_board():
+    # docs/safety.md: a cell reading is invalid when the driver flags it, at
+    # 0 mV or out of range (drivers store through put_cell: 1..6000 mV); its
+    # last valid value holds and cell_stale acts.  The master copied a
+    # module's 0 mV as a valid reading: the lowest cell read 0 mV, so uv1
+    # (SOC calibrated to 0 %) and uv2 (latched, level 2 open) tripped on an
+    # open sense wire instead of cell_stale.
+    r = _up()
+    r.run(500)
+    r.afes[1].mv[4] = 0
+    r.afes[1].mv[6] = C.CELL_INVALID
+    r.run(1500)
+    m = Measurements(256, (ROLE_CELL,))
+    m.set_cell_count(48)
+    now = r.clock.ticks_ms()
+    r.master.fill_cells(m, now)
+    assert m.cell_ok[16 + 6] == 0
+    assert m.cell_ok[16 + 4] == 0
+    assert sum(m.cell_ok[0:48]) == 46
+    m.update_cell_stats()
+    assert m.min_mv > 3000 and m.bad_cells == 2
