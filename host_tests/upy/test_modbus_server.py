@@ -418,6 +418,28 @@ def test_identity_needs_factory_role():
     assert r.info.get("serial") == "SN-42"
 
 
+def test_identity_text_that_is_not_printable_ascii_is_refused_and_changes_nothing():
+    # A refused write answers an exception and changes nothing (the names
+    # block refuses non-printable text the same way).  Bytes that are not
+    # text were stored in the serial field: every FC43 identification
+    # request then failed with exception 04 (and with the board's key/value
+    # store the write itself did, after the field had changed in RAM).
+    from bms.kvstore import KvStore
+    from fakeflash import FakeFlash
+    from comms.regs.identity import DeviceInfo
+    for store in (None, KvStore(FakeFlash())):
+        r = ModbusRig()
+        r.info = DeviceInfo(serial="SN0001", store=store)
+        r.regs.info = r.info
+        r.unlock(b"factory1")
+        resp = r.write_n(A_INFO + 0x18, [0xC3FF, 0x4142])
+        assert exception_code(resp, 16) == 3, resp
+        assert r.info.get("serial") == "SN0001"
+        resp = r.request(bytes((43, 14, 3, 0x80)))
+        assert crc_ok(resp) and resp[1] == 43, resp
+        assert r.server.internal_errors == 0
+
+
 def test_read_request_allocates_nothing():
     r = _running_rig(cells=32)
     r.unlock()

@@ -127,7 +127,11 @@ def write(rm, off, count, data, pos):
         if o == off and writable and count <= n:
             if not rm.allowed(codes.ROLE_FACTORY):
                 return rm.refuse(codes.EX_FUNCTION, -1, "locked: identity needs the factory role")
-            rm.info.set(name, codes.ascii_of(data, pos, count))
+            text = codes.ascii_of(data, pos, count)
+            for ch in text:
+                if ch < 32 or ch > 126:
+                    return rm.refuse(codes.EX_VALUE, -1, "%s: printable ASCII only" % name)
+            rm.info.set(name, text)
             return codes.EX_NONE
     return rm.refuse(codes.EX_ADDRESS, -1, "not a writable identity field")
 
