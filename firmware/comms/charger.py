@@ -157,9 +157,10 @@ class Charger:
         can = self.can
         if can is not None:
             for _ in range(8):
-                if can.recv(self._rxcan) < 0:
+                n = can.recv(self._rxcan)
+                if n < 0:
                     break
-                if can.rx_ext and can.rx_id == ID_STATUS:
+                if can.rx_ext and can.rx_id == ID_STATUS and n >= 5:   # up to the status byte
                     self._status(self._rxcan, 0, now)
         port = self.port
         if port is None or not port.any():

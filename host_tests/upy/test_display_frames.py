@@ -196,3 +196,28 @@ def test_charger_command_bytes_and_status():
     ch.poll()
     assert ch.present and (ch.out_dv, ch.out_da, ch.status) == (560, 200, 2)
     assert port.take()[4:9] == bytes([0, 0, 0, 0, 1])                # charger fault: stop now
+
+
+def test_charger_on_can_ignores_a_status_frame_too_short_for_its_fields():
+    # docs/charger_protocol.md: the charger's status is 8 bytes, the status
+    # bits in byte 4, and "Charger.present is False when no status came for
+    # 5 s".  A shorter frame on that id (truncated, or another device's) was
+    # taken as a status, its missing bytes read from the previous frame: it
+    # kept a charger that had gone present and counted as received.
+    from can_helpers import LoopBus, LoopNode
+    from comms.charger import ID_STATUS, Charger
+    r = Rig(special_charger=1)
+    r.run(2000)
+    bus = LoopBus()
+    node = LoopNode(bus)
+    peer = LoopNode(bus)
+    ch = Charger(r.bms, r.clock, can=node)
+    peer.send(ID_STATUS, bytes((0x02, 0x30, 0x00, 0xC8, 0x00, 0, 0, 0)), True)
+    ch.poll()
+    assert ch.present and ch.received == 1 and ch.out_da == 200
+    for _ in range(7):
+        peer.send(ID_STATUS, bytes((0x02, 0x31)), True)    # 2 bytes: no status in it
+        r.clock.advance(1000)
+        ch.poll()
+    assert ch.received == 1 and ch.out_dv == 560
+    assert not ch.present
