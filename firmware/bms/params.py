@@ -281,6 +281,7 @@ RULES = (
     (P_BAL_DIFF, OP_LT, P_DIFF_REC, "balancing difference must be below cell-difference recovery"),
     (P_HEAT_OFF, OP_GT, P_HEAT_ON, "heater off temperature must be above heater on temperature"),
     (P_HEAT_OFF, OP_LT, P_T_CHG_REC, "heater off temperature must be below charge over-temperature recovery"),
+    (P_HEAT_OFF, OP_GT, P_LT_CHG_REC, "heater off temperature must be above low-temperature charge recovery"),
 )
 
 

@@ -138,3 +138,32 @@ def test_cold_charge_inhibit_until_warm_and_heater_done():
     assert h.charge_inhibit
     h.step(sn.m, True, False, t + WARM_HOLD_MS + 1000)
     assert not h.charge_inhibit
+
+
+def test_heating_for_charging_can_always_end_the_cold_charge_inhibit():
+    # bms/heater.py: mode 1 heats "while the cold charge inhibit is what
+    # keeps the charger off, so the pack can warm up"; the inhibit releases
+    # at or above lt_chg_rec with the heater off.  A heater that stops at
+    # heat_off 3 degC below lt_chg_rec 5 degC never gets there: it cycled
+    # between heat_on and heat_off for ever and the pack never charged.
+    # Toy thermal model: +0.1 degC/s heating, -0.02 degC/s cooling (cold air).
+    from bms.params import ParamError
+    for heat_off, accepted in ((3, False), (8, True)):
+        try:
+            p = params(CHEM_LFP, cells=4, heater_mode=HEATER_CHARGE, heat_off=heat_off)
+        except ParamError as e:
+            assert not accepted and "heat_off" in e.reason, e.reason
+            continue
+        assert accepted, heat_off
+        sn = Snap(4, 3300, temp_c=-5)
+        h = Heater(p)
+        dc = -50
+        released = False
+        for s in range(7200):
+            sn.set_temps(dc / 10)
+            h.step(sn.m, True, False, s * 1000)
+            dc += 1 if h.on else (-1 if s % 5 == 0 else 0)
+            if not h.charge_inhibit:
+                released = True
+                break
+        assert released, heat_off
