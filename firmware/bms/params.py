@@ -296,7 +296,9 @@ OC_SERIES = (P_OC_WINDOW, P_OC_RELEASE, P_OC_RETRIES, P_CHG_OC_DELAY, P_DSG_OC_D
 
 
 def oc_cycle_s(values):
-    """Shortest time from one over-current trip to the next, rounded up to s."""
+    """The longest release cycle, from one over-current trip to the next
+    (release, a full precharge, the longer delay), rounded up to s: the
+    window must hold oc_retries of them for the limit to be reached."""
     d = values[P_CHG_OC_DELAY]
     if values[P_DSG_OC_DELAY] > d:
         d = values[P_DSG_OC_DELAY]
