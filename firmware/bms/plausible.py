@@ -7,7 +7,8 @@ Two checks feed the ``current_sensor`` fault (faults.SIG_CUR_PLAUS):
    same shunt as the INA228) compare the two.  They disagree when
    ``|I - I2| > max(DIFF_MA, |I2| / DIFF_DIV)`` (5 A or 12.5 %).  The flag
    is the disagreement itself; the fault's 1 s set delay (with its flicker
-   rule) makes it "for 1 s".
+   rule) makes it "for 1 s".  Without a second reading the last verdict
+   holds (docs/faults.md: missing data holds a fault's state).
 
 2. Voltage response (``cells``, after every quiet cell sweep, only on boards
    whose cell voltages respond to the current, ``board.voltage_response``).
@@ -64,7 +65,8 @@ class CurrentCheck:
 
     def fast(self, m):
         if not m.current2_ok:
-            self.second_bad = False
+            # No second reading is no verdict: the last one holds (a pending
+            # disagreement must not read as agreement while the AFE is silent).
             return
         a = m.current_ma
         b = m.current2_ma

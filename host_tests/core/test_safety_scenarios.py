@@ -676,6 +676,22 @@ def test_shunt_and_afe_counter_disagreeing_is_a_sensor_fault():
     assert not r.bms.prot.active(F.CURRENT_SENSOR)
 
 
+
+def test_a_disagreement_is_not_forgotten_when_the_second_reading_drops_out():
+    # docs/faults.md: an invalid reading holds its sensor's last valid value,
+    # and a pending fault is forgotten only on valid data.  The AFE's counter
+    # disagrees for 0.8 s, then gives no reading: its last verdict holds and
+    # current_sensor sets at its 1 s delay, it is not dropped as "agreeing".
+    r = Rig()
+    r.run(1000)
+    r.board.current2 = -250000
+    r.run(800)
+    assert not r.bms.prot.active(F.CURRENT_SENSOR)
+    r.board.current2 = None
+    t = r.run_until(lambda: r.bms.prot.active(F.CURRENT_SENSOR), 3000)
+    assert 0 <= t <= 200 + LATENCY
+    assert not r.board.relays[RELAY_CHG] and not r.board.relays[RELAY_DSG]
+
 # ---- 12. sleep has wake sources that can happen ----------------------------
 def test_sleep_wakes_periodically_to_measure_and_stays_awake_for_a_load():
     from bms import sleep as SL
