@@ -607,6 +607,9 @@ class CanMaster:
             else:
                 if not (full_seen[k] and ticks_diff(now, full_ts[k]) <= to):
                     why |= W_FRAMES
+                    # Until the next complete sweep: a stamp days old would
+                    # read as recent once its tick difference wraps (6.2 days).
+                    full_seen[k] = 0
                 st = MS_OK if why == 0 else MS_BAD
                 hard |= faults[k] & C.LF_HARD
             state[k] = st

@@ -146,3 +146,36 @@ def test_a_cell_reading_of_0_mv_from_a_module_is_invalid_like_on_a_single_board(
     assert sum(m.cell_ok[0:48]) == 46
     m.update_cell_stats()
     assert m.min_mv > 3000 and m.bad_cells == 2
+
+
+def test_missing_cell_frame_stays_stale_for_weeks():
+    # A module whose STATUS keeps coming but one cell frame never does stays
+    # bad however long that lasts.  A tick difference wraps after 2**29 ms
+    # (6.2 days): its last complete sweep and the lost frame's time must not
+    # read as recent then (its frozen cells taken as fresh, the comm fault
+    # cleared, the relays closed).  Days of 2 ms steps are out of reach: the
+    # two stamps are set to what days of this leave, the bus runs on.
+    from bms.ticks import ticks_add
+    r = _up()
+    node = r.snodes[0]
+    real_send = node.send
+
+    def lossy(can_id, data, ext=False):
+        if can_id == C.cells_id(1, 1):
+            return True
+        return real_send(can_id, data, ext)
+    node.send = lossy
+    assert r.run_until(lambda: r.master.comm_fault, 5000) >= 0
+    ms = r.master
+    for days in (3, 6, 7, 9, 12):
+        ago = days * 86400000 + 5000    # 7, 9, 12 days: past 2**29 ms
+        now = r.clock.ticks_ms()
+        ms.mod_full_ts[0] = ticks_add(now, -ago)
+        ms.frame_ts[1] = ticks_add(now, -ago)
+        r.run(3000)
+        assert ms.mod_state[0] == MS_BAD and ms.mod_why[0] & W_FRAMES, days
+        assert ms.comm_fault
+        m = Measurements(256, (ROLE_CELL,))
+        m.set_cell_count(48)
+        ms.fill_cells(m, r.clock.ticks_ms())
+        assert sum(m.cell_ok[0:16]) == 0, days
