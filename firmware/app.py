@@ -280,9 +280,14 @@ class App:
                 self.poll_errors += 1
                 if self.poll_errors < 20:
                     report("poller", e)
+        now = self.clock.ticks_ms()
         led = self.hw.get("led")
         if led is not None:
-            led.step(self.clock.ticks_ms(), self.led_pattern())
+            led.step(now, self.led_pattern())
+        if ticks_diff(self._busy_until, now) < 0:
+            # Expired: held at now, so days without input never leave it
+            # old enough to read as ahead (tick differences wrap at 6.2 days).
+            self._busy_until = now
         self.loops += 1
         return b.sched.ms_to_next()
 

@@ -102,3 +102,23 @@ def test_asyncio_loop_sleeps_the_afe_but_serves_uart_input_at_full_rate(monkeypa
     waits.clear()
     asyncio.run(app.run_async(loops=3))
     assert max(waits) < LP.PASS_MS and rig.fm.bq.sleep_enabled   # still asleep, serving
+
+
+def test_sleep_after_a_week_without_input_still_uses_lightsleep(monkeypatch):
+    # drivers/lowpower.py: while asleep, one control pass a second in
+    # lightsleep unless a wake-pin edge or a byte came within HOLD_MS.  The
+    # loop's "busy until" stamp is a tick deadline: a week without any input
+    # must not make it read as ahead again (tick differences wrap after
+    # 2**29 ms, 6.2 days) and keep the MCU awake at full rate.
+    rig, slept = _rig(monkeypatch)
+    app = rig.app
+    rig.run(2000)
+    for _ in range(7):
+        rig.clock.advance(86400000)   # a day at a time, the loop running between
+        rig.run(100)
+    app.bms.request(CMD_SLEEP, 1)
+    rig.run(200)
+    assert app.asleep()
+    n = len(slept)
+    app.idle(app.step())
+    assert len(slept) == n + 1 and slept[-1] == LP.PASS_MS
