@@ -36,7 +36,7 @@ derating module makes the charge current limit 0 while it holds.
 from micropython import const
 
 from bms.faults import R_HEAT
-from bms.measurements import ROLE_CELL, T_NONE_MIN
+from bms.measurements import ROLE_CELL, T_NONE_MIN, cap_age
 from bms.params import (HEATER_CHARGE, HEATER_DISCHARGE, HEATER_FORCED, HEATER_KEEP,
                         HEATER_OFF, P_HEAT_OFF, P_HEAT_ON, P_HEATER_MODE, P_LT_CHG,
                         P_LT_CHG_REC, P_UV_REC)
@@ -83,6 +83,10 @@ class Heater:
     def step(self, m, charging_wanted, discharging, now=0, block=0):
         """Decide the heater and the charge inhibit; returns ``on``."""
         p = self.params
+        if self._changed_once:
+            # The last switch's time within an hour of now: a week-old one
+            # must not read as recent (tick differences wrap at 6.2 days).
+            self._t_change = cap_age(now, self._t_change)
         mode = p[P_HEATER_MODE]
         t = m.tmin[ROLE_CELL]
         hot = m.tmax[ROLE_CELL]

@@ -167,3 +167,33 @@ def test_heating_for_charging_can_always_end_the_cold_charge_inhibit():
                 released = True
                 break
         assert released, heat_off
+
+
+def test_minimum_times_hold_only_after_a_switch_not_a_week_later():
+    # MIN_ON_MS / MIN_OFF_MS count from the last switch; tick differences
+    # wrap after 2**29 ms (6.2 days), so a switch a week ago must not read
+    # as recent (heater held off in the cold, or held on past heat_off).
+    week = 7 * 24 * 3600 * 1000
+    p, sn, h = _rig(HEATER_KEEP, -5)
+    h.step(sn.m, False, False, 0)
+    t = DEMAND_MS
+    assert h.step(sn.m, False, False, t)
+    sn.set_temps(9)
+    t += MIN_ON_MS
+    assert not h.step(sn.m, False, False, t)      # off at heat_off
+    end = t + week
+    while t < end:                                # warm for a week, the slow task stepping it
+        t += 10000
+        h.step(sn.m, False, False, t)
+    sn.set_temps(-5)
+    assert not h.step(sn.m, False, False, t)      # a demand must last DEMAND_MS
+    t += DEMAND_MS
+    assert h.step(sn.m, False, False, t)          # not held off by last week's switch
+    end = t + week
+    sn.set_temps(3)                               # on for a week, below heat_off
+    while t < end:
+        t += 10000
+        assert h.step(sn.m, False, False, t)
+    sn.set_temps(8)
+    t += 1000
+    assert not h.step(sn.m, False, False, t)      # off at heat_off, not held on
