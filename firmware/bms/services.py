@@ -46,6 +46,7 @@ from bms import lease as LS
 from bms import persistlog as PL
 from bms import sleep as SL
 from bms import watchdog as W
+from bms.measurements import cap_age
 from bms.params import P_BUZZER, P_SLEEP_CURRENT, P_SLEEP_IDLE
 from bms.store import F_CLEAN, State
 from bms.ticks import ticks_add, ticks_diff
@@ -237,6 +238,9 @@ class Services:
             self._p_changed_at = now
         t = self._p_changed_at
         if t is None:
+            # The last save's time within an hour of now: days later it
+            # must not read as recent (tick differences wrap at 6.2 days).
+            self._p_saved_at = cap_age(now, self._p_saved_at)
             return
         if ticks_diff(now, t) >= _PARAM_DEBOUNCE_MS and \
                 ticks_diff(now, self._p_saved_at) >= _PARAM_MIN_MS:

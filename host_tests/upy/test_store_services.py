@@ -313,3 +313,28 @@ def test_flash_writes_wait_for_a_request_in_flight_at_most_a_second():
     assert 2400 <= t <= 2460, t                    # right after the reply
     t = _write_after_change(1900, 10 ** 6)
     assert 1900 + SV.FLASH_BUSY_MAX_MS <= t <= 1960 + SV.FLASH_BUSY_MAX_MS, t
+
+
+def _week(d):
+    week = 7 * 24 * 3600 * 1000
+    t = 0
+    while t < week:
+        d.run(120000, step=120000)
+        t += 120000
+
+
+def test_parameter_change_a_week_after_the_last_save_is_saved():
+    # bms/services.py: params are written 2 s after the last accepted change,
+    # at most once per _PARAM_MIN_MS.  The last save's time is a tick stamp:
+    # a week later (tick differences wrap after 2**29 ms, 6.2 days) it must
+    # not read as recent and hold the write back for days (lost at a power cut).
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.run(1000)
+    _week(d)
+    d.params.set(P_CAPACITY, 2345)
+    d.run(3000)
+    ps = ParamSet(CHEM_LFP, max_cells=16)
+    SettingsStore(fs).load_params(ps)
+    assert ps[P_CAPACITY] == 2345
+
