@@ -318,7 +318,12 @@ class Services:
 
     def _log_step(self, now):
         pl = self.plog
-        if pl is None or not pl.pending:
+        if pl is None:
+            return
+        if not pl.pending:
+            # The last flush's time within an hour of now: days later it
+            # must not read as recent (tick differences wrap at 6.2 days).
+            self._log_at = cap_age(now, self._log_at)
             return
         if pl.urgent or pl.pending * 2 >= pl._qcap or ticks_diff(now, self._log_at) >= _LOG_BATCH_MS:
             self.flush_log()

@@ -338,3 +338,24 @@ def test_parameter_change_a_week_after_the_last_save_is_saved():
     SettingsStore(fs).load_params(ps)
     assert ps[P_CAPACITY] == 2345
 
+
+LOG_BATCH_MS = 60000    # bms.services._LOG_BATCH_MS (private: MicroPython inlines it)
+
+
+def test_log_record_a_week_after_the_last_flush_is_written_within_its_batch():
+    # bms/services.py: records other than the urgent ones are batched for
+    # _LOG_BATCH_MS.  The last flush's time is a tick stamp: a week later it
+    # must not read as recent and keep a record in RAM for days.  Discharge
+    # switched off (a pack in storage): no relay moves during the week.
+    from bms.params import P_DSG_SWITCH
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.params.set(P_DSG_SWITCH, 0)
+    d.run(1000)
+    _week(d)
+    d.run(LOG_BATCH_MS)         # what the week queued is written by now
+    assert d.svc.plog.pending == 0
+    d.bms.log.append(d.clock.ticks_ms(), 6, 99, 0)   # EV_COMMAND: not urgent
+    assert d.svc.plog.pending == 1 and not d.svc.plog.urgent
+    d.run(LOG_BATCH_MS + 1000)
+    assert d.svc.plog.pending == 0
