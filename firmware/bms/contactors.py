@@ -101,7 +101,9 @@ class Contactors:
             w[RELAY_PRE] = 1
         else:
             w[RELAY_DSG] = 1
-            w[RELAY_PRE] = 1 if ticks_diff(now, self._t0) < _PRE_OVERLAP_MS else 0
+            # Once open it stays open: days later the close's tick stamp
+            # would read as recent again (tick differences wrap at 6.2 days).
+            w[RELAY_PRE] = 1 if (w[RELAY_PRE] and ticks_diff(now, self._t0) < _PRE_OVERLAP_MS) else 0
         self._apply(now)
 
     def _apply(self, now):

@@ -913,3 +913,18 @@ def test_no_latch_record_yet_boots_with_nothing_latched():
     r.run(2000)
     assert not r.bms.prot.active(F.INTERNAL)
     assert r.board.relays[RELAY_CHG] and r.board.relays[RELAY_L2]
+
+
+def test_precharge_relay_stays_open_through_weeks_of_discharge():
+    # bms/contactors.py: discharge relay closed -> precharge relay opened
+    # after a short overlap.  The overlap counts from the tick stamp of the
+    # close: after 2**29 ms (6.2 days) a tick difference wraps and must not
+    # read as "just closed" (the precharge relay closing again for 6.2 days).
+    r = Rig()
+    r.run(2000)
+    assert r.board.relays[RELAY_DSG] and not r.board.relays[RELAY_PRE]
+    t = 0
+    while t < 14 * 24 * 3600 * 1000:
+        r.run(120000, step=120000)
+        t += 120000
+        assert r.board.relays[RELAY_DSG] and not r.board.relays[RELAY_PRE], t
