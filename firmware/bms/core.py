@@ -493,6 +493,7 @@ class Bms:
         # stay stale, and a charge current or charger hint that old must not
         # read as recent again.
         m.cap_ages(now)
+        prot.expire_retries(now)
         if self.exceptions:
             # the last exception's time too: a reset a week later must not
             # read it as recent and be refused (bms.watchdog's rule)

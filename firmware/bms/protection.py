@@ -528,6 +528,15 @@ class Protection:
                 n += 1
         return n
 
+    def expire_retries(self, now):
+        """End every retry series whose window is over (call at least once a
+        day): its first trip's tick stamp would read as recent once the tick
+        difference wraps (6.2 days), and count a trip days later into it."""
+        rn = self.retry_n
+        for i in range(F.N_FAULTS):
+            if rn[i] and ticks_diff(now, self.retry_t0[i]) > self._window_ms:
+                rn[i] = 0
+
     def force(self, fid, now):
         """Set a fault immediately (used on a firmware exception)."""
         if self.state[fid] == _S_IDLE:

@@ -457,6 +457,29 @@ def test_overcurrent_retries_below_the_limit_recover():
     assert r.board.relays[RELAY_DSG]
 
 
+def test_overcurrent_trips_days_apart_never_latch():
+    # docs/faults.md: a retry fault latches on its (oc_retries + 1)-th trip
+    # within oc_window s of the first trip of the series.  That first trip's
+    # time is a tick stamp: days later (tick differences wrap after 2**29 ms,
+    # 6.2 days) it must not read as recent and count a trip into an old series.
+    r = Rig(oc_release=1, dsg_oc_delay=1000)
+    r.run(1000)
+    n = _pv(r, "oc_retries")
+    days = [0, 7] + [7 + k for k in range(1, n + 1)]     # one trip on each of these days
+    day = 0
+    for d in days:
+        while day < d:
+            for _ in range(720):                          # a day, 2 min a step
+                r.run(120000, step=120000)
+            day += 1
+        r.board.current_ma = -(_pv(r, "dsg_oc") * 100 + 5000)
+        r.run(1000 + LATENCY)
+        assert r.bms.prot.active(F.DSG_OC), d
+        r.board.current_ma = 0
+        r.run(2000)
+        assert not r.bms.prot.active(F.DSG_OC), d        # released: not latched
+        assert r.board.relays[RELAY_DSG], d
+
 # ---- 10. the way out of UV2 / OV2 ------------------------------------------
 def _uv2_latched():
     r = Rig()
