@@ -156,6 +156,13 @@ class Lease:
         t = (now // 100) % 6000   # 100 ms slots in 10 min
         return t < 6 and t % 2 == 0
 
+    def expire(self, now):
+        """End a wrong-code back-off that is over (call at least once a day):
+        days later its end would read as ahead again (tick differences wrap
+        at 6.2 days) and refuse a good code for days."""
+        if self._locked and ticks_diff(self._lock_until, now) <= 0:
+            self._locked = False
+
     def enter(self, code, now):
         """Apply a renewal code; returns (counter, days) or raises LeaseError."""
         if self._locked and ticks_diff(self._lock_until, now) > 0:

@@ -184,6 +184,7 @@ class Services:
         ls = self.lease
         if ls is None:
             return
+        ls.expire(now)
         blocked = ls.blocked
         self.bms.prot.set_flag(F.SIG_LEASE, blocked)
         if blocked and not self._was_blocked:

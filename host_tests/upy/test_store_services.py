@@ -359,3 +359,19 @@ def test_log_record_a_week_after_the_last_flush_is_written_within_its_batch():
     assert d.svc.plog.pending == 1 and not d.svc.plog.urgent
     d.run(LOG_BATCH_MS + 1000)
     assert d.svc.plog.pending == 0
+
+
+def test_lease_code_a_week_after_a_wrong_one_is_taken():
+    # bms/lease.py: wrong codes back off 1 s, 2 s, 4 s ... 1 h.  The end of
+    # the back-off is a tick stamp: a week later (tick differences wrap after
+    # 2**29 ms, 6.2 days) it must not read as ahead and refuse a good code.
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.svc.lease.start(20)
+    d.run(1000)
+    ok, why = d.svc.enter_lease_code("00000-00000-00000")
+    assert not ok
+    _week(d)
+    assert d.svc.lease.blocked
+    ok, why = d.svc.enter_lease_code(LS.make_token(SECRET, "SN1", 1, 30))
+    assert ok and why == 30, why
