@@ -228,6 +228,10 @@ class InverterCan:
                 self._restart_at = ticks_add(now, self.period_ms)
                 can.restart()
             return
+        if ticks_diff(now, self._restart_at) > 0:
+            # Expired: held at now, so days on a good bus never leave it old
+            # enough to read as ahead (tick differences wrap at 6.2 days).
+            self._restart_at = now
         if self._next >= N_FRAMES:
             if ticks_diff(now, self._due) >= 0 or self._changed(now):
                 self.build(now)

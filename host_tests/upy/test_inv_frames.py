@@ -177,6 +177,21 @@ def test_bus_off_restart_once_per_period():
     assert can.last(0x351) is not None
 
 
+def test_bus_off_a_week_after_boot_restarts_at_once():
+    # Bus-off restarts at most once per period; the last restart's time is a
+    # tick stamp: a week later (tick differences wrap after 2**29 ms, 6.2
+    # days) it must not read as recent and leave the bus off for days.
+    r, can, inv = make()
+    for _ in range(7 * 24 * 30):          # a week, 2 min a step
+        r.run(120000, step=120000)
+        inv.poll()
+        can.drain()
+    can.bus_state = STATE_BUS_OFF
+    inv.poll()
+    assert can.restarts == 1
+    step(r, inv, 20, can)
+    assert can.last(0x351) is not None
+
 def test_keepalive_presence_and_loss():
     r, can, inv = make()
     assert not inv.inverter_present
