@@ -464,7 +464,10 @@ class Slave:
             return
         if self.chain_in is not None and not self.chain_in():
             return
-        if ticks_diff(now, self._last_announce) < _ANNOUNCE_MS:
+        d = ticks_diff(now, self._last_announce)
+        if 0 <= d < _ANNOUNCE_MS:
+            # (Never ahead of now: a negative age is a stamp days old whose
+            # tick difference wrapped, 6.2 days, not a recent announce.)
             return
         self._last_announce = now
         C.announce_pack(self._tx, self.uid, self.cells)

@@ -61,6 +61,24 @@ def test_auto_addressing_follows_the_chain_not_the_uid():
     assert m.cell_mv[16] == 3301
 
 
+def test_auto_addressing_after_a_week_without_a_master():
+    # Unaddressed modules powered a week before the master (commissioning,
+    # a master off for service): they announce once it is there.  The last
+    # announce is a tick stamp: a week later (tick differences wrap after
+    # 2**29 ms, 6.2 days) it must not read as recent and hold them silent.
+    r = Rig(n=3, auto=True, uids=[0x300, 0x200, 0x100])
+    for _ in range(7 * 24 * 30):           # a week, 2 min a step, no master
+        r.clock.advance(120000)
+        now = r.clock.ticks_ms()
+        for s in r.slaves:
+            s.step(now)
+    assert all(s.sleeping for s in r.slaves)
+    r.master = CanMaster(r.mnode, 3, now=r.clock.ticks_ms())   # the master boots
+    r.master.configure(48, 16, 2500)
+    t = r.run_until(lambda: r.states() == [MS_OK] * 3, 5000)
+    assert t >= 0
+    assert [s.addr for s in r.slaves] == [1, 2, 3]
+
 def test_rebooted_auto_slave_gets_its_old_address():
     r = Rig(n=3, auto=True, uids=[0x300, 0x200, 0x100])
     r.run_until(lambda: r.states() == [MS_OK] * 3, 5000)
