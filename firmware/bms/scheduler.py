@@ -101,7 +101,7 @@ class Scheduler:
         """Run task ``i`` with ``now`` = ``t``, ``late`` ms after it was due."""
         if late > self.late_max[i]:
             self.late_max[i] = late
-        self.runs[i] += 1
+        self.runs[i] = (self.runs[i] + 1) & 0x3FFFFFFF   # a small int on every port
         us = self._us
         self.current = i
         try:

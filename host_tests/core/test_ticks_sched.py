@@ -160,3 +160,18 @@ def test_run_at_is_dropped_when_the_regular_run_comes_first():
     s.run_due()
     s.run_due()
     assert got == [0, 50, 100], got
+
+
+def test_run_counts_stay_small_ints():
+    # On the RP2040 small ints end at 2**30: a run count past it is a long
+    # int, allocated at every run of the task (the 50 ms fast task gets there
+    # after 621 days), and past 2**31 it no longer fits its array.  The
+    # counts wrap at 2**30 (the watchdog only looks for a change).
+    clk = VirtualClock(0)
+    s = Scheduler(clk)
+    s.add(lambda now: None, 50)
+    s.runs[0] = TICKS_MAX - 1
+    for _ in range(4):
+        clk.advance(50)
+        s.run_due()
+    assert s.runs[0] == 2
