@@ -288,7 +288,7 @@ class App:
             # Expired: held at now, so days without input never leave it
             # old enough to read as ahead (tick differences wrap at 6.2 days).
             self._busy_until = now
-        self.loops += 1
+        self.loops = (self.loops + 1) & 0x3FFFFFFF   # a small int on every port
         return b.sched.ms_to_next()
 
     def save(self):

@@ -259,6 +259,10 @@ _SIG_EFF_Q30 = const(1073742)    # 0.001: charge efficiency (published 99.8-99.9
 _SD_TRUST = const(21474836)      # 0.02, Q30
 _SPAN_MIN = const(67108864)      # 0.25, Q28
 _CP_MS_MAX = const(0x20000000)   # limit of the elapsed ms (6 days) and mAh counters
+# Lifetime discharge (mAh) stops here, a small int on every port: 1.07 million
+# Ah, about 3 years of a daily cycle of a 1000 Ah pack; beyond, every count
+# would allocate a long int in the fast task.
+TOTAL_MAX_MAH = const(0x3FFFFFFF)
 
 # Estimator tuning (see module docstring), in the integer units above; the
 # float value each stands for is in the comment.
@@ -538,7 +542,10 @@ class Soc:
         if -_CP_MS_MAX < c < _CP_MS_MAX:    # months of float charge: stays a small int
             self._cp_mah = c
         if whole < 0:
-            self.total_dsg_mah -= whole
+            if self.total_dsg_mah <= TOTAL_MAX_MAH + whole:
+                self.total_dsg_mah -= whole
+            else:
+                self.total_dsg_mah = TOTAL_MAX_MAH
             t = self.throughput_mah - whole
             if t >= cap > 0:
                 t -= cap

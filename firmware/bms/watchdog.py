@@ -146,10 +146,10 @@ class Watchdog:
         """Feed the WDT if the control cycle made progress; returns whether it fed."""
         if not self.stopped and self.alive():
             self.wdt.feed()
-            self.feeds += 1
+            self.feeds = (self.feeds + 1) & 0x3FFFFFFF   # a small int on every port
             self.last_feed = self.clock.ticks_ms()
             return True
-        self.withheld += 1
+        self.withheld = (self.withheld + 1) & 0x3FFFFFFF
         return False
 
     def stop(self):

@@ -442,7 +442,7 @@ class MCP2515:
         b[2] = TXREQ | txp
         self._xfer(3, 0)
         self._txp[k] = txp
-        self.tx_count += 1
+        self.tx_count = (self.tx_count + 1) & 0x3FFFFFFF   # a small int (months of frames)
         return True
 
     def recv(self, buf):
@@ -477,7 +477,7 @@ class MCP2515:
             dlc = 8
         for i in range(dlc):
             buf[i] = r[6 + i]
-        self.rx_count += 1
+        self.rx_count = (self.rx_count + 1) & 0x3FFFFFFF
         return dlc
 
     def any(self):

@@ -29,6 +29,10 @@ def test_pico_boots_to_running_on_emulated_chips():
     # Relay GPIOs (LC-5 J1 discharge GP10, J3 charge GP12, J4 level-2 GP13) driven high.
     assert fm.pin(10).v == 1 and fm.pin(12).v == 1 and fm.pin(13).v == 1
     assert fm.feeds == app.loops and fm.feeds > 0
+    # Months of loop passes: the counts wrap as small ints (RP2040: 31 bits).
+    app.loops = 0x3FFFFFFF
+    _run(app, clock, 200)
+    assert 0 < app.loops < 1000
 
 
 def test_dead_afe_at_boot_stays_safe_then_recovers():

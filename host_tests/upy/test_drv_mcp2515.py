@@ -110,6 +110,21 @@ def test_two_controllers_exchange_frames():
     assert a.tx_count == 2 and ea.tx_frames == 2 and eb.rx_frames == 2
 
 
+def test_frame_counters_wrap_as_small_ints():
+    # Months of frames pass 2**30: beyond it every count would allocate a
+    # long int on the RP2040 (31-bit small ints), so the counters wrap there.
+    bus = VirtualCanBus()
+    ea, a = _node(bus)
+    eb, b = _node(bus)
+    buf = bytearray(8)
+    a.tx_count = b.rx_count = 0x3FFFFFFF
+    for _ in range(2):
+        assert a.send(0x321, b"\x01")
+        bus.step()
+        assert b.recv(buf) == 1
+    assert a.tx_count == 1 and b.rx_count == 1
+
+
 def test_filters_masks_and_rollover_order():
     bus = VirtualCanBus()
     peer = BusNode(bus)

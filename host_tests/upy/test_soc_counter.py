@@ -118,6 +118,20 @@ def test_cycle_counting():
     assert s.cycles == 3
 
 
+
+def test_lifetime_discharge_stops_at_the_small_int_limit():
+    # The lifetime discharge total is counted in the fast task: past 2**30 it
+    # would be a long int on the RP2040 (an allocation at every count), so it
+    # stops at TOTAL_MAX_MAH, and the rest of the counter goes on.
+    from bms.soc import TOTAL_MAX_MAH
+    p, s = _soc(pm=1000)
+    s.total_dsg_mah = TOTAL_MAX_MAH - 3
+    r0 = s.remaining_mah
+    for _ in range(10):
+        s.integrate(-3600, 1000)   # 1 mAh a step
+    assert s.total_dsg_mah == TOTAL_MAX_MAH
+    assert r0 - s.remaining_mah == 10
+
 def test_state_round_trip_and_implausible_state():
     p, s = _soc()
     s.set_pm(731)

@@ -29,8 +29,8 @@ FIELDS = (
     ("learned_capacity", B_LEARNED, 2, "u32", "mAh", "Capacity learned between calibration "
      "points, averaged (0: not learned yet)"),
     ("rated_capacity", B_RATED, 2, "u32", "mAh", "Rated capacity (parameter capacity)"),
-    ("discharged_capacity", B_DSG_TOTAL, 2, "u32", "mAh", "Charge discharged over the "
-     "pack's life (persisted)"),
+    ("discharged_capacity", B_DSG_TOTAL, 2, "u32", "mAh", "Charge discharged since "
+     "boot (not persisted; stops at 2**30-1)"),
     ("cal_capacity", B_CAL_CAP, 2, "u32", "mAh", "Capacity measured by the last full "
      "calibration run (before averaging; 0: none yet)"),
     ("cycles", B_CYCLES, 1, "u16", "cycles", "Full discharge cycles counted"),

@@ -75,7 +75,7 @@ MOD_HEAD = (
      "Internal CAN controller state: {can_state_names}"),
     ("can_bus_off_count", _MH_BUS_OFF, 1, "u16", "count", "Bus-off events since boot"),
     ("can_tx_fail", _MH_TX_FAIL, 1, "u16", "count", "Frames not queued (no TX buffer), wraps"),
-    ("can_rx_frames", _MH_RX_FRAMES, 2, "u32", "count", "Frames received since boot"),
+    ("can_rx_frames", _MH_RX_FRAMES, 2, "u32", "count", "Frames received since boot (wraps at 2**30)"),
     ("can_tec", _MH_TEC, 1, "u16", "count", "Controller transmit error counter"),
     ("can_rec", _MH_REC, 1, "u16", "count", "Controller receive error counter"),
     ("can_rx_overflow", _MH_RX_OVERFLOW, 1, "u16", "count", "Frames lost to a full RX buffer"),
