@@ -224,7 +224,7 @@ TABLE = (
     ("t_cell", SIG_T_CELL_MAX, K_HIGH,
      (_P_T_CELL_OT, 10, _N, 0, 0), (_P_T_CELL_REC, 10, _N, 0, 0),
      _T_DELAY, _T_RECOVER,
-     P_AUTO, R_CHG | R_DSG | R_BAL, L_PROT),
+     P_AUTO, R_CHG | R_DSG | R_BAL | R_HEAT, L_PROT),
     ("t_chg", SIG_T_CELL_MAX, K_HIGH,
      (_P_T_CHG_OT, 10, _N, 0, 0), (_P_T_CHG_REC, 10, _N, 0, 0),
      _T_DELAY, _T_RECOVER,

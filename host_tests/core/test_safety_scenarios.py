@@ -657,6 +657,26 @@ def test_forced_heating_has_a_voltage_floor():
     assert not r.bms.prot.active(F.UV1)
 
 
+
+def test_cell_over_temperature_stops_the_heater_in_every_mode():
+    # docs/safety.md (heater rows) and docs/faults.md: t_cell opens the heater
+    # too.  Its own guard (heat_off + 10 degC) sits above t_cell_ot when both
+    # are set low, and forced heating then heated an over-temperature pack.
+    for mode in (1, 2, 3, 4):
+        r = Rig(heater_mode=mode, heat_on=15, heat_off=25, t_cell_ot=32, t_cell_rec=28,
+                t_chg_ot=30, t_chg_rec=27)
+        r.board.charger = True
+        _cold(r, 100)
+        r.run(65000)           # past the heater's minimum on time
+        if mode == 2:
+            r.board.current_ma = -2000
+            r.run(15000)
+        assert r.board.relays[RELAY_HEAT], mode
+        _cold(r, 335)          # 33.5 degC: over t_cell_ot, under the guard (35)
+        assert r.run_until(lambda: r.bms.prot.active(F.T_CELL), 2000 + LATENCY + 1000) >= 0
+        r.run(100)             # the relays follow within a fast tick
+        assert not r.board.relays[RELAY_HEAT], mode
+
 # ---- 5. current plausibility -------------------------------------------------
 def test_current_sensor_stuck_at_zero_is_caught_by_the_voltage_response():
     r = Rig()
