@@ -143,10 +143,15 @@ class Slave:
 
     # ---- public -------------------------------------------------------
     def step(self, now):
-        """One pass of the slave loop; never raises on bus or AFE errors."""
-        if not self.guard.step(now):
-            return
-        self._receive(now)
+        """One pass of the slave loop; never raises on bus or AFE errors.
+
+        While the CAN controller is bus-off or not answering only the bus
+        waits: to the module the master is silent, so the balancing timeout,
+        master-lost, sleep, sampling with the hard limits and the firmware
+        trial's time-out run on."""
+        bus = self.guard.step(now)
+        if bus:
+            self._receive(now)
         if self.fw is not None:
             self.fw.step(now)
         if not self.sleeping and ticks_diff(now, self.last_sync) > self.period * _MASTER_LOST_SWEEPS:
@@ -163,6 +168,8 @@ class Slave:
         every = _SLEEP_SAMPLE_MS if self.sleeping else _LOCAL_SAMPLE_MS
         if ticks_diff(now, self._last_sample) >= every:
             self._sample(now)
+        if not bus:
+            return
         if self.addr == 0:
             if not self.sleeping:   # asleep: no transmissions
                 self._announce(now)

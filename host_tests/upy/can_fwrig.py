@@ -6,7 +6,8 @@ Slave like ``slave_main`` would.  The firmware a slave runs is modelled by the
 files of its active slot: its reported version is the ``FW_VERSION`` line of
 the slot's ``comms/can_ids.py`` (the factory version when running from the
 root), and a line ``SIM_DEFECT = 'afe'`` makes that firmware unable to read
-its AFE (it then never reaches normal operation).
+its AFE, ``'can'`` unable to bring up its CAN controller (it then never
+reaches normal operation).
 """
 from can_helpers import LoopBus, LoopNode, Stepping, ValueAfe
 from fakeflash import FakeFlash
@@ -102,6 +103,7 @@ class FwRig(Stepping):
         node = self.snodes[k]
         node.rx = []
         self.afes[k].dead = defect == "afe"
+        node.stuck = node.bus_off = defect == "can"
         now = self.clock.ticks_ms()
         s = Slave(node, self.afes[k], addr=k + 1, cells=CELLS, uid=0x100 + k, now=now)
         s.fw_version = ver

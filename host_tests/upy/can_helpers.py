@@ -24,6 +24,7 @@ class LoopNode:
         self.rx_overflow = 0
         self.filters = None
         self.bus_off = False
+        self.stuck = False  # bus-off for good: restarts do not take
         self.plugged = True
         self.sent = []      # (id, bytes) log
         self.restarts = 0
@@ -71,7 +72,7 @@ class LoopNode:
 
     def restart(self):
         self.restarts += 1
-        self.bus_off = False
+        self.bus_off = self.stuck
 
 
 class HandMaster:

@@ -288,3 +288,21 @@ def test_slave_finish_runs_in_bounded_steps_while_it_keeps_reporting():
     assert not_ok == 0                               # its sweeps kept coming
     assert r.run_until(lambda: _done(r), LIMIT_MS) >= 0
     assert r.fwd.phase == SU.FP_DONE, r.fwd.err_text
+
+
+def test_slave_whose_new_firmware_cannot_talk_rolls_back():
+    # docs/can_internal.md: "A slave that does not get there [back in normal
+    # operation] within trial_timeout_ms resets itself, and select_at_boot
+    # rolls back to the previous slot after max_tries such boots"; a new
+    # firmware whose CAN controller never comes up is the plainest case.
+    r = _ready(2, trial_timeout_ms=4000)
+    pkg, digest, sig = slave_package(version=(0, 3, 0), defect="can")
+    r.upload(pkg, digest, sig)
+    r.fwd.start(1, r.clock.ticks_ms())
+    assert r.run_until(lambda: _done(r), LIMIT_MS) >= 0
+    assert r.fwd.results[0] == SU.SR_ROLLED_BACK, r.fwd.err_text
+    assert r.boots[0] == 5
+    up = r.slaves[0].fw.up
+    assert (up.state, up.active) == (U.ST_OK, U.ROOT_SLOT)
+    r.run(4000)
+    assert r.master.mod_state[0] == 1 and r.version(1) == (0, 1, 0)

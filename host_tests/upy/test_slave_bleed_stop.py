@@ -115,3 +115,20 @@ def test_config_outside_the_modules_range_is_refused():
     r.m.config(1, 12)
     r.run(5)
     assert s.cells == 12
+
+
+def test_a_module_whose_can_controller_stays_bus_off_stops_bleeding_and_keeps_its_limits():
+    # Its own drop cable shorted (or its MCP2515 not answering): to this module
+    # the master has gone silent.  docs/safety.md "Master dies while slaves
+    # balance": bleeding stops within 3 s; docs/can_internal.md "Sampling
+    # without a master: the slave keeps sampling every 1 s" (its hard limits).
+    r = Rig()
+    r.bleeding()
+    node = r.s.ctrl
+    node.bus_off = node.stuck = True     # every restart goes bus-off again at once
+    r.run(3100)
+    assert r.fm.bq.cb_mask == 0
+    assert r.s.bal_mask == 0
+    r.fm.bq.source.cells[5] = 1200   # below the module's own UV limit
+    r.run(1000 * 3 + 100)
+    assert r.s.faults & C.LF_UV
