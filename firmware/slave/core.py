@@ -288,9 +288,13 @@ class Slave:
         if (not 1 <= temps <= C.MAX_MODULE_TEMPS or not (1000 <= ov <= 5000)
                 or not (500 <= uv < ov) or not (-40 <= ot <= 120)):
             return
-        if b[7] & C.CFG_SET_CELLS and not self.locked and \
+        if b[7] & C.CFG_SET_CELLS and not self.locked and cells != self.cells and \
                 C.MIN_MODULE_CELLS <= cells <= C.MAX_MODULE_CELLS:
             self.cells = cells
+            # This sweep's sample and frame plan are of the old count: send
+            # nothing more this sweep, the next SYNC samples the new count.
+            self._plan_n = 0
+            self._plan_i = 0
         self.temps = temps
         self.ov_mv = ov
         self.uv_mv = uv
