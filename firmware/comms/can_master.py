@@ -267,6 +267,15 @@ class CanMaster:
             c = module_cells if k < self.n_modules - 1 else lay[1]
             if self.mod_cells[k] != c or self.mod_first[k] != first:
                 lim_changed = True
+                # What it sent is of the old layout (another count, other
+                # pack positions): not OK until a complete sweep after a
+                # STATUS with the new count.
+                if self.mod_rep_cells[k] != c:
+                    self.mod_why_status[k] |= W_COUNT
+                self.mod_pending[k] = 0
+                self.mod_full_seen[k] = 0
+                if self.mod_state[k] == MS_OK:
+                    self.mod_state[k] = MS_BAD
             self.mod_cells[k] = c
             self.mod_first[k] = first
             first += c

@@ -189,3 +189,29 @@ def test_received_frame_count_wraps_as_a_small_int():
     r.run(1000)
     assert 0 < r.master.rx_frames < 1000
     assert r.states() == [MS_OK] * 3 and not r.master.comm_fault
+
+
+def test_a_layout_change_takes_no_module_cells_until_the_modules_report_it():
+    # docs/can_internal.md "When the master trusts a module": OK only if its
+    # STATUS reports the expected cell count, and its CELLS follow that STATUS.
+    # A new cell_count / module_cells (the same module count: no restart)
+    # changes what is expected at once; until then the cells the master holds
+    # are the old layout's, at other pack positions.
+    r = _up(2)
+    sw = r.master.sweep
+    r.run_until(lambda: r.master.sweep != sw, 1100)
+    r.run(300)                       # this sweep's frames are all in
+    assert r.states() == [MS_OK] * 2
+    assert r.master.configure(20, 12, TIMEOUT)   # modules of 12 + 8 cells
+    m = Measurements(256, (ROLE_CELL,))
+    m.set_cell_count(20)
+    r.run(CHECK_MS + 2)              # before the next SYNC
+    r.master.fill_cells(m, r.clock.ticks_ms())
+    assert r.master.comm_fault
+    assert sum(m.cell_ok[0:20]) == 0, list(m.cell_ok[0:20])
+    # CONFIG gives the modules their new counts: back with the new layout.
+    assert r.run_until(lambda: r.states() == [MS_OK] * 2 and not r.master.comm_fault, 5000) >= 0
+    assert [s.cells for s in r.slaves] == [12, 8]
+    r.master.fill_cells(m, r.clock.ticks_ms())
+    assert sum(m.cell_ok[0:20]) == 20
+    assert list(m.cell_mv[11:13]) == [3300, 3301]
