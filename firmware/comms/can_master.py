@@ -362,10 +362,12 @@ class CanMaster:
             if last == _NEVER or ((self.mod_rep_cells[k] != self.mod_cells[k]
                                   or self.mod_faults[k] & C.LF_DEFAULTS)
                                  and nsw - last >= _CONFIG_RETRY_SWEEPS):
-                self.mod_cfg_sweep[k] = nsw
                 C.config_pack(b, self.mod_cells[k], self.temps_per_module, self.ov_mv,
                               self.uv_mv, self.ot_c, C.CFG_SET_CELLS)
-                self._queue(C.ID_CONFIG + k, b, 8)
+                # Sent once it got into the outbox; a full one (16 modules
+                # balancing: SYNC + 16 CONFIG + 16 BAL) tries at the next sweep.
+                if self._queue(C.ID_CONFIG + k, b, 8):
+                    self.mod_cfg_sweep[k] = nsw
             if self.mod_version[4 * k + 3] == 0 and (nsw + k) % _CONFIG_RETRY_SWEEPS == 0:
                 self.request(k + 1, C.REQ_VERSION)
             want = self.mod_bal_want[k] if self.bal_ok else 0
@@ -377,7 +379,7 @@ class CanMaster:
     def _queue(self, cid, data, n):
         if self._ob_n >= _OUTBOX:
             self.outbox_drop += 1
-            return
+            return False
         i = (self._ob_head + self._ob_n) % _OUTBOX
         self._ob_id[i] = cid
         self._ob_len[i] = n
@@ -386,6 +388,7 @@ class CanMaster:
         for j in range(n):
             d[o + j] = data[j]
         self._ob_n += 1
+        return True
 
     def _flush(self):
         for _ in range(_MAX_TX_PER_POLL):

@@ -136,3 +136,24 @@ def test_master_rejects_impossible_schedule():
     except ValueError:
         return
     raise AssertionError("17 slots of 80 ms cannot fit a 1 s sweep")
+
+
+def test_new_limits_reach_every_module_while_all_balance():
+    # docs/can_internal.md "Second line of defence on the slave": each module's
+    # hard limits are ov2 + 50 mV, uv2 - 100 mV, t_cell_ot + 5 degC, sent by
+    # the master in CONFIG.  A change of those parameters must reach all 16
+    # modules, also while all of them balance (16 BAL frames every sweep).
+    r = Rig(n=16, cells=16)
+    assert r.run_until(lambda: r.states() == [MS_OK] * 16, 3000) >= 0
+    r.run(1000)
+    flags = bytearray(256)
+    for i in range(0, 256, 2):
+        flags[i] = 1
+    r.master.set_balance(flags)
+    r.run(2000)
+    assert all(a.mask for a in r.afes)
+    assert r.master.configure(256, 16, 2500, ov_mv=3700, uv_mv=2400, ot_c=55)
+    r.run(3000)
+    assert [s.ov_mv for s in r.slaves] == [3700] * 16
+    assert [s.uv_mv for s in r.slaves] == [2400] * 16
+    assert [s.ot_dc for s in r.slaves] == [550] * 16
