@@ -386,6 +386,8 @@ class Bms:
             self.running = True
         if not self.running:
             block |= F.R_CHG | F.R_DSG | F.R_L2 | F.R_BAL | F.R_HEAT  # nothing closes before data
+        if self.restart_requested:
+            block |= F.R_CHG | F.R_DSG | F.R_L2 | F.R_HEAT  # restarting: open until the reset
         if self.heater.cold_check(m, now):
             block |= F.R_CHG  # cold: no charging until the pack is warm enough
         dsg_req = p[P_DSG_SWITCH] and (key or not p[P_KEY_ENABLE]) and not self.sleep_requested

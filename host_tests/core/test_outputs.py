@@ -287,3 +287,25 @@ def test_relays_switch_before_a_recovery_path_retrip_is_logged():
     assert opened and opened[0] == n0, "the re-trip was logged before level 2 opened"
     rec = r.log.find(EV_FAULT_SET)
     assert rec[-1][3] == F.UV2 and rec[-1][1] == r.bms.prot.set_at[F.UV2]
+
+
+def test_restart_command_keeps_every_relay_open_until_the_reset():
+    # The restart command opens every relay, then the services poller saves
+    # and resets the MCU; that poll may wait (flash writes wait for a quiet
+    # PC port, up to 1 s).  Meanwhile no relay may close again: the core must
+    # not switch the load back on for the moments before the reset (and the
+    # precharge sequence must not start over under load).
+    from bms.core import CMD_RESTART
+    r = Rig()
+    r.run(1000)
+    assert r.relays[RELAY_DSG] and r.relays[RELAY_CHG]
+    r.board.current_ma = -20000
+    assert r.bms.request(CMD_RESTART) == ACCEPTED
+    r.run(60)
+    assert r.bms.restart_requested
+    closed = []
+    for _ in range(100):            # 1 s with the reset not yet done
+        r.run(10)
+        closed.append(r.relays[RELAY_DSG] or r.relays[RELAY_PRE] or r.relays[RELAY_CHG]
+                      or r.relays[RELAY_L2])
+    assert not any(closed)

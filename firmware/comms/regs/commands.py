@@ -18,7 +18,7 @@ CMD_ARGS = (
     ("soc_set", "SOC in 0.1 % (0..1000)"),
     ("cal_current", "true current now flowing, mA (the sign is taken from the measurement)"),
     ("cal_zero", "1 (no current must flow)"),
-    ("restart", "1"),
+    ("restart", "1 (every relay opens and stays open until the reset)"),
     ("defaults", "chemistry to load defaults for: 0 NMC, 1 LFP, 2 LTO, 3 NA"),
     ("clear_log", "1 the RAM event log; 2 also the flash log (factory role)"),
     ("sleep", "1 (relays open until wake, the key or current wakes it)"),
