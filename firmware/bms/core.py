@@ -722,14 +722,16 @@ class Bms:
         if not self._avg_seen():
             return _CR_NO_DATA
         raw = self.current_avg_raw
-        target = arg if arg >= 0 else -arg
-        if raw < 0:
-            target = -target
         # I = raw * gain + offset is a line through the zero point raw0
         # (found by CMD_CAL_ZERO); keep raw0 and rescale both so that a
         # large gain correction does not shift the zero reading.
         raw0 = -(p[P_CUR_OFFSET] * 10000 // p[P_CUR_GAIN])
         d = raw - raw0
+        # The sign is the measurement's: the calibrated reading's, d's (a
+        # raw reading on the other side of zero than raw0 is not the direction).
+        target = arg if arg >= 0 else -arg
+        if d < 0:
+            target = -target
         big_raw = raw <= -_CAL_MIN_MA or raw >= _CAL_MIN_MA
         big_d = d <= -_CAL_MIN_MA or d >= _CAL_MIN_MA
         if not (big_raw and big_d):

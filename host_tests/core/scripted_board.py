@@ -9,7 +9,8 @@ Further injections: ``cell_bad`` (indices whose reading is invalid),
 ``connected`` (cells physically there: the pack voltage sums them, also
 beyond ``cell_count``), ``weld`` (bit mask of relays that stay closed
 whatever they are told; with ``readback`` their readback shows it),
-``current2`` (a second current reading, None = none).  ``current_ma`` is
+``current2`` (a second current reading, None = none), ``zero_error_ma`` (added to
+every raw current reading: the shunt amplifier's offset).  ``current_ma`` is
 what flows while its path is closed: the board reports 0 while the level-2
 relay, or the relay of that direction (charge; discharge or precharge), is
 physically open, so a relay that opens stops the current unless it is welded.  ``voltage_response``
@@ -45,6 +46,7 @@ class ScriptedBoard:
         self.weld = 0
         self.readback = False
         self.current2 = None
+        self.zero_error_ma = 0  # the shunt's raw reading with nothing flowing (offset)
         self.voltage_response = False
         self.charger = None  # None: no charger sense on this board
         self.flicker = None  # (cell index, [values...]): one value per cell read, cycled
@@ -56,7 +58,7 @@ class ScriptedBoard:
         if self.fail_current:
             self.fail_current -= 1
             raise OSError(5)
-        m.current_ma = self.flowing()
+        m.current_ma = self.flowing() + self.zero_error_ma
         if self.current2 is None:
             m.current2_ok = False
         else:

@@ -309,3 +309,26 @@ def test_restart_command_keeps_every_relay_open_until_the_reset():
         closed.append(r.relays[RELAY_DSG] or r.relays[RELAY_PRE] or r.relays[RELAY_CHG]
                       or r.relays[RELAY_L2])
     assert not any(closed)
+
+
+def test_current_calibration_takes_the_sign_from_the_calibrated_reading():
+    # docs/modbus.md, cal_current: "true current now flowing, mA (the sign is
+    # taken from the measurement)".  A shunt whose raw zero sits at +1.5 A
+    # (zero-calibrated: cur_offset -1500) reads a raw +500 mA while 1 A
+    # discharges; the BMS shows -1 A.  Entering the multimeter's 1 A must
+    # leave a correct gain where it is, not move it the wrong way.
+    r = Rig()
+    r.board.zero_error_ma = 1500
+    r.run(2000)
+    assert r.bms.request(CMD_CAL_ZERO) == ACCEPTED
+    r.run(100)
+    assert r.params[P.P_CUR_OFFSET] == -1500 and abs(r.bms.meas.current_ma) <= 1
+    r.board.current_ma = -1000
+    r.run(2000)
+    assert abs(r.bms.meas.current_ma + 1000) <= 2
+    for _ in range(3):          # the user repeats it: nothing should walk
+        assert r.bms.request(CMD_CAL_CURRENT, 1000) == ACCEPTED
+        r.run(1100)
+        assert r.bms.cmd_status == 2, r.bms.cmd_reason   # done
+        assert 9990 <= r.params[P.P_CUR_GAIN] <= 10010, r.params[P.P_CUR_GAIN]
+        assert abs(r.bms.meas.current_ma + 1000) <= 2
