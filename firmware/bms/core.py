@@ -131,7 +131,7 @@ CMD_REASONS = ("", "current flowing: a zero calibration needs no current (|I| < 
                "and within the offset range)",
                "current too small to calibrate (at least 0.5 A away from zero)",
                "calibration result outside the parameter range",
-               "no current reading yet")
+               "no current reading (a whole second of readings up to now)")
 
 # Operating modes shown on the monitor page.
 _MODE_STANDBY = const(0)
@@ -230,6 +230,7 @@ class Bms:
         self.current_avg_raw = 0
         self._avg_sum = 0
         self._avg_n = 0
+        self._avg_ok = False     # current_avg_raw is a window of readings up to now
         self.bus_errors = 0
         self.exceptions = 0
         self.last_exception = None
@@ -326,6 +327,7 @@ class Bms:
                 self.current_avg_raw = self._avg_sum // self._avg_n
                 self._avg_sum = 0
                 self._avg_n = 0
+                self._avg_ok = True
             i = self._calibrate(raw)
             m.current_ma = i
             self._cur_good = i
@@ -335,6 +337,12 @@ class Bms:
             if i >= CHARGER_MA:
                 self._chg_at = now
                 self._chg_seen = True
+        else:
+            # No reading: the average is of the past.  A calibration waits
+            # for a whole window of readings taken after the gap.
+            self._avg_sum = 0
+            self._avg_n = 0
+            self._avg_ok = False
         prot = self.prot
         prot.set_flag(F.SIG_CUR_STALE, (not m.current_seen)
                       or ticks_diff(now, m.current_ts) > CURRENT_STALE_MS)
@@ -715,7 +723,7 @@ class Bms:
         return 0
 
     def _avg_seen(self):
-        return self.meas.current_seen
+        return self._avg_ok
 
     def _cal_current(self, arg, now):
         p = self.params

@@ -332,3 +332,34 @@ def test_current_calibration_takes_the_sign_from_the_calibrated_reading():
         assert r.bms.cmd_status == 2, r.bms.cmd_reason   # done
         assert 9990 <= r.params[P.P_CUR_GAIN] <= 10010, r.params[P.P_CUR_GAIN]
         assert abs(r.bms.meas.current_ma + 1000) <= 2
+
+
+def test_calibration_needs_a_current_reading_of_now():
+    # A calibration uses the current reading of the moment it runs (docs/
+    # modbus.md: cal_zero "no current must flow", cal_current "true current
+    # now flowing").  With the shunt silent (current_stale, relays open) the
+    # last average is from before: 3 A that flowed then.  A zero calibration
+    # now must be refused ("no current reading"), not store -3 A as the zero.
+    r = Rig()
+    r.run(1000)
+    r.board.current_ma = -3000
+    r.run(2000)
+    r.board.fail_current = 10 ** 6     # the shunt stops answering
+    r.run(1500)
+    assert r.bms.prot.active(F.CUR_STALE)
+    r.board.current_ma = 0             # the load is off now
+    for cmd in (CMD_CAL_ZERO, CMD_CAL_CURRENT):
+        assert r.bms.request(cmd, 3000) == ACCEPTED
+        r.run(100)
+        assert r.bms.cmd_status == 3 and r.bms.cmd_reason == 4, (cmd, r.bms.cmd_status)
+    assert r.params[P.P_CUR_OFFSET] == 0 and r.params[P.P_CUR_GAIN] == 10000
+    # Back: a zero calibration on readings taken after the gap only.
+    r.board.fail_current = 0
+    r.run(30)
+    assert r.bms.request(CMD_CAL_ZERO) == ACCEPTED
+    r.run(100)
+    assert r.bms.cmd_status == 3 and r.bms.cmd_reason == 4   # no full window yet
+    r.run(1000)
+    assert r.bms.request(CMD_CAL_ZERO) == ACCEPTED
+    r.run(100)
+    assert r.bms.cmd_status == 2 and r.params[P.P_CUR_OFFSET] == 0
