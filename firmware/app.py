@@ -634,7 +634,17 @@ def start_core(app, board, params, store, machine):
     soc_pm = state.soc_pm if state is not None else 500
     # Latched faults come back before anything can close: a restart never clears one.
     latched = app.part(_PT_LATCHES, store.load_latches) if store is not None else None
-    if store is not None and latched is None:
+    if store is None and app.fs is not None:
+        # The settings part failed (flash full or failing, no memory): the
+        # latches on flash are read all the same, and as with settings that
+        # cannot be read (bms.store) ``internal`` is latched: nothing closes
+        # on settings nobody has read until someone resets.
+        from bms.faults import INTERNAL
+        from bms.store import SettingsStore
+        latched = app.part(_PT_LATCHES, SettingsStore(app.fs).load_latches)
+        if latched is not None and INTERNAL not in latched:
+            latched.append(INTERNAL)
+    if app.fs is not None and latched is None:
         # The latch record could not be read at all: it may have held a
         # critical latch.  Nothing closes until someone resets (store.py).
         from bms.faults import INTERNAL

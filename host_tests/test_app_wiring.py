@@ -579,3 +579,27 @@ def test_master_with_modules_sees_its_own_afe_trips():
     rig.run(300)
     assert bms.board.afe_fault() & 0x001            # drivers.afe FAULT_SCD
     assert bms.prot.active(F.AFE)
+
+
+def test_a_settings_part_that_fails_keeps_the_latched_faults(monkeypatch):
+    """docs/safety.md: latches are "restored before the first cycle: a
+    restart, a watchdog reset or a power cut never clears one", and a latch
+    record whose read fails brings `internal` back latched.  The settings
+    part can fail on a board with flash (a migrated set whose write-back
+    finds the flash full, no memory): the latches on flash must still come
+    back, and the pack must not run on settings nobody read."""
+    from bms import faults as F
+    fs = FakeFlash()
+    SettingsStore(fs).save_latches([F.OV2])      # ov2 latched before the restart
+
+    def full(fs, params):
+        raise OSError(28)                          # ENOSPC
+    monkeypatch.setattr(main, "open_settings", full)
+    rig = Rig(fs=fs)
+    app = rig.app
+    assert "settings" in app.failed
+    rig.run(3000)
+    bms = app.bms
+    assert bms.running
+    assert bms.prot.active(F.OV2) and bms.prot.active(F.INTERNAL)
+    assert not any(bms.contactors.state), list(bms.contactors.state)
