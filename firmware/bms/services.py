@@ -48,7 +48,7 @@ from bms import sleep as SL
 from bms import watchdog as W
 from bms.measurements import cap_age
 from bms.params import P_BUZZER, P_SLEEP_CURRENT, P_SLEEP_IDLE
-from bms.store import F_CLEAN, State
+from bms.store import F_CLEAN, F_WDT_MASK, F_WDT_SHIFT, State
 from bms.ticks import ticks_add, ticks_diff
 
 _PARAM_DEBOUNCE_MS = const(2000)
@@ -123,6 +123,19 @@ class Services:
         if unclean:
             state.op_s += STATE_MAX_S
         state.flags &= ~F_CLEAN
+        # Watchdog boots in a row (bms.watchdog WDT_LOOP_BOOTS): the count
+        # survives the reset in the state record and is cleared once this
+        # boot has run WDT_CLEAR_S.
+        n = (state.flags & F_WDT_MASK) >> F_WDT_SHIFT
+        if reason is not None and reason[0] == W.R_WATCHDOG:
+            n = n + 1 if n < W.WDT_LOOP_BOOTS else W.WDT_LOOP_BOOTS
+        else:
+            n = 0
+        state.flags = (state.flags & ~F_WDT_MASK) | (n << F_WDT_SHIFT)
+        self.wdt_boots = n
+        self._op_s0 = state.op_s
+        if n >= W.WDT_LOOP_BOOTS:
+            bms.prot.force(F.INTERNAL, now)   # saved by the latch step, reset rule clears it
         state.boots += 1
         self._save_state()
 
@@ -146,6 +159,10 @@ class Services:
         else:
             self._busy_at = None
         self._latch_step()
+        if self.wdt_boots and self.state.op_s - self._op_s0 >= W.WDT_CLEAR_S:
+            self.wdt_boots = 0
+            self.state.flags &= ~F_WDT_MASK
+            self._save_state()
         self._lease_step(now)
         self._sleep_step(now)
         self._params_step(now)

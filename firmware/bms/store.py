@@ -373,6 +373,10 @@ def _rule_partner(values, i, d):
 _STATE = "<HIIIIIIIBBI"
 F_LEASE = const(1)   # a lease is set
 F_CLEAN = const(2)   # written by an orderly shutdown
+# Watchdog boots in a row (0..3), bits 2-3: bms.services latches internal on
+# the third (a hang raises nothing, so nothing else stops the relay cycling).
+F_WDT_SHIFT = const(2)
+F_WDT_MASK = const(0x0C)
 
 
 class State:

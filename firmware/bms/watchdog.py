@@ -47,6 +47,11 @@ _MACHINE_NAMES = (("PWRON_RESET", R_POWER_ON), ("WDT_RESET", R_WATCHDOG),
                   ("DEEPSLEEP_RESET", _R_DEEPSLEEP), ("BROWNOUT_RESET", _R_BROWNOUT))
 
 _FAST_TASK = const(1)  # index of Bms._fast in bms.sched (cells, fast, slow)
+# A hang raises no exception: nothing is latched, the watchdog resets, the
+# relays close again at the next boot, and so on.  This many watchdog boots
+# in a row, none after WDT_CLEAR_S of operation, latch internal (services).
+WDT_LOOP_BOOTS = const(3)
+WDT_CLEAR_S = const(600)
 INTENT_FILE = "/data/reset.why"
 
 

@@ -375,3 +375,39 @@ def test_lease_code_a_week_after_a_wrong_one_is_taken():
     assert d.svc.lease.blocked
     ok, why = d.svc.enter_lease_code(LS.make_token(SECRET, "SN1", 1, 30))
     assert ok and why == 30, why
+
+
+def test_watchdog_resets_in_a_row_latch_internal_until_a_reset():
+    # docs/safety.md: a hang raises no exception, so nothing latches and the
+    # relays closed again after every watchdog reset (open, close, open ...
+    # under load).  The third watchdog boot in a row, none after 10 min of
+    # operation, latches internal: the relays stay open until a reset.
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.run(3000)
+    assert d.board.relays[RELAY_DSG]
+    for k in range(1, W.WDT_LOOP_BOOTS):
+        d = Dev(fs, cause=Machine.WDT_RESET)   # it hung: the watchdog bit
+        d.run(3000)
+        assert not d.bms.prot.active(F.INTERNAL), k
+        assert d.board.relays[RELAY_DSG], k     # one or two bites: runs on
+    d = Dev(fs, cause=Machine.WDT_RESET)
+    assert d.bms.prot.active(F.INTERNAL)
+    d.run(3000)
+    assert not d.board.relays[RELAY_CHG] and not d.board.relays[RELAY_DSG]
+    d = Dev(fs)          # a power cycle does not clear the latch either
+    assert d.bms.prot.active(F.INTERNAL)
+    d.run(1000)
+    d.bms.request(CMD_RESET_FAULTS)
+    d.run(3000)
+    assert not d.bms.prot.active(F.INTERNAL) and d.board.relays[RELAY_DSG]
+
+
+def test_watchdog_resets_far_apart_are_not_a_loop():
+    # A bite now and then (hours of operation between them) is no loop.
+    fs = FakeFlash()
+    for k in range(2 * W.WDT_LOOP_BOOTS):
+        d = Dev(fs, cause=Machine.WDT_RESET)
+        assert not d.bms.prot.active(F.INTERNAL), k
+        d.run(W.WDT_CLEAR_S * 1000 + 5000, step=500)
+        assert d.board.relays[RELAY_DSG], k
