@@ -74,7 +74,7 @@ from bms.measurements import (CURRENT_MA_MAX, ROLE_BALANCE, ROLE_CELL, ROLE_POWE
 from bms.params import (CUR_GAIN_STEP, P_BUZZER, P_CELL_COUNT, P_CHEMISTRY, P_CHG_SWITCH,
                         P_CUR_GAIN,
                         P_CUR_OFFSET, P_DSG_SWITCH, P_KEY_ENABLE, P_PRECHARGE_PCT,
-                        P_PRECHARGE_TIMEOUT, ParamError)
+                        P_PRECHARGE_TIMEOUT, TABLE, ParamError)
 from bms.plausible import CurrentCheck
 from bms.protection import (CELL_STALE_MS, CURRENT_STALE_MS, NO_ONSET, TEMP_STALE_MS,
                             Protection)
@@ -742,11 +742,20 @@ class Bms:
             target = -target
         big_raw = raw <= -_CAL_MIN_MA or raw >= _CAL_MIN_MA
         big_d = d <= -_CAL_MIN_MA or d >= _CAL_MIN_MA
-        if not (big_raw and big_d):
+        # The true current too (a 0 from a form's default field would walk
+        # the gain to its floor, 5 % per command, every current read low).
+        big_t = arg <= -_CAL_MIN_MA or arg >= _CAL_MIN_MA
+        if not (big_raw and big_d and big_t):
             self.log.append(now, EV_CAL, CMD_CAL_CURRENT, -1)
             return _CR_CAL_SMALL
         gain = target * 10000 // d if -100000 < target < 100000 \
             else target * 100 // (d // 100)
+        row = TABLE[P_CUR_GAIN]
+        if not row[2] <= gain <= row[3]:
+            # No number of 5 % steps reaches it: a typo (mA for A, a wrong
+            # meter), not a shunt error.  Refused, nothing changes.
+            self.log.append(now, EV_CAL, CMD_CAL_CURRENT, -1)
+            return _CR_CAL_RANGE
         # One calibration moves the gain by at most CUR_GAIN_STEP (5 %):
         # a larger error takes several, each logged; the range is the
         # parameter's (+-10 %).

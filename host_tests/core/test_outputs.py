@@ -363,3 +363,24 @@ def test_calibration_needs_a_current_reading_of_now():
     assert r.bms.request(CMD_CAL_ZERO) == ACCEPTED
     r.run(100)
     assert r.bms.cmd_status == 2 and r.params[P.P_CUR_OFFSET] == 0
+
+
+def test_current_calibration_refuses_a_true_current_it_cannot_be():
+    # docs/modbus.md, cal_current: the true current now flowing; the gain's
+    # range is +-10 % (docs/parameters.md cur_gain).  A 0 (a form's default
+    # field) or a value no gain in range can give (mA typed as A, a meter on
+    # the wrong range) is refused with its reason and changes nothing: before,
+    # each such command moved the gain 5 % toward its floor, every current
+    # (over-current included) then read up to 10 % low.
+    r = Rig()
+    r.run(500)
+    r.board.current_ma = -20000
+    r.run(2000)
+    for arg, reason in ((0, 2), (100, 2), (20, 2), (30000, 3), (2000, 3), (-14000, 3)):
+        assert r.bms.request(CMD_CAL_CURRENT, arg) == ACCEPTED
+        r.run(100)
+        assert r.bms.cmd_status == 3 and r.bms.cmd_reason == reason, (arg, r.bms.cmd_reason)
+        assert r.params[P.P_CUR_GAIN] == 10000 and r.params[P.P_CUR_OFFSET] == 0, arg
+    assert r.bms.request(CMD_CAL_CURRENT, 20500) == ACCEPTED   # 2.5 %: in range
+    r.run(100)
+    assert r.bms.cmd_status == 2 and 10240 <= r.params[P.P_CUR_GAIN] <= 10260

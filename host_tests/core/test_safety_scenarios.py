@@ -386,17 +386,17 @@ def test_current_gain_writes_and_calibration_are_bounded_and_logged():
     r.run(500)
     r.board.current_ma = 20000
     r.run(2000)
-    r.bms.request(CMD_CAL_CURRENT, 10000)   # "true current is half": a 50 % step
+    r.bms.request(CMD_CAL_CURRENT, 18600)   # the shunt reads 7.5 % high: a 7 % step
     r.run(100)
     assert r.params[P.P_CUR_GAIN] == 9500    # moved by one bounded step only
     ev = r.log.find(EV_CAL)
     assert ev and ev[-1][4] == 9500
-    r.bms.request(CMD_CAL_CURRENT, 10000)
+    r.bms.request(CMD_CAL_CURRENT, 18600)
     r.run(100)
-    assert r.params[P.P_CUR_GAIN] == 9000    # the bottom of the +-10 % range
-    r.bms.request(CMD_CAL_CURRENT, 10000)
+    assert r.params[P.P_CUR_GAIN] == 9300    # the rest
+    r.bms.request(CMD_CAL_CURRENT, 10000)   # "true current is half": no gain in range
     r.run(100)
-    assert r.params[P.P_CUR_GAIN] == 9000    # the range holds
+    assert r.params[P.P_CUR_GAIN] == 9300    # the range holds: refused, unchanged
     ev = r.log.find(EV_CAL)
     assert ev[-1][4] == -1                   # refused, and logged as such
 

@@ -16,7 +16,8 @@ _CLEAR_LOG = const(7)   # bms.core.CMD_CLEAR_LOG
 CMD_ARGS = (
     ("reset_faults", "1"),
     ("soc_set", "SOC in 0.1 % (0..1000)"),
-    ("cal_current", "true current now flowing, mA (the sign is taken from the measurement)"),
+    ("cal_current", "true current now flowing, mA (the sign is taken from the measurement; at "
+     "least 500 mA, and within the gain's +-10 % of the reading)"),
     ("cal_zero", "1 (no current must flow)"),
     ("restart", "1 (every relay opens and stays open until the reset)"),
     ("defaults", "chemistry to load defaults for: 0 NMC, 1 LFP, 2 LTO, 3 NA"),
