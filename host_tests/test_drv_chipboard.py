@@ -2,6 +2,7 @@
 # gpio) against byte-level emulators fed by the pack model.  CPython only
 # (pack.py needs random.Random / bisect).
 from bms.contactors import RELAY_CHG, RELAY_DSG, RELAY_L2
+from bms.params import index as param_index
 from tools.sim.chipboard import ChipBoard
 from tools.sim.simulator import Simulation
 
@@ -98,3 +99,55 @@ def test_hardware_short_circuit_protection_from_parameters():
     assert emu.safety[1] & 0x80                   # the chip tripped SCD itself
     assert "afe" in sim.active_faults()
     assert sim.pack.relays[RELAY_DSG] == 0
+
+
+def _bal_sim():
+    # An unbalanced NMC pack above bal_start, balancing at rest (bal_mode 1).
+    sim = Simulation("NMC", cells=16, capacity_ah=2.0, soc=0.75, seed=4,
+                     params={"bal_start": 3800, "bal_mode": 1},
+                     board_factory=lambda pack: ChipBoard(pack, seed=5))
+    for k, c in enumerate(sim.pack.cells):
+        c.soc = 0.70 + 0.01 * (k % 5)  # ~35 mV spread
+    return sim
+
+
+def _bleeding(sim):
+    return [k for k, c in enumerate(sim.pack.cells) if c.bleed_a > 0]
+
+
+def test_balancing_stops_on_balance_temperature_when_the_off_write_fails_once():
+    # docs/safety.md: balance-board over-temperature -> balancing off (the
+    # balancer backs off at t_bal_rec within one sweep).  One I2C error on the
+    # chip's "all off" write must not leave its bleed FETs on.
+    sim = _bal_sim()
+    sim.run(20)
+    assert sim.bms.balancer.state == 5 and sim.board.emu_afe.cb_mask  # ST_ACTIVE, bleeding
+    afe = sim.board.hw.afe
+    real = afe.balance
+    fails = [1]
+
+    def flaky(flags):
+        if not any(flags) and fails[0]:
+            fails[0] -= 1
+            raise OSError(5)   # the bus glitched during the off write
+        return real(flags)
+    afe.balance = flaky
+    sim.board.temp_override[1] = 66.0   # balance NTC at t_bal_rec + 1
+    sim.run(3)
+    assert fails[0] == 0 and sim.bms.balancer.state == 4   # ST_HOT
+    assert sim.board.emu_afe.cb_mask == 0 and _bleeding(sim) == []
+
+
+def test_bleeding_left_on_by_an_mcu_restart_stops():
+    # A watchdog reset restarts the MCU, not the AFE: the chip keeps the bleed
+    # mask of the firmware that ran before.  With nothing to balance (at rest,
+    # bal_mode 0: charging only) no cell may go on bleeding.
+    sim = _bal_sim()
+    sim.params.set(param_index("bal_mode"), 0)
+    f = bytearray(16)
+    f[3] = 1
+    sim.board.afe.balance(f)            # what the chip still does at the restart
+    assert _bleeding(sim) == [3]
+    sim.run(5)
+    assert sim.bms.balancer.state == 2  # ST_WAIT: not charging
+    assert sim.board.emu_afe.cb_mask == 0 and _bleeding(sim) == []

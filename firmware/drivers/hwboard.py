@@ -23,7 +23,11 @@ hand them to ``HwBoard``; nothing here touches ``machine``.
   ``afe_fets`` also drives the AFE's CHG/DSG FETs.
 - output errors: a failed balance write or FET close is counted and
   repeated next cycle; a failed FET *open* raises (the core then latches
-  its internal fault and keeps everything open).
+  its internal fault and keeps everything open).  The balance mask the
+  core last asked for is written again at every cell read until a write
+  goes through (the core writes "all off" once), and from start-up the
+  chip's mask is unknown: an AFE keeps bleeding through an MCU restart,
+  so the first cell read writes it (all off until the core asks).
 - afe_fault(): the AFE fault bits read with the cells (no bus traffic of its
   own, so it never raises), plus FAULT_RELAY for a relay whose readback
   disagrees with its command; ``relay_faults()`` names those relays (bit
@@ -98,6 +102,11 @@ class HwBoard:
         # ``sleep_key()`` of the core's board interface).
         self.sleep_key = sleep_key.value if sleep_key is not None else None
         self._afe_cells = 0
+        # Balance mask: the core's flags (kept by reference), all off before
+        # it asks; unsure until a write went through (at start-up too).
+        self._bal = None
+        self._bal_off = bytearray(self.max_cells)
+        self._bal_unsure = True
         self._fault = 0
         self._relay_f = 0
         self.afe_ok = False
@@ -271,6 +280,8 @@ class HwBoard:
             ok[i] = 1 if 0 < mv[i] <= CELL_MV_MAX else 0
             ts[i] = now
         self._read_faults()
+        if self._bal_unsure:
+            self._write_balance()   # the AFE answers: the mask it holds is ours again
 
     def read_faults(self):
         """The AFE's hardware trip bits and the relays' readback, for
@@ -345,14 +356,25 @@ class HwBoard:
                 # a failed close only delays closing: retried next cycle
 
     def set_balance(self, flags):
-        """Balancing writes are repeated every slow tick; a failed one is
-        counted, not raised (the cell reads on the same bus go stale and
-        the core blocks balancing)."""
+        """A failed balancing write is counted, not raised (the cell reads on
+        the same bus go stale and the core blocks balancing), and repeated at
+        every cell read until one goes through."""
+        self._bal = flags
+        self._write_balance()
+
+    def _write_balance(self):
+        f = self._bal
+        if f is None:
+            f = self._bal_off
+        self._bal_unsure = True
         if not self.afe_ok:
             self.output_errors += 1
             return
         try:
-            self.afe.balance(flags)
+            self.afe.balance(f)
+            self._bal_unsure = False
+        except NotImplementedError:
+            self._bal_unsure = False    # an AFE without bleeders: nothing to stop
         except OSError:
             self.output_errors += 1
 

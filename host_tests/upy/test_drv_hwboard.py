@@ -168,6 +168,33 @@ def test_balance_errors_counted_not_raised():
     assert b.output_errors == 1
 
 
+def test_a_failed_balance_write_is_repeated_at_the_next_cell_read():
+    b, afe, _ = _board()
+    b.init()
+    m = Measurements(b.max_cells, b.temp_roles)
+    m.set_cell_count(4)
+    b.set_balance(bytearray([1, 0, 1, 0]))
+    afe.fail = True
+    b.set_balance(bytearray(4))          # "all off" lost on the bus
+    afe.fail = False
+    assert afe.flags == b"\x01\x00\x01\x00"
+    b.read_cells(m, 100)
+    assert afe.flags == b"\x00\x00\x00\x00"
+    afe.flags = None
+    b.read_cells(m, 350)                 # written once it went through
+    assert afe.flags is None
+
+
+def test_first_cell_read_after_a_restart_turns_the_chips_bleeders_off():
+    b, afe, _ = _board()
+    afe.flags = b"\x00\x01\x00\x00"    # left by the firmware before the restart
+    b.init()
+    m = Measurements(b.max_cells, b.temp_roles)
+    m.set_cell_count(4)
+    b.read_cells(m, 100)
+    assert afe.flags == b"\x00\x00\x00\x00"
+
+
 def _relay_board():
     """One relay with a readback input that stays off; (board, afe, readback pin)."""
     afe = FakeAfe()
