@@ -181,6 +181,8 @@ BLOCK_STATES = {
                            setattr(s.board, "key_on", False)), False, True),
     "sleep requested": (lambda s: setattr(s.bms, "sleep_requested", True), True, True),
     "cold charge inhibit": (lambda s: setattr(s.bms.heater, "charge_inhibit", True), True, False),
+    # A slave firmware update holds charge and discharge open (docs/safety.md).
+    "slave update inhibit": (lambda s: setattr(s.bms, "inhibit", F.R_CHG | F.R_DSG), True, True),
 }
 
 

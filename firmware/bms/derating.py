@@ -38,7 +38,8 @@ threshold, and a reading hovering at a breakpoint moves the limit only a
 little.  A direction blocked at boot (slave modules not yet discovered,
 cold cells, a restored latch) is published at once the first time it is
 allowed with complete data; every later rise ramps.  Any fault
-whose reaction opens a path, the user switches, the sleep request, a core
+whose reaction opens a path, the core's ``inhibit`` (relays held open during
+a slave firmware update), the user switches, the sleep request, a core
 without data and the low-temperature charge inhibit make the limit 0 at
 once (the same rules as ``comms.limits.FaultLimits``).
 
@@ -126,7 +127,7 @@ class Derating:
         if b is None:
             return
         p = self.params
-        block = b.prot.reaction
+        block = b.prot.reaction | b.inhibit   # inhibit: relays held open (slave update)
         run = b.running and not b.sleep_requested
         chg = run and p[P_CHG_SWITCH] and not (block & (R_CHG | R_L2)) and \
             not b.heater.charge_inhibit

@@ -19,8 +19,8 @@ limit" or "zero", from the parameters and the active faults.  Its choices:
   the 90 % over-current alarm, so an inverter running at its limit raises no
   alarm and can never trip the protection.
 * Any active fault whose reaction opens the charge path (R_CHG or R_L2)
-  makes CCL 0; one that opens the discharge path (R_DSG or R_L2) makes DCL 0.
-  So do the user's charge/discharge switches, the sleep request and a core
+  makes CCL 0; one that opens the discharge path (R_DSG or R_L2) makes DCL 0,
+  and so does the core's ``inhibit`` (relays held open).  So do the user's charge/discharge switches, the sleep request and a core
   that has not started (``running`` false).
 """
 from micropython import const
@@ -46,7 +46,7 @@ class FaultLimits:
         n = p[P_CELL_COUNT]
         self.cvl_mv = n * p[P_OV_REC]
         self.dvl_mv = n * p[P_UV_REC]
-        block = b.prot.reaction
+        block = b.prot.reaction | getattr(b, "inhibit", 0)
         run = b.running and not b.sleep_requested
         chg = run and p[P_CHG_SWITCH] and not (block & (R_CHG | R_L2))
         dsg = run and p[P_DSG_SWITCH] and not (block & (R_DSG | R_L2))
