@@ -44,7 +44,9 @@ without data and the low-temperature charge inhibit make the limit 0 at
 once (the same rules as ``comms.limits.FaultLimits``).
 
 After an authenticated reset of uv2 (ov2) the fault's recovery path caps the
-charge (discharge) limit at the protection's ``recovery_ma`` (0.05 C).
+charge (discharge) limit at LIMIT_PCT of the protection's ``recovery_ma``
+(0.05 C), which re-trips the path after 1 s above it: headroom, as for the
+base limits, so a device at the limit does not re-latch the fault.
 
 CVL = cells x ``ov_rec`` (the voltage at which charging may resume after an
 over-voltage trip, so a CV charger never drives a balanced pack into the
@@ -135,8 +137,11 @@ class Derating:
         if dsg and p[P_KEY_ENABLE] and not b.board.key():
             dsg = False
         prot = b.prot
-        self.cap_c = prot.recovery_ma if prot.recovering(UV2) else -1
-        self.cap_d = prot.recovery_ma if prot.recovering(OV2) else -1
+        # LIMIT_PCT of the recovery path's limit: a device following the cap
+        # must not re-trip it (the path re-trips after 1 s above recovery_ma).
+        cap = prot.recovery_ma * LIMIT_PCT // 100
+        self.cap_c = cap if prot.recovering(UV2) else -1
+        self.cap_d = cap if prot.recovering(OV2) else -1
         self.ready = b.running
         self.step(b.meas, b.soc.soc_pm, chg, dsg, now)
 

@@ -513,6 +513,22 @@ def test_uv2_reset_allows_limited_charging_until_recovered():
     assert not r.bms.prot.active(F.UV2)
 
 
+def test_uv2_recovery_survives_a_charger_that_follows_the_published_limit():
+    # The recovery path re-trips after 1 s above its current limit; a charger
+    # or inverter that follows the BMS's charge limit (with an ordinary 2 %
+    # regulation error) must not re-latch uv2: the limit leaves headroom, as
+    # the normal limits do below the over-current alarm (bms/derating.py).
+    r = _uv2_latched()
+    r.bms.request(CMD_RESET_FAULTS)
+    r.run(600)
+    assert r.bms.prot.recovering(F.UV2)
+    for _ in range(40):                  # follow the limit while it ramps up
+        r.board.current_ma = r.bms.derating.ccl_ma * 102 // 100
+        r.run(250)
+    assert r.bms.prot.recovering(F.UV2) and r.board.relays[RELAY_L2]
+    assert r.bms.derating.ccl_ma > 0
+
+
 def test_uv2_recovery_retrips_when_it_goes_the_wrong_way():
     r = _uv2_latched()
     r.bms.request(CMD_RESET_FAULTS)
