@@ -112,7 +112,7 @@ class Charger:
         lim = self.limits
         lim.update(now)
         return (self.bms.params[P_SPECIAL_CHARGER] != 0 and self._fresh(now)
-                and lim.ccl_ma > 0 and not (self.status & _ST_FAULTS))
+                and lim.ccl_ma >= 100 and not (self.status & _ST_FAULTS))   # 0.1 A steps: never 'charge at 0.0 A'
 
     def _send(self, charge):
         c = self.cmd

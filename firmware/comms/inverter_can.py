@@ -10,7 +10,10 @@ ids, little-endian, the battery broadcasts every ``period_ms`` (1 s):
              DVL discharge voltage limit u16 0.1 V
   0x355 (4)  SOC u16 1 %, SOH u16 1 %
   0x356 (6)  pack voltage s16 0.01 V, current s16 0.1 A (+ = charging),
-             temperature s16 0.1 degC (hottest cell sensor)
+             temperature s16 0.1 degC (hottest cell sensor).  The pack
+             voltage field ends at 327.67 V (it is clamped there): a
+             low-voltage protocol, for packs up to 89S LFP (3.65 V) / 78S NMC;
+             a high-voltage inverter needs its own protocol, not this one.
   0x359 (8)  byte0 protection: b1 over-voltage, b2 under-voltage,
                    b3 over-temperature, b4 under-temperature,
                    b7 discharge over-current
@@ -21,7 +24,8 @@ ids, little-endian, the battery broadcasts every ``period_ms`` (1 s):
              byte3 warning:    b0 charge high current,
                    b3 internal communication failure
              byte4 modules in parallel, byte5..6 "PN", byte7 0
-  0x35C (2)  byte0: b7 charge enable, b6 discharge enable,
+  0x35C (2)  byte0: b7 charge enable, b6 discharge enable (each only with a
+             limit of at least 0.1 A, the limits' own step),
              b5 force charge I, b4 force charge II, b3 full-charge request
   0x35E (8)  "PYLON   "
 
@@ -282,7 +286,9 @@ class InverterCan:
             return 0
         r = 0
         prot = self.bms.prot
-        if lim.ccl_ma > 0:
+        # Enabled only with a limit 0x351 can carry (0.1 A steps): never
+        # "charge" beside a limit of 0.0 A.
+        if lim.ccl_ma >= 100:
             r |= REQ_CHARGE
             # Ask the inverter to charge from any source when the cells run low.
             if prot.active(_F_UV1):
@@ -291,7 +297,7 @@ class InverterCan:
                 r |= REQ_FORCE_1
             if getattr(self.bms, "full_charge_request", False):
                 r |= REQ_FULL
-        if lim.dcl_ma > 0:
+        if lim.dcl_ma >= 100:
             r |= REQ_DISCHARGE
         return r
 

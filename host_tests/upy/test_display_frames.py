@@ -198,6 +198,21 @@ def test_charger_command_bytes_and_status():
     assert port.take()[4:9] == bytes([0, 0, 0, 0, 1])                # charger fault: stop now
 
 
+
+def test_charger_is_told_to_stop_rather_than_charge_at_0_0_a():
+    # The command carries the current in 0.1 A steps: a limit under 100 mA
+    # (a tiny chg_oc, a ramp's first steps) is "stop", not "charge at 0.0 A".
+    from bms.derating import RAMP_MS
+    from comms.charger import Charger
+    r = Rig(special_charger=1, chg_oc=1)    # 0.1 A: the limit is 80 mA
+    r.run(RAMP_MS + 2000)
+    port = Port()
+    ch = Charger(r.bms, r.clock, port=port)
+    ch.poll()
+    f = port.take()
+    assert f[4:9] == bytes([0, 0, 0, 0, 1]), f    # stop
+    assert not ch.charging
+
 def test_charger_on_can_ignores_a_status_frame_too_short_for_its_fields():
     # docs/charger_protocol.md: the charger's status is 8 bytes, the status
     # bits in byte 4, and "Charger.present is False when no status came for

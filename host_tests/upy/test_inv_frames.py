@@ -253,3 +253,20 @@ def test_steady_state_poll_allocates_nothing():
     finally:
         unlock()
     assert inv.bursts == 2
+
+
+def test_charge_enable_only_with_a_limit_the_frame_can_carry():
+    # 0x351 carries the charge current limit in 0.1 A steps; 0x35C's charge
+    # enable must not say "charge" while 0x351 says 0.0 A (a limit under
+    # 100 mA: a tiny chg_oc, the first steps of a ramp).  The inverter would
+    # see charging enabled at a zero limit.
+    r = Rig(chg_oc=1)          # 0.1 A: the published limit is 80 mA
+    r.bms.soc.est_enabled = False
+    r.run(RAMP_MS + 2000)
+    can = LoopCan(8)
+    inv = IC.InverterCan(can, r.bms, r.clock)
+    inv.poll()
+    d = dict((f[0], f[2]) for f in can.take())
+    assert u16(d[0x351], 2) == 0                 # CCL 0.0 A
+    assert not d[0x35C][0] & 0x80, d[0x35C]
+    assert d[0x35C][0] & 0x40                    # discharge still enabled
