@@ -61,3 +61,41 @@ def test_dry_run_prints_the_steps(capsys, monkeypatch):
     assert flash.run("pico", port="/dev/ttyACM0", dry_run=True) == 0
     out = capsys.readouterr().out
     assert "bootloader" in out and "config" in out
+
+
+def test_config_py_is_not_replaced_when_the_board_did_not_answer(tmp_path, monkeypatch):
+    # The module doc: config.py goes onto the board "unless the board has one
+    # already".  Its OPTS hold the board's hardware (shunt_uohm, cells, NTCs):
+    # written over by the defaults, a 1 mOhm shunt reads 10 x too low current.
+    # A check that failed (mpremote could not reach the board just after the
+    # reboot) says nothing about config.py: nothing may be written then.
+    d = _drive(tmp_path)
+    uf2 = tmp_path / "firmware.uf2"
+    uf2.write_bytes(bytes(512))
+    monkeypatch.setattr(flash.fwbuild, "build", lambda board: str(uf2))
+    monkeypatch.setattr(flash, "ROOT", str(tmp_path))
+    (tmp_path / "build" / "pico").mkdir(parents=True)
+    port = tmp_path / "ttyACM0"   # the board's USB serial port, back after the reboot
+    port.write_text("")
+    ran = []
+
+    class Done:
+        def __init__(self, rc, out=""):
+            self.returncode, self.stdout, self.stderr = rc, out, "could not enter raw repl"
+
+    def fake_run(argv, **kw):
+        ran.append(argv)
+        if "exec" in argv:
+            return Done(1)
+        return Done(0)
+    monkeypatch.setattr(flash.subprocess, "run", fake_run)
+    with pytest.raises(flash.FlashError, match="config.py"):
+        flash.run("pico", port=str(port), drive=str(d))
+    assert not any("cp" in argv for argv in ran), ran
+    # The board answering: "keep" keeps it, "write" writes one.
+    for answer, copied in (("keep\n", False), ("write\n", True)):
+        ran.clear()
+        monkeypatch.setattr(flash.subprocess, "run", lambda argv, **kw: (
+            ran.append(argv), Done(0, answer if "exec" in argv else ""))[1])
+        assert flash.run("pico", port=str(port), drive=str(d)) == 0
+        assert any("cp" in argv for argv in ran) == copied, ran

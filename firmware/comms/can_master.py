@@ -77,6 +77,11 @@ _OT_MARGIN_C = const(5)
 CHECK_MS = const(50)
 MASTER_CELL_MS = const(500)     # the core's cell sweep on a master (see MasterBoard)
 _CONFIG_RETRY_SWEEPS = const(5)
+# Every module's CONFIG again this often, one module a sweep: STATUS echoes
+# the cell count but not the hard limits, so a CONFIG lost at the module (its
+# receive buffer full, a controller restart) would leave its second line of
+# defence on old limits until it restarts.
+_CONFIG_REFRESH_SWEEPS = const(30)
 _OUTBOX = const(24)
 _MAX_RX_PER_POLL = const(16)
 _MAX_TX_PER_POLL = const(3)
@@ -361,7 +366,8 @@ class CanMaster:
             last = self.mod_cfg_sweep[k]
             if last == _NEVER or ((self.mod_rep_cells[k] != self.mod_cells[k]
                                   or self.mod_faults[k] & C.LF_DEFAULTS)
-                                 and nsw - last >= _CONFIG_RETRY_SWEEPS):
+                                 and nsw - last >= _CONFIG_RETRY_SWEEPS) or \
+                    (nsw + k) % _CONFIG_REFRESH_SWEEPS == 0 and nsw != last:
                 C.config_pack(b, self.mod_cells[k], self.temps_per_module, self.ov_mv,
                               self.uv_mv, self.ot_c, C.CFG_SET_CELLS)
                 # Sent once it got into the outbox; a full one (16 modules

@@ -157,3 +157,33 @@ def test_new_limits_reach_every_module_while_all_balance():
     assert [s.ov_mv for s in r.slaves] == [3700] * 16
     assert [s.uv_mv for s in r.slaves] == [2400] * 16
     assert [s.ot_dc for s in r.slaves] == [550] * 16
+
+
+def test_limits_lost_at_a_module_reach_it_within_a_refresh_period():
+    # docs/can_internal.md "Second line of defence on the slave": the module's
+    # hard limits come from the master's CONFIG.  STATUS does not echo them,
+    # so a CONFIG lost at the module (receive buffer full, a controller
+    # restart) must not leave it on old limits for good: the master sends
+    # every module's CONFIG again within 30 sweeps.
+    r = Rig(n=3, cells=16)
+    assert r.run_until(lambda: r.states() == [MS_OK] * 3, 3000) >= 0
+    assert r.master.configure(48, 16, 2500, ov_mv=3750, uv_mv=2450, ot_c=60)
+    r.run(3000)       # every module on these (not on its defaults any more)
+    assert [s.ov_mv for s in r.slaves] == [3750] * 3
+    node = r.snodes[1]
+    real = node.deliver
+    lost = []
+
+    def deaf_to_config(can_id, data, ext):
+        if can_id == C.ID_CONFIG + 1 and not lost:
+            lost.append(can_id)        # this one frame never arrives
+            return
+        real(can_id, data, ext)
+    node.deliver = deaf_to_config
+    assert r.master.configure(48, 16, 2500, ov_mv=3700, uv_mv=2400, ot_c=55)
+    r.run(3000)
+    assert lost and r.slaves[1].ov_mv == 3750     # the module kept its old limits
+    assert r.slaves[0].ov_mv == 3700 and r.slaves[2].ov_mv == 3700
+    assert r.run_until(lambda: r.slaves[1].ov_mv == 3700, 31000) >= 0
+    assert r.slaves[1].uv_mv == 2400 and r.slaves[1].ot_dc == 550
+    assert r.states() == [MS_OK] * 3
