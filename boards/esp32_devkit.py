@@ -26,14 +26,27 @@ VDIV_UV = 3300000  # the NTC dividers hang off 3V3
 
 
 class RatioAdc:
-    """read_u16 as a ratio of the divider supply, from calibrated read_uv."""
+    """read_u16 as a ratio of the divider supply, from calibrated read_uv.
+
+    At 11 dB the ESP32 ADC measures 150..2450 mV (ESP-IDF) and saturates
+    below the 3V3 supply, and read_uv of a raw 0 is still the calibration
+    offset: an open NTC (pin at 3V3) or a shorted one (pin at GND) scaled
+    against the supply would land inside the NTC table as a temperature.
+    A saturated raw reading is therefore full scale (NTC open) and a raw 0
+    is 0 (NTC shorted): both sensor faults for drivers.ntc."""
 
     def __init__(self, adc, supply_uv=VDIV_UV):
         self.adc = adc
         self.supply_uv = supply_uv
 
     def read_u16(self):
-        uv = self.adc.read_uv()
+        adc = self.adc
+        raw = adc.read_u16()       # 12-bit raw scaled: 4095 -> 0xFFFF, 0 -> 0..15
+        if raw >= 0xFFF0:
+            return 65535
+        if raw < 16:
+            return 0
+        uv = adc.read_uv()
         if uv >= self.supply_uv:
             return 65535
         # scaled by 256 so the product stays a small int (< 2**30)

@@ -146,19 +146,38 @@ class FakeMachine:
                 return None
 
         class ADC:
+            # RP2040: read_u16 is ratiometric to the divider supply
+            # (fm.adc_code).  After atten() the ESP32 model: the divider
+            # voltage (adc_code of 3.3 V) through an ADC that at 11 dB reads
+            # raw 0 up to about ESP_UV_LO and saturates (raw 4095) from
+            # ESP_UV_HI on (ESP-IDF: measurable range 150..2450 mV, below the
+            # 3V3 an open NTC pulls its pin to); read_uv is the calibrated
+            # voltage of the raw reading, read_u16 the raw scaled to 16 bits.
             ATTN_11DB = 3
+            ESP_UV_LO = 142000
+            ESP_UV_HI = 3100000
 
             def __init__(self, pin):
                 fm.created.append(("ADC", pin.n))
+                self.esp = False
+
+            def _raw12(self):
+                uv = fm.adc_code * 3300000 // 65535
+                lo, hi = self.ESP_UV_LO, self.ESP_UV_HI
+                return max(0, min(4095, (uv - lo) * 4095 // (hi - lo)))
 
             def read_u16(self):
-                return fm.adc_code
+                if not self.esp:
+                    return fm.adc_code
+                raw = self._raw12()
+                return (raw << 4) | (raw >> 8)
 
             def atten(self, a):
-                pass
+                self.esp = True
 
             def read_uv(self):
-                return fm.adc_code * 3300000 // 65535
+                lo, hi = self.ESP_UV_LO, self.ESP_UV_HI
+                return lo + self._raw12() * (hi - lo) // 4095
 
         class WDT:
             def __init__(self, timeout=0):

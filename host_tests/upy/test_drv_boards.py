@@ -4,6 +4,7 @@ from drv_helpers import run_app as _run
 from drv_fakemachine import FakeMachine
 
 from bms.contactors import RELAY_CHG, RELAY_DSG, RELAY_L2
+from bms.measurements import T_OK, T_OPEN, T_SHORT
 from bms.ticks import VirtualClock
 
 import app as main
@@ -110,3 +111,24 @@ def test_pico_programs_the_shunt_alert_and_stamps_its_edges():
     _run(app, clock, 200)
     assert app.hw["board"].shunt_ok
     assert fm.ina.regs[0x0C] == 2000
+
+
+def test_esp32_open_or_shorted_ntc_is_a_sensor_fault():
+    # ESP-IDF (ADC, ESP32): at 11 dB the measurable input range is
+    # 150..2450 mV; the ADC saturates below the 3V3 an open NTC pulls its pin
+    # to, and read_uv of a raw 0 is still the calibration offset.  An open
+    # NTC must read T_OPEN and a shorted one T_SHORT (ntc.py), never a
+    # temperature: scaled against 3.3 V they read about -26 degC and
+    # +116 degC, both inside the table, as valid temperatures.
+    fm = FakeMachine(LFP16, cs_pin=5)
+    clock = VirtualClock(0)
+    app = main.build("esp32_devkit", machine=fm, clock=clock)
+    ch = app.hw["ntcs"][0][0]
+    assert ch.read() == T_OK and abs(ch.temp_dc - 250) <= 3
+    fm.adc_code = 65535            # open NTC: the pin at 3V3
+    assert ch.read() == T_OPEN
+    fm.adc_code = 0                # shorted NTC: the pin at GND
+    assert ch.read() == T_SHORT
+    fm.adc_code = 65535
+    _run(app, clock, 2000)
+    assert app.bms.meas.temp_status[0] == T_OPEN
