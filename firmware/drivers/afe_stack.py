@@ -130,6 +130,13 @@ class AfeStack(Afe):
             s += a.retries
         return s
 
+    @property
+    def config_lost(self):
+        for a in self.afes:
+            if getattr(a, "config_lost", False):
+                return True
+        return False
+
     # ---- configuration ---------------------------------------------------------
     def configure(self, conf):
         """Split and apply; returns the bottom chip's applied values with the

@@ -119,6 +119,7 @@ _T_POLL_US = const(100)
 _SUB_POLLS = const(40)          # 4 ms for a subcommand response
 _CFG_POLLS = const(5)
 _BS_CFGUPDATE = const(0x0001)
+_BS_POR = const(0x0008)         # set at reset, cleared by EXIT_CFGUPDATE
 _BS_SLEEP = const(0x8000)
 _K_OFFSET_DK = const(2731)  # 0.1 K -> 0.1 degC (273.15 K, rounded)
 
@@ -217,6 +218,9 @@ class BQ76952(Afe):
         self._chan = bytearray(16)
         self._views = {}
         self.cells = 0
+        # Battery Status POR seen by fault(): the chip reset and runs on its
+        # data-memory defaults until configure() runs again.
+        self.config_lost = False
         self._set_cells(cells, vcell_mask)
 
     def _set_cells(self, cells, mask):
@@ -492,6 +496,7 @@ class BQ76952(Afe):
         else:
             raise OSError(EIO)
         self.bal_max = bal_max
+        self.config_lost = False   # EXIT_CFGUPDATE cleared POR
         mfg = self.subcommand_read(_SUB_MFG_STATUS, 2)
         if not mfg[0] & _MFG_FET_EN:
             self.subcommand(_SUB_FET_ENABLE)  # toggles FET_EN: firmware FET control
@@ -622,6 +627,12 @@ class BQ76952(Afe):
 
     # ---- faults --------------------------------------------------------------
     def fault(self):
+        # Battery Status POR: the chip reset (brown-out) and lost what
+        # configure wrote (protections, gains, balancing limit): config_lost
+        # tells the board to configure it again.
+        self._read(_CMD_BATTERY_STATUS, 2)
+        if self._rx[0] & _BS_POR:
+            self.config_lost = True
         self._read(_CMD_SAFETY_ALERT_A, 6)
         s = self.status
         for i in range(6):

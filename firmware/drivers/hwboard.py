@@ -297,6 +297,11 @@ class HwBoard:
 
     def _read_faults(self):
         f = self.afe.fault()
+        if getattr(self.afe, "config_lost", False):
+            # The chip reset and runs on its defaults (no backstop, other
+            # units): configured again before its next read (_ensure).
+            self.afe_ok = False
+            self.init_errors += 1
         rf = 0
         k = 0
         for r in self.relays:

@@ -219,7 +219,7 @@ def test_mode_reaches_every_chip():
 
 def test_read_path_does_not_allocate():
     def chip(cells_n, base):
-        regs = {0x14: bytearray(32), 0x02: bytearray(6), 0x3A: bytearray(2),
+        regs = {0x14: bytearray(32), 0x02: bytearray(6), 0x12: bytearray(2), 0x3A: bytearray(2),
                 0x68: bytearray(b"\xb8\x0b"), 0x70: bytearray(6)}
         for i in range(16):
             v = base + i

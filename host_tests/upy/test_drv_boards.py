@@ -132,3 +132,25 @@ def test_esp32_open_or_shorted_ntc_is_a_sensor_fault():
     fm.adc_code = 65535
     _run(app, clock, 2000)
     assert app.bms.meas.temp_status[0] == T_OPEN
+
+
+def test_afe_reset_brings_the_backstop_back():
+    # A BQ76952 that resets (a brown-out of its supply) runs on its data
+    # memory defaults again: Enabled Protections A back to 0x88 with the
+    # default thresholds, Cell Balance Max Cells 1, CC2 in the default unit.
+    # Battery Status bit 3 (POR) shows it until EXIT_CFGUPDATE (SLUAA11B:
+    # "This also clears the Battery Status()[POR] and [WD] bits"): the board
+    # must configure the chip again, not run on defaults nobody chose.
+    fm = FakeMachine(LFP16)
+    clock = VirtualClock(0)
+    app = main.build("pico", machine=fm, clock=clock)
+    _run(app, clock, 3000)
+    assert app.bms.running
+    regs = (0x9261, 0x9278, 0x9275, 0x9280, 0x9282, 0x9286, 0x9303, 0x933A)
+    want = [fm.bq.dm_get(a, "<B") for a in regs]
+    assert want[0] & 0x80 and not fm.bq.por
+    fm.bq.reset()
+    assert [fm.bq.dm_get(a, "<B") for a in regs] != want
+    _run(app, clock, 2000)
+    assert [fm.bq.dm_get(a, "<B") for a in regs] == want
+    assert not fm.bq.por and app.bms.running and app.bms.exceptions == 0

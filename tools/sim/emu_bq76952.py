@@ -197,6 +197,9 @@ class EmuBQ76952:
         self.fet_en = bool(mfg & 0x10)
         self.pf_en = bool(mfg & 0x40)
         self.cfgupdate = False
+        # Battery Status POR (bit 3): set at power-on / reset, cleared by
+        # EXIT_CFGUPDATE (SLUAA11B command table).
+        self.por = True
         self.sleep_enabled = True
         self.shutdown = False
         self.host_off = 0          # FET_CONTROL bits: DSG, PDSG, CHG, PCHG
@@ -346,6 +349,8 @@ class EmuBQ76952:
         v = 0
         if self.cfgupdate:
             v |= 0x0001
+        if self.por:
+            v |= 0x0008
         if self.sleep_enabled:
             v |= 0x0004
         if self.safety[1] or self.safety[3] or self.safety[5]:
@@ -420,6 +425,7 @@ class EmuBQ76952:
         if code == 0x0092:
             def leave():
                 self.cfgupdate = False
+                self.por = False
                 self._set_buffer(code, b"")
             self._later(T_EXIT_US, leave)
             return
