@@ -133,6 +133,10 @@ class LTC681x(Afe):
         self.ticks_ms = ticks_ms
         self._t_cv = _T_CV_6811 if model == 6811 else _T_CV_6813
         self._awake = False     # chain known to be awake (see wakeup)
+        # A long wake-up was needed: the chain may have slept, and the
+        # watchdog resets the configuration (VUV/VOV, DCC): read_cells
+        # writes it again before it converts.
+        self._cfg_unsure = False
         self._last_ms = 0
         self.long_wakes = 0
         self.poll_limit = poll_limit
@@ -181,6 +185,8 @@ class LTC681x(Afe):
         if not deep and ticks_diff(t(), self._last_ms) >= _AWAKE_MS:
             deep = True
         cs = self.cs
+        if deep:
+            self._cfg_unsure = True
         if deep and self.wait_us is not None:
             # A sleeping chip wakes from CS held low for t_WAKE and then passes
             # the wake-up on: one long pulse per chip.
@@ -358,6 +364,7 @@ class LTC681x(Afe):
             # CFGR0: compare ADCOPT (bit 0) and REFON (bit 2) only; DTEN (bit
             # 1) is read-only (the DTEN pin), bits 7..3 read the GPIO pins.
             if self._same(self.cfga, 0x05, 6):
+                self._cfg_unsure = False
                 return
         raise OSError(EIO)
 
@@ -398,10 +405,23 @@ class LTC681x(Afe):
                 self.retries += 1
             try:
                 self.wakeup()
+                if self._cfg_unsure:
+                    self._write_cfg()   # the chain may have slept: VUV/VOV lost
                 self._convert(ADCV, self._t_cv[_MD_NORMAL])
                 self._read_cv()
             except OSError:
                 continue
+            if self._cfg_unsure:
+                # A long wake-up during this cycle (a retry): if a chip slept
+                # unnoticed its configuration is reset, it missed the ADCV
+                # and its registers are older: convert again.
+                try:
+                    self._read_groups(_RDCFGA)
+                except OSError:
+                    continue
+                if not self._same(self.cfga, 0x05, 6):
+                    continue
+                self._cfg_unsure = False
             if self._map(cell_mv, n):
                 return n
             self.crc_errors += 1  # registers not written by the conversion

@@ -425,3 +425,31 @@ def test_conversion_wait_is_the_data_sheet_time():
     t0 = emu.clock.slept_us
     drv.read_cells(array("H", [0] * 12), 12)
     assert emu.clock.slept_us - t0 >= 2300     # 12 cells at 7 kHz
+
+
+def test_configuration_lost_in_a_watchdog_sleep_is_written_again():
+    # LTC6811/6813 data sheets: when the watchdog times out (about 2 s
+    # without a valid command) the configuration register group resets,
+    # VUV and VOV included.  With VOV = 0 the next ADCV flags every cell
+    # over-voltage and with VUV = 0 none under-voltage, so the comparator
+    # backstop (cov_mv / cuv_mv) reports a false OV and hides a real UV
+    # until the configuration is written again.
+    src, emu, drv = rig(chips=1)
+    drv.configure({"cells": 12, "cov_mv": 3600, "cuv_mv": 2800})
+    mv = array("H", [0] * 12)
+    drv.read_cells(mv, 12)
+    assert drv.fault() == 0
+    emu.clock.advance_ms(3000)          # idle: the watchdog put the chain to sleep
+    src.cells[2] = 2700
+    drv.read_cells(mv, 12)
+    f = drv.fault()
+    assert f & afe.FAULT_UV and not f & afe.FAULT_OV
+    # A chain that slept without the driver knowing (isoSPI glitch): the ADCV
+    # it missed left the registers of before the sleep; they must not pass
+    # as this cycle's reading.
+    src.cells[2] = 3300
+    drv.read_cells(mv, 12)
+    emu.sleep()
+    src.cells[4] = 3500
+    drv.read_cells(mv, 12)
+    assert mv[4] == 3500 and drv.fault() == 0
