@@ -27,7 +27,8 @@ hand them to ``HwBoard``; nothing here touches ``machine``.
   core last asked for is written again at every cell read until a write
   goes through (the core writes "all off" once), and from start-up the
   chip's mask is unknown: an AFE keeps bleeding through an MCU restart,
-  so the first cell read writes it (all off until the core asks).
+  so the first cell read writes it (all off until the core asks).  While
+  the AFE counts as failed, every balance write sends "all off" instead.
 - afe_fault(): the AFE fault bits read with the cells (no bus traffic of its
   own, so it never raises), plus FAULT_RELAY for a relay whose readback
   disagrees with its command; ``relay_faults()`` names those relays (bit
@@ -113,6 +114,9 @@ class HwBoard:
         self.shunt_ok = shunt is None
         self.init_errors = 0
         self.output_errors = 0
+        # Balancing may be on in the chip (unknown at start-up, a write that
+        # asked for it or failed): host balancing runs until it is told to stop.
+        self._bal_live = True
         self.backstop = None
         self._pver = -1
         self.backstop_updates = 0
@@ -363,7 +367,10 @@ class HwBoard:
     def set_balance(self, flags):
         """A failed balancing write is counted, not raised (the cell reads on
         the same bus go stale and the core blocks balancing), and repeated at
-        every cell read until one goes through."""
+        every cell read until one goes through.  While the AFE counts as
+        failed (a reconfigure it did not take), "all off" goes to the chip
+        instead: CB_ACTIVE_CELLS bleeds until it is written 0 (SLUAA81A), and
+        nobody measures those cells now."""
         self._bal = flags
         self._write_balance()
 
@@ -374,12 +381,26 @@ class HwBoard:
         self._bal_unsure = True
         if not self.afe_ok:
             self.output_errors += 1
+            if self._bal_live:
+                try:
+                    self.afe.balance(self._bal_off)
+                    self._bal_live = False
+                except (OSError, ValueError, NotImplementedError):
+                    pass
             return
+        on = False
+        for i in range(len(f)):
+            if f[i]:
+                on = True
+                break
+        self._bal_live = True       # unknown until the write succeeds
         try:
             self.afe.balance(f)
             self._bal_unsure = False
+            self._bal_live = on
         except NotImplementedError:
             self._bal_unsure = False    # an AFE without bleeders: nothing to stop
+            self._bal_live = False
         except OSError:
             self.output_errors += 1
 

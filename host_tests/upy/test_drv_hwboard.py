@@ -270,3 +270,38 @@ def test_a_bms_gives_the_board_its_service_as_the_gap_call():
     assert calls == [1]
     bms.service = None
     b.between()          # no service: nothing to call, no error
+
+
+def test_balancing_stops_on_a_chip_that_failed_to_configure():
+    # SLUAA81A (BQ769x2 cell balancing): CB_ACTIVE_CELLS "When written,
+    # starts balancing on the specified cells. Write 0x0000 to turn balancing
+    # off" - host balancing has no timeout.  A reconfigure that the chip does
+    # not hold marks the AFE failed and the core stops balancing (flags 0):
+    # that stop must still reach the chip, or its bleed FETs keep draining
+    # cells nobody measures until the configuration succeeds.
+    import drv_fakemachine  # noqa: F401  (tools/sim on the path)
+    from emu_bq76952 import EmuBQ76952, StaticSource
+    from vclock import UsClock
+    from drivers.bq76952 import BQ76952
+
+    class Src:
+        version = 1
+
+        def conf(self):
+            return {"cov_mv": 3650}
+
+    clk = UsClock()
+    emu = EmuBQ76952(StaticSource([3300 + i for i in range(16)]), crc=True,
+                     shunt_uohm=100, clock=clk)
+    afe = BQ76952(emu, crc=True, cells=16, wait_us=clk.sleep_us)
+    b = HwBoard(afe, None, afe_conf={"cells": 16})
+    assert b.init()
+    flags = bytearray(16)
+    flags[1] = flags[5] = 1
+    b.set_balance(flags)
+    assert emu.cb_mask == (1 << 1) | (1 << 5)
+    emu.drop_dm[0x9261] = 10 ** 6       # the chip never holds the new setup
+    b.attach_backstop(Src())
+    assert not b.afe_ok
+    b.set_balance(bytearray(16))
+    assert emu.cb_mask == 0
