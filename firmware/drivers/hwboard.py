@@ -32,7 +32,9 @@ hand them to ``HwBoard``; nothing here touches ``machine``.
 - afe_fault(): the AFE fault bits read with the cells (no bus traffic of its
   own, so it never raises), plus FAULT_RELAY for a relay whose readback
   disagrees with its command; ``relay_faults()`` names those relays (bit
-  1 << RELAY_*), which the core escalates to level 2.
+  1 << RELAY_*), which the core escalates to level 2.  With it the shunt
+  monitor's configuration is checked (``config_held``): a chip that reset
+  is configured again, ALERT limits included.
 - ``charger``: an optional charge-port sense input (a divider on the charge
   port to a GPIO, pin ``charger_sense`` in the board's PINS): the core's
   "heat during charging" needs to know a charger is there while charging is
@@ -315,6 +317,17 @@ class HwBoard:
             k += 1
         self._fault = f
         self._relay_f = rf
+        sh = self.shunt
+        if sh is not None and self.shunt_ok:
+            # A shunt monitor that reset answers as before, on its defaults
+            # (other scaling, no ALERT limits): configured again (limits too)
+            # by the next current read.  Its own read reports a dead chip.
+            try:
+                if not sh.config_held():
+                    self.shunt_ok = False
+                    self.init_errors += 1
+            except (OSError, AttributeError):
+                pass
 
     def relay_faults(self):
         """Relays whose readback disagrees with their command (bit 1 << RELAY_*)."""

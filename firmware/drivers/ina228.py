@@ -206,6 +206,16 @@ class INA228:
                 "shunt_cal": self.cal, "adc_config": self.adc_cfg,
                 "full_scale_ma": self.current_lsb_ua * _RESULT_MAX // 1000}
 
+    def config_held(self):
+        """True while the chip still holds CONFIG, ADC_CONFIG and SHUNT_CAL
+        as configured: a chip that reset (brown-out) answers with its
+        defaults (SHUNT_CAL 0x1000, ADCRANGE 0), and CURRENT is then scaled
+        wrongly.  OSError if it does not answer."""
+        cfg = _CFG_ADCRANGE if self.adcrange else 0
+        return (self.read_reg(_REG_SHUNT_CAL) == self.cal
+                and self.read_reg(_REG_ADC_CONFIG) == self.adc_cfg
+                and self.read_reg(_REG_CONFIG) & 0x3FF0 == cfg)
+
     def reset_charge(self):
         self.write_reg(_REG_CONFIG, _CFG_RSTACC | (_CFG_ADCRANGE if self.adcrange else 0))
 

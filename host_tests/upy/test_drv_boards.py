@@ -154,3 +154,32 @@ def test_afe_reset_brings_the_backstop_back():
     _run(app, clock, 2000)
     assert [fm.bq.dm_get(a, "<B") for a in regs] == want
     assert not fm.bq.por and app.bms.running and app.bms.exceptions == 0
+
+
+
+def test_shunt_monitor_reset_is_configured_again():
+    # An INA228 that resets (a brown-out) answers every read as before, but
+    # with its power-on defaults (SLYS021A: SHUNT_CAL 0x1000, ADCRANGE 0,
+    # ADC_CONFIG 0xFB68, SOVL 0x7FFF / SUVL 0x8000): the ALERT limits are
+    # gone and, on a board whose SHUNT_CAL is not 0x1000, CURRENT is scaled
+    # wrongly - with ADCRANGE = 1 (here 300 A on 100 uOhm: 30 mV full
+    # scale) 100 A read as 19 A.  The board must see it and configure
+    # the chip again, limits included.
+    class Cfg:
+        OPTS = {"shunt_max_ma": 300000}
+
+    fm = FakeMachine(LFP16)
+    clock = VirtualClock(1000)
+    app = main.build("pico", machine=fm, cfg=Cfg, clock=clock)
+    _run(app, clock, 1000)
+    sh = app.hw["shunt"]
+    assert sh.adcrange == 1 and fm.ina.regs[0x02] == sh.cal
+    lim = (fm.ina.regs[0x0C], fm.ina.regs[0x0D])
+    assert lim[0] == (100000 * 100 + 1249) // 1250      # 1.25 uV/LSB with ADCRANGE = 1
+    fm.ina.source.current = 100000
+    assert abs(sh.read_current_ma() - 100000) < 100
+    fm.ina.reset()
+    _run(app, clock, 1000)
+    assert fm.ina.regs[0x02] == sh.cal and fm.ina.regs[0x01] == sh.adc_cfg
+    assert (fm.ina.regs[0x0C], fm.ina.regs[0x0D]) == lim
+    assert abs(sh.read_current_ma() - 100000) < 100
