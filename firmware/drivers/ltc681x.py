@@ -395,7 +395,8 @@ class LTC681x(Afe):
                     raw[c * pc + 3 * g + k] = r[o + 2 * k] | (r[o + 2 * k + 1] << 8)
 
     def read_cells(self, cell_mv, n):
-        """Wake, convert (ADCV, PLADC poll), read every group, map to cells.
+        """Wake, clear (CLRCELL), convert (ADCV, PLADC poll), read every
+        group, map to cells.
         A failed SPI call or never-converted registers repeat the whole
         cycle, bounded like every other retry."""
         if n > self.cells:
@@ -407,6 +408,10 @@ class LTC681x(Afe):
                 self.wakeup()
                 if self._cfg_unsure:
                     self._write_cfg()   # the chain may have slept: VUV/VOV lost
+                # Registers to 0xFFFF first: an ADCV the chips ignored (bad
+                # PEC on the wire) then reads as not converted, not as the
+                # previous sweep's cells.
+                self.command(_CLRCELL)
                 self._convert(ADCV, self._t_cv[_MD_NORMAL])
                 self._read_cv()
             except OSError:

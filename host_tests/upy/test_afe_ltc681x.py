@@ -453,3 +453,17 @@ def test_configuration_lost_in_a_watchdog_sleep_is_written_again():
     src.cells[4] = 3500
     drv.read_cells(mv, 12)
     assert mv[4] == 3500 and drv.fault() == 0
+
+
+def test_lost_conversion_command_is_not_passed_as_a_reading():
+    # LTC6811/6813: a command whose PEC does not match is ignored by the
+    # chip, and the cell registers keep the last conversion (0xFFFF only
+    # after reset or CLRCELL).  An ADCV lost on the wire must not return the
+    # previous sweep's cells as this one's.
+    src, emu, drv = rig(chips=2)
+    mv = array("H", [0] * 24)
+    drv.read_cells(mv, 24)
+    src.cells[3] = 3500
+    emu.drop[0x0360] = 1                # this sweep's ADCV arrives with a bad PEC
+    assert drv.read_cells(mv, 24) == 24
+    assert mv[3] == 3500 and list(mv) == src.cells
