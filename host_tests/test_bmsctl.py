@@ -114,3 +114,19 @@ def test_passwd_and_unlock(rig, capsys):
     assert run_cli(sim, link, "unlock", "123456") == 1
     assert run_cli(sim, link, "unlock", "n3wpass") == 0
     assert "unlocked as user" in capsys.readouterr().out
+
+
+def test_a_value_too_big_for_its_register_is_refused_not_wrapped(rig, capsys):
+    # docs/modbus.md: each parameter is one 16-bit register in its row's
+    # range (capacity 1..6500 Ah).  capacity=100000 (a user meaning mAh; read
+    # as Ah, raw 1000000) is out of range, but its low 16 bits (16960 =
+    # 1696.0 Ah) are not: the BMS took those and bmsctl only complained after.
+    sim, link = rig
+    before = list(sim.params.values)
+    rc = run_cli(sim, link, "--password", "123456", "params", "set", "capacity=100000")
+    out = " ".join(capsys.readouterr().out.split())
+    assert rc == 1 and "out of range" in out, out
+    rc = run_cli(sim, link, "--password", "123456", "params", "set", "capacity=-100Ah")
+    out = " ".join(capsys.readouterr().out.split())
+    assert rc == 1 and "out of range" in out, out
+    assert list(sim.params.values) == before

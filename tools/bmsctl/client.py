@@ -266,6 +266,14 @@ class BmsClient:
         the whole combination at once.
         """
         changes = dict(changes)
+        for i, v in changes.items():
+            # A register holds 16 bits: a value out of the row's range must
+            # not reach the BMS as its low 16 bits (which may be in range).
+            lo, hi = PARAM_TABLE[i][2], PARAM_TABLE[i][3]
+            if not lo <= v <= hi:
+                raise BmsError("refused, nothing written: %s = %s out of range %s..%s"
+                               % (PARAM_TABLE[i][0], param_value_text(i, v),
+                                  param_value_text(i, lo), param_value_text(i, hi)), 3, i)
         if P_CHEMISTRY in changes:
             self.write(R.A_PARAMS + P_CHEMISTRY, [changes.pop(P_CHEMISTRY)])
         if not changes:
