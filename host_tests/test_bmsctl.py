@@ -130,3 +130,24 @@ def test_a_value_too_big_for_its_register_is_refused_not_wrapped(rig, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert rc == 1 and "out of range" in out, out
     assert list(sim.params.values) == before
+
+
+def test_chemistry_with_a_refused_change_writes_nothing(rig, capsys):
+    # README: "Every command either did what it says or exits 1 with the
+    # BMS's reason"; cmd_params: "check the whole result first ... so that
+    # nothing is half applied".  cur_gain may move 5 % per write (user role):
+    # the BMS refuses 1.06, and the chemistry must not have changed either.
+    sim, link = rig
+    before = list(sim.params.values)
+    rc = run_cli(sim, link, "--password", "123456", "params", "set", "chemistry=NMC",
+                 "cur_gain=1.06")
+    out = " ".join(capsys.readouterr().out.split())
+    assert rc == 1 and "at most 500 per write" in out, out
+    assert sim.params[pidx("chemistry")] == 1 and sim.params[P_OV1] == 3650
+    assert list(sim.params.values) == before
+    rc = run_cli(sim, link, "--password", "123456", "params", "set", "chemistry=NMC",
+                 "ov1=4.15V")
+    out = " ".join(capsys.readouterr().out.split())
+    assert rc == 0, out
+    assert sim.params[pidx("chemistry")] == 0 and sim.params[P_OV1] == 4150
+    assert sim.params[P_OV2] == 4300   # NMC's default, loaded with the chemistry

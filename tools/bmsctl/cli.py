@@ -278,7 +278,13 @@ def cmd_params(c, a):
         bad = params_check(new, c.info().get("max_cells", 256))
         if bad is not None:
             raise BmsError("refused: %s" % bad[1], 3, bad[0])
-    c.set_params(changes)
+        # One FC16 over the whole block (the BMS loads the chemistry's
+        # defaults, then these values on top): a refusal there (factory-only
+        # rows, step limits, the board's own rules) changes nothing, where a
+        # separate chemistry write had already loaded the new defaults.
+        c.write(R.A_PARAMS, [v & 0xFFFF for v in new])
+    else:
+        c.set_params(changes)
     after = {r["index"]: r for r in c.params()}
     from tools.bmsctl.client import param_value_text
     for i, want in changes.items():
