@@ -66,7 +66,7 @@ def test_dry_run_prints_the_steps(capsys, monkeypatch):
 def test_config_py_is_not_replaced_when_the_board_did_not_answer(tmp_path, monkeypatch):
     # The module doc: config.py goes onto the board "unless the board has one
     # already".  Its OPTS hold the board's hardware (shunt_uohm, cells, NTCs):
-    # written over by the defaults, a 1 mOhm shunt reads 10 x too low current.
+    # written over by the defaults, a 50 uOhm shunt reads half the current.
     # A check that failed (mpremote could not reach the board just after the
     # reboot) says nothing about config.py: nothing may be written then.
     d = _drive(tmp_path)

@@ -135,7 +135,15 @@ def run(board, port=None, drive=None, config=False, opts=None, dry_run=False):
             write = True
             if arg is not None:
                 out = subprocess.run(arg, capture_output=True, text=True)
-                write = "keep" not in out.stdout
+                # Only the board's own "write" says there is no config.py: a
+                # check that failed must not replace its OPTS (shunt, cells).
+                words = out.stdout.split()
+                if out.returncode != 0 or ("keep" not in words and "write" not in words):
+                    raise FlashError("could not check for config.py on %s (%s): the image is "
+                                     "flashed, config.py left as it is; --config writes a "
+                                     "new one" % (port, (out.stderr or out.stdout).strip()
+                                                  or "exit %d" % out.returncode))
+                write = "write" in words
             if write:
                 path = os.path.join(ROOT, "build", board, "config.py")
                 with open(path, "w") as f:
