@@ -85,3 +85,25 @@ def test_dump_then_restore_brings_the_settings_back(two, capsys, tmp_path):
     assert run_cli(sa, la, "dump", "--format", "csv", "--out", str(c)) == 0
     assert run_cli(sa, la, "--password", PW, "restore", str(c)) == 0
     assert "no changes" in capsys.readouterr().out
+
+
+def test_a_file_for_another_chemistry_or_cell_count_is_announced(capsys, tmp_path):
+    # The file describes another pack (NMC cells, 14 in series): loaded onto
+    # an LFP 16S pack it would give LFP cells NMC's 4.2 V ov1, in one row of
+    # a long table of changes.  The user expects to be told, before anything
+    # is written (and in the dry run), what kind of pack the file is for.
+    sa, la = _rig("NMC")
+    sb, lb = _rig("LFP")
+    try:
+        sa.params.set_many([(pidx("cell_count"), 14)])
+        f = tmp_path / "nmc.json"
+        assert run_cli(sa, la, "params", "save", str(f)) == 0
+        capsys.readouterr()
+        assert run_cli(sb, lb, "--password", PW, "params", "load", str(f), "--dry-run") == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert "warning" in out and "NMC 14S" in out and "LFP 16S" in out, out
+        assert out.index("warning") < out.index("Changes")
+        assert sb.params[pidx("chemistry")] == 1
+    finally:
+        la.close()
+        lb.close()

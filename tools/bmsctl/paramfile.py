@@ -20,7 +20,8 @@ import datetime
 import json
 
 import tools  # noqa: F401
-from bms.params import N_PARAMS, ParamError, ParamSet, TABLE
+from bms.params import (CHEM_NAMES, N_PARAMS, P_CELL_COUNT, P_CHEMISTRY, ParamError, ParamSet,
+                        TABLE)
 from bms.params import index as param_index
 from comms import registers as R
 from tools.bmsctl.client import BmsError, param_parse, param_value_text
@@ -134,6 +135,13 @@ def load(c, path, console, dry_run=False):
     t, n = diff_table(cur, new)
     for name in skipped:
         console.print("[yellow]%s left as it is: calibration belongs to one board[/yellow]" % name)
+    if (new[P_CHEMISTRY], new[P_CELL_COUNT]) != (cur[P_CHEMISTRY], cur[P_CELL_COUNT]):
+        # The chemistry and the cells in series describe the battery itself,
+        # not a setting: a file for another pack is most likely a mistake.
+        console.print("[bold yellow]warning: this file is for a %s %dS pack, the BMS is set "
+                      "for %s %dS: load it only if this battery is that[/bold yellow]"
+                      % (CHEM_NAMES[new[P_CHEMISTRY]], new[P_CELL_COUNT],
+                         CHEM_NAMES[cur[P_CHEMISTRY]], cur[P_CELL_COUNT]))
     if n == 0:
         console.print("no changes: the BMS already has these settings")
         return 0
