@@ -151,3 +151,20 @@ def test_chemistry_with_a_refused_change_writes_nothing(rig, capsys):
     assert rc == 0, out
     assert sim.params[pidx("chemistry")] == 0 and sim.params[P_OV1] == 4150
     assert sim.params[P_OV2] == 4300   # NMC's default, loaded with the chemistry
+
+
+def test_a_new_modbus_address_or_baud_rate_is_followed_not_a_link_error(rig, capsys):
+    # docs/modbus.md: the address and baud rate are the parameters modbus_addr
+    # / modbus_baud; the BMS answers the write on the old ones, then uses the
+    # new.  bmsctl read the result back on the old address: "link error",
+    # exit 2, for a change the BMS had made.
+    sim, link = rig
+    rc = run_cli(sim, link, "--password", "123456", "params", "set", "modbus_addr=2")
+    out = " ".join(capsys.readouterr().out.split())
+    assert rc == 0 and "modbus_addr = 2" in out and "--address 2" in out, out
+    assert sim.params[pidx("modbus_addr")] == 2
+    rc = run_cli(sim, link, "--address", "2", "--password", "123456", "params", "set",
+                 "modbus_baud=19200")
+    out = " ".join(capsys.readouterr().out.split())
+    assert rc == 0 and "modbus_baud = 19200" in out and "--baud 19200" in out, out
+    assert sim.params[pidx("modbus_baud")] == 2

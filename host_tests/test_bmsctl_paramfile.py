@@ -107,3 +107,14 @@ def test_a_file_for_another_chemistry_or_cell_count_is_announced(capsys, tmp_pat
     finally:
         la.close()
         lb.close()
+
+
+def test_a_file_with_another_modbus_address_is_read_back_there(two, capsys, tmp_path):
+    (sa, la), (sb, lb) = two
+    sa.params.set_many([(pidx("modbus_addr"), 7), (pidx("buzzer"), 0)])
+    f = tmp_path / "a7.json"
+    assert run_cli(sa, la, "--address", "7", "params", "save", str(f)) == 0
+    capsys.readouterr()
+    assert run_cli(sb, lb, "--password", PW, "params", "load", str(f)) == 0
+    assert "2 change(s) written and read back" in capsys.readouterr().out
+    assert sb.params[pidx("modbus_addr")] == 7 and sb.params[pidx("buzzer")] == 0

@@ -285,6 +285,9 @@ def cmd_params(c, a):
         c.write(R.A_PARAMS, [v & 0xFFFF for v in new])
     else:
         c.set_params(changes)
+    from bms.params import P_MODBUS_ADDR, P_MODBUS_BAUD
+    old_link = (c.address, getattr(getattr(c.mb, "comm_params", None), "baudrate", None))
+    c.follow(changes)
     after = {r["index"]: r for r in c.params()}
     from tools.bmsctl.client import param_value_text
     for i, want in changes.items():
@@ -292,6 +295,13 @@ def cmd_params(c, a):
         if r["raw"] != want:
             raise BmsError("%s: the BMS kept %s" % (r["name"], param_value_text(i, r["raw"])), 3)
         console.print("%s = %s" % (r["name"], param_value_text(i, r["raw"])))
+    if P_MODBUS_ADDR in changes and c.address != old_link[0]:
+        console.print("[yellow]note:[/yellow] the BMS now answers at address %d: "
+                      "use --address %d" % (c.address, c.address))
+    if P_MODBUS_BAUD in changes and old_link[1] is not None and \
+            c.mb.comm_params.baudrate != old_link[1]:
+        console.print("[yellow]note:[/yellow] the BMS now talks at %d baud: use --baud %d"
+                      % (c.mb.comm_params.baudrate, c.mb.comm_params.baudrate))
     hint = current_rating_hint(after)
     if hint:
         console.print("[yellow]note:[/yellow] " + hint)

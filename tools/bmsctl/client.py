@@ -286,6 +286,21 @@ class BmsClient:
                         (_s16(cur[k - lo]) if PARAM_TABLE[k][2] < 0 else cur[k - lo]))
         self.write(R.A_PARAMS + lo, vals)
 
+    def follow(self, values):
+        """Talk on the address / baud rate that ``values`` ({index: raw}) just
+        gave the BMS: it answers that write on the old ones, then uses these."""
+        from bms.params import BAUD_RATES, P_MODBUS_ADDR, P_MODBUS_BAUD
+        if P_MODBUS_ADDR in values:
+            self.address = values[P_MODBUS_ADDR]
+        if P_MODBUS_BAUD in values:
+            baud = BAUD_RATES[values[P_MODBUS_BAUD]]
+            cp = getattr(self.mb, "comm_params", None)
+            if cp is not None and getattr(cp, "baudrate", baud) != baud:
+                cp.baudrate = baud
+                ser = getattr(self.mb, "socket", None)
+                if ser is not None:
+                    ser.baudrate = baud
+
     def command_result(self):
         regs = self.read(R.A_CMD_RESULT, RCR.SIZE)
         st = regs[RCR.R_STATUS]

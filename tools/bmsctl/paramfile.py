@@ -150,6 +150,7 @@ def load(c, path, console, dry_run=False):
         console.print("dry run: %d change(s) would be written, nothing sent" % n)
         return n
     c.write(R.A_PARAMS, [v & 0xFFFF for v in new])
+    c.follow(dict(enumerate(new)))   # a new modbus_addr / modbus_baud answers from now on
     after = [r["raw"] for r in c.params()]
     bad = [TABLE[i][0] for i in range(N_PARAMS) if after[i] != new[i]]
     if bad:
