@@ -168,3 +168,22 @@ def test_a_new_modbus_address_or_baud_rate_is_followed_not_a_link_error(rig, cap
     out = " ".join(capsys.readouterr().out.split())
     assert rc == 0 and "modbus_baud = 19200" in out and "--baud 19200" in out, out
     assert sim.params[pidx("modbus_baud")] == 2
+
+
+def test_readme_first_power_up_commands_work_as_written(rig, capsys):
+    # README "On a board": the bmsctl lines a user copies after flashing.
+    import os
+    import shlex
+    from sim_drive import drive
+    sim, link = rig
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "README.md")).read()
+    block = readme.split("## On a board", 1)[1].split("```")[1]
+    lines = [ln.split("#")[0] for ln in block.splitlines() if "bin/bmsctl" in ln]
+    assert lines
+    for ln in lines:
+        argv = shlex.split(ln)[1:]
+        argv[argv.index("--port") + 1] = link.path
+        rc = drive(sim, lambda: main(["--timeout", "2"] + argv))
+        out = " ".join(capsys.readouterr().out.split())
+        assert rc == 0, (ln, out)
