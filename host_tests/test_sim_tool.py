@@ -53,6 +53,25 @@ def test_cell_count_of_the_run_wins_over_the_stored_one(tmp_path):
     assert again.params[index("cell_count")] == 16
 
 
+def test_chemistry_of_the_run_wins_over_the_stored_one(tmp_path):
+    # `make sim ARGS="--state mypack --chem NMC"` after an LFP run in mypack:
+    # the simulated cells are NMC, like cell_count the chemistry describes
+    # the pack itself; the stored LFP limits (ov1 3.65 V) would trip at once
+    # on NMC cells at half charge and hide what the run was started for.
+    d = str(tmp_path / "state")
+    sim = _sim(d)
+    sim.params.set_many([(index("ov1"), 3600)])
+    sim.run(1)
+    again = Simulation(chem="NMC", cells=16, soc=0.5)
+    again.attach_flash(d)
+    again.attach_settings()
+    assert again.params[index("chemistry")] == 0 and again.params[index("ov1")] == 4200
+    back = _sim(d)   # the same chemistry again keeps what was stored
+    back.params.set_many([(index("ov1"), 3600)])
+    back.run(1)
+    assert _sim(d).params[index("ov1")] == 3600
+
+
 def test_state_folder_is_named_and_fresh_empties_it(tmp_path, monkeypatch):
     monkeypatch.setattr(simcli, "STATE_ROOT", str(tmp_path))
     a = simcli.main.__globals__["argparse"].Namespace(

@@ -64,7 +64,7 @@ class Simulation:
         # The incremental finish of an update: one bounded step per cycle, as on a board.
         self.pollers.append(lambda sim: sim.updater.poll())
 
-    def attach_settings(self, keep=("cell_count",)):
+    def attach_settings(self, keep=("chemistry", "cell_count")):
         """Settings on the flash (``attach_flash`` first): stored values load now,
         every parameter change is saved after the step that made it.  ``keep``:
         the values of this run that describe the simulated pack itself win over
