@@ -87,6 +87,19 @@ def test_state_folder_is_named_and_fresh_empties_it(tmp_path, monkeypatch):
         simcli.state_dir(a)
 
 
+def test_fresh_with_a_flash_dir_of_ones_own_is_refused_not_claimed(tmp_path):
+    # --fresh "start the state folder over"; with --flash DIR the folder was
+    # left as it was while the sim printed "(fresh)" and loaded its settings.
+    own = tmp_path / "mine"
+    own.mkdir()
+    (own / "marker").write_text("")
+    a = simcli.main.__globals__["argparse"].Namespace(
+        flash=str(own), state=None, chem="LFP", cells=16, slaves=0, fresh=True)
+    with pytest.raises(SystemExit, match="--fresh"):
+        simcli.state_dir(a)
+    assert (own / "marker").exists()
+
+
 def test_temporary_flash_dirs_are_removed():
     fd = FlashDir()
     path = fd.path

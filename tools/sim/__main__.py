@@ -60,6 +60,10 @@ def _build(a):
 def state_dir(a):
     """The sim's named state folder (its flash) under build/sim/; --fresh empties it."""
     if a.flash:
+        if a.fresh:
+            # Not emptied for the user (it is their directory), not claimed fresh either.
+            sys.exit("--fresh starts a state folder under %s over; with --flash, empty %s "
+                     "yourself" % (STATE_ROOT, a.flash))
         return a.flash
     name = a.state or ("%s-%dS%s" % (a.chem, a.cells, "-%dM" % a.slaves if a.slaves else ""))
     if os.sep in name or name in ("", ".", ".."):
