@@ -99,3 +99,30 @@ def test_config_py_is_not_replaced_when_the_board_did_not_answer(tmp_path, monke
             ran.append(argv), Done(0, answer if "exec" in argv else ""))[1])
         assert flash.run("pico", port=str(port), drive=str(d)) == 0
         assert any("cp" in argv for argv in ran) == copied, ran
+
+
+def test_a_kept_config_py_for_another_board_is_an_error(tmp_path, monkeypatch):
+    # app.board_name: config.py's BOARD wins over the board the image was
+    # built for.  Flashing the pico32 (17-32S) image onto a board whose kept
+    # config.py says BOARD = 'pico' runs it as the 16S board: the tool must say
+    # so, not print "config.py on the board kept".
+    d = _drive(tmp_path)
+    uf2 = tmp_path / "firmware.uf2"
+    uf2.write_bytes(bytes(512))
+    monkeypatch.setattr(flash.fwbuild, "build", lambda board: str(uf2))
+    port = tmp_path / "ttyACM0"
+    port.write_text("")
+
+    class Done:
+        returncode, stderr = 0, ""
+
+        def __init__(self, out):
+            self.stdout = out
+    for answer, ok in (("keep pico\n", False), ("keep pico32\n", True), ("keep\n", True)):
+        monkeypatch.setattr(flash.subprocess, "run", lambda argv, **kw: Done(
+            answer if "exec" in argv else ""))
+        if ok:
+            assert flash.run("pico32", port=str(port), drive=str(d)) == 0
+        else:
+            with pytest.raises(flash.FlashError, match="BOARD = 'pico'"):
+                flash.run("pico32", port=str(port), drive=str(d))

@@ -94,7 +94,11 @@ def plan(board, port=None, drive=None, have_picotool=None, config=False):
                          "while plugging the Pico in (it mounts as RPI-RP2), or give "
                          "--port /dev/ttyACM0 of a board running MicroPython")
     if port:
-        script = ("import os\ntry:\n    os.stat('config.py')\n    print('keep')\n"
+        # 'keep BOARD' (the board config.py names, which wins over the image's)
+        # or 'write' (none there).
+        script = ("import os\ntry:\n    os.stat('config.py')\n    b = ''\n"
+                  "    try:\n        import config\n        b = getattr(config, 'BOARD', '')\n"
+                  "    except Exception:\n        pass\n    print('keep', b or '')\n"
                   "except OSError:\n    print('write')\n")
         steps.append(("config", [mpremote(), "connect", port, "exec", script]
                       if not config else None))
@@ -144,6 +148,11 @@ def run(board, port=None, drive=None, config=False, opts=None, dry_run=False):
                                      "new one" % (port, (out.stderr or out.stdout).strip()
                                                   or "exit %d" % out.returncode))
                 write = "write" in words
+                kept = words[words.index("keep") + 1:] if "keep" in words else []
+                if kept and kept[0] != board:
+                    raise FlashError("config.py on the board says BOARD = %r: it runs the %s "
+                                     "image as %s; --config replaces it with BOARD = %r"
+                                     % (kept[0], board, kept[0], board))
             if write:
                 path = os.path.join(ROOT, "build", board, "config.py")
                 with open(path, "w") as f:
