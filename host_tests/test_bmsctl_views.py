@@ -75,3 +75,20 @@ def test_graph_has_title_legend_and_bms_time(rig, capsys, tmp_path):
     assert ax2.get_legend() is not None
     assert "BMS clock" in ax2.get_xlabel()
     plt.close("all")
+
+
+def test_log_shows_a_latch_restored_from_flash_as_such_not_as_a_value(rig, capsys):
+    # bms.protection.restore logs a latch kept over a restart with the value
+    # -1 ("restored from flash"): the log printed it as a measurement of the
+    # fault's signal, "ov2 (-0.001 V)", a cell at -1 mV.
+    from bms import faults as F
+    sim, link = rig
+    sim.bms.prot.restore([F.OV2], sim.clock.ticks_ms())
+    sim.run(1)
+    assert run_cli(sim, link, "log") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "-0.001 V" not in out
+    assert "ov2 (restored from flash)" in out, out
+    # A temperature trip at -0.1 degC is logged as -1 too: that one is a value.
+    from tools.bmsctl.client import describe_event
+    assert describe_event("fault_set", F.index("lt_chg"), -1) == "lt_chg (-0.1 degC)"

@@ -541,7 +541,19 @@ def param_value_text(i, raw):
     return ("%s %s" % (v, base)).strip()
 
 
+def _may_be_negative(fid):
+    """Whether fault ``fid``'s signal can read below 0 (the temperatures)."""
+    if not 0 <= fid < F.N_FAULTS:
+        return True
+    return F.TABLE[fid][F.F_SIGNAL] in (F.SIG_T_POWER, F.SIG_T_BAL, F.SIG_T_CELL_MAX,
+                                        F.SIG_T_CELL_MIN)
+
+
 def describe_event(kind, a, b):
+    if kind == "fault_set" and b == -1 and not _may_be_negative(a):
+        # bms.protection.restore: a latch kept over a restart, no measurement
+        # (a temperature of -0.1 degC is a real -1: those stay values).
+        return "%s (restored from flash)" % name_of([r[0] for r in F.TABLE], a)
     if kind in ("fault_set", "fault_clear", "fault_recovery"):
         return "%s (%s)" % (name_of([r[0] for r in F.TABLE], a), fault_value(a, b))
     if kind == "relay":
