@@ -25,3 +25,12 @@ def ascii_of(data, pos, count):
     raw = bytes(data[pos:pos + 2 * count])
     n = raw.find(b"\0")
     return raw if n < 0 else raw[:n]
+
+
+def printable(text):
+    """True if every byte of ``text`` is printable ASCII (32..126): what a
+    text field stores, so that every later decode of it succeeds."""
+    for ch in text:
+        if ch < 32 or ch > 126:
+            return False
+    return True

@@ -128,9 +128,8 @@ def write(rm, off, count, data, pos):
             if not rm.allowed(codes.ROLE_FACTORY):
                 return rm.refuse(codes.EX_FUNCTION, -1, "locked: identity needs the factory role")
             text = codes.ascii_of(data, pos, count)
-            for ch in text:
-                if ch < 32 or ch > 126:
-                    return rm.refuse(codes.EX_VALUE, -1, "%s: printable ASCII only" % name)
+            if not codes.printable(text):
+                return rm.refuse(codes.EX_VALUE, -1, "%s: printable ASCII only" % name)
             rm.info.set(name, text)
             return codes.EX_NONE
     return rm.refuse(codes.EX_ADDRESS, -1, "not a writable identity field")

@@ -86,9 +86,8 @@ def write(rm, off, count, data, pos):
     if svc is None or svc.lease is None:
         return rm.refuse(codes.EX_FUNCTION, -1, "no lease configured on this device")
     raw = codes.ascii_of(data, pos, count)
-    for ch in raw:
-        if ch < 32 or ch > 126:
-            return rm.refuse(codes.EX_VALUE, -1, "lease code refused: printable ASCII only")
+    if not codes.printable(raw):
+        return rm.refuse(codes.EX_VALUE, -1, "lease code refused: printable ASCII only")
     code = raw.decode()
     ok, why = svc.enter_lease_code(code)
     if not ok:

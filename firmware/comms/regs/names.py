@@ -66,9 +66,8 @@ def write(rm, off, count, data, pos):
         return rm.locked()
     if r[3] == "ascii":
         text = codes.ascii_of(data, pos, count)
-        for ch in text:
-            if ch < 32 or ch > 126:
-                return rm.refuse(codes.EX_VALUE, -1, "%s: printable ASCII only" % r[0])
+        if not codes.printable(text):
+            return rm.refuse(codes.EX_VALUE, -1, "%s: printable ASCII only" % r[0])
         if r[1] == N_BLE and not 1 <= len(text) <= _BLE_MAX:
             return rm.refuse(codes.EX_VALUE, -1, "ble_name: 1 to %d characters" % _BLE_MAX)
         info = rm.info
