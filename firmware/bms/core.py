@@ -70,7 +70,7 @@ from bms.eventlog import (EV_BOOT, EV_CAL, EV_CLOCK, EV_COMMAND, EV_EXCEPTION, E
                           EV_SOC_CAL, EventLog)
 from bms.heater import Heater
 from bms.measurements import (CURRENT_MA_MAX, ROLE_BALANCE, ROLE_CELL, ROLE_POWER,
-                              Measurements, cap_age)
+                              Measurements)
 from bms.params import (CUR_GAIN_STEP, P_BUZZER, P_CELL_COUNT, P_CHEMISTRY, P_CHG_SWITCH,
                         P_CUR_GAIN,
                         P_CUR_OFFSET, P_DSG_SWITCH, P_KEY_ENABLE, P_PRECHARGE_PCT,
@@ -80,7 +80,7 @@ from bms.protection import (CELL_STALE_MS, CURRENT_STALE_MS, NO_ONSET, TEMP_STAL
                             Protection)
 from bms.scheduler import Scheduler
 from bms.soc import Soc
-from bms.ticks import ticks_add, ticks_diff
+from bms.ticks import cap_age, ticks_add, ticks_diff
 from bms.wallclock import WallClock
 from bms.watchdog import EXC_QUIET_MS
 

@@ -36,11 +36,11 @@ derating module makes the charge current limit 0 while it holds.
 from micropython import const
 
 from bms.faults import R_HEAT
-from bms.measurements import ROLE_CELL, T_NONE_MIN, cap_age
+from bms.measurements import ROLE_CELL, T_NONE_MIN
 from bms.params import (HEATER_CHARGE, HEATER_DISCHARGE, HEATER_FORCED, HEATER_KEEP,
                         HEATER_OFF, P_HEAT_OFF, P_HEAT_ON, P_HEATER_MODE, P_LT_CHG,
                         P_LT_CHG_REC, P_UV_REC)
-from bms.ticks import ticks_diff
+from bms.ticks import cap_age, ticks_diff
 
 MIN_ON_MS = const(60000)
 DEMAND_MS = const(10000)    # a demand must last this long to switch on

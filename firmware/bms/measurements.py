@@ -23,10 +23,7 @@ from array import array
 
 from micropython import const
 
-from bms.ticks import ticks_add, ticks_diff
-
-# Oldest age a reading timestamp keeps (cap_ages): above every staleness limit.
-AGE_CAP_MS = const(3600000)
+from bms.ticks import cap_age, ticks_diff
 
 # Temperature sensor roles (TOPBMS: power board, balance board, cells).
 ROLE_POWER = const(0)
@@ -51,14 +48,6 @@ CELL_MV_MAX = const(6000)        # above every AFE's cell input range (BQ76952, 
 TEMP_DC_MIN = const(-550)        # -55 degC
 TEMP_DC_MAX = const(1500)        # 150 degC
 CURRENT_MA_MAX = const(10000000)  # 10 kA: beyond any shunt here, and a small int
-
-
-def cap_age(now, t):
-    """Tick stamp ``t``, moved up to AGE_CAP_MS before ``now`` if it is older:
-    kept at least once a day, an age read from it never wraps to recent."""
-    if ticks_diff(now, t) > AGE_CAP_MS:
-        return ticks_add(now, -AGE_CAP_MS)
-    return t
 
 
 class Measurements:
@@ -114,7 +103,7 @@ class Measurements:
         self.bad_temps = array("H", [0] * N_ROLES)
 
     def cap_ages(self, now):
-        """Hold the reading timestamps within AGE_CAP_MS of ``now`` (call at
+        """Hold the reading timestamps within ticks.AGE_CAP_MS of ``now`` (call at
         least once a day).  A tick difference wraps after 2**29 ms (6.2
         days): a sensor dead that long would read as fresh again and its
         stale fault clear, with its last reading frozen in."""

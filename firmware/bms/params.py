@@ -345,10 +345,11 @@ def check(values, max_cells=256, board_rule=None):
         if not ok:
             return (a, "%s (%s=%d, %s=%d)" % (reason, TABLE[a][0], va, TABLE[b][0], vb))
     n = values[P_OC_RETRIES]
-    if n and n * oc_cycle_s(values) >= values[P_OC_WINDOW]:
+    cyc = oc_cycle_s(values) if n else 0
+    if n and n * cyc >= values[P_OC_WINDOW]:
         return (P_OC_WINDOW, "oc_window=%d s too short for oc_retries=%d release cycles of %d s "
                 "(oc_release+precharge+delay+1): the retry limit never latches"
-                % (values[P_OC_WINDOW], n, oc_cycle_s(values)))
+                % (values[P_OC_WINDOW], n, cyc))
     if not values[P_CUSTOM_CHEM]:
         chem = values[P_CHEMISTRY]
         for i, bound, lims, what in CHEM_LIMITS:

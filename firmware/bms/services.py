@@ -46,10 +46,9 @@ from bms import lease as LS
 from bms import persistlog as PL
 from bms import sleep as SL
 from bms import watchdog as W
-from bms.measurements import cap_age
 from bms.params import P_BUZZER, P_SLEEP_CURRENT, P_SLEEP_IDLE
 from bms.store import F_CLEAN, F_WDT_MASK, F_WDT_SHIFT, State
-from bms.ticks import ticks_add, ticks_diff
+from bms.ticks import cap_age, ticks_add, ticks_diff
 
 _PARAM_DEBOUNCE_MS = const(2000)
 _PARAM_MIN_MS = const(10000)

@@ -34,6 +34,19 @@ except (ImportError, AttributeError):
     pass
 
 
+# Oldest age a kept tick stamp holds (cap_age): above every staleness limit
+# and hold time, far below the 6.2 days after which a tick difference wraps.
+AGE_CAP_MS = const(3600000)
+
+
+def cap_age(now, t):
+    """Tick stamp ``t``, moved up to AGE_CAP_MS before ``now`` if it is older:
+    kept at least once a day, an age read from it never wraps to recent."""
+    if ticks_diff(now, t) > AGE_CAP_MS:
+        return ticks_add(now, -AGE_CAP_MS)
+    return t
+
+
 class VirtualClock:
     """A clock for tests and the simulator: time moves only when told."""
 

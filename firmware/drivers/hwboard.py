@@ -106,19 +106,19 @@ class HwBoard:
         self.sleep_key = sleep_key.value if sleep_key is not None else None
         self._afe_cells = 0
         # Balance mask: the core's flags (kept by reference), all off before
-        # it asks; unsure until a write went through (at start-up too).
+        # it asks; unsure until a write went through (at start-up too); live
+        # while the chip may be bleeding (unknown at start-up, a write that
+        # asked for it or failed): host balancing runs until told to stop.
         self._bal = None
         self._bal_off = bytearray(self.max_cells)
         self._bal_unsure = True
+        self._bal_live = True
         self._fault = 0
         self._relay_f = 0
         self.afe_ok = False
         self.shunt_ok = shunt is None
         self.init_errors = 0
         self.output_errors = 0
-        # Balancing may be on in the chip (unknown at start-up, a write that
-        # asked for it or failed): host balancing runs until it is told to stop.
-        self._bal_live = True
         self.backstop = None
         self._pver = -1
         self.backstop_updates = 0

@@ -230,14 +230,9 @@ def test_sleep_and_wake_commands():
     assert s[RELAY_CHG] and s[RELAY_DSG]
 
 
-def test_relays_switch_before_the_fault_is_logged():
-    # The tick that sets a fault opens the relays first and writes the log
-    # records after (each costs about 0.5 ms on an RP2040); the fault's
-    # record keeps the tick's time and its trip value.
+def _relay_writes(r):
+    """Every relay write from now on, with the fault records logged before it."""
     from bms.eventlog import EV_FAULT_SET
-    r = Rig()
-    r.run(2000)
-    assert r.relays[RELAY_DSG]
     seen = []
     real = r.board.set_relays
 
@@ -246,6 +241,18 @@ def test_relays_switch_before_the_fault_is_logged():
         real(states)
     r.board.set_relays = spy
     r.bms.contactors.board = r.board
+    return seen
+
+
+def test_relays_switch_before_the_fault_is_logged():
+    # The tick that sets a fault opens the relays first and writes the log
+    # records after (each costs about 0.5 ms on an RP2040); the fault's
+    # record keeps the tick's time and its trip value.
+    from bms.eventlog import EV_FAULT_SET
+    r = Rig()
+    r.run(2000)
+    assert r.relays[RELAY_DSG]
+    seen = _relay_writes(r)
     r.board.current_ma = -(P.ParamSet(P.CHEM_LFP)[P.index("peak")] * 100 + 20000)
     assert r.run_until(lambda: not r.relays[RELAY_DSG], 3000) >= 0
     opened = [n for s, n in seen if not s[RELAY_DSG]]
@@ -271,14 +278,7 @@ def test_relays_switch_before_a_recovery_path_retrip_is_logged():
     r.run(600)
     assert r.bms.prot.recovering(F.UV2) and r.relays[RELAY_L2]
     r.board.weld = 1 << RELAY_DSG          # so that discharge current can flow
-    seen = []
-    real = r.board.set_relays
-
-    def spy(states):
-        seen.append((bytes(states), len(r.log.find(EV_FAULT_SET))))
-        real(states)
-    r.board.set_relays = spy
-    r.bms.contactors.board = r.board
+    seen = _relay_writes(r)
     n0 = len(r.log.find(EV_FAULT_SET))
     r.board.current_ma = -2000
     assert r.run_until(lambda: not r.relays[RELAY_L2], 500) >= 0

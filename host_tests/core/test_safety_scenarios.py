@@ -161,13 +161,19 @@ def test_short_precharge_and_afe_latches_survive_a_reboot():
 
 
 # ---- 3. a welded contactor escalates ---------------------------------------
+def _weld_discharge_under_overcurrent(r):
+    """Discharge and precharge relays welded, 155 A flowing: returns when
+    dsg_oc commanded the discharge relay open (ms, -1 if it never did)."""
+    r.board.weld = (1 << RELAY_DSG) | (1 << RELAY_PRE)
+    r.board.current_ma = -(_pv(r, "dsg_oc") * 100 + 5000)   # 155 A, keeps flowing
+    return r.run_until(lambda: not r.bms.contactors.state[RELAY_DSG],
+                       _pv(r, "dsg_oc_delay") + 1000)
+
+
 def test_welded_discharge_relay_opens_level2_with_overcurrent_active():
     r = Rig()
     r.run(1000)
-    r.board.weld = (1 << RELAY_DSG) | (1 << RELAY_PRE)
-    r.board.current_ma = -(_pv(r, "dsg_oc") * 100 + 5000)   # 155 A, keeps flowing
-    t_open = r.run_until(lambda: not r.bms.contactors.state[RELAY_DSG],
-                         _pv(r, "dsg_oc_delay") + 1000)
+    t_open = _weld_discharge_under_overcurrent(r)
     assert t_open >= 0 and r.bms.prot.active(F.DSG_OC)
     t = r.run_until(lambda: not r.board.relays[RELAY_L2], 500 + 2 * FAST_MS + STEP)
     assert t >= 0, "level 2 stayed closed with current through a relay told to open"
@@ -193,10 +199,7 @@ def test_a_weld_seen_before_the_current_sensor_died_still_opens_level2():
     # the weld's delay is no reading that the current stopped.
     r = Rig()
     r.run(1000)
-    r.board.weld = (1 << RELAY_DSG) | (1 << RELAY_PRE)
-    r.board.current_ma = -(_pv(r, "dsg_oc") * 100 + 5000)   # 155 A, keeps flowing
-    t_open = r.run_until(lambda: not r.bms.contactors.state[RELAY_DSG],
-                         _pv(r, "dsg_oc_delay") + 1000)
+    t_open = _weld_discharge_under_overcurrent(r)
     assert t_open >= 0
     r.run(FAST_MS + 100)            # the weld seen, pending
     r.board.fail_current = 10 ** 9   # the shunt stops answering
