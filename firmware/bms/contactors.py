@@ -5,7 +5,9 @@ The discharge path has explicit states; every transition goes through
 on the discharge side: level-2 closed -> precharge relay closed -> wait until
 the load-side voltage reaches ``precharge_pct`` of the pack voltage (or
 time out: latched precharge fault, protecting the resistor and preventing
-a hot close that welds contacts) -> discharge relay closed -> precharge relay
+a hot close that welds contacts; attempts cut short by a discharge block add
+their time up until one completes or the resistor has cooled for
+_PRE_COOL_MS, so a flickering block cannot cook it in short bursts) -> discharge relay closed -> precharge relay
 opened after a short overlap.  Opening is immediate and unconditional.
 
 Relays are only ever commanded through ``board.set_relays(states)`` and only
@@ -31,6 +33,9 @@ D_CLOSED = const(2)
 D_NAMES = ("open", "precharge", "closed")
 
 _PRE_OVERLAP_MS = const(200)
+# A precharge resistor sized for one precharge_timeout at a time cools in
+# tens of seconds; until then an interrupted attempt's heat still counts.
+_PRE_COOL_MS = const(60000)
 
 
 class Contactors:
@@ -43,6 +48,8 @@ class Contactors:
         self._t0 = 0
         self.precharge_failed = False
         self.precharge_ms = 0  # duration of the last successful precharge
+        self.precharge_spent = 0  # ms of interrupted attempts since the last success
+        self._pre_end = 0
         self._unsure = True    # the outputs may not hold ``state`` (a write raised)
         try:
             self.board.set_relays(self.state)
@@ -51,6 +58,9 @@ class Contactors:
             pass               # everything open: repeated at the first step
 
     def _enter(self, st, now):
+        if self.dsg_state == D_PRECHARGE and st == D_OPEN:
+            self.precharge_spent += ticks_diff(now, self._t0)
+            self._pre_end = now
         self.dsg_state = st
         self._t0 = now
         if self.log is not None:
@@ -76,6 +86,12 @@ class Contactors:
         dsg_ok = l2 and dsg_req and not (block & R_DSG)
 
         st = self.dsg_state
+        if self.precharge_spent and st == D_OPEN:
+            # Called every cycle, so the cool-down is seen long before the
+            # stamp's difference wraps (6.2 days; negative after it).
+            d = ticks_diff(now, self._pre_end)
+            if d >= _PRE_COOL_MS or d < 0:
+                self.precharge_spent = 0
         if not dsg_ok:
             if st != D_OPEN:
                 self._enter(D_OPEN, now)
@@ -87,8 +103,9 @@ class Contactors:
             # Integer compare: load/pack >= pct/100 without division.
             if load_ok and pack_mv > 0 and load_mv * 100 >= pack_mv * pre_pct:
                 self.precharge_ms = elapsed
+                self.precharge_spent = 0
                 self._enter(D_CLOSED, now)
-            elif elapsed >= pre_timeout:
+            elif elapsed + self.precharge_spent >= pre_timeout:
                 self.precharge_failed = True
                 self._enter(D_OPEN, now)
 
@@ -131,3 +148,4 @@ class Contactors:
 
     def clear_precharge_fault(self):
         self.precharge_failed = False
+        self.precharge_spent = 0

@@ -51,6 +51,57 @@ def test_precharge_timeout_latches_and_never_hot_closes():
     assert c.state[RELAY_CHG]      # charging is still allowed
 
 
+def _interrupted_precharges(r, n, on_ms, off_ms):
+    """n precharge attempts into a load that never charges, each cut short
+    by the discharge switch after on_ms; True once the fault has latched."""
+    for _ in range(n):
+        r.params.set(P.P_DSG_SWITCH, 1)
+        r.run(on_ms)
+        r.params.set(P.P_DSG_SWITCH, 0)
+        r.run(off_ms)
+        if r.bms.prot.active(F.PRECHARGE):
+            return True
+    return False
+
+
+def test_interrupted_precharges_add_up_to_the_timeout():
+    # docs/safety.md: precharge must reach precharge_pct within
+    # precharge_timeout; attempts cut short add up until one completes or
+    # the resistor has cooled for 60 s.  A discharge block flickering every
+    # second must not restart the 3 s budget for ever.
+    r = Rig()
+    r.run(1000)
+    r.params.set(P.P_DSG_SWITCH, 0)
+    r.run(100)
+    r.board.load_mv = 100
+    assert _interrupted_precharges(r, 10, 1000, 1000)
+    c = r.bms.contactors
+    assert not c.state[RELAY_PRE] and not c.state[RELAY_DSG]
+    r.params.set(P.P_DSG_SWITCH, 1)
+    r.run(5000)
+    assert not c.state[RELAY_PRE] and not c.state[RELAY_DSG]  # latched: no more attempts
+
+
+def test_interrupted_precharges_after_cool_down_start_afresh():
+    r = Rig()
+    r.run(1000)
+    r.params.set(P.P_DSG_SWITCH, 0)
+    r.run(100)
+    r.board.load_mv = 100
+    assert not _interrupted_precharges(r, 6, 2000, 61000)
+    # A completed precharge forgets the earlier interrupted ones too.
+    assert not _interrupted_precharges(r, 1, 2000, 1000)
+    r.board.load_mv = None
+    r.params.set(P.P_DSG_SWITCH, 1)
+    r.run(1000)
+    assert r.bms.contactors.dsg_state == D_CLOSED
+    r.params.set(P.P_DSG_SWITCH, 0)
+    r.run(100)
+    r.board.load_mv = 100
+    assert not _interrupted_precharges(r, 1, 2000, 1000)
+    assert not r.bms.prot.active(F.PRECHARGE)
+
+
 def test_manual_switches_from_normal_page():
     r = Rig()
     r.run(1000)
