@@ -13,8 +13,9 @@ set voltage difference -> balance ... until within the set difference"):
   cell-difference fault is active (``rest_ok``) it also runs at rest and
   without waiting for ``bal_start``: that fault holds the charge relay open,
   so balancing that waits for charge current could never clear it.  The
-  temperature rules and R_BAL still apply, and no cell at or below
-  ``uv_rec`` is bled.
+  temperature rules and R_BAL still apply.
+* No cell at or below ``uv_rec`` is bled, in any mode (``bal_start`` need
+  only be above ``uv1``).
 * Stops at once when the protection blocks it (R_BAL: under-voltage, cell /
   balance over-temperature, stale cell data ...), when a cell reading is
   invalid, or when the balance resistors reach ``t_bal_rec`` (it resumes
@@ -153,10 +154,11 @@ class Balancer:
         p = self.params
         half = p[P_BAL_DIFF] >> 1
         start = p[P_BAL_START]
-        floor = 0
+        # bal_start may lie below uv_rec (it need only be above uv1): a cell
+        # that low is never bled further, in any mode.
+        floor = p[P_UV_REC]
         if self._force:
             start = 0
-            floor = p[P_UV_REC]
         if self.active:
             self.active = m.diff_mv > half and m.max_mv >= start - _START_HYST_MV
         else:

@@ -80,6 +80,19 @@ def test_disabled_and_blocked_stop_at_once():
     assert b.state == ST_BLOCKED
 
 
+def test_never_bleeds_a_cell_at_or_below_uv_rec():
+    # bms/balancing.py's rule: no cell at or below uv_rec is bled.  bal_start
+    # may be set anywhere above uv1 (2500 mV for LFP), so a pack resting at
+    # 2.6-2.7 V would otherwise bleed its low cells further towards uv1.
+    p, sn, b = _rig([2700, 2650, 2620, 2580], current_ma=0, bal_mode=1, bal_start=2600)
+    seen = _period(b, sn.m)
+    assert all(f == 0 for fl in seen for f in fl)
+    sn.set_cells([2950, 2650, 2620, 2580])  # only the cell above uv_rec (2900)
+    _period(b, sn.m)
+    seen = _period(b, sn.m)
+    assert seen[0][0] == 1 and not any(seen[0][1:])
+
+
 def p_index(name):
     from bms.params import index
     return index(name)
