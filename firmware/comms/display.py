@@ -4,8 +4,11 @@ A small display polls; the BMS answers.  Frame, both directions::
 
     A5 5A | LEN u8 | CMD u8 | PAYLOAD[LEN] | CRC-16/Modbus u16 LE
 
-The CRC covers LEN, CMD and PAYLOAD.  Requests: 0x01 summary, 0x02 cells
-(first u8, count u8 1..64), 0x03 temperatures; answers carry CMD | 0x80,
+The CRC covers LEN, CMD and PAYLOAD.  Requests: 0x01 summary (no payload:
+the 30-byte layout whose u8 cell count and cell indices saturate at 255;
+a version byte 1: the same plus the three as u16, for packs above 255
+cells), 0x02 cells (first u8, count u8 1..64), 0x03 temperatures,
+0x04 lease; answers carry CMD | 0x80,
 errors CMD 0xFF with a code (1 unknown command, 2 bad arguments).  Values are
 little-endian in the core's units (mV, mA, per mille, 0.1 degC).
 
@@ -39,7 +42,9 @@ _ERR_ARGS = const(2)
 _MAX_REQ = const(16)      # longest request payload we accept
 _MAX_CELLS_PER_REQ = const(64)
 MAX_TEMPS = const(16)
-_SUMMARY_LEN = const(30)
+_SUMMARY_LEN = const(30)    # version 0 (a request without payload)
+_SUMMARY1_LEN = const(36)   # version 1: + cells in series, max / min cell index as u16
+_U8_MAX = const(255)        # a u8 count or index saturates here (256S master)
 _RX_SIZE = const(64)
 _TX_SIZE = const(272)
 GAP_MS = const(100)
@@ -155,8 +160,10 @@ class DisplayPort:
         tx = self.tx
         rx = self.rx
         p = 4
-        if cmd == _CMD_SUMMARY and ln == 0:
-            n = self._summary(tx, p)
+        if cmd == _CMD_SUMMARY and ln <= 1:
+            # Version byte: 0 (or none) the 30-byte layout old displays
+            # decode, 1 and above the newest this firmware has (LEN says which).
+            n = self._summary(tx, p, rx[4] if ln else 0)
         elif cmd == CMD_CELLS and ln == 2:
             first = rx[4]
             count = rx[5]
@@ -217,18 +224,23 @@ class DisplayPort:
             self._views[n] = v
         self.port.write(v)
 
-    def _summary(self, tx, p):
+    def _summary(self, tx, p, ver):
         b = self.bms
         m = b.meas
         put32(tx, p, m.pack_mv if m.pack_mv else m.sum_mv)
         put32(tx, p + 4, m.current_ma)  # put32 masks per byte: no big int
         put16(tx, p + 8, b.soc.soc_pm)
         put16(tx, p + 10, b.soc.soh_pm)
-        tx[p + 12] = m.n_cells & 0xFF
+        # u8 fields saturate at 255 ("255 or more"): a 256S master's count
+        # wrapped to 0 and cell 256's index to 0.  Version 1 has them whole.
+        nc = m.n_cells
+        hi = m.max_idx + 1
+        lo = m.min_idx + 1
+        tx[p + 12] = nc if nc < _U8_MAX else _U8_MAX
         put16(tx, p + 13, m.max_mv)
-        tx[p + 15] = (m.max_idx + 1) & 0xFF
+        tx[p + 15] = hi if hi < _U8_MAX else _U8_MAX
         put16(tx, p + 16, m.min_mv)
-        tx[p + 18] = (m.min_idx + 1) & 0xFF
+        tx[p + 18] = lo if lo < _U8_MAX else _U8_MAX
         put16(tx, p + 19, m.tmax[2] & 0xFFFF)
         put16(tx, p + 21, m.tmin[2] & 0xFFFF)
         tx[p + 23] = b.mode
@@ -246,4 +258,9 @@ class DisplayPort:
             if st[i]:
                 w |= 1 << i
         put32(tx, p + 26, w)
-        return _SUMMARY_LEN
+        if ver < 1:
+            return _SUMMARY_LEN
+        put16(tx, p + 30, nc)
+        put16(tx, p + 32, hi)
+        put16(tx, p + 34, lo)
+        return _SUMMARY1_LEN

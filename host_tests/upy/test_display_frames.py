@@ -60,11 +60,56 @@ def test_cells_and_temps():
     assert all(le(p, 3 + 4 * i, 2, True) == 250 for i in range(4))
 
 
+def test_summary_version_1_adds_the_u16_count_and_indices():
+    r, port, dp = setup()
+    cmd, p0 = parse(ask(port, dp, frame(0x01)))
+    cmd, p = parse(ask(port, dp, frame(0x01, b"\x01")))
+    assert cmd == 0x81 and len(p) == 36
+    assert (le(p, 30, 2), le(p, 32, 2), le(p, 34, 2)) == (16, 5, 10)
+    assert p[12] == 16 and p[15] == 5 and p[18] == 10
+    cmd, p = parse(ask(port, dp, frame(0x01, b"\x00")))   # version 0: the old layout
+    assert cmd == 0x81 and len(p) == 30
+    cmd, p = parse(ask(port, dp, frame(0x01, b"\x07")))   # newer than ours: ours, LEN says
+    assert len(p) == 36
+
+
+def test_256_cells_count_and_indices_saturate_never_wrap():
+    # docs/display_protocol.md: a master runs up to 256 cells; the summary's
+    # u8 count and 1-based indices saturate at 255 (an index stays 1..count),
+    # version 1 carries them as u16, and the cells request reaches cell 256.
+    r = Rig(cells=256, cell_count=256)
+    r.board.cells[255] = 3350                     # cell 256 highest
+    r.board.cells[254] = 3280                     # cell 255 lowest
+    r.run(2000)
+    port = Port()
+    dp = DisplayPort(port, r.bms, r.clock, jbd=True)
+    assert r.bms.meas.n_cells == 256
+    cmd, p = parse(ask(port, dp, frame(0x01)))
+    assert cmd == 0x81 and len(p) == 30
+    assert p[12] == 255                           # 256 cells: 255 = "255 or more", not 0
+    assert (le(p, 13, 2), p[15]) == (3350, 255)   # cell 256: 255, not 0
+    assert (le(p, 16, 2), p[18]) == (3280, 255)   # cell 255 itself
+    cmd, p = parse(ask(port, dp, frame(0x01, b"\x01")))
+    assert len(p) == 36 and p[:12] == parse(ask(port, dp, frame(0x01)))[1][:12]
+    assert (le(p, 30, 2), le(p, 32, 2), le(p, 34, 2)) == (256, 256, 255)
+    cmd, p = parse(ask(port, dp, frame(0x02, bytes([192, 64]))))
+    assert cmd == 0x82 and p[0] == 192 and p[1] == 64
+    assert le(p, 2 + 2 * 62, 2) == 3280 and le(p, 2 + 2 * 63, 2) == 3350
+    cmd, p = parse(ask(port, dp, frame(0x02, bytes([255, 1]))))
+    assert (cmd, le(p, 2, 2)) == (0x82, 3350)
+    assert parse(ask(port, dp, frame(0x02, bytes([255, 2])))) == (0xFF, b"\x02")
+    # JBD: the count byte saturates too, 0x04 carries the first 127 cells.
+    cmd, st, p = jbd_parse(ask(port, dp, jbd_request(0x03)))
+    assert p[21] == 255
+    cmd, st, p = jbd_parse(ask(port, dp, jbd_request(0x04)))
+    assert st == 0 and len(p) == 2 * 127
+
+
 def test_errors():
     r, port, dp = setup()
     assert parse(ask(port, dp, frame(0x02, b"\x0f\x02"))) == (0xFF, b"\x02")  # past cell 16
     assert parse(ask(port, dp, frame(0x02, b"\x00\x00"))) == (0xFF, b"\x02")
-    assert parse(ask(port, dp, frame(0x01, b"\x00"))) == (0xFF, b"\x02")
+    assert parse(ask(port, dp, frame(0x01, b"\x01\x00"))) == (0xFF, b"\x02")  # version is one byte
     assert parse(ask(port, dp, frame(0x42))) == (0xFF, b"\x01")
 
 

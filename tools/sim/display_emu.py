@@ -74,8 +74,12 @@ def parse(data):
 
 
 def decode_summary(p):
+    """The 30-byte summary, or version 1's 36 (the u16 count and indices replace
+    the u8 ones, which saturate at 255)."""
     (pack_mv, cur, soc, soh, n, vmax, imax, vmin, imin, tmax, tmin, mode, relays, level,
-     faults) = struct.unpack("<IiHHBHBHBhhBBBI", p)
+     faults) = struct.unpack("<IiHHBHBHBhhBBBI", p[:30])
+    if len(p) >= 36:
+        n, imax, imin = struct.unpack("<HHH", p[30:36])
     return {"pack_mv": pack_mv, "current_ma": cur, "soc_pm": soc, "soh_pm": soh, "cells": n,
             "cell_max_mv": vmax, "cell_max_idx": imax, "cell_min_mv": vmin,
             "cell_min_idx": imin, "t_max_dc": tmax, "t_min_dc": tmin, "mode": mode,
@@ -101,6 +105,13 @@ class DisplayEmu:
         return p
 
     def summary(self):
+        """Version 1 (exact cell count and indices above 255 cells); a BMS
+        without it answers error 2, then the plain request."""
+        try:
+            return decode_summary(self.ask(0x01, b"\x01"))
+        except ProtocolError as e:
+            if str(e) != "error 2":
+                raise
         return decode_summary(self.ask(0x01))
 
     def cells(self, n):
