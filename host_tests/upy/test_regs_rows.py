@@ -232,3 +232,41 @@ def test_names_block_fields_by_their_layout_and_any_window():
             if start + count <= RN.SIZE:
                 assert r.read(A_NAMES + start, count) == whole[start:start + count], \
                     (start, count)
+
+
+def test_validity_bits_mean_valid_now_not_ever_seen():
+    # docs/modbus.md, status.valid: bit 0-3 temperature roles, bit 4 cells,
+    # bit 5 current.  A bit is the data being valid now, by the core's rule
+    # for current_stale / cell_stale / temp_sensor: a shunt ADC that died
+    # leaves its last current in the snapshot, which must not read as valid.
+    r = ModbusRig(mv=3300)
+    r.run(2000)
+    v = r.read(A_STATUS, 1)[0]
+    assert v & 0x7F == 0x77                   # power, balance, cell; cells, current, running
+    r.board.fail_current = 1 << 30            # the shunt ADC stops answering
+    r.run(1000)
+    assert r.bms.prot.flags[F.SIG_CUR_STALE]  # the core calls it stale ...
+    v = r.read(A_STATUS, 1)[0]
+    assert v & status.V_CURRENT == 0, hex(v)  # ... so the register must not say valid
+    assert v & status.V_CELLS and v & status.V_RUNNING
+    r.board.fail_current = 0
+    r.run(200)
+    assert r.read(A_STATUS, 1)[0] & status.V_CURRENT
+    # Cells: the AFE stops answering, the last voltages hold.
+    r.board.fail_cells = 1 << 30
+    r.run(2000)
+    assert r.bms.prot.flags[F.SIG_CELL_STALE]
+    assert r.read(A_STATUS, 1)[0] & status.V_CELLS == 0
+    r.board.fail_cells = 0
+    r.run(600)
+    assert r.read(A_STATUS, 1)[0] & status.V_CELLS
+    # Temperatures: every NTC read stops (held values), then one sensor opens.
+    r.board.fail_temps = 1 << 30
+    r.run(3500)
+    assert r.read(A_STATUS, 1)[0] & 0x0F == 0
+    r.board.fail_temps = 0
+    r.run(600)
+    assert r.read(A_STATUS, 1)[0] & 0x0F == 0x07
+    r.board.temp_status[0] = 1                # the power board's only NTC: open
+    r.run(600)
+    assert r.read(A_STATUS, 1)[0] & 0x0F == 0x06   # its held value is not valid

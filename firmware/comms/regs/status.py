@@ -1,10 +1,15 @@
 """Status block: what a generic Modbus client (Home Assistant, Node-RED, a PLC)
 needs and cannot derive from the monitor block by itself, read only.
 
-* validity flags: which temperature roles have a valid sensor and whether the
+* validity flags: which temperature roles have valid sensors and whether the
   cell and current data are complete, so "no ambient sensor" is a cleared
   bit, not -3276.8 degC (the monitor's max/min fields keep their documented
-  sentinels for the PC tool);
+  sentinels for the PC tool).  A bit means valid *now*, by the core's own
+  rule for its stale faults (bms.core): the data was read within
+  CURRENT_STALE_MS / CELL_STALE_MS / TEMP_STALE_MS and every reading of it
+  is valid.  The snapshot holds the last good value of a sensor that stopped
+  answering (bms.measurements), so "ever read" would show a dead shunt's
+  last current as valid for good;
 * the limits an inverter gets (CCL / DCL / CVL / DVL) and whether each
   direction is allowed, the same values as the Pylontech CAN frame 0x351;
 * pack power, and one 0/1 register per relay and for "any alarm" /
@@ -15,6 +20,8 @@ Every row is a compile-time constant: (name, type, unit, description, source).
 from micropython import const
 
 from bms import faults as F
+from bms.protection import CELL_STALE_MS, CURRENT_STALE_MS, TEMP_STALE_MS
+from bms.ticks import ticks_diff
 from comms.regs import codes, rows
 
 V_T_POWER = const(0x01)
@@ -41,7 +48,8 @@ _S_RELAY = const(0x10)     # + relay index (bms.contactors.RELAY_NAMES)
 _T_NONE_MAX = const(-32768)  # bms.measurements.T_NONE_MAX
 
 STATUS = (
-    ("valid", "bits", "bits", "Data validity: {valid_bits}", _S_VALID),
+    ("valid", "bits", "bits", "Data validity, 1 = valid now (fresh, every reading of it valid; "
+     "a held last value is not): {valid_bits}", _S_VALID),
     ("charge_current_limit", "u16", "0.1A", "Charge current limit (CCL), as in CAN 0x351",
      _S_CCL),
     ("discharge_current_limit", "u16", "0.1A", "Discharge current limit (DCL), as in CAN 0x351",
@@ -67,14 +75,21 @@ _LAYOUT = rows.Layout(STATUS)
 
 
 def _valid(b):
+    """The bits, by the conditions bms.core sets current_stale, cell_stale and
+    temp_sensor on (a held value is no valid reading)."""
     m = b.meas
+    now = b.clock.ticks_ms()
     v = 0
-    for r in range(4):
-        if m.tmax[r] != _T_NONE_MAX:
-            v |= 1 << r
-    if m.cells_seen and m.bad_cells == 0:
+    if m.temps_seen and ticks_diff(now, m.temps_ts) <= TEMP_STALE_MS:
+        bad = m.bad_temps
+        for r in range(4):
+            # tmax stays a held value while a sensor of the role reads nothing.
+            if m.tmax[r] != _T_NONE_MAX and bad[r] == 0:
+                v |= 1 << r
+    if (m.cells_seen and m.bad_cells == 0 and not b.unmonitored
+            and ticks_diff(now, m.cells_ts) <= CELL_STALE_MS):
         v |= V_CELLS
-    if m.current_seen:
+    if m.current_seen and ticks_diff(now, m.current_ts) <= CURRENT_STALE_MS:
         v |= V_CURRENT
     if b.running:
         v |= V_RUNNING
