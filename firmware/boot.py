@@ -2,8 +2,9 @@
 # 1. start the hardware watchdog early (8 s: below the RP2040's 8.3 s limit,
 #    long enough for the imports; main.py shortens it), unless config.py
 #    says WDT_AT_BOOT = False (bench work at the REPL);
-# 2. pick the firmware slot (bms.fwslot.Slots.select_at_boot: a staged
-#    update becomes a trial, a trial that never armed rolls back): on a
+# 2. pick the firmware slot (bms.fwslot.Slots.select_at_boot: a pending
+#    update becomes a trial, a trial that never armed rolls back, a slave
+#    module's package staged without the master's APPLY is dropped): on a
 #    board with a ROMFS partition mount that slot's image at /rom
 #    (bms.romslot), else put the slot's directory first on sys.path.  Any
 #    exception: run the current one.

@@ -102,7 +102,8 @@ def attach_update(slave, machine, now, fs=None):
     """Firmware update over CAN (slave.fw) on the module's own flash
     (``fs``: the board's littlefs when None).
 
-    boot.py already selected the slot (a staged update becomes a trial);
+    boot.py already selected the slot (an applied update becomes a trial, one
+    staged but never applied is dropped);
     ``UPDATE_KEY`` in config.py (bytes or hex) makes every package need a
     valid signature made with it.  Without a filesystem the slave runs on.
     """

@@ -290,3 +290,50 @@ def test_firmware_fw_frames_decode_with_cantools():
     assert len(ids) == len(set(ids))
     assert min(i for i in ids if "FW" in db.get_message_by_frame_id(i).name) > max(
         i for i in ids if "FW" not in db.get_message_by_frame_id(i).name)
+
+
+def test_staged_slave_package_not_swapped_in_by_a_power_cycle_after_a_master_restart(tmp_path):
+    # docs/can_internal.md: the update refuses to start unless the relays are
+    # open and the master holds them open during it; the staged package is
+    # swapped in by the reset that follows APPLY.  Here the master restarts
+    # between slave 2's FINISH and its APPLY: the relays close again, the pack
+    # is in use, and then slave 2 is power-cycled.  It must come back on the
+    # firmware it ran, not on the staged one that nobody applied.
+    sim = rig(tmp_path)
+    open_relays(sim)
+    path, pkg = make_pkg(tmp_path, version=(0, 4, 0))
+    meta = json.loads((tmp_path / "slave.tar.sig").read_text())
+    st = sim.pkgstore
+    st.begin(len(pkg), bytes.fromhex(meta["sha256"]))
+    st.chunk(0, pkg)
+    st.finish()
+    node = sim.nodes[1]
+    orig = node.deliver
+
+    def deliver(cid, data, ext):
+        if cid == C.ID_FWCTL + 1 and data[0] == C.FW_APPLY:
+            return    # the master lost power before its APPLY reached the bus
+        orig(cid, data, ext)
+    node.deliver = deliver
+    sim.slave_fw.start(2, sim.clock.ticks_ms())
+    applying = SU.FP_NAMES.index("applying")
+    assert sim.run_until(lambda s: s.slave_fw.phase == applying, 120)
+    # The master comes back: no update running, nothing holds the relays open.
+    sim.slave_fw = SU.SlaveUpdater(sim.master, sim.pkgstore, sim.bms)
+    sim.master.fw = sim.slave_fw
+    sim.bms.inhibit = 0
+    sim.run(0.5)
+    node.deliver = orig                   # (after the APPLY already on the wire)
+    staged = sim.slave_firmware(2)
+    sim.params.set(P_CHG_SWITCH, 1)
+    sim.params.set(P_DSG_SWITCH, 1)
+    assert sim.run_until(lambda s: s.bms.contactors.state[RELAY_DSG], 10)
+    sim.power(2, False)
+    sim.run(0.2)
+    sim.power(2, True)
+    sim.run(3)
+    assert sim.slave_firmware(2) == ("ok", -1, (0, 1, 0))
+    assert sim.boots[1] == 2
+    assert sim.module_states() == ["ok", "ok", "ok"]
+    # Before the power cycle the module showed the package as staged (not pending).
+    assert staged == ("staged", -1, (0, 1, 0)), staged

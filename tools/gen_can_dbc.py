@@ -63,7 +63,7 @@ VAL_TABLES = {
     ("FWCTL", "Op"): ((1, "begin"), (2, "finish"), (3, "abort"), (4, "apply"), (5, "query")),
     ("FWACK", "Op"): ((1, "begin"), (2, "finish"), (3, "abort"), (4, "apply"), (5, "query"),
                       (6, "data")),
-    ("FWACK", "FwMarker"): ((0, "ok"), (1, "pending"), (2, "trial")),
+    ("FWACK", "FwMarker"): ((0, "ok"), (1, "pending"), (2, "trial"), (3, "staged")),
 }
 CYCLE = {"SYNC": C.SWEEP_MS, "STATUS": C.SWEEP_MS, "CELLS": C.SWEEP_MS, "TEMPS": C.SWEEP_MS,
          "BAL": C.SWEEP_MS}

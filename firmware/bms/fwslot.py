@@ -12,6 +12,15 @@ cut while it is written leaves the old marker.  ``select_at_boot`` turns
 PENDING into TRIAL and counts boots in TRIAL; after ``max_tries`` boots
 without ``confirm()`` (called once the new firmware reached the armed
 state) it rolls back to the previous slot.
+
+STAGED: an update whose activation needs a separate request (a slave
+module's: the master's APPLY, sent while it holds the relays open).  The
+updater commits STAGED instead of PENDING; ``request_apply`` turns it into
+PENDING right before the reset it asked for.  A boot that finds STAGED (the
+module was reset - watchdog, power cycle - before an APPLY came) never
+swaps it in: it runs the current slot and drops the mark (U_DISCARDED).  A
+selector that predates STAGED (value 3) leaves it alone and runs the
+current slot too: it swaps only PENDING.
 """
 import struct
 
@@ -22,7 +31,8 @@ from bms.store import ABRecord, KIND_MARKER
 ST_OK = const(0)
 ST_PENDING = const(1)   # staged, swap at the next boot
 ST_TRIAL = const(2)     # running the new firmware, not yet confirmed
-STATE_NAMES = ("ok", "pending", "trial")
+ST_STAGED = const(3)    # staged, activation not asked for: never swapped in (dropped at boot)
+STATE_NAMES = ("ok", "pending", "trial", "staged")
 ROOT_SLOT = const(-1)
 
 # Events for the persistent log (PK_UPDATE a=...).
@@ -32,7 +42,9 @@ U_CONFIRMED = const(3)
 U_ROLLED_BACK = const(4)
 U_REFUSED = const(5)
 U_REJECTED = const(6)   # the trial firmware ran but not whole: roll back at the next boot
-EVENT_NAMES = ("", "staged", "swapped", "confirmed", "rolled_back", "refused", "rejected")
+U_DISCARDED = const(7)  # a STAGED update dropped unapplied (reset or abort before an APPLY)
+EVENT_NAMES = ("", "staged", "swapped", "confirmed", "rolled_back", "refused", "rejected",
+               "discarded")
 
 _MARKER = "<bbBB"
 
@@ -83,6 +95,13 @@ class Slots:
             self.tries = 1
             self.event = U_SWAPPED
             self.save()
+        elif self.state == ST_STAGED:
+            # Staged but never asked for (reset before the master's APPLY): the
+            # current slot runs, and the staged one is no longer a candidate.
+            self.state = ST_OK
+            self.tries = 0
+            self.event = U_DISCARDED
+            self.save()
         elif self.state == ST_TRIAL:
             if self.tries >= self.max_tries:
                 self.active = self.prev
@@ -121,6 +140,31 @@ class Slots:
             return 0
         self.event = b[0] if b else 0
         return self.event
+
+    def request_apply(self):
+        """The activation of a STAGED update was asked for (the master's APPLY):
+        mark it PENDING, the one mark ``select_at_boot`` swaps in.  Written
+        before the reset it precedes (A/B record: a power cut leaves STAGED,
+        dropped at boot, or PENDING, swapped in).  True if the update is now
+        pending (also when it already was: a repeated request)."""
+        if self.state == ST_STAGED:
+            self.state = ST_PENDING
+            try:
+                self.save()
+            except Exception:
+                self.state = ST_STAGED
+                raise
+        return self.state == ST_PENDING
+
+    def discard(self):
+        """Drop a STAGED update unapplied (the master gave up before its APPLY)."""
+        if self.state == ST_STAGED:
+            self.state = ST_OK
+            self.tries = 0
+            self.save()
+            self.event = U_DISCARDED
+            return True
+        return False
 
     def confirm(self):
         """The running firmware reached the armed state: keep it."""

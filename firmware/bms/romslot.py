@@ -32,8 +32,10 @@ inactive slot at boot, before main.py starts and before any relay can
 close (``prepare``), and the updater then only programs sectors it finds
 blank (~7 ms per 4 KB).  Only when the marker is OK: in TRIAL the inactive
 slot is the roll-back target, in PENDING it holds the staged update, and
-both are kept.  Sectors already blank are skipped, so this costs boot time
-once after a confirm or a roll-back (~2.9 s for a 250 KB image), not every
+both are kept (a STAGED one whose APPLY never came is dropped by the
+selection: the marker is then OK and the slot erased).  Sectors already
+blank are skipped, so this costs boot time once after a confirm, a
+roll-back or a dropped package (~2.9 s for a 250 KB image), not every
 boot.  Erasing runs from the descriptor sector down, so a cut in the middle
 leaves a slot without a descriptor (never mounted) that the next boot
 finishes erasing.

@@ -33,7 +33,9 @@ written, or one marker write):
               from flash against the descriptor (catches write errors)
   checking    the image mounts as a ROMFS and holds ``app.mpy`` (``entry``)
   describing  the descriptor page is programmed: the slot is whole
-  committing  marker PENDING: the only step that makes it boot next.
+  committing  marker ``commit_state``: PENDING, the only step that makes
+              it boot next, or STAGED (a slave module: bootable only once
+              the master's APPLY marked it PENDING, ``Slots.request_apply``).
 A power cut anywhere before the commit boots the old application (the
 new slot is not selected); after it, the new one on trial.  The heap cost
 is the page buffer (and 1 KB of 0xFF to compare sectors with) while an
@@ -54,7 +56,7 @@ from micropython import const
 
 from bms import romslot as R
 from bms.digest import equal
-from bms.fwslot import ST_PENDING, ST_OK, ST_TRIAL, U_REFUSED, U_STAGED
+from bms.fwslot import ST_PENDING, ST_OK, ST_STAGED, ST_TRIAL, U_REFUSED, U_STAGED
 from bms.update import (E_FLASH, E_FORMAT, E_HASH, E_INTERNAL, E_SIGNATURE, E_SIZE, E_STATE,
                         FS_BUSY, FS_DONE, FS_ERROR, FS_IDLE, PH_CHECK, PH_COMMIT, PH_EXTRACT,
                         PH_NONE, PH_VERIFY, UpdateError, append_in_order, sign)
@@ -93,6 +95,7 @@ class RomUpdater:
         self.half = R.half(self.mv)
         self.key = key
         self.slots = slots if slots is not None else R.slots(fs)
+        self.commit_state = ST_PENDING   # or ST_STAGED: see bms.update.Updater
         self.max_size = R.DESC_LEN + self.half - R.SECTOR
         self.step_bytes = step_bytes
         # fn(image memoryview): raises OSError if it is not an application
@@ -256,7 +259,7 @@ class RomUpdater:
         # Before any image sector: the slot stops being bootable.  Here, in the
         # first chunk, so that on the slow path this erase and sector 0's do
         # not add up in one pass.
-        if self.state == ST_PENDING:
+        if self.state == ST_PENDING or self.state == ST_STAGED:
             # An earlier, unbooted update in this slot: never boot it half rewritten.
             self.slots.state = ST_OK
             self.slots.save()
@@ -352,7 +355,7 @@ class RomUpdater:
                     raise UpdateError(E_FLASH, "descriptor did not read back")
                 self.phase = PH_COMMIT
             else:
-                self.slots.state = ST_PENDING
+                self.slots.state = self.commit_state
                 self.slots.save()
                 self.phase = PH_NONE
                 self.event = U_STAGED
@@ -406,4 +409,4 @@ class RomUpdater:
             return 970
         if ph == PH_COMMIT:
             return 990
-        return 1000 if self.state == ST_PENDING and self.last_error is None else 0
+        return 1000 if self.state == self.commit_state and self.last_error is None else 0

@@ -28,12 +28,15 @@ Package: an uncompressed ustar archive of the firmware tree (``bms/...``,
                       (catches flash write errors)
           checking    the archive headers (names, sizes, checksums) are
                       validated *before* anything is extracted
-          clearing    a PENDING marker from an earlier, not yet booted
-                      update is reset to OK (that slot is rewritten now),
-                      then the inactive slot directory is emptied
+          clearing    a PENDING (or STAGED) marker from an earlier, not
+                      yet booted update is reset to OK (that slot is
+                      rewritten now), then the inactive slot directory is
+                      emptied
           unpacking   member by member into the inactive slot
-          committing  the marker is set to PENDING: the only step that
-                      makes the new firmware bootable, and the last one.
+          committing  the marker is set to ``commit_state``: PENDING (the
+                      next boot swaps it in), or STAGED where activation
+                      is a separate request (a slave module: the master's
+                      APPLY calls ``slots.request_apply``); the last step.
         A refusal in a step returns FS_ERROR with ``last_error`` = (code,
         text).  The running firmware is never touched.  A reset or power
         cut at any step leaves the old marker (so the old firmware boots);
@@ -54,9 +57,9 @@ import struct
 from micropython import const
 
 from bms.digest import equal, hmac_sha256, sha256
-from bms.fwslot import (EVENT_NAMES, ROOT_SLOT, ST_OK, ST_PENDING, ST_TRIAL,  # noqa: F401
-                        STATE_NAMES, U_CONFIRMED, U_REFUSED, U_REJECTED, U_ROLLED_BACK,
-                        U_STAGED, U_SWAPPED, Slots)
+from bms.fwslot import (EVENT_NAMES, ROOT_SLOT, ST_OK, ST_PENDING, ST_STAGED,  # noqa: F401
+                        ST_TRIAL, STATE_NAMES, U_CONFIRMED, U_DISCARDED, U_REFUSED,
+                        U_REJECTED, U_ROLLED_BACK, U_STAGED, U_SWAPPED, Slots)
 from bms.store import makedirs
 
 # Error codes (UpdateError.code), stable for comms.
@@ -302,6 +305,9 @@ class Updater:
             slots = Slots(fs, root, max_tries)
             slots.drop_stage()
         self.slots = slots
+        # The marker the last finish step writes: ST_PENDING (swapped in at the
+        # next boot) or ST_STAGED (only after ``slots.request_apply``: slave.fw).
+        self.commit_state = ST_PENDING
         self._f = None
         self._hash = None
         self.size = 0
@@ -492,7 +498,7 @@ class Updater:
             elif ph == PH_EXTRACT:
                 self._step_extract()
             else:
-                self.state = ST_PENDING
+                self.state = self.commit_state
                 self._save()
                 self._stop()
                 self.event = U_STAGED
@@ -555,7 +561,7 @@ class Updater:
             self._payload += m[2]
 
     def _step_clear(self):
-        if self.state == ST_PENDING:
+        if self.state == ST_PENDING or self.state == ST_STAGED:
             self.state = ST_OK            # never boot a slot while it is being rewritten
             self._save()
             return
@@ -624,4 +630,4 @@ class Updater:
             return 500 + self._copied * 490 // (self._payload or 1)
         if ph == PH_COMMIT:
             return 990
-        return 1000 if self.state == ST_PENDING and self.last_error is None else 0
+        return 1000 if self.state == self.commit_state and self.last_error is None else 0

@@ -122,7 +122,8 @@ FWR_SESSION = const(0x10)  # no such transfer (slave rebooted, or never begun)
 FWR_REQUEST = const(0x11)  # malformed or out-of-order request
 FWR_BUSY = const(0x20)     # still verifying / unpacking
 FWR_RECEIVING = const(0x21)  # (QUERY) transfer open, FINISH not seen yet
-#   fw: bits 0-1 marker state (0 ok, 1 pending, 2 trial), bits 2-3 active
+#   fw: bits 0-1 marker state (0 ok, 1 pending, 2 trial, 3 staged: verified and
+#   unpacked, swapped in only after APPLY), bits 2-3 active
 #   slot + 1 (0 factory root, 1 a, 2 b), bits 4-7 boots in trial (saturates)
 
 # Layout table checked against the DBC (not used in hot paths).

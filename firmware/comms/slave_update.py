@@ -11,8 +11,11 @@ the slave side is ``slave.fw``.
 Per slave: BEGIN -> data blocks (B segments of 7 bytes, one frame every
 ``gap_ms``, then wait for the block acknowledgement; a gap report or an
 acknowledgement time-out makes it go back to the first byte the slave does
-not hold) -> FINISH (the slave verifies and unpacks) -> APPLY (it reboots
-into the new slot) -> QUERY once a second until the slave reports its
+not hold) -> FINISH (the slave verifies and unpacks; its marker says
+``staged``: no reset swaps that in) -> APPLY (it marks the package to be
+swapped in and reboots into the new slot; an APPLY that is refused or never
+answered ends with an ABORT, which drops the staged package)
+-> QUERY once a second until the slave reports its
 marker: ``trial`` while it proves itself, then ``ok`` in the new slot
 (updated) or ``ok`` in the old one (rolled back).  With ``all`` the slaves
 follow one another; the first failure stops the rest.
@@ -262,11 +265,14 @@ class SlaveUpdater:
             if res:
                 self._refused(res)
                 return
-            if marker == U.ST_PENDING:
+            if marker == U.ST_STAGED or marker == U.ST_PENDING:   # (PENDING: an older slave)
                 self.phase = _FP_APPLY
                 self.retries = 0
                 self._ctl(C.FW_APPLY, now)
         elif ph == _FP_APPLY or ph == _FP_REBOOT or ph == _FP_CONFIRM:
+            if ph == _FP_APPLY and op == C.FW_APPLY and ses_ok and res:
+                self._refused(res)            # not marked (flash): it stays on its firmware
+                return
             if ph == _FP_APPLY and op == C.FW_APPLY and ses_ok and res == 0:
                 self.phase = _FP_REBOOT
                 self._until = ticks_add(now, self.confirm_timeout_ms)
@@ -420,8 +426,10 @@ class SlaveUpdater:
         self._fail(SR_REFUSED, res, "slave %d refused the update (%s)" % (self.addr, why))
 
     def _fail(self, result, code, text):
-        if _FP_BEGIN <= self.phase <= _FP_FINISH:
-            self._ctl_op = C.FW_ABORT   # close the slave's staging file (sent by poll)
+        if _FP_BEGIN <= self.phase <= _FP_APPLY:
+            # Close the slave's staging file, or drop its staged package unapplied
+            # (sent by poll).
+            self._ctl_op = C.FW_ABORT
         k = self.addr - 1
         if 0 <= k < C.MAX_MODULES:
             self.results[k] = result

@@ -25,8 +25,13 @@ wrongly signed package is refused after its first block.
 
 FINISH runs ``Updater.finish_start`` / ``finish_step`` one bounded step
 per loop pass (``_finish_work``; the master's query sees FWR_BUSY
-meanwhile), APPLY reboots into the staged slot
-after the acknowledgement went out.  After that boot the slot is on trial:
+meanwhile).  Its last step marks the package STAGED, not PENDING: a staged
+package is never swapped in by a reset the master did not ask for (a
+watchdog reset or power cycle after the master restarted or lost the bus
+between FINISH and APPLY, with the relays no longer held open); the next
+boot drops it (``bms.fwslot``), and so does an ABORT.  APPLY writes the
+mark that lets the next boot swap it in (PENDING, ``Slots.request_apply``),
+acknowledges, and reboots 100 ms later.  After that boot the slot is on trial:
 it is confirmed once the slave is back in normal operation
 (``confirm_sweeps`` SYNCs heard, AFE answering, configured by the master);
 a slave that does not get there within ``trial_timeout_ms`` reboots, and
@@ -59,6 +64,7 @@ class SlaveFw:
     def __init__(self, slave, updater, reset=None, now=0):
         self.slave = slave
         self.up = updater
+        updater.commit_state = U.ST_STAGED   # swapped in only after the master's APPLY
         self.reset = reset            # machine.reset on a board
         self.phase = _PH_IDLE
         self.error = 0
@@ -108,8 +114,13 @@ class SlaveFw:
             self._ack(op, C.FWR_SESSION)
             return
         if op == C.FW_ABORT:
-            self.up.abort()
+            up = self.up
+            up.abort()
             self.phase = _PH_IDLE
+            try:
+                up.slots.discard()        # staged, never to be applied: forget it now
+            except OSError:
+                pass                      # still STAGED on flash: the next boot drops it
             self._ack(op, C.FWR_OK)
         elif op == C.FW_FINISH:
             ph = self.phase
@@ -122,7 +133,15 @@ class SlaveFw:
                 r = self._result()
                 self._ack(op, r if r != C.FWR_RECEIVING else C.FWR_REQUEST)
         elif op == C.FW_APPLY:
-            if self.phase == _PH_STAGED and self.up.state == U.ST_PENDING:
+            st = self.up.state
+            if self.phase == _PH_STAGED and (st == U.ST_STAGED or st == U.ST_PENDING):
+                # The mark first (PENDING on flash), then the acknowledgement and
+                # the reset: a power cut in between boots the new slot on trial.
+                try:
+                    self.up.slots.request_apply()
+                except OSError:
+                    self._ack(op, U.E_FLASH)   # not marked: stays staged, no reset
+                    return
                 self._ack(op, C.FWR_OK)
                 self._reboot_at = ticks_add(now, _APPLY_DELAY_MS)
             else:

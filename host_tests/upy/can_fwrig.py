@@ -20,7 +20,7 @@ from bms.ticks import VirtualClock
 from bms.update import Updater
 from comms import can_ids as C
 from comms.can_master import CanMaster
-from comms.slave_update import SlaveUpdater
+from comms.slave_update import FP_NAMES, SlaveUpdater
 
 CELLS = 4
 
@@ -137,6 +137,28 @@ class FwRig(Stepping):
         while self._resets:
             self.boot(self._resets.pop(0))
 
+
+    def restart_master_before_apply(self, k, limit_ms=120000):
+        """The master loses power right after slave ``k`` acknowledged FINISH:
+        its APPLY never reaches the slave, and it comes back with no update
+        running (nothing holds the relays open).  Returns the forwarder that
+        was running (its ``last_fw``: what the slave last reported)."""
+        node = self.snodes[k]
+        orig = node.deliver
+
+        def deliver(cid, data, ext):
+            if cid == C.ID_FWCTL + k and data[0] == C.FW_APPLY:
+                return
+            orig(cid, data, ext)
+        node.deliver = deliver
+        applying = FP_NAMES.index("applying")
+        assert self.run_until(lambda: self.fwd.phase == applying, limit_ms) >= 0
+        old = self.fwd
+        self.fwd = SlaveUpdater(self.master, self.store, self.bms)
+        self.master.fw = self.fwd
+        self.bms.inhibit = 0
+        node.deliver = orig
+        return old
 
     def version(self, addr):
         v = self.master.mod_version

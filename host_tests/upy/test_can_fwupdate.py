@@ -284,7 +284,7 @@ def test_slave_finish_runs_in_bounded_steps_while_it_keeps_reporting():
             not_ok += 1
     assert passes > 10, passes                       # not one blocking call
     assert up.steps > 10 and up.max_step_io <= 2 * 256 + 512, (up.steps, up.max_step_io)
-    assert up.state == U.ST_PENDING                  # staged, not yet applied
+    assert up.state == U.ST_STAGED                   # staged, not yet applied
     assert not_ok == 0                               # its sweeps kept coming
     assert r.run_until(lambda: _done(r), LIMIT_MS) >= 0
     assert r.fwd.phase == SU.FP_DONE, r.fwd.err_text
@@ -306,3 +306,64 @@ def test_slave_whose_new_firmware_cannot_talk_rolls_back():
     assert (up.state, up.active) == (U.ST_OK, U.ROOT_SLOT)
     r.run(4000)
     assert r.master.mod_state[0] == 1 and r.version(1) == (0, 1, 0)
+
+
+def test_a_package_staged_without_apply_is_not_swapped_in_by_a_reset():
+    # docs/can_internal.md: the update refuses to start unless the relays are
+    # open, and the master holds them open during it; the slave's staged
+    # package is swapped in only by the reset that follows the master's APPLY.
+    # The master restarts between FINISH and APPLY: the package stays staged
+    # at the slave, the relays close again, the pack is in use - and the
+    # slave's next reset (watchdog, power cycle) must not boot the new
+    # firmware nobody asked for.
+    r = _ready(2)
+    pkg, digest, sig = slave_package(version=(0, 2, 0))
+    r.upload(pkg, digest, sig)
+    r.fwd.start(1, r.clock.ticks_ms())
+    before = r.restart_master_before_apply(0)
+    r.run(500)
+    assert r.slaves[0].fw.phase == 3 and r.boots[0] == 1     # staged, on its old firmware
+    assert r.bms.inhibit == 0
+    r.bms.contactors.state[0] = 1        # discharge closed: the pack is in use
+    for boot in (2, 3):                  # a watchdog reset, then a power cycle
+        r.boot(0)
+        up = r.slaves[0].fw.up
+        assert (up.state, up.active) == (U.ST_OK, U.ROOT_SLOT), (boot, up.state, up.active)
+        assert r.slaves[0].fw_version == (0, 1, 0) and r.boots[0] == boot
+    r.run(3000)
+    assert r.master.mod_state[0] == 1 and r.version(1) == (0, 1, 0)
+    # The master saw it as staged (activation not asked for), not as pending.
+    assert U.STATE_NAMES[before.last_fw & 3] == "staged", before.last_fw
+    # With the relays open the update can be asked for again and goes through.
+    r.bms.contactors.state[0] = 0
+    r.fwd.start(1, r.clock.ticks_ms())
+    assert r.run_until(lambda: _done(r), LIMIT_MS) >= 0
+    assert r.fwd.results[0] == SU.SR_UPDATED, r.fwd.err_text
+    r.run(3000)
+    assert r.version(1) == (0, 2, 0)
+
+
+def test_apply_never_answered_ends_with_an_abort_that_drops_the_staged_package():
+    # The master gives up on an APPLY the slave never answers (lost frames):
+    # it stops holding the relays open, so it must not leave behind a package
+    # that the slave's next reset would swap in; its ABORT drops it at once.
+    r = _ready(2)
+    pkg, digest, sig = slave_package(version=(0, 2, 0))
+    r.upload(pkg, digest, sig)
+    node = r.snodes[0]
+    orig = node.deliver
+
+    def deliver(cid, data, ext):
+        if cid == C.ID_FWCTL and data[0] == C.FW_APPLY:
+            return
+        orig(cid, data, ext)
+    node.deliver = deliver
+    r.fwd.start(1, r.clock.ticks_ms())
+    assert r.run_until(lambda: _done(r), LIMIT_MS) >= 0
+    assert r.fwd.phase == SU.FP_ERROR and "does not answer" in r.fwd.err_text, r.fwd.err_text
+    assert r.bms.inhibit == 0
+    r.run(200)
+    fw = r.slaves[0].fw
+    assert fw.phase == 0 and (fw.up.state, fw.up.active) == (U.ST_OK, U.ROOT_SLOT)
+    r.boot(0)
+    assert r.slaves[0].fw.up.active == U.ROOT_SLOT and r.slaves[0].fw_version == (0, 1, 0)

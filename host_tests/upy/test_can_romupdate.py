@@ -57,3 +57,26 @@ def test_rom_package_forwarded_to_one_slave_installs_reboots_and_confirms():
     for k in (0, 2):
         assert r.roms[k].ops == 0 and r.mounted[k] == ROOT_SLOT
         assert R.slots(r.fss[k]).active == ROOT_SLOT
+
+
+def test_rom_package_staged_without_apply_is_dropped_not_mounted_at_the_next_boot():
+    # docs/can_internal.md: a staged package is swapped in only by the reset
+    # that follows the master's APPLY.  The master restarts between FINISH
+    # and APPLY; the module's next reset (watchdog, power cycle) keeps the
+    # running application and drops the staged slot (erased at that boot).
+    r = RomRig(2)
+    assert r.run_until(lambda: all(r.master.mod_state[k] == 1 for k in range(2)), 5000) >= 0
+    pkg, digest, sig = package(app("slave-1", pad=9000))
+    r.upload(pkg, digest, sig)
+    r.fwd.start(1, r.clock.ticks_ms())
+    r.restart_master_before_apply(0)
+    r.run(500)
+    mv = r.roms[0].part()[1]
+    assert R.valid(mv, 0) and r.boots[0] == 1        # staged in slot A, not applied
+    r.boot(0)                                        # a watchdog reset
+    assert r.mounted[0] == ROOT_SLOT
+    s = R.slots(r.fss[0])
+    assert (s.state, s.active) == (ST_OK, ROOT_SLOT)
+    assert not R.valid(mv, 0)                        # dropped: erased ahead of the next update
+    r.boot(0)
+    assert r.mounted[0] == ROOT_SLOT

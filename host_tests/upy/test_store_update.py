@@ -340,3 +340,100 @@ def test_boot_event_is_left_for_the_app_once():
     app_side = FS.Slots(fs)
     assert app_side.take_boot_event() == FS.U_SWAPPED and app_side.event == FS.U_SWAPPED
     assert FS.Slots(fs).take_boot_event() == 0       # read once
+
+
+# ---- a slave module's update: swapped in only after the master's APPLY ----------
+class _Unaddressed:
+    addr = 0          # a slave receiver without an address sends no acknowledgement
+
+
+def _slave_device(pkg=None, digest=None):
+    """A module's flash, its Updater as slave.fw.SlaveFw sets it up (the finish
+    commits STAGED) and that receiver; with ``pkg`` the package is staged."""
+    from slave.fw import SlaveFw
+    fs = _device()
+    up = U.Updater(fs)
+    fw = SlaveFw(_Unaddressed(), up)
+    if pkg is not None:
+        send(up, pkg, digest)
+    return fs, up, fw
+
+
+def _apply(fw):
+    """The master's APPLY, as the receiver of a staged transfer (session 7) gets it."""
+    fw.phase = 3                  # slave.fw: staged
+    fw.session = 7
+    fw.on_ctl(bytes([4, 0, 0, 0, 0, 0, 0, 7]), 8, 0)
+
+
+def _boot(fs):
+    from bms import fwslot
+    return fwslot.Slots(fs).select_at_boot()         # boot.py
+
+
+def test_slave_update_power_cut_anywhere_leaves_one_whole_firmware_swapped_only_after_apply():
+    # docs/can_internal.md: a module's staged package is swapped in only by the
+    # reset after the master's APPLY (sent while it holds the relays open);
+    # without it a reset keeps the running firmware.  A power cut at any point
+    # (staging, the APPLY mark, between the mark and the reset, the boot that
+    # drops an unapplied package) leaves the old or the new firmware, whole,
+    # and a new firmware that never confirms still rolls back.
+    pkg, digest, _ = package(NEW_FW)
+    fs, up, fw = _slave_device()
+    start = fs.units
+    send(up, pkg, digest)
+    cost = fs.units - start
+    staged = (U.STATE_NAMES[up.state], up.finish_pm())
+    rng = XorShift(7)
+    for k in range(40):      # 1. staging cut anywhere (k=0: not cut): no APPLY, old firmware
+        fs, up, fw = _slave_device()
+        fs.cut_after(rng.below(cost + 1) if k else cost)
+        try:
+            send(up, pkg, digest)
+        except PowerCut:
+            pass
+        fs.reboot()
+        assert _boot(fs) == "", k
+        assert _boot(fs) == "" and U.Updater(fs).state == U.ST_OK, k
+        assert bytes(fs.files["/bms/core.py"]) == b"# factory core\n"
+    assert staged == ("staged", 1000), staged
+    fs, up, fw = _slave_device(pkg, digest)
+    start = fs.units
+    _apply(fw)
+    mark = fs.units - start
+    assert mark > 0 and up.state == U.ST_PENDING and fw._reboot_at is not None
+    outcomes = []
+    for n in range(mark + 1):   # 2. the APPLY mark cut anywhere; n == mark: cut before the reset
+        fs, up, fw = _slave_device(pkg, digest)
+        fs.cut_after(n)
+        try:
+            _apply(fw)
+        except PowerCut:
+            pass
+        fs.reboot()
+        path = _boot(fs)
+        assert path in ("", "/fw/a") and (path == "/fw/a") == (n == mark), (n, mark, path)
+        assert bytes(fs.files["/bms/core.py"]) == b"# factory core\n"
+        if path:
+            assert bytes(fs.files["/fw/a/bms/core.py"]) == b"# new core\n" * 100
+            assert U.Updater(fs).state == U.ST_TRIAL
+            for _i in range(2):                 # never confirmed: max_tries (3) boots ...
+                assert _boot(fs) == "/fw/a"
+            assert _boot(fs) == ""              # ... then the rollback
+            assert U.Updater(fs).state == U.ST_OK
+        outcomes.append(path)
+    assert outcomes[0] == "" and outcomes[-1] == "/fw/a"
+    probe, up, fw = _slave_device(pkg, digest)
+    start = probe.units
+    assert _boot(probe) == ""
+    drop = probe.units - start
+    assert drop > 0
+    for n in range(drop + 1):   # 3. the boot that drops the unapplied package, cut anywhere
+        fs, up, fw = _slave_device(pkg, digest)
+        fs.cut_after(n)
+        try:
+            assert _boot(fs) == ""
+        except PowerCut:
+            pass
+        fs.reboot()
+        assert _boot(fs) == "" and U.Updater(fs).state == U.ST_OK, n

@@ -165,7 +165,8 @@ class ModbusTransport:
                 "size": (r[RU.UP_SIZE] << 16) | r[RU.UP_SIZE + 1],
                 "progress_pm": r[RU.UP_PROGRESS],
                 "error": ERROR_NAMES[r[RU.UP_ERROR]] if r[RU.UP_ERROR] < len(ERROR_NAMES) else "?",
-                "fw_state": STATE_NAMES[r[RU.UP_FW_STATE]] if r[RU.UP_FW_STATE] < 3 else "?",
+                "fw_state": STATE_NAMES[r[RU.UP_FW_STATE]]
+                if r[RU.UP_FW_STATE] < len(STATE_NAMES) else "?",
                 "active_slot": r[RU.UP_ACTIVE] - 0x10000 if r[RU.UP_ACTIVE] & 0x8000
                 else r[RU.UP_ACTIVE],
                 "finish_pm": r[RU.UP_FIN_PM],

@@ -115,7 +115,8 @@ REGS = (
     ("error", UP_ERROR, 1, "u16", "R", "Last refusal: {update_errors}",
      "Upload: last refusal (bms.update error code)"),
     ("fw_state", UP_FW_STATE, 1, "u16", "R",
-     "Slot marker: {fw_states} (pending: swapped in at the next boot)", None),
+     "Slot marker: {fw_states} (pending: swapped in at the next boot;"
+     " staged: a slave module's, swapped in only after the master's APPLY)", None),
     ("target", SU_TARGET, 1, "u16", "R/W user", None,
      "Slave to update: 1..16, 255 = all in turn"),
     ("active_slot", UP_ACTIVE, 1, "s16", "R", "Running slot: -1 factory (root), 0 a, 1 b", None),
