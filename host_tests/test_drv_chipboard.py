@@ -101,6 +101,29 @@ def test_hardware_short_circuit_protection_from_parameters():
     assert sim.pack.relays[RELAY_DSG] == 0
 
 
+def test_a_short_beyond_the_shunts_range_trips_the_firmware_whatever_the_gain():
+    # docs/safety.md, current beyond the shunt's range: 2000 A through the
+    # 100 uOhm shunt is beyond the INA228's 163.84 mV (1638.4 A); its
+    # clipped reading counts as at least 1638.4 A, and the calibration (a
+    # gain of 0.9 here) never pulls it below that.  short_circuit 1620 A is
+    # within the board's range (accepted), so the firmware must trip
+    # without the AFE (no hardware backstop on this board, as on a board
+    # whose AFE has no short-circuit comparator).
+    from bms import params as P
+    sim = _sim()
+    sim.run(3)
+    p = sim.bms.params
+    p.set(P.P_SC, 16200)
+    p.set(P.P_CUR_GAIN, 9500)
+    p.set(P.P_CUR_GAIN, 9000)
+    sim.run(1)
+    assert sim.bms.contactors.state[RELAY_DSG] == 1 and sim.active_faults() == []
+    sim.pack.short = True
+    sim.run(0.2)
+    assert "short" in sim.active_faults()
+    assert sim.pack.relays[RELAY_DSG] == 0
+
+
 def _bal_sim():
     # An unbalanced NMC pack above bal_start, balancing at rest (bal_mode 1).
     sim = Simulation("NMC", cells=16, capacity_ah=2.0, soc=0.75, seed=4,

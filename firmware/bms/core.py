@@ -14,7 +14,9 @@ The board object is the only way out to hardware (duck-typed, see
   read_current(meas, now)         fills current_ma (raw, uncalibrated), and
                                   current2_ma/current2_ok if it has a second current
                                   reading; boards without read_volts fill pack_mv and
-                                  load_mv/load_ok here too; raises OSError on bus failure
+                                  load_mv/load_ok here too; raises OSError on bus failure;
+                                  current_sat True for a reading clipped at the sensor's
+                                  full scale (the calibration never shrinks it)
   read_volts(meas, now) optional  fills pack_mv and load_mv/load_ok: called at every
                                   cell sweep, and at every fast tick while precharging
   read_cells(meas, now)           fills cell_mv/cell_ok/cell_ts for n_cells
@@ -329,6 +331,11 @@ class Bms:
                 self._avg_n = 0
                 self._avg_ok = True
             i = self._calibrate(raw)
+            if m.current_sat and (i < raw if raw > 0 else i > raw):
+                # A clipped reading is a lower bound on the magnitude: a gain
+                # below 1 must not pull it under a limit it may be beyond
+                # (params.current_rule keeps every limit within full scale).
+                i = raw
             m.current_ma = i
             self._cur_good = i
             m.current_ts = now

@@ -76,6 +76,9 @@ class Measurements:
         self.temps_seen = False
 
         self.current_ma = 0
+        # The reading sits at the sensor's full scale (clipped): the current
+        # is at least that large; the core's calibration never shrinks it.
+        self.current_sat = False
         self.current_ts = 0
         self.current_seen = False
         self.pack_mv = 0  # measured stack voltage (AFE or shunt bus), 0 if none

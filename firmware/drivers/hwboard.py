@@ -225,7 +225,10 @@ class HwBoard:
             if not self.shunt_ok:
                 raise OSError(5)
         if self.shunt is not None:
-            m.current_ma = self.shunt.read_current_ma()
+            sh = self.shunt
+            m.current_ma = sh.read_current_ma()
+            # At the ADC's full scale: the current is that large or larger.
+            m.current_sat = sh.saturated
             m.current2_ok = False
             if self.current_check and self.afe_ok and self.backstop is not None:
                 try:
@@ -240,6 +243,7 @@ class HwBoard:
             if not self.afe_ok:
                 raise OSError(5)
             m.current_ma = self.afe.read_current()
+            m.current_sat = False
 
     def read_volts(self, m, now):
         """Pack and load-side voltages: every cell sweep, and every fast tick

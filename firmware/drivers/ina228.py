@@ -11,6 +11,19 @@ uA so every hot-path product stays a small int (< 2**30) on the board; the
 core applies its own gain/offset calibration (params cur_gain/cur_offset) on
 top of the raw mA.
 
+Full scale (docs/safety.md, "Current beyond the shunt's range"): the chip
+computes CURRENT = VSHUNT * 4096 / SHUNT_CAL, so with SHUNT_CAL below 4096
+CURRENT overflows (DIAG_ALRT MATHOF: "current and power data may be
+invalid", the datasheet does not say it clips) before the ADC does.  The
+driver therefore scales CURRENT over the whole ADC range of the range
+``max_current_ma`` selects (SHUNT_CAL >= 4096, refused below): only VSHUNT
+can clip, at its full-scale code.  A reading within 1/128 of full scale
+counts as saturated: ``read_current_ma`` returns +-``full_ma`` (the
+current at the range's full-scale shunt voltage, the largest it can tell)
+and sets ``saturated``, which the core keeps at least that large through
+its calibration; a limit above ``full_ma`` is refused by the parameter
+set's board rule (bms.params.current_rule).
+
 Every transaction is retried up to ``retry_limit`` times on OSError (NACK,
 timeout); then OSError(EIO) propagates so the board reports a sensor fault.
 Counters ``retries`` and ``errors`` (transactions that finally failed) only
@@ -76,6 +89,10 @@ _DIAG_MEMSTAT = const(0x0001)
 _FS_SHUNT_NV_0 = const(163840000)
 _FS_SHUNT_NV_1 = const(40960000)
 _RESULT_MAX = const(0x7FFFF)  # 2**19 - 1
+_CAL_UNITY = const(4096)      # SHUNT_CAL at which CURRENT == VSHUNT (codes)
+# VSHUNT codes at or beyond which a reading counts as clipped: 1/128 of
+# full scale below it (an averaged result of partly clipped conversions).
+_SAT_CODE = const(0x7FFFF - 0x1000)
 
 
 def shunt_cal(current_lsb_ua, shunt_uohm, adcrange):
@@ -85,9 +102,15 @@ def shunt_cal(current_lsb_ua, shunt_uohm, adcrange):
     return (num + 5000000) // 10000000
 
 
+def full_scale_nv(adcrange):
+    """The ADC's full-scale shunt voltage in nV for ``adcrange``."""
+    return _FS_SHUNT_NV_1 if adcrange else _FS_SHUNT_NV_0
+
+
 def best_lsb_ua(max_current_ma, shunt_uohm, adcrange):
     """Smallest-error whole-uA LSB in [Imax/2**19, 1.25 * that] (configure
-    time only; may use big ints)."""
+    time only; may use big ints).  The driver passes the range's full-scale
+    current, so SHUNT_CAL >= 4096 and CURRENT cannot overflow."""
     lo = (max_current_ma * 1000 + 524287) // 524288
     if lo < 1:
         lo = 1
@@ -135,18 +158,34 @@ class INA228:
         v_nv = max_current_ma * shunt_uohm  # mA * uohm = nV
         if adcrange is None:
             adcrange = 1 if v_nv <= _FS_SHUNT_NV_1 else 0
-        if v_nv > (_FS_SHUNT_NV_1 if adcrange else _FS_SHUNT_NV_0):
+        fs_nv = full_scale_nv(adcrange)
+        if v_nv > fs_nv:
             raise ValueError("max current x shunt beyond the ADC range")
         self.adcrange = adcrange
-        # CURRENT_LSB >= Imax / 2**19, a whole number of uA, picked so that
-        # SHUNT_CAL (an integer) carries the least rounding error: the chip
-        # then scales by exactly the LSB the driver multiplies with.
+        # The largest current the range tells apart (mA): the reading of a
+        # clipped ADC, and the ceiling of every current limit on this board.
+        self.full_ma = fs_nv // shunt_uohm
+        # CURRENT_LSB >= the range's full-scale current / 2**19, a whole
+        # number of uA, picked so that SHUNT_CAL (an integer) carries the
+        # least rounding error: the chip then scales by exactly the LSB the
+        # driver multiplies with.  Over the whole range, not max_current_ma:
+        # CURRENT must not overflow before VSHUNT clips.
         if current_lsb_ua is None:
-            current_lsb_ua = best_lsb_ua(max_current_ma, shunt_uohm, adcrange)
+            current_lsb_ua = best_lsb_ua((fs_nv + shunt_uohm - 1) // shunt_uohm,
+                                         shunt_uohm, adcrange)
         self.current_lsb_ua = current_lsb_ua
         self.cal = shunt_cal(current_lsb_ua, shunt_uohm, adcrange)
-        if not 0 < self.cal <= 0x7FFF:
-            raise ValueError("SHUNT_CAL %d out of range" % self.cal)
+        if not _CAL_UNITY <= self.cal <= 0x7FFF:
+            raise ValueError("SHUNT_CAL %d out of range %d..32767 (CURRENT would overflow "
+                             "before the ADC clips)" % (self.cal, _CAL_UNITY))
+        # CURRENT code of a clipped VSHUNT, _SAT_CODE * 4096 // SHUNT_CAL
+        # (rounded down: at or above it the reading is saturated), in two
+        # steps that stay small ints.
+        cal = self.cal
+        x = _SAT_CODE * (_CAL_UNITY >> 4)
+        q = x // cal
+        self._sat = q * 16 + (x - q * cal) * 16 // cal
+        self.saturated = False
         self.adc_cfg = adc_config() if adc_cfg is None else adc_cfg
         self._b2 = bytearray(2)
         self._b3 = bytearray(3)
@@ -204,7 +243,7 @@ class INA228:
             raise OSError(EIO)
         return {"adcrange": self.adcrange, "current_lsb_ua": self.current_lsb_ua,
                 "shunt_cal": self.cal, "adc_config": self.adc_cfg,
-                "full_scale_ma": self.current_lsb_ua * _RESULT_MAX // 1000}
+                "full_scale_ma": self.full_ma}
 
     def config_held(self):
         """True while the chip still holds CONFIG, ADC_CONFIG and SHUNT_CAL
@@ -225,8 +264,15 @@ class INA228:
         return _s20(b[0], b[1], b[2])
 
     def read_current_ma(self):
-        """Rounded raw * CURRENT_LSB, split so no product reaches 2**30."""
+        """Rounded raw * CURRENT_LSB, split so no product reaches 2**30; a
+        reading at (within 1/128 of) the ADC's full scale is +-full_ma with
+        ``saturated`` set: the current is that large or larger."""
         raw = self.read_current_raw()
+        sat = self._sat
+        if raw >= sat or raw <= -sat:
+            self.saturated = True
+            return self.full_ma if raw > 0 else -self.full_ma
+        self.saturated = False
         lsb = self.current_lsb_ua
         hi = raw // 1000
         lo = raw - hi * 1000

@@ -19,8 +19,11 @@ def test_configure_bytes_match_datasheet_formula():
     # Datasheet: CURRENT_LSB >= Imax / 2**19 (the driver takes a whole uA
     # value within 25 % of that), SHUNT_CAL = 13107.2e6 * CURRENT_LSB * R,
     # x4 for ADCRANGE = 1 (300 A * 100 uOhm = 30 mV fits +-40.96 mV).
+    # Imax is the range's full scale, 40.96 mV / 100 uOhm = 409.6 A, not
+    # the 300 A asked for: CURRENT must not overflow before VSHUNT clips.
     lsb_a = applied["current_lsb_ua"] * 1e-6
-    assert 300.0 / 2 ** 19 <= lsb_a <= 1.25 * 300.0 / 2 ** 19
+    assert 409.6 / 2 ** 19 <= lsb_a <= 1.25 * 409.6 / 2 ** 19
+    assert applied["full_scale_ma"] == 409600
     exact = 13107.2e6 * lsb_a * 100e-6 * 4
     cal = int(exact + 0.5)
     assert abs(exact - cal) / exact < 1e-5  # LSB chosen for an exact SHUNT_CAL
@@ -38,11 +41,14 @@ def test_configure_bytes_match_datasheet_formula():
 
 def test_wide_range_uses_adcrange_0():
     # 600 A * 100 uOhm = 60 mV > 40.96 mV -> ADCRANGE 0, no x4.
-    drv = INA228(FixedI2C({}), shunt_uohm=100, max_current_ma=600000, current_lsb_ua=1145)
+    drv = INA228(FixedI2C({}), shunt_uohm=100, max_current_ma=600000, current_lsb_ua=3125)
     assert drv.adcrange == 0
-    lsb = 1145e-6  # ceil(600 A / 2**19) in whole uA
-    assert drv.cal == int(13107.2e6 * lsb * 100e-6 + 0.5)
+    lsb = 3125e-6  # 163.84 mV / 100 uOhm / 2**19: the whole range
+    assert drv.cal == int(13107.2e6 * lsb * 100e-6 + 0.5) == 4096
     assert raises(ValueError, INA228, FixedI2C({}), 100, 100, 2000000)  # 200 mV
+    # An LSB for 600 A only (SHUNT_CAL 1500 < 4096): CURRENT would overflow
+    # between 600 A and the ADC's 1638.4 A, so it is refused.
+    assert raises(ValueError, INA228, FixedI2C({}), 0x40, 100, 600000, None, None, 3, 1145)
 
 
 def _fixed(drv_kw, regs):
@@ -59,9 +65,9 @@ def test_raw_register_decoding():
         0x0A: bytearray(b"\xff\xff\xff\xff\xff"),  # CHARGE = -1 LSB
         0x0B: bytearray(b"\x00\x03"),
     }
-    drv, _ = _fixed({"shunt_uohm": 100, "max_current_ma": 300000, "current_lsb_ua": 573}, regs)
+    drv, _ = _fixed({"shunt_uohm": 100, "max_current_ma": 300000, "current_lsb_ua": 782}, regs)
     assert drv.read_current_raw() == -1
-    assert drv.read_current_ma() == -1           # -0.573 mA rounds to -1
+    assert drv.read_current_ma() == -1           # -0.782 mA rounds to -1
     assert drv.read_bus_mv() == 48000
     assert drv.read_shunt_uv() == 40960          # 524287 * 78.125 nV
     assert drv.read_die_dc() == 250
@@ -70,14 +76,15 @@ def test_raw_register_decoding():
     regs[0x06][0] = 0xEC                         # 0xEC00 = -5120 -> -40 degC
     regs[0x06][1] = 0x00
     assert drv.read_die_dc() == -400
-    regs[0x07][0] = 0x80                         # most negative: -2**19
+    regs[0x07][0] = 0xC0                         # 0xC00000: -2**18
     regs[0x07][1] = 0x00
     regs[0x07][2] = 0x00
-    assert drv.read_current_ma() == -300417     # -524288 * 0.573 mA, rounded
-    regs[0x07][0] = 0x7F                         # 0x7FFFF0: +2**19-1
+    assert drv.read_current_ma() == -204997     # -262144 * 0.782 mA, rounded
+    regs[0x07][0] = 0x3F                         # 0x3FFFF0: +2**18-1
     regs[0x07][1] = 0xFF
     regs[0x07][2] = 0xF0
-    assert drv.read_current_ma() == 300416      # 524287 * 0.573 = 300416.45
+    assert drv.read_current_ma() == 204996      # 262143 * 0.782 = 204995.8
+    assert not drv.saturated
 
 
 def test_current_through_emulated_chip():
@@ -176,3 +183,50 @@ def test_alert_limits_in_the_wide_range_and_beyond_full_scale():
     # The chip did not take it (a stuck register reads back wrong): OSError.
     emu.stuck = {0x0C: b"\x00\x01"}
     assert raises(OSError, drv.set_alert_ma, 200000, -250000)
+
+
+def _set20(reg, v):
+    v &= 0xFFFFF
+    reg[0] = v >> 12
+    reg[1] = (v >> 4) & 0xFF
+    reg[2] = (v << 4) & 0xF0
+
+
+def test_a_reading_at_full_scale_counts_as_the_full_scale_current():
+    # docs/safety.md, current beyond the shunt's range: CURRENT = VSHUNT *
+    # 4096 / SHUNT_CAL; within 1/128 of the ADC's full-scale code (2**19)
+    # the reading is saturated: +-full_ma (163.84 mV / 100 uOhm), flagged.
+    regs = {0x07: bytearray(3)}
+    drv, _ = _fixed({"shunt_uohm": 100, "max_current_ma": 1600000}, regs)
+    assert drv.cal == 4096 and drv.full_ma == 1638400
+    sat = (2 ** 19 - 1) - 4096                  # codes: CURRENT == VSHUNT here
+    below = ((sat - 1) * 3125 + 500) // 1000    # 1625.594 A, a plain reading
+    for code, ma, flag in ((sat - 1, below, False),
+                           (sat, 1638400, True), (2 ** 19 - 1, 1638400, True),
+                           (-sat + 1, -below, False),
+                           (-sat, -1638400, True), (-2 ** 19, -1638400, True),
+                           (1000, 3125, False)):
+        _set20(regs[0x07], code)
+        assert drv.read_current_ma() == ma, code
+        assert drv.saturated == flag, code
+
+
+def test_current_beyond_full_scale_reads_full_scale_through_the_emulated_chip():
+    # 2000 A through 100 uOhm is 200 mV, beyond the +-163.84 mV the ADC
+    # measures: VSHUNT clips and CURRENT (scaled over the whole range)
+    # cannot overflow, so the reading is the full-scale current, flagged.
+    src = StaticSource(current_ma=-2000000)
+    emu = EmuINA228(src, shunt_uohm=100)
+    drv = INA228(emu, shunt_uohm=100, max_current_ma=1600000)
+    drv.configure()
+    assert drv.read_current_ma() == -1638400 and drv.saturated
+    assert not emu.regs[0x0B] & 0x0200          # no MATHOF: CURRENT did not overflow
+    # Above the board's 1600 A but inside the ADC: a plain reading (a
+    # CURRENT scaled for 1600 A only overflowed here, MATHOF).
+    src.current = 1620000
+    assert abs(drv.read_current_ma() - 1620000) <= 4 and not drv.saturated
+    assert not emu.regs[0x0B] & 0x0200
+    src.current = 1630000                       # within 1/128 of full scale
+    assert drv.read_current_ma() == 1638400 and drv.saturated
+    src.current = -1500000
+    assert abs(drv.read_current_ma() + 1500000) <= 4 and not drv.saturated
