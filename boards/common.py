@@ -30,7 +30,8 @@ from drivers.rs485 import Rs485, char_bits
 ROLES = {"power": ROLE_POWER, "balance": ROLE_BALANCE, "cell": ROLE_CELL}
 DEFAULTS = {
     "shunt_uohm": 100,          # 0.1 mOhm: 500 A shunt with 50 mV full scale
-    "shunt_max_ma": 1600000,    # INA228 range 163.84 mV / 100 uOhm
+    "shunt_max_ma": 1600000,    # picks the INA228 range: 163.84 mV / 100 uOhm = 1638.4 A,
+                                # the board's current range (params.CurrentRule)
     "ntc_r25": 10000.0, "ntc_beta": 3950.0, "ntc_series": 10000.0,
     "can_bitrate": 250000, "can_xtal": 8000000,
     "modbus_baud": 9600, "ttl_baud": 9600,

@@ -584,16 +584,20 @@ def board_fs():
 
 
 def new_params(cfg, board, modular):
+    from bms.params import CurrentRule, board_rules
     chem = getattr(cfg, "CHEMISTRY", 1)
+    # The shunt's range bounds the current limits (its reading clips there).
+    imax = getattr(board, "current_max_ma", 0)
+    cur = CurrentRule(imax) if imax else None
     if modular:
         from comms.can_master import layout_rule
-        return ParamSet(chem, max_cells=256, board_rule=layout_rule)
+        return ParamSet(chem, max_cells=256, board_rule=board_rules(layout_rule, cur))
     lo = getattr(board, "min_cells", 0)
     rule = None
     if lo > PARAM_TABLE[P_CELL_COUNT][2]:     # above the table's own floor
         from bms.params import min_cells_rule
         rule = min_cells_rule(lo)
-    return ParamSet(chem, max_cells=board.max_cells, board_rule=rule)
+    return ParamSet(chem, max_cells=board.max_cells, board_rule=board_rules(rule, cur))
 
 
 def open_settings(fs, params):

@@ -9,6 +9,12 @@ Rules under test, as documented:
   measure.
 * Stored settings such a board cannot measure come back with their cell
   layout reset (reported), never a boot that fails.
+* A current limit beyond the board's current range is refused the same way:
+  ``short_circuit`` or ``chg_oc`` above the shunt monitor's full scale
+  (163.84 mV / R; 1638.4 A on the default 100 uOhm shunt), where its
+  reading clips; a stored set beyond it has the limit reset at boot, and a
+  board whose shunt measures less than the table's defaults boots on
+  defaults brought within its range.
 * A master whose CAN controller does not answer at boot still runs its core
   on the modules (never on its own board, whose AFE does not measure the
   pack): the comm fault holds charge and discharge open and the PC port
@@ -20,6 +26,7 @@ from test_app_wiring import Rig, crc_ok, read_regs, write_regs
 from modbus_rig import ascii_regs
 
 from bms import faults as F
+from bms import params as P
 from bms.params import P_CELL_COUNT, P_MODULE_CELLS, ParamSet
 from bms.store import SettingsStore
 from comms.registers import A_AUTH, A_PARAMS
@@ -49,7 +56,7 @@ def _store(fs, **values):
     for i in range(len(s)):
         s[i] = ps.values[i]
     for name, v in values.items():
-        s[{"cell_count": P_CELL_COUNT, "module_cells": P_MODULE_CELLS}[name]] = v
+        s[P.index(name)] = v
     ps._commit(s)
     SettingsStore(fs).save_params(ps)
 
@@ -149,3 +156,50 @@ def test_stored_cell_count_a_stacked_board_cannot_measure_is_reset_at_boot():
     rig = Rig(fs=first.fs, board="pico32", cells=[3300] * 20)
     assert rig.app.failed == []
     assert rig.app.bms.params[P_CELL_COUNT] == 16      # the LFP default
+
+
+class SmallShunt:
+    OPTS = {"shunt_uohm": 1000, "shunt_max_ma": 100000}   # 1 mOhm: 163.84 A full scale
+
+
+def test_board_refuses_a_short_circuit_limit_beyond_its_shunts_range():
+    rig = Rig()
+    rig.run(300)
+    _unlock(rig)
+    p = rig.app.bms.params
+    assert rig.app.hw["shunt"].full_ma == 1638400
+    assert _write(rig, P.P_SC, 16390) == 0x90       # 1639 A: beyond 1638.4 A
+    assert p[P.P_SC] == 6000
+    assert _write(rig, P.P_SC, 16380) == 16         # 1638 A: within
+
+
+def test_small_shunt_boots_on_defaults_within_its_range_and_refuses_beyond_it():
+    rig = Rig(cfg=SmallShunt)
+    assert rig.app.failed == []
+    p = rig.app.bms.params
+    # The table's 600 A short circuit (300 A peak, 150 A dsg_oc) scaled
+    # into 163.84 A, their order kept; chg_oc 100 A already fits.
+    assert (p[P.P_SC], p[P.P_PEAK], p[P.P_DSG_OC], p[P.P_CHG_OC]) == (1638, 819, 409, 1000)
+    assert P.check(p.values, p.max_cells, p.board_rule) is None
+    rig.run(300)
+    _unlock(rig)
+    assert _write(rig, P.P_CHG_OC, 1700) == 0x90    # 170 A charge: beyond
+    assert p[P.P_CHG_OC] == 1000
+    assert _write(rig, P.P_CHG_OC, 1600) == 16
+    assert _write(rig, P.P_SC, 1639) == 0x90
+    with pytest.raises(P.ParamError) as e:
+        p.set(P.P_SC, 2000)
+    assert "current range 163.8 A" in e.value.reason
+    p.load_defaults(1)                              # Reset on the Normal page
+    assert p[P.P_SC] == 1638
+
+
+def test_stored_short_circuit_beyond_the_shunts_range_is_reset_at_boot():
+    first = Rig()
+    _store(first.fs, short_circuit=20000, peak=15000, dsg_oc=5000)
+    rig = Rig(fs=first.fs)
+    assert rig.app.failed == []
+    p = rig.app.bms.params
+    assert p[P.P_SC] == 6000
+    report = rig.app.parts["settings"].report
+    assert any(r[0] == "short_circuit" and r[3].startswith("rule") for r in report), report

@@ -365,10 +365,20 @@ def gen_parameters_md():
         o.append("* `%s`: %d %s per write or calibration\n" % (PT[i][0], step, PT[i][1]))
     o.append("\n## Board rules\n\nWhat the board measures bounds the set too (refused like a "
              "rule; a stored set that breaks one has `module_cells`, then `cell_count`, reset "
-             "at boot):\n\n"
+             "at boot, or the current limit it names and then its partners):\n\n"
              "* a master with CAN modules: `cell_count` in modules of `module_cells` needs at "
              "most 16 modules of 3..16 cells, the last taking the rest;\n"
-             "* a board with two stacked AFEs (pico32): `cell_count` of at least 6.\n")
+             "* a board with two stacked AFEs (pico32): `cell_count` of at least 6;\n"
+             "* every board with a shunt monitor: `short_circuit` and `chg_oc` (so `peak` "
+             "and `dsg_oc` too) at most its current range, the INA228's full-scale shunt "
+             "voltage over the shunt (163.84 mV / `shunt_uohm`, or 40.96 mV when "
+             "`shunt_max_ma` x `shunt_uohm` fits it: 1638.4 A on the default 100 uOhm "
+             "shunt). The reading clips there, and a clipped reading counts as that full "
+             "scale (never less, whatever `cur_gain`), so a limit above it would never trip "
+             "(docs/safety.md \"Current beyond the shunt's range\"). A board whose range is "
+             "below the table's defaults starts on defaults brought within it: "
+             "`short_circuit` at the range, `peak` and `dsg_oc` scaled with it, `chg_oc` "
+             "capped.\n")
     o.append("\n## Currents and the board's rating\n\nThe current defaults (`chg_oc` 100 A, "
              "`dsg_oc` 150 A, `peak` 300 A, `short_circuit` 600 A) are for a 150 A board. Set "
              "them to what your relays or MOSFETs and wiring carry: the manual's example sets "

@@ -143,7 +143,8 @@ TABLE = (
      "Under-voltage recovery: discharging resumes when every cell is above it"),
     ("uv_delay", "ms", 4000, 10000, (5000, 5000, 5000, 5000), _D1, "Level-1 under-voltage delay"),
     ("uv2_delay", "ms", 500, 10000, (2000, 2000, 2000, 2000), _D1, "Level-2 under-voltage delay"),
-    ("chg_oc", "0.1A", 1, 5000, (1000, 1000, 1000, 1000), _D1, "Charge over-current"),
+    ("chg_oc", "0.1A", 1, 5000, (1000, 1000, 1000, 1000), _D1,
+     "Charge over-current (at most the board's current range, as short_circuit)"),
     ("chg_oc_delay", "ms", 100, 60000, (3000, 3000, 3000, 3000), _D1, "Charge over-current delay"),
     ("dsg_oc", "0.1A", 1, 5000, (1500, 1500, 1500, 1500), _D1, "Continuous discharge over-current"),
     ("dsg_oc_delay", "ms", 100, 60000, (5000, 5000, 5000, 5000), _D1,
@@ -151,7 +152,9 @@ TABLE = (
     ("peak", "0.1A", 2, 15000, (3000, 3000, 3000, 3000), _D1, "Peak discharge current"),
     ("peak_delay", "ms", 50, 5000, (500, 500, 500, 500), _D1, "Peak discharge current delay"),
     ("short_circuit", "0.1A", 3, 30000, (6000, 6000, 6000, 6000), _D1,
-     "Short-circuit current: the AFE trips in hardware, firmware latches at the next fast tick"),
+     "Short-circuit current: the AFE trips in hardware, firmware latches at the next fast tick. "
+     "At most the board's current range (its shunt monitor's full scale, 1638.4 A on the "
+     "default 100 uOhm shunt), where the reading clips: a higher limit is refused"),
     ("oc_release", "s", 1, 600, (30, 30, 30, 30), _D1,
      "Over-current release: the relay recloses after this time (see oc_retries)"),
     ("t_power_ot", "degC", 20, 120, (90, 90, 90, 90), _D1, "Power-module over-temperature"),
@@ -373,6 +376,78 @@ def min_cells_rule(lo):
     return rule
 
 
+class CurrentRule:
+    """A board rule (see check): ``short_circuit`` and ``chg_oc`` within
+    ``max_ma``, the largest current the board's sensor tells apart (the
+    shunt monitor's full scale: 163.84 mV / R on an INA228).  A current
+    beyond it reads as full scale (drivers.ina228), so a limit above it
+    would never trip: refused.  ``peak`` and ``dsg_oc`` sit below
+    ``short_circuit`` (RULES), so within it too."""
+
+    def __init__(self, max_ma):
+        self.max_ma = max_ma
+
+    def __call__(self, values):
+        top = self.max_ma
+        for i in (P_SC, P_CHG_OC):
+            v = values[i]
+            if v * 100 > top:
+                return (i, "%s=%d (%d.%d A) above this board's current range %d.%d A: "
+                        "its shunt reading clips there, so a current beyond it never "
+                        "reaches the limit" % (TABLE[i][0], v, v // 10, v % 10,
+                                               top // 1000, top % 1000 // 100))
+        return None
+
+    def fit(self, values):
+        """Bring a default set within the range (a board whose shunt
+        measures less than the table's defaults still boots on defaults):
+        short_circuit down to the range, peak and dsg_oc scaled with it
+        (their order kept), chg_oc capped."""
+        top = self.max_ma // 100
+        sc = values[P_SC]
+        if sc > top:
+            values[P_PEAK] = values[P_PEAK] * top // sc
+            values[P_DSG_OC] = values[P_DSG_OC] * top // sc
+            values[P_SC] = top
+        if values[P_CHG_OC] > top:
+            values[P_CHG_OC] = top
+
+
+class BoardRules:
+    """Several board rules as one (check() takes one): the first refusal."""
+
+    def __init__(self, rules):
+        self.rules = rules
+
+    def __call__(self, values):
+        for r in self.rules:
+            bad = r(values)
+            if bad is not None:
+                return bad
+        return None
+
+    def fit(self, values):
+        for r in self.rules:
+            fit_defaults(values, r)
+
+
+def board_rules(*rules):
+    """One board rule from any of ``rules`` (None: no rule)."""
+    rs = [r for r in rules if r is not None]
+    if not rs:
+        return None
+    return rs[0] if len(rs) == 1 else BoardRules(rs)
+
+
+def fit_defaults(values, board_rule):
+    """A default set brought within what ``board_rule`` allows, where the
+    rule knows how (its ``fit``); the cell count is the caller's."""
+    f = getattr(board_rule, "fit", None)
+    if f is not None:
+        f(values)
+    return values
+
+
 class ParamError(ValueError):
     """A refused change; ``index`` names the first offending parameter."""
 
@@ -393,7 +468,7 @@ class ParamSet:
     def __init__(self, chem=CHEM_LFP, max_cells=256, values=None, board_rule=None):
         self.max_cells = max_cells
         self.board_rule = board_rule    # see check()
-        self.values = defaults(chem)
+        self.values = fit_defaults(defaults(chem), board_rule)
         if max_cells < self.values[P_CELL_COUNT]:
             self.values[P_CELL_COUNT] = max_cells
         self._scratch = array("i", self.values)
@@ -469,7 +544,7 @@ class ParamSet:
 
     def load_defaults(self, chem):
         """Factory defaults for ``chem`` (Reset on the Normal page)."""
-        d = defaults(chem)
+        d = fit_defaults(defaults(chem), self.board_rule)
         d[P_CELL_COUNT] = self.values[P_CELL_COUNT]   # the wiring does not change
         d[P_MODULE_CELLS] = self.values[P_MODULE_CELLS]
         d[P_CAPACITY] = self.values[P_CAPACITY]

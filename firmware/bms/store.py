@@ -303,11 +303,12 @@ def migrate(pairs, max_cells=256, fallback_chem=P.CHEM_LFP, board_rule=None):
     if chem < 0 or chem > 3:
         report.append(("chemistry", chem, fallback_chem, "out of range"))
         chem = fallback_chem
-    d = P.defaults(chem)
+    d = P.fit_defaults(P.defaults(chem), board_rule)
     if d[P.P_CELL_COUNT] > max_cells:
         d[P.P_CELL_COUNT] = max_cells
     values = P.defaults(chem)
-    values[P.P_CELL_COUNT] = d[P.P_CELL_COUNT]
+    for i in range(P.N_PARAMS):
+        values[i] = d[i]
     for i in range(P.N_PARAMS):
         row = P.TABLE[i]
         name = row[0]
@@ -483,7 +484,7 @@ class SettingsStore:
 
     def factory_reset(self, params, chem=P.CHEM_LFP):
         """Every parameter to ``chem``'s defaults (cell count capped to the board), saved."""
-        d = P.defaults(chem)
+        d = P.fit_defaults(P.defaults(chem), params.board_rule)
         if d[P.P_CELL_COUNT] > params.max_cells:
             d[P.P_CELL_COUNT] = params.max_cells
         params.replace(d)

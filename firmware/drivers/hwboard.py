@@ -80,6 +80,9 @@ class HwBoard:
         # The shunt monitor's ALERT input (gpio.Alert), if wired: the core
         # programs its limits (set_current_alert) and reads on / at.
         self.alert_in = alert if shunt is not None else None
+        # The largest current the shunt monitor tells apart (its full
+        # scale; 0: unknown): the parameters' current limits stay within it.
+        self.current_max_ma = getattr(shunt, "full_ma", 0) if shunt is not None else 0
         self._alert_lim = None
         self.ntcs = [n for n, _r in ntcs]
         self.afe_temps = [k for k, _r in afe_temps]
