@@ -58,6 +58,11 @@ def faults(a=None):
     if bd is not None:
         print("afe_fault 0x%04x  init_errors %d  output_errors %d" % (
             bd.afe_fault(), bd.init_errors, bd.output_errors))
+        slack = getattr(bd, "backstop_slack", None)
+        for k, want, have in (slack() if slack is not None else ()):
+            # The chip's threshold steps (docs/safety.md): looser or tighter.
+            print("backstop %s asked %d mA, applied %d mA (%d %%)" % (
+                k, want, have, have * 100 // want))
     can = hw.get("can")
     if can is not None:
         print("can tec %d rec %d rx_overflow %d bus_off %d" % (

@@ -124,6 +124,35 @@ def test_a_short_beyond_the_shunts_range_trips_the_firmware_whatever_the_gain():
     assert sim.pack.relays[RELAY_DSG] == 0
 
 
+def test_backstop_thresholds_the_afe_steps_loosen_are_reported():
+    # docs/safety.md, AFE backstop: OCC / OCD1 step in 2 mV across the shunt
+    # from a 4 mV floor, rounded up; on the 100 uOhm shunt that is 40 A, so
+    # chg_oc 20 A asks for OCC at 25 A (125 %) and the chip takes 40 A.
+    # The board keeps what the chip applied and lists each threshold that
+    # differs from the one asked for.
+    from bms import params as P
+    holder = {}
+    ps = P.ParamSet(1, max_cells=16)     # the parameters the backstop follows
+
+    def factory(pack):
+        holder["b"] = ChipBoard(pack, seed=5, params=ps)
+        return holder["b"]
+
+    sim = Simulation("LFP", cells=16, soc=0.5, seed=4, board_factory=factory)
+    sim.run(2)
+    hw = holder["b"].hw
+    # The defaults fit the steps: chg_oc 100 A -> OCC 125 A asked, 12.5 mV
+    # -> 14 mV, 140 A; peak 300 A -> OCD1 375 A, 37.5 mV -> 38 mV, 380 A.
+    assert hw.afe_applied["occ_ma"] == 140000 and hw.afe_applied["ocd1_ma"] == 380000
+    assert ("occ_ma", 125000, 140000) in hw.backstop_slack()
+    ps.set(P.P_CHG_OC, 200)
+    sim.run(1)
+    assert hw.afe_conf["occ_ma"] == 25000
+    assert hw.afe_applied["occ_ma"] == 40000              # the 4 mV floor
+    assert ("occ_ma", 25000, 40000) in hw.backstop_slack()
+    assert holder["b"].emu_afe.dm_get(0x9280, "<b") == 2  # OCC threshold code: 2 x 2 mV
+
+
 def _bal_sim():
     # An unbalanced NMC pack above bal_start, balancing at rest (bal_mode 1).
     sim = Simulation("NMC", cells=16, capacity_ah=2.0, soc=0.75, seed=4,

@@ -6,6 +6,12 @@ above the firmware over-current limits, so the firmware's graded reaction
 always comes first.  Short circuit is the exception: only hardware catches
 it in microseconds, so it uses the ``short_circuit`` parameter itself.
 
+The chip's own steps move these (BQ76952: OCC / OCD1 in 2 mV across the
+shunt from a 4 mV floor, rounded up; SCD from a table): for small limits on
+small shunts the over-current backstop is looser than 125 % (chg_oc 20 A on
+100 uOhm: OCC at 40 A).  ``HwBoard.backstop_slack()`` lists what moved
+(docs/safety.md).
+
 The result is plain numbers in the keys of ``drivers.afe`` ``configure``;
 drivers never read the parameter table.  ``drivers.hwboard.HwBoard``
 follows a ``Backstop`` (``attach_backstop``): it re-reads ``conf()`` only

@@ -46,7 +46,9 @@ hand them to ``HwBoard``; nothing here touches ``machine``.
   beyond the firmware's level 2) follow ``src.conf()``, plain thresholds
   (``bms.backstop.Backstop``: the policy lives there), at start-up and
   whenever ``src.version`` moves.  Without it the AFE runs with none
-  enabled (``configure`` enables only what it is given).
+  enabled (``configure`` enables only what it is given).  What the chip
+  took is kept (``afe_applied``); ``backstop_slack()`` lists the current
+  thresholds its steps moved (diag.faults() prints them).
 
 Chips that fail to configure at start-up are retried before each read; until
 then their reads raise OSError, which the core turns into stale-data faults
@@ -123,6 +125,10 @@ class HwBoard:
         self.init_errors = 0
         self.output_errors = 0
         self.backstop = None
+        # What the AFE applied at its last configure (drivers.afe configure's
+        # read-back), None before: its steps can make a backstop threshold
+        # looser than asked (backstop_slack).
+        self.afe_applied = None
         self._pver = -1
         self.backstop_updates = 0
         self.rtc = None      # drivers.rtc.Rtc, built on first use from rtc_of
@@ -152,7 +158,7 @@ class HwBoard:
     def _ensure(self):
         if not self.afe_ok:
             try:
-                self.afe.configure(self.afe_conf)
+                self._configure_afe()
                 try:
                     # No autonomous SLEEP: a BQ76952 left to its default
                     # sleeps at low current and then measures cells only
@@ -177,6 +183,26 @@ class HwBoard:
                     self.shunt.set_alert_ma(self._alert_lim[0], self._alert_lim[1])
                 except OSError:
                     self.init_errors += 1
+
+    def _configure_afe(self):
+        self.afe_applied = self.afe.configure(self.afe_conf)
+
+    def backstop_slack(self):
+        """The AFE's current protections whose applied threshold differs from
+        the one asked for: ``[(key, asked_ma, applied_ma), ...]``.  The
+        BQ76952 sets OCC / OCD1 in 2 mV steps across the shunt from 4 mV
+        (rounded up; OCC tops out at 124 mV, OCD1 at 200 mV) and SCD from a
+        table (10..500 mV): on a 100 uOhm shunt the OCC floor is 40 A, so a
+        small chg_oc gets a hardware backstop well above 125 % of it
+        (docs/safety.md).  For diagnostics (allocates)."""
+        out = []
+        got = self.afe_applied or {}
+        for k in ("occ_ma", "ocd1_ma", "scd_ma"):
+            want = self.afe_conf.get(k)
+            have = got.get(k)
+            if want and have is not None and have != want:
+                out.append((k, want, have))
+        return out
 
     def set_current_alert(self, over_ma, under_ma):
         """Program the shunt monitor's ALERT limits (raw mA, signed); False if
@@ -213,7 +239,7 @@ class HwBoard:
         if changed and self.afe_ok:
             self.backstop_updates += 1
             try:
-                self.afe.configure(self.afe_conf)
+                self._configure_afe()
             except (OSError, ValueError):
                 self.afe_ok = False    # reads raise until _ensure succeeds
                 self.init_errors += 1
@@ -276,7 +302,7 @@ class HwBoard:
         if n != self._afe_cells:
             self.afe_conf["cells"] = n
             try:
-                self.afe.configure(self.afe_conf)
+                self._configure_afe()
             except ValueError:
                 # not a cell count this AFE can measure: stale cells, safe state
                 self.init_errors += 1
