@@ -360,11 +360,15 @@ class Auth:
             self._start_lockout(ch)
 
     def lock(self, ch):
+        """End channel ``ch``'s session, and the challenge handed out on it: an
+        answer recorded from a link that dropped before it arrived must not
+        unlock the next connection (BLE locks on every connect and disconnect)."""
         self._role[ch] = ROLE_NONE
+        self._nonce[ch] = None
 
     def lock_all(self):
         for ch in range(_N_CHANNELS):
-            self._role[ch] = ROLE_NONE
+            self.lock(ch)
 
     def change(self, ch, role, new_pw):
         """Set the password of ``role``; the channel must hold that role.

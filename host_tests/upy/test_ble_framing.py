@@ -269,3 +269,22 @@ def test_steady_state_allocates_nothing():
     finally:
         unlock()
     assert n == 1 and s.link.notifications == 1
+
+
+def test_a_reconnect_drops_the_outstanding_challenge():
+    """docs/ble_protocol.md, Security: the session ends with every connect and
+    disconnect, and so does a challenge handed out on it.  An answer that a
+    listener recorded from a link that dropped before the BMS got it cannot
+    unlock the next connection."""
+    from comms.regs.auth import AU_CHAL_REQ, AU_CHALLENGE, AU_RESPONSE, AU_ROLE, CHAL_REGS
+    s = Setup(mtu=247)
+    s.modbus(1, write_multi_pdu(A_AUTH + AU_CHAL_REQ, [1]))
+    r = s.modbus(2, read_pdu(3, A_AUTH + AU_CHALLENGE, CHAL_REGS))
+    recorded = answer(r[2:], b"secret77")       # on the air, never delivered
+    s.link.reset()                              # the phone's link drops
+    s.link.reset()                              # another central connects
+    resp = s.modbus(3, write_multi_pdu(A_AUTH + AU_RESPONSE, recorded))
+    assert resp == bytes([16 | 0x80, 3])        # no challenge outstanding
+    assert s.modbus(4, read_pdu(3, A_AUTH + AU_ROLE, 1)) == b"\x03\x02\x00\x00"
+    assert s.auth.role(CH_BLE) == 0
+    assert s.unlock(10)[0] == 16                # a fresh challenge still works
