@@ -19,7 +19,9 @@ accepted (``state.lease_counter``): no replay, no reuse on another device.
 ``days`` > 0 extends the lease by that many operating days (from its end if
 it has not ended yet, so early renewal loses nothing); ``days`` = 0 removes
 the lease (unlock for good).  Wrong codes back off exponentially (1 s, 2 s,
-4 s ... 1 h) on top of the 2**40 forgery odds.
+4 s ... 1 h) on top of the 2**40 forgery odds; a code entered during the
+back-off is refused unchecked and leaves ``last_event`` alone (what the
+services log), so a stream of codes cannot flood the flash log.
 
 ``blocked`` is the flag for ``prot.set_flag(SIG_LEASE, ...)``: the LEASE
 fault opens the discharge relay (charging stays allowed, so a rented pack is

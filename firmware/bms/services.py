@@ -392,10 +392,13 @@ class Services:
         """For comms/display: (True, days) or (False, reason)."""
         if self.lease is None:
             return False, "no lease configured"
+        # Not logged here: ``_lease_step`` logs the lease's ``last_event``,
+        # set for a code that was checked; one refused unchecked by the
+        # back-off is not logged, so a stream of codes (no password needed)
+        # cannot flood the flash log.
         try:
             _c, days = self.lease.enter(code, self.bms.clock.ticks_ms())
         except LS.LeaseError as e:
-            self._event(self.bms.clock.ticks_ms(), PL.PK_LEASE, LS.LE_REFUSED, 0)
             return False, str(e)
         return True, days
 

@@ -411,3 +411,34 @@ def test_watchdog_resets_far_apart_are_not_a_loop():
         assert not d.bms.prot.active(F.INTERNAL), k
         d.run(W.WDT_CLEAR_S * 1000 + 5000, step=500)
         assert d.board.relays[RELAY_DSG], k
+
+
+def test_codes_sent_during_the_back_off_never_reach_the_flash_log():
+    # docs/power_lease_clock.md: entering a code needs no password (on RS485
+    # and Bluetooth); a code sent during the back-off is refused unchecked and
+    # not logged, so a stream of codes cannot flood the flash log (wear, the
+    # ring's fault history overwritten, real events dropped from a full queue).
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.svc.lease.start(86400)
+    d.run(2000)
+    pl = d.svc.plog
+    seq0 = pl.next_seq
+    ok, why = d.svc.enter_lease_code("00000-00000-00000")
+    assert not ok
+    d.svc.poll()
+    d.run(100)
+    n1 = pl.next_seq
+    written = pl.bytes_written
+    for _ in range(300):                           # 300 codes within the 1 s back-off
+        ok, why = d.svc.enter_lease_code("00000-00000-00000")
+        assert not ok and "locked" in why
+        d.svc.poll()
+    assert pl.next_seq == n1 and pl.dropped == 0
+    assert n1 == seq0 + 1                          # the checked code was logged, once
+    d.run(1000)
+    assert pl.bytes_written == written
+    ok, why = d.svc.enter_lease_code("00000-00000-00001")   # back-off over: checked, logged
+    assert not ok and "locked" not in why
+    d.svc.poll()
+    assert pl.next_seq == seq0 + 2
