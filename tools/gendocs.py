@@ -191,12 +191,17 @@ def gen_modbus_md():
         "Reads need nothing.  Parameter and command writes need the **user** role, identity fields "
         "and the factory password the **factory** role (roles: %s).  Unlock by writing the "
         "password as ASCII to `unlock` (%s, up to 8 registers; default user password `%s`); the "
-        "unlock expires after %d s without an authorised write; `lock` ends it.  After %d wrong "
-        "passwords every further wrong one locks all channels out for %g s, doubling each time, "
-        "up to %d s (answer 06 meanwhile); the count survives a reboot.  Each channel (RS485, "
-        "BLE, display) has its own unlock, the back-off is shared.  Passwords are stored as "
-        "salted, iterated SHA-256 (`firmware/bms/auth.py`).  All RS485 masters on the bus share "
-        "the port's unlock.\n\n" % (", ".join(ROLE_NAMES), _hex(R.A_AUTH + AU_UNLOCK),
+        "unlock expires after %d s without an authorised write; `lock` ends it (and any challenge "
+        "outstanding).  Instead of the password a client may answer a challenge "
+        "(`challenge_request`, `challenge`, `response`): the password never crosses the link.  "
+        "After %d wrong passwords every further wrong one locks that channel out for %g s, "
+        "doubling each time, up to %d s (answer 06 meanwhile); the count survives a reboot.  "
+        "Each channel (RS485, BLE) has its own unlock and its own back-off, so a guesser in "
+        "Bluetooth range cannot lock the wired port out.  Over Bluetooth the plaintext `unlock` "
+        "is refused (use the challenge), and while the user password is the published default "
+        "every write but the password change is refused (docs/ble_protocol.md).  Passwords are "
+        "stored as salted, iterated SHA-256 (`firmware/bms/auth.py`).  All RS485 masters on the "
+        "bus share the port's unlock.\n\n" % (", ".join(ROLE_NAMES), _hex(R.A_AUTH + AU_UNLOCK),
                                     DEFAULT_USER_PASSWORD.decode(), IDLE_MS // 1000,
                                     FREE_ATTEMPTS, BACKOFF_BASE_MS / 1000.0,
                                     BACKOFF_MAX_MS // 1000))
