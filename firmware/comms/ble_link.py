@@ -344,7 +344,9 @@ class BleLink:
         return self._tx_len != 0
 
     def next_chunk(self, buf):
-        """Write the next chunk to ``buf`` (>= chunk + 2 bytes); its length, 0 if none."""
+        """Write the next chunk to ``buf`` (>= chunk + 2 bytes); its length, 0 if
+        none.  Never raises: a request served from here (it waited for the
+        line) fails like one served from ``on_write``, counted."""
         if not self._tx_len:
             return 0
         pos = self._tx_pos
@@ -367,7 +369,10 @@ class BleLink:
         self._tx_idx += 1
         if self._tx_pos >= self._tx_len:
             self._tx_len = 0
-            self._service()  # a request that waited for the line
+            try:
+                self._service()  # a request that waited for the line
+            except Exception:  # noqa: BLE001 - never into the radio's transmit loop
+                self.internal_errors += 1
         return _CHUNK_HDR + n
 
 

@@ -288,3 +288,29 @@ def test_a_reconnect_drops_the_outstanding_challenge():
     assert s.modbus(4, read_pdu(3, A_AUTH + AU_ROLE, 1)) == b"\x03\x02\x00\x00"
     assert s.auth.role(CH_BLE) == 0
     assert s.unlock(10)[0] == 16                # a fresh challenge still works
+
+
+def test_a_request_that_fails_after_waiting_for_the_line_never_raises():
+    """comms/ble_link.py: the glue sends what ``next_chunk`` returns from its
+    transmit loop; a request that waited for the line is served from there
+    and, like one served from ``on_write``, must not raise into the radio
+    task (a rename whose store write fails: a full or failing flash)."""
+    class FailingStore:
+        def __init__(self):
+            self.d = {}
+
+        def get(self, k, default=None):
+            return self.d.get(k, default)
+
+        def __setitem__(self, k, v):
+            if k == BL.NAME_KEY:
+                raise OSError(28)       # ENOSPC
+            self.d[k] = v
+    s = Setup(mtu=23, store=FailingStore())
+    s.unlock(20)
+    s.send(1, BL.T_MODBUS, read_pdu(4, A_CELLS, 20))       # a long answer, not drained yet
+    s.send(2, BL.T_SET_NAME, b"Shed-48V")                  # complete: waits for the line
+    got = drain(s.link)                                    # raised here before
+    assert [(m[0], m[1]) for m in reassemble(got)] == [(1, 0x81)]
+    assert s.link.internal_errors == 1
+    assert s.modbus(3, read_pdu(4, A_CELLS, 1)) == b"\x04\x02\x0c\xe4"   # still serving
