@@ -189,3 +189,35 @@ def test_a_notification_to_a_central_that_has_gone_does_not_end_bluetooth(glue):
 
     c2 = asyncio.run(main())
     assert reassemble(c2.sent) == [(2, 0x83, b"\x00\xe8\x03")]
+
+
+def test_writes_queued_from_an_earlier_connection_are_not_served_on_the_next(glue):
+    g, ab, conns = glue
+    link = Link()
+
+    async def main():
+        task = asyncio.ensure_future(g.run(link))
+        c1 = Conn()
+        conns.append(c1)
+        await settle()
+        c1.drop()
+        c1.gone()
+        c2 = Conn()
+        conns.append(c2)
+        await settle()
+        # The capture queue hands out what the first central wrote late
+        # (aioble: its connection object, or None once it left the table).
+        for w in subscribe(c1, 1):
+            ab.writes.append(w)
+        for _c, data in subscribe(None, 3):
+            ab.writes.append((None, data))
+        await settle()
+        assert c2.sent == [] and link.live_ms == 0
+        for w in subscribe(c2, 2):
+            ab.writes.append(w)
+        await settle()
+        task.cancel()
+        return c2
+
+    c2 = asyncio.run(main())
+    assert reassemble(c2.sent) == [(2, 0x83, b"\x00\xe8\x03")]

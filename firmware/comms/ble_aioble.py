@@ -20,7 +20,9 @@ a notification to a central that has just gone (its handle is None:
 ``gatts_notify`` raises TypeError) or any other error of the stack on one
 connection is caught here; the link is reset (the session locked, as on
 every disconnect) and advertising resumes, after ``_RETRY_MS`` when
-advertising itself failed.  Only a cancellation ends the tasks.
+advertising itself failed.  Only a cancellation ends the tasks.  Writes are
+served only from the current connection: what an earlier central wrote and
+aioble's capture queue hands out late is dropped.
 
 Usage on a board: ``app.start_ble`` builds the link (and polls it from the
 main loop: timeouts, live notifications), ``app.start_ble_radio`` adds
@@ -72,13 +74,14 @@ async def _serve_one(link):
         pass
     conn = await aioble.advertise(_ADV_INTERVAL_US, name=name, services=[SERVICE_UUID])
     link.reset()
+    link.set_mtu(23)        # until the exchange says more: never the last central's size
+    _conn = conn            # its writes are served from now on, no one else's
     try:
-        await conn.exchange_mtu(_PREFERRED_MTU)
-    except Exception:  # noqa: BLE001 - gone meanwhile (DeviceDisconnectedError), time-out, no support
-        pass
-    link.set_mtu(getattr(conn, "mtu", None) or 23)
-    _conn = conn
-    try:
+        try:
+            await conn.exchange_mtu(_PREFERRED_MTU)
+        except Exception:  # noqa: BLE001 - gone meanwhile (DeviceDisconnectedError), time-out
+            pass
+        link.set_mtu(getattr(conn, "mtu", None) or 23)
         await conn.disconnected(timeout_ms=None)
     finally:
         _conn = None
@@ -87,8 +90,12 @@ async def _serve_one(link):
 
 async def _receive(link):
     while True:
-        _c, data = await _rx.written()
-        link.on_write(data)
+        c, data = await _rx.written()
+        # Only the current central's writes: what an earlier one wrote and
+        # the capture queue hands out late (its connection, or None once it
+        # has gone) would be served on the next connection's session.
+        if c is not None and c is _conn:
+            link.on_write(data)
 
 
 async def _transmit(link):
