@@ -45,6 +45,7 @@ HDR = "<4sBBHI"
 _HDR_LEN = const(12)
 _CRC_LEN = const(4)
 MAX_PAYLOAD = const(4096)
+_ENOENT = const(2)
 
 KIND_PARAMS = const(1)
 _KIND_STATE = const(2)
@@ -148,14 +149,22 @@ def exists(fs, path):
 
 def read_file(fs, path):
     """Whole file as bytes, or None if missing/unreadable."""
+    return _read(fs, path)[0]
+
+
+def _read(fs, path):
+    """(whole file as bytes or None, there): ``there`` is False only when the
+    file does not exist (ENOENT).  Any other error - the flash does not read
+    back (EIO), littlefs finds its metadata corrupt - is a file that is there
+    but cannot be read, not one that never was."""
     try:
         f = fs.open(path, "rb")
-    except OSError:
-        return None
+    except OSError as e:
+        return None, not e.args or e.args[0] != _ENOENT
     try:
-        return f.read()
+        return f.read(), True
     except OSError:
-        return None
+        return None, True
     finally:
         f.close()
 
@@ -209,14 +218,15 @@ class ABRecord:
 
     def load(self):
         """(fmt, payload) of the newest intact record, or None.  ``damaged``:
-        None although a slot file exists (both copies unreadable)."""
+        None although a slot file exists (both copies unreadable, or a read
+        that fails: only a file that does not exist counts as none)."""
         best = None
         self.slot = -1
         self._loaded = True
         found = False
         for s in (0, 1):
-            data = read_file(self.fs, self.paths[s])
-            found = found or data is not None
+            data, there = _read(self.fs, self.paths[s])
+            found = found or there
             r = decode_record(data, self.kind, self.fmts)
             if r is not None and (best is None or _newer(r[1], best[1])):
                 best = r

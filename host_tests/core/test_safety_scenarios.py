@@ -969,6 +969,37 @@ def test_a_latch_record_damaged_in_both_copies_boots_with_internal_latched():
     assert r.board.relays[RELAY_CHG]
 
 
+def test_a_latch_record_whose_read_fails_boots_with_internal_latched():
+    # docs/safety.md: a latch record unreadable - both A/B copies damaged,
+    # or the read fails - comes back as `internal` latched.  A flash that
+    # does not read back (EIO), or littlefs metadata it finds corrupt (84),
+    # is a record that is there, not one that never was: before, either
+    # read as "no latch record yet" and the ov2 latch was gone.
+    for where, err in (("open", 5), ("open", 84), ("read", 5)):
+        r = _ov2_latched_on_flash()
+        r.board.cells[3] = 3300
+        fs = r.store.fs
+        paths = r.store.latch_rec.paths
+        opener = fs.open
+
+        def failing_open(path, mode="r", opener=opener, paths=paths, where=where, err=err):
+            if path not in paths:
+                return opener(path, mode)
+            if where == "open":
+                raise OSError(err)
+            f = opener(path, mode)
+
+            def read(n=-1):
+                raise OSError(err)
+            f.read = read
+            return f
+        fs.open = failing_open
+        r.reboot()
+        assert r.bms.prot.active(F.INTERNAL), (where, err)
+        closed, _ = _watch(r, 3000, RELAY_CHG)
+        assert closed == 0 and not r.board.relays[RELAY_L2], (where, err)
+
+
 def test_no_latch_record_yet_boots_with_nothing_latched():
     r = Rig(persist=True)
     r.reboot()

@@ -124,6 +124,32 @@ def test_settings_damaged_in_both_copies_latch_internal_until_a_reset():
     assert not d4.bms.prot.active(F.INTERNAL) and d4.board.relays[RELAY_DSG]
 
 
+def test_settings_whose_read_fails_latch_internal_like_damaged_ones():
+    # docs/safety.md: a settings record unreadable in both copies - the read
+    # fails too - loads the defaults with `internal` latched.  A flash that
+    # does not read back (EIO) is not "no stored settings": before, the NMC
+    # pack came back on the LFP defaults with its relays closing.
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.params.set(P_CHEMISTRY, CHEM_NMC)
+    d.run(3000)
+    d.params.set(P_CAPACITY, 2345)
+    d.run(12000)          # two records: both slot files exist
+    paths = SettingsStore(fs).params_rec.paths
+    opener = fs.open
+
+    def failing_open(path, mode="r"):
+        if path in paths and "r" in mode:
+            raise OSError(5)   # EIO
+        return opener(path, mode)
+    fs.open = failing_open
+    d2 = Dev(fs)
+    assert d2.svc.store.report[0][3] != "no stored settings: defaults"
+    assert d2.bms.prot.active(F.INTERNAL)
+    d2.run(3000)
+    assert not d2.board.relays[RELAY_CHG] and not d2.board.relays[RELAY_DSG]
+
+
 def test_fault_record_has_snapshot():
     fs = FakeFlash()
     d = Dev(fs)
