@@ -245,7 +245,10 @@ class Services:
             bms.sleep_requested = self._slept
             self._event(now, PL.PK_SLEEP, 1 if asleep else 0, sl.cause)
             if asleep:
-                self._save_state(clean=True)
+                # Not an orderly shutdown (F_CLEAN): the BMS runs on, asleep
+                # and after a wake, so a cut before the next save must boot
+                # unclean and be charged the unsaved operating time.
+                self._save_state()
                 self.flush_log()
 
     def _params_step(self, now):

@@ -6,6 +6,7 @@ from bms import ocv
 from bms import lease as LS
 from bms import persistlog as PL
 from bms import services as SV
+from bms import sleep as SL
 from bms import update as U
 from bms import watchdog as W
 from bms.contactors import RELAY_CHG, RELAY_DSG
@@ -40,13 +41,14 @@ class Machine:
 class Dev:
     """One power-on of the device on a persistent fake flash."""
 
-    def __init__(self, fs, cause=1, start=0x3FFFFFFF - 5000, mv=3300, updater=None):
+    def __init__(self, fs, cause=1, start=0x3FFFFFFF - 5000, mv=3300, updater=None, sleep=None):
         self.clock = VirtualClock(start)
         self.board = ScriptedBoard(max_cells=16, cells=16, mv=mv)
         self.params = ParamSet(CHEM_LFP, max_cells=16)
         self.machine = Machine(cause)
         self.bms, self.svc = SV.boot(self.board, self.params, self.clock, fs, self.machine,
-                                     lease_secret=SECRET, serial="SN1", updater=updater)
+                                     lease_secret=SECRET, serial="SN1", updater=updater,
+                                     sleep=sleep)
 
     def run(self, ms, step=50):
         t = 0
@@ -203,6 +205,31 @@ def test_power_cut_costs_lease_time_never_gains_it():
     fs.reboot()
     d2 = Dev(fs)
     assert d2.svc.lease.remaining_s() <= left - SV.STATE_MAX_S + 5
+
+
+def test_power_cut_after_a_sleep_costs_lease_time_never_gains_it():
+    # docs/storage.md: a power cycle always costs lease time and never gains
+    # it.  The state record saved when the pack goes to sleep must not say
+    # "orderly shutdown": the BMS runs on (asleep, its operating time
+    # counting, and after a wake), and a cut up to 15 min later would boot
+    # as clean, without the unsaved interval charged.
+    fs = FakeFlash()
+    d = Dev(fs, sleep=SL.Sleep())
+    d.svc.lease.start(3600)
+    d.run(2000)
+    d.bms.sleep_requested = True      # CMD_SLEEP
+    d.run(1000)
+    assert d.svc.sleep.state == SL.ASLEEP
+    d.run(10 * 60000, step=1000)      # ten minutes asleep: nothing more to save
+    left = d.svc.lease.remaining_s()
+    fs.cut_after(0)                   # the power goes
+    try:
+        d.run(1000)
+    except PowerCut:
+        pass
+    fs.reboot()
+    d2 = Dev(fs)
+    assert d2.svc.lease.remaining_s() <= left, (d2.svc.lease.remaining_s(), left)
 
 
 def test_state_write_rate_is_bounded():
