@@ -224,7 +224,10 @@ class PersistLog:
         self.append(now, kind, a, b)
 
     def append(self, now, kind, a, b, urgent=False):
-        if self.pending >= self._qcap:
+        n = self.pending
+        # The queue's last slot is kept for the record of what was dropped
+        # (``flush``): a storm that fills the queue between flushes is logged.
+        if n >= self._qcap or (n + 1 >= self._qcap and kind != _PK_DROPPED):
             self.dropped += 1
             return False
         off = self.pending * REC

@@ -20,7 +20,9 @@ Write policy (see docs/storage.md for the flash budget):
           boots add ``STATE_MAX_S`` to the operating time (the most that can
           have been lost), so a power cycle never extends a lease.
   log     urgent records (boot, fault set, exception, ours) at the next poll;
-          others batched for ``_LOG_BATCH_MS`` or until the queue is half full.
+          others batched for ``_LOG_BATCH_MS`` or until the queue is half full;
+          a burst of ``LOG_BURST`` flushes, then one per ``_LOG_BATCH_MS``
+          (a storm of urgent records must not erase a block per record).
   latches at the next poll whenever the set of latched faults changed
           (bms.protection ``latch_ver``); a failed write is retried at every
           poll until it succeeds.
@@ -56,6 +58,7 @@ STATE_MIN_S = const(300)
 STATE_MAX_S = const(900)
 _SOC_STEP_PM = const(10)
 _LOG_BATCH_MS = const(60000)
+LOG_BURST = const(8)        # log flushes at once; then one per _LOG_BATCH_MS (a storm)
 FLASH_ROOM_MS = const(40)   # the fast tick is 50 ms apart and takes about 4-5 ms
 FLASH_BUSY_MAX_MS = const(1000)  # a request in flight delays flash writes at most this long
 CONFIRM_MS = const(60000)   # armed and fault-free this long -> update confirmed
@@ -90,6 +93,8 @@ class Services:
         self._s_saved_op = state.op_s
         self._s_saved = state.copy()
         self._log_at = now
+        self._log_tokens = LOG_BURST   # flushes allowed now (see _log_step)
+        self._log_refill = now
         self._armed_since = None
         self._degraded_since = None
         # Names of the app parts that failed to build (set by the app after
@@ -340,12 +345,26 @@ class Services:
         pl = self.plog
         if pl is None:
             return
+        # Each flush appends to a segment file: littlefs copies its last block
+        # into a freshly erased one (a block erase per flush, ~45 ms stalled).
+        # A burst of LOG_BURST flushes, then one per _LOG_BATCH_MS: a storm
+        # of urgent records (a fault that flaps, a driver raising every
+        # second) writes flash once a minute; the queue's overflow is counted
+        # (dropped) and logged.
+        if self._log_tokens >= LOG_BURST:
+            self._log_refill = now
+        elif ticks_diff(now, self._log_refill) >= _LOG_BATCH_MS:
+            self._log_tokens += 1
+            self._log_refill = now
         if not pl.pending:
             # The last flush's time within an hour of now: days later it
             # must not read as recent (tick differences wrap at 6.2 days).
             self._log_at = cap_age(now, self._log_at)
             return
+        if self._log_tokens <= 0:
+            return
         if pl.urgent or pl.pending * 2 >= pl._qcap or ticks_diff(now, self._log_at) >= _LOG_BATCH_MS:
+            self._log_tokens -= 1
             self.flush_log()
 
     def _clear_plog(self, now):

@@ -242,6 +242,35 @@ def test_state_write_rate_is_bounded():
     assert 3600 // SV.STATE_MAX_S <= writes <= 3600 // SV.STATE_MIN_S + 1, writes
 
 
+def _driver_bug():
+    raise ValueError("charge-sense driver bug")
+
+
+def test_an_event_storm_writes_the_flash_log_at_a_bounded_rate():
+    # docs/storage.md, write rate: the event log's urgent records go to flash
+    # at once, but a storm - a driver raising every second, a fault that
+    # flaps - is limited to a burst of LOG_BURST flushes and then one a
+    # minute (each flush of a segment file costs littlefs a block erase and
+    # stalls an RP2040 ~45 ms).  Before: one flush per exception, 3600 block
+    # erases an hour, the flash worn out in months.
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.run(2000)
+    pl = d.svc.plog
+    f0 = pl.flushes
+    d.bms._rd_charger = _driver_bug    # the slow task raises once a second
+    d.run(3000, step=100)
+    assert d.bms.exceptions >= 2
+    # The first records of the storm are on flash at once (urgent).
+    assert [r for r in pl.records() if r[2] == 7], "exception record not flushed"
+    d.run(3600 * 1000, step=500)       # one hour of it
+    n = pl.flushes - f0
+    assert d.bms.exceptions > 3000
+    assert n <= SV.LOG_BURST + 60 + 1, n    # one a minute after the burst
+    # What did not fit the queue is counted, not silently gone.
+    assert pl.dropped > 0 and [r for r in pl.records() if r[2] == 21]
+
+
 def _trial_boot(fs):
     """Stage a package, then boot it as boot.py would: the Updater is in TRIAL."""
     from update_rig import NEW_FW, package, send
