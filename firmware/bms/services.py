@@ -49,7 +49,7 @@ from bms import persistlog as PL
 from bms import sleep as SL
 from bms import watchdog as W
 from bms.params import P_BUZZER, P_SLEEP_CURRENT, P_SLEEP_IDLE
-from bms.store import F_CLEAN, F_WDT_MASK, F_WDT_SHIFT, State
+from bms.store import F_CLEAN, F_LEASE, F_WDT_MASK, F_WDT_SHIFT, State
 from bms.ticks import cap_age, ticks_add, ticks_diff
 
 _PARAM_DEBOUNCE_MS = const(2000)
@@ -126,6 +126,13 @@ class Services:
             bms.soc.load_from(state)
         if unclean:
             state.op_s += STATE_MAX_S
+        if lease is not None and store.state_lost:
+            # A state record there but unreadable: the lease it held is
+            # unknown, which cannot be told from one that has ended (a lost
+            # record must not unlock a rented pack).  Discharge stays
+            # blocked until a code is entered; saved below.
+            state.lease_flags |= F_LEASE
+            state.lease_end_s = 0
         state.flags &= ~F_CLEAN
         # Watchdog boots in a row (bms.watchdog WDT_LOOP_BOOTS): the count
         # survives the reset in the state record and is cleared once this

@@ -438,6 +438,7 @@ class SettingsStore:
         self.report = []
         self.loaded = False
         self.lost = False   # stored settings unreadable: see _lost
+        self.state_lost = False   # see load_state
 
     # parameters
     def load_params(self, params):
@@ -502,12 +503,16 @@ class SettingsStore:
 
     # state
     def load_state(self):
+        """The stored State, or None.  ``state_lost``: None although a record
+        is there (both copies unreadable, or one that does not decode)."""
         r = self.state_rec.load()
+        self.state_lost = r is None and self.state_rec.damaged
         if r is None:
             return None
         try:
             return State().unpack(r[1])
         except (ValueError, TypeError):
+            self.state_lost = True
             return None
 
     def save_state(self, state):

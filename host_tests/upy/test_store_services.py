@@ -232,6 +232,35 @@ def test_power_cut_after_a_sleep_costs_lease_time_never_gains_it():
     assert d2.svc.lease.remaining_s() <= left, (d2.svc.lease.remaining_s(), left)
 
 
+def test_a_state_record_unreadable_in_both_copies_ends_the_lease():
+    # docs/storage.md: a power cycle, a reset clock or lost state never
+    # extends a lease.  A state record that is there but unreadable in both
+    # copies cannot be told from a lease that has ended: with a lease
+    # configured, discharge stays blocked (charging allowed) until a code is
+    # entered.  Before: a fresh state, no lease at all, discharge for good.
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.svc.lease.start(30 * 86400)
+    d.run(2000)
+    assert not d.svc.lease.blocked and d.board.relays[RELAY_DSG]
+    for path in SettingsStore(fs).state_rec.paths:
+        f = fs.open(path, "wb")
+        f.write(b"\xff" * 7)        # flash bits gone
+        f.close()
+    d2 = Dev(fs)
+    d2.run(3000)
+    assert d2.svc.lease.blocked
+    assert not d2.board.relays[RELAY_DSG] and d2.board.relays[RELAY_CHG]
+    assert [r for r in d2.svc.plog.records() if r[2] == PL.PK_LEASE and r[4] == LS.LE_EXPIRED]
+    d3 = Dev(fs)                      # another power cycle: still ended
+    d3.run(3000)
+    assert d3.svc.lease.blocked and not d3.board.relays[RELAY_DSG]
+    ok, why = d3.svc.enter_lease_code(LS.make_token(SECRET, "SN1", 1, 30))
+    assert ok, why
+    d3.run(3000)
+    assert not d3.svc.lease.blocked and d3.board.relays[RELAY_DSG]
+
+
 def test_state_write_rate_is_bounded():
     fs = FakeFlash()
     d = Dev(fs)
