@@ -51,7 +51,7 @@ import sys
 
 from micropython import const
 
-from bms.fwslot import ROOT_SLOT, ST_OK, U_ROLLED_BACK, Slots
+from bms.fwslot import ROOT_SLOT, ST_OK, ST_TRIAL, U_ROLLED_BACK, Slots
 
 MAGIC = b"BMSAPP1\0"
 DESC_FMT = "<8sHHI32s"          # + crc32 u32 of these 48 bytes
@@ -181,10 +181,23 @@ def boot(fs, part=None, mount_slot=None, feed=None):
         return None
     mv = p[1]
     s = Slots(fs, ROOT)
-    if s.marker.load() is None and valid(mv, 0):
-        s.active = 0                     # factory install: image in slot A, no marker yet
-        s.save()                         # (an updater must see that A is the running slot)
-    s.select_at_boot()
+    try:
+        if s.marker.load() is None and valid(mv, 0):
+            s.active = 0                 # factory install: image in slot A, no marker yet
+            s.save()                     # (an updater must see that A is the running slot)
+        s.select_at_boot()
+    except OSError:
+        # The marker cannot be written (littlefs full or failing).  Never
+        # leave the boot to MicroPython's unchecked mount of the partition's
+        # start: boot what ran last, without a trial (a staged update waits,
+        # a trial is not run uncounted); the next boot that can write goes on.
+        # The state stays as it is on flash: in TRIAL or PENDING nothing is
+        # erased below (the trial or staged image is kept for that boot).
+        s = Slots(fs, ROOT)
+        if s.state == ST_TRIAL:
+            s.active = s.prev
+        elif s.marker.slot < 0 and valid(mv, 0):
+            s.active = 0
     while s.active != ROOT_SLOT and not valid(mv, s.active):
         # Never mount a slot that is not whole: back to the previous one, or frozen.
         s.active = s.prev if s.prev != s.active else ROOT_SLOT
@@ -192,7 +205,10 @@ def boot(fs, part=None, mount_slot=None, feed=None):
         s.state = ST_OK
         s.tries = 0
         s.event = U_ROLLED_BACK
-        s.save()
+        try:
+            s.save()
+        except OSError:
+            pass                         # mounted all the same; written at a later boot
         s._note_event()
     (mount_slot or mount)(mv, s.active)
     if s.state == ST_OK:

@@ -328,6 +328,56 @@ def test_power_cut_at_every_step_boundary_and_marker_write():
         assert _label(rom, _boot(fs, rom)) in ("one", "two")
 
 
+class _NoRoom:
+    """The littlefs holding the marker is full: writes fail with ENOSPC."""
+
+    def __init__(self, fs):
+        self.fs = fs
+        self.full = True
+
+    def open(self, path, mode="r"):
+        if self.full and ("w" in mode or "a" in mode):
+            raise OSError(28)
+        return self.fs.open(path, mode)
+
+    def __getattr__(self, name):
+        return getattr(self.fs, name)
+
+
+def test_a_marker_that_cannot_be_written_at_boot_boots_the_last_whole_app():
+    # docs/storage.md (the loader): the loader never lets a slot run that
+    # it has not checked.  A marker write at boot that fails (littlefs full
+    # or failing) must not end the loader with an exception: boot.py then
+    # left MicroPython's own, unchecked mount of the partition's start (slot
+    # A, whatever it holds) and a trial ran without its boots counted.  It
+    # boots the application that ran last; the next boot that can write the
+    # marker goes on with the update.
+    fs, rom = _device()
+    _install(fs, rom, "one")
+    up = _updater(fs, rom)
+    pkg, digest, sig = package(app("two", pad=9000))
+    send(up, pkg, digest, sig)
+    up.finish()
+    assert R.slots(fs).state == ST_PENDING
+    nr = _NoRoom(fs)
+    assert _label(rom, _boot(nr, rom)) == "one"        # the staged update waits
+    assert R.slots(fs).state == ST_PENDING
+    nr.full = False
+    assert _label(rom, _boot(nr, rom)) == "two"        # trial, boot 1
+    nr.full = True
+    assert _label(rom, _boot(nr, rom)) == "one"        # a trial is not run uncounted
+    nr.full = False
+    for _i in range(2):                                # boots 2 and 3 of the trial
+        assert _label(rom, _boot(nr, rom)) == "two"
+    assert _label(rom, _boot(nr, rom)) == "one"        # never confirmed: rolled back
+    # No marker yet and slot A whole (a factory install): A, marker or not.
+    fs2, rom2 = _device()
+    _install(fs2, rom2, "one")
+    fs2.remove("/fw/rom/marker.a")
+    fs2.remove("/fw/rom/marker.b")
+    assert _label(rom2, _boot(_NoRoom(fs2), rom2)) == "one"
+
+
 def test_a_new_transfer_over_a_pending_slot_unpends_it_first():
     fs, rom = _device()
     _install(fs, rom, "one")
