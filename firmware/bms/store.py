@@ -26,8 +26,8 @@ Records:
   latch   the latched faults, by name (comma-separated ASCII), written by
           the services poller whenever the set changes (a fault latches or a
           reset clears one: rare), read at boot before the Bms exists so that
-          a restart never clears a latch.  Unknown names (a later table) are
-          dropped.
+          a restart never clears a latch.  An unknown name (a later table,
+          before a rollback) comes back as ``internal`` latched.
 
 Filesystem access goes through an injected ``fs`` object with the calls of
 MicroPython's ``os`` plus ``open`` (``BoardFs`` below on a board, a fake
@@ -536,7 +536,12 @@ class SettingsStore:
             return [F.INTERNAL]
         for name in text.split(","):
             i = F.index(name) if name else -1
-            if i >= 0:
+            if i < 0 and name:
+                # A fault this firmware's table lacks (a newer firmware's,
+                # before a rollback): a latch it cannot hold, so ``internal``
+                # holds instead - a restart never clears a latch.
+                i = F.INTERNAL
+            if i >= 0 and i not in ids:
                 ids.append(i)
         if self.lost and F.INTERNAL not in ids:
             ids.append(F.INTERNAL)

@@ -1000,6 +1000,23 @@ def test_a_latch_record_whose_read_fails_boots_with_internal_latched():
         assert closed == 0 and not r.board.relays[RELAY_L2], (where, err)
 
 
+def test_a_latch_this_firmware_does_not_know_comes_back_as_internal():
+    # docs/safety.md: a restart never clears a latch.  A latch record from a
+    # newer firmware - a fault its table has and this one lacks, latched
+    # during a trial that was then rolled back - names a latch this
+    # firmware cannot hold: `internal` holds instead (nothing closes until
+    # the reset rule).  Before: the unknown name was dropped, the latch gone.
+    r = Rig(persist=True)
+    r.store.latch_rec.save(1, b"ov2,contactor_drift")
+    r.reboot()
+    assert r.bms.prot.active(F.OV2) and r.bms.prot.active(F.INTERNAL)
+    closed, _ = _watch(r, 3000, RELAY_CHG)
+    assert closed == 0 and not r.board.relays[RELAY_L2]
+    r.bms.request(CMD_RESET_FAULTS)     # someone checked the pack
+    r.run(1000)
+    assert not r.bms.prot.active(F.INTERNAL) and r.board.relays[RELAY_CHG]
+
+
 def test_no_latch_record_yet_boots_with_nothing_latched():
     r = Rig(persist=True)
     r.reboot()
