@@ -966,18 +966,29 @@ def start_modules(app, mboard):
     return mboard
 
 
+SLAVE_PKG = "/fw/slave.pkg"   # bms.pkgstore: the slave package staged on this master
+
+
 def start_slave_update(app, mboard):
     """Slave packages staged on this master's flash and forwarded over CAN
     (background).  Returns ``fwd_of()``: the forwarder is built on first use
     of the slave update window, so a master that never updates its slaves
     does not hold its modules and buffers (about 5 KB of heap)."""
     made = []
+    if app.fs is not None:
+        # A package file left by a reset mid-upload (the staged state lives in
+        # RAM): up to 1 MB that would keep the littlefs full under the latch,
+        # settings and state records until the window is next used.
+        try:
+            app.fs.remove(SLAVE_PKG)
+        except OSError:
+            pass
 
     def fwd_of():
         if not made:
             from bms.pkgstore import PackageStore
             from comms.slave_update import SlaveUpdater
-            fwd = SlaveUpdater(mboard.master, PackageStore(app.fs), app.bms)
+            fwd = SlaveUpdater(mboard.master, PackageStore(app.fs, SLAVE_PKG), app.bms)
             mboard.master.fw = fwd     # polled by MasterBoard.poll, bounded work per call
             made.append(fwd)
         return made[0]

@@ -358,6 +358,23 @@ def test_part_out_of_memory_marks_the_firmware_degraded(monkeypatch):
     assert parts == [("part_failed", "modbus", PL.PART_OOM), ("part_failed", "ttl", PL.PART_ERROR)]
 
 
+def test_a_slave_package_left_by_a_reset_mid_upload_is_removed_at_boot():
+    # docs/can_internal.md: a slave package file left from before a reboot
+    # (a reset or power cut mid-upload; the staged state lives in RAM) is
+    # removed at boot, before it can keep the master's littlefs full.
+    class Cfg:
+        MODULES = True
+
+    fs = FakeFlash()
+    fs.mkdir("/fw")
+    f = fs.open("/fw/slave.pkg", "wb")
+    f.write(bytes(5000))
+    f.close()
+    rig = Rig(fs=fs, cfg=Cfg)
+    assert "slave_update" in rig.app.parts, rig.app.failed
+    assert "slave.pkg" not in fs.listdir("/fw")
+
+
 def test_master_with_modules_serves_the_slave_update_window():
     """Slaves updated through the master: forwarder polled by MasterBoard, window attached."""
     from comms.regs import slave_update as RSU

@@ -15,10 +15,14 @@ so is the archive format.
 
 The staged state lives in RAM: after a master reboot the package must be
 uploaded again (cheap, and it never forwards a file it did not verify in
-this session).
+this session).  An upload that does not complete (a write that fails, the
+flash full; refused at the finish; aborted) leaves nothing on flash, and a
+file left from before a reboot is removed when the store is built: a package
+of up to 1 MB must not leave the master's littlefs (768 KB on the RP2040
+image) full under its latch, settings and state records.
 """
-from bms.update import (E_HASH, E_SIZE, E_STATE, MAX_SIZE, UpdateError, append_in_order,
-                        check_upload, open_upload)
+from bms.update import (E_FLASH, E_HASH, E_SIZE, E_STATE, MAX_SIZE, UpdateError,
+                        append_in_order, check_upload, open_upload)
 
 
 class PackageStore:
@@ -34,6 +38,13 @@ class PackageStore:
         self.signature = None
         self.staged = False
         self.last_error = None
+        self._drop()
+
+    def _drop(self):
+        try:
+            self.fs.remove(self.path)
+        except OSError:
+            pass
 
     def _fail(self, code, msg):
         self.last_error = (code, msg)
@@ -57,12 +68,14 @@ class PackageStore:
         return append_in_order(self, offset, data)
 
     def abort(self):
+        """Drop an upload in progress and its partial file (a staged package stays)."""
         if self._f is not None:
             try:
                 self._f.close()
             except OSError:
                 pass
             self._f = None
+            self._drop()
 
     def receiving(self):
         return self._f is not None
@@ -72,10 +85,16 @@ class PackageStore:
             self._fail(E_STATE, "no upload in progress")
         f = self._f
         self._f = None
-        f.close()
+        try:
+            f.close()
+        except OSError:
+            self._drop()
+            self._fail(E_FLASH, "flash write failed at the end (flash full?)")
         if self.offset != self.size:
+            self._drop()
             self._fail(E_SIZE, "truncated: got %d of %d bytes" % (self.offset, self.size))
         if self._hash.digest() != self.digest:
+            self._drop()
             self._fail(E_HASH, "sha256 mismatch")
         self.staged = True
         return self.path

@@ -120,6 +120,48 @@ def test_master_store_refuses_corrupt_and_truncated_uploads():
     assert "no slave package" in e.msg
 
 
+def test_an_upload_that_does_not_complete_leaves_nothing_on_the_master_flash():
+    # docs/can_internal.md: an upload that does not complete leaves nothing
+    # on the master's flash.  A package up to 1 MB goes to a littlefs of
+    # 768 KB: before, the write that found the flash full was refused but
+    # its partial file stayed, for good (nothing removed it, not even a
+    # reboot), and with it a full flash under the master's latch, settings
+    # and state records (a latch that cannot be saved is cleared by a restart).
+    from fakeflash import FakeFlash
+    from bms.pkgstore import PackageStore
+    from bms.store import exists
+    pkg, digest, sig = slave_package()
+    fs = FakeFlash()
+    st = PackageStore(fs)
+    st.begin(len(pkg), digest, sig)
+    st.chunk(0, pkg[:240])
+
+    def full(_buf):
+        raise OSError(28)   # ENOSPC
+    st._f.write = full
+    e = raises(U.UpdateError, lambda: st.chunk(240, pkg[240:480]))
+    assert e.code == U.E_FLASH
+    assert not exists(fs, st.path)
+    # Refused at the finish (hash), or dropped mid-transfer: gone too.
+    bad = bytearray(pkg)
+    bad[600] ^= 1
+    st.begin(len(pkg), digest, sig)
+    st.chunk(0, bytes(bad))
+    raises(U.UpdateError, st.finish)
+    assert not exists(fs, st.path)
+    st.begin(len(pkg), digest, sig)
+    st.chunk(0, pkg[:240])
+    st.abort()
+    assert not exists(fs, st.path)
+    # One left from before a reboot (the staged state lives in RAM) is
+    # dropped when the store is built.
+    f = fs.open(st.path, "wb")
+    f.write(pkg)
+    f.close()
+    PackageStore(fs)
+    assert not exists(fs, st.path)
+
+
 def _refused(r, k, words):
     assert r.run_until(lambda: _done(r), LIMIT_MS) >= 0
     assert r.fwd.phase == SU.FP_ERROR
