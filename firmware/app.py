@@ -751,6 +751,12 @@ def shared_kv(app):
     if kv is None:
         kv = auth_store(app.fs)
         app.parts["kv"] = kv
+        svc = app.services
+        if svc is not None and hasattr(kv, "flush"):
+            # Written by the services right after a fast tick, not from the
+            # request handler that changed it (bms.kvstore).
+            kv.hold = True
+            svc.kv = kv
     return kv
 
 

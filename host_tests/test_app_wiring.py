@@ -620,3 +620,43 @@ def test_a_settings_part_that_fails_keeps_the_latched_faults(monkeypatch):
     assert bms.running
     assert bms.prot.active(F.OV2) and bms.prot.active(F.INTERNAL)
     assert not any(bms.contactors.state), list(bms.contactors.state)
+
+
+def test_a_wrong_password_reaches_flash_from_the_services_not_the_request_handler():
+    # docs/storage.md: flash is written only from Services.poll(), right after
+    # a fast tick (an erase stalls the RP2040 ~45 ms); the kv store (a wrong
+    # password's count, a password change) included.  Its write used to come
+    # from the Modbus / BLE request handler, wherever that fell in a cycle,
+    # at the word of an unauthenticated peer.
+    from comms.regs.auth import AU_UNLOCK
+    fs = FakeFlash()
+    rig = Rig(fs=fs)
+    app = rig.app
+    rig.run(500)
+    kv = app.parts["kv"]
+    svc = app.services
+    where = []
+    in_poll = [False]
+    save, poll = kv.rec.save, svc.poll
+
+    def spy_save(*a):
+        where.append(in_poll[0])
+        return save(*a)
+
+    def spy_poll():
+        in_poll[0] = True
+        try:
+            poll()
+        finally:
+            in_poll[0] = False
+    kv.rec.save = spy_save
+    svc.poll = spy_poll
+    app.pollers[app.pollers.index(poll)] = spy_poll
+    pw = b"999999\0\0" + bytes(8)
+    r = write_regs(rig, A_AUTH + AU_UNLOCK, [(pw[i] << 8) | pw[i + 1] for i in range(0, 16, 2)])
+    assert r[1] & 0x80, r.hex()   # refused
+    rig.run(100)
+    assert where and all(where), where
+    # ... and it is on flash: the next boot still counts the wrong password.
+    again = Rig(fs=fs)
+    assert again.app.parts["auth"].failures >= 1

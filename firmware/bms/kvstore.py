@@ -4,7 +4,11 @@
 int values.  The whole table lives in one A/B record (``bms.store.ABRecord``,
 kind ``_KIND_KV``), so a power cut while it is written leaves the previous
 table.  Writes happen only when a value really changes (a password change,
-a wrong-password count), which the auth back-off keeps rare.
+a wrong-password count), which the auth back-off keeps rare.  With ``hold``
+set (the board's wiring, when services run) a change waits in RAM for
+``flush()``, which ``bms.services`` calls right after a fast tick: a flash
+erase stalls the RP2040 for ~45 ms, and a request handler (a wrong password
+from an unauthenticated Bluetooth peer) must not put one anywhere in a cycle.
 
 Payload: per item ``u8 key length | key | u8 type (0 int i32, 1 bytes) |
 u16 length | value``, little-endian.
@@ -57,6 +61,8 @@ class KvStore:
         self.rec = ABRecord(fs, base, _KIND_KV, (_KV_FMT,))
         self.items = {}
         self.errors = 0
+        self.hold = False    # True: changes wait for flush() (see above)
+        self.dirty = False
         r = self.rec.load()
         if r is not None:
             try:
@@ -74,7 +80,18 @@ class KvStore:
         if self.items.get(key) == value:
             return
         self.items[key] = value
+        self.dirty = True
+        if not self.hold:
+            self.flush()
+
+    def flush(self):
+        """Write the table if a value changed since the last write."""
+        if not self.dirty:
+            return
+        # Not retried at every call: a failing flash would be hit at every
+        # poll.  Kept in RAM; saved with the next change.
+        self.dirty = False
         try:
             self.rec.save(_KV_FMT, encode(self.items))
         except OSError:
-            self.errors += 1   # kept in RAM; saved with the next change
+            self.errors += 1

@@ -79,6 +79,7 @@ class Services:
         self.confirm_ms = CONFIRM_MS   # config.py UPDATE_CONFIRM_MS (bench and tests)
         self.flash_room = None         # () -> ms before the fast tick: see "When" above
         self.flash_busy = None         # () -> True while a request comes in: "When" above
+        self.kv = None                 # bms.kvstore.KvStore held for these writes (app wiring)
         self._busy_at = None    # when the current wait for a reply began
         self.reset = reset      # machine.reset on a board
         self.errors = 0         # flash errors (OSError) seen while saving
@@ -170,6 +171,9 @@ class Services:
         else:
             self._busy_at = None
         self._latch_step()
+        kv = self.kv
+        if kv is not None and kv.dirty:
+            kv.flush()
         if self.wdt_boots and self.state.op_s - self._op_s0 >= W.WDT_CLEAR_S:
             self.wdt_boots = 0
             self.state.flags &= ~F_WDT_MASK
@@ -413,6 +417,8 @@ class Services:
                 self.errors += 1
         self._save_state(clean=True)
         self.flush_log()
+        if self.kv is not None:
+            self.kv.flush()
         W.prepare_reset(self.store.fs, reason)
         if self.reset is not None:
             self.reset()
