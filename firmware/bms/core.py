@@ -144,6 +144,7 @@ MODE_BOOT = const(4)
 MODE_NAMES = ("standby", "charging", "discharging", "protect", "boot")
 
 _MODE_CURRENT_MA = const(300)
+_COUNT_MAX_MS = const(2500)  # a longer gap between current samples counts this long
 _AVG_SAMPLES = const(20)  # fast ticks per calibration-average window (1 s)
 _CAL_MIN_MA = const(500)
 _ZERO_MAX_MA = const(5000)
@@ -415,7 +416,17 @@ class Bms:
         if self.buzzer.step(now, prot.level, p[P_BUZZER]):
             b.set_buzzer(self.buzzer.on)
         if m.current_seen and dt > 0:
-            self.soc.integrate(m.current_ma, dt if dt < 1000 else 1000)
+            # The whole time since the last sample: asleep a pass is 1 s of
+            # lightsleep plus the pass (docs/power_lease_clock.md); only a
+            # stalled loop's gap is bounded.  In pieces of at most 1 s, so
+            # current x time stays a small int (1 kA x 1 s < 2**30).
+            if dt > _COUNT_MAX_MS:
+                dt = _COUNT_MAX_MS
+            soc = self.soc
+            while dt > 1000:
+                soc.integrate(m.current_ma, 1000)
+                dt -= 1000
+            soc.integrate(m.current_ma, dt)
         self._update_mode()
         if ps is not None:
             # Last, with the protection's work done (relays switched, faults

@@ -806,6 +806,32 @@ def test_sleep_without_any_wake_source_does_not_open_the_relays():
     assert SL.Sleep(idle_ms=1000, period_ms=0, has_wake=True).opens_relays
 
 
+def test_charge_that_flows_while_asleep_is_counted_in_full():
+    # docs/power_lease_clock.md (Sleep): asleep, the loop runs one pass a
+    # second in lightsleep (drivers.lowpower PASS_MS) plus the pass itself;
+    # each current sample counts for the whole time since the previous one.
+    # A per-sample bound of exactly 1 s dropped the pass's own time from
+    # every sample: 2 % of what flowed at 20 ms a pass.
+    from drivers.lowpower import LowPower
+    for pass_ms in (LowPower.PASS_MS + 5, LowPower.PASS_MS + 20, 2 * LowPower.PASS_MS):
+        r = Rig()
+        r.run(3000)
+        r.board.current_ma = -400      # below the current wake (500 mA)
+        soc = r.bms.soc
+        counted = [0]
+        plain = soc.integrate
+
+        def integrate(ma, dt):         # what the core hands the counter
+            counted[0] += ma * dt
+            plain(ma, dt)
+        soc.integrate = integrate
+        n = 3600000 // pass_ms         # an hour of sleep passes
+        r.run(n * pass_ms, step=pass_ms)
+        real = -400 * n * pass_ms
+        # within one pass of the real time (the first sample's gap)
+        assert abs(counted[0] - real) <= 400 * pass_ms, (pass_ms, counted[0], real)
+
+
 def test_a_sensor_dead_for_a_week_keeps_its_fault_and_the_relays_open():
     # docs/safety.md: missing or stale data holds its sensor fault for as long
     # as there is no data.  A tick difference wraps after 2**29 ms (6.2 days):
