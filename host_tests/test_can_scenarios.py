@@ -325,3 +325,68 @@ def test_latched_faults_from_a_module_clear_only_on_reset():
     sim.run(0.2)
     assert not sim.bms.prot.active(F.AFE) and not sim.bms.prot.active(F.OV2)
     assert sim.run_until(_closed, 5)
+
+
+# ---- the master's sleep (docs/can_internal.md, "The master's sleep") ------
+def _sleep_cycle(sim, sleep_s, watch, before_wake=None):
+    """CMD_SLEEP, ``sleep_s`` asleep, CMD_WAKE; ``watch(sim)`` at every 50 ms."""
+    from bms.core import CMD_SLEEP, CMD_WAKE
+    sim.bms.request(CMD_SLEEP, 1)
+    for _ in range(int(sleep_s * 20)):
+        sim.run(0.05)
+        watch(sim)
+    if before_wake is not None:
+        before_wake(sim)
+    sim.bms.request(CMD_WAKE, 1)
+    sim.run(0.05)
+    return sim.t_ms
+
+
+def _boot4():
+    sim = build_modular(slaves=4, cells=16)
+    assert sim.run_until(_closed, 8), sim.sample()
+    return sim
+
+
+def test_a_sleeping_master_raises_no_fault_and_closes_only_on_data_from_after_the_wake():
+    # The modules go silent because the master asked them to: no comm or
+    # cell_stale fault, no alarm, while asleep.  Before, every sleep tripped
+    # both (the buzzer sounding its protection alarm all through the sleep,
+    # two fault records each way per sleep).  Waking, nothing closes before
+    # every cell has a reading taken after the wake.
+    sim = _boot4()
+    sim.run(2)
+    assert sim.active_faults() == []
+    seen = set()
+
+    def watch(s):
+        seen.update(s.active_faults())
+        assert not s.bms.buzzer.on
+        assert _open(s) or s.t_ms - t0 < 200   # the sleep opens them at once
+
+    t0 = sim.t_ms
+    t_w = _sleep_cycle(sim, 40, watch)
+    assert seen == set(), seen
+    m = sim.bms.meas
+    while not _closed(sim):
+        assert sim.t_ms - t_w < 5000
+        seen.update(sim.active_faults())
+        sim.run(0.01)
+    assert m.bad_cells == 0
+    assert all(ticks_after(m.cell_ts[i], t_w) for i in range(m.n_cells))
+    assert seen == set() and sim.active_faults() == [], seen
+
+
+def test_a_module_that_does_not_wake_with_the_master_is_lost():
+    sim = _boot4()
+    sim.run(2)
+    t_w = _sleep_cycle(sim, 10, lambda s: None, lambda s: s.unplug(3))   # never answers
+    assert sim.run_until(lambda s: s.bms.prot.active(F.COMM), 5)
+    assert sim.t_ms - t_w <= TIMEOUT + BOUND_MS, sim.t_ms - t_w
+    assert sim.module_states()[2] == "lost"
+    sim.run(3)
+    assert _open(sim)
+
+
+def ticks_after(t, t0):
+    return ((t - t0) & 0x3FFFFFFF) < 0x20000000

@@ -212,6 +212,9 @@ class Bms:
         self._rd_temps = board.read_temps
         self._rd_relays = getattr(board, "relay_faults", None)
         self._rd_charger = getattr(board, "charger_present", None)
+        # A master's modules stop sending while it sleeps (SYNC sleep flag):
+        # ms it gives them to answer after the wake, or None.
+        self._wake_ms = getattr(board, "wake_ms", None)
         self._v_response = getattr(board, "voltage_response", True)
         self._exc_at = 0
         self._cur_good = 0       # last in-range calibrated current
@@ -254,6 +257,8 @@ class Bms:
         self._uv1_prev = False
         self.restart_requested = False
         self.sleep_requested = False
+        self.waking = False   # asleep or just woken, the modules' data not back yet
+        self._woke_at = 0
         self.inhibit = 0      # reaction bits held by a maintenance task (slave firmware update)
         params.listener = self._param_changed
         now = clock.ticks_ms()
@@ -354,8 +359,12 @@ class Bms:
         prot = self.prot
         prot.set_flag(F.SIG_CUR_STALE, (not m.current_seen)
                       or ticks_diff(now, m.current_ts) > CURRENT_STALE_MS)
-        prot.set_flag(F.SIG_CELL_STALE, (not m.cells_seen) or m.bad_cells > 0
-                      or ticks_diff(now, m.cells_ts) > CELL_STALE_MS or self.unmonitored)
+        if self._wake_ms is not None:
+            self._waking(m, now)
+        if not self.waking:
+            # (a sleeping master's silent modules: the flag holds, see _waking)
+            prot.set_flag(F.SIG_CELL_STALE, (not m.cells_seen) or m.bad_cells > 0
+                          or ticks_diff(now, m.cells_ts) > CELL_STALE_MS or self.unmonitored)
         prot.set_flag(F.SIG_T_SENSOR, (not m.temps_seen)
                       or m.bad_temps[ROLE_POWER] > 0 or m.bad_temps[ROLE_CELL] > 0
                       or ticks_diff(now, m.temps_ts) > TEMP_STALE_MS)
@@ -393,6 +402,8 @@ class Bms:
         if self._alert is not None:
             self._alert_onset(prot, m, cur_ok)
         block = prot.step(m, now) | self.inhibit
+        if self.waking:
+            block |= F.R_CHG | F.R_DSG | F.R_BAL | F.R_HEAT   # no data since the sleep
         if ps is not None:
             ps()
         if prot.due_ms < FAST_MS:
@@ -494,6 +505,21 @@ class Bms:
         else:
             self._unmon_ms = 0
             self.unmonitored = False
+
+    def _waking(self, m, now):
+        """A master's sleep (docs/can_internal.md, "The master's sleep"): its
+        modules are silent on request, so the missing cell data is no fault
+        (the cell_stale flag holds its state), but nothing closes, bleeds or
+        heats on it: asleep, and after the wake until every cell is valid
+        again or the modules' time to answer (``wake_ms``) has passed, when
+        the usual rules take over (a silent module is lost: comm)."""
+        if self.sleep_requested:
+            self.waking = True
+            self._woke_at = now
+        elif self.waking and ((m.cells_seen and m.bad_cells == 0
+                               and ticks_diff(m.cells_ts, self._woke_at) > 0)
+                              or ticks_diff(now, self._woke_at) > self._wake_ms()):
+            self.waking = False
 
     def charger_present(self, now):
         """A charger is connected: board sense, load side above the pack with the

@@ -130,7 +130,7 @@ class Derating:
             return
         p = self.params
         block = b.prot.reaction | b.inhibit   # inhibit: relays held open (slave update)
-        run = b.running and not b.sleep_requested
+        run = b.running and not b.sleep_requested and not b.waking
         chg = run and p[P_CHG_SWITCH] and not (block & (R_CHG | R_L2)) and \
             not b.heater.charge_inhibit
         dsg = run and p[P_DSG_SWITCH] and not (block & (R_DSG | R_L2))

@@ -33,6 +33,12 @@ same poll and the core opens the relays at its next fast tick (<= 50 ms).
 The COMM fault is auto-recovering: when every module is OK again the flag
 drops and the fault clears after its clear delay (2 s, fault table).
 
+While the master sleeps (``sleep``: the SYNC sleep flag) the modules are
+silent on request: no module is judged, ``comm_fault`` holds; after the
+wake one not heard since keeps its old verdict for ``module_timeout``
+(docs/can_internal.md, "The master's sleep"; bms.core ``waking`` holds the
+relays open until the cells are valid again).
+
 Slave-local hard limits (STATUS faults OV/UV/OT) are latched here and
 reported through ``afe_fault()``: the core raises its latched AFE fault,
 reset by command or key cycle once no module reports them any more.
@@ -227,6 +233,7 @@ class CanMaster:
         self._reassign = False
         self.temps_per_module = temps_per_module
         self.sleep = False
+        self._wake_by = None       # after a sleep: modules silent since have until then
         self.bal_ok = True
         self.comm_fault = True     # nothing heard yet
         self.hard_latch = 0        # OR of slave hard-limit bits since the last clear
@@ -599,10 +606,18 @@ class CanMaster:
     def _check(self, now):
         # Arrays bound to locals: this runs every CHECK_MS over every module,
         # and each attribute lookup costs on an RP2040.
+        to = self.timeout
+        if self.sleep:
+            # Silent because we asked (SYNC sleep flag): nothing is lost, the
+            # verdicts hold; after the wake each module has `to` to answer.
+            self._wake_by = ticks_add(now, to)
+            return
+        wake_by = self._wake_by
+        if wake_by is not None and ticks_diff(now, wake_by) > 0:
+            self._wake_by = wake_by = None
         cfg_ok = self.config_ok
         fault = not cfg_ok
         hard = 0
-        to = self.timeout
         state = self.mod_state
         why_status = self.mod_why_status
         status_ts = self.mod_status_ts
@@ -614,6 +629,14 @@ class CanMaster:
             st = state[k]
             if st == MS_ABSENT:
                 fault = True
+                continue
+            if wake_by is not None and ticks_diff(now, status_ts[k]) > to:
+                # Not heard since before the sleep, its time to answer not
+                # over: its verdict from before the sleep holds.
+                if st != MS_OK:
+                    fault = True
+                    if st != MS_LOST:
+                        hard |= faults[k] & C.LF_HARD
                 continue
             why = why_status[k]
             if not cfg_ok:
@@ -789,6 +812,11 @@ class MasterBoard:
             f = getattr(base, name, None)
             if f is not None:
                 setattr(self, name, f)
+
+    def wake_ms(self):
+        """After the master's sleep the modules have this long to answer
+        (bms.core holds the relays open meanwhile, then the comm rules apply)."""
+        return self.master.timeout + CHECK_MS + self.cell_ms
 
     def bind(self, bms):
         self.bms = bms

@@ -47,7 +47,7 @@ class FaultLimits:
         self.cvl_mv = n * p[P_OV_REC]
         self.dvl_mv = n * p[P_UV_REC]
         block = b.prot.reaction | getattr(b, "inhibit", 0)
-        run = b.running and not b.sleep_requested
+        run = b.running and not b.sleep_requested and not getattr(b, "waking", False)
         chg = run and p[P_CHG_SWITCH] and not (block & (R_CHG | R_L2))
         dsg = run and p[P_DSG_SWITCH] and not (block & (R_DSG | R_L2))
         if dsg and p[P_KEY_ENABLE] and not b.board.key():
