@@ -338,12 +338,23 @@ class App:
         if ticks_diff(self._busy_until, now) > 0:
             return False
         if lp.lightsleep is not None:
-            lp.lightsleep(lp.PASS_MS)
-        elif self._poller is not None:
-            if _woken(self._poller, lp.PASS_MS):
-                self._busy_until = ticks_add(self.clock.ticks_ms(), lp.HOLD_MS)
-        else:
-            time.sleep_ms(lp.PASS_MS)
+            lp.lightsleep(lp.PASS_MS)   # a wake-pin edge ends it
+            return True
+        # A plain wait ends at no edge: in slices, so a press of the sleep
+        # button shorter than the pass is still seen (its debounce needs two
+        # reads, at full rate after the edge).
+        e0 = lp.edges
+        left = lp.PASS_MS
+        poller = self._poller
+        while left > 0 and lp.edges == e0:
+            sl = left if left < lp.EDGE_MS else lp.EDGE_MS
+            if poller is not None:
+                if _woken(poller, sl):
+                    self._busy_until = ticks_add(self.clock.ticks_ms(), lp.HOLD_MS)
+                    break
+            else:
+                time.sleep_ms(sl)
+            left -= sl
         return True
 
     def idle(self, wait):
@@ -518,8 +529,17 @@ class App:
                 if self.asleep():
                     if not lp.on:
                         lp.enter()
+                    if lp.woken():      # an edge (the sleep button): full rate
+                        self._busy_until = ticks_add(self.clock.ticks_ms(), lp.HOLD_MS)
+                        busy = True
                     if not busy:
-                        await sleep_ms(lp.PASS_MS)
+                        # in slices: an edge ends the wait (see _sleep_idle)
+                        e0 = lp.edges
+                        left = lp.PASS_MS
+                        while left > 0 and lp.edges == e0:
+                            sl = left if left < lp.EDGE_MS else lp.EDGE_MS
+                            await sleep_ms(sl)
+                            left -= sl
                         continue
                 elif lp.on:
                     lp.leave()

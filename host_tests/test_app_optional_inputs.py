@@ -120,3 +120,68 @@ def test_charger_sense_reaches_the_core_on_a_master_with_modules(monkeypatch):
     _pin(7).v = 1
     rig.run(2100)                # read by the slow task (1 s), debounced
     assert bms.charger_present(rig.clock.ticks_ms())
+
+
+@pytest.mark.parametrize("loop", ["lightsleep", "plain", "asyncio"])
+def test_a_short_press_of_the_sleep_button_wakes_it_between_sleep_passes(monkeypatch, loop):
+    # docs/power_lease_clock.md: asleep, a press of the sleep button wakes the
+    # BMS, whatever the loop waits in between its passes (one a second):
+    # machine.lightsleep (an edge ends it), a plain wait (LIGHTSLEEP = False)
+    # or the asyncio loop of the BLE boards.  Before, only lightsleep heard a
+    # press shorter than the wait: the others read the button once a second
+    # and its 50 ms debounce needs two reads, so a 300 ms press never woke it.
+    import asyncio
+
+    import app as main
+    from bms.core import CMD_SLEEP
+    from bms.ticks import ticks_diff
+    monkeypatch.setitem(pico.PINS, "sleep_key", 6)
+    rig = _virtual_rig(monkeypatch, SingleSleep)
+    app = rig.app
+    lp = app.lowpower
+    key = _pin(6)
+    events = []          # (tick, level) of the button pin, in order
+
+    def wait(ms, ended_by_edge=False):
+        e0 = lp.edges
+        for _ in range(ms):
+            rig.clock.advance(1)
+            now = rig.clock.ticks_ms()
+            while events and ticks_diff(now, events[0][0]) >= 0:
+                key.drive(events.pop(0)[1])
+            if ended_by_edge and lp.edges != e0:
+                return
+
+    async def fake_sleep(s):
+        wait(int(s * 1000))
+
+    monkeypatch.setattr(main.time, "sleep_ms", wait, raising=False)
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
+    lp.lightsleep = (lambda ms: wait(ms, True)) if loop == "lightsleep" else None
+
+    def passes(n):
+        if loop == "asyncio":
+            asyncio.run(app.run_async(loops=n))
+        else:
+            for _ in range(n):
+                w = app.step()
+                if w > 0:
+                    app.idle(w)
+
+    rig.run(1000)
+    app.bms.request(CMD_SLEEP, 1)
+    rig.run(200)
+    assert app.asleep()
+    passes(12)           # past the command's busy hold: one pass a second
+    t = rig.clock.ticks_ms()
+    passes(1)
+    assert ticks_diff(rig.clock.ticks_ms(), t) >= 900     # really a sleep pass
+    t = rig.clock.ticks_ms()
+    # Right after a pass: the next wait covers the whole press.
+    events[:] = [((t + 200) & 0x3FFFFFFF, 0), ((t + 500) & 0x3FFFFFFF, 1)]   # to GND, 300 ms
+    for _ in range(200):
+        passes(1)
+        if not app.asleep() or ticks_diff(rig.clock.ticks_ms(), t) > 5000:
+            break
+    assert not app.asleep(), loop
+    assert ticks_diff(rig.clock.ticks_ms(), t) <= 1500

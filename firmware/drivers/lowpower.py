@@ -13,7 +13,11 @@ pin (``irq``): the key, the AFE's ALERT, the charger sense and the RX pins
 of the RS485 and display UARTs.  A UART cannot take bytes while the chip's
 clocks are stopped, so the first frame that wakes it is lost (on the rp2
 and esp32 ports alike); the edge then keeps the loop out of lightsleep for
-``HOLD_MS`` (10 s), the client's retry finds it listening.  bmsctl retries twice
+``HOLD_MS`` (10 s), the client's retry finds it listening.  Where the loop
+does not lightsleep (``lightsleep`` None: config LIGHTSLEEP = False, or the
+asyncio loop of the BLE boards) its wait ends at no edge: it waits in slices
+of ``EDGE_MS`` and ends at the first edge, so a press of the sleep button
+shorter than a pass still wakes the BMS.  bmsctl retries twice
 by default, the display repeats its poll: nothing is lost for good.
 
 ``irq`` only counts (hard-IRQ safe: no allocation); the loop acts on it.
@@ -26,11 +30,13 @@ _MODE_NORMAL = const(0)   # drivers.afe.MODE_NORMAL
 _MODE_SLEEP = const(1)    # drivers.afe.MODE_SLEEP
 _PASS_MS = const(1000)    # one control pass per second while asleep
 _HOLD_MS = const(10000)   # no lightsleep this long after a wake-pin edge
+_EDGE_MS = const(20)      # a wait without lightsleep looks for an edge this often
 
 
 class LowPower:
     PASS_MS = _PASS_MS
     HOLD_MS = _HOLD_MS
+    EDGE_MS = _EDGE_MS
 
     def __init__(self, board, lightsleep=None, pins=()):
         self.board = board
