@@ -123,3 +123,48 @@ def test_sleep_after_a_week_without_input_still_uses_lightsleep(monkeypatch):
     n = len(slept)
     app.idle(app.step())
     assert len(slept) == n + 1 and slept[-1] == LP.PASS_MS
+
+
+def _with_load(monkeypatch):
+    """The app rig with a load on the discharge path: its current flows only
+    through the closed discharge relay (or, ``path``, whatever the relays)."""
+    from bms.contactors import RELAY_DSG
+    rig, slept = _rig(monkeypatch)
+    bms = rig.app.bms
+    box = {"load": 0, "path": False}
+
+    def run(ms, hist=None):
+        for _ in range(ms):
+            c = box["load"] if (box["path"] or bms.contactors.state[RELAY_DSG]) else 0
+            rig.fm.ina.source.current = c
+            rig.fm.bq.source.current = c
+            rig.run(1)
+            if hist is not None:
+                hist.append(bms.contactors.state[RELAY_DSG])
+    return rig, box, run
+
+
+def test_sleep_under_load_is_not_undone_by_the_current_before_the_relays_opened(monkeypatch):
+    # bms/sleep.py, docs/power_lease_clock.md: asleep, current of wake_ma or
+    # more wakes the BMS where a path still conducts with the relays open.
+    # The sample taken before the relays opened is no such path: the sleep
+    # command under a 10 A load woke the BMS at the next poll (cause
+    # "current") and the discharge relay, opened under load, closed again
+    # 0.1 s later.
+    from bms import sleep as SL
+    rig, box, run = _with_load(monkeypatch)
+    app = rig.app
+    run(3000)
+    box["load"] = -10000
+    run(2000)
+    assert app.bms.contactors.state[0] == 1 and app.bms.meas.current_ma == -10000
+    app.bms.request(CMD_SLEEP, 1)
+    hist = []
+    run(5000, hist)
+    assert app.asleep(), SL.CAUSE_NAMES[app.services.sleep.cause]
+    assert 1 not in hist[200:], "discharge relay closed again"
+    # A path that does conduct with the relays open still wakes it.
+    box["path"] = True
+    run(3000)
+    assert not app.asleep()
+    assert app.services.sleep.cause == SL.C_CURRENT

@@ -16,7 +16,10 @@ Transitions (``step(now, current_ma, key, charger)`` once per poll):
                     wake every ``period_ms`` to measure (the relays close, a
                     load or charger that appeared meanwhile keeps it awake,
                     otherwise it sleeps again after ``recheck_ms``); and
-                    |I| >= wake_ma where a path still conducts (body diode)
+                    |I| >= wake_ma where a path still conducts (body diode),
+                    counted from SETTLE_MS after entering: the samples before
+                    are of the path before the relays opened (a sleep under
+                    load woke at once and closed the relay it had just opened)
 
 Sleep opens the relays (``opens_relays``) only if at least one wake source
 that needs no current exists: the periodic wake (on by default), a key, or
@@ -49,6 +52,7 @@ CAUSE_NAMES = ("", "key", "idle", "command", "current", "charger", "periodic", "
 
 PERIOD_MS = 15 * 60000     # periodic wake to measure
 RECHECK_MS = 2 * 60000     # idle time before sleeping again after a periodic wake
+SETTLE_MS = const(500)     # asleep this long before current can wake: the relays opened
 
 
 class Sleep:
@@ -119,7 +123,7 @@ class Sleep:
                     self._enter(ASLEEP, C_IDLE, now)
                     return True
         else:
-            if a >= self.wake_ma:
+            if a >= self.wake_ma and ticks_diff(now, self._idle_since) >= SETTLE_MS:
                 self._enter(AWAKE, C_CURRENT, now)
                 return True
             if press:
