@@ -561,8 +561,11 @@ class Bms:
         h = self.heater
         # "Heat during charging" only while a charger is there (never from the
         # pack just because the charge relay is closed).
+        # Readings that stopped are none: the heater never heats blind.
         h.step(m, bool(self.params[P_CHG_SWITCH]) and self.charger_present(now),
-               m.current_ma < -_MODE_CURRENT_MA, now, block)
+               m.current_ma < -_MODE_CURRENT_MA, now, block,
+               m.temps_seen and ticks_diff(now, m.temps_ts) <= TEMP_STALE_MS,
+               m.cells_seen and ticks_diff(now, m.cells_ts) <= CELL_STALE_MS)
         ov1 = prot.active(F.OV1)
         uv1 = prot.active(F.UV1)
         if ov1 and not self._ov1_prev:

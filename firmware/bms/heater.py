@@ -24,7 +24,10 @@ times):
   no valid cell temperature (never heat blind), the protection's R_HEAT
   reaction, the runaway guard (hottest cell ``_GUARD_DC`` above ``heat_off``;
   also in forced mode), the voltage floor (every mode), and the user
-  choosing "off".  A cell NTC that is invalid counts as no temperature.
+  choosing "off".  A cell NTC that is invalid counts as no temperature, and
+  so do temperatures not read for the core's TEMP_STALE_MS (3 s: the AFE
+  whose die temperature is read with the NTCs stopped answering); cell
+  voltages not read for CELL_STALE_MS (1.5 s) fail the voltage floor.
 
 Low-temperature charge inhibit (``charge_inhibit``): engages as soon as the
 coldest cell is at or below ``lt_chg`` and releases only when it has been at
@@ -80,8 +83,12 @@ class Heater:
             self._changed_once = True
             self.switches += 1
 
-    def step(self, m, charging_wanted, discharging, now=0, block=0):
-        """Decide the heater and the charge inhibit; returns ``on``."""
+    def step(self, m, charging_wanted, discharging, now=0, block=0, temps_fresh=True,
+             cells_fresh=True):
+        """Decide the heater and the charge inhibit; returns ``on``.
+        ``temps_fresh`` / ``cells_fresh``: the temperatures / cell voltages
+        were read recently (the core's TEMP_STALE_MS / CELL_STALE_MS); stale
+        ones are no temperature / no voltage floor."""
         p = self.params
         if self._changed_once:
             # The last switch's time within an hour of now: a week-old one
@@ -90,21 +97,24 @@ class Heater:
         mode = p[P_HEATER_MODE]
         t = m.tmin[ROLE_CELL]
         hot = m.tmax[ROLE_CELL]
-        self._decide(m, mode, t, hot, charging_wanted, discharging, now, block)
+        self._decide(m, mode, t, hot, charging_wanted, discharging, now, block,
+                     temps_fresh, cells_fresh)
         self._inhibit(t, now)
         return self.on
 
-    def _decide(self, m, mode, t, hot, charging_wanted, discharging, now, block):
+    def _decide(self, m, mode, t, hot, charging_wanted, discharging, now, block,
+                temps_fresh, cells_fresh):
         p = self.params
         # Safety first: these switch off at once, no minimum on time.
         reason = _R_OK
-        if t == T_NONE_MIN or m.bad_temps[ROLE_CELL]:
+        if t == T_NONE_MIN or m.bad_temps[ROLE_CELL] or not temps_fresh:
             reason = _R_NO_TEMP
         elif block & R_HEAT:
             reason = _R_BLOCKED
         elif hot >= p[P_HEAT_OFF] * 10 + _GUARD_DC:
             reason = _R_GUARD
-        elif not m.cells_seen or m.bad_cells or m.min_mv <= p[P_UV_REC]:
+        elif (not m.cells_seen or not cells_fresh or m.bad_cells
+              or m.min_mv <= p[P_UV_REC]):
             reason = _R_EMPTY  # the floor: every mode, forced included
         self.reason = reason
         if reason != _R_OK or mode == HEATER_OFF:

@@ -696,6 +696,33 @@ def test_cell_over_temperature_stops_the_heater_in_every_mode():
         r.run(100)             # the relays follow within a fast tick
         assert not r.board.relays[RELAY_HEAT], mode
 
+def test_the_heater_stops_when_its_readings_stop():
+    # docs/safety.md (heater rows), bms/heater.py: the heater never heats
+    # blind.  A temperature not read for TEMP_STALE_MS is no temperature
+    # (the pack may be overheating where nothing is read any more), and cell
+    # voltages not read for CELL_STALE_MS leave the voltage floor unchecked
+    # (the heater may be draining the pack): the heater goes off within a
+    # slow tick of the data going stale, in every mode, forced included.
+    # Before, it went on heating on the last readings for as long as the AFE
+    # (whose die temperature is read with the NTCs) did not answer.
+    for which in ("temps", "cells"):
+        for mode in (1, 2, 3, 4):
+            r = Rig(heater_mode=mode)
+            r.board.charger = True
+            _cold(r)
+            r.run(65000)           # past the heater's minimum on time
+            if mode == 2:
+                r.board.current_ma = -2000
+                r.run(15000)
+            assert r.board.relays[RELAY_HEAT], (which, mode)
+            setattr(r.board, "fail_" + which, 10 ** 9)
+            stale = 3000 if which == "temps" else 1500
+            t = r.run_until(lambda: not r.board.relays[RELAY_HEAT], stale + 1000 + 2 * LATENCY)
+            assert t >= 0, (which, mode, r.bms.heater.reason)
+            r.run(120000)          # and it stays off while the data is missing
+            assert not r.board.relays[RELAY_HEAT], (which, mode)
+
+
 # ---- 5. current plausibility -------------------------------------------------
 def test_current_sensor_stuck_at_zero_is_caught_by_the_voltage_response():
     r = Rig()
