@@ -17,7 +17,8 @@ set voltage difference -> balance ... until within the set difference"):
 * No cell at or below ``uv_rec`` is bled, in any mode (``bal_start`` need
   only be above ``uv1``).
 * Stops at once when the protection blocks it (R_BAL: under-voltage, cell /
-  balance over-temperature, stale cell data ...), when a cell reading is
+  balance over-temperature, stale cell data, a balance NTC that is invalid
+  or temperatures not read for 3 s: bal_sensor ...), when a cell reading is
   invalid, or when the balance resistors reach ``t_bal_rec`` (it resumes
   ``_HOT_HYST_DC`` lower): balancing throttles itself before the balance
   over-temperature fault at ``t_bal_ot`` has to act.  Without a balance-board

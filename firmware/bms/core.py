@@ -365,9 +365,9 @@ class Bms:
             # (a sleeping master's silent modules: the flag holds, see _waking)
             prot.set_flag(F.SIG_CELL_STALE, (not m.cells_seen) or m.bad_cells > 0
                           or ticks_diff(now, m.cells_ts) > CELL_STALE_MS or self.unmonitored)
-        prot.set_flag(F.SIG_T_SENSOR, (not m.temps_seen)
-                      or m.bad_temps[ROLE_POWER] > 0 or m.bad_temps[ROLE_CELL] > 0
-                      or ticks_diff(now, m.temps_ts) > TEMP_STALE_MS)
+        t_stale = (not m.temps_seen) or ticks_diff(now, m.temps_ts) > TEMP_STALE_MS
+        prot.set_flag(F.SIG_T_SENSOR, t_stale
+                      or m.bad_temps[ROLE_POWER] > 0 or m.bad_temps[ROLE_CELL] > 0)
         prot.set_flag(F.SIG_CUR_PLAUS, self.ccheck.second_bad or self.ccheck.response_bad)
         # A relay commanded open (at the previous tick, before this reading)
         # that still carries current in its direction did not open.
@@ -383,7 +383,9 @@ class Bms:
         if rf is not None and rf():
             weld = True
         prot.set_flag(F.SIG_RELAY, weld)
-        prot.set_flag(F.SIG_BAL_SENSOR, m.bad_temps[ROLE_BALANCE] > 0)
+        # Stale temperatures are no balance temperature either: bleeding heats
+        # the balance resistors, it must not go on while they are not read.
+        prot.set_flag(F.SIG_BAL_SENSOR, t_stale or m.bad_temps[ROLE_BALANCE] > 0)
         prot.set_flag(F.SIG_PRECHARGE, self.contactors.precharge_failed)
         # The chip latches its own trip until cleared; the fault follows it.
         prot.set_flag(F.SIG_AFE, b.afe_fault() != 0)

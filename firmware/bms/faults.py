@@ -41,7 +41,7 @@ SIG_T_CELL_MAX = const(7)  # 0.1 degC
 SIG_T_CELL_MIN = const(8)  # 0.1 degC
 # Diagnostic flags (1/0), set by the core, drivers and comms.
 SIG_T_SENSOR = const(9)    # a power or cell NTC is open/short/missing
-SIG_BAL_SENSOR = const(10)  # a balance-module NTC is open/short/missing
+SIG_BAL_SENSOR = const(10)  # a balance-module NTC is open/short/missing, or no temperatures for 3 s
 SIG_CELL_STALE = const(11)  # cell data old, missing or a cell reading invalid
 SIG_CUR_STALE = const(12)   # current data old or missing
 SIG_PRECHARGE = const(13)   # precharge did not reach its voltage in time

@@ -723,6 +723,36 @@ def test_the_heater_stops_when_its_readings_stop():
             assert not r.board.relays[RELAY_HEAT], (which, mode)
 
 
+def test_balancing_stops_when_the_temperatures_stop():
+    # docs/safety.md / docs/faults.md, "NTC open / short / missing": no
+    # temperature data for 3 s is a sensor fault like an open NTC, and for the
+    # balance sensors that stops balancing (bal_sensor).  Bleeding is what
+    # heats the balance resistors: it must not go on while their temperature
+    # is not read.  Before, only an open or shorted balance NTC stopped it;
+    # temperatures that stopped coming (the AFE whose die is the balance
+    # sensor not answering its temperature read, or a CAN master whose own
+    # temperature read fails while its modules' cells keep coming) left it
+    # bleeding on the last reading, t_bal blind.
+    r = Rig(bal_mode=1, bal_start=3300)
+    for i in range(16):
+        r.board.cells[i] = 3350
+    r.board.cells[3] = 3400
+    r.run(5000)
+    assert r.bms.balancer.active
+    r.board.fail_temps = 10 ** 9
+    r.board.temps[1] = 900      # the bleeders heat up where nothing reads them
+    t = r.run_until(lambda: r.bms.prot.active(F.BAL_SENSOR), 3000 + 1000 + 2 * LATENCY)
+    assert t >= 0
+    bled = 0
+    for _ in range(1000):       # 10 s
+        r.run(10)
+        bled += sum(r.board.balance)
+    assert bled == 0 and not r.bms.balancer.active
+    r.board.fail_temps = 0      # data again (and cool): balancing resumes
+    r.board.temps[1] = 300
+    assert r.run_until(lambda: r.bms.balancer.active, 5000 + 1000 + 2 * LATENCY) >= 0
+
+
 # ---- 5. current plausibility -------------------------------------------------
 def test_current_sensor_stuck_at_zero_is_caught_by_the_voltage_response():
     r = Rig()
