@@ -19,6 +19,9 @@ channels with the same part and divider share one table.
 A code beyond the table's cold end (resistance above R(t_min), i.e. an open
 sensor or broken wire) reads T_OPEN, beyond the hot end (a shorted sensor or
 pin) T_SHORT: both are sensor faults for the core, never a temperature.
+``Ntc.read`` averages ``samples`` conversions, and a single sample beyond
+either end makes the whole read a sensor fault (a contact that opens during
+the read; averaged in, it would be a plausible wrong temperature).
 The default range -55..+150 degC is wider than any battery limit, so a real
 temperature never lands in the fault bands.
 """
@@ -173,12 +176,24 @@ class Ntc:
     def read(self):
         adc = self.adc
         total = 0
+        lo = 0x10000
+        hi = -1
         for _ in range(self.samples):
-            total += adc.read_u16()
+            c = adc.read_u16()
+            total += c
+            if c < lo:
+                lo = c
+            if c > hi:
+                hi = c
         code = total // self.samples
         self.code = code
         tb = self.table
-        st = tb.classify(code)
+        # Every sample must be in the table, not just their mean: one open or
+        # shorted sample averaged in is a plausible, wrong temperature.  The
+        # table's range is contiguous, so checking the extremes is enough.
+        st = tb.classify(lo)
+        if st == T_OK:
+            st = tb.classify(hi)
         self.status = st
         if st == T_OK:
             self.temp_dc = tb.interp(code)

@@ -80,6 +80,43 @@ def test_channel_averages_and_keeps_last_good_value_on_fault():
     assert ch.read() == T_SHORT
 
 
+class SeqAdc:
+    """Returns the codes of ``seq`` in turn (a wire that breaks contact
+    during a read)."""
+
+    def __init__(self, seq):
+        self.seq = seq
+        self.i = 0
+
+    def read_u16(self):
+        c = self.seq[self.i % len(self.seq)]
+        self.i += 1
+        return c
+
+
+def test_a_read_with_an_open_or_shorted_sample_is_a_sensor_fault():
+    # ntc.py / docs/drivers.md: an open or shorted sensor is a sensor fault,
+    # never a temperature - also when only some of the samples of one read
+    # see it (a loose crimp or connector, the ESP32's channel at its
+    # saturation edge).  Averaged in, one open sample of four made a 60 degC
+    # cell read about 34 degC (t_cell blind) and one shorted sample a 0 degC
+    # cell about 18 degC (the cold-charge block blind).
+    tb = NtcTable(Beta(10000.0, 3950.0), r_series=10000.0)
+    hot = _code(_beta_r(60.0))
+    ch = Ntc(SeqAdc([hot, 65535, hot, hot]), tb, samples=4)
+    assert ch.read() == T_OPEN, ch.temp_dc
+    cold = _code(_beta_r(0.0))
+    ch = Ntc(SeqAdc([cold, cold, 0, cold]), tb, samples=4)
+    assert ch.read() == T_SHORT, ch.temp_dc
+    hs = NtcTable(Beta(10000.0, 3950.0), r_series=10000.0, high_side=True)
+    c = 65535 - hot
+    ch = Ntc(SeqAdc([c, c, c, 0]), hs, samples=4)    # high side: open pulls down
+    assert ch.read() == T_OPEN
+    # Noise within the table still averages.
+    ch = Ntc(SeqAdc([hot - 40, hot + 40, hot - 20, hot + 20]), tb, samples=4)
+    assert ch.read() == T_OK and abs(ch.temp_dc - 600) <= 1
+
+
 def test_bad_configuration_rejected():
     assert raises(ValueError, Beta, 0.0, 3950.0)
     assert raises(ValueError, NtcTable, Beta(), 10000.0, False, 100, 50)
