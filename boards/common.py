@@ -162,6 +162,10 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
     shunt = INA228(i2c, shunt_uohm=uohm, max_current_ma=_opt(opts, "shunt_max_ma"))
     ntcs = build_ntcs(machine, pins, opts, adc_wrap)
     relays = build_relays(machine, pins)
+    for n in pins.get("hold_low", ()):
+        # A pin of an earlier layout (esp32_devkit: the old precharge pin):
+        # an output at 0, so a board not yet rewired keeps that relay open.
+        _out(machine, n, 0)
     buzzer = gpio.Buzzer(_out(machine, pins["buzzer"], 0)) if pins.get("buzzer") is not None else None
     key = _key_in(machine, pins, "key", ticks_ms, ticks_diff)
     sleep_key = _key_in(machine, pins, "sleep_key", ticks_ms, ticks_diff)  # push button

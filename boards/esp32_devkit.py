@@ -3,9 +3,14 @@
 ESP32 notes: NTCs only on ADC1 (GPIO32-39; ADC2 is unusable with the radio
 on); the ADC is neither ratiometric nor linear, so each NTC channel reads
 calibrated microvolts (``read_uv``) and scales them against the divider
-supply.  GPIO34-39 are input only (used for the MCP2515 INT and a UART RX).
-Avoid strapping pins for outputs that must be off at boot (GPIO12 unused;
-GPIO2 drives the buzzer through a pull-down transistor).
+supply.  GPIO34-39 are input only (used for the MCP2515 INT, a UART RX and NTCs).
+Pins and boot (docs/wiring.md, "Pin rules"): no relay on a strapping pin
+(GPIO0, 2, 5, 12, 15) or on a pin pulled up or toggled at boot (GPIO0, 1,
+3, 5, 14, 15).  The precharge relay was on GPIO14 until 2026-12 and is on
+GPIO4 now; the RS485 DE moved to GPIO12 (pulled down at reset: the
+transceiver stays a receiver while the chip boots).  GPIO14 is driven low
+(``hold_low``): on a board still wired the old way the precharge relay
+stays open once the firmware runs, the precharge fails and nothing closes.
 """
 from boards.common import build_master
 
@@ -13,10 +18,13 @@ PINS = {
     "i2c": (0, 21, 22, 400000),           # SDA 21, SCL 22
     "spi": (2, 18, 23, 19),               # VSPI: SCK 18, MOSI 23, MISO 19
     "can_cs": 5, "can_int": 34,
-    "rs485": (2, 17, 16, 4),              # UART2 TX 17, RX 16, DE/RE 4
+    "rs485": (2, 17, 16, 12),             # UART2 TX 17, RX 16, DE/RE 12 (pulled down at reset)
     "ttl": (1, 25, 35),                   # UART1 TX 25, RX 35
     "ntc": ((36, "power"), (39, "cell"), (32, "cell")),
-    "relays": (13, 14, 27, 33, 26),       # discharge, precharge, charge, level-2, heater
+    # discharge, precharge, charge, level-2, heater: none pulled up or active
+    # at boot; each driver input with its own pull-down (docs/wiring.md)
+    "relays": (13, 4, 27, 33, 26),
+    "hold_low": (14,),                    # the old precharge pin: driven low
     "relay_active_low": False,
     "buzzer": 2,
     "key": 15,

@@ -72,6 +72,8 @@ def connections(board, pins):
         add(pin, "ADC NTC %s" % role, "NTC divider -> " + port)
     for k, pin in enumerate(pins.get("relays", ())):
         add(pin, "relay %s" % RELAYS[k].split()[1], "relay driver -> LC-5 %s" % RELAYS[k])
+    for pin in pins.get("hold_low", ()):
+        add(pin, "held low", "not connected (an earlier layout's relay pin)")
     add(pins.get("buzzer"), "buzzer", "transistor -> LC-2 buzzer")
     add(pins.get("key"), "key K", "opto-coupler <- LC-2 K")
     add(pins.get("afe_alert"), "AFE ALERT", "BQ76952 ALERT")

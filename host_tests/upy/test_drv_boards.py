@@ -183,3 +183,28 @@ def test_shunt_monitor_reset_is_configured_again():
     assert fm.ina.regs[0x02] == sh.cal and fm.ina.regs[0x01] == sh.adc_cfg
     assert (fm.ina.regs[0x0C], fm.ina.regs[0x0D]) == lim
     assert abs(sh.read_current_ma() - 100000) < 100
+
+
+def test_esp32_old_precharge_pin_is_held_low():
+    # docs/wiring.md, ESP32 rewire note: the precharge relay moved from GPIO14
+    # (pulled up and toggled at boot) to GPIO4; GPIO14 is driven low, so a
+    # board still wired the old way keeps its precharge relay open once the
+    # firmware runs.  The relays come up off, whatever the board's state.
+    fm = FakeMachine(LFP16, cs_pin=5)
+    clock = VirtualClock(0)
+    app = main.build("esp32_devkit", machine=fm, clock=clock)
+    assert fm.pin(14).mode == fm.Pin.OUT and fm.pin(14).v == 0
+    for n in (13, 4, 27, 33, 26):
+        assert fm.pin(n).mode == fm.Pin.OUT and fm.pin(n).v == 0
+    highs = []
+    for n in (4, 14):
+        p = fm.pin(n)
+
+        def value(v=None, p=p, f=p.value):
+            if v:
+                highs.append(p.n)
+            return f(v)
+        p.value = value
+    _run(app, clock, 3000)
+    assert app.bms.running and fm.pin(13).v == 1   # J1 discharge closed: the board runs
+    assert 4 in highs and 14 not in highs          # precharged on GPIO4, never on 14

@@ -1,0 +1,177 @@
+"""The board pin tables against the chips' data sheets (docs/wiring.md, "Pin rules").
+
+Rules under test, as documented in docs/wiring.md:
+* every pin of a table exists and is used once; a peripheral's pins belong to
+  the instance the table names (MicroPython rp2 raises ValueError on a pin
+  the RP2040's function table does not give that instance);
+* Pico W: GP23, GP24, GP25 and GP29 belong to the CYW43 radio;
+* a relay output's off level is the level its pin holds from reset until the
+  firmware drives it (reset, boot, a watchdog reset, a crash before the board
+  is built): on the RP2040 every GPIO comes out of reset as an input with its
+  pull-down, so relay drivers are active high; on the ESP32 no relay, and no
+  RS485 driver enable, sits on a pin that is pulled up or driven at boot
+  (GPIO0, 1, 3, 5, 14, 15) or on a strapping pin (GPIO0, 2, 5, 12, 15);
+* ESP32: nothing on the flash pins GPIO6-11, no output on the input-only
+  GPIO34-39, NTCs on ADC1 only (GPIO32-39).
+"""
+import importlib
+
+import pytest
+
+from tools import gen_wiring
+
+RP2 = ("pico", "pico_w", "pico32", "slave_module")
+ESP32 = ("esp32_devkit",)
+
+
+def _pins(board):
+    return importlib.import_module("boards." + board).PINS
+
+
+# ---- RP2040 (RP2040 datasheet 2.19.2, GPIO function table) ---------------------------
+def rp2_i2c(n):
+    """(instance, "SDA"|"SCL") of GPIO n."""
+    return (n // 2) % 2, ("SDA", "SCL")[n % 2]
+
+
+def rp2_spi(n):
+    """(instance, "RX"|"CSn"|"SCK"|"TX") of GPIO n."""
+    return (n // 8) % 2, ("RX", "CSn", "SCK", "TX")[n % 4]
+
+
+def rp2_uart(n):
+    """(instance, "TX"|"RX"|"CTS"|"RTS") of GPIO n."""
+    return ((n + 4) // 8) % 2, ("TX", "RX", "CTS", "RTS")[n % 4]
+
+
+def test_the_rp2040_function_tables_match_the_data_sheet_rows():
+    # Spot checks against the data sheet's rows, so the helpers above cannot
+    # drift: GP0 UART0 TX / I2C0 SDA / SPI0 RX, GP4 UART1 TX, GP12 UART0 TX,
+    # GP20 UART1 TX, GP28 UART0 TX, GP7 I2C1 SCL, GP18 SPI0 SCK, GP11 SPI1 TX.
+    assert rp2_uart(0) == (0, "TX") and rp2_i2c(0) == (0, "SDA") and rp2_spi(0) == (0, "RX")
+    assert rp2_uart(4) == (1, "TX") and rp2_uart(12) == (0, "TX")
+    assert rp2_uart(20) == (1, "TX") and rp2_uart(28) == (0, "TX") and rp2_uart(9) == (1, "RX")
+    assert rp2_i2c(7) == (1, "SCL") and rp2_spi(18) == (0, "SCK") and rp2_spi(11) == (1, "TX")
+
+
+def _all_pins(pins):
+    """[(key, pin)] of every MCU pin in a table."""
+    out = []
+    for key, v in pins.items():
+        if v is None or key in ("relay_active_low", "relay_fb_active_low"):
+            continue
+        if key in ("i2c", "i2c_top"):
+            out += [(key, p) for p in v[1:3]]
+        elif key == "spi":
+            out += [(key, p) for p in v[1:4]]
+        elif key in ("rs485", "ttl", "charger_rs485"):
+            out += [(key, p) for p in v[1:]]
+        elif key == "ntc":
+            out += [(key, p) for p, _role in v]
+        elif isinstance(v, tuple):
+            out += [(key, p) for p in v if p is not None]
+        else:
+            out.append((key, v))
+    return out
+
+
+@pytest.mark.parametrize("board", gen_wiring.BOARDS)
+def test_no_pin_is_used_twice(board):
+    seen = {}
+    for key, p in _all_pins(_pins(board)):
+        assert p not in seen, (board, p, seen.get(p), key)
+        seen[p] = key
+
+
+@pytest.mark.parametrize("board", RP2)
+def test_rp2_peripheral_pins_belong_to_their_instance(board):
+    pins = _pins(board)
+    for key in ("i2c", "i2c_top"):
+        if pins.get(key):
+            bus, sda, scl = pins[key][:3]
+            assert rp2_i2c(sda) == (bus, "SDA"), (board, key, sda)
+            assert rp2_i2c(scl) == (bus, "SCL"), (board, key, scl)
+    if pins.get("spi"):
+        bus, sck, mosi, miso = pins["spi"]
+        assert rp2_spi(sck) == (bus, "SCK"), (board, sck)
+        assert rp2_spi(mosi) == (bus, "TX"), (board, mosi)
+        assert rp2_spi(miso) == (bus, "RX"), (board, miso)
+    for key in ("rs485", "ttl", "charger_rs485"):
+        if pins.get(key):
+            uid, tx, rx = pins[key][:3]
+            assert rp2_uart(tx) == (uid, "TX"), (board, key, tx)
+            assert rp2_uart(rx) == (uid, "RX"), (board, key, rx)
+    for p, _role in pins.get("ntc", ()):
+        assert 26 <= p <= 28, (board, p)   # ADC0..2 (GP29 is VSYS/3 on the Pico)
+    for key, p in _all_pins(pins):
+        assert p == "LED" or 0 <= p <= 28, (board, key, p)
+
+
+def test_pico_w_leaves_the_radio_pins_alone():
+    for key, p in _all_pins(_pins("pico_w")):
+        assert p not in (23, 24, 25, 29), (key, p)
+
+
+# ---- relay outputs from reset to the first drive ------------------------------------
+# The level a pin holds from reset until the firmware configures it: 0 (pulled
+# down), 1 (pulled up, or driven / toggled by the boot ROM), None (floating).
+# RP2040: every bank-0 GPIO resets to an input with its pull-down on (RP2040
+# datasheet, PADS_BANK0 GPIOx reset 0x56: PDE=1).
+# ESP32: the data sheet's pin list, "At reset" column; GPIO14 (MTMS) and
+# GPIO15 (MTDO) come up pulled high and are seen toggling at boot, GPIO5 too,
+# GPIO1 is the ROM's log output, GPIO3 the pulled-up console RX.
+ESP32_PULLED_UP_OR_ACTIVE_AT_BOOT = (0, 1, 3, 5, 14, 15)
+ESP32_PULLED_DOWN_AT_RESET = (2, 4, 12, 13)
+ESP32_STRAPPING = (0, 2, 5, 12, 15)
+ESP32_FLASH = (6, 7, 8, 9, 10, 11)
+ESP32_INPUT_ONLY = (34, 35, 36, 37, 38, 39)
+
+
+def reset_level(board, n):
+    if board in RP2:
+        return 0
+    if n in ESP32_PULLED_UP_OR_ACTIVE_AT_BOOT:
+        return 1
+    if n in ESP32_PULLED_DOWN_AT_RESET:
+        return 0
+    return None
+
+
+@pytest.mark.parametrize("board", ("pico", "pico_w", "pico32", "esp32_devkit"))
+def test_relay_pins_hold_the_off_level_from_reset(board):
+    """A pin pulled to the relay's on level during reset and boot closes a
+    contactor before the BMS has measured anything (and again at every
+    watchdog reset).  Floating pins need an external pull-down (next test)."""
+    pins = _pins(board)
+    off = 1 if pins.get("relay_active_low", False) else 0
+    for k, n in enumerate(pins["relays"]):
+        lvl = reset_level(board, n)
+        assert lvl is None or lvl == off, (board, gen_wiring.RELAYS[k], n, lvl)
+        if board in ESP32:
+            assert n not in ESP32_STRAPPING, (board, gen_wiring.RELAYS[k], n)
+
+
+@pytest.mark.parametrize("board", ESP32)
+def test_esp32_rs485_driver_is_off_at_boot(board):
+    """DE high during boot would drive the shared RS485 bus (LC-3) for the
+    whole boot: a pin pulled up or toggled at boot is no DE pin."""
+    de = _pins(board)["rs485"][3]
+    assert reset_level(board, de) != 1, (board, de)
+
+
+@pytest.mark.parametrize("board", ESP32)
+def test_esp32_pins_are_usable(board):
+    pins = _pins(board)
+    for key, p in _all_pins(pins):
+        assert p not in ESP32_FLASH, (board, key, p)
+        assert 0 <= p <= 39, (board, key, p)
+    outs = []
+    for key in ("relays", "buzzer", "can_cs", "led"):
+        v = pins.get(key)
+        outs += list(v) if isinstance(v, tuple) else ([v] if v is not None else [])
+    outs += [pins["rs485"][1], pins["rs485"][3], pins["ttl"][1]]
+    outs += list(pins["spi"][1:3]) + list(pins["i2c"][1:3])
+    for p in outs:
+        assert p not in ESP32_INPUT_ONLY, (board, p)
+    for p, _role in pins["ntc"]:
+        assert 32 <= p <= 39, (board, p)   # ADC1; ADC2 is taken by the radio
