@@ -175,3 +175,30 @@ def test_esp32_pins_are_usable(board):
         assert p not in ESP32_INPUT_ONLY, (board, p)
     for p, _role in pins["ntc"]:
         assert 32 <= p <= 39, (board, p)   # ADC1; ADC2 is taken by the radio
+
+
+def _doc_rows(section_start, first_cell):
+    """The rows of docs/wiring.md's table in the section starting with
+    ``section_start`` whose first cell starts with ``first_cell``."""
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "wiring.md")) as f:
+        text = f.read()
+    sec = text[text.index(section_start):]
+    nxt = sec.find("\n## ", 1)
+    sec = sec if nxt < 0 else sec[:nxt]
+    return [ln for ln in sec.splitlines() if ln.startswith("| " + first_cell)]
+
+
+def test_esp32_relay_pins_that_float_at_reset_need_a_documented_pull_down():
+    """GPIO26, 27 and 33 have no pull resistor at reset: a driver input (a
+    MOSFET gate) left floating from reset until the board is built may turn
+    the coil on.  The wiring table must ask for the external pull-down."""
+    pins = _pins("esp32_devkit")
+    floating = [n for n in pins["relays"] if reset_level("esp32_devkit", n) is None]
+    assert floating   # 27, 33, 26
+    rows = _doc_rows("## Master, ESP32 DevKit", "Relays")
+    assert len(rows) == 1, rows
+    assert "pull-down" in rows[0], rows[0]
+    for n in floating:
+        assert str(n) in rows[0], (n, rows[0])
