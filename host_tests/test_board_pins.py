@@ -202,3 +202,20 @@ def test_esp32_relay_pins_that_float_at_reset_need_a_documented_pull_down():
     assert "pull-down" in rows[0], rows[0]
     for n in floating:
         assert str(n) in rows[0], (n, rows[0])
+
+
+def test_free_pins_the_wiring_doc_suggests_are_free_or_flagged():
+    """The optional inputs (relay readback, sleep button, charge-port sense)
+    go on "free" GPIOs.  A pin the doc suggests must be free on every board
+    the row applies to, or the row must name the board where it is not (the
+    17S-32S board's I2C1 to the top BQ76952 is GP6 / GP7: a readback input
+    there reconfigures the pin and silences the top chip)."""
+    import re
+    rows = [r for r in _doc_rows("## Master, Raspberry Pi Pico", "") if "(optional)" in r]
+    assert len(rows) >= 3, rows
+    for row in rows:
+        cell = row.split("|")[2]
+        for gp in re.findall(r"GP(\d+)", cell):
+            for board in ("pico", "pico_w", "pico32"):
+                used = [k for k, p in _all_pins(_pins(board)) if p == int(gp)]
+                assert not used or board in row, (board, "GP" + gp, used, row[:60])
