@@ -219,3 +219,24 @@ def test_free_pins_the_wiring_doc_suggests_are_free_or_flagged():
             for board in ("pico", "pico_w", "pico32"):
                 used = [k for k, p in _all_pins(_pins(board)) if p == int(gp)]
                 assert not used or board in row, (board, "GP" + gp, used, row[:60])
+
+
+def test_esp32_inputs_on_input_only_pins_have_a_documented_pull_up():
+    """GPIO34-39 have no pull resistors: an input there that is not driven
+    all the time (a UART RX whose cable can be unplugged, a key, an open-drain
+    alert) floats, reads noise and ends every lightsleep (wake pins).  The
+    MCP2515's INT is a push-pull output and needs none."""
+    pins = _pins("esp32_devkit")
+    roles = {"ttl": ("Display TTL", pins["ttl"][2]),
+             "rs485": ("RS485", pins["rs485"][2])}
+    for key in ("key", "sleep_key", "charger_sense", "shunt_alert", "afe_alert"):
+        if pins.get(key) is not None:
+            roles[key] = ({"key": "Key"}.get(key, key), pins[key])
+    checked = 0
+    for key, (row_name, n) in roles.items():
+        if n in ESP32_INPUT_ONLY:
+            rows = _doc_rows("## Master, ESP32 DevKit", row_name)
+            assert len(rows) == 1, (key, rows)
+            assert "pull-up" in rows[0], (key, n, rows[0])
+            checked += 1
+    assert checked   # the display RX on GPIO35
