@@ -177,17 +177,21 @@ def test_esp32_pins_are_usable(board):
         assert 32 <= p <= 39, (board, p)   # ADC1; ADC2 is taken by the radio
 
 
-def _doc_rows(section_start, first_cell):
-    """The rows of docs/wiring.md's table in the section starting with
-    ``section_start`` whose first cell starts with ``first_cell``."""
+def _doc_section(section_start):
+    """The text of docs/wiring.md's section starting with ``section_start``."""
     import os
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "docs", "wiring.md")) as f:
         text = f.read()
     sec = text[text.index(section_start):]
     nxt = sec.find("\n## ", 1)
-    sec = sec if nxt < 0 else sec[:nxt]
-    return [ln for ln in sec.splitlines() if ln.startswith("| " + first_cell)]
+    return sec if nxt < 0 else sec[:nxt]
+
+
+def _doc_rows(section_start, first_cell):
+    """The rows of the section's tables whose first cell starts with ``first_cell``."""
+    return [ln for ln in _doc_section(section_start).splitlines()
+            if ln.startswith("| " + first_cell)]
 
 
 def test_esp32_relay_pins_that_float_at_reset_need_a_documented_pull_down():
@@ -240,3 +244,12 @@ def test_esp32_inputs_on_input_only_pins_have_a_documented_pull_up():
             assert "pull-up" in rows[0], (key, n, rows[0])
             checked += 1
     assert checked   # the display RX on GPIO35
+
+
+def test_esp32_psram_pins_are_flagged_for_wrover_modules():
+    """On ESP32-WROVER modules (PSRAM) GPIO16 and GPIO17 drive the PSRAM; a
+    table using them is for WROOM modules only, and the wiring doc says so."""
+    used = [(k, p) for k, p in _all_pins(_pins("esp32_devkit")) if p in (16, 17)]
+    if used:
+        sec = _doc_section("## Master, ESP32 DevKit")
+        assert "WROVER" in sec and "WROOM" in sec, used
