@@ -253,3 +253,12 @@ def test_esp32_psram_pins_are_flagged_for_wrover_modules():
     if used:
         sec = _doc_section("## Master, ESP32 DevKit")
         assert "WROVER" in sec and "WROOM" in sec, used
+
+
+def test_slave_address_switches_are_documented_to_ground():
+    """slave_main.dip_address reads each switch with the pin's pull-up on: a
+    switch to 3V3 would never read as set (every module auto-addressed)."""
+    pins = _pins("slave_module")
+    assert pins["addr_pins"] == (6, 7, 8, 9)
+    rows = _doc_rows("## Slave module", "Module address")
+    assert len(rows) == 1 and "GND" in rows[0] and "GP6 = bit 0" in rows[0], rows
