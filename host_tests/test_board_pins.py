@@ -262,3 +262,39 @@ def test_slave_address_switches_are_documented_to_ground():
     assert pins["addr_pins"] == (6, 7, 8, 9)
     rows = _doc_rows("## Slave module", "Module address")
     assert len(rows) == 1 and "GND" in rows[0] and "GP6 = bit 0" in rows[0], rows
+
+
+@pytest.mark.parametrize("board", ("pico", "pico_w", "pico32", "esp32_devkit"))
+def test_building_the_product_never_drives_a_relay_pin_on(board):
+    """From the first machine object to the end of app.build (before the
+    first control step): every relay pin is made an output at its off level
+    and no write ever puts it at the on level (docs/wiring.md, Pin rules)."""
+    import app
+    import drv_fakemachine as FM
+    from bms.ticks import VirtualClock
+
+    writes = []
+
+    class RecPin(FM.Pin):
+        def __init__(self, n, mode=None, pull=None, value=None):
+            FM.Pin.__init__(self, n, mode, pull, value)
+            if value is not None:
+                writes.append((n, 1 if value else 0))
+
+        def value(self, v=None):
+            if v is not None:
+                writes.append((self.n, 1 if v else 0))
+            return FM.Pin.value(self, v)
+
+    cells = [3300 + i for i in range(16)]
+    fm = FM.FakeMachine(cells, cs_pin=_pins(board)["can_cs"],
+                        top_mv=[3300] * 8 if board == "pico32" else None)
+    fm.Pin = RecPin
+    a = app.build(board, machine=fm, clock=VirtualClock(0))
+    pins = _pins(board)
+    off = 1 if pins.get("relay_active_low", False) else 0
+    for n in pins["relays"]:
+        assert [v for p, v in writes if p == n], (board, n)     # driven, not left as reset
+        assert all(v == off for p, v in writes if p == n), (board, n, writes)
+        assert FM.Pin.registry[n].mode == FM.Pin.OUT and FM.Pin.levels[n] == off
+    assert a.bms is not None and not any(a.bms.contactors.state)
