@@ -12,7 +12,6 @@ transceiver stays a receiver while the chip boots).  GPIO14 is driven low
 (``hold_low``): on a board still wired the old way the precharge relay
 stays open once the firmware runs, the precharge fails and nothing closes.
 """
-from boards.common import build_master
 
 PINS = {
     "i2c": (0, 21, 22, 400000),           # SDA 21, SCL 22
@@ -62,6 +61,7 @@ class RatioAdc:
 
 
 def build(machine=None, opts=None):
+    from boards.common import build_master   # here: importing the table is cheap
     if machine is None:
         import machine
 

@@ -5,7 +5,6 @@ I2C0 on GP4/GP5 at 400 kHz for the BQ76952 and the INA228; SPI0 for the
 MCP2515; UART0 with a DE pin for RS485 (no hardware RS485 mode); WDT up to
 8.3 s.
 """
-from boards.common import build_master
 
 PINS = {
     "i2c": (0, 4, 5, 400000),            # SDA GP4, SCL GP5: BQ76952 0x08, INA228 0x40
@@ -26,6 +25,7 @@ PINS = {
 
 
 def build(machine=None, opts=None):
+    from boards.common import build_master   # here: importing the table is cheap (boards.relays_off)
     if machine is None:
         import machine
     return build_master(machine, PINS, opts)

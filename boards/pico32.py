@@ -8,7 +8,6 @@ fewer than 32 cells are in drivers/afe_stack.py and docs/wiring.md.
 Cell count 6..32 (the product line is 21S-32S).  Select with
 BOARD = "pico32" in config.py.
 """
-from boards.common import build_master
 from boards.pico import PINS as _PICO
 
 PINS = dict(_PICO)
@@ -16,6 +15,7 @@ PINS["i2c_top"] = (1, 6, 7, 400000)   # I2C1 SDA GP6, SCL GP7 -> ISO1640 -> top 
 
 
 def build(machine=None, opts=None):
+    from boards.common import build_master   # here: importing the table is cheap (boards.relays_off)
     if machine is None:
         import machine
     return build_master(machine, PINS, opts)

@@ -1,7 +1,6 @@
 """Slave module (RP2040): one BQ76952 for up to 16 cells, three NTCs (LC-7
 T0/T1/T2), the MCP2515 to the master's CAN chain (LC-8 / LC-9) and a status
 LED.  No shunt, relays or RS485: the master owns those."""
-from boards.common import build_slave
 
 PINS = {
     "i2c": (0, 4, 5, 400000),
@@ -14,6 +13,7 @@ PINS = {
 
 
 def build(machine=None, opts=None):
+    from boards.common import build_slave   # here: importing the table is cheap (boards.relays_off)
     if machine is None:
         import machine
     return build_slave(machine, PINS, opts)

@@ -78,8 +78,9 @@ while it has steps to run.
 Watchdog: boot.py starts it (long timeout) before the imports; here it is
 set to ``WDT_MS`` and fed by ``bms.watchdog.Watchdog.feed_if_alive`` only
 when the fast control task made progress without an exception.  A hang in
-any driver or task resets the MCU, whose GPIO reset state leaves every
-relay coil off.  Ctrl-C at the REPL opens all relays, saves state and the
+any driver or task resets the MCU: an RP2040's GPIO reset state leaves every
+relay coil off; an ESP32 keeps its GPIO levels, and main.py drives the relay
+pins off before this module is imported (boards.relays_off).  Ctrl-C at the REPL opens all relays, saves state and the
 log, and leaves ``APP`` for ``import diag``.
 """
 import gc
@@ -156,27 +157,10 @@ def report(what, e):
 
 
 def board_name(cfg=None):
-    name = getattr(cfg, "BOARD", None)
-    if name:
-        return name
-    try:
-        # The board an image was built for (tools/fwbuild.py freezes it in):
-        # a pico32 or slave_module UF2 runs as that board with no config.py.
-        from board_image import BOARD
-        return BOARD
-    except ImportError:
-        pass
-    if sys.platform == "rp2":
-        try:
-            import os
-            if "Pico W" in os.uname().machine:
-                return "pico_w"
-        except Exception:  # noqa: BLE001
-            pass
-        return "pico"
-    if sys.platform == "esp32":
-        return "esp32_devkit"
-    raise ValueError("set BOARD in config.py")
+    """config.py's BOARD, else the image's board, else the platform's
+    (boards.board_name: main.py needs it before this module is imported)."""
+    from boards import board_name as name_of
+    return name_of(cfg)
 
 
 def board_opts(cfg, modular):

@@ -298,3 +298,61 @@ def test_building_the_product_never_drives_a_relay_pin_on(board):
         assert all(v == off for p, v in writes if p == n), (board, n, writes)
         assert FM.Pin.registry[n].mode == FM.Pin.OUT and FM.Pin.levels[n] == off
     assert a.bms is not None and not any(a.bms.contactors.state)
+
+
+@pytest.mark.parametrize("board", ("pico", "pico32", "esp32_devkit"))
+def test_main_py_drives_the_relay_pins_off_before_importing_the_application(board, monkeypatch):
+    """An ESP32 keeps its GPIO levels through a watchdog reset (task
+    watchdog -> panic -> restart) and machine.reset(): relays closed when
+    the control task hung stay closed through the boot.  main.py drives
+    every relay pin (and hold_low pin) off before it imports the application,
+    whose imports are the longest part of the boot (docs/wiring.md)."""
+    import os
+    import sys
+    import types
+    import drv_fakemachine as FM
+
+    fm = FM.FakeMachine([3300] * 16, cs_pin=_pins(board)["can_cs"])
+    pins = _pins(board)
+    off = 1 if pins.get("relay_active_low", False) else 0
+    watched = list(pins["relays"]) + list(pins.get("hold_low", ()))
+    for n in watched:     # left driven on by the firmware before the reset
+        FM.Pin(n, FM.Pin.OUT, value=1 - off if n in pins["relays"] else 1)
+    seen = {}
+
+    def app_import_time():
+        seen.update({n: FM.Pin.levels[n] for n in watched})
+
+    fake_app = types.ModuleType("app")
+    fake_app.main = lambda: None
+    monkeypatch.setitem(sys.modules, "machine", fm)
+    monkeypatch.setitem(sys.modules, "config", types.SimpleNamespace(BOARD=board))
+    monkeypatch.setitem(sys.modules, "app", fake_app)
+    real_import = __builtins__["__import__"] if isinstance(__builtins__, dict) \
+        else __builtins__.__import__
+
+    def spy(name, *a, **kw):
+        if name == "app":
+            app_import_time()
+        return real_import(name, *a, **kw)
+    monkeypatch.setattr("builtins.__import__", spy)
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "firmware", "main.py")
+    with open(path) as f:
+        exec(compile(f.read(), path, "exec"), {"__name__": "__main__"})
+    assert seen and all(v == (off if n in pins["relays"] else 0) for n, v in seen.items()), seen
+
+
+def test_importing_a_board_table_loads_no_driver():
+    """boards.relays_off runs before the application: a board file's table
+    must import without boards.common and the drivers (docs/wiring.md)."""
+    import subprocess
+    import sys
+    code = ("import sys, tools; import boards.esp32_devkit, boards.pico32, boards.pico_w, "
+            "boards.slave_module; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('drivers', 'bms', 'comms') "
+            "or m == 'boards.common']; print(bad); sys.exit(1 if bad else 0)")
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -25,7 +25,8 @@ EXTENSIBLE = {"array", "binascii", "collections", "errno", "hashlib", "heapq", "
 # (file, function): runs at start-up or on a rare request, not in a task's path.
 ALLOWED = {
     ("firmware/app.py", "main"),                      # start-up
-    ("firmware/app.py", "board_name"),
+    ("boards/__init__.py", "board_name"),            # start-up (main.py, app.main)
+    ("boards/__init__.py", "relays_off"),            # start-up (main.py)
     ("firmware/app.py", "stream_poller"),
     ("firmware/app.py", "_updater"),                  # once, on the first update access
     ("firmware/slave_main.py", "run"),
