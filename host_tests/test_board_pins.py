@@ -356,3 +356,47 @@ def test_importing_a_board_table_loads_no_driver():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _cell_numbers(row, col=1):
+    import re
+    return [int(x) for x in re.findall(r"(?<![A-Za-z0-9])(?:GPIO|GP)?(\d+)", row.split("|")[col + 1])]
+
+
+def test_the_wiring_tables_agree_with_the_pin_tables_pin_for_pin():
+    """docs/wiring.md's tables are written by hand: every pin they give for a
+    function is the board table's (boards/*.py is the source)."""
+    p = _pins("pico")
+    pico = {"I2C0 SDA / SCL": list(p["i2c"][1:3]),
+            "NTC power board": [p["ntc"][0][0]], "NTC cell T1": [p["ntc"][1][0]],
+            "NTC cell T2": [p["ntc"][2][0]],
+            "Discharge relay J1": [p["relays"][0]], "Precharge relay J2": [p["relays"][1]],
+            "Charge relay J3": [p["relays"][2]], "Level-2 protect relay J4": [p["relays"][3]],
+            "Heater relay JR": [p["relays"][4]], "Buzzer": [p["buzzer"]],
+            "ON/OFF key K": [p["key"]], "RS485 to PC": list(p["rs485"][1:]),
+            "Display TTL": list(p["ttl"][1:]),
+            "CAN (slaves": [p["spi"][1], p["spi"][2], p["spi"][3], p["can_cs"], p["can_int"]],
+            "BQ76952 ALERT": [p["afe_alert"]], "INA228 ALERT": [p["shunt_alert"]]}
+    for name, want in pico.items():
+        rows = _doc_rows("## Master, Raspberry Pi Pico", name)
+        assert len(rows) == 1, (name, rows)
+        assert _cell_numbers(rows[0]) == want, (name, rows[0][:90])
+    top = _pins("pico32")["i2c_top"]
+    rows = _doc_rows("## Single board 17S-32S", "I2C1 SDA / SCL")
+    assert len(rows) == 1 and _cell_numbers(rows[0]) == list(top[1:3]), rows
+    e = _pins("esp32_devkit")
+    esp = {"I2C SDA / SCL": list(e["i2c"][1:3]),
+           "MCP2515": list(e["spi"][1:]) + [e["can_cs"], e["can_int"]],
+           "RS485 TX / RX / DE": list(e["rs485"][1:]), "Display TTL": list(e["ttl"][1:]),
+           "NTC JT / T1 / T2": [n for n, _r in e["ntc"]], "Relays": list(e["relays"]),
+           "(held low)": list(e.get("hold_low", ())), "Buzzer": [e["buzzer"]],
+           "Key K": [e["key"]]}
+    for name, want in esp.items():
+        rows = _doc_rows("## Master, ESP32 DevKit", name)
+        assert len(rows) == 1, (name, rows)
+        assert _cell_numbers(rows[0]) == want, (name, rows[0][:90])
+    s = _pins("slave_module")
+    slave = {"BQ76952 I2C": list(s["i2c"][1:3]), "NTC T0 / T1 / T2": [n for n, _r in s["ntc"]]}
+    for name, want in slave.items():
+        rows = _doc_rows("## Slave module", name)
+        assert len(rows) == 1 and _cell_numbers(rows[0]) == want, (name, rows)
