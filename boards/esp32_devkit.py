@@ -10,7 +10,7 @@ Pins and boot (docs/wiring.md, "Pin rules"): no relay on a strapping pin
 GPIO4 now; the RS485 DE moved to GPIO12 (pulled down at reset: the
 transceiver stays a receiver while the chip boots).  GPIO14 is driven low
 (``hold_low``): on a board still wired the old way the precharge relay
-stays open once the firmware runs, the precharge fails and nothing closes.
+stays open once the firmware runs: the precharge fails, discharge stays open.
 """
 
 PINS = {
