@@ -64,16 +64,21 @@ def _interrupted_precharges(r, n, on_ms, off_ms):
     return False
 
 
-def test_interrupted_precharges_add_up_to_the_timeout():
-    # docs/safety.md: precharge must reach precharge_pct within
-    # precharge_timeout; attempts cut short add up until one completes or
-    # the resistor has cooled for 60 s.  A discharge block flickering every
-    # second must not restart the 3 s budget for ever.
+def _idle_into_a_load_that_never_charges():
     r = Rig()
     r.run(1000)
     r.params.set(P.P_DSG_SWITCH, 0)
     r.run(100)
     r.board.load_mv = 100
+    return r
+
+
+def test_interrupted_precharges_add_up_to_the_timeout():
+    # docs/safety.md: precharge must reach precharge_pct within
+    # precharge_timeout; attempts cut short add up until one completes or
+    # the resistor has cooled for 60 s.  A discharge block flickering every
+    # second must not restart the 3 s budget for ever.
+    r = _idle_into_a_load_that_never_charges()
     assert _interrupted_precharges(r, 10, 1000, 1000)
     c = r.bms.contactors
     assert not c.state[RELAY_PRE] and not c.state[RELAY_DSG]
@@ -83,11 +88,7 @@ def test_interrupted_precharges_add_up_to_the_timeout():
 
 
 def test_interrupted_precharges_after_cool_down_start_afresh():
-    r = Rig()
-    r.run(1000)
-    r.params.set(P.P_DSG_SWITCH, 0)
-    r.run(100)
-    r.board.load_mv = 100
+    r = _idle_into_a_load_that_never_charges()
     assert not _interrupted_precharges(r, 6, 2000, 61000)
     # A completed precharge forgets the earlier interrupted ones too.
     assert not _interrupted_precharges(r, 1, 2000, 1000)
