@@ -145,6 +145,7 @@ MODE_NAMES = ("standby", "charging", "discharging", "protect", "boot")
 
 _MODE_CURRENT_MA = const(300)
 _COUNT_MAX_MS = const(2500)  # a longer gap between current samples counts this long
+_COUNT_PIECE_MS = const(250)  # see the coulomb count in step()
 _AVG_SAMPLES = const(20)  # fast ticks per calibration-average window (1 s)
 _CAL_MIN_MA = const(500)
 _ZERO_MAX_MA = const(5000)
@@ -428,18 +429,23 @@ class Bms:
             prot.flush_log(now)   # the fault-set records, now that the relays have switched
         if self.buzzer.step(now, prot.level, p[P_BUZZER]):
             b.set_buzzer(self.buzzer.on)
-        if m.current_seen and dt > 0:
+        if m.current_seen and dt > 0 and ticks_diff(now, m.current_ts) <= CURRENT_STALE_MS:
             # The whole time since the last sample: asleep a pass is 1 s of
             # lightsleep plus the pass (docs/power_lease_clock.md); only a
-            # stalled loop's gap is bounded.  In pieces of at most 1 s, so
-            # current x time stays a small int (1 kA x 1 s < 2**30).
+            # stalled loop's gap is bounded.  A reading held while the sensor
+            # does not answer counts for the stale time at most (the relays
+            # carry it until current_stale opens them), never the frozen
+            # value for as long as it is dead.  In pieces of at most 250 ms,
+            # so current x time stays a small int up to 4 kA (the shunt's
+            # full scale may exceed 1 kA).
             if dt > _COUNT_MAX_MS:
                 dt = _COUNT_MAX_MS
             soc = self.soc
-            while dt > 1000:
-                soc.integrate(m.current_ma, 1000)
-                dt -= 1000
-            soc.integrate(m.current_ma, dt)
+            i = m.current_ma
+            while dt > _COUNT_PIECE_MS:
+                soc.integrate(i, _COUNT_PIECE_MS)
+                dt -= _COUNT_PIECE_MS
+            soc.integrate(i, dt)
         self._update_mode()
         if ps is not None:
             # Last, with the protection's work done (relays switched, faults
