@@ -588,8 +588,15 @@ class Bms:
         if svc is not None:
             svc()
         if self.running:
-            self.soc.service = svc
-            self.soc.estimate(m, now)
+            if ticks_diff(now, m.cells_ts) <= CELL_STALE_MS and \
+                    ticks_diff(now, m.current_ts) <= CURRENT_STALE_MS:
+                self.soc.service = svc
+                self.soc.estimate(m, now)
+            else:
+                # A sensor that stopped answering leaves its last reading
+                # in the snapshot: no update on it (a frozen loaded voltage
+                # at rest, a frozen current beside rested cells).
+                self.soc.pause()
         if svc is not None:
             svc()
         self.derating.update(now)

@@ -750,6 +750,11 @@ class Soc:
         """Mean-cell ohmic resistance in ohm at ``t_c`` degC (float: tests and tools)."""
         return self._r0_u(int(t_c * 20.0)) * 1e-8
 
+    def pause(self):
+        """No estimator update this time (stale readings): the next one
+        starts a fresh interval, as after invalid cell data."""
+        self._est_seen = False
+
     def estimate(self, m, now):
         """One EKF step from the snapshot ``m``; returns False if skipped."""
         if self._pver != self.params.version:

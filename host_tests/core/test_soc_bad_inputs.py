@@ -35,3 +35,56 @@ def test_a_current_sensor_that_stops_answering_is_not_counted_on_its_last_readin
     q1 = soc.remaining_mah
     r.run(36000, 50)                    # 50 A for 36 s: 500 mAh
     assert 490 <= q1 - soc.remaining_mah <= 510, (q1, soc.remaining_mah)
+
+
+def _nmc_load_then_stop(fail):
+    """NMC 100 Ah at 50 %, 1C out for 20 s, then the load stops; ``fail``
+    names the reading that stops answering as it does."""
+    r = Rig(chem=CHEM_NMC, mv=3751)
+    soc = r.bms.soc
+    soc.set_pm(500)
+    r.run(3000, 50)
+    r.board.current_ma = -100000
+    r.board.cells = [3651] * 16         # R0 * 1C = 100 mV below the rested 3751 mV
+    r.run(20000, 50)
+    s0 = soc.soc_pm
+    n0 = soc.est_updates
+    setattr(r.board, "fail_" + fail, 10 ** 9)
+    r.board.current_ma = 0
+    r.board.cells = [3751] * 16
+    r.run(900000, 100)
+    return r, s0, n0
+
+
+def test_the_estimator_does_not_read_soc_from_frozen_cell_voltages():
+    # docs/safety.md: the estimator updates only on fresh readings (cells
+    # within the stale time, 1.5 s; current within 0.5 s).  Before: the
+    # AFE stopped answering under load, the relays opened, and the frozen
+    # loaded voltage at I = 0 read as a rested one 100 mV low: the lost-SOC
+    # check restarted SOC from the table, 49 -> 34 %.
+    r, s0, n0 = _nmc_load_then_stop("cells")
+    soc = r.bms.soc
+    assert r.bms.prot.active(F.CELL_STALE)
+    assert soc.resets == 0
+    assert soc.est_updates - n0 <= 2, soc.est_updates - n0
+    assert abs(soc.soc_pm - s0) <= 2, (s0, soc.soc_pm)
+    # Back: the next fresh readings update again (a fresh interval first).
+    r.board.fail_cells = 0
+    n1 = soc.est_updates
+    r.run(10000, 100)
+    assert soc.est_updates - n1 >= 5
+
+
+def test_the_estimator_does_not_model_a_frozen_current():
+    # The same with the shunt dead: the cells rest at 3751 mV while the
+    # frozen -100 A says 100 mV of that is load (R0 * I), so the table read
+    # 100 mV too high.
+    r, s0, n0 = _nmc_load_then_stop("current")
+    soc = r.bms.soc
+    assert r.bms.prot.active(F.CUR_STALE)
+    assert soc.est_updates - n0 <= 2, soc.est_updates - n0
+    assert abs(soc.soc_pm - s0) <= 2, (s0, soc.soc_pm)
+    r.board.fail_current = 0
+    n1 = soc.est_updates
+    r.run(10000, 100)
+    assert soc.est_updates - n1 >= 5
