@@ -143,7 +143,13 @@ Why these choices (the principled parts):
   calibration": discharge to UV, charge to OV), and both collapse the
   filter's uncertainty.  A full -> empty or empty -> full run between two
   such anchors measures the capacity (capacity learning); SOH is learned /
-  rated capacity.
+  rated capacity.  The counter stops at full and at empty: charge counted
+  into a pack an anchor found full (OV1, CV tail: a charger's float, a
+  shunt's offset) or out of one it found empty was not stored, so no
+  capacity measurement from that anchor (this one or the on-line one
+  below) includes it (0.5 A of float for 10 h made a 90 Ah run 85 Ah);
+  from a point at the other end it stays in (the pack holds more than the
+  capacity in use).
 * On-line capacity: an aged pack (80 % left, the rated capacity still in
   the parameters) is the common case, and a full-to-empty run is rare.  The
   capacity is a scalar Kalman state of its own (relative sd 10 % while
@@ -367,6 +373,7 @@ class Soc:
         self._cp_sd = 0               # its SOC std, Q30
         self._cp_mah = 0              # net counted charge since, mAh
         self._cp_ms = 0               # time since, ms (capped)
+        self._cp_end = 0              # 1 / -1: it is a full / empty anchor
         self.cap_updates = 0          # capacity measurements taken
         self.cal_empty = 0
         # Estimator state.
@@ -553,12 +560,27 @@ class Soc:
             self.throughput_mah = t
         rem = self.remaining_mah + whole
         if rem < 0:
+            self._beyond(-1, rem)       # the part of this count below empty
             rem = 0
         elif rem >= cap:
+            if rem > cap:
+                self._beyond(1, rem - cap)
             rem = cap
             self._res = 0
         self.remaining_mah = rem
         self._update_pm()
+
+    def _beyond(self, end, q):
+        """``q`` mAh counted beyond full (``end`` 1) or empty (-1), where the
+        counter stops: after an anchor at that end, charge into a full pack
+        (a charger's float, a shunt's offset) or out of an empty one was not
+        stored, so the capacity measurements from that anchor leave it out.
+        From a point at the other end it stays in: the pack holds more than
+        the capacity in use."""
+        if self._anchor == end:
+            self._learn_mah -= q
+        if self._cp_end == end:
+            self._cp_mah -= q
 
     # ---- manual set and the manual's calibration -------------------------
     def set_pm(self, soc_pm):
@@ -587,7 +609,7 @@ class Soc:
         self._res = 0
         self.soc_pm = 1000
         self._collapse()
-        self._trusted(ONE, _SD0_CAL, not learned)
+        self._trusted(ONE, _SD0_CAL, not learned, 1)
         self.cal_full += 1
 
     def calibrate_empty(self):
@@ -597,7 +619,7 @@ class Soc:
         self._res = 0
         self.soc_pm = 0
         self._collapse()
-        self._trusted(0, _SD0_CAL, not learned)
+        self._trusted(0, _SD0_CAL, not learned, -1)
         self.cal_empty += 1
 
     def _collapse(self):
@@ -634,7 +656,7 @@ class Soc:
         self._learn_mah = 0
         return learned
 
-    def _trusted(self, s, sd, learn):
+    def _trusted(self, s, sd, learn, end=0):
         """A point where SOC ``s`` (Q28) is known to ``sd`` (Q30): an anchor,
         a knee, the sloped curve after the Kalman update.  With the last such
         point more than ``_SPAN_MIN`` away, the charge counted between them
@@ -651,6 +673,7 @@ class Soc:
         self._cp_sd = sd
         self._cp_mah = 0
         self._cp_ms = 0
+        self._cp_end = end
 
     def _learn_capacity(self, span, sd):
         """Scalar Kalman update of the capacity (relative units) from the
@@ -1140,7 +1163,7 @@ class Soc:
         self.sd2 = sb
         self.c12 = 0
         self._lost = 0
-        self._trusted(sa, sd, not learned)
+        self._trusted(sa, sd, not learned, 1)
         self.cal_tail += 1
         return True
 

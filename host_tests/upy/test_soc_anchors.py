@@ -219,6 +219,29 @@ def test_capacity_learned_between_rested_trusted_points_stays_bounded():
     _bounds(s)
 
 
+def test_float_charge_after_a_full_anchor_is_not_measured_as_capacity():
+    # soc.py, on-line capacity: charge counted while the counter sits at
+    # full after a full anchor (float, shunt offset) was not stored, so the
+    # run from there to a rested trusted point does not include it.
+    # Before: 0.5 A for 10 h after the anchor measured 75 Ah instead of 80.
+    def run(float_ma, hours):
+        p = params(CHEM_NMC, cells=16, capacity=1000)
+        s = Soc(p, 500)
+        s.calibrate_full()
+        for _ in range(hours * 60):
+            s.integrate(float_ma, 60000)
+        for _ in range(2592):
+            s.integrate(-100000, 1000)      # 72 Ah
+        _run(s, Snap(16, ocv.ocv_mv(CHEM_NMC, 100), current_ma=0), 1200, locked=True)
+        assert s.cap_updates == 1
+        return s
+    a = run(0, 0)
+    b = run(500, 10)
+    assert b.last_learned_mah == a.last_learned_mah, (a.last_learned_mah, b.last_learned_mah)
+    assert b.learned_mah == a.learned_mah
+    _bounds(b)
+
+
 def test_implausible_capacity_measurements_are_limited_or_rejected():
     # A count that disagrees wildly with the readings (5 Ah over 90 % of
     # SOC: a current sensor that failed) never leaves the 50..120 % band;
