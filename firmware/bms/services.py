@@ -16,7 +16,10 @@ Write policy (see docs/storage.md for the flash budget):
           record), and never more than once per ``_PARAM_MIN_MS``.
   state   when SOC moved >= 10 per mille, cycles or the lease changed, at most
           every ``STATE_MIN_S``; otherwise every ``STATE_MAX_S`` while running
-          (operating time); at once on a restart or sleep request.  Unclean
+          (operating time); at once on a restart or sleep request, a lease
+          change or a change of the learned capacity (a new capacity
+          parameter drops it: restored after a power cut, the old one
+          would override the user's).  Unclean
           boots add ``STATE_MAX_S`` to the operating time (the most that can
           have been lost), so a power cycle never extends a lease.
   log     urgent records (boot, fault set, exception, ours) at the next poll;
@@ -295,9 +298,16 @@ class Services:
         st = self.state
         self._snapshot_soc()
         age = st.op_s - self._s_saved_op
+        old = self._s_saved
+        if st.capacity_mah != old.capacity_mah and age > 0:
+            # The learned capacity changed (a measurement, or a new capacity
+            # parameter that drops it): saved at once, as the lease.  On the
+            # schedule below, a power cut before the next save restored the
+            # value learned against the old parameter beside the new one.
+            self._save_state()
+            return
         if age < STATE_MIN_S:
             return
-        old = self._s_saved
         d = st.soc_pm - old.soc_pm
         moved = d >= _SOC_STEP_PM or -d >= _SOC_STEP_PM or st.cycles != old.cycles \
             or st.lease_end_s != old.lease_end_s or st.lease_counter != old.lease_counter

@@ -553,3 +553,29 @@ def test_codes_sent_during_the_back_off_never_reach_the_flash_log():
     assert not ok and "locked" not in why
     d.svc.poll()
     assert pl.next_seq == seq0 + 2
+
+
+def test_a_capacity_entered_by_the_user_is_not_undone_by_a_power_cut():
+    # bms/soc.py: a new capacity parameter drops the capacity learned against
+    # the old one; bms/services.py saves the state at once when the learned
+    # capacity changes.  Before: the state waited for its 5-15 min schedule,
+    # so a power cut in between restored the learned 95 Ah beside the user's
+    # new 80 Ah (within 50..120 % of it: accepted), and the pack ran on 95.
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.run(1000)
+    d.bms.soc.learned_mah = 95000
+    d.run(400 * 1000, step=500)     # saved with the learned capacity
+    assert d.svc.store.load_state().capacity_mah == 95000
+    d.params.set(P_CAPACITY, 800)
+    d.run(3000)                     # the parameters are saved
+    assert d.bms.soc.learned_mah == 0 and d.bms.soc.capacity_mah == 80000
+    d2 = Dev(fs)                    # power cut, no shutdown
+    assert d2.params[P_CAPACITY] == 800
+    assert d2.bms.soc.learned_mah == 0, d2.bms.soc.learned_mah
+    assert d2.bms.soc.capacity_mah == 80000
+    # A learned capacity is saved at once too (a power cut keeps it).
+    d2.run(1000)
+    d2.bms.soc.learned_mah = 76000
+    d2.run(1000)
+    assert d2.svc.store.load_state().capacity_mah == 76000
