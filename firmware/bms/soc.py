@@ -103,7 +103,8 @@ Why these choices (the principled parts):
   noise) from the counter's SOC on the bare table for a minute means the
   set / restored SOC was wrong: SOC starts again from the table (the
   flat-prior update).  While the check is pending the update waits, since
-  absorbing it would park most of the error in the table-error state.
+  absorbing it would park most of the error in the table-error state.  A
+  value set meanwhile gets a minute of its own (the count starts again).
 * CV tail: a charger ends a charge at its charge voltage with the current
   tapered (C/20..C/10), below OV1, so the manual's calibration never fires.
   The mean cell above ``V_TAIL_MV`` with 0 < I <= C/15 for 30 s anchors SOC
@@ -597,6 +598,7 @@ class Soc:
         self.c01 = 0
         self.c02 = 0
         self._flat = _FLAT_NO
+        self._lost = 0                # its own minute before the lost-SOC check
         self._cp_ok = False           # a set value is not a measured one
         # The estimator's prediction is the counter's change since its last
         # run: a set value is not counted charge, so start a fresh interval.

@@ -258,6 +258,25 @@ def test_implausible_capacity_measurements_are_limited_or_rejected():
     assert s.cap_updates == 0 and s.learned_mah == 0
 
 
+def test_a_set_soc_gets_its_whole_minute_before_the_lost_check():
+    # soc.py, lost SOC: a set / restored SOC that the rested reading puts
+    # more than 3 sigma off for a minute was wrong, and SOC starts again
+    # from the table.  The minute belongs to the value set: a set SOC does
+    # not inherit the count of the value it replaced (before: set 40 s into
+    # such a minute, it was overruled 20 s after the set).
+    p = params(CHEM_NMC, cells=16, capacity=1000)
+    s = Soc(p, 800)
+    s.set_pm(800)
+    sn = Snap(16, ocv.ocv_mv(CHEM_NMC, 500), current_ma=0)
+    t = _run(s, sn, 40)
+    assert s.resets == 0
+    s.set_pm(200)
+    t = _run(s, sn, 50, t)
+    assert s.resets == 0 and abs(s.soc_pm - 200) <= 5, (s.resets, s.soc_pm)
+    _run(s, sn, 20, t)
+    assert s.resets == 1 and abs(s.soc_pm - 500) <= 10, s.soc_pm
+
+
 def test_set_soc_is_not_a_trusted_point():
     # A user-set SOC is not a measurement: no capacity from the charge
     # counted since it.
