@@ -3,6 +3,8 @@
 MicroPython-compatible: runs under pytest and the unix port (upy_run.py).
 """
 from bms import faults as F
+from bms import params as P
+from bms.core import ACCEPTED, CMD_SOC_SET, ILLEGAL
 from bms.params import CHEM_NMC
 from bms.protection import CURRENT_STALE_MS
 from harness import Rig
@@ -88,3 +90,81 @@ def test_the_estimator_does_not_model_a_frozen_current():
     n1 = soc.est_updates
     r.run(10000, 100)
     assert soc.est_updates - n1 >= 5
+
+
+def _in_range(soc):
+    assert 0 <= soc.soc_pm <= 1000, soc.soc_pm
+    assert 0 <= soc.remaining_mah <= soc.capacity_mah, (soc.remaining_mah, soc.capacity_mah)
+    assert 500 <= soc.soh_pm <= 1000, soc.soh_pm
+    assert 0 <= soc.sigma_pm <= 500, soc.sigma_pm
+
+
+def test_capacity_parameter_changes_while_running_keep_the_soc_fraction():
+    # bms/soc.py (_refresh): a new capacity is the user's knowledge: the
+    # learned capacity is dropped (SOH 100 %), SOC keeps its fraction, and
+    # nothing leaves its range, down to the minimum (1 Ah) and up to the
+    # maximum (6500 Ah), under load with the estimator running.
+    r = Rig(chem=CHEM_NMC, mv=3751)
+    soc = r.bms.soc
+    soc.set_pm(500)
+    soc.learned_mah = 90000
+    r.run(3000, 50)
+    r.board.current_ma = -20000
+    r.board.cells = [3731] * 16
+    for cap in (2000, 500, 10, 65000, 1000):
+        before = soc.soc_pm
+        r.params.set(P.P_CAPACITY, cap)
+        r.run(100, 50)
+        assert soc.rated_mah == cap * 100 and soc.learned_mah == 0
+        assert abs(soc.soc_pm - before) <= 2, (cap, before, soc.soc_pm)
+        _in_range(soc)
+        if cap > 10:
+            r.run(5000, 50)
+            _in_range(soc)
+    assert r.bms.exceptions == 0
+
+
+def test_soc_set_command_takes_0_to_1000_per_mille_only():
+    # docs/modbus.md (soc_set): 0..1000 per mille; anything else is refused
+    # and leaves SOC as it was.
+    r = Rig()
+    soc = r.bms.soc
+    r.run(2000, 50)
+    for arg in (-1, 1001, 65535, -32768, 1 << 20):
+        before = soc.soc_pm
+        assert r.bms.request(CMD_SOC_SET, arg) == ILLEGAL, arg
+        r.run(100, 50)
+        assert soc.soc_pm == before
+    for arg in (0, 1000, 1, 999):
+        assert r.bms.request(CMD_SOC_SET, arg) == ACCEPTED
+        r.run(100, 50)
+        assert soc.soc_pm == arg and r.bms.cmd_value == arg, (arg, soc.soc_pm)
+        _in_range(soc)
+
+
+def test_every_cell_temperature_sensor_dead_holds_the_last_temperature():
+    # bms/measurements.py: an invalid reading holds the sensor's last valid
+    # value, so the estimator's temperature-dependent parts (usable capacity,
+    # R0, table error) stay where they were; none ever seen reads as 25 degC.
+    r = Rig(chem=CHEM_NMC, mv=3751)
+    soc = r.bms.soc
+    soc.set_pm(500)
+    r.board.temps = [-100] * len(r.board.temps)    # -10 degC
+    r.run(5000, 50)
+    cold = soc.cold_pm
+    assert cold < 1000
+    s0 = soc.soc_pm
+    from bms.measurements import T_OPEN
+    r.board.temp_status = [T_OPEN] * len(r.board.temp_status)
+    r.run(60000, 100)
+    assert r.bms.prot.active(F.T_SENSOR)
+    assert soc.cold_pm == cold
+    assert abs(soc.soc_pm - s0) <= 2, (s0, soc.soc_pm)
+    _in_range(soc)
+    r = Rig(chem=CHEM_NMC, mv=3751)
+    r.board.temp_status = [T_OPEN] * len(r.board.temp_status)
+    r.board.temps = [-100] * len(r.board.temps)
+    r.bms.soc.set_pm(500)
+    r.run(5000, 50)
+    assert r.bms.soc.cold_pm == 1000
+    _in_range(r.bms.soc)
