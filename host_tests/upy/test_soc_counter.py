@@ -218,3 +218,31 @@ def test_integrate_does_not_allocate():
             s.integrate(98765, 50)
     finally:
         micropython.heap_unlock()
+
+
+def test_absurd_anchors_keep_soh_and_the_capacity_in_their_band():
+    # bms/soc.py: a learned capacity is 50..120 % of rated whatever the
+    # anchors (an empty anchor minutes after a full one, a charger that
+    # stops early, a shunt offset of amperes, a SOC set in between); SOH =
+    # learned / rated, shown at most 100 %.  Never 0, never above 100 %.
+    seed = 12345
+    for run in range(20):
+        p, s = _soc(CHEM_LFP if run % 2 else CHEM_NMC)
+        for _ in range(60):
+            seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+            k = seed % 7
+            amp = (seed >> 8) % 400000 - 200000          # -200..200 A
+            secs = (seed >> 4) % 600 + 1                 # up to 33 Ah an event
+            if k == 0:
+                s.calibrate_full()
+            elif k == 1:
+                s.calibrate_empty()
+            elif k == 2:
+                s.set_pm((seed >> 3) % 1001)
+            else:
+                for _ in range(secs):
+                    s.integrate(amp, 1000)
+            assert 500 <= s.soh_pm <= 1000, s.soh_pm
+            assert s.learned_mah == 0 or 50000 <= s.learned_mah <= 120000, s.learned_mah
+            assert 0 <= s.soc_pm <= 1000 and 0 <= s.remaining_mah <= s.capacity_mah
+            assert 0 <= s.throughput_mah < s.capacity_mah
