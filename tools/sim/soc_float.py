@@ -356,7 +356,7 @@ class Soc(fixed.Soc):
         self.p22 = sb * sb
         self.p12 = 0.0
         self._lost = 0
-        self._trusted(self._frac(), int(sd * 2.0 ** 30), not learned)
+        self._trusted(self._frac(), int(sd * 2.0 ** 30), not learned, 1)
         self.cal_tail += 1
         return True
 
