@@ -168,3 +168,21 @@ def test_every_cell_temperature_sensor_dead_holds_the_last_temperature():
     r.run(5000, 50)
     assert r.bms.soc.cold_pm == 1000
     _in_range(r.bms.soc)
+
+
+def test_a_cell_count_change_does_not_move_soc():
+    # The estimator reads the mean cell (sum / count): a pack rebuilt with
+    # one cell less keeps its SOC, also when the sweeps right after the
+    # change fail (the sum of the old count beside the new count for a
+    # reading: at rest that is a lost-SOC suspicion, which waits).
+    for fail in (0, 8):
+        r = Rig(chem=CHEM_NMC, mv=3751)
+        soc = r.bms.soc
+        soc.set_pm(500)
+        r.run(60000, 50)
+        r.board.fail_cells = fail
+        r.params.set(P.P_CELL_COUNT, 15)
+        r.board.connected = 15
+        r.run(120000, 100)
+        assert abs(soc.soc_pm - 500) <= 3 and soc.resets == 0, (fail, soc.soc_pm, soc.resets)
+        _in_range(soc)
