@@ -96,6 +96,7 @@ class Services:
         self._p_saved_at = ticks_add(now, -_PARAM_MIN_MS)
         self._s_saved_op = state.op_s
         self._s_saved = state.copy()
+        self._s_failed = False   # the last state write failed
         self._log_at = now
         self._log_tokens = LOG_BURST   # flushes allowed now (see _log_step)
         self._log_refill = now
@@ -299,18 +300,21 @@ class Services:
         self._snapshot_soc()
         age = st.op_s - self._s_saved_op
         old = self._s_saved
-        if st.capacity_mah != old.capacity_mah and age > 0:
+        cap = st.capacity_mah != old.capacity_mah
+        if cap and age > 0 and not self._s_failed:
             # The learned capacity changed (a measurement, or a new capacity
             # parameter that drops it): saved at once, as the lease.  On the
             # schedule below, a power cut before the next save restored the
             # value learned against the old parameter beside the new one.
+            # After a failed write: on the schedule (a failing flash is not
+            # tried every second).
             self._save_state()
             return
         if age < STATE_MIN_S:
             return
         d = st.soc_pm - old.soc_pm
         moved = d >= _SOC_STEP_PM or -d >= _SOC_STEP_PM or st.cycles != old.cycles \
-            or st.lease_end_s != old.lease_end_s or st.lease_counter != old.lease_counter
+            or st.lease_end_s != old.lease_end_s or st.lease_counter != old.lease_counter or cap
         if moved or age >= STATE_MAX_S:
             self._save_state()
 
@@ -323,9 +327,11 @@ class Services:
             self.store.save_state(st)
             self._s_saved = st.copy()
             self._s_saved_op = st.op_s
+            self._s_failed = False
         except OSError:
             self.errors += 1
             self._s_saved_op = st.op_s   # retry after STATE_MIN_S, not every poll
+            self._s_failed = True
         st.flags &= ~F_CLEAN
 
     def _update_step(self, now):

@@ -579,3 +579,22 @@ def test_a_capacity_entered_by_the_user_is_not_undone_by_a_power_cut():
     d2.bms.soc.learned_mah = 76000
     d2.run(1000)
     assert d2.svc.store.load_state().capacity_mah == 76000
+
+
+def test_a_failing_flash_is_not_retried_every_second_for_a_capacity_change():
+    # bms/services.py: a failed state write is retried after STATE_MIN_S,
+    # the at-once save for a changed learned capacity included.
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.run(1000)
+    tries = []
+
+    def failing(st):
+        tries.append(st.capacity_mah)
+        raise OSError(28)
+    d.svc.store.save_state = failing
+    d.bms.soc.learned_mah = 95000
+    d.run(120 * 1000, step=500)
+    assert len(tries) == 1, len(tries)
+    d.run((SV.STATE_MIN_S + 1) * 1000, step=500)
+    assert 2 <= len(tries) <= 3, len(tries)
