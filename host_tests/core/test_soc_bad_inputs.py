@@ -186,3 +186,26 @@ def test_a_cell_count_change_does_not_move_soc():
         r.run(120000, 100)
         assert abs(soc.soc_pm - 500) <= 3 and soc.resets == 0, (fail, soc.soc_pm, soc.resets)
         _in_range(soc)
+
+
+def test_a_current_beyond_a_kiloamp_is_counted_in_small_int_steps():
+    # README (SOC): never a big int on an RP2040 (a long int is an
+    # allocation, and none in the fast task).  The shunt's full scale can be
+    # well above 1 kA (1638.4 A on 100 uOhm) and a pass asleep lasts over a
+    # second: current x time per counted piece must stay a small int.
+    r = Rig()
+    r.run(3000)
+    soc = r.bms.soc
+    seen = [0]
+    plain = soc.integrate
+
+    def integrate(ma, dt):
+        q = ma * dt
+        if abs(q) > seen[0]:
+            seen[0] = abs(q)
+        plain(ma, dt)
+    soc.integrate = integrate
+    r.board.current_ma = -3276000      # full scale of a 50 uOhm shunt
+    r.run(2400, step=1200)             # two asleep-length passes
+    assert seen[0] > 0
+    assert seen[0] < 2 ** 30, seen[0]
