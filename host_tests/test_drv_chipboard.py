@@ -203,3 +203,34 @@ def test_bleeding_left_on_by_an_mcu_restart_stops():
     sim.run(5)
     assert sim.bms.balancer.state == 2  # ST_WAIT: not charging
     assert sim.board.emu_afe.cb_mask == 0 and _bleeding(sim) == []
+
+
+def test_an_open_sense_wire_opens_the_charge_path():
+    # docs/safety.md, open sense wire (BQ76952): a VC pin whose sense wire
+    # came off keeps its filter capacitors' voltage, and the two cells beside
+    # it read a plausible pair however the cells themselves go (SLUUBY2B,
+    # Cell Open Wire).  The driver turns on the chip's cell open-wire check
+    # (Check Time 1 s), whose current drains the floating pin: the cell below
+    # reads low, then invalid, the one above high, and charging stops (a cell
+    # that cannot be measured is not charged) within 8 s, for good.
+    from bms.params import ParamSet
+    holder = {}
+
+    def factory(pack):
+        holder["b"] = ChipBoard(pack, seed=5, params=ParamSet(1, max_cells=16))
+        return holder["b"]
+
+    sim = Simulation("LFP", cells=16, soc=0.5, seed=4, board_factory=factory)
+    sim.pack.charger_a = 10.0
+    sim.run(4)
+    assert sim.pack.relays[RELAY_CHG] == 1 and sim.active_faults() == []
+    emu = holder["b"].emu_afe
+    emu.open_tap(6)                     # the wire between cells 6 and 7
+    assert sim.run_until(lambda s: s.pack.relays[RELAY_CHG] == 0, 8.0)
+    for _ in range(40):                 # 20 s: it stays open
+        sim.run(0.5)
+        assert sim.pack.relays[RELAY_CHG] == 0
+    m = sim.bms.meas
+    assert not m.cell_ok[5] or m.cell_mv[5] < 1000    # the cell below the open tap
+    assert "cell_stale" in sim.active_faults()
+    assert holder["b"].hw.afe_applied["open_wire_s"] == 1   # written and read back

@@ -85,6 +85,7 @@ _DM_CAP_GAIN = const(0x91AC)        # F4
 _DM_DA_CONFIG = const(0x9303)       # H1: USER_AMPS[1:0], USER_VOLTS_CV bit 2
 _DM_VCELL_MODE = const(0x9304)      # H2: one bit per VC channel in use
 _DM_FET_OPTIONS = const(0x9308)
+_DM_OW_CHECK_TIME = const(0x9314)   # U1, s: Settings:Cell Open-Wire:Check Time (0 = off)
 _DM_CB_MAX_CELLS = const(0x933A)    # U1: Cell Balance Max Cells (default 1)
 _DM_MFG_STATUS_INIT = const(0x9343)  # H2: PF_EN bit 6, FET_EN bit 4
 _DM_ENABLED_PROT_A = const(0x9261)
@@ -108,6 +109,11 @@ _SA_COV = const(0x08)
 _SA_CUV = const(0x04)
 
 SCD_MV = (10, 20, 40, 60, 80, 100, 125, 150, 175, 200, 250, 300, 350, 400, 450, 500)
+# Cell open-wire check interval (s): without it a VC pin whose sense wire
+# came off keeps the voltage of its filter capacitors and the two cells
+# beside it read a plausible pair (SLUUBY2B, Cell Open Wire).  1 s: 55 uA
+# for 3 ms per second, about 165 nA average per pin.
+OPEN_WIRE_S = const(1)
 _MFG_FET_EN = const(0x10)
 _MFG_PF_EN = const(0x40)
 # Waits in microseconds (see the module docstring).
@@ -441,6 +447,10 @@ class BQ76952(Afe):
         # this RAM image is ever programmed into OTP; at run time FET_EN is
         # checked below and set with FET_ENABLE.
         w.append((_DM_MFG_STATUS_INIT, "<H", _MFG_PF_EN | _MFG_FET_EN))
+        # Cell open-wire check: its current drains a floating VC pin, so the
+        # cell below a broken sense wire reads low (then 0: invalid) and the
+        # one above high, instead of a plausible pair that blinds OV.
+        w.append((_DM_OW_CHECK_TIME, "<B", _clamp(conf.get("open_wire_s", OPEN_WIRE_S), 0, 255)))
         if "cov_mv" in conf:
             w.append((_DM_COV_THRESHOLD, "<b", _clamp(_ceil_div(conf["cov_mv"] * 10, 506), 20, 110)))
             w.append((_DM_COV_DELAY, "<H", self._delay_code(conf.get("cov_delay_ms", 250), 2047)))
@@ -520,7 +530,7 @@ class BQ76952(Afe):
         prot = r(_DM_ENABLED_PROT_A, "<B")
         out = {"cells": n, "vcell_mask": mask, "user_amps_ma": self.user_amps_ma,
                "prot_a": prot, "shunt_uohm": uohm, "bal_max_cells": r(_DM_CB_MAX_CELLS, "<B"),
-               "cc_gain": r(_DM_CC_GAIN, "<f")}
+               "cc_gain": r(_DM_CC_GAIN, "<f"), "open_wire_s": r(_DM_OW_CHECK_TIME, "<B")}
         if prot & _SA_COV:
             out["cov_mv"] = r(_DM_COV_THRESHOLD, "<b") * 506 // 10
             out["cov_delay_ms"] = (r(_DM_COV_DELAY, "<H") + 2) * 33 // 10

@@ -54,6 +54,22 @@ Fault injection (all counters decrement per transaction):
   drop_dm       {address: k} the next k data-memory writes to that address
                 are lost (a write the chip never applied)
   trip_scd()    latch a hardware short-circuit trip now
+  open_tap(t)   the sense wire of cell tap t (0 = below cell 1, n = above
+                cell n) comes off: its VC pin (with the pins shorted to it
+                for fewer cells) keeps the voltage its filter capacitors held
+                (SLUUBY2B, Cell Open Wire: "the voltage at the cell input pin
+                ... may persist for some time on the board-level capacitor,
+                leading to incorrect voltage readings"), so the two cells
+                beside it read a plausible pair whatever the cells do.  Only
+                the chip's cell open-wire check (Settings:Cell Open-Wire:Check
+                Time 0x9314, s; 0 = off, our model's default) drains it: once
+                per Check Time, 55 uA for a 3 ms measurement from each pin to
+                VSS, ``ow_step_mv`` (825 mV on 200 nF of pin capacitance) per
+                check, down to 500 mV below the tap beneath (the body diode
+                of the bleed FET between the pins).  The cell below then reads
+                low, then negative; the cell above high (COV / CUV trip like
+                any cell).  The stack voltage (0x34) stays the true one.
+                ``close_tap(t)`` puts the wire back.
 Everything on the wire is appended to ``log`` as (op, reg, bytes) when
 ``log`` is a list.
 """
@@ -91,6 +107,7 @@ _DM_DEFAULTS = (
     (0x9303, "<B", 0x05),         # DA Configuration
     (0x9304, "<H", 0x0000),       # Vcell Mode (0 = all 16)
     (0x9308, "<B", 0x0D),         # FET Options
+    (0x9314, "<B", 0),            # Cell Open-Wire Check Time (s; 0 = off; default not confirmed)
     (0x933A, "<B", 1),            # Cell Balance Max Cells (default 1)
     (0x9343, "<H", 0x0000),       # Mfg Status Init
 )
@@ -182,6 +199,10 @@ class EmuBQ76952:
         # fewer than 16 cells: VC1.. and the top cell on VC16).  None: the
         # cells sit where the chip's VCell Mode says (a correctly set-up pack).
         self.wiring = None
+        # Open sense wires: {tap: voltage its floating pin holds (mV)}.
+        self.open_taps = {}
+        self.ow_step_mv = 825       # 55 uA x 3 ms / 200 nF per open-wire check
+        self._ow_ms = 0
 
     def reset(self):
         """Power-on / RESET: data memory from the defaults and OTP,
@@ -268,13 +289,65 @@ class EmuBQ76952:
             return self.vcell_channels()
         return [ch for ch in range(16) if self.wiring & (1 << ch)]
 
-    def _channel_mv(self):
-        """Each input pair's voltage: a cell where one is wired, 0 V on
-        inputs tied together."""
+    def _true_channel_mv(self):
+        """Each input pair's voltage with every sense wire on: a cell where
+        one is wired, 0 V on inputs tied together."""
         v = [0] * 16
         for k, ch in enumerate(self.wired_channels()):
             v[ch] = self.source.cell_mv(k)
         return v
+
+    def _tap_pins(self, t):
+        """VC pins (0..16) on cell tap t: the pin above cell t and those
+        tied to it up to the pin below cell t + 1."""
+        w = self.wired_channels()
+        lo = w[t - 1] + 1 if t > 0 else 0
+        hi = w[t] if t < len(w) else 16
+        return range(lo, hi + 1)
+
+    @staticmethod
+    def _nodes(chan):
+        node = [0] * 17
+        for j in range(16):
+            node[j + 1] = node[j] + chan[j]
+        return node
+
+    def _channel_mv(self):
+        """What the chip measures on each input pair: the true voltages, but
+        a floating pin (an open tap) at the voltage it holds."""
+        v = self._true_channel_mv()
+        if not self.open_taps:
+            return v
+        node = self._nodes(v)
+        for t, held in self.open_taps.items():
+            for pin in self._tap_pins(t):
+                node[pin] = held
+        return [node[j + 1] - node[j] for j in range(16)]
+
+    def open_tap(self, t, held_mv=None):
+        """The sense wire of tap t comes off; its pin holds ``held_mv`` (by
+        default the tap's voltage at that moment)."""
+        if held_mv is None:
+            held_mv = self._nodes(self._true_channel_mv())[self._tap_pins(t)[0]]
+        self.open_taps[t] = held_mv
+
+    def close_tap(self, t):
+        self.open_taps.pop(t, None)
+
+    def _open_wire_check(self, ms):
+        """The chip's cell open-wire current: every Check Time it drains each
+        floating pin by ow_step_mv (not in CONFIG_UPDATE)."""
+        ct = self.dm_get(0x9314, "<B")
+        if not self.open_taps or ct == 0 or self.cfgupdate:
+            self._ow_ms = 0
+            return
+        self._ow_ms += ms
+        node = self._nodes(self._true_channel_mv())
+        while self._ow_ms >= ct * 1000:
+            self._ow_ms -= ct * 1000
+            for t in self.open_taps:
+                floor = (node[self._tap_pins(t - 1)[-1]] if t > 0 else 0) - 500
+                self.open_taps[t] = max(floor, self.open_taps[t] - self.ow_step_mv)
 
     def _fets_allowed(self):
         return self.fet_en and not self.shutdown and not self.cfgupdate and not self.all_off
@@ -337,7 +410,9 @@ class EmuBQ76952:
 
     def advance(self, ms):
         """Let simulated time pass: SCD recovers after Protections:SCD:
-        Recovery Time (0x9294, s) once the short is gone."""
+        Recovery Time (0x9294, s) once the short is gone; the cell
+        open-wire check drains a floating pin (``open_tap``)."""
+        self._open_wire_check(ms)
         self._protect()
         if self.safety[1] & 0x80:
             self.scd_ms += ms
@@ -369,7 +444,7 @@ class EmuBQ76952:
         ch = self._channel_mv()
         for k in range(16):
             put(0x14 + 2 * k, ch[k])
-        stack = sum(ch)
+        stack = sum(self._true_channel_mv())   # measured on its own pin
         put(0x34, stack // 10)
         put(0x36, stack // 10 if self.dsg_fet or self.chg_fet else 0)
         put(0x38, stack // 10 if self.dsg_fet else 0)
