@@ -55,7 +55,7 @@ from array import array
 from micropython import const
 
 from bms import faults as F
-from bms.measurements import ROLE_CELL, T_NO_DATA, T_OK, T_OPEN, T_SHORT
+from bms.measurements import CELL_MV_MAX, ROLE_CELL, T_NO_DATA, T_OK, T_OPEN, T_SHORT
 from bms.params import (P_CELL_COUNT, P_MODULE_CELLS, P_MODULE_TIMEOUT, P_OV2, P_T_CELL_OT,
                         P_UV2)
 from bms.ticks import ticks_add, ticks_diff
@@ -676,7 +676,6 @@ class CanMaster:
         cmv = m.cell_mv
         cts = m.cell_ts
         cok = m.cell_ok
-        inv = C.CELL_INVALID
         per = C.CELLS_PER_FRAME
         seq = self.mod_rx_seq
         fseq = self._fill_seq
@@ -712,7 +711,7 @@ class CanMaster:
                 while i < stop:
                     v = mv[i]
                     cts[i] = t
-                    if v == inv or v == 0:     # 0 mV: invalid, as Measurements.put_cell
+                    if v == 0 or v > CELL_MV_MAX:   # 0 mV, out of range (0xFFFF too): invalid, as put_cell
                         cmv[i] = 0
                         cok[i] = 0
                     else:

@@ -148,6 +148,29 @@ def test_a_cell_reading_of_0_mv_from_a_module_is_invalid_like_on_a_single_board(
     assert m.min_mv > 3000 and m.bad_cells == 2
 
 
+def test_a_module_cell_reading_beyond_the_cell_range_is_invalid_like_on_a_single_board():
+    # docs/safety.md: a reading out of range (above CELL_MV_MAX, 6000 mV:
+    # beyond every AFE's cell input) is invalid, as on a single board; its
+    # last valid value holds and cell_stale acts.  The master took any
+    # module value but 0 and 0xFFFF: the cell above a module's open sense
+    # wire, drained by the chip's open-wire check, reads two cells (7 V) and
+    # was a valid cell_max (ov2 latched on a reading no cell can give).
+    r = _up()
+    r.run(500)
+    r.afes[1].mv[5] = 7088
+    r.afes[1].mv[7] = C.CELL_INVALID - 1
+    r.run(1500)
+    m = Measurements(256, (ROLE_CELL,))
+    m.set_cell_count(48)
+    now = r.clock.ticks_ms()
+    r.master.fill_cells(m, now)
+    assert m.cell_ok[16 + 5] == 0
+    assert m.cell_ok[16 + 7] == 0
+    assert sum(m.cell_ok[0:48]) == 46
+    m.update_cell_stats()
+    assert m.max_mv < 4000 and m.bad_cells == 2
+
+
 def test_missing_cell_frame_stays_stale_for_weeks():
     # A module whose STATUS keeps coming but one cell frame never does stays
     # bad however long that lasts.  A tick difference wraps after 2**29 ms
