@@ -53,8 +53,8 @@ Safety rules applied here (docs/safety.md):
   the current is checked against a second source and against the cell
   voltages' response (bms.plausible: current_sensor), and voltage on cells
   beyond ``cell_count`` (pack voltage above the cell sum by more than
-  UNMON_MV + UNMON_PER_CELL_MV per cell, at rest, for UNMON_MS) counts as
-  missing cell data (cell_stale).
+  UNMON_MV + UNMON_PER_CELL_MV per cell, on sweeps with a steady current,
+  for UNMON_MS) counts as missing cell data (cell_stale).
 
 Comms never touch the board: they change parameters (validated) or call
 ``request(cmd, arg)``, which the fast task applies at its next run.  Any
@@ -229,6 +229,7 @@ class Bms:
         self._alert_pver = -1
         self.bad_readings = 0    # out-of-range readings refused
         self._unmon_ms = 0
+        self._unmon_ma = 0          # the current at the previous sweep
         self.unmonitored = False
         self._chg_at = 0
         self._chg_seen = False
@@ -500,10 +501,18 @@ class Bms:
 
     def _unmonitored(self, m):
         """Voltage on inputs beyond ``cell_count``: the pack voltage exceeds the
-        sum of the monitored cells (checked at rest, where both agree)."""
+        sum of the monitored cells.  Checked on every sweep whose current is
+        steady (within _UNMON_REST_MA of the previous sweep's: at rest, or a
+        steady charge or discharge), where both agree: the stack and the cells
+        measure the same taps, so a steady current's drops are in both; a
+        sweep inside a current step (the two read at different instants) gives
+        no verdict.  At rest only, a charger pushing from boot left it without
+        a verdict for the whole charge."""
         n = m.n_cells
         i = m.current_ma
-        if m.bad_cells or m.pack_mv <= 0 or i > _UNMON_REST_MA or i < -_UNMON_REST_MA:
+        di = i - self._unmon_ma
+        self._unmon_ma = i
+        if m.bad_cells or m.pack_mv <= 0 or di > _UNMON_REST_MA or di < -_UNMON_REST_MA:
             return  # no verdict: the last one holds
         if m.pack_mv - m.sum_mv > UNMON_MV + UNMON_PER_CELL_MV * n:
             self._unmon_ms += self.cell_ms

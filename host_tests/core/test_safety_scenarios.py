@@ -372,6 +372,38 @@ def test_lowering_cell_count_leaves_no_connected_cell_unmonitored():
     assert not r.bms.prot.active(F.CELL_STALE)
 
 
+def test_a_cell_count_below_the_wiring_is_found_while_a_charger_pushes_from_boot():
+    # docs/safety.md, cells connected beyond cell_count: the check counts
+    # every sweep whose current is steady (within 2 A of the previous
+    # sweep's), at rest or under a steady charge.  It counted only at rest:
+    # a charger pushing from the moment the charge relay closed (a few
+    # hundred ms after boot) left it without a verdict for the whole charge,
+    # and the cells beyond the count were charged unmonitored.
+    r = Rig(cell_count=12)           # cells 13-16 are wired
+    r.board.current_ma = 20000       # flows as soon as the charge path closes
+    r.run(1000)
+    assert r.board.relays[RELAY_CHG] and r.board.flowing() == 20000
+    t = r.run_until(lambda: r.bms.prot.active(F.CELL_STALE), UNMON_MS + 2 * CELL_MS + LATENCY)
+    assert t >= 0
+    assert not r.board.relays[RELAY_CHG] and not r.board.relays[RELAY_DSG]
+
+
+def test_a_changing_current_gives_the_unmonitored_check_no_verdict():
+    # The same check skips a sweep whose current moved by more than 2 A
+    # since the previous one (cells and stack read at different instants
+    # of a step): a load that steps at every sweep never counts, at rest
+    # it still does.
+    r = Rig(cell_count=12)
+    r.board.current_ma = -20000
+    for k in range(40):              # 10 s, a 4 A step at every sweep
+        r.board.current_ma = -20000 if k % 2 else -24000
+        r.run(CELL_MS)
+    assert not r.bms.prot.active(F.CELL_STALE)
+    r.board.current_ma = 0
+    t = r.run_until(lambda: r.bms.prot.active(F.CELL_STALE), UNMON_MS + 2 * CELL_MS + LATENCY)
+    assert t >= 0
+
+
 def test_current_gain_writes_and_calibration_are_bounded_and_logged():
     r = Rig()
     err = None
