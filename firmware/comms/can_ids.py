@@ -84,6 +84,7 @@ LF_TSENSOR = const(0x08)     # an NTC open/short
 LF_AFE = const(0x10)         # the AFE did not answer at the last sample
 LF_MASTER_LOST = const(0x20)  # balancing stopped: no command/SYNC in time
 LF_DEFAULTS = const(0x40)    # running on built-in limits (never configured)
+LF_WIRING = const(0x80)      # its stack voltage exceeds its cells' sum: cells wired beyond its count
 LF_HARD = const(0x07)        # the hard-limit bits the master latches
 
 AGE_UNIT_MS = const(10)

@@ -543,7 +543,8 @@ class CanMaster:
         why = 0
         if cells != self.mod_cells[k]:
             why |= W_COUNT
-        if faults & C.LF_AFE or age > self.timeout:
+        if faults & (C.LF_AFE | C.LF_WIRING) or age > self.timeout:
+            # (LF_WIRING: cells wired beyond its count, nobody reads them)
             why |= W_AFE
         if e != (self.sweep & 0xFF):
             why |= W_ECHO

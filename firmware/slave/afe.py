@@ -16,6 +16,12 @@ class SlaveAfe:
         self.flags = bytearray(max_cells)
         self.no_adjacent = getattr(afe, "balance_no_adjacent", True)
         self._cells = 0          # cell count the AFE is configured for
+        # The chip's own stack voltage (mV) for the slave's wiring check, as
+        # read_stack_mv() where the AFE has it (bound once: nothing allocated
+        # per sample).
+        f = getattr(afe, "read_stack_mv", None)
+        if f is not None:
+            self.read_stack_mv = f
 
     def read_cells(self, cell_mv, n):
         if n != self._cells:

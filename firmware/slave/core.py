@@ -9,6 +9,8 @@ Pure logic, stepped from outside with ``step(now)``; the board entry
                                TEMP_OPEN / TEMP_SHORT sentinels of comms.can_ids
   afe.balance(mask)            bleeders on (bit 0 = cell 1)
   afe.sleep(on)                optional (NotImplementedError is fine)
+  afe.read_stack_mv()          optional: the chip's own stack voltage (mV; 0
+                               or less: no reading), for the wiring check below
 
 Protocol (``comms.can_ids``, ``docs/bms_internal.dbc``): the master's SYNC
 starts a sweep; the slave samples its AFE at once and sends STATUS, its
@@ -31,6 +33,16 @@ Addressing: ``addr`` 1..16 from DIP switches / stored setting, or 0 for
 auto-assignment along the chain: an unaddressed slave whose chain input is
 active announces its uid; the master's ASSIGN gives it the next address and
 the slave raises its chain output so the next module announces.
+
+Wiring check (docs/safety.md, cells connected beyond the count): when the
+chip's stack voltage exceeds the sum of the ``cells`` it reads by more than
+_UNMON_MV + _UNMON_PER_CELL_MV per cell on _UNMON_SAMPLES samples in a row,
+cells are wired beyond the module's count (a CONFIG or setting below its
+wiring; TI's wiring for fewer cells leaves such a cell unread) and nobody
+watches them: ``LF_WIRING`` is reported, and the master takes none of the
+module's cells (cell_stale: charge and discharge open).  Both voltages come
+from the same chip and the same taps, so a steady current's drops are in
+both; a reading that is missing or invalid gives no verdict.
 """
 from array import array
 
@@ -57,6 +69,9 @@ _SLEEP_AFTER_MS = const(30000)
 _ANNOUNCE_MS = const(250)
 _MAX_RX_PER_STEP = const(8)
 _TEMP_BAD_MIN = const(32766)  # TEMP_SHORT and TEMP_OPEN
+_UNMON_MV = const(800)        # stack above the cell sum: a cell nobody reads ...
+_UNMON_PER_CELL_MV = const(5)  # ... beyond this margin plus this per cell read
+_UNMON_SAMPLES = const(5)     # ... on this many samples in a row (5 s)
 
 
 class Slave:
@@ -88,6 +103,8 @@ class Slave:
         self.sample_ts = now
         self.faults = 0            # LF_* bits
         self._cnt = bytearray(3)   # debounce counters: ov, uv, ot
+        self._unmon = 0            # samples in a row with the stack above the cells
+        self._rd_stack = getattr(afe, "read_stack_mv", None)
         self.state = C.ST_BOOT
         self.sleeping = False
         self.bal_mask = 0
@@ -360,8 +377,36 @@ class Slave:
             self.faults &= ~C.LF_TSENSOR
         if not self.configured:
             self.faults |= C.LF_DEFAULTS
+        self._wiring(n)
         if self.faults & (C.LF_HARD | C.LF_TSENSOR) and self.bal_mask:
             self._set_balance(0)
+
+    def _wiring(self, n):
+        """Cells wired beyond the module's count (module docstring)."""
+        f = self._rd_stack
+        if f is None:
+            return
+        try:
+            st = f()
+        except (OSError, NotImplementedError):
+            return   # no verdict: the last one holds
+        if st <= 0:
+            return   # no reading
+        mv = self.cell_mv
+        total = 0
+        for i in range(n):
+            v = mv[i]
+            if v == C.CELL_INVALID or v == 0:
+                return
+            total += v
+        if st - total > _UNMON_MV + _UNMON_PER_CELL_MV * n:
+            if self._unmon < _UNMON_SAMPLES:
+                self._unmon += 1
+            if self._unmon >= _UNMON_SAMPLES:
+                self.faults |= C.LF_WIRING
+        else:
+            self._unmon = 0
+            self.faults &= ~C.LF_WIRING
 
     def _limit(self, k, bit, trip, clear):
         c = self._cnt[k]

@@ -112,6 +112,10 @@ class ValueAfe:
         self.dead = False
         self.reads = 0
         self.asleep = False
+        self.stack = 0          # the chip's stack voltage (mV); 0: no reading
+
+    def read_stack_mv(self):
+        return self.stack
 
     def read_cells(self, cell_mv, n):
         if self.dead:

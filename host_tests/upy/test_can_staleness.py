@@ -171,6 +171,37 @@ def test_a_module_cell_reading_beyond_the_cell_range_is_invalid_like_on_a_single
     assert m.max_mv < 4000 and m.bad_cells == 2
 
 
+def test_a_module_with_cells_wired_beyond_its_count_gives_none_of_its_cells():
+    # docs/safety.md, cells connected beyond the count, on a module: its
+    # chip's stack voltage above the sum of the cells it reads by more than
+    # 800 mV + 5 mV per cell on 5 samples in a row means cells nobody reads
+    # (a module of 16 set to 12: TI's wiring leaves VC12..VC15 unread).  The
+    # module reports LF_WIRING and the master takes none of its cells, so
+    # the core's cell_stale opens charge and discharge.  Before, nothing
+    # compared them on a module: the four cells were charged unmonitored.
+    r = _up()
+    a = r.afes[1]
+    m = Measurements(256, (ROLE_CELL,))
+    m.set_cell_count(48)
+
+    def taken(k):
+        r.master.fill_cells(m, r.clock.ticks_ms())
+        return sum(m.cell_ok[16 * k:16 * k + 16])
+
+    a.stack = sum(a.mv)                  # wired as configured: agrees
+    r.run(8000)
+    assert taken(1) == 16 and r.states() == [MS_OK] * 3
+    a.stack = sum(a.mv) + 4 * 3300       # four more cells on the taps
+    t = r.run_until(lambda: taken(1) == 0, 7000)
+    assert t >= 0
+    r.run(1500)
+    assert taken(1) == 0 and taken(0) == 16 and taken(2) == 16
+    assert r.master.mod_faults[1] & C.LF_WIRING     # and says why
+    a.stack = sum(a.mv)                  # the count put right
+    assert r.run_until(lambda: r.states() == [MS_OK] * 3, 3000) >= 0
+    assert taken(1) == 16 and not r.master.mod_faults[1] & C.LF_WIRING
+
+
 def test_missing_cell_frame_stays_stale_for_weeks():
     # A module whose STATUS keeps coming but one cell frame never does stays
     # bad however long that lasts.  A tick difference wraps after 2**29 ms

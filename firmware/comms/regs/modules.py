@@ -55,7 +55,7 @@ MOD_TEMP_SHORT = const(32766)
 MOD_STATE_NAMES = ("absent", "ok", "lost", "bad")            # can_master.MS_*
 _MS_OK = const(1)
 MOD_WHY_BITS = ("cell_count", "afe", "echo", "frames", "config", "two_modules")  # can_master.W_*
-MOD_FAULT_BITS = ("ov", "uv", "ot", "tsensor", "afe", "master_lost", "defaults")  # can_ids.LF_*
+MOD_FAULT_BITS = ("ov", "uv", "ot", "tsensor", "afe", "master_lost", "defaults", "wiring")  # can_ids.LF_*
 SLAVE_STATE_NAMES = ("boot", "run", "sleep", "fault")       # can_ids.ST_* (bits 0-3)
 CAN_STATE_NAMES = ("error_active", "error_warning", "error_passive", "bus_off")
 
