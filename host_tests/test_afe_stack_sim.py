@@ -76,3 +76,17 @@ def test_top_chip_hardware_overvoltage_backstop_opens_relays():
     assert b.hw.afe_fault() & 0x008                       # FAULT_OV, from the top chip
     assert "afe" in sim.active_faults()
     assert sim.pack.relays[RELAY_DSG] == 0 and sim.pack.relays[RELAY_CHG] == 0
+
+
+def test_an_open_sense_wire_on_the_top_chip_opens_the_charge_path():
+    # docs/safety.md, open sense wire (BQ76952): the top chip runs the cell
+    # open-wire check too (its own configure), without a hardware backstop
+    # in this rig: the firmware's own cell checks open the charge path.
+    sim = _sim(24)
+    sim.pack.charger_a = 10.0
+    sim.run(4)
+    assert sim.pack.relays[RELAY_CHG] == 1 and sim.active_faults() == []
+    sim.board.emu_top.open_tap(3)      # between cells 19 and 20
+    assert sim.run_until(lambda s: s.pack.relays[RELAY_CHG] == 0, 8.0)
+    sim.run(10)
+    assert sim.pack.relays[RELAY_CHG] == 0 and "cell_stale" in sim.active_faults()
