@@ -228,3 +228,22 @@ def test_inverter_keepalive_loss_is_reported():
         assert not link.inverter_present and link.keepalive_lost == 1
     finally:
         teardown(inv, bus)
+
+
+def test_full_charge_request_reaches_the_wire_after_full_chg_days():
+    # docs/parameters.md full_chg_days: past it without a full anchor, 0x35C
+    # FullChargeRequest (bit 3) asks the inverter for a full charge.
+    from bms import params as P
+    sim, link, inv, bus = setup()
+    try:
+        sim.bms.params.set(P.P_FULL_CHG_DAYS, 1)
+        sim.run(3)
+        assert inv.last("BMS_Request")["FullChargeRequest"] == 0
+        for _ in range(25):           # a day of operation, in hours
+            sim.clock.advance(3599000)
+            sim.run(1)
+        sim.run(3)
+        rq = inv.last("BMS_Request")
+        assert rq["FullChargeRequest"] == 1 and rq["ChargeEnable"] == 1, rq
+    finally:
+        teardown(inv, bus)

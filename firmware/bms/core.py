@@ -74,15 +74,15 @@ from bms.heater import Heater
 from bms.measurements import (CURRENT_MA_MAX, ROLE_BALANCE, ROLE_CELL, ROLE_POWER,
                               Measurements)
 from bms.params import (CUR_GAIN_STEP, P_BUZZER, P_CELL_COUNT, P_CHEMISTRY, P_CHG_SWITCH,
-                        P_CUR_GAIN,
-                        P_CUR_OFFSET, P_DSG_SWITCH, P_KEY_ENABLE, P_PRECHARGE_PCT,
-                        P_PRECHARGE_TIMEOUT, TABLE, ParamError)
+                        P_CUR_GAIN, P_CUR_OFFSET, P_DSG_SWITCH, P_FULL_CHG_DAYS,
+                        P_KEY_ENABLE, P_PRECHARGE_PCT, P_PRECHARGE_TIMEOUT, TABLE,
+                        ParamError)
 from bms.plausible import CurrentCheck
 from bms.protection import (CELL_STALE_MS, CURRENT_STALE_MS, NO_ONSET, TEMP_STALE_MS,
                             Protection)
 from bms.scheduler import Scheduler
 from bms.soc import Soc
-from bms.ticks import cap_age, ticks_add, ticks_diff
+from bms.ticks import AGE_CAP_MS, cap_age, ticks_add, ticks_diff
 from bms.wallclock import WallClock
 from bms.watchdog import EXC_QUIET_MS
 
@@ -146,6 +146,7 @@ MODE_NAMES = ("standby", "charging", "discharging", "protect", "boot")
 _MODE_CURRENT_MA = const(300)
 _COUNT_MAX_MS = const(2500)  # a longer gap between current samples counts this long
 _COUNT_PIECE_MS = const(250)  # see the coulomb count in step()
+_SINCE_FULL_MAX_S = const(400 * 86400)  # past every full_chg_days
 _AVG_SAMPLES = const(20)  # fast ticks per calibration-average window (1 s)
 _CAL_MIN_MA = const(500)
 _ZERO_MAX_MA = const(5000)
@@ -160,6 +161,13 @@ class Bms:
         self.wall = WallClock()
         self.log.wall = self.wall
         self._clock_day = -1    # day of the last EV_CLOCK mark
+        # Full-charge request (P_FULL_CHG_DAYS): operating time since the last
+        # full anchor, counted since boot.
+        self.since_full_s = 0
+        self.full_charge_request = False
+        self._full_n = 0
+        self._full_ms = 0
+        self._full_t = None
         self.meas = Measurements(board.max_cells, board.temp_roles)
         self.meas.set_cell_count(params[P_CELL_COUNT])
         self.prot = Protection(params, self.log)
@@ -608,6 +616,7 @@ class Bms:
                 self.soc.pause()
         if svc is not None:
             svc()
+        self._full_step(now)
         self.derating.update(now)
         w = self.wall
         w.tick(now)
@@ -616,6 +625,28 @@ class Bms:
             if s // 86400 != self._clock_day:
                 self._clock_day = s // 86400
                 self.log.append(now, EV_CLOCK, s, 1)
+
+    def _full_step(self, now):
+        """Operating time since the last full anchor (OV1 or a CV-tail end of
+        charge); past ``full_chg_days`` the inverter is asked for a full charge
+        (comms.inverter_can: 0x35C bit 3) until one anchors SOC again."""
+        n = self.soc.full_anchors
+        if n != self._full_n:
+            self._full_n = n
+            self.since_full_s = 0
+            self._full_ms = 0
+        t = self._full_t
+        self._full_t = now
+        if t is not None and self.since_full_s < _SINCE_FULL_MAX_S:
+            d = ticks_diff(now, t)
+            if d > 0:
+                if d > AGE_CAP_MS:
+                    d = AGE_CAP_MS      # a stalled loop, not operation
+                ms = self._full_ms + d
+                self.since_full_s += ms // 1000
+                self._full_ms = ms % 1000
+        days = self.params[P_FULL_CHG_DAYS]
+        self.full_charge_request = days > 0 and self.since_full_s >= days * 86400
 
     def set_time(self, s2020):
         """Set the wall clock (seconds since 2020-01-01 UTC) and the board's RTC if it has one."""

@@ -105,7 +105,8 @@ P_CUSTOM_CHEM = const(59)
 P_BAL_CURRENT = const(60)
 P_SLEEP_IDLE = const(61)
 P_SLEEP_CURRENT = const(62)
-N_PARAMS = const(63)
+P_FULL_CHG_DAYS = const(63)
+N_PARAMS = const(64)
 
 HEATER_OFF = const(0)
 HEATER_CHARGE = const(1)
@@ -224,6 +225,10 @@ TABLE = (
      "SmartSleep: sleep after this long below sleep_current (0 = SmartSleep off)"),
     ("sleep_current", "mA", 10, 5000, (200, 200, 200, 200), _D1,
      "SmartSleep: the pack counts as idle below this current"),
+    ("full_chg_days", "d", 0, 365, (0, 7, 0, 0), _D4,
+     "Ask the inverter for a full charge (CAN 0x35C bit 3) after this many days of "
+     "operation without one, until the next full anchor (0 = never): on LFP's plateau only "
+     "a full charge calibrates SOC. Counted since boot"),
 )
 
 # Chemistry ceilings: (parameter, LIM_MAX or LIM_MIN, (NMC, LFP, LTO, NA), source).

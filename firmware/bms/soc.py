@@ -363,6 +363,7 @@ class Soc:
         self.total_dsg_mah = 0        # lifetime discharge (for the log / app)
         # Capacity learning: net counted charge since the last anchor.
         self._anchor = 0              # 0 none, 1 full, -1 empty
+        self.full_anchors = 0         # full anchors since boot (the core's full-charge request)
         self._anchor_frac = ONE       # SOC of the last full anchor (Q28)
         self._learn_mah = 0
         self.last_learned_mah = 0     # last measurement (before averaging)
@@ -636,6 +637,8 @@ class Soc:
         (a CV-tail full anchor at SOC ``frac`` < 1: the charge over that span).
         True if it measured the capacity."""
         learned = False
+        if kind > 0:
+            self.full_anchors = (self.full_anchors + 1) & 0x3FFFFFFF
         if self._anchor == -kind:
             q = self._learn_mah if kind > 0 else -self._learn_mah
             span = frac if kind > 0 else self._anchor_frac   # SOC between the anchors

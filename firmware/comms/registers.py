@@ -77,7 +77,7 @@ BLOCKS = (
      "per cell", "comms.regs.balance"),
     ("names", A_NAMES, 56, "Bluetooth and device names (user role), battery code (factory "
      "role)", "comms.regs.names"),
-    ("params", A_PARAMS, 63, "Parameters, read/write (user role)", "comms.regs.params"),
+    ("params", A_PARAMS, 64, "Parameters, read/write (user role)", "comms.regs.params"),
     ("commands", A_CMD, 18, "Commands, write only (user role)", "comms.regs.commands"),
     ("cmd_result", A_CMD_RESULT, 6, "Result of the last command (read it back after a "
      "command write)", "comms.regs.cmd_result"),

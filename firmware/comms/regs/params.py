@@ -10,7 +10,7 @@ from bms.params import TABLE as PARAM_TABLE
 from comms.packing import get16be as get16
 from comms.regs import codes, rows
 
-SIZE = const(63)        # bms.params.N_PARAMS; a test checks it
+SIZE = const(64)        # bms.params.N_PARAMS; a test checks it
 
 
 def signed(i):
