@@ -158,8 +158,11 @@ def gen_modbus_md():
     o.append("## Framing and function codes\n\n")
     o.append(
         "* A frame ends after 3.5 character times of silence (%.2f ms at 9600 baud; 1.75 ms above "
-        "19200); a gap of more than 1.5 characters (%.2f ms) inside a frame discards it.  The server "
-        "answers no earlier than t3.5 after the request.\n"
+        "19200); a gap of more than 1.5 characters (%.2f ms) inside a frame discards it, a shorter "
+        "one does not (the server counts only the silence it has proven: from the last character "
+        "read to a look that found none, less the character that may have been on the wire then; "
+        "a longer gap it did not see is left to the CRC).  The server answers no earlier than t3.5 "
+        "after the request.\n"
         "* CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF), low byte first.  Example: read 10 "
         "registers from address 0 of device 1: `%s`.\n"
         "* Address 0 is broadcast: writes are executed, nothing is answered.\n"

@@ -15,11 +15,15 @@ Frame assembly by silence, measured on an injected clock with
   poll that found the port empty (``t_quiet``).  The line was silent at
   least that long.
 * end of frame: a poll finds the port empty and ``now - t_last >= t3.5``.
-* t1.5 rule: if the measured silence inside a frame exceeded t1.5 and then
+* t1.5 rule: if the silence proven inside a frame exceeded t1.5 and then
   more bytes came, the frame is broken and is dropped (counted in
-  ``framing_errors``).  Being a lower bound, this never drops a good frame;
-  it may miss a short gap when the poll period is long, which the CRC then
-  catches.
+  ``framing_errors``).  A UART shows a character only once its stop bit is
+  in, so the poll that found the port empty may have fallen while the next
+  character was already on the wire: the silence proven is ``t_quiet -
+  t_last`` less one character time (``_gap``: t1.5 plus one character).
+  Being a lower bound, this never drops a good frame (a gap of up to 1.5
+  characters is legal); it may miss a short gap when the poll period is
+  long, which the CRC then catches.
 * After construction nothing is accepted until the line has been silent
   for t3.5, so the tail of a frame in progress is never parsed as a frame.
 * A read (03/04, 8 bytes) for this address whose CRC checks is answered
@@ -134,6 +138,7 @@ class ModbusRTU:
         self._ahead = True        # the frame's build ahead was tried (nothing to try yet)
         self.t15 = 0
         self.t35 = 0
+        self._gap = 0             # t1.5 + one character: what a measured quiet must exceed
         self._set_timing(baud)
         # Counters (diagnostics, the bench and the tests read them).
         self.frames = 0           # frames with a good CRC for any address
@@ -155,11 +160,14 @@ class ModbusRTU:
 
     def _set_timing(self, baud):
         t15, t35 = char_times_us(baud, self.bits)
+        gap = t15 + (self.bits * 1000000 + baud - 1) // baud
         if self._us:
             self.t15, self.t35 = t15, t35
+            self._gap = gap
         else:
             self.t15 = (t15 + 999) // 1000 + 1
             self.t35 = (t35 + 999) // 1000 + 1
+            self._gap = (gap + 999) // 1000 + 1
         self.baud = baud
 
     def _follow_params(self):
@@ -276,7 +284,7 @@ class ModbusRTU:
             n = port.readinto(self._chunk)
             if n:
                 if self._active and self._quiet_valid and self.rx_len > 0:
-                    if ticks_diff(self._t_quiet, self._t_last) > self.t15:
+                    if ticks_diff(self._t_quiet, self._t_last) > self._gap:
                         if not self._bad:
                             self.framing_errors += 1
                         self._bad = True

@@ -127,7 +127,9 @@ def test_gap_above_t15_drops_the_frame():
     r = ModbusRig()
     r.port.feed(READ_10[:4])
     r.server.poll()
-    r.clock.advance_us(2500)  # > t1.5 (1.56 ms), < t3.5
+    # Quiet for 3.0 ms when polled, < t3.5: at least 1.96 ms of silence
+    # (one character may have been on the wire), > t1.5 (1.56 ms).
+    r.clock.advance_us(3000)
     r.server.poll()
     r.port.feed(READ_10[4:])
     r.server.poll()
@@ -136,6 +138,47 @@ def test_gap_above_t15_drops_the_frame():
     assert r.server.framing_errors == 1
     # The next clean frame is served.
     assert len(r.send_raw(READ_10)) == 25
+
+
+def test_a_gap_of_up_to_t15_between_characters_keeps_the_frame():
+    # Modbus over serial line V1.02, 2.5.1.1 and docs/modbus.md: only a
+    # silence of MORE than 1.5 characters inside a frame breaks it.  A UART
+    # shows a character once its stop bit is in, so a poll that finds the
+    # port empty may fall while the next character is already on the wire:
+    # the silence it proves is one character shorter than the time since
+    # the last read.  Here the gap between two characters is 1.0 character
+    # (legal) and a poll lands 1.6 characters after the last read, before the
+    # next character is complete (9600 8N1: one character 1042 us).
+    ch = 1042
+    for gap in (1.0, 1.4):
+        for look in (1600, 1800, int((1 + gap) * ch) - 10):   # after t1.5 (1563 us)
+            r = ModbusRig()
+            r.port.feed(READ_10[:4])
+            r.server.poll()
+            r.clock.advance_us(look)
+            r.server.poll()                        # nothing complete yet
+            r.clock.advance_us(int((1 + gap) * ch) - look)
+            r.port.feed(READ_10[4:5])              # its stop bit is in now
+            r.server.poll()
+            for b in READ_10[5:]:
+                r.clock.advance_us(ch)
+                r.port.feed(bytes((b,)))
+                r.server.poll()
+            r.idle(6)
+            resp = r.port.take()
+            assert crc_ok(resp) and len(resp) == 25, (gap, look, resp)
+            assert r.server.framing_errors == 0
+    # A gap well above t1.5 (2.5 characters) still discards the frame.
+    r = ModbusRig()
+    r.port.feed(READ_10[:4])
+    r.server.poll()
+    r.clock.advance_us(3000)
+    r.server.poll()
+    r.clock.advance_us(int(3.5 * ch) - 3000)
+    r.port.feed(READ_10[4:])
+    r.server.poll()
+    r.idle(6)
+    assert r.port.take() == b"" and r.server.framing_errors == 1
 
 
 def test_two_frames_separated_by_silence():
