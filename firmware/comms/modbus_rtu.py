@@ -51,7 +51,11 @@ Frame assembly by silence, measured on an injected clock with
   750 us / 1750 us above, as the Modbus serial-line spec says.  A character
   is as long as the line makes it: 10 bits for 8N1 (the manuals' setting:
   t3.5 = 3.65 ms at 9600 baud), 11 with parity or 2 stop bits; the server
-  takes ``bits`` from the port (``Rs485.bits``) or the constructor.
+  takes ``bits`` from the port (``Rs485.bits``) or the constructor, and
+  the speed from the port too (``Rs485.baud``) where it has one: a board
+  option (``config.py`` OPTS ``modbus_baud``) may start the port at another
+  speed than the ``modbus_baud`` parameter's, which is applied only when it
+  differs from the constructor's ``baud`` (see below).
 
 Function codes: 03 and 04 (read the same map), 06, 16, 43/14 (read device
 identification, basic/regular/extended, stream and individual access).
@@ -139,7 +143,11 @@ class ModbusRTU:
         self.t15 = 0
         self.t35 = 0
         self._gap = 0             # t1.5 + one character: what a measured quiet must exceed
-        self._set_timing(baud)
+        # The line's timing from the speed the port runs at; ``baud``: the
+        # speed the modbus_baud parameter last asked for (the constructor's
+        # until it asks for another).
+        self._set_timing(getattr(port, "baud", 0) or baud)
+        self.baud = baud
         # Counters (diagnostics, the bench and the tests read them).
         self.frames = 0           # frames with a good CRC for any address
         self.handled = 0          # requests for us (incl. broadcast)
@@ -168,7 +176,6 @@ class ModbusRTU:
             self.t15 = (t15 + 999) // 1000 + 1
             self.t35 = (t35 + 999) // 1000 + 1
             self._gap = (gap + 999) // 1000 + 1
-        self.baud = baud
 
     def _follow_params(self):
         p = self.params
@@ -185,6 +192,7 @@ class ModbusRTU:
                     flush()
                 set_baud(baud)
             self._set_timing(baud)
+            self.baud = baud
 
     # ---- the task ---------------------------------------------------------
     def due_us(self):

@@ -417,6 +417,37 @@ def test_address_and_baud_follow_parameters():
     assert r.server.t35 == 1750
 
 
+def test_the_timing_is_that_of_the_speed_the_port_runs_at():
+    # docs/modbus.md: t1.5 / t3.5 are those of the line, fixed 750 / 1750 us
+    # above 19200 baud (Modbus over serial line V1.02, 2.5.1.1).  The board
+    # option modbus_baud (config.py OPTS, docs/deploy.md) starts the port at
+    # 115200 while the parameter still holds its default 9600: the server
+    # timed that line as 9600 baud (t3.5 3.65 ms), so a request that followed
+    # another unit's frame by the line's t3.5 was taken for the same frame
+    # and lost.
+    from comms.modbus_rtu import ModbusRTU
+    r = ModbusRig()
+    r.port.baud = 115200             # what drivers.rs485.Rs485 reports
+    s = ModbusRTU(r.port, r.regs, r.clock, params=r.params)
+    r.server = s
+    r.idle(10)
+    assert (s.t15, s.t35) == (750, 1750)
+    r.port.feed(with_crc(bytes((2, 3, 0, 0, 0, 1))))      # for unit 2
+    s.poll()
+    for _ in range(7):               # the idle loop's 250 us polls: 1750 us of silence
+        r.clock.advance_us(250)
+        s.poll()
+    r.clock.advance_us(95)           # one character at 115200: the next frame's first
+    r.port.feed(READ_10)
+    s.poll()
+    for _ in range(10):
+        r.clock.advance_us(250)
+        s.poll()
+    resp = r.port.take()
+    assert crc_ok(resp) and resp[:3] == bytes((1, 3, 20)), resp
+    assert r.port.baud_set == [] and s.crc_errors == 0      # the port keeps its speed
+
+
 def test_log_and_auth_blocks_readable():
     r = _running_rig()
     head = r.read(A_LOGHEAD, 4)
