@@ -34,13 +34,31 @@ DEFAULTS = {
                                 # the board's current range (params.CurrentRule)
     "ntc_r25": 10000.0, "ntc_beta": 3950.0, "ntc_series": 10000.0,
     "can_bitrate": 250000, "can_xtal": 8000000,
-    "modbus_baud": 9600, "ttl_baud": 9600,
+    "modbus_baud": 9600, "modbus_format": "8N1", "ttl_baud": 9600,
     "afe_crc": True, "cells": 16,
 }
 
 
 def _opt(opts, key):
     return opts[key] if opts and key in opts else DEFAULTS[key]
+
+
+# The RS485 line formats (Modbus over serial line V1.02, 2.5.1: even parity
+# is required, odd and none may be used, none with two stop bits): option
+# ``modbus_format`` -> machine.UART's parity (None, 0 even, 1 odd) and stop.
+MODBUS_FORMATS = {"8N1": (None, 1), "8E1": (0, 1), "8O1": (1, 1), "8N2": (None, 2)}
+
+
+def modbus_format(opts):
+    """(parity, stop) of the option ``modbus_format`` (any case).  An unknown
+    one runs 8N1 and says so: a typo in config.py must not stop the BMS from
+    booting (its protection does not need the PC port)."""
+    f = _opt(opts, "modbus_format")
+    f = f.upper() if isinstance(f, str) else f
+    if f not in MODBUS_FORMATS:
+        print("modbus_format %r unknown (8N1, 8E1, 8O1, 8N2): 8N1" % (f,))
+        f = "8N1"
+    return MODBUS_FORMATS[f]
 
 
 def _out(machine, n, value=0):
@@ -113,11 +131,13 @@ def _soft_timer(machine):
 def build_ports(machine, pins, opts):
     uid, tx, rx, de = pins["rs485"]
     baud = _opt(opts, "modbus_baud")
+    parity, stop = modbus_format(opts)
     # txbuf holds a whole Modbus reply (256 B): the write returns at once and
-    # a timer releases DE (drivers.rs485).
-    u = machine.UART(uid, baudrate=baud, bits=8, parity=None, stop=1,
+    # a timer releases DE (drivers.rs485).  The character's bits (11 with a
+    # parity bit or a second stop bit) set the server's t1.5 / t3.5.
+    u = machine.UART(uid, baudrate=baud, bits=8, parity=parity, stop=stop,
                      tx=machine.Pin(tx), rx=machine.Pin(rx), txbuf=512)
-    rs485 = Rs485(u, _out(machine, de, 0), baud, bits=char_bits(8, None, 1),
+    rs485 = Rs485(u, _out(machine, de, 0), baud, bits=char_bits(8, parity, stop),
                   timer=_soft_timer(machine), later_timer=_soft_timer(machine))
     ttl = None
     if pins.get("ttl"):

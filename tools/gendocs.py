@@ -142,8 +142,12 @@ def gen_modbus_md():
     t15, t35 = char_times_us(9600)
     o = [HEADER, "# Modbus RTU register map\n\n"]
     o.append(
-        "RS485-2 (the PC port) speaks Modbus RTU, 8N1, default **9600 baud, device address 1** "
-        "(parameters `modbus_baud` and `modbus_addr`).  The server is `firmware/comms/modbus_rtu.py`; "
+        "RS485-2 (the PC port) speaks Modbus RTU, default **8N1, 9600 baud, device address 1** "
+        "(parameters `modbus_baud` and `modbus_addr`; the line format is the board option "
+        "`modbus_format` in `config.py`: `8N1`, `8E1`, `8O1` or `8N2`, as the Modbus serial-line "
+        "spec asks for even parity to be available, no parity with two stop bits; an 11-bit "
+        "character lengthens t1.5 and t3.5 below 19200 baud).  The server is "
+        "`firmware/comms/modbus_rtu.py`; "
         "this page is generated from the block table `BLOCKS` in `firmware/comms/registers.py` "
         "and the block modules in `firmware/comms/regs/`.\n\n"
         "**Addressing is 0-based**: the address in these tables is the number sent in the request "

@@ -77,6 +77,7 @@ class FakeMachine:
         Pin.registry = {}
         Pin.levels = {}
         self.Pin = Pin
+        self.uart_kw = []      # (uid, keyword arguments) of every UART built
         self.clock = UsClock()
         self.sleep_us = self.clock.sleep_us
         self.bq = EmuBQ76952(StaticSource(cells_mv), crc=True, shunt_uohm=100, clock=self.clock)
@@ -132,6 +133,7 @@ class FakeMachine:
         class UART:
             def __init__(self, uid, **kw):
                 fm.created.append(("UART", uid, kw.get("baudrate")))
+                fm.uart_kw.append((uid, kw))
 
             def write(self, b):
                 return len(b)

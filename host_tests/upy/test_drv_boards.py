@@ -61,6 +61,43 @@ def test_other_boards_construct():
     assert app.hw["can"].state() == 0
 
 
+class _Cfg:
+    def __init__(self, **opts):
+        self.OPTS = opts
+
+
+class _UsClock:
+    def ticks_us(self):
+        return 0
+
+    def ticks_ms(self):
+        return 0
+
+
+def test_the_modbus_line_format_is_a_board_option():
+    # Modbus over serial line V1.02, 2.5.1: even parity is required (odd or
+    # none may be used, none with two stop bits); docs/modbus.md: option
+    # modbus_format 8N1 (default), 8E1, 8O1 or 8N2.  The UART gets that
+    # parity and stop, and the server times the 11-bit character (9600 baud:
+    # t1.5 1719 us, t3.5 4011 us).
+    from comms.modbus_rtu import ModbusRTU
+    import boards.common as common
+    for fmt, parity, stop, bits in (("8N1", None, 1, 10), ("8E1", 0, 1, 11),
+                                    ("8O1", 1, 1, 11), ("8N2", None, 2, 11)):
+        fm = FakeMachine(LFP16)
+        cfg = None if fmt == "8N1" else _Cfg(modbus_format=fmt)
+        app = main.build("pico", machine=fm, cfg=cfg, clock=VirtualClock(0))
+        port = app.hw["rs485"]
+        kw = [k for uid, k in fm.uart_kw if k.get("baudrate") == 9600][0]
+        assert (kw["bits"], kw["parity"], kw["stop"]) == (8, parity, stop), fmt
+        assert port.bits == bits, fmt
+        s = ModbusRTU(port, None, _UsClock())
+        assert (s.t15, s.t35) == ((1563, 3646) if bits == 10 else (1719, 4011)), fmt
+    assert common.modbus_format({"modbus_format": "8e1"}) == (0, 1)
+    # A typo must not stop the BMS from booting: the port runs 8N1.
+    assert common.modbus_format({"modbus_format": "7E1"}) == (None, 1)
+
+
 def test_backstop_the_chip_does_not_hold_keeps_relays_open():
     # The BQ76952 never stores Enabled Protections A (a write lost every
     # time): configure's read-back fails, the AFE counts as failed and the
