@@ -24,6 +24,14 @@ Frame assembly by silence, measured on an injected clock with
   Being a lower bound, this never drops a good frame (a gap of up to 1.5
   characters is legal); it may miss a short gap when the poll period is
   long, which the CRC then catches.
+* Listen-only for other units: a frame whose address is another unit's is
+  never answered nor counted as an error.  Its end is seen from a poll
+  between its t3.5 and the next frame's first character, a window of one
+  character (95 us at 115200 baud) that the loop's polls miss and a control
+  task's polls (which only read) do not use; so a silence above t1.5 after
+  another unit's bytes ends that frame too, and the bytes after it begin a
+  new one.  A request for this unit (or a broadcast) with such a silence
+  inside is still dropped.
 * After construction nothing is accepted until the line has been silent
   for t3.5, so the tail of a frame in progress is never parsed as a frame.
 * A read (03/04, 8 bytes) for this address whose CRC checks is answered
@@ -293,9 +301,17 @@ class ModbusRTU:
             if n:
                 if self._active and self._quiet_valid and self.rx_len > 0:
                     if ticks_diff(self._t_quiet, self._t_last) > self._gap:
-                        if not self._bad:
-                            self.framing_errors += 1
-                        self._bad = True
+                        a = self.rx[0]
+                        if a != self.address and a != 0:
+                            # Another unit's frame, then a silence no frame
+                            # has inside: its end (its t3.5 passed unseen);
+                            # these bytes begin the next frame.
+                            self.rx_len = 0
+                            self._bad = False
+                        else:
+                            if not self._bad:
+                                self.framing_errors += 1
+                            self._bad = True
                 rx = self.rx
                 c = self._chunk
                 k = self.rx_len

@@ -448,6 +448,72 @@ def test_the_timing_is_that_of_the_speed_the_port_runs_at():
     assert r.port.baud_set == [] and s.crc_errors == 0      # the port keeps its speed
 
 
+def test_a_request_that_follows_another_units_frame_by_t35_is_served():
+    # Modbus over serial line V1.02, 2.5.1.1 and docs/modbus.md: frames are
+    # separated by t3.5; a frame for another unit is only listened to (no
+    # answer, no error).  The server sees a frame's end only from a poll
+    # inside the window between that t3.5 and the next frame's first
+    # character: 95 us at 115200 baud against the idle loop's 250 us polls,
+    # and none at all while a control task runs (its polls only read).  When
+    # it missed the window, the other unit's frame and the request for this
+    # unit were taken for one frame with a gap inside and both dropped: the
+    # master (pymodbus sends t3.5 after the last frame on the bus) got no
+    # answer.
+    from comms.modbus_rtu import ModbusRTU
+    other = with_crc(bytes((2, 3, 0, 0, 0, 1)))
+    reply_of_other = with_crc(bytes((2, 3, 2, 0x12, 0x34)))
+    # 115200 baud, the idle loop's 250 us polls falling just outside the window.
+    r = ModbusRig()
+    r.port.baud = 115200
+    s = ModbusRTU(r.port, r.regs, r.clock, params=r.params)
+    r.server = s
+    r.idle(10)
+    for frame in (other, reply_of_other):
+        r.port.feed(frame)
+        s.poll()
+        r.clock.advance_us(130)
+        for _ in range(7):           # 130, 380 ... 1630: within t3.5 (1750 us)
+            s.poll()
+            r.clock.advance_us(250)
+        # 1880 us: the next frame's first character came at 1845 (t3.5 and
+        # one character), this is the first poll after the window.
+        r.port.feed(READ_10)
+        s.poll()
+        for _ in range(10):
+            r.clock.advance_us(250)
+            s.poll()
+        resp = r.port.take()
+        assert crc_ok(resp) and resp[:3] == bytes((1, 3, 20)), (frame, resp)
+    assert s.framing_errors == 0 and s.crc_errors == 0 and s.replies == 2
+    # 9600 baud: the other unit's frame ends while a task runs; the task's
+    # polls read the request that follows, the loop's poll comes after it.
+    r = ModbusRig()
+    s = r.server
+    r.port.feed(other)
+    s.poll()
+    for _ in range(8):               # 4 ms of task, its service calls every 0.5 ms
+        r.clock.advance_us(500)
+        s.poll_in_task()
+    r.port.feed(READ_10)             # t3.5 (3646 us) and a character after it
+    s.poll_in_task()
+    r.clock.advance_us(2000)
+    s.poll_in_task()
+    r.idle(6)
+    resp = r.port.take()
+    assert crc_ok(resp) and resp[:3] == bytes((1, 3, 20)), resp
+    assert s.framing_errors == 0 and s.crc_errors == 0
+    # A request for this unit with a gap above t1.5 inside is still dropped.
+    r.port.feed(READ_10[:4])
+    s.poll()
+    r.clock.advance_us(3000)
+    s.poll()
+    r.clock.advance_us(600)
+    r.port.feed(READ_10[4:])
+    s.poll()
+    r.idle(6)
+    assert r.port.take() == b"" and s.framing_errors == 1
+
+
 def test_log_and_auth_blocks_readable():
     r = _running_rig()
     head = r.read(A_LOGHEAD, 4)
