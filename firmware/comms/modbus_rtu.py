@@ -421,6 +421,11 @@ class ModbusRTU:
         if self._early < 0 and not crc16.check(self.rx, n):
             self.crc_errors += 1
             return False
+        if n < 4:
+            # Address and CRC, no function code: not a frame (noise whose
+            # last two bytes happen to be the CRC of the first).
+            self.framing_errors += 1
+            return False
         self.frames += 1
         self._handle(n, now)
         return True

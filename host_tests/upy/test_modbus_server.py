@@ -181,6 +181,22 @@ def test_a_gap_of_up_to_t15_between_characters_keeps_the_frame():
     assert r.port.take() == b"" and r.server.framing_errors == 1
 
 
+def test_a_frame_without_a_function_code_is_not_answered():
+    # Modbus over serial line V1.02, 2.5.1.1 and docs/modbus.md: an RTU
+    # frame is the address, the function code, the data and the CRC, at
+    # least 4 bytes.  Three bytes whose last two are the CRC of the first
+    # (line noise after a silence) were answered as a request for the
+    # "function" in the CRC's low byte: 01 7E 80 got exception 01 of
+    # function 0x7E, a reply to a request nobody sent.
+    r = ModbusRig()
+    f = with_crc(bytes((1,)))
+    assert f == bytes((0x01, 0x7E, 0x80))
+    assert r.send_raw(f) == b""
+    assert r.server.handled == 0 and r.server.replies == 0
+    assert r.send_raw(with_crc(bytes((0,)))) == b"" and r.server.broadcasts == 0
+    assert len(r.send_raw(READ_10)) == 25          # the next request is served
+
+
 def test_two_frames_separated_by_silence():
     r = ModbusRig()
     r.port.feed(READ_10)
