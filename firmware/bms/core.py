@@ -659,7 +659,7 @@ class Bms:
             try:
                 rtc(s2020)
             except OSError:
-                self.bus_errors += 1
+                self.bus_errors = (self.bus_errors + 1) & 0x3FFFFFFF
 
     # ---- helpers ------------------------------------------------------
     def _read(self, fn, now):
@@ -675,7 +675,7 @@ class Bms:
                 fn(self.meas, now)
                 return True
             except OSError:
-                self.bus_errors += 1
+                self.bus_errors = (self.bus_errors + 1) & 0x3FFFFFFF
             except Exception as e:  # noqa: BLE001 - fail-safe boundary
                 self._fail(e)
                 return False
@@ -702,7 +702,8 @@ class Bms:
                 prot.on_thr[F.SIG_CHG_I] = chg
                 prot.on_thr[F.SIG_DSG_I] = dsg
             except OSError:
-                self.bus_errors += 1      # tried again at the next tick
+                # tried again at the next tick
+                self.bus_errors = (self.bus_errors + 1) & 0x3FFFFFFF
         a = self._alert
         a.refresh()
         on = cur_ok and a.on
@@ -760,7 +761,7 @@ class Bms:
                 try:
                     reset_afe()
                 except OSError:
-                    self.bus_errors += 1
+                    self.bus_errors = (self.bus_errors + 1) & 0x3FFFFFFF
             # Not while exceptions are still coming: a reset during a crash
             # loop would let the relays close between two exceptions.
             if not self.exceptions or ticks_diff(now, self._exc_at) >= EXC_QUIET_MS:
@@ -881,7 +882,9 @@ class Bms:
     def _fail(self, exc):
         now = self.clock.ticks_ms()
         self._exc_at = now
-        self.exceptions += 1
+        # Saturates (a small int; "any exceptions" must never wrap to none).
+        if self.exceptions < 0x3FFFFFFF:
+            self.exceptions += 1
         self.last_exception = exc
         try:
             self.contactors.open_all(now)

@@ -436,3 +436,21 @@ def test_current_calibration_refuses_a_true_current_it_cannot_be():
     assert r.bms.request(CMD_CAL_CURRENT, 20500) == ACCEPTED   # 2.5 %: in range
     r.run(100)
     assert r.bms.cmd_status == 2 and 10240 <= r.params[P.P_CUR_GAIN] <= 10260
+
+
+def test_error_counts_stay_small_ints_and_exceptions_never_wrap_to_none():
+    # README: never a big int on an RP2040.  A bus dead for months passes
+    # 2**30 failed reads: the count wraps there.  The exception count also
+    # says whether there were any (a reset is refused while they still
+    # come): it stops at its top instead of wrapping to 0.
+    r = Rig()
+    r.run(1000)
+    r.bms.bus_errors = 0x3FFFFFFF
+    r.board.fail_current = 10 ** 9
+    r.run(200)
+    assert 0 < r.bms.bus_errors < 1000, r.bms.bus_errors
+    r.board.fail_current = 0
+    r.bms.exceptions = 0x3FFFFFFF
+    r.board.crash = True
+    r.run(200)
+    assert r.bms.exceptions == 0x3FFFFFFF

@@ -209,3 +209,4 @@ def test_a_current_beyond_a_kiloamp_is_counted_in_small_int_steps():
     r.run(2400, step=1200)             # two asleep-length passes
     assert seen[0] > 0
     assert seen[0] < 2 ** 30, seen[0]
+
