@@ -54,3 +54,20 @@ def test_a_partial_bench_run_replaces_only_its_own_readme_rows(tmp_path, monkeyp
                     "| zz | last | 1 |  |  |  |"]
     assert text.startswith("intro\n")
     assert "### Latest figures: 2026-01-01, x; rows of" in text
+
+
+def test_table_at_rests_reads_the_model_cells_own_ocv_at_each_long_rest():
+    from bms import ocv
+    from bms.params import CHEM_NAMES
+    from tools.bench import soc_traces as st
+    rests = st.table_at_rests("nmc", "nofull", 0.0, 1500)
+    rows = st.load("nmc", "nofull")
+    # The trace starts at rest at 60 %: the first rest is there.
+    assert abs(rests[0][0] - rows[0][3] / 1e6) < 1e-3
+    k = CHEM_NAMES.index("NMC")
+    for s, e in rests:
+        read = ocv.soc_pm(k, int(round(st._cell_ocv_mv("nmc", s)))) / 1000.0
+        assert abs((read - s) - e) < 1e-9
+        assert 0.0 <= s <= 1.0
+    # A rest shorter than asked for is not one.
+    assert len(st.table_at_rests("nmc", "nofull", 0.0, 10 ** 6)) == 0

@@ -88,3 +88,39 @@ def full_time(name):
     rows = load(name, "full")
     best = max((r for r in rows if r[0] < 36000), key=lambda r: r[3])
     return best[0] / 3600.0
+
+
+def _cell_ocv_mv(name, soc):
+    """The model cell's own C/50 OCV (mV) at SOC fraction ``soc`` (its ocv trace, interpolated)."""
+    with gzip.open(os.path.join(DATA, "%s_ocv.csv.gz" % name), "rt") as f:
+        r = csv.reader(f)
+        next(r)
+        pts = sorted((int(s) / 1e6, int(v) / 1000.0) for s, v in r)
+    for (s0, v0), (s1, v1) in zip(pts, pts[1:]):
+        if s0 <= soc <= s1:
+            return v0 + (v1 - v0) * (soc - s0) / (s1 - s0) if s1 > s0 else v0
+    return pts[0][1] if soc < pts[0][0] else pts[-1][1]
+
+
+def table_at_rests(name, kind, h0, rest_s=1800):
+    """What our table reads at each rest of ``rest_s`` or more that ends after
+    ``h0`` h, on the model cell's own OCV at the rest's true SOC: [(true SOC,
+    table SOC - true SOC)], fractions.  An estimator that believes the table
+    at a rest is that far off there; one that does not has only the count
+    since a point it trusted."""
+    chem = CHEM_NAMES.index(CHEM[name])
+    rows = load(name, kind)
+    out = []
+    start = None
+    for i, (t_s, i_ma, _v, s_ppm) in enumerate(rows + [(None, 1, 0, 0)]):
+        if i_ma == 0 and t_s is not None:
+            if start is None:
+                start = t_s
+            continue
+        if start is not None and i > 0:
+            t_end, s_true = rows[i - 1][0], rows[i - 1][3] / 1e6
+            if t_end - start >= rest_s and t_end / 3600.0 >= h0:
+                read = ocv.soc_pm(chem, int(round(_cell_ocv_mv(name, s_true)))) / 1000.0
+                out.append((s_true, read - s_true))
+        start = None
+    return out
