@@ -78,8 +78,7 @@ from bms.params import (CUR_GAIN_STEP, P_BUZZER, P_CELL_COUNT, P_CHEMISTRY, P_CH
                         P_KEY_ENABLE, P_PRECHARGE_PCT, P_PRECHARGE_TIMEOUT, TABLE,
                         ParamError)
 from bms.plausible import CurrentCheck
-from bms.protection import (CELL_STALE_MS, CURRENT_STALE_MS, NO_ONSET, TEMP_STALE_MS,
-                            Protection)
+from bms.protection import NO_ONSET, Protection
 from bms.scheduler import Scheduler
 from bms.soc import Soc
 from bms.ticks import AGE_CAP_MS, cap_age, ticks_add, ticks_diff
@@ -367,15 +366,14 @@ class Bms:
             self._avg_n = 0
             self._avg_ok = False
         prot = self.prot
-        prot.set_flag(F.SIG_CUR_STALE, (not m.current_seen)
-                      or ticks_diff(now, m.current_ts) > CURRENT_STALE_MS)
+        prot.set_flag(F.SIG_CUR_STALE, not m.current_fresh(now))
         if self._wake_ms is not None:
             self._waking(m, now)
         if not self.waking:
             # (a sleeping master's silent modules: the flag holds, see _waking)
-            prot.set_flag(F.SIG_CELL_STALE, (not m.cells_seen) or m.bad_cells > 0
-                          or ticks_diff(now, m.cells_ts) > CELL_STALE_MS or self.unmonitored)
-        t_stale = (not m.temps_seen) or ticks_diff(now, m.temps_ts) > TEMP_STALE_MS
+            prot.set_flag(F.SIG_CELL_STALE, not m.cells_fresh(now) or m.bad_cells > 0
+                          or self.unmonitored)
+        t_stale = not m.temps_fresh(now)
         prot.set_flag(F.SIG_T_SENSOR, t_stale
                       or m.bad_temps[ROLE_POWER] > 0 or m.bad_temps[ROLE_CELL] > 0)
         prot.set_flag(F.SIG_CUR_PLAUS, self.ccheck.second_bad or self.ccheck.response_bad)
@@ -438,7 +436,7 @@ class Bms:
             prot.flush_log(now)   # the fault-set records, now that the relays have switched
         if self.buzzer.step(now, prot.level, p[P_BUZZER]):
             b.set_buzzer(self.buzzer.on)
-        if m.current_seen and dt > 0 and ticks_diff(now, m.current_ts) <= CURRENT_STALE_MS:
+        if dt > 0 and m.current_fresh(now):
             # The whole time since the last sample: asleep a pass is 1 s of
             # lightsleep plus the pass (docs/power_lease_clock.md); only a
             # stalled loop's gap is bounded.  A reading held while the sensor
@@ -589,8 +587,7 @@ class Bms:
         # Readings that stopped are none: the heater never heats blind.
         h.step(m, bool(self.params[P_CHG_SWITCH]) and self.charger_present(now),
                m.current_ma < -_MODE_CURRENT_MA, now, block,
-               m.temps_seen and ticks_diff(now, m.temps_ts) <= TEMP_STALE_MS,
-               m.cells_seen and ticks_diff(now, m.cells_ts) <= CELL_STALE_MS)
+               m.temps_fresh(now), m.cells_fresh(now))
         ov1 = prot.active(F.OV1)
         uv1 = prot.active(F.UV1)
         if ov1 and not self._ov1_prev:
@@ -605,8 +602,7 @@ class Bms:
         if svc is not None:
             svc()
         if self.running:
-            if ticks_diff(now, m.cells_ts) <= CELL_STALE_MS and \
-                    ticks_diff(now, m.current_ts) <= CURRENT_STALE_MS:
+            if m.cells_fresh(now) and m.current_fresh(now):
                 self.soc.service = svc
                 self.soc.estimate(m, now)
             else:

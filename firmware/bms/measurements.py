@@ -39,6 +39,13 @@ T_OPEN = const(1)
 T_SHORT = const(2)
 T_NO_DATA = const(3)
 
+# A reading older than this is no reading (stale): protection, the SOC
+# estimator, the heater and the status block all ask through the *_fresh
+# methods below, so they agree on what "valid now" means.
+CURRENT_STALE_MS = const(500)
+CELL_STALE_MS = const(1500)
+TEMP_STALE_MS = const(3000)
+
 # Sentinels for "no valid sensor of this role": they can never trip a limit.
 T_NONE_MAX = const(-32768)
 T_NONE_MIN = const(32767)
@@ -113,6 +120,18 @@ class Measurements:
         self.current_ts = cap_age(now, self.current_ts)
         self.cells_ts = cap_age(now, self.cells_ts)
         self.temps_ts = cap_age(now, self.temps_ts)
+
+    def current_fresh(self, now):
+        """A current was read within CURRENT_STALE_MS."""
+        return self.current_seen and ticks_diff(now, self.current_ts) <= CURRENT_STALE_MS
+
+    def cells_fresh(self, now):
+        """Cells were read within CELL_STALE_MS (some may still be invalid: bad_cells)."""
+        return self.cells_seen and ticks_diff(now, self.cells_ts) <= CELL_STALE_MS
+
+    def temps_fresh(self, now):
+        """Temperatures were read within TEMP_STALE_MS (per role: bad_temps)."""
+        return self.temps_seen and ticks_diff(now, self.temps_ts) <= TEMP_STALE_MS
 
     def fresh(self, now, max_age_ms):
         """True if current, cells and temperatures were all read within ``max_age_ms``."""

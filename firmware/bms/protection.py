@@ -83,9 +83,6 @@ S_RECOVERED = const(2)  # latched fault whose condition has cleared; awaits rese
 S_RECOVERING = const(3)  # ov2 / uv2 after a reset: recovering direction only
 
 GAP_MS = const(1000)          # longest gap a flickering condition may have
-CURRENT_STALE_MS = const(500)
-CELL_STALE_MS = const(1500)
-TEMP_STALE_MS = const(3000)
 WRONG_MA = const(500)         # recovery path: current the wrong way that re-trips
 REC_WORSE_MV = const(50)      # recovery path: cell this much worse than at the reset
 REC_OVER_MS = const(1000)     # recovery path: over the current limit this long
@@ -219,7 +216,7 @@ class Protection:
         ok = self.sig_valid
         q = 0
         if m.cells_seen and m.max_mv > 0:
-            q = 2 if (m.bad_cells == 0 and ticks_diff(now, m.cells_ts) <= CELL_STALE_MS) else 1
+            q = 2 if (m.bad_cells == 0 and m.cells_fresh(now)) else 1
         s[F.SIG_CELL_MAX] = m.max_mv
         s[F.SIG_CELL_MIN] = m.min_mv
         s[F.SIG_CELL_DIFF] = m.diff_mv
@@ -231,7 +228,7 @@ class Protection:
         s[F.SIG_DSG_I] = -i if i < 0 else 0
         q = 0
         if m.current_seen:
-            q = 2 if ticks_diff(now, m.current_ts) <= CURRENT_STALE_MS else 1
+            q = 2 if m.current_fresh(now) else 1
         ok[F.SIG_CHG_I] = q
         ok[F.SIG_DSG_I] = q
         t = m.tmax
@@ -240,7 +237,7 @@ class Protection:
         s[F.SIG_T_CELL_MAX] = t[ROLE_CELL]
         s[F.SIG_T_CELL_MIN] = m.tmin[ROLE_CELL]
         # Sentinel values (no valid sensor) can never trip: the sensor fault does.
-        fresh = m.temps_seen and ticks_diff(now, m.temps_ts) <= TEMP_STALE_MS
+        fresh = m.temps_fresh(now)
         bad = m.bad_temps
         ok[F.SIG_T_POWER] = _tq(m, t[ROLE_POWER] != T_NONE_MAX, fresh and not bad[ROLE_POWER])
         ok[F.SIG_T_BAL] = _tq(m, t[ROLE_BALANCE] != T_NONE_MAX, fresh and not bad[ROLE_BALANCE])

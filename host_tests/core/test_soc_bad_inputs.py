@@ -6,7 +6,7 @@ from bms import faults as F
 from bms import params as P
 from bms.core import ACCEPTED, CMD_SOC_SET, ILLEGAL
 from bms.params import CHEM_NMC
-from bms.protection import CURRENT_STALE_MS
+from bms.measurements import CURRENT_STALE_MS
 from harness import Rig
 
 

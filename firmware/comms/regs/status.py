@@ -5,7 +5,7 @@ needs and cannot derive from the monitor block by itself, read only.
   cell and current data are complete, so "no ambient sensor" is a cleared
   bit, not -3276.8 degC (the monitor's max/min fields keep their documented
   sentinels for the PC tool).  A bit means valid *now*, by the core's own
-  rule for its stale faults (bms.core): the data was read within
+  rule for its stale faults (bms.core, Measurements.*_fresh): the data was read within
   CURRENT_STALE_MS / CELL_STALE_MS / TEMP_STALE_MS and every reading of it
   is valid.  The snapshot holds the last good value of a sensor that stopped
   answering (bms.measurements), so "ever read" would show a dead shunt's
@@ -20,8 +20,6 @@ Every row is a compile-time constant: (name, type, unit, description, source).
 from micropython import const
 
 from bms import faults as F
-from bms.protection import CELL_STALE_MS, CURRENT_STALE_MS, TEMP_STALE_MS
-from bms.ticks import ticks_diff
 from comms.regs import codes, rows
 
 V_T_POWER = const(0x01)
@@ -80,16 +78,15 @@ def _valid(b):
     m = b.meas
     now = b.clock.ticks_ms()
     v = 0
-    if m.temps_seen and ticks_diff(now, m.temps_ts) <= TEMP_STALE_MS:
+    if m.temps_fresh(now):
         bad = m.bad_temps
         for r in range(4):
             # tmax stays a held value while a sensor of the role reads nothing.
             if m.tmax[r] != _T_NONE_MAX and bad[r] == 0:
                 v |= 1 << r
-    if (m.cells_seen and m.bad_cells == 0 and not b.unmonitored
-            and ticks_diff(now, m.cells_ts) <= CELL_STALE_MS):
+    if m.cells_fresh(now) and m.bad_cells == 0 and not b.unmonitored:
         v |= V_CELLS
-    if m.current_seen and ticks_diff(now, m.current_ts) <= CURRENT_STALE_MS:
+    if m.current_fresh(now):
         v |= V_CURRENT
     if b.running:
         v |= V_RUNNING
