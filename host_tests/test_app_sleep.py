@@ -168,3 +168,32 @@ def test_sleep_under_load_is_not_undone_by_the_current_before_the_relays_opened(
     run(3000)
     assert not app.asleep()
     assert app.services.sleep.cause == SL.C_CURRENT
+
+
+def test_a_sleep_command_while_charging_is_refused_and_no_relay_moves(monkeypatch):
+    # docs/power_lease_clock.md (Sleep): a charger wakes a sleeping BMS, so a
+    # sleep asked for while one is there would open the charge relay under
+    # the charge current and close it again at once.  The command is refused
+    # with its reason and the relays stay as they are.
+    from bms.contactors import RELAY_CHG
+    from bms.core import CMD_REASONS
+    rig, _slept = _rig(monkeypatch)
+    app = rig.app
+    bms = app.bms
+    hist = []
+
+    def run(ms):
+        for _ in range(ms):
+            c = 20000 if bms.contactors.state[RELAY_CHG] else 0
+            rig.fm.ina.source.current = c
+            rig.fm.bq.source.current = c
+            rig.run(1)
+            hist.append(bms.contactors.state[RELAY_CHG])
+    run(3000)
+    assert bms.contactors.state[RELAY_CHG] and bms.meas.current_ma > 15000
+    del hist[:]
+    bms.request(CMD_SLEEP, 1)
+    run(3000)
+    assert not app.asleep()
+    assert 0 not in hist, "the charge relay opened"
+    assert bms.cmd_status == 3 and "charger" in CMD_REASONS[bms.cmd_reason]

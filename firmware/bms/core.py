@@ -128,11 +128,14 @@ _CR_ZERO_LOAD = const(1)
 _CR_CAL_SMALL = const(2)
 _CR_CAL_RANGE = const(3)
 _CR_NO_DATA = const(4)
+_CR_CHARGER = const(5)
 CMD_REASONS = ("", "current flowing: a zero calibration needs no current (|I| < 5 A raw "
                "and within the offset range)",
                "current too small to calibrate (at least 0.5 A away from zero)",
                "calibration result outside the parameter range",
-               "no current reading (a whole second of readings up to now)")
+               "no current reading (a whole second of readings up to now)",
+               "a charger is connected: it would wake the BMS at once (the charge relay "
+               "would open under its current and close again)")
 
 # Operating modes shown on the monitor page.
 _MODE_STANDBY = const(0)
@@ -816,6 +819,8 @@ class Bms:
             self.contactors.open_all(now)
             self.restart_requested = True
         elif cmd == CMD_SLEEP:
+            if self.charger_present(now):
+                return _CR_CHARGER
             self.sleep_requested = True
         elif cmd == CMD_WAKE:
             self.sleep_requested = False

@@ -8,7 +8,10 @@ States:
 Transitions (``step(now, current_ma, key, charger)`` once per poll):
   AWAKE  -> ASLEEP  key held ``hold_ms`` (one-key sleep), or |I| < idle_ma
                     for ``idle_ms`` (smart sleep, when enabled; ``recheck_ms``
-                    after a periodic wake), or ``request()`` (CMD_SLEEP)
+                    after a periodic wake), or ``request()`` (CMD_SLEEP);
+                    none of them while a charger is there (``charger``): it
+                    would wake the BMS at the next poll, after the relays had
+                    opened under its current (the core refuses CMD_SLEEP then)
   ASLEEP -> AWAKE   wake sources that can happen while the relays are open:
                     a key press; a charger on the load / charge side
                     (``charger``: the core's charger_present); a bus request
@@ -103,6 +106,14 @@ class Sleep:
         req = self._req
         self._req = _C_NONE
         if self.state == AWAKE:
+            if charger:
+                # A charger wakes a sleeping BMS (below): sleep entered now
+                # would open the charge relay under its current and close it
+                # again at the next poll.  The key's hold starts again after.
+                self._key_since = None
+                self._idle_since = now
+                self._short = False
+                return False
             if req == C_COMMAND:
                 self._enter(ASLEEP, C_COMMAND, now)
                 return True
@@ -114,7 +125,7 @@ class Sleep:
                     return True
             else:
                 self._key_since = None
-            if a >= self.idle_ma or self._idle_since is None or charger:
+            if a >= self.idle_ma or self._idle_since is None:
                 self._idle_since = now
                 self._short = False
             else:

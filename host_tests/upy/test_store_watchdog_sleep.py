@@ -164,3 +164,27 @@ def test_one_key_sleep_needs_hold_and_new_press_wakes():
     assert s.step(t + 300, 0, False) and s.state == SL.ASLEEP and s.cause == SL.C_COMMAND
     s.wake()
     assert s.step(t + 400, 0, False) and s.state == SL.AWAKE
+
+
+def test_no_sleep_while_a_charger_is_there():
+    # bms/sleep.py: a charger on the charge side wakes a sleeping BMS.  Sleep
+    # entered while one is there is undone at the next poll: the relays open
+    # under the charge current and close again (a contactor switched twice
+    # under load for nothing).  Neither the key nor a command enters sleep
+    # then; the key's hold starts again once the charger has gone.
+    s = SL.Sleep(hold_ms=3000, smart=False)
+    t = 0
+    for _ in range(50):
+        t += 100
+        assert not s.step(t, 10000, True, True)
+    assert s.state == SL.AWAKE
+    s.request()
+    t += 100
+    assert not s.step(t, 10000, False, True) and s.state == SL.AWAKE
+    # Charger gone: the key held 3 s from its next press sleeps.
+    t += 100
+    s.step(t, 0, True, False)
+    for _ in range(30):
+        t += 100
+        s.step(t, 0, True, False)
+    assert s.state == SL.ASLEEP and s.cause == SL.C_KEY
