@@ -36,6 +36,7 @@ DEFAULTS = {
     "can_bitrate": 250000, "can_xtal": 8000000,
     "modbus_baud": 9600, "modbus_format": "8N1", "ttl_baud": 9600,
     "afe_crc": True, "cells": 16,
+    "ntc_unfitted": (),
 }
 
 
@@ -105,11 +106,37 @@ def build_can(machine, pins, opts):
                    wait_us=_sleep_us(machine), int_pin=irq)
 
 
-def build_ntcs(machine, pins, opts, adc_wrap=None):
+def fitted_ntcs(pins, opts):
+    """The board's NTC inputs (``pins["ntc"]``) less those the option
+    ``ntc_unfitted`` names (1-based, in the table's order: docs/wiring.md).
+    An input without its NTC reads open, a sensor fault that keeps the
+    relays open, so a pack built with fewer sensors says so here.  At least
+    one cell NTC must stay; an option that would leave none, or names an
+    input the board does not have, is not applied (every input stays, the
+    missing NTC shows as open) and says why: a typo must never remove a
+    sensor the pack has."""
+    table = pins["ntc"]
+    off = _opt(opts, "ntc_unfitted")
+    if not off:
+        return table
+    try:
+        ok = all(isinstance(n, int) and 1 <= n <= len(table) for n in off)
+        keep = tuple(e for i, e in enumerate(table) if (i + 1) not in off)
+    except TypeError:       # not a tuple or list of numbers
+        ok = False
+        keep = ()
+    if not ok or not any(role == "cell" for _p, role in keep):
+        print("ntc_unfitted %r not applied (inputs 1..%d, at least one cell NTC left): "
+              "every NTC input is read" % (off, len(table)))
+        return table
+    return keep
+
+
+def build_ntcs(machine, pins, opts, adc_wrap=None, inputs=None):
     table = NtcTable(Beta(_opt(opts, "ntc_r25"), _opt(opts, "ntc_beta")),
                      r_series=_opt(opts, "ntc_series"))
     out = []
-    for pin, role in pins["ntc"]:
+    for pin, role in (pins["ntc"] if inputs is None else inputs):
         adc = machine.ADC(machine.Pin(pin))
         if adc_wrap is not None:
             adc = adc_wrap(adc)
@@ -180,7 +207,7 @@ def build_master(machine, pins, opts=None, adc_wrap=None):
         cells = opts["cells"] if opts and "cells" in opts else afe.max_cells
     uohm = _opt(opts, "shunt_uohm")
     shunt = INA228(i2c, shunt_uohm=uohm, max_current_ma=_opt(opts, "shunt_max_ma"))
-    ntcs = build_ntcs(machine, pins, opts, adc_wrap)
+    ntcs = build_ntcs(machine, pins, opts, adc_wrap, fitted_ntcs(pins, opts))
     relays = build_relays(machine, pins)
     for n in pins.get("hold_low", ()):
         # A pin of an earlier layout (esp32_devkit: the old precharge pin):

@@ -94,6 +94,7 @@ class FakeMachine:
         Pin.cs_n = cs_pin
         Pin.cs_target = self.can.cs
         self.adc_code = adc_code
+        self.adc_codes = {}     # pin -> code of that input alone (an NTC not fitted: 65535)
         self.created = []
         self.feeds = 0
         fm = self
@@ -162,6 +163,7 @@ class FakeMachine:
             def __init__(self, pin):
                 fm.created.append(("ADC", pin.n))
                 self.esp = False
+                self.n = pin.n
 
             def _raw12(self):
                 uv = fm.adc_code * 3300000 // 65535
@@ -170,7 +172,7 @@ class FakeMachine:
 
             def read_u16(self):
                 if not self.esp:
-                    return fm.adc_code
+                    return fm.adc_codes.get(self.n, fm.adc_code)
                 raw = self._raw12()
                 return (raw << 4) | (raw >> 8)
 

@@ -3,6 +3,7 @@
 from drv_helpers import run_app as _run
 from drv_fakemachine import FakeMachine
 
+from bms import faults as F
 from bms.contactors import RELAY_CHG, RELAY_DSG, RELAY_L2
 from bms.measurements import T_OK, T_OPEN, T_SHORT
 from bms.ticks import VirtualClock
@@ -245,3 +246,31 @@ def test_esp32_old_precharge_pin_is_held_low():
     _run(app, clock, 3000)
     assert app.bms.running and fm.pin(13).v == 1   # J1 discharge closed: the board runs
     assert 4 in highs and 14 not in highs          # precharged on GPIO4, never on 14
+
+
+def test_an_ntc_input_left_unfitted_by_option_is_not_read():
+    # docs/deploy.md (option ntc_unfitted): a pack built with fewer NTCs names
+    # the inputs it left empty (1-based, the board's table in docs/wiring.md:
+    # Pico 1 = JT power board, 2 = T1, 3 = T2).  An empty input reads open, a
+    # sensor fault that keeps charge and discharge open; named, it is not
+    # read.  At least one cell NTC must stay, and an option that is not a
+    # list of the board's inputs is not applied: every input is read.
+    def boot(opts):
+        fm = FakeMachine(LFP16)
+        fm.adc_codes[27] = 65535        # T2 (GP27) not fitted: the divider reads open
+        clock = VirtualClock(0)
+        app = main.build("pico", machine=fm, cfg=_Cfg(**opts) if opts else None, clock=clock)
+        _run(app, clock, 4000)
+        st = app.bms.contactors.state
+        return fm, app, st[RELAY_DSG] and st[RELAY_CHG]
+    fm, app, closed = boot({})
+    assert not closed and app.bms.prot.active(F.T_SENSOR)
+    fm, app, closed = boot({"ntc_unfitted": (3,)})
+    assert closed and not app.bms.prot.active(F.T_SENSOR)
+    assert ("ADC", 27) not in fm.created and ("ADC", 26) in fm.created
+    assert abs(app.bms.meas.tmax[2] - 250) <= 1
+    for bad in ({"ntc_unfitted": (2, 3)},       # no cell NTC left
+                {"ntc_unfitted": (4,)},         # the Pico has three inputs
+                {"ntc_unfitted": 3}):           # not a list
+        fm, app, closed = boot(bad)
+        assert ("ADC", 27) in fm.created and not closed, bad
