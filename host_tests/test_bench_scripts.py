@@ -71,3 +71,17 @@ def test_table_at_rests_reads_the_model_cells_own_ocv_at_each_long_rest():
         assert 0.0 <= s <= 1.0
     # A rest shorter than asked for is not one.
     assert len(st.table_at_rests("nmc", "nofull", 0.0, 10 ** 6)) == 0
+
+
+def test_a_partial_run_clears_its_areas_error_rows_and_keeps_rows_on_one_line(tmp_path,
+                                                                             monkeypatch):
+    from tools.bench import __main__ as bm
+    from tools.bench.common import Row
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- bench-figures -->\n\n### Latest figures: x\n\n"
+                      "| area | figure | value | unit | goal | note |\n|---|---|---|---|---|---|\n"
+                      "| afe | ERROR | boom |\n| can | ERROR | other |\n")
+    monkeypatch.setattr(bm, "ROOT", str(tmp_path))
+    bm.write_readme([Row("afe", "read", 1, "us", "", "a\nb | c")], 1.0, partial="afe")
+    body = [ln for ln in readme.read_text().splitlines() if ln.startswith("| ") and "area" not in ln]
+    assert body == ["| can | ERROR | other |", "| afe | read | 1 | us |  | a b / c |"]

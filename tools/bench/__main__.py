@@ -72,14 +72,18 @@ def _cells(r):
     v = r.value
     if isinstance(v, float):
         v = "%.4g" % v
-    return (r.area, r.name, str(v), r.unit, str(r.goal), r.note)
+    # One table row each: an ERROR row's note is a traceback.
+    return tuple(str(x).replace("\n", " ").replace("|", "/")
+                 for x in (r.area, r.name, v, r.unit, r.goal, r.note))
 
 
 def merge_rows(old, new):
     """A partial run's rows (``new``, cell tuples) replace the README's rows
     of the same area and figure in place; a figure not there yet goes after
     the last row of its area (or at the end)."""
-    out = list(old)
+    areas = set(c[0] for c in new)
+    # An area that ran again has no ERROR left from an earlier run.
+    out = [c for c in old if not (c[1] == "ERROR" and c[0] in areas)]
     where = {(c[0], c[1]): i for i, c in enumerate(out)}
     for c in new:
         i = where.get((c[0], c[1]))
