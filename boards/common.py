@@ -164,8 +164,11 @@ def build_ports(machine, pins, opts):
     # parity bit or a second stop bit) set the server's t1.5 / t3.5.
     u = machine.UART(uid, baudrate=baud, bits=8, parity=parity, stop=stop,
                      tx=machine.Pin(tx), rx=machine.Pin(rx), txbuf=512)
+    # rx_timer: the arrival watch, so a request read late inside a task is
+    # timed from its arrival (drivers.rs485).
     rs485 = Rs485(u, _out(machine, de, 0), baud, bits=char_bits(8, parity, stop),
-                  timer=_soft_timer(machine), later_timer=_soft_timer(machine))
+                  timer=_soft_timer(machine), later_timer=_soft_timer(machine),
+                  rx_timer=_soft_timer(machine))
     ttl = None
     if pins.get("ttl"):
         uid, tx, rx = pins["ttl"]

@@ -790,6 +790,7 @@ def register_map(app, machine, channel):
 
 def start_modbus(app, machine):
     from bms.auth import CH_MODBUS
+    from bms.core import LOOK_BUILD, LOOK_READ, LOOK_SMALL
     from comms.modbus_rtu import ModbusRTU
     bms = app.bms
     regs = register_map(app, machine, CH_MODBUS)
@@ -820,20 +821,22 @@ def start_modbus(app, machine):
 
     # Runs inside control tasks: whatever the port raises stays here (the
     # server's own poll never raises), the task's step goes on.  ``build``
-    # (a long task, or the fast task's last look once the protection's work
-    # is done): a read's reply is built here too when the fast tick is far
-    # enough away for a long build.
-    def port_service(build=False):
+    # (bms.core LOOK_*): LOOK_BUILD (a long task, or the fast task's last
+    # look once the protection's work is done): a read's reply is built here
+    # too when the fast tick is far enough away for a long build; LOOK_SMALL
+    # (the fast task, its protection step done): that of a small read only.
+    def port_service(build=LOOK_READ):
         try:
             if due_us() == 0 or any_in() or (build and pending()):
-                in_task(build and room() >= BUILD_ROOM_MS)
+                in_task(build == LOOK_BUILD and room() >= BUILD_ROOM_MS, build == LOOK_SMALL)
         except Exception:  # noqa: BLE001
             mb.internal_errors += 1
 
     def service():
         if inner is not None:
             inner()
-        port_service(True)
+        port_service(LOOK_BUILD)
+
     bms.service = service
     # Between two pollers too (each takes up to a few ms: CAN, the
     # services): a request that ended meanwhile is read and built at once.

@@ -86,6 +86,10 @@ from bms.wallclock import WallClock
 from bms.watchdog import EXC_QUIET_MS
 
 FAST_MS = const(50)
+# port_service's levels (see Core.__init__)
+LOOK_READ = const(0)
+LOOK_SMALL = const(1)
+LOOK_BUILD = const(2)
 CELL_MS = const(250)
 _SLOW_MS = const(1000)
 _FAST_PHASE_MS = const(25)   # FAST_MS / 2: between two cell sweeps (CELL_MS is 5 ticks)
@@ -211,8 +215,10 @@ class Bms:
         # app): a request that ends while the fast task runs is read there,
         # so its t3.5 counts from within ~1 ms of its end, not from the end
         # of the task.  A few tens of us; never the CAN protocol's work.
-        # ``port_service(build)``: True (the task's last look only) lets it
-        # build a read's reply too.
+        # ``port_service(build)``: LOOK_READ (0) reads and sends only,
+        # LOOK_SMALL (1, the fast task's looks but its last) may also build
+        # the reply of a small read, LOOK_BUILD (2, the fast task's last look
+        # and the long tasks' looks) that of any read.
         self.port_service = None
         # Inside one board read too, between two of its bus transactions
         # (the AFE's cell block and its fault status, the NTCs and the AFE's
@@ -327,7 +333,14 @@ class Bms:
             self._read(self._rd_volts, now)
         ps = self.port_service
         if ps is not None:
-            ps()
+            # A small read's reply (10 registers: 0.4-1 ms on an RP2040,
+            # emulated) may be built at any look of this task, so that its
+            # timed poll sends it at its t3.5 inside the task: built at the
+            # task's last look it went out 1-2 ms late.  The task's time is
+            # the same (the build is done once either way); the relays
+            # switch that much later in the rare tick that has a request
+            # (the reaction goals leave 40 ms).
+            ps(LOOK_SMALL)
         if cur_ok and not -CURRENT_MA_MAX <= m.current_ma <= CURRENT_MA_MAX:
             # An impossible reading is no reading: the last good value holds,
             # current_stale follows if it goes on.
@@ -401,7 +414,7 @@ class Bms:
         # The chip latches its own trip until cleared; the fault follows it.
         prot.set_flag(F.SIG_AFE, b.afe_fault() != 0)
         if ps is not None:
-            ps()
+            ps(LOOK_SMALL)
 
         p = self.params
         key = b.key()
@@ -418,7 +431,7 @@ class Bms:
         if self.waking:
             block |= F.R_CHG | F.R_DSG | F.R_BAL | F.R_HEAT   # no data since the sleep
         if ps is not None:
-            ps()
+            ps(LOOK_SMALL)
         if prot.due_ms < FAST_MS:
             # A pending fault's delay ends before the next tick: a tick then.
             self.sched.run_at(self._fast_i, ticks_add(now, prot.due_ms))
@@ -460,11 +473,11 @@ class Bms:
         if ps is not None:
             # Last, with the protection's work done (relays switched, faults
             # logged): a request that ended since the look above is read
-            # here, and a read's reply is built (the looks above only read
-            # and send).  Built after the task instead, it went out 0.5-1.5 ms
+            # here, and any read's reply is built (the looks above build a
+            # small read's only).  Built after the task instead, it went out 0.5-1.5 ms
             # after its t3.5 on an RP2040 (emulated); here it costs the task
             # the build, 0.1-1 ms, once per request.
-            ps(True)
+            ps(LOOK_BUILD)
 
     def _cells(self, now):
         m = self.meas

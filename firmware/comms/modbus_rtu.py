@@ -13,7 +13,15 @@ Frame assembly by silence, measured on an injected clock with
   later than the time it *arrived*.  The only safe silence measurement is a
   lower bound: from the last poll that read bytes (``t_last``) to a later
   poll that found the port empty (``t_quiet``).  The line was silent at
-  least that long.
+  least that long.  A port that knows more (``rx_age``: ``drivers.rs485``'s
+  arrival watch, a hard timer that notes when the UART's count changed)
+  says how long before the end of the read its last byte had arrived at
+  the latest, and ``t_last`` is that much earlier: a request whose last
+  bytes land in a task's long step is timed from their arrival, not from
+  the read after the step (up to 6 ms later on an RP2040, emulated).  The
+  server runs the watch (``rx_watch``) from a frame's first bytes until a
+  read's reply is built or the frame ends: running all the time it cost
+  13 % of the CPU.
 * end of frame: a poll finds the port empty and ``now - t_last >= t3.5``.
 * t1.5 rule: if the silence proven inside a frame exceeded t1.5 and then
   more bytes came, the frame is broken and is dropped (counted in
@@ -51,10 +59,14 @@ Frame assembly by silence, measured on an injected clock with
   0.4 ms).  Inside a task a poll only reads and sends (``poll_in_task``);
   a long task, and the fast task at its very end (the protection's work
   done), may also build a read's reply when the fast tick is far enough
-  away.  What still delays a reply: the time from a request's end to the
-  read of its last bytes (tasks read between their steps), a build that
-  waits for the end of the fast task, a collection or a flash write (no
-  callback runs inside the last two).
+  away, and the fast task's other looks that of a small read (up to 16
+  registers, ``small``).  A read's reply built past its t3.5 (timed from
+  the arrival) goes out from the poll that built it.  What still delays a
+  reply: a read whose last bytes land in a bus transaction or a step
+  without a look, when its t3.5 ends before that is over (the timed poll
+  runs only between bytecodes: an AFE read of 1-4 ms on I2C), the build of
+  a large read inside the fast task (at its end), a collection or a flash
+  write (no callback runs inside the last two).
 * t1.5 = 1.5 and t3.5 = 3.5 character times up to 19200 baud, fixed
   750 us / 1750 us above, as the Modbus serial-line spec says.  A character
   is as long as the line makes it: 10 bits for 8N1 (the manuals' setting:
@@ -85,7 +97,7 @@ has been sent once (memoryviews of the tx buffer are cached per length).
 from micropython import const
 
 from bms.params import BAUD_RATES, P_MODBUS_ADDR, P_MODBUS_BAUD
-from bms.ticks import ticks_diff
+from bms.ticks import ticks_add, ticks_diff
 from comms import crc16
 from comms.packing import get16be as get16, put16be as put16
 from comms.regs.codes import EX_ADDRESS, EX_FAILURE, EX_FUNCTION, EX_NONE, EX_VALUE
@@ -102,6 +114,7 @@ _FC_MEI = const(43)
 _MEI_DEVICE_ID = const(14)
 _CONFORMITY = const(0x83)  # extended identification, stream + individual access
 _AUTH_EVERY = const(64)    # polls between two session-expiry checks
+_SMALL_READ = const(16)    # registers: a reply the fast task may build (poll_in_task small)
 _LATER_US = const(30)      # past the end of t3.5 for the timed poll (clock rounding)
 
 # Object ids per read code (1 basic, 2 regular, 3 extended).
@@ -142,11 +155,19 @@ class ModbusRTU:
         # t3.5, so the reply built ahead goes out then even while the loop
         # runs a task.  Microsecond clocks only.
         self._later = getattr(port, "later", None) if self._us else None
+        # How long before the end of its last read the port had the bytes
+        # (Rs485.rx_age): the silence counts from their arrival.
+        self._aged = self._us and hasattr(port, "rx_age")
+        # ... which it knows only while its watch runs: from a frame's first
+        # bytes to its end.
+        self._watch = getattr(port, "rx_watch", None) if self._aged else None
+        self._watching = False
         self._due_cb = self._on_due      # bound once
         self._in_poll = False
         self._due_hit = False
         self._timed = False       # inside a task: read and send only (poll_in_task)
         self._may_build = False   # ... and build a read's reply ahead (a long task with room)
+        self._may_small = False   # ... that of a small read only (the fast task)
         self._ahead = True        # the frame's build ahead was tried (nothing to try yet)
         self.t15 = 0
         self.t35 = 0
@@ -232,7 +253,7 @@ class ModbusRTU:
         finally:
             self._in_poll = False
 
-    def poll_in_task(self, build=False):
+    def poll_in_task(self, build=False, small=False):
         """A poll from inside a task (the timed poll, the core's service
         calls between the steps of its tasks): read what arrived, so the
         silence counts from then, and send a reply built ahead whose t3.5
@@ -240,16 +261,20 @@ class ModbusRTU:
         check: the loop's own poll does those after the task).  ``build``:
         the reply of a read may be built here too (0.4 ms for ten identity
         registers, about 4 ms for the monitor block on the emulated RP2040),
-        which a long task allows when the fast tick is far enough away."""
+        which a long task allows when the fast tick is far enough away.
+        ``small``: that of a read of up to 16 registers only (the fast task
+        once its protection step is done: 0.4-1 ms)."""
         if self._in_poll:
             return False
         self._timed = True
         self._may_build = build
+        self._may_small = small
         try:
             return self.poll()
         finally:
             self._timed = False
             self._may_build = False
+            self._may_small = False
 
     def build_pending(self):
         """A frame's bytes were read inside a task and its reply (if it is a
@@ -324,14 +349,31 @@ class ModbusRTU:
                         self._bad = True
                 self.rx_len = k
                 self._t_last = now
+                if self._watch is not None and not self._watching:
+                    self._watching = True
+                    self._watch(True)
+                if self._aged:
+                    # When the bytes arrived, if the port knows (Rs485's
+                    # arrival watch): a read late inside a task no longer
+                    # delays the frame's end.  From a clock read after the
+                    # port's, so the silence stays a lower bound.
+                    age = port.rx_age
+                    if age > 0:
+                        self._t_last = ticks_add(self._now(), -age)
                 self._quiet_valid = False
                 self._active = True
                 self._early = -1
                 self._ahead = False
-                if build:
+                if build or (self._may_small and self._small()):
                     self._build_ahead()
+                    # Timed from the arrival, t3.5 may be over already: the
+                    # reply goes out now, not at the next poll.
+                    if self._early >= 0 and not port.any() \
+                            and ticks_diff(self._now(), self._t_last) >= self.t35:
+                        self._send_ahead()
+                        return True
                 return False
-        if not self._ahead and build and self._active:
+        if not self._ahead and self._active and (build or (self._may_small and self._small())):
             self._build_ahead()   # its bytes were read inside a task
             if self._early >= 0:
                 # The build took up to ~1 ms on an RP2040: t3.5 may be over by now.
@@ -380,6 +422,12 @@ class ModbusRTU:
         if self.tx[1] & 0x80:
             self.exceptions_sent += 1
         self.last_turnaround = ticks_diff(self._now(), t) - self.t35
+        if self._watching:
+            self._unwatch()
+
+    def _unwatch(self):
+        self._watching = False
+        self._watch(False)
 
     def _view(self, ln):
         v = self._views.get(ln)
@@ -398,6 +446,11 @@ class ModbusRTU:
                 and (rx[1] == _FC_READ_HOLDING or rx[1] == _FC_READ_INPUT) \
                 and crc16.check(rx, 8):
             self._early = self._reply(8, False)
+            if self._watching:
+                # The request is in: nothing left to date until more comes
+                # (a read restarts it), and its looks slowed the wait for
+                # t3.5 by a few % (one every 250 us).
+                self._unwatch()
             if self._later is not None and self._early >= 0:
                 # Built after its t3.5 (a task built it late): the poll that
                 # built it sends it next, without the timer (arming one cost
@@ -405,6 +458,10 @@ class ModbusRTU:
                 d = self.t35 - ticks_diff(self._now(), self._t_last)
                 if d > 0:
                     self._later(d + _LATER_US, self._due_cb)
+
+    def _small(self):
+        """The frame so far is 8 bytes asking for at most _SMALL_READ registers."""
+        return self.rx_len == 8 and get16(self.rx, 4) <= _SMALL_READ
 
     def _frame_end(self, now):
         """t3.5 of silence: the frame is complete."""
@@ -414,6 +471,8 @@ class ModbusRTU:
         self._bad = False
         self._active = False
         self._quiet_valid = False
+        if self._watching:
+            self._unwatch()     # (a reply built now goes out ~0.1 ms later)
         if bad or n == 0:
             self._early = -1
             return False

@@ -114,13 +114,20 @@ def test_de_released_when_uart_raises():
 
 class FakeTimer:
     ONE_SHOT = 0
+    PERIODIC = 1
 
     def __init__(self):
         self.armed = []
 
-    def init(self, mode=0, period=0, tick_hz=1000, callback=None):
+    def init(self, mode=0, period=0, tick_hz=1000, callback=None, hard=False):
         self.armed.append((period, tick_hz))
+        self.mode = mode
+        self.hard = hard
         self.cb = callback
+
+    def deinit(self):
+        self.armed.append(None)
+        self.cb = None
 
     def fire(self):
         self.cb(self)
@@ -385,3 +392,53 @@ def test_a_guarded_callback_allocates_nothing():
     drv_helpers.heap_locked(three)
     assert Edge.count == 3 and g.errors == 0
     assert raises(KeyboardInterrupt, softirq.take)
+
+
+def test_the_arrival_watch_dates_bytes_read_late():
+    # A control task reads the port only between its steps (up to 6 ms apart
+    # on an RP2040, emulated): a hard periodic timer notes when the UART's
+    # count changed, and a read reports how long before it the last byte it
+    # took had arrived (rx_age), so the Modbus silence counts from there.
+    ev = Events()
+    clk = Clock()
+    uart = FakeUart(ev)
+    rt = FakeTimer()
+    port = Rs485(uart, FakePin(ev, "de"), 9600, ticks_us=clk.ticks, ticks_diff=clk.diff,
+                 rx_timer=rt)
+    assert rt.armed == []              # it runs only while a frame comes in (the server says)
+    port.rx_watch(True)
+    assert rt.hard and rt.mode == rt.PERIODIC and rt.armed == [(250, 1000000)]
+    buf = bytearray(64)
+    rt.fire()                          # an empty UART: nothing to date
+    uart.rx += b"\x01\x03"
+    clk.t += 100
+    drv_helpers.heap_locked(rt.fire)   # a hard IRQ: nothing allocated
+    clk.t += 3000                      # read 3 ms later, inside a task
+    assert port.readinto(buf) == 2 and port.rx_age == 3000
+    assert port.last_rx_us == 1100
+    # Bytes that came after the watch's last look: no age (read time).
+    uart.rx += b"\x00"
+    rt.fire()
+    uart.rx += b"\x00"
+    clk.t += 500
+    assert port.readinto(buf) == 2 and port.rx_age == 0 and port.last_rx_us == clk.t
+    # A look before a read is not one for the bytes after it: the same
+    # count again after the read is a new arrival, undated until looked at.
+    uart.rx += b"\x01"
+    rt.fire()
+    assert port.readinto(buf) == 1
+    uart.rx += b"\x02"
+    clk.t += 800
+    assert port.readinto(buf) == 1 and port.rx_age == 0
+    # The watch never raises out of its IRQ.
+    uart.any = None
+    rt.fire()
+    port.rx_watch(False)
+    assert rt.armed[-1] is None and rt.cb is None
+    # Without a watch there is no age (and nothing for a server to start).
+    plain = Rs485(FakeUart(ev), FakePin(ev, "de"), 9600, ticks_us=clk.ticks,
+                  ticks_diff=clk.diff)
+    assert plain.rx_watch is None
+    plain.uart.rx += b"\x01"
+    clk.t += 900
+    assert plain.readinto(buf) == 1 and plain.rx_age == 0

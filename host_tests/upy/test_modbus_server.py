@@ -2,7 +2,7 @@
 import micropython
 
 from bms import params as P
-from bms.core import CMD_SOC_SET
+from bms.core import CMD_SOC_SET, LOOK_BUILD, LOOK_SMALL
 from comms.registers import A_STATUS
 from comms.registers import (A_AUTH, A_CELLS, A_INFO, A_LOGHEAD, A_MON, A_PARAMS,
                              A_TEMPS, command_address, monitor_address)
@@ -784,38 +784,34 @@ def test_a_reply_built_after_its_t35_goes_out_in_the_same_poll():
     assert r.port.txn == 0 and r.server.replies == 1
 
 
-def test_a_request_ending_in_the_fast_task_is_read_there_and_built_at_its_end():
-    # The app gives the PC port a look between the fast task's steps
-    # (bms.port_service = the server's poll_in_task): a request that ends
-    # while the task runs is read inside it, so its t3.5 counts from there,
-    # not from the end of the task.  The looks before and around the
-    # protection step only read; its reply is built at the task's last look,
-    # once the relays have been switched (docs/safety.md), and nothing is
-    # allocated.
+def _fast_task_with_request(frame):
+    """The fast task once, ``frame`` ending right after its current read;
+    the looks it gave the port, each ``level + 1`` (bms.core LOOK_*: 1 read
+    only, 2 a small read's build, 3 any read's) plus 4 when a read's reply
+    still waits to be built after it.  Mapped to the server as app.py does."""
     import drv_helpers
     r = _running_rig()
-    # Events in a preallocated buffer (the task runs heap-locked): 1 a look
-    # that only reads, 2 a look that may build; +4 when a read's reply
-    # waits to be built after the look.
+    # Events in a preallocated buffer (the task runs heap-locked; a closure
+    # over more than four names allocates its call on MicroPython).
     ev = bytearray(16)
     n = [0]
     plain_in_task = r.server.poll_in_task
 
-    def look(build=False):
-        got = plain_in_task(build)
-        ev[n[0]] = (2 if build else 1) + (4 if r.server.build_pending() else 0)
+    def look(build=0):
+        got = plain_in_task(build == LOOK_BUILD, build == LOOK_SMALL)
+        ev[n[0]] = build + 1 + (4 if r.server.build_pending() else 0)
         n[0] += 1
         return got
     r.bms.port_service = look
     board = r.bms.board
     plain = board.read_current
-    fed = []
+    fed = [frame, 0]                       # (a closure over few names: see above)
 
     def current_then_request(m, now):
         plain(m, now)
-        if not fed:
-            r.port.feed(READ_10)            # the request ends right after the current read
-            fed.append(r.clock.ticks_us())
+        if not fed[1]:
+            r.port.feed(fed[0])            # the request ends right after the current read
+            fed[1] = 1
 
     r.idle(60)
     board.read_current = current_then_request
@@ -823,17 +819,109 @@ def test_a_request_ending_in_the_fast_task_is_read_there_and_built_at_its_end():
     r.clock.advance(50)
     now = r.clock.ticks_ms()
     drv_helpers.heap_locked(lambda: r.bms._fast(now))
-    assert fed and r.server.rx_len == 8
-    got = list(ev[:n[0]])
+    assert fed[1] and r.server.rx_len == 8
+    return r, list(ev[:n[0]])
+
+
+def test_a_request_ending_in_the_fast_task_is_read_there_and_built_at_its_end():
+    # The app gives the PC port a look between the fast task's steps
+    # (bms.port_service = the server's poll_in_task): a request that ends
+    # while the task runs is read inside it, so its t3.5 counts from there,
+    # not from the end of the task.  A large read (the monitor block: up to
+    # 4 ms to build on an RP2040) is built only at the task's last look, once
+    # the relays have been switched (docs/safety.md); nothing is allocated.
+    big = with_crc(bytes((1, 3, A_MON >> 8, A_MON & 0xFF, 0, MON_SIZE)))
+    r, got = _fast_task_with_request(big)
     # Read at the first look and left unbuilt by every look but the last,
     # which is the task's last step (after the relays' step and the log
     # flush, core._fast) and builds it.
-    assert len(got) >= 3 and got[-1] == 2, got
-    assert all(e == 1 + 4 for e in got[:-1]), got
+    assert len(got) >= 3 and got[-1] == 3, got
+    assert all(e == 2 + 4 for e in got[:-1]), got
     assert not r.server.build_pending() and r.server._early > 0 and r.port.txn == 0
     r.clock.advance_us(3700)                # t3.5 from the read inside the task
     r.server.poll()
     assert crc_ok(r.port.take()) and r.server.replies >= 1
+
+
+def test_a_small_read_ending_in_the_fast_task_is_built_at_the_next_look():
+    # Ten registers (0.4-1 ms to build on an RP2040, emulated): built at the
+    # look that read them, so the timed poll sends the reply at its t3.5
+    # inside the task; built at the task's last look it went out 1-2 ms late.
+    r, got = _fast_task_with_request(READ_10)
+    assert len(got) >= 3 and got[0] == 2, got     # read and built at the first look
+    assert r.server._early == 25 and r.port.txn == 0
+    r.clock.advance_us(3700)
+    r.server.poll()
+    assert crc_ok(r.port.take()) and r.server.replies >= 1
+
+
+def test_a_request_read_late_is_timed_from_its_arrival():
+    # A port that knows how long before a read its bytes had arrived
+    # (Rs485.rx_age, its arrival watch): a request whose last bytes were read
+    # late inside a task has its t3.5 counted from their arrival, and the
+    # poll that builds its reply past that t3.5 sends it at once.
+    r, lp = _later_rig()
+    r.port.rx_age = 0
+    from comms.modbus_rtu import ModbusRTU
+    r.server = ModbusRTU(lp, r.regs, r.clock, params=r.params)
+    r.idle(10)
+    r.port.feed(READ_10)
+    r.port.rx_age = 3000                 # arrived 3 ms before this read
+    r.server.poll_in_task()              # a look that only reads
+    r.port.rx_age = 0
+    r.clock.advance_us(700)              # 3.7 ms after the arrival > t3.5
+    assert r.server.poll_in_task(True)   # the next look builds and sends it
+    assert crc_ok(r.port.take()) and r.server.replies == 1
+    # Read and built by the same poll, t3.5 after the arrival already over.
+    r.idle(10)
+    r.port.feed(READ_10)
+    r.port.rx_age = 3700
+    assert r.server.poll()
+    r.port.rx_age = 0
+    assert crc_ok(r.port.take()) and r.server.replies == 2
+    # An age that leaves the silence short of t3.5: nothing before it.
+    r.idle(10)
+    r.port.feed(READ_10)
+    r.port.rx_age = 2000
+    r.server.poll()
+    r.port.rx_age = 0
+    r.clock.advance_us(1500)
+    r.server.poll()
+    assert r.port.txn == 0
+    r.clock.advance_us(200)
+    r.server.poll()
+    assert crc_ok(r.port.take()) and r.server.replies == 3
+
+
+def test_the_arrival_watch_runs_from_a_frames_first_bytes_until_its_reply_is_built():
+    # Rs485's arrival watch looks at the UART every 250 us from a hard
+    # timer: 13 % of an RP2040's time (emulated) if it ran all the time.  The
+    # server runs it from a frame's first bytes until a read's reply is
+    # built (or the frame ends), and again if more bytes come.
+    r, lp = _later_rig()
+    r.port.rx_age = 0
+    calls = []
+    r.port.rx_watch = calls.append
+    from comms.modbus_rtu import ModbusRTU
+    r.server = ModbusRTU(lp, r.regs, r.clock, params=r.params)
+    r.idle(10)
+    calls[:] = []
+    r.port.feed(READ_10[:3])
+    r.server.poll()
+    assert calls == [True]
+    r.clock.advance_us(1000)
+    r.port.feed(READ_10[3:])
+    r.server.poll()                      # built: nothing left to date
+    assert calls == [True, False] and r.server._early == 25
+    r.idle(10)
+    assert crc_ok(r.port.take()) and calls == [True, False]
+    # A write: no build ahead, the watch runs to the frame's end.
+    frame = with_crc(bytes((1, 6, 0x10, 0x00, 0x00, 0x01)))
+    r.port.feed(frame)
+    r.server.poll()
+    assert calls[-1] is True
+    r.idle(10)
+    assert calls == [True, False, True, False]
 
 
 def test_monitor_and_status_windows_match_the_whole_block():
