@@ -85,3 +85,29 @@ def test_a_partial_run_clears_its_areas_error_rows_and_keeps_rows_on_one_line(tm
     bm.write_readme([Row("afe", "read", 1, "us", "", "a\nb | c")], 1.0, partial="afe")
     body = [ln for ln in readme.read_text().splitlines() if ln.startswith("| ") and "area" not in ln]
     assert body == ["| can | ERROR | other |", "| afe | read | 1 | us |  | a b / c |"]
+
+
+def test_a_partial_run_keeps_the_indent_of_sub_rows(tmp_path, monkeypatch):
+    from tools.bench import __main__ as bm
+    from tools.bench.common import Row
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- bench-figures -->\n\n### Latest figures: x\n\n"
+                      "| area | figure | value | unit | goal | note |\n|---|---|---|---|---|---|\n"
+                      "| rp2040 | worst | 6 | ms |  |  |\n| rp2040 |   worst / goal | 1.3 |  |  |  |\n"
+                      "| can | x | 1 |  |  |  |\n|   sub | y | 2 |  |  |  |\n")
+    monkeypatch.setattr(bm, "ROOT", str(tmp_path))
+    bm.write_readme([Row("rp2040", "worst", 5), Row("rp2040", "  worst / goal", 1.1)], 1.0,
+                    partial="rp2040")
+    body = [ln for ln in readme.read_text().splitlines() if ln.startswith("| ") and "area" not in ln]
+    assert body[:3] == ["| rp2040 | worst | 5 |  |  |  |", "| rp2040 |   worst / goal | 1.1 |  |  |  |",
+                        "| can | x | 1 |  |  |  |"]
+
+
+def test_a_name_twice_in_an_area_is_matched_in_order():
+    from tools.bench.__main__ import merge_rows
+    old = [("ram", "heap", "1"), ("ram", "  of which qstr", "2"), ("ram", "heap 2", "3"),
+           ("ram", "  of which qstr", "4")]
+    new = [("ram", "  of which qstr", "20"), ("ram", "  of which qstr", "40"), ("ram", "new", "5")]
+    assert merge_rows(old, new) == [("ram", "heap", "1"), ("ram", "  of which qstr", "20"),
+                                    ("ram", "heap 2", "3"), ("ram", "  of which qstr", "40"),
+                                    ("ram", "new", "5")]

@@ -77,22 +77,33 @@ def _cells(r):
                  for x in (r.area, r.name, v, r.unit, r.goal, r.note))
 
 
+def _unpad(x):
+    x = x[1:] if x.startswith(" ") else x
+    return x.rstrip()
+
+
 def merge_rows(old, new):
     """A partial run's rows (``new``, cell tuples) replace the README's rows
-    of the same area and figure in place; a figure not there yet goes after
-    the last row of its area (or at the end)."""
+    of the same area and figure in place (matched on the name without its
+    indent; a name that occurs twice in an area, e.g. one per board, is
+    matched in order); a figure not there yet goes after the last row of
+    its area (or at the end)."""
     areas = set(c[0] for c in new)
     # An area that ran again has no ERROR left from an earlier run.
     out = [c for c in old if not (c[1] == "ERROR" and c[0] in areas)]
-    where = {(c[0], c[1]): i for i, c in enumerate(out)}
+    used = set()
     for c in new:
-        i = where.get((c[0], c[1]))
-        if i is not None:
+        k = (c[0], c[1].strip())
+        i = next((j for j, o in enumerate(out)
+                  if j not in used and (o[0], o[1].strip()) == k), None)
+        if i is None:
+            last = max([j for j, o in enumerate(out) if o[0] == c[0]], default=len(out) - 1)
+            i = last + 1
+            out.insert(i, c)
+            used = set(j + 1 if j >= i else j for j in used)
+        else:
             out[i] = c
-            continue
-        last = max([j for j, o in enumerate(out) if o[0] == c[0]], default=len(out) - 1)
-        out.insert(last + 1, c)
-        where = {(o[0], o[1]): j for j, o in enumerate(out)}
+        used.add(i)
     return out
 
 
@@ -113,7 +124,8 @@ def write_readme(rows, wall, partial=""):
             if line.startswith("### Latest figures"):
                 old_title = line
             elif line.startswith("| ") and not line.startswith("| area |"):
-                old.append(tuple(x.strip() for x in line.strip()[1:-1].split("|")))
+                # One space of padding each side; a sub-row's name keeps its indent.
+                old.append(tuple(_unpad(x) for x in line.strip()[1:-1].split("|")))
         cells = merge_rows(old, cells)
         title = "%s; rows of `make bench ARGS=\"--only %s\"` re-measured %s (%.0f s)" % (
             old_title.split("; rows of")[0] or title, partial, datetime.date.today(), wall)
