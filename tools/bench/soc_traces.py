@@ -11,6 +11,7 @@ coulomb counter it is compared with, which counts the same measured
 current from the same start, clamped to 0..100 %.
 """
 import csv
+import functools
 import gzip
 import os
 import random
@@ -33,14 +34,16 @@ def load(name, kind):
         return [tuple(int(x) for x in row) for row in r]
 
 
+@functools.lru_cache(maxsize=None)
+def _ocv_points(name):
+    """The model cell's C/50 quasi-OCV: sorted (SOC fraction, mV)."""
+    return tuple(sorted((s / 1e6, v / 1000.0) for s, v in load(name, "ocv")))
+
+
 def ocv_vs_table(name, lo=0.2, hi=0.9):
     """(min, max) of the model cell's C/50 OCV minus our table, mV, for SOC lo..hi."""
     chem = CHEM_NAMES.index(CHEM[name])
-    with gzip.open(os.path.join(DATA, "%s_ocv.csv.gz" % name), "rt") as f:
-        r = csv.reader(f)
-        next(r)
-        d = [int(v) / 1000.0 - ocv.ocv_mv(chem, int(s) // 1000) for s, v in r
-             if lo * 1e6 <= int(s) <= hi * 1e6]
+    d = [v - ocv.ocv_mv(chem, int(s * 1000)) for s, v in _ocv_points(name) if lo <= s <= hi]
     return min(d), max(d)
 
 
@@ -92,10 +95,7 @@ def full_time(name):
 
 def _cell_ocv_mv(name, soc):
     """The model cell's own C/50 OCV (mV) at SOC fraction ``soc`` (its ocv trace, interpolated)."""
-    with gzip.open(os.path.join(DATA, "%s_ocv.csv.gz" % name), "rt") as f:
-        r = csv.reader(f)
-        next(r)
-        pts = sorted((int(s) / 1e6, int(v) / 1000.0) for s, v in r)
+    pts = _ocv_points(name)
     for (s0, v0), (s1, v1) in zip(pts, pts[1:]):
         if s0 <= soc <= s1:
             return v0 + (v1 - v0) * (soc - s0) / (s1 - s0) if s1 > s0 else v0
