@@ -36,19 +36,30 @@ def test_bench_script_runs_on_the_current_firmware(ctx, script):
         assert kv["failed"] == 0, out
 
 
-def test_a_partial_bench_run_replaces_only_its_own_readme_rows(tmp_path, monkeypatch):
+_TABLE_HEAD = ("| area | figure | value | unit | goal | note |\n"
+               "|---|---|---|---|---|---|\n")
+
+
+def _partial_run(tmp_path, monkeypatch, before, rows, area, title="### Latest figures: x"):
+    """README.md made of ``before`` (table rows), then ``make bench --only area
+    --readme`` giving ``rows``: (the README's text, its table rows)."""
     from tools.bench import __main__ as bm
-    from tools.bench.common import Row
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- bench-figures -->\n\n### Latest figures: 2026-01-01, x\n\n"
-                      "| area | figure | value | unit | goal | note |\n|---|---|---|---|---|---|\n"
-                      "| afe | read | 35 | bytes |  | old |\n| soc | nominal | 0.9 | % | <= 0.7 |  |\n"
-                      "| soc | aged | 17 | % | <= 3 | x |\n| zz | last | 1 |  |  |  |\n")
+    readme.write_text("intro\n<!-- bench-figures -->\n\n%s\n\n%s%s" % (title, _TABLE_HEAD, before))
     monkeypatch.setattr(bm, "ROOT", str(tmp_path))
-    bm.write_readme([Row("soc", "aged", 2.5, "%", "<= 3", "y"), Row("soc", "new", 1, "h")],
-                    12.0, partial="soc")
+    bm.write_readme(rows, 1.0, partial=area)
     text = readme.read_text()
-    body = [ln for ln in text.splitlines() if ln.startswith("| ") and "area" not in ln]
+    return text, [ln for ln in text.splitlines() if ln.startswith("| ") and "area" not in ln]
+
+
+def test_a_partial_bench_run_replaces_only_its_own_readme_rows(tmp_path, monkeypatch):
+    from tools.bench.common import Row
+    text, body = _partial_run(
+        tmp_path, monkeypatch,
+        "| afe | read | 35 | bytes |  | old |\n| soc | nominal | 0.9 | % | <= 0.7 |  |\n"
+        "| soc | aged | 17 | % | <= 3 | x |\n| zz | last | 1 |  |  |  |\n",
+        [Row("soc", "aged", 2.5, "%", "<= 3", "y"), Row("soc", "new", 1, "h")], "soc",
+        title="### Latest figures: 2026-01-01, x")
     assert body == ["| afe | read | 35 | bytes |  | old |", "| soc | nominal | 0.9 | % | <= 0.7 |  |",
                     "| soc | aged | 2.5 | % | <= 3 | y |", "| soc | new | 1 | h |  |  |",
                     "| zz | last | 1 |  |  |  |"]
@@ -75,32 +86,22 @@ def test_table_at_rests_reads_the_model_cells_own_ocv_at_each_long_rest():
 
 def test_a_partial_run_clears_its_areas_error_rows_and_keeps_rows_on_one_line(tmp_path,
                                                                              monkeypatch):
-    from tools.bench import __main__ as bm
     from tools.bench.common import Row
-    readme = tmp_path / "README.md"
-    readme.write_text("<!-- bench-figures -->\n\n### Latest figures: x\n\n"
-                      "| area | figure | value | unit | goal | note |\n|---|---|---|---|---|---|\n"
-                      "| afe | ERROR | boom |\n| can | ERROR | other |\n")
-    monkeypatch.setattr(bm, "ROOT", str(tmp_path))
-    bm.write_readme([Row("afe", "read", 1, "us", "", "a\nb | c")], 1.0, partial="afe")
-    body = [ln for ln in readme.read_text().splitlines() if ln.startswith("| ") and "area" not in ln]
+    _text, body = _partial_run(tmp_path, monkeypatch,
+                               "| afe | ERROR | boom |\n| can | ERROR | other |\n",
+                               [Row("afe", "read", 1, "us", "", "a\nb | c")], "afe")
     assert body == ["| can | ERROR | other |", "| afe | read | 1 | us |  | a b / c |"]
 
 
 def test_a_partial_run_keeps_the_indent_of_sub_rows(tmp_path, monkeypatch):
-    from tools.bench import __main__ as bm
     from tools.bench.common import Row
-    readme = tmp_path / "README.md"
-    readme.write_text("<!-- bench-figures -->\n\n### Latest figures: x\n\n"
-                      "| area | figure | value | unit | goal | note |\n|---|---|---|---|---|---|\n"
-                      "| rp2040 | worst | 6 | ms |  |  |\n| rp2040 |   worst / goal | 1.3 |  |  |  |\n"
-                      "| can | x | 1 |  |  |  |\n|   sub | y | 2 |  |  |  |\n")
-    monkeypatch.setattr(bm, "ROOT", str(tmp_path))
-    bm.write_readme([Row("rp2040", "worst", 5), Row("rp2040", "  worst / goal", 1.1)], 1.0,
-                    partial="rp2040")
-    body = [ln for ln in readme.read_text().splitlines() if ln.startswith("| ") and "area" not in ln]
-    assert body[:3] == ["| rp2040 | worst | 5 |  |  |  |", "| rp2040 |   worst / goal | 1.1 |  |  |  |",
-                        "| can | x | 1 |  |  |  |"]
+    _text, body = _partial_run(
+        tmp_path, monkeypatch,
+        "| rp2040 | worst | 6 | ms |  |  |\n| rp2040 |   worst / goal | 1.3 |  |  |  |\n"
+        "| can | x | 1 |  |  |  |\n",
+        [Row("rp2040", "worst", 5), Row("rp2040", "  worst / goal", 1.1)], "rp2040")
+    assert body == ["| rp2040 | worst | 5 |  |  |  |", "| rp2040 |   worst / goal | 1.1 |  |  |  |",
+                    "| can | x | 1 |  |  |  |"]
 
 
 def test_a_name_twice_in_an_area_is_matched_in_order():
