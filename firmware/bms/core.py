@@ -382,7 +382,8 @@ class Bms:
             self._avg_n = 0
             self._avg_ok = False
         prot = self.prot
-        prot.set_flag(F.SIG_CUR_STALE, not m.current_fresh(now))
+        cur_fresh = m.current_fresh(now)   # this tick's reading: the counter below asks too
+        prot.set_flag(F.SIG_CUR_STALE, not cur_fresh)
         if self._wake_ms is not None:
             self._waking(m, now)
         if not self.waking:
@@ -452,7 +453,7 @@ class Bms:
             prot.flush_log(now)   # the fault-set records, now that the relays have switched
         if self.buzzer.step(now, prot.level, p[P_BUZZER]):
             b.set_buzzer(self.buzzer.on)
-        if dt > 0 and m.current_fresh(now):
+        if dt > 0 and cur_fresh:
             # The whole time since the last sample: asleep a pass is 1 s of
             # lightsleep plus the pass (docs/power_lease_clock.md); only a
             # stalled loop's gap is bounded.  A reading held while the sensor
