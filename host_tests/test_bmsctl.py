@@ -107,6 +107,37 @@ def test_normal_switch_soc_and_views(rig, capsys, tmp_path):
     assert run_cli(sim, link, "alarms") == 0
 
 
+def test_learned_ocv_table_shown_and_forgotten(capsys, tmp_path):
+    # The battery view says how far the learned OCV table moved from the
+    # chemistry's; `soc forget-ocv` (new or rebuilt cells) drops it, and the
+    # services write the bare table to flash, so a restart does not bring it back.
+    from bms import ocv
+    from bms.soc import SIG_BIAS_W, W_PER_MV
+    sim = Simulation(chem="LFP", cells=16, soc=0.6, seed=5)
+    sim.attach_services(flash_dir=str(tmp_path))
+    link = PcLink(sim)
+    sim.run(3)
+    soc = sim.bms.soc
+    n = ocv.row_len(soc.chem)
+    assert soc.set_ocv_points(soc.chem, [-(35 * W_PER_MV) // 10] * n, [SIG_BIAS_W[soc.chem]] * n)
+    soc.ocv_learned = 2
+    assert run_cli(sim, link, "battery") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "moved -3.5 .. -3.5 mV" in out and "(2 rests since boot)" in out, out
+    assert run_cli(sim, link, "soc", "forget-ocv") == 1      # user role
+    assert "locked" in capsys.readouterr().out
+    assert soc._off is not None
+    assert run_cli(sim, link, "--password", "123456", "soc", "forget-ocv") == 0
+    assert "learned OCV table forgotten" in capsys.readouterr().out
+    assert soc._off is None and max(soc.ocv_off) == 0 == min(soc.ocv_off)
+    sim.run(1)
+    chem, offs, _sds = sim.services.store.load_ocv_points()
+    assert chem == soc.chem and max(offs) == 0 == min(offs)
+    assert run_cli(sim, link, "battery") == 0
+    assert "not learned: the chemistry's table" in capsys.readouterr().out
+    link.close()
+
+
 def test_passwd_and_unlock(rig, capsys):
     sim, link = rig
     assert run_cli(sim, link, "--password", "123456", "passwd", "n3wpass") == 0

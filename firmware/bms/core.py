@@ -113,8 +113,9 @@ _CMD_DEFAULTS = const(6)       # arg: chemistry
 CMD_CLEAR_LOG = const(7)
 CMD_SLEEP = const(8)
 CMD_WAKE = const(9)
+CMD_OCV_FORGET = const(10)     # forget the learned OCV points (new or rebuilt cells)
 CMD_NAMES = ("", "reset_faults", "soc_set", "cal_current", "cal_zero", "restart",
-             "defaults", "clear_log", "sleep", "wake")
+             "defaults", "clear_log", "sleep", "wake", "ocv_forget")
 
 ACCEPTED = const(0)
 PENDING = const(1)
@@ -295,7 +296,7 @@ class Bms:
 
     def request(self, cmd, arg=0):
         """Queue a command for the next fast tick: ACCEPTED, PENDING or ILLEGAL."""
-        if cmd < CMD_RESET_FAULTS or cmd > CMD_WAKE:
+        if cmd < CMD_RESET_FAULTS or cmd > CMD_OCV_FORGET:
             return ILLEGAL
         if cmd == CMD_SOC_SET and (arg < 0 or arg > 1000):
             return ILLEGAL
@@ -838,6 +839,8 @@ class Bms:
             self.sleep_requested = True
         elif cmd == CMD_WAKE:
             self.sleep_requested = False
+        elif cmd == CMD_OCV_FORGET:
+            self.soc.reset_ocv_points()
         return 0
 
     def _avg_seen(self):

@@ -25,7 +25,7 @@ row here.
 
 from micropython import const
 
-from bms.fixmath import ONE, div, mul
+from bms.fixmath import ONE, clamp, div, mul
 
 # Per-chemistry rows in CHEM_* order (NMC, LFP, LTO, NA).
 _SOC = (
@@ -158,8 +158,9 @@ def _pm_q18(s):
     return (s >> 10) * 1000 + (((s & 1023) * 1000) >> 10)
 
 
-def ocv_w(chem, s, t2):
-    """OCV of one cell in W at SOC ``s`` (Q28, clamped) and ``t2``."""
+def ocv_w(chem, s, t2, off=None):
+    """OCV of one cell in W at SOC ``s`` (Q28, clamped) and ``t2``; ``off``:
+    the pack's learned offsets per breakpoint (W, ``bms.soc``), or None."""
     xs = _SOC[chem]
     ys = _MV[chem]
     if s < 0:
@@ -171,7 +172,11 @@ def ocv_w(chem, s, t2):
     x0 = xs[j]
     f = div(xm - (x0 << 18), xs[j + 1] - x0, 6)     # position in the segment, Q24
     y0 = ys[j]
-    return y0 * W_PER_MV + mul((ys[j + 1] - y0) * W_PER_MV, f, 24) + _temp_w(chem, t2)
+    if off is None:
+        return y0 * W_PER_MV + mul((ys[j + 1] - y0) * W_PER_MV, f, 24) + _temp_w(chem, t2)
+    o0 = off[j]
+    return (y0 * W_PER_MV + o0 + mul((ys[j + 1] - y0) * W_PER_MV + off[j + 1] - o0, f, 24)
+            + _temp_w(chem, t2))
 
 
 def seg_q28(chem, s):
@@ -183,29 +188,74 @@ def seg_q28(chem, s):
     return _seg(_SOC[chem], _pm_q18(s) >> 18)
 
 
-def seg_slope_uv(chem, j):
-    """Slope of segment ``j`` in uV per unit SOC."""
+def seg_pos_q28(chem, s, j):
+    """Position of SOC ``s`` (Q28, clamped) in segment ``j``: 0 at its start, ONE at its end."""
+    if s < 0:
+        s = 0
+    elif s > ONE:
+        s = ONE
+    x0 = _SOC[chem][j]
+    return clamp(div(_pm_q18(s) - (x0 << 18), _SOC[chem][j + 1] - x0, 10), ONE)
+
+
+def seg_slope_uv(chem, j, off=None):
+    """Slope of segment ``j`` in uV per unit SOC (with the learned offsets ``off``)."""
     xs = _SOC[chem]
     ys = _MV[chem]
-    return (ys[j + 1] - ys[j]) * 1000000 // (xs[j + 1] - xs[j])
+    dx = xs[j + 1] - xs[j]
+    h = (ys[j + 1] - ys[j]) * 1000000 // dx
+    if off is None:
+        return h
+    # The offsets' rise in W over the segment, as uV per unit SOC:
+    # doff / 128 * 1000 / dx = (doff * 16 / dx) * 1000 / 2**11.
+    return h + mul(div(off[j + 1] - off[j], dx, 4), 1000, 11)
 
 
-def slope_uv(chem, s):
+def slope_uv(chem, s, off=None):
     """dOCV/dSOC at ``s`` (Q28) in uV per unit SOC: the segment's slope, as ``ocv_f``."""
-    return seg_slope_uv(chem, seg_q28(chem, s))
+    return seg_slope_uv(chem, seg_q28(chem, s), off)
 
 
-def soc_q28(chem, y, t2):
-    """Inverse of ``ocv_w``: SOC (Q28, clamped) whose OCV at ``t2`` is ``y`` W."""
+def soc_q28(chem, y, t2, off=None):
+    """Inverse of ``ocv_w``: SOC (Q28, clamped) whose OCV at ``t2`` is ``y`` W
+    (on the table moved by the learned offsets ``off``: kept increasing)."""
     xs = _SOC[chem]
     ys = _MV[chem]
     v = y - _temp_w(chem, t2)
-    if v <= ys[0] * W_PER_MV:
-        return 0
-    if v >= ys[len(ys) - 1] * W_PER_MV:
-        return ONE
-    j = _seg(ys, v // W_PER_MV)
-    y0 = ys[j] * W_PER_MV
-    f = div(v - y0, ys[j + 1] * W_PER_MV - y0, 28)  # position in the segment, Q28
+    n = len(ys)
+    if off is None:
+        if v <= ys[0] * W_PER_MV:
+            return 0
+        if v >= ys[n - 1] * W_PER_MV:
+            return ONE
+        j = _seg(ys, v // W_PER_MV)
+        y0 = ys[j] * W_PER_MV
+        y1 = ys[j + 1] * W_PER_MV
+    else:
+        if v <= ys[0] * W_PER_MV + off[0]:
+            return 0
+        if v >= ys[n - 1] * W_PER_MV + off[n - 1]:
+            return ONE
+        j = 0
+        while j < n - 2 and v >= ys[j + 1] * W_PER_MV + off[j + 1]:
+            j += 1
+        y0 = ys[j] * W_PER_MV + off[j]
+        y1 = ys[j + 1] * W_PER_MV + off[j + 1]
+    f = div(v - y0, y1 - y0, 28)  # position in the segment, Q28
     x0 = xs[j]
     return div((x0 << 18) + mul(f, xs[j + 1] - x0, 10), 1000, 10)
+
+
+def row_len(chem):
+    """Breakpoints of the chemistry's table (the learned offsets' length)."""
+    return len(_SOC[chem])
+
+
+def row_mv(chem, j):
+    """The table's OCV at breakpoint ``j`` in mV (25 degC)."""
+    return _MV[chem][j]
+
+
+def row_pm(chem, j):
+    """The table's SOC at breakpoint ``j`` in per mille."""
+    return _SOC[chem][j]

@@ -58,6 +58,9 @@ from bms.ticks import cap_age, ticks_add, ticks_diff
 _PARAM_DEBOUNCE_MS = const(2000)
 _PARAM_MIN_MS = const(10000)
 STATE_MIN_S = const(300)
+# Learned OCV points: saved when the estimator learned one (at most once per
+# 30 min rest), a failed write retried after this long.
+OCV_RETRY_S = const(600)
 STATE_MAX_S = const(900)
 _SOC_STEP_PM = const(10)
 _LOG_BATCH_MS = const(60000)
@@ -97,6 +100,7 @@ class Services:
         self._s_saved_op = state.op_s
         self._s_saved = state.copy()
         self._s_failed = False   # the last state write failed
+        self._ocv_failed_op = None   # op_s of the last failed OCV-points write
         self._log_at = now
         self._log_tokens = LOG_BURST   # flushes allowed now (see _log_step)
         self._log_refill = now
@@ -129,6 +133,13 @@ class Services:
             restored = state.boots > 0
         if restored:
             bms.soc.load_from(state)
+        # The pack's learned OCV points belong to its cells, not to the SOC:
+        # restored after any boot.  Points that do not fit (another chemistry,
+        # a folded table) leave the bare table.
+        pts = store.load_ocv_points()
+        if pts is not None:
+            bms.soc.set_ocv_points(pts[0], pts[1], pts[2])
+        bms.soc.ocv_dirty = False
         if unclean:
             state.op_s += STATE_MAX_S
         if lease is not None and store.state_lost:
@@ -186,6 +197,7 @@ class Services:
         self._sleep_step(now)
         self._params_step(now)
         self._state_step(now)
+        self._ocv_step()
         self._update_step(now)
         self._log_step(now)
         if bms.clear_plog_requested:
@@ -317,6 +329,22 @@ class Services:
             or st.lease_end_s != old.lease_end_s or st.lease_counter != old.lease_counter or cap
         if moved or age >= STATE_MAX_S:
             self._save_state()
+
+    def _ocv_step(self):
+        soc = self.bms.soc
+        if not soc.ocv_dirty:
+            return
+        f = self._ocv_failed_op
+        if f is not None and self.state.op_s - f < OCV_RETRY_S:
+            return
+        chem, offs, sds = soc.get_ocv_points()
+        try:
+            self.store.save_ocv_points(chem, offs, sds, soc.ocv_points_n())
+            soc.ocv_dirty = False
+            self._ocv_failed_op = None
+        except OSError:
+            self.errors += 1
+            self._ocv_failed_op = self.state.op_s
 
     def _save_state(self, clean=False):
         st = self.state

@@ -195,8 +195,35 @@ Why these choices (the principled parts):
   cell is at 83-86 % while the tail reading says 90-92 % (+36 mV off the
   table there), so each tail leaves SOC ~4 % high; the knee (-99 mV) and
   the tail then measure a capacity 6-7 % low, and the largest error is at
-  16 % SOC, -5.0 %.  Both need the pack's own OCV points (learned between
-  end anchors), not a wider prior.
+  16 % SOC, -5.0 %.  Both need the pack's own OCV points (below), not a
+  wider prior; on the one-day profiles those are learned only after the
+  day's end anchor, too late for these rows.
+* Learned OCV points: the pack's own table.  After an end anchor (OV1,
+  UV1, a CV tail) the count alone tells SOC at a later rest to
+  sd_c = sd_anchor + (gain + capacity error) * |SOC counted| + offset * time;
+  at the first relaxed (30 min) reading of each rest in 15..35 degC, where
+  that error seen through the slope is below the chemistry's table prior,
+  the reading less the table at the counted SOC is a measurement of the
+  table's error there.  The table's breakpoints carry offsets (W) with
+  their own std (prior: the chemistry's table error), each updated by a
+  scalar Kalman step with its correlation to the reading's place,
+  exp(-distance / 0.25) (a table error is a smooth curve, as the
+  table-error state assumes); the moved table must keep every segment's
+  half rise (``soc_q28`` inverts it: a step that would fold it is halved
+  up to three times, or dropped; one rest moves the LFP plateau by at most
+  ~12 mV, a uniform shift keeps every rise).  The estimator then reads the
+  moved table everywhere (update, lost-SOC check, flat start, CV tail), and
+  its table-error prior at a point is that point's std where it is smaller,
+  never below 5 mV (``SB_LEARNED_MIN_W``: hysteresis, temperature, ageing).
+  What the learned move took at the present SOC leaves the table-error
+  state (it held the same error).  Not learned: after a set SOC (a claim),
+  a boot without stored state (the table told SOC), in the cold, at the
+  knees (the count is worth less than the table there: nothing to learn),
+  far from the anchor on an unmeasured capacity (its 10 % uncertainty).
+  The points are saved by the services (their own A/B record) and restored
+  at every boot; another chemistry, a folded table or a std beyond the
+  prior restores the bare table, as do a chemistry change and the
+  ``ocv_forget`` command (new or rebuilt cells).
 
 Integer units of the estimator (and why each scale):
 * SOC: Q28 (1.0 = 2**28).  Fine enough that a 1 s Kalman correction of
@@ -232,7 +259,8 @@ avoids squaring (rel. error < 2**-18); products and quotients saturate at
 Persistence: ``get_state`` / ``set_state`` (and ``save_to`` / ``load_from``
 for an object with the settings store's ``State`` attribute names) carry
 SOC, remaining charge, learned capacity, cycles and throughput across a
-reboot.
+reboot; ``get_ocv_points`` / ``set_ocv_points`` the learned OCV points
+(``bms.store`` keeps them in a record of their own).
 """
 from array import array
 
@@ -335,6 +363,17 @@ R0_U_AH = array("i", (10000000, 8000000, 6000000, 10000000))   # 0.10, 0.08, 0.0
 _R1_FRAC_Q28 = const(187904819)  # 0.7
 _TAU_MS = const(90000)
 # R0 grows ~4 %/K below 25 degC: factor (1000 - t2) / 500.
+# Learned OCV points (module docstring): offsets of the table's breakpoints
+# for this pack, learned at relaxed rests whose SOC the count from an end
+# anchor fixes.
+OCV_PTS_MAX = const(16)          # the longest table row (LFP)
+_OFF_MAX_W = const(7680000)      # 60 mV: further off is another chemistry, not a table error
+_OL_NOISE_W = const(384000)      # 3 mV: a rested reading's own error (relaxation, hysteresis)
+# A learned point is never trusted below 5 mV (hysteresis, temperature, ageing
+# since it was learned).  Learned in 15..35 degC only (t2 300..700).
+SB_LEARNED_MIN_W = const(640000)
+_OL_T2_LO = const(300)
+_OL_T2_HI = const(700)
 IEKF_PASSES = const(4)      # measurement relinearisations per update
 _CONV_Q28 = const(26844)     # 1e-4: relinearisation converged
 _D_MIN_Q28 = const(16)       # smallest remaining variance fraction of one update
@@ -414,6 +453,25 @@ class Soc:
         self.cal_tail = 0             # CV-tail anchors
         self.resets = 0               # lost-SOC restarts from the table
         self.cold_pm = 1000           # usable capacity at the cell temperature
+        # Learned OCV points: per breakpoint of the chemistry's table, the
+        # pack's offset (W) and its std (W); _off is None until one is learned
+        # (the bare table, exactly as before).
+        self.ocv_off = array("i", [0] * OCV_PTS_MAX)
+        self.ocv_sd = array("i", [0] * OCV_PTS_MAX)
+        self._ol_tmp = array("i", [0] * OCV_PTS_MAX)
+        self._off = None
+        self.ocv_learned = 0          # rests learned from
+        self.ocv_dirty = False        # learned since the services last saved them
+        self._ocv_reset()
+        # The count since the last end anchor (OV1 / UV1 / CV tail), which
+        # alone (not the table) tells SOC at a later rest.
+        self._an_ok = False
+        self._an_s = 0                # SOC at the anchor, Q28
+        self._an_sd = 0               # its std, Q30
+        self._an_mah = 0              # net counted since, mAh
+        self._an_ms = 0               # time since, ms (capped)
+        self._an_end = 0              # 1 / -1: full / empty
+        self._ol_rest = False         # this rest has been learned from
         self._pver = params.version
         self.set_pm(soc_pm)
         self.sd0 = _SD0_INIT
@@ -468,6 +526,8 @@ class Soc:
             self.chem = chem
             self.chg_eff_pm = CHG_EFF_PM[chem]
             self.r0_learned = 0
+            self._ocv_reset()
+            self.ocv_dirty = True
         rated = p[P_CAPACITY] * 100
         if rated != self.rated_mah:
             # The user entered the pack's capacity: that is newer knowledge
@@ -550,6 +610,12 @@ class Soc:
         c = self._cp_mah + whole
         if -_CP_MS_MAX < c < _CP_MS_MAX:    # months of float charge: stays a small int
             self._cp_mah = c
+        if self._an_ok:
+            c = self._an_mah + whole
+            if -_CP_MS_MAX < c < _CP_MS_MAX:
+                self._an_mah = c
+            else:
+                self._an_ok = False
         if whole < 0:
             if self.total_dsg_mah <= TOTAL_MAX_MAH + whole:
                 self.total_dsg_mah -= whole
@@ -583,6 +649,8 @@ class Soc:
             self._learn_mah -= q
         if self._cp_end == end:
             self._cp_mah -= q
+        if self._an_end == end:
+            self._an_mah -= q
 
     # ---- manual set and the manual's calibration -------------------------
     def set_pm(self, soc_pm):
@@ -601,6 +669,7 @@ class Soc:
         self._flat = _FLAT_NO
         self._lost = 0                # its own minute before the lost-SOC check
         self._cp_ok = False           # a set value is not a measured one
+        self._an_ok = False
         # The estimator's prediction is the counter's change since its last
         # run: a set value is not counted charge, so start a fresh interval.
         self._est_seen = False
@@ -613,6 +682,7 @@ class Soc:
         self.soc_pm = 1000
         self._collapse()
         self._trusted(ONE, _SD0_CAL, not learned, 1)
+        self._end_anchor(ONE, _SD0_CAL, 1)
         self.cal_full += 1
 
     def calibrate_empty(self):
@@ -623,6 +693,7 @@ class Soc:
         self.soc_pm = 0
         self._collapse()
         self._trusted(0, _SD0_CAL, not learned, -1)
+        self._end_anchor(0, _SD0_CAL, -1)
         self.cal_empty += 1
 
     def _collapse(self):
@@ -719,6 +790,158 @@ class Soc:
         self.learned_mah = c
         self.cap_updates += 1
         self._set_capacity(self._at_temp(c))
+
+    # ---- learned OCV points ------------------------------------------------
+    def _ocv_reset(self):
+        """Back to the bare table (a new chemistry, a reset by the user)."""
+        sb = SIG_BIAS_W[self.chem]
+        for j in range(OCV_PTS_MAX):
+            self.ocv_off[j] = 0
+            self.ocv_sd[j] = sb
+        self._off = None
+
+    def _end_anchor(self, s, sd, end):
+        """An end anchor: from here the count alone tells SOC (``_learn_point``)."""
+        self._an_ok = True
+        self._an_s = s
+        self._an_sd = sd
+        self._an_mah = 0
+        self._an_ms = 0
+        self._an_end = end
+
+    def _sb_prior(self, chem, s):
+        """The table-error prior at SOC ``s`` (W): the chemistry's, or a
+        learned point's std where that is smaller (never below
+        ``SB_LEARNED_MIN_W``)."""
+        sb = SIG_BIAS_W[chem]
+        if self._off is None:
+            return sb
+        j = ocv.seg_q28(chem, s)
+        f = ocv.seg_pos_q28(chem, s, j)
+        sl = self.ocv_sd[j] + mul(self.ocv_sd[j + 1] - self.ocv_sd[j], f, 28)
+        if sl < SB_LEARNED_MIN_W:
+            sl = SB_LEARNED_MIN_W
+        return sl if sl < sb else sb
+
+    def _learn_point(self, y, t2, chem):
+        """Learn the table near the count's SOC from the rested reading ``y``
+        (W, less R0*I and the RC voltage).  A table error is a smooth curve
+        (the estimator's table-error state decorrelates over 25 % of SOC), so
+        the reading informs every breakpoint by its correlation with the
+        reading's place, exp(-distance / 0.25): a Kalman update of each
+        offset with its own std and that correlation (the learned points'
+        posterior correlations are not kept).  Its noise is the count's own
+        error since the end anchor seen through the slope and a rested
+        reading's.  A step that would fold the table (a segment keeping less
+        than half its rise) is halved, up to three times, or dropped.  The
+        move of the table at this SOC is taken out of the table-error state
+        (it held the same error).  True if it learned."""
+        cap = self.capacity_mah
+        if cap <= 0 or self.cold_pm < 1000:
+            return False
+        sc = self._an_s + div(self._an_mah, cap, 28)
+        if sc <= 0 or sc >= ONE:
+            return False        # at an end: its anchor, not a table point
+        dn = sc - self._an_s
+        if dn < 0:
+            dn = -dn
+        sdc = self._an_sd + mul(dn, _SIG_GAIN_Q30 + self.sd_cap, 28) + \
+            div(div(self._an_ms, cap, 20), 72000, 10)
+        off = self.ocv_off
+        sd = self.ocv_sd
+        j = ocv.seg_q28(chem, sc)
+        h = ocv.seg_slope_uv(chem, j, self._off)
+        rc = mul(h, sdc, 23)
+        if rc >= SIG_BIAS_W[chem]:
+            return False        # the count knows SOC no better than the table
+        f = ocv.seg_pos_q28(chem, sc, j)
+        e = clamp(y - ocv.ocv_w(chem, sc, t2, self._off), SAT) >> 10
+        # In U = W / 1024 (30 mV = 3750 U: the squares stay small ints).
+        ss = (sd[j] + mul(sd[j + 1] - sd[j], f, 28)) >> 10   # prior std at sc
+        if ss < 1:
+            ss = 1
+        r = hypot(rc, _OL_NOISE_W) >> 10
+        g = div(ss * ss, ss * ss + r * r, 28)       # share of the innovation, Q28
+        a = mul(g, clamp(e, 0x8000), 28)            # U
+        n = ocv.row_len(chem)
+        tmp = self._ol_tmp
+        for _ in range(3):
+            for k in range(n):
+                dk = div(ocv.row_pm(chem, k), 1000, 28) - sc
+                rho = exp_neg(mul(-dk if dk < 0 else dk, 4, 4))
+                tmp[k] = clamp(off[k] + (mul(rho, (sd[k] >> 10) * a // ss, 28) << 10),
+                               _OFF_MAX_W)
+            ok = True
+            for k in range(n - 1):
+                rise = (ocv.row_mv(chem, k + 1) - ocv.row_mv(chem, k)) * W_PER_MV
+                if rise + tmp[k + 1] - tmp[k] < rise >> 1:
+                    ok = False
+                    break
+            if ok:
+                break
+            a >>= 1
+        else:
+            return False
+        d0 = tmp[j] - off[j]
+        mv = d0 + mul(tmp[j + 1] - off[j + 1] - d0, f, 28)   # the move at sc
+        for k in range(n):
+            dk = div(ocv.row_pm(chem, k), 1000, 28) - sc
+            rho = exp_neg(mul(-dk if dk < 0 else dk, 4, 4))
+            off[k] = tmp[k]
+            sd[k] = mul(sd[k], sqrt(ONE - mul(mul(rho, rho, 28), g, 28), 28), 28)
+        self._off = off
+        self.bias = clamp(self.bias - mv, _V_LIM)
+        self.ocv_learned += 1
+        self.ocv_dirty = True
+        return True
+
+    def get_ocv_points(self):
+        """(chemistry, offsets W, stds W) of the learned points, for the store
+        (the arrays themselves: copy before keeping)."""
+        return self.chem, self.ocv_off, self.ocv_sd
+
+    def ocv_offset_dmv(self, hi):
+        """The highest (``hi``) or lowest learned offset in 0.1 mV (0: none)."""
+        off = self.ocv_off
+        v = off[0]
+        for j in range(1, ocv.row_len(self.chem)):
+            if (off[j] > v) if hi else (off[j] < v):
+                v = off[j]
+        return v // 12800 if v >= 0 else -(-v // 12800)
+
+    def ocv_points_n(self):
+        """Breakpoints of the present chemistry's table (the learned points in use)."""
+        return ocv.row_len(self.chem)
+
+    def set_ocv_points(self, chem, offs, sds):
+        """Restore learned points; a wrong chemistry, length or value
+        (beyond 60 mV, a std outside 0..prior, a table no longer
+        increasing) drops them all: the bare table is safe, a wrong one is not."""
+        if self._pver != self.params.version:
+            self._refresh()
+        n = ocv.row_len(self.chem)
+        if chem != self.chem or len(offs) < n or len(sds) < n:
+            return False
+        sb = SIG_BIAS_W[self.chem]
+        for j in range(n):
+            if not (-_OFF_MAX_W <= offs[j] <= _OFF_MAX_W and 0 < sds[j] <= sb):
+                return False
+            if j:
+                rise = (ocv.row_mv(self.chem, j) - ocv.row_mv(self.chem, j - 1)) * W_PER_MV
+                if rise + offs[j] - offs[j - 1] < rise >> 1:
+                    return False
+        learned = False
+        for j in range(n):
+            self.ocv_off[j] = offs[j]
+            self.ocv_sd[j] = sds[j]
+            learned = learned or offs[j] != 0 or sds[j] != sb
+        self._off = self.ocv_off if learned else None
+        return True
+
+    def reset_ocv_points(self):
+        """Forget the learned points (the user replaced or rebuilt the cells)."""
+        self._ocv_reset()
+        self.ocv_dirty = True
 
     # ---- persistence (settings store) ------------------------------------
     def get_state(self):
@@ -844,7 +1067,7 @@ class Soc:
         # The table error belongs to a region of the curve: it fades to its
         # prior as SOC moves on (|ds| / 0.25, Q28 -> Q24) and slowly with time.
         rho = exp_neg(mul(ads, 4, 4) + div(dt, _T_BIAS_MS, 24))
-        sb = SIG_BIAS_W[chem]
+        sb = self._sb_prior(chem, s)
         if t2 < 300:
             sb = mul(sb, div(500 - t2, 200, 20), 20)  # cold: OCV and relaxation less certain
         if self.sb_obs > sb:
@@ -852,6 +1075,8 @@ class Soc:
         bias = clamp(mul(self.bias, rho, 28), _V_LIM)
         if self._cp_ms < _CP_MS_MAX:
             self._cp_ms += dt
+        if self._an_ms < _CP_MS_MAX:
+            self._an_ms += dt
         # Current-sensor bias: sd grows linearly, by 1 % of the net SOC
         # counted since the last reading that set sd0 (a gain error is a
         # scale factor on the counted charge: what a charge counts too much
@@ -920,15 +1145,28 @@ class Soc:
             return self._done(0, v, i, now)
         if svc is not None:
             svc()
-        h0 = ocv.slope_uv(chem, s)
+        off = self._off
+        if self.rest_ms < _REST_LONG_MS:
+            self._ol_rest = False
+        elif not self._ol_rest and self._an_ok and _OL_T2_LO <= t2 <= _OL_T2_HI:
+            # Relaxed, once per rest: a learned point (_learn_point).
+            self._ol_rest = True
+            b0 = self.bias
+            if self._learn_point(yb + bias, t2, chem):
+                off = self._off
+                d = b0 - self.bias      # the table's move at this SOC
+                self.bias = b0
+                bias = clamp(bias - d, _V_LIM)
+                yb = v - yo - v1 - bias
+        h0 = ocv.slope_uv(chem, s, off)
         if self._cp_ok and self.rest_ms >= _REST_LONG_MS and mul(h0, sd0, 23) < (sb >> 1):
             # Observed table error (module docstring): relaxed, and the
             # counter (since a trusted point) knows SOC better than the
             # table can tell it, so the reading less the bare table is this
             # pack's table error; within the table's range only.
             et = yb + bias
-            if ocv.ocv_w(chem, 0, t2) < et < ocv.ocv_w(chem, ONE, t2):
-                et = clamp(et - ocv.ocv_w(chem, s, t2), SAT)
+            if ocv.ocv_w(chem, 0, t2, off) < et < ocv.ocv_w(chem, ONE, t2, off):
+                et = clamp(et - ocv.ocv_w(chem, s, t2, off), SAT)
                 self.sb_obs += mul((-et if et < 0 else et) - self.sb_obs, div(dt, _T_SB_MS, 28), 28)
         hold = False
         if self._flat:
@@ -953,7 +1191,7 @@ class Soc:
             # update waits while this lasts (absorbing it would park most of
             # it in the table-error state); after _LOST_N readings SOC starts
             # again from the table.
-            e0 = clamp(yb + bias - ocv.ocv_w(chem, s, t2), SAT)
+            e0 = clamp(yb + bias - ocv.ocv_w(chem, s, t2, off), SAT)
             lim = hypot(hypot(mul(h0, sd0, 23), sb), sr)
             if lim < SAT // 3 and (e0 > 3 * lim or e0 < -3 * lim):
                 self._lost += 1
@@ -981,7 +1219,7 @@ class Soc:
             self.c01 = c01
             self.c02 = c02
             self.c12 = c12
-            return self._done(clamp(yb - ocv.ocv_w(chem, s, t2), SAT), v, i, now)
+            return self._done(clamp(yb - ocv.ocv_w(chem, s, t2, off), SAT), v, i, now)
         if self._flat:
             boot = self._flat == _FLAT_BOOT
             self._flat = _FLAT_NO
@@ -1022,8 +1260,8 @@ class Soc:
                 # there, so this pass would repeat the last one exactly.
                 break
             jp = j
-            h = ocv.seg_slope_uv(chem, j)
-            o = ocv.ocv_w(chem, si, t2)
+            h = ocv.seg_slope_uv(chem, j, off)
+            o = ocv.ocv_w(chem, si, t2, off)
             # Innovation of the linearisation at si seen from the prior
             # (v1 and bias enter linearly: their iterates cancel).
             e = clamp(yb - o, SAT) - clamp(mul(h, s - si, 21), SAT)
@@ -1129,9 +1367,10 @@ class Soc:
         # The tapering current has let the RC pair settle at R1*I: the rested
         # voltage is the reading less R0*I and R1*I, on the steep top of the
         # table where its error is a small SOC error.
-        sa = ocv.soc_q28(chem, v - yo - r1i, t2)
-        h = ocv.slope_uv(chem, sa)
-        sb = SIG_BIAS_W[chem]
+        off = self._off
+        sa = ocv.soc_q28(chem, v - yo - r1i, t2, off)
+        h = ocv.slope_uv(chem, sa, off)
+        sb = self._sb_prior(chem, sa)
         if self.sb_obs > sb:
             sb = self.sb_obs
         sd = div(sb, h, 23) if h > 0 else _SD0_RESTORED
@@ -1169,6 +1408,7 @@ class Soc:
         self.c12 = 0
         self._lost = 0
         self._trusted(sa, sd, not learned, 1)
+        self._end_anchor(sa, sd, 1)
         self.cal_tail += 1
         return True
 
@@ -1201,9 +1441,10 @@ class Soc:
         sd1 = self.sd1
         sd2 = self.sd2
         c12 = self.c12
-        sn = ocv.soc_q28(chem, y, t2)
-        o = ocv.ocv_w(chem, sn, t2)
-        h = ocv.slope_uv(chem, sn)
+        off = self._off
+        sn = ocv.soc_q28(chem, y, t2, off)
+        o = ocv.ocv_w(chem, sn, t2, off)
+        h = ocv.slope_uv(chem, sn, off)
         # var(v1 + bias) = (sd1 + c12*sd2)**2 + (1 - c12**2) * sd2**2
         u = sd1 + mul(c12, sd2, 28)
         nn = hypot(hypot(u, mul(sqrt(ONE - mul(c12, c12, 28), 28), sd2, 28)), sr)

@@ -51,6 +51,7 @@ KIND_PARAMS = const(1)
 _KIND_STATE = const(2)
 KIND_MARKER = const(3)  # firmware update marker (bms.update)
 _KIND_LATCH = const(5)  # 4 is bms.kvstore
+_KIND_OCV = const(6)    # the SOC estimator's learned OCV points
 
 _PARAMS_FMT = const(1)
 _STATE_FMT = const(1)
@@ -435,6 +436,7 @@ class SettingsStore:
         self.params_rec = ABRecord(fs, root + "/params", KIND_PARAMS, (_PARAMS_FMT,))
         self.state_rec = ABRecord(fs, root + "/state", _KIND_STATE, (_STATE_FMT,))
         self.latch_rec = ABRecord(fs, root + "/latch", _KIND_LATCH, (1,))
+        self.ocv_rec = ABRecord(fs, root + "/ocvpts", _KIND_OCV, (1,))
         self.report = []
         self.loaded = False
         self.lost = False   # stored settings unreadable: see _lost
@@ -551,10 +553,37 @@ class SettingsStore:
         from bms import faults as F
         self.latch_rec.save(1, ",".join([F.TABLE[i][F.F_NAME] for i in ids]).encode())
 
+    # learned OCV points (bms.soc)
+    def load_ocv_points(self):
+        """(chemistry, offsets, stds) as stored, or None: nothing stored, both
+        copies damaged or a record that does not decode all give the bare
+        table (``Soc.set_ocv_points`` checks the values themselves)."""
+        r = self.ocv_rec.load()
+        if r is None:
+            return None
+        b = r[1]
+        if len(b) < 2 or len(b) != 2 + 8 * b[1]:
+            return None
+        n = b[1]
+        v = struct.unpack("<%di" % (2 * n), bytes(b[2:]))
+        return b[0], v[:n], v[n:]
+
+    def save_ocv_points(self, chem, offs, sds, n):
+        """Commit the first ``n`` learned points (offsets and stds, W)."""
+        buf = bytearray(2 + 8 * n)
+        buf[0] = chem
+        buf[1] = n
+        for j in range(n):
+            struct.pack_into("<i", buf, 2 + 4 * j, offs[j])
+            struct.pack_into("<i", buf, 2 + 4 * (n + j), sds[j])
+        self.ocv_rec.save(1, buf)
+
     @property
     def writes(self):
-        return self.params_rec.writes + self.state_rec.writes + self.latch_rec.writes
+        return self.params_rec.writes + self.state_rec.writes + self.latch_rec.writes + \
+            self.ocv_rec.writes
 
     @property
     def bytes_written(self):
-        return self.params_rec.bytes + self.state_rec.bytes + self.latch_rec.bytes
+        return self.params_rec.bytes + self.state_rec.bytes + self.latch_rec.bytes + \
+            self.ocv_rec.bytes

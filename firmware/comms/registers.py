@@ -71,14 +71,14 @@ BLOCKS = (
      "comms.regs.status"),
     ("temps", A_TEMPS, 49, "Every temperature sensor", "comms.regs.temps"),
     ("cells", A_CELLS, 256, "Cell voltages, mV (0xFFFF: reading invalid)", "comms.regs.cells"),
-    ("battery", A_BATTERY, 12, "Battery data: SOH, capacities, cycles",
+    ("battery", A_BATTERY, 15, "Battery data: SOH, capacities, cycles, learned OCV table",
      "comms.regs.battery"),
     ("balance", A_BALANCE, 258, "Per-cell balancing: state, current setting, charge bled "
      "per cell", "comms.regs.balance"),
     ("names", A_NAMES, 56, "Bluetooth and device names (user role), battery code (factory "
      "role)", "comms.regs.names"),
     ("params", A_PARAMS, 64, "Parameters, read/write (user role)", "comms.regs.params"),
-    ("commands", A_CMD, 18, "Commands, write only (user role)", "comms.regs.commands"),
+    ("commands", A_CMD, 20, "Commands, write only (user role)", "comms.regs.commands"),
     ("cmd_result", A_CMD_RESULT, 6, "Result of the last command (read it back after a "
      "command write)", "comms.regs.cmd_result"),
     ("clock", A_CLOCK, 4, "Wall-clock time (Unix seconds), set from the PC (user role)",

@@ -325,15 +325,21 @@ def test_observed_table_error_is_learned_only_where_soc_is_known():
     # is this pack's table error; its magnitude is learned (bounded by what
     # was seen) and widens the table-error prior.  A set SOC is no trusted
     # point (nothing learned), nor is a reading below the table's 0 %.
+    # The same rest also teaches the learned OCV points (test_soc_learned_ocv):
+    # what they took of the 30 mV is no longer an error of the table in use,
+    # so the observed error is what is left beside the points' move.
     mv = ocv.ocv_mv(CHEM_LFP, 600) - 30
     s = _rest_after_full(mv, 3600)
     w = 128000          # W per mV
-    assert 20 * w < s.sb_obs <= 31 * w, s.sb_obs / w
+    sq = (1 << 28) * 6 // 10
+    moved = ocv.ocv_w(CHEM_LFP, sq, 500) - ocv.ocv_w(CHEM_LFP, sq, 500, s.ocv_off)
+    assert s.ocv_learned == 1 and 0 < moved < 30 * w, moved / w
+    assert 10 * w < s.sb_obs and 25 * w < s.sb_obs + moved <= 31 * w, (s.sb_obs / w, moved / w)
     assert 0 <= s.soc_pm <= 1000
     s = _rest_after_full(mv, 3600, set_pm=600)
-    assert s.sb_obs == 0
+    assert s.sb_obs == 0 and s.ocv_learned == 0
     s = _rest_after_full(ocv.ocv_mv(CHEM_LFP, 0) - 50, 3600)
-    assert s.sb_obs == 0
+    assert s.sb_obs == 0 and s.ocv_learned == 0
 
 
 def test_boot_at_rest_is_a_trusted_point_and_boot_under_load_is_not():

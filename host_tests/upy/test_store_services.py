@@ -598,3 +598,101 @@ def test_a_failing_flash_is_not_retried_every_second_for_a_capacity_change():
     assert len(tries) == 1, len(tries)
     d.run((SV.STATE_MIN_S + 1) * 1000, step=500)
     assert 2 <= len(tries) <= 3, len(tries)
+
+
+def _learned(chem, soc, mv):
+    # Points as the estimator leaves them after a rest (bms.soc _learn_point):
+    # the table ``mv`` mV higher, stds below the chemistry's prior around the middle.
+    from bms.soc import SIG_BIAS_W, W_PER_MV
+    n = ocv.row_len(chem)
+    offs = [mv * W_PER_MV] * n
+    sds = [SIG_BIAS_W[chem]] * n
+    for j in range(n // 3, 2 * n // 3):
+        sds[j] = SIG_BIAS_W[chem] // 2
+    assert soc.set_ocv_points(chem, offs, sds)
+    soc.ocv_dirty = True
+    return offs, sds
+
+
+def test_learned_ocv_points_survive_a_restart_and_a_cut_while_saving():
+    # bms/soc.py "Learned OCV points": they belong to the pack's cells, so a
+    # restart keeps them; a power cut while they are written leaves the
+    # points saved before it (A/B record), never a torn table.
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.run(1000)
+    assert d.bms.soc._off is None       # nothing learned yet: the bare table
+    offs, sds = _learned(CHEM_LFP, d.bms.soc, 6)
+    d.run(1000)
+    assert not d.bms.soc.ocv_dirty
+    d2 = Dev(fs)
+    assert list(d2.bms.soc.ocv_off[:len(offs)]) == offs
+    assert list(d2.bms.soc.ocv_sd[:len(sds)]) == sds
+    assert d2.bms.soc._off is not None and not d2.bms.soc.ocv_dirty
+    d2.run(1000)
+    _learned(CHEM_LFP, d2.bms.soc, 9)
+    real = d2.svc.store.save_ocv_points
+    cuts = []
+
+    def cut_inside(*a):
+        fs.cut_after(20)                # the power goes inside this write
+        cuts.append(1)
+        real(*a)
+    d2.svc.store.save_ocv_points = cut_inside
+    try:
+        d2.run(1000)
+        raise AssertionError("no power cut")
+    except PowerCut:
+        pass
+    assert cuts
+    fs.reboot()
+    d3 = Dev(fs)
+    assert list(d3.bms.soc.ocv_off[:len(offs)]) == offs
+
+
+def test_learned_ocv_points_of_other_cells_are_not_used():
+    # Points stored for LFP cells, the chemistry since changed to NMC: the
+    # estimator keeps the bare table (bms.soc set_ocv_points), and a record
+    # damaged in both copies is no table either.
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.run(1000)
+    _learned(CHEM_LFP, d.bms.soc, 6)
+    d.run(1000)
+    st = SettingsStore(fs)
+    p = ParamSet(CHEM_LFP, max_cells=16)
+    st.load_params(p)
+    p.set(P_CHEMISTRY, CHEM_NMC)
+    st.save_params(p)
+    d2 = Dev(fs)
+    assert d2.params[P_CHEMISTRY] == CHEM_NMC
+    assert d2.bms.soc._off is None
+    fs2 = FakeFlash()
+    d = Dev(fs2)
+    d.run(1000)
+    _learned(CHEM_LFP, d.bms.soc, 6)
+    d.run(1000)
+    for path in SettingsStore(fs2).ocv_rec.paths:
+        f = fs2.open(path, "wb")
+        f.write(b"\xff" * 9)
+        f.close()
+    d3 = Dev(fs2)
+    assert d3.bms.soc._off is None and max(d3.bms.soc.ocv_off) == 0
+
+
+def test_a_failing_flash_is_not_retried_every_second_for_learned_points():
+    fs = FakeFlash()
+    d = Dev(fs)
+    d.run(1000)
+    tries = []
+
+    def failing(*a):
+        tries.append(a)
+        raise OSError(28)
+    d.svc.store.save_ocv_points = failing
+    _learned(CHEM_LFP, d.bms.soc, 6)
+    d.run(120 * 1000, step=500)
+    assert len(tries) == 1, len(tries)
+    d.run((SV.OCV_RETRY_S + 1) * 1000, step=500)
+    assert len(tries) == 2, len(tries)
+    assert d.bms.soc.ocv_dirty

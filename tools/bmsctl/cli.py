@@ -417,6 +417,15 @@ def parse_percent(text):
 
 
 def cmd_soc(c, a):
+    if a.action == "forget-ocv":
+        if a.percent is not None:
+            raise UsageError("soc forget-ocv takes no value")
+        c.command("ocv_forget", 1)
+        console.print("learned OCV table forgotten: the chemistry's table until the next "
+                      "rests after a full or empty anchor")
+        return
+    if a.percent is None:
+        raise UsageError("soc set <percent>")
     pct = parse_percent(a.percent)
     res = c.command("soc_set", int(round(pct * 10)))
     console.print("SOC set to %.1f %%" % (res["value"] / 10.0))
@@ -462,6 +471,11 @@ def cmd_battery(c, a):
               "%.2f Ah" % (b["cal_capacity"] / 1000.0) if b["cal_capacity"] else "none yet")
     t.add_row("Discharged over its life", "%.1f Ah" % (b["discharged_capacity"] / 1000.0))
     t.add_row("Cycles", str(b["cycles"]))
+    lo, hi = b["ocv_offset_min"], b["ocv_offset_max"]
+    t.add_row("Learned OCV table", "moved %+.1f .. %+.1f mV from the chemistry's (%d rests "
+              "since boot)" % (lo / 10.0, hi / 10.0, b["ocv_learned_count"])
+              if lo or hi else "not learned: the chemistry's table (%d rests since boot)"
+              % b["ocv_learned_count"])
     t.add_row("Type / maker / date", "%s / %s / %s" % (n["bat_type"] or "-",
                                                       n["bat_maker"] or "-",
                                                       n["bat_date"] or "-"))
@@ -893,9 +907,9 @@ def build_parser():
     p = sub.add_parser("calibrate", help="current calibration")
     p.add_argument("what", choices=("current", "zero"))
     p.add_argument("amps", nargs="?", type=float, help="current measured by your meter, A")
-    p = sub.add_parser("soc", help="set the state of charge")
-    p.add_argument("action", choices=("set",))
-    p.add_argument("percent", help="0..100, with or without %%")
+    p = sub.add_parser("soc", help="set the state of charge, or forget the learned OCV table")
+    p.add_argument("action", choices=("set", "forget-ocv"))
+    p.add_argument("percent", nargs="?", help="0..100, with or without %%")
     p = sub.add_parser("graph", help="record cell voltages and current, plot to PNG")
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--samples", type=int, default=0, help="stop after N samples instead")

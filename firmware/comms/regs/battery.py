@@ -21,7 +21,10 @@ B_CAL_CAP = const(7)     # u32 mAh
 B_CYCLES = const(9)
 B_CAL_FULL = const(10)
 B_CAL_EMPTY = const(11)
-SIZE = const(12)
+B_OCV_N = const(12)
+B_OCV_LO = const(13)     # s16 0.1 mV
+B_OCV_HI = const(14)
+SIZE = const(15)
 
 FIELDS = (
     ("soh", B_SOH, 1, "u16", "0.1%", "State of health: learned / rated capacity (100.0 % "
@@ -36,6 +39,11 @@ FIELDS = (
     ("cycles", B_CYCLES, 1, "u16", "cycles", "Full discharge cycles counted"),
     ("cal_full_count", B_CAL_FULL, 1, "u16", "count", "Calibrations at full since boot"),
     ("cal_empty_count", B_CAL_EMPTY, 1, "u16", "count", "Calibrations at empty since boot"),
+    ("ocv_learned_count", B_OCV_N, 1, "u16", "count", "Rests the SOC estimator learned its "
+     "OCV table from since boot (relaxed rests after a full or empty anchor)"),
+    ("ocv_offset_min", B_OCV_LO, 1, "s16", "0.1mV", "Learned OCV table: the lowest offset of "
+     "a point from the chemistry's table (0 and 0: the bare table)"),
+    ("ocv_offset_max", B_OCV_HI, 1, "s16", "0.1mV", "Learned OCV table: the highest offset"),
 )
 
 
@@ -49,6 +57,12 @@ def _val(b, o):
         return s.cal_full
     if o == B_CAL_EMPTY:
         return s.cal_empty
+    if o == B_OCV_N:
+        return s.ocv_learned
+    if o == B_OCV_LO:
+        return s.ocv_offset_dmv(False)
+    if o == B_OCV_HI:
+        return s.ocv_offset_dmv(True)
     if o < B_CYCLES:
         # Field by field (no tuple: reads a monitor polls allocate nothing).
         v = _u32(s, (o - B_LEARNED) >> 1)

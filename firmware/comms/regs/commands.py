@@ -9,8 +9,8 @@ from bms.core import ACCEPTED, CMD_NAMES, ILLEGAL
 from comms.packing import get16be as get16, put16be as put16
 from comms.regs import codes
 
-N_CMDS = const(9)       # len(bms.core.CMD_NAMES) - 1 (id 0 is "no command"); a test checks it
-SIZE = const(18)        # 2 * N_CMDS
+N_CMDS = const(10)      # len(bms.core.CMD_NAMES) - 1 (id 0 is "no command"); a test checks it
+SIZE = const(20)        # 2 * N_CMDS
 _CLEAR_LOG = const(7)   # bms.core.CMD_CLEAR_LOG
 # (command, argument) for the docs
 CMD_ARGS = (
@@ -24,6 +24,8 @@ CMD_ARGS = (
     ("clear_log", "1 the RAM event log; 2 also the flash log (factory role)"),
     ("sleep", "1 (relays open until wake, the key or current wakes it)"),
     ("wake", "1"),
+    ("ocv_forget", "1 (the SOC estimator forgets the OCV points it learned for these cells: "
+     "after new or rebuilt cells)"),
 )
 
 
