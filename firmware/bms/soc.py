@@ -217,8 +217,10 @@ Why these choices (the principled parts):
   never below 5 mV (``SB_LEARNED_MIN_W``: hysteresis, temperature, ageing).
   What the learned move took at the present SOC leaves the table-error
   state (it held the same error).  Not learned: after a set SOC (a claim),
-  a boot without stored state (the table told SOC), in the cold, at the
-  knees (the count is worth less than the table there: nothing to learn),
+  a boot without stored state (the table told SOC), in the cold, within
+  25 % of SOC of the anchor (a CV tail's SOC came from the table there:
+  the rest would measure the table against itself), at the knees (the
+  count is worth less than the table there: nothing to learn),
   far from the anchor on an unmeasured capacity (its 10 % uncertainty).
   The points are saved by the services (their own A/B record) and restored
   at every boot; another chemistry, a folded table or a std beyond the
@@ -458,7 +460,8 @@ class Soc:
         # (the bare table, exactly as before).
         self.ocv_off = array("i", [0] * OCV_PTS_MAX)
         self.ocv_sd = array("i", [0] * OCV_PTS_MAX)
-        self._ol_tmp = array("i", [0] * OCV_PTS_MAX)
+        self._ol_tmp = array("i", [0] * OCV_PTS_MAX)     # _learn_point's scratch
+        self._ol_rho = array("i", [0] * OCV_PTS_MAX)
         self._off = None
         self.ocv_learned = 0          # rests learned from
         self.ocv_dirty = False        # learned since the services last saved them
@@ -845,6 +848,11 @@ class Soc:
         dn = sc - self._an_s
         if dn < 0:
             dn = -dn
+        if dn < _SPAN_MIN:
+            # Near its anchor a rest measures the table against itself: a
+            # CV-tail anchor's SOC came from the table there (its error is
+            # the same table error, 25 % of SOC apart it is not).
+            return False
         sdc = self._an_sd + mul(dn, _SIG_GAIN_Q30 + self.sd_cap, 28) + \
             div(div(self._an_ms, cap, 20), 72000, 10)
         off = self.ocv_off
@@ -865,11 +873,13 @@ class Soc:
         a = mul(g, clamp(e, 0x8000), 28)            # U
         n = ocv.row_len(chem)
         tmp = self._ol_tmp
+        rh = self._ol_rho
+        for k in range(n):
+            dk = div(ocv.row_pm(chem, k), 1000, 28) - sc
+            rh[k] = exp_neg(mul(-dk if dk < 0 else dk, 4, 4))
         for _ in range(3):
             for k in range(n):
-                dk = div(ocv.row_pm(chem, k), 1000, 28) - sc
-                rho = exp_neg(mul(-dk if dk < 0 else dk, 4, 4))
-                tmp[k] = clamp(off[k] + (mul(rho, (sd[k] >> 10) * a // ss, 28) << 10),
+                tmp[k] = clamp(off[k] + (mul(rh[k], (sd[k] >> 10) * a // ss, 28) << 10),
                                _OFF_MAX_W)
             ok = True
             for k in range(n - 1):
@@ -885,9 +895,8 @@ class Soc:
         d0 = tmp[j] - off[j]
         mv = d0 + mul(tmp[j + 1] - off[j + 1] - d0, f, 28)   # the move at sc
         for k in range(n):
-            dk = div(ocv.row_pm(chem, k), 1000, 28) - sc
-            rho = exp_neg(mul(-dk if dk < 0 else dk, 4, 4))
             off[k] = tmp[k]
+            rho = rh[k]
             sd[k] = mul(sd[k], sqrt(ONE - mul(mul(rho, rho, 28), g, 28), 28), 28)
         self._off = off
         self.bias = clamp(self.bias - mv, _V_LIM)

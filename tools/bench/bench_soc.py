@@ -5,7 +5,9 @@ SOC on the bench's own pack model: the 24 h profile of ``soc_profile``
 error, a 50 mA offset and a BMS that starts 20 % (absolute) off; the max
 error after 1 h per profile (``PROFILES``: nominal, OCV table +-5 / +-10 mV
 off, cold 0 / -10 degC, aged 80 %, a week without a full charge), each with
-plain coulomb counting's error beside it and the ratio to its goal.  The
+plain coulomb counting's error beside it and the ratio to its goal.  Learned
+OCV points (``LEARN_RUNS``): the test day, then the solar week, on cells
+10 mV off the table, against the same run with learning switched off.  The
 cells follow the firmware's own table in every profile (``Day(ocv_curve=
 "table")``: "nominal" is a right table, "+5 mV" exactly 5 mV off it); one
 more row per chemistry runs on the simulator's own curve, 0-5 mV off.
@@ -133,6 +135,47 @@ def _soc_rows(chem, tag, kw, goal):
     return rows
 
 
+# Learned OCV points (bms.soc): the one-day profiles learn them only after
+# the day's end anchor.  These runs take the test day (with its CC/CV
+# charge) and then the solar week without a full charge, on cells off the
+# table: (chemistry, table shift in mV).
+LEARN_RUNS = (("LFP", 10), ("LFP", -10))
+
+
+def _week_run(chem, shift, learn):
+    from bms import soc as fw_soc
+    real = fw_soc.Soc._learn_point
+    if not learn:
+        fw_soc.Soc._learn_point = lambda self, y, t2, chem: False
+    try:
+        d = Day(chem, cells=8, soc_true=0.6, soc_bms=0.8, gain=1.01, offset_ma=50,
+                ocv_shift_mv=shift, profile="day+week")
+        log = d.run(sample_s=60)
+    finally:
+        fw_soc.Soc._learn_point = real
+    return d, log
+
+
+def _learn_rows(chem, shift):
+    """The week after a full-charge day, with the learned points and with the
+    same run on the bare table (learning switched off)."""
+    d, log = _week_run(chem, shift, True)
+    _, bare = _week_run(chem, shift, False)
+    est, est_rms = _err(log, 24.0, 1)
+    cc, _ = _err(log, 24.0, 3)
+    b, b_rms = _err(bare, 24.0, 1)
+    s = d.bms.soc
+    name = "%s OCV %+d mV, full-charge day then solar week: max error in the week" % (chem, shift)
+    note = ("bare table %.2f %%, coulomb counting %.2f %%; %d rests learned, the table moved "
+            "%+.1f..%+.1f mV (the cells are %+d mV off it)" % (
+                b * 100, cc * 100, s.ocv_learned, s.ocv_offset_dmv(False) / 10.0,
+                s.ocv_offset_dmv(True) / 10.0, shift))
+    return [Row(AREA, name, round(est * 100, 2), "%", "", note),
+            Row(AREA, "  learned / bare table, max and RMS error in the week",
+                "%.2f / %.2f" % (est / b, est_rms / b_rms), "ratio", "< 1",
+                "RMS %.2f %% learned, %.2f %% bare" % (est_rms * 100, b_rms * 100))]
+
+
 def _rests(name, kind, h0, rest_s=1800):
     """Where the model cell's own OCV puts our table at the trace's rests."""
     from tools.bench import soc_traces as st
@@ -236,6 +279,8 @@ def _soc_job(job):
         return _range_rows(job[1])
     if kind == "trace":
         return _trace_rows(job[1])
+    if kind == "learn":
+        return _learn_rows(job[1], job[2])
     return _soc_rows(*job[1:])
 
 
@@ -246,8 +291,11 @@ def jobs(quick=False):
             if quick and tag != "nominal":
                 continue
             out.append(("day", chem, tag, kw, goal))
+    if not quick:
+        out += [("learn", c, sh) for c, sh in LEARN_RUNS]
     # The week runs are the longest: start them first.
-    out.sort(key=lambda j: 0 if j[0] == "day" and j[2].startswith("week") else 1)
+    out.sort(key=lambda j: 0 if j[0] == "learn" or (j[0] == "day" and j[2].startswith("week"))
+             else 1)
     out += [("trace", "lfp"), ("trace", "nmc")]
     if not quick:
         out += [("range", "LFP"), ("range", "NMC")]

@@ -34,7 +34,8 @@ Variants (what real packs do to an estimator):
 * ``capacity_factor``: an aged pack (0.8: 80 % of the capacity left, the
   parameters still say the rated capacity), resistance x1.5;
 * ``profile="week"``: seven solar-storage days that never reach the charge
-  voltage (``WEEK_SEGMENTS``), starting at night.
+  voltage (``WEEK_DAY``), starting at night; ``"day+week"``: the test day
+  (with its full charge), then that week.
 A plain coulomb counter runs beside the BMS on the same measured current,
 started at the same wrong SOC and clamped to 0..100 % (``log`` column 4):
 what the estimator must beat.
@@ -60,6 +61,13 @@ SEGMENTS = (
 )
 # One solar-storage day of the week profile; the sun's strength changes every day.
 WEEK_DAY = ((7.0, "night"), (2.0, "rest"), (6.0, "sun"), (9.0, "day"))
+PROFILES = {
+    "day": SEGMENTS,
+    "week": WEEK_DAY * 7,
+    # The test day (one CC/CV charge to its tail), then the solar week: the
+    # rests of the first day teach the estimator the pack's OCV points.
+    "day+week": SEGMENTS + WEEK_DAY * 7,
+}
 # Capacity retention at 0.2C vs 25 degC (typical published cell data; per chemistry).
 COLD_CAP = {"LFP": ((-20.0, 0.62), (-10.0, 0.78), (0.0, 0.89), (25.0, 1.0)),
             "NMC": ((-20.0, 0.75), (-10.0, 0.85), (0.0, 0.93), (25.0, 1.0))}
@@ -154,7 +162,7 @@ class Day:
         pack = self.pack
         total = 0.0
         sched = []
-        segs = SEGMENTS if self.profile == "day" else WEEK_DAY * 7
+        segs = PROFILES[self.profile]
         for h, kind in segs:
             sched.append((total, total + h * 3600.0, kind))
             total += h * 3600.0
