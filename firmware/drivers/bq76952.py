@@ -222,6 +222,7 @@ class BQ76952(Afe):
         self._wire = bytearray(144)
         self._wirev = memoryview(self._wire)
         self._chan = bytearray(16)
+        self._arg = bytearray(2)    # a subcommand's data (bleed mask, FET bits)
         self._views = {}
         self.cells = 0
         # Battery Status POR seen by fault(): the chip reset and runs on its
@@ -247,8 +248,15 @@ class BQ76952(Afe):
 
     # ---- raw transactions ---------------------------------------------------
     def _view(self, mv, n):
-        # Slicing a memoryview allocates on MicroPython: cache one per length.
-        key = (n << 1) | (1 if mv is self._rawv else 0)
+        # Slicing a memoryview allocates on MicroPython: cache one per buffer
+        # and length.
+        key = n << 2
+        if mv is self._rawv:
+            key |= 1
+        elif mv is self._txv:
+            key |= 2
+        elif mv is self._wirev:
+            key |= 3
         v = self._views.get(key)
         if v is None:
             v = mv[:n]
@@ -295,7 +303,11 @@ class BQ76952(Afe):
                 w[2 * i] = d
                 w[2 * i + 1] = _crc_byte(crc, d)
                 crc = 0
-            buf = self._wirev[:2 * n]
+            buf = self._view(self._wirev, 2 * n)
+        elif data is self._tx:
+            # Every write of a subcommand or a bleed mask (a slave's loop
+            # while its master balances) comes from _tx.
+            buf = self._view(self._txv, n)
         else:
             buf = memoryview(data)[:n]
         for attempt in range(self.retry_limit + 1):
@@ -604,10 +616,10 @@ class BQ76952(Afe):
         if k > self.bal_max:
             # The chip would refuse the whole mask (Cell Balance Max Cells).
             raise ValueError("more cells than Cell Balance Max Cells")
-        t = self._tx
-        t[40] = mask & 0xFF
-        t[41] = mask >> 8
-        self.subcommand_write(_SUB_CB_ACTIVE_CELLS, memoryview(t)[40:42], 2)
+        a = self._arg
+        a[0] = mask & 0xFF
+        a[1] = mask >> 8
+        self.subcommand_write(_SUB_CB_ACTIVE_CELLS, a, 2)
 
     def set_switches(self, chg, dsg):
         """Host FET control via FET_CONTROL (one atomic write: bit0 DSG_OFF,
@@ -616,9 +628,9 @@ class BQ76952(Afe):
         both paths are wanted on, ALL_FETS_ON follows: it lifts such a latch
         left by anyone else (a host tool, an earlier firmware) and cannot turn
         on a FET we want off.  The chip's own protections still override."""
-        t = self._tx
-        t[40] = (0 if dsg else 0x03) | (0 if chg else 0x0C)
-        self.subcommand_write(_SUB_FET_CONTROL, memoryview(t)[40:41], 1)
+        a = self._arg
+        a[0] = (0 if dsg else 0x03) | (0 if chg else 0x0C)
+        self.subcommand_write(_SUB_FET_CONTROL, a, 1)
         if chg and dsg:
             self.subcommand(_SUB_ALL_FETS_ON)
 

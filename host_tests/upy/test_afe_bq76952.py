@@ -341,6 +341,41 @@ def test_read_cells_does_not_allocate():
     assert emu_regs is not None
 
 
+
+def test_bleed_mask_mode_and_fet_writes_do_not_allocate():
+    # A slave writes its bleed mask each time its master alternates the odd
+    # and even cells: in its steady loop.  With and without CRC.
+    from drv_helpers import heap_locked
+    for crc in (False, True):
+        _, emu, drv = rig(crc=crc)
+        drv.configure({"cells": 16, "shunt_uohm": 100})
+        a = bytearray(16)
+        b = bytearray(16)
+        a[0] = a[2] = 1
+        b[1] = b[3] = 1
+
+        def writes():
+            drv.balance(a)
+            drv.balance(b)
+            drv.set_mode(afe.MODE_SLEEP)
+            drv.set_mode(afe.MODE_NORMAL)
+            drv.set_switches(True, False)
+            drv.set_switches(True, True)
+        writes()
+
+        class Bus:      # takes writes without allocating (the emulator does)
+            def __init__(self):
+                self.n = 0
+
+            def writeto_mem(self, addr, reg, buf):
+                self.n += 1
+        bus = drv.i2c = Bus()
+        heap_locked(writes)
+        assert bus.n == 11, (crc, bus.n)   # block + checksum, or a command alone
+        drv.i2c = emu
+        drv.balance(b)
+        assert emu.cb_mask == 0b1010, crc
+
 def test_fet_control_data_byte_matches_trm_bit_layout():
     # SLUUBY2B / SLUUCW9 FET_CONTROL 0x0097: bit0 DSG_OFF, bit1 PDSG_OFF,
     # bit2 CHG_OFF, bit3 PCHG_OFF.  Checksum = ~(0x97 + 0x00 + data), length 5.

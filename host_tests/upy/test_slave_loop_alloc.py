@@ -121,19 +121,31 @@ def _sync(sweep):
     return (C.ID_SYNC, b)
 
 
+def _bal(mask):
+    b = bytearray(4)
+    C.bal_pack(b, mask, 3 * C.SWEEP_MS, mask & 0xFF)
+    return (C.ID_BAL, b)
+
+
 def test_an_addressed_modules_loop_in_a_sweep_allocates_nothing():
+    # The master alternates the bleeders of odd and even cells, so a BAL
+    # that changes the mask (a write to the AFE) is part of the steady loop.
     m = Module(addr=1)
     cfg = bytearray(8)
     C.config_pack(cfg, 16, 3, 3650, 2500, 55, C.CFG_SET_CELLS)
     syncs = [_sync(k) for k in range(10)]
-    frames = [syncs[1], (C.ID_CONFIG, cfg)]
+    masks = (_bal(0b0101), _bal(0b1010))
+    frames = [syncs[1], (C.ID_CONFIG, cfg), masks[1]]
     m.ctrl.frames = frames
 
-    def sweep(now):             # every second: SYNC, CONFIG
-        frames[0] = syncs[now // 1000]
+    def sweep(now):             # every second: SYNC, CONFIG, BAL of the other mask
+        k = now // 1000
+        frames[0] = syncs[k]
+        frames[2] = masks[k & 1]
         m.ctrl.i = 0
     m.clock.tick = sweep
     m.run(4500, 4000)           # SYNCs at 1..5 s, then at 6..9 s with the heap locked
     assert m.s.configured and m.s.syncs == 9, m.s.syncs
     assert m.ctrl.sent >= m.sent0 + 4 * 6 and m.sent0 >= 5 * 6
+    assert m.s.bal_mask == 0b1010 and m.s.bal_timeouts == 0
     assert not m.s.faults & (C.LF_HARD | C.LF_AFE | C.LF_MASTER_LOST)
