@@ -16,6 +16,7 @@ switch; DIP all off = auto-address), ``cells`` and ``locked`` (the TOPBMS
 "button 1": while locked the master cannot change the cell count).  The
 cell count the master sets while unlocked is saved there.
 """
+import gc
 import time
 
 from slave.core import Slave
@@ -33,6 +34,14 @@ WDT_MS = 2000
 LOOP_MS = 1        # CAN RX is polled every pass: frames come one per GAP_MS
 SLEEP_LOOP_MS = 50
 SAVE_CHECK_MS = 5000
+# Garbage collection between steps (loop, gc_due), like the master's
+# (app.App.collect_if_idle): without it MicroPython collects when an
+# allocation finds the heap full, at whatever allocates then, a step
+# included, while frames wait in the MCP2515's two RX buffers.
+GC_MIN_IDLE_MS = 20      # a collection takes about 11.4 ms here (emulated chip, 190 KB free)
+GC_PERIOD_MS = 10000
+GC_FORCE_MS = 30000      # a collection after this long even without a quiet gap
+GC_IDLE = hasattr(gc, "threshold")   # MicroPython; CPython tests pass their own collect
 
 
 def load_settings():
@@ -148,9 +157,9 @@ def led_pattern(slave):
     return LED_SLOW
 
 
-def loop(slave, wdt, led, st, now, clock=None, passes=None):
+def loop(slave, wdt, led, st, now, collect=None, clock=None, passes=None):
     """The slave loop from ``now`` on: the slave's step, the watchdog, the
-    LED and the settings save, then the pass's sleep.
+    LED, the settings save and the idle collection, then the pass's sleep.
 
     One function with its state in locals: an object holding the state,
     stepped by a method call per pass, cost 57 us more per pass than the
@@ -158,16 +167,20 @@ def loop(slave, wdt, led, st, now, clock=None, passes=None):
     a second, a pass about 340 us).  Nothing in a steady pass allocates
     (test_slave_loop_alloc runs it with the heap locked on the board's
     drivers).  Tests: ``clock`` has ticks_ms() and sleep_ms(ms) for the
-    time module's, ``passes`` ends the loop after that many passes."""
+    time module's, ``passes`` ends the loop after that many passes,
+    ``collect`` stands for gc.collect."""
     if clock is None:
         ticks_ms = time.ticks_ms
         sleep_ms = time.sleep_ms
     else:
         ticks_ms = clock.ticks_ms
         sleep_ms = clock.sleep_ms
+    if collect is None and GC_IDLE:
+        collect = gc.collect
     step = slave.step
     feed = wdt.feed
     last_save = now
+    gc_at = now
     while passes is None or passes > 0:
         if passes is not None:
             passes -= 1
@@ -181,7 +194,24 @@ def loop(slave, wdt, led, st, now, clock=None, passes=None):
             if slave.cells != st["cells"]:
                 st["cells"] = slave.cells
                 save_settings(st)
+        if collect is not None:
+            since = ticks_diff(now, gc_at)
+            if since >= GC_PERIOD_MS and gc_due(slave, now, since):
+                collect()
+                gc_at = now
         sleep_ms(SLEEP_LOOP_MS if slave.sleeping else LOOP_MS)
+
+
+def gc_due(slave, now, since):
+    """A collection between steps, so that none lands inside one: asked
+    every pass from GC_PERIOD_MS after the last one (``since`` ms ago) on,
+    it is due once the slave is quiet for GC_MIN_IDLE_MS (no frame of its
+    slot, no sample, no SYNC due: Slave.quiet_ms), or after GC_FORCE_MS
+    without such a gap (between steps still).  The steady loop allocates
+    nothing, so this only gathers what events left (the AFE configured for
+    a new cell count, a settings save, a firmware update) before it could
+    fill the heap."""
+    return since >= GC_FORCE_MS or slave.quiet_ms(now) >= GC_MIN_IDLE_MS
 
 
 def run(hw=None, machine=None):

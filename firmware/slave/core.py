@@ -65,6 +65,7 @@ _DEF_OT_DC = const(650)
 _LOCAL_SAMPLE_MS = const(1000)
 _SLEEP_SAMPLE_MS = const(5000)
 _MASTER_LOST_SWEEPS = const(3)
+_SYNC_MARGIN_MS = const(20)   # see quiet_ms
 _SLEEP_AFTER_MS = const(30000)
 _ANNOUNCE_MS = const(250)
 _MAX_RX_PER_STEP = const(8)
@@ -202,6 +203,24 @@ class Slave:
             if t < d:
                 d = t
         return d if d > 0 else 0
+
+    def quiet_ms(self, now):
+        """Time the slave can be away (a garbage collection between steps,
+        slave_main) without a frame or a sample coming late: ``ms_to_next``,
+        and never across the master's next SYNC.  The SYNC's arrival times
+        the sweep's slot: read late, the module's frames would go out late,
+        into the next module's slot.  A SYNC is due from _SYNC_MARGIN_MS
+        before a period after the last one (the master's own loop moves it
+        a little) until the master counts as lost; asleep, the loop's own
+        SLEEP_LOOP_MS wait is longer than a collection anyway."""
+        d = self.ms_to_next(now)
+        if self.sync_seen and not self.sleeping:
+            since = ticks_diff(now, self.last_sync)
+            if since < self.period * _MASTER_LOST_SWEEPS:
+                t = self.period - _SYNC_MARGIN_MS - since
+                if t < d:
+                    d = t if t > 0 else 0
+        return d
 
     # ---- receiving ----------------------------------------------------
     def _receive(self, now):

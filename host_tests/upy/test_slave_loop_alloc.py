@@ -74,10 +74,14 @@ class Module:
         self.st = {"addr": addr, "cells": 16, "locked": False}
         self.wdt = hw["wdt"](SM.WDT_MS)
         self.led = hw["led"]
+        self.collections = 0
         self.locked = False
         self.sent0 = 0              # frames sent and watchdog feeds when the heap was locked
         self.feeds0 = 0
         self.clock.on_lock = self._lock
+
+    def _collect(self):
+        self.collections += 1
 
     def _lock(self):
         # The AFE's bus copies the recorded replies from now on (no allocation).
@@ -93,16 +97,17 @@ class Module:
         """One loop (as run() has it: its state lives in its locals) for
         ``warm_ms`` (the first sample configures the AFE), then
         ``locked_ms`` with the heap locked on MicroPython.  A pass sleeps
-        LOOP_MS (1 ms)."""
+        LOOP_MS (1 ms); no collection is due within 10 s."""
         c = self.clock
         c.lock_at = c.now + warm_ms
         try:
-            SM.loop(self.s, self.wdt, self.led, self.st, c.now, clock=c,
-                    passes=warm_ms + locked_ms)
+            SM.loop(self.s, self.wdt, self.led, self.st, c.now, collect=self._collect,
+                    clock=c, passes=warm_ms + locked_ms)
         finally:
             if self.locked:
                 micropython.heap_unlock()
                 self.locked = False
+        assert self.collections == 0
 
 
 def test_an_unaddressed_modules_loop_allocates_nothing():
