@@ -41,35 +41,60 @@ def _largest():
 """
 
 
-# slave_main.run() with its step timed.  The step that takes the first AFE
-# sample also configures the AFE for the module's cell count (once, and on a
-# count change from the master): timed apart, as _first.
+# slave_main.run()'s loop (slave_main.loop: the slave's step, the watchdog,
+# the LED, the idle collection) with the slave's step timed: Slave.step is
+# called through a timing function set on the instance, which the loop
+# takes as the slave's step.  The step that takes the first AFE sample also configures the AFE
+# for the module's cell count (once, and on a count change from the
+# master): timed apart, as _first.  The collections are timed too, and the
+# heap read around them: what the loop allocated between the first one and
+# the end of the window (_grown, from _g0 on).
 _SLAVE_LOOP = """
-import slave_main as _sm, time, machine
+import slave_main as _sm, time, machine, gc
 from boards import slave_module as _bd
 _hw = _bd.build(machine)
 _st = _sm.load_settings()
-_s = _sm.build_slave(_hw, machine, _st, time.ticks_ms() & _sm.TICKS_MAX)
-_w = _hw["wdt"](_sm.WDT_MS)
+_now = time.ticks_ms() & _sm.TICKS_MAX
+_s = _sm.build_slave(_hw, machine, _st, _now)
 _mx = 0
 _tot = 0
 _n = 0
 _first = 0
-while True:
-    _now = time.ticks_ms() & _sm.TICKS_MAX
-    _was = _s.sampled
-    _t0 = time.ticks_us()
-    _s.step(_now)
-    _d = time.ticks_diff(time.ticks_us(), _t0)
-    _w.feed()
-    if not _was:
-        if _d > _first:
-            _first = _d
-    elif _d > _mx:
-        _mx = _d
-    _tot += _d
+_gmx = 0
+_gn = 0
+_g0 = None
+_grown = 0
+_after = 0
+_step = type(_s).step
+def _timed(now):
+    global _mx, _tot, _n, _first
+    was = _s.sampled
+    t0 = time.ticks_us()
+    _step(_s, now)
+    d = time.ticks_diff(time.ticks_us(), t0)
+    if not was:
+        if d > _first:
+            _first = d
+    elif d > _mx:
+        _mx = d
+    _tot += d
     _n += 1
-    time.sleep_ms(_sm.SLEEP_LOOP_MS if _s.sleeping else _sm.LOOP_MS)
+_s.step = _timed
+def _collect():
+    global _gmx, _gn, _g0, _grown, _after
+    a = gc.mem_alloc()
+    if _g0 is None:
+        _g0 = time.ticks_ms()
+    else:
+        _grown += a - _after
+    t0 = time.ticks_us()
+    gc.collect()
+    d = time.ticks_diff(time.ticks_us(), t0)
+    _after = gc.mem_alloc()
+    _gn += 1
+    if d > _gmx:
+        _gmx = d
+_sm.loop(_s, _hw["wdt"](_sm.WDT_MS), _hw.get("led"), _st, _now, collect=_collect)
 """
 
 
@@ -179,17 +204,24 @@ class Run:
 
     def slave_window(self, ms):
         """The slave module's loop, its step timed on the chip (the image's
-        own loop has no scheduler timing): max/mean ms per step and CPU %."""
+        own loop has no scheduler timing): max/mean ms per step and CPU %;
+        the loop's idle collections (count, worst ms) and what it allocated
+        per second from the first collection on (None when the window held
+        none: it comes GC_PERIOD_MS after the start)."""
         r = self.repl
         r.start(_SLAVE_LOOP)
         busy0, t0 = self.board.chip.busy_ns, self.board.chip.t_ns
         self.run_ms(ms)
         busy1, t1 = self.board.chip.busy_ns, self.board.chip.t_ns
         r.interrupt()
-        mx, tot, n, first = r.eval("(_mx, _tot, _n, _first)")
+        mx, tot, n, first, gn, gmx = r.eval("(_mx, _tot, _n, _first, _gn, _gmx)")
+        grown, since = r.eval("(_grown + __import__('gc').mem_alloc() - _after, "
+                              "time.ticks_diff(time.ticks_ms(), _g0)) if _gn else (0, 0)")
         return {"cpu_pct": 100.0 * (busy1 - busy0) / max(1, t1 - t0), "window_ms": ms,
                 "step": {"max_ms": mx / 1000.0, "mean_ms": tot / n / 1000.0 if n else None,
-                         "runs": n, "first_ms": first / 1000.0}}
+                         "runs": n, "first_ms": first / 1000.0},
+                "gc": {"runs": gn, "max_ms": gmx / 1000.0,
+                       "alloc_b_per_s": 1000.0 * grown / since if since > 0 else None}}
 
     def heap(self):
         """(free bytes after a collection, largest free block)."""
