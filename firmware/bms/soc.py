@@ -374,6 +374,7 @@ _OL_NOISE_W = const(384000)      # 3 mV: a rested reading's own error (relaxatio
 # A learned point is never trusted below 5 mV (hysteresis, temperature, ageing
 # since it was learned).  Learned in 15..35 degC only (t2 300..700).
 SB_LEARNED_MIN_W = const(640000)
+OL_PER_CALL = const(2)          # breakpoints per slow task while learning (_learn_work)
 _OL_T2_LO = const(300)
 _OL_T2_HI = const(700)
 IEKF_PASSES = const(4)      # measurement relinearisations per update
@@ -460,8 +461,20 @@ class Soc:
         # (the bare table, exactly as before).
         self.ocv_off = array("i", [0] * OCV_PTS_MAX)
         self.ocv_sd = array("i", [0] * OCV_PTS_MAX)
-        self._ol_tmp = array("i", [0] * OCV_PTS_MAX)     # _learn_point's scratch
+        # A learning step in progress (_learn_point, _learn_work): scratch
+        # per point, the reading's SOC, segment, position, prior std,
+        # innovation share and move; _ol_k the next point, -1 none.
+        self._ol_tmp = array("i", [0] * OCV_PTS_MAX)
         self._ol_rho = array("i", [0] * OCV_PTS_MAX)
+        self._ol_sd = array("i", [0] * OCV_PTS_MAX)
+        self._ol_k = -1
+        self._ol_try = 0
+        self._ol_s = 0
+        self._ol_j = 0
+        self._ol_f = 0
+        self._ol_ss = 1
+        self._ol_g = 0
+        self._ol_a = 0
         self._off = None
         self.ocv_learned = 0          # rests learned from
         self.ocv_dirty = False        # learned since the services last saved them
@@ -802,6 +815,7 @@ class Soc:
             self.ocv_off[j] = 0
             self.ocv_sd[j] = sb
         self._off = None
+        self._ol_k = -1             # a step in progress learned the old table
 
     def _end_anchor(self, s, sd, end):
         """An end anchor: from here the count alone tells SOC (``_learn_point``)."""
@@ -827,18 +841,16 @@ class Soc:
         return sl if sl < sb else sb
 
     def _learn_point(self, y, t2, chem):
-        """Learn the table near the count's SOC from the rested reading ``y``
-        (W, less R0*I and the RC voltage).  A table error is a smooth curve
-        (the estimator's table-error state decorrelates over 25 % of SOC), so
-        the reading informs every breakpoint by its correlation with the
-        reading's place, exp(-distance / 0.25): a Kalman update of each
-        offset with its own std and that correlation (the learned points'
-        posterior correlations are not kept).  Its noise is the count's own
-        error since the end anchor seen through the slope and a rested
-        reading's.  A step that would fold the table (a segment keeping less
-        than half its rise) is halved, up to three times, or dropped.  The
-        move of the table at this SOC is taken out of the table-error state
-        (it held the same error).  True if it learned."""
+        """Start learning the table near the count's SOC from the rested
+        reading ``y`` (W, less R0*I and the RC voltage); ``_learn_work``
+        does the rest.  A table error is a smooth curve (the estimator's
+        table-error state decorrelates over 25 % of SOC), so the reading
+        informs every breakpoint by its correlation with the reading's
+        place, exp(-distance / 0.25): a Kalman update of each offset with its
+        own std and that correlation (the learned points' posterior
+        correlations are not kept).  Its noise is the count's own error since
+        the end anchor seen through the slope and a rested reading's.  True
+        if a measurement was taken."""
         cap = self.capacity_mah
         if cap <= 0 or self.cold_pm < 1000:
             return False
@@ -855,7 +867,6 @@ class Soc:
             return False
         sdc = self._an_sd + mul(dn, _SIG_GAIN_Q30 + self.sd_cap, 28) + \
             div(div(self._an_ms, cap, 20), 72000, 10)
-        off = self.ocv_off
         sd = self.ocv_sd
         j = ocv.seg_q28(chem, sc)
         h = ocv.seg_slope_uv(chem, j, self._off)
@@ -869,35 +880,73 @@ class Soc:
         if ss < 1:
             ss = 1
         r = hypot(rc, _OL_NOISE_W) >> 10
-        g = div(ss * ss, ss * ss + r * r, 28)       # share of the innovation, Q28
-        a = mul(g, clamp(e, 0x8000), 28)            # U
+        self._ol_s = sc
+        self._ol_j = j
+        self._ol_f = f
+        self._ol_ss = ss
+        self._ol_g = div(ss * ss, ss * ss + r * r, 28)     # share of the innovation, Q28
+        self._ol_a = mul(self._ol_g, clamp(e, 0x8000), 28)  # U
+        self._ol_k = 0
+        self._ol_try = 0
+        return True
+
+    def _learn_work(self, chem):
+        """A share of a started learning step (``_learn_point``), so that no
+        slow task carries all of it (emulated RP2040: ~1.6 ms per breakpoint,
+        25 ms for LFP's 16 at once): each call computes ``OL_PER_CALL``
+        points' correlations, new offsets and stds into scratch arrays; a
+        last one checks that the moved table still keeps every segment's
+        half rise (``soc_q28`` inverts it), then commits it.  A step that
+        would fold the table is halved (the stds then stay: the reading was
+        not taken in full), up to three times, or dropped.  The move of the
+        table at the reading's SOC is taken out of the table-error state (it
+        held the same error).  True when it committed this call."""
         n = ocv.row_len(chem)
+        k = self._ol_k
+        off = self.ocv_off
+        sd = self.ocv_sd
         tmp = self._ol_tmp
         rh = self._ol_rho
-        for k in range(n):
-            dk = div(ocv.row_pm(chem, k), 1000, 28) - sc
-            rh[k] = exp_neg(mul(-dk if dk < 0 else dk, 4, 4))
-        for _ in range(3):
-            for k in range(n):
-                tmp[k] = clamp(off[k] + (mul(rh[k], (sd[k] >> 10) * a // ss, 28) << 10),
+        nsd = self._ol_sd
+        a = self._ol_a
+        ss = self._ol_ss
+        if k < n:
+            end = k + OL_PER_CALL
+            if end > n:
+                end = n
+            while k < end:
+                dk = div(ocv.row_pm(chem, k), 1000, 28) - self._ol_s
+                rho = exp_neg(mul(-dk if dk < 0 else dk, 4, 4))
+                rh[k] = rho
+                tmp[k] = clamp(off[k] + (mul(rho, (sd[k] >> 10) * a // ss, 28) << 10),
                                _OFF_MAX_W)
-            ok = True
-            for k in range(n - 1):
-                rise = (ocv.row_mv(chem, k + 1) - ocv.row_mv(chem, k)) * W_PER_MV
-                if rise + tmp[k + 1] - tmp[k] < rise >> 1:
-                    ok = False
-                    break
-            if ok:
-                break
-            a >>= 1
-        else:
-            return False
+                nsd[k] = mul(sd[k], sqrt(ONE - mul(mul(rho, rho, 28), self._ol_g, 28), 28), 28)
+                k += 1
+            self._ol_k = k
+            return False        # the check and the commit in a call of their own
+        for m in range(n - 1):
+            rise = (ocv.row_mv(chem, m + 1) - ocv.row_mv(chem, m)) * W_PER_MV
+            if rise + tmp[m + 1] - tmp[m] < rise >> 1:
+                # It would fold: half the step, checked at the next call.
+                self._ol_try += 1
+                if self._ol_try > 3:
+                    self._ol_k = -1
+                    return False
+                a >>= 1
+                self._ol_a = a
+                for i in range(n):
+                    tmp[i] = clamp(off[i] + (mul(rh[i], (sd[i] >> 10) * a // ss, 28) << 10),
+                                   _OFF_MAX_W)
+                return False
+        self._ol_k = -1
+        j = self._ol_j
         d0 = tmp[j] - off[j]
-        mv = d0 + mul(tmp[j + 1] - off[j + 1] - d0, f, 28)   # the move at sc
-        for k in range(n):
-            off[k] = tmp[k]
-            rho = rh[k]
-            sd[k] = mul(sd[k], sqrt(ONE - mul(mul(rho, rho, 28), g, 28), 28), 28)
+        mv = d0 + mul(tmp[j + 1] - off[j + 1] - d0, self._ol_f, 28)   # the move at sc
+        whole = self._ol_try == 0
+        for m in range(n):
+            off[m] = tmp[m]
+            if whole:
+                sd[m] = nsd[m]
         self._off = off
         self.bias = clamp(self.bias - mv, _V_LIM)
         self.ocv_learned += 1
@@ -945,6 +994,7 @@ class Soc:
             self.ocv_sd[j] = sds[j]
             learned = learned or offs[j] != 0 or sds[j] != sb
         self._off = self.ocv_off if learned else None
+        self._ol_k = -1
         return True
 
     def reset_ocv_points(self):
@@ -1160,8 +1210,10 @@ class Soc:
         elif not self._ol_rest and self._an_ok and _OL_T2_LO <= t2 <= _OL_T2_HI:
             # Relaxed, once per rest: a learned point (_learn_point).
             self._ol_rest = True
+            self._learn_point(yb + bias, t2, chem)    # its work from the next update on
+        elif self._ol_k >= 0:
             b0 = self.bias
-            if self._learn_point(yb + bias, t2, chem):
+            if self._learn_work(chem):
                 off = self._off
                 d = b0 - self.bias      # the table's move at this SOC
                 self.bias = b0

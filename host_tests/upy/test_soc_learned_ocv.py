@@ -266,3 +266,28 @@ def test_a_learned_point_is_trusted_to_its_floor_only():
         t = _drive(s, pk, sn, 30, 20000, t)
     assert s.ocv_learned == 6
     assert s._sb_prior(CHEM_LFP, ONE * 6 // 10) == SB_LEARNED_MIN_W
+
+
+def test_a_learning_step_is_spread_over_slow_tasks():
+    # bms.soc _learn_work: on the chip one breakpoint costs ~1.6 ms, so a rest's
+    # step does two points per estimator update and checks and commits the
+    # moved table in an update of its own: the table in use changes at once,
+    # at the end, never half moved.
+    from bms.soc import OL_PER_CALL
+    s, pk, sn, t = _after_full(CHEM_LFP, 8, 0.6)
+    t = _drive(s, pk, sn, 29 * 60 + 50, 0, t)
+    assert s._ol_k == -1 and s.ocv_learned == 0
+    ks = []
+    for _ in range(30):
+        t = _drive(s, pk, sn, 1, 0, t)
+        ks.append((s._ol_k, s.ocv_learned, s._off is None))
+    started = [i for i, (k, _n, _b) in enumerate(ks) if k >= 0]
+    done = [i for i, (_k, n, _b) in enumerate(ks) if n == 1]
+    assert started and done
+    n = ocv.row_len(CHEM_LFP)
+    assert done[0] - started[0] >= (n + OL_PER_CALL - 1) // OL_PER_CALL + 1
+    prev = 0
+    for k, _n, bare in ks[started[0]:done[0]]:
+        assert 0 <= k - prev <= OL_PER_CALL and bare     # the bare table until the commit
+        prev = k
+    assert not ks[done[0]][2] and ks[done[0]][0] == -1
