@@ -95,7 +95,7 @@ def _single(ctx, rows):
     try:
         failed, running = run.boot()
         rows.append(Row("rp2040", "16S single board boots, parts failed", len(failed), "", 0,
-                        "running=%s %s" % (running, ",".join(failed))))
+                        ("running=%s %s" % (running, ",".join(failed))).strip()))
         rows.extend(_heap_rows("16S single board", "after boot", run.heap(), 150000))
         plain = run.window(win, settle_ms=3000)
         rows.extend(_task_rows("16S single board", plain, 16))
@@ -205,7 +205,7 @@ def _other(ctx, rows, kind, cells, label):
     try:
         failed, running = run.boot(6000 if kind == "master" else 4000)
         rows.append(Row("rp2040", "%s boots, parts failed" % label, len(failed), "", 0,
-                        "running=%s %s" % (running, ",".join(failed))))
+                        ("running=%s %s" % (running, ",".join(failed))).strip()))
         rows.extend(_heap_rows(label, "after boot", run.heap(),
                                120000 if kind == "master" else 0))
         can = ("(lambda a: (a.ctrl.rx_overflow, a.n_sweeps, a.rx_frames, a.comm_fault))"
