@@ -67,6 +67,22 @@ def test_a_partial_bench_run_replaces_only_its_own_readme_rows(tmp_path, monkeyp
     assert "### Latest figures: 2026-01-01, x; rows of" in text
 
 
+def test_partial_runs_one_after_another_are_all_named_in_the_title(tmp_path, monkeypatch):
+    # A second partial run (another area) keeps the first one's mention; a
+    # run of the same area again replaces its own.
+    from tools.bench.common import Row
+    title = ("### Latest figures: 2026-01-01, x; rows of `make bench ARGS=\"--only soc\"` "
+             "re-measured 2026-01-02 (5 s)")
+    text, _ = _partial_run(tmp_path, monkeypatch, "| soc | a | 1 |  |  |  |\n",
+                           [Row("rp2040", "b", 2)], "rp2040", title=title)
+    head = [ln for ln in text.splitlines() if ln.startswith("### Latest")][0]
+    assert head.startswith(title + "; rows of `make bench ARGS=\"--only rp2040\"` re-measured ")
+    text, _ = _partial_run(tmp_path, monkeypatch, "| soc | a | 1 |  |  |  |\n",
+                           [Row("soc", "a", 3)], "soc", title=title)
+    head = [ln for ln in text.splitlines() if ln.startswith("### Latest")][0]
+    assert head.count("rows of") == 1 and "2026-01-02" not in head
+
+
 def test_table_at_rests_reads_the_model_cells_own_ocv_at_each_long_rest():
     from bms import ocv
     from bms.params import CHEM_NAMES

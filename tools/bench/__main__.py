@@ -127,8 +127,12 @@ def write_readme(rows, wall, partial=""):
                 # One space of padding each side; a sub-row's name keeps its indent.
                 old.append(tuple(_unpad(x) for x in line.strip()[1:-1].split("|")))
         cells = merge_rows(old, cells)
-        title = "%s; rows of `make bench ARGS=\"--only %s\"` re-measured %s (%.0f s)" % (
-            old_title.split("; rows of")[0] or title, partial, datetime.date.today(), wall)
+        # Earlier partial runs keep their mention (a run of the same rows replaces it).
+        parts = old_title.split("; rows of")
+        seg = " `make bench ARGS=\"--only %s\"` re-measured %s (%.0f s)" % (
+            partial, datetime.date.today(), wall)
+        keep = [p for p in parts[1:] if "--only %s\"" % partial not in p]
+        title = "; rows of".join([parts[0] or title] + keep + [seg])
     lines = [marker, "", title, "",
              "| area | figure | value | unit | goal | note |",
              "|---|---|---|---|---|---|"]
