@@ -243,6 +243,15 @@ def _slave(ctx, rows):
         rows.append(Row("rp2040", "  slave first AFE sample (configures the AFE)", s["first_ms"],
                         "ms", "", "once after boot and when the master changes the cell count"))
         rows.append(Row("rp2040", "CPU per second, 16S slave module", w["cpu_pct"], "%", ""))
+        g = w["gc"]
+        if g["alloc_b_per_s"] is not None:
+            rows.append(Row("rp2040", "  slave loop garbage, 16S slave module",
+                            round(g["alloc_b_per_s"]), "B/s", "",
+                            "allocated by slave_main.loop from its first idle collection on, "
+                            "the REPL's own reading included (some 600 B once)"))
+        rows.append(Row("rp2040", "  slave idle collections, worst", g["max_ms"], "ms", "",
+                        "%d in %.0f s, between steps when the slave is quiet for 20 ms "
+                        "(slave_main.gc_due)" % (g["runs"], win / 1000.0)))
     finally:
         run.close()
 
