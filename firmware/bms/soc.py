@@ -1205,13 +1205,15 @@ class Soc:
         if svc is not None:
             svc()
         off = self._off
+        started = False
         if self.rest_ms < _REST_LONG_MS:
             self._ol_rest = False
         elif not self._ol_rest and self._an_ok and _OL_T2_LO <= t2 <= _OL_T2_HI:
             # Relaxed, once per rest: a learned point (_learn_point).
             self._ol_rest = True
-            self._learn_point(yb + bias, t2, chem)    # its work from the next update on
-        elif self._ol_k >= 0:
+            started = self._learn_point(yb + bias, t2, chem)  # its work from the next update on
+        if self._ol_k >= 0 and not started:
+            # The reading was taken at rest: its step goes on if a load came since.
             b0 = self.bias
             if self._learn_work(chem):
                 off = self._off

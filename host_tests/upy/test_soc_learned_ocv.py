@@ -291,3 +291,13 @@ def test_a_learning_step_is_spread_over_slow_tasks():
         assert 0 <= k - prev <= OL_PER_CALL and bare     # the bare table until the commit
         prev = k
     assert not ks[done[0]][2] and ks[done[0]][0] == -1
+
+
+def test_a_load_after_the_reading_does_not_drop_its_step():
+    # The reading was taken relaxed; a load a few seconds later (the step
+    # still spread over updates) does not make it less true.
+    s, pk, sn, t = _after_full(CHEM_LFP, 8, 0.6)
+    t = _drive(s, pk, sn, 30 * 60 + 2, 0, t)
+    assert s._ol_k >= 0 and s.ocv_learned == 0
+    _drive(s, pk, sn, 20, -20000, t)
+    assert s.ocv_learned == 1 and s._ol_k == -1
