@@ -246,14 +246,21 @@ def soc_q28(chem, y, t2, off=None):
     return div((x0 << 18) + mul(f, xs[j + 1] - x0, 10), 1000, 10)
 
 
+def keeps_rise(chem, off):
+    """The table moved by the offsets ``off`` (W per breakpoint) still keeps
+    at least half of every segment's rise, so it stays increasing and
+    ``soc_q28`` can invert it (``bms.soc``'s learned points)."""
+    ys = _MV[chem]
+    for j in range(len(ys) - 1):
+        rise = (ys[j + 1] - ys[j]) * W_PER_MV
+        if rise + off[j + 1] - off[j] < rise >> 1:
+            return False
+    return True
+
+
 def row_len(chem):
     """Breakpoints of the chemistry's table (the learned offsets' length)."""
     return len(_SOC[chem])
-
-
-def row_mv(chem, j):
-    """The table's OCV at breakpoint ``j`` in mV (25 degC)."""
-    return _MV[chem][j]
 
 
 def row_pm(chem, j):

@@ -138,7 +138,7 @@ class Services:
         # a folded table) leave the bare table.
         pts = store.load_ocv_points()
         if pts is not None:
-            bms.soc.set_ocv_points(pts[0], pts[1], pts[2])
+            bms.soc.set_ocv_points(*pts)
         bms.soc.ocv_dirty = False
         if unclean:
             state.op_s += STATE_MAX_S

@@ -382,6 +382,11 @@ _CONV_Q28 = const(26844)     # 1e-4: relinearisation converged
 _D_MIN_Q28 = const(16)       # smallest remaining variance fraction of one update
 
 
+def _lerp(a, b, f):
+    """a + (b - a) * f for a position ``f`` (Q28) between two breakpoints."""
+    return a + mul(b - a, f, 28)
+
+
 def _cold_q20(t2):
     """R0 temperature factor 1 + 0.04/K * (25 degC - T) below 25 degC, Q20."""
     return div(1000 - t2, 500, 20) if t2 < 500 else 0x100000
@@ -835,7 +840,7 @@ class Soc:
             return sb
         j = ocv.seg_q28(chem, s)
         f = ocv.seg_pos_q28(chem, s, j)
-        sl = self.ocv_sd[j] + mul(self.ocv_sd[j + 1] - self.ocv_sd[j], f, 28)
+        sl = _lerp(self.ocv_sd[j], self.ocv_sd[j + 1], f)
         if sl < SB_LEARNED_MIN_W:
             sl = SB_LEARNED_MIN_W
         return sl if sl < sb else sb
@@ -876,7 +881,7 @@ class Soc:
         f = ocv.seg_pos_q28(chem, sc, j)
         e = clamp(y - ocv.ocv_w(chem, sc, t2, self._off), SAT) >> 10
         # In U = W / 1024 (30 mV = 3750 U: the squares stay small ints).
-        ss = (sd[j] + mul(sd[j + 1] - sd[j], f, 28)) >> 10   # prior std at sc
+        ss = _lerp(sd[j], sd[j + 1], f) >> 10   # prior std at sc
         if ss < 1:
             ss = 1
         r = hypot(rc, _OL_NOISE_W) >> 10
@@ -908,8 +913,6 @@ class Soc:
         tmp = self._ol_tmp
         rh = self._ol_rho
         nsd = self._ol_sd
-        a = self._ol_a
-        ss = self._ol_ss
         if k < n:
             end = k + OL_PER_CALL
             if end > n:
@@ -918,30 +921,24 @@ class Soc:
                 dk = div(ocv.row_pm(chem, k), 1000, 28) - self._ol_s
                 rho = exp_neg(mul(-dk if dk < 0 else dk, 4, 4))
                 rh[k] = rho
-                tmp[k] = clamp(off[k] + (mul(rho, (sd[k] >> 10) * a // ss, 28) << 10),
-                               _OFF_MAX_W)
+                self._ol_moved(k)
                 nsd[k] = mul(sd[k], sqrt(ONE - mul(mul(rho, rho, 28), self._ol_g, 28), 28), 28)
                 k += 1
             self._ol_k = k
             return False        # the check and the commit in a call of their own
-        for m in range(n - 1):
-            rise = (ocv.row_mv(chem, m + 1) - ocv.row_mv(chem, m)) * W_PER_MV
-            if rise + tmp[m + 1] - tmp[m] < rise >> 1:
-                # It would fold: half the step, checked at the next call.
-                self._ol_try += 1
-                if self._ol_try > 3:
-                    self._ol_k = -1
-                    return False
-                a >>= 1
-                self._ol_a = a
-                for i in range(n):
-                    tmp[i] = clamp(off[i] + (mul(rh[i], (sd[i] >> 10) * a // ss, 28) << 10),
-                                   _OFF_MAX_W)
+        if not ocv.keeps_rise(chem, tmp):
+            # It would fold: half the step, checked at the next call.
+            self._ol_try += 1
+            if self._ol_try > 3:
+                self._ol_k = -1
                 return False
+            self._ol_a >>= 1
+            for i in range(n):
+                self._ol_moved(i)
+            return False
         self._ol_k = -1
         j = self._ol_j
-        d0 = tmp[j] - off[j]
-        mv = d0 + mul(tmp[j + 1] - off[j + 1] - d0, self._ol_f, 28)   # the move at sc
+        mv = _lerp(tmp[j] - off[j], tmp[j + 1] - off[j + 1], self._ol_f)   # the move at sc
         whole = self._ol_try == 0
         for m in range(n):
             off[m] = tmp[m]
@@ -952,6 +949,14 @@ class Soc:
         self.ocv_learned += 1
         self.ocv_dirty = True
         return True
+
+    def _ol_moved(self, k):
+        """Breakpoint ``k``'s offset after the step in progress (into the
+        scratch array): its std times its correlation with the reading's
+        place times the step (U), clamped."""
+        sd = self.ocv_sd[k] >> 10
+        self._ol_tmp[k] = clamp(self.ocv_off[k] + (
+            mul(self._ol_rho[k], sd * self._ol_a // self._ol_ss, 28) << 10), _OFF_MAX_W)
 
     def get_ocv_points(self):
         """(chemistry, offsets W, stds W) of the learned points, for the store
@@ -984,10 +989,8 @@ class Soc:
         for j in range(n):
             if not (-_OFF_MAX_W <= offs[j] <= _OFF_MAX_W and 0 < sds[j] <= sb):
                 return False
-            if j:
-                rise = (ocv.row_mv(self.chem, j) - ocv.row_mv(self.chem, j - 1)) * W_PER_MV
-                if rise + offs[j] - offs[j - 1] < rise >> 1:
-                    return False
+        if not ocv.keeps_rise(self.chem, offs):
+            return False
         learned = False
         for j in range(n):
             self.ocv_off[j] = offs[j]
